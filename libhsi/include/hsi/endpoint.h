@@ -1,0 +1,67 @@
+// hsi/endpoint.h: one end of a duplex link: two rings over two segments.
+//
+// A link between ends A and B is two segments and two doorbells. A's segment
+// carries the A->B frames with A's producer state and A's consumer state for
+// B->A; B's segment the mirror. Each end maps its own segment read-write and
+// the other's read-only (invariant 1) and sleeps on its own doorbell.
+//
+// CreateEndpointFds() makes the memory and doorbells for both ends; in a
+// running host hsid does this and passes each end its EndpointFds by
+// SCM_RIGHTS. Tests, the demo and benchmarks call it before fork().
+//
+// Thread safety: tx() and rx() may be used by two different threads; each of
+// them by one thread at a time.
+#ifndef HSI_ENDPOINT_H_
+#define HSI_ENDPOINT_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "hsi/doorbell.h"
+#include "hsi/fd.h"
+#include "hsi/ring.h"
+#include "hsi/segment.h"
+
+namespace hsi {
+
+// Everything one end needs to open its side of a link.
+struct EndpointFds {
+  UniqueFd own_segment;   // mapped read-write, then sealed against new writers
+  UniqueFd peer_segment;  // mapped read-only
+  UniqueFd own_bell;      // this end sleeps here
+  UniqueFd peer_bell;     // this end rings the peer here
+};
+
+struct EndpointFdPair {
+  EndpointFds a;
+  EndpointFds b;
+};
+
+// Creates two ring segments (sealed memfds) and two doorbells for a link
+// of `geometry`, and hands each end its fds.
+absl::StatusOr<EndpointFdPair> CreateEndpointFds(const RingGeometry& geometry);
+
+class Endpoint {
+ public:
+  // Maps and checks the segments (see Segment::MapOwner/MapPeer) and builds
+  // both rings. Errors as Segment and RingProducer/RingConsumer::Create.
+  static absl::StatusOr<Endpoint> Open(EndpointFds fds, const RingGeometry& geometry);
+
+  Endpoint();
+  ~Endpoint();
+  Endpoint(Endpoint&&) noexcept;
+  Endpoint& operator=(Endpoint&&) noexcept;
+
+  RingProducer& tx();  // frames to the peer
+  RingConsumer& rx();  // frames from the peer
+  // This end's doorbell fd: readable when the peer rang (for epoll/io_uring).
+  int fd() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace hsi
+
+#endif  // HSI_ENDPOINT_H_

@@ -1,0 +1,512 @@
+#include "hsi/ring.h"
+
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cassert>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "internal/ring_layout.h"
+#include "internal/syscall.h"
+
+namespace hsi {
+namespace {
+
+using internal::FrameHeader;
+using internal::kDataOffset;
+using internal::kFrameHeaderSize;
+using internal::kKindData;
+using internal::kKindPad;
+using internal::kRecordAlign;
+using internal::LayoutOf;
+using internal::PackMeta;
+using internal::RecordSize;
+using internal::SegmentHeader;
+using internal::SegmentLayout;
+
+constexpr uint64_t kMaxCapacity = uint64_t{1} << 30;
+constexpr uint32_t kMaxMtu = 1u << 20;
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+// Spins calling `ready` until it returns true or `until` passes. Reads the
+// clock only every 64 rounds; never when `until` is InfiniteFuture.
+template <typename Ready>
+bool SpinUntil(absl::Time until, Ready ready) {
+  const bool forever = until == absl::InfiniteFuture();
+  for (uint32_t i = 1;; ++i) {
+    if (ready()) return true;
+    CpuRelax();
+    if (!forever && (i & 63) == 0 && absl::Now() >= until) return ready();
+  }
+}
+
+absl::Time SpinEnd(const Wait& wait) {
+  switch (wait.mode) {
+    case WaitMode::kSpin:
+      return wait.deadline;
+    case WaitMode::kAdaptive:
+      return std::min(wait.deadline, absl::Now() + wait.spin_for);
+    case WaitMode::kBlock:
+      break;
+  }
+  return absl::InfinitePast();
+}
+
+// Checks a segment header against the geometry both sides agreed on. The
+// header is copied out once; `who` names the segment in errors.
+absl::StatusOr<SegmentHeader> CheckHeader(const Segment& seg,
+                                          const RingGeometry& g,
+                                          const char* who) {
+  if (seg.data() == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(who, " segment is not mapped"));
+  }
+  if (seg.size() != g.segment_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        who, " segment is ", seg.size(), " bytes, geometry needs ", g.segment_size()));
+  }
+  SegmentHeader h;
+  std::memcpy(&h, seg.data(), sizeof(h));
+  if (h.magic != internal::kSegmentMagic || h.version != internal::kLayoutVersion) {
+    return absl::DataLossError(absl::StrCat(
+        who, " segment is not an hsi ring segment of layout version ",
+        internal::kLayoutVersion, " (magic 0x", absl::Hex(h.magic), ", version ",
+        h.version, ")"));
+  }
+  if (h.data_offset != kDataOffset || h.capacity != g.capacity || h.mtu != g.mtu) {
+    return absl::DataLossError(absl::StrCat(
+        who, " segment header says capacity ", h.capacity, ", mtu ", h.mtu,
+        ", data offset ", h.data_offset, "; expected ", g.capacity, ", ", g.mtu,
+        ", ", kDataOffset));
+  }
+  if ((h.nonce & 1) == 0) {
+    return absl::DataLossError(absl::StrCat(who, " segment header has an even nonce"));
+  }
+  return h;
+}
+
+absl::Status CheckRoles(const Segment& own, const Segment& peer,
+                        const Doorbell& own_bell, const Doorbell& peer_bell) {
+  if (!own.writable()) {
+    return absl::InvalidArgumentError("own segment must be mapped with MapOwner");
+  }
+  if (peer.writable()) {
+    return absl::InvalidArgumentError("peer segment must be mapped with MapPeer");
+  }
+  if (!own_bell.valid() || !peer_bell.valid()) {
+    return absl::InvalidArgumentError("ring needs both doorbells");
+  }
+  return absl::OkStatus();
+}
+
+inline uint64_t LoadAcquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+inline uint64_t LoadRelaxed(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+inline void StoreRelease(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+inline void StoreRelaxed(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
+}  // namespace
+
+absl::Status RingGeometry::Validate() const {
+  if (mtu == 0 || mtu > kMaxMtu) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ring mtu ", mtu, " is outside 1..", kMaxMtu));
+  }
+  if (!std::has_single_bit(capacity) || capacity < 4096 || capacity > kMaxCapacity) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ring capacity ", capacity, " is not a power of two in 4096..", kMaxCapacity));
+  }
+  if (capacity < 2 * RecordSize(mtu)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ring capacity ", capacity, " is less than twice the largest record (",
+        RecordSize(mtu), " bytes for mtu ", mtu, ")"));
+  }
+  return absl::OkStatus();
+}
+
+size_t RingGeometry::segment_size() const { return kDataOffset + capacity; }
+
+absl::StatusOr<UniqueFd> CreateRingSegment(const RingGeometry& geometry,
+                                           absl::string_view name) {
+  if (absl::Status s = geometry.Validate(); !s.ok()) return s;
+  absl::StatusOr<UniqueFd> fd = Segment::CreateMemfd(name, geometry.segment_size());
+  if (!fd.ok()) return fd.status();
+  SegmentHeader h{};
+  h.magic = internal::kSegmentMagic;
+  h.version = internal::kLayoutVersion;
+  h.data_offset = kDataOffset;
+  h.capacity = geometry.capacity;
+  h.mtu = geometry.mtu;
+  if (::getrandom(&h.nonce, sizeof(h.nonce), 0) != sizeof(h.nonce)) {
+    return internal::ErrnoStatus(errno, "getrandom for ring nonce");
+  }
+  h.nonce |= 1;  // odd: a zeroed slot can never look like position 0
+  // Written before anyone maps it, so no mapping is needed.
+  if (::pwrite(fd->get(), &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h))) {
+    return internal::ErrnoStatus(errno, "write ring segment header");
+  }
+  return fd;
+}
+
+// ---------------------------------------------------------------- producer
+
+absl::StatusOr<RingProducer> RingProducer::Create(const Segment& own,
+                                                  const Segment& peer,
+                                                  const Doorbell& own_bell,
+                                                  const Doorbell& peer_bell,
+                                                  const RingGeometry& geometry) {
+  if (absl::Status s = geometry.Validate(); !s.ok()) return s;
+  if (absl::Status s = CheckRoles(own, peer, own_bell, peer_bell); !s.ok()) return s;
+  absl::StatusOr<SegmentHeader> own_h = CheckHeader(own, geometry, "producer's own");
+  if (!own_h.ok()) return own_h.status();
+  if (absl::StatusOr<SegmentHeader> h = CheckHeader(peer, geometry, "consumer's"); !h.ok()) {
+    return h.status();
+  }
+  RingProducer p;
+  p.own_ = LayoutOf(own.data());
+  p.peer_ = LayoutOf(static_cast<const void*>(peer.data()));
+  p.data_ = static_cast<uint8_t*>(own.data()) + kDataOffset;
+  p.own_bell_ = &own_bell;
+  p.peer_bell_ = &peer_bell;
+  p.geometry_ = geometry;
+  p.mask_ = geometry.capacity - 1;
+  p.nonce_ = own_h->nonce;
+  // Continue from what this side last published (0 for a new segment).
+  p.tail_ = p.own_->tx.tail.load(std::memory_order_relaxed);
+  p.head_cache_ = p.tail_ > geometry.capacity ? p.tail_ - geometry.capacity : 0;
+  return p;
+}
+
+void RingProducer::Break(absl::Status status) {
+  if (broken_.ok()) broken_ = std::move(status);
+}
+
+bool RingProducer::ReloadHead() {
+  // Acquire pairs with the consumer's release of head in Publish(): it has
+  // finished reading every byte before `head`, so we may overwrite them.
+  const uint64_t head = peer_->rx.head.load(std::memory_order_acquire);
+  if (head < head_cache_ || head > tail_ || head % kRecordAlign != 0) {
+    Break(absl::DataLossError(absl::StrCat(
+        "ring: consumer head ", head, " is invalid (previous head ", head_cache_,
+        ", producer tail ", tail_, ", alignment ", kRecordAlign, ")")));
+    return false;
+  }
+  head_cache_ = head;
+  return true;
+}
+
+uint8_t* RingProducer::TryReserve(size_t len) {
+  if (!broken_.ok() || len > geometry_.mtu) return nullptr;
+  const uint64_t capacity = geometry_.capacity;
+  const uint64_t record = RecordSize(len);
+  uint64_t off = tail_ & mask_;
+  const uint64_t contiguous = capacity - off;
+  const uint64_t need = record <= contiguous ? record : contiguous + record;
+  if (tail_ + need - head_cache_ > capacity) {
+    if (!ReloadHead()) return nullptr;
+    if (tail_ + need - head_cache_ > capacity) {
+      if (!was_full_) {
+        ++full_events_;
+        was_full_ = true;
+      }
+      return nullptr;
+    }
+  }
+  was_full_ = false;
+  if (record > contiguous) {
+    // Pad to the end of the ring so the frame is contiguous at offset 0.
+    auto* pad = reinterpret_cast<FrameHeader*>(data_ + off);
+    StoreRelaxed(&pad->meta, PackMeta(static_cast<uint32_t>(contiguous - kFrameHeaderSize), kKindPad, 0));
+    StoreRelease(&pad->seq, tail_ ^ nonce_);
+    tail_ += contiguous;
+    off = 0;
+  }
+  reserved_off_ = off;
+  reserved_len_ = len;
+  reserved_ = true;
+  return data_ + off + kFrameHeaderSize;
+}
+
+absl::StatusOr<absl::Span<uint8_t>> RingProducer::Reserve(size_t len, const Wait& wait) {
+  if (len > geometry_.mtu) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ring: frame length ", len, " exceeds MTU ", geometry_.mtu));
+  }
+  uint8_t* p = TryReserve(len);
+  if (p != nullptr) return absl::Span<uint8_t>(p, len);
+  if (!broken_.ok()) return broken_;
+  // Frames committed but not yet published must reach a sleeping consumer,
+  // or it will never drain the ring we are waiting on.
+  Publish();
+  auto ready = [&] { return (p = TryReserve(len)) != nullptr || !broken_.ok(); };
+  if (wait.mode != WaitMode::kBlock && SpinUntil(SpinEnd(wait), ready)) {
+    if (p == nullptr) return broken_;
+    return absl::Span<uint8_t>(p, len);
+  }
+  if (wait.mode != WaitMode::kSpin) {
+    auto& flag = own_->tx_wake.need_space;
+    for (;;) {
+      flag.store(++sleep_epoch_, std::memory_order_relaxed);
+      // Pairs with the fence in RingConsumer::Publish(): either it sees our
+      // flag, or we see its head.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (ready()) break;
+      if (!own_bell_->WaitUntil(wait.deadline).ok()) {
+        ready();
+        break;
+      }
+    }
+    flag.store(0, std::memory_order_relaxed);
+    if (p != nullptr) return absl::Span<uint8_t>(p, len);
+    if (!broken_.ok()) return broken_;
+  }
+  return absl::DeadlineExceededError(absl::StrCat(
+      "ring: no room for a ", len, "-byte frame before the deadline (",
+      tail_ - head_cache_, " of ", geometry_.capacity, " bytes in use)"));
+}
+
+void RingProducer::CommitDeferred(size_t len, uint16_t type) {
+  assert(reserved_ && len <= reserved_len_);
+  auto* h = reinterpret_cast<FrameHeader*>(data_ + reserved_off_);
+  StoreRelaxed(&h->meta, PackMeta(static_cast<uint32_t>(len), kKindData, type));
+  // Release pairs with the consumer's acquire of seq in TryPeek(): payload
+  // and meta are visible once seq is.
+  StoreRelease(&h->seq, tail_ ^ nonce_);
+  tail_ += RecordSize(len);
+  ++frames_;
+  bytes_ += len;
+  reserved_ = false;
+}
+
+void RingProducer::Publish() {
+  own_->tx.tail.store(tail_, std::memory_order_release);
+  auto& c = own_->tx_counters;
+  c.frames.store(frames_, std::memory_order_relaxed);
+  c.bytes.store(bytes_, std::memory_order_relaxed);
+  c.full_events.store(full_events_, std::memory_order_relaxed);
+  c.drops.store(drops_, std::memory_order_relaxed);
+  // Pairs with the consumer's fence after it sets need_data: either it sees
+  // our frame on its re-check, or we see its flag here.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  const uint64_t want = peer_->rx_wake.need_data.load(std::memory_order_relaxed);
+  if (want != 0 && want != last_woken_) {
+    last_woken_ = want;
+    ++wakeups_;
+    c.wakeups_sent.store(wakeups_, std::memory_order_relaxed);
+    peer_bell_->Ring();
+  }
+}
+
+bool RingProducer::TrySend(absl::Span<const uint8_t> payload, uint16_t type) {
+  uint8_t* p = TryReserve(payload.size());
+  if (p == nullptr) return false;
+  if (!payload.empty()) std::memcpy(p, payload.data(), payload.size());
+  Commit(payload.size(), type);
+  return true;
+}
+
+absl::Status RingProducer::Send(absl::Span<const uint8_t> payload, const Wait& wait,
+                                uint16_t type) {
+  absl::StatusOr<absl::Span<uint8_t>> span = Reserve(payload.size(), wait);
+  if (!span.ok()) return span.status();
+  if (!payload.empty()) std::memcpy(span->data(), payload.data(), payload.size());
+  Commit(payload.size(), type);
+  return absl::OkStatus();
+}
+
+RingCounters RingProducer::counters() const {
+  return RingCounters{frames_, bytes_, full_events_, drops_, wakeups_};
+}
+
+// ---------------------------------------------------------------- consumer
+
+absl::StatusOr<RingConsumer> RingConsumer::Create(const Segment& own,
+                                                  const Segment& peer,
+                                                  const Doorbell& own_bell,
+                                                  const Doorbell& peer_bell,
+                                                  const RingGeometry& geometry) {
+  if (absl::Status s = geometry.Validate(); !s.ok()) return s;
+  if (absl::Status s = CheckRoles(own, peer, own_bell, peer_bell); !s.ok()) return s;
+  if (absl::StatusOr<SegmentHeader> h = CheckHeader(own, geometry, "consumer's own"); !h.ok()) {
+    return h.status();
+  }
+  // The producer's header is read once here; later changes to it are ignored.
+  absl::StatusOr<SegmentHeader> peer_h = CheckHeader(peer, geometry, "producer's");
+  if (!peer_h.ok()) return peer_h.status();
+  RingConsumer c;
+  c.own_ = LayoutOf(own.data());
+  c.peer_ = LayoutOf(static_cast<const void*>(peer.data()));
+  c.data_ = static_cast<const uint8_t*>(peer.data()) + kDataOffset;
+  c.own_bell_ = &own_bell;
+  c.peer_bell_ = &peer_bell;
+  c.geometry_ = geometry;
+  c.mask_ = geometry.capacity - 1;
+  c.nonce_ = peer_h->nonce;
+  c.head_ = c.own_->rx.head.load(std::memory_order_relaxed);
+  c.published_head_ = c.head_;
+  return c;
+}
+
+void RingConsumer::Break(absl::Status status) {
+  if (broken_.ok()) broken_ = std::move(status);
+}
+
+bool RingConsumer::TryPeek(Frame* frame) {
+  if (peek_record_ != 0) {
+    *frame = peeked_;
+    return true;
+  }
+  if (!broken_.ok()) return false;
+  const uint64_t capacity = geometry_.capacity;
+  // At most one padding record precedes a frame.
+  for (int round = 0; round < 2; ++round) {
+    const uint64_t off = head_ & mask_;
+    const auto* h = reinterpret_cast<const FrameHeader*>(data_ + off);
+    // Acquire pairs with the producer's release of seq in CommitDeferred().
+    const uint64_t seq = LoadAcquire(&h->seq);
+    if (seq != (head_ ^ nonce_)) return false;  // not written yet
+    // Loaded once; everything below works on the local copy.
+    const uint64_t meta = LoadRelaxed(&h->meta);
+    const uint32_t len = static_cast<uint32_t>(meta);
+    const uint16_t kind = static_cast<uint16_t>(meta >> 32);
+    const uint16_t type = static_cast<uint16_t>(meta >> 48);
+    const uint64_t room = capacity - off;
+    if (kind == kKindPad) {
+      if (len != room - kFrameHeaderSize) {
+        Break(absl::DataLossError(absl::StrCat(
+            "ring: padding record at position ", head_, " claims ", len,
+            " bytes, but ", room - kFrameHeaderSize, " remain to the end of the ring")));
+        return false;
+      }
+      head_ += room;
+      Publish();  // hand the padded space back now; it is rare
+      continue;
+    }
+    if (kind != kKindData) {
+      Break(absl::DataLossError(absl::StrCat(
+          "ring: frame at position ", head_, " has unknown kind 0x", absl::Hex(kind))));
+      return false;
+    }
+    if (len > geometry_.mtu) {
+      Break(absl::DataLossError(absl::StrCat(
+          "ring: frame at position ", head_, " has length ", len,
+          " exceeding MTU ", geometry_.mtu)));
+      return false;
+    }
+    const uint64_t record = RecordSize(len);
+    if (record > room) {
+      Break(absl::DataLossError(absl::StrCat(
+          "ring: frame at position ", head_, " of length ", len,
+          " runs past the end of the ring (", room, " bytes left)")));
+      return false;
+    }
+    peeked_.payload = absl::Span<const uint8_t>(data_ + off + kFrameHeaderSize, len);
+    peeked_.type = type;
+    peek_record_ = record;
+    *frame = peeked_;
+    return true;
+  }
+  return false;
+}
+
+absl::Status RingConsumer::Peek(Frame* frame, const Wait& wait) {
+  if (TryPeek(frame)) return absl::OkStatus();
+  if (!broken_.ok()) return broken_;
+  // Released space must reach a producer that may be waiting for it.
+  if (published_head_ != head_) Publish();
+  return WaitForFrame(frame, wait);
+}
+
+absl::Status RingConsumer::WaitForFrame(Frame* frame, const Wait& wait) {
+  bool got = false;
+  auto ready = [&] { return (got = TryPeek(frame)) || !broken_.ok(); };
+  if (wait.mode != WaitMode::kBlock && SpinUntil(SpinEnd(wait), ready)) {
+    return got ? absl::OkStatus() : broken_;
+  }
+  if (wait.mode != WaitMode::kSpin) {
+    auto& flag = own_->rx_wake.need_data;
+    for (;;) {
+      flag.store(++sleep_epoch_, std::memory_order_relaxed);
+      // Pairs with the fence in RingProducer::Publish(): either it sees our
+      // flag, or we see its frame.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (ready()) break;
+      if (!own_bell_->WaitUntil(wait.deadline).ok()) {
+        ready();
+        break;
+      }
+    }
+    flag.store(0, std::memory_order_relaxed);
+    if (got) return absl::OkStatus();
+    if (!broken_.ok()) return broken_;
+  }
+  return absl::DeadlineExceededError("ring: no frame arrived before the deadline");
+}
+
+void RingConsumer::ReleaseDeferred() {
+  assert(peek_record_ != 0);
+  head_ += peek_record_;
+  ++frames_;
+  bytes_ += peeked_.payload.size();
+  peek_record_ = 0;
+  if (head_ - published_head_ >= geometry_.capacity / 2) Publish();
+}
+
+void RingConsumer::Publish() {
+  // Release pairs with the producer's acquire in ReloadHead(): we are done
+  // reading every byte before head_.
+  own_->rx.head.store(head_, std::memory_order_release);
+  published_head_ = head_;
+  auto& c = own_->rx_counters;
+  c.frames.store(frames_, std::memory_order_relaxed);
+  c.bytes.store(bytes_, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  const uint64_t want = peer_->tx_wake.need_space.load(std::memory_order_relaxed);
+  if (want != 0 && want != last_woken_) {
+    last_woken_ = want;
+    ++wakeups_;
+    c.wakeups_sent.store(wakeups_, std::memory_order_relaxed);
+    peer_bell_->Ring();
+  }
+}
+
+absl::StatusOr<size_t> RingConsumer::TryReceive(absl::Span<uint8_t> buffer, uint16_t* type) {
+  Frame f;
+  if (!TryPeek(&f)) {
+    if (!broken_.ok()) return broken_;
+    return absl::Status(absl::StatusCode::kUnavailable, "");
+  }
+  if (f.payload.size() > buffer.size()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "ring: frame of ", f.payload.size(), " bytes does not fit a ",
+        buffer.size(), "-byte buffer"));
+  }
+  const size_t n = f.payload.size();
+  if (n != 0) std::memcpy(buffer.data(), f.payload.data(), n);
+  if (type != nullptr) *type = f.type;
+  Release();
+  return n;
+}
+
+absl::StatusOr<size_t> RingConsumer::Receive(absl::Span<uint8_t> buffer, const Wait& wait,
+                                             uint16_t* type) {
+  Frame f;
+  if (absl::Status s = Peek(&f, wait); !s.ok()) return s;
+  return TryReceive(buffer, type);
+}
+
+RingCounters RingConsumer::counters() const {
+  return RingCounters{frames_, bytes_, 0, 0, wakeups_};
+}
+
+}  // namespace hsi

@@ -1,0 +1,114 @@
+#include "hsi/segment.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "gtest/gtest.h"
+#include "hsi/doorbell.h"
+
+namespace hsi {
+namespace {
+
+TEST(SegmentTest, OwnerWritesPeerSeesReadOnly) {
+  auto fd = Segment::CreateMemfd("t", 8192);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  auto peer_fd = UniqueFd(::dup(fd->get()));
+  auto own = Segment::MapOwner(std::move(*fd), 8192);
+  ASSERT_TRUE(own.ok()) << own.status();
+  auto peer = Segment::MapPeer(std::move(peer_fd), 8192);
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  static_cast<char*>(own->data())[100] = 'x';
+  EXPECT_EQ(static_cast<const char*>(peer->data())[100], 'x');
+  EXPECT_TRUE(own->writable());
+  EXPECT_FALSE(peer->writable());
+}
+
+// Invariant 1: after the owner maps, no one can get a writable mapping,
+// not even by reopening /proc/self/fd/N read-write.
+TEST(SegmentTest, PeerCannotGainWriteAccess) {
+  auto fd = Segment::CreateMemfd("t", 4096);
+  ASSERT_TRUE(fd.ok());
+  UniqueFd peer_fd(::dup(fd->get()));
+  auto own = Segment::MapOwner(std::move(*fd), 4096);
+  ASSERT_TRUE(own.ok()) << own.status();
+
+  std::string path = "/proc/self/fd/" + std::to_string(peer_fd.get());
+  UniqueFd rw(::open(path.c_str(), O_RDWR));
+  ASSERT_TRUE(rw.valid()) << "reopen failed; the test expects the kernel to allow it";
+  void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, rw.get(), 0);
+  EXPECT_EQ(p, MAP_FAILED) << "peer mapped the segment writable";
+  if (p != MAP_FAILED) ::munmap(p, 4096);
+  EXPECT_EQ(errno, EPERM);
+  char c = 'y';
+  EXPECT_LT(::pwrite(rw.get(), &c, 1, 0), 0) << "peer wrote with write()";
+  EXPECT_LT(::ftruncate(rw.get(), 0), 0) << "peer shrank the segment";
+  EXPECT_LT(::fcntl(rw.get(), F_ADD_SEALS, 0), 0) << "seals are not sealed";
+  // The owner's mapping stays writable.
+  static_cast<char*>(own->data())[0] = 'z';
+  EXPECT_EQ(static_cast<char*>(own->data())[0], 'z');
+}
+
+TEST(SegmentTest, OwnerMapsOnlyOnce) {
+  auto fd = Segment::CreateMemfd("t", 4096);
+  ASSERT_TRUE(fd.ok());
+  UniqueFd again(::dup(fd->get()));
+  ASSERT_TRUE(Segment::MapOwner(std::move(*fd), 4096).ok());
+  auto second = Segment::MapOwner(std::move(again), 4096);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition) << second.status();
+}
+
+TEST(SegmentTest, RejectsUnsealedWrongSizeAndNonMemfd) {
+  UniqueFd plain(::memfd_create("plain", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  ASSERT_EQ(::ftruncate(plain.get(), 4096), 0);
+  auto r = Segment::MapPeer(std::move(plain), 4096);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("shrink and grow"), absl::string_view::npos) << r.status();
+
+  auto fd = Segment::CreateMemfd("t", 4096);
+  ASSERT_TRUE(fd.ok());
+  r = Segment::MapPeer(std::move(*fd), 8192);
+  EXPECT_NE(r.status().message().find("4096 bytes, expected 8192"), absl::string_view::npos) << r.status();
+
+  UniqueFd pipe_fds[2];
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  pipe_fds[0] = UniqueFd(p[0]);
+  pipe_fds[1] = UniqueFd(p[1]);
+  r = Segment::MapPeer(std::move(pipe_fds[0]), 4096);
+  EXPECT_NE(r.status().message().find("not a sealable memfd"), absl::string_view::npos) << r.status();
+}
+
+TEST(SegmentTest, AccessPastTheEndFaults) {
+  auto fd = Segment::CreateMemfd("t", 4096);
+  ASSERT_TRUE(fd.ok());
+  auto seg = Segment::MapPeer(std::move(*fd), 4096);
+  ASSERT_TRUE(seg.ok());
+  const volatile char* end = static_cast<const char*>(seg->data()) + 4096;
+  EXPECT_DEATH({ (void)*end; }, "");
+}
+
+TEST(DoorbellTest, AdoptRejectsNonEventfd) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  UniqueFd keep(p[1]);
+  auto bell = Doorbell::Adopt(UniqueFd(p[0]));
+  EXPECT_EQ(bell.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bell.status().message().find("not an eventfd"), absl::string_view::npos) << bell.status();
+}
+
+TEST(DoorbellTest, RingWakesWaiter) {
+  auto bell = Doorbell::Create();
+  ASSERT_TRUE(bell.ok());
+  EXPECT_EQ(bell->WaitUntil(absl::Now() + absl::Milliseconds(5)).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  bell->Ring();
+  bell->Ring();
+  EXPECT_TRUE(bell->WaitUntil(absl::Now() + absl::Seconds(5)).ok());
+  EXPECT_FALSE(bell->Drain());  // both rings consumed at once
+}
+
+}  // namespace
+}  // namespace hsi

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs every build, test and benchmark dependency of hsi from Debian 12
+# packages. Idempotent and non-interactive; run as root (or with sudo).
+#
+#   packaging/setup.sh            install what is missing
+#   packaging/setup.sh --check    only report what is missing (exit 1 if any)
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config   # toolchain
+  liburing-dev                                   # daemon loop, poller, TCP baseline
+  libabsl-dev                                    # Status, flags, strings, time
+  libgtest-dev libgmock-dev                      # unit and multi-process tests
+  libbenchmark-dev                               # micro-benchmarks
+  libboost-dev                                   # Boost.Interprocess peer
+  clang libclang-rt-14-dev                       # libFuzzer, sanitizer runtimes
+)
+
+usage() {
+  sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+check_only=0
+case "${1:-}" in
+  "") ;;
+  --check) check_only=1 ;;
+  -h|--help) usage; exit 0 ;;
+  *) echo "setup.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup.sh: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+if [ "$check_only" -eq 1 ]; then
+  echo "setup.sh: missing: ${missing[*]}"
+  exit 1
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "setup.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+echo "setup.sh: installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "setup.sh: done"
