@@ -13,6 +13,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev                      # unit and multi-process tests
   libbenchmark-dev                               # micro-benchmarks
   libboost-dev                                   # Boost.Interprocess peer
+  libtoml11-dev                                  # hsid config (TOML)
+  nlohmann-json3-dev                             # --json output of the tools
   clang libclang-rt-14-dev                       # libFuzzer, sanitizer runtimes
 )
 

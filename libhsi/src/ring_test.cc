@@ -1,5 +1,6 @@
 #include "hsi/ring.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <numeric>
@@ -87,7 +88,7 @@ TEST(RingTest, FramesOfEveryLengthUpToMtuAndMtuPlusOneRejected) {
     auto n = l.b.rx().TryReceive(absl::MakeSpan(buf));
     ASSERT_TRUE(n.ok()) << n.status();
     ASSERT_EQ(*n, len);
-    ASSERT_EQ(std::memcmp(buf.data(), p.data(), len), 0) << len;
+    ASSERT_TRUE(std::equal(p.begin(), p.end(), buf.begin())) << len;
   }
   EXPECT_EQ(l.a.tx().TryReserve(kMtu + 1), nullptr);
   EXPECT_TRUE(l.a.tx().ok());  // a caller error does not break the ring
@@ -124,7 +125,7 @@ TEST(RingTest, WrapsAtEveryAlignment) {
         auto n = l.b.rx().TryReceive(absl::MakeSpan(buf));
         ASSERT_TRUE(n.ok()) << n.status() << " start " << start << " len " << len;
         ASSERT_EQ(*n, len);
-        ASSERT_EQ(std::memcmp(buf.data(), p.data(), len), 0);
+        ASSERT_TRUE(std::equal(p.begin(), p.end(), buf.begin()));
       }
     }
     ASSERT_TRUE(l.a.tx().ok() && l.b.rx().ok());

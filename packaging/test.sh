@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the whole hsi test suite:
+#   1. release build, every test (unit, multi-process, stress, hostile peer)
+#   2. ASan+UBSan build, the tests labelled "sanitize"
+#   3. TSan build, the tests labelled "sanitize"
+# Usage: packaging/test.sh [--no-sanitizers] [--help]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sanitizers=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-sanitizers) sanitizers=0 ;;
+    -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "test.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+packaging/setup.sh
+jobs=$(nproc)
+
+step() { printf '\n==== %s\n' "$*"; }
+
+step "release build"
+cmake --preset release >/dev/null
+cmake --build --preset release -j "$jobs"
+step "release tests"
+ctest --preset release
+
+if [ "$sanitizers" -eq 1 ]; then
+  for preset in asan tsan; do
+    step "$preset build"
+    cmake --preset "$preset" >/dev/null
+    cmake --build --preset "$preset" -j "$jobs"
+    step "$preset tests"
+    # halt_on_error: the first report fails the run.
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+      ctest --preset "$preset"
+  done
+fi
+step "all test runs passed"
