@@ -3,6 +3,7 @@
 #   1. release build, every test (unit, multi-process, stress, hostile peer)
 #   2. ASan+UBSan build, the tests labelled "sanitize"
 #   3. TSan build, the tests labelled "sanitize"
+#   4. clang libFuzzer build, each fuzz target for 20 s (packaging/fuzz.sh)
 # Usage: packaging/test.sh [--no-sanitizers] [--help]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ sanitizers=1
 for arg in "$@"; do
   case "$arg" in
     --no-sanitizers) sanitizers=0 ;;
-    -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -39,5 +40,7 @@ if [ "$sanitizers" -eq 1 ]; then
     TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
       ctest --preset "$preset"
   done
+  step "fuzz targets, 20 s each"
+  packaging/fuzz.sh --seconds 20
 fi
 step "all test runs passed"
