@@ -307,6 +307,17 @@ void RingProducer::Publish() {
   }
 }
 
+void RingProducer::ArmWakeup() {
+  Publish();  // frames committed but unpublished must reach the consumer
+  own_->tx_wake.need_space.store(++sleep_epoch_, std::memory_order_relaxed);
+  // Pairs with the fence in RingConsumer::Publish(), as in Reserve().
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+void RingProducer::DisarmWakeup() {
+  own_->tx_wake.need_space.store(0, std::memory_order_relaxed);
+}
+
 bool RingProducer::TrySend(absl::Span<const uint8_t> payload, uint16_t type) {
   uint8_t* p = TryReserve(payload.size());
   if (p == nullptr) return false;
@@ -451,6 +462,18 @@ absl::Status RingConsumer::WaitForFrame(Frame* frame, const Wait& wait) {
     if (!broken_.ok()) return broken_;
   }
   return absl::DeadlineExceededError("ring: no frame arrived before the deadline");
+}
+
+void RingConsumer::ArmWakeup() {
+  // Space released but not yet published must reach the producer first.
+  if (published_head_ != head_) Publish();
+  own_->rx_wake.need_data.store(++sleep_epoch_, std::memory_order_relaxed);
+  // Pairs with the fence in RingProducer::Publish(), as in WaitForFrame().
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+void RingConsumer::DisarmWakeup() {
+  own_->rx_wake.need_data.store(0, std::memory_order_relaxed);
 }
 
 void RingConsumer::ReleaseDeferred() {

@@ -139,6 +139,14 @@ class RingProducer {
   // policy `drop`); published with the other counters.
   void RecordDrop() { ++drops_; }
 
+  // For callers that sleep on the doorbell themselves (one doorbell shared
+  // by many rings, e.g. a NIC): ArmWakeup() asks the consumer to ring
+  // `own_bell` at its next Publish() that frees space (need-space flag, a
+  // new sleep epoch, then a seq_cst fence). Re-check TryReserve() after
+  // arming and before sleeping; DisarmWakeup() when awake again.
+  void ArmWakeup();
+  void DisarmWakeup();
+
   // OK, or why the ring is BROKEN.
   const absl::Status& status() const { return broken_; }
   bool ok() const { return broken_.ok(); }
@@ -204,6 +212,11 @@ class RingConsumer {
   // Publishes head and counters and rings the producer's doorbell if it
   // sleeps on a full ring.
   void Publish();
+
+  // As RingProducer::ArmWakeup(): the producer's next Publish() of a frame
+  // rings `own_bell`. Re-check TryPeek() after arming, before sleeping.
+  void ArmWakeup();
+  void DisarmWakeup();
 
   // Copying receive into `buffer`: the frame's length, kUnavailable with an
   // empty message if no frame is waiting, kResourceExhausted if `buffer` is

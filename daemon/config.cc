@@ -1,0 +1,359 @@
+#include "config.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <toml.hpp>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "hsi/ring.h"
+
+namespace hsid {
+
+const char kDefaultConfig[] = R"toml(# hsid built-in default configuration.
+# One HiperSockets CHPID F0 with 16K frames (MTU 8K), open to the uid that
+# started hsid ("self").
+
+[hsid]
+admin_uids = ["self"]        # root is always an admin too
+admin_gids = []
+max_in_flight = 64           # link setups one client may have pending
+
+[[chpid]]
+id = "F0"
+mfs = "16K"                  # 16K, 24K, 40K or 64K; MTU = MFS - 8K
+subnet = "10.240.0.0/24"
+queue_size = "1M"            # ring capacity per direction of a link
+overflow = "block"           # or "drop" (counted on the sender)
+lpars = ["*"]
+
+[[lpar]]
+name = "*"                   # any LPAR name
+uids = ["self"]
+gids = []
+max_nics = 16
+max_links = 1024
+)toml";
+
+bool ChpidConfig::Allows(const std::string& lpar) const {
+  return std::find(lpars.begin(), lpars.end(), "*") != lpars.end() ||
+         std::find(lpars.begin(), lpars.end(), lpar) != lpars.end();
+}
+
+const LparConfig* Config::FindLpar(const std::string& name) const {
+  const LparConfig* wildcard = nullptr;
+  for (const LparConfig& l : lpars) {
+    if (l.name == name) return &l;
+    if (l.name == "*") wildcard = &l;
+  }
+  return wildcard;
+}
+
+std::string ChpidName(uint32_t id) {
+  std::string s = absl::StrCat(absl::Hex(id, absl::kZeroPad2));
+  return absl::AsciiStrToUpper(s);
+}
+
+std::string JoinIds(const std::vector<uint32_t>& ids) {
+  return absl::StrCat("[", absl::StrJoin(ids, ", "), "]");
+}
+
+namespace {
+
+// Builds errors that name the file, the key and the line.
+class Reader {
+ public:
+  Reader(std::string source, uint32_t self) : source_(std::move(source)), self_(self) {}
+
+  absl::Status Error(const std::string& key, const toml::value* v, const std::string& what) const {
+    std::string line;
+    if (v != nullptr && v->location().line() > 0) line = absl::StrCat(" (line ", v->location().line(), ")");
+    return absl::InvalidArgumentError(absl::StrCat("config ", source_, ": ", key, ": ", what, line));
+  }
+
+  absl::Status OnlyKeys(const std::string& where, const toml::value& table,
+                        std::initializer_list<const char*> keys) const {
+    for (const auto& [k, v] : table.as_table()) {
+      if (std::find_if(keys.begin(), keys.end(), [&](const char* x) { return k == x; }) == keys.end()) {
+        return Error(absl::StrCat(where, k), &v,
+                     absl::StrCat("unknown key (known: ", absl::StrJoin(keys, ", "), ")"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::string> String(const std::string& key, const toml::value& v) const {
+    if (!v.is_string()) return Error(key, &v, "must be a string");
+    return v.as_string().str;
+  }
+
+  absl::StatusOr<uint64_t> Integer(const std::string& key, const toml::value& v, uint64_t max) const {
+    if (!v.is_integer()) return Error(key, &v, "must be an integer");
+    const int64_t i = v.as_integer();
+    if (i < 0 || static_cast<uint64_t>(i) > max) {
+      return Error(key, &v, absl::StrCat(i, " is outside 0..", max));
+    }
+    return static_cast<uint64_t>(i);
+  }
+
+  // An integer, or a string with a K/M/G suffix (powers of 1024).
+  absl::StatusOr<uint64_t> Size(const std::string& key, const toml::value& v) const {
+    if (v.is_integer()) return Integer(key, v, uint64_t{1} << 40);
+    if (!v.is_string()) return Error(key, &v, "must be a size like 16384 or \"16K\"");
+    std::string s = absl::AsciiStrToUpper(v.as_string().str);
+    uint64_t mult = 1;
+    if (!s.empty() && (s.back() == 'K' || s.back() == 'M' || s.back() == 'G')) {
+      mult = s.back() == 'K' ? 1024 : s.back() == 'M' ? 1024 * 1024 : 1024 * 1024 * 1024;
+      s.pop_back();
+    }
+    uint64_t n;
+    if (!absl::SimpleAtoi(s, &n) || n > (uint64_t{1} << 40) / mult) {
+      return Error(key, &v, absl::StrCat("\"", v.as_string().str, "\" is not a size like 16384, \"16K\" or \"1M\""));
+    }
+    return n * mult;
+  }
+
+  // A list of uids/gids: integers or "self".
+  absl::StatusOr<std::vector<uint32_t>> Ids(const std::string& key, const toml::value& v) const {
+    if (!v.is_array()) return Error(key, &v, "must be an array of ids (integers or \"self\")");
+    std::vector<uint32_t> out;
+    for (const toml::value& e : v.as_array()) {
+      if (e.is_string() && e.as_string().str == "self") {
+        out.push_back(self_);
+      } else if (e.is_integer() && e.as_integer() >= 0 && e.as_integer() < 0xffffffffLL) {
+        out.push_back(static_cast<uint32_t>(e.as_integer()));
+      } else {
+        return Error(key, &e, "each entry must be a non-negative integer id or \"self\"");
+      }
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<std::string>> Names(const std::string& key, const toml::value& v) const {
+    if (!v.is_array()) return Error(key, &v, "must be an array of LPAR names");
+    std::vector<std::string> out;
+    for (const toml::value& e : v.as_array()) {
+      if (!e.is_string()) return Error(key, &e, "each entry must be a string");
+      if (absl::Status s = CheckName(key, e, e.as_string().str); !s.ok()) return s;
+      out.push_back(e.as_string().str);
+    }
+    return out;
+  }
+
+  absl::Status CheckName(const std::string& key, const toml::value& v, const std::string& name) const {
+    if (name.empty() || name.size() > 31) return Error(key, &v, "an LPAR name has 1..31 characters");
+    for (char c : name) {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.' && c != '*') {
+        return Error(key, &v, absl::StrCat("\"", name, "\" may only use letters, digits, _ . - (or \"*\" for any)"));
+      }
+    }
+    if (name.find('*') != std::string::npos && name != "*") {
+      return Error(key, &v, absl::StrCat("\"", name, "\": \"*\" stands alone (any LPAR)"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<uint32_t> ChpidId(const std::string& key, const toml::value& v) const {
+    absl::StatusOr<std::string> s = String(key, v);
+    if (!s.ok()) return s.status();
+    uint32_t id;
+    if (s->empty() || s->size() > 2 || !absl::SimpleHexAtoi(*s, &id) ||
+        s->find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+      return Error(key, &v, absl::StrCat("\"", *s, "\" is not a hex CHPID 00..FF"));
+    }
+    return id;
+  }
+
+  const std::string& source() const { return source_; }
+
+ private:
+  std::string source_;
+  uint32_t self_;
+};
+
+#define HSI_ASSIGN(lhs, expr)            \
+  do {                                   \
+    auto r_ = (expr);                    \
+    if (!r_.ok()) return r_.status();    \
+    lhs = std::move(*r_);                \
+  } while (0)
+
+absl::StatusOr<ChpidConfig> ParseChpid(const Reader& r, const std::string& at, const toml::value& t) {
+  if (!t.is_table()) return r.Error(at, &t, "must be a table ([[chpid]])");
+  if (absl::Status s = r.OnlyKeys(at + ".", t, {"id", "mfs", "subnet", "queue_size", "overflow", "lpars"}); !s.ok()) {
+    return s;
+  }
+  ChpidConfig c;
+  const auto& tab = t.as_table();
+  auto it = tab.find("id");
+  if (it == tab.end()) return r.Error(at + ".id", &t, "is missing (a hex CHPID like \"F0\")");
+  HSI_ASSIGN(c.id, r.ChpidId(at + ".id", it->second));
+  if ((it = tab.find("mfs")) != tab.end()) {
+    uint64_t mfs;
+    HSI_ASSIGN(mfs, r.Size(at + ".mfs", it->second));
+    if (mfs != 16384 && mfs != 24576 && mfs != 40960 && mfs != 65536) {
+      return r.Error(at + ".mfs", &it->second, absl::StrCat(mfs, " is not one of 16K, 24K, 40K, 64K"));
+    }
+    c.mfs = static_cast<uint32_t>(mfs);
+  }
+  c.mtu = c.mfs - 8192;
+  if ((it = tab.find("subnet")) == tab.end()) return r.Error(at + ".subnet", &t, "is missing (like \"10.240.0.0/24\")");
+  std::string subnet;
+  HSI_ASSIGN(subnet, r.String(at + ".subnet", it->second));
+  absl::StatusOr<hsi::Subnet> sn = hsi::Subnet::Parse(subnet);
+  if (!sn.ok()) return r.Error(at + ".subnet", &it->second, std::string(sn.status().message()));
+  c.subnet = *sn;
+  if ((it = tab.find("queue_size")) != tab.end()) {
+    HSI_ASSIGN(c.queue_size, r.Size(at + ".queue_size", it->second));
+    if (absl::Status s = hsi::RingGeometry{c.queue_size, c.mtu}.Validate(); !s.ok()) {
+      return r.Error(at + ".queue_size", &it->second, std::string(s.message()));
+    }
+  }
+  if ((it = tab.find("overflow")) != tab.end()) {
+    std::string o;
+    HSI_ASSIGN(o, r.String(at + ".overflow", it->second));
+    if (o != "block" && o != "drop") {
+      return r.Error(at + ".overflow", &it->second, absl::StrCat("\"", o, "\" is not \"block\" or \"drop\""));
+    }
+    c.drop = o == "drop";
+  }
+  if ((it = tab.find("lpars")) != tab.end()) HSI_ASSIGN(c.lpars, r.Names(at + ".lpars", it->second));
+  return c;
+}
+
+absl::StatusOr<LparConfig> ParseLpar(const Reader& r, const std::string& at, const toml::value& t) {
+  if (!t.is_table()) return r.Error(at, &t, "must be a table ([[lpar]])");
+  if (absl::Status s = r.OnlyKeys(at + ".", t, {"name", "uids", "gids", "max_nics", "max_links", "addresses"}); !s.ok()) {
+    return s;
+  }
+  LparConfig l;
+  const auto& tab = t.as_table();
+  auto it = tab.find("name");
+  if (it == tab.end()) return r.Error(at + ".name", &t, "is missing");
+  HSI_ASSIGN(l.name, r.String(at + ".name", it->second));
+  if (absl::Status s = r.CheckName(at + ".name", it->second, l.name); !s.ok()) return s;
+  if ((it = tab.find("uids")) != tab.end()) HSI_ASSIGN(l.uids, r.Ids(at + ".uids", it->second));
+  if ((it = tab.find("gids")) != tab.end()) HSI_ASSIGN(l.gids, r.Ids(at + ".gids", it->second));
+  if ((it = tab.find("max_nics")) != tab.end()) HSI_ASSIGN(l.max_nics, r.Integer(at + ".max_nics", it->second, 4096));
+  if ((it = tab.find("max_links")) != tab.end()) HSI_ASSIGN(l.max_links, r.Integer(at + ".max_links", it->second, 1 << 20));
+  if ((it = tab.find("addresses")) != tab.end()) {
+    if (!it->second.is_table()) return r.Error(at + ".addresses", &it->second, "must be a table CHPID = \"address\"");
+    for (const auto& [k, v] : it->second.as_table()) {
+      const std::string key = absl::StrCat(at, ".addresses.", k);
+      uint32_t id;
+      if (k.empty() || k.size() > 2 || !absl::SimpleHexAtoi(k, &id)) return r.Error(key, &v, "key must be a hex CHPID");
+      std::string a;
+      HSI_ASSIGN(a, r.String(key, v));
+      absl::StatusOr<hsi::Address> addr = hsi::Address::Parse(a);
+      if (!addr.ok()) return r.Error(key, &v, std::string(addr.status().message()));
+      l.addresses[id] = *addr;
+    }
+  }
+  return l;
+}
+
+}  // namespace
+
+absl::Status ValidateChpid(const ChpidConfig& c, const Config& config) {
+  if (c.id > 0xff) return absl::InvalidArgumentError(absl::StrCat("CHPID id ", c.id, " is not in 00..FF"));
+  if (absl::Status s = hsi::RingGeometry{c.queue_size, c.mtu}.Validate(); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("CHPID ", ChpidName(c.id), ": queue size: ", s.message()));
+  }
+  for (const auto& [id, other] : config.chpids) {
+    if (id == c.id) {
+      return absl::AlreadyExistsError(absl::StrCat("CHPID ", ChpidName(c.id), " is already defined"));
+    }
+    if (other.subnet.Overlaps(c.subnet)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "CHPID ", ChpidName(c.id), ": subnet ", c.subnet.ToString(), " overlaps CHPID ",
+          ChpidName(id), "'s ", other.subnet.ToString()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& source, uint32_t self_uid) {
+  Reader r(source, self_uid);
+  toml::value root;
+  try {
+    std::istringstream in(text);
+    root = toml::parse(in, source);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("config ", source, ": TOML syntax error: ", e.what()));
+  }
+  Config config;
+  config.source = source;
+  if (absl::Status s = r.OnlyKeys("", root, {"hsid", "chpid", "lpar"}); !s.ok()) return s;
+  const auto& tab = root.as_table();
+  if (auto it = tab.find("hsid"); it != tab.end()) {
+    const toml::value& h = it->second;
+    if (!h.is_table()) return r.Error("hsid", &h, "must be a table");
+    if (absl::Status s = r.OnlyKeys("hsid.", h, {"admin_uids", "admin_gids", "max_in_flight"}); !s.ok()) return s;
+    const auto& ht = h.as_table();
+    if (auto i = ht.find("admin_uids"); i != ht.end()) HSI_ASSIGN(config.admin_uids, r.Ids("hsid.admin_uids", i->second));
+    if (auto i = ht.find("admin_gids"); i != ht.end()) HSI_ASSIGN(config.admin_gids, r.Ids("hsid.admin_gids", i->second));
+    if (auto i = ht.find("max_in_flight"); i != ht.end()) {
+      HSI_ASSIGN(config.max_in_flight, r.Integer("hsid.max_in_flight", i->second, 4096));
+      if (config.max_in_flight == 0) return r.Error("hsid.max_in_flight", &i->second, "must be at least 1");
+    }
+  }
+  if (auto it = tab.find("chpid"); it != tab.end()) {
+    if (!it->second.is_array()) return r.Error("chpid", &it->second, "must be an array of tables ([[chpid]])");
+    size_t i = 0;
+    for (const toml::value& t : it->second.as_array()) {
+      const std::string at = absl::StrCat("chpid[", i++, "]");
+      ChpidConfig c;
+      HSI_ASSIGN(c, ParseChpid(r, at, t));
+      if (absl::Status s = ValidateChpid(c, config); !s.ok()) return r.Error(at, &t, std::string(s.message()));
+      config.chpids[c.id] = std::move(c);
+    }
+  }
+  if (auto it = tab.find("lpar"); it != tab.end()) {
+    if (!it->second.is_array()) return r.Error("lpar", &it->second, "must be an array of tables ([[lpar]])");
+    size_t i = 0;
+    for (const toml::value& t : it->second.as_array()) {
+      const std::string at = absl::StrCat("lpar[", i++, "]");
+      LparConfig l;
+      HSI_ASSIGN(l, ParseLpar(r, at, t));
+      for (const LparConfig& o : config.lpars) {
+        if (o.name == l.name) return r.Error(at + ".name", &t, absl::StrCat("LPAR \"", l.name, "\" is defined twice"));
+      }
+      for (const auto& [chpid, addr] : l.addresses) {
+        auto c = config.chpids.find(chpid);
+        if (c == config.chpids.end()) {
+          return r.Error(absl::StrCat(at, ".addresses.", ChpidName(chpid)), &t, "no such CHPID is defined");
+        }
+        if (!c->second.subnet.IsHost(addr)) {
+          return r.Error(absl::StrCat(at, ".addresses.", ChpidName(chpid)), &t,
+                         absl::StrCat(addr.ToString(), " is not a host address of subnet ",
+                                      c->second.subnet.ToString()));
+        }
+        for (const LparConfig& o : config.lpars) {
+          auto a = o.addresses.find(chpid);
+          if (a != o.addresses.end() && a->second == addr) {
+            return r.Error(absl::StrCat(at, ".addresses.", ChpidName(chpid)), &t,
+                           absl::StrCat(addr.ToString(), " is already LPAR \"", o.name, "\"'s"));
+          }
+        }
+      }
+      config.lpars.push_back(std::move(l));
+    }
+  }
+  return config;
+}
+
+absl::StatusOr<Config> LoadConfig(const std::string& path, uint32_t self_uid) {
+  if (path.empty()) return ParseConfig(kDefaultConfig, "<built-in default>", self_uid);
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("config ", path, ": cannot open: ", std::strerror(errno)));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseConfig(ss.str(), path, self_uid);
+}
+
+}  // namespace hsid

@@ -1,0 +1,75 @@
+// daemon/config.h: hsid's configuration: CHPIDs, LPAR policy, admins.
+//
+// Read from TOML (toml11) at start; a built-in default (kDefaultConfig)
+// makes plain `hsid` a usable host: one CHPID F0 with 16K frames, open to
+// the uid that started hsid. Every error names the file, the key and what
+// is wrong, with the line when the TOML parser knows it.
+//
+// Thread safety: plain values; hsid is single-threaded.
+#ifndef HSI_DAEMON_CONFIG_H_
+#define HSI_DAEMON_CONFIG_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "hsi/address.h"
+
+namespace hsid {
+
+struct ChpidConfig {
+  uint32_t id = 0;          // 0x00..0xFF
+  uint32_t mfs = 16384;     // maximum frame size
+  uint32_t mtu = 8192;      // mfs - 8K, as on the real machine
+  hsi::Subnet subnet;
+  uint64_t queue_size = uint64_t{1} << 20;  // ring capacity in bytes
+  bool drop = false;        // overflow policy: false = block
+  std::vector<std::string> lpars = {"*"};  // who may attach; "*" = any
+
+  bool Allows(const std::string& lpar) const;
+};
+
+struct LparConfig {
+  std::string name;  // "*" matches any name not listed
+  std::vector<uint32_t> uids;
+  std::vector<uint32_t> gids;
+  uint32_t max_nics = 16;
+  uint32_t max_links = 1024;
+  std::map<uint32_t, hsi::Address> addresses;  // static address per CHPID
+};
+
+struct Config {
+  std::string source;  // the file, or "<built-in default>"
+  std::vector<uint32_t> admin_uids;  // root is always an admin as well
+  std::vector<uint32_t> admin_gids;
+  uint32_t max_in_flight = 64;  // link setups a client may have pending
+  std::map<uint32_t, ChpidConfig> chpids;
+  std::vector<LparConfig> lpars;
+
+  // The policy entry for `name`: the exact one, else "*", else nullptr.
+  const LparConfig* FindLpar(const std::string& name) const;
+};
+
+extern const char kDefaultConfig[];
+
+// Parses TOML `text`; `source` names it in errors; "self" in uid lists
+// means `self_uid`. kInvalidArgument: "config SOURCE: KEY: what (line N)".
+absl::StatusOr<Config> ParseConfig(const std::string& text,
+                                   const std::string& source, uint32_t self_uid);
+// Reads and parses `path`; the built-in default if `path` is empty.
+absl::StatusOr<Config> LoadConfig(const std::string& path, uint32_t self_uid);
+
+// Checks a CHPID definition (from the config or an admin) against the
+// rules and the other CHPIDs: geometry, unique id, non-overlapping subnet.
+absl::Status ValidateChpid(const ChpidConfig& c, const Config& config);
+
+std::string ChpidName(uint32_t id);  // "F0"
+std::string JoinIds(const std::vector<uint32_t>& ids);  // "[0, 1000]"
+
+}  // namespace hsid
+
+#endif  // HSI_DAEMON_CONFIG_H_

@@ -1,0 +1,1172 @@
+#include "server.h"
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <set>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "hsi/address.h"
+#include "hsi/doorbell.h"
+#include "hsi/fd.h"
+#include "hsi/ring.h"
+#include "internal/protocol.h"
+#include "internal/ring_layout.h"
+#include "internal/syscall.h"
+
+namespace hsid {
+namespace {
+
+using hsi::Address;
+using hsi::UniqueFd;
+using hsi::internal::Direction;
+using hsi::internal::ErrnoStatus;
+using hsi::internal::Message;
+using hsi::internal::MsgType;
+using hsi::internal::OutMessage;
+namespace wire = hsi::internal;
+
+constexpr size_t kMaxQueued = 4096;            // unsent messages per client
+constexpr int kMaxMessagesPerWakeup = 64;      // fairness between clients
+constexpr absl::Duration kSetupTimeout = absl::Seconds(5);
+constexpr absl::Duration kRelinkGrace = absl::Seconds(3);
+constexpr absl::Duration kRecoveryWindow = absl::Milliseconds(400);
+
+enum Kind : uint64_t { kListen = 1, kSignal = 2, kClientIn = 3, kClientOut = 4, kTimer = 5, kIgnore = 6 };
+uint64_t Tag(Kind k, uint64_t id) { return (uint64_t{k} << 56) | (id & ((uint64_t{1} << 56) - 1)); }
+
+void Log(const std::string& line) { std::fprintf(stderr, "hsid: %s\n", line.c_str()); }
+
+struct Client {
+  uint64_t id = 0;
+  UniqueFd fd;
+  uint32_t uid = 0, gid = 0, pid = 0;
+  std::vector<uint32_t> gids;
+  std::string lpar;  // empty until claimed
+  bool admin = false;
+  std::deque<OutMessage> out;
+  bool in_pending = false, out_pending = false;
+  bool closing = false;
+  uint32_t in_flight = 0;  // link setups requested and not finished
+  std::string Who() const {
+    return lpar.empty() ? absl::StrCat("pid ", pid, " uid ", uid)
+                        : absl::StrCat("LPAR \"", lpar, "\" (pid ", pid, " uid ", uid, ")");
+  }
+};
+
+struct Nic {
+  uint32_t id = 0;
+  uint64_t client = 0;
+  uint32_t chpid = 0;
+  Address address;
+  hsi::Doorbell bell;
+  bool up = true;
+  std::set<uint32_t> links;
+};
+
+struct LinkEnd {
+  uint32_t nic = 0;  // 0: not (yet) known (relink waiting for the peer)
+  Address address;
+  UniqueFd segment;  // kept to read counters
+  bool sealed = false;
+};
+
+struct Link {
+  enum State { kSetup, kReady, kRelinkWait };
+  uint32_t id = 0;
+  uint32_t chpid = 0;
+  State state = kSetup;
+  LinkEnd a, b;
+  uint64_t requester = 0;  // client whose in_flight counts this setup
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+class ServerImpl : public Server {
+ public:
+  explicit ServerImpl(ServerOptions o) : opt_(std::move(o)), config_(opt_.config) {}
+  ~ServerImpl() override;
+  absl::Status Init();
+  absl::Status Run() override;
+
+ private:
+  // io_uring plumbing
+  io_uring_sqe* Sqe();
+  void ArmPoll(int fd, uint32_t mask, uint64_t tag);
+  void ArmClient(Client& c);
+  void ArmTimer();
+  void OnAccept();
+  void OnClientIn(uint64_t id, int res);
+  void OnClientOut(uint64_t id);
+  void OnTimer();
+  void CloseClient(Client& c, const std::string& why);
+  void FlushClosing();
+
+  // messages
+  void Send(Client& c, OutMessage m);
+  template <typename T>
+  void Reply(Client& c, uint32_t req, const T& body) {
+    Send(c, wire::Encode(req, body));
+  }
+  template <typename T>
+  void ReplyError(Client& c, uint32_t req, const absl::Status& s) {
+    T body = wire::Zeroed<T>();
+    body.status = wire::ToWire(s);
+    Reply(c, req, body);
+  }
+  void Handle(Client& c, Message& m);
+  void OnClaim(Client& c, const Message& m);
+  void OnAttach(Client& c, Message& m);
+  void OnDetach(Client& c, const Message& m);
+  void OnLink(Client& c, const Message& m);
+  void OnSealed(Client& c, const Message& m);
+  void OnRelink(Client& c, Message& m);
+  void OnPeers(Client& c, const Message& m);
+  void OnDefineChpid(Client& c, const Message& m);
+  void OnUndefineChpid(Client& c, const Message& m);
+  void OnSetNic(Client& c, const Message& m);
+  void OnList(Client& c, const Message& m);
+
+  // tables
+  Client* FindClient(uint64_t id) {
+    auto it = clients_.find(id);
+    return it == clients_.end() || it->second->closing ? nullptr : it->second.get();
+  }
+  absl::StatusOr<Nic*> OwnNic(Client& c, uint32_t nic_id);
+  Nic* NicAt(Address a) {
+    auto it = by_address_.find(a.value());
+    return it == by_address_.end() ? nullptr : &nics_.at(it->second);
+  }
+  uint32_t LinksOf(const std::string& lpar) const;
+  uint32_t NicsOf(uint64_t client) const;
+  absl::Status CheckAdmin(const Client& c, const char* op) const;
+  void SendDown(uint32_t nic_id, uint32_t link_id, uint32_t reason, const std::string& text);
+  // Removes a link; notifies the ends listed in `notify` (nic ids).
+  void DropLink(uint32_t link_id, uint32_t reason, const std::string& text_for_a,
+                const std::string& text_for_b, bool notify_a, bool notify_b);
+  void FinishSetup(Link& l);
+  void SendToNic(uint32_t nic_id, OutMessage m);
+  void RemoveNic(uint32_t nic_id, uint32_t reason, const std::string& why);
+  void EndSetup(Link& l);
+  wire::WireDirection Counters(const UniqueFd& from, const UniqueFd& to) const;
+
+  ServerOptions opt_;
+  Config& config_;
+  UniqueFd listen_;
+  UniqueFd signal_fd_;
+  io_uring ring_{};
+  bool ring_ok_ = false;
+  bool timer_pending_ = false;
+  __kernel_timespec timer_ts_{};
+  bool stop_ = false;
+
+  uint64_t next_client_ = 1;
+  uint32_t next_nic_ = 1;
+  uint32_t next_link_ = 1;
+  std::map<uint64_t, std::unique_ptr<Client>> clients_;
+  std::map<uint32_t, Nic> nics_;
+  absl::flat_hash_map<uint32_t, uint32_t> by_address_;  // address -> nic id
+  std::map<uint32_t, Link> links_;
+  std::map<std::pair<uint32_t, uint32_t>, uint32_t> by_pair_;  // (addr lo, addr hi) -> link id
+  std::vector<uint64_t> closing_;
+  std::map<uint64_t, std::string> close_reason_;
+  absl::Time recovery_until_ = absl::InfinitePast();
+  std::vector<std::pair<uint64_t, Message>> deferred_;  // attaches waiting for recovery
+};
+
+std::pair<uint32_t, uint32_t> PairKey(Address x, Address y) {
+  return x < y ? std::make_pair(x.value(), y.value()) : std::make_pair(y.value(), x.value());
+}
+
+// ------------------------------------------------------------ setup
+
+absl::Status MakeDirs(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos || slash == 0) return absl::OkStatus();
+  const std::string dir = path.substr(0, slash);
+  for (size_t i = 1; i <= dir.size(); ++i) {
+    if (i == dir.size() || dir[i] == '/') {
+      std::string part = dir.substr(0, i);
+      if (::mkdir(part.c_str(), 0755) < 0 && errno != EEXIST) {
+        return ErrnoStatus(errno, absl::StrCat("create socket directory ", part));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ServerImpl::Init() {
+  const std::string& path = opt_.socket_path;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("socket path \"", path, "\" is empty or longer than ",
+                                                   sizeof(addr.sun_path) - 1, " bytes"));
+  }
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  if (absl::Status s = MakeDirs(path); !s.ok()) return s;
+  // Another hsid on this socket? A stale socket file is removed.
+  {
+    UniqueFd probe(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      return absl::AlreadyExistsError(absl::StrCat("another hsid is already serving ", path));
+    }
+    struct stat st;
+    if (::lstat(path.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) {
+        return absl::AlreadyExistsError(absl::StrCat(path, " exists and is not a socket; not removing it"));
+      }
+      ::unlink(path.c_str());
+      // The previous hsid died without cleaning up: its clients will
+      // re-register their NICs with their old addresses. Hold back dynamic
+      // address assignment briefly so that a newcomer does not take one.
+      recovery_until_ = absl::Now() + kRecoveryWindow;
+      Log(absl::StrCat("found a stale socket: assigning new addresses only after ",
+                       absl::FormatDuration(kRecoveryWindow), " while clients re-register"));
+    }
+  }
+  listen_ = UniqueFd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!listen_.valid()) return ErrnoStatus(errno, "socket(AF_UNIX, SOCK_SEQPACKET)");
+  if (::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
+    return ErrnoStatus(errno, absl::StrCat("bind ", path));
+  }
+  // Anyone may connect; SO_PEERCRED and the policy decide what they may do.
+  ::chmod(path.c_str(), 0666);
+  if (::listen(listen_.get(), 128) < 0) return ErrnoStatus(errno, "listen");
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  if (::sigprocmask(SIG_BLOCK, &mask, nullptr) < 0) return ErrnoStatus(errno, "sigprocmask");
+  ::signal(SIGPIPE, SIG_IGN);
+  signal_fd_ = UniqueFd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!signal_fd_.valid()) return ErrnoStatus(errno, "signalfd");
+
+  int r = io_uring_queue_init(512, &ring_, 0);
+  if (r < 0) return ErrnoStatus(-r, "io_uring_queue_init");
+  ring_ok_ = true;
+  return absl::OkStatus();
+}
+
+ServerImpl::~ServerImpl() {
+  clients_.clear();
+  if (ring_ok_) io_uring_queue_exit(&ring_);
+  if (listen_.valid()) ::unlink(opt_.socket_path.c_str());
+}
+
+io_uring_sqe* ServerImpl::Sqe() {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) {
+    io_uring_submit(&ring_);
+    sqe = io_uring_get_sqe(&ring_);
+  }
+  // A submit empties the submission queue, so this is a bug, not a state.
+  if (sqe == nullptr) std::abort();
+  return sqe;
+}
+
+void ServerImpl::ArmPoll(int fd, uint32_t mask, uint64_t tag) {
+  io_uring_sqe* sqe = Sqe();
+  io_uring_prep_poll_add(sqe, fd, mask);
+  io_uring_sqe_set_data64(sqe, tag);
+}
+
+void ServerImpl::ArmClient(Client& c) {
+  if (c.closing) return;
+  if (!c.in_pending) {
+    ArmPoll(c.fd.get(), POLLIN | POLLRDHUP, Tag(kClientIn, c.id));
+    c.in_pending = true;
+  }
+  if (!c.out.empty() && !c.out_pending) {
+    ArmPoll(c.fd.get(), POLLOUT, Tag(kClientOut, c.id));
+    c.out_pending = true;
+  }
+}
+
+void ServerImpl::ArmTimer() {
+  if (timer_pending_) return;
+  bool need = !deferred_.empty();
+  for (const auto& [id, l] : links_) need |= l.deadline != absl::InfiniteFuture();
+  if (!need) return;
+  timer_ts_ = {0, 100 * 1000 * 1000};  // sweep deadlines every 100 ms while any exist
+  io_uring_sqe* sqe = Sqe();
+  io_uring_prep_timeout(sqe, &timer_ts_, 0, 0);
+  io_uring_sqe_set_data64(sqe, Tag(kTimer, 0));
+  timer_pending_ = true;
+}
+
+absl::Status ServerImpl::Run() {
+  Log(absl::StrCat("serving ", opt_.socket_path, " with config ", config_.source, " (",
+                   config_.chpids.size(), " CHPIDs)"));
+  ArmPoll(listen_.get(), POLLIN, Tag(kListen, 0));
+  ArmPoll(signal_fd_.get(), POLLIN, Tag(kSignal, 0));
+  while (!stop_) {
+    int r = io_uring_submit_and_wait(&ring_, 1);
+    if (r < 0 && r != -EINTR) return ErrnoStatus(-r, "io_uring_submit_and_wait");
+    io_uring_cqe* cqe;
+    unsigned head;
+    unsigned seen = 0;
+    std::vector<std::pair<uint64_t, int>> events;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      events.emplace_back(io_uring_cqe_get_data64(cqe), cqe->res);
+      ++seen;
+    }
+    io_uring_cq_advance(&ring_, seen);
+    for (auto [tag, res] : events) {
+      const auto kind = static_cast<Kind>(tag >> 56);
+      const uint64_t id = tag & ((uint64_t{1} << 56) - 1);
+      switch (kind) {
+        case kListen:
+          OnAccept();
+          ArmPoll(listen_.get(), POLLIN, Tag(kListen, 0));
+          break;
+        case kSignal: {
+          signalfd_siginfo si;
+          while (::read(signal_fd_.get(), &si, sizeof(si)) == sizeof(si)) {
+            Log(absl::StrCat("signal ", si.ssi_signo, ": shutting down"));
+            stop_ = true;
+          }
+          if (!stop_) ArmPoll(signal_fd_.get(), POLLIN, Tag(kSignal, 0));
+          break;
+        }
+        case kClientIn:
+          OnClientIn(id, res);
+          break;
+        case kClientOut:
+          OnClientOut(id);
+          break;
+        case kTimer:
+          timer_pending_ = false;
+          OnTimer();
+          break;
+        case kIgnore:
+          break;
+      }
+      FlushClosing();
+    }
+    for (auto& [id, c] : clients_) ArmClient(*c);
+    ArmTimer();
+  }
+  for (auto& [id, c] : clients_) ::shutdown(c->fd.get(), SHUT_RDWR);
+  return absl::OkStatus();
+}
+
+void ServerImpl::OnAccept() {
+  for (;;) {
+    int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+      if (errno != EAGAIN && errno != EINTR) Log(absl::StrCat("accept: ", std::strerror(errno)));
+      if (errno == EINTR) continue;
+      return;
+    }
+    auto c = std::make_unique<Client>();
+    c->id = next_client_++;
+    c->fd = UniqueFd(fd);
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+      Log(absl::StrCat("SO_PEERCRED: ", std::strerror(errno), "; refusing connection"));
+      continue;
+    }
+    c->uid = cred.uid;
+    c->gid = cred.gid;
+    c->pid = static_cast<uint32_t>(cred.pid);
+    gid_t groups[256];
+    len = sizeof(groups);
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0) {
+      for (size_t i = 0; i < len / sizeof(gid_t); ++i) c->gids.push_back(groups[i]);
+    }
+    c->gids.push_back(cred.gid);
+    c->admin = c->uid == 0 ||
+               std::find(config_.admin_uids.begin(), config_.admin_uids.end(), c->uid) != config_.admin_uids.end();
+    for (uint32_t g : c->gids) {
+      c->admin |= std::find(config_.admin_gids.begin(), config_.admin_gids.end(), g) != config_.admin_gids.end();
+    }
+    if (opt_.verbose) Log(absl::StrCat("client ", c->id, " connected: ", c->Who()));
+    clients_[c->id] = std::move(c);
+  }
+}
+
+void ServerImpl::OnClientIn(uint64_t id, int res) {
+  auto it = clients_.find(id);
+  if (it == clients_.end()) return;
+  Client& c = *it->second;
+  c.in_pending = false;
+  if (c.closing) return;
+  if (res < 0) {
+    CloseClient(c, absl::StrCat("poll error ", -res));
+    return;
+  }
+  for (int i = 0; i < kMaxMessagesPerWakeup && !c.closing; ++i) {
+    absl::StatusOr<std::optional<Message>> m = wire::TryReceive(c.fd.get(), Direction::kToDaemon);
+    if (!m.ok()) {
+      if (m.status().code() == absl::StatusCode::kInvalidArgument) {
+        // Malformed: answer, then drop this client; everyone else is served on.
+        wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
+        e.status = wire::ToWire(m.status());
+        (void)wire::TrySend(c.fd.get(), wire::Encode(0, e));
+        CloseClient(c, absl::StrCat("malformed message: ", m.status().message()));
+      } else {
+        CloseClient(c, m.status().code() == absl::StatusCode::kUnavailable ? "disconnected"
+                                                                           : std::string(m.status().message()));
+      }
+      return;
+    }
+    if (!m->has_value()) return;
+    Handle(c, **m);
+  }
+}
+
+void ServerImpl::OnClientOut(uint64_t id) {
+  auto it = clients_.find(id);
+  if (it == clients_.end()) return;
+  Client& c = *it->second;
+  c.out_pending = false;
+  while (!c.closing && !c.out.empty()) {
+    absl::StatusOr<bool> sent = wire::TrySend(c.fd.get(), c.out.front());
+    if (!sent.ok()) {
+      CloseClient(c, std::string(sent.status().message()));
+      return;
+    }
+    if (!*sent) return;
+    c.out.pop_front();
+  }
+}
+
+void ServerImpl::Send(Client& c, OutMessage m) {
+  if (c.closing) return;
+  if (c.out.empty()) {
+    absl::StatusOr<bool> sent = wire::TrySend(c.fd.get(), m);
+    if (!sent.ok()) {
+      CloseClient(c, std::string(sent.status().message()));
+      return;
+    }
+    if (*sent) return;
+  }
+  if (c.out.size() >= kMaxQueued) {
+    CloseClient(c, absl::StrCat("not reading its control socket (", kMaxQueued, " messages queued)"));
+    return;
+  }
+  c.out.push_back(std::move(m));
+}
+
+void ServerImpl::CloseClient(Client& c, const std::string& why) {
+  // Only marks: the teardown (link-down events to peers) runs in
+  // FlushClosing(), outside whatever handler found the problem.
+  if (c.closing) return;
+  c.closing = true;
+  Log(absl::StrCat(c.Who(), " gone: ", why));
+  closing_.push_back(c.id);
+  close_reason_[c.id] = why;
+}
+
+void ServerImpl::FlushClosing() {
+  while (!closing_.empty()) {
+    const uint64_t id = closing_.back();
+    closing_.pop_back();
+    auto it = clients_.find(id);
+    if (it == clients_.end()) continue;
+    Client& c = *it->second;
+    const std::string why = close_reason_[id];
+    close_reason_.erase(id);
+    std::vector<uint32_t> mine;
+    for (const auto& [nid, n] : nics_) {
+      if (n.client == c.id) mine.push_back(nid);
+    }
+    for (uint32_t nic : mine) {
+      RemoveNic(nic, wire::kDownPeerGone,
+                absl::StrCat("its LPAR \"", c.lpar, "\" disconnected (", why, ")"));
+    }
+    for (auto& [lid, l] : links_) {
+      if (l.requester == c.id) l.requester = 0;
+    }
+    for (auto [pending, kind] : {std::pair{c.in_pending, kClientIn}, std::pair{c.out_pending, kClientOut}}) {
+      if (!pending) continue;
+      io_uring_sqe* sqe = Sqe();
+      io_uring_prep_cancel64(sqe, Tag(kind, c.id), 0);
+      io_uring_sqe_set_data64(sqe, Tag(kIgnore, 0));
+    }
+    clients_.erase(it);
+  }
+}
+
+void ServerImpl::OnTimer() {
+  const absl::Time now = absl::Now();
+  if (!deferred_.empty() && now >= recovery_until_) {
+    std::vector<std::pair<uint64_t, Message>> todo = std::move(deferred_);
+    deferred_.clear();
+    for (auto& [cid, m] : todo) {
+      if (Client* c = FindClient(cid)) OnAttach(*c, m);
+    }
+  }
+  std::vector<uint32_t> expired;
+  for (const auto& [id, l] : links_) {
+    if (l.deadline <= now) expired.push_back(id);
+  }
+  for (uint32_t id : expired) {
+    auto it = links_.find(id);
+    if (it == links_.end()) continue;
+    Link& l = it->second;
+    if (l.state == Link::kSetup) {
+      const std::string t = absl::StrCat("link ", l.a.address.ToString(), "<->", l.b.address.ToString(),
+                                         ": setup timed out (an end did not seal its segment within ",
+                                         absl::FormatDuration(kSetupTimeout), ")");
+      DropLink(id, wire::kDownSetupFailed, t, t, true, true);
+    } else if (l.state == Link::kRelinkWait) {
+      DropLink(id, wire::kDownPeerLost,
+               absl::StrCat("peer ", l.b.address.ToString(), " did not re-register within ",
+                            absl::FormatDuration(kRelinkGrace), " after hsid restarted; its LPAR is gone"),
+               "", true, false);
+    }
+  }
+}
+
+// ------------------------------------------------------------ tables
+
+absl::StatusOr<Nic*> ServerImpl::OwnNic(Client& c, uint32_t nic_id) {
+  auto it = nics_.find(nic_id);
+  if (it == nics_.end() || it->second.client != c.id) {
+    return absl::NotFoundError(absl::StrCat("NIC id ", nic_id, " is not attached by this client"));
+  }
+  return &it->second;
+}
+
+uint32_t ServerImpl::LinksOf(const std::string& lpar) const {
+  uint32_t n = 0;
+  for (const auto& [id, l] : links_) {
+    for (const LinkEnd* e : {&l.a, &l.b}) {
+      auto nit = nics_.find(e->nic);
+      if (nit == nics_.end()) continue;
+      auto cit = clients_.find(nit->second.client);
+      if (cit != clients_.end() && cit->second->lpar == lpar) ++n;
+    }
+  }
+  return n;
+}
+
+uint32_t ServerImpl::NicsOf(uint64_t client) const {
+  uint32_t n = 0;
+  for (const auto& [id, nic] : nics_) n += nic.client == client;
+  return n;
+}
+
+absl::Status ServerImpl::CheckAdmin(const Client& c, const char* op) const {
+  if (c.admin) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat(
+      "admin operation ", op, ": uid ", c.uid, " is not an admin (admin uids ", JoinIds(config_.admin_uids),
+      " and root, admin gids ", JoinIds(config_.admin_gids), " in config ", config_.source, ")"));
+}
+
+void ServerImpl::SendDown(uint32_t nic_id, uint32_t link_id, uint32_t reason, const std::string& text) {
+  wire::LinkDown d = wire::Zeroed<wire::LinkDown>();
+  d.link_id = link_id;
+  d.nic_id = nic_id;
+  d.reason = reason;
+  wire::WireStatus w = wire::ToWire(absl::UnavailableError(text));
+  std::memcpy(d.text, w.message, sizeof(d.text));
+  SendToNic(nic_id, wire::Encode(0, d));
+}
+
+void ServerImpl::EndSetup(Link& l) {
+  if (l.requester == 0) return;
+  auto it = clients_.find(l.requester);
+  if (it != clients_.end() && it->second->in_flight > 0) --it->second->in_flight;
+  l.requester = 0;
+}
+
+void ServerImpl::DropLink(uint32_t link_id, uint32_t reason, const std::string& text_for_a,
+                          const std::string& text_for_b, bool notify_a, bool notify_b) {
+  auto it = links_.find(link_id);
+  if (it == links_.end()) return;
+  Link& l = it->second;
+  EndSetup(l);
+  if (notify_a && l.a.nic != 0) SendDown(l.a.nic, link_id, reason, text_for_a);
+  if (notify_b && l.b.nic != 0) SendDown(l.b.nic, link_id, reason, text_for_b);
+  for (const LinkEnd* e : {&l.a, &l.b}) {
+    auto n = nics_.find(e->nic);
+    if (n != nics_.end()) n->second.links.erase(link_id);
+  }
+  auto p = by_pair_.find(PairKey(l.a.address, l.b.address));
+  if (p != by_pair_.end() && p->second == link_id) by_pair_.erase(p);
+  if (opt_.verbose) Log(absl::StrCat("link ", link_id, " freed"));
+  links_.erase(it);  // closes hsid's segment fds; the memory lives while an end maps it
+}
+
+void ServerImpl::RemoveNic(uint32_t nic_id, uint32_t reason, const std::string& why) {
+  auto it = nics_.find(nic_id);
+  if (it == nics_.end()) return;
+  Nic& n = it->second;
+  const std::vector<uint32_t> links(n.links.begin(), n.links.end());
+  for (uint32_t lid : links) {
+    auto lit = links_.find(lid);
+    if (lit == links_.end()) continue;
+    Link& l = lit->second;
+    const bool is_a = l.a.nic == nic_id;
+    const std::string text = absl::StrCat("link ", (is_a ? l.b.address : l.a.address).ToString(), "->",
+                                          n.address.ToString(), " on CHPID ", ChpidName(n.chpid), ": peer ",
+                                          n.address.ToString(), " is gone: ", why);
+    DropLink(lid, reason, text, text, !is_a, is_a);
+  }
+  by_address_.erase(n.address.value());
+  nics_.erase(it);
+}
+
+wire::WireDirection ServerImpl::Counters(const UniqueFd& from, const UniqueFd& to) const {
+  wire::WireDirection d{};
+  using wire::SegmentLayout;
+  alignas(128) unsigned char buf[sizeof(SegmentLayout)];
+  auto word = [&](size_t off) {
+    uint64_t v;
+    std::memcpy(&v, buf + off, sizeof(v));
+    return v;
+  };
+  if (from.valid() && ::pread(from.get(), buf, sizeof(buf), 0) == static_cast<ssize_t>(sizeof(buf))) {
+    const size_t c = offsetof(SegmentLayout, tx_counters);
+    d.frames = word(c);
+    d.bytes = word(c + 8);
+    d.full_events = word(c + 16);
+    d.drops = word(c + 24);
+  }
+  if (to.valid() && ::pread(to.get(), buf, sizeof(buf), 0) == static_cast<ssize_t>(sizeof(buf))) {
+    d.received = word(offsetof(SegmentLayout, rx_counters));
+  }
+  return d;
+}
+
+// ------------------------------------------------------------ requests
+
+void ServerImpl::Handle(Client& c, Message& m) {
+  if (opt_.verbose) Log(absl::StrCat(c.Who(), ": ", wire::MsgTypeName(static_cast<uint16_t>(m.type))));
+  switch (m.type) {
+    case MsgType::kClaimRequest: return OnClaim(c, m);
+    case MsgType::kAttachRequest: return OnAttach(c, m);
+    case MsgType::kDetachRequest: return OnDetach(c, m);
+    case MsgType::kLinkRequest: return OnLink(c, m);
+    case MsgType::kLinkSealed: return OnSealed(c, m);
+    case MsgType::kRelinkRequest: return OnRelink(c, m);
+    case MsgType::kPeersRequest: return OnPeers(c, m);
+    case MsgType::kDefineChpidRequest: return OnDefineChpid(c, m);
+    case MsgType::kUndefineChpidRequest: return OnUndefineChpid(c, m);
+    case MsgType::kSetNicRequest: return OnSetNic(c, m);
+    case MsgType::kListRequest: return OnList(c, m);
+    default:
+      break;  // Decode() admits only client-to-daemon types
+  }
+}
+
+void ServerImpl::OnClaim(Client& c, const Message& m) {
+  const auto req = m.As<wire::ClaimRequest>();
+  const std::string name = wire::NameOf(req.lpar);
+  auto fail = [&](absl::Status s) {
+    Log(absl::StrCat(c.Who(), ": claim refused: ", s.message()));
+    ReplyError<wire::ClaimReply>(c, m.request_id, s);
+  };
+  if (!c.lpar.empty()) {
+    return fail(absl::FailedPreconditionError(absl::StrCat("this connection already claimed LPAR \"", c.lpar, "\"")));
+  }
+  if (!name.empty()) {
+    if (name == "*") return fail(absl::InvalidArgumentError("\"*\" is not an LPAR name"));
+    const LparConfig* policy = config_.FindLpar(name);
+    if (policy == nullptr) {
+      return fail(absl::PermissionDeniedError(absl::StrCat(
+          "LPAR \"", name, "\": not defined (no [[lpar]] named \"", name, "\" or \"*\" in config ",
+          config_.source, ")")));
+    }
+    bool allowed = std::find(policy->uids.begin(), policy->uids.end(), c.uid) != policy->uids.end();
+    for (uint32_t g : c.gids) {
+      allowed |= std::find(policy->gids.begin(), policy->gids.end(), g) != policy->gids.end();
+    }
+    if (!allowed) {
+      return fail(absl::PermissionDeniedError(absl::StrCat(
+          "LPAR \"", name, "\": uid ", c.uid, " is not in allowed uids ", JoinIds(policy->uids),
+          " and gid ", c.gid, " is not in allowed gids ", JoinIds(policy->gids), " (policy [[lpar]] name = \"",
+          policy->name, "\" in config ", config_.source, ")")));
+    }
+    for (const auto& [id, other] : clients_) {
+      if (!other->closing && other->lpar == name) {
+        return fail(absl::AlreadyExistsError(absl::StrCat("LPAR \"", name, "\" is already claimed by pid ",
+                                                          other->pid, " (uid ", other->uid, ")")));
+      }
+    }
+    c.lpar = name;
+    Log(absl::StrCat(c.Who(), (req.flags & wire::kClaimReclaim) ? " reclaimed" : " claimed"));
+  }
+  wire::ClaimReply r = wire::Zeroed<wire::ClaimReply>();
+  r.uid = c.uid;
+  r.is_admin = c.admin ? 1 : 0;
+  Reply(c, m.request_id, r);
+}
+
+void ServerImpl::OnAttach(Client& c, Message& m) {
+  const auto req = m.As<wire::AttachRequest>();
+  auto fail = [&](absl::Status s) { ReplyError<wire::AttachReply>(c, m.request_id, s); };
+  if (c.lpar.empty()) return fail(absl::FailedPreconditionError("attach: claim an LPAR first"));
+  const LparConfig* policy = config_.FindLpar(c.lpar);
+  if (policy == nullptr) return fail(absl::PermissionDeniedError("attach: the LPAR's policy was removed"));
+  auto cit = config_.chpids.find(req.chpid);
+  if (cit == config_.chpids.end()) {
+    std::vector<std::string> ids;
+    for (const auto& [id, ch] : config_.chpids) ids.push_back(ChpidName(id));
+    return fail(absl::NotFoundError(absl::StrCat("CHPID ", ChpidName(req.chpid), " is not defined (defined: ",
+                                                 ids.empty() ? "none" : absl::StrJoin(ids, ", "), ")")));
+  }
+  const ChpidConfig& ch = cit->second;
+  if (!ch.Allows(c.lpar)) {
+    return fail(absl::PermissionDeniedError(absl::StrCat(
+        "CHPID ", ChpidName(ch.id), ": LPAR \"", c.lpar, "\" is not in its allowed LPARs [",
+        absl::StrJoin(ch.lpars, ", "), "] (config ", config_.source, ")")));
+  }
+  if (NicsOf(c.id) >= policy->max_nics) {
+    return fail(absl::ResourceExhaustedError(absl::StrCat("LPAR \"", c.lpar, "\": NIC quota max_nics = ",
+                                                          policy->max_nics, " reached (config ", config_.source, ")")));
+  }
+  const bool is_static = policy->name == c.lpar && policy->addresses.contains(ch.id) &&
+                         NicAt(policy->addresses.at(ch.id)) == nullptr;
+  if (req.address == 0 && !is_static && absl::Now() < recovery_until_) {
+    deferred_.emplace_back(c.id, std::move(m));  // answered by OnTimer()
+    return;
+  }
+  absl::StatusOr<hsi::Doorbell> bell = hsi::Doorbell::Adopt(std::move(m.fds[0]));
+  if (!bell.ok()) return fail(absl::InvalidArgumentError(absl::StrCat("attach: NIC doorbell: ", bell.status().message())));
+  // The address: static from the policy, the one asked for, or the first free.
+  auto reserved_by_other = [&](Address a) -> const LparConfig* {
+    for (const LparConfig& l : config_.lpars) {
+      auto s = l.addresses.find(ch.id);
+      if (l.name != c.lpar && s != l.addresses.end() && s->second == a) return &l;
+    }
+    return nullptr;
+  };
+  Address addr;
+  auto fixed = policy->addresses.find(ch.id);
+  const std::string chname = absl::StrCat("CHPID ", ChpidName(ch.id));
+  // The static address goes to the LPAR's first NIC on the CHPID; more
+  // NICs of the same LPAR there get assigned addresses.
+  const Nic* holder = fixed != policy->addresses.end() ? NicAt(fixed->second) : nullptr;
+  const bool own_static_taken = holder != nullptr && holder->client == c.id;
+  if (fixed != policy->addresses.end() && policy->name == c.lpar && !own_static_taken) {
+    if (req.address != 0 && req.address != fixed->second.value()) {
+      return fail(absl::InvalidArgumentError(absl::StrCat(chname, ": LPAR \"", c.lpar, "\" has the static address ",
+                                                          fixed->second.ToString(), ", not ",
+                                                          Address(req.address).ToString())));
+    }
+    addr = fixed->second;
+  } else if (req.address != 0) {
+    addr = Address(req.address);
+    if (!ch.subnet.IsHost(addr)) {
+      return fail(absl::InvalidArgumentError(absl::StrCat(chname, ": address ", addr.ToString(),
+                                                          " is not a host address of subnet ", ch.subnet.ToString())));
+    }
+    if (const LparConfig* o = reserved_by_other(addr)) {
+      return fail(absl::PermissionDeniedError(absl::StrCat(chname, ": address ", addr.ToString(),
+                                                           " is LPAR \"", o->name, "\"'s static address")));
+    }
+  } else {
+    const uint32_t first = ch.subnet.network().value() + 1, last = ch.subnet.broadcast().value() - 1;
+    for (uint32_t v = first; v <= last; ++v) {
+      if (!by_address_.contains(v) && reserved_by_other(Address(v)) == nullptr) {
+        addr = Address(v);
+        break;
+      }
+    }
+    if (addr.value() == 0) {
+      return fail(absl::ResourceExhaustedError(absl::StrCat(chname, ": no free address in ", ch.subnet.ToString())));
+    }
+  }
+  if (Nic* other = NicAt(addr)) {
+    Client* oc = FindClient(other->client);
+    return fail(absl::AlreadyExistsError(absl::StrCat(chname, ": address ", addr.ToString(), " is in use by ",
+                                                      oc ? oc->Who() : "another client")));
+  }
+  Nic n;
+  n.id = next_nic_++;
+  n.client = c.id;
+  n.chpid = ch.id;
+  n.address = addr;
+  n.bell = std::move(*bell);
+  by_address_[addr.value()] = n.id;
+  wire::AttachReply r = wire::Zeroed<wire::AttachReply>();
+  r.nic_id = n.id;
+  r.address = addr.value();
+  r.subnet = ch.subnet.network().value();
+  r.prefix = static_cast<uint32_t>(ch.subnet.prefix());
+  r.capacity = ch.queue_size;
+  r.mtu = ch.mtu;
+  r.mfs = ch.mfs;
+  r.overflow = ch.drop ? wire::kOverflowDrop : wire::kOverflowBlock;
+  Log(absl::StrCat(c.Who(), " attached ", addr.ToString(), " to CHPID ", ChpidName(ch.id)));
+  nics_.emplace(n.id, std::move(n));
+  Reply(c, m.request_id, r);
+}
+
+void ServerImpl::OnDetach(Client& c, const Message& m) {
+  const auto req = m.As<wire::DetachRequest>();
+  absl::StatusOr<Nic*> nic = OwnNic(c, req.nic_id);
+  if (!nic.ok()) return ReplyError<wire::DetachReply>(c, m.request_id, nic.status());
+  RemoveNic(req.nic_id, wire::kDownPeerDetached, "it was detached");
+  Reply(c, m.request_id, wire::Zeroed<wire::DetachReply>());
+}
+
+void ServerImpl::OnLink(Client& c, const Message& m) {
+  const auto req = m.As<wire::LinkRequest>();
+  auto fail = [&](absl::Status s) { ReplyError<wire::LinkReply>(c, m.request_id, s); };
+  absl::StatusOr<Nic*> own = OwnNic(c, req.nic_id);
+  if (!own.ok()) return fail(own.status());
+  Nic& a = **own;
+  const Address peer(req.peer_address);
+  const ChpidConfig& ch = config_.chpids.at(a.chpid);
+  const std::string where = absl::StrCat("CHPID ", ChpidName(a.chpid), ": link ", a.address.ToString(), "->",
+                                         peer.ToString());
+  if (!a.up) return fail(absl::UnavailableError(absl::StrCat(where, ": NIC ", a.address.ToString(), " is down")));
+  if (peer == a.address) return fail(absl::InvalidArgumentError(absl::StrCat(where, ": a NIC cannot link to itself")));
+  Nic* b = NicAt(peer);
+  if (b == nullptr || b->chpid != a.chpid) {
+    return fail(absl::NotFoundError(absl::StrCat(where, ": no NIC has address ", peer.ToString(), " on CHPID ",
+                                                 ChpidName(a.chpid), " (subnet ", ch.subnet.ToString(), ")")));
+  }
+  if (!b->up) return fail(absl::UnavailableError(absl::StrCat(where, ": NIC ", peer.ToString(), " is down")));
+  if (auto p = by_pair_.find(PairKey(a.address, peer)); p != by_pair_.end()) {
+    wire::LinkReply r = wire::Zeroed<wire::LinkReply>();
+    r.link_id = p->second;
+    return Reply(c, m.request_id, r);
+  }
+  Client* bc = FindClient(b->client);
+  if (bc == nullptr) return fail(absl::UnavailableError(absl::StrCat(where, ": the peer is disconnecting")));
+  for (const Client* x : std::initializer_list<const Client*>{&c, bc}) {
+    const LparConfig* pol = config_.FindLpar(x->lpar);
+    if (pol != nullptr && LinksOf(x->lpar) >= pol->max_links) {
+      return fail(absl::ResourceExhaustedError(absl::StrCat(where, ": LPAR \"", x->lpar, "\" has reached its quota max_links = ",
+                                                            pol->max_links, " (config ", config_.source, ")")));
+    }
+  }
+  if (c.in_flight >= config_.max_in_flight) {
+    fail(absl::ResourceExhaustedError(absl::StrCat(where, ": more than max_in_flight = ", config_.max_in_flight,
+                                                   " link setups pending; disconnecting")));
+    return CloseClient(c, "over the in-flight quota");
+  }
+  const hsi::RingGeometry g{ch.queue_size, ch.mtu};
+  absl::StatusOr<UniqueFd> sa = hsi::CreateRingSegment(g, absl::StrCat("hsi-", a.address.ToString()));
+  absl::StatusOr<UniqueFd> sb = hsi::CreateRingSegment(g, absl::StrCat("hsi-", peer.ToString()));
+  if (!sa.ok() || !sb.ok()) {
+    return fail(absl::ResourceExhaustedError(absl::StrCat(where, ": creating ring segments: ",
+                                                          (!sa.ok() ? sa.status() : sb.status()).message())));
+  }
+  Link l;
+  l.id = next_link_++;
+  l.chpid = a.chpid;
+  l.a = LinkEnd{a.id, a.address, std::move(*sa), false};
+  l.b = LinkEnd{b->id, b->address, std::move(*sb), false};
+  l.requester = c.id;
+  l.deadline = absl::Now() + kSetupTimeout;
+  ++c.in_flight;
+  a.links.insert(l.id);
+  b->links.insert(l.id);
+  by_pair_[PairKey(a.address, peer)] = l.id;
+  const uint32_t link_id = l.id;
+  const std::string lpar_a = c.lpar, lpar_b = bc->lpar;
+  // Messages first, sends after: a failing send only marks a client closing.
+  std::vector<std::pair<uint32_t, OutMessage>> out;  // nic id, message
+  for (auto [end, other, peer_lpar] : {std::tuple{&l.a, &l.b, &lpar_b}, std::tuple{&l.b, &l.a, &lpar_a}}) {
+    wire::LinkOffer o = wire::Zeroed<wire::LinkOffer>();
+    o.link_id = l.id;
+    o.nic_id = end->nic;
+    o.peer_address = other->address.value();
+    o.mtu = g.mtu;
+    o.capacity = g.capacity;
+    wire::SetName(o.peer_lpar, *peer_lpar);
+    std::vector<UniqueFd> fds;
+    fds.emplace_back(::fcntl(end->segment.get(), F_DUPFD_CLOEXEC, 0));
+    out.emplace_back(end->nic, wire::Encode(0, o, std::move(fds)));
+  }
+  links_.emplace(link_id, std::move(l));
+  wire::LinkReply r = wire::Zeroed<wire::LinkReply>();
+  r.link_id = link_id;
+  Reply(c, m.request_id, r);
+  for (auto& [nic_id, msg] : out) SendToNic(nic_id, std::move(msg));
+}
+
+void ServerImpl::SendToNic(uint32_t nic_id, OutMessage m) {
+  auto it = nics_.find(nic_id);
+  if (it == nics_.end()) return;
+  Client* c = FindClient(it->second.client);
+  if (c == nullptr) return;
+  Send(*c, std::move(m));
+  it->second.bell.Ring();  // a blocked Receive wakes and reads the event
+}
+
+void ServerImpl::OnSealed(Client& c, const Message& m) {
+  const auto req = m.As<wire::LinkSealed>();
+  auto it = links_.find(req.link_id);
+  if (it == links_.end()) return;  // already torn down
+  Link& l = it->second;
+  LinkEnd* end = l.a.nic == req.nic_id ? &l.a : l.b.nic == req.nic_id ? &l.b : nullptr;
+  if (end == nullptr || l.state != Link::kSetup || nics_.at(end->nic).client != c.id) return;
+  const std::string where = absl::StrCat("link ", l.a.address.ToString(), "<->", l.b.address.ToString(),
+                                         " on CHPID ", ChpidName(l.chpid));
+  if (req.code != 0) {
+    const std::string t = absl::StrCat(where, ": setup failed: ", end->address.ToString(),
+                                       " could not map its segment (status code ", req.code, ")");
+    return DropLink(l.id, wire::kDownSetupFailed, t, t, true, true);
+  }
+  // Invariant 1: the owner must have sealed against new writers before its
+  // peer gets the fd.
+  const int seals = ::fcntl(end->segment.get(), F_GET_SEALS);
+  if (seals < 0 || (seals & F_SEAL_FUTURE_WRITE) == 0) {
+    const std::string t = absl::StrCat(where, ": setup failed: ", c.Who(), " reported its segment sealed but it is not "
+                                              "(seals 0x", absl::Hex(seals < 0 ? 0 : seals), ")");
+    Log(t);
+    return DropLink(l.id, wire::kDownSetupFailed, t, t, true, true);
+  }
+  end->sealed = true;
+  if (l.a.sealed && l.b.sealed) FinishSetup(l);
+}
+
+void ServerImpl::FinishSetup(Link& l) {
+  l.state = Link::kReady;
+  l.deadline = absl::InfiniteFuture();
+  EndSetup(l);
+  std::vector<std::pair<uint32_t, OutMessage>> out;
+  for (auto [end, other] : {std::pair{&l.a, &l.b}, std::pair{&l.b, &l.a}}) {
+    Nic& peer = nics_.at(other->nic);
+    std::vector<UniqueFd> fds;
+    fds.emplace_back(::fcntl(other->segment.get(), F_DUPFD_CLOEXEC, 0));
+    absl::StatusOr<UniqueFd> bell = peer.bell.Dup();
+    fds.push_back(bell.ok() ? std::move(*bell) : UniqueFd());
+    if (!fds[0].valid() || !fds[1].valid()) {
+      const std::string t = absl::StrCat("link ", l.a.address.ToString(), "<->", l.b.address.ToString(),
+                                         ": hsid is out of file descriptors");
+      return DropLink(l.id, wire::kDownSetupFailed, t, t, true, true);
+    }
+    wire::LinkPeer p = wire::Zeroed<wire::LinkPeer>();
+    p.link_id = l.id;
+    p.nic_id = end->nic;
+    out.emplace_back(end->nic, wire::Encode(0, p, std::move(fds)));
+  }
+  if (opt_.verbose) Log(absl::StrCat("link ", l.id, " ready"));
+  for (auto& [nic_id, msg] : out) SendToNic(nic_id, std::move(msg));
+}
+
+void ServerImpl::OnRelink(Client& c, Message& m) {
+  const auto req = m.As<wire::RelinkRequest>();
+  auto fail = [&](absl::Status s) { ReplyError<wire::LinkReply>(c, m.request_id, s); };
+  absl::StatusOr<Nic*> own = OwnNic(c, req.nic_id);
+  if (!own.ok()) return fail(own.status());
+  Nic& n = **own;
+  const Address peer(req.peer_address);
+  UniqueFd seg = std::move(m.fds[0]);
+  const int seals = ::fcntl(seg.get(), F_GET_SEALS);
+  if (seals < 0 || (seals & F_SEAL_FUTURE_WRITE) == 0) {
+    return fail(absl::InvalidArgumentError("relink: the segment is not a memfd sealed against writes"));
+  }
+  const auto key = PairKey(n.address, peer);
+  wire::LinkReply r = wire::Zeroed<wire::LinkReply>();
+  if (auto p = by_pair_.find(key); p != by_pair_.end()) {
+    Link& l = links_.at(p->second);
+    if (l.state != Link::kRelinkWait || l.b.address != n.address) {
+      return fail(absl::AlreadyExistsError(absl::StrCat("relink ", n.address.ToString(), "->", peer.ToString(),
+                                                        ": hsid already has this link")));
+    }
+    l.b.nic = n.id;
+    l.b.segment = std::move(seg);
+    l.b.sealed = true;
+    l.state = Link::kReady;
+    l.deadline = absl::InfiniteFuture();
+    n.links.insert(l.id);
+    r.link_id = l.id;
+    return Reply(c, m.request_id, r);
+  }
+  Link l;
+  l.id = next_link_++;
+  l.chpid = n.chpid;
+  l.state = Link::kRelinkWait;
+  l.a = LinkEnd{n.id, n.address, std::move(seg), true};
+  l.b = LinkEnd{0, peer, UniqueFd(), false};
+  l.deadline = absl::Now() + kRelinkGrace;
+  n.links.insert(l.id);
+  by_pair_[key] = l.id;
+  r.link_id = l.id;
+  links_.emplace(l.id, std::move(l));
+  Reply(c, m.request_id, r);
+}
+
+void ServerImpl::OnPeers(Client& c, const Message& m) {
+  const auto req = m.As<wire::PeersRequest>();
+  absl::StatusOr<Nic*> own = OwnNic(c, req.nic_id);
+  if (!own.ok()) return ReplyError<wire::PeersReply>(c, m.request_id, own.status());
+  std::vector<uint32_t> addrs;
+  for (const auto& [id, n] : nics_) {
+    if (n.chpid == (*own)->chpid && n.id != (*own)->id && n.up) addrs.push_back(n.address.value());
+  }
+  std::sort(addrs.begin(), addrs.end());
+  wire::PeersReply r = wire::Zeroed<wire::PeersReply>();
+  size_t i = req.cursor;
+  for (; i < addrs.size() && r.count < wire::kPeersPerPage; ++i) r.addresses[r.count++] = addrs[i];
+  r.next_cursor = i < addrs.size() ? static_cast<uint32_t>(i) : 0;
+  Reply(c, m.request_id, r);
+}
+
+void ServerImpl::OnDefineChpid(Client& c, const Message& m) {
+  if (absl::Status s = CheckAdmin(c, "define CHPID"); !s.ok()) return ReplyError<wire::AdminReply>(c, m.request_id, s);
+  const auto req = m.As<wire::DefineChpidRequest>();
+  ChpidConfig ch;
+  ch.id = req.chpid;
+  ch.mfs = req.mfs;
+  ch.mtu = req.mfs - 8192;
+  ch.subnet = hsi::Subnet(Address(req.subnet), static_cast<int>(req.prefix));
+  ch.queue_size = req.capacity;
+  ch.drop = req.overflow == wire::kOverflowDrop;
+  ch.lpars.clear();
+  for (uint32_t i = 0; i < req.lpar_count; ++i) ch.lpars.push_back(wire::NameOf(req.lpars[i]));
+  if (ch.subnet.network().value() != req.subnet || req.prefix < 8 || req.prefix > 30) {
+    return ReplyError<wire::AdminReply>(c, m.request_id, absl::InvalidArgumentError(absl::StrCat(
+        "define CHPID ", ChpidName(ch.id), ": subnet ", Address(req.subnet).ToString(), "/", req.prefix,
+        " must have a prefix 8..30 and no host bits")));
+  }
+  if (absl::Status s = ValidateChpid(ch, config_); !s.ok()) return ReplyError<wire::AdminReply>(c, m.request_id, s);
+  Log(absl::StrCat(c.Who(), " defined CHPID ", ChpidName(ch.id), " subnet ", ch.subnet.ToString()));
+  config_.chpids[ch.id] = std::move(ch);
+  Reply(c, m.request_id, wire::Zeroed<wire::AdminReply>());
+}
+
+void ServerImpl::OnUndefineChpid(Client& c, const Message& m) {
+  if (absl::Status s = CheckAdmin(c, "undefine CHPID"); !s.ok()) return ReplyError<wire::AdminReply>(c, m.request_id, s);
+  const auto req = m.As<wire::UndefineChpidRequest>();
+  if (!config_.chpids.contains(req.chpid)) {
+    return ReplyError<wire::AdminReply>(c, m.request_id, absl::NotFoundError(absl::StrCat(
+        "undefine CHPID ", ChpidName(req.chpid), ": not defined")));
+  }
+  std::vector<std::string> users;
+  for (const auto& [id, n] : nics_) {
+    if (n.chpid == req.chpid) users.push_back(n.address.ToString());
+  }
+  if (!users.empty()) {
+    return ReplyError<wire::AdminReply>(c, m.request_id, absl::FailedPreconditionError(absl::StrCat(
+        "undefine CHPID ", ChpidName(req.chpid), ": NICs ", absl::StrJoin(users, ", "),
+        " are attached; they must detach first")));
+  }
+  config_.chpids.erase(req.chpid);
+  Log(absl::StrCat(c.Who(), " undefined CHPID ", ChpidName(req.chpid)));
+  Reply(c, m.request_id, wire::Zeroed<wire::AdminReply>());
+}
+
+void ServerImpl::OnSetNic(Client& c, const Message& m) {
+  if (absl::Status s = CheckAdmin(c, "set NIC state"); !s.ok()) return ReplyError<wire::AdminReply>(c, m.request_id, s);
+  const auto req = m.As<wire::SetNicRequest>();
+  Nic* n = NicAt(Address(req.address));
+  if (n == nullptr) {
+    return ReplyError<wire::AdminReply>(c, m.request_id, absl::NotFoundError(absl::StrCat(
+        "set NIC state: no NIC has address ", Address(req.address).ToString())));
+  }
+  const bool up = req.up != 0;
+  if (n->up != up) {
+    n->up = up;
+    if (!up) {
+      const std::vector<uint32_t> links(n->links.begin(), n->links.end());
+      for (uint32_t lid : links) {
+        const std::string t = absl::StrCat("link on NIC ", n->address.ToString(), " closed: an admin set NIC ",
+                                           n->address.ToString(), " down");
+        DropLink(lid, wire::kDownNicDown, t, t, true, true);
+      }
+    }
+    wire::NicStateEvent e = wire::Zeroed<wire::NicStateEvent>();
+    e.nic_id = n->id;
+    e.up = up ? 1 : 0;
+    SendToNic(n->id, wire::Encode(0, e));
+    Log(absl::StrCat(c.Who(), " set NIC ", n->address.ToString(), up ? " up" : " down"));
+  }
+  Reply(c, m.request_id, wire::Zeroed<wire::AdminReply>());
+}
+
+void ServerImpl::OnList(Client& c, const Message& m) {
+  const auto req = m.As<wire::ListRequest>();
+  size_t i = 0;
+  auto page = [&](auto& r, size_t total, auto fill) {
+    i = req.cursor;
+    for (; i < total && r.count < wire::kListPage; ++i) fill(r.entries[r.count++], i);
+    r.next_cursor = i < total ? static_cast<uint32_t>(i) : 0;
+    Reply(c, m.request_id, r);
+  };
+  if (absl::Status s = CheckAdmin(c, "list"); !s.ok()) {
+    switch (req.what) {
+      case wire::kListChpids: return ReplyError<wire::ListChpidsReply>(c, m.request_id, s);
+      case wire::kListNics: return ReplyError<wire::ListNicsReply>(c, m.request_id, s);
+      default: return ReplyError<wire::ListLinksReply>(c, m.request_id, s);
+    }
+  }
+  if (req.what == wire::kListChpids) {
+    std::vector<const ChpidConfig*> v;
+    for (const auto& [id, ch] : config_.chpids) v.push_back(&ch);
+    wire::ListChpidsReply r = wire::Zeroed<wire::ListChpidsReply>();
+    page(r, v.size(), [&](wire::WireChpid& e, size_t k) {
+      const ChpidConfig& ch = *v[k];
+      e.chpid = ch.id;
+      e.mfs = ch.mfs;
+      e.mtu = ch.mtu;
+      e.subnet = ch.subnet.network().value();
+      e.prefix = static_cast<uint32_t>(ch.subnet.prefix());
+      e.overflow = ch.drop ? wire::kOverflowDrop : wire::kOverflowBlock;
+      e.capacity = ch.queue_size;
+      for (const auto& [nid, n] : nics_) e.nics += n.chpid == ch.id;
+      for (const auto& [lid, l] : links_) e.links += l.chpid == ch.id;
+    });
+  } else if (req.what == wire::kListNics) {
+    std::vector<const Nic*> v;
+    for (const auto& [id, n] : nics_) v.push_back(&n);
+    wire::ListNicsReply r = wire::Zeroed<wire::ListNicsReply>();
+    page(r, v.size(), [&](wire::WireNic& e, size_t k) {
+      const Nic& n = *v[k];
+      e.chpid = n.chpid;
+      e.address = n.address.value();
+      e.up = n.up ? 1 : 0;
+      e.links = static_cast<uint32_t>(n.links.size());
+      if (const Client* oc = FindClient(n.client)) {
+        wire::SetName(e.lpar, oc->lpar);
+        e.pid = oc->pid;
+        e.uid = oc->uid;
+      }
+    });
+  } else {
+    std::vector<const Link*> v;
+    for (const auto& [id, l] : links_) v.push_back(&l);
+    wire::ListLinksReply r = wire::Zeroed<wire::ListLinksReply>();
+    page(r, v.size(), [&](wire::WireLink& e, size_t k) {
+      const Link& l = *v[k];
+      e.link_id = l.id;
+      e.chpid = l.chpid;
+      e.address_a = l.a.address.value();
+      e.address_b = l.b.address.value();
+      e.state = static_cast<uint32_t>(l.state);
+      // Counters are read from the segments themselves: each owner
+      // publishes its own in its segment (hsid never maps a ring).
+      e.a_to_b = Counters(l.a.segment, l.b.segment);
+      e.b_to_a = Counters(l.b.segment, l.a.segment);
+    });
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Create(ServerOptions options) {
+  auto s = std::make_unique<ServerImpl>(std::move(options));
+  if (absl::Status st = s->Init(); !st.ok()) return st;
+  return std::unique_ptr<Server>(std::move(s));
+}
+
+}  // namespace hsid

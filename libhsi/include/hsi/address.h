@@ -1,0 +1,74 @@
+// hsi/address.h: IPv4-style addresses of NICs and the subnets of CHPIDs.
+//
+// An hsi NIC has one address in its CHPID's subnet, as a HiperSockets
+// interface has an IP address; the subnet's broadcast address reaches every
+// NIC of the CHPID. Addresses are plain values, stored in host byte order.
+//
+// Thread safety: values; safe to copy and share.
+#ifndef HSI_ADDRESS_H_
+#define HSI_ADDRESS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace hsi {
+
+class Address {
+ public:
+  constexpr Address() = default;
+  constexpr explicit Address(uint32_t host_order) : value_(host_order) {}
+  // Parses dotted quad "10.240.0.7"; kInvalidArgument naming the text.
+  static absl::StatusOr<Address> Parse(absl::string_view text);
+
+  constexpr uint32_t value() const { return value_; }
+  std::string ToString() const;
+
+  friend constexpr bool operator==(Address a, Address b) { return a.value_ == b.value_; }
+  friend constexpr bool operator!=(Address a, Address b) { return a.value_ != b.value_; }
+  friend constexpr bool operator<(Address a, Address b) { return a.value_ < b.value_; }
+  template <typename H>
+  friend H AbslHashValue(H h, Address a) {
+    return H::combine(std::move(h), a.value_);
+  }
+
+ private:
+  uint32_t value_ = 0;
+};
+
+// An IPv4 subnet "network/prefix". Usable NIC addresses exclude the network
+// and broadcast addresses (prefix <= 30).
+class Subnet {
+ public:
+  Subnet() = default;
+  // The network is `address` with the host bits cleared.
+  Subnet(Address address, int prefix);
+  // Parses "10.240.0.0/24"; kInvalidArgument if malformed, if the prefix
+  // is not in 8..30, or if host bits are set.
+  static absl::StatusOr<Subnet> Parse(absl::string_view text);
+
+  Address network() const { return network_; }
+  int prefix() const { return prefix_; }
+  uint32_t mask() const { return prefix_ == 0 ? 0 : ~uint32_t{0} << (32 - prefix_); }
+  Address broadcast() const { return Address(network_.value() | ~mask()); }
+  bool Contains(Address a) const { return (a.value() & mask()) == network_.value(); }
+  // In the subnet and neither the network nor the broadcast address.
+  bool IsHost(Address a) const {
+    return Contains(a) && a != network_ && a != broadcast();
+  }
+  bool Overlaps(const Subnet& o) const {
+    const uint32_t m = mask() & o.mask();
+    return (network_.value() & m) == (o.network_.value() & m);
+  }
+  std::string ToString() const;
+
+ private:
+  Address network_;
+  int prefix_ = 32;
+};
+
+}  // namespace hsi
+
+#endif  // HSI_ADDRESS_H_

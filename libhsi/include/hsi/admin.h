@@ -1,0 +1,96 @@
+// hsi/admin.h: hsid's admin operations, for hsictl and tests.
+//
+// An AdminClient is a control connection that claims no LPAR. hsid allows
+// the operations below only to admin uids/gids from its config (root
+// always); others get kPermissionDenied naming the policy. hsid reads the
+// link counters from the ring segments themselves (each end publishes its
+// own counters in its own segment; hsid preads them and never maps a ring).
+//
+// Thread safety: one thread at a time per AdminClient.
+#ifndef HSI_ADMIN_H_
+#define HSI_ADMIN_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "hsi/address.h"
+
+namespace hsi {
+
+namespace internal {
+class SessionState;
+}
+
+struct ChpidSpec {
+  uint32_t id = 0;                          // 0x00..0xFF
+  uint32_t mfs = 16384;                     // 16K, 24K, 40K or 64K
+  Subnet subnet;                            // must not overlap another CHPID's
+  uint64_t queue_size = uint64_t{1} << 20;  // ring capacity, power of two
+  bool drop = false;                        // overflow policy drop (else block)
+  std::vector<std::string> lpars = {"*"};   // who may attach (at most 8 names)
+};
+
+struct ChpidInfo {
+  ChpidSpec spec;
+  uint32_t mtu = 0;
+  uint32_t nics = 0;
+  uint32_t links = 0;
+};
+
+struct NicListing {
+  uint32_t chpid = 0;
+  Address address;
+  bool up = true;
+  uint32_t links = 0;
+  std::string lpar;
+  uint32_t pid = 0, uid = 0;
+};
+
+// One direction of a link, as its sender and receiver published it.
+struct DirectionCounters {
+  uint64_t frames = 0, bytes = 0, full_events = 0, drops = 0;
+  uint64_t received = 0;  // frames the receiving end released
+};
+
+struct LinkListing {
+  uint32_t id = 0;
+  uint32_t chpid = 0;
+  Address a, b;
+  std::string state;  // "setup", "ready", "relink-wait"
+  DirectionCounters a_to_b, b_to_a;
+};
+
+class AdminClient {
+ public:
+  // Connects to hsid (socket path as hsi::ResolveSocketPath).
+  static absl::StatusOr<AdminClient> Connect(const std::string& socket_path = "");
+  AdminClient();
+  ~AdminClient();
+  AdminClient(AdminClient&&) noexcept;
+  AdminClient& operator=(AdminClient&&) noexcept;
+
+  // Whether hsid counts this connection's uid/gid as an admin.
+  bool is_admin() const;
+
+  absl::Status DefineChpid(const ChpidSpec& spec);
+  // kFailedPrecondition while NICs are attached to it.
+  absl::Status UndefineChpid(uint32_t id);
+  // Down: every link of the NIC goes down (both ends get a link-down event)
+  // and its owner's calls return kUnavailable until it is set up again.
+  absl::Status SetNicState(Address address, bool up);
+
+  absl::StatusOr<std::vector<ChpidInfo>> ListChpids();
+  absl::StatusOr<std::vector<NicListing>> ListNics();
+  absl::StatusOr<std::vector<LinkListing>> ListLinks();
+
+ private:
+  std::shared_ptr<internal::SessionState> state_;
+};
+
+}  // namespace hsi
+
+#endif  // HSI_ADMIN_H_

@@ -1,0 +1,168 @@
+// hsi/nic.h: a NIC (one LPAR's attachment to one CHPID) and its Links.
+//
+// A Nic has an address in its CHPID's subnet. SendTo(address) sends a
+// frame to the NIC with that address on the same CHPID: the first send to
+// a peer asks hsid for a link (two sealed ring segments, one per
+// direction, each writable only by its sender: DESIGN.md invariant 1) and
+// every later frame goes straight through shared memory. Receive() returns
+// the next frame from any peer with its source address. A Link handle
+// (Nic::Link) is the hot path to one peer, without the address lookup.
+// Sending to the CHPID's broadcast address sends the frame on a link to
+// every other NIC of the CHPID (creating links as needed; hsid is asked for
+// the member list on every broadcast, so it is not a hot path).
+//
+// Overflow: under the CHPID's policy `block` a send waits for room as its
+// Wait says (lossless); under `drop` a send to a full ring returns
+// kResourceExhausted at once and the frame is counted in the sender's
+// `drops` counter, as the real machine counts it.
+//
+// Liveness: when a peer's process dies (its control socket closes), hsid
+// sends a link-down event. Frames the peer committed before it died are
+// still delivered, each exactly once; after the last one, Receive()
+// returns kUnavailable once for that link, naming the peer address and
+// that its LPAR disconnected (Nic::Receive then forgets the link), and a
+// SendTo() to it returns the same status. A later SendTo() to that address
+// asks hsid for a new link.
+//
+// Readiness (epoll, io_uring): fd() is the NIC's doorbell, an eventfd. Call
+// PrepareWait() before sleeping on it; it is then readable when a frame
+// arrives on any link of the NIC or when hsid sent a control event (hsid
+// rings it after each). hsi/poller.h does this for many NICs.
+//
+// Thread safety: as hsi/session.h: one thread at a time per Session.
+#ifndef HSI_NIC_H_
+#define HSI_NIC_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "hsi/address.h"
+#include "hsi/ring.h"
+#include "hsi/wait.h"
+
+namespace hsi {
+
+namespace internal {
+class SessionState;
+struct NicState;
+struct LinkState;
+}  // namespace internal
+
+struct NicInfo {
+  uint32_t chpid = 0;
+  Address address;
+  Subnet subnet;
+  uint32_t mfs = 0;  // maximum frame size of the CHPID
+  uint32_t mtu = 0;  // largest payload: mfs - 8K
+  RingGeometry geometry;  // of every link on this CHPID
+  bool drop = false;      // overflow policy drop (else block)
+};
+
+// A frame copied out by Receive().
+struct Received {
+  Address source;
+  size_t length = 0;
+  bool broadcast = false;  // sent to the CHPID's broadcast address
+};
+
+// A frame seen in place by Peek(); valid until Release() or the next Peek.
+struct FrameView {
+  Address source;
+  absl::Span<const uint8_t> payload;
+  bool broadcast = false;
+};
+
+// The hot path to one peer NIC.
+class Link {
+ public:
+  Link();
+  ~Link();
+  Link(Link&&) noexcept;
+  Link& operator=(Link&&) noexcept;
+
+  // Sends one frame (at most the MTU), waiting for room as `wait` says
+  // (policy block). kInvalidArgument above the MTU, kResourceExhausted if
+  // dropped (policy drop), kDeadlineExceeded, kUnavailable once the peer is
+  // gone, kDataLoss if the peer broke the ring's contract.
+  absl::Status Send(absl::Span<const uint8_t> payload, const Wait& wait = Wait());
+  // Copies the next frame from the peer into `buffer`; returns its length.
+  // kResourceExhausted if it does not fit (the frame stays), kDeadline-
+  // Exceeded, kUnavailable after the last frame of a peer that is gone.
+  absl::StatusOr<size_t> Receive(absl::Span<uint8_t> buffer, const Wait& wait = Wait());
+  // Zero-copy: the next frame in place, until Release().
+  absl::StatusOr<absl::Span<const uint8_t>> Peek(const Wait& wait = Wait());
+  void Release();
+
+  Address local() const;
+  Address peer() const;
+  // OK while the link is up; the reason once it is down.
+  absl::Status status() const;
+  RingCounters tx_counters() const;
+  RingCounters rx_counters() const;
+  bool valid() const { return link_ != nullptr; }
+
+ private:
+  friend class Nic;
+  std::shared_ptr<internal::SessionState> session_;
+  std::shared_ptr<internal::NicState> nic_;
+  std::shared_ptr<internal::LinkState> link_;
+};
+
+class Nic {
+ public:
+  Nic();
+  ~Nic();  // detaches from the CHPID; links of this NIC go down
+  Nic(Nic&&) noexcept;
+  Nic& operator=(Nic&&) noexcept;
+
+  const NicInfo& info() const;
+  Address address() const { return info().address; }
+  Address broadcast() const { return info().subnet.broadcast(); }
+
+  // Sends one frame to `to` (a NIC of this CHPID, or its broadcast address),
+  // making the link first if needed (up to SessionOptions::timeout).
+  // Errors as Link::Send, plus: kInvalidArgument if the frame exceeds the
+  // MTU (the message names the CHPID, both addresses and the limit),
+  // kNotFound if no NIC has that address, kUnavailable if hsid cannot be
+  // reached to make a new link. For a broadcast, the first error of any
+  // peer after trying all of them.
+  absl::Status SendTo(Address to, absl::Span<const uint8_t> payload,
+                      const Wait& wait = Wait());
+  // Copies the next frame from any peer into `buffer` (round robin over
+  // links). kDeadlineExceeded when nothing came in time, kResourceExhausted
+  // if the frame does not fit (it stays), kUnavailable once per dead link
+  // after its last frame (see the file comment) or when the NIC was set
+  // down, kDataLoss if a peer broke its ring.
+  absl::StatusOr<Received> Receive(absl::Span<uint8_t> buffer, const Wait& wait = Wait());
+  // Zero-copy receive: the frame stays in the peer's read-only segment
+  // until Release() (or the next Peek/Receive).
+  absl::StatusOr<FrameView> Peek(const Wait& wait = Wait());
+  void Release();
+
+  // The link to `peer`, made now if there is none.
+  absl::StatusOr<hsi::Link> Link(Address peer);
+
+  // The NIC's doorbell eventfd, for epoll/io_uring readiness.
+  int fd() const;
+  // Processes control events, clears the doorbell and arms every link to
+  // ring it. Returns true if a frame or a status is already waiting (do
+  // not sleep then). Call Receive(..., Wait::Never()) until it returns
+  // kDeadlineExceeded before the next PrepareWait().
+  bool PrepareWait();
+
+  bool valid() const { return nic_ != nullptr; }
+
+ private:
+  friend class Session;
+  std::shared_ptr<internal::SessionState> session_;
+  std::shared_ptr<internal::NicState> nic_;
+};
+
+}  // namespace hsi
+
+#endif  // HSI_NIC_H_

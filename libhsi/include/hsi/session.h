@@ -1,0 +1,95 @@
+// hsi/session.h: an LPAR's connection to hsid.
+//
+// A Session claims an LPAR name from hsid (the policy checks the caller's
+// uid/gid, identified by SO_PEERCRED) and attaches NICs to CHPIDs
+// (hsi/nic.h). hsid is only the control plane: once a link is made, frames
+// flow through shared memory and never through hsid (DESIGN.md invariant 4).
+//
+// Daemon restarts: when the control socket reaches EOF (hsid died), links
+// keep working. The library reconnects on its own with a short backoff
+// (10 ms doubling to 100 ms) from inside the calls that use the session
+// (Receive, SendTo, Link, Poll, ...), re-claims the LPAR, re-attaches every
+// NIC with the same address and re-registers every live link, so that hsid
+// rebuilds its tables from its clients.
+//
+// Socket discovery: SessionOptions::socket_path, else $HSI_SOCKET, else
+// /run/hsi/hsid.sock for root and $XDG_RUNTIME_DIR/hsi/hsid.sock otherwise.
+//
+// Thread safety: a Session, its Nics and their Links share one control
+// channel and are NOT thread-safe: use them from one thread at a time.
+// Different Sessions are independent.
+#ifndef HSI_SESSION_H_
+#define HSI_SESSION_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "hsi/address.h"
+
+namespace hsi {
+
+class Nic;
+namespace internal {
+class SessionState;
+}
+
+// The control socket path: `explicit_path` if not empty, else $HSI_SOCKET,
+// else the default for this uid. kFailedPrecondition if a non-root user
+// has no XDG_RUNTIME_DIR.
+absl::StatusOr<std::string> ResolveSocketPath(absl::string_view explicit_path);
+
+struct SessionOptions {
+  std::string socket_path;  // "": see ResolveSocketPath()
+  std::string lpar;         // the LPAR name to claim (1..31 of [A-Za-z0-9_.-])
+  // Longest wait for one hsid request (and for a link setup).
+  absl::Duration timeout = absl::Seconds(5);
+  // Reconnect and re-register after hsid restarts.
+  bool reconnect = true;
+};
+
+class Session {
+ public:
+  // Connects to hsid and claims `options.lpar`. kUnavailable if hsid does
+  // not answer at the path (the message names it), kPermissionDenied with
+  // the policy's own words if the uid may not claim the LPAR,
+  // kAlreadyExists if another process holds it.
+  static absl::StatusOr<Session> Connect(SessionOptions options);
+
+  Session();
+  ~Session();  // closes the control socket: hsid takes the LPAR's NICs down
+  Session(Session&&) noexcept;
+  Session& operator=(Session&&) noexcept;
+
+  // Attaches a NIC to CHPID `chpid` (0x00..0xFF). The address is the
+  // LPAR's static one from hsid's config, else `address` if given, else
+  // one hsid assigns in the CHPID's subnet. Errors name the CHPID and
+  // address: kNotFound (no such CHPID), kPermissionDenied (the LPAR may
+  // not attach), kAlreadyExists (address taken), kResourceExhausted (NIC
+  // quota or subnet full).
+  absl::StatusOr<Nic> AttachNic(uint32_t chpid,
+                                std::optional<Address> address = std::nullopt);
+
+  // Processes pending control traffic (link offers from peers, link-down
+  // events, a reconnect that is due) without waiting. Receive/SendTo/Link
+  // do this themselves; call Poll() if the process may sit idle outside
+  // libhsi while peers link to it.
+  absl::Status Poll();
+
+  bool connected() const;
+  const std::string& lpar() const;
+  const std::string& socket_path() const;
+
+ private:
+  explicit Session(std::shared_ptr<internal::SessionState> s) : state_(std::move(s)) {}
+  std::shared_ptr<internal::SessionState> state_;
+};
+
+}  // namespace hsi
+
+#endif  // HSI_SESSION_H_

@@ -1,0 +1,128 @@
+#include "hsi/admin.h"
+
+#include "absl/strings/str_cat.h"
+#include "hsi/session.h"
+#include "internal/session_state.h"
+
+namespace hsi {
+
+namespace wire = internal;
+
+AdminClient::AdminClient() = default;
+AdminClient::~AdminClient() {
+  if (state_) state_->Close();
+}
+AdminClient::AdminClient(AdminClient&&) noexcept = default;
+AdminClient& AdminClient::operator=(AdminClient&& o) noexcept {
+  if (this != &o) {
+    if (state_) state_->Close();
+    state_ = std::move(o.state_);
+  }
+  return *this;
+}
+
+absl::StatusOr<AdminClient> AdminClient::Connect(const std::string& socket_path) {
+  absl::StatusOr<std::string> path = ResolveSocketPath(socket_path);
+  if (!path.ok()) return path.status();
+  SessionOptions o;
+  o.reconnect = false;  // no LPAR: nothing to re-register
+  auto state = std::make_shared<internal::SessionState>(std::move(o), *path);
+  if (absl::Status s = state->Open(false); !s.ok()) return s;
+  AdminClient c;
+  c.state_ = std::move(state);
+  return c;
+}
+
+bool AdminClient::is_admin() const { return state_ && state_->is_admin(); }
+
+absl::Status AdminClient::DefineChpid(const ChpidSpec& spec) {
+  if (!state_) return absl::FailedPreconditionError("admin: not connected");
+  if (spec.lpars.size() > wire::kMaxChpidLpars) {
+    return absl::InvalidArgumentError(absl::StrCat("define CHPID: at most ", wire::kMaxChpidLpars, " LPAR names"));
+  }
+  wire::DefineChpidRequest req = wire::Zeroed<wire::DefineChpidRequest>();
+  req.chpid = spec.id;
+  req.mfs = spec.mfs;
+  req.subnet = spec.subnet.network().value();
+  req.prefix = static_cast<uint32_t>(spec.subnet.prefix());
+  req.capacity = spec.queue_size;
+  req.overflow = spec.drop ? wire::kOverflowDrop : wire::kOverflowBlock;
+  req.lpar_count = static_cast<uint32_t>(spec.lpars.size());
+  for (size_t i = 0; i < spec.lpars.size(); ++i) wire::SetName(req.lpars[i], spec.lpars[i]);
+  wire::AdminReply rep;
+  return state_->Call(req, {}, &rep);
+}
+
+absl::Status AdminClient::UndefineChpid(uint32_t id) {
+  if (!state_) return absl::FailedPreconditionError("admin: not connected");
+  wire::UndefineChpidRequest req = wire::Zeroed<wire::UndefineChpidRequest>();
+  req.chpid = id;
+  wire::AdminReply rep;
+  return state_->Call(req, {}, &rep);
+}
+
+absl::Status AdminClient::SetNicState(Address address, bool up) {
+  if (!state_) return absl::FailedPreconditionError("admin: not connected");
+  wire::SetNicRequest req = wire::Zeroed<wire::SetNicRequest>();
+  req.address = address.value();
+  req.up = up ? 1 : 0;
+  wire::AdminReply rep;
+  return state_->Call(req, {}, &rep);
+}
+
+namespace {
+
+template <typename Rep, typename Out, typename Convert>
+absl::StatusOr<std::vector<Out>> List(internal::SessionState* s, uint32_t what, Convert convert) {
+  if (s == nullptr) return absl::FailedPreconditionError("admin: not connected");
+  std::vector<Out> out;
+  uint32_t cursor = 0;
+  do {
+    wire::ListRequest req = wire::Zeroed<wire::ListRequest>();
+    req.what = what;
+    req.cursor = cursor;
+    Rep rep;
+    if (absl::Status st = s->Call(req, {}, &rep); !st.ok()) return st;
+    for (uint32_t i = 0; i < rep.count; ++i) out.push_back(convert(rep.entries[i]));
+    cursor = rep.next_cursor;
+  } while (cursor != 0);
+  return out;
+}
+
+DirectionCounters Dir(const wire::WireDirection& d) {
+  return DirectionCounters{d.frames, d.bytes, d.full_events, d.drops, d.received};
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<ChpidInfo>> AdminClient::ListChpids() {
+  return List<wire::ListChpidsReply, ChpidInfo>(state_.get(), wire::kListChpids, [](const wire::WireChpid& e) {
+    ChpidInfo c;
+    c.spec.id = e.chpid;
+    c.spec.mfs = e.mfs;
+    c.spec.subnet = Subnet(Address(e.subnet), static_cast<int>(e.prefix));
+    c.spec.queue_size = e.capacity;
+    c.spec.drop = e.overflow == wire::kOverflowDrop;
+    c.spec.lpars.clear();
+    c.mtu = e.mtu;
+    c.nics = e.nics;
+    c.links = e.links;
+    return c;
+  });
+}
+
+absl::StatusOr<std::vector<NicListing>> AdminClient::ListNics() {
+  return List<wire::ListNicsReply, NicListing>(state_.get(), wire::kListNics, [](const wire::WireNic& e) {
+    return NicListing{e.chpid, Address(e.address), e.up != 0, e.links, wire::NameOf(e.lpar), e.pid, e.uid};
+  });
+}
+
+absl::StatusOr<std::vector<LinkListing>> AdminClient::ListLinks() {
+  return List<wire::ListLinksReply, LinkListing>(state_.get(), wire::kListLinks, [](const wire::WireLink& e) {
+    static const char* const kStates[] = {"setup", "ready", "relink-wait"};
+    return LinkListing{e.link_id, e.chpid, Address(e.address_a), Address(e.address_b),
+                       e.state < 3 ? kStates[e.state] : "unknown", Dir(e.a_to_b), Dir(e.b_to_a)};
+  });
+}
+
+}  // namespace hsi

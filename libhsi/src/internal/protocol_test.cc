@@ -1,0 +1,196 @@
+// The control protocol's decoder against malformed input: every field is
+// checked, unexpected fds are closed, nothing crashes.
+#include "internal/protocol.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace hsi::internal {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::vector<uint8_t> Bytes(const OutMessage& m) { return m.bytes; }
+
+ClaimRequest Claim(const char* name) {
+  ClaimRequest c = Zeroed<ClaimRequest>();
+  SetName(c.lpar, name);
+  return c;
+}
+
+absl::Status DecodeStatus(const std::vector<uint8_t>& b, std::vector<UniqueFd> fds = {},
+                          Direction d = Direction::kToDaemon) {
+  return Decode(b, std::move(fds), d).status();
+}
+
+bool IsOpen(int fd) { return ::fcntl(fd, F_GETFD) >= 0; }
+
+TEST(ProtocolTest, RoundTripsAValidMessage) {
+  auto b = Bytes(Encode(7, Claim("payroll")));
+  absl::StatusOr<Message> m = Decode(b, {}, Direction::kToDaemon);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->type, MsgType::kClaimRequest);
+  EXPECT_EQ(m->request_id, 7u);
+  EXPECT_EQ(NameOf(m->As<ClaimRequest>().lpar), "payroll");
+}
+
+TEST(ProtocolTest, RejectsTruncatedAndOversize) {
+  auto b = Bytes(Encode(7, Claim("a")));
+  for (size_t n = 0; n < b.size(); ++n) {
+    std::vector<uint8_t> cut(b.begin(), b.begin() + static_cast<long>(n));
+    EXPECT_EQ(DecodeStatus(cut).code(), absl::StatusCode::kInvalidArgument) << n;
+  }
+  EXPECT_THAT(DecodeStatus({1, 2, 3}).message(), HasSubstr("truncated"));
+  std::vector<uint8_t> big = b;
+  big.resize(kMaxMessage + 1);
+  EXPECT_THAT(DecodeStatus(big).message(), HasSubstr("oversize"));
+  std::vector<uint8_t> longer = b;
+  longer.push_back(0);
+  EXPECT_THAT(DecodeStatus(longer).message(), HasSubstr("header says body is 40 bytes, datagram carries 41"));
+}
+
+TEST(ProtocolTest, RejectsBadMagicVersionTypeAndDirection) {
+  auto b = Bytes(Encode(7, Claim("a")));
+  auto bad = b;
+  bad[0] ^= 0xff;
+  EXPECT_THAT(DecodeStatus(bad).message(), HasSubstr("bad magic"));
+  bad = b;
+  bad[4] = 9;  // version
+  EXPECT_THAT(DecodeStatus(bad).message(), HasSubstr("protocol version 9 is not supported"));
+  bad = b;
+  bad[6] = 99;  // type
+  EXPECT_THAT(DecodeStatus(bad).message(), HasSubstr("unknown message type 99"));
+  EXPECT_THAT(DecodeStatus(b, {}, Direction::kToClient).message(), HasSubstr("client-to-daemon"));
+  bad = b;
+  std::memset(bad.data() + 8, 0, 4);  // request id 0
+  EXPECT_THAT(DecodeStatus(bad).message(), HasSubstr("request id 0"));
+}
+
+TEST(ProtocolTest, RejectsBadBodySizesForTheType) {
+  // A LinkRequest body under a ClaimRequest header.
+  OutMessage m = Encode(1, Zeroed<LinkRequest>());
+  m.bytes[6] = static_cast<uint8_t>(MsgType::kClaimRequest);
+  EXPECT_THAT(DecodeStatus(m.bytes).message(), HasSubstr("body is 8 bytes, expected 40"));
+}
+
+TEST(ProtocolTest, RejectsBadNamesEnumsAndReservedFields) {
+  ClaimRequest c = Claim("ok");
+  c.lpar[3] = 'x';  // bytes after the NUL
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, c))).message(), HasSubstr("bytes after its NUL"));
+  c = Claim("");
+  std::memset(c.lpar, 'a', sizeof(c.lpar));  // no NUL
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, c))).message(), HasSubstr("not NUL-terminated"));
+  c = Claim("a/b");
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, c))).message(), HasSubstr("character 0x2f"));
+  c = Claim("a");
+  c.flags = 0x80;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, c))).message(), HasSubstr("unknown bits"));
+  c = Claim("a");
+  c.reserved = 1;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, c))).message(), HasSubstr("reserved is 1"));
+  ListRequest l = Zeroed<ListRequest>();
+  l.what = 9;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, l))).message(), HasSubstr("what 9 is not a list kind"));
+  SetNicRequest n = Zeroed<SetNicRequest>();
+  n.up = 2;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, n))).message(), HasSubstr("up is 2"));
+  DefineChpidRequest d = Zeroed<DefineChpidRequest>();
+  d.chpid = 0x100;
+  d.mfs = 16384;
+  d.capacity = 1 << 20;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, d))).message(), HasSubstr("chpid 256 is not in 00..FF"));
+  d.chpid = 1;
+  d.mfs = 20000;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, d))).message(), HasSubstr("mfs 20000"));
+  d.mfs = 16384;
+  d.capacity = 5000;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, d))).message(), HasSubstr("not a power of two"));
+  d.capacity = 1 << 20;
+  d.lpar_count = 9;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, d))).message(), HasSubstr("lpar_count 9"));
+  d.lpar_count = 0;
+  d.lpars[2][0] = 'z';
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, d))).message(), HasSubstr("unused lpars"));
+  // A reply with a status code out of range and a control char in its text.
+  AdminReply r = Zeroed<AdminReply>();
+  r.status.code = 99;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, r)), {}, Direction::kToClient).message(), HasSubstr("code 99"));
+  r.status.code = 3;
+  r.status.message[0] = '\n';
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, r)), {}, Direction::kToClient).message(), HasSubstr("control character"));
+  LinkDown down = Zeroed<LinkDown>();
+  down.reason = 77;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(0, down)), {}, Direction::kToClient).message(), HasSubstr("reason 77"));
+  down.reason = kDownPeerGone;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(5, down)), {}, Direction::kToClient).message(),
+              HasSubstr("event with a non-zero request id"));
+}
+
+TEST(ProtocolTest, WrongFdCountIsRejectedAndTheFdsAreClosed) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  UniqueFd keep(p[1]);
+  std::vector<UniqueFd> fds;
+  fds.emplace_back(p[0]);
+  absl::Status s = DecodeStatus(Bytes(Encode(1, Claim("a"))), std::move(fds));
+  EXPECT_THAT(s.message(), HasSubstr("carries 1 fds, expected 0"));
+  EXPECT_FALSE(IsOpen(p[0])) << "an unexpected fd was not closed";
+  // An attach needs exactly one (its doorbell).
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, Zeroed<AttachRequest>()))).message(), HasSubstr("carries 0 fds, expected 1"));
+}
+
+TEST(ProtocolTest, SocketLevelReceiveHandlesFdsAndTruncation) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd a(sv[0]), b(sv[1]);
+  // Nothing waiting.
+  absl::StatusOr<std::optional<Message>> r = TryReceive(b.get(), Direction::kToDaemon);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->has_value());
+  // A valid attach with its fd.
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  UniqueFd pw(p[1]);
+  std::vector<UniqueFd> fds;
+  fds.emplace_back(p[0]);
+  ASSERT_TRUE(*TrySend(a.get(), Encode(3, Zeroed<AttachRequest>(), std::move(fds))));
+  r = TryReceive(b.get(), Direction::kToDaemon);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->has_value());
+  EXPECT_EQ((*r)->fds.size(), 1u);
+  // Oversize datagram.
+  std::vector<uint8_t> big(kMaxMessage + 100, 0);
+  ASSERT_GT(::send(a.get(), big.data(), big.size(), 0), 0);
+  r = TryReceive(b.get(), Direction::kToDaemon);
+  EXPECT_THAT(r.status().message(), HasSubstr("oversize"));
+  // EOF.
+  a.Reset();
+  r = TryReceive(b.get(), Direction::kToDaemon);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(ProtocolTest, StatusSurvivesTheWire) {
+  absl::Status s = absl::PermissionDeniedError("LPAR \"x\": uid 5 is not allowed\nsecond line");
+  absl::Status back = FromWire(ToWire(s));
+  EXPECT_EQ(back.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(back.message(), "LPAR \"x\": uid 5 is not allowed second line");
+  EXPECT_TRUE(FromWire(ToWire(absl::OkStatus())).ok());
+  // Every byte pattern of a body decodes or fails cleanly (no crash).
+  auto b = Bytes(Encode(1, Claim("abc")));
+  for (size_t i = 16; i < b.size(); ++i) {
+    for (int v : {0x00, 0x01, 0x7f, 0x80, 0xff}) {
+      auto c = b;
+      c[i] = static_cast<uint8_t>(v);
+      (void)DecodeStatus(c);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace hsi::internal

@@ -1,0 +1,165 @@
+// internal/session_state.h: what a Session, its Nics and Links share.
+//
+// One control socket to hsid per session, the NICs attached through it and
+// their links. Events from hsid (link offers, peers, link-down, NIC state)
+// are handled whenever the session reads the socket: inside a request, in
+// Pump() (non-blocking) and in the wait loops of Receive/Send.
+//
+// Thread safety: none; see hsi/session.h.
+#ifndef HSI_INTERNAL_SESSION_STATE_H_
+#define HSI_INTERNAL_SESSION_STATE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "hsi/address.h"
+#include "hsi/doorbell.h"
+#include "hsi/nic.h"
+#include "hsi/ring.h"
+#include "hsi/segment.h"
+#include "hsi/session.h"
+#include "internal/protocol.h"
+
+namespace hsi::internal {
+
+inline constexpr uint16_t kTypeUnicast = 0;
+inline constexpr uint16_t kTypeBroadcast = 1;
+
+struct LinkState {
+  enum State { kSetup, kReady };
+  uint32_t link_id = 0;  // hsid's id (renumbered after an hsid restart)
+  uint32_t chpid = 0;
+  Address local, peer;
+  std::string peer_lpar;
+  RingGeometry geometry;
+  bool drop = false;
+  State state = kSetup;
+  bool peeked = false;        // Link::Peek() holds a frame
+  bool down = false;          // hsid said the peer is gone (or setup failed)
+  absl::Status down_status;   // kUnavailable naming the peer
+  // Declared before the rings that point at them.
+  std::shared_ptr<Doorbell> own_bell;
+  Segment own;
+  Segment peer_segment;
+  Doorbell peer_bell;
+  RingProducer tx;
+  RingConsumer rx;
+
+  std::string Name() const {
+    return absl::StrCat("link ", local.ToString(), "->", peer.ToString());
+  }
+};
+
+struct NicState {
+  uint32_t nic_id = 0;  // hsid's id (renumbered after an hsid restart)
+  NicInfo info;
+  std::shared_ptr<Doorbell> bell;
+  bool up = true;
+  bool detached = false;
+  absl::Status down_status;
+  // Ready links, including dead ones still being drained.
+  std::vector<std::shared_ptr<LinkState>> active;
+  absl::flat_hash_map<uint32_t, std::shared_ptr<LinkState>> by_peer;
+  size_t rr = 0;
+  std::shared_ptr<LinkState> peeked;  // Nic::Peek() holds a frame of it
+
+  std::string Name() const {
+    return absl::StrCat("NIC ", info.address.ToString(), " on CHPID ", ChpidText());
+  }
+  std::string ChpidText() const;
+  void Forget(const std::shared_ptr<LinkState>& l);
+};
+
+class SessionState {
+ public:
+  explicit SessionState(SessionOptions options, std::string path)
+      : opt_(std::move(options)), path_(std::move(path)) {}
+  ~SessionState();
+
+  // Connects and claims the LPAR (reclaim: after an hsid restart).
+  absl::Status Open(bool reclaim);
+  void Close();
+
+  // One request, waiting for its reply while handling events. The reply's
+  // status is returned; `reply` is filled whenever a reply came.
+  template <typename Req, typename Rep>
+  absl::Status Call(const Req& req, std::vector<UniqueFd> fds, Rep* reply) {
+    static_assert(offsetof(Rep, status) == 0);
+    *reply = Zeroed<Rep>();
+    Message m;
+    absl::Status s = CallRaw(Req::kType, &req, sizeof(req), std::move(fds), Rep::kType, &m);
+    if (m.type == Rep::kType && m.body.size() == sizeof(Rep)) *reply = m.As<Rep>();
+    return s;
+  }
+  absl::Status CallRaw(MsgType type, const void* body, size_t size, std::vector<UniqueFd> fds,
+                       MsgType reply_type, Message* reply);
+  // Overrides SessionOptions::timeout for the calls of a reconnect, which
+  // run inside hot-path calls and must not stall them on a dying hsid.
+  absl::Duration call_timeout() const { return in_reconnect_ ? absl::Milliseconds(500) : opt_.timeout; }
+
+  // Non-blocking: handles pending events; reconnects when one is due.
+  void Pump();
+  // Cheap enough for every hot-path call: pumps every 1024th time.
+  void MaybePump() {
+    if ((++tick_ & 1023) == 0) Pump();
+  }
+  absl::Status EnsureConnected();
+
+  // Waits as `wait` says until ready() returns true. arm(true) before
+  // sleeping on the NIC's doorbell (and the control socket), arm(false)
+  // after. OK when ready, kDeadlineExceeded otherwise.
+  template <typename Ready, typename Arm>
+  absl::Status WaitLoop(NicState& nic, const Wait& wait, Ready ready, Arm arm);
+
+  absl::StatusOr<std::shared_ptr<NicState>> Attach(uint32_t chpid, std::optional<Address> address);
+  void Detach(NicState& nic);
+  absl::StatusOr<std::shared_ptr<LinkState>> GetLink(NicState& nic, Address peer);
+  absl::Status SendOnLink(NicState& nic, LinkState& l, absl::Span<const uint8_t> payload,
+                          const Wait& wait, uint16_t type);
+  absl::Status Broadcast(NicState& nic, absl::Span<const uint8_t> payload, const Wait& wait);
+  absl::StatusOr<std::vector<Address>> Peers(NicState& nic);
+
+  bool connected() const { return ctl_.valid(); }
+  int ctl_fd() const { return ctl_.get(); }
+  const SessionOptions& options() const { return opt_; }
+  const std::string& path() const { return path_; }
+  bool is_admin() const { return is_admin_; }
+
+ private:
+  void Disconnected(const absl::Status& why);
+  void Reconnect();
+  void HandleEvent(Message& m);
+  void OnOffer(Message& m);
+  void OnPeer(Message& m);
+  void OnDown(const Message& m);
+  void OnNicState(const Message& m);
+  NicState* NicById(uint32_t nic_id);
+  static uint64_t Key(uint32_t link_id, uint32_t nic_id) {
+    return (uint64_t{link_id} << 32) | nic_id;
+  }
+
+  SessionOptions opt_;
+  std::string path_;
+  UniqueFd ctl_;
+  bool closed_ = false;  // Close() called: never reconnect
+  bool is_admin_ = false;
+  uint32_t next_request_ = 1;
+  uint32_t tick_ = 0;
+  bool in_reconnect_ = false;
+  bool ever_connected_ = false;
+  absl::Time next_reconnect_ = absl::InfinitePast();
+  absl::Duration backoff_ = absl::Milliseconds(10);
+  std::vector<std::shared_ptr<NicState>> nics_;
+  // Links being set up or up, by (hsid link id, hsid nic id).
+  absl::flat_hash_map<uint64_t, std::shared_ptr<LinkState>> links_;
+};
+
+}  // namespace hsi::internal
+
+#endif  // HSI_INTERNAL_SESSION_STATE_H_

@@ -1,0 +1,112 @@
+#include "hsi/poller.h"
+
+#include <liburing.h>
+#include <poll.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "internal/syscall.h"
+
+namespace hsi {
+
+struct Poller::State {
+  struct Entry {
+    Nic* nic = nullptr;
+    bool pending = false;  // a poll is in the ring
+  };
+  io_uring ring{};
+  bool ring_ok = false;
+  std::vector<Entry> entries;  // index = user_data; removed entries keep nic == nullptr
+  ~State() {
+    if (ring_ok) io_uring_queue_exit(&ring);
+  }
+};
+
+Poller::Poller() = default;
+Poller::~Poller() = default;
+Poller::Poller(Poller&&) noexcept = default;
+Poller& Poller::operator=(Poller&&) noexcept = default;
+
+absl::StatusOr<Poller> Poller::Create(unsigned entries) {
+  auto s = std::make_unique<State>();
+  int r = io_uring_queue_init(std::max(entries, 8u), &s->ring, 0);
+  if (r < 0) return internal::ErrnoStatus(-r, "poller: io_uring_queue_init");
+  s->ring_ok = true;
+  Poller p;
+  p.state_ = std::move(s);
+  return p;
+}
+
+absl::Status Poller::Add(Nic* nic) {
+  if (!state_) return absl::FailedPreconditionError("poller: not created");
+  for (const auto& e : state_->entries) {
+    if (e.nic == nic) return absl::AlreadyExistsError("poller: NIC already registered");
+  }
+  state_->entries.push_back({nic, false});
+  return absl::OkStatus();
+}
+
+void Poller::Remove(Nic* nic) {
+  if (!state_) return;
+  for (size_t i = 0; i < state_->entries.size(); ++i) {
+    auto& e = state_->entries[i];
+    if (e.nic != nic) continue;
+    if (e.pending) {
+      io_uring_sqe* sqe = io_uring_get_sqe(&state_->ring);
+      if (sqe != nullptr) {
+        io_uring_prep_poll_remove(sqe, i);
+        io_uring_sqe_set_data64(sqe, UINT64_MAX);
+        io_uring_submit(&state_->ring);
+      }
+    }
+    e.nic = nullptr;  // the slot is reused only after its poll completed
+  }
+}
+
+absl::StatusOr<std::vector<Nic*>> Poller::Wait(absl::Time deadline) {
+  std::vector<Nic*> ready;
+  if (!state_) return absl::FailedPreconditionError("poller: not created");
+  io_uring& ring = state_->ring;
+  for (auto& e : state_->entries) {
+    if (e.nic != nullptr && e.nic->PrepareWait()) ready.push_back(e.nic);
+  }
+  if (!ready.empty()) return ready;
+  for (size_t i = 0; i < state_->entries.size(); ++i) {
+    auto& e = state_->entries[i];
+    if (e.nic == nullptr || e.pending) continue;
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    if (sqe == nullptr) {
+      io_uring_submit(&ring);
+      sqe = io_uring_get_sqe(&ring);
+      if (sqe == nullptr) return absl::ResourceExhaustedError("poller: io_uring submission queue full");
+    }
+    io_uring_prep_poll_add(sqe, e.nic->fd(), POLLIN);
+    io_uring_sqe_set_data64(sqe, i);
+    e.pending = true;
+  }
+  io_uring_cqe* cqe = nullptr;
+  __kernel_timespec ts{};
+  __kernel_timespec* tsp = nullptr;
+  if (deadline != absl::InfiniteFuture()) {
+    const absl::Duration left = std::max(deadline - absl::Now(), absl::ZeroDuration());
+    ts.tv_sec = absl::ToInt64Seconds(left);
+    ts.tv_nsec = absl::ToInt64Nanoseconds(left - absl::Seconds(ts.tv_sec));
+    tsp = &ts;
+  }
+  int r = io_uring_submit_and_wait_timeout(&ring, &cqe, 1, tsp, nullptr);
+  if (r < 0 && r != -ETIME && r != -EINTR) return internal::ErrnoStatus(-r, "poller: io_uring wait");
+  unsigned head, seen = 0;
+  io_uring_for_each_cqe(&ring, head, cqe) {
+    ++seen;
+    const uint64_t i = io_uring_cqe_get_data64(cqe);
+    if (i >= state_->entries.size()) continue;
+    auto& e = state_->entries[i];
+    e.pending = false;
+    if (e.nic != nullptr) ready.push_back(e.nic);
+  }
+  io_uring_cq_advance(&ring, seen);
+  return ready;
+}
+
+}  // namespace hsi

@@ -1,0 +1,924 @@
+#include "hsi/session.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "hsi/nic.h"
+#include "internal/session_state.h"
+#include "internal/syscall.h"
+
+namespace hsi {
+
+using internal::LinkState;
+using internal::Message;
+using internal::MsgType;
+using internal::NicState;
+using internal::SessionState;
+namespace wire = internal;
+
+absl::StatusOr<std::string> ResolveSocketPath(absl::string_view explicit_path) {
+  if (!explicit_path.empty()) return std::string(explicit_path);
+  if (const char* env = std::getenv("HSI_SOCKET"); env != nullptr && env[0] != '\0') return std::string(env);
+  if (::geteuid() == 0) return std::string("/run/hsi/hsid.sock");
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && xdg[0] != '\0') {
+    return absl::StrCat(xdg, "/hsi/hsid.sock");
+  }
+  return absl::FailedPreconditionError(
+      "no hsid socket: pass a socket path, or set HSI_SOCKET, or XDG_RUNTIME_DIR (for non-root users)");
+}
+
+namespace internal {
+namespace {
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+int PollMs(absl::Time until) {
+  if (until == absl::InfiniteFuture()) return -1;
+  absl::Duration left = until - absl::Now();
+  if (left <= absl::ZeroDuration()) return 0;
+  return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))), 1 << 30));
+}
+
+}  // namespace
+
+std::string NicState::ChpidText() const {
+  return absl::AsciiStrToUpper(absl::StrCat(absl::Hex(info.chpid, absl::kZeroPad2)));
+}
+
+void NicState::Forget(const std::shared_ptr<LinkState>& l) {
+  active.erase(std::remove(active.begin(), active.end(), l), active.end());
+  auto it = by_peer.find(l->peer.value());
+  if (it != by_peer.end() && it->second == l) by_peer.erase(it);
+  if (peeked == l) peeked.reset();
+}
+
+SessionState::~SessionState() { Close(); }
+
+void SessionState::Close() {
+  closed_ = true;
+  ctl_.Reset();
+}
+
+absl::Status SessionState::Open(bool reclaim) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path_.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("hsid socket path \"", path_, "\" is too long"));
+  }
+  std::memcpy(addr.sun_path, path_.data(), path_.size());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) return ErrnoStatus(errno, "socket(AF_UNIX, SOCK_SEQPACKET)");
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
+    return absl::UnavailableError(absl::StrCat("hsid is not reachable at ", path_, ": ", std::strerror(errno)));
+  }
+  ctl_ = std::move(fd);
+  ClaimRequest req = Zeroed<ClaimRequest>();
+  SetName(req.lpar, opt_.lpar);
+  req.flags = reclaim ? uint32_t{kClaimReclaim} : uint32_t{0};
+  ClaimReply rep;
+  absl::Status s = Call(req, {}, &rep);
+  if (!s.ok()) {
+    ctl_.Reset();
+    return s;
+  }
+  is_admin_ = rep.is_admin != 0;
+  ever_connected_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status SessionState::CallRaw(MsgType type, const void* body, size_t size, std::vector<UniqueFd> fds,
+                                   MsgType reply_type, Message* reply) {
+  if (!ctl_.valid()) {
+    return absl::UnavailableError(absl::StrCat("hsid at ", path_, " is not connected (reconnecting)"));
+  }
+  const uint32_t id = next_request_++;
+  if (next_request_ == 0) next_request_ = 1;
+  const absl::Time deadline = absl::Now() + call_timeout();
+  OutMessage out;
+  MsgHeader h{kProtoMagic, kProtoVersion, static_cast<uint16_t>(type), id, static_cast<uint32_t>(size)};
+  out.bytes.resize(sizeof(h) + size);
+  std::memcpy(out.bytes.data(), &h, sizeof(h));
+  std::memcpy(out.bytes.data() + sizeof(h), body, size);
+  out.fds = std::move(fds);
+  if (absl::Status s = SendUntil(ctl_.get(), out, deadline); !s.ok()) {
+    Disconnected(s);
+    return absl::UnavailableError(absl::StrCat("hsid at ", path_, ": ", s.message()));
+  }
+  for (;;) {
+    absl::StatusOr<std::optional<Message>> m = TryReceive(ctl_.get(), Direction::kToClient);
+    if (!m.ok()) {
+      Disconnected(m.status());
+      return absl::UnavailableError(absl::StrCat("hsid at ", path_, ": connection lost: ", m.status().message()));
+    }
+    if (!m->has_value()) {
+      const int ms = PollMs(deadline);
+      if (ms == 0) {
+        return absl::DeadlineExceededError(absl::StrCat("hsid at ", path_, " did not answer ",
+                                                        MsgTypeName(static_cast<uint16_t>(type)), " within ",
+                                                        absl::FormatDuration(call_timeout())));
+      }
+      struct pollfd p = {ctl_.get(), POLLIN, 0};
+      ::poll(&p, 1, ms);
+      continue;
+    }
+    Message& msg = **m;
+    if (msg.type == MsgType::kErrorReply) {
+      absl::Status s = FromWire(msg.As<ErrorReply>().status);
+      Disconnected(s);
+      return s;
+    }
+    if (msg.request_id == 0) {
+      HandleEvent(msg);
+      if (!ctl_.valid()) return absl::UnavailableError("hsid connection lost");
+      continue;
+    }
+    if (msg.request_id != id) continue;  // a late reply to a request that timed out
+    if (msg.type != reply_type) {
+      absl::Status s = absl::InternalError(absl::StrCat("hsid answered ", MsgTypeName(static_cast<uint16_t>(msg.type)),
+                                                        " to ", MsgTypeName(static_cast<uint16_t>(type))));
+      Disconnected(s);
+      return s;
+    }
+    WireStatus ws;
+    std::memcpy(&ws, msg.body.data(), sizeof(ws));  // every reply body starts with it
+    *reply = std::move(msg);
+    return FromWire(ws);
+  }
+}
+
+void SessionState::Disconnected(const absl::Status& why) {
+  (void)why;
+  ctl_.Reset();
+  next_reconnect_ = absl::Now();
+  backoff_ = absl::Milliseconds(10);
+  // Links in setup cannot complete without hsid; links that are up stay up.
+  for (auto it = links_.begin(); it != links_.end();) {
+    auto next = std::next(it);
+    if (it->second->state == LinkState::kSetup) {
+      it->second->down = true;
+      it->second->down_status = absl::UnavailableError(
+          absl::StrCat(it->second->Name(), ": hsid connection lost during link setup"));
+      links_.erase(it);
+    }
+    it = next;
+  }
+}
+
+void SessionState::Pump() {
+  if (!ctl_.valid()) {
+    if (!closed_ && opt_.reconnect && ever_connected_ && !in_reconnect_ && absl::Now() >= next_reconnect_) {
+      Reconnect();
+    }
+    return;
+  }
+  for (int i = 0; i < 64 && ctl_.valid(); ++i) {
+    absl::StatusOr<std::optional<Message>> m = TryReceive(ctl_.get(), Direction::kToClient);
+    if (!m.ok()) return Disconnected(m.status());
+    if (!m->has_value()) return;
+    if ((*m)->type == MsgType::kErrorReply) return Disconnected(FromWire((*m)->As<ErrorReply>().status));
+    if ((*m)->request_id == 0) HandleEvent(**m);
+  }
+}
+
+absl::Status SessionState::EnsureConnected() {
+  if (!ctl_.valid()) Pump();
+  if (!ctl_.valid()) {
+    return absl::UnavailableError(absl::StrCat("hsid at ", path_, " is not reachable (reconnecting with backoff)"));
+  }
+  return absl::OkStatus();
+}
+
+void SessionState::Reconnect() {
+  in_reconnect_ = true;
+  absl::Status s = Open(/*reclaim=*/true);
+  if (s.ok()) {
+    // hsid rebuilds its tables from us: the NICs with their addresses, then
+    // every live link, each end handing in its own (sealed) segment.
+    links_.clear();
+    for (auto& nic : nics_) {
+      AttachRequest req = Zeroed<AttachRequest>();
+      req.chpid = nic->info.chpid;
+      req.address = nic->info.address.value();
+      std::vector<UniqueFd> fds;
+      absl::StatusOr<UniqueFd> bell = nic->bell->Dup();
+      if (!bell.ok()) {
+        s = bell.status();
+        break;
+      }
+      fds.push_back(std::move(*bell));
+      AttachReply rep;
+      absl::Status a = Call(req, std::move(fds), &rep);
+      if (!ctl_.valid()) {
+        s = a;
+        break;
+      }
+      if (!a.ok()) {
+        nic->up = false;
+        nic->down_status = absl::UnavailableError(absl::StrCat(nic->Name(), ": could not re-attach after hsid restarted: ",
+                                                               a.message()));
+        continue;
+      }
+      nic->nic_id = rep.nic_id;
+      for (const auto& l : nic->active) {
+        if (l->down) continue;
+        RelinkRequest rr = Zeroed<RelinkRequest>();
+        rr.nic_id = nic->nic_id;
+        rr.peer_address = l->peer.value();
+        std::vector<UniqueFd> segfd;
+        absl::StatusOr<UniqueFd> seg = l->own.DupFd();
+        if (!seg.ok()) continue;
+        segfd.push_back(std::move(*seg));
+        LinkReply lr;
+        absl::Status r = Call(rr, std::move(segfd), &lr);
+        if (!ctl_.valid()) break;
+        if (!r.ok()) {
+          l->down = true;
+          l->down_status = absl::UnavailableError(absl::StrCat(l->Name(), ": lost in an hsid restart: ", r.message()));
+          continue;
+        }
+        l->link_id = lr.link_id;
+        links_[Key(lr.link_id, nic->nic_id)] = l;
+      }
+      if (!ctl_.valid()) break;
+    }
+    if (!ctl_.valid() && s.ok()) s = absl::UnavailableError("hsid connection lost while re-registering");
+  }
+  in_reconnect_ = false;
+  if (!s.ok()) {
+    ctl_.Reset();
+    next_reconnect_ = absl::Now() + backoff_;
+    backoff_ = std::min(backoff_ * 2, absl::Milliseconds(100));
+  }
+}
+
+NicState* SessionState::NicById(uint32_t nic_id) {
+  for (auto& n : nics_) {
+    if (n->nic_id == nic_id && !n->detached) return n.get();
+  }
+  return nullptr;
+}
+
+void SessionState::HandleEvent(Message& m) {
+  switch (m.type) {
+    case MsgType::kLinkOffer: return OnOffer(m);
+    case MsgType::kLinkPeer: return OnPeer(m);
+    case MsgType::kLinkDown: return OnDown(m);
+    case MsgType::kNicStateEvent: return OnNicState(m);
+    default: return;
+  }
+}
+
+void SessionState::OnOffer(Message& m) {
+  const auto o = m.As<LinkOffer>();
+  LinkSealed sealed = Zeroed<LinkSealed>();
+  sealed.link_id = o.link_id;
+  sealed.nic_id = o.nic_id;
+  NicState* nic = NicById(o.nic_id);
+  const RingGeometry g{o.capacity, o.mtu};
+  absl::Status s;
+  auto l = std::make_shared<LinkState>();
+  if (nic == nullptr) {
+    s = absl::NotFoundError("no such NIC");
+  } else if (g.capacity != nic->info.geometry.capacity || g.mtu != nic->info.geometry.mtu) {
+    s = absl::InvalidArgumentError("geometry differs from the CHPID's");
+  } else {
+    absl::StatusOr<Segment> own = Segment::MapOwner(std::move(m.fds[0]), g.segment_size());
+    if (own.ok()) {
+      l->own = std::move(*own);
+    } else {
+      s = own.status();
+    }
+  }
+  sealed.code = static_cast<uint32_t>(s.code());
+  if (s.ok()) {
+    l->link_id = o.link_id;
+    l->chpid = nic->info.chpid;
+    l->local = nic->info.address;
+    l->peer = Address(o.peer_address);
+    l->peer_lpar = NameOf(o.peer_lpar);
+    l->geometry = g;
+    l->drop = nic->info.drop;
+    l->own_bell = nic->bell;
+    links_[Key(o.link_id, o.nic_id)] = l;
+  }
+  if (absl::Status st = SendUntil(ctl_.get(), Encode(0, sealed), absl::Now() + opt_.timeout); !st.ok()) {
+    Disconnected(st);
+  }
+}
+
+void SessionState::OnPeer(Message& m) {
+  const auto p = m.As<LinkPeer>();
+  auto it = links_.find(Key(p.link_id, p.nic_id));
+  if (it == links_.end() || it->second->state != LinkState::kSetup) return;
+  std::shared_ptr<LinkState> l = it->second;
+  NicState* nic = NicById(p.nic_id);
+  auto fail = [&](const absl::Status& s) {
+    l->down = true;
+    l->down_status = absl::DataLossError(absl::StrCat(l->Name(), ": the peer's segment or doorbell is unusable: ",
+                                                      s.message()));
+    links_.erase(it);
+  };
+  if (nic == nullptr) return fail(absl::NotFoundError("NIC detached"));
+  absl::StatusOr<Segment> peer = Segment::MapPeer(std::move(m.fds[0]), l->geometry.segment_size());
+  if (!peer.ok()) return fail(peer.status());
+  absl::StatusOr<Doorbell> bell = Doorbell::Adopt(std::move(m.fds[1]));
+  if (!bell.ok()) return fail(bell.status());
+  l->peer_segment = std::move(*peer);
+  l->peer_bell = std::move(*bell);
+  absl::StatusOr<RingProducer> tx = RingProducer::Create(l->own, l->peer_segment, *l->own_bell, l->peer_bell, l->geometry);
+  if (!tx.ok()) return fail(tx.status());
+  absl::StatusOr<RingConsumer> rx = RingConsumer::Create(l->own, l->peer_segment, *l->own_bell, l->peer_bell, l->geometry);
+  if (!rx.ok()) return fail(rx.status());
+  l->tx = std::move(*tx);
+  l->rx = std::move(*rx);
+  l->state = LinkState::kReady;
+  // A previous link to this peer that died stays in `active` until drained.
+  for (auto& n : nics_) {
+    if (n.get() != nic) continue;
+    n->active.push_back(l);
+    n->by_peer[l->peer.value()] = l;
+  }
+}
+
+void SessionState::OnDown(const Message& m) {
+  const auto d = m.As<LinkDown>();
+  auto it = links_.find(Key(d.link_id, d.nic_id));
+  if (it == links_.end()) return;
+  it->second->down = true;
+  it->second->down_status = absl::UnavailableError(absl::string_view(d.text, strnlen(d.text, sizeof(d.text))));
+  links_.erase(it);
+}
+
+void SessionState::OnNicState(const Message& m) {
+  const auto e = m.As<NicStateEvent>();
+  NicState* nic = NicById(e.nic_id);
+  if (nic == nullptr) return;
+  nic->up = e.up != 0;
+  nic->down_status = nic->up ? absl::OkStatus()
+                             : absl::UnavailableError(absl::StrCat(nic->Name(), " was set down by an admin"));
+}
+
+template <typename Ready, typename Arm>
+absl::Status SessionState::WaitLoop(NicState& nic, const Wait& wait, Ready ready, Arm arm) {
+  if (ready()) return absl::OkStatus();
+  if (wait.mode != WaitMode::kBlock) {
+    const absl::Time spin_end = wait.mode == WaitMode::kSpin ? wait.deadline
+                                                            : std::min(wait.deadline, absl::Now() + wait.spin_for);
+    for (uint32_t i = 1;; ++i) {
+      if (ready()) return absl::OkStatus();
+      CpuRelax();
+      if ((i & 1023) == 0) {
+        Pump();
+        if (spin_end != absl::InfiniteFuture() && absl::Now() >= spin_end) break;
+      }
+      if (spin_end == absl::InfinitePast()) break;
+    }
+    if (ready()) return absl::OkStatus();
+    if (wait.mode == WaitMode::kSpin) return absl::DeadlineExceededError("");
+  }
+  for (;;) {
+    Pump();
+    arm(true);
+    if (ready()) {
+      arm(false);
+      return absl::OkStatus();
+    }
+    absl::Time until = wait.deadline;
+    if (!ctl_.valid() && opt_.reconnect && !closed_) until = std::min(until, next_reconnect_ + absl::Milliseconds(1));
+    const int ms = PollMs(until);
+    if (ms == 0 && until == wait.deadline) {
+      arm(false);
+      return absl::DeadlineExceededError("");
+    }
+    struct pollfd p[2] = {{nic.bell->fd(), POLLIN, 0}, {ctl_.valid() ? ctl_.get() : -1, POLLIN, 0}};
+    ::poll(p, 2, ms);
+    arm(false);
+    nic.bell->Drain();
+    if (ready()) return absl::OkStatus();
+  }
+}
+
+absl::StatusOr<std::shared_ptr<NicState>> SessionState::Attach(uint32_t chpid, std::optional<Address> address) {
+  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  absl::StatusOr<Doorbell> bell = Doorbell::Create();
+  if (!bell.ok()) return bell.status();
+  auto nic = std::make_shared<NicState>();
+  nic->bell = std::make_shared<Doorbell>(std::move(*bell));
+  absl::StatusOr<UniqueFd> dup = nic->bell->Dup();
+  if (!dup.ok()) return dup.status();
+  AttachRequest req = Zeroed<AttachRequest>();
+  req.chpid = chpid;
+  req.address = address ? address->value() : 0;
+  std::vector<UniqueFd> fds;
+  fds.push_back(std::move(*dup));
+  AttachReply rep;
+  if (absl::Status s = Call(req, std::move(fds), &rep); !s.ok()) return s;
+  nic->nic_id = rep.nic_id;
+  nic->info.chpid = chpid;
+  nic->info.address = Address(rep.address);
+  nic->info.subnet = Subnet(Address(rep.subnet), static_cast<int>(rep.prefix));
+  nic->info.mfs = rep.mfs;
+  nic->info.mtu = rep.mtu;
+  nic->info.geometry = RingGeometry{rep.capacity, rep.mtu};
+  nic->info.drop = rep.overflow == kOverflowDrop;
+  nics_.push_back(nic);
+  return nic;
+}
+
+void SessionState::Detach(NicState& nic) {
+  if (nic.detached) return;
+  if (ctl_.valid()) {
+    DetachRequest req = Zeroed<DetachRequest>();
+    req.nic_id = nic.nic_id;
+    DetachReply rep;
+    (void)Call(req, {}, &rep);
+  }
+  nic.detached = true;
+  for (auto& l : nic.active) {
+    if (!l->down) {
+      l->down = true;
+      l->down_status = absl::FailedPreconditionError(absl::StrCat(l->Name(), ": NIC ", l->local.ToString(), " was detached"));
+    }
+  }
+  for (auto it = links_.begin(); it != links_.end();) {
+    auto next = std::next(it);
+    if ((it->first & 0xffffffffu) == nic.nic_id) links_.erase(it);
+    it = next;
+  }
+  nics_.erase(std::remove_if(nics_.begin(), nics_.end(), [&](const auto& n) { return n.get() == &nic; }), nics_.end());
+}
+
+absl::StatusOr<std::shared_ptr<LinkState>> SessionState::GetLink(NicState& nic, Address peer) {
+  if (auto it = nic.by_peer.find(peer.value()); it != nic.by_peer.end()) {
+    if (!it->second->down) return it->second;
+    // A dead link answers once with why; the next call makes a new link.
+    std::shared_ptr<LinkState> dead = it->second;
+    nic.by_peer.erase(it);
+    return dead->down_status;
+  }
+  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  LinkRequest req = Zeroed<LinkRequest>();
+  req.nic_id = nic.nic_id;
+  req.peer_address = peer.value();
+  LinkReply rep;
+  if (absl::Status s = Call(req, {}, &rep); !s.ok()) return s;
+  const uint64_t key = Key(rep.link_id, nic.nic_id);
+  const absl::Time deadline = absl::Now() + opt_.timeout;
+  std::shared_ptr<LinkState> l;
+  for (;;) {
+    if (l == nullptr) {
+      auto it = links_.find(key);
+      if (it != links_.end()) l = it->second;
+    }
+    if (l == nullptr) {
+      // Already made (by the peer, a moment ago) and up?
+      auto it = nic.by_peer.find(peer.value());
+      if (it != nic.by_peer.end() && it->second->link_id == rep.link_id && !it->second->down) return it->second;
+    }
+    if (l != nullptr && l->state == LinkState::kReady && !l->down) return l;
+    if (l != nullptr && l->down) return l->down_status;
+    if (!ctl_.valid()) {
+      return absl::UnavailableError(absl::StrCat("link ", nic.info.address.ToString(), "->", peer.ToString(),
+                                                 ": hsid connection lost during link setup"));
+    }
+    const int ms = PollMs(deadline);
+    if (ms == 0) {
+      return absl::DeadlineExceededError(absl::StrCat("link ", nic.info.address.ToString(), "->", peer.ToString(),
+                                                      ": not ready within ", absl::FormatDuration(opt_.timeout),
+                                                      " (the peer did not answer hsid)"));
+    }
+    struct pollfd p = {ctl_.get(), POLLIN, 0};
+    ::poll(&p, 1, ms);
+    Pump();
+  }
+}
+
+absl::Status SessionState::SendOnLink(NicState& nic, LinkState& l, absl::Span<const uint8_t> payload,
+                                      const Wait& wait, uint16_t type) {
+  if (!l.down && l.tx.TrySend(payload, type)) return absl::OkStatus();
+  if (payload.size() > l.geometry.mtu) {
+    return absl::InvalidArgumentError(absl::StrCat("CHPID ", nic.ChpidText(), ": ", l.Name(), ": frame of ",
+                                                   payload.size(), " bytes exceeds the MTU ", l.geometry.mtu));
+  }
+  if (l.down) return l.down_status;
+  if (!l.tx.ok()) return l.tx.status();
+  if (l.drop) {
+    l.tx.RecordDrop();
+    l.tx.Publish();
+    return absl::ResourceExhaustedError(absl::StrCat("CHPID ", nic.ChpidText(), ": ", l.Name(),
+                                                     ": ring full, frame dropped (overflow policy drop; counted)"));
+  }
+  bool sent = false;
+  absl::Status w = WaitLoop(
+      nic, wait,
+      [&] {
+        if (l.down || !l.tx.ok()) return true;
+        sent = l.tx.TrySend(payload, type);
+        return sent;
+      },
+      [&](bool on) {
+        if (on) {
+          l.tx.ArmWakeup();
+        } else {
+          l.tx.DisarmWakeup();
+        }
+      });
+  if (sent) return absl::OkStatus();
+  if (l.down) return l.down_status;
+  if (!l.tx.ok()) return l.tx.status();
+  (void)w;
+  return absl::DeadlineExceededError(absl::StrCat("CHPID ", nic.ChpidText(), ": ", l.Name(),
+                                                  ": no room in the ring before the deadline"));
+}
+
+absl::StatusOr<std::vector<Address>> SessionState::Peers(NicState& nic) {
+  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  std::vector<Address> out;
+  uint32_t cursor = 0;
+  do {
+    PeersRequest req = Zeroed<PeersRequest>();
+    req.nic_id = nic.nic_id;
+    req.cursor = cursor;
+    PeersReply rep;
+    if (absl::Status s = Call(req, {}, &rep); !s.ok()) return s;
+    for (uint32_t i = 0; i < rep.count; ++i) out.emplace_back(rep.addresses[i]);
+    cursor = rep.next_cursor;
+  } while (cursor != 0);
+  return out;
+}
+
+absl::Status SessionState::Broadcast(NicState& nic, absl::Span<const uint8_t> payload, const Wait& wait) {
+  absl::StatusOr<std::vector<Address>> peers = Peers(nic);
+  if (!peers.ok()) return peers.status();
+  absl::Status first;
+  for (Address a : *peers) {
+    absl::StatusOr<std::shared_ptr<LinkState>> l = GetLink(nic, a);
+    absl::Status s = l.ok() ? SendOnLink(nic, **l, payload, wait, kTypeBroadcast) : l.status();
+    if (!s.ok() && first.ok()) first = s;
+  }
+  return first;
+}
+
+}  // namespace internal
+
+// ------------------------------------------------------------------ Session
+
+Session::Session() = default;
+Session::~Session() {
+  if (state_) state_->Close();
+}
+Session::Session(Session&&) noexcept = default;
+Session& Session::operator=(Session&& o) noexcept {
+  if (this != &o) {
+    if (state_) state_->Close();
+    state_ = std::move(o.state_);
+  }
+  return *this;
+}
+
+absl::StatusOr<Session> Session::Connect(SessionOptions options) {
+  if (options.lpar.empty()) return absl::InvalidArgumentError("session: an LPAR name is required");
+  char name[wire::kNameLen] = {};
+  if (options.lpar.size() >= wire::kNameLen) {
+    return absl::InvalidArgumentError(absl::StrCat("LPAR name \"", options.lpar, "\" is longer than 31 characters"));
+  }
+  std::memcpy(name, options.lpar.data(), options.lpar.size());
+  if (absl::Status s = wire::ValidateName(name, "LPAR name", false); !s.ok() || options.lpar == "*") {
+    return absl::InvalidArgumentError(absl::StrCat("LPAR name \"", options.lpar, "\": ",
+                                                   s.ok() ? "\"*\" is reserved" : s.message()));
+  }
+  absl::StatusOr<std::string> path = ResolveSocketPath(options.socket_path);
+  if (!path.ok()) return path.status();
+  auto state = std::make_shared<SessionState>(std::move(options), *path);
+  if (absl::Status s = state->Open(false); !s.ok()) return s;
+  return Session(std::move(state));
+}
+
+absl::StatusOr<Nic> Session::AttachNic(uint32_t chpid, std::optional<Address> address) {
+  if (!state_) return absl::FailedPreconditionError("session: not connected");
+  if (chpid > 0xff) return absl::InvalidArgumentError(absl::StrCat("CHPID ", chpid, " is not in 00..FF"));
+  absl::StatusOr<std::shared_ptr<NicState>> n = state_->Attach(chpid, address);
+  if (!n.ok()) return n.status();
+  Nic nic;
+  nic.session_ = state_;
+  nic.nic_ = std::move(*n);
+  return nic;
+}
+
+absl::Status Session::Poll() {
+  if (!state_) return absl::FailedPreconditionError("session: not connected");
+  state_->Pump();
+  return state_->connected() ? absl::OkStatus()
+                             : absl::UnavailableError(absl::StrCat("hsid at ", state_->path(), " is not reachable"));
+}
+
+bool Session::connected() const { return state_ && state_->connected(); }
+const std::string& Session::lpar() const { return state_->options().lpar; }
+const std::string& Session::socket_path() const { return state_->path(); }
+
+// ------------------------------------------------------------------ Nic
+
+Nic::Nic() = default;
+Nic::~Nic() {
+  if (session_ && nic_) session_->Detach(*nic_);
+}
+Nic::Nic(Nic&&) noexcept = default;
+Nic& Nic::operator=(Nic&& o) noexcept {
+  if (this != &o) {
+    if (session_ && nic_) session_->Detach(*nic_);
+    session_ = std::move(o.session_);
+    nic_ = std::move(o.nic_);
+  }
+  return *this;
+}
+
+const NicInfo& Nic::info() const { return nic_->info; }
+int Nic::fd() const { return nic_->bell->fd(); }
+
+namespace {
+
+absl::Status NicUsable(const NicState& n) {
+  if (n.detached) return absl::FailedPreconditionError(absl::StrCat(n.Name(), " is detached"));
+  if (!n.up) return n.down_status;
+  return absl::OkStatus();
+}
+
+// One pass over the NIC's links, round robin. True if a frame was copied
+// (or peeked) or there is a status to report in *st.
+template <typename Take>
+bool TryAny(NicState& n, absl::Status* st, Take take) {
+  if (!n.up) {
+    *st = n.down_status;
+    return true;
+  }
+  const size_t count = n.active.size();
+  for (size_t k = 0; k < count; ++k) {
+    const size_t idx = (n.rr + k) % count;
+    std::shared_ptr<LinkState> l = n.active[idx];
+    // Read `down` before looking at the ring: a frame committed before the
+    // peer died is visible by the time we learn of the death.
+    const bool down = l->down;
+    absl::Status s = take(l);
+    if (s.ok()) {
+      n.rr = idx + 1;
+      return true;
+    }
+    if (s.code() == absl::StatusCode::kUnavailable && s.message().empty()) {
+      if (!down) continue;
+      *st = l->down_status;  // drained: report once, then forget the link
+      n.Forget(l);
+      return true;
+    }
+    if (s.code() == absl::StatusCode::kResourceExhausted) {
+      *st = absl::ResourceExhaustedError(absl::StrCat(n.Name(), ": frame from ", l->peer.ToString(), ": ", s.message()));
+      return true;
+    }
+    *st = absl::Status(s.code(), absl::StrCat(l->Name(), ": ", s.message()));
+    n.Forget(l);
+    return true;
+  }
+  return false;
+}
+
+void ArmAll(NicState& n, bool on) {
+  for (auto& l : n.active) {
+    if (on) {
+      l->rx.ArmWakeup();
+    } else {
+      l->rx.DisarmWakeup();
+    }
+  }
+}
+
+}  // namespace
+
+absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wait& wait) {
+  NicState& n = *nic_;
+  if (absl::Status s = NicUsable(n); !s.ok()) return s;
+  session_->MaybePump();
+  if (payload.size() > n.info.mtu) {
+    return absl::InvalidArgumentError(absl::StrCat("CHPID ", n.ChpidText(), ": frame ", n.info.address.ToString(), "->",
+                                                   to.ToString(), " of ", payload.size(), " bytes exceeds the MTU ",
+                                                   n.info.mtu, " (MFS ", n.info.mfs / 1024, "K)"));
+  }
+  if (to == n.info.subnet.broadcast()) return session_->Broadcast(n, payload, wait);
+  if (!n.info.subnet.IsHost(to)) {
+    return absl::InvalidArgumentError(absl::StrCat("CHPID ", n.ChpidText(), ": ", to.ToString(),
+                                                   " is not a NIC address in subnet ", n.info.subnet.ToString()));
+  }
+  absl::StatusOr<std::shared_ptr<LinkState>> l = session_->GetLink(n, to);
+  if (!l.ok()) return l.status();
+  return session_->SendOnLink(n, **l, payload, wait, internal::kTypeUnicast);
+}
+
+absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wait) {
+  NicState& n = *nic_;
+  if (absl::Status s = NicUsable(n); !s.ok()) return s;
+  if (n.peeked) Release();
+  session_->MaybePump();
+  Received r;
+  absl::Status st;
+  bool got = false;
+  auto take = [&](const std::shared_ptr<LinkState>& lp) -> absl::Status {
+    LinkState& l = *lp;
+    uint16_t type = 0;
+    absl::StatusOr<size_t> len = l.rx.TryReceive(buffer, &type);
+    if (!len.ok()) return len.status();
+    r.source = l.peer;
+    r.length = *len;
+    r.broadcast = type == internal::kTypeBroadcast;
+    got = true;
+    return absl::OkStatus();
+  };
+  absl::Status w = session_->WaitLoop(n, wait, [&] { return TryAny(n, &st, take); },
+                                      [&](bool on) { ArmAll(n, on); });
+  if (got) return r;
+  if (!st.ok()) return st;
+  (void)w;
+  return absl::DeadlineExceededError(absl::StrCat(n.Name(), ": no frame arrived before the deadline"));
+}
+
+absl::StatusOr<FrameView> Nic::Peek(const Wait& wait) {
+  NicState& n = *nic_;
+  if (absl::Status s = NicUsable(n); !s.ok()) return s;
+  if (n.peeked) {
+    hsi::Frame f;
+    if (n.peeked->rx.TryPeek(&f)) return FrameView{n.peeked->peer, f.payload, f.type == internal::kTypeBroadcast};
+    n.peeked.reset();
+  }
+  session_->MaybePump();
+  FrameView v;
+  absl::Status st;
+  bool got = false;
+  auto take = [&](const std::shared_ptr<LinkState>& lp) -> absl::Status {
+    hsi::Frame f;
+    if (!lp->rx.TryPeek(&f)) return lp->rx.ok() ? absl::Status(absl::StatusCode::kUnavailable, "") : lp->rx.status();
+    v = FrameView{lp->peer, f.payload, f.type == internal::kTypeBroadcast};
+    n.peeked = lp;
+    got = true;
+    return absl::OkStatus();
+  };
+  session_->WaitLoop(n, wait, [&] { return TryAny(n, &st, take); }, [&](bool on) { ArmAll(n, on); }).IgnoreError();
+  if (got) return v;
+  if (!st.ok()) return st;
+  return absl::DeadlineExceededError(absl::StrCat(n.Name(), ": no frame arrived before the deadline"));
+}
+
+void Nic::Release() {
+  if (nic_ && nic_->peeked) {
+    nic_->peeked->rx.Release();
+    nic_->peeked.reset();
+  }
+}
+
+absl::StatusOr<hsi::Link> Nic::Link(Address peer) {
+  NicState& n = *nic_;
+  if (absl::Status s = NicUsable(n); !s.ok()) return s;
+  if (!n.info.subnet.IsHost(peer)) {
+    return absl::InvalidArgumentError(absl::StrCat("CHPID ", n.ChpidText(), ": ", peer.ToString(),
+                                                   " is not a NIC address in subnet ", n.info.subnet.ToString()));
+  }
+  absl::StatusOr<std::shared_ptr<LinkState>> l = session_->GetLink(n, peer);
+  if (!l.ok()) return l.status();
+  hsi::Link link;
+  link.session_ = session_;
+  link.nic_ = nic_;
+  link.link_ = std::move(*l);
+  return link;
+}
+
+bool Nic::PrepareWait() {
+  NicState& n = *nic_;
+  session_->Pump();
+  n.bell->Drain();
+  if (!n.up || n.detached) return true;
+  ArmAll(n, true);
+  for (auto& l : n.active) {
+    hsi::Frame f;
+    if (l->down || !l->rx.ok() || l->rx.TryPeek(&f)) return true;
+  }
+  return false;
+}
+
+// ------------------------------------------------------------------ Link
+
+Link::Link() = default;
+Link::~Link() = default;
+Link::Link(Link&&) noexcept = default;
+Link& Link::operator=(Link&&) noexcept = default;
+
+Address Link::local() const { return link_->local; }
+Address Link::peer() const { return link_->peer; }
+absl::Status Link::status() const {
+  if (link_->down) return link_->down_status;
+  if (!link_->rx.ok()) return link_->rx.status();
+  return link_->tx.status();
+}
+RingCounters Link::tx_counters() const { return link_->tx.counters(); }
+RingCounters Link::rx_counters() const { return link_->rx.counters(); }
+
+absl::Status Link::Send(absl::Span<const uint8_t> payload, const Wait& wait) {
+  session_->MaybePump();
+  if (!link_->down && link_->tx.TrySend(payload)) return absl::OkStatus();
+  return session_->SendOnLink(*nic_, *link_, payload, wait, internal::kTypeUnicast);
+}
+
+absl::StatusOr<size_t> Link::Receive(absl::Span<uint8_t> buffer, const Wait& wait) {
+  session_->MaybePump();
+  LinkState& l = *link_;
+  l.peeked = false;  // a copying receive consumes a peeked frame
+  absl::StatusOr<size_t> r = l.rx.TryReceive(buffer);
+  if (r.ok()) return r;
+  absl::Status st;
+  auto ready = [&] {
+    const bool down = l.down;
+    r = l.rx.TryReceive(buffer);
+    if (r.ok()) return true;
+    if (r.status().code() != absl::StatusCode::kUnavailable || !r.status().message().empty()) {
+      st = r.status();
+      return true;
+    }
+    if (down) {
+      st = l.down_status;
+      return true;
+    }
+    if (!nic_->up || nic_->detached) {
+      st = NicUsable(*nic_);
+      return true;
+    }
+    return false;
+  };
+  if (!ready()) {
+    session_->WaitLoop(*nic_, wait, ready, [&](bool on) {
+      if (on) {
+        l.rx.ArmWakeup();
+      } else {
+        l.rx.DisarmWakeup();
+      }
+    }).IgnoreError();
+  }
+  if (r.ok()) return r;
+  if (!st.ok()) return st;
+  return absl::DeadlineExceededError(absl::StrCat(l.Name(), ": no frame arrived before the deadline"));
+}
+
+absl::StatusOr<absl::Span<const uint8_t>> Link::Peek(const Wait& wait) {
+  session_->MaybePump();
+  LinkState& l = *link_;
+  hsi::Frame f;
+  absl::Status st;
+  bool got = false;
+  auto ready = [&] {
+    const bool down = l.down;
+    if (l.rx.TryPeek(&f)) {
+      l.peeked = true;
+      return got = true;
+    }
+    if (!l.rx.ok()) {
+      st = l.rx.status();
+      return true;
+    }
+    if (down) {
+      st = l.down_status;
+      return true;
+    }
+    return false;
+  };
+  if (!ready()) {
+    session_->WaitLoop(*nic_, wait, ready, [&](bool on) {
+      if (on) {
+        l.rx.ArmWakeup();
+      } else {
+        l.rx.DisarmWakeup();
+      }
+    }).IgnoreError();
+  }
+  if (got) return f.payload;
+  if (!st.ok()) return st;
+  return absl::DeadlineExceededError(absl::StrCat(l.Name(), ": no frame arrived before the deadline"));
+}
+
+void Link::Release() {
+  if (link_->peeked) {
+    link_->rx.Release();
+    link_->peeked = false;
+  }
+}
+
+}  // namespace hsi

@@ -1,0 +1,311 @@
+// End-to-end tests of hsid and the session API: real hsid, real processes.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "fork_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "hsi/nic.h"
+#include "hsi/poller.h"
+#include "hsi/session.h"
+#include "hsid_util.h"
+
+namespace hsi {
+namespace {
+
+using ::hsi::testing::Child;
+using ::hsi::testing::Hsid;
+using ::hsi::testing::Report;
+using ::testing::HasSubstr;
+
+absl::Time In(absl::Duration d) { return absl::Now() + d; }
+
+absl::StatusOr<Session> Connect(const Hsid& d, const std::string& lpar) {
+  SessionOptions o;
+  o.socket_path = d.socket();
+  o.lpar = lpar;
+  return Session::Connect(std::move(o));
+}
+
+// A child LPAR that attaches to F0, reports its address, and echoes `n`
+// frames back to their sender.
+int EchoLpar(const Hsid& d, const std::string& name, const Report& report, int n) {
+  absl::StatusOr<Session> s = Connect(d, name);
+  if (!s.ok()) {
+    report.Write(absl::StrCat("ERR ", s.status().ToString()));
+    return 1;
+  }
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  if (!nic.ok()) {
+    report.Write(absl::StrCat("ERR ", nic.status().ToString()));
+    return 1;
+  }
+  report.Write(nic->address().ToString());
+  std::vector<uint8_t> buf(nic->info().mtu);
+  for (int i = 0; i < n; ++i) {
+    absl::StatusOr<Received> r = nic->Receive(absl::MakeSpan(buf), Wait::Adaptive(In(absl::Seconds(20))));
+    if (!r.ok()) {
+      report.Write(absl::StrCat("ERR receive ", r.status().ToString()));
+      return 2;
+    }
+    absl::Status st = nic->SendTo(r->source, absl::MakeConstSpan(buf.data(), r->length),
+                                  Wait::Adaptive(In(absl::Seconds(20))));
+    if (!st.ok()) {
+      report.Write(absl::StrCat("ERR send ", st.ToString()));
+      return 3;
+    }
+  }
+  report.Write("done");
+  // Stay until the parent has read its echoes (then it kills us).
+  absl::SleepFor(absl::Seconds(30));
+  return 0;
+}
+
+TEST(SessionTest, TwoLparsExchangeFramesThroughAHsidMadeLink) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  Report report;
+  constexpr int kFrames = 2000;
+  Child b([&] { return EchoLpar(d, "b", report, kFrames); });
+  const std::string b_addr_text = report.Read();
+  absl::StatusOr<Address> b_addr = Address::Parse(b_addr_text);
+  ASSERT_TRUE(b_addr.ok()) << b_addr_text;
+
+  absl::StatusOr<Session> s = Connect(d, "a");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  EXPECT_EQ(nic->info().mtu, 8192u);
+  EXPECT_EQ(nic->info().mfs, 16384u);
+  EXPECT_EQ(nic->info().subnet.ToString(), "10.240.0.0/24");
+  EXPECT_NE(nic->address(), *b_addr);
+  std::vector<uint8_t> out(100), in(nic->info().mtu);
+  for (int i = 0; i < kFrames; ++i) {
+    out.resize(1 + (i * 37) % 8000);
+    for (size_t k = 0; k < out.size(); ++k) out[k] = static_cast<uint8_t>(i + k);
+    ASSERT_TRUE(nic->SendTo(*b_addr, out, Wait::Adaptive(In(absl::Seconds(20)))).ok());
+    absl::StatusOr<Received> r = nic->Receive(absl::MakeSpan(in), Wait::Adaptive(In(absl::Seconds(20))));
+    ASSERT_TRUE(r.ok()) << r.status() << " at frame " << i;
+    ASSERT_EQ(r->source, *b_addr);
+    ASSERT_FALSE(r->broadcast);
+    ASSERT_EQ(r->length, out.size());
+    ASSERT_EQ(std::memcmp(in.data(), out.data(), out.size()), 0) << "frame " << i;
+  }
+  EXPECT_EQ(report.Read(), "done");
+}
+
+TEST(SessionTest, MtuIsEnforcedWithAMessageNamingChpidAddressesAndLimit) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  absl::StatusOr<Session> s = Connect(d, "a");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> a = s->AttachNic(0xF0);
+  ASSERT_TRUE(a.ok()) << a.status();
+  absl::StatusOr<Nic> b = s->AttachNic(0xF0);  // two NICs of one LPAR
+  ASSERT_TRUE(b.ok()) << b.status();
+  std::vector<uint8_t> big(8193);
+  absl::Status st = a->SendTo(b->address(), big);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("CHPID F0"));
+  EXPECT_THAT(st.message(), HasSubstr(a->address().ToString() + "->" + b->address().ToString()));
+  EXPECT_THAT(st.message(), HasSubstr("8193 bytes exceeds the MTU 8192"));
+  // A frame at the MTU passes, between two NICs of the same process.
+  big.resize(8192);
+  ASSERT_TRUE(a->SendTo(b->address(), big, Wait::Block(In(absl::Seconds(5)))).ok());
+  std::vector<uint8_t> in(8192);
+  absl::StatusOr<Received> r = b->Receive(absl::MakeSpan(in), Wait::Block(In(absl::Seconds(5))));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->length, 8192u);
+  EXPECT_EQ(r->source, a->address());
+  // No such peer.
+  st = a->SendTo(Address::Parse("10.240.0.200").value(), big);
+  EXPECT_EQ(st.code(), absl::StatusCode::kNotFound) << st;
+  EXPECT_THAT(st.message(), HasSubstr("no NIC has address 10.240.0.200"));
+  // Unknown CHPID.
+  absl::StatusOr<Nic> bad = s->AttachNic(0x07);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(bad.status().message(), HasSubstr("CHPID 07 is not defined"));
+}
+
+TEST(SessionTest, BroadcastReachesEveryOtherNicOfTheChpid) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  Report rb, rc;
+  auto receiver = [&](const std::string& name, const Report& rep) {
+    absl::StatusOr<Session> s = Connect(d, name);
+    if (!s.ok()) return 1;
+    absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+    if (!nic.ok()) return 1;
+    rep.Write(nic->address().ToString());
+    std::vector<uint8_t> buf(64);
+    absl::StatusOr<Received> r = nic->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(20))));
+    if (!r.ok()) {
+      rep.Write(r.status().ToString());
+      return 2;
+    }
+    rep.Write(absl::StrCat(r->broadcast ? "bcast " : "ucast ", r->source.ToString(), " ",
+                           std::string(reinterpret_cast<char*>(buf.data()), r->length)));
+    absl::SleepFor(absl::Seconds(30));
+    return 0;
+  };
+  Child b([&] { return receiver("b", rb); });
+  Child c([&] { return receiver("c", rc); });
+  ASSERT_FALSE(rb.Read().empty());
+  ASSERT_FALSE(rc.Read().empty());
+  absl::StatusOr<Session> s = Connect(d, "a");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  EXPECT_EQ(nic->broadcast().ToString(), "10.240.0.255");
+  const std::string msg = "hello all";
+  ASSERT_TRUE(nic->SendTo(nic->broadcast(), absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(msg.data()), msg.size()),
+                          Wait::Block(In(absl::Seconds(10))))
+                  .ok());
+  const std::string want = absl::StrCat("bcast ", nic->address().ToString(), " hello all");
+  EXPECT_EQ(rb.Read(), want);
+  EXPECT_EQ(rc.Read(), want);
+}
+
+// A peer killed with SIGKILL mid-stream: every frame it committed arrives
+// exactly once and in order, then a clear kUnavailable naming the peer.
+TEST(SessionTest, PeerKilledMidStreamSurvivorDrainsThenGetsClearStatus) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  absl::StatusOr<Session> s = Connect(d, "a");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  const Address a_addr = nic->address();
+  Report report;
+  Child b([&] {
+    absl::StatusOr<Session> bs = Connect(d, "b");
+    if (!bs.ok()) return 1;
+    absl::StatusOr<Nic> bn = bs->AttachNic(0xF0);
+    if (!bn.ok()) return 1;
+    report.Write(bn->address().ToString());
+    absl::StatusOr<Link> l = bn->Link(a_addr);
+    if (!l.ok()) {
+      report.Write(l.status().ToString());
+      return 2;
+    }
+    for (uint64_t i = 0;; ++i) {
+      if (!l->Send(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(&i), sizeof(i)), Wait::Block()).ok()) return 3;
+    }
+  });
+  absl::StatusOr<Address> b_addr = Address::Parse(report.Read());
+  ASSERT_TRUE(b_addr.ok());
+  uint64_t next = 0;
+  uint8_t buf[64];
+  absl::Status end;
+  for (;;) {
+    absl::StatusOr<Received> r = nic->Receive(absl::MakeSpan(buf), Wait::Adaptive(In(absl::Seconds(20))));
+    if (!r.ok()) {
+      end = r.status();
+      break;
+    }
+    ASSERT_EQ(r->source, *b_addr);
+    ASSERT_EQ(r->length, sizeof(uint64_t));
+    uint64_t v;
+    std::memcpy(&v, buf, sizeof(v));
+    ASSERT_EQ(v, next) << "lost, duplicated or reordered";
+    ++next;
+    if (next == 200000) {
+      ::kill(b.pid(), SIGKILL);
+      b.Wait();
+    }
+  }
+  EXPECT_GE(next, 200000u);
+  EXPECT_EQ(end.code(), absl::StatusCode::kUnavailable) << end;
+  EXPECT_THAT(end.message(), HasSubstr(b_addr->ToString()));
+  EXPECT_THAT(end.message(), HasSubstr("LPAR \"b\" disconnected"));
+  // A send to the dead peer is a clear status too, not a hang.
+  absl::Status st = nic->SendTo(*b_addr, absl::MakeConstSpan(buf, 8), Wait::Block(In(absl::Seconds(5))));
+  EXPECT_EQ(st.code(), absl::StatusCode::kNotFound) << st;
+  // Nothing more arrives.
+  absl::StatusOr<Received> r = nic->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Milliseconds(50))));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+}
+
+TEST(SessionTest, MalformedClientIsAnsweredAndDroppedOthersServedOn) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  absl::StatusOr<Session> good = Connect(d, "good");
+  ASSERT_TRUE(good.ok()) << good.status();
+  int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", d.socket().c_str());
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const char junk[] = "GET / HTTP/1.0\r\n\r\n";
+  ASSERT_GT(::send(fd, junk, sizeof(junk), 0), 0);
+  char reply[4096];
+  ssize_t n = ::recv(fd, reply, sizeof(reply), 0);
+  ASSERT_GT(n, 16);
+  EXPECT_THAT(std::string(reply + 24, static_cast<size_t>(n) - 24), HasSubstr("bad magic"));
+  EXPECT_EQ(::recv(fd, reply, sizeof(reply), 0), 0) << "hsid should have closed the connection";
+  ::close(fd);
+  absl::StatusOr<Nic> nic = good->AttachNic(0xF0);
+  EXPECT_TRUE(nic.ok()) << nic.status();
+  EXPECT_THAT(d.log(), HasSubstr("malformed message"));
+}
+
+TEST(SessionTest, SecondClaimOfAnLparIsRefused) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  absl::StatusOr<Session> one = Connect(d, "x");
+  ASSERT_TRUE(one.ok()) << one.status();
+  absl::StatusOr<Session> two = Connect(d, "x");
+  EXPECT_EQ(two.status().code(), absl::StatusCode::kAlreadyExists) << two.status();
+  EXPECT_THAT(two.status().message(), HasSubstr("already claimed by pid"));
+}
+
+TEST(SessionTest, PollerWaitsOnManyNics) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  absl::StatusOr<Session> s = Connect(d, "a");
+  ASSERT_TRUE(s.ok()) << s.status();
+  std::vector<Nic> nics;
+  for (int i = 0; i < 3; ++i) nics.push_back(s->AttachNic(0xF0).value());
+  absl::StatusOr<Poller> p = Poller::Create();
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_TRUE(p->Add(&nics[1]).ok());
+  ASSERT_TRUE(p->Add(&nics[2]).ok());
+  absl::StatusOr<std::vector<Nic*>> ready = p->Wait(In(absl::Milliseconds(20)));
+  ASSERT_TRUE(ready.ok()) << ready.status();
+  EXPECT_TRUE(ready->empty());
+  ASSERT_TRUE(nics[0].SendTo(nics[2].address(), std::vector<uint8_t>(10), Wait::Block(In(absl::Seconds(5)))).ok());
+  // The link offer (a control event) or the frame wakes the poller; drain
+  // until the frame is in.
+  uint8_t buf[64];
+  bool got = false;
+  for (int round = 0; round < 10 && !got; ++round) {
+    ready = p->Wait(In(absl::Seconds(5)));
+    ASSERT_TRUE(ready.ok()) << ready.status();
+    for (Nic* n : *ready) {
+      EXPECT_EQ(n, &nics[2]);
+      absl::StatusOr<Received> r = n->Receive(absl::MakeSpan(buf), Wait::Never());
+      if (r.ok()) {
+        EXPECT_EQ(r->source, nics[0].address());
+        got = true;
+      }
+    }
+  }
+  EXPECT_TRUE(got);
+}
+
+TEST(SessionTest, NoDaemonIsAClearUnavailable) {
+  Hsid d;  // not started
+  absl::StatusOr<Session> s = Connect(d, "a");
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(s.status().message(), HasSubstr(d.socket()));
+}
+
+}  // namespace
+}  // namespace hsi
