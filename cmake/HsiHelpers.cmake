@@ -23,3 +23,29 @@ function(hsi_cc_test)
   # Serial: spinning tests on a 2-core machine must not share it.
   set_tests_properties(${T_NAME} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "${T_LABELS}" RUN_SERIAL TRUE)
 endfunction()
+
+include(GNUInstallDirs)
+
+# hsi_program(NAME name SRCS ... DEPS ... [DESTINATION bin|sbin] [NOINSTALL])
+# An executable of ours: warnings as errors, lands in build/bin/, and is
+# installed to ${CMAKE_INSTALL_BINDIR} (or SBINDIR) with component "tools"
+# (or "daemon" for sbin) unless NOINSTALL.
+function(hsi_program)
+  cmake_parse_arguments(P "NOINSTALL" "NAME;DESTINATION;COMPONENT" "SRCS;DEPS" ${ARGN})
+  add_executable(${P_NAME} ${P_SRCS})
+  target_link_libraries(${P_NAME} PRIVATE ${P_DEPS})
+  hsi_warnings(${P_NAME})
+  if(NOT P_NOINSTALL)
+    if(P_DESTINATION STREQUAL "sbin")
+      set(dest ${CMAKE_INSTALL_SBINDIR})
+      set(comp daemon)
+    else()
+      set(dest ${CMAKE_INSTALL_BINDIR})
+      set(comp tools)
+    endif()
+    if(P_COMPONENT)
+      set(comp ${P_COMPONENT})
+    endif()
+    install(TARGETS ${P_NAME} RUNTIME DESTINATION ${dest} COMPONENT ${comp})
+  endif()
+endfunction()
