@@ -32,10 +32,15 @@ for t in "${targets[@]}"; do
   work="build-fuzz/corpus/$t"
   mkdir -p "$work"
   echo "fuzz.sh: $t for ${seconds}s"
+  log="build-fuzz/$t.log"
+  rc=0
   "$bin" -max_total_time="$seconds" -print_final_stats=1 \
-      -artifact_prefix=build-fuzz/crashes/"$t"- "$work" "tests/fuzz/corpus/$t" 2>&1 |
-    grep -E 'stat::number_of_executed_units|stat::peak_rss_mb|ERROR|SUMMARY|Done' || true
-  # grep hides the log; the fuzzer's own exit status decides.
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz.sh: $t FAILED (see build-fuzz/crashes/)" >&2; exit 1; }
+      -artifact_prefix=build-fuzz/crashes/"$t"- "$work" "tests/fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
+  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb|ERROR|SUMMARY|Done' "$log" || true
+  if [ "$rc" -ne 0 ]; then
+    tail -n 60 "$log" >&2
+    echo "fuzz.sh: $t FAILED with exit $rc (log $log, input in build-fuzz/crashes/)" >&2
+    exit 1
+  fi
 done
 echo "fuzz.sh: all targets ran clean"

@@ -256,6 +256,10 @@ TEST(ConfigTest, ErrorsNameFileKeyAndLine) {
   EXPECT_THAT(err("[[chpid]]\nid = \"F0\"\nsubnet = \"10.0.0.0/24\"\n[[chpid]]\nid = \"F1\"\nsubnet = \"10.0.0.0/16\"\n"),
               HasSubstr("overlaps CHPID F0"));
   EXPECT_THAT(err("[[chpid]\n"), HasSubstr("TOML syntax error"));
+  // Found by config_parser_fuzz: toml11 overflows its buffer on this.
+  EXPECT_THAT(err("[[hcpidr]]\nids = '\xc8'\"\n"),
+              HasSubstr("config /etc/hsi/hsid.toml: line 2: not valid UTF-8 (byte 0xc8)"));
+  EXPECT_THAT(err("# ok\n\x01"), HasSubstr("line 2: control character 0x1"));
 }
 
 TEST(ConfigTest, HsidRejectsABadConfigAtStartWithExitCode2) {
