@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Packaging end to end: builds the .deb files, installs them with dpkg,
+# builds examples/ out of tree against the installed package with both
+# find_package(hsi) and pkg-config, runs them against the installed hsid,
+# then removes the packages and checks that they left nothing behind.
+# Usage: packaging/examples-test.sh [--keep]   (--keep: leave packages installed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+keep=0
+case "${1:-}" in
+  --keep) keep=1 ;;
+  -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  "") ;;
+  *) echo "examples-test.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
+esac
+
+packaging/make-debs.sh >/dev/null
+debs=(build-package/packages/*.deb)
+tmp=$(mktemp -d /tmp/hsi-examples.XXXXXX)
+hsid_pid=""
+cleanup() {
+  [ -n "$hsid_pid" ] && kill "$hsid_pid" 2>/dev/null && wait "$hsid_pid" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+echo "== dpkg -i ${debs[*]##*/}"
+dpkg -i "${debs[@]}" >/dev/null
+for f in /usr/sbin/hsid /usr/include/hsi/nic.h /etc/hsi/hsid.toml; do
+  [ -e "$f" ] || { echo "examples-test.sh: $f missing after install" >&2; exit 1; }
+done
+
+echo "== build examples with find_package(hsi)"
+cmake -S examples -B "$tmp/cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$tmp/cmake" >/dev/null
+echo "== build examples with pkg-config"
+mkdir -p "$tmp/pc"
+for ex in echo_server echo_client broadcast; do
+  c++ -std=c++20 -O2 "examples/$ex.cc" $(pkg-config --cflags --libs hsi) -o "$tmp/pc/$ex"
+done
+c++ -std=c++20 -O2 examples/uring_loop.cc $(pkg-config --cflags --libs hsi liburing) -o "$tmp/pc/uring_loop"
+
+echo "== run against the installed hsid"
+export HSI_SOCKET="$tmp/hsid.sock"
+/usr/sbin/hsid --config /etc/hsi/hsid.toml --socket "$HSI_SOCKET" 2>"$tmp/hsid.log" &
+hsid_pid=$!
+for _ in $(seq 100); do [ -S "$HSI_SOCKET" ] && break; sleep 0.05; done
+[ -S "$HSI_SOCKET" ] || { cat "$tmp/hsid.log" >&2; echo "hsid did not start" >&2; exit 1; }
+
+run_echo() {  # $1: directory of binaries
+  "$1/echo_server" 2000 >"$tmp/server.out" &
+  local spid=$!
+  for _ in $(seq 100); do [ -s "$tmp/server.out" ] && break; sleep 0.05; done
+  "$1/echo_client" "$(head -n1 "$tmp/server.out")" 2000 64
+  wait "$spid"
+}
+run_echo "$tmp/cmake"
+"$tmp/cmake/broadcast" 3 500
+"$tmp/cmake/uring_loop" 8 500
+run_echo "$tmp/pc"
+"$tmp/pc/broadcast" 2 100
+"$tmp/pc/uring_loop" 4 100
+kill "$hsid_pid"; wait "$hsid_pid" || true; hsid_pid=""
+
+if [ "$keep" -eq 0 ]; then
+  echo "== dpkg --purge"
+  names=()
+  for d in "${debs[@]}"; do names+=("$(dpkg-deb -f "$d" Package)"); done
+  dpkg --purge "${names[@]}" >/dev/null
+  for f in /usr/sbin/hsid /usr/include/hsi /etc/hsi /usr/lib/x86_64-linux-gnu/libhsi.so.0 \
+           /usr/lib/x86_64-linux-gnu/pkgconfig/hsi.pc /usr/lib/x86_64-linux-gnu/cmake/hsi; do
+    [ ! -e "$f" ] || { echo "examples-test.sh: $f left behind after purge" >&2; exit 1; }
+  done
+fi
+echo "examples-test.sh: packages installed, examples built both ways and ran, packages removed cleanly"
