@@ -4,6 +4,8 @@
 #   2. ASan+UBSan build, the tests labelled "sanitize"
 #   3. TSan build, the tests labelled "sanitize"
 #   4. clang libFuzzer build, each fuzz target for 20 s (packaging/fuzz.sh)
+#   5. Debian packages installed, examples built against them and run,
+#      packages purged (packaging/examples-test.sh)
 # Usage: packaging/test.sh [--no-sanitizers] [--help]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +14,7 @@ sanitizers=1
 for arg in "$@"; do
   case "$arg" in
     --no-sanitizers) sanitizers=0 ;;
-    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -43,4 +45,6 @@ if [ "$sanitizers" -eq 1 ]; then
   step "fuzz targets, 20 s each"
   packaging/fuzz.sh --seconds 20
 fi
+step "packages and examples"
+packaging/examples-test.sh
 step "all test runs passed"
