@@ -32,6 +32,17 @@ for f in /usr/sbin/hsid /usr/include/hsi/nic.h /etc/hsi/hsid.toml; do
   [ -e "$f" ] || { echo "examples-test.sh: $f missing after install" >&2; exit 1; }
 done
 
+echo "== libhsi.so exports only the public API"
+lib=$(readlink -f /usr/lib/x86_64-linux-gnu/libhsi.so.0)
+bad=$(nm -D --defined-only -C "$lib" | awk '{ $1=""; $2=""; print }' | grep -v '^  hsi::' || true)
+internal=$(nm -D --defined-only -C "$lib" | grep 'hsi::internal' || true)
+if [ -n "$bad$internal" ]; then
+  echo "examples-test.sh: libhsi.so exports more than the hsi API:" >&2
+  printf '%s\n' "$bad" "$internal" | head -20 >&2
+  exit 1
+fi
+echo "   $(nm -D --defined-only "$lib" | wc -l) symbols, all in namespace hsi, none in hsi::internal"
+
 echo "== build examples with find_package(hsi)"
 cmake -S examples -B "$tmp/cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$tmp/cmake" >/dev/null

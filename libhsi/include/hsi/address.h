@@ -13,10 +13,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "hsi/export.h"
 
 namespace hsi {
 
-class Address {
+class HSI_EXPORT Address {
  public:
   constexpr Address() = default;
   constexpr explicit Address(uint32_t host_order) : value_(host_order) {}
@@ -40,7 +41,7 @@ class Address {
 
 // An IPv4 subnet "network/prefix". Usable NIC addresses exclude the network
 // and broadcast addresses (prefix <= 30).
-class Subnet {
+class HSI_EXPORT Subnet {
  public:
   Subnet() = default;
   // The network is `address` with the host bits cleared.

@@ -13,10 +13,11 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "hsi/fd.h"
+#include "hsi/export.h"
 
 namespace hsi {
 
-class Doorbell {
+class HSI_EXPORT Doorbell {
  public:
   // A new non-blocking, close-on-exec eventfd.
   static absl::StatusOr<Doorbell> Create();

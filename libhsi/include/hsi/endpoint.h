@@ -21,6 +21,7 @@
 #include "hsi/fd.h"
 #include "hsi/ring.h"
 #include "hsi/segment.h"
+#include "hsi/export.h"
 
 namespace hsi {
 
@@ -39,9 +40,9 @@ struct EndpointFdPair {
 
 // Creates two ring segments (sealed memfds) and two doorbells for a link
 // of `geometry`, and hands each end its fds.
-absl::StatusOr<EndpointFdPair> CreateEndpointFds(const RingGeometry& geometry);
+HSI_EXPORT absl::StatusOr<EndpointFdPair> CreateEndpointFds(const RingGeometry& geometry);
 
-class Endpoint {
+class HSI_EXPORT Endpoint {
  public:
   // Maps and checks the segments (see Segment::MapOwner/MapPeer) and builds
   // both rings. Errors as Segment and RingProducer/RingConsumer::Create.

@@ -6,10 +6,11 @@
 #define HSI_FD_H_
 
 #include <utility>
+#include "hsi/export.h"
 
 namespace hsi {
 
-class UniqueFd {
+class HSI_EXPORT UniqueFd {
  public:
   UniqueFd() = default;
   // Takes ownership of `fd` (-1 means empty).

@@ -44,6 +44,7 @@
 #include "hsi/address.h"
 #include "hsi/ring.h"
 #include "hsi/wait.h"
+#include "hsi/export.h"
 
 namespace hsi {
 
@@ -78,7 +79,7 @@ struct FrameView {
 };
 
 // The hot path to one peer NIC.
-class Link {
+class HSI_EXPORT Link {
  public:
   Link();
   ~Link();
@@ -113,7 +114,7 @@ class Link {
   std::shared_ptr<internal::LinkState> link_;
 };
 
-class Nic {
+class HSI_EXPORT Nic {
  public:
   Nic();
   ~Nic();  // detaches from the CHPID; links of this NIC go down

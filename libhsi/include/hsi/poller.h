@@ -18,10 +18,11 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "hsi/nic.h"
+#include "hsi/export.h"
 
 namespace hsi {
 
-class Poller {
+class HSI_EXPORT Poller {
  public:
   // An io_uring with room for `entries` NICs' polls.
   static absl::StatusOr<Poller> Create(unsigned entries = 64);

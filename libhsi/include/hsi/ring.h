@@ -48,6 +48,7 @@
 #include "hsi/fd.h"
 #include "hsi/segment.h"
 #include "hsi/wait.h"
+#include "hsi/export.h"
 
 namespace hsi {
 
@@ -56,7 +57,7 @@ struct SegmentLayout;
 }
 
 // The shape of one ring; both sides must agree on it (hsid hands it out).
-struct RingGeometry {
+struct HSI_EXPORT RingGeometry {
   // Bytes of frame data: a power of two, at least 4096 and at least twice the
   // largest record (16 + mtu rounded up to 16), at most 1 GiB.
   uint64_t capacity = uint64_t{1} << 20;
@@ -72,7 +73,7 @@ struct RingGeometry {
 // Creates one side's segment: a sealed memfd sized for `geometry` with its
 // header (magic, version, geometry, a random nonce) written, not mapped. In
 // a running host hsid does this; tests and the demo do it themselves.
-absl::StatusOr<UniqueFd> CreateRingSegment(const RingGeometry& geometry,
+HSI_EXPORT absl::StatusOr<UniqueFd> CreateRingSegment(const RingGeometry& geometry,
                                            absl::string_view name);
 
 // A frame seen by the consumer. `payload` points into the peer's read-only
@@ -91,7 +92,7 @@ struct RingCounters {
   uint64_t wakeups_sent = 0;  // doorbell writes to the peer
 };
 
-class RingProducer {
+class HSI_EXPORT RingProducer {
  public:
   // `own` is the producer's segment mapped with Segment::MapOwner, `peer`
   // the consumer's mapped with Segment::MapPeer. The producer sleeps on
@@ -178,7 +179,7 @@ class RingProducer {
   absl::Status broken_;
 };
 
-class RingConsumer {
+class HSI_EXPORT RingConsumer {
  public:
   // `own` is the consumer's segment mapped with Segment::MapOwner, `peer`
   // the producer's mapped with Segment::MapPeer. The consumer sleeps on

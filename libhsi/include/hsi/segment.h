@@ -18,10 +18,11 @@
 
 #include "absl/status/statusor.h"
 #include "hsi/fd.h"
+#include "hsi/export.h"
 
 namespace hsi {
 
-class Segment {
+class HSI_EXPORT Segment {
  public:
   // Creates an anonymous memfd of `size` bytes (zero-filled), close-on-exec,
   // sealed F_SEAL_SHRINK | F_SEAL_GROW, not mapped. `name` only shows in

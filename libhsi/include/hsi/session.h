@@ -31,6 +31,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "hsi/address.h"
+#include "hsi/export.h"
 
 namespace hsi {
 
@@ -42,7 +43,7 @@ class SessionState;
 // The control socket path: `explicit_path` if not empty, else $HSI_SOCKET,
 // else the default for this uid. kFailedPrecondition if a non-root user
 // has no XDG_RUNTIME_DIR.
-absl::StatusOr<std::string> ResolveSocketPath(absl::string_view explicit_path);
+HSI_EXPORT absl::StatusOr<std::string> ResolveSocketPath(absl::string_view explicit_path);
 
 struct SessionOptions {
   std::string socket_path;  // "": see ResolveSocketPath()
@@ -53,7 +54,7 @@ struct SessionOptions {
   bool reconnect = true;
 };
 
-class Session {
+class HSI_EXPORT Session {
  public:
   // Connects to hsid and claims `options.lpar`. kUnavailable if hsid does
   // not answer at the path (the message names it), kPermissionDenied with

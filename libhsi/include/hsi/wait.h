@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "hsi/export.h"
 
 namespace hsi {
 
@@ -37,9 +38,9 @@ struct Wait {
 };
 
 // "spin", "block" or "adaptive".
-absl::string_view WaitModeName(WaitMode mode);
+HSI_EXPORT absl::string_view WaitModeName(WaitMode mode);
 // Parses "spin", "block" or "adaptive"; kInvalidArgument otherwise.
-absl::StatusOr<WaitMode> ParseWaitMode(absl::string_view text);
+HSI_EXPORT absl::StatusOr<WaitMode> ParseWaitMode(absl::string_view text);
 
 }  // namespace hsi
 

@@ -1,0 +1,12 @@
+// hsi/export.h: HSI_EXPORT marks the public API of libhsi.so.
+//
+// libhsi is built with -fvisibility=hidden: only what is marked here is
+// exported from the shared library (`nm -D --defined-only libhsi.so`);
+// internal code, and the abseil and liburing code instantiated in it, stays
+// private.
+#ifndef HSI_EXPORT_H_
+#define HSI_EXPORT_H_
+
+#define HSI_EXPORT __attribute__((visibility("default")))
+
+#endif  // HSI_EXPORT_H_
