@@ -29,6 +29,7 @@ subnet = "10.240.0.0/24"
 queue_size = "1M"            # ring capacity per direction of a link
 overflow = "block"           # or "drop" (counted on the sender)
 lpars = ["*"]
+sniffers = []                # uids that may run hsi-dump here (admins always may)
 
 [[lpar]]
 name = "*"                   # any LPAR name
@@ -184,7 +185,7 @@ class Reader {
 
 absl::StatusOr<ChpidConfig> ParseChpid(const Reader& r, const std::string& at, const toml::value& t) {
   if (!t.is_table()) return r.Error(at, &t, "must be a table ([[chpid]])");
-  if (absl::Status s = r.OnlyKeys(at + ".", t, {"id", "mfs", "subnet", "queue_size", "overflow", "lpars"}); !s.ok()) {
+  if (absl::Status s = r.OnlyKeys(at + ".", t, {"id", "mfs", "subnet", "queue_size", "overflow", "lpars", "sniffers", "sniffer_gids"}); !s.ok()) {
     return s;
   }
   ChpidConfig c;
@@ -222,6 +223,10 @@ absl::StatusOr<ChpidConfig> ParseChpid(const Reader& r, const std::string& at, c
     c.drop = o == "drop";
   }
   if ((it = tab.find("lpars")) != tab.end()) HSI_ASSIGN(c.lpars, r.Names(at + ".lpars", it->second));
+  if ((it = tab.find("sniffers")) != tab.end()) HSI_ASSIGN(c.sniffer_uids, r.Ids(at + ".sniffers", it->second));
+  if ((it = tab.find("sniffer_gids")) != tab.end()) {
+    HSI_ASSIGN(c.sniffer_gids, r.Ids(at + ".sniffer_gids", it->second));
+  }
   return c;
 }
 

@@ -29,6 +29,10 @@ struct ChpidConfig {
   uint64_t queue_size = uint64_t{1} << 20;  // ring capacity in bytes
   bool drop = false;        // overflow policy: false = block
   std::vector<std::string> lpars = {"*"};  // who may attach; "*" = any
+  // Who may open the Network Traffic Analyzer (hsi-dump) on this CHPID,
+  // besides admins: uids (`sniffers`) and gids (`sniffer_gids`).
+  std::vector<uint32_t> sniffer_uids;
+  std::vector<uint32_t> sniffer_gids;
 
   bool Allows(const std::string& lpar) const;
 };

@@ -4,6 +4,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -66,6 +67,7 @@ struct Client {
   bool in_pending = false, out_pending = false;
   bool closing = false;
   uint32_t in_flight = 0;  // link setups requested and not finished
+  int sniff_chpid = -1;    // CHPID this client taps (hsi-dump), -1: none
   std::string Who() const {
     return lpar.empty() ? absl::StrCat("pid ", pid, " uid ", uid)
                         : absl::StrCat("LPAR \"", lpar, "\" (pid ", pid, " uid ", uid, ")");
@@ -143,6 +145,11 @@ class ServerImpl : public Server {
   void OnUndefineChpid(Client& c, const Message& m);
   void OnSetNic(Client& c, const Message& m);
   void OnList(Client& c, const Message& m);
+  void OnSniff(Client& c, const Message& m);
+  // Hands a ready link's two sealed segments, read-only by the seals, to
+  // every sniffer of its CHPID (or only to `only`).
+  void OfferToSniffers(const Link& l, Client* only = nullptr);
+  void SniffersGone(const Link& l);
 
   // tables
   Client* FindClient(uint64_t id) {
@@ -166,11 +173,18 @@ class ServerImpl : public Server {
   void RemoveNic(uint32_t nic_id, uint32_t reason, const std::string& why);
   void EndSetup(Link& l);
   wire::WireDirection Counters(const UniqueFd& from, const UniqueFd& to) const;
+  wire::WireDirStats Stats(const UniqueFd& from, const UniqueFd& to) const;
 
   ServerOptions opt_;
   Config& config_;
   UniqueFd listen_;
   UniqueFd signal_fd_;
+  // Held so that at EMFILE hsid can still accept a newcomer to refuse it:
+  // a connection left in the backlog keeps the listening socket readable
+  // and would spin the event loop.
+  UniqueFd reserve_fd_;
+  uint64_t refused_ = 0;  // connections refused for want of fds, not yet logged
+  absl::Time refusal_logged_ = absl::InfinitePast();
   io_uring ring_{};
   bool ring_ok_ = false;
   bool timer_pending_ = false;
@@ -250,6 +264,8 @@ absl::Status ServerImpl::Init() {
   // Anyone may connect; SO_PEERCRED and the policy decide what they may do.
   ::chmod(path.c_str(), 0666);
   if (::listen(listen_.get(), 128) < 0) return ErrnoStatus(errno, "listen");
+  reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (!reserve_fd_.valid()) return ErrnoStatus(errno, "open /dev/null (reserve fd)");
 
   sigset_t mask;
   sigemptyset(&mask);
@@ -372,6 +388,38 @@ absl::Status ServerImpl::Run() {
 void ServerImpl::OnAccept() {
   for (;;) {
     int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && reserve_fd_.valid()) {
+      // Out of fds: accept the newcomer on the reserve fd, tell it why and
+      // close it, so that it gets an answer and the loop does not spin on a
+      // listening socket that stays readable. Existing clients are served on.
+      const int err = errno;
+      reserve_fd_.Reset();
+      UniqueFd refused(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+      const bool got = refused.valid();
+      if (got) {
+        rlimit lim{};
+        ::getrlimit(RLIMIT_NOFILE, &lim);
+        wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
+        e.status = wire::ToWire(absl::ResourceExhaustedError(absl::StrCat(
+            "hsid is out of file descriptors (", std::strerror(err), ", RLIMIT_NOFILE ", lim.rlim_cur,
+            "); connection refused, try again later")));
+        (void)wire::TrySend(refused.get(), wire::Encode(0, e));
+        ++refused_;
+      }
+      refused.Reset();
+      reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+      if (absl::Now() - refusal_logged_ >= absl::Seconds(1)) {
+        rlimit lim{};
+        ::getrlimit(RLIMIT_NOFILE, &lim);
+        Log(absl::StrCat("out of file descriptors (", std::strerror(err), ", RLIMIT_NOFILE ", lim.rlim_cur, ", ",
+                         clients_.size(), " clients): refused ", refused_,
+                         " new connection(s); existing clients are served on"));
+        refusal_logged_ = absl::Now();
+        refused_ = 0;
+      }
+      if (!got || !reserve_fd_.valid()) return;
+      continue;
+    }
     if (fd < 0) {
       if (errno != EAGAIN && errno != EINTR) Log(absl::StrCat("accept: ", std::strerror(errno)));
       if (errno == EINTR) continue;
@@ -418,7 +466,14 @@ void ServerImpl::OnClientIn(uint64_t id, int res) {
   for (int i = 0; i < kMaxMessagesPerWakeup && !c.closing; ++i) {
     absl::StatusOr<std::optional<Message>> m = wire::TryReceive(c.fd.get(), Direction::kToDaemon);
     if (!m.ok()) {
-      if (m.status().code() == absl::StatusCode::kInvalidArgument) {
+      if (m.status().code() == absl::StatusCode::kResourceExhausted) {
+        // hsid is out of fds: the message's fds are lost, so the request
+        // cannot be served. Answer why and drop this client (it reconnects).
+        wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
+        e.status = wire::ToWire(m.status());
+        (void)wire::TrySend(c.fd.get(), wire::Encode(0, e));
+        CloseClient(c, std::string(m.status().message()));
+      } else if (m.status().code() == absl::StatusCode::kInvalidArgument) {
         // Malformed: answer, then drop this client; everyone else is served on.
         wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
         e.status = wire::ToWire(m.status());
@@ -604,6 +659,7 @@ void ServerImpl::DropLink(uint32_t link_id, uint32_t reason, const std::string& 
     auto n = nics_.find(e->nic);
     if (n != nics_.end()) n->second.links.erase(link_id);
   }
+  if (l.state == Link::kReady) SniffersGone(l);
   auto p = by_pair_.find(PairKey(l.a.address, l.b.address));
   if (p != by_pair_.end() && p->second == link_id) by_pair_.erase(p);
   if (opt_.verbose) Log(absl::StrCat("link ", link_id, " freed"));
@@ -651,6 +707,32 @@ wire::WireDirection ServerImpl::Counters(const UniqueFd& from, const UniqueFd& t
   return d;
 }
 
+wire::WireDirStats ServerImpl::Stats(const UniqueFd& from, const UniqueFd& to) const {
+  wire::WireDirStats d{};
+  using wire::SegmentLayout;
+  alignas(128) unsigned char buf[sizeof(SegmentLayout)];
+  auto word = [&](size_t off) {
+    uint64_t v;
+    std::memcpy(&v, buf + off, sizeof(v));
+    return v;
+  };
+  if (from.valid() && ::pread(from.get(), buf, sizeof(buf), 0) == static_cast<ssize_t>(sizeof(buf))) {
+    const size_t c = offsetof(SegmentLayout, tx_counters);
+    d.frames = word(c);
+    d.bytes = word(c + 8);
+    d.full_events = word(c + 16);
+    d.drops = word(c + 24);
+    d.wakeups_sent = word(c + 32);
+  }
+  if (to.valid() && ::pread(to.get(), buf, sizeof(buf), 0) == static_cast<ssize_t>(sizeof(buf))) {
+    const size_t c = offsetof(SegmentLayout, rx_counters);
+    d.rx_frames = word(c);
+    d.rx_bytes = word(c + 8);
+    d.rx_wakeups_sent = word(c + 16);
+  }
+  return d;
+}
+
 // ------------------------------------------------------------ requests
 
 void ServerImpl::Handle(Client& c, Message& m) {
@@ -667,6 +749,7 @@ void ServerImpl::Handle(Client& c, Message& m) {
     case MsgType::kUndefineChpidRequest: return OnUndefineChpid(c, m);
     case MsgType::kSetNicRequest: return OnSetNic(c, m);
     case MsgType::kListRequest: return OnList(c, m);
+    case MsgType::kSniffRequest: return OnSniff(c, m);
     default:
       break;  // Decode() admits only client-to-daemon types
   }
@@ -913,11 +996,26 @@ void ServerImpl::SendToNic(uint32_t nic_id, OutMessage m) {
 
 void ServerImpl::OnSealed(Client& c, const Message& m) {
   const auto req = m.As<wire::LinkSealed>();
+  // Out of order: a link id hsid never gave out, or an end that is not this
+  // client's, is a protocol violation: answered and dropped like a
+  // malformed message. (A link already torn down is a race, not a fault.)
+  auto violation = [&](const std::string& what) {
+    wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
+    e.status = wire::ToWire(absl::InvalidArgumentError(absl::StrCat("protocol: LinkSealed: ", what)));
+    (void)wire::TrySend(c.fd.get(), wire::Encode(0, e));
+    CloseClient(c, absl::StrCat("protocol violation: LinkSealed: ", what));
+  };
+  if (req.link_id == 0 || req.link_id >= next_link_) {
+    return violation(absl::StrCat("link id ", req.link_id, " was never offered"));
+  }
   auto it = links_.find(req.link_id);
   if (it == links_.end()) return;  // already torn down
   Link& l = it->second;
   LinkEnd* end = l.a.nic == req.nic_id ? &l.a : l.b.nic == req.nic_id ? &l.b : nullptr;
-  if (end == nullptr || l.state != Link::kSetup || nics_.at(end->nic).client != c.id) return;
+  if (end == nullptr || end->nic == 0 || nics_.at(end->nic).client != c.id) {
+    return violation(absl::StrCat("link ", req.link_id, " has no end NIC id ", req.nic_id, " of this client"));
+  }
+  if (l.state != Link::kSetup) return;
   const std::string where = absl::StrCat("link ", l.a.address.ToString(), "<->", l.b.address.ToString(),
                                          " on CHPID ", ChpidName(l.chpid));
   if (req.code != 0) {
@@ -961,6 +1059,7 @@ void ServerImpl::FinishSetup(Link& l) {
   }
   if (opt_.verbose) Log(absl::StrCat("link ", l.id, " ready"));
   for (auto& [nic_id, msg] : out) SendToNic(nic_id, std::move(msg));
+  OfferToSniffers(l);
 }
 
 void ServerImpl::OnRelink(Client& c, Message& m) {
@@ -990,7 +1089,8 @@ void ServerImpl::OnRelink(Client& c, Message& m) {
     l.deadline = absl::InfiniteFuture();
     n.links.insert(l.id);
     r.link_id = l.id;
-    return Reply(c, m.request_id, r);
+    Reply(c, m.request_id, r);
+    return OfferToSniffers(l);
   }
   Link l;
   l.id = next_link_++;
@@ -1107,6 +1207,7 @@ void ServerImpl::OnList(Client& c, const Message& m) {
     switch (req.what) {
       case wire::kListChpids: return ReplyError<wire::ListChpidsReply>(c, m.request_id, s);
       case wire::kListNics: return ReplyError<wire::ListNicsReply>(c, m.request_id, s);
+      case wire::kListStats: return ReplyError<wire::ListStatsReply>(c, m.request_id, s);
       default: return ReplyError<wire::ListLinksReply>(c, m.request_id, s);
     }
   }
@@ -1142,6 +1243,20 @@ void ServerImpl::OnList(Client& c, const Message& m) {
         e.uid = oc->uid;
       }
     });
+  } else if (req.what == wire::kListStats) {
+    std::vector<const Link*> v;
+    for (const auto& [id, l] : links_) v.push_back(&l);
+    wire::ListStatsReply r = wire::Zeroed<wire::ListStatsReply>();
+    page(r, v.size(), [&](wire::WireLinkStats& e, size_t k) {
+      const Link& l = *v[k];
+      e.link_id = l.id;
+      e.chpid = l.chpid;
+      e.address_a = l.a.address.value();
+      e.address_b = l.b.address.value();
+      e.state = static_cast<uint32_t>(l.state);
+      e.a_to_b = Stats(l.a.segment, l.b.segment);
+      e.b_to_a = Stats(l.b.segment, l.a.segment);
+    });
   } else {
     std::vector<const Link*> v;
     for (const auto& [id, l] : links_) v.push_back(&l);
@@ -1158,6 +1273,100 @@ void ServerImpl::OnList(Client& c, const Message& m) {
       e.a_to_b = Counters(l.a.segment, l.b.segment);
       e.b_to_a = Counters(l.b.segment, l.a.segment);
     });
+  }
+}
+
+void ServerImpl::OnSniff(Client& c, const Message& m) {
+  const auto req = m.As<wire::SniffRequest>();
+  auto fail = [&](absl::Status s) {
+    Log(absl::StrCat(c.Who(), ": sniffer refused: ", s.message()));
+    ReplyError<wire::SniffReply>(c, m.request_id, s);
+  };
+  auto cit = config_.chpids.find(req.chpid);
+  if (cit == config_.chpids.end()) {
+    return fail(absl::NotFoundError(absl::StrCat("sniff CHPID ", ChpidName(req.chpid), ": not defined")));
+  }
+  const ChpidConfig& ch = cit->second;
+  bool allowed = c.admin ||
+                 std::find(ch.sniffer_uids.begin(), ch.sniffer_uids.end(), c.uid) != ch.sniffer_uids.end();
+  for (uint32_t g : c.gids) {
+    allowed |= std::find(ch.sniffer_gids.begin(), ch.sniffer_gids.end(), g) != ch.sniffer_gids.end();
+  }
+  if (!allowed) {
+    return fail(absl::PermissionDeniedError(absl::StrCat(
+        "sniff CHPID ", ChpidName(ch.id), ": uid ", c.uid, " is not an admin (admin uids ",
+        JoinIds(config_.admin_uids), " and root) and not an authorized sniffer of this CHPID (sniffers ",
+        JoinIds(ch.sniffer_uids), ", sniffer_gids ", JoinIds(ch.sniffer_gids), " in config ", config_.source, ")")));
+  }
+  if (c.sniff_chpid >= 0 && c.sniff_chpid != static_cast<int>(ch.id)) {
+    return fail(absl::FailedPreconditionError(absl::StrCat(
+        "sniff CHPID ", ChpidName(ch.id), ": this connection already taps CHPID ",
+        ChpidName(static_cast<uint32_t>(c.sniff_chpid)))));
+  }
+  c.sniff_chpid = static_cast<int>(ch.id);
+  wire::SniffReply r = wire::Zeroed<wire::SniffReply>();
+  r.chpid = ch.id;
+  r.mtu = ch.mtu;
+  r.capacity = ch.queue_size;
+  r.subnet = ch.subnet.network().value();
+  r.prefix = static_cast<uint32_t>(ch.subnet.prefix());
+  Log(absl::StrCat(c.Who(), " opened a sniffer on CHPID ", ChpidName(ch.id)));
+  Reply(c, m.request_id, r);
+  for (const auto& [id, l] : links_) {
+    if (l.chpid == ch.id && l.state == Link::kReady) OfferToSniffers(l, &c);
+  }
+}
+
+void ServerImpl::OfferToSniffers(const Link& l, Client* only) {
+  if (l.state != Link::kReady) return;
+  std::vector<Client*> to;
+  if (only != nullptr) {
+    to.push_back(only);
+  } else {
+    for (auto& [id, c] : clients_) {
+      if (!c->closing && c->sniff_chpid == static_cast<int>(l.chpid)) to.push_back(c.get());
+    }
+  }
+  if (to.empty()) return;
+  // Invariant 1: a sniffer only ever gets segments whose owners sealed them
+  // against new writers, so the kernel keeps it read-only.
+  for (const LinkEnd* e : {&l.a, &l.b}) {
+    const int seals = ::fcntl(e->segment.get(), F_GET_SEALS);
+    if (seals < 0 || (seals & F_SEAL_FUTURE_WRITE) == 0) {
+      Log(absl::StrCat("link ", l.id, ": segment of ", e->address.ToString(),
+                       " is not sealed against writes; not handing it to sniffers"));
+      return;
+    }
+  }
+  auto cit = config_.chpids.find(l.chpid);
+  if (cit == config_.chpids.end()) return;
+  const ChpidConfig& ch = cit->second;
+  for (Client* c : to) {
+    wire::SniffLink s = wire::Zeroed<wire::SniffLink>();
+    s.link_id = l.id;
+    s.chpid = l.chpid;
+    s.address_a = l.a.address.value();
+    s.address_b = l.b.address.value();
+    s.mtu = ch.mtu;
+    s.flags = only == nullptr ? uint32_t{wire::kSniffNew} : uint32_t{0};
+    s.capacity = ch.queue_size;
+    std::vector<UniqueFd> fds;
+    fds.emplace_back(::fcntl(l.a.segment.get(), F_DUPFD_CLOEXEC, 0));
+    fds.emplace_back(::fcntl(l.b.segment.get(), F_DUPFD_CLOEXEC, 0));
+    if (!fds[0].valid() || !fds[1].valid()) {
+      Log(absl::StrCat("link ", l.id, ": out of file descriptors for a sniffer"));
+      continue;
+    }
+    Send(*c, wire::Encode(0, s, std::move(fds)));
+  }
+}
+
+void ServerImpl::SniffersGone(const Link& l) {
+  for (auto& [id, c] : clients_) {
+    if (c->closing || c->sniff_chpid != static_cast<int>(l.chpid)) continue;
+    wire::SniffLinkGone g = wire::Zeroed<wire::SniffLinkGone>();
+    g.link_id = l.id;
+    Send(*c, wire::Encode(0, g));
   }
 }
 

@@ -16,6 +16,7 @@ PACKAGES=(
   libtoml11-dev                                  # hsid config (TOML)
   nlohmann-json3-dev                             # --json output of the tools
   clang libclang-rt-14-dev                       # libFuzzer, sanitizer runtimes
+  tshark                                         # tests read hsi-dump's pcap files
 )
 
 usage() {
@@ -53,6 +54,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "setup.sh: installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# tshark (wireshark-common) asks whether non-root users may capture; answer
+# "no" up front so that the install never stops for a question.
+if command -v debconf-set-selections >/dev/null; then
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
+fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 echo "setup.sh: done"

@@ -125,4 +125,16 @@ absl::StatusOr<std::vector<LinkListing>> AdminClient::ListLinks() {
   });
 }
 
+absl::StatusOr<std::vector<LinkStats>> AdminClient::ListStats() {
+  return List<wire::ListStatsReply, LinkStats>(state_.get(), wire::kListStats, [](const wire::WireLinkStats& e) {
+    static const char* const kStates[] = {"setup", "ready", "relink-wait"};
+    auto dir = [](const wire::WireDirStats& d) {
+      return DirectionStats{d.frames, d.bytes, d.full_events, d.drops, d.wakeups_sent,
+                            d.rx_frames, d.rx_bytes, d.rx_wakeups_sent};
+    };
+    return LinkStats{e.link_id, e.chpid, Address(e.address_a), Address(e.address_b),
+                     e.state < 3 ? kStates[e.state] : "unknown", dir(e.a_to_b), dir(e.b_to_a)};
+  });
+}
+
 }  // namespace hsi

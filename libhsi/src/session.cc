@@ -163,7 +163,6 @@ absl::Status SessionState::CallRaw(MsgType type, const void* body, size_t size, 
 }
 
 void SessionState::Disconnected(const absl::Status& why) {
-  (void)why;
   ctl_.Reset();
   next_reconnect_ = absl::Now();
   backoff_ = absl::Milliseconds(10);
@@ -172,8 +171,11 @@ void SessionState::Disconnected(const absl::Status& why) {
     auto next = std::next(it);
     if (it->second->state == LinkState::kSetup) {
       it->second->down = true;
-      it->second->down_status = absl::UnavailableError(
-          absl::StrCat(it->second->Name(), ": hsid connection lost during link setup"));
+      // Out of fds locally is the caller's to fix, not hsid's: keep the code.
+      it->second->down_status = absl::Status(
+          why.code() == absl::StatusCode::kResourceExhausted ? why.code() : absl::StatusCode::kUnavailable,
+          absl::StrCat(it->second->Name(), ": hsid connection lost during link setup",
+                       why.message().empty() ? "" : ": ", why.message()));
       links_.erase(it);
     }
     it = next;

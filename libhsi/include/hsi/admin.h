@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "hsi/address.h"
+#include "hsi/export.h"
 
 namespace hsi {
 
@@ -64,7 +65,26 @@ struct LinkListing {
   DirectionCounters a_to_b, b_to_a;
 };
 
-class AdminClient {
+// One direction of a link with every counter both ends publish: the
+// sender's (from its segment) and the receiver's (from its segment).
+struct DirectionStats {
+  uint64_t frames = 0, bytes = 0;  // sender: committed
+  uint64_t full_events = 0;        // sender: times it found the ring full
+  uint64_t drops = 0;              // sender: dropped by overflow policy drop
+  uint64_t wakeups = 0;            // sender: doorbell writes to the receiver
+  uint64_t rx_frames = 0, rx_bytes = 0;  // receiver: released
+  uint64_t rx_wakeups = 0;         // receiver: doorbell writes to a sender waiting for room
+};
+
+struct LinkStats {
+  uint32_t id = 0;
+  uint32_t chpid = 0;
+  Address a, b;
+  std::string state;  // as LinkListing::state
+  DirectionStats a_to_b, b_to_a;
+};
+
+class HSI_EXPORT AdminClient {
  public:
   // Connects to hsid (socket path as hsi::ResolveSocketPath).
   static absl::StatusOr<AdminClient> Connect(const std::string& socket_path = "");
@@ -86,6 +106,10 @@ class AdminClient {
   absl::StatusOr<std::vector<ChpidInfo>> ListChpids();
   absl::StatusOr<std::vector<NicListing>> ListNics();
   absl::StatusOr<std::vector<LinkListing>> ListLinks();
+  // Every link with its full counters (hsictl stats). Counters live in the
+  // ring segments, so they cover the links hsid has now; a link that is
+  // gone takes its counters with it.
+  absl::StatusOr<std::vector<LinkStats>> ListStats();
 
  private:
   std::shared_ptr<internal::SessionState> state_;

@@ -179,7 +179,7 @@ absl::Status ValidateBody(const Message& m) {
       return CheckStatus(m.As<AdminReply>().status, "status");
     case MsgType::kListRequest: {
       auto b = m.As<ListRequest>();
-      if (b.what < kListChpids || b.what > kListLinks) {
+      if (b.what < kListChpids || b.what > kListStats) {
         return absl::InvalidArgumentError(absl::StrCat("what ", b.what, " is not a list kind"));
       }
       return absl::OkStatus();
@@ -205,13 +205,51 @@ absl::Status ValidateBody(const Message& m) {
     }
     case MsgType::kErrorReply:
       return CheckStatus(m.As<ErrorReply>().status, "status");
+    case MsgType::kListStatsReply: {
+      auto b = m.As<ListStatsReply>();
+      HSI_CHECK(CheckStatus(b.status, "status"));
+      if (b.count > kListPage) return absl::InvalidArgumentError("count exceeds the page");
+      for (uint32_t i = 0; i < b.count; ++i) {
+        HSI_CHECK(CheckChpid(b.entries[i].chpid));
+        if (b.entries[i].state > 2) {
+          return absl::InvalidArgumentError(absl::StrCat("entries[", i, "].state ", b.entries[i].state, " is unknown"));
+        }
+        HSI_CHECK(CheckZero(b.entries[i].reserved, "entries[].reserved"));
+      }
+      return absl::OkStatus();
+    }
+    case MsgType::kSniffRequest: {
+      auto b = m.As<SniffRequest>();
+      HSI_CHECK(CheckChpid(b.chpid));
+      return CheckZero(b.reserved, "reserved");
+    }
+    case MsgType::kSniffReply: {
+      auto b = m.As<SniffReply>();
+      HSI_CHECK(CheckStatus(b.status, "status"));
+      HSI_CHECK(CheckChpid(b.chpid));
+      HSI_CHECK(CheckPrefix(b.prefix));
+      if (b.status.code == 0) return RingGeometry{b.capacity, b.mtu}.Validate();
+      return absl::OkStatus();
+    }
+    case MsgType::kSniffLink: {
+      auto b = m.As<SniffLink>();
+      HSI_CHECK(CheckChpid(b.chpid));
+      if (b.flags & ~uint32_t{kSniffNew}) {
+        return absl::InvalidArgumentError(absl::StrCat("flags 0x", absl::Hex(b.flags), " has unknown bits"));
+      }
+      if (b.address_a == b.address_b) return absl::InvalidArgumentError("address_a equals address_b");
+      return RingGeometry{b.capacity, b.mtu}.Validate();
+    }
+    case MsgType::kSniffLinkGone:
+      return CheckZero(m.As<SniffLinkGone>().reserved, "reserved");
   }
   return absl::InvalidArgumentError("unknown type");
 }
 
 bool IsEvent(MsgType t) {
   return t == MsgType::kLinkOffer || t == MsgType::kLinkPeer ||
-         t == MsgType::kLinkDown || t == MsgType::kNicStateEvent;
+         t == MsgType::kLinkDown || t == MsgType::kNicStateEvent ||
+         t == MsgType::kSniffLink || t == MsgType::kSniffLinkGone;
 }
 
 }  // namespace
@@ -248,6 +286,11 @@ std::optional<TypeInfo> InfoOf(uint16_t type) {
     HSI_INFO(ListNicsReply, C)
     HSI_INFO(ListLinksReply, C)
     HSI_INFO(ErrorReply, C)
+    HSI_INFO(ListStatsReply, C)
+    HSI_INFO(SniffRequest, D)
+    HSI_INFO(SniffReply, C)
+    HSI_INFO(SniffLink, C)
+    HSI_INFO(SniffLinkGone, C)
   }
 #undef HSI_INFO
   return std::nullopt;
@@ -442,6 +485,17 @@ absl::StatusOr<std::optional<Message>> TryReceive(int fd, Direction direction) {
   }
   if (n == 0 && fds.empty()) return absl::UnavailableError("closed");
   if (mh.msg_flags & MSG_CTRUNC) {
+    // The kernel stops installing fds at the first failure (EMFILE/ENFILE):
+    // fewer fds than the control buffer holds means we are out of fds, not
+    // that the peer attached too many.
+    constexpr size_t kRoom = (sizeof(control) - CMSG_LEN(0)) / sizeof(int);
+    if (fds.size() < kRoom) {
+      MsgHeader h{};
+      if (n >= static_cast<ssize_t>(sizeof(h))) std::memcpy(&h, buf, sizeof(h));
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "control socket: this process is out of file descriptors (RLIMIT_NOFILE): the fds that came with a ",
+          MsgTypeName(h.type), " message could not be received"));
+    }
     return Bad("message", "control data truncated (too many fds attached)");
   }
   if (mh.msg_flags & MSG_TRUNC) {

@@ -76,6 +76,12 @@ enum class MsgType : uint16_t {
   kListNicsReply = 26,
   kListLinksReply = 27,
   kErrorReply = 30,    // answer to a message that could not be decoded
+  // Network Traffic Analyzer (hsi-dump) and statistics (issue 4).
+  kSniffRequest = 31,
+  kSniffReply = 32,
+  kSniffLink = 33,      // event
+  kSniffLinkGone = 34,  // event
+  kListStatsReply = 35,
 };
 
 // Who may send a message type.
@@ -275,7 +281,7 @@ struct AdminReply {
   WireStatus status;
 };
 
-enum : uint32_t { kListChpids = 1, kListNics = 2, kListLinks = 3 };
+enum : uint32_t { kListChpids = 1, kListNics = 2, kListLinks = 3, kListStats = 4 };
 struct ListRequest {
   static constexpr MsgType kType = MsgType::kListRequest;
   static constexpr size_t kFds = 0;
@@ -322,6 +328,64 @@ struct ListLinksReply {
   uint32_t count, next_cursor;
   WireLink entries[kListPage];
 };
+// Full counters of one direction of a link: the sender's (tx, from the
+// sender's segment) and the receiver's (rx, from the receiver's segment).
+struct WireDirStats {
+  uint64_t frames, bytes, full_events, drops, wakeups_sent;  // sender
+  uint64_t rx_frames, rx_bytes, rx_wakeups_sent;             // receiver
+};
+struct WireLinkStats {
+  uint32_t link_id, chpid, address_a, address_b, state, reserved;
+  WireDirStats a_to_b, b_to_a;
+};
+// The answer to ListRequest{what = kListStats}.
+struct ListStatsReply {
+  static constexpr MsgType kType = MsgType::kListStatsReply;
+  static constexpr size_t kFds = 0;
+  WireStatus status;
+  uint32_t count, next_cursor;
+  WireLinkStats entries[kListPage];
+};
+
+// ---- Network Traffic Analyzer
+//
+// Sequence: client -> hsid SniffRequest{chpid} -> SniffReply; then hsid
+// sends one SniffLink event per link of the CHPID that is ready (both
+// segments sealed F_SEAL_FUTURE_WRITE, checked again before each send),
+// now and whenever a new one becomes ready, and SniffLinkGone when hsid
+// frees it. Allowed to admins and to uids/gids in the CHPID's `sniffers`.
+struct SniffRequest {
+  static constexpr MsgType kType = MsgType::kSniffRequest;
+  static constexpr size_t kFds = 0;
+  uint32_t chpid;
+  uint32_t reserved;
+};
+struct SniffReply {
+  static constexpr MsgType kType = MsgType::kSniffReply;
+  static constexpr size_t kFds = 0;
+  WireStatus status;
+  uint32_t chpid, mtu;
+  uint32_t subnet, prefix;
+  uint64_t capacity;
+};
+// kSniffNew: the link became ready just now, so the tap can account for it
+// from its first frame (else it existed when the tap opened).
+enum : uint32_t { kSniffNew = 1 };
+struct SniffLink {  // + segment of end a + segment of end b (both sealed)
+  static constexpr MsgType kType = MsgType::kSniffLink;
+  static constexpr size_t kFds = 2;
+  uint32_t link_id, chpid;
+  uint32_t address_a, address_b;
+  uint32_t mtu, flags;  // kSniff*
+  uint64_t capacity;
+};
+struct SniffLinkGone {
+  static constexpr MsgType kType = MsgType::kSniffLinkGone;
+  static constexpr size_t kFds = 0;
+  uint32_t link_id;
+  uint32_t reserved;
+};
+
 struct ErrorReply {
   static constexpr MsgType kType = MsgType::kErrorReply;
   static constexpr size_t kFds = 0;
@@ -361,6 +425,13 @@ HSI_WIRE_CHECK(ListChpidsReply, 464 + 16 * 40);
 HSI_WIRE_CHECK(ListNicsReply, 464 + 16 * 56);
 HSI_WIRE_CHECK(ListLinksReply, 464 + 16 * 104);
 HSI_WIRE_CHECK(ErrorReply, 456);
+HSI_WIRE_CHECK(WireDirStats, 64);
+HSI_WIRE_CHECK(WireLinkStats, 152);
+HSI_WIRE_CHECK(ListStatsReply, 464 + 16 * 152);
+HSI_WIRE_CHECK(SniffRequest, 8);
+HSI_WIRE_CHECK(SniffReply, 480);
+HSI_WIRE_CHECK(SniffLink, 32);
+HSI_WIRE_CHECK(SniffLinkGone, 8);
 #undef HSI_WIRE_CHECK
 
 // ------------------------------------------------------------------ values

@@ -1,0 +1,422 @@
+#include "hsi/sniffer.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "hsi/fd.h"
+#include "hsi/ring.h"
+#include "hsi/segment.h"
+#include "hsi/session.h"
+#include "internal/protocol.h"
+#include "internal/ring_layout.h"
+#include "internal/session_state.h"
+#include "internal/syscall.h"
+
+namespace hsi {
+namespace {
+
+using internal::FrameHeader;
+using internal::kFrameHeaderSize;
+using internal::kKindData;
+using internal::kKindPad;
+using internal::kRecordAlign;
+using internal::RecordSize;
+using internal::SegmentHeader;
+using internal::SegmentLayout;
+namespace wire = internal;
+
+// How far (in bytes) the producer's published tail may be ahead of a frame
+// the tap copies before the copy is distrusted: 3/4 of the ring. The margin
+// covers frames the producer committed but has not published yet.
+uint64_t LapLimit(uint64_t capacity) { return capacity - capacity / 4; }
+
+uint64_t LoadAcquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+uint64_t LoadRelaxed(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+
+// One direction of a link: the producer's segment, read-only.
+struct Tap {
+  TapDirection info;
+  const uint8_t* data = nullptr;       // data area of the producer's segment
+  const SegmentLayout* layout = nullptr;
+  uint64_t capacity = 0, mask = 0, nonce = 0;
+  uint32_t mtu = 0;
+  uint64_t pos = 0;          // next ring position to read
+  uint64_t base_frames = 0;  // producer's frame counter when we started
+  bool broadcast_dst = false;
+
+  uint64_t Tail() const {
+    // Acquire pairs with the producer's release of tail in Publish().
+    return layout->tx.tail.load(std::memory_order_acquire);
+  }
+  uint64_t Frames() const { return layout->tx_counters.frames.load(std::memory_order_relaxed); }
+  void Break(absl::Status s) {
+    if (info.status.ok()) info.status = std::move(s);
+  }
+  // The producer lapped us (or may have): jump to its tail, count the skip.
+  void Resync() {
+    const uint64_t tail = Tail();
+    if (tail < pos || tail % kRecordAlign != 0) {
+      return Break(absl::DataLossError(absl::StrCat(
+          "link ", info.source.ToString(), "->", info.destination.ToString(), ": producer tail ", tail,
+          " is behind position ", pos, " or misaligned")));
+    }
+    const uint64_t produced = Frames() - base_frames;
+    if (produced > info.captured + info.missed) info.missed = produced - info.captured;
+    pos = tail;
+  }
+};
+
+struct TapLink {
+  uint32_t id = 0;
+  bool gone = false;  // hsid freed it: drain what is left, then retire
+  Segment a, b;  // read-only mappings (the kernel refuses anything else)
+  Tap ab, ba;
+};
+
+absl::StatusOr<SegmentHeader> CheckHeader(const Segment& seg, uint64_t capacity, uint32_t mtu) {
+  SegmentHeader h;
+  std::memcpy(&h, seg.data(), sizeof(h));
+  if (h.magic != internal::kSegmentMagic || h.version != internal::kLayoutVersion ||
+      h.data_offset != internal::kDataOffset || h.capacity != capacity || h.mtu != mtu || (h.nonce & 1) == 0) {
+    return absl::DataLossError(absl::StrCat("segment header is not a ring's of capacity ", capacity, " and mtu ", mtu,
+                                            " (magic 0x", absl::Hex(h.magic), ", version ", h.version, ", capacity ",
+                                            h.capacity, ", mtu ", h.mtu, ")"));
+  }
+  return h;
+}
+
+void Nap(absl::Duration d) {
+  timespec ts{0, static_cast<long>(absl::ToInt64Nanoseconds(d))};
+  ::nanosleep(&ts, nullptr);
+}
+
+}  // namespace
+
+struct Sniffer::State {
+  SnifferOptions opt;
+  std::string path;
+  UniqueFd ctl;
+  absl::Status ctl_status;
+  uint32_t chpid = 0, mtu = 0;
+  uint64_t capacity = 0;
+  Subnet subnet;
+  std::map<uint32_t, std::unique_ptr<TapLink>> links;
+  std::vector<uint8_t> buf;
+  uint64_t retired_captured = 0, retired_missed = 0;
+  std::vector<TapDirection> retired;
+
+  absl::Status Call(const wire::OutMessage& out, wire::MsgType reply_type, wire::Message* reply);
+  void HandleEvent(wire::Message& m);
+  void PumpControl();
+  void Retire(std::map<uint32_t, std::unique_ptr<TapLink>>::iterator it);
+  size_t Drain(Tap& t, absl::FunctionRef<void(const CapturedFrame&)> on_frame, size_t budget);
+};
+
+absl::Status Sniffer::State::Call(const wire::OutMessage& out, wire::MsgType reply_type, wire::Message* reply) {
+  const absl::Time deadline = absl::Now() + opt.timeout;
+  if (absl::Status s = wire::SendUntil(ctl.get(), out, deadline); !s.ok()) {
+    return absl::UnavailableError(absl::StrCat("hsid at ", path, ": ", s.message()));
+  }
+  uint32_t id;
+  std::memcpy(&id, out.bytes.data() + 8, sizeof(id));
+  for (;;) {
+    absl::StatusOr<std::optional<wire::Message>> m = wire::TryReceive(ctl.get(), wire::Direction::kToClient);
+    if (!m.ok()) return absl::UnavailableError(absl::StrCat("hsid at ", path, ": ", m.status().message()));
+    if (!m->has_value()) {
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) {
+        return absl::DeadlineExceededError(absl::StrCat("hsid at ", path, " did not answer within ",
+                                                        absl::FormatDuration(opt.timeout)));
+      }
+      pollfd p = {ctl.get(), POLLIN, 0};
+      ::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
+      continue;
+    }
+    wire::Message& msg = **m;
+    if (msg.type == wire::MsgType::kErrorReply) return wire::FromWire(msg.As<wire::ErrorReply>().status);
+    if (msg.request_id == 0) {
+      HandleEvent(msg);
+      continue;
+    }
+    if (msg.request_id != id) continue;
+    if (msg.type != reply_type) {
+      return absl::InternalError(absl::StrCat("hsid answered ", wire::MsgTypeName(static_cast<uint16_t>(msg.type))));
+    }
+    wire::WireStatus ws;
+    std::memcpy(&ws, msg.body.data(), sizeof(ws));
+    *reply = std::move(msg);
+    return wire::FromWire(ws);
+  }
+}
+
+void Sniffer::State::HandleEvent(wire::Message& m) {
+  if (m.type == wire::MsgType::kSniffLinkGone) {
+    // Our mappings keep the memory: Poll() reads the frames still there,
+    // then retires the link (Retire()).
+    auto it = links.find(m.As<wire::SniffLinkGone>().link_id);
+    if (it != links.end()) it->second->gone = true;
+    return;
+  }
+  if (m.type != wire::MsgType::kSniffLink) return;
+  const auto e = m.As<wire::SniffLink>();
+  if (e.chpid != chpid || e.mtu != mtu || e.capacity != capacity || links.contains(e.link_id)) return;
+  const RingGeometry g{e.capacity, e.mtu};
+  auto l = std::make_unique<TapLink>();
+  l->id = e.link_id;
+  absl::StatusOr<Segment> a = Segment::MapPeer(std::move(m.fds[0]), g.segment_size());
+  absl::StatusOr<Segment> b = Segment::MapPeer(std::move(m.fds[1]), g.segment_size());
+  const Address addr_a(e.address_a), addr_b(e.address_b);
+  struct Side {
+    Tap* tap;
+    absl::StatusOr<Segment>* seg;
+    Segment* keep;
+    Address src, dst;
+  };
+  for (Side s : {Side{&l->ab, &a, &l->a, addr_a, addr_b}, Side{&l->ba, &b, &l->b, addr_b, addr_a}}) {
+    Tap& t = *s.tap;
+    t.info.link_id = e.link_id;
+    t.info.source = s.src;
+    t.info.destination = s.dst;
+    if (!s.seg->ok()) {
+      t.Break(absl::Status(s.seg->status().code(), absl::StrCat("link ", s.src.ToString(), "->", s.dst.ToString(),
+                                                                ": ", s.seg->status().message())));
+      continue;
+    }
+    *s.keep = std::move(**s.seg);
+    absl::StatusOr<SegmentHeader> h = CheckHeader(*s.keep, e.capacity, e.mtu);
+    if (!h.ok()) {
+      t.Break(absl::DataLossError(absl::StrCat("link ", s.src.ToString(), "->", s.dst.ToString(), ": ",
+                                               h.status().message())));
+      continue;
+    }
+    t.layout = internal::LayoutOf(static_cast<const void*>(s.keep->data()));
+    t.data = static_cast<const uint8_t*>(s.keep->data()) + internal::kDataOffset;
+    t.capacity = e.capacity;
+    t.mask = e.capacity - 1;
+    t.nonce = h->nonce;
+    t.mtu = e.mtu;
+    const uint64_t frames = t.Frames();
+    const uint64_t tail = t.Tail();
+    if (tail % kRecordAlign != 0) {
+      t.Break(absl::DataLossError(absl::StrCat("link ", s.src.ToString(), "->", s.dst.ToString(),
+                                               ": producer tail ", tail, " is misaligned")));
+      continue;
+    }
+    if ((e.flags & wire::kSniffNew) == 0) {
+      t.base_frames = frames;  // an old link: account from now on
+      t.pos = tail;
+    } else if (tail <= LapLimit(t.capacity)) {
+      t.pos = 0;  // a new link: read it from its first frame, still in the ring
+    } else {
+      t.pos = tail;  // a new link, but we came late: its first frames are missed
+      t.info.missed = frames;
+    }
+  }
+  links.emplace(e.link_id, std::move(l));
+}
+
+void Sniffer::State::Retire(std::map<uint32_t, std::unique_ptr<TapLink>>::iterator it) {
+  for (Tap* t : {&it->second->ab, &it->second->ba}) {
+    // Both ends are gone: whatever the producer counted and we did not read
+    // was overwritten before we got to it.
+    if (t->layout != nullptr && t->info.status.ok()) {
+      const uint64_t produced = t->Frames() - t->base_frames;
+      if (produced > t->info.captured + t->info.missed) t->info.missed = produced - t->info.captured;
+    }
+    retired_captured += t->info.captured;
+    retired_missed += t->info.missed;
+    retired.push_back(t->info);
+  }
+  links.erase(it);
+}
+
+void Sniffer::State::PumpControl() {
+  for (int i = 0; i < 64 && ctl.valid(); ++i) {
+    absl::StatusOr<std::optional<wire::Message>> m = wire::TryReceive(ctl.get(), wire::Direction::kToClient);
+    if (!m.ok()) {
+      ctl_status = absl::UnavailableError(absl::StrCat(
+          "hsid at ", path, ": ", m.status().message(),
+          "; the tap keeps reading the links it has but sees no new ones"));
+      ctl.Reset();
+      return;
+    }
+    if (!m->has_value()) return;
+    if ((*m)->request_id == 0) HandleEvent(**m);
+  }
+}
+
+size_t Sniffer::State::Drain(Tap& t, absl::FunctionRef<void(const CapturedFrame&)> on_frame, size_t budget) {
+  size_t n = 0;
+  // `steps` bounds the work even if a hostile producer keeps forcing resyncs.
+  for (size_t steps = 0; n < budget && steps < 2 * budget && t.info.status.ok() && t.layout != nullptr; ++steps) {
+    const uint64_t off = t.pos & t.mask;
+    const auto* h = reinterpret_cast<const FrameHeader*>(t.data + off);
+    // Acquire pairs with the producer's release of seq in CommitDeferred().
+    const uint64_t seq = LoadAcquire(&h->seq);
+    if (seq != (t.pos ^ t.nonce)) {
+      // Not written yet, or overwritten by a later lap.
+      if (t.Tail() > t.pos) {
+        t.Resync();
+        continue;
+      }
+      break;
+    }
+    const uint64_t meta = LoadRelaxed(&h->meta);
+    const uint32_t len = static_cast<uint32_t>(meta);
+    const uint16_t kind = static_cast<uint16_t>(meta >> 32);
+    const uint16_t type = static_cast<uint16_t>(meta >> 48);
+    const uint64_t room = t.capacity - off;
+    const std::string where = absl::StrCat("link ", t.info.source.ToString(), "->", t.info.destination.ToString(),
+                                           ": record at position ", t.pos);
+    if (kind == kKindPad) {
+      if (len != room - kFrameHeaderSize) {
+        if (t.Tail() - t.pos > LapLimit(t.capacity)) {
+          t.Resync();
+          continue;
+        }
+        t.Break(absl::DataLossError(absl::StrCat(where, ": padding of ", len, " bytes, but ",
+                                                 room - kFrameHeaderSize, " remain to the end of the ring")));
+        break;
+      }
+      t.pos += room;
+      continue;
+    }
+    if (kind != kKindData || len > t.mtu || RecordSize(len) > room) {
+      if (t.Tail() - t.pos > LapLimit(t.capacity)) {  // torn by a lap: not the producer's fault
+        t.Resync();
+        continue;
+      }
+      t.Break(absl::DataLossError(absl::StrCat(where, ": kind 0x", absl::Hex(kind), " length ", len,
+                                               " (MTU ", t.mtu, ", ", room, " bytes to the end of the ring)")));
+      break;
+    }
+    buf.resize(len);
+    std::memcpy(buf.data(), t.data + off + kFrameHeaderSize, len);
+    // Orders the copy before the tail re-read (see the file comment).
+    std::atomic_thread_fence(std::memory_order_acquire);
+    const uint64_t tail = t.Tail();
+    if (tail > t.pos && tail - t.pos > LapLimit(t.capacity)) {
+      t.Resync();
+      continue;
+    }
+    t.pos += RecordSize(len);
+    ++t.info.captured;
+    ++n;
+    CapturedFrame f;
+    f.time = absl::Now();
+    f.link_id = t.info.link_id;
+    f.source = t.info.source;
+    f.broadcast = type == internal::kTypeBroadcast;
+    f.destination = f.broadcast ? subnet.broadcast() : t.info.destination;
+    f.type = type;
+    f.payload = absl::MakeConstSpan(buf.data(), len);
+    on_frame(f);
+  }
+  return n;
+}
+
+Sniffer::Sniffer() = default;
+Sniffer::~Sniffer() = default;
+Sniffer::Sniffer(Sniffer&&) noexcept = default;
+Sniffer& Sniffer::operator=(Sniffer&&) noexcept = default;
+
+absl::StatusOr<Sniffer> Sniffer::Open(const SnifferOptions& options) {
+  if (options.chpid > 0xff) return absl::InvalidArgumentError(absl::StrCat("CHPID ", options.chpid, " is not in 00..FF"));
+  absl::StatusOr<std::string> path = ResolveSocketPath(options.socket_path);
+  if (!path.ok()) return path.status();
+  auto st = std::make_unique<State>();
+  st->opt = options;
+  st->path = *path;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (st->path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("hsid socket path \"", st->path, "\" is too long"));
+  }
+  std::memcpy(addr.sun_path, st->path.data(), st->path.size());
+  st->ctl = UniqueFd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!st->ctl.valid()) return internal::ErrnoStatus(errno, "socket(AF_UNIX, SOCK_SEQPACKET)");
+  if (::connect(st->ctl.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
+    return absl::UnavailableError(absl::StrCat("hsid is not reachable at ", st->path, ": ", std::strerror(errno)));
+  }
+  wire::Message reply;
+  wire::ClaimRequest claim = wire::Zeroed<wire::ClaimRequest>();  // no LPAR: a tap is no partition
+  if (absl::Status s = st->Call(wire::Encode(1, claim), wire::MsgType::kClaimReply, &reply); !s.ok()) return s;
+  wire::SniffRequest req = wire::Zeroed<wire::SniffRequest>();
+  req.chpid = options.chpid;
+  if (absl::Status s = st->Call(wire::Encode(2, req), wire::MsgType::kSniffReply, &reply); !s.ok()) return s;
+  const auto rep = reply.As<wire::SniffReply>();
+  st->chpid = rep.chpid;
+  st->mtu = rep.mtu;
+  st->capacity = rep.capacity;
+  st->subnet = Subnet(Address(rep.subnet), static_cast<int>(rep.prefix));
+  st->buf.reserve(rep.mtu);
+  Sniffer s;
+  s.state_ = std::move(st);
+  return s;
+}
+
+absl::StatusOr<size_t> Sniffer::Poll(absl::FunctionRef<void(const CapturedFrame&)> on_frame, absl::Time deadline) {
+  if (!state_) return absl::FailedPreconditionError("sniffer: not open");
+  State& s = *state_;
+  // Nap short while links exist (a ring of 1 MiB fills in well under a
+  // millisecond at full speed), longer when there is nothing to watch.
+  for (;;) {
+    s.PumpControl();
+    size_t n = 0;
+    for (auto it = s.links.begin(); it != s.links.end();) {
+      TapLink& l = *it->second;
+      const bool gone = l.gone;  // read before draining: frames before it are all there
+      const size_t got = s.Drain(l.ab, on_frame, 1 << 16) + s.Drain(l.ba, on_frame, 1 << 16);
+      n += got;
+      auto next = std::next(it);
+      if (gone && got < (1 << 16)) s.Retire(it);
+      it = next;
+    }
+    if (n > 0) return n;
+    const absl::Time now = absl::Now();
+    if (now >= deadline) return size_t{0};
+    const absl::Duration nap = std::min(deadline - now, s.links.empty() ? absl::Milliseconds(5)
+                                                                         : absl::Microseconds(100));
+    if (s.links.empty() && s.ctl.valid()) {
+      pollfd p = {s.ctl.get(), POLLIN, 0};
+      ::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(nap)) + 1);
+    } else {
+      Nap(nap);
+    }
+  }
+}
+
+uint64_t Sniffer::captured() const {
+  uint64_t n = state_->retired_captured;
+  for (const auto& [id, l] : state_->links) n += l->ab.info.captured + l->ba.info.captured;
+  return n;
+}
+uint64_t Sniffer::missed() const {
+  uint64_t n = state_->retired_missed;
+  for (const auto& [id, l] : state_->links) n += l->ab.info.missed + l->ba.info.missed;
+  return n;
+}
+uint32_t Sniffer::chpid() const { return state_->chpid; }
+uint32_t Sniffer::mtu() const { return state_->mtu; }
+Subnet Sniffer::subnet() const { return state_->subnet; }
+absl::Status Sniffer::control_status() const { return state_->ctl_status; }
+std::vector<TapDirection> Sniffer::directions() const {
+  std::vector<TapDirection> out = state_->retired;
+  for (const auto& [id, l] : state_->links) {
+    out.push_back(l->ab.info);
+    out.push_back(l->ba.info);
+  }
+  return out;
+}
+
+}  // namespace hsi

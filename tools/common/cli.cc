@@ -1,0 +1,313 @@
+#include "cli.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace hsi::tools {
+
+absl::StatusOr<Args> Args::Parse(int argc, char** argv, const std::vector<Option>& options) {
+  auto find = [&](absl::string_view name) -> const Option* {
+    for (const Option& o : options) {
+      if (std::find(o.names.begin(), o.names.end(), name) != o.names.end()) return &o;
+    }
+    return nullptr;
+  };
+  Args a;
+  bool only_positional = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (only_positional || arg.size() < 2 || arg[0] != '-' ||
+        (arg[1] >= '0' && arg[1] <= '9')) {  // "-1" is a value, not an option
+      a.positional_.push_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      only_positional = true;
+      continue;
+    }
+    std::string name = arg, value;
+    bool inline_value = false;
+    if (size_t eq = arg.find('='); absl::StartsWith(arg, "--") && eq != std::string::npos) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+      inline_value = true;
+    }
+    const Option* o = find(name);
+    if (o == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown option '", name, "'"));
+    const std::string& canon = o->names.front();
+    if (o->value == nullptr) {
+      if (inline_value) return absl::InvalidArgumentError(absl::StrCat("option ", canon, " takes no value"));
+    } else if (!inline_value) {
+      if (i + 1 >= argc) {
+        return absl::InvalidArgumentError(absl::StrCat("option ", canon, " needs a value (", o->value, ")"));
+      }
+      value = argv[++i];
+    }
+    a.values_[canon] = value;
+    a.given_.push_back(canon);
+  }
+  return a;
+}
+
+bool Args::Has(absl::string_view name) const { return values_.find(name) != values_.end(); }
+
+std::optional<std::string> Args::Get(absl::string_view name) const {
+  auto it = values_.find(name);
+  if (it == values_.end()) return std::nullopt;
+  return it->second;
+}
+
+absl::StatusOr<uint64_t> ParseCount(absl::string_view what, absl::string_view text, uint64_t min, uint64_t max) {
+  uint64_t v;
+  if (!absl::SimpleAtoi(text, &v) || v < min || v > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": '", text, "' is not a whole number in ", min, "..", max));
+  }
+  return v;
+}
+
+absl::StatusOr<uint64_t> ParseSize(absl::string_view what, absl::string_view text, uint64_t min, uint64_t max) {
+  std::string s = absl::AsciiStrToUpper(text);
+  uint64_t mult = 1;
+  if (!s.empty() && (s.back() == 'K' || s.back() == 'M' || s.back() == 'G')) {
+    mult = s.back() == 'K' ? 1024 : s.back() == 'M' ? 1024 * 1024 : 1024 * 1024 * 1024;
+    s.pop_back();
+  }
+  uint64_t n;
+  if (!absl::SimpleAtoi(s, &n) || n > max / mult || n * mult < min) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": '", text, "' is not a size in ", min, "..", max,
+                                                   " bytes (suffixes K, M, G allowed)"));
+  }
+  return n * mult;
+}
+
+absl::StatusOr<double> ParseSeconds(absl::string_view what, absl::string_view text, double min, double max) {
+  double v;
+  if (!absl::SimpleAtod(text, &v) || !std::isfinite(v) || v < min || v > max) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": '", text, "' is not a number of seconds in ",
+                                                   min, "..", max));
+  }
+  return v;
+}
+
+absl::StatusOr<uint32_t> ParseChpid(absl::string_view what, absl::string_view text) {
+  absl::string_view t = text;
+  if (absl::StartsWith(t, "0x") || absl::StartsWith(t, "0X")) t.remove_prefix(2);
+  uint32_t id;
+  if (t.empty() || t.size() > 2 || t.find_first_not_of("0123456789abcdefABCDEF") != absl::string_view::npos ||
+      !absl::SimpleHexAtoi(t, &id)) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": '", text, "' is not a hex CHPID 00..FF (like F0)"));
+  }
+  return id;
+}
+
+absl::StatusOr<hsi::WaitMode> ParseWait(absl::string_view what, absl::string_view text) {
+  absl::StatusOr<hsi::WaitMode> m = hsi::ParseWaitMode(text);
+  if (!m.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": '", text, "' is not one of spin, block, adaptive"));
+  }
+  return m;
+}
+
+absl::StatusOr<hsi::Address> ParseAddress(absl::string_view what, absl::string_view text) {
+  absl::StatusOr<hsi::Address> a = hsi::Address::Parse(text);
+  if (!a.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": '", text, "' is not an IPv4 address like 10.240.0.2"));
+  }
+  return a;
+}
+
+std::string ChpidText(uint32_t id) { return absl::AsciiStrToUpper(absl::StrCat(absl::Hex(id, absl::kZeroPad2))); }
+
+int Fail(absl::string_view tool, absl::string_view message, int code) {
+  std::fprintf(stderr, "%.*s: %.*s\n", static_cast<int>(tool.size()), tool.data(), static_cast<int>(message.size()),
+               message.data());
+  return code;
+}
+
+int Usage(absl::string_view tool, absl::string_view message) {
+  return Fail(tool, absl::StrCat(message, " (try '", tool, " --help')"), kExitUsage);
+}
+
+std::string Table::Render() const {
+  std::vector<size_t> width(header_.size(), 0);
+  auto measure = [&](const std::vector<std::string>& r) {
+    for (size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  };
+  measure(header_);
+  for (const auto& r : rows_) measure(r);
+  std::string out;
+  auto line = [&](const std::vector<std::string>& r, bool head) {
+    std::string l;
+    for (size_t i = 0; i < width.size(); ++i) {
+      const std::string cell = i < r.size() ? r[i] : "";
+      const bool right = !head && !cell.empty() && absl::ascii_isdigit(static_cast<unsigned char>(cell[0])) &&
+                         cell.find('.') == std::string::npos && cell.find(':') == std::string::npos;
+      const std::string pad(width[i] - cell.size(), ' ');
+      if (i > 0) l += "  ";
+      l += right ? pad + cell : (i + 1 == width.size() ? cell : cell + pad);
+    }
+    while (!l.empty() && l.back() == ' ') l.pop_back();
+    out += l + "\n";
+  };
+  line(header_, true);
+  for (const auto& r : rows_) line(r, false);
+  return out;
+}
+
+Summary Summarize(std::vector<double> ns) {
+  Summary s;
+  s.count = ns.size();
+  if (ns.empty()) return s;
+  std::sort(ns.begin(), ns.end());
+  double sum = 0, sq = 0;
+  for (double v : ns) {
+    sum += v;
+    sq += v * v;
+  }
+  const double n = static_cast<double>(ns.size());
+  s.min = ns.front();
+  s.max = ns.back();
+  s.avg = sum / n;
+  s.mdev = std::sqrt(std::max(0.0, sq / n - s.avg * s.avg));
+  auto pct = [&](double p) {
+    // Nearest rank: the smallest sample with at least p of them at or below.
+    size_t rank = static_cast<size_t>(std::ceil(p * n));
+    return ns[std::min(ns.size() - 1, rank == 0 ? 0 : rank - 1)];
+  };
+  s.p50 = pct(0.50);
+  s.p99 = pct(0.99);
+  s.p999 = pct(0.999);
+  return s;
+}
+
+std::string FormatNs(double ns) {
+  if (ns < 1e3) return absl::StrFormat("%.0f ns", ns);
+  if (ns < 1e6) return absl::StrFormat("%.3f us", ns / 1e3);
+  if (ns < 1e9) return absl::StrFormat("%.3f ms", ns / 1e6);
+  return absl::StrFormat("%.3f s", ns / 1e9);
+}
+
+Child::Child(const std::function<int()>& body) {
+  const pid_t parent = ::getpid();
+  std::fflush(nullptr);
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(kExitFailure);  // the parent died before prctl
+    const int rc = body();
+    std::fflush(nullptr);
+    ::_exit(rc);
+  }
+}
+
+Child::~Child() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    Wait();
+  }
+}
+
+Child& Child::operator=(Child&& o) noexcept {
+  if (this != &o) {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      Wait();
+    }
+    pid_ = o.pid_;
+    o.pid_ = -1;
+  }
+  return *this;
+}
+
+int Child::Wait() {
+  if (pid_ <= 0) return -1;
+  int status = 0;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 255;
+}
+
+int Child::Stop(absl::Duration grace) {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, SIGTERM);
+  const absl::Time deadline = absl::Now() + grace;
+  int status = 0;
+  while (absl::Now() < deadline) {
+    const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      pid_ = -1;
+      if (WIFEXITED(status)) return WEXITSTATUS(status);
+      return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 255;
+    }
+    ::usleep(2000);
+  }
+  ::kill(pid_, SIGKILL);
+  return Wait();
+}
+
+LinePipe::LinePipe() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) == 0) {
+    r_ = p[0];
+    w_ = p[1];
+  }
+}
+
+LinePipe::~LinePipe() {
+  if (r_ >= 0) ::close(r_);
+  CloseWrite();
+}
+
+void LinePipe::CloseWrite() {
+  if (w_ >= 0) ::close(w_);
+  w_ = -1;
+}
+
+void LinePipe::Write(const std::string& line) const {
+  const std::string l = line + "\n";
+  (void)!::write(w_, l.data(), l.size());
+}
+
+std::optional<std::string> LinePipe::Read(absl::Time deadline) {
+  for (;;) {
+    if (size_t nl = buf_.find('\n'); nl != std::string::npos) {
+      std::string line = buf_.substr(0, nl);
+      buf_.erase(0, nl + 1);
+      return line;
+    }
+    int ms = -1;
+    if (deadline != absl::InfiniteFuture()) {
+      ms = static_cast<int>(std::max<int64_t>(0, absl::ToInt64Milliseconds(deadline - absl::Now())));
+    }
+    pollfd p = {r_, POLLIN, 0};
+    const int pr = ::poll(&p, 1, ms);
+    if (pr < 0 && errno == EINTR) continue;
+    if (pr <= 0) return std::nullopt;
+    char tmp[4096];
+    const ssize_t n = ::read(r_, tmp, sizeof(tmp));
+    if (n <= 0) return std::nullopt;
+    buf_.append(tmp, static_cast<size_t>(n));
+  }
+}
+
+}  // namespace hsi::tools

@@ -1,0 +1,151 @@
+// tools/common/cli.h: what hsictl, hsi-ping, hsi-perf and hsi-dump share:
+// a strict command-line parser (exit 2 with a message naming the option and
+// the accepted values), value parsers, aligned tables, latency summaries and
+// forked children that are always reaped.
+//
+// Exit status convention of every tool: 0 success, 1 runtime failure,
+// 2 usage error.
+//
+// Thread safety: none needed; each tool is single-threaded.
+#ifndef HSI_TOOLS_COMMON_CLI_H_
+#define HSI_TOOLS_COMMON_CLI_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "hsi/address.h"
+#include "hsi/wait.h"
+
+namespace hsi::tools {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+// One option: its names ("--count", "-c"), whether it takes a value, and
+// the value's name for messages ("COUNT").
+struct Option {
+  std::vector<std::string> names;
+  const char* value = nullptr;  // nullptr: a switch
+};
+
+// The parsed command line. Options may come before, between or after the
+// positional arguments; "--name=value" and "--name value" both work; "--"
+// ends the options.
+class Args {
+ public:
+  // Parses argv[1..]. A usage error (unknown option, missing value) is
+  // kInvalidArgument with the message to print.
+  static absl::StatusOr<Args> Parse(int argc, char** argv, const std::vector<Option>& options);
+
+  bool Has(absl::string_view name) const;  // by its first (canonical) name
+  std::optional<std::string> Get(absl::string_view name) const;
+  const std::vector<std::string>& positional() const { return positional_; }
+  // The canonical names of every option given, in order.
+  const std::vector<std::string>& given() const { return given_; }
+
+ private:
+  std::map<std::string, std::string, std::less<>> values_;
+  std::vector<std::string> given_;
+  std::vector<std::string> positional_;
+};
+
+// Value parsers: kInvalidArgument naming `what` (the option) and what is
+// accepted.
+absl::StatusOr<uint64_t> ParseCount(absl::string_view what, absl::string_view text, uint64_t min, uint64_t max);
+// "65536", "64K", "1M", "2G" (powers of 1024).
+absl::StatusOr<uint64_t> ParseSize(absl::string_view what, absl::string_view text, uint64_t min, uint64_t max);
+absl::StatusOr<double> ParseSeconds(absl::string_view what, absl::string_view text, double min, double max);
+// A hex CHPID "F0", "0xf0", "3".
+absl::StatusOr<uint32_t> ParseChpid(absl::string_view what, absl::string_view text);
+absl::StatusOr<hsi::WaitMode> ParseWait(absl::string_view what, absl::string_view text);
+absl::StatusOr<hsi::Address> ParseAddress(absl::string_view what, absl::string_view text);
+std::string ChpidText(uint32_t id);  // "F0"
+
+// Prints "TOOL: message" to stderr and returns `code`.
+int Fail(absl::string_view tool, absl::string_view message, int code);
+inline int Fail(absl::string_view tool, const absl::Status& s) {
+  return Fail(tool, s.message().empty() ? s.ToString() : s.message(),
+              s.code() == absl::StatusCode::kInvalidArgument ? kExitUsage : kExitFailure);
+}
+// For usage errors: "TOOL: message (try 'TOOL --help')".
+int Usage(absl::string_view tool, absl::string_view message);
+
+// A table for people: columns padded to their widest cell; numbers (cells
+// that start with a digit) right-aligned.
+class Table {
+ public:
+  explicit Table(std::vector<std::string> header) : header_(std::move(header)) {}
+  void Add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  std::string Render() const;
+  bool empty() const { return rows_.empty(); }
+
+ private:
+  std::vector<std::string> header_;
+  std::vector<std::vector<std::string>> rows_;
+};
+
+// Latency distribution of samples in nanoseconds.
+struct Summary {
+  size_t count = 0;
+  double min = 0, avg = 0, max = 0, mdev = 0;  // mdev: standard deviation, as ping's
+  double p50 = 0, p99 = 0, p999 = 0;
+};
+Summary Summarize(std::vector<double> ns);
+// "1.234 us" with a unit that fits.
+std::string FormatNs(double ns);
+
+// A forked child running `body` (its return value is the exit status). It
+// dies with its parent (PR_SET_PDEATHSIG) and the destructor kills and
+// reaps it if nobody waited.
+class Child {
+ public:
+  Child() = default;
+  explicit Child(const std::function<int()>& body);
+  ~Child();
+  Child(Child&& o) noexcept : pid_(o.pid_) { o.pid_ = -1; }
+  Child& operator=(Child&& o) noexcept;
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  bool started() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+  // Waits; the exit status, or 128 + signal.
+  int Wait();
+  // SIGTERM, then SIGKILL after `grace`, and reaps.
+  int Stop(absl::Duration grace = absl::Seconds(2));
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// A pipe carrying lines from children to the parent.
+class LinePipe {
+ public:
+  LinePipe();
+  ~LinePipe();
+  LinePipe(const LinePipe&) = delete;
+  LinePipe& operator=(const LinePipe&) = delete;
+  void Write(const std::string& line) const;
+  // One line, or nullopt at EOF/timeout.
+  std::optional<std::string> Read(absl::Time deadline);
+  void CloseWrite();
+  int read_fd() const { return r_; }
+
+ private:
+  int r_ = -1, w_ = -1;
+  std::string buf_;
+};
+
+}  // namespace hsi::tools
+
+#endif  // HSI_TOOLS_COMMON_CLI_H_
