@@ -192,5 +192,99 @@ TEST(ProtocolTest, StatusSurvivesTheWire) {
   }
 }
 
+// Issue 4: the sniffer and statistics messages are validated like the rest.
+TEST(ProtocolTest, SnifferAndStatsMessagesAreValidated) {
+  SniffRequest q = Zeroed<SniffRequest>();
+  q.chpid = 0xF0;
+  EXPECT_TRUE(DecodeStatus(Bytes(Encode(1, q))).ok());
+  q.chpid = 0x100;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, q))).message(), HasSubstr("chpid 256 is not in 00..FF"));
+  q.chpid = 1;
+  q.reserved = 3;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, q))).message(), HasSubstr("reserved is 3"));
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, Zeroed<SniffRequest>())), {}, Direction::kToClient).message(),
+              HasSubstr("client-to-daemon"));
+
+  SniffReply r = Zeroed<SniffReply>();
+  r.chpid = 0xF0;
+  r.mtu = 8192;
+  r.capacity = 1 << 20;
+  r.prefix = 24;
+  EXPECT_TRUE(DecodeStatus(Bytes(Encode(1, r)), {}, Direction::kToClient).ok());
+  r.capacity = 5000;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, r)), {}, Direction::kToClient).message(), HasSubstr("power of two"));
+  r.status.code = static_cast<uint32_t>(absl::StatusCode::kPermissionDenied);  // geometry unused then
+  EXPECT_TRUE(DecodeStatus(Bytes(Encode(1, r)), {}, Direction::kToClient).ok());
+  r.prefix = 40;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, r)), {}, Direction::kToClient).message(), HasSubstr("prefix 40"));
+
+  // A SniffLink event carries exactly two fds and request id 0.
+  SniffLink l = Zeroed<SniffLink>();
+  l.chpid = 0xF0;
+  l.address_a = 1;
+  l.address_b = 2;
+  l.mtu = 8192;
+  l.capacity = 1 << 20;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(0, l)), {}, Direction::kToClient).message(),
+              HasSubstr("carries 0 fds, expected 2"));
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  std::vector<UniqueFd> two;
+  two.emplace_back(p[0]);
+  two.emplace_back(p[1]);
+  absl::StatusOr<Message> ok = Decode(Bytes(Encode(0, l)), std::move(two), Direction::kToClient);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->fds.size(), 2u);
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(4, Zeroed<SniffLinkGone>())), {}, Direction::kToClient).message(),
+              HasSubstr("event with a non-zero request id"));
+  l.flags = 2;
+  std::vector<UniqueFd> flagged;
+  ASSERT_EQ(::pipe(p), 0);
+  flagged.emplace_back(p[0]);
+  flagged.emplace_back(p[1]);
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(0, l)), std::move(flagged), Direction::kToClient).message(),
+              HasSubstr("flags 0x2 has unknown bits"));
+  l.flags = kSniffNew;
+  l.address_b = 1;
+  std::vector<UniqueFd> two_more;
+  ASSERT_EQ(::pipe(p), 0);
+  two_more.emplace_back(p[0]);
+  two_more.emplace_back(p[1]);
+  const int r0 = p[0];
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(0, l)), std::move(two_more), Direction::kToClient).message(),
+              HasSubstr("address_a equals address_b"));
+  EXPECT_FALSE(IsOpen(r0)) << "fds of a rejected SniffLink were not closed";
+  l.address_b = 2;
+  l.mtu = 1u << 30;
+  std::vector<UniqueFd> third;
+  ASSERT_EQ(::pipe(p), 0);
+  third.emplace_back(p[0]);
+  third.emplace_back(p[1]);
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(0, l)), std::move(third), Direction::kToClient).message(),
+              HasSubstr("ring mtu"));
+
+  SniffLinkGone g = Zeroed<SniffLinkGone>();
+  g.reserved = 1;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(0, g)), {}, Direction::kToClient).message(), HasSubstr("reserved is 1"));
+
+  ListRequest lr = Zeroed<ListRequest>();
+  lr.what = kListStats;
+  EXPECT_TRUE(DecodeStatus(Bytes(Encode(1, lr))).ok());
+  ListStatsReply st = Zeroed<ListStatsReply>();
+  st.count = 17;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, st)), {}, Direction::kToClient).message(), HasSubstr("count exceeds"));
+  st.count = 1;
+  st.entries[0].state = 7;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, st)), {}, Direction::kToClient).message(), HasSubstr("state 7"));
+  st.entries[0].state = 1;
+  st.entries[0].chpid = 0x1F0;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, st)), {}, Direction::kToClient).message(), HasSubstr("chpid 496"));
+  st.entries[0].chpid = 0xF0;
+  st.entries[0].reserved = 1;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, st)), {}, Direction::kToClient).message(), HasSubstr("reserved"));
+  st.entries[0].reserved = 0;
+  EXPECT_TRUE(DecodeStatus(Bytes(Encode(1, st)), {}, Direction::kToClient).ok());
+}
+
 }  // namespace
 }  // namespace hsi::internal
