@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -53,6 +54,24 @@ int PollMs(absl::Time until) {
   absl::Duration left = until - absl::Now();
   if (left <= absl::ZeroDuration()) return 0;
   return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))), 1 << 30));
+}
+
+// Waits until the control socket is readable or `ms` (PollMs) passes. hsid
+// answers most requests within tens of microseconds, less than it takes the
+// scheduler to wake a sleeping thread on a busy host, so the wait first
+// polls without sleeping for up to kControlSpin, yielding the CPU between
+// checks (hsid or the peer may need it), then sleeps in poll(2).
+constexpr absl::Duration kControlSpin = absl::Microseconds(150);
+void AwaitControl(int fd, int ms) {
+  struct pollfd p = {fd, POLLIN, 0};
+  if (ms != 0) {
+    const absl::Time spin_end = absl::Now() + kControlSpin;
+    do {
+      if (::poll(&p, 1, 0) != 0) return;
+      ::sched_yield();
+    } while (absl::Now() < spin_end);
+  }
+  ::poll(&p, 1, ms);
 }
 
 }  // namespace
@@ -133,8 +152,7 @@ absl::Status SessionState::CallRaw(MsgType type, const void* body, size_t size, 
                                                         MsgTypeName(static_cast<uint16_t>(type)), " within ",
                                                         absl::FormatDuration(call_timeout())));
       }
-      struct pollfd p = {ctl_.get(), POLLIN, 0};
-      ::poll(&p, 1, ms);
+      AwaitControl(ctl_.get(), ms);
       continue;
     }
     Message& msg = **m;
@@ -505,8 +523,7 @@ absl::StatusOr<std::shared_ptr<LinkState>> SessionState::GetLink(NicState& nic, 
                                                       ": not ready within ", absl::FormatDuration(opt_.timeout),
                                                       " (the peer did not answer hsid)"));
     }
-    struct pollfd p = {ctl_.get(), POLLIN, 0};
-    ::poll(&p, 1, ms);
+    AwaitControl(ctl_.get(), ms);
     Pump();
   }
 }

@@ -1,0 +1,118 @@
+// hsi-link-bench: link setup through hsid (DESIGN section 7: p50 < 200 us).
+//
+// Starts its own hsid (the build's bin/hsid, built-in default config) on a
+// temp socket and forks LPAR "bench-b", which attaches one NIC on CHPID F0
+// and answers hsid's link offers from a blocking Receive, as an idle server
+// would. This process is LPAR "bench-a": each iteration attaches a fresh NIC
+// (not timed), times Nic::Link(b) (request, offers, both ends map and seal,
+// peer handover), then detaches (not timed). Reports p50/p99/max per
+// benchmark run as counters, in microseconds.
+//
+//   build/bin/hsi-link-bench [--benchmark_repetitions=N] [google benchmark flags]
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <optional>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "benchmark/benchmark.h"
+#include "hsi/nic.h"
+#include "hsi/session.h"
+#include "hsid_util.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr uint32_t kChpid = 0xF0;
+
+// bench-b: one NIC, answering link offers until its parent goes away.
+[[noreturn]] void RunPeer(const std::string& socket, int report_fd) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  absl::StatusOr<hsi::Session> s = hsi::Session::Connect({.socket_path = socket, .lpar = "bench-b"});
+  std::optional<hsi::Nic> nic;
+  if (s.ok()) {
+    absl::StatusOr<hsi::Nic> n = s->AttachNic(kChpid);
+    if (n.ok()) nic = std::move(*n);
+  }
+  const uint32_t addr = nic ? nic->address().value() : 0;
+  if (::write(report_fd, &addr, sizeof(addr)) != sizeof(addr) || !nic) ::_exit(1);
+  ::close(report_fd);
+  uint8_t buf[64];
+  for (;;) (void)nic->Receive(absl::MakeSpan(buf), hsi::Wait::Block(absl::Now() + absl::Seconds(1)));
+}
+
+void BM_LinkSetup(benchmark::State& state) {
+  hsi::testing::Hsid hsid;
+  if (!hsid.Start()) {
+    state.SkipWithError(("hsid did not start: " + hsid.log()).c_str());
+    return;
+  }
+  int p[2];
+  if (::pipe(p) != 0) {
+    state.SkipWithError("pipe");
+    return;
+  }
+  const pid_t peer = ::fork();
+  if (peer == 0) {
+    ::close(p[0]);
+    RunPeer(hsid.socket(), p[1]);
+  }
+  ::close(p[1]);
+  uint32_t b_addr = 0;
+  const bool peer_ok = ::read(p[0], &b_addr, sizeof(b_addr)) == sizeof(b_addr) && b_addr != 0;
+  ::close(p[0]);
+  auto stop_peer = [&] {
+    ::kill(peer, SIGKILL);
+    ::waitpid(peer, nullptr, 0);
+  };
+  if (!peer_ok) {
+    stop_peer();
+    state.SkipWithError("bench-b could not attach a NIC");
+    return;
+  }
+  absl::StatusOr<hsi::Session> a = hsi::Session::Connect({.socket_path = hsid.socket(), .lpar = "bench-a"});
+  if (!a.ok()) {
+    stop_peer();
+    state.SkipWithError(std::string(a.status().message()).c_str());
+    return;
+  }
+  std::vector<double> us;
+  us.reserve(4096);
+  for (auto _ : state) {
+    absl::StatusOr<hsi::Nic> nic = a->AttachNic(kChpid);
+    if (!nic.ok()) {
+      state.SkipWithError(std::string(nic.status().message()).c_str());
+      break;
+    }
+    const auto t0 = Clock::now();
+    absl::StatusOr<hsi::Link> l = nic->Link(hsi::Address(b_addr));
+    const auto t1 = Clock::now();
+    if (!l.ok()) {
+      state.SkipWithError(std::string(l.status().message()).c_str());
+      break;
+    }
+    const double d = std::chrono::duration<double>(t1 - t0).count();
+    state.SetIterationTime(d);
+    us.push_back(d * 1e6);
+  }
+  stop_peer();
+  if (us.empty()) return;
+  std::sort(us.begin(), us.end());
+  auto at = [&](double q) { return us[std::min(us.size() - 1, static_cast<size_t>(q * (us.size() - 1) + 0.5))]; };
+  state.counters["p50_us"] = at(0.50);
+  state.counters["p99_us"] = at(0.99);
+  state.counters["max_us"] = us.back();
+  state.SetLabel("hsid default config, peer blocked in Receive");
+}
+BENCHMARK(BM_LinkSetup)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(2000);
+
+}  // namespace
+
+BENCHMARK_MAIN();
