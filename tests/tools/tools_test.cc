@@ -349,9 +349,21 @@ TEST_F(ToolsTest, HsiPingAgainstAResponderAndPerClientServer) {
   EXPECT_EQ(none.code, 1) << Describe(none);
   EXPECT_THAT(none.err, HasSubstr("10.240.0.99"));
 
+  // The server's address is whatever hsid assigned it (the probe above may
+  // have held and freed one): read it from hsid's log line for its LPAR.
   Proc server(Cmd("hsi-perf", {"--server", "--lpar", "perfsrv"}));
-  ASSERT_TRUE(WaitForLog(hsid_, "attached 10.240.0.2", absl::Seconds(10))) << hsid_.log();
-  Result c = RunTool(Cmd("hsi-perf", {"--client", "10.240.0.2", "-t", "0.5", "--bidir", "--json"}));
+  std::string server_addr;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(10); server_addr.empty() && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(5))) {
+    for (absl::string_view line : absl::StrSplit(hsid_.log(), '\n')) {
+      const size_t at = line.find(" attached ");
+      if (line.find("LPAR \"perfsrv") == absl::string_view::npos || at == absl::string_view::npos) continue;
+      absl::string_view rest = line.substr(at + 10);
+      server_addr = std::string(rest.substr(0, rest.find(' ')));
+    }
+  }
+  ASSERT_FALSE(server_addr.empty()) << hsid_.log();
+  Result c = RunTool(Cmd("hsi-perf", {"--client", server_addr, "-t", "0.5", "--bidir", "--json"}));
   ASSERT_EQ(c.code, 0) << Describe(c);
   json j = json::parse(c.out);
   EXPECT_GT(j["sent"]["frames"].get<uint64_t>(), 0u);
