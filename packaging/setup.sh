@@ -17,6 +17,10 @@ PACKAGES=(
   nlohmann-json3-dev                             # --json output of the tools
   clang libclang-rt-14-dev                       # libFuzzer, sanitizer runtimes
   tshark                                         # tests read hsi-dump's pcap files
+  gnuplot-nox                                    # hsi-bench draws its PNG plots
+  iceoryx                                        # iox-roudi, the broker hsi-bench starts for iceoryx
+  libiceoryx-posh-dev libiceoryx-hoofs-dev       # iceoryx C++ API: a transport in hsi-bench
+  libiceoryx-binding-c-dev                       # iceoryx C binding (its CMake config wants it)
 )
 
 usage() {
