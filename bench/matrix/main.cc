@@ -812,9 +812,24 @@ class Report {
         "set xlabel 'message size (bytes)'\n"
         "set xtics ('64' 64, '256' 256, '1K' 1024, '4K' 4096, '16K' 16384, '64K' 65536, "
         "'256K' 262144, '1M' 1048576)\n";
+    absl::StrAppendFormat(&gp, "set xrange [%g:%g]\n", opt_.sizes.front() * 0.7,
+                          opt_.sizes.back() * 1.4);
     std::vector<std::string> rtt_plots, bps_plots, cpu_plots;
+    // One colour per transport family: hsi modes in blues/greens (copy
+    // variants dashed), the kernel paths in reds, the libraries in others.
+    const std::map<std::string, std::string> colour = {
+        {"hsi-spin-zc", "#08519c"},     {"hsi-spin-copy", "#08519c"},
+        {"hsi-adaptive-zc", "#3182bd"}, {"hsi-adaptive-copy", "#3182bd"},
+        {"hsi-block-zc", "#31a354"},    {"hsi-block-copy", "#31a354"},
+        {"tcp", "#de2d26"},             {"tcp-uring", "#fc9272"},
+        {"unix", "#984ea3"},            {"pipe", "#a65628"},
+        {"boost-mq", "#ff7f00"},        {"iceoryx", "#636363"}};
     for (Transport* t : ts_) {
       if (!t->sized()) continue;
+      const auto c = colour.find(t->key());
+      const std::string style = absl::StrCat(
+          " with linespoints lw 2 lc rgb '", c == colour.end() ? "#000000" : c->second, "'",
+          absl::EndsWith(t->key(), "-copy") ? " dt 2" : "");
       const std::string file = absl::StrCat("data/", t->key(), ".dat");
       std::ofstream f(fs::path(dir) / file);
       f << "# size rtt_p50_ns rtt_p99_ns frames_per_s bytes_per_s cpu_s_per_mframe\n";
@@ -827,13 +842,13 @@ class Report {
         ++lines;
       }
       if (lines == 0) continue;
-      rtt_plots.push_back(absl::StrCat("'", file, "' using 1:($2/1000) with linespoints title '",
-                                       t->label(), "'"));
+      rtt_plots.push_back(
+          absl::StrCat("'", file, "' using 1:($2/1000)", style, " title '", t->label(), "'"));
       if (t->streams()) {
-        bps_plots.push_back(absl::StrCat("'", file, "' using 1:($5/1e9) with linespoints title '",
-                                         t->label(), "'"));
-        cpu_plots.push_back(absl::StrCat("'", file, "' using 1:6 with linespoints title '",
-                                         t->label(), "'"));
+        bps_plots.push_back(
+            absl::StrCat("'", file, "' using 1:($5/1e9)", style, " title '", t->label(), "'"));
+        cpu_plots.push_back(
+            absl::StrCat("'", file, "' using 1:6", style, " title '", t->label(), "'"));
       }
     }
     std::string floor_line;

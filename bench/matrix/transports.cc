@@ -95,13 +95,14 @@ class FloorTransport : public Transport {
 
 // ---------------------------------------------------------------- hsi ring
 
-// The ring for `size`-byte frames: a CHPID-like 1 MiB ring with MTU 16K up
-// to 16 KiB, 4 MiB with MTU 64K up to 64 KiB, then 8 MiB with MTU 1 MiB
-// (beyond any CHPID's frame size; the ring itself allows it).
+// The ring for `size`-byte frames: hsid's default queue size (1 MiB) with
+// MTU 16K up to 16 KiB and MTU 64K up to 64 KiB, as a CHPID with 16K or 64K
+// frames gets; then 4 MiB with MTU 1 MiB (beyond any CHPID's frame size;
+// the ring itself allows it).
 RingGeometry GeometryFor(size_t size) {
   if (size <= 16384) return RingGeometry{uint64_t{1} << 20, 16384};
-  if (size <= 65536) return RingGeometry{uint64_t{4} << 20, 65536};
-  return RingGeometry{uint64_t{8} << 20, 1u << 20};
+  if (size <= 65536) return RingGeometry{uint64_t{1} << 20, 65536};
+  return RingGeometry{uint64_t{4} << 20, 1u << 20};
 }
 
 class HsiEnd : public End {
