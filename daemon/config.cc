@@ -21,6 +21,8 @@ const char kDefaultConfig[] = R"toml(# hsid built-in default configuration.
 admin_uids = ["self"]        # root is always an admin too
 admin_gids = []
 max_in_flight = 64           # link setups one client may have pending
+hello_timeout_ms = 5000      # a new connection must send its ClaimRequest within this
+max_unclaimed_per_uid = 64   # connections one uid may hold before their ClaimRequest
 
 [[chpid]]
 id = "F0"
@@ -345,13 +347,24 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   if (auto it = tab.find("hsid"); it != tab.end()) {
     const toml::value& h = it->second;
     if (!h.is_table()) return r.Error("hsid", &h, "must be a table");
-    if (absl::Status s = r.OnlyKeys("hsid.", h, {"admin_uids", "admin_gids", "max_in_flight"}); !s.ok()) return s;
+    if (absl::Status s = r.OnlyKeys("hsid.", h, {"admin_uids", "admin_gids", "max_in_flight", "hello_timeout_ms",
+                                                     "max_unclaimed_per_uid"}); !s.ok()) return s;
     const auto& ht = h.as_table();
     if (auto i = ht.find("admin_uids"); i != ht.end()) HSI_ASSIGN(config.admin_uids, r.Ids("hsid.admin_uids", i->second));
     if (auto i = ht.find("admin_gids"); i != ht.end()) HSI_ASSIGN(config.admin_gids, r.Ids("hsid.admin_gids", i->second));
     if (auto i = ht.find("max_in_flight"); i != ht.end()) {
       HSI_ASSIGN(config.max_in_flight, r.Integer("hsid.max_in_flight", i->second, 4096));
       if (config.max_in_flight == 0) return r.Error("hsid.max_in_flight", &i->second, "must be at least 1");
+    }
+    if (auto i = ht.find("hello_timeout_ms"); i != ht.end()) {
+      HSI_ASSIGN(config.hello_timeout_ms, r.Integer("hsid.hello_timeout_ms", i->second, 3600 * 1000));
+      if (config.hello_timeout_ms == 0) return r.Error("hsid.hello_timeout_ms", &i->second, "must be at least 1");
+    }
+    if (auto i = ht.find("max_unclaimed_per_uid"); i != ht.end()) {
+      HSI_ASSIGN(config.max_unclaimed_per_uid, r.Integer("hsid.max_unclaimed_per_uid", i->second, 65536));
+      if (config.max_unclaimed_per_uid == 0) {
+        return r.Error("hsid.max_unclaimed_per_uid", &i->second, "must be at least 1");
+      }
     }
   }
   if (auto it = tab.find("chpid"); it != tab.end()) {

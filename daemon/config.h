@@ -51,6 +51,13 @@ struct Config {
   std::vector<uint32_t> admin_uids;  // root is always an admin as well
   std::vector<uint32_t> admin_gids;
   uint32_t max_in_flight = 64;  // link setups a client may have pending
+  // A new connection must send its ClaimRequest (the hello) within this or
+  // it is answered and closed, so half-open connections cannot pile up.
+  uint32_t hello_timeout_ms = 5000;
+  // Connections one uid may hold that have not yet claimed (successfully
+  // sent their hello); more are refused at once. Keeps one uid's flood of
+  // half-open connections from using up hsid's fds for everyone.
+  uint32_t max_unclaimed_per_uid = 64;
   std::map<uint32_t, ChpidConfig> chpids;
   std::vector<LparConfig> lpars;
 

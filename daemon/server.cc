@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <liburing.h>
+#include <malloc.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -46,8 +48,10 @@ using hsi::internal::OutMessage;
 namespace wire = hsi::internal;
 
 constexpr size_t kMaxQueued = 4096;            // unsent messages per client
+constexpr size_t kMaxQueuedBytes = size_t{1} << 20;  // and their bytes
 constexpr int kMaxMessagesPerWakeup = 64;      // fairness between clients
 constexpr absl::Duration kSetupTimeout = absl::Seconds(5);
+constexpr absl::Duration kSetupSpin = absl::Microseconds(150);
 constexpr absl::Duration kRelinkGrace = absl::Seconds(3);
 constexpr absl::Duration kRecoveryWindow = absl::Milliseconds(400);
 
@@ -64,6 +68,11 @@ struct Client {
   std::string lpar;  // empty until claimed
   bool admin = false;
   std::deque<OutMessage> out;
+  size_t out_bytes = 0;  // bytes in `out`
+  // The hello: the first message must be a ClaimRequest, and one must
+  // succeed before hello_deadline (config hello_timeout_ms).
+  bool hello = false;
+  absl::Time hello_deadline = absl::InfiniteFuture();
   bool in_pending = false, out_pending = false;
   bool closing = false;
   uint32_t in_flight = 0;  // link setups requested and not finished
@@ -185,6 +194,9 @@ class ServerImpl : public Server {
   UniqueFd reserve_fd_;
   uint64_t refused_ = 0;  // connections refused for want of fds, not yet logged
   absl::Time refusal_logged_ = absl::InfinitePast();
+  uint64_t refused_unclaimed_ = 0;  // refused by max_unclaimed_per_uid, not yet logged
+  absl::Time unclaimed_logged_ = absl::InfinitePast();
+  uint64_t unclaimed_ = 0;  // clients that have not completed their hello
   io_uring ring_{};
   bool ring_ok_ = false;
   bool timer_pending_ = false;
@@ -194,6 +206,7 @@ class ServerImpl : public Server {
   uint64_t next_client_ = 1;
   uint32_t next_nic_ = 1;
   uint32_t next_link_ = 1;
+  uint32_t setups_pending_ = 0;  // links in setup with a requester (EndSetup not yet run)
   std::map<uint64_t, std::unique_ptr<Client>> clients_;
   std::map<uint32_t, Nic> nics_;
   absl::flat_hash_map<uint32_t, uint32_t> by_address_;  // address -> nic id
@@ -266,6 +279,13 @@ absl::Status ServerImpl::Init() {
   if (::listen(listen_.get(), 128) < 0) return ErrnoStatus(errno, "listen");
   reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!reserve_fd_.valid()) return ErrnoStatus(errno, "open /dev/null (reserve fd)");
+  // hsid holds two segment fds per link and a doorbell per NIC: a CHPID
+  // with 64 NICs all linked needs over 4000. Raise the soft fd limit to the
+  // hard one (hsid never uses select(), so high fd numbers are fine).
+  if (rlimit lim{}; ::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max == RLIM_INFINITY ? rlim_t{1} << 20 : lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) < 0) Log(absl::StrCat("raising RLIMIT_NOFILE: ", std::strerror(errno)));
+  }
 
   sigset_t mask;
   sigemptyset(&mask);
@@ -319,8 +339,8 @@ void ServerImpl::ArmClient(Client& c) {
 
 void ServerImpl::ArmTimer() {
   if (timer_pending_) return;
-  bool need = !deferred_.empty();
-  for (const auto& [id, l] : links_) need |= l.deadline != absl::InfiniteFuture();
+  bool need = !deferred_.empty() || unclaimed_ > 0;
+  for (auto it = links_.begin(); !need && it != links_.end(); ++it) need = it->second.deadline != absl::InfiniteFuture();
   if (!need) return;
   timer_ts_ = {0, 100 * 1000 * 1000};  // sweep deadlines every 100 ms while any exist
   io_uring_sqe* sqe = Sqe();
@@ -335,6 +355,16 @@ absl::Status ServerImpl::Run() {
   ArmPoll(listen_.get(), POLLIN, Tag(kListen, 0));
   ArmPoll(signal_fd_.get(), POLLIN, Tag(kSignal, 0));
   while (!stop_) {
+    // A link setup in progress waits for both ends' LinkSealed, which come
+    // within tens of microseconds, sooner than a sleeping hsid would be
+    // woken for them on a busy host: check the completion queue without
+    // sleeping for up to kSetupSpin first, yielding the CPU (the ends may
+    // need it) between checks. Idle hsid never spins.
+    if (setups_pending_ > 0) {
+      io_uring_submit(&ring_);
+      const absl::Time spin_end = absl::Now() + kSetupSpin;
+      while (io_uring_cq_ready(&ring_) == 0 && absl::Now() < spin_end) ::sched_yield();
+    }
     int r = io_uring_submit_and_wait(&ring_, 1);
     if (r < 0 && r != -EINTR) return ErrnoStatus(-r, "io_uring_submit_and_wait");
     io_uring_cqe* cqe;
@@ -448,6 +478,28 @@ void ServerImpl::OnAccept() {
     for (uint32_t g : c->gids) {
       c->admin |= std::find(config_.admin_gids.begin(), config_.admin_gids.end(), g) != config_.admin_gids.end();
     }
+    // A flood of connections that never say hello is bounded per uid, so
+    // that one uid cannot use up hsid's fds for everyone.
+    uint32_t pending = 0;
+    for (const auto& [oid, o] : clients_) pending += !o->closing && !o->hello && o->uid == c->uid;
+    if (pending >= config_.max_unclaimed_per_uid) {
+      wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
+      e.status = wire::ToWire(absl::ResourceExhaustedError(absl::StrCat(
+          "uid ", c->uid, " already has ", pending, " connections that have not claimed (max_unclaimed_per_uid = ",
+          config_.max_unclaimed_per_uid, " in config ", config_.source, "); connection refused")));
+      (void)wire::TrySend(fd, wire::Encode(0, e));
+      ++refused_unclaimed_;
+      if (absl::Now() - unclaimed_logged_ >= absl::Seconds(1)) {
+        Log(absl::StrCat("uid ", c->uid, " (pid ", c->pid, ") holds ", pending,
+                         " connections that have not claimed: refused ", refused_unclaimed_,
+                         " new connection(s) (max_unclaimed_per_uid = ", config_.max_unclaimed_per_uid, ")"));
+        unclaimed_logged_ = absl::Now();
+        refused_unclaimed_ = 0;
+      }
+      continue;  // `c` closes the connection
+    }
+    c->hello_deadline = absl::Now() + absl::Milliseconds(config_.hello_timeout_ms);
+    ++unclaimed_;
     if (opt_.verbose) Log(absl::StrCat("client ", c->id, " connected: ", c->Who()));
     clients_[c->id] = std::move(c);
   }
@@ -502,6 +554,7 @@ void ServerImpl::OnClientOut(uint64_t id) {
       return;
     }
     if (!*sent) return;
+    c.out_bytes -= c.out.front().bytes.size();
     c.out.pop_front();
   }
 }
@@ -516,10 +569,12 @@ void ServerImpl::Send(Client& c, OutMessage m) {
     }
     if (*sent) return;
   }
-  if (c.out.size() >= kMaxQueued) {
-    CloseClient(c, absl::StrCat("not reading its control socket (", kMaxQueued, " messages queued)"));
+  if (c.out.size() >= kMaxQueued || c.out_bytes + m.bytes.size() > kMaxQueuedBytes) {
+    CloseClient(c, absl::StrCat("not reading its control socket (", c.out.size(), " messages, ", c.out_bytes,
+                                " bytes queued; limits ", kMaxQueued, " messages, ", kMaxQueuedBytes, " bytes)"));
     return;
   }
+  c.out_bytes += m.bytes.size();
   c.out.push_back(std::move(m));
 }
 
@@ -528,18 +583,30 @@ void ServerImpl::CloseClient(Client& c, const std::string& why) {
   // FlushClosing(), outside whatever handler found the problem.
   if (c.closing) return;
   c.closing = true;
+  if (!c.hello) --unclaimed_;
   Log(absl::StrCat(c.Who(), " gone: ", why));
   closing_.push_back(c.id);
   close_reason_[c.id] = why;
 }
 
 void ServerImpl::FlushClosing() {
+  bool trim = false;
   while (!closing_.empty()) {
     const uint64_t id = closing_.back();
     closing_.pop_back();
     auto it = clients_.find(id);
     if (it == clients_.end()) continue;
     Client& c = *it->second;
+    // A client dropped with a large backlog (a flooder that did not read)
+    // leaves free memory inside the heap; give it back to the system.
+    trim |= c.out_bytes > (size_t{64} << 10);
+    // Read what the client sent after the message that got it dropped: a
+    // socket closed with unread data resets the peer's connection, and the
+    // client would lose the error reply that says why it was dropped.
+    for (int i = 0; i < 256; ++i) {
+      absl::StatusOr<std::optional<Message>> m = wire::TryReceive(c.fd.get(), Direction::kToDaemon);
+      if (m.ok() ? !m->has_value() : m.status().code() != absl::StatusCode::kInvalidArgument) break;
+    }
     const std::string why = close_reason_[id];
     close_reason_.erase(id);
     std::vector<uint32_t> mine;
@@ -551,7 +618,7 @@ void ServerImpl::FlushClosing() {
                 absl::StrCat("its LPAR \"", c.lpar, "\" disconnected (", why, ")"));
     }
     for (auto& [lid, l] : links_) {
-      if (l.requester == c.id) l.requester = 0;
+      if (l.requester == c.id) EndSetup(l);
     }
     for (auto [pending, kind] : {std::pair{c.in_pending, kClientIn}, std::pair{c.out_pending, kClientOut}}) {
       if (!pending) continue;
@@ -561,10 +628,23 @@ void ServerImpl::FlushClosing() {
     }
     clients_.erase(it);
   }
+  if (trim) ::malloc_trim(0);
 }
 
 void ServerImpl::OnTimer() {
   const absl::Time now = absl::Now();
+  if (unclaimed_ > 0) {
+    for (auto& [cid, c] : clients_) {
+      if (c->closing || c->hello || c->hello_deadline > now) continue;
+      const std::string why = absl::StrCat("no ClaimRequest (hello) within ",
+                                           absl::FormatDuration(absl::Milliseconds(config_.hello_timeout_ms)),
+                                           " of connecting (hello_timeout_ms in config ", config_.source, ")");
+      wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
+      e.status = wire::ToWire(absl::DeadlineExceededError(absl::StrCat(why, "; closing the connection")));
+      (void)wire::TrySend(c->fd.get(), wire::Encode(0, e));
+      CloseClient(*c, why);
+    }
+  }
   if (!deferred_.empty() && now >= recovery_until_) {
     std::vector<std::pair<uint64_t, Message>> todo = std::move(deferred_);
     deferred_.clear();
@@ -642,6 +722,7 @@ void ServerImpl::SendDown(uint32_t nic_id, uint32_t link_id, uint32_t reason, co
 
 void ServerImpl::EndSetup(Link& l) {
   if (l.requester == 0) return;
+  --setups_pending_;
   auto it = clients_.find(l.requester);
   if (it != clients_.end() && it->second->in_flight > 0) --it->second->in_flight;
   l.requester = 0;
@@ -737,6 +818,15 @@ wire::WireDirStats ServerImpl::Stats(const UniqueFd& from, const UniqueFd& to) c
 
 void ServerImpl::Handle(Client& c, Message& m) {
   if (opt_.verbose) Log(absl::StrCat(c.Who(), ": ", wire::MsgTypeName(static_cast<uint16_t>(m.type))));
+  if (!c.hello && m.type != MsgType::kClaimRequest) {
+    // Out of order: nothing but a ClaimRequest before a claim succeeded.
+    const std::string what = absl::StrCat("protocol: ", wire::MsgTypeName(static_cast<uint16_t>(m.type)),
+                                          " before a successful ClaimRequest (the first request must claim)");
+    wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
+    e.status = wire::ToWire(absl::FailedPreconditionError(what));
+    (void)wire::TrySend(c.fd.get(), wire::Encode(0, e));
+    return CloseClient(c, absl::StrCat("protocol violation: ", what));
+  }
   switch (m.type) {
     case MsgType::kClaimRequest: return OnClaim(c, m);
     case MsgType::kAttachRequest: return OnAttach(c, m);
@@ -791,6 +881,11 @@ void ServerImpl::OnClaim(Client& c, const Message& m) {
     }
     c.lpar = name;
     Log(absl::StrCat(c.Who(), (req.flags & wire::kClaimReclaim) ? " reclaimed" : " claimed"));
+  }
+  if (!c.hello) {
+    c.hello = true;
+    c.hello_deadline = absl::InfiniteFuture();
+    --unclaimed_;
   }
   wire::ClaimReply r = wire::Zeroed<wire::ClaimReply>();
   r.uid = c.uid;
@@ -959,6 +1054,7 @@ void ServerImpl::OnLink(Client& c, const Message& m) {
   l.requester = c.id;
   l.deadline = absl::Now() + kSetupTimeout;
   ++c.in_flight;
+  ++setups_pending_;
   a.links.insert(l.id);
   b->links.insert(l.id);
   by_pair_[PairKey(a.address, peer)] = l.id;

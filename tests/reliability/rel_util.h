@@ -93,6 +93,7 @@ class RawClient {
       mh.msg_control = control;
       mh.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
       cmsghdr* c = CMSG_FIRSTHDR(&mh);
+      if (c == nullptr || fds.size() > 16) return false;
       c->cmsg_level = SOL_SOCKET;
       c->cmsg_type = SCM_RIGHTS;
       c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
