@@ -209,6 +209,7 @@ struct SideReport {
   int32_t done;        // 1 once the child filled the rest
   double cpu_pingpong; // user+system seconds in the ping-pong phase
   double cpu_stream;   // ... in the stream phase
+  int64_t preempted;   // involuntary context switches in both phases
   char error[400];     // why the child failed, if it did
 };
 
@@ -229,6 +230,14 @@ static_assert(std::atomic<uint32_t>::is_always_lock_free);
 
 size_t CellBytes(uint64_t max_samples) {
   return sizeof(CellShared) + max_samples * sizeof(double);
+}
+
+// Times this process was preempted (involuntary context switches): how
+// much another tenant of the machine got in the way.
+int64_t Preemptions() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_nivcsw;
 }
 
 double CpuSeconds() {
@@ -293,6 +302,7 @@ int RunSideA(Link* link, CellShared* cell, const CellSpec& spec, const TickClock
   // round trips), then round trips timed one by one until the phase's time
   // or the sample budget is used up.
   const double c0 = CpuSeconds();
+  const int64_t v0 = Preemptions();
   const auto ticks = [&](absl::Duration d) {
     return static_cast<uint64_t>(absl::ToDoubleNanoseconds(d) / clock.ns_per_tick());
   };
@@ -325,6 +335,9 @@ int RunSideA(Link* link, CellShared* cell, const CellSpec& spec, const TickClock
     cell->stream_seconds = clock.ToNs(TickClock::Now() - t0) * 1e-9;
     cell->side[0].cpu_stream = CpuSeconds() - c2;
     cell->got = got;
+  }
+  cell->side[0].preempted = Preemptions() - v0;
+  if (spec.streams) {
     if (absl::Status s = Barrier(cell, 2); !s.ok()) return fail(s);
   }
   cell->side[0].done = 1;
@@ -338,6 +351,7 @@ int RunSideB(Link* link, CellShared* cell, const CellSpec& spec) {
   auto fail = [&](const absl::Status& s) { return Leave(std::move(end), Fail(cell, Side::kB, s)); };
   if (absl::Status s = Barrier(cell, 0); !s.ok()) return fail(s);
   const double c0 = CpuSeconds();
+  const int64_t v0 = Preemptions();
   if (absl::Status s = end->Echo(); !s.ok()) return fail(s);
   cell->side[1].cpu_pingpong = CpuSeconds() - c0;
   if (absl::Status s = Barrier(cell, 1); !s.ok()) return fail(s);
@@ -347,6 +361,9 @@ int RunSideB(Link* link, CellShared* cell, const CellSpec& spec) {
     if (absl::Status s = end->Source(cell->stop, &sent); !s.ok()) return fail(s);
     cell->side[1].cpu_stream = CpuSeconds() - c2;
     cell->sent = sent;
+  }
+  cell->side[1].preempted = Preemptions() - v0;
+  if (spec.streams) {
     if (absl::Status s = Barrier(cell, 2); !s.ok()) return fail(s);
   }
   cell->side[1].done = 1;
@@ -368,6 +385,7 @@ struct CellResult {
   uint64_t frames = 0;
   double stream_seconds = 0;
   double cpu_stream_a = 0, cpu_stream_b = 0;
+  int64_t preempted = 0;  // involuntary context switches, both sides
 
   double frames_per_s() const { return stream_seconds > 0 ? frames / stream_seconds : 0; }
   double bytes_per_s() const { return frames_per_s() * static_cast<double>(size); }
@@ -469,6 +487,7 @@ CellResult RunCell(Transport* t, size_t size, int rep, const Options& opt, const
   r.warmup = cell->warmup;
   r.cpu_pingpong_a = cell->side[0].cpu_pingpong;
   r.cpu_pingpong_b = cell->side[1].cpu_pingpong;
+  r.preempted = cell->side[0].preempted + cell->side[1].preempted;
   if (spec.streams) {
     if (cell->sent.frames != cell->got.frames || cell->sent.checksum != cell->got.checksum) {
       r.error = absl::StrCat("stream: source sent ", cell->sent.frames, " frames (checksum 0x",
@@ -545,8 +564,15 @@ std::string Ratio(double x) {
   return absl::StrFormat("%.2fx", x);
 }
 
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return absl::StrCat(a, " ", b, " ", c);
+}
+
 struct Machine {
-  std::string cpu, kernel, cpus_label;
+  std::string cpu, kernel, cpus_label, load_before, load_after;
   long online_cpus = 0;
 };
 
@@ -566,6 +592,7 @@ Machine DescribeMachine(const CpuPlan& plan) {
   if (::uname(&u) == 0) m.kernel = u.release;
   m.online_cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   m.cpus_label = plan.label;
+  m.load_before = LoadAverage();
   return m;
 }
 
@@ -641,6 +668,10 @@ class Report {
         "cell; run took %.0f s\n",
         opt_.reps, absl::FormatDuration(opt_.pingpong), absl::FormatDuration(opt_.stream),
         seconds);
+    absl::StrAppendFormat(&out,
+                          "load average before the run %s, after %s (other tenants; "
+                          "2 CPUs)\n",
+                          m.load_before, m.load_after);
     absl::StrAppend(&out,
                     "medians over repetitions [min-max]; xTCP: loopback TCP's round trip / "
                     "this one, this bytes/s / TCP's (median of per-repetition ratios)\n"
@@ -741,7 +772,9 @@ class Report {
     j["machine"] = {{"cpu", m.cpu},
                     {"online_cpus", m.online_cpus},
                     {"kernel", m.kernel},
-                    {"placement", m.cpus_label}};
+                    {"placement", m.cpus_label},
+                    {"loadavg_before", m.load_before},
+                    {"loadavg_after", m.load_after}};
     j["settings"] = {{"quick", opt_.quick},
                      {"reps", opt_.reps},
                      {"sizes", opt_.sizes},
@@ -782,6 +815,7 @@ class Report {
                        {"p90", c.rtt.p90},   {"p99", c.rtt.p99}, {"p999", c.rtt.p999},
                        {"max", c.rtt.max},   {"mean", c.rtt.mean}};
         o["warmup_round_trips"] = c.warmup;
+        o["preempted"] = c.preempted;
         o["cpu_pingpong_s"] = {{"a", c.cpu_pingpong_a}, {"b", c.cpu_pingpong_b}};
         if (c.streamed) {
           o["stream"] = {{"frames", c.frames},
@@ -978,7 +1012,7 @@ int Main(int argc, char** argv) {
   }
 
   const CpuPlan cpus = PlanCpus();
-  const Machine machine = DescribeMachine(cpus);
+  Machine machine = DescribeMachine(cpus);
   const TickClock clock = TickClock::Calibrate();
   absl::StatusOr<SharedMemory> mem = SharedMemory::Create(CellBytes(opt.max_round_trips));
   if (!mem.ok()) {
@@ -1022,6 +1056,7 @@ int Main(int argc, char** argv) {
     }
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - t0);
+  machine.load_after = LoadAverage();
   StopRouDi();
   std::filesystem::remove_all(scratch);
 
