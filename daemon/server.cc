@@ -613,6 +613,7 @@ void ServerImpl::FlushClosing() {
     for (const auto& [nid, n] : nics_) {
       if (n.client == c.id) mine.push_back(nid);
     }
+    trim |= !mine.empty();  // its links' tables are freed too
     for (uint32_t nic : mine) {
       RemoveNic(nic, wire::kDownPeerGone,
                 absl::StrCat("its LPAR \"", c.lpar, "\" disconnected (", why, ")"));
