@@ -354,6 +354,7 @@ TEST_F(HostileClientTest, ClaimingAnotherLparsNameIsRefused) {
     EXPECT_EQ(nobody.Wait(), 0);
   } else {
     std::printf("not root: the other-uid half needs CAP_SETUID; skipped\n");
+    std::fflush(stdout);
   }
   // The holders still hold their names and work.
   absl::StatusOr<AdminClient> admin = AdminClient::Connect(d_->socket());
@@ -424,7 +425,10 @@ TEST_F(HostileClientTest, FdsThatDoNotBelongAreClosedAndTheClientDropped) {
       answered += o.answered;
       dropped += o.dropped;
       if (!c.dropped) raw.Close();  // hsid then drops it as gone
-      if (round == 0) std::printf("  %s: %s%s\n", c.name, o.status.ToString().c_str(), o.dropped ? ", dropped" : "");
+      if (round == 0) {
+        std::printf("  %s: %s%s\n", c.name, o.status.ToString().c_str(), o.dropped ? ", dropped" : "");
+        std::fflush(stdout);
+      }
       // Give hsid a moment to see an EOF of a connection we closed.
       for (auto& p : probes) {
         bool closed = false;
@@ -561,6 +565,7 @@ TEST_F(HostileClientTest, MalformedAndOutOfOrderMessagesAreAnsweredAndDropped) {
       dropped += o.dropped;
       if (round == 0) {
         std::printf("  %s: %s%s\n", c.name.c_str(), o.status.ToString().c_str(), o.dropped ? ", dropped" : "");
+        std::fflush(stdout);
       }
     }
   }
