@@ -5,7 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -273,6 +275,43 @@ TEST(ConfigTest, HsidRejectsABadConfigAtStartWithExitCode2) {
     return 127;
   });
   EXPECT_EQ(c.Wait(), 2);
+}
+
+
+// hsid's own usage text (not absl's flag dump) and usage errors with exit 2,
+// as the tools do.
+TEST(CommandLineTest, HelpAndUsageErrors) {
+  auto run = [](const std::string& args) {
+    const std::string cmd = absl::StrCat("timeout 10 '", HSI_HSID_PATH, "' ", args, " 2>&1 </dev/null; echo \"exit=$?\"");
+    std::string out;
+    if (FILE* p = ::popen(cmd.c_str(), "r"); p != nullptr) {
+      char buf[4096];
+      for (size_t n; (n = std::fread(buf, 1, sizeof(buf), p)) > 0;) out.append(buf, n);
+      ::pclose(p);
+    }
+    return out;
+  };
+  for (const char* h : {"--help", "-h", "--socket /tmp/x --help"}) {
+    const std::string out = run(h);
+    EXPECT_THAT(out, HasSubstr("Usage: hsid [--socket PATH] [--config FILE] [--verbose]")) << h;
+    EXPECT_THAT(out, HasSubstr("--print_default_config")) << h;
+    EXPECT_THAT(out, HasSubstr("Exit status:")) << h;
+    EXPECT_THAT(out, HasSubstr("hsid(8)")) << h;
+    EXPECT_THAT(out, ::testing::Not(HasSubstr("flagfile"))) << h;
+    EXPECT_THAT(out, ::testing::EndsWith("exit=0\n")) << h;
+  }
+  const std::pair<const char*, const char*> errors[] = {
+      {"--bogus", "hsid: unknown option '--bogus' (try 'hsid --help')"},
+      {"--helpfull", "unknown option '--helpfull'"},
+      {"--socket", "hsid: option --socket needs a value (PATH) (try 'hsid --help')"},
+      {"--config", "option --config needs a value (FILE)"},
+      {"--socket /tmp/x extra", "hsid: unexpected argument 'extra' (try 'hsid --help')"},
+  };
+  for (const auto& [args, message] : errors) {
+    const std::string out = run(args);
+    EXPECT_THAT(out, HasSubstr(message)) << args;
+    EXPECT_THAT(out, ::testing::EndsWith("exit=2\n")) << args;
+  }
 }
 
 }  // namespace
