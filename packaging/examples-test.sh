@@ -18,13 +18,25 @@ esac
 
 packaging/make-debs.sh >/dev/null
 debs=(build-package/packages/*.deb)
+names=()
+for d in "${debs[@]}"; do names+=("$(dpkg-deb -f "$d" Package)"); done
 tmp=$(mktemp -d /tmp/hsi-examples.XXXXXX)
 hsid_pid=""
+purged=0
 cleanup() {
   [ -n "$hsid_pid" ] && kill "$hsid_pid" 2>/dev/null && wait "$hsid_pid" 2>/dev/null || true
   rm -rf "$tmp"
+  # A failed run must not leave half-installed packages behind.
+  if [ "$keep" -eq 0 ] && [ "$purged" -eq 0 ]; then dpkg --purge "${names[@]}" >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
+
+# Left over from an interrupted run: remove first, so dpkg starts clean.
+left=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${names[@]}" 2>/dev/null | awk '$2 != "not-installed" {print $1}' || true)
+if [ -n "$left" ]; then
+  echo "== purging hsi packages left from an earlier run: $(echo $left)"
+  dpkg --purge $left >/dev/null
+fi
 
 echo "== dpkg -i ${debs[*]##*/}"
 dpkg -i "${debs[@]}" >/dev/null
@@ -34,7 +46,8 @@ done
 
 echo "== libhsi.so exports only the public API"
 lib=$(readlink -f /usr/lib/x86_64-linux-gnu/libhsi.so.0)
-bad=$(nm -D --defined-only -C "$lib" | awk '{ $1=""; $2=""; print }' | grep -v '^  hsi::' || true)
+# Type A lines are the version nodes of libhsi.map (HSI_0), not code.
+bad=$(nm -D --defined-only -C "$lib" | awk '$2 != "A" { $1=""; $2=""; print }' | grep -v '^  hsi::' || true)
 internal=$(nm -D --defined-only -C "$lib" | grep 'hsi::internal' || true)
 if [ -n "$bad$internal" ]; then
   echo "examples-test.sh: libhsi.so exports more than the hsi API:" >&2
@@ -77,9 +90,8 @@ kill "$hsid_pid"; wait "$hsid_pid" || true; hsid_pid=""
 
 if [ "$keep" -eq 0 ]; then
   echo "== dpkg --purge"
-  names=()
-  for d in "${debs[@]}"; do names+=("$(dpkg-deb -f "$d" Package)"); done
   dpkg --purge "${names[@]}" >/dev/null
+  purged=1
   for f in /usr/sbin/hsid /usr/include/hsi /etc/hsi /usr/lib/x86_64-linux-gnu/libhsi.so.0 \
            /usr/lib/x86_64-linux-gnu/pkgconfig/hsi.pc /usr/lib/x86_64-linux-gnu/cmake/hsi; do
     [ ! -e "$f" ] || { echo "examples-test.sh: $f left behind after purge" >&2; exit 1; }

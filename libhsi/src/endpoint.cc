@@ -6,7 +6,7 @@
 
 namespace hsi {
 
-struct Endpoint::State {
+struct HSI_LOCAL Endpoint::State {
   Segment own;
   Segment peer;
   Doorbell own_bell;

@@ -10,7 +10,7 @@
 
 namespace hsi {
 
-struct Poller::State {
+struct HSI_LOCAL Poller::State {
   struct Entry {
     Nic* nic = nullptr;
     bool pending = false;  // a poll is in the ring

@@ -102,7 +102,7 @@ void Nap(absl::Duration d) {
 
 }  // namespace
 
-struct Sniffer::State {
+struct HSI_LOCAL Sniffer::State {
   SnifferOptions opt;
   std::string path;
   UniqueFd ctl;

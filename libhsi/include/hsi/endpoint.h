@@ -59,7 +59,7 @@ class HSI_EXPORT Endpoint {
   int fd() const;
 
  private:
-  struct State;
+  struct HSI_LOCAL State;
   std::unique_ptr<State> state_;
 };
 

@@ -8,5 +8,8 @@
 #define HSI_EXPORT_H_
 
 #define HSI_EXPORT __attribute__((visibility("default")))
+// For a class nested in an exported one that is not API (a pimpl's State):
+// nested classes inherit their enclosing class's visibility.
+#define HSI_LOCAL __attribute__((visibility("hidden")))
 
 #endif  // HSI_EXPORT_H_

@@ -40,7 +40,7 @@ class HSI_EXPORT Poller {
   absl::StatusOr<std::vector<Nic*>> Wait(absl::Time deadline = absl::InfiniteFuture());
 
  private:
-  struct State;
+  struct HSI_LOCAL State;
   std::unique_ptr<State> state_;
 };
 

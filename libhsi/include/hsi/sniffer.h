@@ -110,7 +110,7 @@ class HSI_EXPORT Sniffer {
   absl::Status control_status() const;
 
  private:
-  struct State;
+  struct HSI_LOCAL State;
   std::unique_ptr<State> state_;
 };
 
