@@ -22,6 +22,14 @@ function(hsi_cc_test)
   add_test(NAME ${T_NAME} COMMAND ${T_NAME})
   # Serial: spinning tests on a 2-core machine must not share it.
   set_tests_properties(${T_NAME} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "${T_LABELS}" RUN_SERIAL TRUE)
+  # `cmake --build ... --target hsi_sanitize_tests` builds just what the
+  # sanitizer runs of packaging/test.sh execute (label "sanitize").
+  if("sanitize" IN_LIST T_LABELS)
+    if(NOT TARGET hsi_sanitize_tests)
+      add_custom_target(hsi_sanitize_tests)
+    endif()
+    add_dependencies(hsi_sanitize_tests ${T_NAME})
+  endif()
 endfunction()
 
 include(GNUInstallDirs)

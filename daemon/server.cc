@@ -55,7 +55,7 @@ constexpr absl::Duration kSetupSpin = absl::Microseconds(150);
 constexpr absl::Duration kRelinkGrace = absl::Seconds(3);
 constexpr absl::Duration kRecoveryWindow = absl::Milliseconds(400);
 
-enum Kind : uint64_t { kListen = 1, kSignal = 2, kClientIn = 3, kClientOut = 4, kTimer = 5, kIgnore = 6 };
+enum Kind : uint64_t { kListen = 1, kSignal = 2, kClientIn = 3, kClientOut = 4, kTimer = 5, kIgnore = 6, kBell = 7 };
 uint64_t Tag(Kind k, uint64_t id) { return (uint64_t{k} << 56) | (id & ((uint64_t{1} << 56) - 1)); }
 
 void Log(const std::string& line) { std::fprintf(stderr, "hsid: %s\n", line.c_str()); }
@@ -89,6 +89,7 @@ struct Nic {
   uint32_t chpid = 0;
   Address address;
   hsi::Doorbell bell;
+  bool bell_pending = false;  // an io_uring write to `bell` is in flight
   bool up = true;
   std::set<uint32_t> links;
 };
@@ -366,7 +367,9 @@ absl::Status ServerImpl::Run() {
       while (io_uring_cq_ready(&ring_) == 0 && absl::Now() < spin_end) ::sched_yield();
     }
     int r = io_uring_submit_and_wait(&ring_, 1);
-    if (r < 0 && r != -EINTR) return ErrnoStatus(-r, "io_uring_submit_and_wait");
+    // EAGAIN/EBUSY: the kernel is short of memory or the completion queue
+    // overflowed; reaping completions below makes room, so go on.
+    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) return ErrnoStatus(-r, "io_uring_submit_and_wait");
     io_uring_cqe* cqe;
     unsigned head;
     unsigned seen = 0;
@@ -402,6 +405,9 @@ absl::Status ServerImpl::Run() {
         case kTimer:
           timer_pending_ = false;
           OnTimer();
+          break;
+        case kBell:
+          if (auto n = nics_.find(static_cast<uint32_t>(id)); n != nics_.end()) n->second.bell_pending = false;
           break;
         case kIgnore:
           break;
@@ -481,7 +487,12 @@ void ServerImpl::OnAccept() {
     // A flood of connections that never say hello is bounded per uid, so
     // that one uid cannot use up hsid's fds for everyone.
     uint32_t pending = 0;
-    for (const auto& [oid, o] : clients_) pending += !o->closing && !o->hello && o->uid == c->uid;
+    // A connection that claimed no LPAR name (an admin tool, a sniffer)
+    // still counts for a non-admin uid: else an empty ClaimRequest would
+    // take it past this cap.
+    for (const auto& [oid, o] : clients_) {
+      pending += !o->closing && o->uid == c->uid && (!o->hello || (o->lpar.empty() && !o->admin));
+    }
     if (pending >= config_.max_unclaimed_per_uid) {
       wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
       e.status = wire::ToWire(absl::ResourceExhaustedError(absl::StrCat(
@@ -762,6 +773,13 @@ void ServerImpl::RemoveNic(uint32_t nic_id, uint32_t reason, const std::string& 
                                           n.address.ToString(), " on CHPID ", ChpidName(n.chpid), ": peer ",
                                           n.address.ToString(), " is gone: ", why);
     DropLink(lid, reason, text, text, !is_a, is_a);
+  }
+  if (n.bell_pending) {
+    // A write to a doorbell its owner made blocking and saturated never
+    // completes on its own; cancelling it frees the io-wq worker.
+    io_uring_sqe* sqe = Sqe();
+    io_uring_prep_cancel64(sqe, Tag(kBell, n.id), 0);
+    io_uring_sqe_set_data64(sqe, Tag(kIgnore, 0));
   }
   by_address_.erase(n.address.value());
   nics_.erase(it);
@@ -1073,6 +1091,18 @@ void ServerImpl::OnLink(Client& c, const Message& m) {
     wire::SetName(o.peer_lpar, *peer_lpar);
     std::vector<UniqueFd> fds;
     fds.emplace_back(::fcntl(end->segment.get(), F_DUPFD_CLOEXEC, 0));
+    if (!fds.back().valid()) {
+      // Out of fds: fail the request instead of passing -1 to sendmsg,
+      // which would fail the send and drop an innocent recipient.
+      const int err = errno;
+      --c.in_flight;
+      --setups_pending_;
+      a.links.erase(l.id);
+      b->links.erase(l.id);
+      by_pair_.erase(PairKey(a.address, peer));
+      return fail(absl::ResourceExhaustedError(absl::StrCat(where, ": duplicating a ring segment fd: ",
+                                                            std::strerror(err))));
+    }
     out.emplace_back(end->nic, wire::Encode(0, o, std::move(fds)));
   }
   links_.emplace(link_id, std::move(l));
@@ -1088,7 +1118,19 @@ void ServerImpl::SendToNic(uint32_t nic_id, OutMessage m) {
   Client* c = FindClient(it->second.client);
   if (c == nullptr) return;
   Send(*c, std::move(m));
-  it->second.bell.Ring();  // a blocked Receive wakes and reads the event
+  // A blocked Receive wakes and reads the event. The doorbell is the
+  // client's eventfd: a hostile client can clear O_NONBLOCK on it and
+  // saturate its counter, and a write() would then block hsid's only
+  // thread. So the write goes through io_uring, which completes it (or
+  // parks it on a kernel worker) without ever blocking the loop; one at a
+  // time per NIC, since one pending write already wakes the sleeper.
+  Nic& n = it->second;
+  if (n.bell_pending) return;
+  static const uint64_t kOne = 1;  // outlives every request
+  io_uring_sqe* sqe = Sqe();
+  io_uring_prep_write(sqe, n.bell.fd(), &kOne, sizeof(kOne), static_cast<uint64_t>(-1));
+  io_uring_sqe_set_data64(sqe, Tag(kBell, n.id));
+  n.bell_pending = true;
 }
 
 void ServerImpl::OnSealed(Client& c, const Message& m) {
@@ -1167,6 +1209,17 @@ void ServerImpl::OnRelink(Client& c, Message& m) {
   Nic& n = **own;
   const Address peer(req.peer_address);
   UniqueFd seg = std::move(m.fds[0]);
+  // The same checks a new link gets: a relink may only restore a link that
+  // could have existed, and counts against the LPAR's quota while it waits.
+  auto cit = config_.chpids.find(n.chpid);
+  if (cit == config_.chpids.end()) return fail(absl::NotFoundError("relink: the NIC's CHPID is gone"));
+  const std::string where = absl::StrCat("CHPID ", ChpidName(n.chpid), ": relink ", n.address.ToString(), "->",
+                                         peer.ToString());
+  if (!n.up) return fail(absl::UnavailableError(absl::StrCat(where, ": NIC ", n.address.ToString(), " is down")));
+  if (peer == n.address || !cit->second.subnet.IsHost(peer)) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(where, ": the peer is not another host address of subnet ",
+                                                        cit->second.subnet.ToString())));
+  }
   const int seals = ::fcntl(seg.get(), F_GET_SEALS);
   if (seals < 0 || (seals & F_SEAL_FUTURE_WRITE) == 0) {
     return fail(absl::InvalidArgumentError("relink: the segment is not a memfd sealed against writes"));
@@ -1175,7 +1228,7 @@ void ServerImpl::OnRelink(Client& c, Message& m) {
   wire::LinkReply r = wire::Zeroed<wire::LinkReply>();
   if (auto p = by_pair_.find(key); p != by_pair_.end()) {
     Link& l = links_.at(p->second);
-    if (l.state != Link::kRelinkWait || l.b.address != n.address) {
+    if (l.state != Link::kRelinkWait || l.b.address != n.address || l.chpid != n.chpid) {
       return fail(absl::AlreadyExistsError(absl::StrCat("relink ", n.address.ToString(), "->", peer.ToString(),
                                                         ": hsid already has this link")));
     }
@@ -1188,6 +1241,11 @@ void ServerImpl::OnRelink(Client& c, Message& m) {
     r.link_id = l.id;
     Reply(c, m.request_id, r);
     return OfferToSniffers(l);
+  }
+  if (const LparConfig* pol = config_.FindLpar(c.lpar); pol != nullptr && LinksOf(c.lpar) >= pol->max_links) {
+    return fail(absl::ResourceExhaustedError(absl::StrCat(where, ": LPAR \"", c.lpar,
+                                                          "\" has reached its quota max_links = ", pol->max_links,
+                                                          " (config ", config_.source, ")")));
   }
   Link l;
   l.id = next_link_++;

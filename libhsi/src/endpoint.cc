@@ -11,6 +11,8 @@ struct HSI_LOCAL Endpoint::State {
   Segment peer;
   Doorbell own_bell;
   Doorbell peer_bell;
+  Doorbell own_space_bell;
+  Doorbell peer_space_bell;
   RingProducer tx;
   RingConsumer rx;
 };
@@ -24,6 +26,10 @@ absl::StatusOr<EndpointFdPair> CreateEndpointFds(const RingGeometry& geometry) {
   if (!bell_a.ok()) return bell_a.status();
   absl::StatusOr<Doorbell> bell_b = Doorbell::Create();
   if (!bell_b.ok()) return bell_b.status();
+  absl::StatusOr<Doorbell> space_a = Doorbell::Create();
+  if (!space_a.ok()) return space_a.status();
+  absl::StatusOr<Doorbell> space_b = Doorbell::Create();
+  if (!space_b.ok()) return space_b.status();
 
   EndpointFdPair pair;
   auto dup = [](int fd) { return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0)); };
@@ -31,8 +37,14 @@ absl::StatusOr<EndpointFdPair> CreateEndpointFds(const RingGeometry& geometry) {
   pair.b.peer_segment = dup(seg_a->get());
   pair.a.peer_bell = dup(bell_b->fd());
   pair.b.peer_bell = dup(bell_a->fd());
+  pair.a.peer_space_bell = dup(space_b->fd());
+  pair.b.peer_space_bell = dup(space_a->fd());
+  pair.a.own_space_bell = dup(space_a->fd());
+  pair.b.own_space_bell = dup(space_b->fd());
   if (!pair.a.peer_segment.valid() || !pair.b.peer_segment.valid() ||
-      !pair.a.peer_bell.valid() || !pair.b.peer_bell.valid()) {
+      !pair.a.peer_bell.valid() || !pair.b.peer_bell.valid() ||
+      !pair.a.peer_space_bell.valid() || !pair.b.peer_space_bell.valid() ||
+      !pair.a.own_space_bell.valid() || !pair.b.own_space_bell.valid()) {
     return absl::ResourceExhaustedError("link: out of file descriptors duplicating fds");
   }
   pair.a.own_segment = std::move(*seg_a);
@@ -56,15 +68,24 @@ absl::StatusOr<Endpoint> Endpoint::Open(EndpointFds fds, const RingGeometry& geo
   if (!own_bell.ok()) return own_bell.status();
   absl::StatusOr<Doorbell> peer_bell = Doorbell::Adopt(std::move(fds.peer_bell));
   if (!peer_bell.ok()) return peer_bell.status();
+  absl::StatusOr<Doorbell> own_space = Doorbell::Adopt(std::move(fds.own_space_bell));
+  if (!own_space.ok()) return own_space.status();
+  absl::StatusOr<Doorbell> peer_space = Doorbell::Adopt(std::move(fds.peer_space_bell));
+  if (!peer_space.ok()) return peer_space.status();
   state->own = std::move(*own);
   state->peer = std::move(*peer);
   state->own_bell = std::move(*own_bell);
   state->peer_bell = std::move(*peer_bell);
+  state->own_space_bell = std::move(*own_space);
+  state->peer_space_bell = std::move(*peer_space);
+  // The producer sleeps on the space doorbell and rings the peer's data
+  // doorbell; the consumer sleeps on the data doorbell and rings the peer's
+  // space doorbell.
   absl::StatusOr<RingProducer> tx = RingProducer::Create(
-      state->own, state->peer, state->own_bell, state->peer_bell, geometry);
+      state->own, state->peer, state->own_space_bell, state->peer_bell, geometry);
   if (!tx.ok()) return tx.status();
   absl::StatusOr<RingConsumer> rx = RingConsumer::Create(
-      state->own, state->peer, state->own_bell, state->peer_bell, geometry);
+      state->own, state->peer, state->own_bell, state->peer_space_bell, geometry);
   if (!rx.ok()) return rx.status();
   state->tx = std::move(*tx);
   state->rx = std::move(*rx);
@@ -81,5 +102,6 @@ Endpoint& Endpoint::operator=(Endpoint&&) noexcept = default;
 RingProducer& Endpoint::tx() { return state_->tx; }
 RingConsumer& Endpoint::rx() { return state_->rx; }
 int Endpoint::fd() const { return state_->own_bell.fd(); }
+int Endpoint::space_fd() const { return state_->own_space_bell.fd(); }
 
 }  // namespace hsi

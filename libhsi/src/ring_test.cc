@@ -301,5 +301,42 @@ TEST(RingStressTest, ThreadsSpin) { StressThreads(WaitMode::kSpin, 200000); }
 TEST(RingStressTest, ThreadsBlockNoLostWakeup) { StressThreads(WaitMode::kBlock, 100000); }
 TEST(RingStressTest, ThreadsAdaptiveNoLostWakeup) { StressThreads(WaitMode::kAdaptive, 100000); }
 
+// Both ends of a link stream to each other with one thread per direction,
+// all four blocking on small rings (full and empty over and over): the tx
+// thread waiting for space and the rx thread waiting for data must not
+// take each other's wake-ups. Exact counts; a lost wake-up shows as a
+// deadline passing.
+TEST(RingTest, TxAndRxThreadsOfOneEndDoNotStealWakeups) {
+  Link l = MakeLink({4096, 256});
+  constexpr uint64_t kFrames = 100000;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  for (WaitMode mode : {WaitMode::kBlock, WaitMode::kAdaptive}) {
+    SCOPED_TRACE(mode == WaitMode::kBlock ? "block" : "adaptive");
+    const Wait w{mode, deadline, absl::Microseconds(5)};
+    std::atomic<uint64_t> received[2] = {0, 0};
+    std::atomic<int> errors{0};
+    auto send = [&](Endpoint& e) {
+      for (uint64_t i = 0; i < kFrames; ++i) {
+        if (!e.tx().Send({reinterpret_cast<const uint8_t*>(&i), sizeof(i)}, w).ok()) return void(++errors);
+      }
+      e.tx().Publish();
+    };
+    auto receive = [&](Endpoint& e, std::atomic<uint64_t>& got) {
+      uint64_t v = 0;
+      for (uint64_t i = 0; i < kFrames; ++i) {
+        absl::StatusOr<size_t> n = e.rx().Receive({reinterpret_cast<uint8_t*>(&v), sizeof(v)}, w);
+        if (!n.ok() || *n != sizeof(v) || v != i) return void(++errors);
+        got.store(i + 1, std::memory_order_relaxed);
+      }
+    };
+    std::thread t[4] = {std::thread(send, std::ref(l.a)), std::thread(receive, std::ref(l.a), std::ref(received[0])),
+                        std::thread(send, std::ref(l.b)), std::thread(receive, std::ref(l.b), std::ref(received[1]))};
+    for (auto& x : t) x.join();
+    EXPECT_EQ(errors.load(), 0);
+    EXPECT_EQ(received[0].load(), kFrames);
+    EXPECT_EQ(received[1].load(), kFrames);
+  }
+}
+
 }  // namespace
 }  // namespace hsi

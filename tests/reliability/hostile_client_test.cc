@@ -789,5 +789,122 @@ TEST_F(HostileClientTest, HalfOpenConnectionsAreCappedAndTimedOut) {
                   before);
 }
 
+// A NIC doorbell its owner made blocking and saturated: a write() to it
+// would block until someone reads it. hsid rings a NIC's doorbell when it
+// sends it a link event; it must never block its one thread on that.
+TEST_F(HostileClientTest, ABlockingSaturatedDoorbellDoesNotStallHsid) {
+  const uint64_t before = Iterations();
+  RawClient evil(d_->socket());
+  ASSERT_TRUE(evil.connected());
+  ASSERT_TRUE(RawClaim(evil, "evil").ok());
+  const int efd = ::eventfd(0, EFD_CLOEXEC);  // blocking on purpose
+  ASSERT_GE(efd, 0) << std::strerror(errno);
+  const uint64_t full = 0xfffffffffffffffeULL;  // the largest count: any write of 1 blocks
+  ASSERT_EQ(::write(efd, &full, sizeof(full)), static_cast<ssize_t>(sizeof(full)));
+  wire::AttachRequest a = wire::Zeroed<wire::AttachRequest>();
+  a.chpid = 0xF0;
+  ASSERT_TRUE(evil.Send(2, a, {efd}));
+  ::close(efd);  // hsid holds the only other reference now
+  bool eof = false;
+  std::optional<wire::Message> m = evil.Receive(absl::Seconds(5), &eof);
+  ASSERT_TRUE(m.has_value()) << (eof ? "EOF" : "no answer");
+  ASSERT_TRUE(ReplyStatus(*m).ok()) << ReplyStatus(*m);
+  const Address evil_addr(m->As<wire::AttachReply>().address);
+
+  // Links to the evil NIC: hsid sends it a LinkOffer and rings its doorbell
+  // each time. evil never seals, so each setup times out on hsid's side.
+  absl::StatusOr<Session> s = Connect(d_->socket(), "linker");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> n = s->AttachNic(0xF0);
+  ASSERT_TRUE(n.ok()) << n.status();
+  absl::StatusOr<Link> l = n->Link(evil_addr);
+  EXPECT_FALSE(l.ok()) << "a link to a NIC that never seals its end came up";
+  // hsid answered and serves on: a listing and a fresh attach right after.
+  absl::StatusOr<AdminClient> admin = AdminClient::Connect(d_->socket());
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  absl::StatusOr<std::vector<NicListing>> nics = admin->ListNics();
+  ASSERT_TRUE(nics.ok()) << nics.status();
+  bool listed = false;
+  for (const NicListing& x : *nics) listed |= x.address == evil_addr;
+  EXPECT_TRUE(listed) << "the evil NIC is not listed";
+  std::optional<wire::Message> offer = evil.Receive(absl::Seconds(5), &eof);
+  EXPECT_TRUE(offer.has_value()) << "hsid sent the evil NIC no LinkOffer, so its doorbell was never rung";
+  const std::string link_status = l.ok() ? "up" : l.status().ToString();
+  admin = absl::UnavailableError("closed");
+  n = absl::UnavailableError("closed");
+  s = absl::UnavailableError("closed");
+  evil.Close();
+  ExpectRecovered("doorbell",
+                  absl::StrCat("a saturated blocking doorbell on ", evil_addr.ToString(),
+                               "; the link to it: ", link_status),
+                  before);
+}
+
+// Empty ClaimRequests (no LPAR name, as admin tools send) from a non-admin
+// uid count against max_unclaimed_per_uid: they cannot take that uid past
+// the cap and use up hsid's fds.
+TEST_F(HostileClientTest, NamelessClaimsOfNonAdminsAreCapped) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs CAP_SETUID to run as a non-admin uid";
+  const uint64_t before = Iterations();
+  constexpr int kConnections = 100;
+  struct Figures {
+    std::atomic<int> claimed{0}, refused{0}, other{0};
+    char refused_text[512] = {};
+  };
+  Shared<Figures> f;
+  Report done, go;  // child to parent, parent to child
+  Child flood([&] {
+    if (!DropTo(kNobody)) return done.Write(absl::StrCat("ERR setresuid: ", std::strerror(errno))), 1;
+    std::vector<std::unique_ptr<RawClient>> conns;
+    for (int i = 0; i < kConnections; ++i) {
+      auto c = std::make_unique<RawClient>(d_->socket());
+      if (!c->connected()) {  // backlog full: hsid is catching up
+        absl::SleepFor(absl::Milliseconds(1));
+        --i;
+        continue;
+      }
+      // A refused connection has hsid's answer waiting and is closed, so
+      // the claim's send may fail: read the answer either way.
+      wire::ClaimRequest req = wire::Zeroed<wire::ClaimRequest>();
+      (void)c->Send(1, req);
+      bool eof = false;
+      std::optional<wire::Message> m = c->Receive(absl::Seconds(5), &eof);
+      const absl::Status st = m.has_value() ? ReplyStatus(*m) : absl::UnavailableError(eof ? "EOF" : "no answer");
+      if (st.ok()) {
+        ++f->claimed;
+        conns.push_back(std::move(c));
+      } else if (st.code() == absl::StatusCode::kResourceExhausted) {
+        ++f->refused;
+        std::snprintf(f->refused_text, sizeof(f->refused_text), "%s", std::string(st.message()).c_str());
+      } else if (!m.has_value() && eof) {
+        ++f->refused;  // closed before our claim was read: the reply was reset with it
+      } else {
+        ++f->other;
+      }
+    }
+    done.Write("held");
+    go.Read(absl::Seconds(60));  // hold them until the test has looked
+    return 0;
+  });
+  ASSERT_EQ(done.Read(absl::Seconds(60)), "held");
+  const int fds_during = FdCount(d_->pid());
+  EXPECT_EQ(f->claimed.load(), static_cast<int>(kMaxUnclaimedPerUid));
+  EXPECT_EQ(f->refused.load(), kConnections - static_cast<int>(kMaxUnclaimedPerUid));
+  EXPECT_EQ(f->other.load(), 0);
+  EXPECT_THAT(std::string(f->refused_text), HasSubstr("max_unclaimed_per_uid = 32"));
+  EXPECT_LE(fds_during, base_fds_ + static_cast<int>(kMaxUnclaimedPerUid) + 8);
+  // Root, an admin, is not counted and is served meanwhile.
+  absl::StatusOr<AdminClient> admin = AdminClient::Connect(d_->socket());
+  EXPECT_TRUE(admin.ok()) << admin.status();
+  admin = absl::UnavailableError("closed");
+  go.Write("go");
+  EXPECT_EQ(flood.Wait(), 0);
+  ExpectRecovered("nameless",
+                  absl::StrCat("uid ", kNobody, " sent ", kConnections, " empty claims: ", f->claimed.load(),
+                               " held, ", f->refused.load(), " refused (\"", f->refused_text,
+                               "\") | hsid fds while held=", fds_during),
+                  before);
+}
+
 }  // namespace
 }  // namespace hsi

@@ -1,9 +1,13 @@
 // hsi/endpoint.h: one end of a duplex link: two rings over two segments.
 //
-// A link between ends A and B is two segments and two doorbells. A's segment
-// carries the A->B frames with A's producer state and A's consumer state for
-// B->A; B's segment the mirror. Each end maps its own segment read-write and
-// the other's read-only (invariant 1) and sleeps on its own doorbell.
+// A link between ends A and B is two segments and four doorbells. A's
+// segment carries the A->B frames with A's producer state and A's consumer
+// state for B->A; B's segment the mirror. Each end maps its own segment
+// read-write and the other's read-only (invariant 1). Each end has two
+// doorbells: its consumer sleeps on the data doorbell (rung by the peer's
+// producer), its producer on the space doorbell (rung by the peer's
+// consumer), so that a tx thread and an rx thread of one end, both
+// blocked, never take each other's wake-ups.
 //
 // CreateEndpointFds() makes the memory and doorbells for both ends; in a
 // running host hsid does this and passes each end its EndpointFds by
@@ -29,8 +33,10 @@ namespace hsi {
 struct EndpointFds {
   UniqueFd own_segment;   // mapped read-write, then sealed against new writers
   UniqueFd peer_segment;  // mapped read-only
-  UniqueFd own_bell;      // this end sleeps here
-  UniqueFd peer_bell;     // this end rings the peer here
+  UniqueFd own_bell;         // this end's consumer sleeps here (data)
+  UniqueFd peer_bell;        // this end's producer rings the peer's consumer here
+  UniqueFd own_space_bell;   // this end's producer sleeps here (room in a full ring)
+  UniqueFd peer_space_bell;  // this end's consumer rings the peer's producer here
 };
 
 struct EndpointFdPair {
@@ -38,7 +44,7 @@ struct EndpointFdPair {
   EndpointFds b;
 };
 
-// Creates two ring segments (sealed memfds) and two doorbells for a link
+// Creates two ring segments (sealed memfds) and four doorbells for a link
 // of `geometry`, and hands each end its fds.
 HSI_EXPORT absl::StatusOr<EndpointFdPair> CreateEndpointFds(const RingGeometry& geometry);
 
@@ -55,8 +61,12 @@ class HSI_EXPORT Endpoint {
 
   RingProducer& tx();  // frames to the peer
   RingConsumer& rx();  // frames from the peer
-  // This end's doorbell fd: readable when the peer rang (for epoll/io_uring).
+  // This end's data doorbell fd: readable when the peer rang because it sent
+  // frames (for epoll/io_uring).
   int fd() const;
+  // This end's space doorbell fd: readable when the peer rang because it
+  // released room in a ring that was full.
+  int space_fd() const;
 
  private:
   struct HSI_LOCAL State;
