@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -39,16 +40,28 @@ absl::StatusOr<Doorbell> Doorbell::Adopt(UniqueFd fd) {
 }
 
 void Doorbell::Ring() const {
+  // A counter at its maximum is not writable: its sleeper is signalled
+  // already, and a write() would block if a peer cleared O_NONBLOCK on the
+  // shared file. So look first (cheap next to the wake-up it causes).
+  struct pollfd pfd = {fd_.get(), POLLOUT, 0};
+  while (::poll(&pfd, 1, 0) < 0 && errno == EINTR) {
+  }
+  if ((pfd.revents & POLLOUT) == 0) return;
   const uint64_t one = 1;
-  // EAGAIN means the counter is saturated: the sleeper is woken anyway.
   while (::write(fd_.get(), &one, sizeof(one)) < 0 && errno == EINTR) {
   }
 }
 
 bool Doorbell::Drain() const {
   uint64_t count;
+  iovec iov = {&count, sizeof(count)};
   for (;;) {
-    ssize_t n = ::read(fd_.get(), &count, sizeof(count));
+    // RWF_NOWAIT: never blocks, whatever O_NONBLOCK a peer left on the
+    // shared file (eventfd reads honour it since Linux 5.10).
+    ssize_t n = ::preadv2(fd_.get(), &iov, 1, -1, RWF_NOWAIT);
+    if (n < 0 && errno == EOPNOTSUPP) {
+      n = (::fcntl(fd_.get(), F_GETFL) & O_NONBLOCK) != 0 ? ::read(fd_.get(), &count, sizeof(count)) : -1;
+    }
     if (n == sizeof(count)) return true;
     if (n < 0 && errno == EINTR) continue;
     return false;
@@ -57,20 +70,26 @@ bool Doorbell::Drain() const {
 
 absl::Status Doorbell::WaitUntil(absl::Time deadline) const {
   for (;;) {
-    if (Drain()) return absl::OkStatus();
     struct pollfd pfd = {fd_.get(), POLLIN, 0};
     timespec ts;
     timespec* tsp = nullptr;
     if (deadline != absl::InfiniteFuture()) {
       absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) {
-        return absl::DeadlineExceededError("doorbell: deadline passed");
-      }
+      if (left < absl::ZeroDuration()) left = absl::ZeroDuration();
       ts = absl::ToTimespec(left);
       tsp = &ts;
     }
     int r = ::ppoll(&pfd, 1, tsp, nullptr);
     if (r < 0 && errno != EINTR) return ErrnoStatus(errno, "doorbell: ppoll");
+    if (r > 0) {
+      // Rung. If another waiter drained it first, the callers re-check
+      // their condition and re-arm; returning keeps that wake-up theirs.
+      Drain();
+      return absl::OkStatus();
+    }
+    if (r == 0 && deadline != absl::InfiniteFuture() && absl::Now() >= deadline) {
+      return absl::DeadlineExceededError("doorbell: deadline passed");
+    }
   }
 }
 

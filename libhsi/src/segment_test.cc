@@ -1,6 +1,7 @@
 #include "hsi/segment.h"
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -108,6 +109,27 @@ TEST(DoorbellTest, RingWakesWaiter) {
   bell->Ring();
   EXPECT_TRUE(bell->WaitUntil(absl::Now() + absl::Seconds(5)).ok());
   EXPECT_FALSE(bell->Drain());  // both rings consumed at once
+}
+
+// A peer holding our doorbell's fd can clear O_NONBLOCK on the shared file
+// and saturate the counter. Ring(), Drain() and WaitUntil() must still
+// return: alarm() turns a block into a failed (killed) test, not a hang.
+TEST(DoorbellTest, NeverBlocksOnAFileAPeerMadeBlocking) {
+  const int raw = ::eventfd(0, EFD_CLOEXEC);  // blocking, as a hostile peer leaves it
+  ASSERT_GE(raw, 0);
+  auto bell = Doorbell::Adopt(UniqueFd(raw));
+  ASSERT_TRUE(bell.ok()) << bell.status();
+  ::alarm(10);
+  EXPECT_FALSE(bell->Drain());  // empty: a plain read() would block here
+  EXPECT_EQ(bell->WaitUntil(absl::Now() + absl::Milliseconds(5)).code(), absl::StatusCode::kDeadlineExceeded);
+  const uint64_t full = 0xfffffffffffffffeULL;
+  ASSERT_EQ(::write(raw, &full, sizeof(full)), static_cast<ssize_t>(sizeof(full)));
+  bell->Ring();  // saturated: a plain write() of 1 would block here
+  EXPECT_TRUE(bell->WaitUntil(absl::Now() + absl::Seconds(5)).ok());
+  EXPECT_FALSE(bell->Drain()) << "WaitUntil left a count behind";
+  bell->Ring();
+  EXPECT_TRUE(bell->Drain());
+  ::alarm(0);
 }
 
 }  // namespace

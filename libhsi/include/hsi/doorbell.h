@@ -6,6 +6,13 @@
 //
 // Thread safety: Ring() may be called from any thread or process holding
 // the fd; one thread at a time should WaitUntil().
+//
+// Hostile holders: every holder of the fd shares one open file, so a peer
+// can clear O_NONBLOCK on it or saturate its counter. Drain() and
+// WaitUntil() never block on the read for that (RWF_NOWAIT), and Ring()
+// skips a doorbell whose counter is already saturated (its sleeper is
+// signalled anyway). What a holder can still do is consume rings meant for
+// the owner; see docs/ring.md, "Doorbells and hostile peers".
 #ifndef HSI_DOORBELL_H_
 #define HSI_DOORBELL_H_
 
@@ -29,10 +36,13 @@ class HSI_EXPORT Doorbell {
   Doorbell(Doorbell&&) = default;
   Doorbell& operator=(Doorbell&&) = default;
 
-  // Wakes whoever sleeps on this doorbell. Never blocks.
+  // Wakes whoever sleeps on this doorbell. Does not block on a saturated
+  // counter, even if a peer made the fd blocking.
   void Ring() const;
-  // Sleeps until rung or `deadline`. Returns OK when rung (the ring count is
-  // consumed), kDeadlineExceeded at the deadline. EINTR is retried.
+  // Sleeps until rung or `deadline`. Returns OK when the doorbell was rung
+  // (the count is consumed, or another thread took it first: callers
+  // re-check their condition), kDeadlineExceeded at the deadline. EINTR is
+  // retried.
   absl::Status WaitUntil(absl::Time deadline) const;
   // Consumes a pending ring without sleeping; true if there was one.
   bool Drain() const;
