@@ -22,7 +22,8 @@ done
 packaging/setup.sh
 jobs=$(nproc)
 
-step() { printf '\n==== %s\n' "$*"; }
+# Each step prints the seconds since the start, so a slow phase shows in CI logs.
+step() { printf '\n==== %s (at %ds)\n' "$*" "$SECONDS"; }
 
 step "release build"
 cmake --preset release >/dev/null

@@ -687,9 +687,12 @@ bool TryAny(NicState& n, absl::Status* st, Take take) {
     return true;
   }
   const size_t count = n.active.size();
-  for (size_t k = 0; k < count; ++k) {
-    const size_t idx = (n.rr + k) % count;
-    std::shared_ptr<LinkState> l = n.active[idx];
+  size_t idx = n.rr < count ? n.rr : 0;
+  for (size_t k = 0; k < count; ++k, idx = idx + 1 == count ? 0 : idx + 1) {
+    // By reference: this runs in every spin of a wait, and a shared_ptr copy
+    // costs two atomic read-modify-writes. `take` does not change `active`;
+    // Forget() does, so it gets a copy.
+    const std::shared_ptr<LinkState>& l = n.active[idx];
     // Read `down` before looking at the ring: a frame committed before the
     // peer died is visible by the time we learn of the death.
     const bool down = l->down;
@@ -701,7 +704,7 @@ bool TryAny(NicState& n, absl::Status* st, Take take) {
     if (s.code() == absl::StatusCode::kUnavailable && s.message().empty()) {
       if (!down) continue;
       *st = l->down_status;  // drained: report once, then forget the link
-      n.Forget(l);
+      n.Forget(std::shared_ptr<LinkState>(l));
       return true;
     }
     if (s.code() == absl::StatusCode::kResourceExhausted) {
@@ -709,7 +712,7 @@ bool TryAny(NicState& n, absl::Status* st, Take take) {
       return true;
     }
     *st = absl::Status(s.code(), absl::StrCat(l->Name(), ": ", s.message()));
-    n.Forget(l);
+    n.Forget(std::shared_ptr<LinkState>(l));
     return true;
   }
   return false;
@@ -729,8 +732,17 @@ void ArmAll(NicState& n, bool on) {
 
 absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wait& wait) {
   NicState& n = *nic_;
-  if (absl::Status s = NicUsable(n); !s.ok()) return s;
   session_->MaybePump();
+  // Fast path: an up NIC, a live link to `to` and room in its ring. The
+  // broadcast address is never a key of by_peer; an oversize frame fails
+  // TrySend and gets its error below.
+  if (n.up && !n.detached) {
+    if (auto it = n.by_peer.find(to.value()); it != n.by_peer.end()) {
+      LinkState& l = *it->second;
+      if (!l.down && l.tx.TrySend(payload, internal::kTypeUnicast)) return absl::OkStatus();
+    }
+  }
+  if (absl::Status s = NicUsable(n); !s.ok()) return s;
   if (payload.size() > n.info.mtu) {
     return absl::InvalidArgumentError(absl::StrCat("CHPID ", n.ChpidText(), ": frame ", n.info.address.ToString(), "->",
                                                    to.ToString(), " of ", payload.size(), " bytes exceeds the MTU ",
