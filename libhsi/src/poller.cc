@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "internal/session_state.h"
 #include "internal/syscall.h"
 
 namespace hsi {
@@ -18,6 +19,7 @@ struct HSI_LOCAL Poller::State {
   io_uring ring{};
   bool ring_ok = false;
   std::vector<Entry> entries;  // index = user_data; removed entries keep nic == nullptr
+  uint32_t generation = 0;     // Wait() calls, to tell their control polls apart
   ~State() {
     if (ring_ok) io_uring_queue_exit(&ring);
   }
@@ -64,49 +66,113 @@ void Poller::Remove(Nic* nic) {
   }
 }
 
+namespace {
+
+// user_data of a control-socket poll: the high bit, the Wait() call's
+// generation and the session's slot. Doorbell polls use the entry index.
+constexpr uint64_t kCtlTag = uint64_t{1} << 63;
+uint64_t CtlData(uint32_t generation, uint32_t slot) {
+  return kCtlTag | (uint64_t{generation & 0x7fffffff} << 32) | slot;
+}
+
+io_uring_sqe* GetSqe(io_uring& ring) {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+  if (sqe == nullptr) {
+    io_uring_submit(&ring);
+    sqe = io_uring_get_sqe(&ring);
+  }
+  return sqe;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<Nic*>> Poller::Wait(absl::Time deadline) {
   std::vector<Nic*> ready;
   if (!state_) return absl::FailedPreconditionError("poller: not created");
   io_uring& ring = state_->ring;
-  for (auto& e : state_->entries) {
-    if (e.nic != nullptr && e.nic->PrepareWait()) ready.push_back(e.nic);
-  }
-  if (!ready.empty()) return ready;
-  for (size_t i = 0; i < state_->entries.size(); ++i) {
-    auto& e = state_->entries[i];
-    if (e.nic == nullptr || e.pending) continue;
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
-    if (sqe == nullptr) {
-      io_uring_submit(&ring);
-      sqe = io_uring_get_sqe(&ring);
-      if (sqe == nullptr) return absl::ResourceExhaustedError("poller: io_uring submission queue full");
+  for (;;) {
+    for (auto& e : state_->entries) {
+      if (e.nic != nullptr && e.nic->PrepareWait()) ready.push_back(e.nic);
     }
-    io_uring_prep_poll_add(sqe, e.nic->fd(), POLLIN);
-    io_uring_sqe_set_data64(sqe, i);
-    e.pending = true;
+    if (!ready.empty()) return ready;
+    for (size_t i = 0; i < state_->entries.size(); ++i) {
+      auto& e = state_->entries[i];
+      if (e.nic == nullptr || e.pending) continue;
+      io_uring_sqe* sqe = GetSqe(ring);
+      if (sqe == nullptr) return absl::ResourceExhaustedError("poller: io_uring submission queue full");
+      io_uring_prep_poll_add(sqe, e.nic->fd(), POLLIN);
+      io_uring_sqe_set_data64(sqe, i);
+      e.pending = true;
+    }
+    // The sessions behind the NICs: their control sockets are polled for
+    // this call only (a poll would hold the socket open after the session
+    // closed it, and hsid would not see that client go), and a session that
+    // waits to reconnect bounds the sleep.
+    std::vector<internal::SessionState*> sessions;
+    absl::Time until = deadline;
+    for (const auto& e : state_->entries) {
+      if (e.nic == nullptr || e.nic->session_ == nullptr) continue;
+      internal::SessionState* ss = e.nic->session_.get();
+      if (std::find(sessions.begin(), sessions.end(), ss) != sessions.end()) continue;
+      sessions.push_back(ss);
+    }
+    const uint32_t generation = ++state_->generation;
+    std::vector<uint64_t> ctl_polls;
+    for (size_t k = 0; k < sessions.size(); ++k) {
+      if (!sessions[k]->connected()) {
+        until = std::min(until, sessions[k]->reconnect_at());
+        continue;
+      }
+      io_uring_sqe* sqe = GetSqe(ring);
+      if (sqe == nullptr) return absl::ResourceExhaustedError("poller: io_uring submission queue full");
+      io_uring_prep_poll_add(sqe, sessions[k]->ctl_fd(), POLLIN);
+      ctl_polls.push_back(CtlData(generation, static_cast<uint32_t>(k)));
+      io_uring_sqe_set_data64(sqe, ctl_polls.back());
+    }
+    io_uring_cqe* cqe = nullptr;
+    __kernel_timespec ts{};
+    __kernel_timespec* tsp = nullptr;
+    if (until != absl::InfiniteFuture()) {
+      const absl::Duration left = std::max(until - absl::Now(), absl::ZeroDuration());
+      ts.tv_sec = absl::ToInt64Seconds(left);
+      ts.tv_nsec = absl::ToInt64Nanoseconds(left - absl::Seconds(ts.tv_sec));
+      tsp = &ts;
+    }
+    int r = io_uring_submit_and_wait_timeout(&ring, &cqe, 1, tsp, nullptr);
+    if (r < 0 && r != -ETIME && r != -EINTR) return internal::ErrnoStatus(-r, "poller: io_uring wait");
+    bool control = false;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(&ring, head, cqe) {
+      ++seen;
+      const uint64_t d = io_uring_cqe_get_data64(cqe);
+      if ((d & kCtlTag) != 0) {
+        if (d != UINT64_MAX) {
+          auto it = std::find(ctl_polls.begin(), ctl_polls.end(), d);
+          if (it != ctl_polls.end()) {
+            ctl_polls.erase(it);  // this call's: done, nothing to cancel
+            control = true;
+          }
+        }
+        continue;  // an earlier call's, cancelled or late
+      }
+      if (d >= state_->entries.size()) continue;
+      auto& e = state_->entries[d];
+      e.pending = false;
+      if (e.nic != nullptr) ready.push_back(e.nic);
+    }
+    io_uring_cq_advance(&ring, seen);
+    for (uint64_t d : ctl_polls) {  // still armed: cancel
+      io_uring_sqe* sqe = GetSqe(ring);
+      if (sqe == nullptr) break;
+      io_uring_prep_poll_remove(sqe, d);
+      io_uring_sqe_set_data64(sqe, UINT64_MAX);
+    }
+    if (!ctl_polls.empty()) io_uring_submit(&ring);
+    if (!ready.empty() || absl::Now() >= deadline) return ready;
+    // A control event or a reconnect due: the next pass pumps each session
+    // (PrepareWait) and looks again.
+    (void)control;
   }
-  io_uring_cqe* cqe = nullptr;
-  __kernel_timespec ts{};
-  __kernel_timespec* tsp = nullptr;
-  if (deadline != absl::InfiniteFuture()) {
-    const absl::Duration left = std::max(deadline - absl::Now(), absl::ZeroDuration());
-    ts.tv_sec = absl::ToInt64Seconds(left);
-    ts.tv_nsec = absl::ToInt64Nanoseconds(left - absl::Seconds(ts.tv_sec));
-    tsp = &ts;
-  }
-  int r = io_uring_submit_and_wait_timeout(&ring, &cqe, 1, tsp, nullptr);
-  if (r < 0 && r != -ETIME && r != -EINTR) return internal::ErrnoStatus(-r, "poller: io_uring wait");
-  unsigned head, seen = 0;
-  io_uring_for_each_cqe(&ring, head, cqe) {
-    ++seen;
-    const uint64_t i = io_uring_cqe_get_data64(cqe);
-    if (i >= state_->entries.size()) continue;
-    auto& e = state_->entries[i];
-    e.pending = false;
-    if (e.nic != nullptr) ready.push_back(e.nic);
-  }
-  io_uring_cq_advance(&ring, seen);
-  return ready;
 }
 
 }  // namespace hsi

@@ -300,6 +300,69 @@ TEST(SessionTest, PollerWaitsOnManyNics) {
   EXPECT_TRUE(got);
 }
 
+// An idle server that sleeps in Poller::Wait() with no deadline must notice
+// hsid's death and re-register with the restarted hsid by itself; else the
+// new hsid gives up on it after its relink grace (3 s) and tears down the
+// links of its peers, though it is alive and the rings work.
+TEST(SessionTest, IdlePollerReRegistersAfterHsidRestart) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  Report rs;
+  Child server([&] {
+    absl::StatusOr<Session> s = Connect(d, "idle");
+    if (!s.ok()) return rs.Write("ERR " + s.status().ToString()), 1;
+    absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+    if (!nic.ok()) return rs.Write("ERR " + nic.status().ToString()), 1;
+    absl::StatusOr<Poller> p = Poller::Create();
+    if (!p.ok() || !p->Add(&*nic).ok()) return rs.Write("ERR poller"), 1;
+    rs.Write(nic->address().ToString());
+    uint8_t buf[64];
+    for (;;) {
+      absl::StatusOr<std::vector<Nic*>> ready = p->Wait();  // no deadline: idle
+      if (!ready.ok()) return rs.Write("ERR wait " + ready.status().ToString()), 2;
+      for (Nic* n : *ready) {
+        for (;;) {
+          absl::StatusOr<Received> r = n->Receive(absl::MakeSpan(buf), Wait::Never());
+          if (r.ok()) {
+            rs.Write(absl::StrCat("got ", static_cast<int>(buf[0])));
+          } else if (r.status().code() == absl::StatusCode::kDeadlineExceeded) {
+            break;
+          } else {
+            rs.Write("ERR receive " + r.status().ToString());
+          }
+        }
+      }
+    }
+  });
+  absl::StatusOr<Address> saddr = Address::Parse(rs.Read(absl::Seconds(10)));
+  ASSERT_TRUE(saddr.ok());
+  absl::StatusOr<Session> c = Connect(d, "client");
+  ASSERT_TRUE(c.ok()) << c.status();
+  absl::StatusOr<Nic> nic = c->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  absl::StatusOr<Link> l = nic->Link(*saddr);
+  ASSERT_TRUE(l.ok()) << l.status();
+  const uint8_t one[1] = {1}, two[1] = {2};
+  ASSERT_TRUE(l->Send(one, Wait::Block(In(absl::Seconds(5)))).ok());
+  EXPECT_EQ(rs.Read(absl::Seconds(10)), "got 1");
+
+  ASSERT_NE(d.Stop(SIGKILL), -1);
+  for (int i = 0; i < 2000 && d.Connectable(); ++i) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_TRUE(d.Start()) << d.log();
+  // The client re-registers as it is used; the idle server on its own.
+  // Wait past the new hsid's relink grace.
+  for (const absl::Time end = In(absl::Seconds(4)); absl::Now() < end;) {
+    (void)c->Poll();
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_TRUE(l->status().ok()) << "the link was torn down: " << l->status();
+  EXPECT_TRUE(l->Send(two, Wait::Block(In(absl::Seconds(5)))).ok());
+  EXPECT_EQ(rs.Read(absl::Seconds(10)), "got 2");
+  EXPECT_THAT(d.log(), HasSubstr("LPAR \"idle\" (pid"));
+  EXPECT_THAT(d.log(), HasSubstr("reclaimed"));
+  EXPECT_THAT(d.log(), ::testing::Not(HasSubstr("its LPAR is gone")));
+}
+
 TEST(SessionTest, NoDaemonIsAClearUnavailable) {
   Hsid d;  // not started
   absl::StatusOr<Session> s = Connect(d, "a");

@@ -160,6 +160,7 @@ class HSI_EXPORT Nic {
 
  private:
   friend class Session;
+  friend class Poller;  // also waits on the session's control socket
   std::shared_ptr<internal::SessionState> session_;
   std::shared_ptr<internal::NicState> nic_;
 };

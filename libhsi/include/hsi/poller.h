@@ -6,6 +6,11 @@
 // Nic::Receive(..., Wait::Never()) until kDeadlineExceeded, then Wait()
 // again. Nothing spins: an idle Poller sleeps in the kernel.
 //
+// Wait() also watches the control socket of each NIC's Session: when hsid
+// dies it wakes, and while hsid is away it wakes when the Session is due to
+// reconnect, so an idle process re-registers its NICs and links with a
+// restarted hsid (DESIGN invariant 4) without any frame to wake it.
+//
 // Thread safety: one thread at a time, the same thread that uses the NICs'
 // Session. The NICs must outlive their registration.
 #ifndef HSI_POLLER_H_

@@ -127,6 +127,11 @@ class SessionState {
 
   bool connected() const { return ctl_.valid(); }
   int ctl_fd() const { return ctl_.get(); }
+  // While hsid is away and this session will reconnect: when Pump() tries
+  // next. InfiniteFuture otherwise.
+  absl::Time reconnect_at() const {
+    return !ctl_.valid() && opt_.reconnect && ever_connected_ && !closed_ ? next_reconnect_ : absl::InfiniteFuture();
+  }
   const SessionOptions& options() const { return opt_; }
   const std::string& path() const { return path_; }
   bool is_admin() const { return is_admin_; }
