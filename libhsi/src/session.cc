@@ -672,6 +672,12 @@ int Nic::fd() const { return nic_->bell->fd(); }
 
 namespace {
 
+// A default-constructed or moved-from handle: a caller's mistake, answered
+// with a status rather than a crash.
+absl::Status EmptyHandle(const char* what) {
+  return absl::FailedPreconditionError(absl::StrCat(what, ": empty handle (default-constructed or moved from)"));
+}
+
 absl::Status NicUsable(const NicState& n) {
   if (n.detached) return absl::FailedPreconditionError(absl::StrCat(n.Name(), " is detached"));
   if (!n.up) return n.down_status;
@@ -731,6 +737,7 @@ void ArmAll(NicState& n, bool on) {
 }  // namespace
 
 absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wait& wait) {
+  if (!nic_) return EmptyHandle("Nic::SendTo");
   NicState& n = *nic_;
   session_->MaybePump();
   // Fast path: an up NIC, a live link to `to` and room in its ring. The
@@ -759,6 +766,7 @@ absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wa
 }
 
 absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wait) {
+  if (!nic_) return EmptyHandle("Nic::Receive");
   NicState& n = *nic_;
   if (absl::Status s = NicUsable(n); !s.ok()) return s;
   if (n.peeked) Release();
@@ -786,6 +794,7 @@ absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wa
 }
 
 absl::StatusOr<FrameView> Nic::Peek(const Wait& wait) {
+  if (!nic_) return EmptyHandle("Nic::Peek");
   NicState& n = *nic_;
   if (absl::Status s = NicUsable(n); !s.ok()) return s;
   if (n.peeked) {
@@ -819,6 +828,7 @@ void Nic::Release() {
 }
 
 absl::StatusOr<hsi::Link> Nic::Link(Address peer) {
+  if (!nic_) return EmptyHandle("Nic::Link");
   NicState& n = *nic_;
   if (absl::Status s = NicUsable(n); !s.ok()) return s;
   if (!n.info.subnet.IsHost(peer)) {
@@ -835,6 +845,7 @@ absl::StatusOr<hsi::Link> Nic::Link(Address peer) {
 }
 
 bool Nic::PrepareWait() {
+  if (!nic_) return true;  // Receive() then reports the empty handle
   NicState& n = *nic_;
   session_->Pump();
   n.bell->Drain();
@@ -857,6 +868,7 @@ Link& Link::operator=(Link&&) noexcept = default;
 Address Link::local() const { return link_->local; }
 Address Link::peer() const { return link_->peer; }
 absl::Status Link::status() const {
+  if (!link_) return EmptyHandle("Link::status");
   if (link_->down) return link_->down_status;
   if (!link_->rx.ok()) return link_->rx.status();
   return link_->tx.status();
@@ -865,12 +877,14 @@ RingCounters Link::tx_counters() const { return link_->tx.counters(); }
 RingCounters Link::rx_counters() const { return link_->rx.counters(); }
 
 absl::Status Link::Send(absl::Span<const uint8_t> payload, const Wait& wait) {
+  if (!link_) return EmptyHandle("Link::Send");
   session_->MaybePump();
   if (!link_->down && link_->tx.TrySend(payload)) return absl::OkStatus();
   return session_->SendOnLink(*nic_, *link_, payload, wait, internal::kTypeUnicast);
 }
 
 absl::StatusOr<size_t> Link::Receive(absl::Span<uint8_t> buffer, const Wait& wait) {
+  if (!link_) return EmptyHandle("Link::Receive");
   session_->MaybePump();
   LinkState& l = *link_;
   l.peeked = false;  // a copying receive consumes a peeked frame
@@ -910,6 +924,7 @@ absl::StatusOr<size_t> Link::Receive(absl::Span<uint8_t> buffer, const Wait& wai
 }
 
 absl::StatusOr<absl::Span<const uint8_t>> Link::Peek(const Wait& wait) {
+  if (!link_) return EmptyHandle("Link::Peek");
   session_->MaybePump();
   LinkState& l = *link_;
   hsi::Frame f;
@@ -946,7 +961,7 @@ absl::StatusOr<absl::Span<const uint8_t>> Link::Peek(const Wait& wait) {
 }
 
 void Link::Release() {
-  if (link_->peeked) {
+  if (link_ && link_->peeked) {
     link_->rx.Release();
     link_->peeked = false;
   }

@@ -363,6 +363,23 @@ TEST(SessionTest, IdlePollerReRegistersAfterHsidRestart) {
   EXPECT_THAT(d.log(), ::testing::Not(HasSubstr("its LPAR is gone")));
 }
 
+TEST(SessionTest, EmptyHandlesAnswerFailedPreconditionNotACrash) {
+  Nic nic;
+  Link link;
+  uint8_t buf[8] = {};
+  EXPECT_EQ(nic.SendTo(Address(0x0af00001), buf).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(nic.Receive(absl::MakeSpan(buf)).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(nic.Peek().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(nic.Link(Address(0x0af00001)).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(nic.PrepareWait());
+  nic.Release();
+  EXPECT_EQ(link.Send(buf).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(link.Receive(absl::MakeSpan(buf)).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(link.Peek().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(link.status().message(), HasSubstr("empty handle"));
+  link.Release();
+}
+
 TEST(SessionTest, NoDaemonIsAClearUnavailable) {
   Hsid d;  // not started
   absl::StatusOr<Session> s = Connect(d, "a");
