@@ -965,6 +965,12 @@ void ServerImpl::OnAttach(Client& c, Message& m) {
                                                           Address(req.address).ToString())));
     }
     addr = fixed->second;
+    // The CHPID may have been redefined at run time with another subnet.
+    if (!ch.subnet.IsHost(addr)) {
+      return fail(absl::FailedPreconditionError(absl::StrCat(
+          chname, ": LPAR \"", c.lpar, "\"'s static address ", addr.ToString(), " is not a host address of subnet ",
+          ch.subnet.ToString(), " (config ", config_.source, ")")));
+    }
   } else if (req.address != 0) {
     addr = Address(req.address);
     if (!ch.subnet.IsHost(addr)) {

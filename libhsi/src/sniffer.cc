@@ -70,7 +70,10 @@ struct Tap {
           "link ", info.source.ToString(), "->", info.destination.ToString(), ": producer tail ", tail,
           " is behind position ", pos, " or misaligned")));
     }
-    const uint64_t produced = Frames() - base_frames;
+    // The producer writes its counter: one that went backwards (a hostile
+    // or broken peer) counts as nothing produced, not as 2^64 missed.
+    const uint64_t now = Frames();
+    const uint64_t produced = now >= base_frames ? now - base_frames : 0;
     if (produced > info.captured + info.missed) info.missed = produced - info.captured;
     pos = tail;
   }
@@ -230,7 +233,8 @@ void Sniffer::State::Retire(std::map<uint32_t, std::unique_ptr<TapLink>>::iterat
     // Both ends are gone: whatever the producer counted and we did not read
     // was overwritten before we got to it.
     if (t->layout != nullptr && t->info.status.ok()) {
-      const uint64_t produced = t->Frames() - t->base_frames;
+      const uint64_t now = t->Frames();
+      const uint64_t produced = now >= t->base_frames ? now - t->base_frames : 0;  // see above
       if (produced > t->info.captured + t->info.missed) t->info.missed = produced - t->info.captured;
     }
     retired_captured += t->info.captured;
