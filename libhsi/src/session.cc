@@ -893,6 +893,10 @@ absl::StatusOr<size_t> Link::Receive(absl::Span<uint8_t> buffer, const Wait& wai
   absl::Status st;
   auto ready = [&] {
     const bool down = l.down;
+    // This runs on every spin: look with TryPeek (a bool, no status object)
+    // and build statuses only when something is there or went wrong.
+    hsi::Frame f;
+    if (!down && l.rx.TryPeek(&f) == false && l.rx.ok() && nic_->up && !nic_->detached) return false;
     r = l.rx.TryReceive(buffer);
     if (r.ok()) return true;
     if (r.status().code() != absl::StatusCode::kUnavailable || !r.status().message().empty()) {
