@@ -291,7 +291,10 @@ void RingProducer::CommitDeferred(size_t len, uint16_t type) {
 void RingProducer::Publish() {
   own_->tx.tail.store(tail_, std::memory_order_release);
   auto& c = own_->tx_counters;
-  c.frames.store(frames_, std::memory_order_relaxed);
+  // Release: whoever acquires this count sees a tail at least as far (the
+  // sniffer reads the count, then the tail, and never counts a frame it
+  // will still read as missed).
+  c.frames.store(frames_, std::memory_order_release);
   c.bytes.store(bytes_, std::memory_order_relaxed);
   c.full_events.store(full_events_, std::memory_order_relaxed);
   c.drops.store(drops_, std::memory_order_relaxed);

@@ -58,12 +58,19 @@ struct Tap {
     // Acquire pairs with the producer's release of tail in Publish().
     return layout->tx.tail.load(std::memory_order_acquire);
   }
-  uint64_t Frames() const { return layout->tx_counters.frames.load(std::memory_order_relaxed); }
+  // Acquire pairs with the producer's release of the count in Publish(),
+  // which follows its release of the tail: a Tail() read after Frames()
+  // covers at least the frames counted.
+  uint64_t Frames() const { return layout->tx_counters.frames.load(std::memory_order_acquire); }
   void Break(absl::Status s) {
     if (info.status.ok()) info.status = std::move(s);
   }
   // The producer lapped us (or may have): jump to its tail, count the skip.
   void Resync() {
+    // The count first, then the tail: frames counted lie before the tail we
+    // jump to, so none of them is read later as well (which would count it
+    // twice, captured and missed). Retire() settles the exact count.
+    const uint64_t now = Frames();
     const uint64_t tail = Tail();
     if (tail < pos || tail % kRecordAlign != 0) {
       return Break(absl::DataLossError(absl::StrCat(
@@ -72,7 +79,6 @@ struct Tap {
     }
     // The producer writes its counter: one that went backwards (a hostile
     // or broken peer) counts as nothing produced, not as 2^64 missed.
-    const uint64_t now = Frames();
     const uint64_t produced = now >= base_frames ? now - base_frames : 0;
     if (produced > info.captured + info.missed) info.missed = produced - info.captured;
     pos = tail;
