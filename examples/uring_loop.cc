@@ -1,13 +1,16 @@
 // uring_loop: one LPAR serves NICS NICs from a single io_uring event loop
-// (liburing, IORING_OP_POLL_ADD on each NIC's doorbell fd), echoing every
-// frame. A forked client LPAR sends FRAMES frames to every NIC and checks
-// the echoes.
+// (liburing, IORING_OP_POLL_ADD on each NIC's doorbell fd and on the
+// session's control socket, so that the loop also sees hsid die and come
+// back), echoing every frame. A forked client LPAR sends FRAMES frames to
+// every NIC and checks the echoes.
 //   usage: uring_loop NICS FRAMES
 #include <liburing.h>
 #include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -84,17 +87,33 @@ int main(int argc, char** argv) {
     return 1;
   }
   // Arms NIC i: poll its doorbell unless something is already waiting.
+  // The session's control socket is polled too (user data kControl): when
+  // it is readable, or while hsid is away and a reconnect is due,
+  // Session::Poll() handles it.
+  constexpr uint64_t kControl = ~uint64_t{0};
+  bool control_armed = false;
+  auto arm_control = [&] {
+    if (control_armed || session->fd() < 0) return;
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    io_uring_prep_poll_add(sqe, session->fd(), POLLIN);
+    io_uring_sqe_set_data64(sqe, kControl);
+    control_armed = true;
+  };
   std::vector<size_t> ready;
+  std::vector<bool> armed(nic.size(), false);  // a doorbell poll is in the ring
   auto arm = [&](size_t i) {
     if (nic[i].PrepareWait()) {
       ready.push_back(i);
       return;
     }
+    if (armed[i]) return;
+    armed[i] = true;
     io_uring_sqe* sqe = io_uring_get_sqe(&ring);
     io_uring_prep_poll_add(sqe, nic[i].fd(), POLLIN);
     io_uring_sqe_set_data64(sqe, i);
   };
   for (size_t i = 0; i < nic.size(); ++i) arm(i);
+  arm_control();
 
   std::vector<uint8_t> buf(nic[0].info().mtu);
   const long want = nics * frames;
@@ -103,12 +122,35 @@ int main(int argc, char** argv) {
     if (ready.empty()) {
       io_uring_submit(&ring);
       io_uring_cqe* cqe;
-      if (int r = io_uring_wait_cqe(&ring, &cqe); r < 0) {
+      __kernel_timespec ts{};
+      const absl::Time next = session->next_poll();  // a reconnect due while hsid is away
+      if (next != absl::InfiniteFuture()) {
+        const absl::Duration left = std::max(next - absl::Now(), absl::ZeroDuration());
+        ts.tv_sec = absl::ToInt64Seconds(left);
+        ts.tv_nsec = absl::ToInt64Nanoseconds(left - absl::Seconds(ts.tv_sec));
+      }
+      int r = io_uring_wait_cqe_timeout(&ring, &cqe, next != absl::InfiniteFuture() ? &ts : nullptr);
+      if (r == -ETIME) {
+        (void)session->Poll();  // reconnect attempt
+        arm_control();
+        continue;
+      }
+      if (r < 0) {
         std::fprintf(stderr, "io_uring_wait_cqe: %s\n", std::strerror(-r));
         return 1;
       }
-      ready.push_back(io_uring_cqe_get_data64(cqe));
+      const uint64_t what = io_uring_cqe_get_data64(cqe);
       io_uring_cqe_seen(&ring, cqe);
+      if (what == kControl) {
+        control_armed = false;
+        (void)session->Poll();  // link offers, link-down events, hsid's death
+        arm_control();
+        // Control events may have made NICs ready (a new link, a link down).
+        for (size_t i = 0; i < nic.size(); ++i) ready.push_back(i);
+        continue;
+      }
+      armed[what] = false;
+      ready.push_back(what);
     }
     const size_t i = ready.back();
     ready.pop_back();

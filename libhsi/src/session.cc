@@ -648,6 +648,8 @@ absl::Status Session::Poll() {
 }
 
 bool Session::connected() const { return state_ && state_->connected(); }
+int Session::fd() const { return state_ ? state_->ctl_fd() : -1; }
+absl::Time Session::next_poll() const { return state_ ? state_->reconnect_at() : absl::InfiniteFuture(); }
 const std::string& Session::lpar() const { return state_->options().lpar; }
 const std::string& Session::socket_path() const { return state_->path(); }
 

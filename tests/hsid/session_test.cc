@@ -1,4 +1,5 @@
 // End-to-end tests of hsid and the session API: real hsid, real processes.
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -361,6 +362,31 @@ TEST(SessionTest, IdlePollerReRegistersAfterHsidRestart) {
   EXPECT_THAT(d.log(), HasSubstr("LPAR \"idle\" (pid"));
   EXPECT_THAT(d.log(), HasSubstr("reclaimed"));
   EXPECT_THAT(d.log(), ::testing::Not(HasSubstr("its LPAR is gone")));
+}
+
+// Session::fd() and next_poll() are what an event loop of its own needs to
+// see hsid die and to reconnect (examples/uring_loop.cc).
+TEST(SessionTest, ControlFdAndNextPollFollowHsidDeathAndReturn) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  absl::StatusOr<Session> s = Connect(d, "loop");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_GE(s->fd(), 0);
+  EXPECT_EQ(s->next_poll(), absl::InfiniteFuture());
+  ASSERT_NE(d.Stop(SIGKILL), -1);
+  pollfd p = {s->fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1) << "hsid's death did not make the control socket readable";
+  (void)s->Poll();
+  EXPECT_EQ(s->fd(), -1);
+  EXPECT_LT(s->next_poll(), In(absl::Seconds(5)));
+  ASSERT_TRUE(d.Start()) << d.log();
+  for (const absl::Time end = In(absl::Seconds(5)); s->fd() < 0 && absl::Now() < end;) {
+    absl::SleepFor(std::max(s->next_poll() - absl::Now(), absl::ZeroDuration()));
+    (void)s->Poll();
+  }
+  EXPECT_GE(s->fd(), 0) << "did not reconnect";
+  EXPECT_EQ(s->next_poll(), absl::InfiniteFuture());
+  EXPECT_EQ(Session().fd(), -1);
 }
 
 TEST(SessionTest, EmptyHandlesAnswerFailedPreconditionNotACrash) {

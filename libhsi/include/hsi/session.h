@@ -82,6 +82,18 @@ class HSI_EXPORT Session {
   // libhsi while peers link to it.
   absl::Status Poll();
 
+  // For an event loop that waits outside libhsi on Nic::fd() (epoll, an
+  // io_uring of its own): the control socket to hsid. When it is readable
+  // call Poll(), which also notices hsid's death. -1 while hsid is away or
+  // the Session is empty; then call Poll() at next_poll(), which reconnects
+  // and re-registers the NICs and links (DESIGN invariant 4; hsi::Poller
+  // does all this itself). An io_uring poll holds the socket open: cancel
+  // it before destroying the Session, or hsid sees the LPAR go late.
+  int fd() const;
+  // When to call Poll() with no event: the next reconnect attempt while
+  // hsid is away, absl::InfiniteFuture() otherwise.
+  absl::Time next_poll() const;
+
   bool connected() const;
   const std::string& lpar() const;
   const std::string& socket_path() const;
