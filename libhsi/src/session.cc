@@ -252,9 +252,20 @@ void SessionState::Reconnect() {
         nic->up = false;
         nic->down_status = absl::UnavailableError(absl::StrCat(nic->Name(), ": could not re-attach after hsid restarted: ",
                                                                a.message()));
+        // hsid ids start at 1: the old id may now be another NIC's, whose
+        // events must not land here.
+        nic->nic_id = 0;
         continue;
       }
       nic->nic_id = rep.nic_id;
+      // The restarted hsid may have another definition of the CHPID (a new
+      // config). Links up now keep the geometry they were made with; new
+      // ones get the CHPID's current one, so NicInfo follows hsid.
+      nic->info.subnet = Subnet(Address(rep.subnet), static_cast<int>(rep.prefix));
+      nic->info.mfs = rep.mfs;
+      nic->info.mtu = rep.mtu;
+      nic->info.geometry = RingGeometry{rep.capacity, rep.mtu};
+      nic->info.drop = rep.overflow == kOverflowDrop;
       for (const auto& l : nic->active) {
         if (l->down) continue;
         RelinkRequest rr = Zeroed<RelinkRequest>();
