@@ -1071,6 +1071,13 @@ void ServerImpl::OnLink(Client& c, const Message& m) {
     return fail(absl::ResourceExhaustedError(absl::StrCat(where, ": creating ring segments: ",
                                                           (!sa.ok() ? sa.status() : sb.status()).message())));
   }
+  // The copies the offers carry, made before any table changes: out of fds
+  // fails this request (passing -1 to sendmsg would drop the recipient).
+  UniqueFd offer_a(::fcntl(sa->get(), F_DUPFD_CLOEXEC, 0)), offer_b(::fcntl(sb->get(), F_DUPFD_CLOEXEC, 0));
+  if (!offer_a.valid() || !offer_b.valid()) {
+    return fail(absl::ResourceExhaustedError(absl::StrCat(where, ": duplicating a ring segment fd: ",
+                                                          std::strerror(errno))));
+  }
   Link l;
   l.id = next_link_++;
   l.chpid = a.chpid;
@@ -1096,19 +1103,7 @@ void ServerImpl::OnLink(Client& c, const Message& m) {
     o.capacity = g.capacity;
     wire::SetName(o.peer_lpar, *peer_lpar);
     std::vector<UniqueFd> fds;
-    fds.emplace_back(::fcntl(end->segment.get(), F_DUPFD_CLOEXEC, 0));
-    if (!fds.back().valid()) {
-      // Out of fds: fail the request instead of passing -1 to sendmsg,
-      // which would fail the send and drop an innocent recipient.
-      const int err = errno;
-      --c.in_flight;
-      --setups_pending_;
-      a.links.erase(l.id);
-      b->links.erase(l.id);
-      by_pair_.erase(PairKey(a.address, peer));
-      return fail(absl::ResourceExhaustedError(absl::StrCat(where, ": duplicating a ring segment fd: ",
-                                                            std::strerror(err))));
-    }
+    fds.push_back(std::move(end == &l.a ? offer_a : offer_b));
     out.emplace_back(end->nic, wire::Encode(0, o, std::move(fds)));
   }
   links_.emplace(link_id, std::move(l));

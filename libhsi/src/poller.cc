@@ -140,7 +140,6 @@ absl::StatusOr<std::vector<Nic*>> Poller::Wait(absl::Time deadline) {
     }
     int r = io_uring_submit_and_wait_timeout(&ring, &cqe, 1, tsp, nullptr);
     if (r < 0 && r != -ETIME && r != -EINTR) return internal::ErrnoStatus(-r, "poller: io_uring wait");
-    bool control = false;
     unsigned head, seen = 0;
     io_uring_for_each_cqe(&ring, head, cqe) {
       ++seen;
@@ -148,10 +147,7 @@ absl::StatusOr<std::vector<Nic*>> Poller::Wait(absl::Time deadline) {
       if ((d & kCtlTag) != 0) {
         if (d != UINT64_MAX) {
           auto it = std::find(ctl_polls.begin(), ctl_polls.end(), d);
-          if (it != ctl_polls.end()) {
-            ctl_polls.erase(it);  // this call's: done, nothing to cancel
-            control = true;
-          }
+          if (it != ctl_polls.end()) ctl_polls.erase(it);  // this call's: done, nothing to cancel
         }
         continue;  // an earlier call's, cancelled or late
       }
@@ -171,7 +167,6 @@ absl::StatusOr<std::vector<Nic*>> Poller::Wait(absl::Time deadline) {
     if (!ready.empty() || absl::Now() >= deadline) return ready;
     // A control event or a reconnect due: the next pass pumps each session
     // (PrepareWait) and looks again.
-    (void)control;
   }
 }
 

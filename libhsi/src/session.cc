@@ -752,17 +752,8 @@ void ArmAll(NicState& n, bool on) {
 absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wait& wait) {
   if (!nic_) return EmptyHandle("Nic::SendTo");
   NicState& n = *nic_;
-  session_->MaybePump();
-  // Fast path: an up NIC, a live link to `to` and room in its ring. The
-  // broadcast address is never a key of by_peer; an oversize frame fails
-  // TrySend and gets its error below.
-  if (n.up && !n.detached) {
-    if (auto it = n.by_peer.find(to.value()); it != n.by_peer.end()) {
-      LinkState& l = *it->second;
-      if (!l.down && l.tx.TrySend(payload, internal::kTypeUnicast)) return absl::OkStatus();
-    }
-  }
   if (absl::Status s = NicUsable(n); !s.ok()) return s;
+  session_->MaybePump();
   if (payload.size() > n.info.mtu) {
     return absl::InvalidArgumentError(absl::StrCat("CHPID ", n.ChpidText(), ": frame ", n.info.address.ToString(), "->",
                                                    to.ToString(), " of ", payload.size(), " bytes exceeds the MTU ",
@@ -906,10 +897,6 @@ absl::StatusOr<size_t> Link::Receive(absl::Span<uint8_t> buffer, const Wait& wai
   absl::Status st;
   auto ready = [&] {
     const bool down = l.down;
-    // This runs on every spin: look with TryPeek (a bool, no status object)
-    // and build statuses only when something is there or went wrong.
-    hsi::Frame f;
-    if (!down && l.rx.TryPeek(&f) == false && l.rx.ok() && nic_->up && !nic_->detached) return false;
     r = l.rx.TryReceive(buffer);
     if (r.ok()) return true;
     if (r.status().code() != absl::StatusCode::kUnavailable || !r.status().message().empty()) {

@@ -62,6 +62,16 @@ struct Tap {
   // which follows its release of the tail: a Tail() read after Frames()
   // covers at least the frames counted.
   uint64_t Frames() const { return layout->tx_counters.frames.load(std::memory_order_acquire); }
+  // Frames the producer says it committed since we started, from a count
+  // `now` it wrote: one that went backwards (a hostile or broken peer)
+  // counts as nothing produced, not as 2^64 missed.
+  uint64_t ProducedSince(uint64_t now) const { return now >= base_frames ? now - base_frames : 0; }
+  // Whatever the producer counted that we neither captured nor counted yet
+  // was overwritten before we read it.
+  void SettleMissed(uint64_t now) {
+    const uint64_t produced = ProducedSince(now);
+    if (produced > info.captured + info.missed) info.missed = produced - info.captured;
+  }
   void Break(absl::Status s) {
     if (info.status.ok()) info.status = std::move(s);
   }
@@ -77,10 +87,7 @@ struct Tap {
           "link ", info.source.ToString(), "->", info.destination.ToString(), ": producer tail ", tail,
           " is behind position ", pos, " or misaligned")));
     }
-    // The producer writes its counter: one that went backwards (a hostile
-    // or broken peer) counts as nothing produced, not as 2^64 missed.
-    const uint64_t produced = now >= base_frames ? now - base_frames : 0;
-    if (produced > info.captured + info.missed) info.missed = produced - info.captured;
+    SettleMissed(now);
     pos = tail;
   }
 };
@@ -239,9 +246,7 @@ void Sniffer::State::Retire(std::map<uint32_t, std::unique_ptr<TapLink>>::iterat
     // Both ends are gone: whatever the producer counted and we did not read
     // was overwritten before we got to it.
     if (t->layout != nullptr && t->info.status.ok()) {
-      const uint64_t now = t->Frames();
-      const uint64_t produced = now >= t->base_frames ? now - t->base_frames : 0;  // see above
-      if (produced > t->info.captured + t->info.missed) t->info.missed = produced - t->info.captured;
+      t->SettleMissed(t->Frames());
     }
     retired_captured += t->info.captured;
     retired_missed += t->info.missed;
