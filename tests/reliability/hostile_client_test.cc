@@ -875,12 +875,21 @@ TEST_F(HostileClientTest, NamelessClaimsOfNonAdminsAreCapped) {
         conns.push_back(std::move(c));
       } else if (st.code() == absl::StatusCode::kResourceExhausted) {
         ++f->refused;
-        std::snprintf(f->refused_text, sizeof(f->refused_text), "%s", std::string(st.message()).c_str());
       } else if (!m.has_value() && eof) {
         ++f->refused;  // closed before our claim was read: the reply was reset with it
       } else {
         ++f->other;
       }
+    }
+    // One more, which sends nothing: a refusal whose connection we do not
+    // write to is never reset, so its reply is always there to read (above,
+    // the claim we send may reach hsid after it closed and reset the reply).
+    {
+      RawClient probe(d_->socket());
+      bool eof = false;
+      std::optional<wire::Message> m = probe.connected() ? probe.Receive(absl::Seconds(5), &eof) : std::nullopt;
+      const absl::Status st = m.has_value() ? ReplyStatus(*m) : absl::UnavailableError("no answer");
+      std::snprintf(f->refused_text, sizeof(f->refused_text), "%s", st.ToString().c_str());
     }
     done.Write("held");
     go.Read(absl::Seconds(60));  // hold them until the test has looked
@@ -891,6 +900,7 @@ TEST_F(HostileClientTest, NamelessClaimsOfNonAdminsAreCapped) {
   EXPECT_EQ(f->claimed.load(), static_cast<int>(kMaxUnclaimedPerUid));
   EXPECT_EQ(f->refused.load(), kConnections - static_cast<int>(kMaxUnclaimedPerUid));
   EXPECT_EQ(f->other.load(), 0);
+  EXPECT_THAT(std::string(f->refused_text), HasSubstr("RESOURCE_EXHAUSTED"));
   EXPECT_THAT(std::string(f->refused_text), HasSubstr("max_unclaimed_per_uid = 32"));
   EXPECT_LE(fds_during, base_fds_ + static_cast<int>(kMaxUnclaimedPerUid) + 8);
   // Root, an admin, is not counted and is served meanwhile.
