@@ -2,10 +2,13 @@
 // a test sent, hsi-dump's pcap read back by tshark, refusals for non-admin
 // uids, and usage errors (exit 2 with a message naming the option).
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <grp.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -338,6 +341,79 @@ TEST_F(ToolsTest, HsiPingVsTcpPrintsBothDistributionsAndTheRatio) {
   EXPECT_THAT(text.out, HasSubstr("ratio tcp/hsi at p50: "));
 }
 
+// A port nobody listens on right now (the kernel's pick for an ephemeral bind).
+uint16_t FreeTcpPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    return 0;
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+TEST_F(ToolsTest, HsiPingResponderServesOneVsTcpClientAfterAnother) {
+  // The responder once kept the first client's TCP connection, and the
+  // second client waited forever for its first TCP echo.
+  const uint16_t port = FreeTcpPort();
+  ASSERT_NE(port, 0);
+  Proc responder(Cmd("hsi-ping", {"--responder", "--lpar", "resp", "--tcp-port", std::to_string(port)}));
+  ASSERT_TRUE(WaitForLog(hsid_, "attached 10.240.0.1", absl::Seconds(10))) << hsid_.log();
+  for (int client = 1; client <= 2; ++client) {
+    Result r = RunTool(Cmd("hsi-ping", {"--vs-tcp", "-c", "1000", "--batch", "250", "--json", "10.240.0.1",
+                                        "--tcp-port", std::to_string(port)}),
+                       absl::Seconds(60));
+    ASSERT_EQ(r.code, 0) << "client " << client << ": " << Describe(r);
+    json j = json::parse(r.out);
+    EXPECT_EQ(j["hsi"]["received"], 1000) << "client " << client;
+    EXPECT_EQ(j["tcp"]["received"], 1000) << "client " << client;
+    EXPECT_EQ(j["hsi"]["wrong"], 0) << "client " << client;
+  }
+}
+
+TEST_F(ToolsTest, HsiPingReportsEchoesThatDifferFromTheProbe) {
+  // A responder that answers with the probe's sequence number but changes
+  // its last byte: the round trip completes, the comparison after the clock
+  // stops must catch it.
+  Report rep;
+  Child bad([&] {
+    SessionOptions o;
+    o.socket_path = hsid_.socket();
+    o.lpar = "bad";
+    absl::StatusOr<Session> s = Session::Connect(o);
+    if (!s.ok()) return rep.Write("FAIL " + s.status().ToString()), 1;
+    absl::StatusOr<Nic> n = s->AttachNic(0xF0);
+    if (!n.ok()) return rep.Write("FAIL " + n.status().ToString()), 1;
+    rep.Write(n->address().ToString());
+    std::vector<uint8_t> buf(n->info().mtu);
+    for (;;) {
+      absl::StatusOr<Received> r = n->Receive(absl::MakeSpan(buf), Wait::Block(absl::Now() + absl::Seconds(30)));
+      if (!r.ok() && r.status().code() == absl::StatusCode::kUnavailable) continue;  // a pinger left
+      if (!r.ok()) return 1;
+      buf[r->length - 1] ^= 0xFF;
+      (void)n->SendTo(r->source, absl::MakeConstSpan(buf.data(), r->length), Wait::Block(absl::Now() + absl::Seconds(5)));
+    }
+  });
+  const std::string addr = rep.Read(absl::Seconds(20));
+  ASSERT_THAT(addr, HasSubstr("10.240.0.")) << addr;
+  Result r = RunTool(Cmd("hsi-ping", {"-c", "3", "-i", "0.01", addr}));
+  EXPECT_EQ(r.code, 1) << Describe(r);
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("wrong echo from ", addr, ": seq=3")));
+  EXPECT_THAT(r.out, HasSubstr("hsi: 3 probes sent, 0 answered, 0% loss, 3 wrong echoes")) << r.out;
+  Result j = RunTool(Cmd("hsi-ping", {"-c", "2", "-i", "0", "--json", addr}));
+  EXPECT_EQ(j.code, 1) << Describe(j);
+  ASSERT_TRUE(json::accept(j.out)) << Describe(j);
+  json doc = json::parse(j.out);
+  EXPECT_EQ(doc["hsi"]["wrong"], 2);
+  EXPECT_EQ(doc["hsi"]["received"], 0);
+  EXPECT_EQ(doc["hsi"]["lost"], 0);
+}
+
 TEST_F(ToolsTest, HsiPingAgainstAResponderAndPerClientServer) {
   Proc responder(Cmd("hsi-ping", {"--responder", "--lpar", "resp"}));
   ASSERT_TRUE(WaitForLog(hsid_, "attached 10.240.0.1", absl::Seconds(10))) << hsid_.log();
@@ -436,6 +512,9 @@ TEST(ToolsUsageTest, BadFlagsExitTwoNamingTheFlag) {
       {{"hsictl", "down", "not-an-address"}, "is not ADDRESS or CHPID:ADDRESS"},
       {{"hsictl", "--socket"}, "option --socket needs a value"},
       {{"hsi-ping", "--bogus"}, "unknown option '--bogus'"},
+      {{"hsi-ping", "--pin", "x", "10.240.0.1"}, "--pin: 'x' is not a CPU number"},
+      {{"hsi-ping", "--pin", "0,0,0", "--vs-tcp"}, "--pin: give one or two CPUs"},
+      {{"hsi-ping", "--pin", "0,0", "10.240.0.1"}, "--pin takes two CPUs only when hsi-ping forks its own responder"},
       {{"hsi-ping", "-s", "abc", "10.240.0.1"}, "-s/--size: 'abc'"},
       {{"hsi-ping", "--wait", "fast", "10.240.0.1"}, "--wait: 'fast' is not one of spin, block, adaptive"},
       {{"hsi-ping", "-c", "0", "10.240.0.1"}, "-c/--count: '0'"},

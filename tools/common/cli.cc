@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -11,6 +12,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -18,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace hsi::tools {
 
@@ -123,6 +126,53 @@ absl::StatusOr<hsi::WaitMode> ParseWait(absl::string_view what, absl::string_vie
     return absl::InvalidArgumentError(absl::StrCat(what, ": '", text, "' is not one of spin, block, adaptive"));
   }
   return m;
+}
+
+namespace {
+
+// The first `n` CPUs this process may run on (fewer if it may use fewer).
+std::vector<int> AllowedCpus(size_t n) {
+  std::vector<int> cpus;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
+  for (int c = 0; c < CPU_SETSIZE && cpus.size() < n; ++c) {
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  }
+  return cpus;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<int>> ParseCpus(absl::string_view what, absl::string_view text, size_t max) {
+  std::vector<int> cpus;
+  const std::vector<int> allowed = AllowedCpus(CPU_SETSIZE);
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    int cpu = -1;
+    if (!absl::SimpleAtoi(part, &cpu) || cpu < 0 || cpu >= CPU_SETSIZE) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": '", part, "' is not a CPU number"));
+    }
+    if (std::find(allowed.begin(), allowed.end(), cpu) == allowed.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": CPU ", cpu, " is not one this process may run on (",
+                                                     absl::StrJoin(allowed, ","), ")"));
+    }
+    cpus.push_back(cpu);
+  }
+  if (cpus.empty() || cpus.size() > max) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": give ", max == 1 ? "one CPU" : "one or two CPUs",
+                                                   ", not '", text, "'"));
+  }
+  return cpus;
+}
+
+absl::Status PinToCpu(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (::sched_setaffinity(0, sizeof(set), &set) != 0) {
+    return absl::InternalError(absl::StrCat("cannot pin to CPU ", cpu, ": sched_setaffinity: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<hsi::Address> ParseAddress(absl::string_view what, absl::string_view text) {

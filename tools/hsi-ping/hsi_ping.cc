@@ -52,16 +52,23 @@ trip, like ping. The peer answers with `hsi-ping --responder`. The process
 attaches as an LPAR of its own (hsid's built-in configuration lets the uid
 that started hsid claim any LPAR name on CHPID F0).
 
+A round trip is timed from just before the probe is sent until its echo,
+with the probe's sequence number, is visible in the link's ring; the echo
+is read in place (zero-copy) and compared with the probe after the clock
+has stopped, as ping compares its data. An echo that differs is reported
+and not counted as answered.
+
 With --vs-tcp the same probes also go over loopback TCP (TCP_NODELAY, plain
 blocking sockets), interleaved with the hsi probes in alternating batches of
 --batch probes, and both distributions and the ratio TCP/hsi at p50 are
 printed. Without ADDRESS, --vs-tcp forks its own responder that answers
 both; with ADDRESS it needs the TCP port of a responder started with
---responder --tcp-port PORT. --vs-tcp sends back to back (-i 0) and
-defaults to -c 10000.
+--responder --tcp-port PORT (a responder serves one such client at a time).
+--vs-tcp sends back to back (-i 0) and defaults to -c 100000.
 
 Options:
-  -c, --count COUNT      stop after COUNT probes (default: until interrupted)
+  -c, --count COUNT      stop after COUNT probes (default: until interrupted;
+                         100000 with --vs-tcp)
   -s, --size SIZE        probe payload bytes, 8..MTU (default 64)
   -i, --interval SECS    pause between probes, 0 for flood (default 1; 0 with --vs-tcp)
   -W, --timeout SECS     how long to wait for each reply (default 1)
@@ -73,7 +80,9 @@ Options:
   --vs-tcp               compare with loopback TCP in the same run (see above)
   --tcp-port PORT        responder: also answer TCP on 127.0.0.1:PORT (0: any free port,
                          printed); client: the responder's TCP port
-  --batch N              --vs-tcp: probes per alternating batch (default 1000)
+  --batch N              --vs-tcp: probes per alternating batch (default 10000)
+  --pin CPU[,CPU]        run on CPU; with a forked responder, the second CPU is
+                         the responder's (default: where the scheduler puts them)
   --chpid ID             the CHPID to attach to, hex (default F0)
   --lpar NAME            the LPAR name to claim (default hsi-ping-PID)
   --socket PATH          hsid's control socket (default: $HSI_SOCKET, else the
@@ -81,11 +90,11 @@ Options:
   -h, --help             this text
 
 Per probe (unless -q, -i 0 or --vs-tcp): "64 bytes from 10.240.0.2: seq=1
-time=0.412 us". Summary: probes sent and answered, loss, and the round trip
-min/avg/max/mdev and p50/p99/p99.9.
+time=0.412 us". Summary: probes sent and answered, loss, wrong echoes (if
+any), and the round trip min/avg/max/mdev and p50/p99/p99.9.
 
-Exit status: 0 if every probe was answered, 1 if any was lost or on a
-runtime error, 2 on a usage error.
+Exit status: 0 if every probe was answered, 1 if any was lost or wrong or
+on a runtime error, 2 on a usage error.
 )";
 
 const std::vector<hsi::tools::Option> kOptions = {
@@ -94,6 +103,7 @@ const std::vector<hsi::tools::Option> kOptions = {
     {{"--json"}},                   {{"--responder"}},                {{"--vs-tcp"}},
     {{"--tcp-port"}, "PORT"},       {{"--batch"}, "N"},               {{"--chpid"}, "ID"},
     {{"--lpar"}, "NAME"},           {{"--socket"}, "PATH"},           {{"--help", "-h"}},
+    {{"--pin"}, "CPUS"},
 };
 
 volatile std::sig_atomic_t g_stop = 0;
@@ -120,8 +130,9 @@ struct Options {
   hsi::WaitMode wait = hsi::WaitMode::kAdaptive;
   bool quiet = false, json = false, responder = false, vs_tcp = false;
   std::optional<uint16_t> tcp_port;
-  uint64_t batch = 1000;
+  uint64_t batch = 10000;
   std::optional<hsi::Address> peer;
+  std::vector<int> pin;  // this process's CPU, then the forked responder's
 };
 
 hsi::Wait MakeWait(hsi::WaitMode m, absl::Time deadline) {
@@ -166,9 +177,15 @@ absl::StatusOr<hsi::UniqueFd> TcpListen(uint16_t port, uint16_t* bound) {
   return fd;
 }
 
-absl::StatusOr<hsi::UniqueFd> TcpConnect(uint16_t port) {
+// Connects to 127.0.0.1:port with TCP_NODELAY; a read or write that waits
+// longer than `timeout` fails with EAGAIN. `*local_port` is our end's port,
+// which the responder uses to tell our connection from others.
+absl::StatusOr<hsi::UniqueFd> TcpConnect(uint16_t port, absl::Duration timeout, uint16_t* local_port) {
   hsi::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+  const timeval tv = absl::ToTimeval(timeout);
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -177,6 +194,9 @@ absl::StatusOr<hsi::UniqueFd> TcpConnect(uint16_t port) {
     return absl::UnavailableError(absl::StrCat("TCP connect to 127.0.0.1:", port, ": ", std::strerror(errno)));
   }
   if (absl::Status s = SetNoDelay(fd.get()); !s.ok()) return s;
+  socklen_t len = sizeof(a);
+  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  *local_port = ntohs(a.sin_port);
   return fd;
 }
 
@@ -190,6 +210,7 @@ bool ReadFull(int fd, uint8_t* p, size_t n) {
     } else if (r < 0 && errno == EINTR && !g_stop) {
       continue;
     } else {
+      if (r == 0) errno = 0;  // EOF
       return false;
     }
   }
@@ -210,6 +231,39 @@ bool WriteFull(int fd, const uint8_t* p, size_t n) {
   return true;
 }
 
+// The TCP connection of the client whose local port is `client_port`: the
+// current one if it is that client's, else the next accepted one that is
+// (connections of other, earlier clients are closed: one --vs-tcp client
+// is served at a time).
+absl::Status AcceptTcpClient(int listen_fd, uint16_t client_port, hsi::UniqueFd* conn) {
+  auto peer_port = [](int fd) -> int {
+    sockaddr_in a{};
+    socklen_t len = sizeof(a);
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&a), &len) < 0) return -1;
+    return ntohs(a.sin_port);
+  };
+  if (conn->valid() && peer_port(conn->get()) == client_port) return absl::OkStatus();
+  conn->Reset();
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  for (;;) {
+    pollfd p = {listen_fd, POLLIN, 0};
+    const int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+    if (ms <= 0 || ::poll(&p, 1, ms) <= 0) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("the TCP client (port ", client_port, ") did not connect within 5s"));
+    }
+    hsi::UniqueFd fd(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC));
+    if (!fd.valid()) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      return absl::InternalError(absl::StrCat("TCP accept: ", std::strerror(errno)));
+    }
+    if (peer_port(fd.get()) != client_port) continue;  // not the client asking: close it
+    if (absl::Status s = SetNoDelay(fd.get()); !s.ok()) return s;
+    *conn = std::move(fd);
+    return absl::OkStatus();
+  }
+}
+
 // ---------------------------------------------------------------- responder
 
 absl::StatusOr<hsi::Session> Connect(const Options& o, const std::string& lpar) {
@@ -222,10 +276,11 @@ absl::StatusOr<hsi::Session> Connect(const Options& o, const std::string& lpar) 
 // Answers hsi probes (echo to the sender) and, after a kTcpPhase frame, that
 // many TCP probes. `ready` is told "ADDRESS PORT" once serving.
 int Respond(const Options& o, const std::string& lpar, hsi::tools::LinePipe* ready) {
-  absl::StatusOr<hsi::Session> session = Connect(o, lpar);
-  if (!session.ok()) return hsi::tools::Fail(kTool, session.status().message(), kExitFailure);
-  absl::StatusOr<hsi::Nic> nic = session->AttachNic(o.chpid);
-  if (!nic.ok()) return hsi::tools::Fail(kTool, nic.status().message(), kExitFailure);
+  if (!o.pin.empty()) {
+    if (absl::Status s = hsi::tools::PinToCpu(o.pin[0]); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
+  }
+  // Listen first: once the NIC is attached (and a client can see it), TCP
+  // clients can connect too.
   hsi::UniqueFd listen_fd, conn;
   uint16_t port = 0;
   if (o.tcp_port) {
@@ -233,6 +288,10 @@ int Respond(const Options& o, const std::string& lpar, hsi::tools::LinePipe* rea
     if (!l.ok()) return hsi::tools::Fail(kTool, l.status().message(), kExitFailure);
     listen_fd = std::move(*l);
   }
+  absl::StatusOr<hsi::Session> session = Connect(o, lpar);
+  if (!session.ok()) return hsi::tools::Fail(kTool, session.status().message(), kExitFailure);
+  absl::StatusOr<hsi::Nic> nic = session->AttachNic(o.chpid);
+  if (!nic.ok()) return hsi::tools::Fail(kTool, nic.status().message(), kExitFailure);
   if (ready != nullptr) {
     ready->Write(absl::StrCat(nic->address().ToString(), " ", port));
   } else {
@@ -242,7 +301,6 @@ int Respond(const Options& o, const std::string& lpar, hsi::tools::LinePipe* rea
     std::printf("\n");
     std::fflush(stdout);
   }
-  std::vector<uint8_t> buf(nic->info().mtu);
   std::map<hsi::Address, hsi::Link> links;
   uint64_t answered = 0;
   // Reading the clock costs ~90 ns on this VM, as much as a third of a probe's
@@ -251,13 +309,15 @@ int Respond(const Options& o, const std::string& lpar, hsi::tools::LinePipe* rea
   // also how often g_stop is looked at).
   absl::Time until = absl::Now() + absl::Milliseconds(100);
   while (!g_stop) {
-    absl::StatusOr<hsi::Received> r = nic->Receive(absl::MakeSpan(buf), MakeWait(o.wait, until));
-    if (!r.ok()) {
-      if (r.status().code() == absl::StatusCode::kDeadlineExceeded) {
+    // Zero-copy: the probe is echoed straight from the sender's ring into
+    // ours, one copy, and released after.
+    absl::StatusOr<hsi::FrameView> v = nic->Peek(MakeWait(o.wait, until));
+    if (!v.ok()) {
+      if (v.status().code() == absl::StatusCode::kDeadlineExceeded) {
         until = absl::Now() + absl::Milliseconds(100);
         continue;
       }
-      if (r.status().code() == absl::StatusCode::kUnavailable) {
+      if (v.status().code() == absl::StatusCode::kUnavailable) {
         // A peer went away (reported once per link), or an admin set this
         // NIC down (reported until it is up again): forget the links, relink
         // on demand, and do not spin on a NIC that is down.
@@ -265,28 +325,31 @@ int Respond(const Options& o, const std::string& lpar, hsi::tools::LinePipe* rea
         absl::SleepFor(absl::Milliseconds(1));
         continue;
       }
-      return hsi::tools::Fail(kTool, r.status().message(), kExitFailure);
+      return hsi::tools::Fail(kTool, v.status().message(), kExitFailure);
     }
-    auto it = links.find(r->source);
+    auto it = links.find(v->source);
     if (it == links.end()) {
-      absl::StatusOr<hsi::Link> l = nic->Link(r->source);
-      if (!l.ok()) continue;
-      it = links.emplace(r->source, std::move(*l)).first;
-    }
-    const absl::Span<const uint8_t> frame(buf.data(), r->length);
-    if (r->length >= 24 && GetU64(buf.data()) == kTcpPhase) {
-      const uint64_t n = GetU64(buf.data() + 8);
-      if (!listen_fd.valid()) continue;  // no TCP here: ignore
-      (void)it->second.Send(frame, MakeWait(o.wait, absl::Now() + absl::Seconds(1)));  // ack
-      if (!conn.valid()) {
-        pollfd p = {listen_fd.get(), POLLIN, 0};
-        if (::poll(&p, 1, 5000) <= 0) return hsi::tools::Fail(kTool, "TCP client did not connect", kExitFailure);
-        conn = hsi::UniqueFd(::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
-        if (!conn.valid() || !SetNoDelay(conn.get()).ok()) {
-          return hsi::tools::Fail(kTool, absl::StrCat("TCP accept: ", std::strerror(errno)), kExitFailure);
-        }
+      absl::StatusOr<hsi::Link> l = nic->Link(v->source);
+      if (!l.ok()) {
+        nic->Release();
+        continue;
       }
-      const uint64_t size = GetU64(buf.data() + 16);
+      it = links.emplace(v->source, std::move(*l)).first;
+    }
+    const absl::Span<const uint8_t> frame = v->payload;
+    if (frame.size() >= 24 && GetU64(frame.data()) == kTcpPhase) {
+      const uint64_t n = GetU64(frame.data() + 8);
+      const uint64_t size = GetU64(frame.data() + 16);
+      const uint64_t client_port = frame.size() >= 32 ? GetU64(frame.data() + 24) : 0;
+      std::vector<uint8_t> ack(frame.begin(), frame.end());
+      nic->Release();
+      if (!listen_fd.valid() || client_port == 0 || client_port > 65535) continue;  // not for us: ignore
+      if (absl::Status s = AcceptTcpClient(listen_fd.get(), static_cast<uint16_t>(client_port), &conn); !s.ok()) {
+        // The client gives up waiting for the ack and reports it; serve on.
+        std::fprintf(stderr, "%s: %s\n", kTool, std::string(s.message()).c_str());
+        continue;
+      }
+      (void)it->second.Send(ack, MakeWait(o.wait, absl::Now() + absl::Seconds(1)));
       if (size == 0 || size > (1u << 20)) continue;  // not a probe size of ours
       std::vector<uint8_t> tb(size);
       for (uint64_t i = 0; i < n && !g_stop; ++i) {
@@ -298,6 +361,7 @@ int Respond(const Options& o, const std::string& lpar, hsi::tools::LinePipe* rea
       continue;
     }
     absl::Status s = it->second.Send(frame, MakeWait(o.wait, until + absl::Seconds(1)));  // >= 1 s from now
+    nic->Release();
     if (!s.ok()) {
       links.erase(it);
       continue;
@@ -313,11 +377,13 @@ int Respond(const Options& o, const std::string& lpar, hsi::tools::LinePipe* rea
 struct Side {
   std::vector<double> ns;
   uint64_t sent = 0, received = 0;
+  uint64_t corrupt = 0;  // answered, but not with the probe's bytes
 };
 
 json SideJson(const Side& s) {
   const hsi::tools::Summary m = hsi::tools::Summarize(s.ns);
-  return json{{"sent", s.sent},     {"received", s.received}, {"lost", s.sent - s.received},
+  return json{{"sent", s.sent},     {"received", s.received}, {"lost", s.sent - s.received - s.corrupt},
+              {"wrong", s.corrupt},
               {"min_ns", m.min},    {"avg_ns", m.avg},        {"max_ns", m.max},
               {"mdev_ns", m.mdev},  {"p50_ns", m.p50},        {"p99_ns", m.p99},
               {"p999_ns", m.p999}};
@@ -325,9 +391,11 @@ json SideJson(const Side& s) {
 
 void PrintSide(const char* name, const Side& s) {
   const hsi::tools::Summary m = hsi::tools::Summarize(s.ns);
-  const double loss = s.sent == 0 ? 0 : 100.0 * static_cast<double>(s.sent - s.received) / static_cast<double>(s.sent);
-  std::printf("%s: %lu probes sent, %lu answered, %.3g%% loss\n", name, static_cast<unsigned long>(s.sent),
+  const double loss = s.sent == 0 ? 0 : 100.0 * static_cast<double>(s.sent - s.received - s.corrupt) / static_cast<double>(s.sent);
+  std::printf("%s: %lu probes sent, %lu answered, %.3g%% loss", name, static_cast<unsigned long>(s.sent),
               static_cast<unsigned long>(s.received), loss);
+  if (s.corrupt != 0) std::printf(", %lu wrong echoes", static_cast<unsigned long>(s.corrupt));
+  std::printf("\n");
   if (s.ns.empty()) return;
   std::printf("%s rtt min/avg/max/mdev = %.3f/%.3f/%.3f/%.3f us\n", name, m.min / 1e3, m.avg / 1e3, m.max / 1e3,
               m.mdev / 1e3);
@@ -341,9 +409,22 @@ int Client(const Options& o) {
   hsi::Address peer;
   uint16_t tcp_port = o.tcp_port.value_or(0);
   const std::string lpar = o.lpar.empty() ? absl::StrCat("hsi-ping-", ::getpid()) : o.lpar;
+  // Where the two ends run: where the scheduler puts them unless --pin says.
+  // Not pinned by default: pinned to two CPUs, loopback TCP pays a cross-CPU
+  // wake-up per hop that it avoids when the scheduler puts both ends on one
+  // CPU, so pinning would make TCP look slower than users see it.
+  const std::vector<int>& cpus = o.pin;
+  std::string placement = "unpinned";
+  if (cpus.size() == 2) {
+    placement = absl::StrCat("cpu ", cpus[0], " <-> cpu ", cpus[1]);
+  } else if (cpus.size() == 1) {
+    placement = absl::StrCat("cpu ", cpus[0]);
+  }
   if (!o.peer) {
     Options ro = o;
     ro.tcp_port = 0;
+    ro.pin.clear();
+    if (cpus.size() == 2) ro.pin = {cpus[1]};
     responder = hsi::tools::Child([&] { return Respond(ro, lpar + "-r", &ready); });
     std::optional<std::string> line = ready.Read(absl::Now() + absl::Seconds(10));
     std::vector<std::string> parts;
@@ -359,6 +440,9 @@ int Client(const Options& o) {
   } else {
     peer = *o.peer;
   }
+  if (!cpus.empty()) {
+    if (absl::Status s = hsi::tools::PinToCpu(cpus[0]); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
+  }
   absl::StatusOr<hsi::Session> session = Connect(o, lpar);
   if (!session.ok()) return hsi::tools::Fail(kTool, session.status().message(), kExitFailure);
   absl::StatusOr<hsi::Nic> nic = session->AttachNic(o.chpid);
@@ -371,17 +455,18 @@ int Client(const Options& o) {
   absl::StatusOr<hsi::Link> link = nic->Link(peer);
   if (!link.ok()) return hsi::tools::Fail(kTool, link.status().message(), kExitFailure);
   hsi::UniqueFd tcp;
+  uint16_t tcp_local_port = 0;
   if (o.vs_tcp) {
-    absl::StatusOr<hsi::UniqueFd> c = TcpConnect(tcp_port);
+    absl::StatusOr<hsi::UniqueFd> c = TcpConnect(tcp_port, absl::Seconds(o.timeout), &tcp_local_port);
     if (!c.ok()) return hsi::tools::Fail(kTool, c.status().message(), kExitFailure);
     tcp = std::move(*c);
   }
   const bool per_probe = !o.quiet && !o.json && !o.vs_tcp && o.interval > 0;
   if (!o.json) {
-    std::printf("HSI-PING %s from %s (LPAR %s) on CHPID %s: %zu bytes per probe, wait %s%s\n",
+    std::printf("HSI-PING %s from %s (LPAR %s) on CHPID %s: %zu bytes per probe, wait %s, %s%s\n",
                 peer.ToString().c_str(), nic->address().ToString().c_str(), lpar.c_str(),
-                hsi::tools::ChpidText(o.chpid).c_str(), o.size,
-                std::string(hsi::WaitModeName(o.wait)).c_str(), o.vs_tcp ? ", interleaved with loopback TCP" : "");
+                hsi::tools::ChpidText(o.chpid).c_str(), o.size, std::string(hsi::WaitModeName(o.wait)).c_str(),
+                placement.c_str(), o.vs_tcp ? ", interleaved with loopback TCP" : "");
     std::fflush(stdout);
   }
   std::vector<uint8_t> out(o.size, 0x5a), in(nic->info().mtu);
@@ -411,19 +496,33 @@ int Client(const Options& o) {
         failure = s;
         break;
       }
+      // The echo is peeked in place (zero-copy): the round trip ends when it
+      // is visible with our sequence number; its payload is compared with
+      // the probe after the clock has stopped, as ping compares its data.
       bool got = false;
+      Clock::time_point t1;
       for (;;) {
-        absl::StatusOr<size_t> r = link->Receive(absl::MakeSpan(in), MakeWait(o.wait, deadline));
+        absl::StatusOr<absl::Span<const uint8_t>> r = link->Peek(MakeWait(o.wait, deadline));
         if (!r.ok()) {
           if (r.status().code() != absl::StatusCode::kDeadlineExceeded) failure = r.status();
           break;
         }
-        if (*r == o.size && GetU64(in.data()) == seq) {
+        if (r->size() >= 8 && GetU64(r->data()) == seq) {
+          t1 = Clock::now();
           got = true;
+          if (r->size() != o.size || std::memcmp(r->data() + 8, out.data() + 8, o.size - 8) != 0) {
+            got = false;
+            ++hs.corrupt;
+            if (!o.json) {
+              std::printf("wrong echo from %s: seq=%lu came back with %zu bytes that differ from the probe\n",
+                          peer.ToString().c_str(), static_cast<unsigned long>(seq), r->size());
+            }
+          }
+          link->Release();
           break;
-        }  // else a late answer to an earlier probe: keep waiting
+        }
+        link->Release();  // a late answer to an earlier probe: keep waiting
       }
-      const auto t1 = Clock::now();
       if (got) {
         const double ns = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
         hs.ns.push_back(ns);
@@ -441,10 +540,11 @@ int Client(const Options& o) {
     }
     if (!o.vs_tcp || g_stop || !failure.ok()) continue;
     // The TCP batch: tell the responder, wait for its ack, then n probes.
-    std::vector<uint8_t> ctl(24);
+    std::vector<uint8_t> ctl(32);
     PutU64(ctl.data(), kTcpPhase);
     PutU64(ctl.data() + 8, n);
     PutU64(ctl.data() + 16, o.size);
+    PutU64(ctl.data() + 24, tcp_local_port);
     if (absl::Status s = link->Send(ctl, MakeWait(o.wait, absl::Now() + absl::Seconds(5))); !s.ok()) {
       failure = s;
       break;
@@ -464,12 +564,24 @@ int Client(const Options& o) {
       const auto t0 = Clock::now();
       ++ts.sent;
       if (!WriteFull(tcp.get(), out.data(), o.size) || !ReadFull(tcp.get(), in.data(), o.size)) {
-        if (!g_stop) failure = absl::UnavailableError(absl::StrCat("loopback TCP: ", std::strerror(errno)));
+        if (g_stop) break;
+        if (errno == 0) {
+          failure = absl::UnavailableError("loopback TCP: the responder closed the connection");
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+          failure = absl::DeadlineExceededError(
+              absl::StrCat("loopback TCP: no answer within ", absl::FormatDuration(timeout)));
+        } else {
+          failure = absl::UnavailableError(absl::StrCat("loopback TCP: ", std::strerror(errno)));
+        }
         break;
       }
       const auto t1 = Clock::now();
-      ts.ns.push_back(static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
-      ++ts.received;
+      if (std::memcmp(in.data(), out.data(), o.size) != 0) {
+        ++ts.corrupt;
+      } else {
+        ts.ns.push_back(static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
+        ++ts.received;
+      }
       pause();
     }
   }
@@ -479,7 +591,8 @@ int Client(const Options& o) {
   const double ratio = hm.p50 > 0 && tm.p50 > 0 ? tm.p50 / hm.p50 : 0;
   if (o.json) {
     json j = {{"peer", peer.ToString()}, {"local", nic->address().ToString()}, {"chpid", hsi::tools::ChpidText(o.chpid)},
-              {"size", o.size}, {"wait", std::string(hsi::WaitModeName(o.wait))}, {"elapsed_ms", elapsed_ms},
+              {"size", o.size}, {"wait", std::string(hsi::WaitModeName(o.wait))}, {"cpus", cpus},
+              {"elapsed_ms", elapsed_ms},
               {"hsi", SideJson(hs)}};
     if (o.vs_tcp) {
       j["tcp"] = SideJson(ts);
@@ -519,7 +632,7 @@ int main(int argc, char** argv) {
   o.lpar = args->Get("--lpar").value_or("");
   if (o.vs_tcp) {
     o.interval = 0;
-    o.count = 10000;
+    o.count = 100000;
   }
   auto usage = [](const absl::Status& s) { return hsi::tools::Usage(kTool, s.message()); };
 #define HSI_ARG(name, parse, dst)                            \
@@ -535,6 +648,7 @@ int main(int argc, char** argv) {
   HSI_ARG("--wait", hsi::tools::ParseWait("--wait", *v_), o.wait)
   HSI_ARG("--batch", hsi::tools::ParseCount("--batch", *v_, 1, 1 << 24), o.batch)
   HSI_ARG("--chpid", hsi::tools::ParseChpid("--chpid", *v_), o.chpid)
+  HSI_ARG("--pin", hsi::tools::ParseCpus("--pin", *v_, 2), o.pin)
   if (std::optional<std::string> v = args->Get("--tcp-port")) {
     absl::StatusOr<uint64_t> p = hsi::tools::ParseCount("--tcp-port", *v, 0, 65535);
     if (!p.ok()) return usage(p.status());
@@ -547,6 +661,9 @@ int main(int argc, char** argv) {
     absl::StatusOr<hsi::Address> a = hsi::tools::ParseAddress("ADDRESS", pos[0]);
     if (!a.ok()) return usage(a.status());
     o.peer = *a;
+  }
+  if ((o.responder || o.peer) && o.pin.size() > 1) {
+    return hsi::tools::Usage(kTool, "--pin takes two CPUs only when hsi-ping forks its own responder (no ADDRESS)");
   }
   InstallSignals();
   if (o.responder) {
