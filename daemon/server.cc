@@ -149,6 +149,7 @@ class ServerImpl : public Server {
   void OnDetach(Client& c, const Message& m);
   void OnLink(Client& c, const Message& m);
   void OnSealed(Client& c, const Message& m);
+  void OnClose(Client& c, const Message& m);
   void OnRelink(Client& c, Message& m);
   void OnPeers(Client& c, const Message& m);
   void OnDefineChpid(Client& c, const Message& m);
@@ -852,6 +853,7 @@ void ServerImpl::Handle(Client& c, Message& m) {
     case MsgType::kDetachRequest: return OnDetach(c, m);
     case MsgType::kLinkRequest: return OnLink(c, m);
     case MsgType::kLinkSealed: return OnSealed(c, m);
+    case MsgType::kLinkClose: return OnClose(c, m);
     case MsgType::kRelinkRequest: return OnRelink(c, m);
     case MsgType::kPeersRequest: return OnPeers(c, m);
     case MsgType::kDefineChpidRequest: return OnDefineChpid(c, m);
@@ -1174,6 +1176,36 @@ void ServerImpl::OnSealed(Client& c, const Message& m) {
   }
   end->sealed = true;
   if (l.a.sealed && l.b.sealed) FinishSetup(l);
+}
+
+// An end gave its link up (it could not use the peer's segment, say): the
+// link goes, and the other end learns why. The end that closed is not told.
+void ServerImpl::OnClose(Client& c, const Message& m) {
+  const auto req = m.As<wire::LinkClose>();
+  auto violation = [&](const std::string& what) {
+    wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
+    e.status = wire::ToWire(absl::InvalidArgumentError(absl::StrCat("protocol: LinkClose: ", what)));
+    (void)wire::TrySend(c.fd.get(), wire::Encode(0, e));
+    CloseClient(c, absl::StrCat("protocol violation: LinkClose: ", what));
+  };
+  if (req.link_id == 0 || req.link_id >= next_link_) {
+    return violation(absl::StrCat("link id ", req.link_id, " was never offered"));
+  }
+  auto it = links_.find(req.link_id);
+  if (it == links_.end()) return;  // already torn down
+  Link& l = it->second;
+  const bool is_a = l.a.nic == req.nic_id && l.a.nic != 0;
+  const bool is_b = l.b.nic == req.nic_id && l.b.nic != 0;
+  if ((!is_a && !is_b) || nics_.at(req.nic_id).client != c.id) {
+    return violation(absl::StrCat("link ", req.link_id, " has no end NIC id ", req.nic_id, " of this client"));
+  }
+  const LinkEnd& closer = is_a ? l.a : l.b;
+  const std::string why(req.text, strnlen(req.text, sizeof(req.text)));  // validated printable by Decode()
+  const std::string t = absl::StrCat("link ", l.a.address.ToString(), "<->", l.b.address.ToString(), " on CHPID ",
+                                     ChpidName(l.chpid), ": ", closer.address.ToString(), " (", c.Who(),
+                                     ") closed it: ", why.empty() ? "no reason given" : why);
+  Log(t);
+  DropLink(l.id, wire::kDownPeerClosed, t, t, !is_a, !is_b);
 }
 
 void ServerImpl::FinishSetup(Link& l) {

@@ -359,11 +359,22 @@ void SessionState::OnPeer(Message& m) {
   if (it == links_.end() || it->second->state != LinkState::kSetup) return;
   std::shared_ptr<LinkState> l = it->second;
   NicState* nic = NicById(p.nic_id);
+  // Gives the link up here and tells hsid, which tears it down and tells the
+  // peer why (else the peer would send into a ring nobody reads).
   auto fail = [&](const absl::Status& s) {
     l->down = true;
     l->down_status = absl::DataLossError(absl::StrCat(l->Name(), ": the peer's segment or doorbell is unusable: ",
                                                       s.message()));
     links_.erase(it);
+    LinkClose close = Zeroed<LinkClose>();
+    close.link_id = p.link_id;
+    close.nic_id = p.nic_id;
+    const WireStatus w = ToWire(l->down_status);
+    close.code = w.code;
+    std::memcpy(close.text, w.message, sizeof(close.text));
+    if (absl::Status st = SendUntil(ctl_.get(), Encode(0, close), absl::Now() + opt_.timeout); !st.ok()) {
+      Disconnected(st);
+    }
   };
   if (nic == nullptr) return fail(absl::NotFoundError("NIC detached"));
   absl::StatusOr<Segment> peer = Segment::MapPeer(std::move(m.fds[0]), l->geometry.segment_size());
@@ -697,8 +708,21 @@ absl::Status NicUsable(const NicState& n) {
   return absl::OkStatus();
 }
 
+// What a `take` in TryAny found on one link.
+enum class Took { kFrame, kEmpty, kError };
+
+// Peeks at `l`'s next frame; kError with the ring's status if it is BROKEN.
+// An empty ring costs no absl::Status: this runs in every spin of a wait.
+Took PeekLink(LinkState& l, hsi::Frame* f, absl::Status* err) {
+  if (l.rx.TryPeek(f)) return Took::kFrame;
+  if (l.rx.ok()) return Took::kEmpty;
+  *err = l.rx.status();
+  return Took::kError;
+}
+
 // One pass over the NIC's links, round robin. True if a frame was copied
-// (or peeked) or there is a status to report in *st.
+// (or peeked) or there is a status to report in *st. take(link, &err)
+// returns what it found, and sets err with kError.
 template <typename Take>
 bool TryAny(NicState& n, absl::Status* st, Take take) {
   if (!n.up) {
@@ -715,12 +739,13 @@ bool TryAny(NicState& n, absl::Status* st, Take take) {
     // Read `down` before looking at the ring: a frame committed before the
     // peer died is visible by the time we learn of the death.
     const bool down = l->down;
-    absl::Status s = take(l);
-    if (s.ok()) {
+    absl::Status s;
+    const Took took = take(l, &s);
+    if (took == Took::kFrame) {
       n.rr = idx + 1;
       return true;
     }
-    if (s.code() == absl::StatusCode::kUnavailable && s.message().empty()) {
+    if (took == Took::kEmpty) {
       if (!down) continue;
       *st = l->down_status;  // drained: report once, then forget the link
       n.Forget(std::shared_ptr<LinkState>(l));
@@ -778,16 +803,21 @@ absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wa
   Received r;
   absl::Status st;
   bool got = false;
-  auto take = [&](const std::shared_ptr<LinkState>& lp) -> absl::Status {
+  auto take = [&](const std::shared_ptr<LinkState>& lp, absl::Status* err) {
     LinkState& l = *lp;
+    hsi::Frame f;
+    if (const Took t = PeekLink(l, &f, err); t != Took::kFrame) return t;
     uint16_t type = 0;
-    absl::StatusOr<size_t> len = l.rx.TryReceive(buffer, &type);
-    if (!len.ok()) return len.status();
+    absl::StatusOr<size_t> len = l.rx.TryReceive(buffer, &type);  // the frame just peeked
+    if (!len.ok()) {
+      *err = len.status();
+      return Took::kError;
+    }
     r.source = l.peer;
     r.length = *len;
     r.broadcast = type == internal::kTypeBroadcast;
     got = true;
-    return absl::OkStatus();
+    return Took::kFrame;
   };
   absl::Status w = session_->WaitLoop(n, wait, [&] { return TryAny(n, &st, take); },
                                       [&](bool on) { ArmAll(n, on); });
@@ -810,13 +840,13 @@ absl::StatusOr<FrameView> Nic::Peek(const Wait& wait) {
   FrameView v;
   absl::Status st;
   bool got = false;
-  auto take = [&](const std::shared_ptr<LinkState>& lp) -> absl::Status {
+  auto take = [&](const std::shared_ptr<LinkState>& lp, absl::Status* err) {
     hsi::Frame f;
-    if (!lp->rx.TryPeek(&f)) return lp->rx.ok() ? absl::Status(absl::StatusCode::kUnavailable, "") : lp->rx.status();
+    if (const Took t = PeekLink(*lp, &f, err); t != Took::kFrame) return t;
     v = FrameView{lp->peer, f.payload, f.type == internal::kTypeBroadcast};
     n.peeked = lp;
     got = true;
-    return absl::OkStatus();
+    return Took::kFrame;
   };
   session_->WaitLoop(n, wait, [&] { return TryAny(n, &st, take); }, [&](bool on) { ArmAll(n, on); }).IgnoreError();
   if (got) return v;
@@ -897,10 +927,12 @@ absl::StatusOr<size_t> Link::Receive(absl::Span<uint8_t> buffer, const Wait& wai
   absl::Status st;
   auto ready = [&] {
     const bool down = l.down;
-    r = l.rx.TryReceive(buffer);
-    if (r.ok()) return true;
-    if (r.status().code() != absl::StatusCode::kUnavailable || !r.status().message().empty()) {
-      st = r.status();
+    hsi::Frame f;
+    if (const Took t = PeekLink(l, &f, &st); t != Took::kEmpty) {
+      if (t == Took::kFrame) {
+        r = l.rx.TryReceive(buffer);  // the frame just peeked
+        if (!r.ok()) st = r.status();  // it does not fit `buffer`
+      }
       return true;
     }
     if (down) {

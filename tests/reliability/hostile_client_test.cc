@@ -11,6 +11,7 @@
 // Each prints a "RELIABILITY hostile-..." line (docs/reliability.md).
 #include <grp.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -539,6 +540,12 @@ TEST_F(HostileClientTest, MalformedAndOutOfOrderMessagesAreAnsweredAndDropped) {
     s.nic_id = 1;
     cases.push_back({"sealed for a link never offered", true, {wire::Encode(0, s).bytes},
                      "link id 99999 was never offered", true});
+    wire::LinkClose lc = wire::Zeroed<wire::LinkClose>();
+    lc.link_id = 99999;
+    lc.nic_id = 1;
+    lc.code = static_cast<uint32_t>(absl::StatusCode::kDataLoss);
+    cases.push_back({"close of a link never offered", true, {wire::Encode(0, lc).bytes},
+                     "LinkClose: link id 99999 was never offered", true});
     wire::ClaimRequest c = wire::Zeroed<wire::ClaimRequest>();
     wire::SetName(c.lpar, "other");
     cases.push_back({"second claim", true, {wire::Encode(9, c).bytes}, "already claimed LPAR", false});
@@ -837,6 +844,86 @@ TEST_F(HostileClientTest, ABlockingSaturatedDoorbellDoesNotStallHsid) {
   ExpectRecovered("doorbell",
                   absl::StrCat("a saturated blocking doorbell on ", evil_addr.ToString(),
                                "; the link to it: ", link_status),
+                  before);
+}
+
+// A peer whose own segment header is garbage: the other end cannot use the
+// link, gives it up and tells hsid (LinkClose), and hsid takes the link down
+// and tells the peer why. Before LinkClose, hsid kept the link "ready" and
+// the peer could send into a ring nobody read.
+TEST_F(HostileClientTest, APeerSegmentThatCannotBeUsedTakesTheLinkDownForBoth) {
+  const uint64_t before = Iterations();
+  RawClient evil(d_->socket());
+  ASSERT_TRUE(evil.connected());
+  ASSERT_TRUE(RawClaim(evil, "evil").ok());
+  const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ASSERT_GE(efd, 0) << std::strerror(errno);
+  wire::AttachRequest a = wire::Zeroed<wire::AttachRequest>();
+  a.chpid = 0xF0;
+  ASSERT_TRUE(evil.Send(2, a, {efd}));
+  ::close(efd);
+  bool eof = false;
+  std::optional<wire::Message> m = evil.Receive(absl::Seconds(5), &eof);
+  ASSERT_TRUE(m.has_value()) << (eof ? "EOF" : "no answer");
+  ASSERT_TRUE(ReplyStatus(*m).ok()) << ReplyStatus(*m);
+  const Address evil_addr(m->As<wire::AttachReply>().address);
+
+  Report rv, stop;
+  Child victim([&] {
+    absl::StatusOr<Session> s = Connect(d_->socket(), "victim");
+    if (!s.ok()) return rv.Write("ERR " + s.status().ToString()), 1;
+    absl::StatusOr<Nic> n = s->AttachNic(0xF0);
+    if (!n.ok()) return rv.Write("ERR " + n.status().ToString()), 1;
+    absl::StatusOr<Link> l = n->Link(evil_addr);
+    rv.Write(l.ok() ? std::string("link up") : l.status().ToString());
+    (void)stop.Read(absl::Seconds(30));
+    return 0;
+  });
+  // evil's end of the setup: map its own segment, scribble over the header
+  // hsid wrote, seal it as the protocol asks, and report it sealed.
+  std::optional<wire::Message> offer = evil.Receive(absl::Seconds(5), &eof);
+  ASSERT_TRUE(offer.has_value() && offer->type == wire::MsgType::kLinkOffer) << "no LinkOffer for evil";
+  const auto o = offer->As<wire::LinkOffer>();
+  const size_t size = RingGeometry{o.capacity, o.mtu}.segment_size();
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, offer->fds[0].get(), 0);
+  ASSERT_NE(p, MAP_FAILED) << std::strerror(errno);
+  std::memset(p, 0xA5, 64);
+  ::munmap(p, size);
+  ASSERT_EQ(::fcntl(offer->fds[0].get(), F_ADD_SEALS, F_SEAL_FUTURE_WRITE | F_SEAL_SEAL), 0) << std::strerror(errno);
+  wire::LinkSealed sealed = wire::Zeroed<wire::LinkSealed>();
+  sealed.link_id = o.link_id;
+  sealed.nic_id = o.nic_id;
+  ASSERT_TRUE(evil.Send(0, sealed));
+
+  const std::string victim_says = rv.Read(absl::Seconds(10));
+  EXPECT_THAT(victim_says, HasSubstr("segment is not an hsi ring segment")) << victim_says;
+  // evil gets its LinkPeer, then a LinkDown that names who closed and why.
+  std::optional<wire::Message> down;
+  for (const absl::Time end = In(absl::Seconds(5)); absl::Now() < end && !down.has_value();) {
+    std::optional<wire::Message> e = evil.Receive(end - absl::Now(), &eof);
+    if (!e.has_value()) break;
+    if (e->type == wire::MsgType::kLinkDown) down = std::move(e);
+  }
+  ASSERT_TRUE(down.has_value()) << "hsid never took the link down for evil; the victim said: " << victim_says;
+  const auto d = down->As<wire::LinkDown>();
+  const std::string text(d.text, strnlen(d.text, sizeof(d.text)));
+  EXPECT_EQ(d.reason, wire::kDownPeerClosed);
+  EXPECT_EQ(d.link_id, o.link_id);
+  EXPECT_THAT(text, HasSubstr("closed it"));
+  EXPECT_THAT(text, HasSubstr("not an hsi ring segment"));
+  // And hsid's table no longer lists it.
+  absl::StatusOr<AdminClient> admin = AdminClient::Connect(d_->socket());
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  absl::StatusOr<std::vector<LinkListing>> links = admin->ListLinks();
+  ASSERT_TRUE(links.ok()) << links.status();
+  for (const LinkListing& l : *links) {
+    EXPECT_TRUE(l.a != evil_addr && l.b != evil_addr) << "hsid still lists link " << l.id << " (" << l.state << ")";
+  }
+  admin = absl::UnavailableError("closed");
+  stop.Write("exit");
+  EXPECT_EQ(victim.Wait(), 0);
+  evil.Close();
+  ExpectRecovered("segment-header", absl::StrCat("a garbage segment header from ", evil_addr.ToString(), "; ", text),
                   before);
 }
 

@@ -128,8 +128,16 @@ absl::Status ValidateBody(const Message& m) {
       return absl::OkStatus();
     case MsgType::kLinkDown: {
       auto b = m.As<LinkDown>();
-      if (b.reason < kDownPeerGone || b.reason > kDownPeerLost) {
+      if (b.reason < kDownPeerGone || b.reason > kDownPeerClosed) {
         return absl::InvalidArgumentError(absl::StrCat("reason ", b.reason, " is unknown"));
+      }
+      HSI_CHECK(CheckZero(b.reserved, "reserved"));
+      return CheckText(b.text, kTextLen, "text");
+    }
+    case MsgType::kLinkClose: {
+      auto b = m.As<LinkClose>();
+      if (b.code == 0 || b.code > kMaxCode) {
+        return absl::InvalidArgumentError(absl::StrCat("code ", b.code, " is not an error status code"));
       }
       HSI_CHECK(CheckZero(b.reserved, "reserved"));
       return CheckText(b.text, kTextLen, "text");
@@ -273,6 +281,7 @@ std::optional<TypeInfo> InfoOf(uint16_t type) {
     HSI_INFO(LinkSealed, D)
     HSI_INFO(LinkPeer, C)
     HSI_INFO(LinkDown, C)
+    HSI_INFO(LinkClose, D)
     HSI_INFO(RelinkRequest, D)
     HSI_INFO(NicStateEvent, C)
     HSI_INFO(PeersRequest, D)
@@ -340,7 +349,8 @@ absl::StatusOr<Message> Decode(absl::Span<const uint8_t> bytes,
   const auto type = static_cast<MsgType>(h.type);
   const bool event = IsEvent(type);
   if (event && h.request_id != 0) return Bad(info->name, "event with a non-zero request id");
-  if (!event && type != MsgType::kLinkSealed && type != MsgType::kErrorReply && h.request_id == 0) {
+  if (!event && type != MsgType::kLinkSealed && type != MsgType::kLinkClose && type != MsgType::kErrorReply &&
+      h.request_id == 0) {
     return Bad(info->name, "request id 0");
   }
   Message m;

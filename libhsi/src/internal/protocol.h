@@ -20,6 +20,9 @@
 //   hsid             checks F_GET_SEALS has F_SEAL_FUTURE_WRITE on both
 //   hsid -> each end LinkPeer{link id} + peer segment fd + peer doorbell fd
 //   hsid -> each end LinkDown{link id, why} when the peer's client is gone
+//   an end -> hsid   LinkClose{link id, code, why} when it gives the link up
+//                    (e.g. it cannot map the peer's segment); hsid tears the
+//                    link down and sends the other end LinkDown with the why
 //
 // Thread safety: plain functions and values.
 #ifndef HSI_INTERNAL_PROTOCOL_H_
@@ -67,6 +70,7 @@ enum class MsgType : uint16_t {
   kNicStateEvent = 14,      // event
   kPeersRequest = 15,
   kPeersReply = 16,
+  kLinkClose = 17,     // client notice, no reply
   kDefineChpidRequest = 20,
   kUndefineChpidRequest = 21,
   kSetNicRequest = 22,
@@ -206,6 +210,7 @@ enum : uint32_t {
   kDownSetupFailed = 3,  // sealing/handshake failed or timed out
   kDownNicDown = 4,      // an admin set a NIC of the link down
   kDownPeerLost = 5,     // the peer did not come back after an hsid restart
+  kDownPeerClosed = 6,   // the peer gave the link up (LinkClose)
 };
 
 struct LinkDown {
@@ -214,6 +219,16 @@ struct LinkDown {
   uint32_t link_id;
   uint32_t nic_id;  // which end
   uint32_t reason;  // kDown*
+  uint32_t reserved;
+  char text[kTextLen];
+};
+
+struct LinkClose {
+  static constexpr MsgType kType = MsgType::kLinkClose;
+  static constexpr size_t kFds = 0;
+  uint32_t link_id;
+  uint32_t nic_id;  // which end gives up
+  uint32_t code;    // absl::StatusCode of why, not 0
   uint32_t reserved;
   char text[kTextLen];
 };
@@ -409,6 +424,7 @@ HSI_WIRE_CHECK(LinkOffer, 56);
 HSI_WIRE_CHECK(LinkSealed, 16);
 HSI_WIRE_CHECK(LinkPeer, 8);
 HSI_WIRE_CHECK(LinkDown, 464);
+HSI_WIRE_CHECK(LinkClose, 464);
 HSI_WIRE_CHECK(RelinkRequest, 8);
 HSI_WIRE_CHECK(NicStateEvent, 8);
 HSI_WIRE_CHECK(PeersRequest, 8);

@@ -132,6 +132,31 @@ TEST(ProtocolTest, RejectsBadNamesEnumsAndReservedFields) {
               HasSubstr("event with a non-zero request id"));
 }
 
+TEST(ProtocolTest, LinkCloseIsAnErrorWithATextAndGoesOnlyToHsid) {
+  LinkClose c = Zeroed<LinkClose>();
+  c.link_id = 4;
+  c.nic_id = 2;
+  c.code = static_cast<uint32_t>(absl::StatusCode::kDataLoss);
+  std::memcpy(c.text, "cannot map", 10);
+  absl::StatusOr<Message> m = Decode(Bytes(Encode(0, c)), {}, Direction::kToDaemon);
+  ASSERT_TRUE(m.ok()) << m.status();  // a notice: request id 0, like LinkSealed
+  EXPECT_EQ(m->As<LinkClose>().link_id, 4u);
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(0, c)), {}, Direction::kToClient).message(), HasSubstr("is a client"));
+  c.code = 0;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(0, c))).message(), HasSubstr("code 0 is not an error status code"));
+  c.code = 99;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(0, c))).message(), HasSubstr("code 99"));
+  c.code = static_cast<uint32_t>(absl::StatusCode::kDataLoss);
+  c.reserved = 3;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(0, c))).message(), HasSubstr("reserved is 3"));
+  c.reserved = 0;
+  c.text[20] = 'x';  // after the NUL
+  EXPECT_FALSE(Decode(Bytes(Encode(0, c)), {}, Direction::kToDaemon).ok());
+  LinkDown down = Zeroed<LinkDown>();
+  down.reason = kDownPeerClosed;
+  EXPECT_TRUE(Decode(Bytes(Encode(0, down)), {}, Direction::kToClient).ok());
+}
+
 TEST(ProtocolTest, WrongFdCountIsRejectedAndTheFdsAreClosed) {
   int p[2];
   ASSERT_EQ(::pipe(p), 0);
