@@ -40,6 +40,7 @@
 #include "hsi/fd.h"
 #include "hsi/ring.h"
 #include "hsi/wait.h"
+#include "tick_clock.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <x86intrin.h>
@@ -166,33 +167,8 @@ inline void CpuRelax() {
 #endif
 }
 
-// A cheap tick counter for timing one round trip: the TSC on x86 (the
-// kernel's own clocksource on these machines; ~12 ns to read against ~30 ns
-// for clock_gettime), steady_clock elsewhere. Calibrate() converts.
-class TickClock {
- public:
-  static uint64_t Now() {
-#if defined(__x86_64__) || defined(__i386__)
-    return __rdtsc();
-#else
-    return static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-#endif
-  }
-  // Measures ticks per ns against steady_clock over `span`, and the cost of
-  // reading the clock twice back to back (what each timed sample carries).
-  static TickClock Calibrate(absl::Duration span = absl::Milliseconds(50));
-
-  double ns_per_tick() const { return ns_per_tick_; }
-  double ToNs(uint64_t ticks) const { return static_cast<double>(ticks) * ns_per_tick_; }
-  // Median cost in ns of an empty timed sample (two Now() calls).
-  double overhead_ns() const { return overhead_ns_; }
-  // "TSC" or "steady_clock".
-  static const char* Name();
-
- private:
-  double ns_per_tick_ = 1.0;
-  double overhead_ns_ = 0.0;
-};
+// TickClock (tools/common/tick_clock.h) times one round trip.
+using ::hsi::tools::TickClock;
 
 // ----------------------------------------------------------- statistics
 

@@ -29,6 +29,7 @@
 #include "hsi/nic.h"
 #include "hsi/session.h"
 #include "nlohmann/json.hpp"
+#include "tick_clock.h"
 
 namespace {
 
@@ -52,11 +53,13 @@ trip, like ping. The peer answers with `hsi-ping --responder`. The process
 attaches as an LPAR of its own (hsid's built-in configuration lets the uid
 that started hsid claim any LPAR name on CHPID F0).
 
-A round trip is timed from just before the probe is sent until its echo,
-with the probe's sequence number, is visible in the link's ring; the echo
-is read in place (zero-copy) and compared with the probe after the clock
-has stopped, as ping compares its data. An echo that differs is reported
-and not counted as answered.
+A round trip is timed (with the TSC on x86, calibrated against the system
+clock at start; clock_gettime costs too much of an hsi round trip) from
+just before the probe is sent until its echo, with the probe's sequence
+number, is visible in the link's ring. The echo is read in place
+(zero-copy) and compared with the probe after the clock has stopped, as
+ping compares its data. An echo that differs is reported and not counted
+as answered.
 
 With --vs-tcp the same probes also go over loopback TCP (TCP_NODELAY, plain
 blocking sockets), interleaved with the hsi probes in alternating batches of
@@ -476,6 +479,9 @@ int Client(const Options& o) {
     if (o.vs_tcp) ts.ns.reserve(o.count);
   }
   const absl::Duration timeout = absl::Seconds(o.timeout);
+  // Round trips are timed with the TSC (tick_clock.h): clock_gettime() costs
+  // 20 to 150 ns on this VM, much of an hsi round trip.
+  const hsi::tools::TickClock clock = hsi::tools::TickClock::Calibrate(absl::Milliseconds(20));
   const auto started = Clock::now();
   uint64_t seq = 0;
   absl::Status failure;
@@ -489,7 +495,7 @@ int Client(const Options& o) {
       PutU64(out.data(), seq);
       // Read before t0: the clock read is not part of the round trip.
       const absl::Time deadline = absl::Now() + timeout;
-      const auto t0 = Clock::now();
+      const uint64_t t0 = hsi::tools::TickClock::Now();
       absl::Status s = link->Send(out, MakeWait(o.wait, deadline));
       ++hs.sent;
       if (!s.ok()) {
@@ -500,7 +506,7 @@ int Client(const Options& o) {
       // is visible with our sequence number; its payload is compared with
       // the probe after the clock has stopped, as ping compares its data.
       bool got = false;
-      Clock::time_point t1;
+      uint64_t t1 = 0;
       for (;;) {
         absl::StatusOr<absl::Span<const uint8_t>> r = link->Peek(MakeWait(o.wait, deadline));
         if (!r.ok()) {
@@ -508,7 +514,7 @@ int Client(const Options& o) {
           break;
         }
         if (r->size() >= 8 && GetU64(r->data()) == seq) {
-          t1 = Clock::now();
+          t1 = hsi::tools::TickClock::Now();
           got = true;
           if (r->size() != o.size || std::memcmp(r->data() + 8, out.data() + 8, o.size - 8) != 0) {
             got = false;
@@ -524,7 +530,7 @@ int Client(const Options& o) {
         link->Release();  // a late answer to an earlier probe: keep waiting
       }
       if (got) {
-        const double ns = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+        const double ns = clock.ToNs(t1 - t0);
         hs.ns.push_back(ns);
         ++hs.received;
         if (per_probe) {
@@ -561,7 +567,7 @@ int Client(const Options& o) {
     if (!failure.ok()) break;
     for (uint64_t k = 0; k < n && !g_stop; ++k) {
       PutU64(out.data(), seq + k);
-      const auto t0 = Clock::now();
+      const uint64_t t0 = hsi::tools::TickClock::Now();
       ++ts.sent;
       if (!WriteFull(tcp.get(), out.data(), o.size) || !ReadFull(tcp.get(), in.data(), o.size)) {
         if (g_stop) break;
@@ -575,11 +581,11 @@ int Client(const Options& o) {
         }
         break;
       }
-      const auto t1 = Clock::now();
+      const uint64_t t1 = hsi::tools::TickClock::Now();
       if (std::memcmp(in.data(), out.data(), o.size) != 0) {
         ++ts.corrupt;
       } else {
-        ts.ns.push_back(static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
+        ts.ns.push_back(clock.ToNs(t1 - t0));
         ++ts.received;
       }
       pause();
@@ -592,6 +598,7 @@ int Client(const Options& o) {
   if (o.json) {
     json j = {{"peer", peer.ToString()}, {"local", nic->address().ToString()}, {"chpid", hsi::tools::ChpidText(o.chpid)},
               {"size", o.size}, {"wait", std::string(hsi::WaitModeName(o.wait))}, {"cpus", cpus},
+              {"clock", hsi::tools::TickClock::Name()},
               {"elapsed_ms", elapsed_ms},
               {"hsi", SideJson(hs)}};
     if (o.vs_tcp) {
