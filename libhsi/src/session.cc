@@ -236,7 +236,7 @@ void SessionState::Reconnect() {
       req.chpid = nic->info.chpid;
       req.address = nic->info.address.value();
       std::vector<UniqueFd> fds;
-      absl::StatusOr<UniqueFd> bell = nic->bell->Dup();
+      absl::StatusOr<UniqueFd> bell = internal::DupFd(nic->bell_ring_end, "NIC doorbell");
       if (!bell.ok()) {
         s = bell.status();
         break;
@@ -458,11 +458,13 @@ absl::Status SessionState::WaitLoop(NicState& nic, const Wait& wait, Ready ready
 
 absl::StatusOr<std::shared_ptr<NicState>> SessionState::Attach(uint32_t chpid, std::optional<Address> address) {
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
-  absl::StatusOr<Doorbell> bell = Doorbell::Create();
-  if (!bell.ok()) return bell.status();
+  // The NIC's doorbell is split: hsid and the peers get only its ring end,
+  // so no peer can consume our wake-ups (docs/ring.md).
   auto nic = std::make_shared<NicState>();
+  absl::StatusOr<Doorbell> bell = Doorbell::CreateSplit(&nic->bell_ring_end);
+  if (!bell.ok()) return bell.status();
   nic->bell = std::make_shared<Doorbell>(std::move(*bell));
-  absl::StatusOr<UniqueFd> dup = nic->bell->Dup();
+  absl::StatusOr<UniqueFd> dup = internal::DupFd(nic->bell_ring_end, "NIC doorbell");
   if (!dup.ok()) return dup.status();
   AttachRequest req = Zeroed<AttachRequest>();
   req.chpid = chpid;

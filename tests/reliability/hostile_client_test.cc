@@ -10,6 +10,7 @@
 // its own hsid and kills and reaps it and every child, even on failure.
 // Each prints a "RELIABILITY hostile-..." line (docs/reliability.md).
 #include <grp.h>
+#include <poll.h>
 #include <signal.h>
 #include <fcntl.h>
 #include <sys/eventfd.h>
@@ -33,6 +34,7 @@
 #include "gtest/gtest.h"
 #include "hsi/admin.h"
 #include "hsi/nic.h"
+#include "hsi/segment.h"
 #include "hsi/session.h"
 #include "hsid_util.h"
 #include "rel_util.h"
@@ -108,6 +110,15 @@ struct GoodState {
 // Drops to uid/gid `id` with no supplementary groups; false if not allowed.
 bool DropTo(uint32_t id) {
   return ::setgroups(0, nullptr) == 0 && ::setresgid(id, id, id) == 0 && ::setresuid(id, id, id) == 0;
+}
+
+// A split doorbell as libhsi makes one for a NIC: `*wait` keeps the end the
+// NIC waits on; the returned fd is the ring end an AttachRequest carries.
+hsi::UniqueFd RingEnd(hsi::UniqueFd* wait, bool nonblocking = true) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0, sv) != 0) return {};
+  *wait = hsi::UniqueFd(sv[0]);
+  return hsi::UniqueFd(sv[1]);
 }
 
 // A raw client's claim; the status hsid answered (or kUnavailable on EOF).
@@ -391,7 +402,7 @@ TEST_F(HostileClientTest, FdsThatDoNotBelongAreClosedAndTheClientDropped) {
       {"2 fds on ListRequest", 2, false, "carries 2 fds, expected 0", true},
       {"2 fds on AttachRequest", 2, true, "carries 2 fds, expected 1", true},
       {"16 fds on AttachRequest", 16, true, "carries 16 fds, expected 1", true},
-      {"a pipe as the NIC doorbell", 1, true, "doorbell", false},
+      {"a pipe as the NIC doorbell", 1, true, "not an eventfd or the ring end of a split doorbell", false},
   };
   int answered = 0, dropped = 0, leaked = 0, sent_fds = 0;
   for (int round = 0; round < kRounds; ++round) {
@@ -628,9 +639,10 @@ TEST_F(HostileClientTest, RequestFloodsAreBoundedAndOthersServed) {
   ASSERT_TRUE(lf.connected());
   ASSERT_TRUE(RawClaim(lf, "linkflood").ok());
   std::vector<uint32_t> nic_ids, addrs;
-  std::vector<hsi::UniqueFd> bells;
+  std::vector<hsi::UniqueFd> bells, waits;
   for (int i = 0; i < 6; ++i) {
-    bells.emplace_back(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    waits.emplace_back();
+    bells.push_back(RingEnd(&waits.back()));
     wire::AttachRequest a = wire::Zeroed<wire::AttachRequest>();
     a.chpid = 0xF0;
     ASSERT_TRUE(lf.Send(10 + i, a, {bells.back().get()}));
@@ -796,7 +808,7 @@ TEST_F(HostileClientTest, HalfOpenConnectionsAreCappedAndTimedOut) {
                   before);
 }
 
-// A NIC doorbell its owner made blocking and saturated: a write() to it
+// A NIC doorbell its owner made blocking and filled: a write() to it
 // would block until someone reads it. hsid rings a NIC's doorbell when it
 // sends it a link event; it must never block its one thread on that.
 TEST_F(HostileClientTest, ABlockingSaturatedDoorbellDoesNotStallHsid) {
@@ -804,14 +816,21 @@ TEST_F(HostileClientTest, ABlockingSaturatedDoorbellDoesNotStallHsid) {
   RawClient evil(d_->socket());
   ASSERT_TRUE(evil.connected());
   ASSERT_TRUE(RawClaim(evil, "evil").ok());
-  const int efd = ::eventfd(0, EFD_CLOEXEC);  // blocking on purpose
-  ASSERT_GE(efd, 0) << std::strerror(errno);
-  const uint64_t full = 0xfffffffffffffffeULL;  // the largest count: any write of 1 blocks
-  ASSERT_EQ(::write(efd, &full, sizeof(full)), static_cast<ssize_t>(sizeof(full)));
+  // A doorbell socket filled to the brim and then made blocking: a plain
+  // write() of one more byte blocks. The wait end stays open and unread.
+  hsi::UniqueFd wait;
+  hsi::UniqueFd ring = RingEnd(&wait);
+  ASSERT_TRUE(ring.valid()) << std::strerror(errno);
+  const std::vector<char> chunk(4096, 1);
+  size_t filled = 0;
+  for (ssize_t n; (n = ::send(ring.get(), chunk.data(), chunk.size(), MSG_NOSIGNAL)) > 0;) filled += n;
+  ASSERT_EQ(errno, EAGAIN);
+  ASSERT_EQ(::fcntl(ring.get(), F_SETFL, ::fcntl(ring.get(), F_GETFL) & ~O_NONBLOCK), 0);
+  ASSERT_GT(filled, 0u);
   wire::AttachRequest a = wire::Zeroed<wire::AttachRequest>();
   a.chpid = 0xF0;
-  ASSERT_TRUE(evil.Send(2, a, {efd}));
-  ::close(efd);  // hsid holds the only other reference now
+  ASSERT_TRUE(evil.Send(2, a, {ring.get()}));
+  ring.Reset();  // hsid holds the only other reference to the ring end now
   bool eof = false;
   std::optional<wire::Message> m = evil.Receive(absl::Seconds(5), &eof);
   ASSERT_TRUE(m.has_value()) << (eof ? "EOF" : "no answer");
@@ -842,7 +861,7 @@ TEST_F(HostileClientTest, ABlockingSaturatedDoorbellDoesNotStallHsid) {
   s = absl::UnavailableError("closed");
   evil.Close();
   ExpectRecovered("doorbell",
-                  absl::StrCat("a saturated blocking doorbell on ", evil_addr.ToString(),
+                  absl::StrCat("a full blocking doorbell on ", evil_addr.ToString(),
                                "; the link to it: ", link_status),
                   before);
 }
@@ -856,12 +875,13 @@ TEST_F(HostileClientTest, APeerSegmentThatCannotBeUsedTakesTheLinkDownForBoth) {
   RawClient evil(d_->socket());
   ASSERT_TRUE(evil.connected());
   ASSERT_TRUE(RawClaim(evil, "evil").ok());
-  const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  ASSERT_GE(efd, 0) << std::strerror(errno);
+  hsi::UniqueFd evil_wait;
+  hsi::UniqueFd ring = RingEnd(&evil_wait);
+  ASSERT_TRUE(ring.valid()) << std::strerror(errno);
   wire::AttachRequest a = wire::Zeroed<wire::AttachRequest>();
   a.chpid = 0xF0;
-  ASSERT_TRUE(evil.Send(2, a, {efd}));
-  ::close(efd);
+  ASSERT_TRUE(evil.Send(2, a, {ring.get()}));
+  ring.Reset();
   bool eof = false;
   std::optional<wire::Message> m = evil.Receive(absl::Seconds(5), &eof);
   ASSERT_TRUE(m.has_value()) << (eof ? "EOF" : "no answer");
@@ -924,6 +944,84 @@ TEST_F(HostileClientTest, APeerSegmentThatCannotBeUsedTakesTheLinkDownForBoth) {
   EXPECT_EQ(victim.Wait(), 0);
   evil.Close();
   ExpectRecovered("segment-header", absl::StrCat("a garbage segment header from ", evil_addr.ToString(), "; ", text),
+                  before);
+}
+
+// A peer gets a copy of our NIC's doorbell (to ring us) with every link.
+// With an eventfd it could also read it and consume the rings meant for us
+// (from other peers, from hsid), so that we slept through frames. The
+// split doorbell's ring end delivers into our socket only: the peer reads
+// nothing back. And hsid refuses an eventfd as a NIC doorbell.
+TEST_F(HostileClientTest, APeerCannotConsumeTheRingsOfANicItLinksTo) {
+  const uint64_t before = Iterations();
+  RawClient evil(d_->socket());
+  ASSERT_TRUE(evil.connected());
+  ASSERT_TRUE(RawClaim(evil, "evil").ok());
+  // An eventfd as the NIC doorbell: refused, and the client served on.
+  const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ASSERT_GE(efd, 0) << std::strerror(errno);
+  wire::AttachRequest a = wire::Zeroed<wire::AttachRequest>();
+  a.chpid = 0xF0;
+  ASSERT_TRUE(evil.Send(2, a, {efd}));
+  ::close(efd);
+  bool eof = false;
+  std::optional<wire::Message> m = evil.Receive(absl::Seconds(5), &eof);
+  ASSERT_TRUE(m.has_value()) << (eof ? "EOF" : "no answer");
+  EXPECT_THAT(std::string(ReplyStatus(*m).message()), HasSubstr("it must be the ring end of a split doorbell"));
+  hsi::UniqueFd evil_wait;
+  hsi::UniqueFd ring = RingEnd(&evil_wait);
+  ASSERT_TRUE(evil.Send(3, a, {ring.get()}));
+  ring.Reset();
+  m = evil.Receive(absl::Seconds(5), &eof);
+  ASSERT_TRUE(m.has_value()) << (eof ? "EOF" : "no answer");
+  ASSERT_TRUE(ReplyStatus(*m).ok()) << ReplyStatus(*m);
+  const Address evil_addr(m->As<wire::AttachReply>().address);
+
+  // The victim links to evil and then waits for frames.
+  Report rv, stop;
+  Child victim([&] {
+    absl::StatusOr<Session> s = Connect(d_->socket(), "victim");
+    if (!s.ok()) return rv.Write("ERR " + s.status().ToString()), 1;
+    absl::StatusOr<Nic> n = s->AttachNic(0xF0);
+    if (!n.ok()) return rv.Write("ERR " + n.status().ToString()), 1;
+    absl::StatusOr<Link> l = n->Link(evil_addr);
+    rv.Write(l.ok() ? std::string("link up") : l.status().ToString());
+    (void)stop.Read(absl::Seconds(30));
+    return 0;
+  });
+  std::optional<wire::Message> offer = evil.Receive(absl::Seconds(5), &eof);
+  ASSERT_TRUE(offer.has_value() && offer->type == wire::MsgType::kLinkOffer) << "no LinkOffer for evil";
+  const auto o = offer->As<wire::LinkOffer>();
+  absl::StatusOr<Segment> own = Segment::MapOwner(std::move(offer->fds[0]), RingGeometry{o.capacity, o.mtu}.segment_size());
+  ASSERT_TRUE(own.ok()) << own.status();
+  wire::LinkSealed sealed = wire::Zeroed<wire::LinkSealed>();
+  sealed.link_id = o.link_id;
+  sealed.nic_id = o.nic_id;
+  ASSERT_TRUE(evil.Send(0, sealed));
+  std::optional<wire::Message> peer;
+  for (const absl::Time end = In(absl::Seconds(5)); absl::Now() < end && !peer.has_value();) {
+    std::optional<wire::Message> e = evil.Receive(end - absl::Now(), &eof);
+    if (!e.has_value()) break;
+    if (e->type == wire::MsgType::kLinkPeer) peer = std::move(e);
+  }
+  ASSERT_TRUE(peer.has_value()) << "no LinkPeer for evil";
+  EXPECT_EQ(rv.Read(absl::Seconds(10)), "link up");
+  const int victim_bell = peer->fds[1].get();
+  // evil rings the victim's doorbell, then tries to take the rings back.
+  const char one = 1;
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(::send(victim_bell, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL), 1) << std::strerror(errno);
+  pollfd p = {victim_bell, POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 100), 0) << "the victim's doorbell is readable by its peer";
+  char buf[64];
+  const ssize_t got = ::read(victim_bell, buf, sizeof(buf));
+  EXPECT_TRUE(got < 0 && errno == EAGAIN) << "the peer read " << got << " bytes of the victim's rings";
+  stop.Write("exit");
+  EXPECT_EQ(victim.Wait(), 0);
+  peer.reset();
+  own = absl::UnavailableError("closed");
+  evil.Close();
+  ExpectRecovered("doorbell-read", absl::StrCat(evil_addr.ToString(), " rang its peer's doorbell 3 times and read back ",
+                                                got < 0 ? std::string("nothing") : absl::StrCat(got, " bytes")),
                   before);
 }
 

@@ -1,18 +1,31 @@
-// hsi/doorbell.h: an eventfd doorbell, the userspace "thin interrupt".
+// hsi/doorbell.h: the userspace "thin interrupt": an eventfd, or one end
+// of a connected pair of Unix stream sockets.
 //
 // One end of a ring pair sleeps on its own doorbell; its peer rings it only
 // when the sleeper said so in shared memory (need-wakeup, see hsi/ring.h),
 // so an idle or busy-polling link makes no syscalls.
 //
-// Thread safety: Ring() may be called from any thread or process holding
-// the fd; one thread at a time should WaitUntil().
+// Two kinds:
+//   - an eventfd (Create()): whoever holds the fd can ring it, wait on it
+//     and consume its rings. Fine between two ends that trust each other
+//     (hsi::Endpoint, the benchmarks).
+//   - a split doorbell (CreateSplit()): the owner keeps one socket of a
+//     socketpair and waits on it; whoever may ring gets the other socket,
+//     whose bytes arrive in the owner's socket. A ringer cannot read what
+//     was sent to the owner, so a peer cannot consume rings meant for the
+//     owner, and a socket cannot be reopened through /proc. Every NIC's
+//     doorbell is split (docs/ring.md, "Doorbells and hostile peers").
 //
-// Hostile holders: every holder of the fd shares one open file, so a peer
-// can clear O_NONBLOCK on it or saturate its counter. Drain() and
-// WaitUntil() never block on the read for that (RWF_NOWAIT), and Ring()
-// skips a doorbell whose counter is already saturated (its sleeper is
-// signalled anyway). What a holder can still do is consume rings meant for
-// the owner; see docs/ring.md, "Doorbells and hostile peers".
+// Thread safety: Ring() may be called from any thread or process holding
+// the fd (or a ring end); one thread at a time should WaitUntil().
+//
+// Hostile holders: holders of one fd share its open file, so a peer can
+// clear O_NONBLOCK on it, saturate an eventfd's counter or fill a socket's
+// buffer. Ring(), Drain() and WaitUntil() never block for that
+// (RWF_NOWAIT, MSG_DONTWAIT), a full doorbell counts as rung (its sleeper
+// is signalled anyway), and ringing an owner that is gone raises no
+// SIGPIPE. A peer that keeps a split doorbell full can keep its owner
+// waking, as frames from it could; it cannot make the owner miss a wake-up.
 #ifndef HSI_DOORBELL_H_
 #define HSI_DOORBELL_H_
 
@@ -26,35 +39,46 @@ namespace hsi {
 
 class HSI_EXPORT Doorbell {
  public:
+  enum class Kind { kEventfd, kWaitEnd, kRingEnd };
+
   // A new non-blocking, close-on-exec eventfd.
   static absl::StatusOr<Doorbell> Create();
-  // Adopts an eventfd received from elsewhere (e.g. SCM_RIGHTS). Fails
-  // with kInvalidArgument if `fd` is not an eventfd.
+  // A new split doorbell (a non-blocking, close-on-exec Unix stream
+  // socketpair): returns the end to wait on and stores the end to ring with
+  // (hand copies of it to whoever may ring) in `*ring_end`.
+  static absl::StatusOr<Doorbell> CreateSplit(UniqueFd* ring_end);
+  // Adopts an eventfd, or the ring end of a split doorbell (a connected Unix
+  // stream socket), received from elsewhere (e.g. SCM_RIGHTS). Fails with
+  // kInvalidArgument for anything else.
   static absl::StatusOr<Doorbell> Adopt(UniqueFd fd);
 
   Doorbell() = default;
   Doorbell(Doorbell&&) = default;
   Doorbell& operator=(Doorbell&&) = default;
 
-  // Wakes whoever sleeps on this doorbell. Does not block on a saturated
-  // counter, even if a peer made the fd blocking.
+  // Wakes whoever sleeps on this doorbell (an eventfd or a ring end; the
+  // wait end does not ring itself). Does not block on a full doorbell, even
+  // if a peer made the fd blocking.
   void Ring() const;
   // Sleeps until rung or `deadline`. Returns OK when the doorbell was rung
   // (the count is consumed, or another thread took it first: callers
   // re-check their condition), kDeadlineExceeded at the deadline. EINTR is
   // retried.
   absl::Status WaitUntil(absl::Time deadline) const;
-  // Consumes a pending ring without sleeping; true if there was one.
+  // Consumes pending rings without sleeping (an eventfd or a wait end);
+  // true if there was one.
   bool Drain() const;
 
+  Kind kind() const { return kind_; }
   int fd() const { return fd_.get(); }
   bool valid() const { return fd_.valid(); }
-  // A new fd for the same eventfd (to send to a peer).
+  // A new fd for the same open file (to send to a peer).
   absl::StatusOr<UniqueFd> Dup() const;
 
  private:
-  explicit Doorbell(UniqueFd fd) : fd_(std::move(fd)) {}
+  Doorbell(UniqueFd fd, Kind kind) : fd_(std::move(fd)), kind_(kind) {}
   UniqueFd fd_;
+  Kind kind_ = Kind::kEventfd;
 };
 
 }  // namespace hsi

@@ -24,7 +24,8 @@
 // SendTo() to it returns the same status. A later SendTo() to that address
 // asks hsid for a new link.
 //
-// Readiness (epoll, io_uring): fd() is the NIC's doorbell, an eventfd. Call
+// Readiness (epoll, io_uring): fd() is the NIC's doorbell (the wait end of a
+// split doorbell, hsi/doorbell.h: peers can ring it, not read it). Call
 // PrepareWait() before sleeping on it; it is then readable when a frame
 // arrives on any link of the NIC or when hsid sent a control event (hsid
 // rings it after each). hsi/poller.h does this for many NICs.
@@ -148,7 +149,7 @@ class HSI_EXPORT Nic {
   // The link to `peer`, made now if there is none.
   absl::StatusOr<hsi::Link> Link(Address peer);
 
-  // The NIC's doorbell eventfd, for epoll/io_uring readiness.
+  // The NIC's doorbell (a socket), for epoll/io_uring readiness (POLLIN).
   int fd() const;
   // Processes control events, clears the doorbell and arms every link to
   // ring it. Returns true if a frame or a status is already waiting (do

@@ -1,6 +1,6 @@
 // hsi/poller.h: waits on many NICs at once, with io_uring.
 //
-// Each registered NIC is armed (Nic::PrepareWait) and its doorbell eventfd
+// Each registered NIC is armed (Nic::PrepareWait) and its doorbell
 // polled through one io_uring; Wait() returns the NICs that have a frame,
 // a status or a control event waiting. Drain each with
 // Nic::Receive(..., Wait::Never()) until kDeadlineExceeded, then Wait()

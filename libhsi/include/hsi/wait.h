@@ -1,7 +1,7 @@
 // hsi/wait.h: how a blocking call waits, and until when.
 //
 // Every blocking call in libhsi takes a Wait. `spin` busy-polls (lowest
-// latency, burns a core); `block` sleeps on the eventfd doorbell at once
+// latency, burns a core); `block` sleeps on the doorbell at once
 // (no CPU while idle, a syscall per wake-up); `adaptive` (the default) spins
 // for `spin_for` and then sleeps. Every wait ends at `deadline`; the call
 // then returns kDeadlineExceeded.

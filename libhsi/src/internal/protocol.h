@@ -130,7 +130,7 @@ struct ClaimReply {
 
 enum : uint32_t { kOverflowBlock = 0, kOverflowDrop = 1 };
 
-struct AttachRequest {  // + the NIC's doorbell eventfd
+struct AttachRequest {  // + the ring end of the NIC's split doorbell (hsi/doorbell.h)
   static constexpr MsgType kType = MsgType::kAttachRequest;
   static constexpr size_t kFds = 1;
   uint32_t chpid;    // 0..255

@@ -59,7 +59,10 @@ struct LinkState {
 struct NicState {
   uint32_t nic_id = 0;  // hsid's id (renumbered after an hsid restart)
   NicInfo info;
-  std::shared_ptr<Doorbell> bell;
+  std::shared_ptr<Doorbell> bell;  // the wait end of a split doorbell
+  // Its ring end, dup'd to hsid at each attach; held open so the wait end
+  // never reads EOF.
+  UniqueFd bell_ring_end;
   bool up = true;
   bool detached = false;
   absl::Status down_status;
