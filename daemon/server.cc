@@ -943,25 +943,16 @@ void ServerImpl::OnAttach(Client& c, Message& m) {
     deferred_.emplace_back(c.id, std::move(m));  // answered by OnTimer()
     return;
   }
-  // The NIC's doorbell is the ring end of the client's split doorbell (a
-  // socketpair): hsid and the NIC's peers can ring it, and none of them can
-  // read the rings (an eventfd would let any peer consume them). It must be
-  // connected to the client itself, not to some other process.
+  // The NIC's doorbell is the ring end (the write end of a pipe) of the
+  // client's split doorbell: hsid and the NIC's peers can ring it, and none
+  // of them can read the rings (an eventfd would let any peer consume them).
   absl::StatusOr<hsi::Doorbell> bell = hsi::Doorbell::Adopt(std::move(m.fds[0]));
   if (!bell.ok()) return fail(absl::InvalidArgumentError(absl::StrCat("attach: NIC doorbell: ", bell.status().message())));
   if (bell->kind() != hsi::Doorbell::Kind::kRingEnd) {
-    return fail(absl::InvalidArgumentError(
-        "attach: NIC doorbell: fd is an eventfd; it must be the ring end of a split doorbell (a Unix stream "
-        "socketpair), so that the NIC's peers can ring it but not read it"));
-  }
-  {
-    ucred cr{};
-    socklen_t len = sizeof(cr);
-    if (::getsockopt(bell->fd(), SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0 || cr.pid != static_cast<pid_t>(c.pid)) {
-      return fail(absl::InvalidArgumentError(absl::StrCat(
-          "attach: NIC doorbell: the socket is connected to pid ", cr.pid, ", not to this client (pid ", c.pid,
-          "); it must be the ring end of a socketpair the client made")));
-    }
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "attach: NIC doorbell: fd is ", bell->kind() == hsi::Doorbell::Kind::kEventfd ? "an eventfd" : "a pipe's read end",
+        "; it must be the ring end of a split doorbell (the write end of a pipe), so that the NIC's peers can ring "
+        "it but not read it")));
   }
   // The address: static from the policy, the one asked for, or the first free.
   auto reserved_by_other = [&](Address a) -> const LparConfig* {
@@ -1139,18 +1130,19 @@ void ServerImpl::SendToNic(uint32_t nic_id, OutMessage m) {
   Client* c = FindClient(it->second.client);
   if (c == nullptr) return;
   Send(*c, std::move(m));
-  // A blocked Receive wakes and reads the event. The doorbell is the ring
-  // end of the client's socketpair: a hostile client can clear O_NONBLOCK
-  // on it and fill the socket, and a plain write() would then block hsid's
-  // only thread. So the ring is a send through io_uring with MSG_DONTWAIT
-  // (and MSG_NOSIGNAL): it completes at once, with -EAGAIN if the socket is
-  // full (readable, so rung already). One at a time per NIC, since one
-  // pending ring already wakes the sleeper.
+  // A blocked Receive wakes and reads the event. The doorbell is the write
+  // end of the client's pipe: a hostile client can clear O_NONBLOCK on it
+  // and fill the pipe, and a plain write() would then block hsid's only
+  // thread. So the write goes through io_uring with RWF_NOWAIT: it completes
+  // at once, with -EAGAIN if the pipe is full (readable, so rung already),
+  // or -EPIPE if its reader is gone (SIGPIPE is ignored here). One at a
+  // time per NIC, since one pending write already wakes the sleeper.
   Nic& n = it->second;
   if (n.bell_pending) return;
   static const char kOne = 1;  // outlives every request
   io_uring_sqe* sqe = Sqe();
-  io_uring_prep_send(sqe, n.bell.fd(), &kOne, sizeof(kOne), MSG_DONTWAIT | MSG_NOSIGNAL);
+  io_uring_prep_write(sqe, n.bell.fd(), &kOne, sizeof(kOne), static_cast<uint64_t>(-1));
+  sqe->rw_flags = RWF_NOWAIT;
   io_uring_sqe_set_data64(sqe, Tag(kBell, n.id));
   n.bell_pending = true;
 }

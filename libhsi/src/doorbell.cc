@@ -2,9 +2,9 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -28,52 +28,65 @@ absl::StatusOr<Doorbell> Doorbell::Create() {
 }
 
 absl::StatusOr<Doorbell> Doorbell::CreateSplit(UniqueFd* ring_end) {
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
-    return ErrnoStatus(errno, "doorbell: socketpair");
-  }
-  *ring_end = UniqueFd(sv[1]);
-  return Doorbell(UniqueFd(sv[0]), Kind::kWaitEnd);
+  int p[2];
+  if (::pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return ErrnoStatus(errno, "doorbell: pipe2");
+  *ring_end = UniqueFd(p[1]);
+  return Doorbell(UniqueFd(p[0]), Kind::kWaitEnd);
 }
 
 absl::StatusOr<Doorbell> Doorbell::Adopt(UniqueFd fd) {
   if (!fd.valid()) return absl::InvalidArgumentError("doorbell: no fd");
-  // /proc/self/fd shows an eventfd as "anon_inode:[eventfd]", a socket as
-  // "socket:[inode]".
+  // /proc/self/fd shows an eventfd as "anon_inode:[eventfd]", a pipe as
+  // "pipe:[inode]"; the access mode tells a pipe's ends apart.
   char link[64];
   std::string path = absl::StrCat("/proc/self/fd/", fd.get());
   ssize_t n = ::readlink(path.c_str(), link, sizeof(link) - 1);
   if (n < 0) return ErrnoStatus(errno, absl::StrCat("doorbell: readlink ", path));
   const absl::string_view what(link, static_cast<size_t>(n));
   if (what == "anon_inode:[eventfd]") return Doorbell(std::move(fd), Kind::kEventfd);
-  if (absl::StartsWith(what, "socket:")) {
-    int domain = 0, type = 0;
-    socklen_t len = sizeof(int);
-    sockaddr_un peer{};
-    socklen_t plen = sizeof(peer);
-    if (::getsockopt(fd.get(), SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX &&
-        ::getsockopt(fd.get(), SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM &&
-        ::getpeername(fd.get(), reinterpret_cast<sockaddr*>(&peer), &plen) == 0) {
-      return Doorbell(std::move(fd), Kind::kRingEnd);
-    }
-    return absl::InvalidArgumentError(absl::StrCat("doorbell: fd ", fd.get(), " is a socket, but not a connected Unix "
-                                                   "stream socket (the ring end of a split doorbell)"));
+  if (absl::StartsWith(what, "pipe:")) {
+    const int mode = ::fcntl(fd.get(), F_GETFL) & O_ACCMODE;
+    if (mode == O_RDONLY) return Doorbell(std::move(fd), Kind::kWaitEnd);
+    if (mode == O_WRONLY) return Doorbell(std::move(fd), Kind::kRingEnd);
   }
   return absl::InvalidArgumentError(absl::StrCat("doorbell: fd ", fd.get(), " is ", what,
-                                                 ", not an eventfd or the ring end of a split doorbell"));
+                                                 ", not an eventfd or an end of a split doorbell (a pipe)"));
 }
+
+namespace {
+
+// Writes one byte to a pipe's write end: never blocks (RWF_NOWAIT, whatever
+// O_NONBLOCK says), and a reader that is gone costs EPIPE, not the
+// process's life: SIGPIPE is blocked in this thread for the write, and the
+// one the write raised is taken before it is unblocked. If the thread
+// blocked SIGPIPE already, its signals are its own business.
+void RingPipe(int fd) {
+  sigset_t pipe_only, old;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  ::pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+  const char one = 1;
+  iovec iov = {const_cast<char*>(&one), 1};
+  ssize_t r;
+  do {
+    r = ::pwritev2(fd, &iov, 1, -1, RWF_NOWAIT);
+    if (r < 0 && errno == EOPNOTSUPP) {
+      r = (::fcntl(fd, F_GETFL) & O_NONBLOCK) != 0 ? ::write(fd, &one, 1) : 0;
+    }
+  } while (r < 0 && errno == EINTR);
+  if (r < 0 && errno == EPIPE && !sigismember(&old, SIGPIPE)) {
+    const timespec zero = {0, 0};
+    while (::sigtimedwait(&pipe_only, nullptr, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+}  // namespace
 
 void Doorbell::Ring() const {
   if (kind_ == Kind::kWaitEnd) return;
-  if (kind_ == Kind::kRingEnd) {
-    // MSG_DONTWAIT: never blocks, whatever O_NONBLOCK a peer left on the
-    // shared socket; a full socket (EAGAIN) is readable, so rung already.
-    // MSG_NOSIGNAL: an owner that is gone raises no SIGPIPE here.
-    const char one = 1;
-    while (::send(fd_.get(), &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno == EINTR) {
-    }
-    return;
-  }
+  if (kind_ == Kind::kRingEnd) return RingPipe(fd_.get());
   // A counter at its maximum is not writable: its sleeper is signalled
   // already, and a write() would block if a peer cleared O_NONBLOCK on the
   // shared file. So look first (cheap next to the wake-up it causes).
@@ -89,11 +102,17 @@ void Doorbell::Ring() const {
 bool Doorbell::Drain() const {
   if (kind_ == Kind::kRingEnd) return false;
   if (kind_ == Kind::kWaitEnd) {
+    // Only the owner holds the read end; still, RWF_NOWAIT as for eventfds.
     char buf[256];
+    iovec iov = {buf, sizeof(buf)};
     bool any = false;
-    // Bounded: a peer that keeps filling the socket cannot keep us here.
+    // Bounded: a pipe holds 64 KiB; a peer that keeps filling it cannot
+    // keep us here.
     for (int round = 0; round < 512; ++round) {
-      const ssize_t n = ::recv(fd_.get(), buf, sizeof(buf), MSG_DONTWAIT);
+      ssize_t n = ::preadv2(fd_.get(), &iov, 1, -1, RWF_NOWAIT);
+      if (n < 0 && errno == EOPNOTSUPP) {
+        n = (::fcntl(fd_.get(), F_GETFL) & O_NONBLOCK) != 0 ? ::read(fd_.get(), buf, sizeof(buf)) : -1;
+      }
       if (n < 0 && errno == EINTR) continue;
       if (n > 0) any = true;
       if (n != static_cast<ssize_t>(sizeof(buf))) break;

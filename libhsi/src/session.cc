@@ -458,8 +458,8 @@ absl::Status SessionState::WaitLoop(NicState& nic, const Wait& wait, Ready ready
 
 absl::StatusOr<std::shared_ptr<NicState>> SessionState::Attach(uint32_t chpid, std::optional<Address> address) {
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
-  // The NIC's doorbell is split: hsid and the peers get only its ring end,
-  // so no peer can consume our wake-ups (docs/ring.md).
+  // The NIC's doorbell is split (a pipe): hsid and the peers get only its
+  // ring end, so no peer can consume our wake-ups (docs/ring.md).
   auto nic = std::make_shared<NicState>();
   absl::StatusOr<Doorbell> bell = Doorbell::CreateSplit(&nic->bell_ring_end);
   if (!bell.ok()) return bell.status();

@@ -112,13 +112,14 @@ bool DropTo(uint32_t id) {
   return ::setgroups(0, nullptr) == 0 && ::setresgid(id, id, id) == 0 && ::setresuid(id, id, id) == 0;
 }
 
-// A split doorbell as libhsi makes one for a NIC: `*wait` keeps the end the
-// NIC waits on; the returned fd is the ring end an AttachRequest carries.
-hsi::UniqueFd RingEnd(hsi::UniqueFd* wait, bool nonblocking = true) {
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0, sv) != 0) return {};
-  *wait = hsi::UniqueFd(sv[0]);
-  return hsi::UniqueFd(sv[1]);
+// A split doorbell as libhsi makes one for a NIC (a pipe): `*wait` keeps
+// the read end the NIC waits on; the returned write end is the ring end an
+// AttachRequest carries.
+hsi::UniqueFd RingEnd(hsi::UniqueFd* wait) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return {};
+  *wait = hsi::UniqueFd(p[0]);
+  return hsi::UniqueFd(p[1]);
 }
 
 // A raw client's claim; the status hsid answered (or kUnavailable on EOF).
@@ -402,7 +403,7 @@ TEST_F(HostileClientTest, FdsThatDoNotBelongAreClosedAndTheClientDropped) {
       {"2 fds on ListRequest", 2, false, "carries 2 fds, expected 0", true},
       {"2 fds on AttachRequest", 2, true, "carries 2 fds, expected 1", true},
       {"16 fds on AttachRequest", 16, true, "carries 16 fds, expected 1", true},
-      {"a pipe as the NIC doorbell", 1, true, "not an eventfd or the ring end of a split doorbell", false},
+      {"a pipe's read end as the NIC doorbell", 1, true, "fd is a pipe's read end; it must be the ring end", false},
   };
   int answered = 0, dropped = 0, leaked = 0, sent_fds = 0;
   for (int round = 0; round < kRounds; ++round) {
@@ -816,14 +817,14 @@ TEST_F(HostileClientTest, ABlockingSaturatedDoorbellDoesNotStallHsid) {
   RawClient evil(d_->socket());
   ASSERT_TRUE(evil.connected());
   ASSERT_TRUE(RawClaim(evil, "evil").ok());
-  // A doorbell socket filled to the brim and then made blocking: a plain
+  // A doorbell pipe filled to the brim and then made blocking: a plain
   // write() of one more byte blocks. The wait end stays open and unread.
   hsi::UniqueFd wait;
   hsi::UniqueFd ring = RingEnd(&wait);
   ASSERT_TRUE(ring.valid()) << std::strerror(errno);
   const std::vector<char> chunk(4096, 1);
   size_t filled = 0;
-  for (ssize_t n; (n = ::send(ring.get(), chunk.data(), chunk.size(), MSG_NOSIGNAL)) > 0;) filled += n;
+  for (ssize_t n; (n = ::write(ring.get(), chunk.data(), chunk.size())) > 0;) filled += static_cast<size_t>(n);
   ASSERT_EQ(errno, EAGAIN);
   ASSERT_EQ(::fcntl(ring.get(), F_SETFL, ::fcntl(ring.get(), F_GETFL) & ~O_NONBLOCK), 0);
   ASSERT_GT(filled, 0u);
@@ -950,8 +951,9 @@ TEST_F(HostileClientTest, APeerSegmentThatCannotBeUsedTakesTheLinkDownForBoth) {
 // A peer gets a copy of our NIC's doorbell (to ring us) with every link.
 // With an eventfd it could also read it and consume the rings meant for us
 // (from other peers, from hsid), so that we slept through frames. The
-// split doorbell's ring end delivers into our socket only: the peer reads
-// nothing back. And hsid refuses an eventfd as a NIC doorbell.
+// split doorbell's ring end is a pipe's write end: the peer cannot read it,
+// nor, under another uid, reopen the pipe for reading through /proc. And
+// hsid refuses an eventfd as a NIC doorbell.
 TEST_F(HostileClientTest, APeerCannotConsumeTheRingsOfANicItLinksTo) {
   const uint64_t before = Iterations();
   RawClient evil(d_->socket());
@@ -968,6 +970,7 @@ TEST_F(HostileClientTest, APeerCannotConsumeTheRingsOfANicItLinksTo) {
   std::optional<wire::Message> m = evil.Receive(absl::Seconds(5), &eof);
   ASSERT_TRUE(m.has_value()) << (eof ? "EOF" : "no answer");
   EXPECT_THAT(std::string(ReplyStatus(*m).message()), HasSubstr("it must be the ring end of a split doorbell"));
+  EXPECT_THAT(std::string(ReplyStatus(*m).message()), HasSubstr("fd is an eventfd"));
   hsi::UniqueFd evil_wait;
   hsi::UniqueFd ring = RingEnd(&evil_wait);
   ASSERT_TRUE(evil.Send(3, a, {ring.get()}));
@@ -1009,12 +1012,22 @@ TEST_F(HostileClientTest, APeerCannotConsumeTheRingsOfANicItLinksTo) {
   const int victim_bell = peer->fds[1].get();
   // evil rings the victim's doorbell, then tries to take the rings back.
   const char one = 1;
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(::send(victim_bell, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL), 1) << std::strerror(errno);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(::write(victim_bell, &one, 1), 1) << std::strerror(errno);
   pollfd p = {victim_bell, POLLIN, 0};
   EXPECT_EQ(::poll(&p, 1, 100), 0) << "the victim's doorbell is readable by its peer";
   char buf[64];
   const ssize_t got = ::read(victim_bell, buf, sizeof(buf));
-  EXPECT_TRUE(got < 0 && errno == EAGAIN) << "the peer read " << got << " bytes of the victim's rings";
+  EXPECT_TRUE(got < 0 && errno == EBADF) << "the peer read " << got << " bytes of the victim's rings";
+  // Nor can a peer of another uid reopen the pipe for reading.
+  Report ro;
+  Child reopen([&] {
+    if (!DropTo(kNobody)) return ro.Write("setresuid failed"), 1;
+    const int fd = ::open(absl::StrCat("/proc/self/fd/", victim_bell).c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    ro.Write(fd >= 0 ? std::string("opened") : std::string(std::strerror(errno)));
+    return 0;
+  });
+  EXPECT_EQ(ro.Read(absl::Seconds(10)), std::strerror(EACCES));
+  EXPECT_EQ(reopen.Wait(), 0);
   stop.Write("exit");
   EXPECT_EQ(victim.Wait(), 0);
   peer.reset();

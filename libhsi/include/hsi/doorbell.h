@@ -1,5 +1,5 @@
-// hsi/doorbell.h: the userspace "thin interrupt": an eventfd, or one end
-// of a connected pair of Unix stream sockets.
+// hsi/doorbell.h: the userspace "thin interrupt": an eventfd, or a pipe
+// split between the one who waits and those who ring.
 //
 // One end of a ring pair sleeps on its own doorbell; its peer rings it only
 // when the sleeper said so in shared memory (need-wakeup, see hsi/ring.h),
@@ -9,22 +9,24 @@
 //   - an eventfd (Create()): whoever holds the fd can ring it, wait on it
 //     and consume its rings. Fine between two ends that trust each other
 //     (hsi::Endpoint, the benchmarks).
-//   - a split doorbell (CreateSplit()): the owner keeps one socket of a
-//     socketpair and waits on it; whoever may ring gets the other socket,
-//     whose bytes arrive in the owner's socket. A ringer cannot read what
-//     was sent to the owner, so a peer cannot consume rings meant for the
-//     owner, and a socket cannot be reopened through /proc. Every NIC's
-//     doorbell is split (docs/ring.md, "Doorbells and hostile peers").
+//   - a split doorbell (CreateSplit()), a pipe: the owner keeps the read
+//     end (the wait end) and waits on it; whoever may ring gets the write
+//     end (the ring end), which cannot read. So a peer cannot consume rings
+//     meant for the owner; nor can it reopen the pipe for reading through
+//     /proc unless it runs as the owner's uid or as root (the pipe is mode
+//     0600): the uid is the boundary, as for ptrace. Every NIC's doorbell
+//     is split (docs/ring.md, "Doorbells and hostile peers").
 //
 // Thread safety: Ring() may be called from any thread or process holding
 // the fd (or a ring end); one thread at a time should WaitUntil().
 //
 // Hostile holders: holders of one fd share its open file, so a peer can
-// clear O_NONBLOCK on it, saturate an eventfd's counter or fill a socket's
-// buffer. Ring(), Drain() and WaitUntil() never block for that
-// (RWF_NOWAIT, MSG_DONTWAIT), a full doorbell counts as rung (its sleeper
-// is signalled anyway), and ringing an owner that is gone raises no
-// SIGPIPE. A peer that keeps a split doorbell full can keep its owner
+// clear O_NONBLOCK on it, saturate an eventfd's counter or fill a pipe.
+// Ring(), Drain() and WaitUntil() never block for that (RWF_NOWAIT), and a
+// full doorbell counts as rung (its sleeper is signalled anyway). Ringing a
+// split doorbell whose owner is gone raises no SIGPIPE in the process:
+// Ring() blocks SIGPIPE in the calling thread for the write and takes the
+// one it caused. A peer that keeps a split doorbell full can keep its owner
 // waking, as frames from it could; it cannot make the owner miss a wake-up.
 #ifndef HSI_DOORBELL_H_
 #define HSI_DOORBELL_H_
@@ -43,13 +45,13 @@ class HSI_EXPORT Doorbell {
 
   // A new non-blocking, close-on-exec eventfd.
   static absl::StatusOr<Doorbell> Create();
-  // A new split doorbell (a non-blocking, close-on-exec Unix stream
-  // socketpair): returns the end to wait on and stores the end to ring with
-  // (hand copies of it to whoever may ring) in `*ring_end`.
+  // A new split doorbell (a non-blocking, close-on-exec pipe): returns the
+  // end to wait on (the read end) and stores the end to ring with (the
+  // write end; hand copies of it to whoever may ring) in `*ring_end`.
   static absl::StatusOr<Doorbell> CreateSplit(UniqueFd* ring_end);
-  // Adopts an eventfd, or the ring end of a split doorbell (a connected Unix
-  // stream socket), received from elsewhere (e.g. SCM_RIGHTS). Fails with
-  // kInvalidArgument for anything else.
+  // Adopts an eventfd, or either end of a split doorbell (a pipe), received
+  // from elsewhere (e.g. SCM_RIGHTS). Fails with kInvalidArgument for
+  // anything else.
   static absl::StatusOr<Doorbell> Adopt(UniqueFd fd);
 
   Doorbell() = default;
