@@ -83,16 +83,6 @@ CpuPlan PlanCpus() {
   return plan;
 }
 
-absl::Status PinToCpu(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  if (::sched_setaffinity(0, sizeof(set), &set) != 0) {
-    return Errno(errno, absl::StrCat("sched_setaffinity to cpu ", cpu));
-  }
-  return absl::OkStatus();
-}
-
 ScopedPin::ScopedPin(int cpu) {
   CPU_ZERO(&saved_);
   if (cpu < 0) return;

@@ -40,6 +40,7 @@
 #include "hsi/fd.h"
 #include "hsi/ring.h"
 #include "hsi/wait.h"
+#include "cli.h"
 #include "tick_clock.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -63,8 +64,8 @@ struct CpuPlan {
 // two, returns an unpinned plan whose label says so.
 CpuPlan PlanCpus();
 
-// Pins the calling thread to `cpu`.
-absl::Status PinToCpu(int cpu);
+// Pins the calling thread to `cpu` (tools/common/cli.h).
+using ::hsi::tools::PinToCpu;
 
 // Pins the calling thread to `cpu` (nothing if `cpu` < 0) and restores the
 // previous affinity mask when it goes out of scope.

@@ -150,6 +150,9 @@ class ServerImpl : public Server {
   void OnLink(Client& c, const Message& m);
   void OnSealed(Client& c, const Message& m);
   void OnClose(Client& c, const Message& m);
+  // Answers "protocol: MSG: what" and drops the client (a notice naming a
+  // link that was never offered, or not the client's).
+  void Violation(Client& c, absl::string_view msg, const std::string& what);
   void OnRelink(Client& c, Message& m);
   void OnPeers(Client& c, const Message& m);
   void OnDefineChpid(Client& c, const Message& m);
@@ -1152,12 +1155,7 @@ void ServerImpl::OnSealed(Client& c, const Message& m) {
   // Out of order: a link id hsid never gave out, or an end that is not this
   // client's, is a protocol violation: answered and dropped like a
   // malformed message. (A link already torn down is a race, not a fault.)
-  auto violation = [&](const std::string& what) {
-    wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
-    e.status = wire::ToWire(absl::InvalidArgumentError(absl::StrCat("protocol: LinkSealed: ", what)));
-    (void)wire::TrySend(c.fd.get(), wire::Encode(0, e));
-    CloseClient(c, absl::StrCat("protocol violation: LinkSealed: ", what));
-  };
+  auto violation = [&](const std::string& what) { Violation(c, "LinkSealed", what); };
   if (req.link_id == 0 || req.link_id >= next_link_) {
     return violation(absl::StrCat("link id ", req.link_id, " was never offered"));
   }
@@ -1189,16 +1187,18 @@ void ServerImpl::OnSealed(Client& c, const Message& m) {
   if (l.a.sealed && l.b.sealed) FinishSetup(l);
 }
 
+void ServerImpl::Violation(Client& c, absl::string_view msg, const std::string& what) {
+  wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
+  e.status = wire::ToWire(absl::InvalidArgumentError(absl::StrCat("protocol: ", msg, ": ", what)));
+  (void)wire::TrySend(c.fd.get(), wire::Encode(0, e));
+  CloseClient(c, absl::StrCat("protocol violation: ", msg, ": ", what));
+}
+
 // An end gave its link up (it could not use the peer's segment, say): the
 // link goes, and the other end learns why. The end that closed is not told.
 void ServerImpl::OnClose(Client& c, const Message& m) {
   const auto req = m.As<wire::LinkClose>();
-  auto violation = [&](const std::string& what) {
-    wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
-    e.status = wire::ToWire(absl::InvalidArgumentError(absl::StrCat("protocol: LinkClose: ", what)));
-    (void)wire::TrySend(c.fd.get(), wire::Encode(0, e));
-    CloseClient(c, absl::StrCat("protocol violation: LinkClose: ", what));
-  };
+  auto violation = [&](const std::string& what) { Violation(c, "LinkClose", what); };
   if (req.link_id == 0 || req.link_id >= next_link_) {
     return violation(absl::StrCat("link id ", req.link_id, " was never offered"));
   }

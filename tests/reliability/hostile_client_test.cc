@@ -133,6 +133,36 @@ absl::Status RawClaim(RawClient& c, const std::string& name, uint32_t req_id = 1
   return ReplyStatus(*m);
 }
 
+// A raw client's NIC on F0 with a proper split doorbell (whose wait end
+// `*wait` keeps); its address, or hsid's refusal.
+absl::StatusOr<Address> RawAttach(RawClient& c, uint32_t req_id, hsi::UniqueFd* wait) {
+  hsi::UniqueFd ring = RingEnd(wait);
+  if (!ring.valid()) return absl::InternalError(std::strerror(errno));
+  wire::AttachRequest a = wire::Zeroed<wire::AttachRequest>();
+  a.chpid = 0xF0;
+  if (!c.Send(req_id, a, {ring.get()})) return absl::UnavailableError("send failed");
+  bool eof = false;
+  std::optional<wire::Message> m = c.Receive(absl::Seconds(5), &eof);
+  if (!m.has_value()) return absl::UnavailableError(eof ? "EOF" : "no answer");
+  if (absl::Status s = ReplyStatus(*m); !s.ok()) return s;
+  return Address(m->As<wire::AttachReply>().address);
+}
+
+// A forked LPAR "victim" that links to `peer`, reports the outcome ("link
+// up" or the status) on `rv`, and holds on until `stop` says so.
+std::unique_ptr<Child> LinkingVictim(const std::string& socket, Address peer, Report& rv, Report& stop) {
+  return std::make_unique<Child>([&socket, peer, &rv, &stop] {
+    absl::StatusOr<Session> s = Connect(socket, "victim");
+    if (!s.ok()) return rv.Write("ERR " + s.status().ToString()), 1;
+    absl::StatusOr<Nic> n = s->AttachNic(0xF0);
+    if (!n.ok()) return rv.Write("ERR " + n.status().ToString()), 1;
+    absl::StatusOr<Link> l = n->Link(peer);
+    rv.Write(l.ok() ? std::string("link up") : l.status().ToString());
+    (void)stop.Read(absl::Seconds(30));
+    return 0;
+  });
+}
+
 // What hsid did with one hostile message: its answer (status text or
 // "none") and whether it then closed the connection.
 struct Outcome {
@@ -877,29 +907,11 @@ TEST_F(HostileClientTest, APeerSegmentThatCannotBeUsedTakesTheLinkDownForBoth) {
   ASSERT_TRUE(evil.connected());
   ASSERT_TRUE(RawClaim(evil, "evil").ok());
   hsi::UniqueFd evil_wait;
-  hsi::UniqueFd ring = RingEnd(&evil_wait);
-  ASSERT_TRUE(ring.valid()) << std::strerror(errno);
-  wire::AttachRequest a = wire::Zeroed<wire::AttachRequest>();
-  a.chpid = 0xF0;
-  ASSERT_TRUE(evil.Send(2, a, {ring.get()}));
-  ring.Reset();
-  bool eof = false;
-  std::optional<wire::Message> m = evil.Receive(absl::Seconds(5), &eof);
-  ASSERT_TRUE(m.has_value()) << (eof ? "EOF" : "no answer");
-  ASSERT_TRUE(ReplyStatus(*m).ok()) << ReplyStatus(*m);
-  const Address evil_addr(m->As<wire::AttachReply>().address);
-
+  absl::StatusOr<Address> evil_addr = RawAttach(evil, 2, &evil_wait);
+  ASSERT_TRUE(evil_addr.ok()) << evil_addr.status();
   Report rv, stop;
-  Child victim([&] {
-    absl::StatusOr<Session> s = Connect(d_->socket(), "victim");
-    if (!s.ok()) return rv.Write("ERR " + s.status().ToString()), 1;
-    absl::StatusOr<Nic> n = s->AttachNic(0xF0);
-    if (!n.ok()) return rv.Write("ERR " + n.status().ToString()), 1;
-    absl::StatusOr<Link> l = n->Link(evil_addr);
-    rv.Write(l.ok() ? std::string("link up") : l.status().ToString());
-    (void)stop.Read(absl::Seconds(30));
-    return 0;
-  });
+  std::unique_ptr<Child> victim = LinkingVictim(d_->socket(), *evil_addr, rv, stop);
+  bool eof = false;
   // evil's end of the setup: map its own segment, scribble over the header
   // hsid wrote, seal it as the protocol asks, and report it sealed.
   std::optional<wire::Message> offer = evil.Receive(absl::Seconds(5), &eof);
@@ -938,13 +950,13 @@ TEST_F(HostileClientTest, APeerSegmentThatCannotBeUsedTakesTheLinkDownForBoth) {
   absl::StatusOr<std::vector<LinkListing>> links = admin->ListLinks();
   ASSERT_TRUE(links.ok()) << links.status();
   for (const LinkListing& l : *links) {
-    EXPECT_TRUE(l.a != evil_addr && l.b != evil_addr) << "hsid still lists link " << l.id << " (" << l.state << ")";
+    EXPECT_TRUE(l.a != *evil_addr && l.b != *evil_addr) << "hsid still lists link " << l.id << " (" << l.state << ")";
   }
   admin = absl::UnavailableError("closed");
   stop.Write("exit");
-  EXPECT_EQ(victim.Wait(), 0);
+  EXPECT_EQ(victim->Wait(), 0);
   evil.Close();
-  ExpectRecovered("segment-header", absl::StrCat("a garbage segment header from ", evil_addr.ToString(), "; ", text),
+  ExpectRecovered("segment-header", absl::StrCat("a garbage segment header from ", evil_addr->ToString(), "; ", text),
                   before);
 }
 
@@ -972,26 +984,11 @@ TEST_F(HostileClientTest, APeerCannotConsumeTheRingsOfANicItLinksTo) {
   EXPECT_THAT(std::string(ReplyStatus(*m).message()), HasSubstr("it must be the ring end of a split doorbell"));
   EXPECT_THAT(std::string(ReplyStatus(*m).message()), HasSubstr("fd is an eventfd"));
   hsi::UniqueFd evil_wait;
-  hsi::UniqueFd ring = RingEnd(&evil_wait);
-  ASSERT_TRUE(evil.Send(3, a, {ring.get()}));
-  ring.Reset();
-  m = evil.Receive(absl::Seconds(5), &eof);
-  ASSERT_TRUE(m.has_value()) << (eof ? "EOF" : "no answer");
-  ASSERT_TRUE(ReplyStatus(*m).ok()) << ReplyStatus(*m);
-  const Address evil_addr(m->As<wire::AttachReply>().address);
-
-  // The victim links to evil and then waits for frames.
+  absl::StatusOr<Address> evil_addr = RawAttach(evil, 3, &evil_wait);
+  ASSERT_TRUE(evil_addr.ok()) << evil_addr.status();
+  // The victim links to evil.
   Report rv, stop;
-  Child victim([&] {
-    absl::StatusOr<Session> s = Connect(d_->socket(), "victim");
-    if (!s.ok()) return rv.Write("ERR " + s.status().ToString()), 1;
-    absl::StatusOr<Nic> n = s->AttachNic(0xF0);
-    if (!n.ok()) return rv.Write("ERR " + n.status().ToString()), 1;
-    absl::StatusOr<Link> l = n->Link(evil_addr);
-    rv.Write(l.ok() ? std::string("link up") : l.status().ToString());
-    (void)stop.Read(absl::Seconds(30));
-    return 0;
-  });
+  std::unique_ptr<Child> victim = LinkingVictim(d_->socket(), *evil_addr, rv, stop);
   std::optional<wire::Message> offer = evil.Receive(absl::Seconds(5), &eof);
   ASSERT_TRUE(offer.has_value() && offer->type == wire::MsgType::kLinkOffer) << "no LinkOffer for evil";
   const auto o = offer->As<wire::LinkOffer>();
@@ -1029,11 +1026,11 @@ TEST_F(HostileClientTest, APeerCannotConsumeTheRingsOfANicItLinksTo) {
   EXPECT_EQ(ro.Read(absl::Seconds(10)), std::strerror(EACCES));
   EXPECT_EQ(reopen.Wait(), 0);
   stop.Write("exit");
-  EXPECT_EQ(victim.Wait(), 0);
+  EXPECT_EQ(victim->Wait(), 0);
   peer.reset();
   own = absl::UnavailableError("closed");
   evil.Close();
-  ExpectRecovered("doorbell-read", absl::StrCat(evil_addr.ToString(), " rang its peer's doorbell 3 times and read back ",
+  ExpectRecovered("doorbell-read", absl::StrCat(evil_addr->ToString(), " rang its peer's doorbell 3 times and read back ",
                                                 got < 0 ? std::string("nothing") : absl::StrCat(got, " bytes")),
                   before);
 }
