@@ -89,6 +89,7 @@ struct Nic {
   uint32_t chpid = 0;
   Address address;
   hsi::Doorbell bell;
+  bool bell_private = false;  // `bell` is hsid's own open file (non-blocking for good)
   bool bell_pending = false;  // an io_uring write to `bell` is in flight
   bool up = true;
   std::set<uint32_t> links;
@@ -957,6 +958,16 @@ void ServerImpl::OnAttach(Client& c, Message& m) {
         "; it must be the ring end of a split doorbell (the write end of a pipe), so that the NIC's peers can ring "
         "it but not read it")));
   }
+  // hsid's own open file of that pipe, non-blocking for good: no client can
+  // change its flags. Needs root or the client's uid; else hsid rings the
+  // shared file through io_uring (RingNic).
+  bool bell_private = false;
+  if (absl::StatusOr<UniqueFd> own = bell->OpenPrivate(); own.ok()) {
+    if (absl::StatusOr<hsi::Doorbell> b = hsi::Doorbell::Adopt(std::move(*own)); b.ok()) {
+      bell = std::move(b);
+      bell_private = true;
+    }
+  }
   // The address: static from the policy, the one asked for, or the first free.
   auto reserved_by_other = [&](Address a) -> const LparConfig* {
     for (const LparConfig& l : config_.lpars) {
@@ -1018,6 +1029,7 @@ void ServerImpl::OnAttach(Client& c, Message& m) {
   n.chpid = ch.id;
   n.address = addr;
   n.bell = std::move(*bell);
+  n.bell_private = bell_private;
   by_address_[addr.value()] = n.id;
   wire::AttachReply r = wire::Zeroed<wire::AttachReply>();
   r.nic_id = n.id;
@@ -1134,18 +1146,20 @@ void ServerImpl::SendToNic(uint32_t nic_id, OutMessage m) {
   if (c == nullptr) return;
   Send(*c, std::move(m));
   // A blocked Receive wakes and reads the event. The doorbell is the write
-  // end of the client's pipe: a hostile client can clear O_NONBLOCK on it
-  // and fill the pipe, and a plain write() would then block hsid's only
-  // thread. So the write goes through io_uring with RWF_NOWAIT: it completes
-  // at once, with -EAGAIN if the pipe is full (readable, so rung already),
-  // or -EPIPE if its reader is gone (SIGPIPE is ignored here). One at a
-  // time per NIC, since one pending write already wakes the sleeper.
+  // end of the client's pipe. hsid's own open file of it is non-blocking
+  // for good, so a ring is a write that cannot block (-EAGAIN: full, so rung
+  // already; -EPIPE: the reader is gone, and SIGPIPE is ignored here).
+  // Without one (hsid could not reopen the pipe), the client can clear
+  // O_NONBLOCK on the shared file and fill the pipe, and a write() would
+  // block hsid's only thread: so that write goes through io_uring, which
+  // completes it or parks it on a kernel worker, one at a time per NIC
+  // (one pending write wakes the sleeper), cancelled when the NIC goes.
   Nic& n = it->second;
+  if (n.bell_private) return n.bell.Ring();
   if (n.bell_pending) return;
   static const char kOne = 1;  // outlives every request
   io_uring_sqe* sqe = Sqe();
   io_uring_prep_write(sqe, n.bell.fd(), &kOne, sizeof(kOne), static_cast<uint64_t>(-1));
-  sqe->rw_flags = RWF_NOWAIT;
   io_uring_sqe_set_data64(sqe, Tag(kBell, n.id));
   n.bell_pending = true;
 }
@@ -1228,7 +1242,10 @@ void ServerImpl::FinishSetup(Link& l) {
     Nic& peer = nics_.at(other->nic);
     std::vector<UniqueFd> fds;
     fds.emplace_back(::fcntl(other->segment.get(), F_DUPFD_CLOEXEC, 0));
-    absl::StatusOr<UniqueFd> bell = peer.bell.Dup();
+    // Each peer gets an open file of its own (flags no one else can change)
+    // when hsid may reopen the pipe; else a copy of hsid's.
+    absl::StatusOr<UniqueFd> bell = peer.bell.OpenPrivate();
+    if (!bell.ok()) bell = peer.bell.Dup();
     fds.push_back(bell.ok() ? std::move(*bell) : UniqueFd());
     if (!fds[0].valid() || !fds[1].valid()) {
       const std::string t = absl::StrCat("link ", l.a.address.ToString(), "<->", l.b.address.ToString(),

@@ -55,26 +55,48 @@ absl::StatusOr<Doorbell> Doorbell::Adopt(UniqueFd fd) {
 
 namespace {
 
-// Writes one byte to a pipe's write end: never blocks (RWF_NOWAIT, whatever
-// O_NONBLOCK says), and a reader that is gone costs EPIPE, not the
+// Kernels whose pipes do not take RWF_NOWAIT (before 6.6 or so; Debian
+// 12's 6.1 among them): a non-blocking fd is written at once; a blocking
+// one (a peer cleared O_NONBLOCK on the shared file) only if poll() finds
+// room, which leaves a window in which another writer fills the pipe and
+// this write waits until the owner drains it.
+ssize_t WriteIfRoom(int fd, const char* one) {
+  if ((::fcntl(fd, F_GETFL) & O_NONBLOCK) == 0) {
+    pollfd p = {fd, POLLOUT, 0};
+    while (::poll(&p, 1, 0) < 0 && errno == EINTR) {
+    }
+    if ((p.revents & POLLOUT) == 0) {
+      errno = (p.revents & POLLERR) != 0 ? EPIPE : EAGAIN;  // no reader, or full (rung)
+      return -1;
+    }
+  }
+  return ::write(fd, one, 1);
+}
+
+// Writes one byte to a pipe's write end: never blocks (RWF_NOWAIT,
+// whatever O_NONBLOCK says), and a reader that is gone costs EPIPE, not the
 // process's life: SIGPIPE is blocked in this thread for the write, and the
-// one the write raised is taken before it is unblocked. If the thread
-// blocked SIGPIPE already, its signals are its own business.
+// one the write raised is taken before the mask is restored (unless one was
+// pending already, which is the thread's own).
 void RingPipe(int fd) {
   sigset_t pipe_only, old;
   sigemptyset(&pipe_only);
   sigaddset(&pipe_only, SIGPIPE);
   ::pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+  bool pending_before = false;
+  if (sigismember(&old, SIGPIPE)) {
+    sigset_t pending;
+    sigemptyset(&pending);
+    pending_before = ::sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+  }
   const char one = 1;
   iovec iov = {const_cast<char*>(&one), 1};
   ssize_t r;
   do {
     r = ::pwritev2(fd, &iov, 1, -1, RWF_NOWAIT);
-    if (r < 0 && errno == EOPNOTSUPP) {
-      r = (::fcntl(fd, F_GETFL) & O_NONBLOCK) != 0 ? ::write(fd, &one, 1) : 0;
-    }
+    if (r < 0 && errno == EOPNOTSUPP) r = WriteIfRoom(fd, &one);
   } while (r < 0 && errno == EINTR);
-  if (r < 0 && errno == EPIPE && !sigismember(&old, SIGPIPE)) {
+  if (r < 0 && errno == EPIPE && !pending_before) {
     const timespec zero = {0, 0};
     while (::sigtimedwait(&pipe_only, nullptr, &zero) < 0 && errno == EINTR) {
     }
@@ -160,5 +182,13 @@ absl::Status Doorbell::WaitUntil(absl::Time deadline) const {
 }
 
 absl::StatusOr<UniqueFd> Doorbell::Dup() const { return internal::DupFd(fd_, "doorbell"); }
+
+absl::StatusOr<UniqueFd> Doorbell::OpenPrivate() const {
+  if (kind_ != Kind::kRingEnd) return Dup();
+  const std::string path = absl::StrCat("/proc/self/fd/", fd_.get());
+  const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("doorbell: reopen ", path));
+  return UniqueFd(fd);
+}
 
 }  // namespace hsi

@@ -72,6 +72,19 @@ absl::StatusOr<Endpoint> Endpoint::Open(EndpointFds fds, const RingGeometry& geo
   if (!own_space.ok()) return own_space.status();
   absl::StatusOr<Doorbell> peer_space = Doorbell::Adopt(std::move(fds.peer_space_bell));
   if (!peer_space.ok()) return peer_space.status();
+  // Each bell must be able to do its job: ours to be waited on, the peer's
+  // to be rung.
+  using Kind = Doorbell::Kind;
+  for (const Doorbell* b : {&*own_bell, &*own_space}) {
+    if (b->kind() == Kind::kRingEnd) {
+      return absl::InvalidArgumentError("endpoint: an own doorbell is a pipe's write end; it cannot be waited on");
+    }
+  }
+  for (const Doorbell* b : {&*peer_bell, &*peer_space}) {
+    if (b->kind() == Kind::kWaitEnd) {
+      return absl::InvalidArgumentError("endpoint: a peer doorbell is a pipe's read end; it cannot be rung");
+    }
+  }
   state->own = std::move(*own);
   state->peer = std::move(*peer);
   state->own_bell = std::move(*own_bell);

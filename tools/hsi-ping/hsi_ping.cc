@@ -262,6 +262,11 @@ absl::Status AcceptTcpClient(int listen_fd, uint16_t client_port, hsi::UniqueFd*
     }
     if (peer_port(fd.get()) != client_port) continue;  // not the client asking: close it
     if (absl::Status s = SetNoDelay(fd.get()); !s.ok()) return s;
+    // A client that stalls mid-batch must not hold the responder: a read or
+    // write that waits 5 s drops the connection, and hsi probes are served on.
+    const timeval tv = absl::ToTimeval(absl::Seconds(5));
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     *conn = std::move(fd);
     return absl::OkStatus();
   }
@@ -530,7 +535,7 @@ int Client(const Options& o) {
         link->Release();  // a late answer to an earlier probe: keep waiting
       }
       if (got) {
-        const double ns = clock.ToNs(t1 - t0);
+        const double ns = t1 > t0 ? clock.ToNs(t1 - t0) : 0;  // TSCs of two CPUs out of step
         hs.ns.push_back(ns);
         ++hs.received;
         if (per_probe) {
@@ -585,7 +590,7 @@ int Client(const Options& o) {
       if (std::memcmp(in.data(), out.data(), o.size) != 0) {
         ++ts.corrupt;
       } else {
-        ts.ns.push_back(clock.ToNs(t1 - t0));
+        ts.ns.push_back(t1 > t0 ? clock.ToNs(t1 - t0) : 0);
         ++ts.received;
       }
       pause();

@@ -76,6 +76,10 @@ class HSI_EXPORT Doorbell {
   bool valid() const { return fd_.valid(); }
   // A new fd for the same open file (to send to a peer).
   absl::StatusOr<UniqueFd> Dup() const;
+  // For a ring end: a new, non-blocking open file of the same pipe, whose
+  // flags no other holder can change (reopened through /proc/self/fd; needs
+  // the pipe owner's uid or root, else the error says so). Otherwise Dup().
+  absl::StatusOr<UniqueFd> OpenPrivate() const;
 
  private:
   Doorbell(UniqueFd fd, Kind kind) : fd_(std::move(fd)), kind_(kind) {}

@@ -47,7 +47,8 @@
 namespace hsi::internal {
 
 inline constexpr uint32_t kProtoMagic = 0x48534931;  // "HSI1"
-inline constexpr uint16_t kProtoVersion = 1;
+// 2: NIC doorbells are split (pipes), LinkClose, LinkDown reason 6.
+inline constexpr uint16_t kProtoVersion = 2;
 inline constexpr size_t kNameLen = 32;     // LPAR names, incl. the NUL
 inline constexpr size_t kTextLen = 448;    // status messages, incl. the NUL
 inline constexpr size_t kMaxFds = 2;       // most fds any message carries
