@@ -154,6 +154,32 @@ TEST(DoorbellTest, RingWakesWaiter) {
   EXPECT_FALSE(bell->Drain());  // both rings consumed at once
 }
 
+// hsid hands each ringer an open file of its own: flags one holder changes
+// do not reach the others.
+TEST(DoorbellTest, OpenPrivateGivesARingerFlagsOfItsOwn) {
+  UniqueFd ring_fd;
+  auto wait = Doorbell::CreateSplit(&ring_fd);
+  ASSERT_TRUE(wait.ok()) << wait.status();
+  auto shared = Doorbell::Adopt(std::move(ring_fd));
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  absl::StatusOr<UniqueFd> mine = shared->OpenPrivate();
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  ASSERT_EQ(::fcntl(shared->fd(), F_SETFL, ::fcntl(shared->fd(), F_GETFL) & ~O_NONBLOCK), 0);
+  EXPECT_NE(::fcntl(mine->get(), F_GETFL) & O_NONBLOCK, 0) << "the reopened ring end shares the other's flags";
+  auto ring = Doorbell::Adopt(std::move(*mine));
+  ASSERT_TRUE(ring.ok()) << ring.status();
+  EXPECT_EQ(ring->kind(), Doorbell::Kind::kRingEnd);
+  ring->Ring();
+  EXPECT_TRUE(wait->WaitUntil(absl::Now() + absl::Seconds(5)).ok());
+  // An eventfd has no such thing: OpenPrivate() is a dup of the same file.
+  auto efd = Doorbell::Create();
+  ASSERT_TRUE(efd.ok());
+  absl::StatusOr<UniqueFd> dup = efd->OpenPrivate();
+  ASSERT_TRUE(dup.ok());
+  ASSERT_EQ(::fcntl(efd->fd(), F_SETFL, 0), 0);
+  EXPECT_EQ(::fcntl(dup->get(), F_GETFL) & O_NONBLOCK, 0);
+}
+
 // A peer holding our doorbell's fd can clear O_NONBLOCK on the shared file
 // and saturate the counter. Ring(), Drain() and WaitUntil() must still
 // return: alarm() turns a block into a failed (killed) test, not a hang.
