@@ -151,9 +151,12 @@ class ServerImpl : public Server {
   void OnLink(Client& c, const Message& m);
   void OnSealed(Client& c, const Message& m);
   void OnClose(Client& c, const Message& m);
-  // Answers "protocol: MSG: what" and drops the client (a notice naming a
-  // link that was never offered, or not the client's).
-  void Violation(Client& c, absl::string_view msg, const std::string& what);
+  // The end with NIC `nic_id` of link `link_id`, named by client `c` in a
+  // notice `msg` (LinkSealed, LinkClose). nullptr if the link is already
+  // gone (a race, not a fault), or if hsid never offered that link or that
+  // end is not the client's: a protocol violation, answered, and the client
+  // dropped.
+  LinkEnd* NoticeEnd(Client& c, absl::string_view msg, uint32_t link_id, uint32_t nic_id);
   void OnRelink(Client& c, Message& m);
   void OnPeers(Client& c, const Message& m);
   void OnDefineChpid(Client& c, const Message& m);
@@ -1166,20 +1169,9 @@ void ServerImpl::SendToNic(uint32_t nic_id, OutMessage m) {
 
 void ServerImpl::OnSealed(Client& c, const Message& m) {
   const auto req = m.As<wire::LinkSealed>();
-  // Out of order: a link id hsid never gave out, or an end that is not this
-  // client's, is a protocol violation: answered and dropped like a
-  // malformed message. (A link already torn down is a race, not a fault.)
-  auto violation = [&](const std::string& what) { Violation(c, "LinkSealed", what); };
-  if (req.link_id == 0 || req.link_id >= next_link_) {
-    return violation(absl::StrCat("link id ", req.link_id, " was never offered"));
-  }
-  auto it = links_.find(req.link_id);
-  if (it == links_.end()) return;  // already torn down
-  Link& l = it->second;
-  LinkEnd* end = l.a.nic == req.nic_id ? &l.a : l.b.nic == req.nic_id ? &l.b : nullptr;
-  if (end == nullptr || end->nic == 0 || nics_.at(end->nic).client != c.id) {
-    return violation(absl::StrCat("link ", req.link_id, " has no end NIC id ", req.nic_id, " of this client"));
-  }
+  LinkEnd* end = NoticeEnd(c, "LinkSealed", req.link_id, req.nic_id);
+  if (end == nullptr) return;
+  Link& l = links_.at(req.link_id);
   if (l.state != Link::kSetup) return;
   const std::string where = absl::StrCat("link ", l.a.address.ToString(), "<->", l.b.address.ToString(),
                                          " on CHPID ", ChpidName(l.chpid));
@@ -1201,36 +1193,41 @@ void ServerImpl::OnSealed(Client& c, const Message& m) {
   if (l.a.sealed && l.b.sealed) FinishSetup(l);
 }
 
-void ServerImpl::Violation(Client& c, absl::string_view msg, const std::string& what) {
-  wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
-  e.status = wire::ToWire(absl::InvalidArgumentError(absl::StrCat("protocol: ", msg, ": ", what)));
-  (void)wire::TrySend(c.fd.get(), wire::Encode(0, e));
-  CloseClient(c, absl::StrCat("protocol violation: ", msg, ": ", what));
+LinkEnd* ServerImpl::NoticeEnd(Client& c, absl::string_view msg, uint32_t link_id, uint32_t nic_id) {
+  // Out of order: answered and dropped like a malformed message.
+  auto violation = [&](const std::string& what) -> LinkEnd* {
+    wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
+    e.status = wire::ToWire(absl::InvalidArgumentError(absl::StrCat("protocol: ", msg, ": ", what)));
+    (void)wire::TrySend(c.fd.get(), wire::Encode(0, e));
+    CloseClient(c, absl::StrCat("protocol violation: ", msg, ": ", what));
+    return nullptr;
+  };
+  if (link_id == 0 || link_id >= next_link_) return violation(absl::StrCat("link id ", link_id, " was never offered"));
+  auto it = links_.find(link_id);
+  if (it == links_.end()) return nullptr;  // already torn down
+  Link& l = it->second;
+  LinkEnd* end = nic_id == 0 ? nullptr : l.a.nic == nic_id ? &l.a : l.b.nic == nic_id ? &l.b : nullptr;
+  auto n = end == nullptr ? nics_.end() : nics_.find(nic_id);
+  if (n == nics_.end() || n->second.client != c.id) {
+    return violation(absl::StrCat("link ", link_id, " has no end NIC id ", nic_id, " of this client"));
+  }
+  return end;
 }
 
 // An end gave its link up (it could not use the peer's segment, say): the
 // link goes, and the other end learns why. The end that closed is not told.
 void ServerImpl::OnClose(Client& c, const Message& m) {
   const auto req = m.As<wire::LinkClose>();
-  auto violation = [&](const std::string& what) { Violation(c, "LinkClose", what); };
-  if (req.link_id == 0 || req.link_id >= next_link_) {
-    return violation(absl::StrCat("link id ", req.link_id, " was never offered"));
-  }
-  auto it = links_.find(req.link_id);
-  if (it == links_.end()) return;  // already torn down
-  Link& l = it->second;
-  const bool is_a = l.a.nic == req.nic_id && l.a.nic != 0;
-  const bool is_b = l.b.nic == req.nic_id && l.b.nic != 0;
-  if ((!is_a && !is_b) || nics_.at(req.nic_id).client != c.id) {
-    return violation(absl::StrCat("link ", req.link_id, " has no end NIC id ", req.nic_id, " of this client"));
-  }
-  const LinkEnd& closer = is_a ? l.a : l.b;
+  const LinkEnd* end = NoticeEnd(c, "LinkClose", req.link_id, req.nic_id);
+  if (end == nullptr) return;
+  Link& l = links_.at(req.link_id);
+  const bool is_a = end == &l.a;
   const std::string why(req.text, strnlen(req.text, sizeof(req.text)));  // validated printable by Decode()
   const std::string t = absl::StrCat("link ", l.a.address.ToString(), "<->", l.b.address.ToString(), " on CHPID ",
-                                     ChpidName(l.chpid), ": ", closer.address.ToString(), " (", c.Who(),
+                                     ChpidName(l.chpid), ": ", end->address.ToString(), " (", c.Who(),
                                      ") closed it: ", why.empty() ? "no reason given" : why);
   Log(t);
-  DropLink(l.id, wire::kDownPeerClosed, t, t, !is_a, !is_b);
+  DropLink(l.id, wire::kDownPeerClosed, t, t, !is_a, is_a);  // tell the other end
 }
 
 void ServerImpl::FinishSetup(Link& l) {

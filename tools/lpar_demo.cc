@@ -203,7 +203,7 @@ int LparA(const std::string& socket, hsi::Address b, uint64_t frames, int rtts, 
       out.Write("FAIL demo-a: echo differs");
       return 1;
     }
-    (spin ? spin_us : block_us).push_back(z > a ? clock.ToNs(z - a) / 1e3 : 0);
+    (spin ? spin_us : block_us).push_back(clock.NsBetween(a, z) / 1e3);
   }
   out.Write(absl::StrFormat("rtt %.3f %.3f %.3f %.3f", Percentile(spin_us, 0.5), Percentile(spin_us, 0.99),
                             Percentile(block_us, 0.5), Percentile(block_us, 0.99)));
@@ -255,7 +255,7 @@ bool TcpRoundTrip(int n, double* p50, double* p99) {
       got += ok ? static_cast<size_t>(r) : 0;
     }
     const uint64_t t1 = hsi::tools::TickClock::Now();
-    us.push_back(t1 > t0 ? clock.ToNs(t1 - t0) / 1e3 : 0);
+    us.push_back(clock.NsBetween(t0, t1) / 1e3);
   }
   ::close(c);
   ::kill(pid, SIGKILL);

@@ -894,6 +894,46 @@ bool Nic::PrepareWait() {
   return false;
 }
 
+namespace {
+
+// Waits as `wait` says until `l` has a frame and peeks it into *f: OK then;
+// else the ring's BROKEN status, the link's down status once it is drained,
+// the NIC's status if it is down or detached, or kDeadlineExceeded.
+absl::Status WaitForLinkFrame(SessionState& session, NicState& nic, LinkState& l, const Wait& wait, hsi::Frame* f) {
+  absl::Status st;
+  bool got = false;
+  auto ready = [&] {
+    const bool down = l.down;  // before the ring: see TryAny
+    if (const Took t = PeekLink(l, f, &st); t != Took::kEmpty) {
+      got = t == Took::kFrame;
+      return true;
+    }
+    if (down) {
+      st = l.down_status;
+      return true;
+    }
+    if (!nic.up || nic.detached) {
+      st = NicUsable(nic);
+      return true;
+    }
+    return false;
+  };
+  if (!ready()) {
+    session.WaitLoop(nic, wait, ready, [&](bool on) {
+      if (on) {
+        l.rx.ArmWakeup();
+      } else {
+        l.rx.DisarmWakeup();
+      }
+    }).IgnoreError();
+  }
+  if (got) return absl::OkStatus();
+  if (!st.ok()) return st;
+  return absl::DeadlineExceededError(absl::StrCat(l.Name(), ": no frame arrived before the deadline"));
+}
+
+}  // namespace
+
 // ------------------------------------------------------------------ Link
 
 Link::Link() = default;
@@ -924,41 +964,9 @@ absl::StatusOr<size_t> Link::Receive(absl::Span<uint8_t> buffer, const Wait& wai
   session_->MaybePump();
   LinkState& l = *link_;
   l.peeked = false;  // a copying receive consumes a peeked frame
-  absl::StatusOr<size_t> r = l.rx.TryReceive(buffer);
-  if (r.ok()) return r;
-  absl::Status st;
-  auto ready = [&] {
-    const bool down = l.down;
-    hsi::Frame f;
-    if (const Took t = PeekLink(l, &f, &st); t != Took::kEmpty) {
-      if (t == Took::kFrame) {
-        r = l.rx.TryReceive(buffer);  // the frame just peeked
-        if (!r.ok()) st = r.status();  // it does not fit `buffer`
-      }
-      return true;
-    }
-    if (down) {
-      st = l.down_status;
-      return true;
-    }
-    if (!nic_->up || nic_->detached) {
-      st = NicUsable(*nic_);
-      return true;
-    }
-    return false;
-  };
-  if (!ready()) {
-    session_->WaitLoop(*nic_, wait, ready, [&](bool on) {
-      if (on) {
-        l.rx.ArmWakeup();
-      } else {
-        l.rx.DisarmWakeup();
-      }
-    }).IgnoreError();
-  }
-  if (r.ok()) return r;
-  if (!st.ok()) return st;
-  return absl::DeadlineExceededError(absl::StrCat(l.Name(), ": no frame arrived before the deadline"));
+  hsi::Frame f;
+  if (absl::Status s = WaitForLinkFrame(*session_, *nic_, l, wait, &f); !s.ok()) return s;
+  return l.rx.TryReceive(buffer);  // the frame just peeked; it stays if it does not fit
 }
 
 absl::StatusOr<absl::Span<const uint8_t>> Link::Peek(const Wait& wait) {
@@ -966,36 +974,9 @@ absl::StatusOr<absl::Span<const uint8_t>> Link::Peek(const Wait& wait) {
   session_->MaybePump();
   LinkState& l = *link_;
   hsi::Frame f;
-  absl::Status st;
-  bool got = false;
-  auto ready = [&] {
-    const bool down = l.down;
-    if (l.rx.TryPeek(&f)) {
-      l.peeked = true;
-      return got = true;
-    }
-    if (!l.rx.ok()) {
-      st = l.rx.status();
-      return true;
-    }
-    if (down) {
-      st = l.down_status;
-      return true;
-    }
-    return false;
-  };
-  if (!ready()) {
-    session_->WaitLoop(*nic_, wait, ready, [&](bool on) {
-      if (on) {
-        l.rx.ArmWakeup();
-      } else {
-        l.rx.DisarmWakeup();
-      }
-    }).IgnoreError();
-  }
-  if (got) return f.payload;
-  if (!st.ok()) return st;
-  return absl::DeadlineExceededError(absl::StrCat(l.Name(), ": no frame arrived before the deadline"));
+  if (absl::Status s = WaitForLinkFrame(*session_, *nic_, l, wait, &f); !s.ok()) return s;
+  l.peeked = true;
+  return f.payload;
 }
 
 void Link::Release() {

@@ -36,6 +36,9 @@ class TickClock {
 
   double ns_per_tick() const { return ns_per_tick_; }
   double ToNs(uint64_t ticks) const { return static_cast<double>(ticks) * ns_per_tick_; }
+  // Nanoseconds from tick `t0` to tick `t1`; 0 if the clock stepped back
+  // (two CPUs whose TSCs are out of step).
+  double NsBetween(uint64_t t0, uint64_t t1) const { return t1 > t0 ? ToNs(t1 - t0) : 0; }
   // Median cost in ns of an empty timed sample (two Now() calls).
   double overhead_ns() const { return overhead_ns_; }
   // "TSC" or "steady_clock".

@@ -535,7 +535,7 @@ int Client(const Options& o) {
         link->Release();  // a late answer to an earlier probe: keep waiting
       }
       if (got) {
-        const double ns = t1 > t0 ? clock.ToNs(t1 - t0) : 0;  // TSCs of two CPUs out of step
+        const double ns = clock.NsBetween(t0, t1);
         hs.ns.push_back(ns);
         ++hs.received;
         if (per_probe) {
@@ -590,7 +590,7 @@ int Client(const Options& o) {
       if (std::memcmp(in.data(), out.data(), o.size) != 0) {
         ++ts.corrupt;
       } else {
-        ts.ns.push_back(t1 > t0 ? clock.ToNs(t1 - t0) : 0);
+        ts.ns.push_back(clock.NsBetween(t0, t1));
         ++ts.received;
       }
       pause();
