@@ -23,6 +23,11 @@ admin_gids = []
 max_in_flight = 64           # link setups one client may have pending
 hello_timeout_ms = 5000      # a new connection must send its ClaimRequest within this
 max_unclaimed_per_uid = 64   # connections one uid may hold before their ClaimRequest
+max_connections_per_uid = 256  # connections one uid may hold in all (root too)
+max_connections = 4096       # connections hsid serves in all
+max_queued_bytes_per_uid = "16M"  # replies and events queued for one uid's unread sockets
+max_queued_bytes = "128M"    # ... for all clients together
+reclaim_grace_ms = 10000     # after a restart, how long LPAR names and addresses wait for their owners
 
 [[chpid]]
 id = "F0"
@@ -348,23 +353,54 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
     const toml::value& h = it->second;
     if (!h.is_table()) return r.Error("hsid", &h, "must be a table");
     if (absl::Status s = r.OnlyKeys("hsid.", h, {"admin_uids", "admin_gids", "max_in_flight", "hello_timeout_ms",
-                                                     "max_unclaimed_per_uid"}); !s.ok()) return s;
+                                                     "max_unclaimed_per_uid", "max_connections_per_uid",
+                                                     "max_connections", "max_queued_bytes_per_uid",
+                                                     "max_queued_bytes", "reclaim_grace_ms"});
+        !s.ok()) {
+      return s;
+    }
     const auto& ht = h.as_table();
     if (auto i = ht.find("admin_uids"); i != ht.end()) HSI_ASSIGN(config.admin_uids, r.Ids("hsid.admin_uids", i->second));
     if (auto i = ht.find("admin_gids"); i != ht.end()) HSI_ASSIGN(config.admin_gids, r.Ids("hsid.admin_gids", i->second));
-    if (auto i = ht.find("max_in_flight"); i != ht.end()) {
-      HSI_ASSIGN(config.max_in_flight, r.Integer("hsid.max_in_flight", i->second, 4096));
-      if (config.max_in_flight == 0) return r.Error("hsid.max_in_flight", &i->second, "must be at least 1");
+    // Limits: each a positive integer up to its maximum (sizes also "16M").
+    struct Limit {
+      const char* key;
+      uint64_t* value;
+      uint64_t max;
+      bool size;
+    };
+    uint64_t in_flight = config.max_in_flight, hello = config.hello_timeout_ms,
+             unclaimed = config.max_unclaimed_per_uid, conns_uid = config.max_connections_per_uid,
+             conns = config.max_connections, grace = config.reclaim_grace_ms;
+    const Limit limits[] = {
+        {"max_in_flight", &in_flight, 4096, false},
+        {"hello_timeout_ms", &hello, 3600 * 1000, false},
+        {"max_unclaimed_per_uid", &unclaimed, 65536, false},
+        {"max_connections_per_uid", &conns_uid, 1 << 20, false},
+        {"max_connections", &conns, 1 << 20, false},
+        {"max_queued_bytes_per_uid", &config.max_queued_bytes_per_uid, uint64_t{1} << 40, true},
+        {"max_queued_bytes", &config.max_queued_bytes, uint64_t{1} << 40, true},
+        {"reclaim_grace_ms", &grace, 3600 * 1000, false},
+    };
+    for (const Limit& l : limits) {
+      auto i = ht.find(l.key);
+      if (i == ht.end()) continue;
+      const std::string key = absl::StrCat("hsid.", l.key);
+      HSI_ASSIGN(*l.value, l.size ? r.Size(key, i->second) : r.Integer(key, i->second, l.max));
+      if (*l.value == 0) return r.Error(key, &i->second, "must be at least 1");
+      if (*l.value > l.max) return r.Error(key, &i->second, absl::StrCat("must be at most ", l.max));
     }
-    if (auto i = ht.find("hello_timeout_ms"); i != ht.end()) {
-      HSI_ASSIGN(config.hello_timeout_ms, r.Integer("hsid.hello_timeout_ms", i->second, 3600 * 1000));
-      if (config.hello_timeout_ms == 0) return r.Error("hsid.hello_timeout_ms", &i->second, "must be at least 1");
-    }
-    if (auto i = ht.find("max_unclaimed_per_uid"); i != ht.end()) {
-      HSI_ASSIGN(config.max_unclaimed_per_uid, r.Integer("hsid.max_unclaimed_per_uid", i->second, 65536));
-      if (config.max_unclaimed_per_uid == 0) {
-        return r.Error("hsid.max_unclaimed_per_uid", &i->second, "must be at least 1");
-      }
+    config.max_in_flight = static_cast<uint32_t>(in_flight);
+    config.hello_timeout_ms = static_cast<uint32_t>(hello);
+    config.max_unclaimed_per_uid = static_cast<uint32_t>(unclaimed);
+    config.max_connections_per_uid = static_cast<uint32_t>(conns_uid);
+    config.max_connections = static_cast<uint32_t>(conns);
+    config.reclaim_grace_ms = static_cast<uint32_t>(grace);
+    if (config.max_queued_bytes < config.max_queued_bytes_per_uid) {
+      auto i = ht.find("max_queued_bytes");
+      return r.Error("hsid.max_queued_bytes", i == ht.end() ? nullptr : &i->second,
+                     absl::StrCat(config.max_queued_bytes, " must be at least max_queued_bytes_per_uid (",
+                                  config.max_queued_bytes_per_uid, ")"));
     }
   }
   if (auto it = tab.find("chpid"); it != tab.end()) {

@@ -58,6 +58,19 @@ struct Config {
   // sent their hello); more are refused at once. Keeps one uid's flood of
   // half-open connections from using up hsid's fds for everyone.
   uint32_t max_unclaimed_per_uid = 64;
+  // Connections one uid may hold in all (claimed or not), and all uids
+  // together: one tenant cannot use up hsid's fds (issue 13).
+  uint32_t max_connections_per_uid = 256;
+  uint32_t max_connections = 4096;
+  // Bytes of replies and events queued for clients that do not read their
+  // sockets: per uid and for all clients (besides 1 MiB per connection). A
+  // client whose message would pass a cap is dropped, named in the log.
+  uint64_t max_queued_bytes_per_uid = uint64_t{16} << 20;
+  uint64_t max_queued_bytes = uint64_t{128} << 20;
+  // After hsid restarts (it finds its stale socket and the state file
+  // beside it): how long the LPAR names, addresses and links the previous
+  // hsid had are held for their owners to reclaim.
+  uint32_t reclaim_grace_ms = 10000;
   std::map<uint32_t, ChpidConfig> chpids;
   std::vector<LparConfig> lpars;
 

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -26,6 +27,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "hsi/address.h"
 #include "hsi/doorbell.h"
@@ -34,6 +36,8 @@
 #include "internal/protocol.h"
 #include "internal/ring_layout.h"
 #include "internal/syscall.h"
+#include "listen_socket.h"
+#include "reclaim.h"
 
 namespace hsid {
 namespace {
@@ -52,7 +56,6 @@ constexpr size_t kMaxQueuedBytes = size_t{1} << 20;  // and their bytes
 constexpr int kMaxMessagesPerWakeup = 64;      // fairness between clients
 constexpr absl::Duration kSetupTimeout = absl::Seconds(5);
 constexpr absl::Duration kSetupSpin = absl::Microseconds(150);
-constexpr absl::Duration kRelinkGrace = absl::Seconds(3);
 constexpr absl::Duration kRecoveryWindow = absl::Milliseconds(400);
 
 enum Kind : uint64_t { kListen = 1, kSignal = 2, kClientIn = 3, kClientOut = 4, kTimer = 5, kIgnore = 6, kBell = 7 };
@@ -77,6 +80,10 @@ struct Client {
   bool closing = false;
   uint32_t in_flight = 0;  // link setups requested and not finished
   int sniff_chpid = -1;    // CHPID this client taps (hsi-dump), -1: none
+  // What any other client may be told of this one: its LPAR name, not its
+  // pid or uid (issue 13: say only what the asker may know).
+  std::string Public() const { return lpar.empty() ? std::string("a client with no LPAR") : absl::StrCat("LPAR \"", lpar, "\""); }
+  // For the log, and for answers to admins or to the same uid.
   std::string Who() const {
     return lpar.empty() ? absl::StrCat("pid ", pid, " uid ", uid)
                         : absl::StrCat("LPAR \"", lpar, "\" (pid ", pid, " uid ", uid, ")");
@@ -130,6 +137,15 @@ class ServerImpl : public Server {
   void OnClientOut(uint64_t id);
   void OnTimer();
   void CloseClient(Client& c, const std::string& why);
+  // Answers a connection hsid will not serve with `why` and reads what the
+  // client already sent, so that closing it does not reset the connection
+  // before the client has read the answer (the caller closes it).
+  static void Refuse(int fd, const absl::Status& why);
+  // Whether queueing `bytes` more for client `c` stays within the per-uid
+  // and global caps; else the reason, naming the cap.
+  std::string QueueCap(const Client& c, size_t bytes) const;
+  // Adds `delta` to the bytes queued for `c` (and its uid's, and the total).
+  void Queued(Client& c, ptrdiff_t delta);
   void FlushClosing();
 
   // messages
@@ -206,6 +222,11 @@ class ServerImpl : public Server {
   uint64_t refused_unclaimed_ = 0;  // refused by max_unclaimed_per_uid, not yet logged
   absl::Time unclaimed_logged_ = absl::InfinitePast();
   uint64_t unclaimed_ = 0;  // clients that have not completed their hello
+  uint64_t refused_cap_ = 0;  // refused by max_connections(_per_uid), not yet logged
+  absl::Time cap_logged_ = absl::InfinitePast();
+  // Bytes queued in clients' `out`, per uid and in all (max_queued_bytes*).
+  absl::flat_hash_map<uint32_t, size_t> queued_by_uid_;
+  size_t queued_ = 0;
   io_uring ring_{};
   bool ring_ok_ = false;
   bool timer_pending_ = false;
@@ -224,8 +245,36 @@ class ServerImpl : public Server {
   std::vector<uint64_t> closing_;
   std::map<uint64_t, std::string> close_reason_;
   absl::Time recovery_until_ = absl::InfinitePast();
+  // Names and addresses of the previous hsid's clients, held for them
+  // (reclaim.h), and whether the state file needs writing.
+  ReclaimHolds holds_;
+  std::string state_path_;
+  bool state_dirty_ = false;
+  void SaveState();
   std::vector<std::pair<uint64_t, Message>> deferred_;  // attaches waiting for recovery
 };
+
+// The memfd name of a NIC's ring segments ("hsi-10.240.0.1"), which hsid
+// gives every segment it makes: a relink must hand in one of its own.
+std::string SegmentName(Address a) { return absl::StrCat("hsi-", a.ToString()); }
+
+// The name a memfd was created with ("" if `fd` is not a memfd).
+std::string MemfdName(int fd) {
+  char buf[256];
+  const ssize_t n = ::readlink(absl::StrCat("/proc/self/fd/", fd).c_str(), buf, sizeof(buf) - 1);
+  if (n <= 0) return "";
+  absl::string_view v(buf, static_cast<size_t>(n));
+  if (!absl::ConsumePrefix(&v, "/memfd:")) return "";
+  absl::ConsumeSuffix(&v, " (deleted)");
+  return std::string(v);
+}
+
+// Invariant 1: the owner has sealed `fd` against new writers (then no one,
+// a peer or a sniffer, can map it writable any more).
+bool SealedAgainstWrites(int fd) {
+  const int seals = ::fcntl(fd, F_GET_SEALS);
+  return seals >= 0 && (seals & F_SEAL_FUTURE_WRITE) != 0;
+}
 
 std::pair<uint32_t, uint32_t> PairKey(Address x, Address y) {
   return x < y ? std::make_pair(x.value(), y.value()) : std::make_pair(y.value(), x.value());
@@ -233,59 +282,36 @@ std::pair<uint32_t, uint32_t> PairKey(Address x, Address y) {
 
 // ------------------------------------------------------------ setup
 
-absl::Status MakeDirs(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  if (slash == std::string::npos || slash == 0) return absl::OkStatus();
-  const std::string dir = path.substr(0, slash);
-  for (size_t i = 1; i <= dir.size(); ++i) {
-    if (i == dir.size() || dir[i] == '/') {
-      std::string part = dir.substr(0, i);
-      if (::mkdir(part.c_str(), 0755) < 0 && errno != EEXIST) {
-        return ErrnoStatus(errno, absl::StrCat("create socket directory ", part));
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status ServerImpl::Init() {
-  const std::string& path = opt_.socket_path;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("socket path \"", path, "\" is empty or longer than ",
-                                                   sizeof(addr.sun_path) - 1, " bytes"));
-  }
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  if (absl::Status s = MakeDirs(path); !s.ok()) return s;
-  // Another hsid on this socket? A stale socket file is removed.
-  {
-    UniqueFd probe(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-    if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-      return absl::AlreadyExistsError(absl::StrCat("another hsid is already serving ", path));
+  // Not dumpable: no process of hsid's uid (short of CAP_SYS_PTRACE) may
+  // open /proc/<hsid>/fd, where every segment lies writable until its owner
+  // seals it (issue 13; docs/reliability.md says what remains within a uid).
+  if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) return ErrnoStatus(errno, "prctl(PR_SET_DUMPABLE, 0)");
+  absl::StatusOr<ListenSocket> ls = OpenListenSocket(opt_.socket_path, ::geteuid());
+  if (!ls.ok()) return ls.status();
+  listen_ = std::move(ls->fd);
+  opt_.socket_path = ls->path;
+  state_path_ = absl::StrCat(ls->path, ".state");
+  if (absl::StatusOr<HeldState> held = LoadHeldState(state_path_); held.ok()) {
+    if (!held->lpars.empty() || !held->nics.empty()) {
+      const absl::Duration grace = absl::Milliseconds(config_.reclaim_grace_ms);
+      Log(absl::StrCat("holding ", held->lpars.size(), " LPAR names and ", held->nics.size(),
+                       " NIC addresses of the previous hsid for their owners for up to ",
+                       absl::FormatDuration(grace), " (", state_path_, ")"));
+      holds_.Hold(std::move(*held), absl::Now() + grace);
     }
-    struct stat st;
-    if (::lstat(path.c_str(), &st) == 0) {
-      if (!S_ISSOCK(st.st_mode)) {
-        return absl::AlreadyExistsError(absl::StrCat(path, " exists and is not a socket; not removing it"));
-      }
-      ::unlink(path.c_str());
-      // The previous hsid died without cleaning up: its clients will
-      // re-register their NICs with their old addresses. Hold back dynamic
-      // address assignment briefly so that a newcomer does not take one.
-      recovery_until_ = absl::Now() + kRecoveryWindow;
-      Log(absl::StrCat("found a stale socket: assigning new addresses only after ",
-                       absl::FormatDuration(kRecoveryWindow), " while clients re-register"));
-    }
+  } else if (held.status().code() != absl::StatusCode::kNotFound) {
+    Log(absl::StrCat("ignoring the state file: ", held.status().message()));
   }
-  listen_ = UniqueFd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!listen_.valid()) return ErrnoStatus(errno, "socket(AF_UNIX, SOCK_SEQPACKET)");
-  if (::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
-    return ErrnoStatus(errno, absl::StrCat("bind ", path));
+  state_dirty_ = true;  // the file describes this hsid's (empty) tables from now on
+  if (ls->stale) {
+    // The previous hsid died without cleaning up: its clients will
+    // re-register their NICs with their old addresses. Hold back dynamic
+    // address assignment briefly so that a newcomer does not take one.
+    recovery_until_ = absl::Now() + kRecoveryWindow;
+    Log(absl::StrCat("found a stale socket: assigning new addresses only after ",
+                     absl::FormatDuration(kRecoveryWindow), " while clients re-register"));
   }
-  // Anyone may connect; SO_PEERCRED and the policy decide what they may do.
-  ::chmod(path.c_str(), 0666);
-  if (::listen(listen_.get(), 128) < 0) return ErrnoStatus(errno, "listen");
   reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!reserve_fd_.valid()) return ErrnoStatus(errno, "open /dev/null (reserve fd)");
   // hsid holds two segment fds per link and a doorbell per NIC: a CHPID
@@ -315,6 +341,19 @@ ServerImpl::~ServerImpl() {
   clients_.clear();
   if (ring_ok_) io_uring_queue_exit(&ring_);
   if (listen_.valid()) ::unlink(opt_.socket_path.c_str());
+}
+
+void ServerImpl::SaveState() {
+  state_dirty_ = false;
+  HeldState st;
+  for (const auto& [id, c] : clients_) {
+    if (!c->closing && !c->lpar.empty()) st.lpars[c->lpar] = c->uid;
+  }
+  for (const auto& [id, n] : nics_) {
+    const Client* c = FindClient(n.client);
+    if (c != nullptr && !c->lpar.empty()) st.nics[{n.chpid, n.address.value()}] = c->lpar;
+  }
+  if (absl::Status s = SaveHeldState(state_path_, st); !s.ok()) Log(absl::StrCat("state file: ", s.message()));
 }
 
 io_uring_sqe* ServerImpl::Sqe() {
@@ -348,7 +387,7 @@ void ServerImpl::ArmClient(Client& c) {
 
 void ServerImpl::ArmTimer() {
   if (timer_pending_) return;
-  bool need = !deferred_.empty() || unclaimed_ > 0;
+  bool need = !deferred_.empty() || unclaimed_ > 0 || holds_.active();
   for (auto it = links_.begin(); !need && it != links_.end(); ++it) need = it->second.deadline != absl::InfiniteFuture();
   if (!need) return;
   timer_ts_ = {0, 100 * 1000 * 1000};  // sweep deadlines every 100 ms while any exist
@@ -424,6 +463,7 @@ absl::Status ServerImpl::Run() {
     }
     for (auto& [id, c] : clients_) ArmClient(*c);
     ArmTimer();
+    if (state_dirty_) SaveState();
   }
   for (auto& [id, c] : clients_) ::shutdown(c->fd.get(), SHUT_RDWR);
   return absl::OkStatus();
@@ -501,12 +541,36 @@ void ServerImpl::OnAccept() {
     for (const auto& [oid, o] : clients_) {
       pending += !o->closing && o->uid == c->uid && (!o->hello || (o->lpar.empty() && !o->admin));
     }
+    // One uid's connections in all, and everyone's (issue 13: one tenant
+    // held 3000 claimed connections through a wildcard LPAR).
+    uint32_t of_uid = 0, live = 0;
+    for (const auto& [oid, o] : clients_) {
+      live += !o->closing;
+      of_uid += !o->closing && o->uid == c->uid;
+    }
+    std::string cap;
+    if (of_uid >= config_.max_connections_per_uid) {
+      cap = absl::StrCat("uid ", c->uid, " already holds ", of_uid, " connections (max_connections_per_uid = ",
+                         config_.max_connections_per_uid, " in config ", config_.source, ")");
+    } else if (live >= config_.max_connections) {
+      cap = absl::StrCat("hsid already serves ", live, " connections (max_connections = ", config_.max_connections,
+                         " in config ", config_.source, ")");
+    }
+    if (!cap.empty()) {
+      Refuse(fd, absl::ResourceExhaustedError(absl::StrCat(cap, "; connection refused")));
+      if (absl::Now() - cap_logged_ >= absl::Seconds(1)) {
+        Log(absl::StrCat("pid ", c->pid, ": ", cap, "; refused (", refused_cap_, " more refused since the last such line)"));
+        cap_logged_ = absl::Now();
+        refused_cap_ = 0;
+      } else {
+        ++refused_cap_;
+      }
+      continue;  // `c` closes the connection
+    }
     if (pending >= config_.max_unclaimed_per_uid) {
-      wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
-      e.status = wire::ToWire(absl::ResourceExhaustedError(absl::StrCat(
+      Refuse(fd, absl::ResourceExhaustedError(absl::StrCat(
           "uid ", c->uid, " already has ", pending, " connections that have not claimed (max_unclaimed_per_uid = ",
           config_.max_unclaimed_per_uid, " in config ", config_.source, "); connection refused")));
-      (void)wire::TrySend(fd, wire::Encode(0, e));
       ++refused_unclaimed_;
       if (absl::Now() - unclaimed_logged_ >= absl::Seconds(1)) {
         Log(absl::StrCat("uid ", c->uid, " (pid ", c->pid, ") holds ", pending,
@@ -573,7 +637,7 @@ void ServerImpl::OnClientOut(uint64_t id) {
       return;
     }
     if (!*sent) return;
-    c.out_bytes -= c.out.front().bytes.size();
+    Queued(c, -static_cast<ptrdiff_t>(c.out.front().bytes.size()));
     c.out.pop_front();
   }
 }
@@ -593,8 +657,44 @@ void ServerImpl::Send(Client& c, OutMessage m) {
                                 " bytes queued; limits ", kMaxQueued, " messages, ", kMaxQueuedBytes, " bytes)"));
     return;
   }
-  c.out_bytes += m.bytes.size();
+  if (std::string cap = QueueCap(c, m.bytes.size()); !cap.empty()) {
+    CloseClient(c, absl::StrCat("not reading its control socket (", c.out_bytes, " bytes queued for it): ", cap));
+    return;
+  }
+  Queued(c, static_cast<ptrdiff_t>(m.bytes.size()));
   c.out.push_back(std::move(m));
+}
+
+std::string ServerImpl::QueueCap(const Client& c, size_t bytes) const {
+  auto it = queued_by_uid_.find(c.uid);
+  const size_t of_uid = it == queued_by_uid_.end() ? 0 : it->second;
+  if (of_uid + bytes > config_.max_queued_bytes_per_uid) {
+    return absl::StrCat("uid ", c.uid, " has ", of_uid, " bytes queued over its connections (max_queued_bytes_per_uid = ",
+                        config_.max_queued_bytes_per_uid, " in config ", config_.source, ")");
+  }
+  if (queued_ + bytes > config_.max_queued_bytes) {
+    return absl::StrCat("hsid has ", queued_, " bytes queued for clients (max_queued_bytes = ", config_.max_queued_bytes,
+                        " in config ", config_.source, ")");
+  }
+  return "";
+}
+
+void ServerImpl::Queued(Client& c, ptrdiff_t delta) {
+  c.out_bytes += delta;
+  queued_ += delta;
+  size_t& u = queued_by_uid_[c.uid];
+  u += delta;
+  if (u == 0) queued_by_uid_.erase(c.uid);
+}
+
+void ServerImpl::Refuse(int fd, const absl::Status& why) {
+  wire::ErrorReply e = wire::Zeroed<wire::ErrorReply>();
+  e.status = wire::ToWire(why);
+  (void)wire::TrySend(fd, wire::Encode(0, e));
+  for (int i = 0; i < 16; ++i) {
+    absl::StatusOr<std::optional<Message>> m = wire::TryReceive(fd, Direction::kToDaemon);
+    if (m.ok() ? !m->has_value() : m.status().code() != absl::StatusCode::kInvalidArgument) break;
+  }
 }
 
 void ServerImpl::CloseClient(Client& c, const std::string& why) {
@@ -606,6 +706,7 @@ void ServerImpl::CloseClient(Client& c, const std::string& why) {
   Log(absl::StrCat(c.Who(), " gone: ", why));
   closing_.push_back(c.id);
   close_reason_[c.id] = why;
+  state_dirty_ |= !c.lpar.empty();
 }
 
 void ServerImpl::FlushClosing() {
@@ -619,6 +720,8 @@ void ServerImpl::FlushClosing() {
     // A client dropped with a large backlog (a flooder that did not read)
     // leaves free memory inside the heap; give it back to the system.
     trim |= c.out_bytes > (size_t{64} << 10);
+    Queued(c, -static_cast<ptrdiff_t>(c.out_bytes));
+    c.out.clear();
     // Read what the client sent after the message that got it dropped: a
     // socket closed with unread data resets the peer's connection, and the
     // client would lose the error reply that says why it was dropped.
@@ -653,6 +756,10 @@ void ServerImpl::FlushClosing() {
 
 void ServerImpl::OnTimer() {
   const absl::Time now = absl::Now();
+  if (holds_.active()) {
+    holds_.Expire(now);
+    if (!holds_.active()) Log("the previous hsid's names and addresses are no longer held");
+  }
   if (unclaimed_ > 0) {
     for (auto& [cid, c] : clients_) {
       if (c->closing || c->hello || c->hello_deadline > now) continue;
@@ -688,7 +795,7 @@ void ServerImpl::OnTimer() {
     } else if (l.state == Link::kRelinkWait) {
       DropLink(id, wire::kDownPeerLost,
                absl::StrCat("peer ", l.b.address.ToString(), " did not re-register within ",
-                            absl::FormatDuration(kRelinkGrace), " after hsid restarted; its LPAR is gone"),
+                            absl::FormatDuration(absl::Milliseconds(config_.reclaim_grace_ms)), " after hsid restarted; its LPAR is gone"),
                "", true, false);
     }
   }
@@ -725,9 +832,10 @@ uint32_t ServerImpl::NicsOf(uint64_t client) const {
 
 absl::Status ServerImpl::CheckAdmin(const Client& c, const char* op) const {
   if (c.admin) return absl::OkStatus();
-  return absl::PermissionDeniedError(absl::StrCat(
-      "admin operation ", op, ": uid ", c.uid, " is not an admin (admin uids ", JoinIds(config_.admin_uids),
-      " and root, admin gids ", JoinIds(config_.admin_gids), " in config ", config_.source, ")"));
+  // The admin lists are not the asker's to read.
+  return absl::PermissionDeniedError(absl::StrCat("admin operation ", op, ": uid ", c.uid,
+                                                  " is not an admin (root, or admin_uids/admin_gids in config ",
+                                                  config_.source, ")"));
 }
 
 void ServerImpl::SendDown(uint32_t nic_id, uint32_t link_id, uint32_t reason, const std::string& text) {
@@ -791,6 +899,7 @@ void ServerImpl::RemoveNic(uint32_t nic_id, uint32_t reason, const std::string& 
   }
   by_address_.erase(n.address.value());
   nics_.erase(it);
+  state_dirty_ = true;
 }
 
 wire::WireDirection ServerImpl::Counters(const UniqueFd& from, const UniqueFd& to) const {
@@ -896,18 +1005,28 @@ void ServerImpl::OnClaim(Client& c, const Message& m) {
       allowed |= std::find(policy->gids.begin(), policy->gids.end(), g) != policy->gids.end();
     }
     if (!allowed) {
+      // Who else may claim it is the policy's business: admins see the lists.
       return fail(absl::PermissionDeniedError(absl::StrCat(
-          "LPAR \"", name, "\": uid ", c.uid, " is not in allowed uids ", JoinIds(policy->uids),
-          " and gid ", c.gid, " is not in allowed gids ", JoinIds(policy->gids), " (policy [[lpar]] name = \"",
-          policy->name, "\" in config ", config_.source, ")")));
+          "LPAR \"", name, "\": uid ", c.uid, " (gid ", c.gid, ") may not claim it",
+          c.admin ? absl::StrCat(": not in allowed uids ", JoinIds(policy->uids), " or gids ", JoinIds(policy->gids))
+                  : std::string(),
+          " (policy [[lpar]] name = \"", policy->name, "\" in config ", config_.source, ")")));
+    }
+    if (std::optional<uint32_t> holder = holds_.NameHeldFromOthers(name, c.uid)) {
+      return fail(absl::UnavailableError(absl::StrCat(
+          "LPAR \"", name, "\" is ", holds_.Why(c.admin ? absl::StrCat("uid ", *holder) : "its previous owner"))));
     }
     for (const auto& [id, other] : clients_) {
       if (!other->closing && other->lpar == name) {
-        return fail(absl::AlreadyExistsError(absl::StrCat("LPAR \"", name, "\" is already claimed by pid ",
-                                                          other->pid, " (uid ", other->uid, ")")));
+        return fail(absl::AlreadyExistsError(absl::StrCat(
+            "LPAR \"", name, "\" is already claimed by ",
+            c.admin || c.uid == other->uid ? absl::StrCat("pid ", other->pid, " (uid ", other->uid, ")")
+                                           : std::string("another process"))));
       }
     }
     c.lpar = name;
+    holds_.ReleaseName(name);
+    state_dirty_ = true;
     Log(absl::StrCat(c.Who(), (req.flags & wire::kClaimReclaim) ? " reclaimed" : " claimed"));
   }
   if (!c.hello) {
@@ -937,8 +1056,9 @@ void ServerImpl::OnAttach(Client& c, Message& m) {
   const ChpidConfig& ch = cit->second;
   if (!ch.Allows(c.lpar)) {
     return fail(absl::PermissionDeniedError(absl::StrCat(
-        "CHPID ", ChpidName(ch.id), ": LPAR \"", c.lpar, "\" is not in its allowed LPARs [",
-        absl::StrJoin(ch.lpars, ", "), "] (config ", config_.source, ")")));
+        "CHPID ", ChpidName(ch.id), ": LPAR \"", c.lpar, "\" is not in its allowed LPARs",
+        c.admin ? absl::StrCat(" [", absl::StrJoin(ch.lpars, ", "), "]") : std::string(), " (config ", config_.source,
+        ")")));
   }
   if (NicsOf(c.id) >= policy->max_nics) {
     return fail(absl::ResourceExhaustedError(absl::StrCat("LPAR \"", c.lpar, "\": NIC quota max_nics = ",
@@ -1012,7 +1132,7 @@ void ServerImpl::OnAttach(Client& c, Message& m) {
   } else {
     const uint32_t first = ch.subnet.network().value() + 1, last = ch.subnet.broadcast().value() - 1;
     for (uint32_t v = first; v <= last; ++v) {
-      if (!by_address_.contains(v) && reserved_by_other(Address(v)) == nullptr) {
+      if (!by_address_.contains(v) && reserved_by_other(Address(v)) == nullptr && !holds_.AddressHeld(ch.id, Address(v))) {
         addr = Address(v);
         break;
       }
@@ -1021,10 +1141,16 @@ void ServerImpl::OnAttach(Client& c, Message& m) {
       return fail(absl::ResourceExhaustedError(absl::StrCat(chname, ": no free address in ", ch.subnet.ToString())));
     }
   }
+  if (std::optional<std::string> held_for = holds_.AddressHeldFromOthers(ch.id, addr, c.lpar)) {
+    return fail(absl::UnavailableError(absl::StrCat(chname, ": address ", addr.ToString(), " is ",
+                                                    holds_.Why(absl::StrCat("LPAR \"", *held_for, "\"")))));
+  }
   if (Nic* other = NicAt(addr)) {
     Client* oc = FindClient(other->client);
     return fail(absl::AlreadyExistsError(absl::StrCat(chname, ": address ", addr.ToString(), " is in use by ",
-                                                      oc ? oc->Who() : "another client")));
+                                                      oc == nullptr ? "another client"
+                                                      : c.admin || c.uid == oc->uid ? oc->Who()
+                                                                                    : oc->Public())));
   }
   Nic n;
   n.id = next_nic_++;
@@ -1034,6 +1160,8 @@ void ServerImpl::OnAttach(Client& c, Message& m) {
   n.bell = std::move(*bell);
   n.bell_private = bell_private;
   by_address_[addr.value()] = n.id;
+  holds_.ReleaseAddress(ch.id, addr);
+  state_dirty_ = true;
   wire::AttachReply r = wire::Zeroed<wire::AttachReply>();
   r.nic_id = n.id;
   r.address = addr.value();
@@ -1094,8 +1222,8 @@ void ServerImpl::OnLink(Client& c, const Message& m) {
     return CloseClient(c, "over the in-flight quota");
   }
   const hsi::RingGeometry g{ch.queue_size, ch.mtu};
-  absl::StatusOr<UniqueFd> sa = hsi::CreateRingSegment(g, absl::StrCat("hsi-", a.address.ToString()));
-  absl::StatusOr<UniqueFd> sb = hsi::CreateRingSegment(g, absl::StrCat("hsi-", peer.ToString()));
+  absl::StatusOr<UniqueFd> sa = hsi::CreateRingSegment(g, SegmentName(a.address));
+  absl::StatusOr<UniqueFd> sb = hsi::CreateRingSegment(g, SegmentName(peer));
   if (!sa.ok() || !sb.ok()) {
     return fail(absl::ResourceExhaustedError(absl::StrCat(where, ": creating ring segments: ",
                                                           (!sa.ok() ? sa.status() : sb.status()).message())));
@@ -1182,11 +1310,9 @@ void ServerImpl::OnSealed(Client& c, const Message& m) {
   }
   // Invariant 1: the owner must have sealed against new writers before its
   // peer gets the fd.
-  const int seals = ::fcntl(end->segment.get(), F_GET_SEALS);
-  if (seals < 0 || (seals & F_SEAL_FUTURE_WRITE) == 0) {
-    const std::string t = absl::StrCat(where, ": setup failed: ", c.Who(), " reported its segment sealed but it is not "
-                                              "(seals 0x", absl::Hex(seals < 0 ? 0 : seals), ")");
-    Log(t);
+  if (!SealedAgainstWrites(end->segment.get())) {
+    const std::string t = absl::StrCat(where, ": setup failed: ", c.Public(), " reported its segment sealed but it is not");
+    Log(absl::StrCat(t, " (", c.Who(), ")"));
     return DropLink(l.id, wire::kDownSetupFailed, t, t, true, true);
   }
   end->sealed = true;
@@ -1224,9 +1350,9 @@ void ServerImpl::OnClose(Client& c, const Message& m) {
   const bool is_a = end == &l.a;
   const std::string why(req.text, strnlen(req.text, sizeof(req.text)));  // validated printable by Decode()
   const std::string t = absl::StrCat("link ", l.a.address.ToString(), "<->", l.b.address.ToString(), " on CHPID ",
-                                     ChpidName(l.chpid), ": ", end->address.ToString(), " (", c.Who(),
+                                     ChpidName(l.chpid), ": ", end->address.ToString(), " (", c.Public(),
                                      ") closed it: ", why.empty() ? "no reason given" : why);
-  Log(t);
+  Log(absl::StrCat(t, " [", c.Who(), "]"));
   DropLink(l.id, wire::kDownPeerClosed, t, t, !is_a, is_a);  // tell the other end
 }
 
@@ -1278,15 +1404,23 @@ void ServerImpl::OnRelink(Client& c, Message& m) {
     return fail(absl::InvalidArgumentError(absl::StrCat(where, ": the peer is not another host address of subnet ",
                                                         cit->second.subnet.ToString())));
   }
-  const int seals = ::fcntl(seg.get(), F_GET_SEALS);
-  if (seals < 0 || (seals & F_SEAL_FUTURE_WRITE) == 0) {
-    return fail(absl::InvalidArgumentError("relink: the segment is not a memfd sealed against writes"));
+  // The same checks link set-up makes by construction: a sealed ring
+  // segment of a valid geometry (at most 1 GiB) and of its size, made by
+  // hsid for this NIC's address (not the peer's segment, which the client
+  // holds read-only and could hand in as its own).
+  absl::StatusOr<hsi::RingGeometry> geometry = hsi::InspectSealedRingSegment(seg.get());
+  if (!geometry.ok()) return fail(absl::InvalidArgumentError(absl::StrCat(where, ": ", geometry.status().message())));
+  if (const std::string name = MemfdName(seg.get()); name != SegmentName(n.address)) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(where, ": the segment is \"", name,
+                                                        "\", not the one hsid made for ", n.address.ToString())));
   }
   const auto key = PairKey(n.address, peer);
   wire::LinkReply r = wire::Zeroed<wire::LinkReply>();
   if (auto p = by_pair_.find(key); p != by_pair_.end()) {
     Link& l = links_.at(p->second);
-    if (l.state != Link::kRelinkWait || l.b.address != n.address || l.chpid != n.chpid) {
+    absl::StatusOr<hsi::RingGeometry> other = hsi::InspectSealedRingSegment(l.a.segment.get());
+    if (l.state != Link::kRelinkWait || l.b.address != n.address || l.chpid != n.chpid || !other.ok() ||
+        other->capacity != geometry->capacity || other->mtu != geometry->mtu) {
       return fail(absl::AlreadyExistsError(absl::StrCat("relink ", n.address.ToString(), "->", peer.ToString(),
                                                         ": hsid already has this link")));
     }
@@ -1311,7 +1445,7 @@ void ServerImpl::OnRelink(Client& c, Message& m) {
   l.state = Link::kRelinkWait;
   l.a = LinkEnd{n.id, n.address, std::move(seg), true};
   l.b = LinkEnd{0, peer, UniqueFd(), false};
-  l.deadline = absl::Now() + kRelinkGrace;
+  l.deadline = absl::Now() + absl::Milliseconds(config_.reclaim_grace_ms);
   n.links.insert(l.id);
   by_pair_[key] = l.id;
   r.link_id = l.id;
@@ -1507,9 +1641,8 @@ void ServerImpl::OnSniff(Client& c, const Message& m) {
   }
   if (!allowed) {
     return fail(absl::PermissionDeniedError(absl::StrCat(
-        "sniff CHPID ", ChpidName(ch.id), ": uid ", c.uid, " is not an admin (admin uids ",
-        JoinIds(config_.admin_uids), " and root) and not an authorized sniffer of this CHPID (sniffers ",
-        JoinIds(ch.sniffer_uids), ", sniffer_gids ", JoinIds(ch.sniffer_gids), " in config ", config_.source, ")")));
+        "sniff CHPID ", ChpidName(ch.id), ": uid ", c.uid, " is not an admin and not an authorized sniffer of "
+        "this CHPID (sniffers/sniffer_gids of [[chpid]] ", ChpidName(ch.id), " in config ", config_.source, ")")));
   }
   if (c.sniff_chpid >= 0 && c.sniff_chpid != static_cast<int>(ch.id)) {
     return fail(absl::FailedPreconditionError(absl::StrCat(
@@ -1544,8 +1677,7 @@ void ServerImpl::OfferToSniffers(const Link& l, Client* only) {
   // Invariant 1: a sniffer only ever gets segments whose owners sealed them
   // against new writers, so the kernel keeps it read-only.
   for (const LinkEnd* e : {&l.a, &l.b}) {
-    const int seals = ::fcntl(e->segment.get(), F_GET_SEALS);
-    if (seals < 0 || (seals & F_SEAL_FUTURE_WRITE) == 0) {
+    if (!SealedAgainstWrites(e->segment.get())) {
       Log(absl::StrCat("link ", l.id, ": segment of ", e->address.ToString(),
                        " is not sealed against writes; not handing it to sniffers"));
       return;

@@ -1,6 +1,8 @@
 #include "hsi/ring.h"
 
 #include <sys/random.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -156,6 +158,32 @@ absl::StatusOr<UniqueFd> CreateRingSegment(const RingGeometry& geometry,
     return internal::ErrnoStatus(errno, "write ring segment header");
   }
   return fd;
+}
+
+absl::StatusOr<RingGeometry> InspectSealedRingSegment(int fd) {
+  const int seals = ::fcntl(fd, F_GET_SEALS);
+  constexpr int kNeed = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE;
+  if (seals < 0) return absl::InvalidArgumentError("segment: not a sealable memfd");
+  if ((seals & kNeed) != kNeed) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "segment: seals 0x", absl::Hex(seals), " lack shrink, grow or future-write (0x", absl::Hex(kNeed), ")"));
+  }
+  SegmentHeader h{};
+  if (::pread(fd, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h))) {
+    return absl::InvalidArgumentError("segment: shorter than a segment header");
+  }
+  if (h.magic != internal::kSegmentMagic || h.version != internal::kLayoutVersion || h.data_offset != kDataOffset) {
+    return absl::InvalidArgumentError("segment: not a ring segment of this layout (magic, version or data offset)");
+  }
+  const RingGeometry g{h.capacity, h.mtu};
+  if (absl::Status s = g.Validate(); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("segment: ", s.message()));
+  struct stat st;
+  if (::fstat(fd, &st) < 0) return internal::ErrnoStatus(errno, "segment: fstat");
+  if (static_cast<uint64_t>(st.st_size) != g.segment_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("segment: ", st.st_size, " bytes where its geometry (capacity ",
+                                                   g.capacity, ", mtu ", g.mtu, ") needs ", g.segment_size()));
+  }
+  return g;
 }
 
 // ---------------------------------------------------------------- producer

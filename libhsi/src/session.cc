@@ -15,6 +15,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "hsi/nic.h"
+#include "internal/control_socket.h"
 #include "internal/session_state.h"
 #include "internal/syscall.h"
 
@@ -95,18 +96,9 @@ void SessionState::Close() {
 }
 
 absl::Status SessionState::Open(bool reclaim) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path_.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("hsid socket path \"", path_, "\" is too long"));
-  }
-  std::memcpy(addr.sun_path, path_.data(), path_.size());
-  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd.valid()) return ErrnoStatus(errno, "socket(AF_UNIX, SOCK_SEQPACKET)");
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
-    return absl::UnavailableError(absl::StrCat("hsid is not reachable at ", path_, ": ", std::strerror(errno)));
-  }
-  ctl_ = std::move(fd);
+  absl::StatusOr<UniqueFd> fd = ConnectControl(path_, opt_.hsid_uid);
+  if (!fd.ok()) return fd.status();
+  ctl_ = std::move(*fd);
   ClaimRequest req = Zeroed<ClaimRequest>();
   SetName(req.lpar, opt_.lpar);
   req.flags = reclaim ? uint32_t{kClaimReclaim} : uint32_t{0};
@@ -136,7 +128,11 @@ absl::Status SessionState::CallRaw(MsgType type, const void* body, size_t size, 
   std::memcpy(out.bytes.data() + sizeof(h), body, size);
   out.fds = std::move(fds);
   if (absl::Status s = SendUntil(ctl_.get(), out, deadline); !s.ok()) {
-    Disconnected(s);
+    // hsid may have refused this connection and closed it before reading
+    // the request: its queued answer says why.
+    std::optional<absl::Status> refusal = QueuedRefusal(ctl_.get());
+    Disconnected(refusal.value_or(s));
+    if (refusal.has_value()) return *refusal;
     return absl::UnavailableError(absl::StrCat("hsid at ", path_, ": ", s.message()));
   }
   for (;;) {

@@ -17,6 +17,7 @@
 #include "hsi/ring.h"
 #include "hsi/segment.h"
 #include "hsi/session.h"
+#include "internal/control_socket.h"
 #include "internal/protocol.h"
 #include "internal/ring_layout.h"
 #include "internal/session_state.h"
@@ -141,6 +142,7 @@ struct HSI_LOCAL Sniffer::State {
 absl::Status Sniffer::State::Call(const wire::OutMessage& out, wire::MsgType reply_type, wire::Message* reply) {
   const absl::Time deadline = absl::Now() + opt.timeout;
   if (absl::Status s = wire::SendUntil(ctl.get(), out, deadline); !s.ok()) {
+    if (std::optional<absl::Status> refusal = wire::QueuedRefusal(ctl.get())) return *refusal;
     return absl::UnavailableError(absl::StrCat("hsid at ", path, ": ", s.message()));
   }
   uint32_t id;
@@ -352,17 +354,9 @@ absl::StatusOr<Sniffer> Sniffer::Open(const SnifferOptions& options) {
   auto st = std::make_unique<State>();
   st->opt = options;
   st->path = *path;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (st->path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("hsid socket path \"", st->path, "\" is too long"));
-  }
-  std::memcpy(addr.sun_path, st->path.data(), st->path.size());
-  st->ctl = UniqueFd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!st->ctl.valid()) return internal::ErrnoStatus(errno, "socket(AF_UNIX, SOCK_SEQPACKET)");
-  if (::connect(st->ctl.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
-    return absl::UnavailableError(absl::StrCat("hsid is not reachable at ", st->path, ": ", std::strerror(errno)));
-  }
+  absl::StatusOr<UniqueFd> ctl = internal::ConnectControl(st->path, options.hsid_uid);
+  if (!ctl.ok()) return ctl.status();
+  st->ctl = std::move(*ctl);
   wire::Message reply;
   wire::ClaimRequest claim = wire::Zeroed<wire::ClaimRequest>();  // no LPAR: a tap is no partition
   if (absl::Status s = st->Call(wire::Encode(1, claim), wire::MsgType::kClaimReply, &reply); !s.ok()) return s;

@@ -384,7 +384,7 @@ TEST_F(HostileClientTest, ClaimingAnotherLparsNameIsRefused) {
     for (int i = 0; i < 3 * kRounds; ++i) {
       const std::string line = rn.Read(absl::Seconds(20));
       ASSERT_THAT(line, HasSubstr("PERMISSION_DENIED")) << line;
-      EXPECT_THAT(line, HasSubstr(absl::StrCat("uid ", kNobody, " is not in allowed uids")));
+      EXPECT_THAT(line, HasSubstr(absl::StrCat("uid ", kNobody, " (gid ", kNobody, ") may not claim it")));
       ++refused_policy;
       policy_text = line;
     }

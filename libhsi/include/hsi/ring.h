@@ -76,6 +76,15 @@ struct HSI_EXPORT RingGeometry {
 HSI_EXPORT absl::StatusOr<UniqueFd> CreateRingSegment(const RingGeometry& geometry,
                                            absl::string_view name);
 
+// Checks a ring segment handed over by someone else (hsid checks the
+// segments clients hand in when they re-register a link after a restart):
+// a memfd sealed against shrink, grow and new writers (F_SEAL_FUTURE_WRITE,
+// so nobody can map it writable any more), whose header is a valid
+// segment header and whose size is its geometry's segment_size(). Reads
+// with pread, maps nothing. Returns the geometry; kInvalidArgument saying
+// what is wrong otherwise.
+HSI_EXPORT absl::StatusOr<RingGeometry> InspectSealedRingSegment(int fd);
+
 // A frame seen by the consumer. `payload` points into the peer's read-only
 // segment and stays valid until Release().
 struct Frame {

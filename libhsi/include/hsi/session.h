@@ -14,6 +14,9 @@
 //
 // Socket discovery: SessionOptions::socket_path, else $HSI_SOCKET, else
 // /run/hsi/hsid.sock for root and $XDG_RUNTIME_DIR/hsi/hsid.sock otherwise.
+// Server identity: the socket must be served by root or the uid the client
+// trusts (SessionOptions::hsid_uid, $HSI_HSID_UID, else its own euid);
+// otherwise Connect (and every reconnect) refuses it (DESIGN invariant 9).
 //
 // Thread safety: a Session, its Nics and their Links share one control
 // channel and are NOT thread-safe: use them from one thread at a time.
@@ -52,6 +55,11 @@ struct SessionOptions {
   absl::Duration timeout = absl::Seconds(5);
   // Reconnect and re-register after hsid restarts.
   bool reconnect = true;
+  // The uid hsid must run as, besides root (checked by SO_PEERCRED on every
+  // connect; a socket served by anyone else is refused with
+  // kPermissionDenied naming the uid found). Unset: $HSI_HSID_UID, else
+  // this process's effective uid.
+  std::optional<uint32_t> hsid_uid = std::nullopt;
 };
 
 class HSI_EXPORT Session {
@@ -59,7 +67,8 @@ class HSI_EXPORT Session {
   // Connects to hsid and claims `options.lpar`. kUnavailable if hsid does
   // not answer at the path (the message names it), kPermissionDenied with
   // the policy's own words if the uid may not claim the LPAR,
-  // kAlreadyExists if another process holds it.
+  // kAlreadyExists if another process holds it, kPermissionDenied if the
+  // socket is served by a uid this client does not trust.
   static absl::StatusOr<Session> Connect(SessionOptions options);
 
   Session();

@@ -36,6 +36,7 @@
 #define HSI_SNIFFER_H_
 
 #include <cstdint>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -54,6 +55,8 @@ struct SnifferOptions {
   std::string socket_path;  // "": see hsi::ResolveSocketPath()
   uint32_t chpid = 0xF0;
   absl::Duration timeout = absl::Seconds(5);  // for hsid's answer
+  // The uid hsid must run as besides root (SessionOptions::hsid_uid).
+  std::optional<uint32_t> hsid_uid = std::nullopt;
 };
 
 // One frame as the tap saw it.

@@ -474,11 +474,21 @@ absl::StatusOr<std::optional<Message>> TryReceive(int fd, Direction direction) {
   mh.msg_control = control;
   mh.msg_controllen = sizeof(control);
   ssize_t n;
+  bool reset = false;
   for (;;) {
     n = ::recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n >= 0) break;
     if (errno == EINTR) continue;
+    if (errno == EAGAIN && reset) return absl::UnavailableError("closed");
     if (errno == EAGAIN) return std::optional<Message>();
+    // A peer that closed with our message unread leaves ECONNRESET pending,
+    // and the kernel reports it before the messages still queued for us (it
+    // clears it as it reports it): read on, so that the last thing the peer
+    // said (hsid's refusal, say) is not lost to the reset.
+    if (errno == ECONNRESET && !reset) {
+      reset = true;
+      continue;
+    }
     if (errno == ECONNRESET || errno == ENOTCONN) return absl::UnavailableError("closed");
     return ErrnoStatus(errno, "control socket recvmsg");
   }
@@ -515,6 +525,15 @@ absl::StatusOr<std::optional<Message>> TryReceive(int fd, Direction direction) {
       Decode(absl::Span<const uint8_t>(buf, static_cast<size_t>(n)), std::move(fds), direction);
   if (!m.ok()) return m.status();
   return std::optional<Message>(std::move(*m));
+}
+
+std::optional<absl::Status> QueuedRefusal(int fd) {
+  for (int i = 0; i < 64; ++i) {
+    absl::StatusOr<std::optional<Message>> m = TryReceive(fd, Direction::kToClient);
+    if (!m.ok() || !m->has_value()) return std::nullopt;
+    if ((*m)->type == MsgType::kErrorReply) return FromWire((*m)->As<ErrorReply>().status);
+  }
+  return std::nullopt;
 }
 
 }  // namespace hsi::internal

@@ -541,6 +541,11 @@ absl::Status SendUntil(int fd, const OutMessage& msg, absl::Time deadline);
 // at EOF; kInvalidArgument for a malformed message (fds closed).
 absl::StatusOr<std::optional<Message>> TryReceive(int fd, Direction direction);
 
+// After a send to hsid failed (it closed the connection): the refusal hsid
+// sent before it closed (the status of a queued ErrorReply), if any, so
+// that the caller reports why rather than "connection lost".
+std::optional<absl::Status> QueuedRefusal(int fd);
+
 }  // namespace hsi::internal
 
 #endif  // HSI_INTERNAL_PROTOCOL_H_

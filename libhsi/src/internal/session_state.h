@@ -109,8 +109,11 @@ class SessionState {
   // Non-blocking: handles pending events; reconnects when one is due.
   void Pump();
   // Cheap enough for every hot-path call: pumps every 1024th time.
+  // While hsid is away every call checks whether a reconnect is due, so
+  // that an owner reclaims its LPAR name and addresses as soon as hsid is
+  // back (it holds them only for reclaim_grace_ms); else every 1024th.
   void MaybePump() {
-    if ((++tick_ & 1023) == 0) Pump();
+    if (!ctl_.valid() || (++tick_ & 1023) == 0) Pump();
   }
   absl::Status EnsureConnected();
 
