@@ -1,6 +1,7 @@
 #include "listen_socket.h"
 
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -19,7 +21,11 @@ namespace {
 using hsi::UniqueFd;
 using hsi::internal::ErrnoStatus;
 
-std::string ModeText(mode_t m) { return absl::StrCat("0", absl::Hex(m & 07777)); }
+std::string ModeText(mode_t m) {
+  char buf[8];
+  std::snprintf(buf, sizeof(buf), "%04o", static_cast<unsigned>(m & 07777));
+  return buf;
+}
 
 // Creates the missing directories of `dir` (0755, as hsid's uid).
 absl::Status MakeDirs(const std::string& dir) {
@@ -94,8 +100,18 @@ absl::StatusOr<ListenSocket> OpenListenSocket(const std::string& path, uid_t uid
   // Another hsid on this socket? A stale socket file is removed.
   {
     UniqueFd probe(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    bool dead_listener = false;
     if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-      return absl::AlreadyExistsError(absl::StrCat("another hsid is already serving ", ls.path));
+      // A process killed with SIGKILL leaves its listening socket alive
+      // until the kernel has torn down its io_uring (asynchronously): an
+      // answer from a pid that no longer exists is no other hsid.
+      ucred cred{};
+      socklen_t len = sizeof(cred);
+      dead_listener = ::getsockopt(probe.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid > 0 &&
+                      ::kill(cred.pid, 0) < 0 && errno == ESRCH;
+      if (!dead_listener) {
+        return absl::AlreadyExistsError(absl::StrCat("another hsid (pid ", cred.pid, ") is already serving ", ls.path));
+      }
     }
     struct stat st;
     if (::lstat(ls.path.c_str(), &st) == 0) {

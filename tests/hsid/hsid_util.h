@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -95,6 +96,11 @@ class Hsid {
     std::snprintf(a.sun_path, sizeof(a.sun_path), "%s", socket_.c_str());
     int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    // A killed hsid's listening socket lingers while the kernel tears down
+    // its io_uring: while this hsid runs, only an answer from its pid counts.
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (ok && pid_ > 0) ok = ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid == pid_;
     ::close(fd);
     return ok;
   }
@@ -147,8 +153,10 @@ class Report {
         return line;
       }
       pollfd p = {r_, POLLIN, 0};
-      int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
-      if (ms <= 0 || ::poll(&p, 1, ms) <= 0) return "";
+      // A deadline that has passed still looks once (Read(ZeroDuration())
+      // takes a line that is already there).
+      const int ms = static_cast<int>(std::max<int64_t>(0, absl::ToInt64Milliseconds(deadline - absl::Now())));
+      if (::poll(&p, 1, ms) <= 0) return "";
       char tmp[4096];
       ssize_t n = ::read(r_, tmp, sizeof(tmp));
       if (n <= 0) return "";

@@ -43,6 +43,10 @@ namespace hsi {
 namespace {
 
 using ::hsi::testing::Child;
+using ::hsi::testing::DropTo;
+using ::hsi::testing::RawAttach;
+using ::hsi::testing::RawClaim;
+using ::hsi::testing::RingEnd;
 using ::hsi::testing::FdCount;
 using ::hsi::testing::Hsid;
 using ::hsi::testing::RawClient;
@@ -106,47 +110,6 @@ struct GoodState {
   std::atomic<int> pause{0}, paused{0};
   char first_failure[512] = {};
 };
-
-// Drops to uid/gid `id` with no supplementary groups; false if not allowed.
-bool DropTo(uint32_t id) {
-  return ::setgroups(0, nullptr) == 0 && ::setresgid(id, id, id) == 0 && ::setresuid(id, id, id) == 0;
-}
-
-// A split doorbell as libhsi makes one for a NIC (a pipe): `*wait` keeps
-// the read end the NIC waits on; the returned write end is the ring end an
-// AttachRequest carries.
-hsi::UniqueFd RingEnd(hsi::UniqueFd* wait) {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return {};
-  *wait = hsi::UniqueFd(p[0]);
-  return hsi::UniqueFd(p[1]);
-}
-
-// A raw client's claim; the status hsid answered (or kUnavailable on EOF).
-absl::Status RawClaim(RawClient& c, const std::string& name, uint32_t req_id = 1) {
-  wire::ClaimRequest req = wire::Zeroed<wire::ClaimRequest>();
-  wire::SetName(req.lpar, name);
-  if (!c.Send(req_id, req)) return absl::UnavailableError("send failed");
-  bool eof = false;
-  std::optional<wire::Message> m = c.Receive(absl::Seconds(5), &eof);
-  if (!m.has_value()) return absl::UnavailableError(eof ? "EOF" : "no answer");
-  return ReplyStatus(*m);
-}
-
-// A raw client's NIC on F0 with a proper split doorbell (whose wait end
-// `*wait` keeps); its address, or hsid's refusal.
-absl::StatusOr<Address> RawAttach(RawClient& c, uint32_t req_id, hsi::UniqueFd* wait) {
-  hsi::UniqueFd ring = RingEnd(wait);
-  if (!ring.valid()) return absl::InternalError(std::strerror(errno));
-  wire::AttachRequest a = wire::Zeroed<wire::AttachRequest>();
-  a.chpid = 0xF0;
-  if (!c.Send(req_id, a, {ring.get()})) return absl::UnavailableError("send failed");
-  bool eof = false;
-  std::optional<wire::Message> m = c.Receive(absl::Seconds(5), &eof);
-  if (!m.has_value()) return absl::UnavailableError(eof ? "EOF" : "no answer");
-  if (absl::Status s = ReplyStatus(*m); !s.ok()) return s;
-  return Address(m->As<wire::AttachReply>().address);
-}
 
 // A forked LPAR "victim" that links to `peer`, reports the outcome ("link
 // up" or the status) on `rv`, and holds on until `stop` says so.

@@ -6,6 +6,7 @@
 #define HSI_TESTS_RELIABILITY_REL_UTIL_H_
 
 #include <dirent.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
@@ -28,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "hsi/address.h"
 #include "hsi/fd.h"
 #include "internal/protocol.h"
 
@@ -204,6 +206,54 @@ inline int FillFdGaps() {
     }
   }
   return top;
+}
+
+// Drops to uid/gid `id` with no supplementary groups; false if not allowed.
+inline bool DropTo(uint32_t id) {
+  return ::setgroups(0, nullptr) == 0 && ::setresgid(id, id, id) == 0 && ::setresuid(id, id, id) == 0;
+}
+
+// A split doorbell as libhsi makes one for a NIC (a pipe): `*wait` keeps
+// the read end the NIC waits on; the returned write end is the ring end an
+// AttachRequest carries.
+inline UniqueFd RingEnd(UniqueFd* wait) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return {};
+  *wait = UniqueFd(p[0]);
+  return UniqueFd(p[1]);
+}
+
+// A raw client's claim; the status hsid answered (or kUnavailable on EOF).
+inline absl::Status RawClaim(RawClient& c, const std::string& name, uint32_t req_id = 1) {
+  internal::ClaimRequest req = internal::Zeroed<internal::ClaimRequest>();
+  internal::SetName(req.lpar, name);
+  if (!c.Send(req_id, req)) return absl::UnavailableError("send failed");
+  bool eof = false;
+  std::optional<internal::Message> m = c.Receive(absl::Seconds(5), &eof);
+  if (!m.has_value()) return absl::UnavailableError(eof ? "EOF" : "no answer");
+  return ReplyStatus(*m);
+}
+
+// A raw client's NIC on F0 with a proper split doorbell (whose wait end
+// `*wait` keeps): hsid's AttachReply, or its refusal.
+inline absl::StatusOr<internal::AttachReply> RawAttachReply(RawClient& c, uint32_t req_id, UniqueFd* wait) {
+  UniqueFd ring = RingEnd(wait);
+  if (!ring.valid()) return absl::InternalError(std::strerror(errno));
+  internal::AttachRequest a = internal::Zeroed<internal::AttachRequest>();
+  a.chpid = 0xF0;
+  if (!c.Send(req_id, a, {ring.get()})) return absl::UnavailableError("send failed");
+  bool eof = false;
+  std::optional<internal::Message> m = c.Receive(absl::Seconds(5), &eof);
+  if (!m.has_value()) return absl::UnavailableError(eof ? "EOF" : "no answer");
+  if (absl::Status s = ReplyStatus(*m); !s.ok()) return s;
+  return m->As<internal::AttachReply>();
+}
+
+// The address of a raw client's new NIC on F0 (RawAttachReply).
+inline absl::StatusOr<Address> RawAttach(RawClient& c, uint32_t req_id, UniqueFd* wait) {
+  absl::StatusOr<internal::AttachReply> r = RawAttachReply(c, req_id, wait);
+  if (!r.ok()) return r.status();
+  return Address(r->address);
 }
 
 }  // namespace hsi::testing
