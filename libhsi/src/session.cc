@@ -710,8 +710,10 @@ absl::Status NicUsable(const NicState& n) {
   return absl::OkStatus();
 }
 
-// What a `take` in TryAny found on one link.
-enum class Took { kFrame, kEmpty, kError };
+// What a `take` in TryAny found on one link. kSkip: a status to report for
+// this link's next frame (it does not fit the caller's buffer), which stays
+// where it is; the round robin moves on past the link.
+enum class Took { kFrame, kEmpty, kError, kSkip };
 
 // Peeks at `l`'s next frame; kError with the ring's status if it is BROKEN.
 // An empty ring costs no absl::Status: this runs in every spin of a wait.
@@ -724,7 +726,7 @@ Took PeekLink(LinkState& l, hsi::Frame* f, absl::Status* err) {
 
 // One pass over the NIC's links, round robin. True if a frame was copied
 // (or peeked) or there is a status to report in *st. take(link, &err)
-// returns what it found, and sets err with kError.
+// returns what it found, and sets err with kError or kSkip.
 template <typename Take>
 bool TryAny(NicState& n, absl::Status* st, Take take) {
   if (!n.up) {
@@ -743,7 +745,8 @@ bool TryAny(NicState& n, absl::Status* st, Take take) {
     const bool down = l->down;
     absl::Status s;
     const Took took = take(l, &s);
-    if (took == Took::kFrame) {
+    if (took == Took::kFrame || took == Took::kSkip) {
+      if (took == Took::kSkip) *st = std::move(s);
       n.rr = idx + 1;
       return true;
     }
@@ -751,10 +754,6 @@ bool TryAny(NicState& n, absl::Status* st, Take take) {
       if (!down) continue;
       *st = l->down_status;  // drained: report once, then forget the link
       n.Forget(std::shared_ptr<LinkState>(l));
-      return true;
-    }
-    if (s.code() == absl::StatusCode::kResourceExhausted) {
-      *st = absl::ResourceExhaustedError(absl::StrCat(n.Name(), ": frame from ", l->peer.ToString(), ": ", s.message()));
       return true;
     }
     *st = absl::Status(s.code(), absl::StrCat(l->Name(), ": ", s.message()));
@@ -809,6 +808,14 @@ absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wa
     LinkState& l = *lp;
     hsi::Frame f;
     if (const Took t = PeekLink(l, &f, err); t != Took::kFrame) return t;
+    if (f.payload.size() > buffer.size()) {
+      // The frame stays for a call with a buffer that fits it (or a Peek);
+      // the other links take their turns meanwhile (TryAny moves on).
+      *err = absl::ResourceExhaustedError(absl::StrCat(n.Name(), ": frame of ", f.payload.size(), " bytes from ",
+                                                       l.peer.ToString(), " does not fit the ", buffer.size(),
+                                                       "-byte buffer"));
+      return Took::kSkip;
+    }
     uint16_t type = 0;
     absl::StatusOr<size_t> len = l.rx.TryReceive(buffer, &type);  // the frame just peeked
     if (!len.ok()) {
@@ -966,7 +973,11 @@ absl::StatusOr<size_t> Link::Receive(absl::Span<uint8_t> buffer, const Wait& wai
   l.peeked = false;  // a copying receive consumes a peeked frame
   hsi::Frame f;
   if (absl::Status s = WaitForLinkFrame(*session_, *nic_, l, wait, &f); !s.ok()) return s;
-  return l.rx.TryReceive(buffer);  // the frame just peeked; it stays if it does not fit
+  if (f.payload.size() > buffer.size()) {  // it stays
+    return absl::ResourceExhaustedError(absl::StrCat(l.Name(), ": frame of ", f.payload.size(),
+                                                     " bytes does not fit the ", buffer.size(), "-byte buffer"));
+  }
+  return l.rx.TryReceive(buffer);  // the frame just peeked
 }
 
 absl::StatusOr<absl::Span<const uint8_t>> Link::Peek(const Wait& wait) {

@@ -5,6 +5,7 @@
 #include <sys/un.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -172,6 +173,97 @@ TEST(SessionTest, BroadcastReachesEveryOtherNicOfTheChpid) {
   const std::string want = absl::StrCat("bcast ", nic->address().ToString(), " hello all");
   EXPECT_EQ(rb.Read(), want);
   EXPECT_EQ(rc.Read(), want);
+}
+
+absl::Span<const uint8_t> Bytes(const std::string& s) {
+  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+}
+
+// Issue 13, item 5: after one frame too big for the caller's buffer,
+// Nic::Receive returned kResourceExhausted for it forever while other
+// peers' frames waited. Now the round robin moves on: the other peer's
+// frames come in, the status names the peer and the size, and the big frame
+// stays for a call with a buffer that fits it.
+TEST(SessionTest, AFrameTooBigForTheBufferDoesNotBlockOtherPeers) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  absl::StatusOr<Session> s = Connect(d, "a");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  const Address a_addr = nic->address();
+  constexpr size_t kBig = 8192;
+  constexpr int kSmall = 5;
+  // Each peer waits for "go" from A (which makes the link A->peer), then
+  // sends its frames to A and reports "sent".
+  auto peer = [&](const std::string& name, const Report& rep, bool big) {
+    absl::StatusOr<Session> ps = Connect(d, name);
+    if (!ps.ok()) return rep.Write("ERR " + ps.status().ToString()), 1;
+    absl::StatusOr<Nic> pn = ps->AttachNic(0xF0);
+    if (!pn.ok()) return rep.Write("ERR " + pn.status().ToString()), 1;
+    rep.Write(pn->address().ToString());
+    uint8_t buf[64];
+    absl::StatusOr<Received> go = pn->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(30))));
+    if (!go.ok()) return rep.Write("ERR receive " + go.status().ToString()), 2;
+    std::vector<uint8_t> f(big ? kBig : 100);
+    for (int i = 0; i < (big ? 1 : kSmall); ++i) {
+      for (size_t k = 0; k < f.size(); ++k) f[k] = static_cast<uint8_t>(i * 7 + k);
+      absl::Status st = pn->SendTo(a_addr, f, Wait::Block(In(absl::Seconds(10))));
+      if (!st.ok()) return rep.Write("ERR send " + st.ToString()), 3;
+    }
+    rep.Write("sent");
+    for (;;) ::pause();  // stays until killed: its frames are not from a dead peer
+  };
+  Report rb, rc;
+  Child b([&] { return peer("b", rb, true); });
+  Child c([&] { return peer("c", rc, false); });
+  const std::string b_addr = rb.Read(absl::Seconds(10)), c_addr = rc.Read(absl::Seconds(10));
+  ASSERT_TRUE(Address::Parse(b_addr).ok()) << b_addr;
+  ASSERT_TRUE(Address::Parse(c_addr).ok()) << c_addr;
+  // B's big frame is in A's ring before C sends, and B's link comes first
+  // in A's round robin.
+  ASSERT_TRUE(nic->SendTo(*Address::Parse(b_addr), Bytes("go"), Wait::Block(In(absl::Seconds(10)))).ok());
+  ASSERT_EQ(rb.Read(absl::Seconds(20)), "sent");
+  ASSERT_TRUE(nic->SendTo(*Address::Parse(c_addr), Bytes("go"), Wait::Block(In(absl::Seconds(10)))).ok());
+  ASSERT_EQ(rc.Read(absl::Seconds(20)), "sent");
+
+  const std::string too_big = absl::StrCat("NIC ", a_addr.ToString(), " on CHPID F0: frame of ", kBig,
+                                           " bytes from ", b_addr, " does not fit the 1500-byte buffer");
+  std::vector<uint8_t> small(1500);
+  int got = 0, refused = 0, refused_otherwise = 0;
+  absl::Status refusal;
+  for (int call = 0; call < 4 * kSmall && got < kSmall; ++call) {
+    absl::StatusOr<Received> r = nic->Receive(absl::MakeSpan(small), Wait::Block(In(absl::Seconds(5))));
+    if (!r.ok()) {
+      ++refused;
+      if (r.status().code() != absl::StatusCode::kResourceExhausted || r.status().message() != too_big) {
+        ++refused_otherwise;
+        refusal = r.status();
+      } else if (refusal.ok()) {
+        refusal = r.status();
+      }
+      continue;
+    }
+    EXPECT_EQ(r->source.ToString(), c_addr);
+    ASSERT_EQ(r->length, 100u);
+    EXPECT_EQ(small[0], static_cast<uint8_t>(got * 7)) << "frame " << got << " out of order";
+    ++got;
+  }
+  EXPECT_EQ(got, kSmall) << "the other peer's frames stayed behind the big one (" << refused << " refusals)";
+  EXPECT_GE(refused, 1) << "the big frame was never reported";
+  EXPECT_EQ(refused_otherwise, 0) << "a refusal other than for the big frame: " << refusal;
+  EXPECT_EQ(refusal.code(), absl::StatusCode::kResourceExhausted) << refusal;
+  EXPECT_EQ(std::string(refusal.message()), too_big);
+  // The big frame is still there for a buffer that fits it, whole.
+  std::vector<uint8_t> large(kBig);
+  absl::StatusOr<Received> r = nic->Receive(absl::MakeSpan(large), Wait::Block(In(absl::Seconds(5))));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->source.ToString(), b_addr);
+  ASSERT_EQ(r->length, kBig);
+  for (size_t k = 0; k < kBig; ++k) ASSERT_EQ(large[k], static_cast<uint8_t>(k)) << "byte " << k;
+  // And nothing else.
+  r = nic->Receive(absl::MakeSpan(small), Wait::Block(In(absl::Milliseconds(50))));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
 }
 
 // A peer killed with SIGKILL mid-stream: every frame it committed arrives

@@ -93,8 +93,10 @@ class HSI_EXPORT Link {
   // gone, kDataLoss if the peer broke the ring's contract.
   absl::Status Send(absl::Span<const uint8_t> payload, const Wait& wait = Wait());
   // Copies the next frame from the peer into `buffer`; returns its length.
-  // kResourceExhausted if it does not fit (the frame stays), kDeadline-
-  // Exceeded, kUnavailable after the last frame of a peer that is gone.
+  // kResourceExhausted if it does not fit (the frame stays, for a call with
+  // a buffer that fits or a Peek; the message names the link and both
+  // sizes), kDeadlineExceeded, kUnavailable after the last frame of a peer
+  // that is gone.
   absl::StatusOr<size_t> Receive(absl::Span<uint8_t> buffer, const Wait& wait = Wait());
   // Zero-copy: the next frame in place, until Release().
   absl::StatusOr<absl::Span<const uint8_t>> Peek(const Wait& wait = Wait());
@@ -136,10 +138,18 @@ class HSI_EXPORT Nic {
   absl::Status SendTo(Address to, absl::Span<const uint8_t> payload,
                       const Wait& wait = Wait());
   // Copies the next frame from any peer into `buffer` (round robin over
-  // links). kDeadlineExceeded when nothing came in time, kResourceExhausted
-  // if the frame does not fit (it stays), kUnavailable once per dead link
-  // after its last frame (see the file comment) or when the NIC was set
-  // down, kDataLoss if a peer broke its ring.
+  // links). kDeadlineExceeded when nothing came in time, kUnavailable once
+  // per dead link after its last frame (see the file comment) or when the
+  // NIC was set down, kDataLoss if a peer broke its ring.
+  // A frame larger than `buffer` is not lost and does not block the NIC:
+  // when its link's turn comes, the call returns kResourceExhausted naming
+  // the peer and both sizes ("NIC 10.240.0.1 on CHPID F0: frame of 8192
+  // bytes from 10.240.0.2 does not fit the 1500-byte buffer"), the frame
+  // stays at the head of that link, and the round robin moves on: the next
+  // calls return other peers' frames, and that link's turn comes again
+  // (with the same status) until a call's buffer fits it or Peek() takes it.
+  // So a loop that reads until kDeadlineExceeded (see PrepareWait) must
+  // take such a frame or stop at kResourceExhausted, or it never ends.
   absl::StatusOr<Received> Receive(absl::Span<uint8_t> buffer, const Wait& wait = Wait());
   // Zero-copy receive: the frame stays in the peer's read-only segment
   // until Release() (or the next Peek/Receive).
