@@ -114,13 +114,15 @@ absl::Status SessionState::Open(bool reclaim) {
 }
 
 absl::Status SessionState::CallRaw(MsgType type, const void* body, size_t size, std::vector<UniqueFd> fds,
-                                   MsgType reply_type, Message* reply) {
+                                   MsgType reply_type, Message* reply, absl::Time caller_deadline) {
   if (!ctl_.valid()) {
     return absl::UnavailableError(absl::StrCat("hsid at ", path_, " is not connected (reconnecting)"));
   }
-  const uint32_t id = next_request_++;
-  if (next_request_ == 0) next_request_ = 1;
+  const uint32_t id = NextRequestId();
   const absl::Time deadline = absl::Now() + call_timeout();
+  // The send keeps the session's bound: a datagram not sent is reported as
+  // a lost connection. The reply is awaited only as long as the caller may.
+  const absl::Time reply_by = std::min(caller_deadline, deadline);
   OutMessage out;
   MsgHeader h{kProtoMagic, kProtoVersion, static_cast<uint16_t>(type), id, static_cast<uint32_t>(size)};
   out.bytes.resize(sizeof(h) + size);
@@ -142,11 +144,12 @@ absl::Status SessionState::CallRaw(MsgType type, const void* body, size_t size, 
       return absl::UnavailableError(absl::StrCat("hsid at ", path_, ": connection lost: ", m.status().message()));
     }
     if (!m->has_value()) {
-      const int ms = PollMs(deadline);
+      const int ms = PollMs(reply_by);
       if (ms == 0) {
-        return absl::DeadlineExceededError(absl::StrCat("hsid at ", path_, " did not answer ",
-                                                        MsgTypeName(static_cast<uint16_t>(type)), " within ",
-                                                        absl::FormatDuration(call_timeout())));
+        return absl::DeadlineExceededError(absl::StrCat(
+            "hsid at ", path_, " did not answer ", MsgTypeName(static_cast<uint16_t>(type)),
+            reply_by < deadline ? " before the deadline"
+                                : absl::StrCat(" within ", absl::FormatDuration(call_timeout()))));
       }
       AwaitControl(ctl_.get(), ms);
       continue;
@@ -162,7 +165,10 @@ absl::Status SessionState::CallRaw(MsgType type, const void* body, size_t size, 
       if (!ctl_.valid()) return absl::UnavailableError("hsid connection lost");
       continue;
     }
-    if (msg.request_id != id) continue;  // a late reply to a request that timed out
+    if (msg.request_id != id) {  // a LinkRequest's, or a late reply to a request that timed out
+      OnReply(msg);
+      continue;
+    }
     if (msg.type != reply_type) {
       absl::Status s = absl::InternalError(absl::StrCat("hsid answered ", MsgTypeName(static_cast<uint16_t>(msg.type)),
                                                         " to ", MsgTypeName(static_cast<uint16_t>(type))));
@@ -180,19 +186,29 @@ void SessionState::Disconnected(const absl::Status& why) {
   ctl_.Reset();
   next_reconnect_ = absl::Now();
   backoff_ = absl::Milliseconds(10);
+  // Out of fds locally is the caller's to fix, not hsid's: keep the code.
+  auto lost = [&](const std::string& link_name) {
+    return absl::Status(
+        why.code() == absl::StatusCode::kResourceExhausted ? why.code() : absl::StatusCode::kUnavailable,
+        absl::StrCat(link_name, ": hsid connection lost during link setup", why.message().empty() ? "" : ": ",
+                     why.message()));
+  };
   // Links in setup cannot complete without hsid; links that are up stay up.
   for (auto it = links_.begin(); it != links_.end();) {
     auto next = std::next(it);
     if (it->second->state == LinkState::kSetup) {
       it->second->down = true;
-      // Out of fds locally is the caller's to fix, not hsid's: keep the code.
-      it->second->down_status = absl::Status(
-          why.code() == absl::StatusCode::kResourceExhausted ? why.code() : absl::StatusCode::kUnavailable,
-          absl::StrCat(it->second->Name(), ": hsid connection lost during link setup",
-                       why.message().empty() ? "" : ": ", why.message()));
+      it->second->down_status = lost(it->second->Name());
       links_.erase(it);
     }
     it = next;
+  }
+  // hsid dropped the pending setups with the connection; a call waiting for
+  // one learns why (the next call asks the new connection afresh).
+  for (PendingSetup& p : setups_) {
+    if (p.failed) continue;
+    p.failed = true;
+    p.status = lost(absl::StrCat("link ", p.local.ToString(), "->", p.peer.ToString()));
   }
 }
 
@@ -208,7 +224,11 @@ void SessionState::Pump() {
     if (!m.ok()) return Disconnected(m.status());
     if (!m->has_value()) return;
     if ((*m)->type == MsgType::kErrorReply) return Disconnected(FromWire((*m)->As<ErrorReply>().status));
-    if ((*m)->request_id == 0) HandleEvent(**m);
+    if ((*m)->request_id == 0) {
+      HandleEvent(**m);
+    } else {
+      OnReply(**m);
+    }
   }
 }
 
@@ -361,6 +381,7 @@ void SessionState::OnPeer(Message& m) {
     l->down = true;
     l->down_status = absl::DataLossError(absl::StrCat(l->Name(), ": the peer's segment or doorbell is unusable: ",
                                                       s.message()));
+    SetupFailed(p.link_id, p.nic_id, l->down_status);
     links_.erase(it);
     LinkClose close = Zeroed<LinkClose>();
     close.link_id = p.link_id;
@@ -386,6 +407,7 @@ void SessionState::OnPeer(Message& m) {
   l->tx = std::move(*tx);
   l->rx = std::move(*rx);
   l->state = LinkState::kReady;
+  SetupUp(p.link_id, p.nic_id);
   // A previous link to this peer that died stays in `active` until drained.
   for (auto& n : nics_) {
     if (n.get() != nic) continue;
@@ -396,10 +418,12 @@ void SessionState::OnPeer(Message& m) {
 
 void SessionState::OnDown(const Message& m) {
   const auto d = m.As<LinkDown>();
+  const absl::Status why = absl::UnavailableError(absl::string_view(d.text, strnlen(d.text, sizeof(d.text))));
+  SetupFailed(d.link_id, d.nic_id, why);
   auto it = links_.find(Key(d.link_id, d.nic_id));
   if (it == links_.end()) return;
   it->second->down = true;
-  it->second->down_status = absl::UnavailableError(absl::string_view(d.text, strnlen(d.text, sizeof(d.text))));
+  it->second->down_status = why;
   links_.erase(it);
 }
 
@@ -501,50 +525,201 @@ void SessionState::Detach(NicState& nic) {
     if ((it->first & 0xffffffffu) == nic.nic_id) links_.erase(it);
     it = next;
   }
+  std::erase_if(setups_, [&](const PendingSetup& p) { return p.nic_id == nic.nic_id; });
   nics_.erase(std::remove_if(nics_.begin(), nics_.end(), [&](const auto& n) { return n.get() == &nic; }), nics_.end());
 }
 
-absl::StatusOr<std::shared_ptr<LinkState>> SessionState::GetLink(NicState& nic, Address peer) {
-  if (auto it = nic.by_peer.find(peer.value()); it != nic.by_peer.end()) {
-    if (!it->second->down) return it->second;
-    // A dead link answers once with why; the next call makes a new link.
-    std::shared_ptr<LinkState> dead = it->second;
-    nic.by_peer.erase(it);
-    return dead->down_status;
+absl::StatusOr<std::shared_ptr<LinkState>> SessionState::GetLink(NicState& nic, Address peer, absl::Time deadline) {
+  if (auto it = nic.by_peer.find(peer.value()); it != nic.by_peer.end() && !it->second->down) return it->second;
+  std::vector<SetupWant> wants(1);
+  wants[0].peer = peer;
+  SetUpLinks(nic, wants, deadline, [](SetupWant&) {});
+  if (wants[0].link != nullptr) return std::move(wants[0].link);
+  return wants[0].status;
+}
+
+namespace {
+// hsid gives a setup up after 5 s (kSetupTimeout in daemon/server.cc) and
+// says so with a LinkDown; this only keeps an entry that never heard of its
+// end from counting against max_link_setups for ever.
+constexpr absl::Duration kSetupBackstop = absl::Seconds(10);
+}  // namespace
+
+SessionState::PendingSetup* SessionState::FindSetup(uint32_t nic_id, Address peer) {
+  for (PendingSetup& p : setups_) {
+    if (p.nic_id == nic_id && p.peer == peer) return &p;
   }
-  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  return nullptr;
+}
+
+size_t SessionState::SetupsInFlight() {
+  const absl::Time now = absl::Now();
+  std::erase_if(setups_, [&](const PendingSetup& p) { return p.expires <= now; });
+  return static_cast<size_t>(
+      std::count_if(setups_.begin(), setups_.end(), [](const PendingSetup& p) { return !p.failed; }));
+}
+
+void SessionState::SetupUp(uint32_t link_id, uint32_t nic_id) {
+  std::erase_if(setups_, [&](const PendingSetup& p) { return p.link_id == link_id && p.nic_id == nic_id; });
+}
+
+void SessionState::SetupFailed(uint32_t link_id, uint32_t nic_id, const absl::Status& why) {
+  for (PendingSetup& p : setups_) {
+    if (p.link_id == link_id && p.nic_id == nic_id && link_id != 0 && !p.failed) {
+      p.failed = true;
+      p.status = why;
+    }
+  }
+}
+
+void SessionState::OnReply(Message& m) {
+  if (m.type != MsgType::kLinkReply) return;  // a late reply to a request that timed out
+  auto p = std::find_if(setups_.begin(), setups_.end(),
+                        [&](const PendingSetup& x) { return x.request_id != 0 && x.request_id == m.request_id; });
+  if (p == setups_.end()) return;
+  const auto r = m.As<LinkReply>();
+  p->request_id = 0;
+  if (absl::Status s = FromWire(r.status); !s.ok()) {
+    p->failed = true;
+    p->status = std::move(s);
+    return;
+  }
+  p->link_id = r.link_id;
+  // hsid answers with the pair's link if it has one, which may be up.
+  if (auto it = links_.find(Key(r.link_id, p->nic_id)); it != links_.end() && it->second->state == LinkState::kReady) {
+    setups_.erase(p);
+  }
+}
+
+absl::Status SessionState::StartSetup(NicState& nic, Address peer) {
   LinkRequest req = Zeroed<LinkRequest>();
   req.nic_id = nic.nic_id;
   req.peer_address = peer.value();
-  LinkReply rep;
-  if (absl::Status s = Call(req, {}, &rep); !s.ok()) return s;
-  const uint64_t key = Key(rep.link_id, nic.nic_id);
-  const absl::Time deadline = absl::Now() + opt_.timeout;
-  std::shared_ptr<LinkState> l;
+  const uint32_t id = NextRequestId();
+  if (absl::Status s = SendUntil(ctl_.get(), Encode(id, req), absl::Now() + call_timeout()); !s.ok()) {
+    Disconnected(s);
+    return absl::UnavailableError(absl::StrCat("hsid at ", path_, ": ", s.message()));
+  }
+  setups_.push_back(
+      PendingSetup{nic.nic_id, nic.info.address, peer, id, 0, absl::Now() + kSetupBackstop, false, absl::OkStatus()});
+  return absl::OkStatus();
+}
+
+bool SessionState::Settle(NicState& nic, SetupWant& w) {
+  if (auto it = nic.by_peer.find(w.peer.value()); it != nic.by_peer.end()) {
+    std::shared_ptr<LinkState> l = it->second;
+    w.done = true;
+    if (!l->down) {
+      // Up, maybe made by the peer meanwhile: hsid holds one link per pair.
+      std::erase_if(setups_, [&](const PendingSetup& p) { return p.nic_id == nic.nic_id && p.peer == w.peer; });
+      w.link = std::move(l);
+      return true;
+    }
+    // A dead link answers once with why; the next call makes a new link.
+    nic.by_peer.erase(it);
+    w.status = l->down_status;
+    w.reason = std::string(w.status.message());
+    return true;
+  }
+  PendingSetup* p = FindSetup(nic.nic_id, w.peer);
+  if (p == nullptr || !p->failed) return false;
+  w.done = true;
+  w.status = p->status;
+  w.reason = std::string(w.status.message());
+  setups_.erase(setups_.begin() + (p - setups_.data()));
+  return true;
+}
+
+template <typename OnReady>
+void SessionState::SetUpLinks(NicState& nic, std::vector<SetupWant>& wants, absl::Time deadline, OnReady on_ready) {
+  const absl::Time start = absl::Now();
+  const bool session_bound = deadline > start + opt_.timeout;
+  const absl::Time until = session_bound ? start + opt_.timeout : deadline;
+  // Setups that failed while no call waited for them: this call asks anew.
+  std::erase_if(setups_, [](const PendingSetup& p) { return p.failed; });
+  auto fail = [&](SetupWant& w, absl::StatusCode code, std::string reason) {
+    w.done = true;
+    w.status = absl::Status(code, absl::StrCat("link ", nic.info.address.ToString(), "->", w.peer.ToString(), ": ",
+                                               reason));
+    w.reason = std::move(reason);
+  };
+  // Settles what can be settled; the wants whose links are up wait in `up`
+  // for on_ready, which notify() runs. True while a want is still open.
+  std::vector<SetupWant*> up;
+  auto settle_all = [&] {
+    bool open = false;
+    for (SetupWant& w : wants) {
+      if (w.done) continue;
+      if (!Settle(nic, w)) {
+        open = true;
+      } else if (w.link != nullptr) {
+        up.push_back(&w);
+      }
+    }
+    return open;
+  };
+  auto notify = [&] {
+    for (SetupWant* w : up) on_ready(*w);  // may pump events; does not touch `up`
+    up.clear();
+  };
+  bool open = settle_all();
+  if (open) {
+    if (absl::Status s = EnsureConnected(); !s.ok()) {
+      for (SetupWant& w : wants) {
+        if (w.done) continue;
+        w.done = true;
+        w.status = s;
+        w.reason = std::string(s.message());
+      }
+      return notify();
+    }
+  }
+  const size_t cap = std::max<uint32_t>(opt_.max_link_setups, 1);
   for (;;) {
-    if (l == nullptr) {
-      auto it = links_.find(key);
-      if (it != links_.end()) l = it->second;
-    }
-    if (l == nullptr) {
-      // Already made (by the peer, a moment ago) and up?
-      auto it = nic.by_peer.find(peer.value());
-      if (it != nic.by_peer.end() && it->second->link_id == rep.link_id && !it->second->down) return it->second;
-    }
-    if (l != nullptr && l->state == LinkState::kReady && !l->down) return l;
-    if (l != nullptr && l->down) return l->down_status;
+    if (!open) return notify();
     if (!ctl_.valid()) {
-      return absl::UnavailableError(absl::StrCat("link ", nic.info.address.ToString(), "->", peer.ToString(),
-                                                 ": hsid connection lost during link setup"));
+      for (SetupWant& w : wants) {
+        if (!w.done) fail(w, absl::StatusCode::kUnavailable, "hsid connection lost during link setup");
+      }
+      return notify();
     }
-    const int ms = PollMs(deadline);
-    if (ms == 0) {
-      return absl::DeadlineExceededError(absl::StrCat("link ", nic.info.address.ToString(), "->", peer.ToString(),
-                                                      ": not ready within ", absl::FormatDuration(opt_.timeout),
-                                                      " (the peer did not answer hsid)"));
+    // Every setup not under way yet goes out now, as many as the cap
+    // allows; then links already up get their turn (hsid and the peers work
+    // on the new ones meanwhile), then all are awaited together.
+    for (SetupWant& w : wants) {
+      if (w.done || FindSetup(nic.nic_id, w.peer) != nullptr) continue;
+      if (SetupsInFlight() >= cap || !StartSetup(nic, w.peer).ok()) break;
     }
-    AwaitControl(ctl_.get(), ms);
+    notify();
+    if (!ctl_.valid()) continue;
+    if (const int ms = PollMs(until); ms != 0) AwaitControl(ctl_.get(), ms);
     Pump();
+    open = settle_all();
+    if (absl::Now() >= until) break;
+  }
+  notify();
+  // Out of time: each want says what it was still waiting for.
+  const std::string when =
+      session_bound    ? absl::StrCat("within SessionOptions::timeout, ", absl::FormatDuration(opt_.timeout))
+      : until <= start ? std::string("by the deadline, which had passed")
+                       : absl::StrCat("by the deadline, after ",
+                                      absl::FormatDuration(absl::Ceil(until - start, absl::Milliseconds(1))));
+  for (SetupWant& w : wants) {
+    if (w.done) continue;
+    const PendingSetup* p = FindSetup(nic.nic_id, w.peer);
+    if (!ctl_.valid()) {
+      fail(w, absl::StatusCode::kUnavailable, "hsid connection lost during link setup");
+    } else if (p == nullptr) {
+      fail(w, absl::StatusCode::kUnavailable,
+           absl::StrCat("link setup not started ", when, ": ", SetupsInFlight(),
+                        " link setups of this session are pending (SessionOptions::max_link_setups = ", cap, ")"));
+    } else if (p->request_id != 0) {
+      fail(w, absl::StatusCode::kDeadlineExceeded, absl::StrCat("hsid did not answer the link request ", when));
+    } else {
+      fail(w, absl::StatusCode::kDeadlineExceeded,
+           absl::StrCat("not up ", when, ": the peer has not sealed its end of the link; it does not answer",
+                        " hsid's link offer, which hsid withdraws after 5s"));
+    }
   }
 }
 
@@ -586,7 +761,7 @@ absl::Status SessionState::SendOnLink(NicState& nic, LinkState& l, absl::Span<co
                                                   ": no room in the ring before the deadline"));
 }
 
-absl::StatusOr<std::vector<Address>> SessionState::Peers(NicState& nic) {
+absl::StatusOr<std::vector<Address>> SessionState::Peers(NicState& nic, absl::Time deadline) {
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
   std::vector<Address> out;
   uint32_t cursor = 0;
@@ -595,7 +770,7 @@ absl::StatusOr<std::vector<Address>> SessionState::Peers(NicState& nic) {
     req.nic_id = nic.nic_id;
     req.cursor = cursor;
     PeersReply rep;
-    if (absl::Status s = Call(req, {}, &rep); !s.ok()) return s;
+    if (absl::Status s = Call(req, {}, &rep, deadline); !s.ok()) return s;
     for (uint32_t i = 0; i < rep.count; ++i) out.emplace_back(rep.addresses[i]);
     cursor = rep.next_cursor;
   } while (cursor != 0);
@@ -603,15 +778,45 @@ absl::StatusOr<std::vector<Address>> SessionState::Peers(NicState& nic) {
 }
 
 absl::Status SessionState::Broadcast(NicState& nic, absl::Span<const uint8_t> payload, const Wait& wait) {
-  absl::StatusOr<std::vector<Address>> peers = Peers(nic);
+  absl::StatusOr<std::vector<Address>> peers = Peers(nic, wait.deadline);
   if (!peers.ok()) return peers.status();
-  absl::Status first;
-  for (Address a : *peers) {
-    absl::StatusOr<std::shared_ptr<LinkState>> l = GetLink(nic, a);
-    absl::Status s = l.ok() ? SendOnLink(nic, **l, payload, wait, kTypeBroadcast) : l.status();
-    if (!s.ok() && first.ok()) first = s;
+  std::vector<SetupWant> wants(peers->size());
+  for (size_t i = 0; i < wants.size(); ++i) wants[i].peer = (*peers)[i];
+  // Peers with a link get the frame first; the others as their links come
+  // up, all under the one deadline.
+  SetUpLinks(nic, wants, wait.deadline, [&](SetupWant& w) {
+    if (absl::Status s = SendOnLink(nic, *w.link, payload, wait, kTypeBroadcast); !s.ok()) {
+      w.status = s;
+      w.reason = std::string(s.message());
+    }
+  });
+  size_t reached = 0;
+  absl::StatusCode code = absl::StatusCode::kOk;
+  std::vector<std::pair<std::string, std::vector<Address>>> not_reached;  // by reason, first seen first
+  for (const SetupWant& w : wants) {
+    if (w.status.ok()) {
+      ++reached;
+      continue;
+    }
+    if (code == absl::StatusCode::kOk) code = w.status.code();
+    auto g = std::find_if(not_reached.begin(), not_reached.end(), [&](const auto& x) { return x.first == w.reason; });
+    if (g == not_reached.end()) g = not_reached.insert(not_reached.end(), {w.reason, {}});
+    g->second.push_back(w.peer);
   }
-  return first;
+  if (code == absl::StatusCode::kOk) return absl::OkStatus();
+  std::string text = absl::StrCat("CHPID ", nic.ChpidText(), ": broadcast from ", nic.info.address.ToString(),
+                                  " reached ", reached, " of ", wants.size(), " peers; not reached: ");
+  constexpr size_t kListed = 16;  // addresses named per reason
+  for (size_t i = 0; i < not_reached.size(); ++i) {
+    const auto& [reason, addrs] = not_reached[i];
+    if (i > 0) absl::StrAppend(&text, "; ");
+    for (size_t k = 0; k < addrs.size() && k < kListed; ++k) {
+      absl::StrAppend(&text, k > 0 ? ", " : "", addrs[k].ToString());
+    }
+    if (addrs.size() > kListed) absl::StrAppend(&text, " and ", addrs.size() - kListed, " more");
+    absl::StrAppend(&text, " (", reason, ")");
+  }
+  return absl::Status(code, text);
 }
 
 }  // namespace internal
@@ -706,8 +911,10 @@ absl::Status NicUsable(const NicState& n) {
   return absl::OkStatus();
 }
 
-// What a `take` in TryAny found on one link.
-enum class Took { kFrame, kEmpty, kError };
+// What a `take` in TryAny found on one link. kSkip: a status to report for
+// this link's next frame (it does not fit the caller's buffer), which stays
+// where it is; the round robin moves on past the link.
+enum class Took { kFrame, kEmpty, kError, kSkip };
 
 // Peeks at `l`'s next frame; kError with the ring's status if it is BROKEN.
 // An empty ring costs no absl::Status: this runs in every spin of a wait.
@@ -720,7 +927,7 @@ Took PeekLink(LinkState& l, hsi::Frame* f, absl::Status* err) {
 
 // One pass over the NIC's links, round robin. True if a frame was copied
 // (or peeked) or there is a status to report in *st. take(link, &err)
-// returns what it found, and sets err with kError.
+// returns what it found, and sets err with kError or kSkip.
 template <typename Take>
 bool TryAny(NicState& n, absl::Status* st, Take take) {
   if (!n.up) {
@@ -739,7 +946,8 @@ bool TryAny(NicState& n, absl::Status* st, Take take) {
     const bool down = l->down;
     absl::Status s;
     const Took took = take(l, &s);
-    if (took == Took::kFrame) {
+    if (took == Took::kFrame || took == Took::kSkip) {
+      if (took == Took::kSkip) *st = std::move(s);
       n.rr = idx + 1;
       return true;
     }
@@ -747,10 +955,6 @@ bool TryAny(NicState& n, absl::Status* st, Take take) {
       if (!down) continue;
       *st = l->down_status;  // drained: report once, then forget the link
       n.Forget(std::shared_ptr<LinkState>(l));
-      return true;
-    }
-    if (s.code() == absl::StatusCode::kResourceExhausted) {
-      *st = absl::ResourceExhaustedError(absl::StrCat(n.Name(), ": frame from ", l->peer.ToString(), ": ", s.message()));
       return true;
     }
     *st = absl::Status(s.code(), absl::StrCat(l->Name(), ": ", s.message()));
@@ -787,7 +991,7 @@ absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wa
     return absl::InvalidArgumentError(absl::StrCat("CHPID ", n.ChpidText(), ": ", to.ToString(),
                                                    " is not a NIC address in subnet ", n.info.subnet.ToString()));
   }
-  absl::StatusOr<std::shared_ptr<LinkState>> l = session_->GetLink(n, to);
+  absl::StatusOr<std::shared_ptr<LinkState>> l = session_->GetLink(n, to, wait.deadline);
   if (!l.ok()) return l.status();
   return session_->SendOnLink(n, **l, payload, wait, internal::kTypeUnicast);
 }
@@ -805,6 +1009,14 @@ absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wa
     LinkState& l = *lp;
     hsi::Frame f;
     if (const Took t = PeekLink(l, &f, err); t != Took::kFrame) return t;
+    if (f.payload.size() > buffer.size()) {
+      // The frame stays for a call with a buffer that fits it (or a Peek);
+      // the other links take their turns meanwhile (TryAny moves on).
+      *err = absl::ResourceExhaustedError(absl::StrCat(n.Name(), ": frame of ", f.payload.size(), " bytes from ",
+                                                       l.peer.ToString(), " does not fit the ", buffer.size(),
+                                                       "-byte buffer"));
+      return Took::kSkip;
+    }
     uint16_t type = 0;
     absl::StatusOr<size_t> len = l.rx.TryReceive(buffer, &type);  // the frame just peeked
     if (!len.ok()) {
@@ -859,7 +1071,7 @@ void Nic::Release() {
   }
 }
 
-absl::StatusOr<hsi::Link> Nic::Link(Address peer) {
+absl::StatusOr<hsi::Link> Nic::Link(Address peer, const Wait& wait) {
   if (!nic_) return EmptyHandle("Nic::Link");
   NicState& n = *nic_;
   if (absl::Status s = NicUsable(n); !s.ok()) return s;
@@ -867,7 +1079,7 @@ absl::StatusOr<hsi::Link> Nic::Link(Address peer) {
     return absl::InvalidArgumentError(absl::StrCat("CHPID ", n.ChpidText(), ": ", peer.ToString(),
                                                    " is not a NIC address in subnet ", n.info.subnet.ToString()));
   }
-  absl::StatusOr<std::shared_ptr<LinkState>> l = session_->GetLink(n, peer);
+  absl::StatusOr<std::shared_ptr<LinkState>> l = session_->GetLink(n, peer, wait.deadline);
   if (!l.ok()) return l.status();
   hsi::Link link;
   link.session_ = session_;
@@ -962,7 +1174,11 @@ absl::StatusOr<size_t> Link::Receive(absl::Span<uint8_t> buffer, const Wait& wai
   l.peeked = false;  // a copying receive consumes a peeked frame
   hsi::Frame f;
   if (absl::Status s = WaitForLinkFrame(*session_, *nic_, l, wait, &f); !s.ok()) return s;
-  return l.rx.TryReceive(buffer);  // the frame just peeked; it stays if it does not fit
+  if (f.payload.size() > buffer.size()) {  // it stays
+    return absl::ResourceExhaustedError(absl::StrCat(l.Name(), ": frame of ", f.payload.size(),
+                                                     " bytes does not fit the ", buffer.size(), "-byte buffer"));
+  }
+  return l.rx.TryReceive(buffer);  // the frame just peeked
 }
 
 absl::StatusOr<absl::Span<const uint8_t>> Link::Peek(const Wait& wait) {

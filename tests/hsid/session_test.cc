@@ -5,6 +5,7 @@
 #include <sys/un.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -172,6 +173,295 @@ TEST(SessionTest, BroadcastReachesEveryOtherNicOfTheChpid) {
   const std::string want = absl::StrCat("bcast ", nic->address().ToString(), " hello all");
   EXPECT_EQ(rb.Read(), want);
   EXPECT_EQ(rc.Read(), want);
+}
+
+// A "silent NIC" (issue 13, item 4): an LPAR that attaches a NIC to F0,
+// reports its address and then never calls into libhsi again, so it never
+// answers hsid's link offers (hsid gives such a setup up after 5 s).
+int SilentLpar(const Hsid& d, const std::string& name, const Report& rep) {
+  absl::StatusOr<Session> s = Connect(d, name);
+  if (!s.ok()) return rep.Write("ERR " + s.status().ToString()), 1;
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  if (!nic.ok()) return rep.Write("ERR " + nic.status().ToString()), 1;
+  rep.Write(nic->address().ToString());
+  for (;;) ::pause();  // killed by the parent (Child's destructor)
+}
+
+// A live LPAR that reports its address, then reports every frame it
+// receives ("bcast|ucast SOURCE PAYLOAD") until killed.
+int ReportingLpar(const Hsid& d, const std::string& name, const Report& rep) {
+  absl::StatusOr<Session> s = Connect(d, name);
+  if (!s.ok()) return rep.Write("ERR " + s.status().ToString()), 1;
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  if (!nic.ok()) return rep.Write("ERR " + nic.status().ToString()), 1;
+  rep.Write(nic->address().ToString());
+  std::vector<uint8_t> buf(nic->info().mtu);
+  for (;;) {
+    absl::StatusOr<Received> r = nic->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(60))));
+    if (!r.ok()) return rep.Write("ERR receive " + r.status().ToString()), 2;
+    rep.Write(absl::StrCat(r->broadcast ? "bcast " : "ucast ", r->source.ToString(), " ",
+                           std::string(reinterpret_cast<char*>(buf.data()), r->length)));
+  }
+}
+
+absl::Span<const uint8_t> Bytes(const std::string& s) {
+  return absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+}
+
+// Starts `n` silent LPARs and returns their addresses (empty on failure).
+std::vector<std::string> StartSilent(const Hsid& d, int n, std::vector<std::unique_ptr<Child>>* kids) {
+  std::vector<std::string> addrs;
+  for (int i = 0; i < n; ++i) {
+    Report rep;
+    kids->push_back(std::make_unique<Child>([&] { return SilentLpar(d, absl::StrCat("silent", i), rep); }));
+    const std::string a = rep.Read(absl::Seconds(10));
+    if (!Address::Parse(a).ok()) return {};
+    addrs.push_back(a);
+  }
+  return addrs;
+}
+
+// Issue 13, item 4: a broadcast waited 5 s (SessionOptions::timeout) for
+// each NIC that never answers link offers, one after another, whatever its
+// own deadline (15 s for 3 such NICs with a 100 ms deadline). Now it keeps
+// its deadline, names the NICs it could not reach, and still delivers to
+// the peers it can reach.
+TEST(SessionTest, BroadcastKeepsItsDeadlineAndNamesSilentNics) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  absl::StatusOr<Session> s = Connect(d, "a");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  Report rb;
+  Child b([&] { return ReportingLpar(d, "b", rb); });
+  const std::string b_addr = rb.Read(absl::Seconds(10));
+  ASSERT_TRUE(Address::Parse(b_addr).ok()) << b_addr;
+  // The live peer's link is up before the broadcast.
+  ASSERT_TRUE(nic->SendTo(*Address::Parse(b_addr), Bytes("hello"), Wait::Block(In(absl::Seconds(10)))).ok());
+  ASSERT_EQ(rb.Read(absl::Seconds(10)), absl::StrCat("ucast ", nic->address().ToString(), " hello"));
+  std::vector<std::unique_ptr<Child>> kids;
+  const std::vector<std::string> silent = StartSilent(d, 3, &kids);
+  ASSERT_EQ(silent.size(), 3u);
+
+  const absl::Time start = absl::Now();
+  absl::Status st = nic->SendTo(nic->broadcast(), Bytes("to all"), Wait::Block(start + absl::Milliseconds(100)));
+  const absl::Duration took = absl::Now() - start;
+  std::printf("broadcast to 1 live + 3 silent NICs, deadline 100ms: returned after %s: %s\n",
+              absl::FormatDuration(took).c_str(), st.ToString().c_str());
+  EXPECT_LT(took, absl::Seconds(1)) << st;
+  EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
+  for (const std::string& a : silent) {
+    EXPECT_THAT(std::string(st.message()), HasSubstr(a)) << "the message does not name " << a;
+  }
+  EXPECT_THAT(std::string(st.message()), HasSubstr("reached 1 of 4 peers"));
+  EXPECT_EQ(rb.Read(absl::Seconds(10)), absl::StrCat("bcast ", nic->address().ToString(), " to all"));
+}
+
+// The broadcast makes its missing links all at once: a live peer it has no
+// link to yet gets the frame, and the call returns at its deadline, well
+// before one setup timeout (5 s), with 3 silent NICs on the CHPID.
+TEST(SessionTest, BroadcastSetsUpItsLinksConcurrently) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  std::vector<std::unique_ptr<Child>> kids;
+  const std::vector<std::string> silent = StartSilent(d, 3, &kids);
+  ASSERT_EQ(silent.size(), 3u);
+  Report rc;
+  Child c([&] { return ReportingLpar(d, "c", rc); });
+  const std::string c_addr = rc.Read(absl::Seconds(10));
+  ASSERT_TRUE(Address::Parse(c_addr).ok()) << c_addr;
+  absl::StatusOr<Session> s = Connect(d, "a");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+
+  const absl::Time start = absl::Now();
+  absl::Status st = nic->SendTo(nic->broadcast(), Bytes("to all"), Wait::Block(start + absl::Seconds(2)));
+  const absl::Duration took = absl::Now() - start;
+  std::printf("broadcast to 1 new live + 3 silent NICs, deadline 2s: returned after %s: %s\n",
+              absl::FormatDuration(took).c_str(), st.ToString().c_str());
+  EXPECT_LT(took, absl::Seconds(4)) << st;
+  EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
+  for (const std::string& a : silent) {
+    EXPECT_THAT(std::string(st.message()), HasSubstr(a)) << "the message does not name " << a;
+  }
+  EXPECT_THAT(std::string(st.message()), HasSubstr("reached 1 of 4 peers"));
+  EXPECT_EQ(rc.Read(absl::Seconds(10)), absl::StrCat("bcast ", nic->address().ToString(), " to all"));
+}
+
+// A send to one silent NIC keeps its deadline too (it waited 5 s).
+TEST(SessionTest, SendToASilentNicKeepsItsDeadline) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  std::vector<std::unique_ptr<Child>> kids;
+  const std::vector<std::string> silent = StartSilent(d, 1, &kids);
+  ASSERT_EQ(silent.size(), 1u);
+  absl::StatusOr<Session> s = Connect(d, "a");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  const Address to = *Address::Parse(silent[0]);
+  for (int round = 0; round < 2; ++round) {  // the second joins the setup the first started
+    const absl::Time start = absl::Now();
+    absl::Status st = nic->SendTo(to, Bytes("hello"), Wait::Block(start + absl::Milliseconds(100)));
+    const absl::Duration took = absl::Now() - start;
+    std::printf("send to a silent NIC, deadline 100ms: returned after %s: %s\n", absl::FormatDuration(took).c_str(),
+                st.ToString().c_str());
+    EXPECT_LT(took, absl::Seconds(1)) << st;
+    EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
+    EXPECT_THAT(std::string(st.message()), HasSubstr(absl::StrCat(nic->address().ToString(), "->", silent[0])));
+  }
+  // Nic::Link takes a Wait as well.
+  const absl::Time start = absl::Now();
+  absl::StatusOr<Link> l = nic->Link(to, Wait::Block(start + absl::Milliseconds(100)));
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_LT(took, absl::Seconds(1)) << l.status();
+  EXPECT_EQ(l.status().code(), absl::StatusCode::kDeadlineExceeded) << l.status();
+  EXPECT_THAT(std::string(l.status().message()), HasSubstr(absl::StrCat(nic->address().ToString(), "->", silent[0])));
+}
+
+// A broadcast keeps at most SessionOptions::max_link_setups setups pending
+// (hsid drops a client with more than its max_in_flight), names the peers
+// it did not start, and the session stays connected.
+TEST(SessionTest, BroadcastKeepsWithinMaxLinkSetups) {
+  Hsid d(R"toml(
+[hsid]
+admin_uids = ["self"]
+max_in_flight = 2
+
+[[chpid]]
+id = "F0"
+mfs = "16K"
+subnet = "10.240.0.0/24"
+queue_size = "64K"
+lpars = ["*"]
+
+[[lpar]]
+name = "*"
+uids = ["self"]
+)toml");
+  ASSERT_TRUE(d.Start()) << d.log();
+  SessionOptions o;
+  o.socket_path = d.socket();
+  o.lpar = "a";
+  o.max_link_setups = 2;
+  absl::StatusOr<Session> s = Session::Connect(std::move(o));
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  Report rb;
+  Child b([&] { return ReportingLpar(d, "b", rb); });
+  const std::string b_addr = rb.Read(absl::Seconds(10));
+  ASSERT_TRUE(Address::Parse(b_addr).ok()) << b_addr;
+  ASSERT_TRUE(nic->SendTo(*Address::Parse(b_addr), Bytes("hello"), Wait::Block(In(absl::Seconds(10)))).ok());
+  ASSERT_EQ(rb.Read(absl::Seconds(10)), absl::StrCat("ucast ", nic->address().ToString(), " hello"));
+  std::vector<std::unique_ptr<Child>> kids;
+  const std::vector<std::string> silent = StartSilent(d, 3, &kids);
+  ASSERT_EQ(silent.size(), 3u);
+
+  absl::Status st = nic->SendTo(nic->broadcast(), Bytes("to all"), Wait::Block(In(absl::Milliseconds(200))));
+  std::printf("%s\n", st.ToString().c_str());
+  EXPECT_FALSE(st.ok());
+  for (const std::string& a : silent) {
+    EXPECT_THAT(std::string(st.message()), HasSubstr(a)) << "the message does not name " << a;
+  }
+  EXPECT_THAT(std::string(st.message()), HasSubstr("reached 1 of 4 peers"));
+  EXPECT_THAT(std::string(st.message()), HasSubstr("max_link_setups = 2"));
+  EXPECT_EQ(rb.Read(absl::Seconds(10)), absl::StrCat("bcast ", nic->address().ToString(), " to all"));
+  // Still the same connection: hsid did not drop it over its quota.
+  ASSERT_TRUE(nic->SendTo(*Address::Parse(b_addr), Bytes("again"), Wait::Block(In(absl::Seconds(10)))).ok());
+  EXPECT_EQ(rb.Read(absl::Seconds(10)), absl::StrCat("ucast ", nic->address().ToString(), " again"));
+  EXPECT_THAT(d.log(), ::testing::Not(HasSubstr("in-flight quota")));
+}
+
+// Issue 13, item 5: after one frame too big for the caller's buffer,
+// Nic::Receive returned kResourceExhausted for it forever while other
+// peers' frames waited. Now the round robin moves on: the other peer's
+// frames come in, the status names the peer and the size, and the big frame
+// stays for a call with a buffer that fits it.
+TEST(SessionTest, AFrameTooBigForTheBufferDoesNotBlockOtherPeers) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  absl::StatusOr<Session> s = Connect(d, "a");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  const Address a_addr = nic->address();
+  constexpr size_t kBig = 8192;
+  constexpr int kSmall = 5;
+  // Each peer waits for "go" from A (which makes the link A->peer), then
+  // sends its frames to A and reports "sent".
+  auto peer = [&](const std::string& name, const Report& rep, bool big) {
+    absl::StatusOr<Session> ps = Connect(d, name);
+    if (!ps.ok()) return rep.Write("ERR " + ps.status().ToString()), 1;
+    absl::StatusOr<Nic> pn = ps->AttachNic(0xF0);
+    if (!pn.ok()) return rep.Write("ERR " + pn.status().ToString()), 1;
+    rep.Write(pn->address().ToString());
+    uint8_t buf[64];
+    absl::StatusOr<Received> go = pn->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(30))));
+    if (!go.ok()) return rep.Write("ERR receive " + go.status().ToString()), 2;
+    std::vector<uint8_t> f(big ? kBig : 100);
+    for (int i = 0; i < (big ? 1 : kSmall); ++i) {
+      for (size_t k = 0; k < f.size(); ++k) f[k] = static_cast<uint8_t>(i * 7 + k);
+      absl::Status st = pn->SendTo(a_addr, f, Wait::Block(In(absl::Seconds(10))));
+      if (!st.ok()) return rep.Write("ERR send " + st.ToString()), 3;
+    }
+    rep.Write("sent");
+    for (;;) ::pause();  // stays until killed: its frames are not from a dead peer
+  };
+  Report rb, rc;
+  Child b([&] { return peer("b", rb, true); });
+  Child c([&] { return peer("c", rc, false); });
+  const std::string b_addr = rb.Read(absl::Seconds(10)), c_addr = rc.Read(absl::Seconds(10));
+  ASSERT_TRUE(Address::Parse(b_addr).ok()) << b_addr;
+  ASSERT_TRUE(Address::Parse(c_addr).ok()) << c_addr;
+  // B's big frame is in A's ring before C sends, and B's link comes first
+  // in A's round robin.
+  ASSERT_TRUE(nic->SendTo(*Address::Parse(b_addr), Bytes("go"), Wait::Block(In(absl::Seconds(10)))).ok());
+  ASSERT_EQ(rb.Read(absl::Seconds(20)), "sent");
+  ASSERT_TRUE(nic->SendTo(*Address::Parse(c_addr), Bytes("go"), Wait::Block(In(absl::Seconds(10)))).ok());
+  ASSERT_EQ(rc.Read(absl::Seconds(20)), "sent");
+
+  const std::string too_big = absl::StrCat("NIC ", a_addr.ToString(), " on CHPID F0: frame of ", kBig,
+                                           " bytes from ", b_addr, " does not fit the 1500-byte buffer");
+  std::vector<uint8_t> small(1500);
+  int got = 0, refused = 0, refused_otherwise = 0;
+  absl::Status refusal;
+  for (int call = 0; call < 4 * kSmall && got < kSmall; ++call) {
+    absl::StatusOr<Received> r = nic->Receive(absl::MakeSpan(small), Wait::Block(In(absl::Seconds(5))));
+    if (!r.ok()) {
+      ++refused;
+      if (r.status().code() != absl::StatusCode::kResourceExhausted || r.status().message() != too_big) {
+        ++refused_otherwise;
+        refusal = r.status();
+      } else if (refusal.ok()) {
+        refusal = r.status();
+      }
+      continue;
+    }
+    EXPECT_EQ(r->source.ToString(), c_addr);
+    ASSERT_EQ(r->length, 100u);
+    EXPECT_EQ(small[0], static_cast<uint8_t>(got * 7)) << "frame " << got << " out of order";
+    ++got;
+  }
+  std::printf("a too-big frame first in line: %d of %d small frames from the other peer, %d refusals: %s\n", got,
+              kSmall, refused, refusal.ToString().c_str());
+  EXPECT_EQ(got, kSmall) << "the other peer's frames stayed behind the big one (" << refused << " refusals)";
+  EXPECT_GE(refused, 1) << "the big frame was never reported";
+  EXPECT_EQ(refused_otherwise, 0) << "a refusal other than for the big frame: " << refusal;
+  EXPECT_EQ(refusal.code(), absl::StatusCode::kResourceExhausted) << refusal;
+  EXPECT_EQ(std::string(refusal.message()), too_big);
+  // The big frame is still there for a buffer that fits it, whole.
+  std::vector<uint8_t> large(kBig);
+  absl::StatusOr<Received> r = nic->Receive(absl::MakeSpan(large), Wait::Block(In(absl::Seconds(5))));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->source.ToString(), b_addr);
+  ASSERT_EQ(r->length, kBig);
+  for (size_t k = 0; k < kBig; ++k) ASSERT_EQ(large[k], static_cast<uint8_t>(k)) << "byte " << k;
+  // And nothing else.
+  r = nic->Receive(absl::MakeSpan(small), Wait::Block(In(absl::Milliseconds(50))));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
 }
 
 // A peer killed with SIGKILL mid-stream: every frame it committed arrives

@@ -11,6 +11,20 @@
 // every other NIC of the CHPID (creating links as needed; hsid is asked for
 // the member list on every broadcast, so it is not a hot path).
 //
+// Link setup and deadlines: a link is up once both ends have sealed their
+// segments, so setting one up needs the peer's process to be inside libhsi
+// (any call that waits, or Session::Poll) to answer hsid's offer. A peer
+// that never does (a "silent NIC": attached, then busy elsewhere or stopped)
+// delays no call beyond its Wait's deadline: SendTo, Link and a broadcast
+// keep it for the setup as for the send (and never wait more than
+// SessionOptions::timeout for a setup). A setup cut short by a deadline
+// stays pending in the session until the peer answers or hsid withdraws it
+// (after 5 s): a later call to that peer picks it up instead of starting
+// over. With Wait::Never() a send to a peer without a link starts the setup
+// and returns kDeadlineExceeded. A broadcast needs hsid's member list, so
+// its deadline must allow a round trip to hsid (tens of microseconds); with
+// Wait::Never() it returns kDeadlineExceeded.
+//
 // Overflow: under the CHPID's policy `block` a send waits for room as its
 // Wait says (lossless); under `drop` a send to a full ring returns
 // kResourceExhausted at once and the frame is counted in the sender's
@@ -93,8 +107,10 @@ class HSI_EXPORT Link {
   // gone, kDataLoss if the peer broke the ring's contract.
   absl::Status Send(absl::Span<const uint8_t> payload, const Wait& wait = Wait());
   // Copies the next frame from the peer into `buffer`; returns its length.
-  // kResourceExhausted if it does not fit (the frame stays), kDeadline-
-  // Exceeded, kUnavailable after the last frame of a peer that is gone.
+  // kResourceExhausted if it does not fit (the frame stays, for a call with
+  // a buffer that fits or a Peek; the message names the link and both
+  // sizes), kDeadlineExceeded, kUnavailable after the last frame of a peer
+  // that is gone.
   absl::StatusOr<size_t> Receive(absl::Span<uint8_t> buffer, const Wait& wait = Wait());
   // Zero-copy: the next frame in place, until Release().
   absl::StatusOr<absl::Span<const uint8_t>> Peek(const Wait& wait = Wait());
@@ -127,27 +143,49 @@ class HSI_EXPORT Nic {
   Address broadcast() const { return info().subnet.broadcast(); }
 
   // Sends one frame to `to` (a NIC of this CHPID, or its broadcast address),
-  // making the link first if needed (up to SessionOptions::timeout).
+  // making the link first if needed. `wait` bounds the whole call: the
+  // setup of a new link (at most SessionOptions::timeout) and then the wait
+  // for room in the ring.
   // Errors as Link::Send, plus: kInvalidArgument if the frame exceeds the
   // MTU (the message names the CHPID, both addresses and the limit),
   // kNotFound if no NIC has that address, kUnavailable if hsid cannot be
-  // reached to make a new link. For a broadcast, the first error of any
-  // peer after trying all of them.
+  // reached to make a new link, kDeadlineExceeded if the link was not up in
+  // time (the message names the link and what it waited for: hsid's answer,
+  // or the peer's seal).
+  // A broadcast starts the setups of all missing links together (at most
+  // SessionOptions::max_link_setups pending per session), sends on the
+  // links that are up meanwhile, then on each new one as it comes up, and
+  // returns by the deadline. OK if every peer got the frame; else the code
+  // of the first peer's failure and a message that names every peer not
+  // reached, grouped by reason ("CHPID F0: broadcast from 10.240.0.1
+  // reached 1 of 4 peers; not reached: 10.240.0.3, 10.240.0.4 (not up by
+  // the deadline, after 100ms: the peer has not sealed its end of the link;
+  // ...)"). The peers that were reached have the frame either way.
   absl::Status SendTo(Address to, absl::Span<const uint8_t> payload,
                       const Wait& wait = Wait());
   // Copies the next frame from any peer into `buffer` (round robin over
-  // links). kDeadlineExceeded when nothing came in time, kResourceExhausted
-  // if the frame does not fit (it stays), kUnavailable once per dead link
-  // after its last frame (see the file comment) or when the NIC was set
-  // down, kDataLoss if a peer broke its ring.
+  // links). kDeadlineExceeded when nothing came in time, kUnavailable once
+  // per dead link after its last frame (see the file comment) or when the
+  // NIC was set down, kDataLoss if a peer broke its ring.
+  // A frame larger than `buffer` is not lost and does not block the NIC:
+  // when its link's turn comes, the call returns kResourceExhausted naming
+  // the peer and both sizes ("NIC 10.240.0.1 on CHPID F0: frame of 8192
+  // bytes from 10.240.0.2 does not fit the 1500-byte buffer"), the frame
+  // stays at the head of that link, and the round robin moves on: the next
+  // calls return other peers' frames, and that link's turn comes again
+  // (with the same status) until a call's buffer fits it or Peek() takes it.
+  // So a loop that reads until kDeadlineExceeded (see PrepareWait) must
+  // take such a frame or stop at kResourceExhausted, or it never ends.
   absl::StatusOr<Received> Receive(absl::Span<uint8_t> buffer, const Wait& wait = Wait());
   // Zero-copy receive: the frame stays in the peer's read-only segment
   // until Release() (or the next Peek/Receive).
   absl::StatusOr<FrameView> Peek(const Wait& wait = Wait());
   void Release();
 
-  // The link to `peer`, made now if there is none.
-  absl::StatusOr<hsi::Link> Link(Address peer);
+  // The link to `peer`, made now if there is none, waiting for its setup
+  // until `wait`'s deadline (at most SessionOptions::timeout). Errors as
+  // SendTo's for a new link.
+  absl::StatusOr<hsi::Link> Link(Address peer, const Wait& wait = Wait());
 
   // The NIC's doorbell (a socket), for epoll/io_uring readiness (POLLIN).
   int fd() const;

@@ -51,8 +51,16 @@ HSI_EXPORT absl::StatusOr<std::string> ResolveSocketPath(absl::string_view expli
 struct SessionOptions {
   std::string socket_path;  // "": see ResolveSocketPath()
   std::string lpar;         // the LPAR name to claim (1..31 of [A-Za-z0-9_.-])
-  // Longest wait for one hsid request (and for a link setup).
+  // Longest wait for one hsid request and for a link setup, when the
+  // caller's Wait allows more: every call also keeps its Wait's deadline.
   absl::Duration timeout = absl::Seconds(5);
+  // Link setups this session keeps pending at once (a broadcast starts one
+  // for every peer it has no link to, all together). hsid disconnects a
+  // client with more than its max_in_flight pending (64 by default): keep
+  // this below that (0 counts as 1). A setup the peer never answers stays
+  // pending until hsid gives it up (5 s), even after the call that started
+  // it returned.
+  uint32_t max_link_setups = 32;
   // Reconnect and re-register after hsid restarts.
   bool reconnect = true;
   // The uid hsid must run as, besides root (checked by SO_PEERCRED on every

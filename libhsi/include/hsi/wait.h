@@ -3,8 +3,9 @@
 // Every blocking call in libhsi takes a Wait. `spin` busy-polls (lowest
 // latency, burns a core); `block` sleeps on the doorbell at once
 // (no CPU while idle, a syscall per wake-up); `adaptive` (the default) spins
-// for `spin_for` and then sleeps. Every wait ends at `deadline`; the call
-// then returns kDeadlineExceeded.
+// for `spin_for` and then sleeps. Every wait ends at `deadline`, including
+// the waits for hsid and for a peer while a link is set up (hsi/nic.h); the
+// call then returns kDeadlineExceeded.
 #ifndef HSI_WAIT_H_
 #define HSI_WAIT_H_
 

@@ -56,6 +56,15 @@ struct LinkState {
   }
 };
 
+// One peer that a call needs a link to (SessionState::SetUpLinks).
+struct SetupWant {
+  Address peer;
+  bool done = false;
+  std::shared_ptr<LinkState> link;  // once up
+  absl::Status status;              // once failed (names the link)
+  std::string reason;               // the failure without the link's name
+};
+
 struct NicState {
   uint32_t nic_id = 0;  // hsid's id (renumbered after an hsid restart)
   NicInfo info;
@@ -91,17 +100,20 @@ class SessionState {
 
   // One request, waiting for its reply while handling events. The reply's
   // status is returned; `reply` is filled whenever a reply came.
+  // The reply is awaited until `deadline` (the caller's Wait), at most the
+  // session's call_timeout().
   template <typename Req, typename Rep>
-  absl::Status Call(const Req& req, std::vector<UniqueFd> fds, Rep* reply) {
+  absl::Status Call(const Req& req, std::vector<UniqueFd> fds, Rep* reply,
+                    absl::Time deadline = absl::InfiniteFuture()) {
     static_assert(offsetof(Rep, status) == 0);
     *reply = Zeroed<Rep>();
     Message m;
-    absl::Status s = CallRaw(Req::kType, &req, sizeof(req), std::move(fds), Rep::kType, &m);
+    absl::Status s = CallRaw(Req::kType, &req, sizeof(req), std::move(fds), Rep::kType, &m, deadline);
     if (m.type == Rep::kType && m.body.size() == sizeof(Rep)) *reply = m.As<Rep>();
     return s;
   }
   absl::Status CallRaw(MsgType type, const void* body, size_t size, std::vector<UniqueFd> fds,
-                       MsgType reply_type, Message* reply);
+                       MsgType reply_type, Message* reply, absl::Time deadline = absl::InfiniteFuture());
   // Overrides SessionOptions::timeout for the calls of a reconnect, which
   // run inside hot-path calls and must not stall them on a dying hsid.
   absl::Duration call_timeout() const { return in_reconnect_ ? absl::Milliseconds(500) : opt_.timeout; }
@@ -125,11 +137,23 @@ class SessionState {
 
   absl::StatusOr<std::shared_ptr<NicState>> Attach(uint32_t chpid, std::optional<Address> address);
   void Detach(NicState& nic);
-  absl::StatusOr<std::shared_ptr<LinkState>> GetLink(NicState& nic, Address peer);
+  // The link to `peer`, set up first if there is none, by `deadline` (at
+  // most SessionOptions::timeout from now).
+  absl::StatusOr<std::shared_ptr<LinkState>> GetLink(NicState& nic, Address peer, absl::Time deadline);
+  // Sets up the links of `wants` together: every LinkRequest goes out first
+  // (at most SessionOptions::max_link_setups pending in this session), then
+  // the replies, offers and peers of all are awaited under one deadline (the
+  // caller's, at most SessionOptions::timeout from now). Settles every want:
+  // a link, or a status saying which stage it did not pass. on_ready(want)
+  // runs for each want whose link is up: those up already once the new
+  // requests have gone out, the others as they come up.
+  template <typename OnReady>
+  void SetUpLinks(NicState& nic, std::vector<SetupWant>& wants, absl::Time deadline, OnReady on_ready);
   absl::Status SendOnLink(NicState& nic, LinkState& l, absl::Span<const uint8_t> payload,
                           const Wait& wait, uint16_t type);
+  // Sends to every other NIC of the CHPID; see Nic::SendTo.
   absl::Status Broadcast(NicState& nic, absl::Span<const uint8_t> payload, const Wait& wait);
-  absl::StatusOr<std::vector<Address>> Peers(NicState& nic);
+  absl::StatusOr<std::vector<Address>> Peers(NicState& nic, absl::Time deadline);
 
   bool connected() const { return ctl_.valid(); }
   int ctl_fd() const { return ctl_.get(); }
@@ -151,6 +175,37 @@ class SessionState {
   void OnDown(const Message& m);
   void OnNicState(const Message& m);
   NicState* NicById(uint32_t nic_id);
+  uint32_t NextRequestId() {
+    const uint32_t id = next_request_++;
+    if (next_request_ == 0) next_request_ = 1;
+    return id;
+  }
+
+  // A LinkRequest of this session whose link is not up yet. hsid counts it
+  // against the client's max_in_flight until both ends have sealed or it
+  // gives the setup up (kSetupTimeout, 5 s): it outlives the call that
+  // started it, and a later call for the same peer waits for it instead of
+  // asking again. Settled by the LinkReply (an error), LinkPeer (up; the
+  // entry goes), LinkDown or the loss of hsid's connection (failed; the
+  // entry stays until a call has seen why, or the next call starts).
+  struct PendingSetup {
+    uint32_t nic_id = 0;
+    Address local, peer;
+    uint32_t request_id = 0;  // of the LinkRequest, until its reply came
+    uint32_t link_id = 0;     // from the reply
+    absl::Time expires;       // a backstop only (hsid ends each setup itself)
+    bool failed = false;
+    absl::Status status;      // why, once failed
+  };
+  absl::Status StartSetup(NicState& nic, Address peer);
+  PendingSetup* FindSetup(uint32_t nic_id, Address peer);
+  size_t SetupsInFlight();
+  void SetupUp(uint32_t link_id, uint32_t nic_id);
+  void SetupFailed(uint32_t link_id, uint32_t nic_id, const absl::Status& why);
+  // True once `w` is settled: its link is up, or its setup failed.
+  bool Settle(NicState& nic, SetupWant& w);
+  // A reply to a request no call waits for any more (a LinkRequest's).
+  void OnReply(Message& m);
   static uint64_t Key(uint32_t link_id, uint32_t nic_id) {
     return (uint64_t{link_id} << 32) | nic_id;
   }
@@ -169,6 +224,7 @@ class SessionState {
   std::vector<std::shared_ptr<NicState>> nics_;
   // Links being set up or up, by (hsid link id, hsid nic id).
   absl::flat_hash_map<uint64_t, std::shared_ptr<LinkState>> links_;
+  std::vector<PendingSetup> setups_;
 };
 
 }  // namespace hsi::internal
