@@ -351,7 +351,8 @@ std::optional<NicListing> NicOf(AdminClient& a, const std::string& lpar) {
 TEST_F(AttackTest, NamesAndAddressesAreHeldForTheirOwnersAcrossARestart) {
   Hsid d(kSharedPolicy);
   ASSERT_TRUE(d.Start()) << d.log();
-  Report rv, stop;
+  Report rv, stop;  // `stop` tells the victim; `stop_attacker` the attacker
+  Report stop_attacker;
   Child victim([&] {
     absl::StatusOr<Session> s = Connect(d.socket(), "vic", /*reconnect=*/true);
     if (!s.ok()) return rv.Write("ERR " + s.status().ToString()), 1;
@@ -383,7 +384,7 @@ TEST_F(AttackTest, NamesAndAddressesAreHeldForTheirOwnersAcrossARestart) {
     ra.Write("attach .1: " + s->AttachNic(0xF0, Address(0x0AF00001)).status().ToString());
     absl::StatusOr<Nic> any = s->AttachNic(0xF0);
     ra.Write("attach any: " + (any.ok() ? any->address().ToString() : any.status().ToString()));
-    (void)stop.Read(absl::Seconds(60));
+    (void)stop_attacker.Read(absl::Seconds(60));
     ra.Write("attach .1 again: " + s->AttachNic(0xF0, Address(0x0AF00001)).status().ToString());
     return 0;
   });
@@ -409,8 +410,8 @@ TEST_F(AttackTest, NamesAndAddressesAreHeldForTheirOwnersAcrossARestart) {
   }
   ASSERT_TRUE(back.has_value()) << "the victim did not re-register: " << d.log();
   EXPECT_EQ(back->address.ToString(), "10.240.0.1");
-  stop.Write("stop");  // the victim
-  stop.Write("stop");  // the attacker
+  stop.Write("stop");
+  stop_attacker.Write("stop");
   const std::string again = ra.Read(absl::Seconds(10));
   EXPECT_THAT(again, HasSubstr("ALREADY_EXISTS"));
   EXPECT_THAT(again, HasSubstr("in use by LPAR \"vic\""));
