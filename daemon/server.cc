@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -33,6 +34,7 @@
 #include "hsi/doorbell.h"
 #include "hsi/fd.h"
 #include "hsi/ring.h"
+#include "hsi/segment.h"
 #include "internal/protocol.h"
 #include "internal/ring_layout.h"
 #include "internal/syscall.h"
@@ -63,6 +65,41 @@ uint64_t Tag(Kind k, uint64_t id) { return (uint64_t{k} << 56) | (id & ((uint64_
 
 void Log(const std::string& line) { std::fprintf(stderr, "hsid: %s\n", line.c_str()); }
 
+// hsid's mapping of a client's event page; unmapped with the client.
+class EventPage {
+ public:
+  EventPage() = default;
+  EventPage(const EventPage&) = delete;
+  EventPage& operator=(const EventPage&) = delete;
+  ~EventPage() {
+    if (word_ != nullptr) ::munmap(word_, wire::kEventPageSize);
+  }
+  // Creates the page and returns the fd for the client (sealed against new
+  // writers and resizing after hsid's own mapping is made).
+  absl::StatusOr<UniqueFd> Create() {
+    absl::StatusOr<UniqueFd> fd = hsi::Segment::CreateMemfd("hsi-events", wire::kEventPageSize);
+    if (!fd.ok()) return fd.status();
+    void* p = ::mmap(nullptr, wire::kEventPageSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd->get(), 0);
+    if (p == MAP_FAILED) return ErrnoStatus(errno, "mmap event page");
+    if (::fcntl(fd->get(), F_ADD_SEALS, F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) < 0) {
+      ::munmap(p, wire::kEventPageSize);
+      return ErrnoStatus(errno, "seal event page");
+    }
+    if (word_ != nullptr) ::munmap(word_, wire::kEventPageSize);
+    word_ = static_cast<uint64_t*>(p);
+    return fd;
+  }
+  bool valid() const { return word_ != nullptr; }
+  // Release pairs with the client's acquire load in MaybePump(): the event
+  // is on its socket before the word moves.
+  void Bump() {
+    if (word_ != nullptr) __atomic_fetch_add(word_, 1, __ATOMIC_RELEASE);
+  }
+
+ private:
+  uint64_t* word_ = nullptr;
+};
+
 struct Client {
   uint64_t id = 0;
   UniqueFd fd;
@@ -80,6 +117,11 @@ struct Client {
   bool closing = false;
   uint32_t in_flight = 0;  // link setups requested and not finished
   int sniff_chpid = -1;    // CHPID this client taps (hsi-dump), -1: none
+  // The client's event page (wire::kEventPageSize, mapped read-write here,
+  // sealed so that no one else can map it writable; the client maps it
+  // read-only): its first word counts the events sent to this client.
+  // hsid keeps the mapping only, no fd: a client costs hsid one fd.
+  EventPage events;
   // What any other client may be told of this one: its LPAR name, not its
   // pid or uid (issue 13: say only what the asker may know).
   std::string Public() const { return lpar.empty() ? std::string("a client with no LPAR") : absl::StrCat("LPAR \"", lpar, "\""); }
@@ -137,6 +179,10 @@ class ServerImpl : public Server {
   void OnClientOut(uint64_t id);
   void OnTimer();
   void CloseClient(Client& c, const std::string& why);
+  // Events (messages with request id 0) are counted in the client's event
+  // page once they are on its socket, so its data path sees them at once.
+  static bool IsEvent(const OutMessage& m);
+  static void Published(Client& c);
   // Answers a connection hsid will not serve with `why` and reads what the
   // client already sent, so that closing it does not reset the connection
   // before the client has read the answer (the caller closes it).
@@ -638,9 +684,19 @@ void ServerImpl::OnClientOut(uint64_t id) {
     }
     if (!*sent) return;
     Queued(c, -static_cast<ptrdiff_t>(c.out.front().bytes.size()));
+    if (IsEvent(c.out.front())) Published(c);
     c.out.pop_front();
   }
 }
+
+bool ServerImpl::IsEvent(const OutMessage& m) {
+  wire::MsgHeader h;
+  if (m.bytes.size() < sizeof(h)) return false;
+  std::memcpy(&h, m.bytes.data(), sizeof(h));
+  return h.request_id == 0;
+}
+
+void ServerImpl::Published(Client& c) { c.events.Bump(); }
 
 void ServerImpl::Send(Client& c, OutMessage m) {
   if (c.closing) return;
@@ -650,7 +706,10 @@ void ServerImpl::Send(Client& c, OutMessage m) {
       CloseClient(c, std::string(sent.status().message()));
       return;
     }
-    if (*sent) return;
+    if (*sent) {
+      if (IsEvent(m)) Published(c);
+      return;
+    }
   }
   if (c.out.size() >= kMaxQueued || c.out_bytes + m.bytes.size() > kMaxQueuedBytes) {
     CloseClient(c, absl::StrCat("not reading its control socket (", c.out.size(), " messages, ", c.out_bytes,
@@ -702,6 +761,7 @@ void ServerImpl::CloseClient(Client& c, const std::string& why) {
   // FlushClosing(), outside whatever handler found the problem.
   if (c.closing) return;
   c.closing = true;
+  Published(c);  // the client pumps and finds why (or EOF) at once
   if (!c.hello) --unclaimed_;
   Log(absl::StrCat(c.Who(), " gone: ", why));
   closing_.push_back(c.id);
@@ -1034,10 +1094,18 @@ void ServerImpl::OnClaim(Client& c, const Message& m) {
     c.hello_deadline = absl::InfiniteFuture();
     --unclaimed_;
   }
+  // A second (named) claim of a nameless connection gets a new page.
+  absl::StatusOr<UniqueFd> page_fd = c.events.Create();
+  if (!page_fd.ok()) {
+    return fail(absl::ResourceExhaustedError(absl::StrCat("claim: hsid cannot make the event page: ",
+                                                          page_fd.status().message())));
+  }
   wire::ClaimReply r = wire::Zeroed<wire::ClaimReply>();
   r.uid = c.uid;
   r.is_admin = c.admin ? 1 : 0;
-  Reply(c, m.request_id, r);
+  std::vector<UniqueFd> fds;
+  fds.push_back(std::move(*page_fd));
+  Send(c, wire::Encode(m.request_id, r, std::move(fds)));
 }
 
 void ServerImpl::OnAttach(Client& c, Message& m) {

@@ -93,6 +93,8 @@ SessionState::~SessionState() { Close(); }
 void SessionState::Close() {
   closed_ = true;
   ctl_.Reset();
+  events_ = nullptr;
+  event_page_ = Segment();
 }
 
 absl::Status SessionState::Open(bool reclaim) {
@@ -103,11 +105,25 @@ absl::Status SessionState::Open(bool reclaim) {
   SetName(req.lpar, opt_.lpar);
   req.flags = reclaim ? uint32_t{kClaimReclaim} : uint32_t{0};
   ClaimReply rep;
-  absl::Status s = Call(req, {}, &rep);
+  Message m;
+  absl::Status s = CallRaw(ClaimRequest::kType, &req, sizeof(req), {}, ClaimReply::kType, &m);
+  if (s.ok() && m.fds.size() == 1) {
+    absl::StatusOr<Segment> page = Segment::MapPeer(std::move(m.fds[0]), kEventPageSize);
+    if (page.ok()) {
+      event_page_ = std::move(*page);
+    } else {
+      s = absl::InternalError(absl::StrCat("hsid at ", path_, ": its event page is unusable: ", page.status().message()));
+    }
+  }
   if (!s.ok()) {
     ctl_.Reset();
     return s;
   }
+  rep = m.As<ClaimReply>();
+  events_ = static_cast<const uint64_t*>(event_page_.data());
+  // Everything hsid sent before this point is on the socket: the next
+  // Pump() reads it, and the word counts only what comes after.
+  seen_events_ = __atomic_load_n(events_, __ATOMIC_ACQUIRE);
   is_admin_ = rep.is_admin != 0;
   ever_connected_ = true;
   return absl::OkStatus();
@@ -141,7 +157,11 @@ absl::Status SessionState::CallRaw(MsgType type, const void* body, size_t size, 
     absl::StatusOr<std::optional<Message>> m = TryReceive(ctl_.get(), Direction::kToClient);
     if (!m.ok()) {
       Disconnected(m.status());
-      return absl::UnavailableError(absl::StrCat("hsid at ", path_, ": connection lost: ", m.status().message()));
+      // Out of fds here is ours to fix, not hsid's: keep the code.
+      const absl::StatusCode code = m.status().code() == absl::StatusCode::kResourceExhausted
+                                        ? absl::StatusCode::kResourceExhausted
+                                        : absl::StatusCode::kUnavailable;
+      return absl::Status(code, absl::StrCat("hsid at ", path_, ": connection lost: ", m.status().message()));
     }
     if (!m->has_value()) {
       const int ms = PollMs(reply_by);
@@ -184,6 +204,8 @@ absl::Status SessionState::CallRaw(MsgType type, const void* body, size_t size, 
 
 void SessionState::Disconnected(const absl::Status& why) {
   ctl_.Reset();
+  events_ = nullptr;
+  event_page_ = Segment();
   next_reconnect_ = absl::Now();
   backoff_ = absl::Milliseconds(10);
   // Out of fds locally is the caller's to fix, not hsid's: keep the code.
@@ -219,10 +241,16 @@ void SessionState::Pump() {
     }
     return;
   }
+  // Read before the socket: an event hsid sends meanwhile moves the word
+  // again. Only a drained socket settles it (at most 64 messages a call).
+  const uint64_t events = events_ != nullptr ? __atomic_load_n(events_, __ATOMIC_ACQUIRE) : 0;
   for (int i = 0; i < 64 && ctl_.valid(); ++i) {
     absl::StatusOr<std::optional<Message>> m = TryReceive(ctl_.get(), Direction::kToClient);
     if (!m.ok()) return Disconnected(m.status());
-    if (!m->has_value()) return;
+    if (!m->has_value()) {
+      seen_events_ = events;
+      return;
+    }
     if ((*m)->type == MsgType::kErrorReply) return Disconnected(FromWire((*m)->As<ErrorReply>().status));
     if ((*m)->request_id == 0) {
       HandleEvent(**m);
@@ -979,8 +1007,8 @@ void ArmAll(NicState& n, bool on) {
 absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wait& wait) {
   if (!nic_) return EmptyHandle("Nic::SendTo");
   NicState& n = *nic_;
+  session_->MaybePump();  // first: it may bring the NIC back up
   if (absl::Status s = NicUsable(n); !s.ok()) return s;
-  session_->MaybePump();
   if (payload.size() > n.info.mtu) {
     return absl::InvalidArgumentError(absl::StrCat("CHPID ", n.ChpidText(), ": frame ", n.info.address.ToString(), "->",
                                                    to.ToString(), " of ", payload.size(), " bytes exceeds the MTU ",
@@ -999,9 +1027,9 @@ absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wa
 absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wait) {
   if (!nic_) return EmptyHandle("Nic::Receive");
   NicState& n = *nic_;
+  session_->MaybePump();  // first: it may bring the NIC back up
   if (absl::Status s = NicUsable(n); !s.ok()) return s;
   if (n.peeked) Release();
-  session_->MaybePump();
   Received r;
   absl::Status st;
   bool got = false;
@@ -1040,6 +1068,7 @@ absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wa
 absl::StatusOr<FrameView> Nic::Peek(const Wait& wait) {
   if (!nic_) return EmptyHandle("Nic::Peek");
   NicState& n = *nic_;
+  session_->MaybePump();  // first: it may bring the NIC back up
   if (absl::Status s = NicUsable(n); !s.ok()) return s;
   if (n.peeked) {
     hsi::Frame f;
@@ -1074,6 +1103,7 @@ void Nic::Release() {
 absl::StatusOr<hsi::Link> Nic::Link(Address peer, const Wait& wait) {
   if (!nic_) return EmptyHandle("Nic::Link");
   NicState& n = *nic_;
+  session_->MaybePump();  // first: it may bring the NIC back up
   if (absl::Status s = NicUsable(n); !s.ok()) return s;
   if (!n.info.subnet.IsHost(peer)) {
     return absl::InvalidArgumentError(absl::StrCat("CHPID ", n.ChpidText(), ": ", peer.ToString(),
@@ -1153,6 +1183,7 @@ Address Link::local() const { return link_->local; }
 Address Link::peer() const { return link_->peer; }
 absl::Status Link::status() const {
   if (!link_) return EmptyHandle("Link::status");
+  session_->MaybePump();  // a link-down hsid already sent is seen here
   if (link_->down) return link_->down_status;
   if (!link_->rx.ok()) return link_->rx.status();
   return link_->tx.status();

@@ -705,15 +705,16 @@ TEST(FaultTest, ClientOutOfFdsGetsClearErrorsHsidServesOthers) {
     limit(0);
     absl::StatusOr<Session> s0 = Connect(d.socket(), "starved");
     rc.Write("connect " + s0.status().ToString());
-    // One free fd: the control socket, but no doorbell for a NIC.
-    limit(1);
+    // Two free fds: the control socket and hsid's event page, but no
+    // doorbell for a NIC.
+    limit(2);
     absl::StatusOr<Session> s = Connect(d.socket(), "starved");
     if (!s.ok()) return rc.Write("ERR " + s.status().ToString()), 1;
     absl::StatusOr<Nic> n0 = s->AttachNic(0xF0);
     rc.Write("attach " + n0.status().ToString());
-    // Room for the NIC doorbell (a socketpair, and the dup hsid gets), not
-    // for a link.
-    limit(4);
+    // Room for the NIC doorbell (a pipe, and the dup hsid gets), not for a
+    // link.
+    limit(5);
     absl::StatusOr<Nic> n = s->AttachNic(0xF0);
     if (!n.ok()) return rc.Write("ERR attach2 " + n.status().ToString()), 1;
     absl::StatusOr<Link> l = n->Link(*paddr);

@@ -38,6 +38,18 @@
 // SendTo() to it returns the same status. A later SendTo() to that address
 // asks hsid for a new link.
 //
+// Control events reach every call at once: hsid counts the events it sends
+// a session (a link-down, a NIC set down or up by an admin, a link offer)
+// in a word the session maps read-only, and every SendTo, Receive, Peek,
+// Link::Send/Receive/Peek and Link::status() loads it (one cache line) and
+// reads the control socket when it moved. So a process that only sends
+// learns of its peer's death on its first call after hsid has seen it
+// (kUnavailable), however long it waited between sends; a NIC set up
+// again by an admin is usable on the owner's next call, no Session::Poll()
+// needed. hsid's own death is not such an event (links keep working): a
+// blocking wait sees it at once, a busy loop within 65536 calls, and the
+// session then reconnects by itself.
+//
 // Readiness (epoll, io_uring): fd() is the NIC's doorbell (the wait end of a
 // split doorbell, hsi/doorbell.h: peers can ring it, not read it). Call
 // PrepareWait() before sleeping on it; it is then readable when a frame

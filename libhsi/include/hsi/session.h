@@ -95,8 +95,9 @@ class HSI_EXPORT Session {
 
   // Processes pending control traffic (link offers from peers, link-down
   // events, a reconnect that is due) without waiting. Receive/SendTo/Link
-  // do this themselves; call Poll() if the process may sit idle outside
-  // libhsi while peers link to it.
+  // do this themselves whenever hsid has sent an event (see nic.h, "Control
+  // events"); call Poll() if the process may sit idle outside libhsi while
+  // peers link to it.
   absl::Status Poll();
 
   // For an event loop that waits outside libhsi on Nic::fd() (epoll, an

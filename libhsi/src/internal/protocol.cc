@@ -343,7 +343,12 @@ absl::StatusOr<Message> Decode(absl::Span<const uint8_t> bytes,
   if (h.body_len != info->body_size) {
     return Bad(info->name, absl::StrCat("body is ", h.body_len, " bytes, expected ", info->body_size));
   }
-  if (fds.size() != info->fds) {
+  // A reply that refuses (its body starts with a non-OK status) carries no fds.
+  WireStatus st{};
+  const bool refusal = direction == Direction::kToClient && info->body_size >= sizeof(st) &&
+                       (std::memcpy(&st, bytes.data() + sizeof(h), sizeof(st)), st.code != 0) &&
+                       static_cast<MsgType>(h.type) != MsgType::kErrorReply && !IsEvent(static_cast<MsgType>(h.type));
+  if (fds.size() != info->fds && !(refusal && fds.empty())) {
     return Bad(info->name, absl::StrCat("carries ", fds.size(), " fds, expected ", info->fds));
   }
   const auto type = static_cast<MsgType>(h.type);

@@ -48,7 +48,13 @@ namespace hsi::internal {
 
 inline constexpr uint32_t kProtoMagic = 0x48534931;  // "HSI1"
 // 2: NIC doorbells are split (pipes), LinkClose, LinkDown reason 6.
-inline constexpr uint16_t kProtoVersion = 2;
+// 3: ClaimReply carries the client's event page; an error reply carries no fds.
+inline constexpr uint16_t kProtoVersion = 3;
+// The event page hsid hands each client with its ClaimReply: a sealed memfd
+// the client maps read-only, whose first 64-bit word hsid increments
+// (release) after each event (a message with request id 0) it has put on
+// that client's control socket. Only hsid writes it (invariant 1).
+inline constexpr size_t kEventPageSize = 4096;
 inline constexpr size_t kNameLen = 32;     // LPAR names, incl. the NUL
 inline constexpr size_t kTextLen = 448;    // status messages, incl. the NUL
 inline constexpr size_t kMaxFds = 2;       // most fds any message carries
@@ -123,7 +129,7 @@ struct ClaimRequest {
 };
 struct ClaimReply {
   static constexpr MsgType kType = MsgType::kClaimReply;
-  static constexpr size_t kFds = 0;
+  static constexpr size_t kFds = 1;  // the event page (kEventPageSize)
   WireStatus status;
   uint32_t uid;
   uint32_t is_admin;

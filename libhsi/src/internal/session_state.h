@@ -120,12 +120,22 @@ class SessionState {
 
   // Non-blocking: handles pending events; reconnects when one is due.
   void Pump();
-  // Cheap enough for every hot-path call: pumps every 1024th time.
-  // While hsid is away every call checks whether a reconnect is due, so
-  // that an owner reclaims its LPAR name and addresses as soon as hsid is
-  // back (it holds them only for reclaim_grace_ms); else every 1024th.
+  // Cheap enough for every hot-path call: one load of the event word that
+  // hsid publishes in a page only it writes (mapped read-only here; hsid
+  // bumps it after each event it has put on our control socket), so a
+  // link-down, a NIC set down or up, a redefined CHPID is seen on the very
+  // next call. Pumps when the word moved; while hsid is away, every call
+  // checks whether a reconnect is due (an owner reclaims its LPAR name and
+  // addresses as soon as hsid is back). hsid's own death is no event it can
+  // publish: a blocking wait sees it at once (the control socket is in its
+  // poll set), a busy loop within kLivenessCalls calls.
+  static constexpr uint32_t kLivenessCalls = 1u << 16;
   void MaybePump() {
-    if (!ctl_.valid() || (++tick_ & 1023) == 0) Pump();
+    if (events_ != nullptr && __atomic_load_n(events_, __ATOMIC_ACQUIRE) == seen_events_ &&
+        (++tick_ & (kLivenessCalls - 1)) != 0) {
+      return;
+    }
+    Pump();
   }
   absl::Status EnsureConnected();
 
@@ -217,6 +227,11 @@ class SessionState {
   bool is_admin_ = false;
   uint32_t next_request_ = 1;
   uint32_t tick_ = 0;
+  // hsid's event page (one 64-bit word, its count of events sent to us):
+  // acquire here pairs with hsid's release after it sent the event.
+  Segment event_page_;
+  const uint64_t* events_ = nullptr;  // nullptr while hsid is away
+  uint64_t seen_events_ = 0;
   bool in_reconnect_ = false;
   bool ever_connected_ = false;
   absl::Time next_reconnect_ = absl::InfinitePast();
