@@ -14,40 +14,46 @@
 
 namespace hsid {
 
-absl::Status SaveHeldState(const std::string& path, const HeldState& state) {
+absl::StatusOr<HeldState> StateFile::Open(const std::string& path) {
+  path_ = path;
+  fd_ = hsi::UniqueFd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd_.valid()) return hsi::internal::ErrnoStatus(errno, absl::StrCat("open ", path));
+  std::string text;
+  char buf[4096];
+  for (off_t at = 0;;) {
+    const ssize_t n = ::pread(fd_.get(), buf, sizeof(buf), at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return hsi::internal::ErrnoStatus(errno, absl::StrCat("read ", path));
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    at += n;
+    if (text.size() > (size_t{64} << 20)) return absl::InvalidArgumentError(absl::StrCat(path, ": larger than 64 MiB"));
+  }
+  return ParseHeldState(text, path);
+}
+
+absl::Status StateFile::Save(const HeldState& state) {
+  if (!fd_.valid()) return absl::FailedPreconditionError(absl::StrCat(path_, " is not open"));
   std::string text = "# hsid state: LPAR names and NIC addresses held for their owners after a restart\n";
   for (const auto& [name, uid] : state.lpars) absl::StrAppend(&text, "lpar ", name, " ", uid, "\n");
   for (const auto& [key, name] : state.nics) {
     absl::StrAppend(&text, "nic ", name, " ", key.first, " ", hsi::Address(key.second).ToString(), "\n");
   }
-  const std::string tmp = absl::StrCat(path, ".tmp");
-  ::unlink(tmp.c_str());
-  hsi::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!fd.valid()) return hsi::internal::ErrnoStatus(errno, absl::StrCat("create ", tmp));
-  for (size_t done = 0; done < text.size();) {
-    const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return hsi::internal::ErrnoStatus(errno, absl::StrCat("write ", tmp));
-    done += static_cast<size_t>(n);
+  text += "# end\n";
+  ssize_t n;
+  do {
+    n = ::pwrite(fd_.get(), text.data(), text.size(), 0);
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(text.size())) {
+    return hsi::internal::ErrnoStatus(n < 0 ? errno : EIO, absl::StrCat("write ", path_));
   }
-  if (::rename(tmp.c_str(), path.c_str()) < 0) return hsi::internal::ErrnoStatus(errno, absl::StrCat("rename to ", path));
+  if (::ftruncate(fd_.get(), static_cast<off_t>(text.size())) < 0) {
+    return hsi::internal::ErrnoStatus(errno, absl::StrCat("truncate ", path_));
+  }
   return absl::OkStatus();
 }
 
-absl::StatusOr<HeldState> LoadHeldState(const std::string& path) {
-  hsi::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd.valid() && errno == ENOENT) return absl::NotFoundError(absl::StrCat(path, ": no state file"));
-  if (!fd.valid()) return hsi::internal::ErrnoStatus(errno, absl::StrCat("open ", path));
-  std::string text;
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = ::read(fd.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return hsi::internal::ErrnoStatus(errno, absl::StrCat("read ", path));
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-    if (text.size() > (size_t{64} << 20)) return absl::InvalidArgumentError(absl::StrCat(path, ": larger than 64 MiB"));
-  }
+absl::StatusOr<HeldState> ParseHeldState(const std::string& text, const std::string& path) {
   HeldState st;
   int line_no = 0;
   // Splits on `sep` (absl::StrSplit into a vector trips GCC 12's
@@ -63,6 +69,7 @@ absl::StatusOr<HeldState> LoadHeldState(const std::string& path) {
   };
   for (absl::string_view line : split(text, '\n')) {
     ++line_no;
+    if (line == "# end") break;  // what follows is a longer, older save's tail
     if (line.empty() || line[0] == '#') continue;
     std::vector<absl::string_view> f = split(line, ' ');
     auto bad = [&](absl::string_view what) {

@@ -9,14 +9,14 @@
 // explicit attach took a streaming victim's address, a newcomer got a live
 // peer's address. So hsid keeps a small state file beside its socket
 // (`<socket>.state`, in the directory listen_socket.h has checked, mode
-// 0600): every claimed LPAR name with its uid, and every NIC's CHPID,
-// address and LPAR. A starting hsid reads it and, for `reclaim_grace_ms`,
+// 0600, kept open): every claimed LPAR name with its uid, and every NIC's
+// CHPID, address and LPAR. A starting hsid reads it and, for `reclaim_grace_ms`,
 // holds each name for its uid and each address for its LPAR: anyone else
 // asking for them is refused with kUnavailable saying for whom and how
 // long, and dynamic assignment skips them. An owner's reclaim releases its
-// hold at once; the rest expire with the grace. The file is rewritten
-// (write to a temporary, rename) after a change, at most once per event
-// loop turn; a missing or unreadable file holds nothing (logged).
+// hold at once; the rest expire with the grace. The file is rewritten in
+// place after a change, at most once per event loop turn; a missing or
+// unreadable file holds nothing (logged).
 //
 // Thread safety: none; hsid is single-threaded.
 #ifndef HSI_DAEMON_RECLAIM_H_
@@ -33,6 +33,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "hsi/address.h"
+#include "hsi/fd.h"
 
 namespace hsid {
 
@@ -42,11 +43,28 @@ struct HeldState {
   std::map<std::pair<uint32_t, uint32_t>, std::string> nics;  // (CHPID, address) -> LPAR
 };
 
-// Writes `state` to `path` (atomically: a temporary beside it, renamed).
-absl::Status SaveHeldState(const std::string& path, const HeldState& state);
-// Reads a state file; kNotFound if there is none, kInvalidArgument naming
-// the line for a malformed one.
-absl::StatusOr<HeldState> LoadHeldState(const std::string& path);
+// The state file, open for the daemon's life (one fd, so that hsid's fd
+// count does not blink with every save). Each save rewrites it in place
+// with one pwrite() ending in an "# end" line, then truncates: a reader
+// ignores anything after "# end", so a save cut short by SIGKILL leaves the
+// previous content or the new one, never a mix that parses.
+class StateFile {
+ public:
+  // Opens (creating it, 0600, no symlink followed) the file at `path` and
+  // reads what it holds: an empty state if it was empty or new,
+  // kInvalidArgument naming the line for a malformed one (the file stays
+  // open for saving either way: check fd_ok()).
+  absl::StatusOr<HeldState> Open(const std::string& path);
+  bool fd_ok() const { return fd_.valid(); }
+  absl::Status Save(const HeldState& state);
+
+ private:
+  std::string path_;
+  hsi::UniqueFd fd_;
+};
+
+// Parses a state file's text; `path` names it in errors.
+absl::StatusOr<HeldState> ParseHeldState(const std::string& text, const std::string& path);
 
 class ReclaimHolds {
  public:

@@ -294,7 +294,7 @@ class ServerImpl : public Server {
   // Names and addresses of the previous hsid's clients, held for them
   // (reclaim.h), and whether the state file needs writing.
   ReclaimHolds holds_;
-  std::string state_path_;
+  StateFile state_file_;
   bool state_dirty_ = false;
   void SaveState();
   std::vector<std::pair<uint64_t, Message>> deferred_;  // attaches waiting for recovery
@@ -337,19 +337,19 @@ absl::Status ServerImpl::Init() {
   if (!ls.ok()) return ls.status();
   listen_ = std::move(ls->fd);
   opt_.socket_path = ls->path;
-  state_path_ = absl::StrCat(ls->path, ".state");
-  if (absl::StatusOr<HeldState> held = LoadHeldState(state_path_); held.ok()) {
+  const std::string state_path = absl::StrCat(ls->path, ".state");
+  if (absl::StatusOr<HeldState> held = state_file_.Open(state_path); held.ok()) {
     if (!held->lpars.empty() || !held->nics.empty()) {
       const absl::Duration grace = absl::Milliseconds(config_.reclaim_grace_ms);
       Log(absl::StrCat("holding ", held->lpars.size(), " LPAR names and ", held->nics.size(),
                        " NIC addresses of the previous hsid for their owners for up to ",
-                       absl::FormatDuration(grace), " (", state_path_, ")"));
+                       absl::FormatDuration(grace), " (", state_path, ")"));
       holds_.Hold(std::move(*held), absl::Now() + grace);
     }
-  } else if (held.status().code() != absl::StatusCode::kNotFound) {
+  } else {
     Log(absl::StrCat("ignoring the state file: ", held.status().message()));
   }
-  state_dirty_ = true;  // the file describes this hsid's (empty) tables from now on
+  state_dirty_ = state_file_.fd_ok();  // it describes this hsid's (empty) tables from now on
   if (ls->stale) {
     // The previous hsid died without cleaning up: its clients will
     // re-register their NICs with their old addresses. Hold back dynamic
@@ -399,7 +399,7 @@ void ServerImpl::SaveState() {
     const Client* c = FindClient(n.client);
     if (c != nullptr && !c->lpar.empty()) st.nics[{n.chpid, n.address.value()}] = c->lpar;
   }
-  if (absl::Status s = SaveHeldState(state_path_, st); !s.ok()) Log(absl::StrCat("state file: ", s.message()));
+  if (absl::Status s = state_file_.Save(st); !s.ok()) Log(absl::StrCat("state file: ", s.message()));
 }
 
 io_uring_sqe* ServerImpl::Sqe() {
@@ -509,7 +509,7 @@ absl::Status ServerImpl::Run() {
     }
     for (auto& [id, c] : clients_) ArmClient(*c);
     ArmTimer();
-    if (state_dirty_) SaveState();
+    if (state_dirty_ && state_file_.fd_ok()) SaveState();
   }
   for (auto& [id, c] : clients_) ::shutdown(c->fd.get(), SHUT_RDWR);
   return absl::OkStatus();

@@ -1,6 +1,10 @@
 #include "hsi/ring.h"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <atomic>
 #include <cstring>
 #include <numeric>
@@ -210,10 +214,27 @@ TEST(RingTest, PeekTimesOutOnEmptyRingInEveryMode) {
   }
 }
 
+// True once thread `tid` of this process sleeps in a syscall (state S).
+bool Sleeping(pid_t tid) {
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/self/task/%d/stat", static_cast<int>(tid));
+  FILE* f = std::fopen(path, "r");
+  if (f == nullptr) return false;
+  char buf[512] = {};
+  const size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  const char* close = std::strrchr(buf, ')');  // "pid (comm) S ..."
+  return n > 0 && close != nullptr && close[1] == ' ' && close[2] == 'S';
+}
+
 TEST(RingTest, BlockedConsumerIsWokenOnceBySend) {
   Link l = MakeLink({4096, 256});
+  const pid_t consumer = static_cast<pid_t>(::syscall(SYS_gettid));
   std::thread t([&] {
-    absl::SleepFor(absl::Milliseconds(30));
+    // Send once the consumer sleeps: it has armed its wake-up flag by then.
+    for (const absl::Time deadline = absl::Now() + absl::Seconds(10); !Sleeping(consumer) && absl::Now() < deadline;) {
+      std::this_thread::yield();
+    }
     uint8_t x = 42;
     ASSERT_TRUE(l.a.tx().TrySend({&x, 1}));
   });
