@@ -63,4 +63,14 @@ function(hsi_program)
     endif()
     install(TARGETS ${P_NAME} RUNTIME DESTINATION ${dest} COMPONENT ${comp})
   endif()
+  hsi_help_test(${P_NAME})
+endfunction()
+
+# Every program's --help prints its usage on stdout and exits 0.
+function(hsi_help_test name)
+  if(HSI_BUILD_TESTS)
+    add_test(NAME ${name}_help_exits_zero
+             COMMAND sh -c "out=$(\"$0\" --help) && [ -n \"$out\" ]" $<TARGET_FILE:${name}>)
+    set_tests_properties(${name}_help_exits_zero PROPERTIES LABELS "tools;unit" TIMEOUT 30)
+  endif()
 endfunction()

@@ -27,11 +27,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <iostream>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/internal/program_name.h"
+#include "absl/flags/internal/usage.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
@@ -271,6 +274,15 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "hsi-lpar-demo: two LPAR processes exchange frames through a running hsid and print the round trip "
       "beside loopback TCP.\nUsage: hsi-lpar-demo [--socket PATH] [--frames N] [--round_trips N] [--setups N]");
+  // --help asks for this text: stdout, exit 0 (absl's --help exits 1).
+  for (int i = 1; i < argc && absl::string_view(argv[i]) != "--"; ++i) {
+    if (absl::string_view(argv[i]) == "--help" || absl::string_view(argv[i]) == "-h") {
+      absl::flags_internal::SetProgramInvocationName("hsi-lpar-demo");
+      absl::flags_internal::FlagsHelp(std::cout, "lpar_demo", absl::flags_internal::HelpFormat::kHumanReadable,
+                                      absl::ProgramUsageMessage());
+      return 0;
+    }
+  }
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) {
     std::fprintf(stderr, "hsi-lpar-demo: unexpected argument '%s' (try --help)\n", rest[1]);

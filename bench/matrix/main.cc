@@ -37,6 +37,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <new>
 #include <set>
@@ -44,6 +45,8 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/internal/program_name.h"
+#include "absl/flags/internal/usage.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
@@ -1102,6 +1105,18 @@ int main(int argc, char** argv) {
   uc.contains_help_flags = [](absl::string_view f) { return absl::StrContains(f, "matrix"); };
   uc.contains_helpshort_flags = uc.contains_help_flags;
   absl::SetFlagsUsageConfig(uc);
+  // --help is a request, not an error: the usage and the flags on stdout,
+  // exit 0 (absl's own --help exits 1).
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view a = argv[i];
+    if (a == "--") break;
+    if (a == "-h" || a == "--help" || a == "--helpfull") {
+      absl::flags_internal::SetProgramInvocationName("hsi-bench");
+      absl::flags_internal::FlagsHelp(std::cout, "matrix", absl::flags_internal::HelpFormat::kHumanReadable,
+                                      absl::ProgramUsageMessage());
+      return 0;
+    }
+  }
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) {
     std::fprintf(stderr, "hsi-bench: unexpected argument '%s' (see --help)\n", rest[1]);
