@@ -124,10 +124,13 @@ class HSI_EXPORT Link {
   // sizes), kDeadlineExceeded, kUnavailable after the last frame of a peer
   // that is gone.
   absl::StatusOr<size_t> Receive(absl::Span<uint8_t> buffer, const Wait& wait = Wait());
-  // Zero-copy: the next frame in place, until Release().
+  // Zero-copy: the next frame in place, until Release(). A second Peek
+  // without Release() returns the same frame; a Receive consumes it.
   absl::StatusOr<absl::Span<const uint8_t>> Peek(const Wait& wait = Wait());
   void Release();
 
+  // The link's two addresses; Address() (0.0.0.0) on a default-constructed
+  // or moved-from handle.
   Address local() const;
   Address peer() const;
   // OK while the link is up; the reason once it is down.
@@ -190,7 +193,8 @@ class HSI_EXPORT Nic {
   // take such a frame or stop at kResourceExhausted, or it never ends.
   absl::StatusOr<Received> Receive(absl::Span<uint8_t> buffer, const Wait& wait = Wait());
   // Zero-copy receive: the frame stays in the peer's read-only segment
-  // until Release() (or the next Peek/Receive).
+  // until Release() (or the next Peek/Receive). A second Peek without
+  // Release() returns the same frame again.
   absl::StatusOr<FrameView> Peek(const Wait& wait = Wait());
   void Release();
 
@@ -199,7 +203,9 @@ class HSI_EXPORT Nic {
   // SendTo's for a new link.
   absl::StatusOr<hsi::Link> Link(Address peer, const Wait& wait = Wait());
 
-  // The NIC's doorbell (a socket), for epoll/io_uring readiness (POLLIN).
+  // The NIC's doorbell, for epoll/io_uring readiness (POLLIN): the read end
+  // of its split doorbell, a pipe only this process can read (hsid and the
+  // NIC's peers hold the write end).
   int fd() const;
   // Processes control events, clears the doorbell and arms every link to
   // ring it. Returns true if a frame or a status is already waiting (do

@@ -204,9 +204,10 @@ class HSI_EXPORT RingConsumer {
   RingConsumer(RingConsumer&&) = default;
   RingConsumer& operator=(RingConsumer&&) = default;
 
-  // Returns true and fills `*frame` with the next frame (the same one again
-  // until Release()), or false if none is there or the ring is BROKEN
-  // (check status()).
+  // Returns true and fills `*frame` with the next frame, or false if none is
+  // there or the ring is BROKEN (check status()). A second TryPeek/Peek
+  // without Release() returns the same frame again (same bytes, same
+  // place): nothing is consumed until Release().
   bool TryPeek(Frame* frame);
   // As TryPeek, waiting as `wait` says. kDeadlineExceeded, or the BROKEN
   // status.
@@ -231,6 +232,8 @@ class HSI_EXPORT RingConsumer {
   // Copying receive into `buffer`: the frame's length, kUnavailable with an
   // empty message if no frame is waiting, kResourceExhausted if `buffer` is
   // too small (the frame stays in the ring), or the BROKEN status.
+  // (Here kUnavailable means "nothing yet, try again"; at the session level,
+  // hsi/nic.h, kUnavailable means the peer or the NIC is gone.)
   absl::StatusOr<size_t> TryReceive(absl::Span<uint8_t> buffer,
                                     uint16_t* type = nullptr);
   // As TryReceive, waiting as `wait` says.

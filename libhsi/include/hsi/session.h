@@ -10,7 +10,12 @@
 // (10 ms doubling to 100 ms) from inside the calls that use the session
 // (Receive, SendTo, Link, Poll, ...), re-claims the LPAR, re-attaches every
 // NIC with the same address and re-registers every live link, so that hsid
-// rebuilds its tables from its clients.
+// rebuilds its tables from its clients. A restarted hsid holds the LPAR
+// names and NIC addresses its predecessor had for their owners for
+// `reclaim_grace_ms` of its config (default 10 s; hsid(8)), and a
+// re-registered link waits that long for its other end: a session that
+// comes back within it gets its name, addresses and links again; one that
+// comes later may find them taken (its calls then say so).
 //
 // Socket discovery: SessionOptions::socket_path, else $HSI_SOCKET, else
 // /run/hsi/hsid.sock for root and $XDG_RUNTIME_DIR/hsi/hsid.sock otherwise.
