@@ -335,6 +335,121 @@ absl::Status CheckTomlText(const std::string& text, const std::string& source) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The [hsid] table `h` into `config`.
+absl::Status ParseHsid(const Reader& r, const toml::value& h, Config& config) {
+  if (!h.is_table()) return r.Error("hsid", &h, "must be a table");
+  if (absl::Status s = r.OnlyKeys("hsid.", h, {"admin_uids", "admin_gids", "max_in_flight", "hello_timeout_ms",
+                                                   "max_unclaimed_per_uid", "max_connections_per_uid",
+                                                   "max_connections", "max_queued_bytes_per_uid",
+                                                   "max_queued_bytes", "reclaim_grace_ms"});
+      !s.ok()) {
+    return s;
+  }
+  const auto& ht = h.as_table();
+  if (auto i = ht.find("admin_uids"); i != ht.end()) HSI_ASSIGN(config.admin_uids, r.Ids("hsid.admin_uids", i->second));
+  if (auto i = ht.find("admin_gids"); i != ht.end()) HSI_ASSIGN(config.admin_gids, r.Ids("hsid.admin_gids", i->second));
+  // Limits: each a positive integer up to its maximum (sizes also "16M").
+  struct Limit {
+    const char* key;
+    uint64_t* value;
+    uint64_t max;
+    bool size;
+  };
+  uint64_t in_flight = config.max_in_flight, hello = config.hello_timeout_ms,
+           unclaimed = config.max_unclaimed_per_uid, conns_uid = config.max_connections_per_uid,
+           conns = config.max_connections, grace = config.reclaim_grace_ms;
+  const Limit limits[] = {
+      {"max_in_flight", &in_flight, 4096, false},
+      {"hello_timeout_ms", &hello, 3600 * 1000, false},
+      {"max_unclaimed_per_uid", &unclaimed, 65536, false},
+      {"max_connections_per_uid", &conns_uid, 1 << 20, false},
+      {"max_connections", &conns, 1 << 20, false},
+      {"max_queued_bytes_per_uid", &config.max_queued_bytes_per_uid, uint64_t{1} << 40, true},
+      {"max_queued_bytes", &config.max_queued_bytes, uint64_t{1} << 40, true},
+      {"reclaim_grace_ms", &grace, 3600 * 1000, false},
+  };
+  for (const Limit& l : limits) {
+    auto i = ht.find(l.key);
+    if (i == ht.end()) continue;
+    const std::string key = absl::StrCat("hsid.", l.key);
+    HSI_ASSIGN(*l.value, l.size ? r.Size(key, i->second) : r.Integer(key, i->second, l.max));
+    if (*l.value == 0) return r.Error(key, &i->second, "must be at least 1");
+    if (*l.value > l.max) return r.Error(key, &i->second, absl::StrCat("must be at most ", l.max));
+  }
+  config.max_in_flight = static_cast<uint32_t>(in_flight);
+  config.hello_timeout_ms = static_cast<uint32_t>(hello);
+  config.max_unclaimed_per_uid = static_cast<uint32_t>(unclaimed);
+  config.max_connections_per_uid = static_cast<uint32_t>(conns_uid);
+  config.max_connections = static_cast<uint32_t>(conns);
+  config.reclaim_grace_ms = static_cast<uint32_t>(grace);
+  if (config.max_queued_bytes < config.max_queued_bytes_per_uid) {
+    auto i = ht.find("max_queued_bytes");
+    return r.Error("hsid.max_queued_bytes", i == ht.end() ? nullptr : &i->second,
+                   absl::StrCat(config.max_queued_bytes, " must be at least max_queued_bytes_per_uid (",
+                                config.max_queued_bytes_per_uid, ")"));
+  }
+  return absl::OkStatus();
+}
+
+// Calls `each(at, t)` for every table `t` of the array of tables `v` under
+// `key` ("chpid": [[chpid]]), `at` naming it ("chpid[0]"); stops at the
+// first error.
+template <typename Each>
+absl::Status ForEachTable(const Reader& r, const char* key, const toml::value& v, Each each) {
+  if (!v.is_array()) return r.Error(key, &v, absl::StrCat("must be an array of tables ([[", key, "]])"));
+  size_t i = 0;
+  for (const toml::value& t : v.as_array()) {
+    if (absl::Status s = each(absl::StrCat(key, "[", i++, "]"), t); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+// The [[chpid]] array `v` into `config`.
+absl::Status ParseChpids(const Reader& r, const toml::value& v, Config& config) {
+  return ForEachTable(r, "chpid", v, [&](const std::string& at, const toml::value& t) -> absl::Status {
+    ChpidConfig c;
+    HSI_ASSIGN(c, ParseChpid(r, at, t));
+    if (absl::Status s = ValidateChpid(c, config); !s.ok()) return r.Error(at, &t, std::string(s.message()));
+    config.chpids[c.id] = std::move(c);
+    return absl::OkStatus();
+  });
+}
+
+// The [[lpar]] array `v` into `config` (after its CHPIDs).
+absl::Status ParseLpars(const Reader& r, const toml::value& v, Config& config) {
+  return ForEachTable(r, "lpar", v, [&](const std::string& at, const toml::value& t) -> absl::Status {
+    LparConfig l;
+    HSI_ASSIGN(l, ParseLpar(r, at, t));
+    for (const LparConfig& o : config.lpars) {
+      if (o.name == l.name) return r.Error(at + ".name", &t, absl::StrCat("LPAR \"", l.name, "\" is defined twice"));
+    }
+    for (const auto& [chpid, addr] : l.addresses) {
+      auto c = config.chpids.find(chpid);
+      if (c == config.chpids.end()) {
+        return r.Error(absl::StrCat(at, ".addresses.", ChpidName(chpid)), &t, "no such CHPID is defined");
+      }
+      if (!c->second.subnet.IsHost(addr)) {
+        return r.Error(absl::StrCat(at, ".addresses.", ChpidName(chpid)), &t,
+                       absl::StrCat(addr.ToString(), " is not a host address of subnet ",
+                                    c->second.subnet.ToString()));
+      }
+      for (const LparConfig& o : config.lpars) {
+        auto a = o.addresses.find(chpid);
+        if (a != o.addresses.end() && a->second == addr) {
+          return r.Error(absl::StrCat(at, ".addresses.", ChpidName(chpid)), &t,
+                         absl::StrCat(addr.ToString(), " is already LPAR \"", o.name, "\"'s"));
+        }
+      }
+    }
+    config.lpars.push_back(std::move(l));
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace
+
 absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& source, uint32_t self_uid) {
   Reader r(source, self_uid);
   if (absl::Status s = CheckTomlText(text, source); !s.ok()) return s;
@@ -350,100 +465,13 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   if (absl::Status s = r.OnlyKeys("", root, {"hsid", "chpid", "lpar"}); !s.ok()) return s;
   const auto& tab = root.as_table();
   if (auto it = tab.find("hsid"); it != tab.end()) {
-    const toml::value& h = it->second;
-    if (!h.is_table()) return r.Error("hsid", &h, "must be a table");
-    if (absl::Status s = r.OnlyKeys("hsid.", h, {"admin_uids", "admin_gids", "max_in_flight", "hello_timeout_ms",
-                                                     "max_unclaimed_per_uid", "max_connections_per_uid",
-                                                     "max_connections", "max_queued_bytes_per_uid",
-                                                     "max_queued_bytes", "reclaim_grace_ms"});
-        !s.ok()) {
-      return s;
-    }
-    const auto& ht = h.as_table();
-    if (auto i = ht.find("admin_uids"); i != ht.end()) HSI_ASSIGN(config.admin_uids, r.Ids("hsid.admin_uids", i->second));
-    if (auto i = ht.find("admin_gids"); i != ht.end()) HSI_ASSIGN(config.admin_gids, r.Ids("hsid.admin_gids", i->second));
-    // Limits: each a positive integer up to its maximum (sizes also "16M").
-    struct Limit {
-      const char* key;
-      uint64_t* value;
-      uint64_t max;
-      bool size;
-    };
-    uint64_t in_flight = config.max_in_flight, hello = config.hello_timeout_ms,
-             unclaimed = config.max_unclaimed_per_uid, conns_uid = config.max_connections_per_uid,
-             conns = config.max_connections, grace = config.reclaim_grace_ms;
-    const Limit limits[] = {
-        {"max_in_flight", &in_flight, 4096, false},
-        {"hello_timeout_ms", &hello, 3600 * 1000, false},
-        {"max_unclaimed_per_uid", &unclaimed, 65536, false},
-        {"max_connections_per_uid", &conns_uid, 1 << 20, false},
-        {"max_connections", &conns, 1 << 20, false},
-        {"max_queued_bytes_per_uid", &config.max_queued_bytes_per_uid, uint64_t{1} << 40, true},
-        {"max_queued_bytes", &config.max_queued_bytes, uint64_t{1} << 40, true},
-        {"reclaim_grace_ms", &grace, 3600 * 1000, false},
-    };
-    for (const Limit& l : limits) {
-      auto i = ht.find(l.key);
-      if (i == ht.end()) continue;
-      const std::string key = absl::StrCat("hsid.", l.key);
-      HSI_ASSIGN(*l.value, l.size ? r.Size(key, i->second) : r.Integer(key, i->second, l.max));
-      if (*l.value == 0) return r.Error(key, &i->second, "must be at least 1");
-      if (*l.value > l.max) return r.Error(key, &i->second, absl::StrCat("must be at most ", l.max));
-    }
-    config.max_in_flight = static_cast<uint32_t>(in_flight);
-    config.hello_timeout_ms = static_cast<uint32_t>(hello);
-    config.max_unclaimed_per_uid = static_cast<uint32_t>(unclaimed);
-    config.max_connections_per_uid = static_cast<uint32_t>(conns_uid);
-    config.max_connections = static_cast<uint32_t>(conns);
-    config.reclaim_grace_ms = static_cast<uint32_t>(grace);
-    if (config.max_queued_bytes < config.max_queued_bytes_per_uid) {
-      auto i = ht.find("max_queued_bytes");
-      return r.Error("hsid.max_queued_bytes", i == ht.end() ? nullptr : &i->second,
-                     absl::StrCat(config.max_queued_bytes, " must be at least max_queued_bytes_per_uid (",
-                                  config.max_queued_bytes_per_uid, ")"));
-    }
+    if (absl::Status s = ParseHsid(r, it->second, config); !s.ok()) return s;
   }
   if (auto it = tab.find("chpid"); it != tab.end()) {
-    if (!it->second.is_array()) return r.Error("chpid", &it->second, "must be an array of tables ([[chpid]])");
-    size_t i = 0;
-    for (const toml::value& t : it->second.as_array()) {
-      const std::string at = absl::StrCat("chpid[", i++, "]");
-      ChpidConfig c;
-      HSI_ASSIGN(c, ParseChpid(r, at, t));
-      if (absl::Status s = ValidateChpid(c, config); !s.ok()) return r.Error(at, &t, std::string(s.message()));
-      config.chpids[c.id] = std::move(c);
-    }
+    if (absl::Status s = ParseChpids(r, it->second, config); !s.ok()) return s;
   }
   if (auto it = tab.find("lpar"); it != tab.end()) {
-    if (!it->second.is_array()) return r.Error("lpar", &it->second, "must be an array of tables ([[lpar]])");
-    size_t i = 0;
-    for (const toml::value& t : it->second.as_array()) {
-      const std::string at = absl::StrCat("lpar[", i++, "]");
-      LparConfig l;
-      HSI_ASSIGN(l, ParseLpar(r, at, t));
-      for (const LparConfig& o : config.lpars) {
-        if (o.name == l.name) return r.Error(at + ".name", &t, absl::StrCat("LPAR \"", l.name, "\" is defined twice"));
-      }
-      for (const auto& [chpid, addr] : l.addresses) {
-        auto c = config.chpids.find(chpid);
-        if (c == config.chpids.end()) {
-          return r.Error(absl::StrCat(at, ".addresses.", ChpidName(chpid)), &t, "no such CHPID is defined");
-        }
-        if (!c->second.subnet.IsHost(addr)) {
-          return r.Error(absl::StrCat(at, ".addresses.", ChpidName(chpid)), &t,
-                         absl::StrCat(addr.ToString(), " is not a host address of subnet ",
-                                      c->second.subnet.ToString()));
-        }
-        for (const LparConfig& o : config.lpars) {
-          auto a = o.addresses.find(chpid);
-          if (a != o.addresses.end() && a->second == addr) {
-            return r.Error(absl::StrCat(at, ".addresses.", ChpidName(chpid)), &t,
-                           absl::StrCat(addr.ToString(), " is already LPAR \"", o.name, "\"'s"));
-          }
-        }
-      }
-      config.lpars.push_back(std::move(l));
-    }
+    if (absl::Status s = ParseLpars(r, it->second, config); !s.ok()) return s;
   }
   return config;
 }
