@@ -426,7 +426,6 @@ TEST_F(IfdTest, NonIpFramesFromANativePeerAreDroppedAndCounted) {
   ASSERT_TRUE(session.ok()) << session.status();
   auto nic = session->AttachNic(0xF0);
   ASSERT_TRUE(nic.ok()) << nic.status();
-  const auto before = Shell("ip -n " + a_->name() + " -s -j link show dev hsi0");
   const uint8_t garbage[] = {'n', 'o', 't', ' ', 'I', 'P', 0x45, 0};
   const uint8_t short_v4[] = {0x45, 0, 0, 99, 0, 0, 0, 0, 64, 1, 0, 0, 10, 240, 0, 9, 10, 240, 0, 1};  // length 99 != 20
   ASSERT_TRUE(nic->SendTo(*hsi::Address::Parse(kA), garbage, hsi::Wait::Adaptive(absl::Now() + absl::Seconds(5))).ok());
@@ -436,12 +435,11 @@ TEST_F(IfdTest, NonIpFramesFromANativePeerAreDroppedAndCounted) {
     const std::string log = ifd_a_->log();
     return absl::StrContains(log, "dropped a 8-byte frame") && absl::StrContains(log, "dropped a 20-byte frame");
   })) << ifd_a_->log();
-  // The interface still works, and the kernel saw none of it.
+  // The interface still works.
   const Result r = a_->Exec(absl::StrCat("ping -c 1 -W 2 ", kB));
   EXPECT_TRUE(r.ok()) << r.out;
   EXPECT_EQ(ifd_a_->Stop(SIGTERM), 0);
   EXPECT_TRUE(absl::StrContains(ifd_a_->log(), "rx_not_ip 2 ")) << ifd_a_->log();
-  (void)before;
 }
 
 // --- errors: a clear message, non-zero exit, nothing left behind ---------
