@@ -200,9 +200,9 @@ class IfdTest : public ::testing::Test {
   static bool Exists(const Netns& ns) { return Shell("ip -n " + ns.name() + " link show dev hsi0").ok(); }
 
   // Both interfaces up (hsi-ifd A in a_, B in b_).
-  void StartBoth() {
-    ifd_a_ = StartIfd(*a_, "A", kA);
-    ifd_b_ = StartIfd(*b_, "B", kB);
+  void StartBoth(std::vector<std::string> extra = {}) {
+    ifd_a_ = StartIfd(*a_, "A", kA, extra);
+    ifd_b_ = StartIfd(*b_, "B", kB, extra);
     ASSERT_TRUE(Eventually([&] { return Up(*a_, kA) || !ifd_a_->running(); }) && Up(*a_, kA)) << ifd_a_->log();
     ASSERT_TRUE(Eventually([&] { return Up(*b_, kB) || !ifd_b_->running(); }) && Up(*b_, kB)) << ifd_b_->log();
   }
@@ -230,6 +230,24 @@ TEST_F(IfdTest, PingBothWays) {
   EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ifd_a_->log() << ifd_b_->log();
   r = b_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 2 ", kA));
   EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ifd_a_->log() << ifd_b_->log();
+}
+
+TEST_F(IfdTest, PingWithWaitBlock) {
+  StartBoth({"--wait", "block"});
+  const Result r = a_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 2 ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ifd_a_->log() << ifd_b_->log();
+  EXPECT_TRUE(absl::StrContains(ifd_a_->log(), "wait block")) << ifd_a_->log();
+}
+
+TEST_F(IfdTest, BroadcastReachesThePeer) {
+  StartBoth();
+  ASSERT_TRUE(b_->Exec("sysctl -qw net.ipv4.icmp_echo_ignore_broadcasts=0").ok());
+  // To the subnet's broadcast address: ff:ff:ff:ff:ff:ff on the device, the
+  // CHPID's broadcast on the ring; B answers by unicast.
+  const Result r = a_->Exec("ping -b -c 2 -i 0.2 -W 2 10.240.0.255");
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "from 10.240.0.2")) << r.out << ifd_a_->log() << ifd_b_->log();
+  EXPECT_EQ(ifd_a_->Stop(SIGTERM), 0);
+  EXPECT_FALSE(absl::StrContains(ifd_a_->log(), "(0 broadcast)")) << ifd_a_->log();
 }
 
 TEST_F(IfdTest, LargePacketsUpToTheMtuWithoutFragmentation) {
