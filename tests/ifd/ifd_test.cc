@@ -250,6 +250,20 @@ TEST_F(IfdTest, BroadcastReachesThePeer) {
   EXPECT_FALSE(absl::StrContains(ifd_a_->log(), "(0 broadcast)")) << ifd_a_->log();
 }
 
+TEST_F(IfdTest, Ipv6NeighbourDiscoveryAndPing) {
+  StartBoth();
+  // The kernel's link-local address from MAC 02:00:0a:f0:00:02 (EUI-64);
+  // neighbour discovery crosses the CHPID as IPv6 multicast.
+  for (const Netns* ns : {a_.get(), b_.get()}) {
+    ASSERT_TRUE(Eventually([&] {
+      const Result r = Shell("ip -n " + ns->name() + " -6 addr show dev hsi0");
+      return r.ok() && absl::StrContains(r.out, "fe80::") && !absl::StrContains(r.out, "tentative");
+    })) << "link-local address of hsi0 in " << ns->name() << " stayed tentative";
+  }
+  const Result r = a_->Exec("ping -6 -c 3 -i 0.2 -W 2 fe80::aff:fef0:2%hsi0");
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ifd_a_->log() << ifd_b_->log();
+}
+
 TEST_F(IfdTest, LargePacketsUpToTheMtuWithoutFragmentation) {
   StartBoth();
   // 6000 + 8 (ICMP) + 20 (IP) fits the 8K MTU: one frame each way.
