@@ -17,6 +17,7 @@ PACKAGES=(
   nlohmann-json3-dev                             # --json output of the tools
   clang libclang-rt-14-dev                       # libFuzzer, sanitizer runtimes
   tshark                                         # tests read hsi-dump's pcap files
+  iperf3 iputils-ping iproute2                   # hsi-ifd tests: ping, TCP transfer, ip netns
   gnuplot-nox                                    # hsi-bench draws its PNG plots
   iceoryx                                        # iox-roudi, the broker hsi-bench starts for iceoryx
   libiceoryx-posh-dev libiceoryx-hoofs-dev       # iceoryx C++ API: a transport in hsi-bench

@@ -1,0 +1,557 @@
+// hsi-ifd end to end with real programs (issue 16): a private hsid, two
+// network namespaces made by the test (unique names, always deleted), one
+// hsi-ifd per namespace on CHPID F0 (16K MFS: MTU 8K), and ping, iperf3 and
+// ip run inside the namespaces. Every process the test starts is killed
+// and reaped, and every namespace deleted, even when an assertion fails.
+// Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for setns) and /dev/net/tun:
+// without them each test skips and says why.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "hsi/admin.h"
+#include "hsi/nic.h"
+#include "hsi/session.h"
+#include "hsid_util.h"
+#include "nlohmann/json.hpp"
+
+namespace {
+
+using hsi::testing::Hsid;
+
+// Runs a shell command; returns its exit status and (stdout + stderr, or
+// stdout only) output.
+struct Result {
+  int status = -1;
+  std::string out;
+  bool ok() const { return status == 0; }
+};
+Result Shell(const std::string& cmd, bool with_stderr = true) {
+  Result r;
+  FILE* p = ::popen((cmd + (with_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+  const int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+
+bool Have(const std::string& program) { return Shell("command -v " + program + " >/dev/null").ok(); }
+
+// Why this machine cannot run the tests, or "".
+std::string MissingPrerequisite() {
+  if (::geteuid() != 0) return "needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN for setns into a namespace)";
+  const int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return absl::StrCat("cannot open /dev/net/tun: ", std::strerror(errno));
+  ::close(fd);
+  for (const char* p : {"ip", "ping"}) {
+    if (!Have(p)) return absl::StrCat("'", p, "' is not installed (packaging/setup.sh installs it)");
+  }
+  return "";
+}
+
+// A network namespace with a unique name; deleted by the destructor.
+class Netns {
+ public:
+  Netns() {
+    static std::atomic<int> n{0};
+    name_ = absl::StrCat("hsiifd-", ::getpid(), "-", n++);
+    made_ = Shell("ip netns add " + name_).ok();
+    if (made_) Shell("ip -n " + name_ + " link set lo up");
+  }
+  ~Netns() {
+    if (made_ && !Shell("ip netns del " + name_).ok()) std::fprintf(stderr, "could not delete netns %s\n", name_.c_str());
+  }
+  Netns(const Netns&) = delete;
+  Netns& operator=(const Netns&) = delete;
+  bool made() const { return made_; }
+  const std::string& name() const { return name_; }
+  // `cmd` run inside the namespace.
+  Result Exec(const std::string& cmd, bool with_stderr = true) const {
+    return Shell("ip netns exec " + name_ + " " + cmd, with_stderr);
+  }
+
+ private:
+  std::string name_;
+  bool made_ = false;
+};
+
+// A program run in the background with stdout and stderr to a log file;
+// the destructor kills (SIGKILL) and reaps it.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, std::string log) : log_(std::move(log)) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      std::vector<char*> a;
+      for (auto& s : argv) a.push_back(s.data());
+      a.push_back(nullptr);
+      ::execvp(a[0], a.data());
+      ::_exit(127);
+    }
+  }
+  ~Process() { Stop(SIGKILL); }
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  // Sends `sig` and reaps; the wait status, or -1 if not running.
+  int Stop(int sig) {
+    if (pid_ <= 0) return -1;
+    ::kill(pid_, sig);
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+    return status;
+  }
+  // The wait status once it exits by itself within `timeout`, else -1.
+  int WaitExit(absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (pid_ > 0 && absl::Now() < deadline) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return status;
+      }
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return -1;
+  }
+  bool running() const { return pid_ > 0; }
+  std::string log() const {
+    std::ifstream in(log_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::string log_;
+};
+
+// Polls `cond` every few ms until it holds or `timeout` passes.
+template <typename F>
+bool Eventually(F cond, absl::Duration timeout = absl::Seconds(10)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  do {
+    if (cond()) return true;
+    absl::SleepFor(absl::Milliseconds(10));
+  } while (absl::Now() < deadline);
+  return cond();
+}
+
+constexpr char kA[] = "10.240.0.1";
+constexpr char kB[] = "10.240.0.2";
+
+class IfdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string missing = MissingPrerequisite();
+    if (!missing.empty()) GTEST_SKIP() << missing;
+    ASSERT_TRUE(hsid_.Start()) << hsid_.log();
+    a_ = std::make_unique<Netns>();
+    b_ = std::make_unique<Netns>();
+    ASSERT_TRUE(a_->made() && b_->made()) << "ip netns add failed";
+  }
+
+  std::unique_ptr<Process> StartIfd(const Netns& ns, const std::string& lpar, const std::string& address,
+                                    std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {HSI_IFD_PATH, "--lpar", lpar,   "--chpid",  "F0",  "--netns",
+                                     ns.name(),    "--socket", hsid_.socket(), "--address", address};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return std::make_unique<Process>(argv, absl::StrCat(hsid_.dir(), "/ifd-", lpar, ".log"));
+  }
+
+  // Whether hsi0 in `ns` is up with `address`.
+  static bool Up(const Netns& ns, const std::string& address) {
+    const Result r = Shell("ip -n " + ns.name() + " -4 addr show dev hsi0");
+    return r.ok() && absl::StrContains(r.out, "inet " + address + "/24") && absl::StrContains(r.out, ",UP");
+  }
+  static bool Exists(const Netns& ns) { return Shell("ip -n " + ns.name() + " link show dev hsi0").ok(); }
+
+  // Both interfaces up (hsi-ifd A in a_, B in b_).
+  void StartBoth(std::vector<std::string> extra = {}) {
+    ifd_a_ = StartIfd(*a_, "A", kA, extra);
+    ifd_b_ = StartIfd(*b_, "B", kB, extra);
+    ASSERT_TRUE(Eventually([&] { return Up(*a_, kA) || !ifd_a_->running(); }) && Up(*a_, kA)) << ifd_a_->log();
+    ASSERT_TRUE(Eventually([&] { return Up(*b_, kB) || !ifd_b_->running(); }) && Up(*b_, kB)) << ifd_b_->log();
+  }
+
+  // Declaration order = reverse destruction order: the hsi-ifd processes
+  // die first, then the namespaces go, then hsid.
+  Hsid hsid_;
+  std::unique_ptr<Netns> a_, b_;
+  std::unique_ptr<Process> ifd_a_, ifd_b_;
+};
+
+TEST_F(IfdTest, DeviceHasTheNicsAddressAndTheChpidsMtu) {
+  StartBoth();
+  const Result link = Shell("ip -n " + a_->name() + " link show dev hsi0");
+  ASSERT_TRUE(link.ok()) << link.out;
+  EXPECT_TRUE(absl::StrContains(link.out, "mtu 8192")) << link.out;  // 16K MFS - 8K
+  EXPECT_TRUE(absl::StrContains(link.out, "link/ether 02:00:0a:f0:00:01")) << link.out;
+  // The device lives only in its namespace.
+  EXPECT_FALSE(Shell("ip link show dev hsi0 2>/dev/null | grep -q 02:00:0a:f0:00:01").ok());
+}
+
+TEST_F(IfdTest, PingBothWays) {
+  StartBoth();
+  Result r = a_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 2 ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ifd_a_->log() << ifd_b_->log();
+  r = b_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 2 ", kA));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ifd_a_->log() << ifd_b_->log();
+}
+
+TEST_F(IfdTest, PingWithWaitBlock) {
+  StartBoth({"--wait", "block"});
+  const Result r = a_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 2 ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ifd_a_->log() << ifd_b_->log();
+  EXPECT_TRUE(absl::StrContains(ifd_a_->log(), "wait block")) << ifd_a_->log();
+}
+
+TEST_F(IfdTest, BroadcastReachesThePeer) {
+  StartBoth();
+  ASSERT_TRUE(b_->Exec("sysctl -qw net.ipv4.icmp_echo_ignore_broadcasts=0").ok());
+  // To the subnet's broadcast address: ff:ff:ff:ff:ff:ff on the device, the
+  // CHPID's broadcast on the ring; B answers by unicast.
+  const Result r = a_->Exec("ping -b -c 2 -i 0.2 -W 2 10.240.0.255");
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "from 10.240.0.2")) << r.out << ifd_a_->log() << ifd_b_->log();
+  EXPECT_EQ(ifd_a_->Stop(SIGTERM), 0);
+  EXPECT_FALSE(absl::StrContains(ifd_a_->log(), "(0 broadcast)")) << ifd_a_->log();
+}
+
+TEST_F(IfdTest, Ipv6NeighbourDiscoveryAndPing) {
+  StartBoth();
+  // The kernel's link-local address from MAC 02:00:0a:f0:00:02 (EUI-64);
+  // neighbour discovery crosses the CHPID as IPv6 multicast.
+  for (const Netns* ns : {a_.get(), b_.get()}) {
+    ASSERT_TRUE(Eventually([&] {
+      const Result r = Shell("ip -n " + ns->name() + " -6 addr show dev hsi0");
+      return r.ok() && absl::StrContains(r.out, "fe80::") && !absl::StrContains(r.out, "tentative");
+    })) << "link-local address of hsi0 in " << ns->name() << " stayed tentative";
+  }
+  const Result r = a_->Exec("ping -6 -c 3 -i 0.2 -W 2 fe80::aff:fef0:2%hsi0");
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ifd_a_->log() << ifd_b_->log();
+}
+
+TEST_F(IfdTest, LargePacketsUpToTheMtuWithoutFragmentation) {
+  StartBoth();
+  // 6000 + 8 (ICMP) + 20 (IP) fits the 8K MTU: one frame each way.
+  Result r = a_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 2 -s 6000 -M do ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out;
+  // 8164 + 28 = 8192 exactly fits; one byte more does not (the MTU is real).
+  r = a_->Exec(absl::StrCat("ping -c 1 -W 2 -s 8164 -M do ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "1 received")) << r.out;
+  r = a_->Exec(absl::StrCat("ping -c 1 -W 2 -s 8165 -M do ", kB));
+  EXPECT_FALSE(r.ok()) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "mtu=8192") || absl::StrContains(r.out, "Message too long")) << r.out;
+}
+
+TEST_F(IfdTest, TcpTransferWithIperf3BytesChecked) {
+  if (!Have("iperf3")) GTEST_SKIP() << "iperf3 is not installed (packaging/setup.sh installs it)";
+  StartBoth();
+  for (const bool reverse : {false, true}) {
+    SCOPED_TRACE(reverse ? "B -> A (-R)" : "A -> B");
+    Process server({"ip", "netns", "exec", b_->name(), "iperf3", "-s", "-1", "-B", kB, "-p", "5201"},
+                   hsid_.dir() + "/iperf3-server.log");
+    ASSERT_TRUE(Eventually([&] { return b_->Exec("ss -ltnH 'sport = :5201'").out.find("5201") != std::string::npos; }))
+        << server.log();
+    const Result c = a_->Exec(absl::StrCat("timeout 60 iperf3 -J -c ", kB, " -p 5201 -t 2", reverse ? " -R" : ""),
+                              /*with_stderr=*/false);
+    ASSERT_TRUE(c.ok()) << c.out << ifd_a_->log() << ifd_b_->log();
+    const auto j = nlohmann::json::parse(c.out, nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(j.is_discarded()) << c.out;
+    ASSERT_TRUE(j.contains("end") && j["end"].contains("sum_sent") && j["end"].contains("sum_received")) << c.out;
+    const uint64_t sent = j["end"]["sum_sent"]["bytes"].get<uint64_t>();
+    const uint64_t received = j["end"]["sum_received"]["bytes"].get<uint64_t>();
+    const double gbps = j["end"]["sum_received"]["bits_per_second"].get<double>() / 1e9;
+    std::printf("iperf3 %s over hsi0 (MTU 8192): sent %llu bytes, received %llu bytes, %.2f Gbit/s\n",
+                reverse ? "B->A" : "A->B", static_cast<unsigned long long>(sent),
+                static_cast<unsigned long long>(received), gbps);
+    // iperf3 stops counting at the end of the interval on both sides, so
+    // what was still in the socket buffers (a few MB) is in `sent` only;
+    // the exact byte-for-byte check is ExactTcpTransfer below.
+    EXPECT_GT(sent, uint64_t{10} << 20);  // more than 10 MiB in 2 s
+    EXPECT_LE(received, sent);
+    EXPECT_GE(static_cast<double>(received), 0.95 * static_cast<double>(sent));
+    EXPECT_EQ(server.WaitExit(absl::Seconds(10)), 0) << server.log();
+  }
+}
+
+// The bytes of a deterministic pattern, and their FNV-1a hash.
+uint8_t PatternByte(uint64_t i) { return static_cast<uint8_t>((i * 2654435761u) >> 13); }
+uint64_t Fnv(uint64_t h, const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+constexpr uint64_t kFnvBasis = 14695981039346656037ull;
+
+// A forked child in network namespace `ns` running `body`; _exit(body()).
+pid_t ForkInNetns(const std::string& ns, const std::function<int()>& body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    const int fd = ::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) ::_exit(126);
+    ::_exit(body());
+  }
+  return pid;
+}
+int Reap(pid_t pid, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  int status = 0;
+  while (absl::Now() < deadline) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, &status, 0);
+  return -2;
+}
+
+TEST_F(IfdTest, ExactTcpTransfer) {
+  StartBoth();
+  constexpr uint64_t kBytes = uint64_t{64} << 20;
+  hsi::testing::Report report;
+  // B: accept one connection, read to EOF, report "count hash".
+  const pid_t server = ForkInNetns(b_->name(), [&] {
+    const int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(5202);
+    ::inet_pton(AF_INET, kB, &a.sin_addr);
+    if (::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(l, 1) != 0) return 1;
+    report.Write("listening");
+    const int c = ::accept(l, nullptr, nullptr);
+    if (c < 0) return 2;
+    uint64_t count = 0, hash = kFnvBasis;
+    uint8_t buf[65536];
+    for (;;) {
+      const ssize_t n = ::read(c, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      hash = Fnv(hash, buf, static_cast<size_t>(n));
+      count += static_cast<uint64_t>(n);
+    }
+    report.Write(absl::StrCat(count, " ", hash));
+    return 0;
+  });
+  ASSERT_EQ(report.Read(absl::Seconds(10)), "listening");
+  // A: connect through hsi0 and send the pattern.
+  const absl::Time start = absl::Now();
+  const pid_t client = ForkInNetns(a_->name(), [&] {
+    const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(5202);
+    ::inet_pton(AF_INET, kB, &a.sin_addr);
+    if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return 3;
+    std::vector<uint8_t> buf(65536);
+    for (uint64_t off = 0; off < kBytes;) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), kBytes - off));
+      for (size_t i = 0; i < n; ++i) buf[i] = PatternByte(off + i);
+      size_t done = 0;
+      while (done < n) {
+        const ssize_t w = ::write(s, buf.data() + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return 4;
+        done += static_cast<size_t>(w);
+      }
+      off += n;
+    }
+    ::close(s);
+    return 0;
+  });
+  EXPECT_EQ(Reap(client, absl::Seconds(60)), 0) << ifd_a_->log() << ifd_b_->log();
+  const std::string got = report.Read(absl::Seconds(60));
+  const double secs = absl::ToDoubleSeconds(absl::Now() - start);
+  EXPECT_EQ(Reap(server, absl::Seconds(10)), 0);
+  std::vector<uint8_t> all(4096);
+  uint64_t hash = kFnvBasis;
+  for (uint64_t off = 0; off < kBytes; off += all.size()) {
+    for (size_t i = 0; i < all.size(); ++i) all[i] = PatternByte(off + i);
+    hash = Fnv(hash, all.data(), all.size());
+  }
+  EXPECT_EQ(got, absl::StrCat(kBytes, " ", hash)) << "server saw count and hash: " << got;
+  std::printf("exact TCP transfer A->B over hsi0: %llu bytes, hash equal, %.2f Gbit/s\n",
+              static_cast<unsigned long long>(kBytes), static_cast<double>(kBytes) * 8 / secs / 1e9);
+}
+
+TEST_F(IfdTest, RoutedViaPeerDeliversByNextHop) {
+  StartBoth();
+  // 10.20.7.101 lives on B's loopback; A routes it via B's hsi address, so
+  // the packet's destination is not the address of the NIC it must reach.
+  ASSERT_TRUE(b_->Exec("ip addr add 10.20.7.101/32 dev lo").ok());
+  ASSERT_TRUE(a_->Exec(absl::StrCat("ip route add 10.20.7.101/32 via ", kB, " dev hsi0")).ok());
+  Result r = a_->Exec("ping -c 3 -i 0.2 -W 2 10.20.7.101");
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ifd_a_->log() << ifd_b_->log();
+  // A next hop no NIC has: nothing arrives, and hsi-ifd counts it.
+  ASSERT_TRUE(a_->Exec("ip route add 10.20.7.102/32 via 10.240.0.77 dev hsi0").ok());
+  r = a_->Exec("ping -c 1 -W 1 10.20.7.102");
+  EXPECT_FALSE(r.ok()) << r.out;
+  EXPECT_EQ(ifd_a_->Stop(SIGTERM), 0) << ifd_a_->log();
+  EXPECT_TRUE(absl::StrContains(ifd_a_->log(), "no NIC has next hop 10.240.0.77")) << ifd_a_->log();
+  EXPECT_FALSE(absl::StrContains(ifd_a_->log(), "tx_no_peer 0 ")) << ifd_a_->log();
+}
+
+TEST_F(IfdTest, SigtermRemovesTheDevice) {
+  StartBoth();
+  EXPECT_EQ(ifd_a_->Stop(SIGTERM), 0) << ifd_a_->log();
+  EXPECT_FALSE(Exists(*a_));
+  EXPECT_TRUE(absl::StrContains(ifd_a_->log(), "stopping: removing hsi0")) << ifd_a_->log();
+}
+
+TEST_F(IfdTest, Kill9RemovesTheDeviceAndARestartServesAgain) {
+  StartBoth();
+  ASSERT_TRUE(a_->Exec(absl::StrCat("ping -c 1 -W 2 ", kB)).ok());
+  const int status = ifd_a_->Stop(SIGKILL);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  // The device is not persistent: it goes with the process's last fd.
+  EXPECT_TRUE(Eventually([&] { return !Exists(*a_); })) << "hsi0 outlived hsi-ifd in " << a_->name();
+  // hsid may hold the LPAR's address for a grace period: let it assign one.
+  ifd_a_ = std::make_unique<Process>(
+      std::vector<std::string>{HSI_IFD_PATH, "--lpar", "A2", "--chpid", "F0", "--netns", a_->name(), "--socket",
+                               hsid_.socket()},
+      hsid_.dir() + "/ifd-A2.log");
+  ASSERT_TRUE(Eventually([&] { return Shell("ip -n " + a_->name() + " -4 addr show dev hsi0 | grep -q 'inet '").ok(); }))
+      << ifd_a_->log();
+  const Result r = a_->Exec(absl::StrCat("ping -c 2 -i 0.2 -W 2 ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "2 received")) << r.out << ifd_a_->log() << ifd_b_->log();
+}
+
+TEST_F(IfdTest, NonIpFramesFromANativePeerAreDroppedAndCounted) {
+  StartBoth();
+  hsi::SessionOptions so;
+  so.socket_path = hsid_.socket();
+  so.lpar = "native";
+  auto session = hsi::Session::Connect(so);
+  ASSERT_TRUE(session.ok()) << session.status();
+  auto nic = session->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  const uint8_t garbage[] = {'n', 'o', 't', ' ', 'I', 'P', 0x45, 0};
+  const uint8_t short_v4[] = {0x45, 0, 0, 99, 0, 0, 0, 0, 64, 1, 0, 0, 10, 240, 0, 9, 10, 240, 0, 1};  // length 99 != 20
+  ASSERT_TRUE(nic->SendTo(*hsi::Address::Parse(kA), garbage, hsi::Wait::Adaptive(absl::Now() + absl::Seconds(5))).ok());
+  ASSERT_TRUE(nic->SendTo(*hsi::Address::Parse(kA), short_v4, hsi::Wait::Adaptive(absl::Now() + absl::Seconds(5))).ok());
+  // hsi-ifd logs each of the first drops; then the counters at exit.
+  EXPECT_TRUE(Eventually([&] {
+    const std::string log = ifd_a_->log();
+    return absl::StrContains(log, "dropped a 8-byte frame") && absl::StrContains(log, "dropped a 20-byte frame");
+  })) << ifd_a_->log();
+  // The interface still works.
+  const Result r = a_->Exec(absl::StrCat("ping -c 1 -W 2 ", kB));
+  EXPECT_TRUE(r.ok()) << r.out;
+  EXPECT_EQ(ifd_a_->Stop(SIGTERM), 0);
+  EXPECT_TRUE(absl::StrContains(ifd_a_->log(), "rx_not_ip 2 ")) << ifd_a_->log();
+}
+
+// --- errors: a clear message, non-zero exit, nothing left behind ---------
+
+class IfdErrorTest : public IfdTest {
+ protected:
+  // Runs hsi-ifd to its exit; returns {exit code, stderr}.
+  std::pair<int, std::string> RunIfd(std::vector<std::string> args) {
+    std::vector<std::string> argv = {HSI_IFD_PATH, "--socket", hsid_.socket()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Process p(argv, hsid_.dir() + "/ifd-error.log");
+    const int status = p.WaitExit(absl::Seconds(20));
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, p.log()};
+  }
+  // No NIC is attached (the failed run left nothing in hsid).
+  void ExpectNoNics() {
+    auto admin = hsi::AdminClient::Connect(hsid_.socket());
+    ASSERT_TRUE(admin.ok()) << admin.status();
+    auto nics = admin->ListNics();
+    ASSERT_TRUE(nics.ok()) << nics.status();
+    EXPECT_TRUE(nics->empty()) << nics->size() << " NIC(s) left attached";
+  }
+};
+
+TEST_F(IfdErrorTest, UsageErrorsExitTwo) {
+  auto [code, out] = RunIfd({"--lpar", "A", "--chpid", "F0", "--bogus"});
+  EXPECT_EQ(code, 2);
+  EXPECT_TRUE(absl::StrContains(out, "--bogus")) << out;
+  std::tie(code, out) = RunIfd({"--chpid", "F0"});
+  EXPECT_EQ(code, 2);
+  EXPECT_TRUE(absl::StrContains(out, "--lpar NAME is required")) << out;
+  std::tie(code, out) = RunIfd({"--lpar", "A", "--chpid", "F0", "--wait", "sometimes"});
+  EXPECT_EQ(code, 2);
+  EXPECT_TRUE(absl::StrContains(out, "--wait")) << out;
+  ExpectNoNics();
+}
+
+TEST_F(IfdErrorTest, NamespaceThatDoesNotExist) {
+  const std::string ns = absl::StrCat("hsiifd-", ::getpid(), "-nonexistent");
+  auto [code, out] = RunIfd({"--lpar", "A", "--chpid", "F0", "--netns", ns});
+  EXPECT_EQ(code, 1);
+  EXPECT_TRUE(absl::StrContains(out, "network namespace '" + ns + "' does not exist")) << out;
+  EXPECT_FALSE(Shell("ip netns list | grep -q " + ns).ok());
+  ExpectNoNics();
+}
+
+TEST_F(IfdErrorTest, ChpidThatDoesNotExist) {
+  auto [code, out] = RunIfd({"--lpar", "A", "--chpid", "F1", "--netns", a_->name()});
+  EXPECT_EQ(code, 1);
+  EXPECT_TRUE(absl::StrContains(out, "F1")) << out;
+  EXPECT_FALSE(Exists(*a_));
+  ExpectNoNics();
+}
+
+TEST_F(IfdErrorTest, NoHsidAtTheSocket) {
+  const std::string socket = hsid_.dir() + "/nobody.sock";
+  Process p({HSI_IFD_PATH, "--lpar", "A", "--chpid", "F0", "--netns", a_->name(), "--socket", socket},
+            hsid_.dir() + "/ifd-nohsid.log");
+  const int status = p.WaitExit(absl::Seconds(20));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status;
+  EXPECT_TRUE(absl::StrContains(p.log(), socket)) << p.log();
+  EXPECT_FALSE(Exists(*a_));
+}
+
+TEST_F(IfdErrorTest, AddressOutsideTheSubnet) {
+  auto [code, out] = RunIfd({"--lpar", "A", "--chpid", "F0", "--netns", a_->name(), "--address", "192.168.9.9"});
+  EXPECT_EQ(code, 1);
+  EXPECT_TRUE(absl::StrContains(out, "192.168.9.9")) << out;
+  EXPECT_FALSE(Exists(*a_));
+  ExpectNoNics();
+}
+
+TEST_F(IfdErrorTest, ExistingDeviceIsNotTakenOver) {
+  ASSERT_TRUE(Shell("ip -n " + a_->name() + " link add hsi0 type dummy").ok() ||
+              Shell("ip -n " + a_->name() + " tuntap add dev hsi0 mode tap").ok());
+  auto [code, out] = RunIfd({"--lpar", "A", "--chpid", "F0", "--netns", a_->name()});
+  EXPECT_EQ(code, 1);
+  EXPECT_TRUE(absl::StrContains(out, "device hsi0 already exists")) << out;
+  EXPECT_TRUE(Exists(*a_)) << "hsi-ifd removed a device it did not make";
+  ExpectNoNics();
+}
+
+}  // namespace

@@ -1,0 +1,391 @@
+// hsi-ifd: an LPAR's IP network interface on a CHPID (layer 3), the part
+// of Linux's qeth driver that hsi plays. See packaging/man/hsi-ifd.8;
+// --help says the same.
+//
+// One process per interface, one thread: it attaches a NIC through hsid,
+// makes a TAP device in the LPAR's network namespace (device.h) with the
+// NIC's address and the CHPID's MTU, and pumps packets both ways until
+// SIGINT/SIGTERM. Frames on the ring are bare IP packets; the next hop is
+// carried between the kernel and this program by the destination MAC
+// 02:00:<hsi address> (l3.h says how, ARP included). hsid stays off the
+// data path: packets go device -> Nic::SendTo -> peer's ring, and peer's
+// ring -> Nic::Peek (in place) -> writev to the device.
+#include <poll.h>
+#include <signal.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "cli.h"
+#include "device.h"
+#include "hsi/nic.h"
+#include "hsi/session.h"
+#include "l3.h"
+
+namespace {
+
+using hsi::tools::Args;
+using hsi::tools::kExitFailure;
+using hsi::tools::kExitOk;
+
+constexpr char kTool[] = "hsi-ifd";
+
+constexpr char kHelp[] = R"(Usage: hsi-ifd --lpar NAME --chpid ID [OPTIONS]
+
+Gives an LPAR (a network namespace, or this one) an IP network interface on
+a HiperSockets CHPID, as Linux's qeth driver does in layer-3 mode: attaches
+a NIC to the CHPID through hsid under the LPAR's name, creates a TAP device
+(default hsi0) in the namespace with the NIC's address and prefix and the
+CHPID's MTU (MFS - 8K), brings it up, and moves packets between the kernel
+and the CHPID's rings until SIGINT or SIGTERM. Then the device, with its
+addresses and routes, and the NIC go away. Logs go to stderr.
+
+Layer 3: frames on the ring are bare IPv4/IPv6 packets, delivered by next
+hop. Each interface's MAC is 02:00:<its hsi address>; the program answers
+the kernel's ARP requests on the device itself with 02:00:<asked address>
+(no ARP reaches the CHPID), so a packet routed `via 10.240.0.2 dev hsi0`
+goes to the NIC with address 10.240.0.2 whatever its destination. IPv6
+neighbour discovery crosses the CHPID as the IP multicast it is. Broadcast
+and multicast go to every other NIC of the CHPID. A frame from a peer that
+is not a well-formed IP packet is dropped and counted, never written to
+the device.
+
+Options:
+  --lpar NAME          the LPAR name to claim from hsid (required)
+  --chpid ID           the CHPID, hex (required), e.g. F0
+  --netns NS           the network namespace (as `ip netns add NS` made it;
+                       default: this process's)
+  --ifname NAME        the device name (default hsi0); it must not exist
+  --address A[/LEN]    ask for this address (hsid's static address for the
+                       LPAR wins; default: one hsid assigns); LEN, if given,
+                       must be the CHPID's prefix
+  --socket PATH        hsid's control socket (default: $HSI_SOCKET, else the
+                       default path; see hsid(8))
+  --wait MODE          spin, block or adaptive (default adaptive): how the
+                       pump waits for packets
+  -h, --help           this text
+
+On exit it prints the counters: packets and bytes each way, and the drops
+by reason (tx_no_peer: no NIC has the next hop; tx_error: the ring refused;
+tx_not_ip: the kernel sent something else; rx_not_ip: a peer sent
+something that is not an IP packet).
+
+Exit status: 0 after SIGINT/SIGTERM, 1 on a runtime error (hsid refused,
+no such CHPID or namespace, no /dev/net/tun, ...), 2 on a usage error.
+)";
+
+const std::vector<hsi::tools::Option> kOptions = {
+    {{"--lpar"}, "NAME"},    {{"--chpid"}, "ID"},  {{"--netns"}, "NS"},     {{"--ifname"}, "NAME"},
+    {{"--address"}, "A"},    {{"--socket"}, "PATH"}, {{"--wait"}, "MODE"}, {{"--help", "-h"}},
+};
+
+volatile std::sig_atomic_t g_stop = 0;
+void OnSignal(int) { g_stop = 1; }
+
+void InstallSignals() {
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: poll() returns EINTR
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+}
+
+void Log(const std::string& line) { std::fprintf(stderr, "%s: %s\n", kTool, line.c_str()); }
+
+struct Options {
+  std::string lpar, netns, ifname = "hsi0", socket;
+  uint32_t chpid = 0;
+  std::optional<hsi::Address> address;
+  std::optional<int> prefix;
+  hsi::WaitMode wait = hsi::WaitMode::kAdaptive;
+};
+
+struct Counters {
+  uint64_t tx_packets = 0, tx_bytes = 0, tx_broadcasts = 0, arp_replies = 0;
+  uint64_t tx_no_peer = 0, tx_error = 0, tx_not_ip = 0;
+  uint64_t rx_packets = 0, rx_bytes = 0, rx_not_ip = 0, rx_device_error = 0, peers_gone = 0;
+};
+
+std::string Summary(const Counters& c) {
+  return absl::StrFormat(
+      "tx %u packets %u bytes (%u broadcast), rx %u packets %u bytes, %u ARP replies; "
+      "dropped: tx_no_peer %u tx_error %u tx_not_ip %u rx_not_ip %u rx_device_error %u; "
+      "peers gone %u",
+      c.tx_packets, c.tx_bytes, c.tx_broadcasts, c.rx_packets, c.rx_bytes, c.arp_replies,
+      c.tx_no_peer, c.tx_error, c.tx_not_ip, c.rx_not_ip, c.rx_device_error, c.peers_gone);
+}
+
+// Logs the first few of each kind of event, then every 1000th, so that a
+// flood of bad frames cannot flood the log.
+bool Rarely(uint64_t count) { return count <= 5 || count % 1000 == 0; }
+
+class Pump {
+ public:
+  Pump(hsi::Session* session, hsi::Nic* nic, hsi::ifd::TapDevice* tap, hsi::WaitMode wait)
+      : session_(session), nic_(nic), tap_(tap), wait_(wait),
+        // Room for a frame of the device's MTU plus its Ethernet header,
+        // and some slack: the kernel never sends more than MTU + 14.
+        buffer_(nic->info().mtu + hsi::ifd::kEthHeader + 64) {}
+
+  // Runs until g_stop; an error only if the pump cannot go on.
+  absl::Status Run() {
+    absl::Time last_work = absl::Now();
+    while (!g_stop) {
+      const bool worked = FromDevice() | FromRing();
+      if (worked) {
+        last_work = absl::Now();
+        continue;
+      }
+      if (wait_ == hsi::WaitMode::kSpin) continue;
+      if (wait_ == hsi::WaitMode::kAdaptive && absl::Now() - last_work < absl::Microseconds(50)) continue;
+      if (auto s = Sleep(); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  const Counters& counters() const { return c_; }
+
+ private:
+  // Device -> ring: up to a batch of packets per call.
+  bool FromDevice() {
+    bool worked = false;
+    for (int i = 0; i < 64; ++i) {
+      const ssize_t n = ::read(tap_->fd(), buffer_.data(), buffer_.size());
+      if (n < 0) break;  // EAGAIN (or EINTR: the loop checks g_stop)
+      worked = true;
+      const auto frame = absl::MakeConstSpan(buffer_.data(), static_cast<size_t>(n));
+      const hsi::ifd::Outbound o = hsi::ifd::Classify(frame);
+      switch (o.kind) {
+        case hsi::ifd::Outbound::kArp: {
+          uint8_t reply[64];
+          if (auto len = hsi::ifd::ArpReply(frame, nic_->address(), absl::MakeSpan(reply))) {
+            if (::write(tap_->fd(), reply, *len) == static_cast<ssize_t>(*len)) ++c_.arp_replies;
+          }
+          break;
+        }
+        case hsi::ifd::Outbound::kDrop:
+          if (Rarely(++c_.tx_not_ip)) Log(absl::StrCat("dropped a frame from the kernel: ", o.reason));
+          break;
+        case hsi::ifd::Outbound::kUnicast:
+        case hsi::ifd::Outbound::kBroadcast:
+          Send(o);
+          break;
+      }
+    }
+    return worked;
+  }
+
+  void Send(const hsi::ifd::Outbound& o) {
+    const bool broadcast = o.kind == hsi::ifd::Outbound::kBroadcast;
+    const hsi::Address to = broadcast ? nic_->broadcast() : o.next_hop;
+    // A bounded wait: under policy block a full ring waits for the peer to
+    // drain it, but two pumps that both wait for each other's room must not
+    // stall for long; a packet that cannot go in time is dropped (IP
+    // tolerates loss; TCP resends). The same bound covers a link's setup.
+    hsi::Wait wait{wait_ == hsi::WaitMode::kSpin ? hsi::WaitMode::kAdaptive : wait_,
+                   absl::Now() + absl::Milliseconds(200)};
+    const absl::Status s = nic_->SendTo(to, o.packet, wait);
+    if (s.ok()) {
+      ++c_.tx_packets;
+      c_.tx_bytes += o.packet.size();
+      if (broadcast) ++c_.tx_broadcasts;
+      return;
+    }
+    if (s.code() == absl::StatusCode::kNotFound) {
+      if (Rarely(++c_.tx_no_peer)) Log(absl::StrCat("no NIC has next hop ", to.ToString(), ": ", s.message()));
+      return;
+    }
+    if (Rarely(++c_.tx_error)) Log(absl::StrCat("send to ", to.ToString(), " failed: ", s.ToString()));
+  }
+
+  // Ring -> device: up to a batch of frames, each written from the peer's
+  // segment in place (Peek) behind a 14-byte Ethernet header.
+  bool FromRing() {
+    bool worked = false;
+    for (int i = 0; i < 64; ++i) {
+      absl::StatusOr<hsi::FrameView> f = nic_->Peek(hsi::Wait::Never());
+      if (!f.ok()) {
+        if (f.status().code() == absl::StatusCode::kDeadlineExceeded) break;
+        // kUnavailable once per peer that went away (or this NIC set
+        // down), kDataLoss for a peer that broke its ring (that link is
+        // BROKEN, the others go on).
+        ++c_.peers_gone;
+        Log(f.status().ToString());
+        unavailable_in_a_row_++;
+        return unavailable_in_a_row_ < 3;
+      }
+      unavailable_in_a_row_ = 0;
+      worked = true;
+      const auto packet = f->payload;
+      if (auto type = hsi::ifd::IpEtherType(packet)) {
+        uint8_t header[hsi::ifd::kEthHeader];
+        hsi::ifd::DeviceHeader(packet, *type, nic_->address(), f->source, header);
+        iovec iov[2] = {{header, sizeof(header)},
+                        {const_cast<uint8_t*>(packet.data()), packet.size()}};
+        const ssize_t n = ::writev(tap_->fd(), iov, 2);
+        if (n == static_cast<ssize_t>(sizeof(header) + packet.size())) {
+          ++c_.rx_packets;
+          c_.rx_bytes += packet.size();
+        } else if (Rarely(++c_.rx_device_error)) {
+          Log(absl::StrCat("write of ", packet.size(), " bytes from ", f->source.ToString(), " to ",
+                           tap_->name(), " failed: ", n < 0 ? std::strerror(errno) : "short write"));
+        }
+      } else if (Rarely(++c_.rx_not_ip)) {
+        Log(absl::StrCat("dropped a ", packet.size(), "-byte frame from ", f->source.ToString(),
+                         ": not an IPv4/IPv6 packet (", c_.rx_not_ip, " so far)"));
+      }
+      nic_->Release();
+    }
+    return worked;
+  }
+
+  // Sleeps until the device, the NIC's doorbell or hsid's control socket
+  // has something (or the session is due to reconnect to hsid).
+  absl::Status Sleep() {
+    if (nic_->PrepareWait() && unavailable_in_a_row_ < 3) return absl::OkStatus();
+    pollfd fds[3] = {{tap_->fd(), POLLIN, 0}, {nic_->fd(), POLLIN, 0}, {session_->fd(), POLLIN, 0}};
+    const nfds_t n = session_->fd() >= 0 ? 3 : 2;
+    int timeout = -1;
+    const absl::Time next = session_->next_poll();
+    if (next != absl::InfiniteFuture()) {
+      timeout = static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(next - absl::Now()) + 1, 0, 1000));
+    }
+    // A NIC that keeps saying kUnavailable (set down by an admin) must not
+    // make the pump spin: look again in a while.
+    if (unavailable_in_a_row_ >= 3) timeout = timeout < 0 ? 100 : std::min(timeout, 100);
+    const int r = ::poll(fds, n, timeout);
+    if (r < 0 && errno != EINTR) return absl::InternalError(absl::StrCat("poll: ", std::strerror(errno)));
+    if (r == 0 && unavailable_in_a_row_ >= 3) unavailable_in_a_row_ = 0;
+    if (n == 3 && (fds[2].revents != 0) ) {
+      if (auto s = session_->Poll(); !s.ok()) Log(absl::StrCat("hsid: ", s.ToString()));
+    } else if (r == 0 && next != absl::InfiniteFuture()) {
+      if (auto s = session_->Poll(); !s.ok()) Log(absl::StrCat("hsid: ", s.ToString()));
+    }
+    return absl::OkStatus();
+  }
+
+  hsi::Session* session_;
+  hsi::Nic* nic_;
+  hsi::ifd::TapDevice* tap_;
+  hsi::WaitMode wait_;
+  std::vector<uint8_t> buffer_;
+  Counters c_;
+  int unavailable_in_a_row_ = 0;
+};
+
+absl::StatusOr<Options> ParseOptions(const Args& args) {
+  Options o;
+  if (!args.positional().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", args.positional()[0], "'"));
+  }
+  auto lpar = args.Get("--lpar");
+  if (!lpar) return absl::InvalidArgumentError("--lpar NAME is required");
+  o.lpar = *lpar;
+  auto chpid = args.Get("--chpid");
+  if (!chpid) return absl::InvalidArgumentError("--chpid ID is required");
+  auto id = hsi::tools::ParseChpid("--chpid", *chpid);
+  if (!id.ok()) return id.status();
+  o.chpid = *id;
+  if (auto v = args.Get("--netns")) {
+    if (v->empty()) return absl::InvalidArgumentError("--netns needs a namespace name");
+    o.netns = *v;
+  }
+  if (auto v = args.Get("--ifname")) o.ifname = *v;
+  if (auto v = args.Get("--socket")) o.socket = *v;
+  if (auto v = args.Get("--wait")) {
+    auto w = hsi::tools::ParseWait("--wait", *v);
+    if (!w.ok()) return w.status();
+    o.wait = *w;
+  }
+  if (auto v = args.Get("--address")) {
+    std::vector<std::string> parts = absl::StrSplit(*v, absl::MaxSplits('/', 1));
+    auto a = hsi::tools::ParseAddress("--address", parts[0]);
+    if (!a.ok()) return a.status();
+    o.address = *a;
+    if (parts.size() == 2) {
+      int len = 0;
+      if (!absl::SimpleAtoi(parts[1], &len) || len < 8 || len > 30) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--address '", *v, "': the prefix length must be 8..30"));
+      }
+      o.prefix = len;
+    }
+  }
+  return o;
+}
+
+int Main(int argc, char** argv) {
+  auto args = Args::Parse(argc, argv, kOptions);
+  if (!args.ok()) return hsi::tools::Usage(kTool, args.status().message());
+  if (args->Has("--help")) {
+    std::fputs(kHelp, stdout);
+    return kExitOk;
+  }
+  auto opts = ParseOptions(*args);
+  if (!opts.ok()) return hsi::tools::Usage(kTool, opts.status().message());
+  InstallSignals();
+
+  // 1. The NIC: hsid says yes or no before anything is made.
+  hsi::SessionOptions so;
+  so.socket_path = opts->socket;
+  so.lpar = opts->lpar;
+  auto session = hsi::Session::Connect(so);
+  if (!session.ok()) return hsi::tools::Fail(kTool, absl::StrCat("LPAR ", opts->lpar, ": ", session.status().message()), kExitFailure);
+  auto nic = session->AttachNic(opts->chpid, opts->address);
+  if (!nic.ok()) return hsi::tools::Fail(kTool, nic.status().message(), kExitFailure);
+  const hsi::NicInfo& info = nic->info();
+  const std::string where = absl::StrCat("CHPID ", hsi::tools::ChpidText(info.chpid), " (subnet ",
+                                         info.subnet.ToString(), ", MTU ", info.mtu, ")");
+  if (opts->address && *opts->address != info.address) {
+    Log(absl::StrCat("hsid gave ", info.address.ToString(), " (the LPAR's static address), not ",
+                     opts->address->ToString()));
+  }
+  if (opts->prefix && *opts->prefix != info.subnet.prefix()) {
+    return hsi::tools::Fail(kTool,
+                            absl::StrCat("--address prefix /", *opts->prefix, " is not the prefix of ", where),
+                            kExitFailure);
+  }
+
+  // 2. The device, made inside the namespace (device.h says why).
+  if (!opts->netns.empty()) {
+    if (auto s = hsi::ifd::EnterNetns(opts->netns); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
+  }
+  auto tap = hsi::ifd::TapDevice::Create(opts->ifname);
+  if (!tap.ok()) return hsi::tools::Fail(kTool, tap.status().message(), kExitFailure);
+  const hsi::ifd::Mac mac = hsi::ifd::MacOf(info.address);
+  if (auto s = tap->Configure(mac, info.mtu, info.address, info.subnet); !s.ok()) {
+    return hsi::tools::Fail(kTool, s.message(), kExitFailure);
+  }
+  Log(absl::StrFormat("%s up in %s: %s/%d on %s, MAC %02x:%02x:%02x:%02x:%02x:%02x, wait %s (LPAR %s, pid %d)",
+                      tap->name(), opts->netns.empty() ? "this network namespace" : "netns " + opts->netns,
+                      info.address.ToString(), info.subnet.prefix(), where, mac[0], mac[1], mac[2], mac[3],
+                      mac[4], mac[5], hsi::WaitModeName(opts->wait), opts->lpar, ::getpid()));
+
+  // 3. Pump until SIGINT/SIGTERM.
+  Pump pump(&*session, &*nic, &*tap, opts->wait);
+  const absl::Status s = pump.Run();
+  Log(Summary(pump.counters()));
+  if (!s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
+  Log(absl::StrCat("stopping: removing ", tap->name(), " and detaching from ", where));
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Main(argc, argv); }
