@@ -18,6 +18,8 @@ PACKAGES=(
   clang libclang-rt-14-dev                       # libFuzzer, sanitizer runtimes
   tshark                                         # tests read hsi-dump's pcap files
   iperf3 iputils-ping iproute2                   # hsi-ifd tests: ping, TCP transfer, ip netns
+  frr                                            # hsi-ifd OSPF test: zebra + ospfd over hsi0
+  sockperf                                       # hsi0 vs veth latency (tests/ifd/bench-hsi0-vs-veth.sh)
   gnuplot-nox                                    # hsi-bench draws its PNG plots
   iceoryx                                        # iox-roudi, the broker hsi-bench starts for iceoryx
   libiceoryx-posh-dev libiceoryx-hoofs-dev       # iceoryx C++ API: a transport in hsi-bench

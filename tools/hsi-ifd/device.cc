@@ -14,6 +14,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 
@@ -67,27 +68,72 @@ absl::Status EnterNetns(const std::string& name) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<TapDevice> TapDevice::Create(const std::string& ifname) {
+namespace {
+
+// The MAC of device `ifname` in the current namespace, if it exists.
+std::optional<Mac> DeviceMac(const std::string& ifname) {
+  UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (sock.get() < 0) return std::nullopt;
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, ifname.data(), ifname.size());
+  if (::ioctl(sock.get(), SIOCGIFHWADDR, &ifr) != 0) return std::nullopt;
+  Mac mac;
+  std::memcpy(mac.data(), ifr.ifr_hwaddr.sa_data, mac.size());
+  return mac;
+}
+
+}  // namespace
+
+absl::StatusOr<TapDevice> TapDevice::Create(const std::string& ifname, bool persist, const Mac& mac) {
   if (ifname.empty() || ifname.size() >= IFNAMSIZ || ifname.find_first_of("/ \t\n:") != std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("--ifname '", ifname, "' is not a device name (1..", IFNAMSIZ - 1,
                      " characters, no '/', ':' or spaces)"));
   }
-  // TUNSETIFF on the name of an existing TAP device of ours would attach to
-  // it: refuse any existing name, so that we only ever remove what we made.
+  // TUNSETIFF on the name of an existing TAP device would attach to it:
+  // refuse any existing name, so that we only ever remove what we made;
+  // with `persist`, re-attach only to what an earlier run left (our MAC).
+  bool reattach = false;
   if (::if_nametoindex(ifname.c_str()) != 0) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("device ", ifname, " already exists in this network namespace"));
+    if (!persist) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("device ", ifname, " already exists in this network namespace"));
+    }
+    if (DeviceMac(ifname) != mac) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "device ", ifname, " already exists in this network namespace and is not one hsi-ifd --persist left "
+          "for this address (its MAC is not 02:00:<address>)"));
+    }
+    reattach = true;
   }
   UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
   if (fd.get() < 0) return Errno(errno, "cannot open /dev/net/tun (TUN/TAP support)");
   ifreq ifr{};
   std::memcpy(ifr.ifr_name, ifname.data(), ifname.size());
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+  // IFF_TUN_EXCL: creating, fail if the name appeared meanwhile.
+  ifr.ifr_flags = static_cast<short>(IFF_TAP | IFF_NO_PI | (reattach ? 0 : IFF_TUN_EXCL));
   if (::ioctl(fd.get(), TUNSETIFF, &ifr) != 0) {
-    return Errno(errno, absl::StrCat("cannot create TAP device ", ifname, " (TUNSETIFF)"));
+    const int err = errno;
+    if (reattach) {
+      // EINVAL: not a TAP device (or other flags); EBUSY: another process
+      // has it open.
+      return absl::AlreadyExistsError(absl::StrCat(
+          "device ", ifname, " exists but cannot be re-attached (TUNSETIFF: ", std::strerror(err),
+          err == EBUSY ? ": another process has it open" : ": not a TAP device made by hsi-ifd", ")"));
+    }
+    return Errno(err, absl::StrCat("cannot create TAP device ", ifname, " (TUNSETIFF)"));
   }
-  return TapDevice(std::move(fd), ifname);
+  if (reattach) {
+    ifreq got{};
+    if (::ioctl(fd.get(), TUNGETIFF, &got) != 0 || (got.ifr_flags & IFF_PERSIST) == 0) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("device ", ifname, " exists but is not a persistent TAP device: not re-attached"));
+    }
+  }
+  if (persist && !reattach && ::ioctl(fd.get(), TUNSETPERSIST, 1) != 0) {
+    return Errno(errno, absl::StrCat("device ", ifname, ": TUNSETPERSIST"));
+  }
+  return TapDevice(std::move(fd), ifname, reattach);
 }
 
 absl::Status TapDevice::Configure(const Mac& mac, uint32_t mtu, Address address, const Subnet& subnet) {
@@ -103,10 +149,12 @@ absl::Status TapDevice::Configure(const Mac& mac, uint32_t mtu, Address address,
     return absl::OkStatus();
   };
   ifreq ifr = req();
-  ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
-  std::memcpy(ifr.ifr_hwaddr.sa_data, mac.data(), mac.size());
-  if (auto s = step(SIOCSIFHWADDR, &ifr, "set MAC"); !s.ok()) return s;
-  ifr = req();
+  if (!reattached_) {  // a re-attached device has it (Create checked)
+    ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    std::memcpy(ifr.ifr_hwaddr.sa_data, mac.data(), mac.size());
+    if (auto s = step(SIOCSIFHWADDR, &ifr, "set MAC"); !s.ok()) return s;
+    ifr = req();
+  }
   ifr.ifr_mtu = static_cast<int>(mtu);
   if (auto s = step(SIOCSIFMTU, &ifr, absl::StrCat("set MTU ", mtu)); !s.ok()) return s;
   ifr = req();

@@ -3,9 +3,14 @@
 // The process enters the namespace (setns on /run/netns/NAME, as `ip netns
 // exec` does) before it opens /dev/net/tun, so the device is created where
 // it lives and no other namespace ever sees it; every later ioctl also runs
-// there. The device is not persistent: it disappears with the file
-// descriptor, so the process's exit (even kill -9) removes it with its
+// there. By default the device is not persistent: it disappears with the
+// file descriptor, so the process's exit (even kill -9) removes it with its
 // addresses and routes, and nothing is left behind on any error path.
+// With `persist` (hsi-ifd --persist) it is made persistent (TUNSETPERSIST)
+// and outlives the process: a restarted hsi-ifd re-attaches to it by name
+// (TUNSETIFF on the existing device), and its addresses, routes and
+// neighbour entries are still there, so an open TCP connection only sees
+// the packets lost while no one read the device (TCP retransmits them).
 // (Entering the namespace does not affect the control socket to hsid: a
 // path-named Unix socket is reached through the file system.)
 //
@@ -36,20 +41,34 @@ class TapDevice {
   // current network namespace. kAlreadyExists if a device of that name is
   // there (hsi-ifd never takes over a device it did not make), kNotFound
   // if /dev/net/tun is missing, kPermissionDenied without CAP_NET_ADMIN.
-  static absl::StatusOr<TapDevice> Create(const std::string& ifname);
+  //
+  // With `persist`, the device is made persistent, and an existing device
+  // of that name is re-attached instead of refused if it is one hsi-ifd
+  // left: a persistent TAP device (the kernel says so to TUNSETIFF and
+  // TUNGETIFF) with MAC `mac`, which no other process has open (kBusy from
+  // the kernel: kAlreadyExists here). Anything else is kAlreadyExists.
+  static absl::StatusOr<TapDevice> Create(const std::string& ifname, bool persist = false,
+                                          const Mac& mac = {});
+
+  // Whether Create() re-attached to a device an earlier run left.
+  bool reattached() const { return reattached_; }
 
   // Sets the MAC, the MTU, the IPv4 address with its prefix (and the
   // subnet's broadcast) and brings the device up. Errors name the device
-  // and the step.
+  // and the step. On a re-attached device the MAC is already `mac`, and
+  // setting an address, prefix or MTU that is already there changes
+  // nothing (the kernel keeps the routes).
   absl::Status Configure(const Mac& mac, uint32_t mtu, Address address, const Subnet& subnet);
 
   int fd() const { return fd_.get(); }
   const std::string& name() const { return name_; }
 
  private:
-  TapDevice(UniqueFd fd, std::string name) : fd_(std::move(fd)), name_(std::move(name)) {}
+  TapDevice(UniqueFd fd, std::string name, bool reattached)
+      : fd_(std::move(fd)), name_(std::move(name)), reattached_(reattached) {}
   UniqueFd fd_;
   std::string name_;
+  bool reattached_ = false;
 };
 
 }  // namespace hsi::ifd

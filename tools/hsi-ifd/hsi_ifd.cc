@@ -77,6 +77,13 @@ Options:
                        default path; see hsid(8))
   --wait MODE          spin, block or adaptive (default adaptive): how the
                        pump waits for packets
+  --persist            make the device persistent: it outlives this
+                       program (kill -9 and SIGTERM alike) with its
+                       addresses and routes, and a restarted hsi-ifd with
+                       the same --ifname and address re-attaches to it, so
+                       open TCP connections survive the restart (TCP resends
+                       what was lost meanwhile). Remove it with
+                       `ip link del NAME`
   -h, --help           this text
 
 On exit it prints the counters: packets and bytes each way, and the drops
@@ -90,7 +97,8 @@ no such CHPID or namespace, no /dev/net/tun, ...), 2 on a usage error.
 
 const std::vector<hsi::tools::Option> kOptions = {
     {{"--lpar"}, "NAME"},    {{"--chpid"}, "ID"},  {{"--netns"}, "NS"},     {{"--ifname"}, "NAME"},
-    {{"--address"}, "A"},    {{"--socket"}, "PATH"}, {{"--wait"}, "MODE"}, {{"--help", "-h"}},
+    {{"--address"}, "A"},    {{"--socket"}, "PATH"}, {{"--wait"}, "MODE"}, {{"--persist"}},
+    {{"--help", "-h"}},
 };
 
 volatile std::sig_atomic_t g_stop = 0;
@@ -114,6 +122,7 @@ struct Options {
   std::optional<hsi::Address> address;
   std::optional<int> prefix;
   hsi::WaitMode wait = hsi::WaitMode::kAdaptive;
+  bool persist = false;
 };
 
 struct Counters {
@@ -307,6 +316,7 @@ absl::StatusOr<Options> ParseOptions(const Args& args) {
     o.netns = *v;
   }
   if (auto v = args.Get("--ifname")) o.ifname = *v;
+  o.persist = args.Has("--persist");
   if (auto v = args.Get("--socket")) o.socket = *v;
   if (auto v = args.Get("--wait")) {
     auto w = hsi::tools::ParseWait("--wait", *v);
@@ -366,14 +376,15 @@ int Main(int argc, char** argv) {
   if (!opts->netns.empty()) {
     if (auto s = hsi::ifd::EnterNetns(opts->netns); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   }
-  auto tap = hsi::ifd::TapDevice::Create(opts->ifname);
-  if (!tap.ok()) return hsi::tools::Fail(kTool, tap.status().message(), kExitFailure);
   const hsi::ifd::Mac mac = hsi::ifd::MacOf(info.address);
+  auto tap = hsi::ifd::TapDevice::Create(opts->ifname, opts->persist, mac);
+  if (!tap.ok()) return hsi::tools::Fail(kTool, tap.status().message(), kExitFailure);
   if (auto s = tap->Configure(mac, info.mtu, info.address, info.subnet); !s.ok()) {
     return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   }
-  Log(absl::StrFormat("%s up in %s: %s/%d on %s, MAC %02x:%02x:%02x:%02x:%02x:%02x, wait %s (LPAR %s, pid %d)",
-                      tap->name(), opts->netns.empty() ? "this network namespace" : "netns " + opts->netns,
+  Log(absl::StrFormat("%s %s in %s: %s/%d on %s, MAC %02x:%02x:%02x:%02x:%02x:%02x, wait %s (LPAR %s, pid %d)",
+                      tap->name(),
+                      tap->reattached() ? "re-attached (persistent), up" : opts->persist ? "up (persistent)" : "up", opts->netns.empty() ? "this network namespace" : "netns " + opts->netns,
                       info.address.ToString(), info.subnet.prefix(), where, mac[0], mac[1], mac[2], mac[3],
                       mac[4], mac[5], hsi::WaitModeName(opts->wait), opts->lpar, ::getpid()));
 
@@ -382,7 +393,12 @@ int Main(int argc, char** argv) {
   const absl::Status s = pump.Run();
   Log(Summary(pump.counters()));
   if (!s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
-  Log(absl::StrCat("stopping: removing ", tap->name(), " and detaching from ", where));
+  if (opts->persist) {
+    Log(absl::StrCat("stopping: keeping ", tap->name(), " (persistent; `ip link del ", tap->name(),
+                     "` removes it) and detaching from ", where));
+  } else {
+    Log(absl::StrCat("stopping: removing ", tap->name(), " and detaching from ", where));
+  }
   return kExitOk;
 }
 

@@ -1,0 +1,246 @@
+// Helpers of the hsi-ifd end-to-end tests (tests/ifd/*_test.cc): shell
+// commands, network namespaces and background processes that are always
+// removed and reaped, polling, forked children inside a namespace, a
+// checked byte pattern, and the two-namespace fixture IfdTest. Each test
+// binary defines HSI_IFD_PATH (and HSI_HSID_PATH for hsid_util.h).
+#ifndef HSI_TESTS_IFD_IFD_UTIL_H_
+#define HSI_TESTS_IFD_IFD_UTIL_H_
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "hsid_util.h"
+
+namespace hsi::ifd_testing {
+
+using hsi::testing::Hsid;
+// Runs a shell command; returns its exit status and (stdout + stderr, or
+// stdout only) output.
+struct Result {
+  int status = -1;
+  std::string out;
+  bool ok() const { return status == 0; }
+};
+inline Result Shell(const std::string& cmd, bool with_stderr = true) {
+  Result r;
+  FILE* p = ::popen((cmd + (with_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+  const int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+
+inline bool Have(const std::string& program) { return Shell("command -v " + program + " >/dev/null").ok(); }
+
+// Why this machine cannot run the tests, or "".
+inline std::string MissingPrerequisite() {
+  if (::geteuid() != 0) return "needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN for setns into a namespace)";
+  const int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return absl::StrCat("cannot open /dev/net/tun: ", std::strerror(errno));
+  ::close(fd);
+  for (const char* p : {"ip", "ping"}) {
+    if (!Have(p)) return absl::StrCat("'", p, "' is not installed (packaging/setup.sh installs it)");
+  }
+  return "";
+}
+
+// A network namespace with a unique name; deleted by the destructor.
+class Netns {
+ public:
+  Netns() {
+    static std::atomic<int> n{0};
+    name_ = absl::StrCat("hsiifd-", ::getpid(), "-", n++);
+    made_ = Shell("ip netns add " + name_).ok();
+    if (made_) Shell("ip -n " + name_ + " link set lo up");
+  }
+  ~Netns() {
+    if (made_ && !Shell("ip netns del " + name_).ok()) std::fprintf(stderr, "could not delete netns %s\n", name_.c_str());
+  }
+  Netns(const Netns&) = delete;
+  Netns& operator=(const Netns&) = delete;
+  bool made() const { return made_; }
+  const std::string& name() const { return name_; }
+  // `cmd` run inside the namespace.
+  Result Exec(const std::string& cmd, bool with_stderr = true) const {
+    return Shell("ip netns exec " + name_ + " " + cmd, with_stderr);
+  }
+
+ private:
+  std::string name_;
+  bool made_ = false;
+};
+
+// A program run in the background with stdout and stderr to a log file;
+// the destructor kills (SIGKILL) and reaps it.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, std::string log) : log_(std::move(log)) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      std::vector<char*> a;
+      for (auto& s : argv) a.push_back(s.data());
+      a.push_back(nullptr);
+      ::execvp(a[0], a.data());
+      ::_exit(127);
+    }
+  }
+  ~Process() { Stop(SIGKILL); }
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  // Sends `sig` and reaps; the wait status, or -1 if not running.
+  int Stop(int sig) {
+    if (pid_ <= 0) return -1;
+    ::kill(pid_, sig);
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+    return status;
+  }
+  // The wait status once it exits by itself within `timeout`, else -1.
+  int WaitExit(absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (pid_ > 0 && absl::Now() < deadline) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return status;
+      }
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return -1;
+  }
+  bool running() const { return pid_ > 0; }
+  std::string log() const {
+    std::ifstream in(log_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::string log_;
+};
+
+// Polls `cond` every few ms until it holds or `timeout` passes.
+template <typename F>
+bool Eventually(F cond, absl::Duration timeout = absl::Seconds(10)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  do {
+    if (cond()) return true;
+    absl::SleepFor(absl::Milliseconds(10));
+  } while (absl::Now() < deadline);
+  return cond();
+}
+
+inline constexpr char kA[] = "10.240.0.1";
+inline constexpr char kB[] = "10.240.0.2";
+
+class IfdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string missing = MissingPrerequisite();
+    if (!missing.empty()) GTEST_SKIP() << missing;
+    ASSERT_TRUE(hsid_.Start()) << hsid_.log();
+    a_ = std::make_unique<Netns>();
+    b_ = std::make_unique<Netns>();
+    ASSERT_TRUE(a_->made() && b_->made()) << "ip netns add failed";
+  }
+
+  std::unique_ptr<Process> StartIfd(const Netns& ns, const std::string& lpar, const std::string& address,
+                                    std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {HSI_IFD_PATH, "--lpar", lpar,   "--chpid",  "F0",  "--netns",
+                                     ns.name(),    "--socket", hsid_.socket(), "--address", address};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return std::make_unique<Process>(argv, absl::StrCat(hsid_.dir(), "/ifd-", lpar, ".log"));
+  }
+
+  // Whether hsi0 in `ns` is up with `address`.
+  static bool Up(const Netns& ns, const std::string& address) {
+    const Result r = Shell("ip -n " + ns.name() + " -4 addr show dev hsi0");
+    return r.ok() && absl::StrContains(r.out, "inet " + address + "/24") && absl::StrContains(r.out, ",UP");
+  }
+  static bool Exists(const Netns& ns) { return Shell("ip -n " + ns.name() + " link show dev hsi0").ok(); }
+
+  // Both interfaces up (hsi-ifd A in a_, B in b_).
+  void StartBoth(std::vector<std::string> extra = {}) {
+    ifd_a_ = StartIfd(*a_, "A", kA, extra);
+    ifd_b_ = StartIfd(*b_, "B", kB, extra);
+    ASSERT_TRUE(Eventually([&] { return Up(*a_, kA) || !ifd_a_->running(); }) && Up(*a_, kA)) << ifd_a_->log();
+    ASSERT_TRUE(Eventually([&] { return Up(*b_, kB) || !ifd_b_->running(); }) && Up(*b_, kB)) << ifd_b_->log();
+  }
+
+  // Declaration order = reverse destruction order: the hsi-ifd processes
+  // die first, then the namespaces go, then hsid.
+  Hsid hsid_;
+  std::unique_ptr<Netns> a_, b_;
+  std::unique_ptr<Process> ifd_a_, ifd_b_;
+};
+
+// The bytes of a deterministic pattern, and their FNV-1a hash.
+inline uint8_t PatternByte(uint64_t i) { return static_cast<uint8_t>((i * 2654435761u) >> 13); }
+inline uint64_t Fnv(uint64_t h, const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+inline constexpr uint64_t kFnvBasis = 14695981039346656037ull;
+
+// A forked child in network namespace `ns` running `body`; _exit(body()).
+inline pid_t ForkInNetns(const std::string& ns, const std::function<int()>& body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    const int fd = ::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) ::_exit(126);
+    ::_exit(body());
+  }
+  return pid;
+}
+inline int Reap(pid_t pid, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  int status = 0;
+  while (absl::Now() < deadline) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, &status, 0);
+  return -2;
+}
+
+
+}  // namespace hsi::ifd_testing
+
+#endif  // HSI_TESTS_IFD_IFD_UTIL_H_
