@@ -106,7 +106,7 @@ class IfdOspfTest : public ::testing::Test {
         r.dir + "/hsi-ifd.log");
     ASSERT_TRUE(Eventually([&] {
       return !r.ifd->running() ||
-             Shell("ip -n " + r.ns->name() + " -4 addr show dev hsi0 | grep -q 'inet " + HsiAddress(i) + "/24' 2>/dev/null").ok();
+             Shell("ip -n " + r.ns->name() + " -4 addr show dev hsi0 2>/dev/null | grep -q 'inet " + HsiAddress(i) + "/24'").ok();
     }) && r.ifd->running()) << r.ifd->log();
     ASSERT_TRUE(r.ns->Exec("ip addr add " + Vipa(i) + "/32 dev lo").ok());
 
