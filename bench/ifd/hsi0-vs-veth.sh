@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# hsi0 against a veth pair, between the same two network namespaces, in one
+# sitting (issue 16's must-show). Not a test: it runs by hand and prints a
+# table for docs/benchmarks.md.
+#
+#   bench/ifd/hsi0-vs-veth.sh [--seconds N] [--wait MODE] [--build DIR]
+#
+# Paths, each between namespace A (client) and B (server):
+#   hsi0 8K   hsi-ifd on CHPID F0 (MFS 16K, MTU 8K)
+#   hsi0 56K  hsi-ifd on CHPID F1 (MFS 64K, MTU 56K)
+#   veth 1500 and veth 65535
+# Programs: iperf3 single stream and -P 4 (receiver's bytes/s), and
+# sockperf ping-pong with 64-byte messages (p50, p99 round trip).
+# Ratios are hsi0 over the better veth figure of the same run.
+# Needs root (namespaces, TUN), iperf3, sockperf (packaging/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+secs=5
+wait_mode=adaptive
+build=build
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) secs="$2"; shift 2 ;;
+    --wait) wait_mode="$2"; shift 2 ;;
+    --build) build="$2"; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "hsi0-vs-veth.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "hsi0-vs-veth.sh: needs root (network namespaces, /dev/net/tun)" >&2; exit 1; }
+for p in iperf3 sockperf ip "$build/bin/hsid" "$build/bin/hsi-ifd"; do
+  command -v "$p" >/dev/null || [ -x "$p" ] || { echo "hsi0-vs-veth.sh: $p is missing (packaging/setup.sh, then build)" >&2; exit 1; }
+done
+
+tag=$$
+A=hsibench-a-$tag
+B=hsibench-b-$tag
+dir=$(mktemp -d /tmp/hsi-bench-ifd.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  ip netns del "$A" 2>/dev/null || true
+  ip netns del "$B" 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT INT TERM
+
+cat >"$dir/hsid.toml" <<'EOF'
+[hsid]
+admin_uids = ["self"]
+
+[[chpid]]
+id = "F0"
+mfs = "16K"
+subnet = "10.240.0.0/24"
+queue_size = "1M"
+
+[[chpid]]
+id = "F1"
+mfs = "64K"
+subnet = "10.241.0.0/24"
+queue_size = "4M"
+
+[[lpar]]
+name = "*"
+uids = ["self"]
+EOF
+"$build/bin/hsid" --config "$dir/hsid.toml" --socket "$dir/hsid.sock" 2>"$dir/hsid.log" &
+pids+=($!)
+until [ -S "$dir/hsid.sock" ]; do kill -0 "${pids[0]}" || { cat "$dir/hsid.log" >&2; exit 1; }; sleep 0.01; done
+
+ip netns add "$A"
+ip netns add "$B"
+for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
+# hsi0 on F0 (8K) and hsi1 on F1 (56K) in each namespace.
+start_ifd() {  # NS LPAR CHPID IFNAME ADDRESS
+  "$build/bin/hsi-ifd" --lpar "$2" --chpid "$3" --netns "$1" --ifname "$4" --address "$5" \
+    --socket "$dir/hsid.sock" --wait "$wait_mode" 2>"$dir/$2.log" &
+  pids+=($!)
+  local pid=$!
+  until ip -n "$1" -4 addr show dev "$4" 2>/dev/null | grep -q "inet $5"; do
+    kill -0 "$pid" 2>/dev/null || { cat "$dir/$2.log" >&2; exit 1; }
+    sleep 0.01
+  done
+}
+start_ifd "$A" a8 F0 hsi0 10.240.0.1
+start_ifd "$B" b8 F0 hsi0 10.240.0.2
+start_ifd "$A" a56 F1 hsi1 10.241.0.1
+start_ifd "$B" b56 F1 hsi1 10.241.0.2
+# veth pairs at 1500 and 65535.
+ip link add va1500-$tag netns "$A" type veth peer name vb1500-$tag netns "$B"
+ip link add va64k-$tag netns "$A" type veth peer name vb64k-$tag netns "$B"
+ip -n "$A" link set va64k-$tag mtu 65535
+ip -n "$B" link set vb64k-$tag mtu 65535
+ip -n "$A" addr add 10.250.0.1/24 dev va1500-$tag
+ip -n "$B" addr add 10.250.0.2/24 dev vb1500-$tag
+ip -n "$A" addr add 10.251.0.1/24 dev va64k-$tag
+ip -n "$B" addr add 10.251.0.2/24 dev vb64k-$tag
+for l in va1500 va64k; do ip -n "$A" link set "$l-$tag" up; done
+for l in vb1500 vb64k; do ip -n "$B" link set "$l-$tag" up; done
+for t in 10.240.0.2 10.241.0.2 10.250.0.2 10.251.0.2; do
+  ip netns exec "$A" ping -q -c 1 -W 5 "$t" >/dev/null || { echo "hsi0-vs-veth.sh: $t unreachable" >&2; exit 1; }
+done
+
+ip netns exec "$B" iperf3 -s -p 5201 >/dev/null 2>&1 &
+pids+=($!)
+ip netns exec "$B" sockperf server -p 11111 >/dev/null 2>&1 &
+pids+=($!)
+until ip netns exec "$B" ss -ltn | grep -q ':5201 '; do sleep 0.01; done
+until ip netns exec "$B" ss -lun | grep -q ':11111 '; do sleep 0.01; done
+
+iperf() {  # ADDRESS STREAMS -> Gbit/s received
+  ip netns exec "$A" iperf3 -c "$1" -p 5201 -t "$secs" -P "$2" -J |
+    python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+}
+pingpong() {  # ADDRESS -> "p50 p99" in microseconds
+  ip netns exec "$A" sockperf ping-pong -i "$1" -p 11111 -m 64 -t "$secs" 2>&1 |
+    awk '/percentile 50.000/ {p50=$NF} /percentile 99.000/ {p99=$NF} END {print p50, p99}'
+}
+
+declare -A single multi p50 p99
+paths=("hsi0 8K:10.240.0.2" "hsi0 56K:10.241.0.2" "veth 1500:10.250.0.2" "veth 65535:10.251.0.2")
+for entry in "${paths[@]}"; do
+  name=${entry%%:*} addr=${entry#*:}
+  single[$name]=$(iperf "$addr" 1)
+  multi[$name]=$(iperf "$addr" 4)
+  read -r a b < <(pingpong "$addr")
+  p50[$name]=$a p99[$name]=$b
+done
+
+best() { python3 -c "import sys; print(max(float(x) for x in sys.argv[1:]))" "$@"; }
+bestlat() { python3 -c "import sys; print(min(float(x) for x in sys.argv[1:]))" "$@"; }
+vs=$(best "${single[veth 1500]}" "${single[veth 65535]}")
+vm=$(best "${multi[veth 1500]}" "${multi[veth 65535]}")
+vl=$(bestlat "${p50[veth 1500]}" "${p50[veth 65535]}")
+ratio() { python3 -c "import sys; print('%.2fx' % (float(sys.argv[1]) / float(sys.argv[2])))" "$1" "$2"; }
+
+echo "hsi0 vs veth, $(date -u +%F), $(nproc) CPUs, kernel $(uname -r), hsi-ifd --wait $wait_mode, ${secs} s per run"
+printf '| path | iperf3 1 stream Gbit/s | vs best veth | iperf3 -P 4 Gbit/s | vs best veth | sockperf 64 B p50 us | p99 us | p50 vs best veth |\n'
+printf '|---|---|---|---|---|---|---|---|\n'
+for entry in "${paths[@]}"; do
+  name=${entry%%:*}
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "${single[$name]}" "$(ratio "${single[$name]}" "$vs")" \
+    "${multi[$name]}" "$(ratio "${multi[$name]}" "$vm")" "${p50[$name]}" "${p99[$name]}" "$(ratio "${p50[$name]}" "$vl")"
+done
