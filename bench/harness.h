@@ -40,8 +40,8 @@
 #include "hsi/fd.h"
 #include "hsi/ring.h"
 #include "hsi/wait.h"
-#include "cli.h"
-#include "tick_clock.h"
+#include "hsi/support/cpu.h"
+#include "hsi/support/tick_clock.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <x86intrin.h>
@@ -64,8 +64,8 @@ struct CpuPlan {
 // two, returns an unpinned plan whose label says so.
 CpuPlan PlanCpus();
 
-// Pins the calling thread to `cpu` (tools/common/cli.h).
-using ::hsi::tools::PinToCpu;
+// Pins the calling thread to `cpu` (support/hsi/support/cpu.h).
+using ::hsi::support::PinToCpu;
 
 // Pins the calling thread to `cpu` (nothing if `cpu` < 0) and restores the
 // previous affinity mask when it goes out of scope.
@@ -168,8 +168,8 @@ inline void CpuRelax() {
 #endif
 }
 
-// TickClock (tools/common/tick_clock.h) times one round trip.
-using ::hsi::tools::TickClock;
+// TickClock (support/hsi/support/tick_clock.h) times one round trip.
+using ::hsi::support::TickClock;
 
 // ----------------------------------------------------------- statistics
 

@@ -25,7 +25,7 @@
 #include "benchmark/benchmark.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
-#include "hsid_util.h"
+#include "hsi/testing/hsid.h"
 
 namespace {
 

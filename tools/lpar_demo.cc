@@ -9,7 +9,7 @@
 //   3. round trip: --round_trips 64-byte ping-pongs with both sides spinning
 //      (then a tenth as many with both sides blocking on the doorbell),
 //      zero-copy (the echo is peeked in place and compared after the clock
-//      stops) and timed with the TSC (tools/common/tick_clock.h);
+//      stops) and timed with the TSC (support/hsi/support/tick_clock.h);
 // and the same round trip over loopback TCP (TCP_NODELAY) between two
 // processes of this run, for comparison.
 //
@@ -43,7 +43,7 @@
 #include "absl/strings/str_split.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
-#include "tick_clock.h"
+#include "hsi/support/tick_clock.h"
 
 ABSL_FLAG(std::string, socket, "", "hsid socket (default: $HSI_SOCKET, then the default path)");
 ABSL_FLAG(uint64_t, frames, 10'000'000, "frames to stream from demo-a to demo-b");
@@ -190,15 +190,15 @@ int LparA(const std::string& socket, hsi::Address b, uint64_t frames, int rtts, 
   // round trip here) until the echo is visible in place (zero-copy); the
   // whole echo is compared after the clock stops.
   std::vector<double> spin_us, block_us;
-  const hsi::tools::TickClock clock = hsi::tools::TickClock::Calibrate(absl::Milliseconds(20));
+  const hsi::support::TickClock clock = hsi::support::TickClock::Calibrate(absl::Milliseconds(20));
   for (int i = 0; i < rtts + rtts / 10; ++i) {
     const bool spin = i < rtts;
     const hsi::Wait w = spin ? hsi::Wait::Spin(In(absl::Seconds(60))) : hsi::Wait::Block(In(absl::Seconds(60)));
     std::memcpy(frame, &i, sizeof(i));
-    const uint64_t a = hsi::tools::TickClock::Now();
+    const uint64_t a = hsi::support::TickClock::Now();
     DEMO_CHECK(l->Send(frame, w), "demo-a ping");
     absl::StatusOr<absl::Span<const uint8_t>> echo = l->Peek(w);
-    const uint64_t z = hsi::tools::TickClock::Now();
+    const uint64_t z = hsi::support::TickClock::Now();
     DEMO_CHECK(echo, "demo-a pong");
     const bool same = echo->size() == kFrame && std::memcmp(echo->data(), frame, kFrame) == 0;
     l->Release();
@@ -247,9 +247,9 @@ bool TcpRoundTrip(int n, double* p50, double* p99) {
   ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   std::vector<double> us;
   char b[kFrame] = {};
-  const hsi::tools::TickClock clock = hsi::tools::TickClock::Calibrate(absl::Milliseconds(20));
+  const hsi::support::TickClock clock = hsi::support::TickClock::Calibrate(absl::Milliseconds(20));
   for (int i = 0; ok && i < n; ++i) {
-    const uint64_t t0 = hsi::tools::TickClock::Now();
+    const uint64_t t0 = hsi::support::TickClock::Now();
     ok = ::write(c, b, kFrame) == static_cast<ssize_t>(kFrame);
     size_t got = 0;
     while (ok && got < kFrame) {
@@ -257,7 +257,7 @@ bool TcpRoundTrip(int n, double* p50, double* p99) {
       ok = r > 0;
       got += ok ? static_cast<size_t>(r) : 0;
     }
-    const uint64_t t1 = hsi::tools::TickClock::Now();
+    const uint64_t t1 = hsi::support::TickClock::Now();
     us.push_back(clock.NsBetween(t0, t1) / 1e3);
   }
   ::close(c);

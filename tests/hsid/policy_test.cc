@@ -12,20 +12,21 @@
 
 #include "absl/strings/str_cat.h"
 #include "config.h"
-#include "fork_util.h"
+#include "hsi/testing/child.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hsi/admin.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
-#include "hsid_util.h"
+#include "hsi/testing/hsid.h"
+#include "hsi/testing/line_pipe.h"
 
 namespace hsi {
 namespace {
 
 using ::hsi::testing::Child;
 using ::hsi::testing::Hsid;
-using ::hsi::testing::Report;
+using ::hsi::testing::LinePipe;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -63,7 +64,7 @@ absl::StatusOr<Session> Connect(const Hsid& d, const std::string& lpar) {
 
 // Runs `body` in a child as uid/gid 1001 and returns what it reported.
 std::string AsUid1001(const std::function<std::string()>& body) {
-  Report rep;
+  LinePipe rep;
   Child c([&] {
     if (::setgroups(0, nullptr) != 0 || ::setresgid(1001, 1001, 1001) != 0 || ::setresuid(1001, 1001, 1001) != 0) {
       rep.Write("setresuid failed");
@@ -275,7 +276,7 @@ TEST(ConfigTest, HsidRejectsABadConfigAtStartWithExitCode2) {
   EXPECT_THAT(d.log(), HasSubstr(d.config_path() + ": chpid[0].mfs"));
   // Exit status: run it directly to see the code.
   Child c([&] {
-    ::execl(HSI_HSID_PATH, "hsid", "--socket", (d.dir() + "/x.sock").c_str(), "--config", d.config_path().c_str(),
+    ::execl(::hsi::testing::HsidPath(), "hsid", "--socket", (d.dir() + "/x.sock").c_str(), "--config", d.config_path().c_str(),
             static_cast<char*>(nullptr));
     return 127;
   });
@@ -287,7 +288,7 @@ TEST(ConfigTest, HsidRejectsABadConfigAtStartWithExitCode2) {
 // as the tools do.
 TEST(CommandLineTest, HelpAndUsageErrors) {
   auto run = [](const std::string& args) {
-    const std::string cmd = absl::StrCat("timeout 10 '", HSI_HSID_PATH, "' ", args, " 2>&1 </dev/null; echo \"exit=$?\"");
+    const std::string cmd = absl::StrCat("timeout 10 '", ::hsi::testing::HsidPath(), "' ", args, " 2>&1 </dev/null; echo \"exit=$?\"");
     std::string out;
     if (FILE* p = ::popen(cmd.c_str(), "r"); p != nullptr) {
       char buf[4096];

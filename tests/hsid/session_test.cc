@@ -11,21 +11,22 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "fork_util.h"
+#include "hsi/testing/child.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hsi/admin.h"
 #include "hsi/nic.h"
 #include "hsi/poller.h"
 #include "hsi/session.h"
-#include "hsid_util.h"
+#include "hsi/testing/hsid.h"
+#include "hsi/testing/line_pipe.h"
 
 namespace hsi {
 namespace {
 
 using ::hsi::testing::Child;
 using ::hsi::testing::Hsid;
-using ::hsi::testing::Report;
+using ::hsi::testing::LinePipe;
 using ::testing::HasSubstr;
 
 absl::Time In(absl::Duration d) { return absl::Now() + d; }
@@ -39,7 +40,7 @@ absl::StatusOr<Session> Connect(const Hsid& d, const std::string& lpar) {
 
 // A child LPAR that attaches to F0, reports its address, and echoes `n`
 // frames back to their sender.
-int EchoLpar(const Hsid& d, const std::string& name, const Report& report, int n) {
+int EchoLpar(const Hsid& d, const std::string& name, const LinePipe& report, int n) {
   absl::StatusOr<Session> s = Connect(d, name);
   if (!s.ok()) {
     report.Write(absl::StrCat("ERR ", s.status().ToString()));
@@ -74,7 +75,7 @@ int EchoLpar(const Hsid& d, const std::string& name, const Report& report, int n
 TEST(SessionTest, TwoLparsExchangeFramesThroughAHsidMadeLink) {
   Hsid d;
   ASSERT_TRUE(d.Start()) << d.log();
-  Report report;
+  LinePipe report;
   constexpr int kFrames = 2000;
   Child b([&] { return EchoLpar(d, "b", report, kFrames); });
   const std::string b_addr_text = report.Read();
@@ -140,8 +141,8 @@ TEST(SessionTest, MtuIsEnforcedWithAMessageNamingChpidAddressesAndLimit) {
 TEST(SessionTest, BroadcastReachesEveryOtherNicOfTheChpid) {
   Hsid d;
   ASSERT_TRUE(d.Start()) << d.log();
-  Report rb, rc;
-  auto receiver = [&](const std::string& name, const Report& rep) {
+  LinePipe rb, rc;
+  auto receiver = [&](const std::string& name, const LinePipe& rep) {
     absl::StatusOr<Session> s = Connect(d, name);
     if (!s.ok()) return 1;
     absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
@@ -179,7 +180,7 @@ TEST(SessionTest, BroadcastReachesEveryOtherNicOfTheChpid) {
 // A "silent NIC" (issue 13, item 4): an LPAR that attaches a NIC to F0,
 // reports its address and then never calls into libhsi again, so it never
 // answers hsid's link offers (hsid gives such a setup up after 5 s).
-int SilentLpar(const Hsid& d, const std::string& name, const Report& rep) {
+int SilentLpar(const Hsid& d, const std::string& name, const LinePipe& rep) {
   absl::StatusOr<Session> s = Connect(d, name);
   if (!s.ok()) return rep.Write("ERR " + s.status().ToString()), 1;
   absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
@@ -190,7 +191,7 @@ int SilentLpar(const Hsid& d, const std::string& name, const Report& rep) {
 
 // A live LPAR that reports its address, then reports every frame it
 // receives ("bcast|ucast SOURCE PAYLOAD") until killed.
-int ReportingLpar(const Hsid& d, const std::string& name, const Report& rep) {
+int ReportingLpar(const Hsid& d, const std::string& name, const LinePipe& rep) {
   absl::StatusOr<Session> s = Connect(d, name);
   if (!s.ok()) return rep.Write("ERR " + s.status().ToString()), 1;
   absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
@@ -213,7 +214,7 @@ absl::Span<const uint8_t> Bytes(const std::string& s) {
 std::vector<std::string> StartSilent(const Hsid& d, int n, std::vector<std::unique_ptr<Child>>* kids) {
   std::vector<std::string> addrs;
   for (int i = 0; i < n; ++i) {
-    Report rep;
+    LinePipe rep;
     kids->push_back(std::make_unique<Child>([&] { return SilentLpar(d, absl::StrCat("silent", i), rep); }));
     const std::string a = rep.Read(absl::Seconds(10));
     if (!Address::Parse(a).ok()) return {};
@@ -234,7 +235,7 @@ TEST(SessionTest, BroadcastKeepsItsDeadlineAndNamesSilentNics) {
   ASSERT_TRUE(s.ok()) << s.status();
   absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
   ASSERT_TRUE(nic.ok()) << nic.status();
-  Report rb;
+  LinePipe rb;
   Child b([&] { return ReportingLpar(d, "b", rb); });
   const std::string b_addr = rb.Read(absl::Seconds(10));
   ASSERT_TRUE(Address::Parse(b_addr).ok()) << b_addr;
@@ -268,7 +269,7 @@ TEST(SessionTest, BroadcastSetsUpItsLinksConcurrently) {
   std::vector<std::unique_ptr<Child>> kids;
   const std::vector<std::string> silent = StartSilent(d, 3, &kids);
   ASSERT_EQ(silent.size(), 3u);
-  Report rc;
+  LinePipe rc;
   Child c([&] { return ReportingLpar(d, "c", rc); });
   const std::string c_addr = rc.Read(absl::Seconds(10));
   ASSERT_TRUE(Address::Parse(c_addr).ok()) << c_addr;
@@ -351,7 +352,7 @@ uids = ["self"]
   ASSERT_TRUE(s.ok()) << s.status();
   absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
   ASSERT_TRUE(nic.ok()) << nic.status();
-  Report rb;
+  LinePipe rb;
   Child b([&] { return ReportingLpar(d, "b", rb); });
   const std::string b_addr = rb.Read(absl::Seconds(10));
   ASSERT_TRUE(Address::Parse(b_addr).ok()) << b_addr;
@@ -393,7 +394,7 @@ TEST(SessionTest, AFrameTooBigForTheBufferDoesNotBlockOtherPeers) {
   constexpr int kSmall = 5;
   // Each peer waits for "go" from A (which makes the link A->peer), then
   // sends its frames to A and reports "sent".
-  auto peer = [&](const std::string& name, const Report& rep, bool big) {
+  auto peer = [&](const std::string& name, const LinePipe& rep, bool big) {
     absl::StatusOr<Session> ps = Connect(d, name);
     if (!ps.ok()) return rep.Write("ERR " + ps.status().ToString()), 1;
     absl::StatusOr<Nic> pn = ps->AttachNic(0xF0);
@@ -411,7 +412,7 @@ TEST(SessionTest, AFrameTooBigForTheBufferDoesNotBlockOtherPeers) {
     rep.Write("sent");
     for (;;) ::pause();  // stays until killed: its frames are not from a dead peer
   };
-  Report rb, rc;
+  LinePipe rb, rc;
   Child b([&] { return peer("b", rb, true); });
   Child c([&] { return peer("c", rc, false); });
   const std::string b_addr = rb.Read(absl::Seconds(10)), c_addr = rc.Read(absl::Seconds(10));
@@ -475,7 +476,7 @@ TEST(SessionTest, PeerKilledMidStreamSurvivorDrainsThenGetsClearStatus) {
   absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
   ASSERT_TRUE(nic.ok()) << nic.status();
   const Address a_addr = nic->address();
-  Report report;
+  LinePipe report;
   Child b([&] {
     absl::StatusOr<Session> bs = Connect(d, "b");
     if (!bs.ok()) return 1;
@@ -599,7 +600,7 @@ TEST(SessionTest, PollerWaitsOnManyNics) {
 TEST(SessionTest, IdlePollerReRegistersAfterHsidRestart) {
   Hsid d;
   ASSERT_TRUE(d.Start()) << d.log();
-  Report rs;
+  LinePipe rs;
   Child server([&] {
     absl::StatusOr<Session> s = Connect(d, "idle");
     if (!s.ok()) return rs.Write("ERR " + s.status().ToString()), 1;
@@ -732,7 +733,7 @@ bool WaitNicGone(AdminClient& admin, const std::string& lpar) {
 TEST(ControlEventTest, ASendOnlyProcessLearnsOfItsPeersDeathOnItsNextSend) {
   Hsid d;
   ASSERT_TRUE(d.Start()) << d.log();
-  Report rp;
+  LinePipe rp;
   Child peer([&] {
     absl::StatusOr<Session> s = Connect(d, "victim");
     if (!s.ok()) return rp.Write("ERR " + s.status().ToString()), 1;

@@ -9,19 +9,20 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "fork_util.h"
+#include "hsi/testing/child.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
-#include "hsid_util.h"
+#include "hsi/testing/hsid.h"
+#include "hsi/testing/line_pipe.h"
 
 namespace hsi {
 namespace {
 
 using ::hsi::testing::Child;
 using ::hsi::testing::Hsid;
-using ::hsi::testing::Report;
+using ::hsi::testing::LinePipe;
 
 constexpr size_t kFrameSize = 64;
 
@@ -38,7 +39,7 @@ uint64_t Mix(uint64_t i) { return (i + 1) * 0x9E3779B97F4A7C15ULL; }
 // from it; reports "sent N SUM".
 // If `pause` is given, stops after n/2 frames, writes "half" and waits for a
 // line on `pause` before sending the rest. Idles in Session::Poll() after.
-int Sender(const std::string& socket, Address to, uint64_t n, const Report& rep, Report* pause = nullptr) {
+int Sender(const std::string& socket, Address to, uint64_t n, const LinePipe& rep, LinePipe* pause = nullptr) {
   absl::StatusOr<Session> s = Connect(socket, "sender");
   if (!s.ok()) return rep.Write("ERR " + s.status().ToString()), 1;
   absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
@@ -69,7 +70,7 @@ int Sender(const std::string& socket, Address to, uint64_t n, const Report& rep,
 
 // Receiver: reports its address, then "progress K" every 2^20 frames, then
 // "got N SUM" after `n` frames, checking order on the way.
-int Receiver(const std::string& socket, uint64_t n, const Report& rep) {
+int Receiver(const std::string& socket, uint64_t n, const LinePipe& rep) {
   absl::StatusOr<Session> s = Connect(socket, "receiver");
   if (!s.ok()) return rep.Write("ERR " + s.status().ToString()), 1;
   absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
@@ -104,7 +105,7 @@ int Receiver(const std::string& socket, uint64_t n, const Report& rep) {
   }
 }
 
-std::string ReadNonProgress(Report& r, absl::Duration timeout) {
+std::string ReadNonProgress(LinePipe& r, absl::Duration timeout) {
   for (;;) {
     std::string line = r.Read(timeout);
     if (line.rfind("progress", 0) != 0) return line;
@@ -115,7 +116,7 @@ TEST(StreamTest, TenMillionFramesBetweenTwoLparProcessesNoneLost) {
   Hsid d;
   ASSERT_TRUE(d.Start()) << d.log();
   constexpr uint64_t kN = 10'000'000;
-  Report rr, rs;
+  LinePipe rr, rs;
   Child receiver([&] { return Receiver(d.socket(), kN, rr); });
   absl::StatusOr<Address> raddr = Address::Parse(rr.Read());
   ASSERT_TRUE(raddr.ok());
@@ -135,7 +136,7 @@ TEST(StreamTest, HsidKilledMidStreamLosesNothingAndNewLinkWorksWithinOneSecond) 
   Hsid d;
   ASSERT_TRUE(d.Start()) << d.log();
   constexpr uint64_t kN = 4'000'000;
-  Report rr, rs, go;
+  LinePipe rr, rs, go;
   Child receiver([&] { return Receiver(d.socket(), kN, rr); });
   absl::StatusOr<Address> raddr = Address::Parse(rr.Read());
   ASSERT_TRUE(raddr.ok());
@@ -160,7 +161,7 @@ TEST(StreamTest, HsidKilledMidStreamLosesNothingAndNewLinkWorksWithinOneSecond) 
   // Restart; a new LPAR links to the sender, which must have re-registered.
   ASSERT_TRUE(d.Start()) << d.log();
   const absl::Time up = absl::Now();
-  Report rc;
+  LinePipe rc;
   Child c([&] {
     for (;;) {
       absl::StatusOr<Session> s = Connect(d.socket(), "latecomer");

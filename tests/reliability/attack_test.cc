@@ -12,7 +12,10 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,7 +33,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "fork_util.h"
+#include "hsi/testing/child.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hsi/admin.h"
@@ -39,8 +42,10 @@
 #include "hsi/segment.h"
 #include "hsi/session.h"
 #include "hsi/sniffer.h"
-#include "hsid_util.h"
-#include "rel_util.h"
+#include "hsi/testing/hsid.h"
+#include "hsi/testing/line_pipe.h"
+#include "hsi/testing/process.h"
+#include "hsi/testing/raw_client.h"
 
 namespace hsi {
 namespace {
@@ -52,7 +57,7 @@ using ::hsi::testing::RawAttachReply;
 using ::hsi::testing::RawClaim;
 using ::hsi::testing::RawClient;
 using ::hsi::testing::ReplyStatus;
-using ::hsi::testing::Report;
+using ::hsi::testing::LinePipe;
 using ::hsi::testing::RssKiB;
 using ::hsi::testing::Shared;
 using ::hsi::testing::Summary;
@@ -201,7 +206,7 @@ TEST_F(AttackTest, HsidRefusesSocketDirectoriesAnotherUserCanWriteAndNeverChmods
   std::string owned_text, open_text;
   for (int i = 0; i < kRestarts; ++i) {
     const std::string& dir = i % 2 == 0 ? owned : open;
-    HsidProcess h(HSI_HSID_PATH, dir + "/hsid.sock", t / "hsid.log");
+    HsidProcess h(::hsi::testing::HsidPath(), dir + "/hsid.sock", t / "hsid.log");
     if (h.Start()) {
       ++served;
       continue;  // the destructor kills it
@@ -224,7 +229,7 @@ TEST_F(AttackTest, HsidRefusesSocketDirectoriesAnotherUserCanWriteAndNeverChmods
   const std::string good = t / "good";
   ASSERT_EQ(::mkdir(good.c_str(), 0755), 0);
   const mode_t old = ::umask(077);
-  HsidProcess h(HSI_HSID_PATH, good + "/hsid.sock", t / "good.log");
+  HsidProcess h(::hsi::testing::HsidPath(), good + "/hsid.sock", t / "good.log");
   const bool started = h.Start();
   ::umask(old);
   ASSERT_TRUE(started) << h.log();
@@ -247,7 +252,7 @@ TEST_F(AttackTest, ClientsRefuseAnHsidSocketServedByAnUntrustedUid) {
   ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
   ASSERT_EQ(::chown(dir.c_str(), kNobody, kNobody), 0);
   const std::string sock = dir + "/hsid.sock";
-  Report ready, stop;
+  LinePipe ready, stop;
   Shared<std::atomic<uint64_t>> accepted;
   Child fake([&] {
     if (!DropTo(kNobody)) return ready.Write("cannot drop"), 1;
@@ -351,8 +356,8 @@ std::optional<NicListing> NicOf(AdminClient& a, const std::string& lpar) {
 TEST_F(AttackTest, NamesAndAddressesAreHeldForTheirOwnersAcrossARestart) {
   Hsid d(kSharedPolicy);
   ASSERT_TRUE(d.Start()) << d.log();
-  Report rv, stop;  // `stop` tells the victim; `stop_attacker` the attacker
-  Report stop_attacker;
+  LinePipe rv, stop;  // `stop` tells the victim; `stop_attacker` the attacker
+  LinePipe stop_attacker;
   Child victim([&] {
     absl::StatusOr<Session> s = Connect(d.socket(), "vic", /*reconnect=*/true);
     if (!s.ok()) return rv.Write("ERR " + s.status().ToString()), 1;
@@ -375,7 +380,7 @@ TEST_F(AttackTest, NamesAndAddressesAreHeldForTheirOwnersAcrossARestart) {
   d.Stop(SIGKILL);
   ASSERT_TRUE(d.Start()) << d.log();
 
-  Report ra;
+  LinePipe ra;
   Child attacker([&] {
     if (!DropTo(kNobody)) return ra.Write("cannot drop"), 1;
     ra.Write("claim vic: " + Connect(d.socket(), "vic").status().ToString());
@@ -432,7 +437,7 @@ TEST_F(AttackTest, OneUidCannotExhaustHsidsConnectionsOrMemory) {
   Hsid d(SharedPolicyWith("max_connections_per_uid = 16\nmax_queued_bytes_per_uid = \"256K\""));
   ASSERT_TRUE(d.Start()) << d.log();
   const long base_rss = RssKiB(d.pid());
-  Report ra;
+  LinePipe ra;
   Shared<std::atomic<long>> peak_rss;
   constexpr int kConnections = 24, kFlooders = 12, kRequests = 4000;
   Child attacker([&] {
@@ -521,14 +526,14 @@ TEST_F(AttackTest, HsidsOwnUidCannotReachItsFdsThroughProc) {
   TempDir t;
   // A copy of hsid that uid 65534 can run wherever the build tree lies.
   const std::string bin = t / "hsid";
-  ASSERT_EQ(std::system(absl::StrCat("cp '", HSI_HSID_PATH, "' '", bin, "'").c_str()), 0);
+  ASSERT_EQ(std::system(absl::StrCat("cp '", ::hsi::testing::HsidPath(), "' '", bin, "'").c_str()), 0);
   ASSERT_EQ(::chmod(bin.c_str(), 0755), 0);
   const std::string dir = t / "run";
   ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
   ASSERT_EQ(::chown(dir.c_str(), kNobody, kNobody), 0);
   HsidProcess h(bin, dir + "/hsid.sock", t / "hsid.log", kNobody);
   ASSERT_TRUE(h.Start()) << h.log();
-  Report r;
+  LinePipe r;
   Child same_uid([&] {
     if (!DropTo(kNobody)) return r.Write("cannot drop"), 1;
     const std::string fds = absl::StrCat("/proc/", h.pid(), "/fd");
@@ -556,7 +561,7 @@ TEST_F(AttackTest, EveryRefusalReachesTheClient) {
   // As uid 65534, so that no connection of the test's own uid (hsid's
   // start-up probe) counts against the cap.
   constexpr int kTries = 200;
-  Report r;
+  LinePipe r;
   Child late([&] {
     if (!DropTo(kNobody)) return r.Write("cannot drop"), 1;
     std::vector<std::unique_ptr<RawClient>> half_open;

@@ -6,6 +6,7 @@
 // every child, even when it fails. Each prints a "RELIABILITY ..." line
 // with its figures (docs/reliability.md quotes them).
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -24,14 +25,16 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "fork_util.h"
+#include "hsi/testing/child.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hsi/admin.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
-#include "hsid_util.h"
-#include "rel_util.h"
+#include "hsi/testing/hsid.h"
+#include "hsi/testing/line_pipe.h"
+#include "hsi/testing/process.h"
+#include "hsi/testing/raw_client.h"
 
 namespace hsi {
 namespace {
@@ -41,7 +44,7 @@ using ::hsi::testing::FdCount;
 using ::hsi::testing::Hsid;
 using ::hsi::testing::RawClient;
 using ::hsi::testing::ReplyStatus;
-using ::hsi::testing::Report;
+using ::hsi::testing::LinePipe;
 using ::hsi::testing::Shared;
 using ::hsi::testing::Summary;
 using ::testing::HasSubstr;
@@ -88,7 +91,7 @@ struct Progress {
 // final frame with seq ~0 - 1 ("end"). Publishes the count of frames whose
 // Send returned OK after each one. Reports the NIC address, then
 // "sent N SUM" when stopped.
-int StreamSender(const std::string& socket, const std::string& lpar, Address to, Progress* p, const Report& rep) {
+int StreamSender(const std::string& socket, const std::string& lpar, Address to, Progress* p, const LinePipe& rep) {
   absl::StatusOr<Session> s = Connect(socket, lpar);
   if (!s.ok()) return rep.Write("ERR " + s.status().ToString()), 1;
   absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
@@ -136,7 +139,7 @@ TEST(FaultTest, SenderKilledAtRandomPointsEveryCommittedFrameArrivesOnce) {
     const uint64_t target = 1 + rng() % 300000;
     const int extra_us = static_cast<int>(rng() % 2000);
     Shared<Progress> p;
-    Report rep;
+    LinePipe rep;
     Child sender([&] { return StreamSender(d.socket(), absl::StrCat("tx", it), nic->address(), &*p, rep); });
     absl::StatusOr<Address> saddr = Address::Parse(rep.Read());
     ASSERT_TRUE(saddr.ok());
@@ -207,7 +210,7 @@ TEST(FaultTest, ReceiverKilledAtRandomPointsSenderGetsClearStatus) {
     ASSERT_TRUE(nic.ok()) << nic.status();
     const uint64_t target = 1 + rng() % 300000;
     Shared<Progress> p;
-    Report rep;
+    LinePipe rep;
     Child receiver([&] {
       absl::StatusOr<Session> rs = Connect(d.socket(), absl::StrCat("rx", it));
       if (!rs.ok()) return rep.Write("ERR " + rs.status().ToString()), 1;
@@ -269,7 +272,7 @@ TEST(FaultTest, HsidKilledFiveTimesUnderLoadExactCounts) {
   Hsid d;
   ASSERT_TRUE(d.Start()) << d.log();
   Shared<Progress> p;
-  Report rr, rs;
+  LinePipe rr, rs;
   Child receiver([&] {
     absl::StatusOr<Session> s = Connect(d.socket(), "receiver");
     if (!s.ok()) return rr.Write("ERR " + s.status().ToString()), 1;
@@ -382,7 +385,7 @@ TEST(FaultTest, StalledConsumerUnderBlockProducerWaitsAndNothingIsLost) {
   ASSERT_TRUE(d.Start()) << d.log();
   constexpr uint64_t kN = 50000;
   Shared<Progress> p;
-  Report rr, go, rs;
+  LinePipe rr, go, rs;
   Child receiver([&] {
     absl::StatusOr<Session> s = Connect(d.socket(), "consumer");
     if (!s.ok()) return rr.Write("ERR " + s.status().ToString()), 1;
@@ -454,7 +457,7 @@ TEST(FaultTest, StalledConsumerUnderDropLossesCountedExactly) {
   Hsid d(kSmallConfig);
   ASSERT_TRUE(d.Start()) << d.log();
   constexpr uint64_t kN = 20000;
-  Report rr, go, rs;
+  LinePipe rr, go, rs;
   Child receiver([&] {
     absl::StatusOr<Session> s = Connect(d.socket(), "consumer");
     if (!s.ok()) return rr.Write("ERR " + s.status().ToString()), 1;
@@ -531,7 +534,7 @@ TEST(FaultTest, StalledConsumerUnderDropLossesCountedExactly) {
 TEST(FaultTest, QuotaExhaustionIsAClearErrorNamingTheQuota) {
   Hsid d(kSmallConfig);
   ASSERT_TRUE(d.Start()) << d.log();
-  Report rp;
+  LinePipe rp;
   Child peers([&] {
     absl::StatusOr<Session> s = Connect(d.socket(), "peers");
     if (!s.ok()) return rp.Write("ERR " + s.status().ToString()), 1;
@@ -614,7 +617,7 @@ int RunHsid(const std::vector<std::string>& args, const std::string& log, std::s
     argv.push_back(const_cast<char*>("hsid"));
     for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
-    ::execv(HSI_HSID_PATH, argv.data());
+    ::execv(::hsi::testing::HsidPath(), argv.data());
     ::_exit(127);
   }
   int status = 0;
@@ -678,7 +681,7 @@ TEST(FaultTest, FullOrReadOnlySocketDirectoryIsAClearErrorAndExitNonZero) {
 TEST(FaultTest, ClientOutOfFdsGetsClearErrorsHsidServesOthers) {
   Hsid d;
   ASSERT_TRUE(d.Start()) << d.log();
-  Report rp;
+  LinePipe rp;
   Child peer([&] {
     absl::StatusOr<Session> s = Connect(d.socket(), "peer");
     if (!s.ok()) return rp.Write("ERR " + s.status().ToString()), 1;
@@ -692,7 +695,7 @@ TEST(FaultTest, ClientOutOfFdsGetsClearErrorsHsidServesOthers) {
   });
   absl::StatusOr<Address> paddr = Address::Parse(rp.Read());
   ASSERT_TRUE(paddr.ok());
-  Report rc;
+  LinePipe rc;
   Child starved([&] {
     const int top = ::hsi::testing::FillFdGaps();
     auto limit = [&](int extra) {

@@ -29,15 +29,17 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "fork_util.h"
+#include "hsi/testing/child.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hsi/admin.h"
 #include "hsi/nic.h"
 #include "hsi/segment.h"
 #include "hsi/session.h"
-#include "hsid_util.h"
-#include "rel_util.h"
+#include "hsi/testing/hsid.h"
+#include "hsi/testing/line_pipe.h"
+#include "hsi/testing/process.h"
+#include "hsi/testing/raw_client.h"
 
 namespace hsi {
 namespace {
@@ -51,7 +53,7 @@ using ::hsi::testing::FdCount;
 using ::hsi::testing::Hsid;
 using ::hsi::testing::RawClient;
 using ::hsi::testing::ReplyStatus;
-using ::hsi::testing::Report;
+using ::hsi::testing::LinePipe;
 using ::hsi::testing::RssKiB;
 using ::hsi::testing::Shared;
 using ::hsi::testing::Summary;
@@ -113,7 +115,7 @@ struct GoodState {
 
 // A forked LPAR "victim" that links to `peer`, reports the outcome ("link
 // up" or the status) on `rv`, and holds on until `stop` says so.
-std::unique_ptr<Child> LinkingVictim(const std::string& socket, Address peer, Report& rv, Report& stop) {
+std::unique_ptr<Child> LinkingVictim(const std::string& socket, Address peer, LinePipe& rv, LinePipe& stop) {
   return std::make_unique<Child>([&socket, peer, &rv, &stop] {
     absl::StatusOr<Session> s = Connect(socket, "victim");
     if (!s.ok()) return rv.Write("ERR " + s.status().ToString()), 1;
@@ -179,7 +181,7 @@ class HostileClientTest : public ::testing::Test {
     ::signal(SIGPIPE, SIG_IGN);
     d_ = std::make_unique<Hsid>(kConfig);
     ASSERT_TRUE(d_->Start()) << d_->log();
-    Report re;
+    LinePipe re;
     echo_ = std::make_unique<Child>([&] {
       absl::StatusOr<Session> s = Connect(d_->socket(), "echo");
       if (!s.ok()) return re.Write("ERR " + s.status().ToString()), 1;
@@ -194,7 +196,7 @@ class HostileClientTest : public ::testing::Test {
     });
     absl::StatusOr<Address> echo = Address::Parse(re.Read());
     ASSERT_TRUE(echo.ok());
-    Report rg;
+    LinePipe rg;
     GoodState* g = &*good_;
     good_child_ = std::make_unique<Child>([&] {
       auto fail = [&](const std::string& what) {
@@ -329,7 +331,7 @@ TEST_F(HostileClientTest, ClaimingAnotherLparsNameIsRefused) {
   }
   // A uid the policy does not allow (CI runs as root: drop to nobody).
   if (::geteuid() == 0) {
-    Report rn;
+    LinePipe rn;
     Child nobody([&] {
       if (!DropTo(kNobody)) return rn.Write(absl::StrCat("ERR setresuid: ", std::strerror(errno))), 1;
       for (int i = 0; i < kRounds; ++i) {
@@ -709,7 +711,7 @@ TEST_F(HostileClientTest, HalfOpenConnectionsAreCappedAndTimedOut) {
     char refused_text[512] = {}, timeout_text[512] = {};
   };
   Shared<Figures> f;
-  Report done;
+  LinePipe done;
   Child flood([&] {
     if (!DropTo(kNobody)) return done.Write(absl::StrCat("ERR setresuid: ", std::strerror(errno))), 1;
     std::vector<std::unique_ptr<RawClient>> conns;
@@ -875,7 +877,7 @@ TEST_F(HostileClientTest, APeerSegmentThatCannotBeUsedTakesTheLinkDownForBoth) {
   hsi::UniqueFd evil_wait;
   absl::StatusOr<Address> evil_addr = RawAttach(evil, 2, &evil_wait);
   ASSERT_TRUE(evil_addr.ok()) << evil_addr.status();
-  Report rv, stop;
+  LinePipe rv, stop;
   std::unique_ptr<Child> victim = LinkingVictim(d_->socket(), *evil_addr, rv, stop);
   bool eof = false;
   // evil's end of the setup: map its own segment, scribble over the header
@@ -953,7 +955,7 @@ TEST_F(HostileClientTest, APeerCannotConsumeTheRingsOfANicItLinksTo) {
   absl::StatusOr<Address> evil_addr = RawAttach(evil, 3, &evil_wait);
   ASSERT_TRUE(evil_addr.ok()) << evil_addr.status();
   // The victim links to evil.
-  Report rv, stop;
+  LinePipe rv, stop;
   std::unique_ptr<Child> victim = LinkingVictim(d_->socket(), *evil_addr, rv, stop);
   std::optional<wire::Message> offer = evil.Receive(absl::Seconds(5), &eof);
   ASSERT_TRUE(offer.has_value() && offer->type == wire::MsgType::kLinkOffer) << "no LinkOffer for evil";
@@ -982,7 +984,7 @@ TEST_F(HostileClientTest, APeerCannotConsumeTheRingsOfANicItLinksTo) {
   const ssize_t got = ::read(victim_bell, buf, sizeof(buf));
   EXPECT_TRUE(got < 0 && errno == EBADF) << "the peer read " << got << " bytes of the victim's rings";
   // Nor can a peer of another uid reopen the pipe for reading.
-  Report ro;
+  LinePipe ro;
   Child reopen([&] {
     if (!DropTo(kNobody)) return ro.Write("setresuid failed"), 1;
     const int fd = ::open(absl::StrCat("/proc/self/fd/", victim_bell).c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -1013,7 +1015,7 @@ TEST_F(HostileClientTest, NamelessClaimsOfNonAdminsAreCapped) {
     char refused_text[512] = {};
   };
   Shared<Figures> f;
-  Report done, go;  // child to parent, parent to child
+  LinePipe done, go;  // child to parent, parent to child
   Child flood([&] {
     if (!DropTo(kNobody)) return done.Write(absl::StrCat("ERR setresuid: ", std::strerror(errno))), 1;
     std::vector<std::unique_ptr<RawClient>> conns;

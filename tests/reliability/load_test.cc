@@ -26,14 +26,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "fork_util.h"
+#include "hsi/testing/child.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hsi/admin.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
-#include "hsid_util.h"
-#include "rel_util.h"
+#include "hsi/testing/hsid.h"
+#include "hsi/testing/line_pipe.h"
+#include "hsi/testing/process.h"
+#include "hsi/testing/raw_client.h"
 
 namespace hsi {
 namespace {
@@ -41,7 +43,7 @@ namespace {
 using ::hsi::testing::Child;
 using ::hsi::testing::FdCount;
 using ::hsi::testing::Hsid;
-using ::hsi::testing::Report;
+using ::hsi::testing::LinePipe;
 using ::hsi::testing::RssKiB;
 using ::hsi::testing::Summary;
 
@@ -121,7 +123,7 @@ void AwaitPhase(Session& s, Control* ctl, int phase) {
   }
 }
 
-int Lpar(const std::string& socket, int proc, int nics, int total, uint64_t frames, const Report& up,
+int Lpar(const std::string& socket, int proc, int nics, int total, uint64_t frames, const LinePipe& up,
          Control* ctl) {
   ::hsi::testing::RaiseNoFile(1 << 16);
   SessionOptions o;
@@ -277,9 +279,9 @@ TEST(LoadTest, AllToAllOnOneChpidExactCountsAndHsidReturnsToBaseline) {
   const long base_rss = RssKiB(d.pid());
 
   ::hsi::testing::Shared<Control> ctl;
-  std::vector<std::unique_ptr<Report>> up;
+  std::vector<std::unique_ptr<LinePipe>> up;
   std::vector<std::unique_ptr<Child>> kids;
-  for (int p = 0; p < procs; ++p) up.push_back(std::make_unique<Report>());
+  for (int p = 0; p < procs; ++p) up.push_back(std::make_unique<LinePipe>());
   const absl::Time t0 = absl::Now();
   for (int p = 0; p < procs; ++p) {
     kids.push_back(std::make_unique<Child>([&, p] { return Lpar(d.socket(), p, per, total, frames, *up[p], &*ctl); }));

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
-#include "fork_util.h"
+#include "hsi/testing/child.h"
 #include "gtest/gtest.h"
 #include "hsi/endpoint.h"
 

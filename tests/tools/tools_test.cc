@@ -22,12 +22,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "fork_util.h"
+#include "hsi/testing/child.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
-#include "hsid_util.h"
+#include "hsi/testing/hsid.h"
+#include "hsi/testing/line_pipe.h"
 #include "nlohmann/json.hpp"
 
 namespace hsi {
@@ -35,7 +36,7 @@ namespace {
 
 using ::hsi::testing::Child;
 using ::hsi::testing::Hsid;
-using ::hsi::testing::Report;
+using ::hsi::testing::LinePipe;
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 
@@ -234,7 +235,7 @@ class TwoLpars {
   const std::string& rx_done() const { return rx_done_; }
 
  private:
-  Report rep_rx_, rep_tx_, rep_rx_stop_, rep_tx_stop_;
+  LinePipe rep_rx_, rep_tx_, rep_rx_stop_, rep_tx_stop_;
   std::unique_ptr<Child> rx_, tx_;
   std::string rx_address_, tx_address_, rx_done_;
 };
@@ -406,7 +407,7 @@ TEST_F(ToolsTest, HsiPingReportsEchoesThatDifferFromTheProbe) {
   // A responder that answers with the probe's sequence number but changes
   // its last byte: the round trip completes, the comparison after the clock
   // stops must catch it.
-  Report rep;
+  LinePipe rep;
   Child bad([&] {
     SessionOptions o;
     o.socket_path = hsid_.socket();

@@ -165,16 +165,6 @@ absl::StatusOr<std::vector<int>> ParseCpus(absl::string_view what, absl::string_
   return cpus;
 }
 
-absl::Status PinToCpu(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  if (::sched_setaffinity(0, sizeof(set), &set) != 0) {
-    return absl::InternalError(absl::StrCat("cannot pin to CPU ", cpu, ": sched_setaffinity: ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<hsi::Address> ParseAddress(absl::string_view what, absl::string_view text) {
   absl::StatusOr<hsi::Address> a = hsi::Address::Parse(text);
   if (!a.ok()) {

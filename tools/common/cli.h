@@ -73,8 +73,6 @@ absl::StatusOr<hsi::Address> ParseAddress(absl::string_view what, absl::string_v
 std::string ChpidText(uint32_t id);  // "F0"
 // "3" or "0,1": up to `max` CPU numbers, each one this process may run on.
 absl::StatusOr<std::vector<int>> ParseCpus(absl::string_view what, absl::string_view text, size_t max);
-// Pins the calling thread to `cpu` (the tools run one thread).
-absl::Status PinToCpu(int cpu);
 
 // Prints "TOOL: message" to stderr and returns `code`.
 int Fail(absl::string_view tool, absl::string_view message, int code);

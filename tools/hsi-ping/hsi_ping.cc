@@ -28,8 +28,9 @@
 #include "hsi/fd.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
+#include "hsi/support/cpu.h"
+#include "hsi/support/tick_clock.h"
 #include "nlohmann/json.hpp"
-#include "tick_clock.h"
 
 namespace {
 
@@ -285,7 +286,7 @@ absl::StatusOr<hsi::Session> Connect(const Options& o, const std::string& lpar) 
 // many TCP probes. `ready` is told "ADDRESS PORT" once serving.
 int Respond(const Options& o, const std::string& lpar, hsi::tools::LinePipe* ready) {
   if (!o.pin.empty()) {
-    if (absl::Status s = hsi::tools::PinToCpu(o.pin[0]); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
+    if (absl::Status s = hsi::support::PinToCpu(o.pin[0]); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   }
   // Listen first: once the NIC is attached (and a client can see it), TCP
   // clients can connect too.
@@ -449,7 +450,7 @@ int Client(const Options& o) {
     peer = *o.peer;
   }
   if (!cpus.empty()) {
-    if (absl::Status s = hsi::tools::PinToCpu(cpus[0]); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
+    if (absl::Status s = hsi::support::PinToCpu(cpus[0]); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   }
   absl::StatusOr<hsi::Session> session = Connect(o, lpar);
   if (!session.ok()) return hsi::tools::Fail(kTool, session.status().message(), kExitFailure);
@@ -486,7 +487,7 @@ int Client(const Options& o) {
   const absl::Duration timeout = absl::Seconds(o.timeout);
   // Round trips are timed with the TSC (tick_clock.h): clock_gettime() costs
   // 20 to 150 ns on this VM, much of an hsi round trip.
-  const hsi::tools::TickClock clock = hsi::tools::TickClock::Calibrate(absl::Milliseconds(20));
+  const hsi::support::TickClock clock = hsi::support::TickClock::Calibrate(absl::Milliseconds(20));
   const auto started = Clock::now();
   uint64_t seq = 0;
   absl::Status failure;
@@ -500,7 +501,7 @@ int Client(const Options& o) {
       PutU64(out.data(), seq);
       // Read before t0: the clock read is not part of the round trip.
       const absl::Time deadline = absl::Now() + timeout;
-      const uint64_t t0 = hsi::tools::TickClock::Now();
+      const uint64_t t0 = hsi::support::TickClock::Now();
       absl::Status s = link->Send(out, MakeWait(o.wait, deadline));
       ++hs.sent;
       if (!s.ok()) {
@@ -519,7 +520,7 @@ int Client(const Options& o) {
           break;
         }
         if (r->size() >= 8 && GetU64(r->data()) == seq) {
-          t1 = hsi::tools::TickClock::Now();
+          t1 = hsi::support::TickClock::Now();
           got = true;
           if (r->size() != o.size || std::memcmp(r->data() + 8, out.data() + 8, o.size - 8) != 0) {
             got = false;
@@ -572,7 +573,7 @@ int Client(const Options& o) {
     if (!failure.ok()) break;
     for (uint64_t k = 0; k < n && !g_stop; ++k) {
       PutU64(out.data(), seq + k);
-      const uint64_t t0 = hsi::tools::TickClock::Now();
+      const uint64_t t0 = hsi::support::TickClock::Now();
       ++ts.sent;
       if (!WriteFull(tcp.get(), out.data(), o.size) || !ReadFull(tcp.get(), in.data(), o.size)) {
         if (g_stop) break;
@@ -586,7 +587,7 @@ int Client(const Options& o) {
         }
         break;
       }
-      const uint64_t t1 = hsi::tools::TickClock::Now();
+      const uint64_t t1 = hsi::support::TickClock::Now();
       if (std::memcmp(in.data(), out.data(), o.size) != 0) {
         ++ts.corrupt;
       } else {
@@ -603,7 +604,7 @@ int Client(const Options& o) {
   if (o.json) {
     json j = {{"peer", peer.ToString()}, {"local", nic->address().ToString()}, {"chpid", hsi::tools::ChpidText(o.chpid)},
               {"size", o.size}, {"wait", std::string(hsi::WaitModeName(o.wait))}, {"cpus", cpus},
-              {"clock", hsi::tools::TickClock::Name()},
+              {"clock", hsi::support::TickClock::Name()},
               {"elapsed_ms", elapsed_ms},
               {"hsi", SideJson(hs)}};
     if (o.vs_tcp) {

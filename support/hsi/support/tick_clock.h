@@ -1,5 +1,5 @@
-// tick_clock.h: a cheap clock for timing one round trip, shared by the
-// tools (hsi-ping) and the benchmarks (bench/).
+// hsi/support/tick_clock.h: a cheap clock for timing one round trip, shared
+// by the tools (hsi-ping) and the benchmarks (bench/).
 //
 // On x86 it reads the TSC, which is the kernel's own clocksource on these
 // machines: ~10 ns to read, where clock_gettime() costs 20 to 150 ns on this
@@ -7,8 +7,8 @@
 // steady_clock. Elsewhere it is steady_clock itself.
 //
 // Thread safety: Now() anywhere; a calibrated TickClock is a value.
-#ifndef HSI_TOOLS_TICK_CLOCK_H_
-#define HSI_TOOLS_TICK_CLOCK_H_
+#ifndef HSI_SUPPORT_TICK_CLOCK_H_
+#define HSI_SUPPORT_TICK_CLOCK_H_
 
 #include <chrono>
 #include <cstdint>
@@ -19,7 +19,7 @@
 #include <x86intrin.h>
 #endif
 
-namespace hsi::tools {
+namespace hsi::support {
 
 class TickClock {
  public:
@@ -49,6 +49,6 @@ class TickClock {
   double overhead_ns_ = 0.0;
 };
 
-}  // namespace hsi::tools
+}  // namespace hsi::support
 
-#endif  // HSI_TOOLS_TICK_CLOCK_H_
+#endif  // HSI_SUPPORT_TICK_CLOCK_H_

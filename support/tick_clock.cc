@@ -1,11 +1,11 @@
-#include "tick_clock.h"
+#include "hsi/support/tick_clock.h"
 
 #include <algorithm>
 #include <vector>
 
 #include "absl/time/clock.h"
 
-namespace hsi::tools {
+namespace hsi::support {
 
 TickClock TickClock::Calibrate(absl::Duration span) {
   TickClock c;
@@ -35,4 +35,4 @@ const char* TickClock::Name() {
 #endif
 }
 
-}  // namespace hsi::tools
+}  // namespace hsi::support
