@@ -152,7 +152,7 @@ class PhasedStream {
   std::vector<uint64_t> phases_;
   uint64_t total_ = 0;
   std::atomic<uint64_t>* received_ = nullptr;
-  hsi::testing::Report report_, gate_;
+  hsi::testing::LinePipe report_, gate_;
   pid_t server_ = -1, client_ = -1;
   bool ok_ = false;
 };

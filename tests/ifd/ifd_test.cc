@@ -137,7 +137,7 @@ TEST_F(IfdTest, TcpTransferWithIperf3BytesChecked) {
 TEST_F(IfdTest, ExactTcpTransfer) {
   StartBoth();
   constexpr uint64_t kBytes = uint64_t{64} << 20;
-  hsi::testing::Report report;
+  hsi::testing::LinePipe report;
   // B: accept one connection, read to EOF, report "count hash".
   const pid_t server = ForkInNetns(b_->name(), [&] {
     const int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -2,7 +2,7 @@
 // commands, network namespaces and background processes that are always
 // removed and reaped, polling, forked children inside a namespace, a
 // checked byte pattern, and the two-namespace fixture IfdTest. Each test
-// binary defines HSI_IFD_PATH (and HSI_HSID_PATH for hsid_util.h).
+// binary defines HSI_IFD_PATH; hsid comes from hsi::testing.
 #ifndef HSI_TESTS_IFD_IFD_UTIL_H_
 #define HSI_TESTS_IFD_IFD_UTIL_H_
 
@@ -30,7 +30,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
-#include "hsid_util.h"
+#include "hsi/testing/hsid.h"
+#include "hsi/testing/line_pipe.h"
 
 namespace hsi::ifd_testing {
 
