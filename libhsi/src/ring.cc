@@ -236,18 +236,17 @@ uint8_t* RingProducer::TryReserve(size_t len) {
     }
   }
   was_full_ = false;
+  // A sniffer may still be copying what we are about to write over: its
+  // re-checks must see what we published before (ring_layout.h).
+  internal::ReleaseBeforeWriting();
   if (record > contiguous) {
     // Pad to the end of the ring so the frame is contiguous at offset 0.
     auto* pad = reinterpret_cast<FrameHeader*>(data_ + off);
-    internal::InvalidateRecord(pad);
     StoreRelaxed(&pad->meta, PackMeta(static_cast<uint32_t>(contiguous - kFrameHeaderSize), kKindPad, 0));
     StoreRelease(&pad->seq, tail_ ^ nonce_);
     tail_ += contiguous;
     off = 0;
   }
-  // The seqlock of docs/ring.md: a sniffer still copying the record of the
-  // previous lap here learns that it is being overwritten.
-  internal::InvalidateRecord(reinterpret_cast<FrameHeader*>(data_ + off));
   reserved_off_ = off;
   reserved_len_ = len;
   reserved_ = true;

@@ -13,12 +13,12 @@
 // behind the producer, by the seq chain of docs/ring.md (a record at ring
 // position p is complete when its seq word equals p ^ nonce), starting at
 // the producer's published tail when the link was handed over, with the
-// ring consumer's own record reader. The frame is copied out, then checked
-// twice: the record's seq word must still be what it was (a seqlock: the
-// producer zeroes a record's seq before it writes over it), and the
+// ring consumer's own record reader. The frame is copied out, then the
+// producer's sequence is re-checked, seqlock style: the record's seq word
+// must still be what it was (a record committed over it changes it), and the
 // producer's published tail must not be more than 3/4 of the ring ahead of
-// the frame (a record that starts before this one may run over it). If
-// either fails, the producer may have come round the ring onto the bytes
+// the frame (a record still being written may cover it). If either check
+// fails, the producer may have come round the ring onto the bytes
 // just copied: the copy is discarded, the tap jumps to the producer's tail
 // and the frames it skipped are counted in missed() (from the producer's
 // published frame counter). So a slow sniffer loses frames, counted, and
@@ -33,10 +33,9 @@
 // Memory ordering: the seq word is loaded with acquire (pairs with the
 // producer's release in Commit); after the copy an acquire fence orders it
 // before the re-reads of seq and tail. It pairs with the release fence the
-// producer issues after zeroing a record's seq and before writing the
-// record: if the copy saw any byte of the next lap, the re-reads see the
-// zeroed seq and the tail published before it. This holds on any
-// architecture, not only on x86's ordered stores.
+// producer issues before it writes a record: if the copy saw any byte of the
+// next lap, the re-reads see the tail published before it. This holds on
+// any architecture, not only under x86's ordered stores.
 //
 // Thread safety: one thread at a time per Sniffer.
 #ifndef HSI_SNIFFER_H_
