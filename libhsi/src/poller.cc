@@ -20,6 +20,10 @@ struct HSI_LOCAL Poller::State {
   bool ring_ok = false;
   std::vector<Entry> entries;  // index = user_data; removed entries keep nic == nullptr
   uint32_t generation = 0;     // Wait() calls, to tell their control polls apart
+  // Adds this Wait()'s polls of the NICs' sessions' control sockets to the
+  // ring (their tags to *ctl_polls); lowers *until to the next reconnect of
+  // a session whose hsid is away.
+  absl::Status PollSessions(absl::Time* until, std::vector<uint64_t>* ctl_polls);
   ~State() {
     if (ring_ok) io_uring_queue_exit(&ring);
   }
@@ -86,6 +90,33 @@ io_uring_sqe* GetSqe(io_uring& ring) {
 
 }  // namespace
 
+absl::Status Poller::State::PollSessions(absl::Time* until, std::vector<uint64_t>* ctl_polls) {
+  // The sessions behind the NICs: their control sockets are polled for this
+  // Wait() only (a poll would hold the socket open after the session closed
+  // it, and hsid would not see that client go), and a session that waits to
+  // reconnect bounds the sleep.
+  std::vector<internal::SessionState*> sessions;
+  for (const auto& e : entries) {
+    if (e.nic == nullptr || e.nic->session_ == nullptr) continue;
+    internal::SessionState* ss = e.nic->session_.get();
+    if (std::find(sessions.begin(), sessions.end(), ss) != sessions.end()) continue;
+    sessions.push_back(ss);
+  }
+  const uint32_t gen = ++generation;
+  for (size_t k = 0; k < sessions.size(); ++k) {
+    if (!sessions[k]->connected()) {
+      *until = std::min(*until, sessions[k]->reconnect_at());
+      continue;
+    }
+    io_uring_sqe* sqe = GetSqe(ring);
+    if (sqe == nullptr) return absl::ResourceExhaustedError("poller: io_uring submission queue full");
+    io_uring_prep_poll_add(sqe, sessions[k]->ctl_fd(), POLLIN);
+    ctl_polls->push_back(CtlData(gen, static_cast<uint32_t>(k)));
+    io_uring_sqe_set_data64(sqe, ctl_polls->back());
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<Nic*>> Poller::Wait(absl::Time deadline) {
   std::vector<Nic*> ready;
   if (!state_) return absl::FailedPreconditionError("poller: not created");
@@ -104,31 +135,9 @@ absl::StatusOr<std::vector<Nic*>> Poller::Wait(absl::Time deadline) {
       io_uring_sqe_set_data64(sqe, i);
       e.pending = true;
     }
-    // The sessions behind the NICs: their control sockets are polled for
-    // this call only (a poll would hold the socket open after the session
-    // closed it, and hsid would not see that client go), and a session that
-    // waits to reconnect bounds the sleep.
-    std::vector<internal::SessionState*> sessions;
     absl::Time until = deadline;
-    for (const auto& e : state_->entries) {
-      if (e.nic == nullptr || e.nic->session_ == nullptr) continue;
-      internal::SessionState* ss = e.nic->session_.get();
-      if (std::find(sessions.begin(), sessions.end(), ss) != sessions.end()) continue;
-      sessions.push_back(ss);
-    }
-    const uint32_t generation = ++state_->generation;
     std::vector<uint64_t> ctl_polls;
-    for (size_t k = 0; k < sessions.size(); ++k) {
-      if (!sessions[k]->connected()) {
-        until = std::min(until, sessions[k]->reconnect_at());
-        continue;
-      }
-      io_uring_sqe* sqe = GetSqe(ring);
-      if (sqe == nullptr) return absl::ResourceExhaustedError("poller: io_uring submission queue full");
-      io_uring_prep_poll_add(sqe, sessions[k]->ctl_fd(), POLLIN);
-      ctl_polls.push_back(CtlData(generation, static_cast<uint32_t>(k)));
-      io_uring_sqe_set_data64(sqe, ctl_polls.back());
-    }
+    if (absl::Status s = state_->PollSessions(&until, &ctl_polls); !s.ok()) return s;
     io_uring_cqe* cqe = nullptr;
     __kernel_timespec ts{};
     __kernel_timespec* tsp = nullptr;

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "internal/ring_layout.h"
+#include "internal/spin_wait.h"
 #include "internal/syscall.h"
 
 namespace hsi {
@@ -27,6 +28,7 @@ using internal::kKindPad;
 using internal::kRecordAlign;
 using internal::LayoutOf;
 using internal::PackMeta;
+using internal::Record;
 using internal::RecordSize;
 using internal::SegmentHeader;
 using internal::SegmentLayout;
@@ -34,39 +36,7 @@ using internal::SegmentLayout;
 constexpr uint64_t kMaxCapacity = uint64_t{1} << 30;
 constexpr uint32_t kMaxMtu = 1u << 20;
 
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
-}
-
-// Spins calling `ready` until it returns true or `until` passes. Reads the
-// clock only every 64 rounds; never when `until` is InfiniteFuture.
-template <typename Ready>
-bool SpinUntil(absl::Time until, Ready ready) {
-  const bool forever = until == absl::InfiniteFuture();
-  for (uint32_t i = 1;; ++i) {
-    if (ready()) return true;
-    CpuRelax();
-    if (!forever && (i & 63) == 0 && absl::Now() >= until) return ready();
-  }
-}
-
-absl::Time SpinEnd(const Wait& wait) {
-  switch (wait.mode) {
-    case WaitMode::kSpin:
-      return wait.deadline;
-    case WaitMode::kAdaptive:
-      return std::min(wait.deadline, absl::Now() + wait.spin_for);
-    case WaitMode::kBlock:
-      break;
-  }
-  return absl::InfinitePast();
-}
-
-// Checks a segment header against the geometry both sides agreed on. The
+// Checks a mapped segment against the geometry both sides agreed on. The
 // header is copied out once; `who` names the segment in errors.
 absl::StatusOr<SegmentHeader> CheckHeader(const Segment& seg,
                                           const RingGeometry& g,
@@ -80,20 +50,8 @@ absl::StatusOr<SegmentHeader> CheckHeader(const Segment& seg,
   }
   SegmentHeader h;
   std::memcpy(&h, seg.data(), sizeof(h));
-  if (h.magic != internal::kSegmentMagic || h.version != internal::kLayoutVersion) {
-    return absl::DataLossError(absl::StrCat(
-        who, " segment is not an hsi ring segment of layout version ",
-        internal::kLayoutVersion, " (magic 0x", absl::Hex(h.magic), ", version ",
-        h.version, ")"));
-  }
-  if (h.data_offset != kDataOffset || h.capacity != g.capacity || h.mtu != g.mtu) {
-    return absl::DataLossError(absl::StrCat(
-        who, " segment header says capacity ", h.capacity, ", mtu ", h.mtu,
-        ", data offset ", h.data_offset, "; expected ", g.capacity, ", ", g.mtu,
-        ", ", kDataOffset));
-  }
-  if ((h.nonce & 1) == 0) {
-    return absl::DataLossError(absl::StrCat(who, " segment header has an even nonce"));
+  if (absl::StatusOr<RingGeometry> checked = internal::CheckSegmentHeader(h, &g, who); !checked.ok()) {
+    return checked.status();
   }
   return h;
 }
@@ -112,8 +70,40 @@ absl::Status CheckRoles(const Segment& own, const Segment& peer,
   return absl::OkStatus();
 }
 
-inline uint64_t LoadAcquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-inline uint64_t LoadRelaxed(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+// The need-wakeup flag of one side (need_space or need_data): a new sleep
+// epoch, then a seq_cst fence that pairs with the one in the other side's
+// Publish(): either it sees the flag, or we see what it published.
+inline void ArmFlag(internal::Word& flag, uint64_t& epoch) {
+  flag.store(++epoch, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+// The waker's half, after a side published: the seq_cst fence pairs with
+// the sleeper's in ArmFlag() (either it sees what we published on its
+// re-check, or we see its flag here); then the peer's doorbell rings if it
+// sleeps and was not rung for this sleep yet (`last_woken`).
+inline void WakeIfAsleep(const internal::Word& flag, uint64_t& last_woken, uint64_t& wakeups,
+                         internal::Word& wakeups_sent, const Doorbell& bell) {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  const uint64_t want = flag.load(std::memory_order_relaxed);
+  if (want != 0 && want != last_woken) {
+    last_woken = want;
+    ++wakeups;
+    wakeups_sent.store(wakeups, std::memory_order_relaxed);
+    bell.Ring();
+  }
+}
+
+// Waits as `wait` says until ready(), sleeping on `bell` with `flag` armed.
+// Requires that ready() was checked once already.
+template <typename Ready>
+void SleepOn(internal::Word& flag, uint64_t& epoch, const Doorbell& bell, const Wait& wait, Ready& ready) {
+  internal::SpinThenSleep<64>(
+      wait, ready, [] {}, [&] { ArmFlag(flag, epoch); },
+      [&](absl::Time deadline) { return bell.WaitUntil(deadline).ok(); },
+      [&] { flag.store(0, std::memory_order_relaxed); });
+}
+
 inline void StoreRelease(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 inline void StoreRelaxed(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
@@ -161,22 +151,17 @@ absl::StatusOr<UniqueFd> CreateRingSegment(const RingGeometry& geometry,
 }
 
 absl::StatusOr<RingGeometry> InspectSealedRingSegment(int fd) {
-  const int seals = ::fcntl(fd, F_GET_SEALS);
-  constexpr int kNeed = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE;
-  if (seals < 0) return absl::InvalidArgumentError("segment: not a sealable memfd");
-  if ((seals & kNeed) != kNeed) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "segment: seals 0x", absl::Hex(seals), " lack shrink, grow or future-write (0x", absl::Hex(kNeed), ")"));
+  if (absl::Status s = internal::CheckSeals(fd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE, "segment");
+      !s.ok()) {
+    return s;
   }
   SegmentHeader h{};
   if (::pread(fd, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h))) {
     return absl::InvalidArgumentError("segment: shorter than a segment header");
   }
-  if (h.magic != internal::kSegmentMagic || h.version != internal::kLayoutVersion || h.data_offset != kDataOffset) {
-    return absl::InvalidArgumentError("segment: not a ring segment of this layout (magic, version or data offset)");
-  }
-  const RingGeometry g{h.capacity, h.mtu};
-  if (absl::Status s = g.Validate(); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("segment: ", s.message()));
+  absl::StatusOr<RingGeometry> checked = internal::CheckSegmentHeader(h, nullptr, "handed-in");
+  if (!checked.ok()) return absl::InvalidArgumentError(absl::StrCat("segment: ", checked.status().message()));
+  const RingGeometry g = *checked;
   struct stat st;
   if (::fstat(fd, &st) < 0) return internal::ErrnoStatus(errno, "segment: fstat");
   if (static_cast<uint64_t>(st.st_size) != g.segment_size()) {
@@ -251,6 +236,9 @@ uint8_t* RingProducer::TryReserve(size_t len) {
     }
   }
   was_full_ = false;
+  // A sniffer may still be copying what we are about to write over: its
+  // re-checks must see what we published before (ring_layout.h).
+  internal::ReleaseBeforeWriting();
   if (record > contiguous) {
     // Pad to the end of the ring so the frame is contiguous at offset 0.
     auto* pad = reinterpret_cast<FrameHeader*>(data_ + off);
@@ -277,27 +265,11 @@ absl::StatusOr<absl::Span<uint8_t>> RingProducer::Reserve(size_t len, const Wait
   // or it will never drain the ring we are waiting on.
   Publish();
   auto ready = [&] { return (p = TryReserve(len)) != nullptr || !broken_.ok(); };
-  if (wait.mode != WaitMode::kBlock && SpinUntil(SpinEnd(wait), ready)) {
-    if (p == nullptr) return broken_;
-    return absl::Span<uint8_t>(p, len);
-  }
-  if (wait.mode != WaitMode::kSpin) {
-    auto& flag = own_->tx_wake.need_space;
-    for (;;) {
-      flag.store(++sleep_epoch_, std::memory_order_relaxed);
-      // Pairs with the fence in RingConsumer::Publish(): either it sees our
-      // flag, or we see its head.
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (ready()) break;
-      if (!own_bell_->WaitUntil(wait.deadline).ok()) {
-        ready();
-        break;
-      }
-    }
-    flag.store(0, std::memory_order_relaxed);
-    if (p != nullptr) return absl::Span<uint8_t>(p, len);
-    if (!broken_.ok()) return broken_;
-  }
+  // The arm pairs with the fence in RingConsumer::Publish(): either it sees
+  // our flag, or we see its head.
+  SleepOn(own_->tx_wake.need_space, sleep_epoch_, *own_bell_, wait, ready);
+  if (p != nullptr) return absl::Span<uint8_t>(p, len);
+  if (!broken_.ok()) return broken_;
   return absl::DeadlineExceededError(absl::StrCat(
       "ring: no room for a ", len, "-byte frame before the deadline (",
       tail_ - head_cache_, " of ", geometry_.capacity, " bytes in use)"));
@@ -326,23 +298,13 @@ void RingProducer::Publish() {
   c.bytes.store(bytes_, std::memory_order_relaxed);
   c.full_events.store(full_events_, std::memory_order_relaxed);
   c.drops.store(drops_, std::memory_order_relaxed);
-  // Pairs with the consumer's fence after it sets need_data: either it sees
-  // our frame on its re-check, or we see its flag here.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  const uint64_t want = peer_->rx_wake.need_data.load(std::memory_order_relaxed);
-  if (want != 0 && want != last_woken_) {
-    last_woken_ = want;
-    ++wakeups_;
-    c.wakeups_sent.store(wakeups_, std::memory_order_relaxed);
-    peer_bell_->Ring();
-  }
+  // A consumer asleep for data learns of our frames.
+  WakeIfAsleep(peer_->rx_wake.need_data, last_woken_, wakeups_, c.wakeups_sent, *peer_bell_);
 }
 
 void RingProducer::ArmWakeup() {
   Publish();  // frames committed but unpublished must reach the consumer
-  own_->tx_wake.need_space.store(++sleep_epoch_, std::memory_order_relaxed);
-  // Pairs with the fence in RingConsumer::Publish(), as in Reserve().
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  ArmFlag(own_->tx_wake.need_space, sleep_epoch_);
 }
 
 void RingProducer::DisarmWakeup() {
@@ -409,52 +371,22 @@ bool RingConsumer::TryPeek(Frame* frame) {
     return true;
   }
   if (!broken_.ok()) return false;
-  const uint64_t capacity = geometry_.capacity;
   // At most one padding record precedes a frame.
   for (int round = 0; round < 2; ++round) {
-    const uint64_t off = head_ & mask_;
-    const auto* h = reinterpret_cast<const FrameHeader*>(data_ + off);
-    // Acquire pairs with the producer's release of seq in CommitDeferred().
-    const uint64_t seq = LoadAcquire(&h->seq);
-    if (seq != (head_ ^ nonce_)) return false;  // not written yet
-    // Loaded once; everything below works on the local copy.
-    const uint64_t meta = LoadRelaxed(&h->meta);
-    const uint32_t len = static_cast<uint32_t>(meta);
-    const uint16_t kind = static_cast<uint16_t>(meta >> 32);
-    const uint16_t type = static_cast<uint16_t>(meta >> 48);
-    const uint64_t room = capacity - off;
-    if (kind == kKindPad) {
-      if (len != room - kFrameHeaderSize) {
-        Break(absl::DataLossError(absl::StrCat(
-            "ring: padding record at position ", head_, " claims ", len,
-            " bytes, but ", room - kFrameHeaderSize, " remain to the end of the ring")));
-        return false;
-      }
-      head_ += room;
+    const Record r = internal::ReadRecord(data_, geometry_.capacity, head_, nonce_, geometry_.mtu);
+    if (r.verdict == Record::kNotWritten) return false;  // not written yet
+    if (r.verdict == Record::kPad) {
+      head_ += r.size;
       Publish();  // hand the padded space back now; it is rare
       continue;
     }
-    if (kind != kKindData) {
-      Break(absl::DataLossError(absl::StrCat(
-          "ring: frame at position ", head_, " has unknown kind 0x", absl::Hex(kind))));
+    if (r.verdict != Record::kData) {
+      Break(absl::DataLossError(absl::StrCat("ring: ", internal::DescribeBadRecord(r, head_, geometry_.mtu))));
       return false;
     }
-    if (len > geometry_.mtu) {
-      Break(absl::DataLossError(absl::StrCat(
-          "ring: frame at position ", head_, " has length ", len,
-          " exceeding MTU ", geometry_.mtu)));
-      return false;
-    }
-    const uint64_t record = RecordSize(len);
-    if (record > room) {
-      Break(absl::DataLossError(absl::StrCat(
-          "ring: frame at position ", head_, " of length ", len,
-          " runs past the end of the ring (", room, " bytes left)")));
-      return false;
-    }
-    peeked_.payload = absl::Span<const uint8_t>(data_ + off + kFrameHeaderSize, len);
-    peeked_.type = type;
-    peek_record_ = record;
+    peeked_.payload = absl::Span<const uint8_t>(r.payload, r.len);
+    peeked_.type = r.type;
+    peek_record_ = r.size;
     *frame = peeked_;
     return true;
   }
@@ -472,35 +404,18 @@ absl::Status RingConsumer::Peek(Frame* frame, const Wait& wait) {
 absl::Status RingConsumer::WaitForFrame(Frame* frame, const Wait& wait) {
   bool got = false;
   auto ready = [&] { return (got = TryPeek(frame)) || !broken_.ok(); };
-  if (wait.mode != WaitMode::kBlock && SpinUntil(SpinEnd(wait), ready)) {
-    return got ? absl::OkStatus() : broken_;
-  }
-  if (wait.mode != WaitMode::kSpin) {
-    auto& flag = own_->rx_wake.need_data;
-    for (;;) {
-      flag.store(++sleep_epoch_, std::memory_order_relaxed);
-      // Pairs with the fence in RingProducer::Publish(): either it sees our
-      // flag, or we see its frame.
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (ready()) break;
-      if (!own_bell_->WaitUntil(wait.deadline).ok()) {
-        ready();
-        break;
-      }
-    }
-    flag.store(0, std::memory_order_relaxed);
-    if (got) return absl::OkStatus();
-    if (!broken_.ok()) return broken_;
-  }
+  // The arm pairs with the fence in RingProducer::Publish(): either it sees
+  // our flag, or we see its frame.
+  SleepOn(own_->rx_wake.need_data, sleep_epoch_, *own_bell_, wait, ready);
+  if (got) return absl::OkStatus();
+  if (!broken_.ok()) return broken_;
   return absl::DeadlineExceededError("ring: no frame arrived before the deadline");
 }
 
 void RingConsumer::ArmWakeup() {
   // Space released but not yet published must reach the producer first.
   if (published_head_ != head_) Publish();
-  own_->rx_wake.need_data.store(++sleep_epoch_, std::memory_order_relaxed);
-  // Pairs with the fence in RingProducer::Publish(), as in WaitForFrame().
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  ArmFlag(own_->rx_wake.need_data, sleep_epoch_);
 }
 
 void RingConsumer::DisarmWakeup() {
@@ -524,14 +439,8 @@ void RingConsumer::Publish() {
   auto& c = own_->rx_counters;
   c.frames.store(frames_, std::memory_order_relaxed);
   c.bytes.store(bytes_, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  const uint64_t want = peer_->tx_wake.need_space.load(std::memory_order_relaxed);
-  if (want != 0 && want != last_woken_) {
-    last_woken_ = want;
-    ++wakeups_;
-    c.wakeups_sent.store(wakeups_, std::memory_order_relaxed);
-    peer_bell_->Ring();
-  }
+  // A producer asleep on a full ring learns of the space.
+  WakeIfAsleep(peer_->tx_wake.need_space, last_woken_, wakeups_, c.wakeups_sent, *peer_bell_);
 }
 
 absl::StatusOr<size_t> RingConsumer::TryReceive(absl::Span<uint8_t> buffer, uint16_t* type) {

@@ -202,6 +202,51 @@ TEST(RingTest, DeferredCommitsArePublishedInABatch) {
   EXPECT_EQ(l.b.rx().counters().frames, 8u);
 }
 
+// The record reader and its seqlock re-check, as a lapped reader (the
+// sniffer) uses them: a record read at position 0 stays "unchanged" while
+// the producer writes the rest of the lap, and stops being so once the
+// producer commits a record over the same bytes one lap later.
+TEST(RingTest, ARecordCommittedOverFailsTheSeqlockReCheck) {
+  constexpr RingGeometry kG{4096, 256};
+  auto fds = CreateEndpointFds(kG);
+  ASSERT_TRUE(fds.ok()) << fds.status();
+  absl::StatusOr<Segment> a_own = Segment::MapOwner(std::move(fds->a.own_segment), kG.segment_size());
+  absl::StatusOr<Segment> b_own = Segment::MapOwner(std::move(fds->b.own_segment), kG.segment_size());
+  absl::StatusOr<Segment> a_view = Segment::MapPeer(std::move(fds->b.peer_segment), kG.segment_size());
+  absl::StatusOr<Segment> b_view = Segment::MapPeer(std::move(fds->a.peer_segment), kG.segment_size());
+  absl::StatusOr<Doorbell> a_bell = Doorbell::Adopt(std::move(fds->a.own_bell));
+  absl::StatusOr<Doorbell> b_bell = Doorbell::Adopt(std::move(fds->b.own_bell));
+  ASSERT_TRUE(a_own.ok() && b_own.ok() && a_view.ok() && b_view.ok() && a_bell.ok() && b_bell.ok());
+  absl::StatusOr<RingProducer> tx = RingProducer::Create(*a_own, *b_view, *a_bell, *b_bell, kG);
+  absl::StatusOr<RingConsumer> rx = RingConsumer::Create(*b_own, *a_view, *b_bell, *a_bell, kG);
+  ASSERT_TRUE(tx.ok() && rx.ok());
+  const auto* data = static_cast<const uint8_t*>(a_view->data()) + internal::kDataOffset;
+  const uint64_t nonce = internal::LayoutOf(static_cast<const void*>(a_view->data()))->header.nonce;
+
+  const std::vector<uint8_t> frame = Pattern(112, 7);  // a 128-byte record: 32 a lap
+  ASSERT_TRUE(tx->TrySend(frame, 5));
+  const internal::Record first = internal::ReadRecord(data, kG.capacity, 0, nonce, kG.mtu);
+  ASSERT_EQ(first.verdict, internal::Record::kData);
+  EXPECT_EQ(first.len, 112u);
+  EXPECT_EQ(first.type, 5);
+  EXPECT_EQ(first.size, 128u);
+  EXPECT_EQ(std::vector<uint8_t>(first.payload, first.payload + first.len), frame);
+  std::vector<uint8_t> buf(kG.mtu);
+  for (int i = 1; i < 32; ++i) {
+    ASSERT_TRUE(rx->TryReceive(absl::MakeSpan(buf)).ok());
+    ASSERT_TRUE(tx->TrySend(frame));
+    EXPECT_TRUE(internal::RecordUnchanged(data, kG.capacity, 0, first)) << "frame " << i;
+  }
+  ASSERT_TRUE(rx->TryReceive(absl::MakeSpan(buf)).ok());
+  ASSERT_TRUE(internal::RecordUnchanged(data, kG.capacity, 0, first));
+  ASSERT_NE(tx->TryReserve(112), nullptr);  // position 4096: the bytes of position 0
+  EXPECT_EQ(internal::ReadRecord(data, kG.capacity, 4096, nonce, kG.mtu).verdict, internal::Record::kNotWritten);
+  tx->CommitDeferred(112);  // committed, not published: the tail stays at 4096
+  EXPECT_EQ(internal::LayoutOf(static_cast<const void*>(a_view->data()))->tx.tail.load(), 4096u);
+  EXPECT_FALSE(internal::RecordUnchanged(data, kG.capacity, 0, first));
+  EXPECT_EQ(internal::ReadRecord(data, kG.capacity, 4096, nonce, kG.mtu).verdict, internal::Record::kData);
+}
+
 TEST(RingTest, PeekTimesOutOnEmptyRingInEveryMode) {
   Link l = MakeLink({4096, 256});
   for (WaitMode m : {WaitMode::kSpin, WaitMode::kBlock, WaitMode::kAdaptive}) {

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "internal/ring_layout.h"
 #include "internal/syscall.h"
 
 namespace hsi {
@@ -21,17 +22,7 @@ constexpr size_t kGuard = 4096;  // PROT_NONE page after every mapping
 
 // Checks that `fd` is a memfd of `size` bytes that cannot shrink or grow.
 absl::Status CheckSealedMemfd(int fd, size_t size, const char* who) {
-  int seals = ::fcntl(fd, F_GET_SEALS);
-  if (seals < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        who, ": fd ", fd, " is not a sealable memfd (F_GET_SEALS: ",
-        errno == EINVAL ? "EINVAL" : std::to_string(errno), ")"));
-  }
-  if ((seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        who, ": memfd is not sealed against shrink and grow (seals 0x",
-        absl::Hex(seals), ")"));
-  }
+  if (absl::Status s = internal::CheckSeals(fd, F_SEAL_SHRINK | F_SEAL_GROW, who); !s.ok()) return s;
   struct stat st;
   if (::fstat(fd, &st) < 0) return ErrnoStatus(errno, absl::StrCat(who, ": fstat"));
   if (static_cast<size_t>(st.st_size) != size) {

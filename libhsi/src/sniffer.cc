@@ -1,13 +1,8 @@
 #include "hsi/sniffer.h"
 
 #include <poll.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
-#include <unistd.h>
 
-#include <atomic>
-#include <cerrno>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -17,21 +12,16 @@
 #include "hsi/ring.h"
 #include "hsi/segment.h"
 #include "hsi/session.h"
-#include "internal/control_socket.h"
+#include "internal/control_channel.h"
 #include "internal/protocol.h"
 #include "internal/ring_layout.h"
 #include "internal/session_state.h"
-#include "internal/syscall.h"
 
 namespace hsi {
 namespace {
 
-using internal::FrameHeader;
-using internal::kFrameHeaderSize;
-using internal::kKindData;
-using internal::kKindPad;
 using internal::kRecordAlign;
-using internal::RecordSize;
+using internal::Record;
 using internal::SegmentHeader;
 using internal::SegmentLayout;
 namespace wire = internal;
@@ -40,9 +30,6 @@ namespace wire = internal;
 // the tap copies before the copy is distrusted: 3/4 of the ring. The margin
 // covers frames the producer committed but has not published yet.
 uint64_t LapLimit(uint64_t capacity) { return capacity - capacity / 4; }
-
-uint64_t LoadAcquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-uint64_t LoadRelaxed(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 
 // One direction of a link: the producer's segment, read-only.
 struct Tap {
@@ -58,6 +45,17 @@ struct Tap {
   uint64_t Tail() const {
     // Acquire pairs with the producer's release of tail in Publish().
     return layout->tx.tail.load(std::memory_order_acquire);
+  }
+  // The producer may have come round the ring onto the record at `pos`:
+  // its published tail is more than LapLimit ahead. (A record that starts
+  // where this one does is caught by the seqlock re-check; this catches one
+  // that starts before it and runs over it.)
+  bool Lapped() const {
+    const uint64_t tail = Tail();
+    return tail > pos && tail - pos > LapLimit(capacity);
+  }
+  std::string Name() const {
+    return absl::StrCat("link ", info.source.ToString(), "->", info.destination.ToString());
   }
   // Acquire pairs with the producer's release of the count in Publish(),
   // which follows its release of the tail: a Tail() read after Frames()
@@ -84,9 +82,8 @@ struct Tap {
     const uint64_t now = Frames();
     const uint64_t tail = Tail();
     if (tail < pos || tail % kRecordAlign != 0) {
-      return Break(absl::DataLossError(absl::StrCat(
-          "link ", info.source.ToString(), "->", info.destination.ToString(), ": producer tail ", tail,
-          " is behind position ", pos, " or misaligned")));
+      return Break(absl::DataLossError(
+          absl::StrCat(Name(), ": producer tail ", tail, " is behind position ", pos, " or misaligned")));
     }
     SettleMissed(now);
     pos = tail;
@@ -100,14 +97,12 @@ struct TapLink {
   Tap ab, ba;
 };
 
-absl::StatusOr<SegmentHeader> CheckHeader(const Segment& seg, uint64_t capacity, uint32_t mtu) {
+// The producer's segment header, checked against the CHPID's geometry.
+absl::StatusOr<SegmentHeader> CheckHeader(const Segment& seg, const RingGeometry& g) {
   SegmentHeader h;
   std::memcpy(&h, seg.data(), sizeof(h));
-  if (h.magic != internal::kSegmentMagic || h.version != internal::kLayoutVersion ||
-      h.data_offset != internal::kDataOffset || h.capacity != capacity || h.mtu != mtu || (h.nonce & 1) == 0) {
-    return absl::DataLossError(absl::StrCat("segment header is not a ring's of capacity ", capacity, " and mtu ", mtu,
-                                            " (magic 0x", absl::Hex(h.magic), ", version ", h.version, ", capacity ",
-                                            h.capacity, ", mtu ", h.mtu, ")"));
+  if (absl::StatusOr<RingGeometry> checked = internal::CheckSegmentHeader(h, &g, "producer's"); !checked.ok()) {
+    return checked.status();
   }
   return h;
 }
@@ -119,10 +114,13 @@ void Nap(absl::Duration d) {
 
 }  // namespace
 
-struct HSI_LOCAL Sniffer::State {
+struct HSI_LOCAL Sniffer::State final : internal::ControlChannel::Handler {
+  State(const SnifferOptions& o, std::string path) : opt(o), ctl(std::move(path), o.hsid_uid, this) {
+    ctl.set_timeout(o.timeout);
+  }
+
   SnifferOptions opt;
-  std::string path;
-  UniqueFd ctl;
+  internal::ControlChannel ctl;
   absl::Status ctl_status;
   uint32_t chpid = 0, mtu = 0;
   uint64_t capacity = 0;
@@ -132,52 +130,21 @@ struct HSI_LOCAL Sniffer::State {
   uint64_t retired_captured = 0, retired_missed = 0;
   std::vector<TapDirection> retired;
 
-  absl::Status Call(const wire::OutMessage& out, wire::MsgType reply_type, wire::Message* reply);
-  void HandleEvent(wire::Message& m);
-  void PumpControl();
+  // ControlChannel::Handler: SniffLink and SniffLinkGone events.
+  void OnEvent(wire::Message& m) override;
+  void OnStrayReply(wire::Message&) override {}
+  void OnLost(const absl::Status& why) override {
+    ctl_status = absl::UnavailableError(absl::StrCat("hsid at ", ctl.path(), ": ", why.message(),
+                                                     "; the tap keeps reading the links it has but sees no new ones"));
+  }
+  void AddLink(wire::Message& m);
   void Retire(std::map<uint32_t, std::unique_ptr<TapLink>>::iterator it);
   size_t Drain(Tap& t, absl::FunctionRef<void(const CapturedFrame&)> on_frame, size_t budget);
+  // Hands the frame just copied into `buf` to on_frame and moves past it.
+  void Deliver(Tap& t, const Record& r, absl::FunctionRef<void(const CapturedFrame&)> on_frame);
 };
 
-absl::Status Sniffer::State::Call(const wire::OutMessage& out, wire::MsgType reply_type, wire::Message* reply) {
-  const absl::Time deadline = absl::Now() + opt.timeout;
-  if (absl::Status s = wire::SendUntil(ctl.get(), out, deadline); !s.ok()) {
-    if (std::optional<absl::Status> refusal = wire::QueuedRefusal(ctl.get())) return *refusal;
-    return absl::UnavailableError(absl::StrCat("hsid at ", path, ": ", s.message()));
-  }
-  uint32_t id;
-  std::memcpy(&id, out.bytes.data() + 8, sizeof(id));
-  for (;;) {
-    absl::StatusOr<std::optional<wire::Message>> m = wire::TryReceive(ctl.get(), wire::Direction::kToClient);
-    if (!m.ok()) return absl::UnavailableError(absl::StrCat("hsid at ", path, ": ", m.status().message()));
-    if (!m->has_value()) {
-      const absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) {
-        return absl::DeadlineExceededError(absl::StrCat("hsid at ", path, " did not answer within ",
-                                                        absl::FormatDuration(opt.timeout)));
-      }
-      pollfd p = {ctl.get(), POLLIN, 0};
-      ::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
-      continue;
-    }
-    wire::Message& msg = **m;
-    if (msg.type == wire::MsgType::kErrorReply) return wire::FromWire(msg.As<wire::ErrorReply>().status);
-    if (msg.request_id == 0) {
-      HandleEvent(msg);
-      continue;
-    }
-    if (msg.request_id != id) continue;
-    if (msg.type != reply_type) {
-      return absl::InternalError(absl::StrCat("hsid answered ", wire::MsgTypeName(static_cast<uint16_t>(msg.type))));
-    }
-    wire::WireStatus ws;
-    std::memcpy(&ws, msg.body.data(), sizeof(ws));
-    *reply = std::move(msg);
-    return wire::FromWire(ws);
-  }
-}
-
-void Sniffer::State::HandleEvent(wire::Message& m) {
+void Sniffer::State::OnEvent(wire::Message& m) {
   if (m.type == wire::MsgType::kSniffLinkGone) {
     // Our mappings keep the memory: Poll() reads the frames still there,
     // then retires the link (Retire()).
@@ -185,7 +152,10 @@ void Sniffer::State::HandleEvent(wire::Message& m) {
     if (it != links.end()) it->second->gone = true;
     return;
   }
-  if (m.type != wire::MsgType::kSniffLink) return;
+  if (m.type == wire::MsgType::kSniffLink) AddLink(m);
+}
+
+void Sniffer::State::AddLink(wire::Message& m) {
   const auto e = m.As<wire::SniffLink>();
   if (e.chpid != chpid || e.mtu != mtu || e.capacity != capacity || links.contains(e.link_id)) return;
   const RingGeometry g{e.capacity, e.mtu};
@@ -211,7 +181,7 @@ void Sniffer::State::HandleEvent(wire::Message& m) {
       continue;
     }
     *s.keep = std::move(**s.seg);
-    absl::StatusOr<SegmentHeader> h = CheckHeader(*s.keep, e.capacity, e.mtu);
+    absl::StatusOr<SegmentHeader> h = CheckHeader(*s.keep, g);
     if (!h.ok()) {
       t.Break(absl::DataLossError(absl::StrCat("link ", s.src.ToString(), "->", s.dst.ToString(), ": ",
                                                h.status().message())));
@@ -257,30 +227,12 @@ void Sniffer::State::Retire(std::map<uint32_t, std::unique_ptr<TapLink>>::iterat
   links.erase(it);
 }
 
-void Sniffer::State::PumpControl() {
-  for (int i = 0; i < 64 && ctl.valid(); ++i) {
-    absl::StatusOr<std::optional<wire::Message>> m = wire::TryReceive(ctl.get(), wire::Direction::kToClient);
-    if (!m.ok()) {
-      ctl_status = absl::UnavailableError(absl::StrCat(
-          "hsid at ", path, ": ", m.status().message(),
-          "; the tap keeps reading the links it has but sees no new ones"));
-      ctl.Reset();
-      return;
-    }
-    if (!m->has_value()) return;
-    if ((*m)->request_id == 0) HandleEvent(**m);
-  }
-}
-
 size_t Sniffer::State::Drain(Tap& t, absl::FunctionRef<void(const CapturedFrame&)> on_frame, size_t budget) {
   size_t n = 0;
   // `steps` bounds the work even if a hostile producer keeps forcing resyncs.
   for (size_t steps = 0; n < budget && steps < 2 * budget && t.info.status.ok() && t.layout != nullptr; ++steps) {
-    const uint64_t off = t.pos & t.mask;
-    const auto* h = reinterpret_cast<const FrameHeader*>(t.data + off);
-    // Acquire pairs with the producer's release of seq in CommitDeferred().
-    const uint64_t seq = LoadAcquire(&h->seq);
-    if (seq != (t.pos ^ t.nonce)) {
+    const Record r = internal::ReadRecord(t.data, t.capacity, t.pos, t.nonce, t.mtu);
+    if (r.verdict == Record::kNotWritten) {
       // Not written yet, or overwritten by a later lap.
       if (t.Tail() > t.pos) {
         t.Resync();
@@ -288,58 +240,45 @@ size_t Sniffer::State::Drain(Tap& t, absl::FunctionRef<void(const CapturedFrame&
       }
       break;
     }
-    const uint64_t meta = LoadRelaxed(&h->meta);
-    const uint32_t len = static_cast<uint32_t>(meta);
-    const uint16_t kind = static_cast<uint16_t>(meta >> 32);
-    const uint16_t type = static_cast<uint16_t>(meta >> 48);
-    const uint64_t room = t.capacity - off;
-    const std::string where = absl::StrCat("link ", t.info.source.ToString(), "->", t.info.destination.ToString(),
-                                           ": record at position ", t.pos);
-    if (kind == kKindPad) {
-      if (len != room - kFrameHeaderSize) {
-        if (t.Tail() - t.pos > LapLimit(t.capacity)) {
-          t.Resync();
-          continue;
-        }
-        t.Break(absl::DataLossError(absl::StrCat(where, ": padding of ", len, " bytes, but ",
-                                                 room - kFrameHeaderSize, " remain to the end of the ring")));
-        break;
-      }
-      t.pos += room;
-      continue;
+    if (r.verdict == Record::kData) {
+      buf.resize(r.len);
+      std::memcpy(buf.data(), r.payload, r.len);
     }
-    if (kind != kKindData || len > t.mtu || RecordSize(len) > room) {
-      if (t.Tail() - t.pos > LapLimit(t.capacity)) {  // torn by a lap: not the producer's fault
-        t.Resync();
-        continue;
-      }
-      t.Break(absl::DataLossError(absl::StrCat(where, ": kind 0x", absl::Hex(kind), " length ", len,
-                                               " (MTU ", t.mtu, ", ", room, " bytes to the end of the ring)")));
-      break;
-    }
-    buf.resize(len);
-    std::memcpy(buf.data(), t.data + off + kFrameHeaderSize, len);
-    // Orders the copy before the tail re-read (see the file comment).
-    std::atomic_thread_fence(std::memory_order_acquire);
-    const uint64_t tail = t.Tail();
-    if (tail > t.pos && tail - t.pos > LapLimit(t.capacity)) {
+    // What was read of the record (meta, payload) is the producer's only if
+    // the record is unchanged now (the seqlock re-check) and the producer
+    // has not lapped it; otherwise a record torn by a lap is not the
+    // producer's fault, and the tap jumps to the tail.
+    if (!internal::RecordUnchanged(t.data, t.capacity, t.pos, r) || t.Lapped()) {
       t.Resync();
       continue;
     }
-    t.pos += RecordSize(len);
-    ++t.info.captured;
+    if (r.bad()) {
+      t.Break(absl::DataLossError(
+          absl::StrCat(t.Name(), ": ", internal::DescribeBadRecord(r, t.pos, t.mtu))));
+      break;
+    }
+    if (r.verdict == Record::kPad) {
+      t.pos += r.size;
+      continue;
+    }
+    Deliver(t, r, on_frame);
     ++n;
-    CapturedFrame f;
-    f.time = absl::Now();
-    f.link_id = t.info.link_id;
-    f.source = t.info.source;
-    f.broadcast = type == internal::kTypeBroadcast;
-    f.destination = f.broadcast ? subnet.broadcast() : t.info.destination;
-    f.type = type;
-    f.payload = absl::MakeConstSpan(buf.data(), len);
-    on_frame(f);
   }
   return n;
+}
+
+void Sniffer::State::Deliver(Tap& t, const Record& r, absl::FunctionRef<void(const CapturedFrame&)> on_frame) {
+  t.pos += r.size;
+  ++t.info.captured;
+  CapturedFrame f;
+  f.time = absl::Now();
+  f.link_id = t.info.link_id;
+  f.source = t.info.source;
+  f.broadcast = r.type == internal::kTypeBroadcast;
+  f.destination = f.broadcast ? subnet.broadcast() : t.info.destination;
+  f.type = r.type;
+  f.payload = absl::MakeConstSpan(buf.data(), r.len);
+  on_frame(f);
 }
 
 Sniffer::Sniffer() = default;
@@ -351,19 +290,13 @@ absl::StatusOr<Sniffer> Sniffer::Open(const SnifferOptions& options) {
   if (options.chpid > 0xff) return absl::InvalidArgumentError(absl::StrCat("CHPID ", options.chpid, " is not in 00..FF"));
   absl::StatusOr<std::string> path = ResolveSocketPath(options.socket_path);
   if (!path.ok()) return path.status();
-  auto st = std::make_unique<State>();
-  st->opt = options;
-  st->path = *path;
-  absl::StatusOr<UniqueFd> ctl = internal::ConnectControl(st->path, options.hsid_uid);
-  if (!ctl.ok()) return ctl.status();
-  st->ctl = std::move(*ctl);
-  wire::Message reply;
-  wire::ClaimRequest claim = wire::Zeroed<wire::ClaimRequest>();  // no LPAR: a tap is no partition
-  if (absl::Status s = st->Call(wire::Encode(1, claim), wire::MsgType::kClaimReply, &reply); !s.ok()) return s;
+  auto st = std::make_unique<State>(options, *path);
+  const wire::ClaimRequest claim = wire::Zeroed<wire::ClaimRequest>();  // no LPAR: a tap is no partition
+  if (absl::StatusOr<wire::ClaimReply> c = st->ctl.Open(claim); !c.ok()) return c.status();
   wire::SniffRequest req = wire::Zeroed<wire::SniffRequest>();
   req.chpid = options.chpid;
-  if (absl::Status s = st->Call(wire::Encode(2, req), wire::MsgType::kSniffReply, &reply); !s.ok()) return s;
-  const auto rep = reply.As<wire::SniffReply>();
+  wire::SniffReply rep;
+  if (absl::Status s = st->ctl.Call(req, {}, &rep); !s.ok()) return s;
   st->chpid = rep.chpid;
   st->mtu = rep.mtu;
   st->capacity = rep.capacity;
@@ -380,7 +313,7 @@ absl::StatusOr<size_t> Sniffer::Poll(absl::FunctionRef<void(const CapturedFrame&
   // Nap short while links exist (a ring of 1 MiB fills in well under a
   // millisecond at full speed), longer when there is nothing to watch.
   for (;;) {
-    s.PumpControl();
+    s.ctl.Pump();
     size_t n = 0;
     for (auto it = s.links.begin(); it != s.links.end();) {
       TapLink& l = *it->second;
@@ -396,8 +329,8 @@ absl::StatusOr<size_t> Sniffer::Poll(absl::FunctionRef<void(const CapturedFrame&
     if (now >= deadline) return size_t{0};
     const absl::Duration nap = std::min(deadline - now, s.links.empty() ? absl::Milliseconds(5)
                                                                          : absl::Microseconds(100));
-    if (s.links.empty() && s.ctl.valid()) {
-      pollfd p = {s.ctl.get(), POLLIN, 0};
+    if (s.links.empty() && s.ctl.connected()) {
+      pollfd p = {s.ctl.fd(), POLLIN, 0};
       ::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(nap)) + 1);
     } else {
       Nap(nap);

@@ -1,11 +1,14 @@
-// libFuzzer target: the ring consumer facing a hostile producer.
+// libFuzzer target: the ring's record reader (internal::ReadRecord, the one
+// the consumer and the sniffer use) facing a hostile producer.
 //
 // The input is a program for the hostile side: each 16-byte step is
 // {op, where, value} — write a word anywhere in the producer's segment, write
 // a plausible frame header at the consumer's head, let an honest producer
-// send a frame, or let the consumer peek/receive. After every consumer step
-// the frame it accepted (if any) must lie inside the ring and respect the
-// MTU; the copy into an MTU-sized heap buffer lets ASan see any overflow.
+// send a frame, let the consumer peek/receive, or read any record of the ring
+// with ReadRecord directly (as the sniffer does, at any position). After
+// every reading step the frame accepted (if any) must lie inside the ring and
+// respect the MTU; the copy into an MTU-sized heap buffer lets ASan see any
+// overflow.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +22,8 @@ namespace {
 using namespace hsi;
 using internal::FrameHeader;
 using internal::kDataOffset;
+using internal::kFrameHeaderSize;
+using internal::Record;
 using internal::SegmentLayout;
 
 constexpr RingGeometry kGeometry{4096, 256};
@@ -33,6 +38,29 @@ struct Rig {
 [[noreturn]] void Die(const char* what) {
   std::fprintf(stderr, "ring_reader_fuzz: %s\n", what);
   std::abort();
+}
+
+// Reads the record at `pos` with ReadRecord, as the sniffer does, and
+// checks that what it accepts lies inside the ring: a frame within the MTU,
+// a padding record exactly to the end.
+void ReadAnyRecord(const Rig& r, uint64_t pos, std::vector<uint8_t>& buf) {
+  const auto* lo = static_cast<const uint8_t*>(r.a_view.data()) + kDataOffset;
+  const auto* hi = lo + kGeometry.capacity;
+  const uint64_t nonce = static_cast<const SegmentLayout*>(r.a_view.data())->header.nonce;
+  const Record rec = internal::ReadRecord(lo, kGeometry.capacity, pos, nonce, kGeometry.mtu);
+  const uint64_t room = kGeometry.capacity - (pos & (kGeometry.capacity - 1));
+  if (rec.room != 0 && rec.room != room) Die("record room is not what remains of the ring");
+  if (rec.verdict == Record::kPad && (rec.size != room || rec.len + kFrameHeaderSize != room)) {
+    Die("accepted a padding record of the wrong length");
+  }
+  if (rec.verdict == Record::kData) {
+    if (rec.len > kGeometry.mtu) Die("ReadRecord accepted a frame over the MTU");
+    if (rec.payload < lo || rec.payload + rec.len > hi || rec.size > room) {
+      Die("ReadRecord accepted a frame outside the ring");
+    }
+    std::memcpy(buf.data(), rec.payload, rec.len);
+  }
+  if (!internal::RecordUnchanged(lo, kGeometry.capacity, pos, rec)) Die("a record changed with no writer");
 }
 
 }  // namespace
@@ -64,7 +92,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::memcpy(&op, data + i, 4);
     std::memcpy(&where, data + i + 4, 4);
     std::memcpy(&value, data + i + 8, 8);
-    switch (op % 5) {
+    switch (op % 6) {
       case 0:  // any word of the producer's segment
         words[where % nwords] = value;
         break;
@@ -101,6 +129,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
         break;
       }
+      case 5:  // the sniffer's way: any record, at a position of any lap
+        ReadAnyRecord(r, (value & ~uint64_t{15}) + 16 * uint64_t{where}, buf);
+        break;
     }
   }
   return 0;

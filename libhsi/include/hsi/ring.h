@@ -19,6 +19,8 @@
 // shared tail index.
 //
 // Memory ordering:
+//   producer: release fence before writing a record (at reserve), for a
+//             lapped sniffer's re-checks (docs/ring.md)
 //   producer: payload and header words, then header.seq (release)   -> consumer acquires header.seq
 //   consumer: reads frame, then head (release)                      -> producer acquires head before reuse
 //   need-wakeup (both directions): sleeper stores flag, seq_cst fence, re-checks;

@@ -12,24 +12,30 @@
 // How frames are read: each direction of a link is followed on its own,
 // behind the producer, by the seq chain of docs/ring.md (a record at ring
 // position p is complete when its seq word equals p ^ nonce), starting at
-// the producer's published tail when the link was handed over. The frame is
-// copied out, then the producer's published tail is read again: if the
-// producer may have come round the ring onto the bytes just copied (its tail
-// is more than 3/4 of the ring ahead of the frame), the copy is discarded,
-// the tap jumps to the producer's tail and the frames it skipped are counted
-// in missed() (from the producer's published frame counter). So a slow
-// sniffer loses frames, counted, and never slows the producer.
+// the producer's published tail when the link was handed over, with the
+// ring consumer's own record reader. The frame is copied out, then the
+// producer's sequence is re-checked, seqlock style: the record's seq word
+// must still be what it was (a record committed over it changes it), and the
+// producer's published tail must not be more than 3/4 of the ring ahead of
+// the frame (a record still being written may cover it). If either check
+// fails, the producer may have come round the ring onto the bytes
+// just copied: the copy is discarded, the tap jumps to the producer's tail
+// and the frames it skipped are counted in missed() (from the producer's
+// published frame counter). So a slow sniffer loses frames, counted, and
+// never slows the producer.
 //
 // Untrusted memory (invariant 2): every header word is loaded once and
 // checked (kind, length <= MTU, record inside the ring, tail monotonic and
-// aligned); a direction that breaks the contract stops being read and its
-// status says why; the other directions go on.
+// aligned); a direction that breaks the contract (and was not lapped while
+// it was read) stops being read and its status says why; the other
+// directions go on.
 //
 // Memory ordering: the seq word is loaded with acquire (pairs with the
-// producer's release in Commit); after the payload copy an acquire fence
-// orders the copy before the re-read of the tail. Detecting a copy torn by a
-// lapping producer relies on the tail check above; on x86 (TSO) the
-// producer's earlier tail store is visible before its later payload stores.
+// producer's release in Commit); after the copy an acquire fence orders it
+// before the re-reads of seq and tail. It pairs with the release fence the
+// producer issues before it writes a record: if the copy saw any byte of the
+// next lap, the re-reads see the tail published before it. This holds on
+// any architecture, not only under x86's ordered stores.
 //
 // Thread safety: one thread at a time per Sniffer.
 #ifndef HSI_SNIFFER_H_

@@ -1,9 +1,11 @@
 // internal/session_state.h: what a Session, its Nics and Links share.
 //
-// One control socket to hsid per session, the NICs attached through it and
-// their links. Events from hsid (link offers, peers, link-down, NIC state)
-// are handled whenever the session reads the socket: inside a request, in
-// Pump() (non-blocking) and in the wait loops of Receive/Send.
+// One control channel to hsid per session (internal/control_channel.h), the
+// NICs attached through it and their links. Events from hsid (link offers,
+// peers, link-down, NIC state) are handled whenever the session reads the
+// channel: inside a request, in Pump() (non-blocking), in MaybePump() on
+// every data-path call once hsid's event word moved, and in the wait loops
+// of Receive/Send.
 //
 // Thread safety: none; see hsi/session.h.
 #ifndef HSI_INTERNAL_SESSION_STATE_H_
@@ -24,6 +26,7 @@
 #include "hsi/ring.h"
 #include "hsi/segment.h"
 #include "hsi/session.h"
+#include "internal/control_channel.h"
 #include "internal/protocol.h"
 
 namespace hsi::internal {
@@ -88,60 +91,50 @@ struct NicState {
   void Forget(const std::shared_ptr<LinkState>& l);
 };
 
-class SessionState {
+// One LPAR's connection to hsid with its NICs and links. The control
+// channel's events land here (ControlChannel::Handler); session.cc connects,
+// reconnects and handles events, link_setup.cc sets links up and
+// broadcasts, nic.cc and link.cc are the data path.
+class SessionState final : private ControlChannel::Handler {
  public:
   explicit SessionState(SessionOptions options, std::string path)
-      : opt_(std::move(options)), path_(std::move(path)) {}
+      : opt_(std::move(options)), ctl_(std::move(path), opt_.hsid_uid, this) {
+    ctl_.set_timeout(opt_.timeout);
+  }
   ~SessionState();
 
   // Connects and claims the LPAR (reclaim: after an hsid restart).
   absl::Status Open(bool reclaim);
   void Close();
 
-  // One request, waiting for its reply while handling events. The reply's
-  // status is returned; `reply` is filled whenever a reply came.
-  // The reply is awaited until `deadline` (the caller's Wait), at most the
-  // session's call_timeout().
+  // One request, waiting for its reply while handling events (see
+  // ControlChannel::Call). The reply is awaited until `deadline` (the
+  // caller's Wait), at most call_timeout().
   template <typename Req, typename Rep>
   absl::Status Call(const Req& req, std::vector<UniqueFd> fds, Rep* reply,
                     absl::Time deadline = absl::InfiniteFuture()) {
-    static_assert(offsetof(Rep, status) == 0);
-    *reply = Zeroed<Rep>();
-    Message m;
-    absl::Status s = CallRaw(Req::kType, &req, sizeof(req), std::move(fds), Rep::kType, &m, deadline);
-    if (m.type == Rep::kType && m.body.size() == sizeof(Rep)) *reply = m.As<Rep>();
-    return s;
+    return ctl_.Call(req, std::move(fds), reply, deadline);
   }
-  absl::Status CallRaw(MsgType type, const void* body, size_t size, std::vector<UniqueFd> fds,
-                       MsgType reply_type, Message* reply, absl::Time deadline = absl::InfiniteFuture());
-  // Overrides SessionOptions::timeout for the calls of a reconnect, which
+  // SessionOptions::timeout, but 500 ms for the calls of a reconnect, which
   // run inside hot-path calls and must not stall them on a dying hsid.
-  absl::Duration call_timeout() const { return in_reconnect_ ? absl::Milliseconds(500) : opt_.timeout; }
+  absl::Duration call_timeout() const { return ctl_.timeout(); }
 
   // Non-blocking: handles pending events; reconnects when one is due.
   void Pump();
-  // Cheap enough for every hot-path call: one load of the event word that
-  // hsid publishes in a page only it writes (mapped read-only here; hsid
-  // bumps it after each event it has put on our control socket), so a
-  // link-down, a NIC set down or up, a redefined CHPID is seen on the very
-  // next call. Pumps when the word moved; while hsid is away, every call
-  // checks whether a reconnect is due (an owner reclaims its LPAR name and
-  // addresses as soon as hsid is back). hsid's own death is no event it can
-  // publish: a blocking wait sees it at once (the control socket is in its
-  // poll set), a busy loop within kLivenessCalls calls.
-  static constexpr uint32_t kLivenessCalls = 1u << 16;
+  // Cheap enough for every hot-path call: one load of the event word hsid
+  // publishes (ControlChannel::Quiet()), so a link-down, a NIC set down or
+  // up, a redefined CHPID is seen on the very next call. Pumps when the word
+  // moved, every kLivenessCalls-th call (hsid's death), and on every call
+  // while hsid is away (an owner reclaims its LPAR name and addresses as soon
+  // as hsid is back).
   void MaybePump() {
-    if (events_ != nullptr && __atomic_load_n(events_, __ATOMIC_ACQUIRE) == seen_events_ &&
-        (++tick_ & (kLivenessCalls - 1)) != 0) {
-      return;
-    }
-    Pump();
+    if (!ctl_.Quiet()) Pump();
   }
   absl::Status EnsureConnected();
 
   // Waits as `wait` says until ready() returns true. arm(true) before
   // sleeping on the NIC's doorbell (and the control socket), arm(false)
-  // after. OK when ready, kDeadlineExceeded otherwise.
+  // after. OK when ready, kDeadlineExceeded otherwise. In data_path.h.
   template <typename Ready, typename Arm>
   absl::Status WaitLoop(NicState& nic, const Wait& wait, Ready ready, Arm arm);
 
@@ -156,7 +149,7 @@ class SessionState {
   // caller's, at most SessionOptions::timeout from now). Settles every want:
   // a link, or a status saying which stage it did not pass. on_ready(want)
   // runs for each want whose link is up: those up already once the new
-  // requests have gone out, the others as they come up.
+  // requests have gone out, the others as they come up. In link_setup.cc.
   template <typename OnReady>
   void SetUpLinks(NicState& nic, std::vector<SetupWant>& wants, absl::Time deadline, OnReady on_ready);
   absl::Status SendOnLink(NicState& nic, LinkState& l, absl::Span<const uint8_t> payload,
@@ -165,31 +158,34 @@ class SessionState {
   absl::Status Broadcast(NicState& nic, absl::Span<const uint8_t> payload, const Wait& wait);
   absl::StatusOr<std::vector<Address>> Peers(NicState& nic, absl::Time deadline);
 
-  bool connected() const { return ctl_.valid(); }
-  int ctl_fd() const { return ctl_.get(); }
+  bool connected() const { return ctl_.connected(); }
+  int ctl_fd() const { return ctl_.fd(); }
   // While hsid is away and this session will reconnect: when Pump() tries
   // next. InfiniteFuture otherwise.
   absl::Time reconnect_at() const {
-    return !ctl_.valid() && opt_.reconnect && ever_connected_ && !closed_ ? next_reconnect_ : absl::InfiniteFuture();
+    return !ctl_.connected() && opt_.reconnect && ever_connected_ && !closed_ ? next_reconnect_
+                                                                              : absl::InfiniteFuture();
   }
   const SessionOptions& options() const { return opt_; }
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return ctl_.path(); }
   bool is_admin() const { return is_admin_; }
 
  private:
-  void Disconnected(const absl::Status& why);
+  // ControlChannel::Handler
+  void OnEvent(Message& m) override;
+  void OnStrayReply(Message& m) override;  // a LinkRequest's reply (link_setup.cc)
+  void OnLost(const absl::Status& why) override;
+
   void Reconnect();
-  void HandleEvent(Message& m);
+  // Re-registers one NIC with a restarted hsid, then its live links. False
+  // if the connection was lost meanwhile (*s says why, if it is known).
+  bool Reattach(NicState& nic, absl::Status* s);
+  void Relink(NicState& nic);
   void OnOffer(Message& m);
   void OnPeer(Message& m);
   void OnDown(const Message& m);
   void OnNicState(const Message& m);
   NicState* NicById(uint32_t nic_id);
-  uint32_t NextRequestId() {
-    const uint32_t id = next_request_++;
-    if (next_request_ == 0) next_request_ = 1;
-    return id;
-  }
 
   // A LinkRequest of this session whose link is not up yet. hsid counts it
   // against the client's max_in_flight until both ends have sealed or it
@@ -214,24 +210,18 @@ class SessionState {
   void SetupFailed(uint32_t link_id, uint32_t nic_id, const absl::Status& why);
   // True once `w` is settled: its link is up, or its setup failed.
   bool Settle(NicState& nic, SetupWant& w);
-  // A reply to a request no call waits for any more (a LinkRequest's).
-  void OnReply(Message& m);
+  // SetUpLinks out of time: settles each open want with what it was still
+  // waiting for.
+  void ExplainTimeout(NicState& nic, std::vector<SetupWant>& wants, absl::Time start, absl::Time until,
+                      bool session_bound);
   static uint64_t Key(uint32_t link_id, uint32_t nic_id) {
     return (uint64_t{link_id} << 32) | nic_id;
   }
 
   SessionOptions opt_;
-  std::string path_;
-  UniqueFd ctl_;
+  ControlChannel ctl_;
   bool closed_ = false;  // Close() called: never reconnect
   bool is_admin_ = false;
-  uint32_t next_request_ = 1;
-  uint32_t tick_ = 0;
-  // hsid's event page (one 64-bit word, its count of events sent to us):
-  // acquire here pairs with hsid's release after it sent the event.
-  Segment event_page_;
-  const uint64_t* events_ = nullptr;  // nullptr while hsid is away
-  uint64_t seen_events_ = 0;
   bool in_reconnect_ = false;
   bool ever_connected_ = false;
   absl::Time next_reconnect_ = absl::InfinitePast();

@@ -1,0 +1,142 @@
+// link.cc: hsi::Link, the data path of one link (a handle on a ring pair
+// that Nic::Link() set up), and SessionState::SendOnLink, the one send that
+// Nic::SendTo, broadcast and Link::Send end in.
+#include "hsi/nic.h"
+
+#include "absl/strings/str_cat.h"
+#include "internal/data_path.h"
+#include "internal/session_state.h"
+
+namespace hsi {
+
+namespace internal {
+
+absl::Status SessionState::SendOnLink(NicState& nic, LinkState& l, absl::Span<const uint8_t> payload,
+                                      const Wait& wait, uint16_t type) {
+  if (!l.down && l.tx.TrySend(payload, type)) return absl::OkStatus();
+  if (payload.size() > l.geometry.mtu) {
+    return absl::InvalidArgumentError(absl::StrCat("CHPID ", nic.ChpidText(), ": ", l.Name(), ": frame of ",
+                                                   payload.size(), " bytes exceeds the MTU ", l.geometry.mtu));
+  }
+  if (l.down) return l.down_status;
+  if (!l.tx.ok()) return l.tx.status();
+  if (l.drop) {
+    l.tx.RecordDrop();
+    l.tx.Publish();
+    return absl::ResourceExhaustedError(absl::StrCat("CHPID ", nic.ChpidText(), ": ", l.Name(),
+                                                     ": ring full, frame dropped (overflow policy drop; counted)"));
+  }
+  bool sent = false;
+  absl::Status w = WaitLoop(
+      nic, wait,
+      [&] {
+        if (l.down || !l.tx.ok()) return true;
+        sent = l.tx.TrySend(payload, type);
+        return sent;
+      },
+      [&](bool on) { SetWakeup(l.tx, on); });
+  if (sent) return absl::OkStatus();
+  if (l.down) return l.down_status;
+  if (!l.tx.ok()) return l.tx.status();
+  (void)w;
+  return absl::DeadlineExceededError(absl::StrCat("CHPID ", nic.ChpidText(), ": ", l.Name(),
+                                                  ": no room in the ring before the deadline"));
+}
+
+namespace {
+
+// Waits as `wait` says until `l` has a frame and peeks it into *f: OK then;
+// else the ring's BROKEN status, the link's down status once it is drained,
+// the NIC's status if it is down or detached, or kDeadlineExceeded.
+absl::Status WaitForLinkFrame(SessionState& session, NicState& nic, LinkState& l, const Wait& wait, hsi::Frame* f) {
+  absl::Status st;
+  bool got = false;
+  auto ready = [&] {
+    const bool down = l.down;  // before the ring: see TryAny
+    if (const Took t = PeekLink(l, f, &st); t != Took::kEmpty) {
+      got = t == Took::kFrame;
+      return true;
+    }
+    if (down) {
+      st = l.down_status;
+      return true;
+    }
+    if (!nic.up || nic.detached) {
+      st = NicUsable(nic);
+      return true;
+    }
+    return false;
+  };
+  if (!ready()) {
+    session.WaitLoop(nic, wait, ready, [&](bool on) { SetWakeup(l.rx, on); }).IgnoreError();
+  }
+  if (got) return absl::OkStatus();
+  if (!st.ok()) return st;
+  return absl::DeadlineExceededError(absl::StrCat(l.Name(), ": no frame arrived before the deadline"));
+}
+
+}  // namespace
+}  // namespace internal
+
+// ------------------------------------------------------------------ Link
+
+using internal::EmptyHandle;
+using internal::LinkState;
+using internal::WaitForLinkFrame;
+
+Link::Link() = default;
+Link::~Link() = default;
+Link::Link(Link&&) noexcept = default;
+Link& Link::operator=(Link&&) noexcept = default;
+
+Address Link::local() const { return link_->local; }
+Address Link::peer() const { return link_->peer; }
+absl::Status Link::status() const {
+  if (!link_) return EmptyHandle("Link::status");
+  session_->MaybePump();  // a link-down hsid already sent is seen here
+  if (link_->down) return link_->down_status;
+  if (!link_->rx.ok()) return link_->rx.status();
+  return link_->tx.status();
+}
+RingCounters Link::tx_counters() const { return link_->tx.counters(); }
+RingCounters Link::rx_counters() const { return link_->rx.counters(); }
+
+absl::Status Link::Send(absl::Span<const uint8_t> payload, const Wait& wait) {
+  if (!link_) return EmptyHandle("Link::Send");
+  session_->MaybePump();
+  if (!link_->down && link_->tx.TrySend(payload)) return absl::OkStatus();
+  return session_->SendOnLink(*nic_, *link_, payload, wait, internal::kTypeUnicast);
+}
+
+absl::StatusOr<size_t> Link::Receive(absl::Span<uint8_t> buffer, const Wait& wait) {
+  if (!link_) return EmptyHandle("Link::Receive");
+  session_->MaybePump();
+  LinkState& l = *link_;
+  l.peeked = false;  // a copying receive consumes a peeked frame
+  hsi::Frame f;
+  if (absl::Status s = WaitForLinkFrame(*session_, *nic_, l, wait, &f); !s.ok()) return s;
+  if (f.payload.size() > buffer.size()) {  // it stays
+    return absl::ResourceExhaustedError(absl::StrCat(l.Name(), ": frame of ", f.payload.size(),
+                                                     " bytes does not fit the ", buffer.size(), "-byte buffer"));
+  }
+  return l.rx.TryReceive(buffer);  // the frame just peeked
+}
+
+absl::StatusOr<absl::Span<const uint8_t>> Link::Peek(const Wait& wait) {
+  if (!link_) return EmptyHandle("Link::Peek");
+  session_->MaybePump();
+  LinkState& l = *link_;
+  hsi::Frame f;
+  if (absl::Status s = WaitForLinkFrame(*session_, *nic_, l, wait, &f); !s.ok()) return s;
+  l.peeked = true;
+  return f.payload;
+}
+
+void Link::Release() {
+  if (link_ && link_->peeked) {
+    link_->rx.Release();
+    link_->peeked = false;
+  }
+}
+
+}  // namespace hsi

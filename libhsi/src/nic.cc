@@ -1,0 +1,213 @@
+// nic.cc: hsi::Nic, the data path of one NIC: sends to any peer (setting
+// the link up on first use, broadcast through link_setup.cc), receives from
+// every link round robin.
+#include "hsi/nic.h"
+
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "internal/data_path.h"
+#include "internal/session_state.h"
+
+namespace hsi {
+
+using internal::EmptyHandle;
+using internal::LinkState;
+using internal::NicState;
+using internal::NicUsable;
+using internal::PeekLink;
+using internal::Took;
+
+Nic::Nic() = default;
+Nic::~Nic() {
+  if (session_ && nic_) session_->Detach(*nic_);
+}
+Nic::Nic(Nic&&) noexcept = default;
+Nic& Nic::operator=(Nic&& o) noexcept {
+  if (this != &o) {
+    if (session_ && nic_) session_->Detach(*nic_);
+    session_ = std::move(o.session_);
+    nic_ = std::move(o.nic_);
+  }
+  return *this;
+}
+
+const NicInfo& Nic::info() const { return nic_->info; }
+int Nic::fd() const { return nic_->bell->fd(); }
+
+namespace {
+
+// One pass over the NIC's links, round robin. True if a frame was copied
+// (or peeked) or there is a status to report in *st. take(link, &err)
+// returns what it found, and sets err with kError or kSkip.
+template <typename Take>
+bool TryAny(NicState& n, absl::Status* st, Take take) {
+  if (!n.up) {
+    *st = n.down_status;
+    return true;
+  }
+  const size_t count = n.active.size();
+  size_t idx = n.rr < count ? n.rr : 0;
+  for (size_t k = 0; k < count; ++k, idx = idx + 1 == count ? 0 : idx + 1) {
+    // By reference: this runs in every spin of a wait, and a shared_ptr copy
+    // costs two atomic read-modify-writes. `take` does not change `active`;
+    // Forget() does, so it gets a copy.
+    const std::shared_ptr<LinkState>& l = n.active[idx];
+    // Read `down` before looking at the ring: a frame committed before the
+    // peer died is visible by the time we learn of the death.
+    const bool down = l->down;
+    absl::Status s;
+    const Took took = take(l, &s);
+    if (took == Took::kFrame || took == Took::kSkip) {
+      if (took == Took::kSkip) *st = std::move(s);
+      n.rr = idx + 1;
+      return true;
+    }
+    if (took == Took::kEmpty) {
+      if (!down) continue;
+      *st = l->down_status;  // drained: report once, then forget the link
+      n.Forget(std::shared_ptr<LinkState>(l));
+      return true;
+    }
+    *st = absl::Status(s.code(), absl::StrCat(l->Name(), ": ", s.message()));
+    n.Forget(std::shared_ptr<LinkState>(l));
+    return true;
+  }
+  return false;
+}
+
+void ArmAll(NicState& n, bool on) {
+  for (auto& l : n.active) internal::SetWakeup(l->rx, on);
+}
+
+}  // namespace
+
+absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wait& wait) {
+  if (!nic_) return EmptyHandle("Nic::SendTo");
+  NicState& n = *nic_;
+  session_->MaybePump();  // first: it may bring the NIC back up
+  if (absl::Status s = NicUsable(n); !s.ok()) return s;
+  if (payload.size() > n.info.mtu) {
+    return absl::InvalidArgumentError(absl::StrCat("CHPID ", n.ChpidText(), ": frame ", n.info.address.ToString(), "->",
+                                                   to.ToString(), " of ", payload.size(), " bytes exceeds the MTU ",
+                                                   n.info.mtu, " (MFS ", n.info.mfs / 1024, "K)"));
+  }
+  if (to == n.info.subnet.broadcast()) return session_->Broadcast(n, payload, wait);
+  if (!n.info.subnet.IsHost(to)) {
+    return absl::InvalidArgumentError(absl::StrCat("CHPID ", n.ChpidText(), ": ", to.ToString(),
+                                                   " is not a NIC address in subnet ", n.info.subnet.ToString()));
+  }
+  absl::StatusOr<std::shared_ptr<LinkState>> l = session_->GetLink(n, to, wait.deadline);
+  if (!l.ok()) return l.status();
+  return session_->SendOnLink(n, **l, payload, wait, internal::kTypeUnicast);
+}
+
+absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wait) {
+  if (!nic_) return EmptyHandle("Nic::Receive");
+  NicState& n = *nic_;
+  session_->MaybePump();  // first: it may bring the NIC back up
+  if (absl::Status s = NicUsable(n); !s.ok()) return s;
+  if (n.peeked) Release();
+  Received r;
+  absl::Status st;
+  bool got = false;
+  auto take = [&](const std::shared_ptr<LinkState>& lp, absl::Status* err) {
+    LinkState& l = *lp;
+    hsi::Frame f;
+    if (const Took t = PeekLink(l, &f, err); t != Took::kFrame) return t;
+    if (f.payload.size() > buffer.size()) {
+      // The frame stays for a call with a buffer that fits it (or a Peek);
+      // the other links take their turns meanwhile (TryAny moves on).
+      *err = absl::ResourceExhaustedError(absl::StrCat(n.Name(), ": frame of ", f.payload.size(), " bytes from ",
+                                                       l.peer.ToString(), " does not fit the ", buffer.size(),
+                                                       "-byte buffer"));
+      return Took::kSkip;
+    }
+    uint16_t type = 0;
+    absl::StatusOr<size_t> len = l.rx.TryReceive(buffer, &type);  // the frame just peeked
+    if (!len.ok()) {
+      *err = len.status();
+      return Took::kError;
+    }
+    r.source = l.peer;
+    r.length = *len;
+    r.broadcast = type == internal::kTypeBroadcast;
+    got = true;
+    return Took::kFrame;
+  };
+  absl::Status w = session_->WaitLoop(n, wait, [&] { return TryAny(n, &st, take); },
+                                      [&](bool on) { ArmAll(n, on); });
+  if (got) return r;
+  if (!st.ok()) return st;
+  (void)w;
+  return absl::DeadlineExceededError(absl::StrCat(n.Name(), ": no frame arrived before the deadline"));
+}
+
+absl::StatusOr<FrameView> Nic::Peek(const Wait& wait) {
+  if (!nic_) return EmptyHandle("Nic::Peek");
+  NicState& n = *nic_;
+  session_->MaybePump();  // first: it may bring the NIC back up
+  if (absl::Status s = NicUsable(n); !s.ok()) return s;
+  if (n.peeked) {
+    hsi::Frame f;
+    if (n.peeked->rx.TryPeek(&f)) return FrameView{n.peeked->peer, f.payload, f.type == internal::kTypeBroadcast};
+    n.peeked.reset();
+  }
+  session_->MaybePump();
+  FrameView v;
+  absl::Status st;
+  bool got = false;
+  auto take = [&](const std::shared_ptr<LinkState>& lp, absl::Status* err) {
+    hsi::Frame f;
+    if (const Took t = PeekLink(*lp, &f, err); t != Took::kFrame) return t;
+    v = FrameView{lp->peer, f.payload, f.type == internal::kTypeBroadcast};
+    n.peeked = lp;
+    got = true;
+    return Took::kFrame;
+  };
+  session_->WaitLoop(n, wait, [&] { return TryAny(n, &st, take); }, [&](bool on) { ArmAll(n, on); }).IgnoreError();
+  if (got) return v;
+  if (!st.ok()) return st;
+  return absl::DeadlineExceededError(absl::StrCat(n.Name(), ": no frame arrived before the deadline"));
+}
+
+void Nic::Release() {
+  if (nic_ && nic_->peeked) {
+    nic_->peeked->rx.Release();
+    nic_->peeked.reset();
+  }
+}
+
+absl::StatusOr<hsi::Link> Nic::Link(Address peer, const Wait& wait) {
+  if (!nic_) return EmptyHandle("Nic::Link");
+  NicState& n = *nic_;
+  session_->MaybePump();  // first: it may bring the NIC back up
+  if (absl::Status s = NicUsable(n); !s.ok()) return s;
+  if (!n.info.subnet.IsHost(peer)) {
+    return absl::InvalidArgumentError(absl::StrCat("CHPID ", n.ChpidText(), ": ", peer.ToString(),
+                                                   " is not a NIC address in subnet ", n.info.subnet.ToString()));
+  }
+  absl::StatusOr<std::shared_ptr<LinkState>> l = session_->GetLink(n, peer, wait.deadline);
+  if (!l.ok()) return l.status();
+  hsi::Link link;
+  link.session_ = session_;
+  link.nic_ = nic_;
+  link.link_ = std::move(*l);
+  return link;
+}
+
+bool Nic::PrepareWait() {
+  if (!nic_) return true;  // Receive() then reports the empty handle
+  NicState& n = *nic_;
+  session_->Pump();
+  n.bell->Drain();
+  if (!n.up || n.detached) return true;
+  ArmAll(n, true);
+  for (auto& l : n.active) {
+    hsi::Frame f;
+    if (l->down || !l->rx.ok() || l->rx.TryPeek(&f)) return true;
+  }
+  return false;
+}
+
+}  // namespace hsi
