@@ -89,8 +89,8 @@ Link::~Link() = default;
 Link::Link(Link&&) noexcept = default;
 Link& Link::operator=(Link&&) noexcept = default;
 
-Address Link::local() const { return link_->local; }
-Address Link::peer() const { return link_->peer; }
+Address Link::local() const { return link_ ? link_->local : Address(); }
+Address Link::peer() const { return link_ ? link_->peer : Address(); }
 absl::Status Link::status() const {
   if (!link_) return EmptyHandle("Link::status");
   session_->MaybePump();  // a link-down hsid already sent is seen here

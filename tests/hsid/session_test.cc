@@ -695,6 +695,8 @@ TEST(SessionTest, EmptyHandlesAnswerFailedPreconditionNotACrash) {
   EXPECT_EQ(link.Receive(absl::MakeSpan(buf)).status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(link.Peek().status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(link.status().message(), HasSubstr("empty handle"));
+  EXPECT_EQ(link.local(), Address());
+  EXPECT_EQ(link.peer(), Address());
   link.Release();
 }
 
