@@ -23,26 +23,21 @@ using hsi::UniqueFd;
 // receiver's from its segment `to` (an invalid fd reads as zeros).
 wire::WireDirStats Stats(const UniqueFd& from, const UniqueFd& to) {
   wire::WireDirStats d{};
-  using wire::SegmentLayout;
-  alignas(128) unsigned char buf[sizeof(SegmentLayout)];
-  auto word = [&](size_t off) {
-    uint64_t v;
-    std::memcpy(&v, buf + off, sizeof(v));
-    return v;
-  };
-  if (from.valid() && ::pread(from.get(), buf, sizeof(buf), 0) == static_cast<ssize_t>(sizeof(buf))) {
-    const size_t c = offsetof(SegmentLayout, tx_counters);
-    d.frames = word(c);
-    d.bytes = word(c + 8);
-    d.full_events = word(c + 16);
-    d.drops = word(c + 24);
-    d.wakeups_sent = word(c + 32);
+  // Each owner publishes its counters in its own segment; hsid reads them
+  // through the layout (libhsi's ReadSegmentCounters), it maps no ring.
+  if (std::optional<hsi::internal::SegmentCounters> c =
+          from.valid() ? hsi::internal::ReadSegmentCounters(from.get()) : std::nullopt) {
+    d.frames = c->tx.frames;
+    d.bytes = c->tx.bytes;
+    d.full_events = c->tx.full_events;
+    d.drops = c->tx.drops;
+    d.wakeups_sent = c->tx.wakeups_sent;
   }
-  if (to.valid() && ::pread(to.get(), buf, sizeof(buf), 0) == static_cast<ssize_t>(sizeof(buf))) {
-    const size_t c = offsetof(SegmentLayout, rx_counters);
-    d.rx_frames = word(c);
-    d.rx_bytes = word(c + 8);
-    d.rx_wakeups_sent = word(c + 16);
+  if (std::optional<hsi::internal::SegmentCounters> c =
+          to.valid() ? hsi::internal::ReadSegmentCounters(to.get()) : std::nullopt) {
+    d.rx_frames = c->rx.frames;
+    d.rx_bytes = c->rx.bytes;
+    d.rx_wakeups_sent = c->rx.wakeups_sent;
   }
   return d;
 }

@@ -1,5 +1,7 @@
 #include "links.h"
 
+#include "internal/ring_layout.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -43,8 +45,7 @@ std::pair<uint32_t, uint32_t> PairKey(Address x, Address y) {
 }  // namespace
 
 bool SealedAgainstWrites(int fd) {
-  const int seals = ::fcntl(fd, F_GET_SEALS);
-  return seals >= 0 && (seals & F_SEAL_FUTURE_WRITE) != 0;
+  return hsi::internal::CheckSeals(fd, F_SEAL_FUTURE_WRITE, "segment").ok();  // libhsi's one seal check
 }
 
 // ------------------------------------------------------------ setup
