@@ -10,7 +10,6 @@
 #include "absl/strings/str_join.h"
 #include "hsi/address.h"
 #include "hsi/fd.h"
-#include "internal/ring_layout.h"
 #include "log.h"
 
 namespace hsid {
@@ -25,32 +24,20 @@ wire::WireDirStats Stats(const UniqueFd& from, const UniqueFd& to) {
   wire::WireDirStats d{};
   // Each owner publishes its counters in its own segment; hsid reads them
   // through the layout (libhsi's ReadSegmentCounters), it maps no ring.
-  if (std::optional<hsi::internal::SegmentCounters> c =
-          from.valid() ? hsi::internal::ReadSegmentCounters(from.get()) : std::nullopt) {
+  if (std::optional<hsi::SegmentCounters> c =
+          from.valid() ? hsi::ReadRingSegmentCounters(from.get()) : std::nullopt) {
     d.frames = c->tx.frames;
     d.bytes = c->tx.bytes;
     d.full_events = c->tx.full_events;
     d.drops = c->tx.drops;
     d.wakeups_sent = c->tx.wakeups_sent;
   }
-  if (std::optional<hsi::internal::SegmentCounters> c =
-          to.valid() ? hsi::internal::ReadSegmentCounters(to.get()) : std::nullopt) {
+  if (std::optional<hsi::SegmentCounters> c =
+          to.valid() ? hsi::ReadRingSegmentCounters(to.get()) : std::nullopt) {
     d.rx_frames = c->rx.frames;
     d.rx_bytes = c->rx.bytes;
     d.rx_wakeups_sent = c->rx.wakeups_sent;
   }
-  return d;
-}
-
-// The part of Stats() that the links list (kListLinks) carries.
-wire::WireDirection Counters(const UniqueFd& from, const UniqueFd& to) {
-  const wire::WireDirStats s = Stats(from, to);
-  wire::WireDirection d{};
-  d.frames = s.frames;
-  d.bytes = s.bytes;
-  d.full_events = s.full_events;
-  d.drops = s.drops;
-  d.received = s.rx_frames;
   return d;
 }
 
@@ -192,19 +179,20 @@ void Admin::ListNics(Client& c, const Message& m) {
   });
 }
 
-template <typename Reply, typename Read>
-void Admin::ListLinks(Client& c, const Message& m, Read read) {
+void Admin::ListLinks(Client& c, const Message& m) {
   std::vector<const Link*> v;
   for (const auto& [id, l] : links_.all()) v.push_back(&l);
-  Page<Reply>(c, m, v.size(), [&](auto& e, size_t k) {
+  Page<wire::ListStatsReply>(c, m, v.size(), [&](wire::WireLinkStats& e, size_t k) {
     const Link& l = *v[k];
     e.link_id = l.id;
     e.chpid = l.chpid;
     e.address_a = l.a.address.value();
     e.address_b = l.b.address.value();
     e.state = static_cast<uint32_t>(l.state);
-    e.a_to_b = read(l.a.segment, l.b.segment);
-    e.b_to_a = read(l.b.segment, l.a.segment);
+    // Counters are read from the segments themselves: each owner
+    // publishes its own in its segment (hsid never maps a ring).
+    e.a_to_b = Stats(l.a.segment, l.b.segment);
+    e.b_to_a = Stats(l.b.segment, l.a.segment);
   });
 }
 
@@ -214,17 +202,13 @@ void Admin::OnList(Client& c, const Message& m) {
     switch (req.what) {
       case wire::kListChpids: return clients_.ReplyError<wire::ListChpidsReply>(c, m.request_id, s);
       case wire::kListNics: return clients_.ReplyError<wire::ListNicsReply>(c, m.request_id, s);
-      case wire::kListStats: return clients_.ReplyError<wire::ListStatsReply>(c, m.request_id, s);
-      default: return clients_.ReplyError<wire::ListLinksReply>(c, m.request_id, s);
+      default: return clients_.ReplyError<wire::ListStatsReply>(c, m.request_id, s);
     }
   }
   switch (req.what) {
     case wire::kListChpids: return ListChpids(c, m);
     case wire::kListNics: return ListNics(c, m);
-    case wire::kListStats: return ListLinks<wire::ListStatsReply>(c, m, Stats);
-    // Counters are read from the segments themselves: each owner
-    // publishes its own in its segment (hsid never maps a ring).
-    default: return ListLinks<wire::ListLinksReply>(c, m, Counters);
+    default: return ListLinks(c, m);  // kListStats (Decode admits no other)
   }
 }
 

@@ -25,7 +25,7 @@
 #include "absl/status/status.h"
 #include "clients.h"
 #include "config.h"
-#include "internal/protocol.h"
+#include "hsi/wire/protocol.h"
 #include "links.h"
 #include "nics.h"
 
@@ -50,11 +50,9 @@ class Admin {
   void Page(Client& c, const Message& m, size_t total, Fill fill);
   void ListChpids(Client& c, const Message& m);
   void ListNics(Client& c, const Message& m);
-  // Links, with each direction's figures as `read(from, to)` gives them
-  // from the sender's and the receiver's segment: counters (kListLinks) or
-  // stats (kListStats).
-  template <typename Reply, typename Read>
-  void ListLinks(Client& c, const Message& m, Read read);
+  // Links with their state and every counter of each direction, from the
+  // sender's and the receiver's segment (kListStats).
+  void ListLinks(Client& c, const Message& m);
 
   Config& config_;
   Clients& clients_;

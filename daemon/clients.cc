@@ -16,7 +16,6 @@
 #include <utility>
 
 #include "absl/time/clock.h"
-#include "internal/syscall.h"
 #include "log.h"
 
 namespace hsid {
@@ -42,7 +41,7 @@ std::optional<uint64_t> Clients::Throttle::Take() {
 
 absl::Status Clients::Init() {
   reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  if (!reserve_fd_.valid()) return hsi::internal::ErrnoStatus(errno, "open /dev/null (reserve fd)");
+  if (!reserve_fd_.valid()) return absl::ErrnoToStatus(errno, "open /dev/null (reserve fd)");
   return absl::OkStatus();
 }
 
@@ -184,10 +183,10 @@ absl::StatusOr<hsi::UniqueFd> EventPage::Create() {
   absl::StatusOr<hsi::UniqueFd> fd = hsi::Segment::CreateMemfd("hsi-events", wire::kEventPageSize);
   if (!fd.ok()) return fd.status();
   void* p = ::mmap(nullptr, wire::kEventPageSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd->get(), 0);
-  if (p == MAP_FAILED) return hsi::internal::ErrnoStatus(errno, "mmap event page");
+  if (p == MAP_FAILED) return absl::ErrnoToStatus(errno, "mmap event page");
   if (::fcntl(fd->get(), F_ADD_SEALS, F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) < 0) {
     ::munmap(p, wire::kEventPageSize);
-    return hsi::internal::ErrnoStatus(errno, "seal event page");
+    return absl::ErrnoToStatus(errno, "seal event page");
   }
   if (word_ != nullptr) ::munmap(word_, wire::kEventPageSize);
   word_ = static_cast<uint64_t*>(p);

@@ -49,13 +49,13 @@
 #include "config.h"
 #include "event_loop.h"
 #include "hsi/fd.h"
-#include "internal/protocol.h"
+#include "hsi/wire/protocol.h"
 
 namespace hsid {
 
-// The control protocol (libhsi/src/internal/protocol.h), as hsid's parts
+// The control protocol (wire/include/hsi/wire/protocol.h), as hsid's parts
 // name it: the one place that says where it lives.
-namespace wire = hsi::internal;
+namespace wire = ::hsi::wire;
 using wire::Message;
 using wire::OutMessage;
 

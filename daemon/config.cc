@@ -61,8 +61,8 @@ const LparConfig* Config::FindLpar(const std::string& name) const {
 }
 
 std::string ChpidName(uint32_t id) {
-  std::string s = absl::StrCat(absl::Hex(id, absl::kZeroPad2));
-  return absl::AsciiStrToUpper(s);
+  // Every CHPID hsid holds or accepts is 00..FF (the wire and the config check).
+  return hsi::Chpid(static_cast<uint8_t>(id)).ToString();
 }
 
 std::string JoinIds(const std::vector<uint32_t>& ids) {
@@ -168,12 +168,9 @@ class Reader {
   absl::StatusOr<uint32_t> ChpidId(const std::string& key, const toml::value& v) const {
     absl::StatusOr<std::string> s = String(key, v);
     if (!s.ok()) return s.status();
-    uint32_t id;
-    if (s->empty() || s->size() > 2 || !absl::SimpleHexAtoi(*s, &id) ||
-        s->find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
-      return Error(key, &v, absl::StrCat("\"", *s, "\" is not a hex CHPID 00..FF"));
-    }
-    return id;
+    absl::StatusOr<hsi::Chpid> id = hsi::Chpid::Parse(*s);
+    if (!id.ok()) return Error(key, &v, std::string(id.status().message()));
+    return uint32_t{id->value()};
   }
 
   const std::string& source() const { return source_; }

@@ -11,13 +11,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "internal/syscall.h"
 #include "log.h"
 
 namespace hsid {
 namespace {
 
-using hsi::internal::ErrnoStatus;
 
 // How long Run() checks for a completion before it sleeps while one is
 // expected (a link setup waiting for the ends' LinkSealed).
@@ -33,13 +31,13 @@ absl::Status EventLoop::Init() {
   sigemptyset(&mask);
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGINT);
-  if (::sigprocmask(SIG_BLOCK, &mask, nullptr) < 0) return ErrnoStatus(errno, "sigprocmask");
+  if (::sigprocmask(SIG_BLOCK, &mask, nullptr) < 0) return absl::ErrnoToStatus(errno, "sigprocmask");
   ::signal(SIGPIPE, SIG_IGN);
   signal_fd_ = hsi::UniqueFd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
-  if (!signal_fd_.valid()) return ErrnoStatus(errno, "signalfd");
+  if (!signal_fd_.valid()) return absl::ErrnoToStatus(errno, "signalfd");
 
   int r = io_uring_queue_init(512, &ring_, 0);
-  if (r < 0) return ErrnoStatus(-r, "io_uring_queue_init");
+  if (r < 0) return absl::ErrnoToStatus(-r, "io_uring_queue_init");
   ring_ok_ = true;
   return absl::OkStatus();
 }
@@ -128,7 +126,7 @@ absl::Status EventLoop::Run(Handler& handler) {
     int r = io_uring_submit_and_wait(&ring_, 1);
     // EAGAIN/EBUSY: the kernel is short of memory or the completion queue
     // overflowed; reaping completions below makes room, so go on.
-    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) return ErrnoStatus(-r, "io_uring_submit_and_wait");
+    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) return absl::ErrnoToStatus(-r, "io_uring_submit_and_wait");
     for (auto [tag, res] : Reap()) {
       const auto kind = static_cast<Kind>(tag >> 56);
       if (kind == Kind::kSignal) {

@@ -1,6 +1,5 @@
 #include "links.h"
 
-#include "internal/ring_layout.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -43,10 +42,6 @@ std::pair<uint32_t, uint32_t> PairKey(Address x, Address y) {
 }
 
 }  // namespace
-
-bool SealedAgainstWrites(int fd) {
-  return hsi::internal::CheckSeals(fd, F_SEAL_FUTURE_WRITE, "segment").ok();  // libhsi's one seal check
-}
 
 // ------------------------------------------------------------ setup
 
@@ -185,7 +180,7 @@ void Links::OnSealed(Client& c, const Message& m) {
   }
   // Invariant 1: the owner must have sealed against new writers before its
   // peer gets the fd.
-  if (!SealedAgainstWrites(end->segment.get())) {
+  if (!hsi::IsSealedAgainstWrites(end->segment.get())) {
     const std::string t = absl::StrCat(where, ": setup failed: ", c.Public(), " reported its segment sealed but it is not");
     Log(absl::StrCat(t, " (", c.Who(), ")"));
     return Drop(l.id, wire::kDownSetupFailed, t, t, true, true);

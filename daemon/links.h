@@ -44,7 +44,7 @@
 #include "hsi/address.h"
 #include "hsi/fd.h"
 #include "hsi/ring.h"
-#include "internal/protocol.h"
+#include "hsi/wire/protocol.h"
 #include "nics.h"
 
 namespace hsid {
@@ -57,7 +57,11 @@ struct LinkEnd {
 };
 
 struct Link {
-  enum State { kSetup, kReady, kRelinkWait };  // on the wire as is (ListRequest)
+  enum State : uint32_t {  // on the wire as is (WireLinkStats::state)
+    kSetup = wire::kStateSetup,
+    kReady = wire::kStateReady,
+    kRelinkWait = wire::kStateRelinkWait,
+  };
   uint32_t id = 0;
   uint32_t chpid = 0;
   State state = kSetup;
@@ -65,10 +69,6 @@ struct Link {
   uint64_t requester = 0;  // client whose in_flight counts this setup
   absl::Time deadline = absl::InfiniteFuture();
 };
-
-// Invariant 1: the owner has sealed `fd` against new writers (then no one,
-// a peer or a sniffer, can map it writable any more).
-bool SealedAgainstWrites(int fd);
 
 class Links {
  public:

@@ -13,13 +13,11 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "internal/syscall.h"
 
 namespace hsid {
 namespace {
 
 using hsi::UniqueFd;
-using hsi::internal::ErrnoStatus;
 
 std::string ModeText(mode_t m) {
   char buf[8];
@@ -33,7 +31,7 @@ absl::Status MakeDirs(const std::string& dir) {
     if (i != dir.size() && dir[i] != '/') continue;
     const std::string part = dir.substr(0, i);
     if (::mkdir(part.c_str(), 0755) < 0 && errno != EEXIST) {
-      return ErrnoStatus(errno, absl::StrCat("create socket directory ", part));
+      return absl::ErrnoToStatus(errno, absl::StrCat("create socket directory ", part));
     }
   }
   return absl::OkStatus();
@@ -47,7 +45,7 @@ absl::Status CheckSocketDirectory(const std::string& dir, uid_t uid) {
   bool own = true;
   for (;;) {
     struct stat st;
-    if (::lstat(d.c_str(), &st) < 0) return ErrnoStatus(errno, absl::StrCat("socket directory ", d));
+    if (::lstat(d.c_str(), &st) < 0) return absl::ErrnoToStatus(errno, absl::StrCat("socket directory ", d));
     const std::string what = own ? "the socket's directory " : "the directory above the socket ";
     if (!S_ISDIR(st.st_mode)) {
       return absl::PermissionDeniedError(absl::StrCat(what, d, " is not a directory"));
@@ -84,7 +82,7 @@ absl::StatusOr<ListenSocket> OpenListenSocket(const std::string& path, uid_t uid
     if (absl::Status s = MakeDirs(dir); !s.ok()) return s;
   }
   char real[PATH_MAX];
-  if (::realpath(dir.c_str(), real) == nullptr) return ErrnoStatus(errno, absl::StrCat("socket directory ", dir));
+  if (::realpath(dir.c_str(), real) == nullptr) return absl::ErrnoToStatus(errno, absl::StrCat("socket directory ", dir));
   dir = real;
   if (absl::Status s = CheckSocketDirectory(dir, uid); !s.ok()) return s;
 
@@ -118,23 +116,23 @@ absl::StatusOr<ListenSocket> OpenListenSocket(const std::string& path, uid_t uid
       if (!S_ISSOCK(st.st_mode)) {
         return absl::AlreadyExistsError(absl::StrCat(ls.path, " exists and is not a socket; not removing it"));
       }
-      if (::unlink(ls.path.c_str()) < 0) return ErrnoStatus(errno, absl::StrCat("remove stale socket ", ls.path));
+      if (::unlink(ls.path.c_str()) < 0) return absl::ErrnoToStatus(errno, absl::StrCat("remove stale socket ", ls.path));
       ls.stale = true;
     }
   }
   ls.fd = UniqueFd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!ls.fd.valid()) return ErrnoStatus(errno, "socket(AF_UNIX, SOCK_SEQPACKET)");
+  if (!ls.fd.valid()) return absl::ErrnoToStatus(errno, "socket(AF_UNIX, SOCK_SEQPACKET)");
   // Anyone may connect; SO_PEERCRED and the policy decide what they may do.
   // The file's mode comes from the socket inode's mode less the umask at
   // bind(): set both here instead of a chmod() by path after bind(), which
   // would follow a symlink renamed over the path in between.
-  if (::fchmod(ls.fd.get(), 0666) < 0) return ErrnoStatus(errno, "fchmod(control socket, 0666)");
+  if (::fchmod(ls.fd.get(), 0666) < 0) return absl::ErrnoToStatus(errno, "fchmod(control socket, 0666)");
   const mode_t old_umask = ::umask(0);
   const int bound = ::bind(ls.fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   const int bind_errno = errno;
   ::umask(old_umask);
-  if (bound < 0) return ErrnoStatus(bind_errno, absl::StrCat("bind ", ls.path));
-  if (::listen(ls.fd.get(), 128) < 0) return ErrnoStatus(errno, "listen");
+  if (bound < 0) return absl::ErrnoToStatus(bind_errno, absl::StrCat("bind ", ls.path));
+  if (::listen(ls.fd.get(), 128) < 0) return absl::ErrnoToStatus(errno, "listen");
   return ls;
 }
 

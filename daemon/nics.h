@@ -28,7 +28,7 @@
 #include "event_loop.h"
 #include "hsi/address.h"
 #include "hsi/doorbell.h"
-#include "internal/protocol.h"
+#include "hsi/wire/protocol.h"
 
 namespace hsid {
 

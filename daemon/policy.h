@@ -46,7 +46,7 @@
 #include "hsi/address.h"
 #include "hsi/doorbell.h"
 #include "hsi/fd.h"
-#include "internal/protocol.h"
+#include "hsi/wire/protocol.h"
 #include "links.h"
 #include "nics.h"
 #include "reclaim.h"

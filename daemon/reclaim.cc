@@ -10,20 +10,19 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "hsi/fd.h"
-#include "internal/syscall.h"
 
 namespace hsid {
 
 absl::StatusOr<HeldState> StateFile::Open(const std::string& path) {
   path_ = path;
   fd_ = hsi::UniqueFd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!fd_.valid()) return hsi::internal::ErrnoStatus(errno, absl::StrCat("open ", path));
+  if (!fd_.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("open ", path));
   std::string text;
   char buf[4096];
   for (off_t at = 0;;) {
     const ssize_t n = ::pread(fd_.get(), buf, sizeof(buf), at);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return hsi::internal::ErrnoStatus(errno, absl::StrCat("read ", path));
+    if (n < 0) return absl::ErrnoToStatus(errno, absl::StrCat("read ", path));
     if (n == 0) break;
     text.append(buf, static_cast<size_t>(n));
     at += n;
@@ -45,10 +44,10 @@ absl::Status StateFile::Save(const HeldState& state) {
     n = ::pwrite(fd_.get(), text.data(), text.size(), 0);
   } while (n < 0 && errno == EINTR);
   if (n != static_cast<ssize_t>(text.size())) {
-    return hsi::internal::ErrnoStatus(n < 0 ? errno : EIO, absl::StrCat("write ", path_));
+    return absl::ErrnoToStatus(n < 0 ? errno : EIO, absl::StrCat("write ", path_));
   }
   if (::ftruncate(fd_.get(), static_cast<off_t>(text.size())) < 0) {
-    return hsi::internal::ErrnoStatus(errno, absl::StrCat("truncate ", path_));
+    return absl::ErrnoToStatus(errno, absl::StrCat("truncate ", path_));
   }
   return absl::OkStatus();
 }

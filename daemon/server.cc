@@ -28,8 +28,7 @@
 #include "admin.h"
 #include "clients.h"
 #include "event_loop.h"
-#include "internal/protocol.h"
-#include "internal/syscall.h"
+#include "hsi/wire/protocol.h"
 #include "links.h"
 #include "listen_socket.h"
 #include "log.h"
@@ -40,7 +39,6 @@
 namespace hsid {
 namespace {
 
-using hsi::internal::ErrnoStatus;
 using wire::MsgType;
 using Kind = EventLoop::Kind;
 
@@ -95,7 +93,7 @@ absl::Status ServerImpl::Init() {
   // Not dumpable: no process of hsid's uid (short of CAP_SYS_PTRACE) may
   // open /proc/<hsid>/fd, where every segment lies writable until its owner
   // seals it (issue 13; docs/reliability.md says what remains within a uid).
-  if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) return ErrnoStatus(errno, "prctl(PR_SET_DUMPABLE, 0)");
+  if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) return absl::ErrnoToStatus(errno, "prctl(PR_SET_DUMPABLE, 0)");
   absl::StatusOr<ListenSocket> ls = OpenListenSocket(opt_.socket_path, ::geteuid());
   if (!ls.ok()) return ls.status();
   listen_ = std::move(ls->fd);

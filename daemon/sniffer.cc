@@ -67,7 +67,7 @@ void Sniffer::Offer(const Link& l, Client* only) {
   // Invariant 1: a sniffer only ever gets segments whose owners sealed them
   // against new writers, so the kernel keeps it read-only.
   for (const LinkEnd* e : {&l.a, &l.b}) {
-    if (!SealedAgainstWrites(e->segment.get())) {
+    if (!hsi::IsSealedAgainstWrites(e->segment.get())) {
       Log(absl::StrCat("link ", l.id, ": segment of ", e->address.ToString(),
                        " is not sealed against writes; not handing it to sniffers"));
       return;

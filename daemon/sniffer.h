@@ -21,7 +21,7 @@
 
 #include "clients.h"
 #include "config.h"
-#include "internal/protocol.h"
+#include "hsi/wire/protocol.h"
 #include "links.h"
 
 namespace hsid {

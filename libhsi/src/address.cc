@@ -2,6 +2,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 
 namespace hsi {
@@ -55,6 +57,26 @@ absl::StatusOr<Subnet> Subnet::Parse(absl::string_view text) {
 
 std::string Subnet::ToString() const {
   return absl::StrCat(network_.ToString(), "/", prefix_);
+}
+
+absl::StatusOr<Chpid> Chpid::Parse(absl::string_view text) {
+  absl::string_view t = text;
+  if (absl::StartsWith(t, "0x") || absl::StartsWith(t, "0X")) t.remove_prefix(2);
+  uint32_t id = 0;
+  if (t.empty() || t.size() > 2 || t.find_first_not_of("0123456789abcdefABCDEF") != absl::string_view::npos ||
+      !absl::SimpleHexAtoi(t, &id)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not a hex CHPID 00..FF (like F0)"));
+  }
+  return Chpid(static_cast<uint8_t>(id));
+}
+
+absl::StatusOr<Chpid> Chpid::FromNumber(uint32_t id) {
+  if (id > 0xff) return absl::InvalidArgumentError(absl::StrCat("CHPID ", id, " is not in 00..FF"));
+  return Chpid(static_cast<uint8_t>(id));
+}
+
+std::string Chpid::ToString() const {
+  return absl::AsciiStrToUpper(absl::StrCat(absl::Hex(id_, absl::kZeroPad2)));
 }
 
 }  // namespace hsi

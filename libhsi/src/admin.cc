@@ -6,7 +6,6 @@
 
 namespace hsi {
 
-namespace wire = internal;
 
 AdminClient::AdminClient() = default;
 AdminClient::~AdminClient() {
@@ -89,10 +88,6 @@ absl::StatusOr<std::vector<Out>> List(internal::SessionState* s, uint32_t what, 
   return out;
 }
 
-DirectionCounters Dir(const wire::WireDirection& d) {
-  return DirectionCounters{d.frames, d.bytes, d.full_events, d.drops, d.received};
-}
-
 }  // namespace
 
 absl::StatusOr<std::vector<ChpidInfo>> AdminClient::ListChpids() {
@@ -117,24 +112,24 @@ absl::StatusOr<std::vector<NicListing>> AdminClient::ListNics() {
   });
 }
 
-absl::StatusOr<std::vector<LinkListing>> AdminClient::ListLinks() {
-  return List<wire::ListLinksReply, LinkListing>(state_.get(), wire::kListLinks, [](const wire::WireLink& e) {
-    static const char* const kStates[] = {"setup", "ready", "relink-wait"};
-    return LinkListing{e.link_id, e.chpid, Address(e.address_a), Address(e.address_b),
-                       e.state < 3 ? kStates[e.state] : "unknown", Dir(e.a_to_b), Dir(e.b_to_a)};
-  });
-}
-
-absl::StatusOr<std::vector<LinkStats>> AdminClient::ListStats() {
+absl::StatusOr<std::vector<LinkStats>> AdminClient::ListLinks() {
   return List<wire::ListStatsReply, LinkStats>(state_.get(), wire::kListStats, [](const wire::WireLinkStats& e) {
-    static const char* const kStates[] = {"setup", "ready", "relink-wait"};
     auto dir = [](const wire::WireDirStats& d) {
       return DirectionStats{d.frames, d.bytes, d.full_events, d.drops, d.wakeups_sent,
                             d.rx_frames, d.rx_bytes, d.rx_wakeups_sent};
     };
     return LinkStats{e.link_id, e.chpid, Address(e.address_a), Address(e.address_b),
-                     e.state < 3 ? kStates[e.state] : "unknown", dir(e.a_to_b), dir(e.b_to_a)};
+                     static_cast<LinkPhase>(e.state), dir(e.a_to_b), dir(e.b_to_a)};  // Decode checked state
   });
+}
+
+const char* LinkPhaseName(LinkPhase phase) {
+  switch (phase) {
+    case LinkPhase::kSetup: return "setup";
+    case LinkPhase::kReady: return "ready";
+    case LinkPhase::kRelinkWait: return "relink-wait";
+  }
+  return "unknown";
 }
 
 }  // namespace hsi

@@ -64,14 +64,14 @@ void SessionState::SetupFailed(uint32_t link_id, uint32_t nic_id, const absl::St
   }
 }
 
-void SessionState::OnStrayReply(Message& m) {
-  if (m.type != MsgType::kLinkReply) return;  // a late reply to a request that timed out
+void SessionState::OnStrayReply(wire::Message& m) {
+  if (m.type != wire::MsgType::kLinkReply) return;  // a late reply to a request that timed out
   auto p = std::find_if(setups_.begin(), setups_.end(),
                         [&](const PendingSetup& x) { return x.request_id != 0 && x.request_id == m.request_id; });
   if (p == setups_.end()) return;
-  const auto r = m.As<LinkReply>();
+  const auto r = m.As<wire::LinkReply>();
   p->request_id = 0;
-  if (absl::Status s = FromWire(r.status); !s.ok()) {
+  if (absl::Status s = wire::FromWire(r.status); !s.ok()) {
     p->failed = true;
     p->status = std::move(s);
     return;
@@ -84,11 +84,11 @@ void SessionState::OnStrayReply(Message& m) {
 }
 
 absl::Status SessionState::StartSetup(NicState& nic, Address peer) {
-  LinkRequest req = Zeroed<LinkRequest>();
+  wire::LinkRequest req = wire::Zeroed<wire::LinkRequest>();
   req.nic_id = nic.nic_id;
   req.peer_address = peer.value();
   const uint32_t id = ctl_.NextRequestId();
-  if (absl::Status s = ctl_.Send(Encode(id, req), absl::Now() + call_timeout()); !s.ok()) return s;
+  if (absl::Status s = ctl_.Send(wire::Encode(id, req), absl::Now() + call_timeout()); !s.ok()) return s;
   setups_.push_back(
       PendingSetup{nic.nic_id, nic.info.address, peer, id, 0, absl::Now() + kSetupBackstop, false, absl::OkStatus()});
   return absl::OkStatus();
@@ -217,10 +217,10 @@ absl::StatusOr<std::vector<Address>> SessionState::Peers(NicState& nic, absl::Ti
   std::vector<Address> out;
   uint32_t cursor = 0;
   do {
-    PeersRequest req = Zeroed<PeersRequest>();
+    wire::PeersRequest req = wire::Zeroed<wire::PeersRequest>();
     req.nic_id = nic.nic_id;
     req.cursor = cursor;
-    PeersReply rep;
+    wire::PeersReply rep;
     if (absl::Status s = Call(req, {}, &rep, deadline); !s.ok()) return s;
     for (uint32_t i = 0; i < rep.count; ++i) out.emplace_back(rep.addresses[i]);
     cursor = rep.next_cursor;

@@ -171,6 +171,10 @@ absl::StatusOr<RingGeometry> InspectSealedRingSegment(int fd) {
   return g;
 }
 
+bool IsSealedAgainstWrites(int fd) { return internal::CheckSeals(fd, F_SEAL_FUTURE_WRITE, "segment").ok(); }
+
+std::optional<SegmentCounters> ReadRingSegmentCounters(int fd) { return internal::ReadSegmentCounters(fd); }
+
 // ---------------------------------------------------------------- producer
 
 absl::StatusOr<RingProducer> RingProducer::Create(const Segment& own,

@@ -17,7 +17,6 @@ namespace hsi {
 using internal::LinkState;
 using internal::NicState;
 using internal::SessionState;
-namespace wire = internal;
 
 absl::StatusOr<std::string> ResolveSocketPath(absl::string_view explicit_path) {
   if (!explicit_path.empty()) return std::string(explicit_path);
@@ -33,7 +32,7 @@ absl::StatusOr<std::string> ResolveSocketPath(absl::string_view explicit_path) {
 namespace internal {
 
 std::string NicState::ChpidText() const {
-  return absl::AsciiStrToUpper(absl::StrCat(absl::Hex(info.chpid, absl::kZeroPad2)));
+  return Chpid(static_cast<uint8_t>(info.chpid)).ToString();
 }
 
 void NicState::Forget(const std::shared_ptr<LinkState>& l) {
@@ -51,10 +50,10 @@ void SessionState::Close() {
 }
 
 absl::Status SessionState::Open(bool reclaim) {
-  ClaimRequest req = Zeroed<ClaimRequest>();
-  SetName(req.lpar, opt_.lpar);
-  req.flags = reclaim ? uint32_t{kClaimReclaim} : uint32_t{0};
-  absl::StatusOr<ClaimReply> rep = ctl_.Open(req);
+  wire::ClaimRequest req = wire::Zeroed<wire::ClaimRequest>();
+  wire::SetName(req.lpar, opt_.lpar);
+  req.flags = reclaim ? uint32_t{wire::kClaimReclaim} : uint32_t{0};
+  absl::StatusOr<wire::ClaimReply> rep = ctl_.Open(req);
   if (!rep.ok()) return rep.status();
   is_admin_ = rep->is_admin != 0;
   ever_connected_ = true;
@@ -128,7 +127,7 @@ void SessionState::Reconnect() {
 }
 
 bool SessionState::Reattach(NicState& nic, absl::Status* s) {
-  AttachRequest req = Zeroed<AttachRequest>();
+  wire::AttachRequest req = wire::Zeroed<wire::AttachRequest>();
   req.chpid = nic.info.chpid;
   req.address = nic.info.address.value();
   std::vector<UniqueFd> fds;
@@ -138,7 +137,7 @@ bool SessionState::Reattach(NicState& nic, absl::Status* s) {
     return false;
   }
   fds.push_back(std::move(*bell));
-  AttachReply rep;
+  wire::AttachReply rep;
   absl::Status a = Call(req, std::move(fds), &rep);
   if (!ctl_.connected()) {
     *s = a;
@@ -161,7 +160,7 @@ bool SessionState::Reattach(NicState& nic, absl::Status* s) {
   nic.info.mfs = rep.mfs;
   nic.info.mtu = rep.mtu;
   nic.info.geometry = RingGeometry{rep.capacity, rep.mtu};
-  nic.info.drop = rep.overflow == kOverflowDrop;
+  nic.info.drop = rep.overflow == wire::kOverflowDrop;
   Relink(nic);
   return ctl_.connected();
 }
@@ -169,14 +168,14 @@ bool SessionState::Reattach(NicState& nic, absl::Status* s) {
 void SessionState::Relink(NicState& nic) {
   for (const auto& l : nic.active) {
     if (l->down) continue;
-    RelinkRequest rr = Zeroed<RelinkRequest>();
+    wire::RelinkRequest rr = wire::Zeroed<wire::RelinkRequest>();
     rr.nic_id = nic.nic_id;
     rr.peer_address = l->peer.value();
     std::vector<UniqueFd> segfd;
     absl::StatusOr<UniqueFd> seg = l->own.DupFd();
     if (!seg.ok()) continue;
     segfd.push_back(std::move(*seg));
-    LinkReply lr;
+    wire::LinkReply lr;
     absl::Status r = Call(rr, std::move(segfd), &lr);
     if (!ctl_.connected()) return;
     if (!r.ok()) {
@@ -196,19 +195,19 @@ NicState* SessionState::NicById(uint32_t nic_id) {
   return nullptr;
 }
 
-void SessionState::OnEvent(Message& m) {
+void SessionState::OnEvent(wire::Message& m) {
   switch (m.type) {
-    case MsgType::kLinkOffer: return OnOffer(m);
-    case MsgType::kLinkPeer: return OnPeer(m);
-    case MsgType::kLinkDown: return OnDown(m);
-    case MsgType::kNicStateEvent: return OnNicState(m);
+    case wire::MsgType::kLinkOffer: return OnOffer(m);
+    case wire::MsgType::kLinkPeer: return OnPeer(m);
+    case wire::MsgType::kLinkDown: return OnDown(m);
+    case wire::MsgType::kNicStateEvent: return OnNicState(m);
     default: return;
   }
 }
 
-void SessionState::OnOffer(Message& m) {
-  const auto o = m.As<LinkOffer>();
-  LinkSealed sealed = Zeroed<LinkSealed>();
+void SessionState::OnOffer(wire::Message& m) {
+  const auto o = m.As<wire::LinkOffer>();
+  wire::LinkSealed sealed = wire::Zeroed<wire::LinkSealed>();
   sealed.link_id = o.link_id;
   sealed.nic_id = o.nic_id;
   NicState* nic = NicById(o.nic_id);
@@ -233,18 +232,18 @@ void SessionState::OnOffer(Message& m) {
     l->chpid = nic->info.chpid;
     l->local = nic->info.address;
     l->peer = Address(o.peer_address);
-    l->peer_lpar = NameOf(o.peer_lpar);
+    l->peer_lpar = wire::NameOf(o.peer_lpar);
     l->geometry = g;
     l->drop = nic->info.drop;
     l->own_bell = nic->bell;
     links_[Key(o.link_id, o.nic_id)] = l;
   }
   // A failed send loses the connection; OnLost() says why.
-  ctl_.Send(Encode(0, sealed), absl::Now() + opt_.timeout).IgnoreError();
+  ctl_.Send(wire::Encode(0, sealed), absl::Now() + opt_.timeout).IgnoreError();
 }
 
-void SessionState::OnPeer(Message& m) {
-  const auto p = m.As<LinkPeer>();
+void SessionState::OnPeer(wire::Message& m) {
+  const auto p = m.As<wire::LinkPeer>();
   auto it = links_.find(Key(p.link_id, p.nic_id));
   if (it == links_.end() || it->second->state != LinkState::kSetup) return;
   std::shared_ptr<LinkState> l = it->second;
@@ -257,13 +256,13 @@ void SessionState::OnPeer(Message& m) {
                                                       s.message()));
     SetupFailed(p.link_id, p.nic_id, l->down_status);
     links_.erase(it);
-    LinkClose close = Zeroed<LinkClose>();
+    wire::LinkClose close = wire::Zeroed<wire::LinkClose>();
     close.link_id = p.link_id;
     close.nic_id = p.nic_id;
-    const WireStatus w = ToWire(l->down_status);
+    const wire::WireStatus w = wire::ToWire(l->down_status);
     close.code = w.code;
     std::memcpy(close.text, w.message, sizeof(close.text));
-    ctl_.Send(Encode(0, close), absl::Now() + opt_.timeout).IgnoreError();
+    ctl_.Send(wire::Encode(0, close), absl::Now() + opt_.timeout).IgnoreError();
   };
   if (nic == nullptr) return fail(absl::NotFoundError("NIC detached"));
   absl::StatusOr<Segment> peer = Segment::MapPeer(std::move(m.fds[0]), l->geometry.segment_size());
@@ -288,8 +287,8 @@ void SessionState::OnPeer(Message& m) {
   }
 }
 
-void SessionState::OnDown(const Message& m) {
-  const auto d = m.As<LinkDown>();
+void SessionState::OnDown(const wire::Message& m) {
+  const auto d = m.As<wire::LinkDown>();
   const absl::Status why = absl::UnavailableError(absl::string_view(d.text, strnlen(d.text, sizeof(d.text))));
   SetupFailed(d.link_id, d.nic_id, why);
   auto it = links_.find(Key(d.link_id, d.nic_id));
@@ -299,8 +298,8 @@ void SessionState::OnDown(const Message& m) {
   links_.erase(it);
 }
 
-void SessionState::OnNicState(const Message& m) {
-  const auto e = m.As<NicStateEvent>();
+void SessionState::OnNicState(const wire::Message& m) {
+  const auto e = m.As<wire::NicStateEvent>();
   NicState* nic = NicById(e.nic_id);
   if (nic == nullptr) return;
   nic->up = e.up != 0;
@@ -318,12 +317,12 @@ absl::StatusOr<std::shared_ptr<NicState>> SessionState::Attach(uint32_t chpid, s
   nic->bell = std::make_shared<Doorbell>(std::move(*bell));
   absl::StatusOr<UniqueFd> dup = internal::DupFd(nic->bell_ring_end, "NIC doorbell");
   if (!dup.ok()) return dup.status();
-  AttachRequest req = Zeroed<AttachRequest>();
+  wire::AttachRequest req = wire::Zeroed<wire::AttachRequest>();
   req.chpid = chpid;
   req.address = address ? address->value() : 0;
   std::vector<UniqueFd> fds;
   fds.push_back(std::move(*dup));
-  AttachReply rep;
+  wire::AttachReply rep;
   if (absl::Status s = Call(req, std::move(fds), &rep); !s.ok()) return s;
   nic->nic_id = rep.nic_id;
   nic->info.chpid = chpid;
@@ -332,7 +331,7 @@ absl::StatusOr<std::shared_ptr<NicState>> SessionState::Attach(uint32_t chpid, s
   nic->info.mfs = rep.mfs;
   nic->info.mtu = rep.mtu;
   nic->info.geometry = RingGeometry{rep.capacity, rep.mtu};
-  nic->info.drop = rep.overflow == kOverflowDrop;
+  nic->info.drop = rep.overflow == wire::kOverflowDrop;
   nics_.push_back(nic);
   return nic;
 }
@@ -340,9 +339,9 @@ absl::StatusOr<std::shared_ptr<NicState>> SessionState::Attach(uint32_t chpid, s
 void SessionState::Detach(NicState& nic) {
   if (nic.detached) return;
   if (ctl_.connected()) {
-    DetachRequest req = Zeroed<DetachRequest>();
+    wire::DetachRequest req = wire::Zeroed<wire::DetachRequest>();
     req.nic_id = nic.nic_id;
-    DetachReply rep;
+    wire::DetachReply rep;
     (void)Call(req, {}, &rep);
   }
   nic.detached = true;

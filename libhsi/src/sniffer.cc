@@ -13,7 +13,7 @@
 #include "hsi/segment.h"
 #include "hsi/session.h"
 #include "internal/control_channel.h"
-#include "internal/protocol.h"
+#include "hsi/wire/protocol.h"
 #include "internal/ring_layout.h"
 #include "internal/session_state.h"
 
@@ -24,7 +24,6 @@ using internal::kRecordAlign;
 using internal::Record;
 using internal::SegmentHeader;
 using internal::SegmentLayout;
-namespace wire = internal;
 
 // How far (in bytes) the producer's published tail may be ahead of a frame
 // the tap copies before the copy is distrusted: 3/4 of the ring. The margin

@@ -15,7 +15,7 @@
 #include <cstring>
 #include <vector>
 
-#include "internal/protocol.h"
+#include "hsi/wire/protocol.h"
 
 namespace {
 
@@ -29,7 +29,7 @@ bool IsOpen(int fd) { return ::fcntl(fd, F_GETFD) >= 0; }
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  using namespace hsi::internal;
+  using namespace hsi::wire;
   if (size < 1) return 0;
   const Direction dir = (data[0] & 1) ? Direction::kToClient : Direction::kToDaemon;
   const size_t nfds = (data[0] >> 1) & 3;

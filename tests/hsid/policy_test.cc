@@ -202,15 +202,15 @@ TEST_F(PolicyTest, AdminDefinesListsSetsNicDownAndUndefines) {
   std::vector<uint8_t> frame(1000), buf(32768);
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(a->SendTo(b->address(), frame, Wait::Block(absl::Now() + absl::Seconds(5))).ok());
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(b->Receive(absl::MakeSpan(buf), Wait::Block(absl::Now() + absl::Seconds(5))).ok());
-  absl::StatusOr<std::vector<LinkListing>> links = admin->ListLinks();
+  absl::StatusOr<std::vector<LinkStats>> links = admin->ListLinks();
   ASSERT_TRUE(links.ok()) << links.status();
   ASSERT_EQ(links->size(), 1u);
-  const LinkListing& l = (*links)[0];
-  EXPECT_EQ(l.state, "ready");
+  const LinkStats& l = (*links)[0];
+  EXPECT_STREQ(LinkPhaseName(l.state), "ready");
   EXPECT_EQ(l.a, a->address());
   EXPECT_EQ(l.a_to_b.frames, 10u);
   EXPECT_EQ(l.a_to_b.bytes, 10000u);
-  EXPECT_EQ(l.a_to_b.received, 10u);
+  EXPECT_EQ(l.a_to_b.rx_frames, 10u);
   EXPECT_EQ(l.b_to_a.frames, 0u);
   absl::StatusOr<std::vector<NicListing>> nics = admin->ListNics();
   ASSERT_TRUE(nics.ok()) << nics.status();
@@ -253,7 +253,7 @@ TEST(ConfigTest, ErrorsNameFileKeyAndLine) {
   };
   EXPECT_THAT(err("[[chpid]]\nid = \"F0\"\nsubnet = \"10.0.0.0/24\"\nmfs = 20000\n"),
               HasSubstr("config /etc/hsi/hsid.toml: chpid[0].mfs: 20000 is not one of 16K, 24K, 40K, 64K (line 4)"));
-  EXPECT_THAT(err("[[chpid]]\nid = \"G0\"\nsubnet = \"10.0.0.0/24\"\n"), HasSubstr("chpid[0].id: \"G0\" is not a hex CHPID"));
+  EXPECT_THAT(err("[[chpid]]\nid = \"G0\"\nsubnet = \"10.0.0.0/24\"\n"), HasSubstr("chpid[0].id: 'G0' is not a hex CHPID 00..FF"));
   EXPECT_THAT(err("[[chpid]]\nid = \"F0\"\nsubnet = \"10.0.0.1/24\"\n"), HasSubstr("host bits set"));
   EXPECT_THAT(err("[[chpid]]\nid = \"F0\"\nsubnet = \"10.0.0.0/24\"\nqueue_size = 5000\n"),
               HasSubstr("chpid[0].queue_size: ring capacity 5000 is not a power of two"));

@@ -63,7 +63,7 @@ using ::hsi::testing::Shared;
 using ::hsi::testing::Summary;
 using ::testing::HasSubstr;
 using ::testing::Not;
-namespace wire = ::hsi::internal;
+namespace wire = ::hsi::wire;
 
 constexpr uint32_t kNobody = 65534;
 

@@ -331,9 +331,9 @@ TEST(FaultTest, HsidKilledFiveTimesUnderLoadExactCounts) {
   for (int i = 0; i < 100 && !rebuilt; ++i) {
     absl::StatusOr<AdminClient> admin = AdminClient::Connect(d.socket());
     ASSERT_TRUE(admin.ok()) << admin.status();
-    absl::StatusOr<std::vector<LinkListing>> links = admin->ListLinks();
+    absl::StatusOr<std::vector<LinkStats>> links = admin->ListLinks();
     ASSERT_TRUE(links.ok()) << links.status();
-    for (const LinkListing& l : *links) rebuilt |= l.state == "ready" && l.a_to_b.frames + l.b_to_a.frames > 0;
+    for (const LinkStats& l : *links) rebuilt |= l.state == LinkPhase::kReady && l.a_to_b.frames + l.b_to_a.frames > 0;
     if (!rebuilt) absl::SleepFor(absl::Milliseconds(20));
   }
   EXPECT_TRUE(rebuilt) << d.log();
@@ -799,8 +799,8 @@ TEST(FaultTest, HsidOutOfFdsRefusesNewcomersCleanlyAndServesExistingClients) {
       continue;
     }
     bool e = false;
-    std::optional<internal::Message> m = c->Receive(absl::Milliseconds(1), &e);
-    if (m.has_value() && m->type == internal::MsgType::kErrorReply) {
+    std::optional<wire::Message> m = c->Receive(absl::Milliseconds(1), &e);
+    if (m.has_value() && m->type == wire::MsgType::kErrorReply) {
       ++refused;
       EXPECT_THAT(std::string(ReplyStatus(*m).message()), HasSubstr("out of file descriptors"));
       e = c->WaitEof(absl::Seconds(1));

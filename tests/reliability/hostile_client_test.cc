@@ -58,7 +58,7 @@ using ::hsi::testing::RssKiB;
 using ::hsi::testing::Shared;
 using ::hsi::testing::Summary;
 using ::testing::HasSubstr;
-namespace wire = ::hsi::internal;
+namespace wire = ::hsi::wire;
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 // ASan's quarantine and TSan's shadow keep freed memory resident.
@@ -505,10 +505,12 @@ TEST_F(HostileClientTest, MalformedAndOutOfOrderMessagesAreAnsweredAndDropped) {
   // A zero-length datagram reads as EOF (recvmsg returns 0): dropped
   // without an answer.
   cases.push_back({"empty datagram", false, {std::vector<uint8_t>()}, "", true});
-  cases.push_back({"protocol version 4", false, {claim_bytes(4)}, "protocol version 4 is not supported", true});
+  cases.push_back({"protocol version 5", false, {claim_bytes(5)}, "protocol version 5 is not supported", true});
+  cases.push_back({"protocol version 3 (before the message table)", false, {claim_bytes(3)},
+                   "protocol version 3 is not supported (this side speaks 4)", true});
   cases.push_back({"protocol version 2 (before event pages)", false, {claim_bytes(2)},
-                   "protocol version 2 is not supported (this side speaks 3)", true});
-  cases.push_back({"protocol version 1", false, {claim_bytes(1)}, "protocol version 1 is not supported (this side speaks 3)", true});
+                   "protocol version 2 is not supported (this side speaks 4)", true});
+  cases.push_back({"protocol version 1", false, {claim_bytes(1)}, "protocol version 1 is not supported (this side speaks 4)", true});
   cases.push_back({"protocol version 0", false, {claim_bytes(0)}, "protocol version 0 is not supported", true});
   {
     std::vector<uint8_t> b = claim_bytes();
@@ -915,10 +917,10 @@ TEST_F(HostileClientTest, APeerSegmentThatCannotBeUsedTakesTheLinkDownForBoth) {
   // And hsid's table no longer lists it.
   absl::StatusOr<AdminClient> admin = AdminClient::Connect(d_->socket());
   ASSERT_TRUE(admin.ok()) << admin.status();
-  absl::StatusOr<std::vector<LinkListing>> links = admin->ListLinks();
+  absl::StatusOr<std::vector<LinkStats>> links = admin->ListLinks();
   ASSERT_TRUE(links.ok()) << links.status();
-  for (const LinkListing& l : *links) {
-    EXPECT_TRUE(l.a != *evil_addr && l.b != *evil_addr) << "hsid still lists link " << l.id << " (" << l.state << ")";
+  for (const LinkStats& l : *links) {
+    EXPECT_TRUE(l.a != *evil_addr && l.b != *evil_addr) << "hsid still lists link " << l.id << " (" << LinkPhaseName(l.state) << ")";
   }
   admin = absl::UnavailableError("closed");
   stop.Write("exit");

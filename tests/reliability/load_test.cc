@@ -3,7 +3,7 @@
 // fixed number of sequenced, checksummed frames to every other NIC under
 // overflow policy `block`. Checked exactly: each of the 4032 directed flows
 // arrives complete, in order, uncorrupted; hsid's per-link counters
-// (AdminClient::ListStats, what `hsictl stats` shows) agree with them; and
+// (AdminClient::ListLinks, what `hsictl stats` shows) agree with them; and
 // once every client has exited, hsid's fd count is back to its baseline
 // exactly and its RSS within a stated margin.
 //
@@ -345,12 +345,12 @@ TEST(LoadTest, AllToAllOnOneChpidExactCountsAndHsidReturnsToBaseline) {
   absl::StatusOr<std::vector<NicListing>> nics = admin->ListNics();
   ASSERT_TRUE(nics.ok()) << nics.status();
   EXPECT_EQ(nics->size(), static_cast<size_t>(total));
-  absl::StatusOr<std::vector<LinkStats>> stats = admin->ListStats();
+  absl::StatusOr<std::vector<LinkStats>> stats = admin->ListLinks();
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->size(), pairs);
   uint64_t st_frames = 0, st_rx = 0, st_drops = 0, st_full = 0, mismatched = 0, not_ready = 0;
   for (const LinkStats& l : *stats) {
-    not_ready += l.state != "ready";
+    not_ready += l.state != LinkPhase::kReady;
     for (const DirectionStats* dir : {&l.a_to_b, &l.b_to_a}) {
       st_frames += dir->frames;
       st_rx += dir->rx_frames;

@@ -42,12 +42,12 @@ bool RawClient::SendRaw(const void* bytes, size_t len, const std::vector<int>& f
   return ::sendmsg(fd_.get(), &mh, MSG_NOSIGNAL) == static_cast<ssize_t>(len);
 }
 
-std::optional<internal::Message> RawClient::Receive(absl::Duration timeout, bool* eof) {
+std::optional<wire::Message> RawClient::Receive(absl::Duration timeout, bool* eof) {
   const absl::Time deadline = absl::Now() + timeout;
   if (eof != nullptr) *eof = false;
   for (;;) {
-    absl::StatusOr<std::optional<internal::Message>> m =
-        internal::TryReceive(fd_.get(), internal::Direction::kToClient);
+    absl::StatusOr<std::optional<wire::Message>> m =
+        wire::TryReceive(fd_.get(), wire::Direction::kToClient);
     if (!m.ok()) {
       if (eof != nullptr) *eof = true;
       return std::nullopt;
@@ -70,11 +70,11 @@ bool RawClient::WaitEof(absl::Duration timeout) {
   return false;
 }
 
-absl::Status ReplyStatus(const internal::Message& m) {
-  internal::WireStatus w;
+absl::Status ReplyStatus(const wire::Message& m) {
+  wire::WireStatus w;
   if (m.body.size() < sizeof(w)) return absl::InternalError("reply too short");
   std::memcpy(&w, m.body.data(), sizeof(w));
-  return internal::FromWire(w);
+  return wire::FromWire(w);
 }
 
 UniqueFd RingEnd(UniqueFd* wait) {
@@ -85,30 +85,30 @@ UniqueFd RingEnd(UniqueFd* wait) {
 }
 
 absl::Status RawClaim(RawClient& c, const std::string& name, uint32_t req_id) {
-  internal::ClaimRequest req = internal::Zeroed<internal::ClaimRequest>();
-  internal::SetName(req.lpar, name);
+  wire::ClaimRequest req = wire::Zeroed<wire::ClaimRequest>();
+  wire::SetName(req.lpar, name);
   if (!c.Send(req_id, req)) return absl::UnavailableError("send failed");
   bool eof = false;
-  std::optional<internal::Message> m = c.Receive(absl::Seconds(5), &eof);
+  std::optional<wire::Message> m = c.Receive(absl::Seconds(5), &eof);
   if (!m.has_value()) return absl::UnavailableError(eof ? "EOF" : "no answer");
   return ReplyStatus(*m);
 }
 
-absl::StatusOr<internal::AttachReply> RawAttachReply(RawClient& c, uint32_t req_id, UniqueFd* wait) {
+absl::StatusOr<wire::AttachReply> RawAttachReply(RawClient& c, uint32_t req_id, UniqueFd* wait) {
   UniqueFd ring = RingEnd(wait);
   if (!ring.valid()) return absl::InternalError(std::strerror(errno));
-  internal::AttachRequest a = internal::Zeroed<internal::AttachRequest>();
+  wire::AttachRequest a = wire::Zeroed<wire::AttachRequest>();
   a.chpid = 0xF0;
   if (!c.Send(req_id, a, {ring.get()})) return absl::UnavailableError("send failed");
   bool eof = false;
-  std::optional<internal::Message> m = c.Receive(absl::Seconds(5), &eof);
+  std::optional<wire::Message> m = c.Receive(absl::Seconds(5), &eof);
   if (!m.has_value()) return absl::UnavailableError(eof ? "EOF" : "no answer");
   if (absl::Status s = ReplyStatus(*m); !s.ok()) return s;
-  return m->As<internal::AttachReply>();
+  return m->As<wire::AttachReply>();
 }
 
 absl::StatusOr<Address> RawAttach(RawClient& c, uint32_t req_id, UniqueFd* wait) {
-  absl::StatusOr<internal::AttachReply> r = RawAttachReply(c, req_id, wait);
+  absl::StatusOr<wire::AttachReply> r = RawAttachReply(c, req_id, wait);
   if (!r.ok()) return r.status();
   return Address(r->address);
 }

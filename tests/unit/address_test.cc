@@ -1,8 +1,9 @@
-// hsi::Address and hsi::Subnet: parse, format, host/network/broadcast, and
+// hsi::Address, hsi::Subnet and hsi::Chpid: parse, format, host/network/broadcast, and
 // what bad input gets.
 #include "hsi/address.h"
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -99,6 +100,29 @@ TEST(SubnetTest, RejectsBadPrefixesHostBitsAndMalformedText) {
     ASSERT_FALSE(s.ok()) << "'" << bad << "' parsed as " << s->ToString();
     EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
+}
+
+TEST(ChpidTest, ParsesHexInEveryFormToolsAcceptAndWritesTwoUpperCaseDigits) {
+  for (const char* text : {"F0", "f0", "0xF0", "0Xf0"}) {
+    absl::StatusOr<Chpid> c = Chpid::Parse(text);
+    ASSERT_TRUE(c.ok()) << text << ": " << c.status();
+    EXPECT_EQ(c->value(), 0xF0) << text;
+    EXPECT_EQ(c->ToString(), "F0") << text;
+  }
+  EXPECT_EQ(Chpid(3).ToString(), "03");
+  EXPECT_EQ(Chpid::Parse("3")->ToString(), "03");
+  EXPECT_TRUE(Chpid(1) < Chpid(2));
+  EXPECT_EQ(Chpid::FromNumber(0xFF)->value(), 0xFF);
+}
+
+TEST(ChpidTest, RejectsWhatIsNotAHexByteNamingIt) {
+  for (const char* text : {"", "0x", "G1", "100", "F0 ", "-1", "0x1FF"}) {
+    absl::StatusOr<Chpid> c = Chpid::Parse(text);
+    ASSERT_FALSE(c.ok()) << text;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(c.status().message()), ::testing::HasSubstr(absl::StrCat("'", text, "'")));
+  }
+  EXPECT_EQ(Chpid::FromNumber(256).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

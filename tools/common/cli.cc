@@ -110,14 +110,9 @@ absl::StatusOr<double> ParseSeconds(absl::string_view what, absl::string_view te
 }
 
 absl::StatusOr<uint32_t> ParseChpid(absl::string_view what, absl::string_view text) {
-  absl::string_view t = text;
-  if (absl::StartsWith(t, "0x") || absl::StartsWith(t, "0X")) t.remove_prefix(2);
-  uint32_t id;
-  if (t.empty() || t.size() > 2 || t.find_first_not_of("0123456789abcdefABCDEF") != absl::string_view::npos ||
-      !absl::SimpleHexAtoi(t, &id)) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": '", text, "' is not a hex CHPID 00..FF (like F0)"));
-  }
-  return id;
+  absl::StatusOr<hsi::Chpid> id = hsi::Chpid::Parse(text);
+  if (!id.ok()) return absl::InvalidArgumentError(absl::StrCat(what, ": ", id.status().message()));
+  return uint32_t{id->value()};
 }
 
 absl::StatusOr<hsi::WaitMode> ParseWait(absl::string_view what, absl::string_view text) {
@@ -173,7 +168,7 @@ absl::StatusOr<hsi::Address> ParseAddress(absl::string_view what, absl::string_v
   return a;
 }
 
-std::string ChpidText(uint32_t id) { return absl::AsciiStrToUpper(absl::StrCat(absl::Hex(id, absl::kZeroPad2))); }
+std::string ChpidText(uint32_t id) { return hsi::Chpid(static_cast<uint8_t>(id)).ToString(); }
 
 int Fail(absl::string_view tool, absl::string_view message, int code) {
   std::fprintf(stderr, "%.*s: %.*s\n", static_cast<int>(tool.size()), tool.data(), static_cast<int>(message.size()),
@@ -183,6 +178,25 @@ int Fail(absl::string_view tool, absl::string_view message, int code) {
 
 int Usage(absl::string_view tool, absl::string_view message) {
   return Fail(tool, absl::StrCat(message, " (try '", tool, " --help')"), kExitUsage);
+}
+
+std::optional<Args> StartTool(int argc, char** argv, absl::string_view tool, const std::vector<Option>& options,
+                              const char* help, bool allow_positional, int* exit_code) {
+  absl::StatusOr<Args> args = Args::Parse(argc, argv, options);
+  if (!args.ok()) {
+    *exit_code = Usage(tool, args.status().message());
+    return std::nullopt;
+  }
+  if (args->Has("--help")) {
+    std::fputs(help, stdout);
+    *exit_code = kExitOk;
+    return std::nullopt;
+  }
+  if (!allow_positional && !args->positional().empty()) {
+    *exit_code = Usage(tool, absl::StrCat("unexpected argument '", args->positional()[0], "'"));
+    return std::nullopt;
+  }
+  return std::move(*args);
 }
 
 std::string Table::Render() const {

@@ -60,6 +60,14 @@ class Args {
   std::vector<std::string> positional_;
 };
 
+// The start of every tool's main(): parses argv against `options` and
+// handles --help (prints `help` on stdout) and usage errors (one line on
+// stderr). Returns the Args to go on with, or nullopt with `*exit_code`
+// set: kExitOk after --help, kExitUsage after a bad command line.
+// `allow_positional` false refuses any argument that is not an option.
+std::optional<Args> StartTool(int argc, char** argv, absl::string_view tool, const std::vector<Option>& options,
+                              const char* help, bool allow_positional, int* exit_code);
+
 // Value parsers: kInvalidArgument naming `what` (the option) and what is
 // accepted.
 absl::StatusOr<uint64_t> ParseCount(absl::string_view what, absl::string_view text, uint64_t min, uint64_t max);

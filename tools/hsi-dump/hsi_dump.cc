@@ -146,15 +146,10 @@ const char* TypeName(const hsi::CapturedFrame& f) { return f.broadcast ? "broadc
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::StatusOr<Args> args = Args::Parse(argc, argv, kOptions);
-  if (!args.ok()) return hsi::tools::Usage(kTool, args.status().message());
-  if (args->Has("--help")) {
-    std::fputs(kHelp, stdout);
-    return kExitOk;
-  }
-  if (!args->positional().empty()) {
-    return hsi::tools::Usage(kTool, absl::StrCat("unexpected argument '", args->positional()[0], "'"));
-  }
+  int exit_code = 0;
+  std::optional<Args> args = hsi::tools::StartTool(argc, argv, kTool, kOptions, kHelp,
+                                                   /*allow_positional=*/false, &exit_code);
+  if (!args) return exit_code;
   std::optional<std::string> chpid_text = args->Get("--chpid");
   if (!chpid_text) return hsi::tools::Usage(kTool, "--chpid ID is required (the CHPID to tap, like F0)");
   absl::StatusOr<uint32_t> chpid = hsi::tools::ParseChpid("--chpid", *chpid_text);

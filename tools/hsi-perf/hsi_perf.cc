@@ -560,15 +560,10 @@ int Parent(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::StatusOr<Args> args = Args::Parse(argc, argv, kOptions);
-  if (!args.ok()) return hsi::tools::Usage(kTool, args.status().message());
-  if (args->Has("--help")) {
-    std::fputs(kHelp, stdout);
-    return kExitOk;
-  }
-  if (!args->positional().empty()) {
-    return hsi::tools::Usage(kTool, absl::StrCat("unexpected argument '", args->positional()[0], "'"));
-  }
+  int exit_code = 0;
+  std::optional<Args> args = hsi::tools::StartTool(argc, argv, kTool, kOptions, kHelp,
+                                                   /*allow_positional=*/false, &exit_code);
+  if (!args) return exit_code;
   Options o;
   o.bidir = args->Has("--bidir");
   o.zero_copy = args->Has("--zero-copy");

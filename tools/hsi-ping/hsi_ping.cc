@@ -630,12 +630,10 @@ int Client(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::StatusOr<Args> args = Args::Parse(argc, argv, kOptions);
-  if (!args.ok()) return hsi::tools::Usage(kTool, args.status().message());
-  if (args->Has("--help")) {
-    std::fputs(kHelp, stdout);
-    return kExitOk;
-  }
+  int exit_code = 0;
+  std::optional<Args> args = hsi::tools::StartTool(argc, argv, kTool, kOptions, kHelp,
+                                                   /*allow_positional=*/true, &exit_code);
+  if (!args) return exit_code;
   Options o;
   o.responder = args->Has("--responder");
   o.vs_tcp = args->Has("--vs-tcp");

@@ -119,18 +119,19 @@ int Nics(hsi::AdminClient& admin, const Args& args) {
 }
 
 int Links(hsi::AdminClient& admin, const Args& args) {
-  absl::StatusOr<std::vector<hsi::LinkListing>> v = admin.ListLinks();
+  absl::StatusOr<std::vector<hsi::LinkStats>> v = admin.ListLinks();
   if (!v.ok()) return hsi::tools::Fail(kTool, v.status().message(), kExitFailure);
   json j = json::array();
   Table t({"LINK", "CHPID", "A", "B", "STATE", "A->B FRAMES", "B->A FRAMES"});
-  for (const hsi::LinkListing& l : *v) {
-    auto dir = [](const hsi::DirectionCounters& d) {
+  for (const hsi::LinkStats& l : *v) {
+    auto dir = [](const hsi::DirectionStats& d) {
       return json{{"frames", d.frames}, {"bytes", d.bytes}, {"full_events", d.full_events}, {"drops", d.drops},
-                  {"received", d.received}};
+                  {"received", d.rx_frames}};
     };
+    const char* state = hsi::LinkPhaseName(l.state);
     j.push_back({{"id", l.id}, {"chpid", ChpidText(l.chpid)}, {"a", l.a.ToString()}, {"b", l.b.ToString()},
-                 {"state", l.state}, {"a_to_b", dir(l.a_to_b)}, {"b_to_a", dir(l.b_to_a)}});
-    t.Add({absl::StrCat(l.id), ChpidText(l.chpid), l.a.ToString(), l.b.ToString(), l.state,
+                 {"state", state}, {"a_to_b", dir(l.a_to_b)}, {"b_to_a", dir(l.b_to_a)}});
+    t.Add({absl::StrCat(l.id), ChpidText(l.chpid), l.a.ToString(), l.b.ToString(), state,
            absl::StrCat(l.a_to_b.frames), absl::StrCat(l.b_to_a.frames)});
   }
   Print(args, json{{"links", j}}, t, "no links");
@@ -145,7 +146,7 @@ struct NicTotals {
 };
 
 int Stats(hsi::AdminClient& admin, const Args& args) {
-  absl::StatusOr<std::vector<hsi::LinkStats>> v = admin.ListStats();
+  absl::StatusOr<std::vector<hsi::LinkStats>> v = admin.ListLinks();
   if (!v.ok()) return hsi::tools::Fail(kTool, v.status().message(), kExitFailure);
   absl::StatusOr<std::vector<hsi::NicListing>> nics = admin.ListNics();
   if (!nics.ok()) return hsi::tools::Fail(kTool, nics.status().message(), kExitFailure);
@@ -160,7 +161,7 @@ int Stats(hsi::AdminClient& admin, const Args& args) {
                   {"rx_wakeups", d.rx_wakeups}};
     };
     jl.push_back({{"id", l.id}, {"chpid", ChpidText(l.chpid)}, {"a", l.a.ToString()}, {"b", l.b.ToString()},
-                  {"state", l.state}, {"a_to_b", dir(l.a_to_b)}, {"b_to_a", dir(l.b_to_a)}});
+                  {"state", hsi::LinkPhaseName(l.state)}, {"a_to_b", dir(l.a_to_b)}, {"b_to_a", dir(l.b_to_a)}});
     for (auto [from, to, d] : {std::tuple{l.a, l.b, &l.a_to_b}, std::tuple{l.b, l.a, &l.b_to_a}}) {
       lt.Add({absl::StrCat(l.id), ChpidText(l.chpid), from.ToString(), to.ToString(), absl::StrCat(d->frames),
               absl::StrCat(d->bytes), absl::StrCat(d->full_events), absl::StrCat(d->drops), absl::StrCat(d->wakeups),
@@ -317,12 +318,10 @@ int Undefine(hsi::AdminClient& admin, const Args& args, uint32_t id_value) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::StatusOr<Args> args = Args::Parse(argc, argv, kOptions);
-  if (!args.ok()) return hsi::tools::Usage(kTool, args.status().message());
-  if (args->Has("--help")) {
-    std::fputs(kHelp, stdout);
-    return kExitOk;
-  }
+  int exit_code = 0;
+  std::optional<Args> args = hsi::tools::StartTool(argc, argv, kTool, kOptions, kHelp,
+                                                   /*allow_positional=*/true, &exit_code);
+  if (!args) return exit_code;
   const std::vector<std::string>& pos = args->positional();
   if (pos.empty()) return hsi::tools::Usage(kTool, "no command given");
   const std::string& cmd = pos[0];

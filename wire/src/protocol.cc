@@ -1,4 +1,5 @@
-#include "internal/protocol.h"
+// hsi/wire/protocol.h: framing, decoding and the longer Validate()s.
+#include "hsi/wire/protocol.h"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -7,301 +8,117 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "hsi/ring.h"
-#include "internal/syscall.h"
 
-namespace hsi::internal {
+namespace hsi::wire {
 namespace {
-
-constexpr uint32_t kMaxCode = 16;  // absl::StatusCode::kUnauthenticated
 
 absl::Status Bad(absl::string_view type, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("protocol: ", type, ": ", what));
 }
 
-// A text field: NUL-terminated inside, no control characters, zero padding.
-absl::Status CheckText(const char* text, size_t size, const char* field) {
-  size_t n = 0;
-  while (n < size && text[n] != '\0') {
-    const auto c = static_cast<unsigned char>(text[n]);
-    if (c < 0x20 || c == 0x7f) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, " has a control character 0x", absl::Hex(c), " at offset ", n));
-    }
-    ++n;
+// The body's own checks: its struct's Validate(), chosen by the table.
+absl::Status ValidateBody(MsgType type, absl::Span<const uint8_t> body) {
+  switch (type) {
+#define HSI_WIRE_VALIDATE(name, number, dir, kind, fds, size) \
+  case MsgType::k##name: {                                   \
+    name b;                                                  \
+    std::memcpy(&b, body.data(), sizeof(b));                 \
+    return b.Validate();                                     \
   }
-  if (n == size) return absl::InvalidArgumentError(absl::StrCat(field, " is not NUL-terminated"));
-  for (size_t i = n; i < size; ++i) {
-    if (text[i] != '\0') {
-      return absl::InvalidArgumentError(absl::StrCat(field, " has bytes after its NUL"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckStatus(const WireStatus& s, const char* field) {
-  if (s.code > kMaxCode) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".code ", s.code, " is not a status code"));
-  }
-  if (s.reserved != 0) return absl::InvalidArgumentError(absl::StrCat(field, ".reserved is not 0"));
-  return CheckText(s.message, kTextLen, "status message");
-}
-
-absl::Status CheckBool(uint32_t v, const char* field) {
-  if (v > 1) return absl::InvalidArgumentError(absl::StrCat(field, " is ", v, ", not 0 or 1"));
-  return absl::OkStatus();
-}
-absl::Status CheckZero(uint32_t v, const char* field) {
-  if (v != 0) return absl::InvalidArgumentError(absl::StrCat(field, " is ", v, ", must be 0"));
-  return absl::OkStatus();
-}
-absl::Status CheckChpid(uint32_t v) {
-  if (v > 0xff) return absl::InvalidArgumentError(absl::StrCat("chpid ", v, " is not in 00..FF"));
-  return absl::OkStatus();
-}
-absl::Status CheckPrefix(uint32_t v) {
-  if (v > 32) return absl::InvalidArgumentError(absl::StrCat("prefix ", v, " exceeds 32"));
-  return absl::OkStatus();
-}
-absl::Status CheckOverflow(uint32_t v) {
-  if (v > kOverflowDrop) return absl::InvalidArgumentError(absl::StrCat("overflow policy ", v, " is not block(0) or drop(1)"));
-  return absl::OkStatus();
-}
-
-#define HSI_CHECK(expr)                          \
-  do {                                           \
-    if (absl::Status s_ = (expr); !s_.ok()) return s_; \
-  } while (0)
-
-absl::Status ValidateBody(const Message& m) {
-  switch (m.type) {
-    case MsgType::kClaimRequest: {
-      auto b = m.As<ClaimRequest>();
-      HSI_CHECK(ValidateName(b.lpar, "lpar", /*allow_empty=*/true));
-      if (b.flags & ~uint32_t{kClaimReclaim}) {
-        return absl::InvalidArgumentError(absl::StrCat("flags 0x", absl::Hex(b.flags), " has unknown bits"));
-      }
-      return CheckZero(b.reserved, "reserved");
-    }
-    case MsgType::kClaimReply: {
-      auto b = m.As<ClaimReply>();
-      HSI_CHECK(CheckStatus(b.status, "status"));
-      return CheckBool(b.is_admin, "is_admin");
-    }
-    case MsgType::kAttachRequest:
-      return CheckChpid(m.As<AttachRequest>().chpid);
-    case MsgType::kAttachReply: {
-      auto b = m.As<AttachReply>();
-      HSI_CHECK(CheckStatus(b.status, "status"));
-      HSI_CHECK(CheckPrefix(b.prefix));
-      HSI_CHECK(CheckOverflow(b.overflow));
-      HSI_CHECK(CheckZero(b.reserved, "reserved"));
-      if (b.status.code == 0) {
-        return RingGeometry{b.capacity, b.mtu}.Validate();
-      }
-      return absl::OkStatus();
-    }
-    case MsgType::kDetachRequest:
-      return CheckZero(m.As<DetachRequest>().reserved, "reserved");
-    case MsgType::kDetachReply:
-      return CheckStatus(m.As<DetachReply>().status, "status");
-    case MsgType::kLinkRequest:
-      return absl::OkStatus();
-    case MsgType::kLinkReply: {
-      auto b = m.As<LinkReply>();
-      HSI_CHECK(CheckStatus(b.status, "status"));
-      return CheckZero(b.reserved, "reserved");
-    }
-    case MsgType::kLinkOffer: {
-      auto b = m.As<LinkOffer>();
-      HSI_CHECK(ValidateName(b.peer_lpar, "peer_lpar", false));
-      return RingGeometry{b.capacity, b.mtu}.Validate();
-    }
-    case MsgType::kLinkSealed: {
-      auto b = m.As<LinkSealed>();
-      if (b.code > kMaxCode) return absl::InvalidArgumentError(absl::StrCat("code ", b.code, " is not a status code"));
-      return CheckZero(b.reserved, "reserved");
-    }
-    case MsgType::kLinkPeer:
-      return absl::OkStatus();
-    case MsgType::kLinkDown: {
-      auto b = m.As<LinkDown>();
-      if (b.reason < kDownPeerGone || b.reason > kDownPeerClosed) {
-        return absl::InvalidArgumentError(absl::StrCat("reason ", b.reason, " is unknown"));
-      }
-      HSI_CHECK(CheckZero(b.reserved, "reserved"));
-      return CheckText(b.text, kTextLen, "text");
-    }
-    case MsgType::kLinkClose: {
-      auto b = m.As<LinkClose>();
-      if (b.code == 0 || b.code > kMaxCode) {
-        return absl::InvalidArgumentError(absl::StrCat("code ", b.code, " is not an error status code"));
-      }
-      HSI_CHECK(CheckZero(b.reserved, "reserved"));
-      return CheckText(b.text, kTextLen, "text");
-    }
-    case MsgType::kRelinkRequest:
-      return absl::OkStatus();
-    case MsgType::kNicStateEvent:
-      return CheckBool(m.As<NicStateEvent>().up, "up");
-    case MsgType::kPeersRequest:
-      return absl::OkStatus();
-    case MsgType::kPeersReply: {
-      auto b = m.As<PeersReply>();
-      HSI_CHECK(CheckStatus(b.status, "status"));
-      if (b.count > kPeersPerPage) return absl::InvalidArgumentError(absl::StrCat("count ", b.count, " exceeds ", kPeersPerPage));
-      return absl::OkStatus();
-    }
-    case MsgType::kDefineChpidRequest: {
-      auto b = m.As<DefineChpidRequest>();
-      HSI_CHECK(CheckChpid(b.chpid));
-      if (b.mfs != 16384 && b.mfs != 24576 && b.mfs != 40960 && b.mfs != 65536) {
-        return absl::InvalidArgumentError(absl::StrCat("mfs ", b.mfs, " is not one of 16K, 24K, 40K, 64K"));
-      }
-      HSI_CHECK(CheckPrefix(b.prefix));
-      HSI_CHECK(CheckOverflow(b.overflow));
-      if (b.lpar_count > kMaxChpidLpars) {
-        return absl::InvalidArgumentError(absl::StrCat("lpar_count ", b.lpar_count, " exceeds ", kMaxChpidLpars));
-      }
-      for (uint32_t i = 0; i < kMaxChpidLpars; ++i) {
-        if (i < b.lpar_count) {
-          HSI_CHECK(ValidateName(b.lpars[i], "lpars[]", false));
-        } else {
-          for (char c : b.lpars[i]) {
-            if (c != 0) return absl::InvalidArgumentError("unused lpars[] entries must be zero");
-          }
-        }
-      }
-      return RingGeometry{b.capacity, b.mfs - 8192}.Validate();
-    }
-    case MsgType::kUndefineChpidRequest: {
-      auto b = m.As<UndefineChpidRequest>();
-      HSI_CHECK(CheckChpid(b.chpid));
-      return CheckZero(b.reserved, "reserved");
-    }
-    case MsgType::kSetNicRequest:
-      return CheckBool(m.As<SetNicRequest>().up, "up");
-    case MsgType::kAdminReply:
-      return CheckStatus(m.As<AdminReply>().status, "status");
-    case MsgType::kListRequest: {
-      auto b = m.As<ListRequest>();
-      if (b.what < kListChpids || b.what > kListStats) {
-        return absl::InvalidArgumentError(absl::StrCat("what ", b.what, " is not a list kind"));
-      }
-      return absl::OkStatus();
-    }
-    case MsgType::kListChpidsReply: {
-      auto b = m.As<ListChpidsReply>();
-      HSI_CHECK(CheckStatus(b.status, "status"));
-      if (b.count > kListPage) return absl::InvalidArgumentError("count exceeds the page");
-      return absl::OkStatus();
-    }
-    case MsgType::kListNicsReply: {
-      auto b = m.As<ListNicsReply>();
-      HSI_CHECK(CheckStatus(b.status, "status"));
-      if (b.count > kListPage) return absl::InvalidArgumentError("count exceeds the page");
-      for (uint32_t i = 0; i < b.count; ++i) HSI_CHECK(ValidateName(b.entries[i].lpar, "lpar", true));
-      return absl::OkStatus();
-    }
-    case MsgType::kListLinksReply: {
-      auto b = m.As<ListLinksReply>();
-      HSI_CHECK(CheckStatus(b.status, "status"));
-      if (b.count > kListPage) return absl::InvalidArgumentError("count exceeds the page");
-      return absl::OkStatus();
-    }
-    case MsgType::kErrorReply:
-      return CheckStatus(m.As<ErrorReply>().status, "status");
-    case MsgType::kListStatsReply: {
-      auto b = m.As<ListStatsReply>();
-      HSI_CHECK(CheckStatus(b.status, "status"));
-      if (b.count > kListPage) return absl::InvalidArgumentError("count exceeds the page");
-      for (uint32_t i = 0; i < b.count; ++i) {
-        HSI_CHECK(CheckChpid(b.entries[i].chpid));
-        if (b.entries[i].state > 2) {
-          return absl::InvalidArgumentError(absl::StrCat("entries[", i, "].state ", b.entries[i].state, " is unknown"));
-        }
-        HSI_CHECK(CheckZero(b.entries[i].reserved, "entries[].reserved"));
-      }
-      return absl::OkStatus();
-    }
-    case MsgType::kSniffRequest: {
-      auto b = m.As<SniffRequest>();
-      HSI_CHECK(CheckChpid(b.chpid));
-      return CheckZero(b.reserved, "reserved");
-    }
-    case MsgType::kSniffReply: {
-      auto b = m.As<SniffReply>();
-      HSI_CHECK(CheckStatus(b.status, "status"));
-      HSI_CHECK(CheckChpid(b.chpid));
-      HSI_CHECK(CheckPrefix(b.prefix));
-      if (b.status.code == 0) return RingGeometry{b.capacity, b.mtu}.Validate();
-      return absl::OkStatus();
-    }
-    case MsgType::kSniffLink: {
-      auto b = m.As<SniffLink>();
-      HSI_CHECK(CheckChpid(b.chpid));
-      if (b.flags & ~uint32_t{kSniffNew}) {
-        return absl::InvalidArgumentError(absl::StrCat("flags 0x", absl::Hex(b.flags), " has unknown bits"));
-      }
-      if (b.address_a == b.address_b) return absl::InvalidArgumentError("address_a equals address_b");
-      return RingGeometry{b.capacity, b.mtu}.Validate();
-    }
-    case MsgType::kSniffLinkGone:
-      return CheckZero(m.As<SniffLinkGone>().reserved, "reserved");
+    HSI_WIRE_MESSAGES(HSI_WIRE_VALIDATE)
+#undef HSI_WIRE_VALIDATE
   }
   return absl::InvalidArgumentError("unknown type");
 }
 
-bool IsEvent(MsgType t) {
-  return t == MsgType::kLinkOffer || t == MsgType::kLinkPeer ||
-         t == MsgType::kLinkDown || t == MsgType::kNicStateEvent ||
-         t == MsgType::kSniffLink || t == MsgType::kSniffLinkGone;
-}
-
 }  // namespace
 
-std::optional<TypeInfo> InfoOf(uint16_t type) {
-  constexpr auto D = Direction::kToDaemon;
-  constexpr auto C = Direction::kToClient;
-#define HSI_INFO(T, dir) \
-  case MsgType::k##T:    \
-    return TypeInfo{dir, sizeof(T), T::kFds, #T};
-  switch (static_cast<MsgType>(type)) {
-    HSI_INFO(ClaimRequest, D)
-    HSI_INFO(ClaimReply, C)
-    HSI_INFO(AttachRequest, D)
-    HSI_INFO(AttachReply, C)
-    HSI_INFO(DetachRequest, D)
-    HSI_INFO(DetachReply, C)
-    HSI_INFO(LinkRequest, D)
-    HSI_INFO(LinkReply, C)
-    HSI_INFO(LinkOffer, C)
-    HSI_INFO(LinkSealed, D)
-    HSI_INFO(LinkPeer, C)
-    HSI_INFO(LinkDown, C)
-    HSI_INFO(LinkClose, D)
-    HSI_INFO(RelinkRequest, D)
-    HSI_INFO(NicStateEvent, C)
-    HSI_INFO(PeersRequest, D)
-    HSI_INFO(PeersReply, C)
-    HSI_INFO(DefineChpidRequest, D)
-    HSI_INFO(UndefineChpidRequest, D)
-    HSI_INFO(SetNicRequest, D)
-    HSI_INFO(AdminReply, C)
-    HSI_INFO(ListRequest, D)
-    HSI_INFO(ListChpidsReply, C)
-    HSI_INFO(ListNicsReply, C)
-    HSI_INFO(ListLinksReply, C)
-    HSI_INFO(ErrorReply, C)
-    HSI_INFO(ListStatsReply, C)
-    HSI_INFO(SniffRequest, D)
-    HSI_INFO(SniffReply, C)
-    HSI_INFO(SniffLink, C)
-    HSI_INFO(SniffLinkGone, C)
+absl::Status CheckOverflow(uint32_t v) {
+  if (v > kOverflowDrop) {
+    return absl::InvalidArgumentError(absl::StrCat("overflow policy ", v, " is not block(0) or drop(1)"));
   }
-#undef HSI_INFO
+  return absl::OkStatus();
+}
+
+absl::Status CheckDownReason(uint32_t v) {
+  if (v < kDownPeerGone || v > kDownPeerClosed) return absl::InvalidArgumentError(absl::StrCat("reason ", v, " is unknown"));
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------ the longer Validate()s
+
+absl::Status DefineChpidRequest::Validate() const {
+  if (absl::Status s = FirstError(CheckChpid(chpid), CheckPrefix(prefix), CheckOverflow(overflow),
+                                  CheckCount(lpar_count, kMaxChpidLpars, "lpar_count"));
+      !s.ok()) {
+    return s;
+  }
+  if (mfs != 16384 && mfs != 24576 && mfs != 40960 && mfs != 65536) {
+    return absl::InvalidArgumentError(absl::StrCat("mfs ", mfs, " is not one of 16K, 24K, 40K, 64K"));
+  }
+  for (uint32_t i = 0; i < kMaxChpidLpars; ++i) {
+    if (i < lpar_count) {
+      if (absl::Status s = ValidateName(lpars[i], "lpars[]", false); !s.ok()) return s;
+    } else if (std::any_of(std::begin(lpars[i]), std::end(lpars[i]), [](char c) { return c != 0; })) {
+      return absl::InvalidArgumentError("unused lpars[] entries must be zero");
+    }
+  }
+  return RingGeometry{capacity, mfs - 8192}.Validate();
+}
+
+absl::Status ListRequest::Validate() const {
+  if (what != kListChpids && what != kListNics && what != kListStats) {
+    return absl::InvalidArgumentError(absl::StrCat("what ", what, " is not a list kind"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ListNicsReply::Validate() const {
+  if (absl::Status s = FirstError(CheckStatus(status, "status"), CheckCount(count, kListPage, "count")); !s.ok()) {
+    return s;
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    if (absl::Status s = ValidateName(entries[i].lpar, "lpar", true); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ListStatsReply::Validate() const {
+  if (absl::Status s = FirstError(CheckStatus(status, "status"), CheckCount(count, kListPage, "count")); !s.ok()) {
+    return s;
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    const WireLinkStats& e = entries[i];
+    if (e.state > kStateRelinkWait) {
+      return absl::InvalidArgumentError(absl::StrCat("entries[", i, "].state ", e.state, " is unknown"));
+    }
+    if (absl::Status s = FirstError(CheckChpid(e.chpid), CheckZero(e.reserved, "entries[].reserved")); !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SniffLink::Validate() const {
+  if (absl::Status s = FirstError(CheckChpid(chpid), CheckFlags(flags, kSniffNew, "flags")); !s.ok()) return s;
+  if (address_a == address_b) return absl::InvalidArgumentError("address_a equals address_b");
+  return RingGeometry{capacity, mtu}.Validate();
+}
+
+// ------------------------------------------------------------ framing
+
+std::optional<TypeInfo> InfoOf(uint16_t type) {
+  switch (static_cast<MsgType>(type)) {
+#define HSI_WIRE_INFO(name, number, dir, kind, fds, size) \
+  case MsgType::k##name:                                 \
+    return TypeInfo{Direction::dir, Kind::kind, sizeof(name), (fds), #name};
+    HSI_WIRE_MESSAGES(HSI_WIRE_INFO)
+#undef HSI_WIRE_INFO
+  }
   return std::nullopt;
 }
 
@@ -345,78 +162,23 @@ absl::StatusOr<Message> Decode(absl::Span<const uint8_t> bytes,
   }
   // A reply that refuses (its body starts with a non-OK status) carries no fds.
   WireStatus st{};
-  const bool refusal = direction == Direction::kToClient && info->body_size >= sizeof(st) &&
-                       (std::memcpy(&st, bytes.data() + sizeof(h), sizeof(st)), st.code != 0) &&
-                       static_cast<MsgType>(h.type) != MsgType::kErrorReply && !IsEvent(static_cast<MsgType>(h.type));
+  const bool refusal = info->kind == Kind::kReply &&
+                       (std::memcpy(&st, bytes.data() + sizeof(h), sizeof(st)), st.code != 0);
   if (fds.size() != info->fds && !(refusal && fds.empty())) {
     return Bad(info->name, absl::StrCat("carries ", fds.size(), " fds, expected ", info->fds));
   }
-  const auto type = static_cast<MsgType>(h.type);
-  const bool event = IsEvent(type);
-  if (event && h.request_id != 0) return Bad(info->name, "event with a non-zero request id");
-  if (!event && type != MsgType::kLinkSealed && type != MsgType::kLinkClose && type != MsgType::kErrorReply &&
-      h.request_id == 0) {
+  if (info->kind == Kind::kEvent && h.request_id != 0) return Bad(info->name, "event with a non-zero request id");
+  if ((info->kind == Kind::kRequest || info->kind == Kind::kReply) && h.request_id == 0) {
     return Bad(info->name, "request id 0");
   }
+  const auto type = static_cast<MsgType>(h.type);
   Message m;
   m.type = type;
   m.request_id = h.request_id;
   m.body.assign(bytes.begin() + sizeof(h), bytes.end());
-  if (absl::Status s = ValidateBody(m); !s.ok()) return Bad(info->name, s.message());
+  if (absl::Status s = ValidateBody(type, m.body); !s.ok()) return Bad(info->name, s.message());
   m.fds = std::move(fds);
   return m;
-}
-
-absl::Status ValidateName(const char (&name)[kNameLen], const char* field, bool allow_empty) {
-  size_t n = 0;
-  while (n < kNameLen && name[n] != '\0') {
-    const char c = name[n];
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                    (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.' || c == '*';
-    if (!ok) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, " has character 0x", absl::Hex(static_cast<unsigned char>(c)),
-          " at offset ", n, " (allowed: letters, digits, _ . - *)"));
-    }
-    ++n;
-  }
-  if (n == kNameLen) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " is not NUL-terminated within ", kNameLen, " bytes"));
-  }
-  if (n == 0 && !allow_empty) return absl::InvalidArgumentError(absl::StrCat(field, " is empty"));
-  for (size_t i = n; i < kNameLen; ++i) {
-    if (name[i] != '\0') return absl::InvalidArgumentError(absl::StrCat(field, " has bytes after its NUL"));
-  }
-  return absl::OkStatus();
-}
-
-std::string NameOf(const char (&name)[kNameLen]) {
-  return std::string(name, strnlen(name, kNameLen));
-}
-
-void SetName(char (&dst)[kNameLen], absl::string_view name) {
-  std::memset(dst, 0, kNameLen);
-  std::memcpy(dst, name.data(), std::min(name.size(), kNameLen - 1));
-}
-
-WireStatus ToWire(const absl::Status& status) {
-  WireStatus w;
-  std::memset(&w, 0, sizeof(w));
-  w.code = static_cast<uint32_t>(status.code());
-  absl::string_view msg = status.message();
-  size_t n = 0;
-  for (char c : msg) {
-    if (n == kTextLen - 1) break;
-    const auto u = static_cast<unsigned char>(c);
-    w.message[n++] = (u < 0x20 || u == 0x7f) ? ' ' : c;
-  }
-  return w;
-}
-
-absl::Status FromWire(const WireStatus& wire) {
-  if (wire.code == 0) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(wire.code),
-                      absl::string_view(wire.message, strnlen(wire.message, kTextLen)));
 }
 
 absl::StatusOr<bool> TrySend(int fd, const OutMessage& msg) {
@@ -448,7 +210,7 @@ absl::StatusOr<bool> TrySend(int fd, const OutMessage& msg) {
     if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) {
       return absl::UnavailableError("control socket closed by the other side");
     }
-    return ErrnoStatus(errno, "control socket sendmsg");
+    return absl::ErrnoToStatus(errno, "control socket sendmsg");
   }
 }
 
@@ -495,7 +257,7 @@ absl::StatusOr<std::optional<Message>> TryReceive(int fd, Direction direction) {
       continue;
     }
     if (errno == ECONNRESET || errno == ENOTCONN) return absl::UnavailableError("closed");
-    return ErrnoStatus(errno, "control socket recvmsg");
+    return absl::ErrnoToStatus(errno, "control socket recvmsg");
   }
   std::vector<UniqueFd> fds;
   for (struct cmsghdr* c = CMSG_FIRSTHDR(&mh); c != nullptr; c = CMSG_NXTHDR(&mh, c)) {
@@ -541,4 +303,4 @@ std::optional<absl::Status> QueuedRefusal(int fd) {
   return std::nullopt;
 }
 
-}  // namespace hsi::internal
+}  // namespace hsi::wire

@@ -1,6 +1,6 @@
 // The control protocol's decoder against malformed input: every field is
 // checked, unexpected fds are closed, nothing crashes.
-#include "internal/protocol.h"
+#include "hsi/wire/protocol.h"
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -11,7 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace hsi::internal {
+namespace hsi::wire {
 namespace {
 
 using ::testing::HasSubstr;
@@ -297,7 +297,7 @@ TEST(ProtocolTest, SnifferAndStatsMessagesAreValidated) {
   EXPECT_TRUE(DecodeStatus(Bytes(Encode(1, lr))).ok());
   ListStatsReply st = Zeroed<ListStatsReply>();
   st.count = 17;
-  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, st)), {}, Direction::kToClient).message(), HasSubstr("count exceeds"));
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, st)), {}, Direction::kToClient).message(), HasSubstr("count 17 exceeds 16"));
   st.count = 1;
   st.entries[0].state = 7;
   EXPECT_THAT(DecodeStatus(Bytes(Encode(1, st)), {}, Direction::kToClient).message(), HasSubstr("state 7"));
@@ -311,5 +311,45 @@ TEST(ProtocolTest, SnifferAndStatsMessagesAreValidated) {
   EXPECT_TRUE(DecodeStatus(Bytes(Encode(1, st)), {}, Direction::kToClient).ok());
 }
 
+// The table decides request ids and fds by kind: an event never carries a
+// request id, a request or reply always does, a refusing reply carries no
+// fds while an accepting one carries its own; a retired type is unknown.
+TEST(ProtocolTest, TheTableDecidesRequestIdsAndFdsByKind) {
+  // An event (NicStateEvent) with a request id.
+  NicStateEvent ev = Zeroed<NicStateEvent>();
+  EXPECT_THAT(DecodeStatus(Encode(5, ev).bytes, {}, Direction::kToClient).message(),
+              HasSubstr("event with a non-zero request id"));
+  EXPECT_TRUE(Decode(Encode(0, ev).bytes, {}, Direction::kToClient).ok());
+  // A reply (AdminReply) with request id 0.
+  EXPECT_THAT(DecodeStatus(Encode(0, Zeroed<AdminReply>()).bytes, {}, Direction::kToClient).message(),
+              HasSubstr("request id 0"));
+  // A notice (LinkSealed) may carry any id; an error reply too.
+  EXPECT_TRUE(Decode(Encode(0, Zeroed<LinkSealed>()).bytes, {}, Direction::kToDaemon).ok());
+  EXPECT_TRUE(Decode(Encode(0, Zeroed<ErrorReply>()).bytes, {}, Direction::kToClient).ok());
+  // ClaimReply carries the event page when it accepts and nothing when it refuses.
+  ClaimReply ok = Zeroed<ClaimReply>();
+  EXPECT_THAT(DecodeStatus(Encode(1, ok).bytes, {}, Direction::kToClient).message(),
+              HasSubstr("carries 0 fds, expected 1"));
+  ClaimReply refused = Zeroed<ClaimReply>();
+  refused.status = ToWire(absl::PermissionDeniedError("no"));
+  EXPECT_TRUE(Decode(Encode(1, refused).bytes, {}, Direction::kToClient).ok());
+  // An event whose body starts like a refusal still needs its fds (LinkOffer is not a reply).
+  LinkOffer offer = Zeroed<LinkOffer>();
+  offer.link_id = 1;
+  SetName(offer.peer_lpar, "b");
+  offer.capacity = 4096;
+  offer.mtu = 1024;
+  EXPECT_THAT(DecodeStatus(Encode(0, offer).bytes, {}, Direction::kToClient).message(),
+              HasSubstr("carries 0 fds, expected 1"));
+  // 27 was ListLinksReply (protocol 3); ListRequest kind 3 was the links list.
+  EXPECT_FALSE(InfoOf(27).has_value());
+  ListRequest lr = Zeroed<ListRequest>();
+  lr.what = 3;
+  EXPECT_THAT(DecodeStatus(Encode(1, lr).bytes).message(), HasSubstr("what 3 is not a list kind"));
+  // Every type the table names decodes its own name.
+  EXPECT_STREQ(MsgTypeName(static_cast<uint16_t>(MsgType::kSniffLinkGone)), "SniffLinkGone");
+  EXPECT_STREQ(MsgTypeName(27), "unknown");
+}
+
 }  // namespace
-}  // namespace hsi::internal
+}  // namespace hsi::wire

@@ -1,4 +1,5 @@
-// hsi/address.h: IPv4-style addresses of NICs and the subnets of CHPIDs.
+// hsi/address.h: IPv4-style addresses of NICs, the subnets of CHPIDs, and
+// CHPIDs themselves.
 //
 // An hsi NIC has one address in its CHPID's subnet, as a HiperSockets
 // interface has an IP address; the subnet's broadcast address reaches every
@@ -8,8 +9,10 @@
 #ifndef HSI_ADDRESS_H_
 #define HSI_ADDRESS_H_
 
+#include <compare>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -68,6 +71,33 @@ class HSI_EXPORT Subnet {
  private:
   Address network_;
   int prefix_ = 32;
+};
+
+// A CHPID: the channel path id (00..FF) that names one internal LAN, as on
+// the real machine. Written as two upper-case hex digits ("F0") everywhere:
+// flags, config files, messages, listings.
+class HSI_EXPORT Chpid {
+ public:
+  constexpr Chpid() = default;
+  constexpr explicit Chpid(uint8_t id) : id_(id) {}
+  // Parses "F0", "f0" or "0xF0"; kInvalidArgument "'G1' is not a hex CHPID
+  // 00..FF (like F0)" otherwise.
+  static absl::StatusOr<Chpid> Parse(absl::string_view text);
+  // Checks a CHPID that came as a number (a wire field, a public struct's
+  // uint32_t): kInvalidArgument above 0xFF.
+  static absl::StatusOr<Chpid> FromNumber(uint32_t id);
+
+  constexpr uint8_t value() const { return id_; }
+  std::string ToString() const;  // "F0"
+
+  friend constexpr auto operator<=>(Chpid, Chpid) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, Chpid c) {
+    return H::combine(std::move(h), c.id_);
+  }
+
+ private:
+  uint8_t id_ = 0;
 };
 
 }  // namespace hsi

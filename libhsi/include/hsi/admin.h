@@ -51,19 +51,15 @@ struct NicListing {
   uint32_t pid = 0, uid = 0;
 };
 
-// One direction of a link, as its sender and receiver published it.
-struct DirectionCounters {
-  uint64_t frames = 0, bytes = 0, full_events = 0, drops = 0;
-  uint64_t received = 0;  // frames the receiving end released
+// Where a link is in hsid's set-up state machine.
+enum class LinkPhase : uint32_t {
+  kSetup = 0,       // hsid offered the segments; not both ends have the peer's yet
+  kReady = 1,       // both ends hold each other's segment and doorbell
+  kRelinkWait = 2,  // after an hsid restart, one end handed its segment back
+                    // and the other has not yet (within reclaim_grace_ms)
 };
-
-struct LinkListing {
-  uint32_t id = 0;
-  uint32_t chpid = 0;
-  Address a, b;
-  std::string state;  // "setup", "ready", "relink-wait"
-  DirectionCounters a_to_b, b_to_a;
-};
+// "setup", "ready", "relink-wait".
+HSI_EXPORT const char* LinkPhaseName(LinkPhase phase);
 
 // One direction of a link with every counter both ends publish: the
 // sender's (from its segment) and the receiver's (from its segment).
@@ -80,7 +76,7 @@ struct LinkStats {
   uint32_t id = 0;
   uint32_t chpid = 0;
   Address a, b;
-  std::string state;  // as LinkListing::state
+  LinkPhase state = LinkPhase::kSetup;
   DirectionStats a_to_b, b_to_a;
 };
 
@@ -105,11 +101,10 @@ class HSI_EXPORT AdminClient {
 
   absl::StatusOr<std::vector<ChpidInfo>> ListChpids();
   absl::StatusOr<std::vector<NicListing>> ListNics();
-  absl::StatusOr<std::vector<LinkListing>> ListLinks();
-  // Every link with its full counters (hsictl stats). Counters live in the
-  // ring segments, so they cover the links hsid has now; a link that is
-  // gone takes its counters with it.
-  absl::StatusOr<std::vector<LinkStats>> ListStats();
+  // Every link with its state and its full counters (hsictl links, hsictl
+  // stats). Counters live in the ring segments, so they cover the links
+  // hsid has now; a link that is gone takes its counters with it.
+  absl::StatusOr<std::vector<LinkStats>> ListLinks();
 
  private:
   std::shared_ptr<internal::SessionState> state_;

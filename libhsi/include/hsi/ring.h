@@ -41,6 +41,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
@@ -87,6 +88,11 @@ HSI_EXPORT absl::StatusOr<UniqueFd> CreateRingSegment(const RingGeometry& geomet
 // what is wrong otherwise.
 HSI_EXPORT absl::StatusOr<RingGeometry> InspectSealedRingSegment(int fd);
 
+// Whether `fd` is a memfd sealed against new writable mappings
+// (F_SEAL_FUTURE_WRITE): hsid hands a segment to a peer or a sniffer only
+// then. False for any other fd.
+HSI_EXPORT bool IsSealedAgainstWrites(int fd);
+
 // A frame seen by the consumer. `payload` points into the peer's read-only
 // segment and stays valid until Release().
 struct Frame {
@@ -102,6 +108,18 @@ struct RingCounters {
   uint64_t drops = 0;         // producer: frames dropped by policy (RecordDrop)
   uint64_t wakeups_sent = 0;  // doorbell writes to the peer
 };
+
+// Both sides' counters of one ring segment, as its owner published them:
+// `tx` what it counted as a producer (all five), `rx` as a consumer
+// (frames, bytes, wakeups_sent). Read with one pread through the layout's
+// fields, mapping nothing (hsid reads link counters this way). Counters,
+// not a snapshot: each word is read as it was. nullopt if the fd cannot be
+// read that far.
+struct SegmentCounters {
+  RingCounters tx;
+  RingCounters rx;
+};
+HSI_EXPORT std::optional<SegmentCounters> ReadRingSegmentCounters(int fd);
 
 class HSI_EXPORT RingProducer {
  public:

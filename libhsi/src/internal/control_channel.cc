@@ -36,17 +36,17 @@ void ControlChannel::Await(absl::Time until) const {
   ::poll(&p, 1, ms);
 }
 
-absl::StatusOr<ClaimReply> ControlChannel::Open(const ClaimRequest& claim) {
+absl::StatusOr<wire::ClaimReply> ControlChannel::Open(const wire::ClaimRequest& claim) {
   Close();
   absl::StatusOr<UniqueFd> fd = ConnectControl(path_, hsid_uid_);
   if (!fd.ok()) return fd.status();
   fd_ = std::move(*fd);
-  Message m;
-  absl::Status s = CallRaw(ClaimRequest::kType, &claim, sizeof(claim), {}, ClaimReply::kType, &m);
+  wire::Message m;
+  absl::Status s = CallRaw(wire::kTypeOf<wire::ClaimRequest>, &claim, sizeof(claim), {}, wire::kTypeOf<wire::ClaimReply>, &m);
   if (s.ok()) {
     // A reply that does not refuse carries the page (Decode checks).
     absl::StatusOr<Segment> page = m.fds.size() == 1
-                                       ? Segment::MapPeer(std::move(m.fds[0]), kEventPageSize)
+                                       ? Segment::MapPeer(std::move(m.fds[0]), wire::kEventPageSize)
                                        : absl::StatusOr<Segment>(absl::InternalError("no page came with the reply"));
     if (page.ok()) {
       event_page_ = std::move(*page);
@@ -62,7 +62,7 @@ absl::StatusOr<ClaimReply> ControlChannel::Open(const ClaimRequest& claim) {
   // Everything hsid sent before this point is on the socket: the next
   // Pump() reads it, and the word counts only what comes after.
   seen_events_ = __atomic_load_n(events_, __ATOMIC_ACQUIRE);
-  return m.As<ClaimReply>();
+  return m.As<wire::ClaimReply>();
 }
 
 void ControlChannel::Close() {
@@ -76,26 +76,26 @@ void ControlChannel::Lost(const absl::Status& why) {
   handler_->OnLost(why);
 }
 
-absl::Status ControlChannel::Send(const OutMessage& out, absl::Time deadline) {
-  if (absl::Status s = SendUntil(fd_.get(), out, deadline); !s.ok()) {
+absl::Status ControlChannel::Send(const wire::OutMessage& out, absl::Time deadline) {
+  if (absl::Status s = wire::SendUntil(fd_.get(), out, deadline); !s.ok()) {
     Lost(s);
     return absl::UnavailableError(absl::StrCat("hsid at ", path_, ": ", s.message()));
   }
   return absl::OkStatus();
 }
 
-absl::Status ControlChannel::SendRequest(MsgType type, uint32_t id, const void* body, size_t size,
+absl::Status ControlChannel::SendRequest(wire::MsgType type, uint32_t id, const void* body, size_t size,
                                          std::vector<UniqueFd> fds, absl::Time deadline) {
-  OutMessage out;
-  MsgHeader h{kProtoMagic, kProtoVersion, static_cast<uint16_t>(type), id, static_cast<uint32_t>(size)};
+  wire::OutMessage out;
+  wire::MsgHeader h{wire::kProtoMagic, wire::kProtoVersion, static_cast<uint16_t>(type), id, static_cast<uint32_t>(size)};
   out.bytes.resize(sizeof(h) + size);
   std::memcpy(out.bytes.data(), &h, sizeof(h));
   std::memcpy(out.bytes.data() + sizeof(h), body, size);
   out.fds = std::move(fds);
-  if (absl::Status s = SendUntil(fd_.get(), out, deadline); !s.ok()) {
+  if (absl::Status s = wire::SendUntil(fd_.get(), out, deadline); !s.ok()) {
     // hsid may have refused this connection and closed it before reading
     // the request: its queued answer says why.
-    std::optional<absl::Status> refusal = QueuedRefusal(fd_.get());
+    std::optional<absl::Status> refusal = wire::QueuedRefusal(fd_.get());
     Lost(refusal.value_or(s));
     if (refusal.has_value()) return *refusal;
     return absl::UnavailableError(absl::StrCat("hsid at ", path_, ": ", s.message()));
@@ -103,8 +103,8 @@ absl::Status ControlChannel::SendRequest(MsgType type, uint32_t id, const void* 
   return absl::OkStatus();
 }
 
-absl::Status ControlChannel::CallRaw(MsgType type, const void* body, size_t size, std::vector<UniqueFd> fds,
-                                     MsgType reply_type, Message* reply, absl::Time caller_deadline) {
+absl::Status ControlChannel::CallRaw(wire::MsgType type, const void* body, size_t size, std::vector<UniqueFd> fds,
+                                     wire::MsgType reply_type, wire::Message* reply, absl::Time caller_deadline) {
   if (!fd_.valid()) {
     return absl::UnavailableError(absl::StrCat("hsid at ", path_, " is not connected (reconnecting)"));
   }
@@ -116,7 +116,7 @@ absl::Status ControlChannel::CallRaw(MsgType type, const void* body, size_t size
   const absl::Time reply_by = std::min(caller_deadline, deadline);
   if (absl::Status s = SendRequest(type, id, body, size, std::move(fds), deadline); !s.ok()) return s;
   for (;;) {
-    absl::StatusOr<std::optional<Message>> m = TryReceive(fd_.get(), Direction::kToClient);
+    absl::StatusOr<std::optional<wire::Message>> m = wire::TryReceive(fd_.get(), wire::Direction::kToClient);
     if (!m.ok()) {
       Lost(m.status());
       // Out of fds here is ours to fix, not hsid's: keep the code.
@@ -128,15 +128,15 @@ absl::Status ControlChannel::CallRaw(MsgType type, const void* body, size_t size
     if (!m->has_value()) {
       if (PollMs(reply_by) == 0) {
         return absl::DeadlineExceededError(absl::StrCat(
-            "hsid at ", path_, " did not answer ", MsgTypeName(static_cast<uint16_t>(type)),
+            "hsid at ", path_, " did not answer ", wire::MsgTypeName(static_cast<uint16_t>(type)),
             reply_by < deadline ? " before the deadline" : absl::StrCat(" within ", absl::FormatDuration(timeout))));
       }
       Await(reply_by);
       continue;
     }
-    Message& msg = **m;
-    if (msg.type == MsgType::kErrorReply) {
-      absl::Status s = FromWire(msg.As<ErrorReply>().status);
+    wire::Message& msg = **m;
+    if (msg.type == wire::MsgType::kErrorReply) {
+      absl::Status s = wire::FromWire(msg.As<wire::ErrorReply>().status);
       Lost(s);
       return s;
     }
@@ -150,15 +150,15 @@ absl::Status ControlChannel::CallRaw(MsgType type, const void* body, size_t size
       continue;
     }
     if (msg.type != reply_type) {
-      absl::Status s = absl::InternalError(absl::StrCat("hsid answered ", MsgTypeName(static_cast<uint16_t>(msg.type)),
-                                                        " to ", MsgTypeName(static_cast<uint16_t>(type))));
+      absl::Status s = absl::InternalError(absl::StrCat("hsid answered ", wire::MsgTypeName(static_cast<uint16_t>(msg.type)),
+                                                        " to ", wire::MsgTypeName(static_cast<uint16_t>(type))));
       Lost(s);
       return s;
     }
-    WireStatus ws;
+    wire::WireStatus ws;
     std::memcpy(&ws, msg.body.data(), sizeof(ws));  // every reply body starts with it
     *reply = std::move(msg);
-    return FromWire(ws);
+    return wire::FromWire(ws);
   }
 }
 
@@ -167,13 +167,13 @@ void ControlChannel::Pump() {
   // again. Only a drained socket settles it (at most 64 messages a call).
   const uint64_t events = events_ != nullptr ? __atomic_load_n(events_, __ATOMIC_ACQUIRE) : 0;
   for (int i = 0; i < 64 && fd_.valid(); ++i) {
-    absl::StatusOr<std::optional<Message>> m = TryReceive(fd_.get(), Direction::kToClient);
+    absl::StatusOr<std::optional<wire::Message>> m = wire::TryReceive(fd_.get(), wire::Direction::kToClient);
     if (!m.ok()) return Lost(m.status());
     if (!m->has_value()) {
       seen_events_ = events;
       return;
     }
-    if ((*m)->type == MsgType::kErrorReply) return Lost(FromWire((*m)->As<ErrorReply>().status));
+    if ((*m)->type == wire::MsgType::kErrorReply) return Lost(wire::FromWire((*m)->As<wire::ErrorReply>().status));
     if ((*m)->request_id == 0) {
       handler_->OnEvent(**m);
     } else {

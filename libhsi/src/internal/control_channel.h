@@ -34,7 +34,7 @@
 #include "absl/time/time.h"
 #include "hsi/fd.h"
 #include "hsi/segment.h"
-#include "internal/protocol.h"
+#include "hsi/wire/protocol.h"
 
 namespace hsi::internal {
 
@@ -49,10 +49,10 @@ class ControlChannel {
   class Handler {
    public:
     // An event (request id 0): a link offer, a link-down, ...
-    virtual void OnEvent(Message& m) = 0;
+    virtual void OnEvent(wire::Message& m) = 0;
     // A reply to a request no Call() waits for (a LinkRequest sent with
     // Send(), or a late reply to a call that timed out).
-    virtual void OnStrayReply(Message& m) = 0;
+    virtual void OnStrayReply(wire::Message& m) = 0;
     // The connection is gone (EOF, an error, hsid's ErrorReply, a send that
     // failed); the channel is closed already. `why` says what happened.
     virtual void OnLost(const absl::Status& why) = 0;
@@ -72,7 +72,7 @@ class ControlChannel {
   // maps the event page it carries. Returns the reply; on any failure the
   // channel is closed and the status says why (ConnectControl's errors,
   // hsid's refusal, kDeadlineExceeded, kInternal for an unusable page).
-  absl::StatusOr<ClaimReply> Open(const ClaimRequest& claim);
+  absl::StatusOr<wire::ClaimReply> Open(const wire::ClaimRequest& claim);
   // Closes the connection without telling the handler.
   void Close();
 
@@ -84,19 +84,19 @@ class ControlChannel {
   absl::Status Call(const Req& req, std::vector<UniqueFd> fds, Rep* reply,
                     absl::Time deadline = absl::InfiniteFuture()) {
     static_assert(offsetof(Rep, status) == 0);
-    *reply = Zeroed<Rep>();
-    Message m;
-    absl::Status s = CallRaw(Req::kType, &req, sizeof(req), std::move(fds), Rep::kType, &m, deadline);
-    if (m.type == Rep::kType && m.body.size() == sizeof(Rep)) *reply = m.As<Rep>();
+    *reply = wire::Zeroed<Rep>();
+    wire::Message m;
+    absl::Status s = CallRaw(wire::kTypeOf<Req>, &req, sizeof(req), std::move(fds), wire::kTypeOf<Rep>, &m, deadline);
+    if (m.type == wire::kTypeOf<Rep> && m.body.size() == sizeof(Rep)) *reply = m.As<Rep>();
     return s;
   }
-  absl::Status CallRaw(MsgType type, const void* body, size_t size, std::vector<UniqueFd> fds, MsgType reply_type,
-                       Message* reply, absl::Time deadline = absl::InfiniteFuture());
+  absl::Status CallRaw(wire::MsgType type, const void* body, size_t size, std::vector<UniqueFd> fds, wire::MsgType reply_type,
+                       wire::Message* reply, absl::Time deadline = absl::InfiniteFuture());
 
   // Sends one message without waiting for an answer, by `deadline`. On a
   // failure the connection is lost (the handler hears why) and the status is
   // kUnavailable "hsid at PATH: ...".
-  absl::Status Send(const OutMessage& out, absl::Time deadline);
+  absl::Status Send(const wire::OutMessage& out, absl::Time deadline);
   // A request id for a message sent with Send() whose reply the handler
   // will see in OnStrayReply(). Never 0 (events carry 0).
   uint32_t NextRequestId() {
@@ -140,7 +140,7 @@ class ControlChannel {
   void Lost(const absl::Status& why);
   // Sends request `id`; on a failure the connection is lost and the status
   // says why (hsid's refusal if it queued one before it closed).
-  absl::Status SendRequest(MsgType type, uint32_t id, const void* body, size_t size, std::vector<UniqueFd> fds,
+  absl::Status SendRequest(wire::MsgType type, uint32_t id, const void* body, size_t size, std::vector<UniqueFd> fds,
                            absl::Time deadline);
 
   std::string path_;

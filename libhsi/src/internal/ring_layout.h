@@ -136,16 +136,7 @@ absl::StatusOr<RingGeometry> CheckSegmentHeader(const SegmentHeader& h, const Ri
 // (seals 0x3, needs 0x13)".
 absl::Status CheckSeals(int fd, int need, absl::string_view who);
 
-// Both sides' counters of one segment, read with one pread of its control
-// pages through the layout's fields (hsid reads them this way: it maps no
-// segment). `tx` is what the segment's owner counted as a producer (all five
-// counters), `rx` what it counted as a consumer (frames, bytes,
-// wakeups_sent). Counters, not a snapshot: each word is read as it was.
-// nullopt if the fd cannot be read that far.
-struct SegmentCounters {
-  RingCounters tx;
-  RingCounters rx;
-};
+// hsi::ReadRingSegmentCounters (hsi/ring.h), for libhsi's own use.
 std::optional<SegmentCounters> ReadSegmentCounters(int fd);
 
 // ------------------------------------------------------------------------

@@ -27,7 +27,7 @@
 #include "hsi/segment.h"
 #include "hsi/session.h"
 #include "internal/control_channel.h"
-#include "internal/protocol.h"
+#include "hsi/wire/protocol.h"
 
 namespace hsi::internal {
 
@@ -172,8 +172,8 @@ class SessionState final : private ControlChannel::Handler {
 
  private:
   // ControlChannel::Handler
-  void OnEvent(Message& m) override;
-  void OnStrayReply(Message& m) override;  // a LinkRequest's reply (link_setup.cc)
+  void OnEvent(wire::Message& m) override;
+  void OnStrayReply(wire::Message& m) override;  // a LinkRequest's reply (link_setup.cc)
   void OnLost(const absl::Status& why) override;
 
   void Reconnect();
@@ -181,10 +181,10 @@ class SessionState final : private ControlChannel::Handler {
   // if the connection was lost meanwhile (*s says why, if it is known).
   bool Reattach(NicState& nic, absl::Status* s);
   void Relink(NicState& nic);
-  void OnOffer(Message& m);
-  void OnPeer(Message& m);
-  void OnDown(const Message& m);
-  void OnNicState(const Message& m);
+  void OnOffer(wire::Message& m);
+  void OnPeer(wire::Message& m);
+  void OnDown(const wire::Message& m);
+  void OnNicState(const wire::Message& m);
   NicState* NicById(uint32_t nic_id);
 
   // A LinkRequest of this session whose link is not up yet. hsid counts it

@@ -21,7 +21,7 @@
 #include "absl/time/time.h"
 #include "hsi/address.h"
 #include "hsi/fd.h"
-#include "internal/protocol.h"
+#include "hsi/wire/protocol.h"
 
 namespace hsi::testing {
 
@@ -40,13 +40,13 @@ class RawClient {
   // Encodes `body` as a message with `request_id` and sends it.
   template <typename T>
   bool Send(uint32_t request_id, const T& body, const std::vector<int>& fds = {}) {
-    internal::OutMessage m = internal::Encode(request_id, body);
+    wire::OutMessage m = wire::Encode(request_id, body);
     return SendRaw(m.bytes.data(), m.bytes.size(), fds);
   }
 
   // The next message from hsid (up to `timeout`): nullopt on EOF or timeout;
   // `eof`, if given, tells which.
-  std::optional<internal::Message> Receive(absl::Duration timeout = absl::Seconds(5), bool* eof = nullptr);
+  std::optional<wire::Message> Receive(absl::Duration timeout = absl::Seconds(5), bool* eof = nullptr);
   // Waits for hsid to close the connection (skipping messages); true if it
   // did within `timeout`.
   bool WaitEof(absl::Duration timeout = absl::Seconds(5));
@@ -58,7 +58,7 @@ class RawClient {
 
 // The status a reply carries (every reply body starts with a WireStatus);
 // kInternal if the body is too short to hold one.
-absl::Status ReplyStatus(const internal::Message& m);
+absl::Status ReplyStatus(const wire::Message& m);
 
 // A split doorbell as libhsi makes one for a NIC (a pipe): `*wait` keeps
 // the read end the NIC waits on; the returned write end is the ring end an
@@ -71,7 +71,7 @@ absl::Status RawClaim(RawClient& c, const std::string& name, uint32_t req_id = 1
 
 // Attaches a NIC on F0 with a proper split doorbell (whose wait end `*wait`
 // keeps): hsid's AttachReply, or its refusal.
-absl::StatusOr<internal::AttachReply> RawAttachReply(RawClient& c, uint32_t req_id, UniqueFd* wait);
+absl::StatusOr<wire::AttachReply> RawAttachReply(RawClient& c, uint32_t req_id, UniqueFd* wait);
 
 // The address of a new NIC on F0 (RawAttachReply).
 absl::StatusOr<Address> RawAttach(RawClient& c, uint32_t req_id, UniqueFd* wait);

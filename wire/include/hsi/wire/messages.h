@@ -1,0 +1,411 @@
+// hsi/wire/messages.h: every message of the control protocol between libhsi
+// and hsid, in one table.
+//
+// A message is one SOCK_SEQPACKET datagram: the 16-byte header
+// (hsi/wire/fields.h) and one fixed, standard-layout body, with the fds
+// (SCM_RIGHTS) its type carries. HSI_WIRE_MESSAGES below is the one place
+// that gives each message its type number, direction, kind, fd count and
+// body size; each body struct follows with its Validate(), the checks of
+// its own fields. Decode() (hsi/wire/protocol.h) checks the rest from the
+// table: direction, size, fds, request id.
+//
+// Sequence of a link (both ends, symmetric):
+//   client -> hsid   LinkRequest{nic, peer address}        -> LinkReply{link id}
+//   hsid -> each end LinkOffer{link id, geometry} + own segment fd
+//   each end         maps it with Segment::MapOwner (which seals it)
+//   each end -> hsid LinkSealed{link id, code}
+//   hsid             checks F_GET_SEALS has F_SEAL_FUTURE_WRITE on both
+//   hsid -> each end LinkPeer{link id} + peer segment fd + peer doorbell fd
+//   hsid -> each end LinkDown{link id, why} when the peer's client is gone
+//   an end -> hsid   LinkClose{link id, code, why} when it gives the link up
+//                    (e.g. it cannot map the peer's segment); hsid tears the
+//                    link down and sends the other end LinkDown with the why
+//
+// The event page: with its ClaimReply hsid hands each client a sealed memfd
+// of kEventPageSize bytes that the client maps read-only; hsid increments
+// (release) its first 64-bit word after each event it has put on that
+// client's socket. Only hsid writes it (invariant 1).
+//
+// Thread safety: plain values.
+#ifndef HSI_WIRE_MESSAGES_H_
+#define HSI_WIRE_MESSAGES_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "absl/status/status.h"
+#include "hsi/ring.h"
+#include "hsi/wire/fields.h"
+
+namespace hsi::wire {
+
+inline constexpr size_t kEventPageSize = 4096;
+
+//  name                  type direction  kind      fds body size
+#define HSI_WIRE_MESSAGES(X)                                                \
+  X(ClaimRequest,           1, kToDaemon, kRequest, 0, 40)                  \
+  X(ClaimReply,             2, kToClient, kReply,   1, 464)  /* event page */ \
+  X(AttachRequest,          3, kToDaemon, kRequest, 1, 8)    /* doorbell */ \
+  X(AttachReply,            4, kToClient, kReply,   0, 496)                 \
+  X(DetachRequest,          5, kToDaemon, kRequest, 0, 8)                   \
+  X(DetachReply,            6, kToClient, kReply,   0, 456)                 \
+  X(LinkRequest,            7, kToDaemon, kRequest, 0, 8)                   \
+  X(LinkReply,              8, kToClient, kReply,   0, 464)                 \
+  X(LinkOffer,              9, kToClient, kEvent,   1, 56)   /* own segment */ \
+  X(LinkSealed,            10, kToDaemon, kNotice,  0, 16)                  \
+  X(LinkPeer,              11, kToClient, kEvent,   2, 8)    /* peer segment, doorbell */ \
+  X(LinkDown,              12, kToClient, kEvent,   0, 464)                 \
+  X(RelinkRequest,         13, kToDaemon, kRequest, 1, 8)    /* own segment */ \
+  X(NicStateEvent,         14, kToClient, kEvent,   0, 8)                   \
+  X(PeersRequest,          15, kToDaemon, kRequest, 0, 8)                   \
+  X(PeersReply,            16, kToClient, kReply,   0, 720)                 \
+  X(LinkClose,             17, kToDaemon, kNotice,  0, 464)                 \
+  X(DefineChpidRequest,    20, kToDaemon, kRequest, 0, 288)                 \
+  X(UndefineChpidRequest,  21, kToDaemon, kRequest, 0, 8)                   \
+  X(SetNicRequest,         22, kToDaemon, kRequest, 0, 8)                   \
+  X(AdminReply,            23, kToClient, kReply,   0, 456)                 \
+  X(ListRequest,           24, kToDaemon, kRequest, 0, 8)                   \
+  X(ListChpidsReply,       25, kToClient, kReply,   0, 464 + 16 * 40)       \
+  X(ListNicsReply,         26, kToClient, kReply,   0, 464 + 16 * 56)       \
+  X(ErrorReply,            30, kToClient, kError,   0, 456)                 \
+  X(SniffRequest,          31, kToDaemon, kRequest, 0, 8)                   \
+  X(SniffReply,            32, kToClient, kReply,   0, 480)                 \
+  X(SniffLink,             33, kToClient, kEvent,   2, 32)   /* segments a, b */ \
+  X(SniffLinkGone,         34, kToClient, kEvent,   0, 8)                   \
+  X(ListStatsReply,        35, kToClient, kReply,   0, 464 + 16 * 152)
+// Retired numbers, never to be reused: 27 (ListLinksReply, protocol 3).
+
+enum class MsgType : uint16_t {
+#define HSI_WIRE_ENUM(name, number, dir, kind, fds, size) k##name = number,
+  HSI_WIRE_MESSAGES(HSI_WIRE_ENUM)
+#undef HSI_WIRE_ENUM
+};
+
+// ---------------------------------------------------------------- session
+
+enum : uint32_t { kClaimReclaim = 1 };  // re-registering after an hsid restart
+
+struct ClaimRequest {
+  char lpar[kNameLen];  // empty: an admin-only connection, no LPAR
+  uint32_t flags;       // kClaim*
+  uint32_t reserved;
+  absl::Status Validate() const {
+    return FirstError(ValidateName(lpar, "lpar", /*allow_empty=*/true), CheckFlags(flags, kClaimReclaim, "flags"),
+                      CheckZero(reserved, "reserved"));
+  }
+};
+struct ClaimReply {
+  WireStatus status;
+  uint32_t uid;
+  uint32_t is_admin;
+  absl::Status Validate() const { return FirstError(CheckStatus(status, "status"), CheckBool(is_admin, "is_admin")); }
+};
+
+enum : uint32_t { kOverflowBlock = 0, kOverflowDrop = 1 };
+absl::Status CheckOverflow(uint32_t v);
+
+struct AttachRequest {  // + the ring end of the NIC's split doorbell (hsi/doorbell.h)
+  uint32_t chpid;    // 0..255
+  uint32_t address;  // requested IPv4 address (host order), 0: assign
+  absl::Status Validate() const { return CheckChpid(chpid); }
+};
+struct AttachReply {
+  WireStatus status;
+  uint32_t nic_id;
+  uint32_t address;
+  uint32_t subnet;    // network address
+  uint32_t prefix;    // 0..32
+  uint64_t capacity;  // ring capacity bytes
+  uint32_t mtu;
+  uint32_t mfs;
+  uint32_t overflow;  // kOverflow*
+  uint32_t reserved;
+  absl::Status Validate() const {
+    return FirstError(CheckStatus(status, "status"), CheckPrefix(prefix), CheckOverflow(overflow),
+                      CheckZero(reserved, "reserved"),
+                      status.code == 0 ? RingGeometry{capacity, mtu}.Validate() : absl::OkStatus());
+  }
+};
+
+struct DetachRequest {
+  uint32_t nic_id;
+  uint32_t reserved;
+  absl::Status Validate() const { return CheckZero(reserved, "reserved"); }
+};
+struct DetachReply {
+  WireStatus status;
+  absl::Status Validate() const { return CheckStatus(status, "status"); }
+};
+
+struct PeersRequest {
+  uint32_t nic_id;
+  uint32_t cursor;
+  absl::Status Validate() const { return absl::OkStatus(); }
+};
+inline constexpr size_t kPeersPerPage = 64;
+struct PeersReply {
+  WireStatus status;
+  uint32_t count;
+  uint32_t next_cursor;  // 0: no more
+  uint32_t addresses[kPeersPerPage];
+  absl::Status Validate() const {
+    return FirstError(CheckStatus(status, "status"), CheckCount(count, kPeersPerPage, "count"));
+  }
+};
+
+// ---------------------------------------------------------------- links
+
+struct LinkRequest {
+  uint32_t nic_id;
+  uint32_t peer_address;
+  absl::Status Validate() const { return absl::OkStatus(); }
+};
+struct LinkReply {
+  WireStatus status;
+  uint32_t link_id;
+  uint32_t reserved;
+  absl::Status Validate() const { return FirstError(CheckStatus(status, "status"), CheckZero(reserved, "reserved")); }
+};
+
+struct LinkOffer {  // + this end's own segment (to MapOwner)
+  uint32_t link_id;
+  uint32_t nic_id;
+  uint32_t peer_address;
+  uint32_t mtu;
+  uint64_t capacity;
+  char peer_lpar[kNameLen];
+  absl::Status Validate() const {
+    return FirstError(ValidateName(peer_lpar, "peer_lpar", false), RingGeometry{capacity, mtu}.Validate());
+  }
+};
+
+struct LinkSealed {
+  uint32_t link_id;
+  uint32_t nic_id;  // which end (both ends may be NICs of one client)
+  uint32_t code;    // absl::StatusCode of MapOwner; 0 = sealed
+  uint32_t reserved;
+  absl::Status Validate() const {
+    return FirstError(CheckStatusCode(code, "code", /*allow_ok=*/true), CheckZero(reserved, "reserved"));
+  }
+};
+
+struct LinkPeer {  // + the peer's segment (MapPeer) + the peer NIC's doorbell
+  uint32_t link_id;
+  uint32_t nic_id;  // which end
+  absl::Status Validate() const { return absl::OkStatus(); }
+};
+
+enum : uint32_t {
+  kDownPeerGone = 1,     // the peer's client disconnected (or died)
+  kDownPeerDetached = 2, // the peer NIC was detached
+  kDownSetupFailed = 3,  // sealing/handshake failed or timed out
+  kDownNicDown = 4,      // an admin set a NIC of the link down
+  kDownPeerLost = 5,     // the peer did not come back after an hsid restart
+  kDownPeerClosed = 6,   // the peer gave the link up (LinkClose)
+};
+absl::Status CheckDownReason(uint32_t v);
+
+struct LinkDown {
+  uint32_t link_id;
+  uint32_t nic_id;  // which end
+  uint32_t reason;  // kDown*
+  uint32_t reserved;
+  char text[kTextLen];
+  absl::Status Validate() const {
+    return FirstError(CheckDownReason(reason), CheckZero(reserved, "reserved"), CheckText(text, kTextLen, "text"));
+  }
+};
+
+struct LinkClose {
+  uint32_t link_id;
+  uint32_t nic_id;  // which end gives up
+  uint32_t code;    // absl::StatusCode of why, not 0
+  uint32_t reserved;
+  char text[kTextLen];
+  absl::Status Validate() const {
+    return FirstError(CheckStatusCode(code, "code", /*allow_ok=*/false), CheckZero(reserved, "reserved"),
+                      CheckText(text, kTextLen, "text"));
+  }
+};
+
+struct RelinkRequest {  // + this end's own (sealed) segment
+  uint32_t nic_id;
+  uint32_t peer_address;
+  absl::Status Validate() const { return absl::OkStatus(); }
+};
+
+struct NicStateEvent {
+  uint32_t nic_id;
+  uint32_t up;  // 0 or 1
+  absl::Status Validate() const { return CheckBool(up, "up"); }
+};
+
+// ---------------------------------------------------------------- admin
+
+inline constexpr size_t kMaxChpidLpars = 8;
+struct DefineChpidRequest {
+  uint32_t chpid;
+  uint32_t mfs;       // 16K/24K/40K/64K in bytes
+  uint32_t subnet;
+  uint32_t prefix;
+  uint64_t capacity;
+  uint32_t overflow;
+  uint32_t lpar_count;  // names used in `lpars`; "*" = any
+  char lpars[kMaxChpidLpars][kNameLen];
+  absl::Status Validate() const;  // in protocol.cc: mfs, names, geometry
+};
+struct UndefineChpidRequest {
+  uint32_t chpid;
+  uint32_t reserved;
+  absl::Status Validate() const { return FirstError(CheckChpid(chpid), CheckZero(reserved, "reserved")); }
+};
+struct SetNicRequest {
+  uint32_t address;
+  uint32_t up;
+  absl::Status Validate() const { return CheckBool(up, "up"); }
+};
+struct AdminReply {
+  WireStatus status;
+  absl::Status Validate() const { return CheckStatus(status, "status"); }
+};
+
+enum : uint32_t { kListChpids = 1, kListNics = 2, kListStats = 4 };  // 3 retired (links, protocol 3)
+struct ListRequest {
+  uint32_t what;  // kList*
+  uint32_t cursor;
+  absl::Status Validate() const;
+};
+
+inline constexpr size_t kListPage = 16;
+struct WireChpid {
+  uint32_t chpid, mfs, mtu, subnet, prefix, overflow;
+  uint64_t capacity;
+  uint32_t nics, links;
+};
+static_assert(sizeof(WireChpid) == 40);
+struct ListChpidsReply {
+  WireStatus status;
+  uint32_t count, next_cursor;
+  WireChpid entries[kListPage];
+  absl::Status Validate() const { return FirstError(CheckStatus(status, "status"), CheckCount(count, kListPage, "count")); }
+};
+
+struct WireNic {
+  uint32_t chpid, address, up, links;
+  char lpar[kNameLen];
+  uint32_t pid, uid;
+};
+static_assert(sizeof(WireNic) == 56);
+struct ListNicsReply {
+  WireStatus status;
+  uint32_t count, next_cursor;
+  WireNic entries[kListPage];
+  absl::Status Validate() const;
+};
+
+// A link's state as hsid reports it (hsi::LinkState, hsi/admin.h).
+enum : uint32_t { kStateSetup = 0, kStateReady = 1, kStateRelinkWait = 2 };
+// Full counters of one direction of a link: the sender's (tx, from the
+// sender's segment) and the receiver's (rx, from the receiver's segment).
+struct WireDirStats {
+  uint64_t frames, bytes, full_events, drops, wakeups_sent;  // sender
+  uint64_t rx_frames, rx_bytes, rx_wakeups_sent;             // receiver
+};
+static_assert(sizeof(WireDirStats) == 64);
+struct WireLinkStats {
+  uint32_t link_id, chpid, address_a, address_b, state, reserved;  // state: kState*
+  WireDirStats a_to_b, b_to_a;
+};
+static_assert(sizeof(WireLinkStats) == 152);
+// The answer to ListRequest{what = kListStats}.
+struct ListStatsReply {
+  WireStatus status;
+  uint32_t count, next_cursor;
+  WireLinkStats entries[kListPage];
+  absl::Status Validate() const;
+};
+
+// ---------------------------------------------------------------- Network Traffic Analyzer
+//
+// Sequence: client -> hsid SniffRequest{chpid} -> SniffReply; then hsid
+// sends one SniffLink event per link of the CHPID that is ready (both
+// segments sealed F_SEAL_FUTURE_WRITE, checked again before each send),
+// now and whenever a new one becomes ready, and SniffLinkGone when hsid
+// frees it. Allowed to admins and to uids/gids in the CHPID's `sniffers`.
+struct SniffRequest {
+  uint32_t chpid;
+  uint32_t reserved;
+  absl::Status Validate() const { return FirstError(CheckChpid(chpid), CheckZero(reserved, "reserved")); }
+};
+struct SniffReply {
+  WireStatus status;
+  uint32_t chpid, mtu;
+  uint32_t subnet, prefix;
+  uint64_t capacity;
+  absl::Status Validate() const {
+    return FirstError(CheckStatus(status, "status"), CheckChpid(chpid), CheckPrefix(prefix),
+                      status.code == 0 ? RingGeometry{capacity, mtu}.Validate() : absl::OkStatus());
+  }
+};
+// kSniffNew: the link became ready just now, so the tap can account for it
+// from its first frame (else it existed when the tap opened).
+enum : uint32_t { kSniffNew = 1 };
+struct SniffLink {  // + segment of end a + segment of end b (both sealed)
+  uint32_t link_id, chpid;
+  uint32_t address_a, address_b;
+  uint32_t mtu, flags;  // kSniff*
+  uint64_t capacity;
+  absl::Status Validate() const;
+};
+struct SniffLinkGone {
+  uint32_t link_id;
+  uint32_t reserved;
+  absl::Status Validate() const { return CheckZero(reserved, "reserved"); }
+};
+
+struct ErrorReply {
+  WireStatus status;
+  absl::Status Validate() const { return CheckStatus(status, "status"); }
+};
+
+// ---------------------------------------------------------------- the table as types
+
+// MessageTraits<T>: what the table says of body struct T.
+template <typename T>
+struct MessageTraits;
+
+template <typename T>
+constexpr bool StatusComesFirst() {
+  if constexpr (requires { T::status; }) {
+    return offsetof(T, status) == 0 && std::is_same_v<decltype(T::status), WireStatus>;
+  } else {
+    return false;
+  }
+}
+
+#define HSI_WIRE_TRAITS(name, number, dir, kind_, fds, size)                                    \
+  template <>                                                                                   \
+  struct MessageTraits<name> {                                                                  \
+    static constexpr MsgType kType = MsgType::k##name;                                          \
+    static constexpr Direction kDirection = Direction::dir;                                     \
+    static constexpr Kind kKind = Kind::kind_;                                                  \
+    static constexpr size_t kFds = (fds);                                                       \
+    static constexpr const char* kName = #name;                                                 \
+  };                                                                                            \
+  static_assert(std::is_standard_layout_v<name> && std::is_trivially_copyable_v<name>, #name);  \
+  static_assert(sizeof(name) == (size), #name ": body size differs from the table");            \
+  static_assert(sizeof(MsgHeader) + sizeof(name) <= kMaxMessage, #name ": too big");            \
+  static_assert((fds) <= kMaxFds, #name ": too many fds");                                      \
+  static_assert((Kind::kind_ != Kind::kReply && Kind::kind_ != Kind::kError) ||                 \
+                    StatusComesFirst<name>(),                                                   \
+                #name ": a reply's body starts with its WireStatus");
+HSI_WIRE_MESSAGES(HSI_WIRE_TRAITS)
+#undef HSI_WIRE_TRAITS
+
+template <typename T>
+inline constexpr MsgType kTypeOf = MessageTraits<T>::kType;
+
+}  // namespace hsi::wire
+
+#endif  // HSI_WIRE_MESSAGES_H_
