@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -176,6 +177,9 @@ void Admin::ListNics(Client& c, const Message& m) {
       e.pid = oc->pid;
       e.uid = oc->uid;
     }
+    e.if_layer = n.if_layer;
+    std::memcpy(e.if_name, n.if_name.data(), std::min(n.if_name.size(), sizeof(e.if_name) - 1));
+    std::memcpy(e.if_netns, n.if_netns.data(), std::min(n.if_netns.size(), sizeof(e.if_netns) - 1));
   });
 }
 

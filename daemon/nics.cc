@@ -1,9 +1,11 @@
 #include "nics.h"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "log.h"
 
 namespace hsid {
 
@@ -92,6 +94,19 @@ void Nics::OnPeers(Client& c, const Message& m) {
   for (; i < addrs.size() && r.count < wire::kPeersPerPage; ++i) r.addresses[r.count++] = addrs[i];
   r.next_cursor = i < addrs.size() ? static_cast<uint32_t>(i) : 0;
   clients_.Reply(c, m.request_id, r);
+}
+
+void Nics::OnInterface(Client& c, const Message& m) {
+  const auto req = m.As<wire::NicInterfaceRequest>();
+  absl::StatusOr<Nic*> own = Own(c, req.nic_id);
+  if (!own.ok()) return clients_.ReplyError<wire::NicInterfaceReply>(c, m.request_id, own.status());
+  Nic& n = **own;
+  n.if_layer = req.layer;
+  n.if_name = std::string(req.ifname, strnlen(req.ifname, sizeof(req.ifname)));
+  n.if_netns = std::string(req.netns, strnlen(req.netns, sizeof(req.netns)));
+  Log(absl::StrCat(c.Who(), ": NIC ", n.address.ToString(), " is layer-", n.if_layer, " interface ", n.if_name,
+                   n.if_netns.empty() ? "" : absl::StrCat(" in netns ", n.if_netns)));
+  clients_.Reply(c, m.request_id, wire::Zeroed<wire::NicInterfaceReply>());
 }
 
 }  // namespace hsid

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <map>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -42,6 +43,10 @@ struct Nic {
   bool bell_pending = false;  // an io_uring write to `bell` is in flight
   bool up = true;
   std::set<uint32_t> links;
+  // What the owner declared (NicInterfaceRequest): a network interface of
+  // layer 2 or 3 (0: none declared), its device name and namespace.
+  uint32_t if_layer = 0;
+  std::string if_name, if_netns;
 };
 
 class Nics {
@@ -82,6 +87,8 @@ class Nics {
   // PeersRequest: the other NICs up on the asker's NIC's CHPID, a page at
   // a time, in address order.
   void OnPeers(Client& c, const Message& m);
+  // NicInterfaceRequest: the owner says its NIC is a network interface.
+  void OnInterface(Client& c, const Message& m);
 
  private:
   Clients& clients_;

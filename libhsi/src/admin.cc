@@ -108,7 +108,12 @@ absl::StatusOr<std::vector<ChpidInfo>> AdminClient::ListChpids() {
 
 absl::StatusOr<std::vector<NicListing>> AdminClient::ListNics() {
   return List<wire::ListNicsReply, NicListing>(state_.get(), wire::kListNics, [](const wire::WireNic& e) {
-    return NicListing{e.chpid, Address(e.address), e.up != 0, e.links, wire::NameOf(e.lpar), e.pid, e.uid};
+    NicListing n{e.chpid, Address(e.address), e.up != 0, e.links, wire::NameOf(e.lpar), e.pid, e.uid, std::nullopt};
+    if (e.if_layer != 0) {  // Decode checked: 2 or 3, NUL-terminated names
+      n.interface = NicInterface{static_cast<int>(e.if_layer), std::string(e.if_name, strnlen(e.if_name, sizeof(e.if_name))),
+                                 std::string(e.if_netns, strnlen(e.if_netns, sizeof(e.if_netns)))};
+    }
+    return n;
   });
 }
 

@@ -33,6 +33,15 @@ Nic& Nic::operator=(Nic&& o) noexcept {
 }
 
 const NicInfo& Nic::info() const { return nic_->info; }
+
+absl::Status Nic::DeclareInterface(const NicInterface& iface) {
+  if (!session_ || !nic_) return absl::FailedPreconditionError("DeclareInterface on an empty Nic handle");
+  std::optional<NicInterface> before = nic_->iface;
+  nic_->iface = iface;
+  absl::Status s = session_->DeclareInterface(*nic_);
+  if (s.code() == absl::StatusCode::kInvalidArgument) nic_->iface = std::move(before);
+  return s;
+}
 int Nic::fd() const { return nic_->bell->fd(); }
 
 namespace {

@@ -161,6 +161,11 @@ bool SessionState::Reattach(NicState& nic, absl::Status* s) {
   nic.info.mtu = rep.mtu;
   nic.info.geometry = RingGeometry{rep.capacity, rep.mtu};
   nic.info.drop = rep.overflow == wire::kOverflowDrop;
+  // hsid lost what the owner declared with its tables.
+  if (absl::Status d = DeclareInterface(nic); !d.ok() && !ctl_.connected()) {
+    *s = d;
+    return false;
+  }
   Relink(nic);
   return ctl_.connected();
 }
@@ -334,6 +339,30 @@ absl::StatusOr<std::shared_ptr<NicState>> SessionState::Attach(uint32_t chpid, s
   nic->info.drop = rep.overflow == wire::kOverflowDrop;
   nics_.push_back(nic);
   return nic;
+}
+
+absl::Status SessionState::DeclareInterface(NicState& nic) {
+  if (!nic.iface) return absl::OkStatus();
+  const NicInterface& i = *nic.iface;
+  const std::string what = absl::StrCat(nic.Name(), ": interface ", i.name);
+  if (i.name.size() >= wire::kIfNameLen) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the name is longer than ", wire::kIfNameLen - 1,
+                                                   " characters"));
+  }
+  if (i.netns.size() >= wire::kNameLen) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": netns ", i.netns, " is longer than ",
+                                                   wire::kNameLen - 1, " characters"));
+  }
+  wire::NicInterfaceRequest req = wire::Zeroed<wire::NicInterfaceRequest>();
+  req.nic_id = nic.nic_id;
+  req.layer = static_cast<uint32_t>(std::max(i.layer, 0));
+  std::memcpy(req.ifname, i.name.data(), i.name.size());
+  std::memcpy(req.netns, i.netns.data(), i.netns.size());
+  // The same checks hsid makes, so that a bad name is refused here, by name.
+  if (absl::Status s = req.Validate(); !s.ok()) return absl::InvalidArgumentError(absl::StrCat(what, ": ", s.message()));
+  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  wire::NicInterfaceReply rep;
+  return Call(req, {}, &rep);
 }
 
 void SessionState::Detach(NicState& nic) {

@@ -655,6 +655,66 @@ TEST(SessionTest, IdlePollerReRegistersAfterHsidRestart) {
   EXPECT_THAT(d.log(), ::testing::Not(HasSubstr("its LPAR is gone")));
 }
 
+// The interface a NIC carries (hsi-ifd's hsi0) as its owner declares it:
+// hsictl's listing shows it, bad names are refused by name before hsid
+// sees them, and the session says it again to a restarted hsid.
+TEST(SessionTest, ADeclaredInterfaceIsListedAndSurvivesAnHsidRestart) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  absl::StatusOr<Session> s = Connect(d, "ifd");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  absl::StatusOr<Nic> plain = s->AttachNic(0xF0);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+
+  struct Bad {
+    NicInterface iface;
+    const char* says;
+  };
+  for (const Bad& b : {Bad{{3, "", ""}, "ifname is empty"}, Bad{{3, "hsi0123456789abc", ""}, "longer than 15"},
+                       Bad{{4, "hsi0", ""}, "layer 4 is not 2 or 3"}, Bad{{3, "hsi/0", ""}, "ifname has '/'"},
+                       Bad{{3, "hsi0", "a b"}, "netns has ' '"}, Bad{{2, "hsi0", ".."}, "netns is '..'"}}) {
+    absl::Status st = nic->DeclareInterface(b.iface);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << b.says << ": " << st;
+    EXPECT_THAT(std::string(st.message()), HasSubstr(b.says));
+  }
+  ASSERT_TRUE(nic->DeclareInterface({3, "hsi0", "lpar1"}).ok());
+
+  // What an admin lists: the declared NIC with its interface, the other without.
+  auto listed = [&]() -> std::optional<NicInterface> {
+    absl::StatusOr<AdminClient> admin = AdminClient::Connect(d.socket());
+    if (!admin.ok()) return std::nullopt;
+    absl::StatusOr<std::vector<NicListing>> nics = admin->ListNics();
+    if (!nics.ok()) return std::nullopt;
+    for (const NicListing& n : *nics) {
+      if (n.address == plain->address() && n.interface) return NicInterface{-1, "plain has one", ""};
+      if (n.address == nic->address()) return n.interface;
+    }
+    return std::nullopt;
+  };
+  std::optional<NicInterface> got = listed();
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->layer, 3);
+  EXPECT_EQ(got->name, "hsi0");
+  EXPECT_EQ(got->netns, "lpar1");
+  EXPECT_THAT(d.log(), HasSubstr("is layer-3 interface hsi0 in netns lpar1"));
+
+  // hsid restarts with empty tables; the session re-attaches when used and
+  // declares the interface again.
+  ASSERT_NE(d.Stop(SIGKILL), -1);
+  ASSERT_TRUE(d.Start()) << d.log();
+  got.reset();
+  for (const absl::Time end = In(absl::Seconds(10)); absl::Now() < end && !got; ) {
+    (void)s->Poll();
+    got = listed();
+    if (!got) absl::SleepFor(absl::Milliseconds(10));  // polls a condition; orders nothing
+  }
+  ASSERT_TRUE(got.has_value()) << "not declared again after the restart\n" << d.log();
+  EXPECT_EQ(got->name, "hsi0");
+  EXPECT_EQ(got->netns, "lpar1");
+}
+
 // Session::fd() and next_poll() are what an event loop of its own needs to
 // see hsid die and to reconnect (examples/uring_loop.cc).
 TEST(SessionTest, ControlFdAndNextPollFollowHsidDeathAndReturn) {

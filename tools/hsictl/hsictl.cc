@@ -107,12 +107,20 @@ int Nics(hsi::AdminClient& admin, const Args& args) {
   absl::StatusOr<std::vector<hsi::NicListing>> v = admin.ListNics();
   if (!v.ok()) return hsi::tools::Fail(kTool, v.status().message(), kExitFailure);
   json j = json::array();
-  Table t({"CHPID", "NIC", "STATE", "LINKS", "LPAR", "PID", "UID"});
+  Table t({"CHPID", "NIC", "STATE", "LINKS", "LPAR", "PID", "UID", "INTERFACE"});
   for (const hsi::NicListing& n : *v) {
+    json iface = nullptr;
+    std::string iface_text = "-";
+    if (n.interface) {
+      iface = json{{"name", n.interface->name}, {"netns", n.interface->netns}, {"layer", n.interface->layer}};
+      // "hsi0@lpar1 L3": the device, its namespace (none: the owner's own), the layer.
+      iface_text = absl::StrCat(n.interface->name, n.interface->netns.empty() ? "" : "@", n.interface->netns, " L",
+                                n.interface->layer);
+    }
     j.push_back({{"chpid", ChpidText(n.chpid)}, {"address", n.address.ToString()}, {"up", n.up},
-                 {"links", n.links}, {"lpar", n.lpar}, {"pid", n.pid}, {"uid", n.uid}});
+                 {"links", n.links}, {"lpar", n.lpar}, {"pid", n.pid}, {"uid", n.uid}, {"interface", iface}});
     t.Add({ChpidText(n.chpid), n.address.ToString(), n.up ? "up" : "down", absl::StrCat(n.links), n.lpar,
-           absl::StrCat(n.pid), absl::StrCat(n.uid)});
+           absl::StrCat(n.pid), absl::StrCat(n.uid), iface_text});
   }
   Print(args, json{{"nics", j}}, t, "no NICs attached");
   return kExitOk;

@@ -28,6 +28,20 @@ absl::Status CheckText(const char* text, size_t size, const char* field) {
   return absl::OkStatus();
 }
 
+absl::Status CheckDeviceName(const char* text, size_t size, const char* field, bool allow_empty) {
+  if (absl::Status s = CheckText(text, size, field); !s.ok()) return s;
+  const size_t n = strnlen(text, size);
+  if (n == 0 && !allow_empty) return absl::InvalidArgumentError(absl::StrCat(field, " is empty"));
+  for (size_t i = 0; i < n; ++i) {
+    if (text[i] == '/' || text[i] == ' ') {
+      return absl::InvalidArgumentError(absl::StrCat(field, " has '", std::string(1, text[i]), "' at offset ", i));
+    }
+  }
+  if (n == 1 && text[0] == '.') return absl::InvalidArgumentError(absl::StrCat(field, " is '.'"));
+  if (n == 2 && text[0] == '.' && text[1] == '.') return absl::InvalidArgumentError(absl::StrCat(field, " is '..'"));
+  return absl::OkStatus();
+}
+
 absl::Status CheckStatusCode(uint32_t code, const char* field, bool allow_ok) {
   if (code > kMaxStatusCode || (code == 0 && !allow_ok)) {
     return absl::InvalidArgumentError(

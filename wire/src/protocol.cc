@@ -82,9 +82,24 @@ absl::Status ListNicsReply::Validate() const {
     return s;
   }
   for (uint32_t i = 0; i < count; ++i) {
-    if (absl::Status s = ValidateName(entries[i].lpar, "lpar", true); !s.ok()) return s;
+    const WireNic& e = entries[i];
+    if (e.if_layer != 0 && e.if_layer != 2 && e.if_layer != 3) {
+      return absl::InvalidArgumentError(absl::StrCat("entries[", i, "].if_layer ", e.if_layer, " is not 0, 2 or 3"));
+    }
+    if (absl::Status s = FirstError(ValidateName(e.lpar, "lpar", true), CheckZero(e.reserved, "entries[].reserved"),
+                                    CheckDeviceName(e.if_netns, kNameLen, "if_netns", true),
+                                    CheckDeviceName(e.if_name, kIfNameLen, "if_name", e.if_layer == 0));
+        !s.ok()) {
+      return s;
+    }
   }
   return absl::OkStatus();
+}
+
+absl::Status NicInterfaceRequest::Validate() const {
+  if (layer != 2 && layer != 3) return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " is not 2 or 3"));
+  return FirstError(CheckDeviceName(netns, kNameLen, "netns", /*allow_empty=*/true),
+                    CheckDeviceName(ifname, kIfNameLen, "ifname", /*allow_empty=*/false));
 }
 
 absl::Status ListStatsReply::Validate() const {

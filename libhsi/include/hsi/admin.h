@@ -12,12 +12,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "hsi/address.h"
+#include "hsi/nic.h"
 #include "hsi/export.h"
 
 namespace hsi {
@@ -49,6 +51,7 @@ struct NicListing {
   uint32_t links = 0;
   std::string lpar;
   uint32_t pid = 0, uid = 0;
+  std::optional<NicInterface> interface;  // if its owner declared one
 };
 
 // Where a link is in hsid's set-up state machine.

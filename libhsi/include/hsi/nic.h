@@ -146,6 +146,14 @@ class HSI_EXPORT Link {
   std::shared_ptr<internal::LinkState> link_;
 };
 
+// A network interface a NIC carries, as its owner declares it
+// (Nic::DeclareInterface) and hsid lists it (AdminClient::ListNics).
+struct NicInterface {
+  int layer = 3;      // 3: bare IP packets on the ring; 2: Ethernet frames
+  std::string name;   // the device, "hsi0" (at most 15 characters)
+  std::string netns;  // its network namespace (ip netns name); "" = the owner's own
+};
+
 class HSI_EXPORT Nic {
  public:
   Nic();
@@ -202,6 +210,15 @@ class HSI_EXPORT Nic {
   // until `wait`'s deadline (at most SessionOptions::timeout). Errors as
   // SendTo's for a new link.
   absl::StatusOr<hsi::Link> Link(Address peer, const Wait& wait = Wait());
+
+  // Tells hsid that this NIC carries a network interface (hsi-ifd's hsi0),
+  // so that `hsictl nics` shows its device, namespace and layer. hsid shows
+  // what the owner says; it checks only the form. Kept by the session and
+  // said again after an hsid restart. kInvalidArgument for a layer other
+  // than 2 or 3, a name that is empty or longer than 15 characters, or a
+  // name or namespace with '/', white space or a control character;
+  // kUnavailable if hsid cannot be reached.
+  absl::Status DeclareInterface(const NicInterface& iface);
 
   // The NIC's doorbell, for epoll/io_uring readiness (POLLIN): the read end
   // of its split doorbell, a pipe only this process can read (hsid and the

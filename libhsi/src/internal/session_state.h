@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,7 @@ struct NicState {
   absl::flat_hash_map<uint32_t, std::shared_ptr<LinkState>> by_peer;
   size_t rr = 0;
   std::shared_ptr<LinkState> peeked;  // Nic::Peek() holds a frame of it
+  std::optional<NicInterface> iface;  // declared (Nic::DeclareInterface); said again on re-attach
 
   std::string Name() const {
     return absl::StrCat("NIC ", info.address.ToString(), " on CHPID ", ChpidText());
@@ -140,6 +142,8 @@ class SessionState final : private ControlChannel::Handler {
 
   absl::StatusOr<std::shared_ptr<NicState>> Attach(uint32_t chpid, std::optional<Address> address);
   void Detach(NicState& nic);
+  // Tells hsid what nic.iface says (NicInterfaceRequest).
+  absl::Status DeclareInterface(NicState& nic);
   // The link to `peer`, set up first if there is none, by `deadline` (at
   // most SessionOptions::timeout from now).
   absl::StatusOr<std::shared_ptr<LinkState>> GetLink(NicState& nic, Address peer, absl::Time deadline);

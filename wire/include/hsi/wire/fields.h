@@ -23,7 +23,8 @@ inline constexpr uint32_t kProtoMagic = 0x48534931;  // "HSI1"
 // 2: NIC doorbells are split (pipes), LinkClose, LinkDown reason 6.
 // 3: ClaimReply carries the client's event page; an error reply carries no fds.
 // 4: the message table (hsi/wire/messages.h); ListLinksReply is gone
-//    (ListStatsReply carries every counter it had).
+//    (ListStatsReply carries every counter it had); NicInterfaceRequest and
+//    the interface columns of WireNic.
 inline constexpr uint16_t kProtoVersion = 4;
 inline constexpr size_t kNameLen = 32;     // LPAR names, incl. the NUL
 inline constexpr size_t kTextLen = 448;    // status messages, incl. the NUL
@@ -79,6 +80,9 @@ void SetName(char (&dst)[kNameLen], absl::string_view name);
 // The field checks Validate() composes; each error is kInvalidArgument
 // naming the field.
 absl::Status CheckText(const char* text, size_t size, const char* field);  // NUL-terminated, no control chars, zero padding
+// A network device or namespace name: CheckText, and no '/', no white
+// space; `allow_empty` for a namespace ("" = the owner's own).
+absl::Status CheckDeviceName(const char* text, size_t size, const char* field, bool allow_empty);
 absl::Status CheckStatus(const WireStatus& s, const char* field);
 absl::Status CheckStatusCode(uint32_t code, const char* field, bool allow_ok);
 absl::Status CheckBool(uint32_t v, const char* field);

@@ -67,13 +67,15 @@ inline constexpr size_t kEventPageSize = 4096;
   X(AdminReply,            23, kToClient, kReply,   0, 456)                 \
   X(ListRequest,           24, kToDaemon, kRequest, 0, 8)                   \
   X(ListChpidsReply,       25, kToClient, kReply,   0, 464 + 16 * 40)       \
-  X(ListNicsReply,         26, kToClient, kReply,   0, 464 + 16 * 56)       \
+  X(ListNicsReply,         26, kToClient, kReply,   0, 464 + 16 * 112)      \
   X(ErrorReply,            30, kToClient, kError,   0, 456)                 \
   X(SniffRequest,          31, kToDaemon, kRequest, 0, 8)                   \
   X(SniffReply,            32, kToClient, kReply,   0, 480)                 \
   X(SniffLink,             33, kToClient, kEvent,   2, 32)   /* segments a, b */ \
   X(SniffLinkGone,         34, kToClient, kEvent,   0, 8)                   \
-  X(ListStatsReply,        35, kToClient, kReply,   0, 464 + 16 * 152)
+  X(ListStatsReply,        35, kToClient, kReply,   0, 464 + 16 * 152)     \
+  X(NicInterfaceRequest,   36, kToDaemon, kRequest, 0, 56)                  \
+  X(NicInterfaceReply,     37, kToClient, kReply,   0, 456)
 // Retired numbers, never to be reused: 27 (ListLinksReply, protocol 3).
 
 enum class MsgType : uint16_t {
@@ -235,6 +237,23 @@ struct RelinkRequest {  // + this end's own (sealed) segment
   absl::Status Validate() const { return absl::OkStatus(); }
 };
 
+// A NIC's owner says the NIC is a network interface (hsi-ifd's hsi0), so
+// that hsictl can show it: the device's name, its network namespace ("" =
+// the owner's own) and layer 2 or 3. hsid stores and shows it; it does not
+// check it (it is what the owner says, shown as such).
+inline constexpr size_t kIfNameLen = 16;  // IFNAMSIZ, incl. the NUL
+struct NicInterfaceRequest {
+  uint32_t nic_id;
+  uint32_t layer;  // 2 or 3
+  char netns[kNameLen];
+  char ifname[kIfNameLen];
+  absl::Status Validate() const;
+};
+struct NicInterfaceReply {
+  WireStatus status;
+  absl::Status Validate() const { return CheckStatus(status, "status"); }
+};
+
 struct NicStateEvent {
   uint32_t nic_id;
   uint32_t up;  // 0 or 1
@@ -295,8 +314,12 @@ struct WireNic {
   uint32_t chpid, address, up, links;
   char lpar[kNameLen];
   uint32_t pid, uid;
+  uint32_t if_layer;  // 0: not declared an interface; else 2 or 3 (NicInterfaceRequest)
+  uint32_t reserved;
+  char if_netns[kNameLen];
+  char if_name[kIfNameLen];
 };
-static_assert(sizeof(WireNic) == 56);
+static_assert(sizeof(WireNic) == 112);
 struct ListNicsReply {
   WireStatus status;
   uint32_t count, next_cursor;
