@@ -169,8 +169,21 @@ bool Eventually(F cond, absl::Duration timeout = absl::Seconds(10)) {
 inline constexpr char kA[] = "10.240.0.1";
 inline constexpr char kB[] = "10.240.0.2";
 
+// hsid's config with one CHPID F0 of MFS `mfs` (MTU = MFS - 8K) on
+// 10.240.0.0/24, open to the test's uid: the built-in default but for the
+// frame size (and a ring that holds 64 frames of the largest size).
+inline std::string ConfigWithMfs(const std::string& mfs, const std::string& queue_size) {
+  return absl::StrCat("[hsid]\nadmin_uids = [\"self\"]\n\n[[chpid]]\nid = \"F0\"\nmfs = \"", mfs,
+                      "\"\nsubnet = \"10.240.0.0/24\"\nqueue_size = \"", queue_size,
+                      "\"\n\n[[lpar]]\nname = \"*\"\nuids = [\"self\"]\n");
+}
+
 class IfdTest : public ::testing::Test {
  protected:
+  // `hsid_config`: TOML for the private hsid; empty = its built-in default
+  // (CHPID F0, MFS 16K: MTU 8K).
+  explicit IfdTest(std::string hsid_config = "") : hsid_(std::move(hsid_config)) {}
+
   void SetUp() override {
     const std::string missing = MissingPrerequisite();
     if (!missing.empty()) GTEST_SKIP() << missing;

@@ -207,8 +207,15 @@ class Pump {
     // drain it, but two pumps that both wait for each other's room must not
     // stall for long; a packet that cannot go in time is dropped (IP
     // tolerates loss; TCP resends). The same bound covers a link's setup.
+    // A broadcast waits at most 1 ms: it goes to every NIC of the CHPID,
+    // and one peer that does not answer link offers (hung, or whose link
+    // broke and which never pumps its session) would otherwise stall every
+    // other peer's packets for the whole bound on each ND, MLD or OSPF
+    // multicast. Its link setups go on meanwhile (libhsi keeps them), so
+    // a peer that does answer gets the next broadcast; IP protocols that
+    // multicast repeat themselves.
     hsi::Wait wait{wait_ == hsi::WaitMode::kSpin ? hsi::WaitMode::kAdaptive : wait_,
-                   absl::Now() + absl::Milliseconds(200)};
+                   absl::Now() + (broadcast ? absl::Milliseconds(1) : absl::Milliseconds(200))};
     const absl::Status s = nic_->SendTo(to, o.packet, wait);
     if (s.ok()) {
       ++c_.tx_packets;

@@ -1,0 +1,187 @@
+// The KVM paper's setup over hsi0 (issue 16, item 6): an LPAR that acts as
+// a KVM host routes, with IP forwarding and no NAT, between its guests
+// behind a Linux bridge and its layer-3 hsi0, so that
+//
+//   * a server in a guest is reachable from another LPAR over HiperSockets
+//     (the guest sees the other LPAR's own address: nothing translated),
+//   * and the guest reaches another subnet through the host's other
+//     interface (the "OSA" network), also without NAT.
+//
+// Namespaces (unique names, always deleted), each an LPAR or a guest:
+//
+//   guest G 10.77.0.10 --veth-- [bridge 10.77.0.1 | host H | hsi0 10.240.0.1] ==CHPID F0== [hsi0 10.240.0.2 | LPAR O]
+//                                                   | osa 10.88.0.1 --veth-- 10.88.0.2 network X
+//
+// O routes 10.77.0.0/24 via 10.240.0.1 dev hsi0 (next hop = the host's
+// NIC, destination = the guest), X routes it via 10.88.0.1; the guest's
+// default route is the bridge address. Needs root, /dev/net/tun and the
+// bridge and veth drivers; skips with the reason otherwise.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "gtest/gtest.h"
+#include "hsi/testing/line_pipe.h"
+#include "ifd_util.h"
+
+namespace {
+
+using namespace hsi::ifd_testing;  // NOLINT: the helpers of this test family
+
+constexpr char kGuest[] = "10.77.0.10";
+constexpr char kBridge[] = "10.77.0.1";
+constexpr char kOsaHost[] = "10.88.0.1";
+constexpr char kOsaPeer[] = "10.88.0.2";
+constexpr int kPort = 8080;
+
+class IfdKvmHostTest : public IfdTest {
+ protected:
+  void SetUp() override {
+    IfdTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    guest_ = std::make_unique<Netns>();
+    osa_ = std::make_unique<Netns>();
+    ASSERT_TRUE(guest_->made() && osa_->made()) << "ip netns add failed";
+    StartBoth();  // hsi-ifd: A = the KVM host H, B = the other LPAR O
+    const std::string tag = absl::StrCat(::getpid() % 100000);
+    const std::string& h = a_->name();
+    // The guest behind a bridge in the host (what libvirt's default
+    // network is, minus its NAT).
+    const Result bridge = Shell(absl::StrCat("ip -n ", h, " link add br", tag, " type bridge"));
+    if (!bridge.ok()) GTEST_SKIP() << "no Linux bridge in this kernel: " << bridge.out;
+    const Result veth = Shell(absl::StrCat("ip link add vh", tag, " netns ", h, " type veth peer name eth0 netns ",
+                                           guest_->name()));
+    if (!veth.ok()) GTEST_SKIP() << "no veth in this kernel: " << veth.out;
+    for (const std::string& cmd : std::vector<std::string>{
+             absl::StrCat("ip -n ", h, " link set vh", tag, " master br", tag),
+             absl::StrCat("ip -n ", h, " addr add ", kBridge, "/24 dev br", tag),
+             absl::StrCat("ip -n ", h, " link set br", tag, " up"),
+             absl::StrCat("ip -n ", h, " link set vh", tag, " up"),
+             absl::StrCat("ip -n ", guest_->name(), " addr add ", kGuest, "/24 dev eth0"),
+             absl::StrCat("ip -n ", guest_->name(), " link set eth0 up"),
+             absl::StrCat("ip -n ", guest_->name(), " route add default via ", kBridge),
+             // The host's other interface ("OSA") to network X.
+             absl::StrCat("ip link add osa", tag, " netns ", h, " type veth peer name osa0 netns ", osa_->name()),
+             absl::StrCat("ip -n ", h, " addr add ", kOsaHost, "/24 dev osa", tag),
+             absl::StrCat("ip -n ", h, " link set osa", tag, " up"),
+             absl::StrCat("ip -n ", osa_->name(), " addr add ", kOsaPeer, "/24 dev osa0"),
+             absl::StrCat("ip -n ", osa_->name(), " link set osa0 up"),
+             absl::StrCat("ip -n ", osa_->name(), " route add 10.77.0.0/24 via ", kOsaHost),
+             // The other LPAR reaches the guests through the host's hsi0.
+             absl::StrCat("ip -n ", b_->name(), " route add 10.77.0.0/24 via ", kA, " dev hsi0"),
+             // The KVM host routes; no NAT rule anywhere.
+             absl::StrCat("ip netns exec ", h, " sysctl -qw net.ipv4.ip_forward=1"),
+         }) {
+      const Result r = Shell(cmd);
+      ASSERT_TRUE(r.ok()) << cmd << ": " << r.out;
+    }
+  }
+
+  // hsi0's receive counter in `ns` (the device's rx_bytes: what hsi-ifd
+  // wrote to it from the ring).
+  static uint64_t Hsi0RxBytes(const Netns& ns) {
+    const Result r = ns.Exec("cat /sys/class/net/hsi0/statistics/rx_bytes");
+    uint64_t v = 0;
+    return r.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(r.out), &v) ? v : 0;
+  }
+
+  std::unique_ptr<Netns> guest_, osa_;
+};
+
+TEST_F(IfdKvmHostTest, ServerInAGuestIsReachableFromAnotherLparOverHsi0WithoutNat) {
+  constexpr uint64_t kBytes = uint64_t{16} << 20;
+  const uint64_t rx_before = Hsi0RxBytes(*a_);
+  hsi::testing::LinePipe report;
+  // The server in the guest: accepts one connection, reports the peer's
+  // address as it sees it, then the byte count and hash of what it read.
+  const pid_t server = ForkInNetns(guest_->name(), [&] {
+    const int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(kPort);
+    ::inet_pton(AF_INET, kGuest, &a.sin_addr);
+    if (::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(l, 1) != 0) return 1;
+    report.Write("listening");
+    sockaddr_in peer{};
+    socklen_t len = sizeof(peer);
+    const int c = ::accept(l, reinterpret_cast<sockaddr*>(&peer), &len);
+    if (c < 0) return 2;
+    char text[INET_ADDRSTRLEN] = {};
+    ::inet_ntop(AF_INET, &peer.sin_addr, text, sizeof(text));
+    report.Write(absl::StrCat("peer ", text));
+    uint64_t count = 0, hash = kFnvBasis;
+    uint8_t buf[65536];
+    for (;;) {
+      const ssize_t n = ::read(c, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      hash = Fnv(hash, buf, static_cast<size_t>(n));
+      count += static_cast<uint64_t>(n);
+    }
+    report.Write(absl::StrCat(count, " ", hash));
+    return 0;
+  });
+  ASSERT_EQ(report.Read(absl::Seconds(10)), "listening");
+  // The client in the other LPAR, to the guest's own address.
+  const pid_t client = ForkInNetns(b_->name(), [&] {
+    const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(kPort);
+    ::inet_pton(AF_INET, kGuest, &a.sin_addr);
+    if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return 3;
+    std::vector<uint8_t> buf(65536);
+    for (uint64_t off = 0; off < kBytes; off += buf.size()) {
+      for (size_t i = 0; i < buf.size(); ++i) buf[i] = PatternByte(off + i);
+      for (size_t done = 0; done < buf.size();) {
+        const ssize_t w = ::write(s, buf.data() + done, buf.size() - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return 4;
+        done += static_cast<size_t>(w);
+      }
+    }
+    ::close(s);
+    return 0;
+  });
+  // The guest sees the other LPAR's hsi address: routed, not translated.
+  EXPECT_EQ(report.Read(absl::Seconds(20)), absl::StrCat("peer ", kB)) << ifd_a_->log() << ifd_b_->log();
+  EXPECT_EQ(Reap(client, absl::Seconds(60)), 0) << ifd_a_->log() << ifd_b_->log();
+  const std::string got = report.Read(absl::Seconds(60));
+  EXPECT_EQ(Reap(server, absl::Seconds(10)), 0);
+  std::vector<uint8_t> all(65536);
+  uint64_t hash = kFnvBasis;
+  for (uint64_t off = 0; off < kBytes; off += all.size()) {
+    for (size_t i = 0; i < all.size(); ++i) all[i] = PatternByte(off + i);
+    hash = Fnv(hash, all.data(), all.size());
+  }
+  EXPECT_EQ(got, absl::StrCat(kBytes, " ", hash)) << "the guest's server saw count and hash: " << got;
+  // The stream came in over the host's hsi0 (not some other path).
+  EXPECT_GE(Hsi0RxBytes(*a_) - rx_before, kBytes);
+  // And the guest answers ping from the other LPAR, both ways.
+  Result r = b_->Exec(absl::StrCat("ping -c 2 -i 0.2 -W 2 ", kGuest));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "2 received")) << r.out;
+  r = guest_->Exec(absl::StrCat("ping -c 2 -i 0.2 -W 2 ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "2 received")) << r.out;
+}
+
+TEST_F(IfdKvmHostTest, GuestAlsoReachesOtherSubnetsThroughTheHostsOtherInterface) {
+  // X answers the guest's own address (X has a route back, no NAT on H).
+  Result r = guest_->Exec(absl::StrCat("ping -c 2 -i 0.2 -W 2 ", kOsaPeer));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "2 received")) << r.out;
+  // Unsolicited, from X to the guest's own address: only routing (no
+  // NAT, which would hide the guest) lets this through.
+  r = osa_->Exec(absl::StrCat("ping -c 2 -i 0.2 -W 2 ", kGuest));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "2 received")) << r.out;
+}
+
+}  // namespace
