@@ -269,6 +269,30 @@ TEST_F(IfdTest, NonIpFramesFromANativePeerAreDroppedAndCounted) {
   EXPECT_TRUE(absl::StrContains(ifd_a_->log(), "rx_not_ip 2 ")) << ifd_a_->log();
 }
 
+// --config: the form hsi-ifd@.service runs. The file gives every option;
+// one given on the command line as well wins.
+TEST_F(IfdTest, ConfigFileGivesTheOptionsAndTheCommandLineWins) {
+  StartIfd(*b_, "B", kB).swap(ifd_b_);
+  const std::string path = hsid_.dir() + "/a.conf";
+  {
+    std::ofstream f(path);
+    f << "# hsi-ifd@a.service\n"
+      << "lpar = \"A\"\nchpid = F0\nnetns = \"" << a_->name() << "\"\nifname = hsi0\n"
+      << "address = \"10.240.0.9/24\"   # the command line says otherwise\n"
+      << "socket = \"" << hsid_.socket() << "\"\nwait = block\npersist = false\n";
+  }
+  ifd_a_ = std::make_unique<Process>(std::vector<std::string>{HSI_IFD_PATH, "--config", path, "--address", kA},
+                                     hsid_.dir() + "/ifd-A.log");
+  ASSERT_TRUE(Eventually([&] { return Up(*a_, kA) || !ifd_a_->running(); }) && Up(*a_, kA)) << ifd_a_->log();
+  ASSERT_TRUE(Eventually([&] { return Up(*b_, kB) || !ifd_b_->running(); }) && Up(*b_, kB)) << ifd_b_->log();
+  EXPECT_TRUE(absl::StrContains(ifd_a_->log(), "wait block (LPAR A,")) << ifd_a_->log();
+  const Result r = a_->Exec(absl::StrCat("ping -c 2 -i 0.2 -W 2 ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "2 received")) << r.out << ifd_a_->log();
+  // persist = false: SIGTERM removes the device.
+  EXPECT_EQ(ifd_a_->Stop(SIGTERM), 0) << ifd_a_->log();
+  EXPECT_FALSE(Exists(*a_));
+}
+
 // --- errors: a clear message, non-zero exit, nothing left behind ---------
 
 class IfdErrorTest : public IfdTest {
@@ -301,6 +325,36 @@ TEST_F(IfdErrorTest, UsageErrorsExitTwo) {
   std::tie(code, out) = RunIfd({"--lpar", "A", "--chpid", "F0", "--wait", "sometimes"});
   EXPECT_EQ(code, 2);
   EXPECT_TRUE(absl::StrContains(out, "--wait")) << out;
+  ExpectNoNics();
+}
+
+TEST_F(IfdErrorTest, BadConfigFileNamesFileAndLine) {
+  const std::string path = hsid_.dir() + "/bad.conf";
+  struct Case {
+    std::string text, message;
+  };
+  const std::vector<Case> cases = {
+      {"lpar = A\nchpid = F0\nnetns = " + a_->name() + "\nwait = sometimes\n",
+       path + ":4: wait: 'sometimes' is not one of spin, block, adaptive"},
+      {"lpar = A\nchpid = F0\nchipd = F1\n", path + ":3: unknown key 'chipd'"},
+      {"lpar = A\nchpid = XY\n", path + ":2: chpid: 'XY' is not a hex CHPID"},
+      {"lpar = A\n", "--chpid ID is required (on the command line or in the config file)"},
+      {"lpar = A\nchpid = F0\naddress = 10.240.0.1/40\n", path + ":3: address '10.240.0.1/40': the prefix"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    {
+      std::ofstream f(path);
+      f << c.text;
+    }
+    auto [code, out] = RunIfd({"--config", path});
+    EXPECT_EQ(code, 2) << out;
+    EXPECT_TRUE(absl::StrContains(out, c.message)) << out;
+  }
+  auto [code, out] = RunIfd({"--config", hsid_.dir() + "/missing.conf"});
+  EXPECT_EQ(code, 1);
+  EXPECT_TRUE(absl::StrContains(out, "config file " + hsid_.dir() + "/missing.conf: No such file")) << out;
+  EXPECT_FALSE(Exists(*a_));
   ExpectNoNics();
 }
 

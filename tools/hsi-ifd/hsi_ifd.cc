@@ -31,6 +31,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli.h"
+#include "config.h"
 #include "device.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
@@ -45,6 +46,7 @@ using hsi::tools::kExitOk;
 constexpr char kTool[] = "hsi-ifd";
 
 constexpr char kHelp[] = R"(Usage: hsi-ifd --lpar NAME --chpid ID [OPTIONS]
+       hsi-ifd --config FILE [OPTIONS]
 
 Gives an LPAR (a network namespace, or this one) an IP network interface on
 a HiperSockets CHPID, as Linux's qeth driver does in layer-3 mode: attaches
@@ -76,7 +78,7 @@ Options:
   --socket PATH        hsid's control socket (default: $HSI_SOCKET, else the
                        default path; see hsid(8))
   --wait MODE          spin, block or adaptive (default adaptive): how the
-                       pump waits for packets
+                       pump waits for packets (also --wait-mode)
   --persist            make the device persistent: it outlives this
                        program (kill -9 and SIGTERM alike) with its
                        addresses and routes, and a restarted hsi-ifd with
@@ -84,6 +86,12 @@ Options:
                        open TCP connections survive the restart (TCP resends
                        what was lost meanwhile). Remove it with
                        `ip link del NAME`
+  --config FILE        read options from FILE, one `key = value` a line
+                       (keys: the long options without "--": lpar, chpid,
+                       netns, ifname, address, socket, wait, persist; a
+                       switch takes true or false; # comments); options on
+                       the command line win. hsi-ifd@NAME.service runs
+                       hsi-ifd --config /etc/hsi/ifd/NAME.conf
   -h, --help           this text
 
 On exit it prints the counters: packets and bytes each way, and the drops
@@ -92,14 +100,20 @@ tx_not_ip: the kernel sent something else; rx_not_ip: a peer sent
 something that is not an IP packet).
 
 Exit status: 0 after SIGINT/SIGTERM, 1 on a runtime error (hsid refused,
-no such CHPID or namespace, no /dev/net/tun, ...), 2 on a usage error.
+no such CHPID or namespace, no /dev/net/tun, an unreadable config file,
+...), 2 on a usage error or a bad config file (the message names FILE:LINE).
 )";
 
 const std::vector<hsi::tools::Option> kOptions = {
-    {{"--lpar"}, "NAME"},    {{"--chpid"}, "ID"},  {{"--netns"}, "NS"},     {{"--ifname"}, "NAME"},
-    {{"--address"}, "A"},    {{"--socket"}, "PATH"}, {{"--wait"}, "MODE"}, {{"--persist"}},
-    {{"--help", "-h"}},
+    {{"--lpar"}, "NAME"},    {{"--chpid"}, "ID"},    {{"--netns"}, "NS"},
+    {{"--ifname"}, "NAME"},  {{"--address"}, "A"},   {{"--socket"}, "PATH"},
+    {{"--wait", "--wait-mode"}, "MODE"},             {{"--persist"}},
+    {{"--config"}, "FILE"},  {{"--help", "-h"}},
 };
+
+// The keys of a config file (config.h): the options without "--".
+const std::vector<std::string> kConfigKeys = {"lpar",   "chpid", "netns", "ifname", "address",
+                                              "socket", "wait",  "persist"};
 
 volatile std::sig_atomic_t g_stop = 0;
 void OnSignal(int) { g_stop = 1; }
@@ -305,41 +319,70 @@ class Pump {
   int unavailable_in_a_row_ = 0;
 };
 
+// An option's value from the command line or else the config file, with
+// the name its errors use: "--chpid" or "FILE:LINE: chpid".
+struct Setting {
+  std::string value, what;
+};
+std::optional<Setting> Lookup(const Args& args, const hsi::ifd::ConfigFile& file, const std::string& key) {
+  if (auto v = args.Get("--" + key)) return Setting{*v, "--" + key};
+  if (auto it = file.find(key); it != file.end()) return Setting{it->second.value, it->second.where};
+  return std::nullopt;
+}
+absl::StatusOr<bool> Switch(const Args& args, const hsi::ifd::ConfigFile& file, const std::string& key) {
+  if (args.Has("--" + key)) return true;
+  if (auto it = file.find(key); it != file.end()) return hsi::ifd::ParseSwitch(it->second);
+  return false;
+}
+
+// The options from the command line and the config file (--config), the
+// command line winning. kInvalidArgument for a usage or config error,
+// other codes if the config file cannot be read.
 absl::StatusOr<Options> ParseOptions(const Args& args) {
   Options o;
   if (!args.positional().empty()) {
     return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", args.positional()[0], "'"));
   }
-  auto lpar = args.Get("--lpar");
-  if (!lpar) return absl::InvalidArgumentError("--lpar NAME is required");
-  o.lpar = *lpar;
-  auto chpid = args.Get("--chpid");
-  if (!chpid) return absl::InvalidArgumentError("--chpid ID is required");
-  auto id = hsi::tools::ParseChpid("--chpid", *chpid);
+  hsi::ifd::ConfigFile file;
+  if (auto path = args.Get("--config")) {
+    auto loaded = hsi::ifd::LoadConfig(*path, kConfigKeys);
+    if (!loaded.ok()) return loaded.status();
+    file = std::move(*loaded);
+  }
+  const char* from_config = args.Has("--config") ? " (on the command line or in the config file)" : "";
+  auto lpar = Lookup(args, file, "lpar");
+  if (!lpar) return absl::InvalidArgumentError(absl::StrCat("--lpar NAME is required", from_config));
+  if (lpar->value.empty()) return absl::InvalidArgumentError(absl::StrCat(lpar->what, ": the LPAR name is empty"));
+  o.lpar = lpar->value;
+  auto chpid = Lookup(args, file, "chpid");
+  if (!chpid) return absl::InvalidArgumentError(absl::StrCat("--chpid ID is required", from_config));
+  auto id = hsi::tools::ParseChpid(chpid->what, chpid->value);
   if (!id.ok()) return id.status();
   o.chpid = *id;
-  if (auto v = args.Get("--netns")) {
-    if (v->empty()) return absl::InvalidArgumentError("--netns needs a namespace name");
-    o.netns = *v;
+  if (auto v = Lookup(args, file, "netns")) {
+    if (v->value.empty()) return absl::InvalidArgumentError(absl::StrCat(v->what, " needs a namespace name"));
+    o.netns = v->value;
   }
-  if (auto v = args.Get("--ifname")) o.ifname = *v;
-  o.persist = args.Has("--persist");
-  if (auto v = args.Get("--socket")) o.socket = *v;
-  if (auto v = args.Get("--wait")) {
-    auto w = hsi::tools::ParseWait("--wait", *v);
+  if (auto v = Lookup(args, file, "ifname")) o.ifname = v->value;
+  auto persist = Switch(args, file, "persist");
+  if (!persist.ok()) return persist.status();
+  o.persist = *persist;
+  if (auto v = Lookup(args, file, "socket")) o.socket = v->value;
+  if (auto v = Lookup(args, file, "wait")) {
+    auto w = hsi::tools::ParseWait(v->what, v->value);
     if (!w.ok()) return w.status();
     o.wait = *w;
   }
-  if (auto v = args.Get("--address")) {
-    std::vector<std::string> parts = absl::StrSplit(*v, absl::MaxSplits('/', 1));
-    auto a = hsi::tools::ParseAddress("--address", parts[0]);
+  if (auto v = Lookup(args, file, "address")) {
+    std::vector<std::string> parts = absl::StrSplit(v->value, absl::MaxSplits('/', 1));
+    auto a = hsi::tools::ParseAddress(v->what, parts[0]);
     if (!a.ok()) return a.status();
     o.address = *a;
     if (parts.size() == 2) {
       int len = 0;
       if (!absl::SimpleAtoi(parts[1], &len) || len < 8 || len > 30) {
         return absl::InvalidArgumentError(
-            absl::StrCat("--address '", *v, "': the prefix length must be 8..30"));
+            absl::StrCat(v->what, " '", v->value, "': the prefix length must be 8..30"));
       }
       o.prefix = len;
     }
@@ -355,7 +398,12 @@ int Main(int argc, char** argv) {
     return kExitOk;
   }
   auto opts = ParseOptions(*args);
-  if (!opts.ok()) return hsi::tools::Usage(kTool, opts.status().message());
+  if (!opts.ok()) {
+    if (opts.status().code() == absl::StatusCode::kInvalidArgument) {
+      return hsi::tools::Usage(kTool, opts.status().message());
+    }
+    return hsi::tools::Fail(kTool, opts.status().message(), kExitFailure);
+  }
   InstallSignals();
 
   // 1. The NIC: hsid says yes or no before anything is made.
