@@ -87,14 +87,6 @@ class IfdKvmHostTest : public IfdTest {
     }
   }
 
-  // hsi0's receive counter in `ns` (the device's rx_bytes: what hsi-ifd
-  // wrote to it from the ring).
-  static uint64_t Hsi0RxBytes(const Netns& ns) {
-    const Result r = ns.Exec("cat /sys/class/net/hsi0/statistics/rx_bytes");
-    uint64_t v = 0;
-    return r.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(r.out), &v) ? v : 0;
-  }
-
   std::unique_ptr<Netns> guest_, osa_;
 };
 

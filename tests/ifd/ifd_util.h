@@ -155,6 +155,13 @@ class Process {
   std::string log_;
 };
 
+// hsi0's receive byte counter in `ns` (what hsi-ifd wrote to the device
+// from the ring), 0 if it cannot be read.
+inline uint64_t Hsi0RxBytes(const Netns& ns) {
+  const Result r = ns.Exec("cat /sys/class/net/hsi0/statistics/rx_bytes");
+  return r.ok() ? std::strtoull(r.out.c_str(), nullptr, 10) : 0;
+}
+
 // Polls `cond` every few ms until it holds or `timeout` passes.
 template <typename F>
 bool Eventually(F cond, absl::Duration timeout = absl::Seconds(10)) {

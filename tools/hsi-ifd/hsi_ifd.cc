@@ -79,6 +79,13 @@ Options:
                        default path; see hsid(8))
   --wait MODE          spin, block or adaptive (default adaptive): how the
                        pump waits for packets (also --wait-mode)
+  --layer2             layer-2 mode (HiperSockets layer 2): whole Ethernet
+                       frames on the ring, the kernel's own ARP over the
+                       CHPID's broadcast, device MTU = CHPID MTU - 14; a
+                       unicast goes to the NIC whose MAC 02:00:<address> it
+                       is sent to; a frame from a peer is written to the
+                       device only from that peer's MAC to ours or a group
+                       address (else dropped, rx_not_ours)
   --persist            make the device persistent: it outlives this
                        program (kill -9 and SIGTERM alike) with its
                        addresses and routes, and a restarted hsi-ifd with
@@ -88,7 +95,8 @@ Options:
                        `ip link del NAME`
   --config FILE        read options from FILE, one `key = value` a line
                        (keys: the long options without "--": lpar, chpid,
-                       netns, ifname, address, socket, wait, persist; a
+                       netns, ifname, address, socket, wait, persist,
+                       layer2; a
                        switch takes true or false; # comments); options on
                        the command line win. hsi-ifd@NAME.service runs
                        hsi-ifd --config /etc/hsi/ifd/NAME.conf
@@ -107,13 +115,13 @@ no such CHPID or namespace, no /dev/net/tun, an unreadable config file,
 const std::vector<hsi::tools::Option> kOptions = {
     {{"--lpar"}, "NAME"},    {{"--chpid"}, "ID"},    {{"--netns"}, "NS"},
     {{"--ifname"}, "NAME"},  {{"--address"}, "A"},   {{"--socket"}, "PATH"},
-    {{"--wait", "--wait-mode"}, "MODE"},             {{"--persist"}},
+    {{"--wait", "--wait-mode"}, "MODE"},             {{"--persist"}},       {{"--layer2"}},
     {{"--config"}, "FILE"},  {{"--help", "-h"}},
 };
 
 // The keys of a config file (config.h): the options without "--".
 const std::vector<std::string> kConfigKeys = {"lpar",   "chpid", "netns", "ifname", "address",
-                                              "socket", "wait",  "persist"};
+                                              "socket", "wait",  "persist", "layer2"};
 
 volatile std::sig_atomic_t g_stop = 0;
 void OnSignal(int) { g_stop = 1; }
@@ -137,21 +145,22 @@ struct Options {
   std::optional<int> prefix;
   hsi::WaitMode wait = hsi::WaitMode::kAdaptive;
   bool persist = false;
+  bool layer2 = false;
 };
 
 struct Counters {
   uint64_t tx_packets = 0, tx_bytes = 0, tx_broadcasts = 0, arp_replies = 0;
   uint64_t tx_no_peer = 0, tx_error = 0, tx_not_ip = 0;
-  uint64_t rx_packets = 0, rx_bytes = 0, rx_not_ip = 0, rx_device_error = 0, peers_gone = 0;
+  uint64_t rx_packets = 0, rx_bytes = 0, rx_not_ip = 0, rx_not_ours = 0, rx_device_error = 0, peers_gone = 0;
 };
 
 std::string Summary(const Counters& c) {
   return absl::StrFormat(
       "tx %u packets %u bytes (%u broadcast), rx %u packets %u bytes, %u ARP replies; "
-      "dropped: tx_no_peer %u tx_error %u tx_not_ip %u rx_not_ip %u rx_device_error %u; "
+      "dropped: tx_no_peer %u tx_error %u tx_not_ip %u rx_not_ip %u rx_not_ours %u rx_device_error %u; "
       "peers gone %u",
       c.tx_packets, c.tx_bytes, c.tx_broadcasts, c.rx_packets, c.rx_bytes, c.arp_replies,
-      c.tx_no_peer, c.tx_error, c.tx_not_ip, c.rx_not_ip, c.rx_device_error, c.peers_gone);
+      c.tx_no_peer, c.tx_error, c.tx_not_ip, c.rx_not_ip, c.rx_not_ours, c.rx_device_error, c.peers_gone);
 }
 
 // Logs the first few of each kind of event, then every 1000th, so that a
@@ -160,8 +169,8 @@ bool Rarely(uint64_t count) { return count <= 5 || count % 1000 == 0; }
 
 class Pump {
  public:
-  Pump(hsi::Session* session, hsi::Nic* nic, hsi::ifd::TapDevice* tap, hsi::WaitMode wait)
-      : session_(session), nic_(nic), tap_(tap), wait_(wait),
+  Pump(hsi::Session* session, hsi::Nic* nic, hsi::ifd::TapDevice* tap, hsi::WaitMode wait, bool layer2)
+      : session_(session), nic_(nic), tap_(tap), wait_(wait), layer2_(layer2),
         // Room for a frame of the device's MTU plus its Ethernet header,
         // and some slack: the kernel never sends more than MTU + 14.
         buffer_(nic->info().mtu + hsi::ifd::kEthHeader + 64) {}
@@ -193,7 +202,8 @@ class Pump {
       if (n < 0) break;  // EAGAIN (or EINTR: the loop checks g_stop)
       worked = true;
       const auto frame = absl::MakeConstSpan(buffer_.data(), static_cast<size_t>(n));
-      const hsi::ifd::Outbound o = hsi::ifd::Classify(frame);
+      // Layer 2: the whole frame goes on the ring; the kernel does ARP.
+      const hsi::ifd::Outbound o = layer2_ ? hsi::ifd::ClassifyL2(frame) : hsi::ifd::Classify(frame);
       switch (o.kind) {
         case hsi::ifd::Outbound::kArp: {
           uint8_t reply[64];
@@ -263,7 +273,9 @@ class Pump {
       unavailable_in_a_row_ = 0;
       worked = true;
       const auto packet = f->payload;
-      if (auto type = hsi::ifd::IpEtherType(packet)) {
+      if (layer2_) {
+        ToDeviceL2(*f);
+      } else if (auto type = hsi::ifd::IpEtherType(packet)) {
         uint8_t header[hsi::ifd::kEthHeader];
         hsi::ifd::DeviceHeader(packet, *type, nic_->address(), f->source, header);
         iovec iov[2] = {{header, sizeof(header)},
@@ -283,6 +295,26 @@ class Pump {
       nic_->Release();
     }
     return worked;
+  }
+
+  // Layer 2: a frame from the ring goes to the device as it is, if it is
+  // an Ethernet frame from its sender's MAC to ours or a group address.
+  void ToDeviceL2(const hsi::FrameView& f) {
+    if (const char* why = hsi::ifd::CheckL2Inbound(f.payload, nic_->address(), f.source)) {
+      if (Rarely(++c_.rx_not_ours)) {
+        Log(absl::StrCat("dropped a ", f.payload.size(), "-byte frame from ", f.source.ToString(), ": ", why, " (",
+                         c_.rx_not_ours, " so far)"));
+      }
+      return;
+    }
+    const ssize_t n = ::write(tap_->fd(), f.payload.data(), f.payload.size());
+    if (n == static_cast<ssize_t>(f.payload.size())) {
+      ++c_.rx_packets;
+      c_.rx_bytes += f.payload.size();
+    } else if (Rarely(++c_.rx_device_error)) {
+      Log(absl::StrCat("write of ", f.payload.size(), " bytes from ", f.source.ToString(), " to ", tap_->name(),
+                       " failed: ", n < 0 ? std::strerror(errno) : "short write"));
+    }
   }
 
   // Sleeps until the device, the NIC's doorbell or hsid's control socket
@@ -314,6 +346,7 @@ class Pump {
   hsi::Nic* nic_;
   hsi::ifd::TapDevice* tap_;
   hsi::WaitMode wait_;
+  bool layer2_;
   std::vector<uint8_t> buffer_;
   Counters c_;
   int unavailable_in_a_row_ = 0;
@@ -367,6 +400,9 @@ absl::StatusOr<Options> ParseOptions(const Args& args) {
   auto persist = Switch(args, file, "persist");
   if (!persist.ok()) return persist.status();
   o.persist = *persist;
+  auto layer2 = Switch(args, file, "layer2");
+  if (!layer2.ok()) return layer2.status();
+  o.layer2 = *layer2;
   if (auto v = Lookup(args, file, "socket")) o.socket = v->value;
   if (auto v = Lookup(args, file, "wait")) {
     auto w = hsi::tools::ParseWait(v->what, v->value);
@@ -434,17 +470,20 @@ int Main(int argc, char** argv) {
   const hsi::ifd::Mac mac = hsi::ifd::MacOf(info.address);
   auto tap = hsi::ifd::TapDevice::Create(opts->ifname, opts->persist, mac);
   if (!tap.ok()) return hsi::tools::Fail(kTool, tap.status().message(), kExitFailure);
-  if (auto s = tap->Configure(mac, info.mtu, info.address, info.subnet); !s.ok()) {
+  // Layer 3 puts the IP packet on the ring, layer 2 the Ethernet frame:
+  // the device's MTU is what fits the CHPID's MTU.
+  const uint32_t mtu = opts->layer2 ? info.mtu - static_cast<uint32_t>(hsi::ifd::kEthHeader) : info.mtu;
+  if (auto s = tap->Configure(mac, mtu, info.address, info.subnet); !s.ok()) {
     return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   }
-  Log(absl::StrFormat("%s %s in %s: %s/%d on %s, MAC %02x:%02x:%02x:%02x:%02x:%02x, wait %s (LPAR %s, pid %d)",
+  Log(absl::StrFormat("%s %s in %s: %s/%d on %s, layer %d, MTU %u, MAC %02x:%02x:%02x:%02x:%02x:%02x, wait %s (LPAR %s, pid %d)",
                       tap->name(),
                       tap->reattached() ? "re-attached (persistent), up" : opts->persist ? "up (persistent)" : "up", opts->netns.empty() ? "this network namespace" : "netns " + opts->netns,
-                      info.address.ToString(), info.subnet.prefix(), where, mac[0], mac[1], mac[2], mac[3],
+                      info.address.ToString(), info.subnet.prefix(), where, opts->layer2 ? 2 : 3, mtu, mac[0], mac[1], mac[2], mac[3],
                       mac[4], mac[5], hsi::WaitModeName(opts->wait), opts->lpar, ::getpid()));
 
   // 3. Pump until SIGINT/SIGTERM.
-  Pump pump(&*session, &*nic, &*tap, opts->wait);
+  Pump pump(&*session, &*nic, &*tap, opts->wait, opts->layer2);
   const absl::Status s = pump.Run();
   Log(Summary(pump.counters()));
   if (!s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
