@@ -105,7 +105,8 @@ Options:
 On exit it prints the counters: packets and bytes each way, and the drops
 by reason (tx_no_peer: no NIC has the next hop; tx_error: the ring refused;
 tx_not_ip: the kernel sent something else; rx_not_ip: a peer sent
-something that is not an IP packet).
+something that is not an IP packet; rx_not_ours: with --layer2, a frame
+not from the peer's own MAC to ours or a group address).
 
 Exit status: 0 after SIGINT/SIGTERM, 1 on a runtime error (hsid refused,
 no such CHPID or namespace, no /dev/net/tun, an unreadable config file,
