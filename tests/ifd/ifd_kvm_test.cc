@@ -93,70 +93,12 @@ class IfdKvmHostTest : public IfdTest {
 TEST_F(IfdKvmHostTest, ServerInAGuestIsReachableFromAnotherLparOverHsi0WithoutNat) {
   constexpr uint64_t kBytes = uint64_t{16} << 20;
   const uint64_t rx_before = Hsi0RxBytes(*a_);
-  hsi::testing::LinePipe report;
-  // The server in the guest: accepts one connection, reports the peer's
-  // address as it sees it, then the byte count and hash of what it read.
-  const pid_t server = ForkInNetns(guest_->name(), [&] {
-    const int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(kPort);
-    ::inet_pton(AF_INET, kGuest, &a.sin_addr);
-    if (::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(l, 1) != 0) return 1;
-    report.Write("listening");
-    sockaddr_in peer{};
-    socklen_t len = sizeof(peer);
-    const int c = ::accept(l, reinterpret_cast<sockaddr*>(&peer), &len);
-    if (c < 0) return 2;
-    char text[INET_ADDRSTRLEN] = {};
-    ::inet_ntop(AF_INET, &peer.sin_addr, text, sizeof(text));
-    report.Write(absl::StrCat("peer ", text));
-    uint64_t count = 0, hash = kFnvBasis;
-    uint8_t buf[65536];
-    for (;;) {
-      const ssize_t n = ::read(c, buf, sizeof(buf));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      hash = Fnv(hash, buf, static_cast<size_t>(n));
-      count += static_cast<uint64_t>(n);
-    }
-    report.Write(absl::StrCat(count, " ", hash));
-    return 0;
-  });
-  ASSERT_EQ(report.Read(absl::Seconds(10)), "listening");
-  // The client in the other LPAR, to the guest's own address.
-  const pid_t client = ForkInNetns(b_->name(), [&] {
-    const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(kPort);
-    ::inet_pton(AF_INET, kGuest, &a.sin_addr);
-    if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return 3;
-    std::vector<uint8_t> buf(65536);
-    for (uint64_t off = 0; off < kBytes; off += buf.size()) {
-      for (size_t i = 0; i < buf.size(); ++i) buf[i] = PatternByte(off + i);
-      for (size_t done = 0; done < buf.size();) {
-        const ssize_t w = ::write(s, buf.data() + done, buf.size() - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return 4;
-        done += static_cast<size_t>(w);
-      }
-    }
-    ::close(s);
-    return 0;
-  });
+  // The server in the guest, the client in the other LPAR, to the
+  // guest's own address; every byte checked.
+  const TransferResult t = CheckedTcpTransfer(guest_->name(), b_->name(), kGuest, kPort, kBytes);
+  EXPECT_EQ(t.error, "") << ifd_a_->log() << ifd_b_->log();
   // The guest sees the other LPAR's hsi address: routed, not translated.
-  EXPECT_EQ(report.Read(absl::Seconds(20)), absl::StrCat("peer ", kB)) << ifd_a_->log() << ifd_b_->log();
-  EXPECT_EQ(Reap(client, absl::Seconds(60)), 0) << ifd_a_->log() << ifd_b_->log();
-  const std::string got = report.Read(absl::Seconds(60));
-  EXPECT_EQ(Reap(server, absl::Seconds(10)), 0);
-  std::vector<uint8_t> all(65536);
-  uint64_t hash = kFnvBasis;
-  for (uint64_t off = 0; off < kBytes; off += all.size()) {
-    for (size_t i = 0; i < all.size(); ++i) all[i] = PatternByte(off + i);
-    hash = Fnv(hash, all.data(), all.size());
-  }
-  EXPECT_EQ(got, absl::StrCat(kBytes, " ", hash)) << "the guest's server saw count and hash: " << got;
+  EXPECT_EQ(t.peer, kB);
   // The stream came in over the host's hsi0 (not some other path).
   EXPECT_GE(Hsi0RxBytes(*a_) - rx_before, kBytes);
   // And the guest answers ping from the other LPAR, both ways.
