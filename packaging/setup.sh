@@ -19,7 +19,7 @@ PACKAGES=(
   tshark                                         # tests read hsi-dump's pcap files
   iperf3 iputils-ping iproute2                   # hsi-ifd tests: ping, TCP transfer, ip netns
   frr                                            # hsi-ifd OSPF test: zebra + ospfd over hsi0
-  sockperf                                       # hsi0 vs veth latency (tests/ifd/bench-hsi0-vs-veth.sh)
+  sockperf                                       # hsi-ifd tests and bench/ifd/hsi0-vs-veth.sh: ping-pong latency
   gnuplot-nox                                    # hsi-bench draws its PNG plots
   iceoryx                                        # iox-roudi, the broker hsi-bench starts for iceoryx
   libiceoryx-posh-dev libiceoryx-hoofs-dev       # iceoryx C++ API: a transport in hsi-bench

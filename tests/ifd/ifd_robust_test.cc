@@ -7,6 +7,10 @@
 //     frames while hsid is dead, and the connection neither resets nor
 //     loses a byte; hsid, restarted by the test, gets both NICs back from
 //     the reconnecting hsi-ifds.
+//   * a native-API peer that breaks its ring (a record whose length
+//     exceeds the MTU, written where the next frame goes): hsi-ifd moves
+//     that link to BROKEN with a status that says what was wrong, and
+//     serves its other peers on.
 //   * kill -9 of hsi-ifd --persist during an open connection and a restart:
 //     the persistent device keeps its address and routes, the new hsi-ifd
 //     re-attaches to it, and TCP resends what was lost while no one read
@@ -22,6 +26,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +38,8 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "hsi/admin.h"
+#include "hsi/nic.h"
+#include "hsi/session.h"
 #include "ifd_util.h"
 
 namespace {
@@ -232,6 +240,94 @@ TEST_F(IfdRobustTest, Kill9OfPersistentIfdKeepsTheDeviceAndAnOpenTcpConnection) 
   EXPECT_EQ(ifd_a_->Stop(SIGTERM), 0) << ifd_a_->log();
   EXPECT_TRUE(Exists(*a_));
   EXPECT_TRUE(absl::StrContains(ifd_a_->log(), "keeping hsi0 (persistent")) << ifd_a_->log();
+}
+
+// The start of this process's read-write mapping of memfd `name` (hsid
+// names each ring segment after its owner's address), or nullptr.
+uint8_t* OwnMapping(const std::string& name) {
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    // "start-end perms offset dev inode   /memfd:NAME (deleted)"
+    if (!absl::StrContains(line, "/memfd:" + name + " ") || line.find(" rw-s ") == std::string::npos) continue;
+    return reinterpret_cast<uint8_t*>(std::stoull(line.substr(0, line.find('-')), nullptr, 16));
+  }
+  return nullptr;
+}
+
+// A well-formed IPv4/UDP packet from `src` to `dst`, port 9 (discard).
+std::vector<uint8_t> UdpPacket(hsi::Address src, hsi::Address dst, size_t payload) {
+  std::vector<uint8_t> p(28 + payload, 0x5a);
+  const size_t total = p.size();
+  const uint8_t header[28] = {0x45, 0, static_cast<uint8_t>(total >> 8), static_cast<uint8_t>(total), 0, 1, 0x40, 0,
+                              64, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x30, 0x39, 0, 9,
+                              static_cast<uint8_t>((total - 20) >> 8), static_cast<uint8_t>(total - 20), 0, 0};
+  std::memcpy(p.data(), header, sizeof(header));
+  for (int i = 0; i < 4; ++i) {
+    p[12 + i] = static_cast<uint8_t>(src.value() >> (24 - 8 * i));
+    p[16 + i] = static_cast<uint8_t>(dst.value() >> (24 - 8 * i));
+  }
+  uint32_t sum = 0;
+  for (int i = 0; i < 20; i += 2) sum += uint32_t{p[i]} << 8 | p[i + 1];
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  p[10] = static_cast<uint8_t>(~sum >> 8);
+  p[11] = static_cast<uint8_t>(~sum);
+  return p;
+}
+
+uint64_t RxPackets(const Netns& ns) {
+  const Result r = ns.Exec("cat /sys/class/net/hsi0/statistics/rx_packets");
+  return r.ok() ? std::stoull(r.out) : 0;
+}
+
+TEST_F(IfdRobustTest, APeerThatBreaksItsRingIsCutOffAndTheOthersServedOn) {
+  StartBoth();
+  // The native peer: this process, through libhsi, on the same CHPID.
+  hsi::SessionOptions so;
+  so.socket_path = hsid_.socket();
+  so.lpar = "breaker";
+  auto session = hsi::Session::Connect(so);
+  ASSERT_TRUE(session.ok()) << session.status();
+  auto nic = session->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  const hsi::Address a = *hsi::Address::Parse(kA);
+  // One good packet first: the link is up and A's device gets it.
+  const uint64_t rx_before = RxPackets(*a_);
+  ASSERT_TRUE(nic->SendTo(a, UdpPacket(nic->address(), a, 100), hsi::Wait::Adaptive(absl::Now() + absl::Seconds(5))).ok());
+  ASSERT_TRUE(Eventually([&] { return RxPackets(*a_) > rx_before; })) << ifd_a_->log();
+  // Break the ring: in our own segment of the link (mapped read-write, as
+  // its producer), a record at the tail that says "written" with a length
+  // beyond the MTU. Layout: libhsi/src/internal/ring_layout.h.
+  uint8_t* seg = OwnMapping("hsi-" + nic->address().ToString());
+  ASSERT_NE(seg, nullptr) << "no read-write mapping of this NIC's ring segment in /proc/self/maps";
+  uint64_t capacity = 0, nonce = 0, tail = 0;
+  uint32_t mtu = 0, data_offset = 0;
+  std::memcpy(&data_offset, seg + 12, 4);
+  std::memcpy(&capacity, seg + 16, 8);
+  std::memcpy(&mtu, seg + 24, 4);
+  std::memcpy(&nonce, seg + 32, 8);
+  std::memcpy(&tail, seg + 128, 8);
+  ASSERT_EQ(data_offset, 4096u);
+  ASSERT_EQ(mtu, 8192u);
+  ASSERT_TRUE(capacity != 0 && (capacity & (capacity - 1)) == 0) << capacity;
+  uint8_t* record = seg + data_offset + (tail & (capacity - 1));
+  const uint64_t meta = uint64_t{mtu + 1000} | (uint64_t{0x4446} << 32);  // a data frame, too long
+  std::memcpy(record + 8, &meta, 8);
+  __atomic_store_n(reinterpret_cast<uint64_t*>(record), tail ^ nonce, __ATOMIC_RELEASE);
+  // B's pings wake A's pump, which reads every link and finds the bad one.
+  Result r = b_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 2 ", kA));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ifd_a_->log();
+  EXPECT_TRUE(Eventually([&] { return absl::StrContains(ifd_a_->log(), absl::StrCat("length ", mtu + 1000, " exceeding MTU")); }))
+      << ifd_a_->log();
+  // A is still running and serves B both ways.
+  EXPECT_TRUE(ifd_a_->running()) << ifd_a_->log();
+  r = a_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 2 ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ifd_a_->log();
+  r = b_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 2 ", kA));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ifd_a_->log();
+  EXPECT_EQ(ifd_a_->Stop(SIGTERM), 0) << ifd_a_->log();
+  const std::string log = ifd_a_->log();
+  EXPECT_TRUE(absl::StrContains(log, "DATA_LOSS")) << log;
+  EXPECT_FALSE(absl::StrContains(log, "peers gone 0\n")) << log;
 }
 
 TEST_F(IfdRobustTest, PersistRefusesADeviceItDidNotLeave) {

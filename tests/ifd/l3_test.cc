@@ -134,5 +134,40 @@ TEST(L3, DeviceHeaderToSelfOrTheMulticastMac) {
   EXPECT_EQ(h[12], 0x86);
 }
 
+// Layer 2 (--layer2): whole Ethernet frames, ARP included.
+std::vector<uint8_t> EthFrame(const Mac& dst, const Mac& src, uint16_t type, size_t payload) {
+  std::vector<uint8_t> f(kEthHeader + payload, 0);
+  std::memcpy(f.data(), dst.data(), 6);
+  std::memcpy(f.data() + 6, src.data(), 6);
+  f[12] = static_cast<uint8_t>(type >> 8);
+  f[13] = static_cast<uint8_t>(type);
+  return f;
+}
+
+TEST(L2, FramesGoWholeToTheNicTheirMacNamesOrToAll) {
+  const Address a(0x0AF00001), b(0x0AF00002);
+  auto f = EthFrame(MacOf(b), MacOf(a), kEtherArp, 28);  // an ARP reply: unicast, not answered here
+  Outbound o = ClassifyL2(f);
+  EXPECT_EQ(o.kind, Outbound::kUnicast);
+  EXPECT_EQ(o.next_hop, b);
+  EXPECT_EQ(o.packet.size(), f.size());  // header and all
+  f = EthFrame({0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, MacOf(a), kEtherArp, 28);
+  EXPECT_EQ(ClassifyL2(f).kind, Outbound::kBroadcast);
+  f = EthFrame({0x02, 0x42, 1, 2, 3, 4}, MacOf(a), kEtherIpv4, 20);
+  EXPECT_EQ(ClassifyL2(f).kind, Outbound::kDrop);
+  EXPECT_EQ(ClassifyL2(absl::MakeConstSpan(f.data(), 13)).kind, Outbound::kDrop);
+}
+
+TEST(L2, OnlyFramesFromThePeersOwnMacToUsOrAGroupReachTheDevice) {
+  const Address self(0x0AF00001), peer(0x0AF00002), other(0x0AF00003);
+  EXPECT_EQ(CheckL2Inbound(EthFrame(MacOf(self), MacOf(peer), kEtherIpv4, 20), self, peer), nullptr);
+  EXPECT_EQ(CheckL2Inbound(EthFrame({0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, MacOf(peer), kEtherArp, 28), self, peer),
+            nullptr);
+  EXPECT_NE(CheckL2Inbound(EthFrame(MacOf(self), MacOf(other), kEtherIpv4, 20), self, peer), nullptr);  // spoofed
+  EXPECT_NE(CheckL2Inbound(EthFrame(MacOf(other), MacOf(peer), kEtherIpv4, 20), self, peer), nullptr);  // not ours
+  const auto f = EthFrame(MacOf(self), MacOf(peer), kEtherIpv4, 0);
+  EXPECT_NE(CheckL2Inbound(absl::MakeConstSpan(f.data(), 13), self, peer), nullptr);
+}
+
 }  // namespace
 }  // namespace hsi::ifd

@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "cli.h"
 #include "hsi/sniffer.h"
+#include "l3.h"
 #include "nlohmann/json.hpp"
 
 namespace {
@@ -25,8 +26,8 @@ using json = nlohmann::ordered_json;
 
 constexpr char kTool[] = "hsi-dump";
 
-constexpr char kHelp[] = R"help(Usage: hsi-dump --chpid ID [--host ADDRESS] [-c COUNT] [-w FILE] [--json]
-                [--duration SECS] [--socket PATH]
+constexpr char kHelp[] = R"help(Usage: hsi-dump --chpid ID [--host ADDRESS] [-c COUNT] [-w FILE [--ethernet]]
+                [--json] [--duration SECS] [--socket PATH]
 
 The Network Traffic Analyzer: a read-only tap on every link of one CHPID,
 current and future. Only an admin uid (hsid's admin_uids/admin_gids, or
@@ -47,10 +48,17 @@ Options:
   --host ADDRESS      only frames from or to ADDRESS
   -c, --count COUNT   stop after COUNT frames (after the filter)
   -w, --write FILE    write a pcap file instead of printing lines; "-" for stdout.
-                      Link type 101 (LINKTYPE_RAW): each frame becomes an IPv4/UDP
-                      datagram from the source to the destination NIC address
-                      (UDP ports 8192 -> 8192, the hsi payload as UDP payload),
-                      nanosecond timestamps; tshark and Wireshark open it as is.
+                      Link type 101 (LINKTYPE_RAW), nanosecond timestamps;
+                      tshark and Wireshark open it as is. A frame that is a
+                      well-formed IPv4 or IPv6 packet (the layer-3 frames of
+                      hsi-ifd) is written as it is, so tshark decodes it down
+                      to TCP; any other frame (the native API's) becomes an
+                      IPv4/UDP datagram from the source to the destination
+                      NIC address (UDP ports 8192 -> 8192, the hsi payload as
+                      UDP payload)
+  --ethernet          with -w: link type 1 (LINKTYPE_ETHERNET), every frame
+                      written as it is: for a CHPID whose frames are Ethernet
+                      frames (hsi-ifd --layer2)
   --json              print each frame as a JSON line, and the summary as a last
                       JSON line {"summary": ...} on stdout
   --duration SECS     stop after SECS seconds
@@ -68,7 +76,8 @@ unreachable, file not writable), 2 usage error.
 
 const std::vector<hsi::tools::Option> kOptions = {
     {{"--chpid"}, "ID"}, {{"--host"}, "ADDRESS"}, {{"--count", "-c"}, "COUNT"}, {{"--write", "-w"}, "FILE"},
-    {{"--json"}},        {{"--duration"}, "SECS"}, {{"--socket"}, "PATH"},      {{"--help", "-h"}},
+    {{"--json"}},        {{"--duration"}, "SECS"}, {{"--socket"}, "PATH"},      {{"--ethernet"}},
+    {{"--help", "-h"}},
 };
 
 volatile std::sig_atomic_t g_stop = 0;
@@ -76,11 +85,15 @@ void OnSignal(int) { g_stop = 1; }
 
 constexpr uint16_t kUdpPort = 8192;
 constexpr uint32_t kLinktypeRaw = 101;
+constexpr uint32_t kLinktypeEthernet = 1;
 
 // pcap, nanosecond variant (magic 0xa1b23c4d), in host byte order.
 class PcapWriter {
  public:
-  absl::Status Open(const std::string& path) {
+  // `ethernet`: LINKTYPE_ETHERNET and every frame as it is; else
+  // LINKTYPE_RAW, IP packets as they are and other frames wrapped.
+  absl::Status Open(const std::string& path, bool ethernet) {
+    ethernet_ = ethernet;
     f_ = path == "-" ? stdout : std::fopen(path.c_str(), "wb");
     if (f_ == nullptr) return absl::UnavailableError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
     struct {
@@ -88,11 +101,18 @@ class PcapWriter {
       uint16_t major, minor;
       int32_t zone;
       uint32_t sigfigs, snaplen, network;
-    } h = {0xa1b23c4d, 2, 4, 0, 0, 65535, kLinktypeRaw};
+    } h = {0xa1b23c4d, 2, 4, 0, 0, 65535, ethernet ? kLinktypeEthernet : kLinktypeRaw};
     return Put(&h, sizeof(h));
   }
   absl::Status Write(const hsi::CapturedFrame& f, uint16_t ip_id) {
     const size_t len = f.payload.size();
+    if (ethernet_ || hsi::ifd::IpEtherType(f.payload).has_value()) {
+      const int64_t ns = absl::ToUnixNanos(f.time);
+      const uint32_t rec[4] = {static_cast<uint32_t>(ns / 1000000000), static_cast<uint32_t>(ns % 1000000000),
+                               static_cast<uint32_t>(len), static_cast<uint32_t>(len)};
+      if (absl::Status s = Put(rec, sizeof(rec)); !s.ok()) return s;
+      return Put(f.payload.data(), len);
+    }
     const size_t total = 20 + 8 + len;  // at most 20 + 8 + 56K: fits IPv4's 16-bit length
     uint8_t hdr[28] = {};
     hdr[0] = 0x45;
@@ -139,6 +159,7 @@ class PcapWriter {
     return absl::OkStatus();
   }
   std::FILE* f_ = nullptr;
+  bool ethernet_ = false;
 };
 
 const char* TypeName(const hsi::CapturedFrame& f) { return f.broadcast ? "broadcast" : f.type == 0 ? "unicast" : "other"; }
@@ -174,6 +195,8 @@ int main(int argc, char** argv) {
   }
   const bool as_json = args->Has("--json");
   const std::optional<std::string> out_path = args->Get("--write");
+  const bool ethernet = args->Has("--ethernet");
+  if (ethernet && !out_path) return hsi::tools::Usage(kTool, "--ethernet is about the pcap file: it needs -w FILE");
   if (out_path && *out_path == "-" && as_json) {
     return hsi::tools::Usage(kTool, "-w - (pcap on stdout) and --json both want stdout; choose one");
   }
@@ -192,7 +215,7 @@ int main(int argc, char** argv) {
   if (!sniffer.ok()) return hsi::tools::Fail(kTool, sniffer.status().message(), kExitFailure);
   PcapWriter pcap;
   if (out_path) {
-    if (absl::Status s = pcap.Open(*out_path); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
+    if (absl::Status s = pcap.Open(*out_path, ethernet); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   }
   std::fprintf(stderr, "hsi-dump: tapping CHPID %s (subnet %s, MTU %u)%s%s\n",
                hsi::tools::ChpidText(sniffer->chpid()).c_str(), sniffer->subnet().ToString().c_str(),

@@ -31,6 +31,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli.h"
+#include "config.h"
 #include "device.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
@@ -45,6 +46,7 @@ using hsi::tools::kExitOk;
 constexpr char kTool[] = "hsi-ifd";
 
 constexpr char kHelp[] = R"(Usage: hsi-ifd --lpar NAME --chpid ID [OPTIONS]
+       hsi-ifd --config FILE [OPTIONS]
 
 Gives an LPAR (a network namespace, or this one) an IP network interface on
 a HiperSockets CHPID, as Linux's qeth driver does in layer-3 mode: attaches
@@ -76,7 +78,14 @@ Options:
   --socket PATH        hsid's control socket (default: $HSI_SOCKET, else the
                        default path; see hsid(8))
   --wait MODE          spin, block or adaptive (default adaptive): how the
-                       pump waits for packets
+                       pump waits for packets (also --wait-mode)
+  --layer2             layer-2 mode (HiperSockets layer 2): whole Ethernet
+                       frames on the ring, the kernel's own ARP over the
+                       CHPID's broadcast, device MTU = CHPID MTU - 14; a
+                       unicast goes to the NIC whose MAC 02:00:<address> it
+                       is sent to; a frame from a peer is written to the
+                       device only from that peer's MAC to ours or a group
+                       address (else dropped, rx_not_ours)
   --persist            make the device persistent: it outlives this
                        program (kill -9 and SIGTERM alike) with its
                        addresses and routes, and a restarted hsi-ifd with
@@ -84,22 +93,36 @@ Options:
                        open TCP connections survive the restart (TCP resends
                        what was lost meanwhile). Remove it with
                        `ip link del NAME`
+  --config FILE        read options from FILE, one `key = value` a line
+                       (keys: the long options without "--": lpar, chpid,
+                       netns, ifname, address, socket, wait, persist,
+                       layer2; a
+                       switch takes true or false; # comments); options on
+                       the command line win. hsi-ifd@NAME.service runs
+                       hsi-ifd --config /etc/hsi/ifd/NAME.conf
   -h, --help           this text
 
 On exit it prints the counters: packets and bytes each way, and the drops
 by reason (tx_no_peer: no NIC has the next hop; tx_error: the ring refused;
 tx_not_ip: the kernel sent something else; rx_not_ip: a peer sent
-something that is not an IP packet).
+something that is not an IP packet; rx_not_ours: with --layer2, a frame
+not from the peer's own MAC to ours or a group address).
 
 Exit status: 0 after SIGINT/SIGTERM, 1 on a runtime error (hsid refused,
-no such CHPID or namespace, no /dev/net/tun, ...), 2 on a usage error.
+no such CHPID or namespace, no /dev/net/tun, an unreadable config file,
+...), 2 on a usage error or a bad config file (the message names FILE:LINE).
 )";
 
 const std::vector<hsi::tools::Option> kOptions = {
-    {{"--lpar"}, "NAME"},    {{"--chpid"}, "ID"},  {{"--netns"}, "NS"},     {{"--ifname"}, "NAME"},
-    {{"--address"}, "A"},    {{"--socket"}, "PATH"}, {{"--wait"}, "MODE"}, {{"--persist"}},
-    {{"--help", "-h"}},
+    {{"--lpar"}, "NAME"},    {{"--chpid"}, "ID"},    {{"--netns"}, "NS"},
+    {{"--ifname"}, "NAME"},  {{"--address"}, "A"},   {{"--socket"}, "PATH"},
+    {{"--wait", "--wait-mode"}, "MODE"},             {{"--persist"}},       {{"--layer2"}},
+    {{"--config"}, "FILE"},  {{"--help", "-h"}},
 };
+
+// The keys of a config file (config.h): the options without "--".
+const std::vector<std::string> kConfigKeys = {"lpar",   "chpid", "netns", "ifname", "address",
+                                              "socket", "wait",  "persist", "layer2"};
 
 volatile std::sig_atomic_t g_stop = 0;
 void OnSignal(int) { g_stop = 1; }
@@ -123,21 +146,22 @@ struct Options {
   std::optional<int> prefix;
   hsi::WaitMode wait = hsi::WaitMode::kAdaptive;
   bool persist = false;
+  bool layer2 = false;
 };
 
 struct Counters {
   uint64_t tx_packets = 0, tx_bytes = 0, tx_broadcasts = 0, arp_replies = 0;
   uint64_t tx_no_peer = 0, tx_error = 0, tx_not_ip = 0;
-  uint64_t rx_packets = 0, rx_bytes = 0, rx_not_ip = 0, rx_device_error = 0, peers_gone = 0;
+  uint64_t rx_packets = 0, rx_bytes = 0, rx_not_ip = 0, rx_not_ours = 0, rx_device_error = 0, peers_gone = 0;
 };
 
 std::string Summary(const Counters& c) {
   return absl::StrFormat(
       "tx %u packets %u bytes (%u broadcast), rx %u packets %u bytes, %u ARP replies; "
-      "dropped: tx_no_peer %u tx_error %u tx_not_ip %u rx_not_ip %u rx_device_error %u; "
+      "dropped: tx_no_peer %u tx_error %u tx_not_ip %u rx_not_ip %u rx_not_ours %u rx_device_error %u; "
       "peers gone %u",
       c.tx_packets, c.tx_bytes, c.tx_broadcasts, c.rx_packets, c.rx_bytes, c.arp_replies,
-      c.tx_no_peer, c.tx_error, c.tx_not_ip, c.rx_not_ip, c.rx_device_error, c.peers_gone);
+      c.tx_no_peer, c.tx_error, c.tx_not_ip, c.rx_not_ip, c.rx_not_ours, c.rx_device_error, c.peers_gone);
 }
 
 // Logs the first few of each kind of event, then every 1000th, so that a
@@ -146,8 +170,8 @@ bool Rarely(uint64_t count) { return count <= 5 || count % 1000 == 0; }
 
 class Pump {
  public:
-  Pump(hsi::Session* session, hsi::Nic* nic, hsi::ifd::TapDevice* tap, hsi::WaitMode wait)
-      : session_(session), nic_(nic), tap_(tap), wait_(wait),
+  Pump(hsi::Session* session, hsi::Nic* nic, hsi::ifd::TapDevice* tap, hsi::WaitMode wait, bool layer2)
+      : session_(session), nic_(nic), tap_(tap), wait_(wait), layer2_(layer2),
         // Room for a frame of the device's MTU plus its Ethernet header,
         // and some slack: the kernel never sends more than MTU + 14.
         buffer_(nic->info().mtu + hsi::ifd::kEthHeader + 64) {}
@@ -179,7 +203,8 @@ class Pump {
       if (n < 0) break;  // EAGAIN (or EINTR: the loop checks g_stop)
       worked = true;
       const auto frame = absl::MakeConstSpan(buffer_.data(), static_cast<size_t>(n));
-      const hsi::ifd::Outbound o = hsi::ifd::Classify(frame);
+      // Layer 2: the whole frame goes on the ring; the kernel does ARP.
+      const hsi::ifd::Outbound o = layer2_ ? hsi::ifd::ClassifyL2(frame) : hsi::ifd::Classify(frame);
       switch (o.kind) {
         case hsi::ifd::Outbound::kArp: {
           uint8_t reply[64];
@@ -207,8 +232,15 @@ class Pump {
     // drain it, but two pumps that both wait for each other's room must not
     // stall for long; a packet that cannot go in time is dropped (IP
     // tolerates loss; TCP resends). The same bound covers a link's setup.
+    // A broadcast waits at most 1 ms: it goes to every NIC of the CHPID,
+    // and one peer that does not answer link offers (hung, or whose link
+    // broke and which never pumps its session) would otherwise stall every
+    // other peer's packets for the whole bound on each ND, MLD or OSPF
+    // multicast. Its link setups go on meanwhile (libhsi keeps them), so
+    // a peer that does answer gets the next broadcast; IP protocols that
+    // multicast repeat themselves.
     hsi::Wait wait{wait_ == hsi::WaitMode::kSpin ? hsi::WaitMode::kAdaptive : wait_,
-                   absl::Now() + absl::Milliseconds(200)};
+                   absl::Now() + (broadcast ? absl::Milliseconds(1) : absl::Milliseconds(200))};
     const absl::Status s = nic_->SendTo(to, o.packet, wait);
     if (s.ok()) {
       ++c_.tx_packets;
@@ -242,7 +274,9 @@ class Pump {
       unavailable_in_a_row_ = 0;
       worked = true;
       const auto packet = f->payload;
-      if (auto type = hsi::ifd::IpEtherType(packet)) {
+      if (layer2_) {
+        ToDeviceL2(*f);
+      } else if (auto type = hsi::ifd::IpEtherType(packet)) {
         uint8_t header[hsi::ifd::kEthHeader];
         hsi::ifd::DeviceHeader(packet, *type, nic_->address(), f->source, header);
         iovec iov[2] = {{header, sizeof(header)},
@@ -262,6 +296,26 @@ class Pump {
       nic_->Release();
     }
     return worked;
+  }
+
+  // Layer 2: a frame from the ring goes to the device as it is, if it is
+  // an Ethernet frame from its sender's MAC to ours or a group address.
+  void ToDeviceL2(const hsi::FrameView& f) {
+    if (const char* why = hsi::ifd::CheckL2Inbound(f.payload, nic_->address(), f.source)) {
+      if (Rarely(++c_.rx_not_ours)) {
+        Log(absl::StrCat("dropped a ", f.payload.size(), "-byte frame from ", f.source.ToString(), ": ", why, " (",
+                         c_.rx_not_ours, " so far)"));
+      }
+      return;
+    }
+    const ssize_t n = ::write(tap_->fd(), f.payload.data(), f.payload.size());
+    if (n == static_cast<ssize_t>(f.payload.size())) {
+      ++c_.rx_packets;
+      c_.rx_bytes += f.payload.size();
+    } else if (Rarely(++c_.rx_device_error)) {
+      Log(absl::StrCat("write of ", f.payload.size(), " bytes from ", f.source.ToString(), " to ", tap_->name(),
+                       " failed: ", n < 0 ? std::strerror(errno) : "short write"));
+    }
   }
 
   // Sleeps until the device, the NIC's doorbell or hsid's control socket
@@ -293,46 +347,79 @@ class Pump {
   hsi::Nic* nic_;
   hsi::ifd::TapDevice* tap_;
   hsi::WaitMode wait_;
+  bool layer2_;
   std::vector<uint8_t> buffer_;
   Counters c_;
   int unavailable_in_a_row_ = 0;
 };
 
+// An option's value from the command line or else the config file, with
+// the name its errors use: "--chpid" or "FILE:LINE: chpid".
+struct Setting {
+  std::string value, what;
+};
+std::optional<Setting> Lookup(const Args& args, const hsi::ifd::ConfigFile& file, const std::string& key) {
+  if (auto v = args.Get("--" + key)) return Setting{*v, "--" + key};
+  if (auto it = file.find(key); it != file.end()) return Setting{it->second.value, it->second.where};
+  return std::nullopt;
+}
+absl::StatusOr<bool> Switch(const Args& args, const hsi::ifd::ConfigFile& file, const std::string& key) {
+  if (args.Has("--" + key)) return true;
+  if (auto it = file.find(key); it != file.end()) return hsi::ifd::ParseSwitch(it->second);
+  return false;
+}
+
+// The options from the command line and the config file (--config), the
+// command line winning. kInvalidArgument for a usage or config error,
+// other codes if the config file cannot be read.
 absl::StatusOr<Options> ParseOptions(const Args& args) {
   Options o;
   if (!args.positional().empty()) {
     return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", args.positional()[0], "'"));
   }
-  auto lpar = args.Get("--lpar");
-  if (!lpar) return absl::InvalidArgumentError("--lpar NAME is required");
-  o.lpar = *lpar;
-  auto chpid = args.Get("--chpid");
-  if (!chpid) return absl::InvalidArgumentError("--chpid ID is required");
-  auto id = hsi::tools::ParseChpid("--chpid", *chpid);
+  hsi::ifd::ConfigFile file;
+  if (auto path = args.Get("--config")) {
+    auto loaded = hsi::ifd::LoadConfig(*path, kConfigKeys);
+    if (!loaded.ok()) return loaded.status();
+    file = std::move(*loaded);
+  }
+  const char* from_config = args.Has("--config") ? " (on the command line or in the config file)" : "";
+  auto lpar = Lookup(args, file, "lpar");
+  if (!lpar) return absl::InvalidArgumentError(absl::StrCat("--lpar NAME is required", from_config));
+  if (lpar->value.empty()) return absl::InvalidArgumentError(absl::StrCat(lpar->what, ": the LPAR name is empty"));
+  o.lpar = lpar->value;
+  auto chpid = Lookup(args, file, "chpid");
+  if (!chpid) return absl::InvalidArgumentError(absl::StrCat("--chpid ID is required", from_config));
+  auto id = hsi::tools::ParseChpid(chpid->what, chpid->value);
   if (!id.ok()) return id.status();
   o.chpid = *id;
-  if (auto v = args.Get("--netns")) {
-    if (v->empty()) return absl::InvalidArgumentError("--netns needs a namespace name");
-    o.netns = *v;
+  if (auto v = Lookup(args, file, "netns")) {
+    if (v->value.empty()) return absl::InvalidArgumentError(absl::StrCat(v->what, " needs a namespace name"));
+    o.netns = v->value;
   }
-  if (auto v = args.Get("--ifname")) o.ifname = *v;
-  o.persist = args.Has("--persist");
-  if (auto v = args.Get("--socket")) o.socket = *v;
-  if (auto v = args.Get("--wait")) {
-    auto w = hsi::tools::ParseWait("--wait", *v);
+  if (auto v = Lookup(args, file, "ifname")) o.ifname = v->value;
+  auto persist = Switch(args, file, "persist");
+  if (!persist.ok()) return persist.status();
+  o.persist = *persist;
+  auto layer2 = Switch(args, file, "layer2");
+  if (!layer2.ok()) return layer2.status();
+  o.layer2 = *layer2;
+  if (auto v = Lookup(args, file, "socket")) o.socket = v->value;
+  if (auto v = Lookup(args, file, "wait")) {
+    auto w = hsi::tools::ParseWait(v->what, v->value);
     if (!w.ok()) return w.status();
     o.wait = *w;
   }
-  if (auto v = args.Get("--address")) {
-    std::vector<std::string> parts = absl::StrSplit(*v, absl::MaxSplits('/', 1));
-    auto a = hsi::tools::ParseAddress("--address", parts[0]);
+  if (auto v = Lookup(args, file, "address")) {
+    std::vector<std::string> parts = absl::StrSplit(v->value, absl::MaxSplits('/', 1));
+    auto a = hsi::tools::ParseAddress(v->what, parts[0]);
     if (!a.ok()) return a.status();
     o.address = *a;
     if (parts.size() == 2) {
       int len = 0;
       if (!absl::SimpleAtoi(parts[1], &len) || len < 8 || len > 30) {
         return absl::InvalidArgumentError(
-            absl::StrCat("--address '", *v, "': the prefix length must be 8..30"));
+            absl::StrCat(v->what, " '", v->value, "': the prefix length must be 8..30"));
       }
       o.prefix = len;
     }
@@ -348,7 +435,12 @@ int Main(int argc, char** argv) {
     return kExitOk;
   }
   auto opts = ParseOptions(*args);
-  if (!opts.ok()) return hsi::tools::Usage(kTool, opts.status().message());
+  if (!opts.ok()) {
+    if (opts.status().code() == absl::StatusCode::kInvalidArgument) {
+      return hsi::tools::Usage(kTool, opts.status().message());
+    }
+    return hsi::tools::Fail(kTool, opts.status().message(), kExitFailure);
+  }
   InstallSignals();
 
   // 1. The NIC: hsid says yes or no before anything is made.
@@ -379,17 +471,20 @@ int Main(int argc, char** argv) {
   const hsi::ifd::Mac mac = hsi::ifd::MacOf(info.address);
   auto tap = hsi::ifd::TapDevice::Create(opts->ifname, opts->persist, mac);
   if (!tap.ok()) return hsi::tools::Fail(kTool, tap.status().message(), kExitFailure);
-  if (auto s = tap->Configure(mac, info.mtu, info.address, info.subnet); !s.ok()) {
+  // Layer 3 puts the IP packet on the ring, layer 2 the Ethernet frame:
+  // the device's MTU is what fits the CHPID's MTU.
+  const uint32_t mtu = opts->layer2 ? info.mtu - static_cast<uint32_t>(hsi::ifd::kEthHeader) : info.mtu;
+  if (auto s = tap->Configure(mac, mtu, info.address, info.subnet); !s.ok()) {
     return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   }
-  Log(absl::StrFormat("%s %s in %s: %s/%d on %s, MAC %02x:%02x:%02x:%02x:%02x:%02x, wait %s (LPAR %s, pid %d)",
+  Log(absl::StrFormat("%s %s in %s: %s/%d on %s, layer %d, MTU %u, MAC %02x:%02x:%02x:%02x:%02x:%02x, wait %s (LPAR %s, pid %d)",
                       tap->name(),
                       tap->reattached() ? "re-attached (persistent), up" : opts->persist ? "up (persistent)" : "up", opts->netns.empty() ? "this network namespace" : "netns " + opts->netns,
-                      info.address.ToString(), info.subnet.prefix(), where, mac[0], mac[1], mac[2], mac[3],
+                      info.address.ToString(), info.subnet.prefix(), where, opts->layer2 ? 2 : 3, mtu, mac[0], mac[1], mac[2], mac[3],
                       mac[4], mac[5], hsi::WaitModeName(opts->wait), opts->lpar, ::getpid()));
 
   // 3. Pump until SIGINT/SIGTERM.
-  Pump pump(&*session, &*nic, &*tap, opts->wait);
+  Pump pump(&*session, &*nic, &*tap, opts->wait, opts->layer2);
   const absl::Status s = pump.Run();
   Log(Summary(pump.counters()));
   if (!s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);

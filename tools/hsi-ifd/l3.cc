@@ -127,4 +127,34 @@ void DeviceHeader(absl::Span<const uint8_t> packet, uint16_t ethertype, Address 
   PutBe16(out + 12, ethertype);
 }
 
+Outbound ClassifyL2(absl::Span<const uint8_t> frame) {
+  Outbound o;
+  if (frame.size() < kEthHeader) {
+    o.reason = "shorter than an Ethernet header";
+    return o;
+  }
+  const uint8_t* dst = frame.data();
+  o.packet = frame;
+  if (dst[0] & 1) {
+    o.kind = Outbound::kBroadcast;
+  } else if (dst[0] == 0x02 && dst[1] == 0x00) {
+    o.kind = Outbound::kUnicast;
+    o.next_hop = Address(Be32(dst + 2));
+  } else {
+    o.reason = "destination MAC is not 02:00:<hsi address>";
+  }
+  return o;
+}
+
+const char* CheckL2Inbound(absl::Span<const uint8_t> frame, Address self, Address source) {
+  if (frame.size() < kEthHeader) return "shorter than an Ethernet header";
+  const Mac from = MacOf(source);
+  if (std::memcmp(frame.data() + 6, from.data(), 6) != 0) return "source MAC is not the sender's 02:00:<address>";
+  const Mac me = MacOf(self);
+  if ((frame[0] & 1) == 0 && std::memcmp(frame.data(), me.data(), 6) != 0) {
+    return "destination MAC is neither this interface's nor a group address";
+  }
+  return nullptr;
+}
+
 }  // namespace hsi::ifd

@@ -82,6 +82,27 @@ std::optional<uint16_t> IpEtherType(absl::Span<const uint8_t> packet);
 void DeviceHeader(absl::Span<const uint8_t> packet, uint16_t ethertype, Address self,
                   Address source, uint8_t out[kEthHeader]);
 
+// --- layer 2 (hsi-ifd --layer2) ------------------------------------------
+//
+// Frames on the ring are whole Ethernet frames, as HiperSockets in layer-2
+// mode carries them; the kernel runs ARP itself, over the CHPID's
+// broadcast. Each interface's MAC is still 02:00:<its hsi address>, so a
+// unicast destination MAC names the NIC to deliver to (the adapter's
+// forwarding table, known without learning).
+
+// Where a frame the kernel sent (layer 2) goes: kUnicast to `next_hop`
+// (destination MAC 02:00:<address>), kBroadcast (group bit set), or kDrop
+// (shorter than an Ethernet header, or a unicast MAC that no hsi NIC can
+// have). `packet` is the whole frame.
+Outbound ClassifyL2(absl::Span<const uint8_t> frame);
+
+// Whether a frame from the ring, from the NIC `source`, may be written to
+// the device of NIC `self` (layer 2): at least an Ethernet header, the
+// source MAC the sender's own (02:00:<source>: no peer speaks for
+// another), the destination this interface's MAC or a group address.
+// nullptr if so, else why not.
+const char* CheckL2Inbound(absl::Span<const uint8_t> frame, Address self, Address source);
+
 }  // namespace hsi::ifd
 
 #endif  // HSI_TOOLS_HSI_IFD_L3_H_
