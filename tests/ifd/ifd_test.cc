@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <sstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,22 @@ TEST_F(IfdTest, DeviceHasTheNicsAddressAndTheChpidsMtu) {
   EXPECT_TRUE(absl::StrContains(link.out, "link/ether 02:00:0a:f0:00:01")) << link.out;
   // The device lives only in its namespace.
   EXPECT_FALSE(Shell("ip link show dev hsi0 2>/dev/null | grep -q 02:00:0a:f0:00:01").ok());
+  // hsictl shows which NICs are interfaces: the device, its namespace, the layer.
+  const Result nics = Shell(absl::StrCat(HSICTL_PATH, " --socket ", hsid_.socket(), " nics --json"));
+  ASSERT_TRUE(nics.ok()) << nics.out;
+  const nlohmann::json j = nlohmann::json::parse(nics.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(j.is_object() && j.contains("nics")) << nics.out;
+  std::map<std::string, std::string> netns_of;  // NIC address -> interface netns
+  for (const auto& n : j["nics"]) {
+    ASSERT_TRUE(n["interface"].is_object()) << n.dump();
+    EXPECT_EQ(n["interface"]["name"], "hsi0") << n.dump();
+    EXPECT_EQ(n["interface"]["layer"], 3) << n.dump();
+    netns_of[n["address"].get<std::string>()] = n["interface"]["netns"].get<std::string>();
+  }
+  EXPECT_EQ(netns_of[kA], a_->name()) << nics.out;
+  EXPECT_EQ(netns_of[kB], b_->name()) << nics.out;
+  const Result table = Shell(absl::StrCat(HSICTL_PATH, " --socket ", hsid_.socket(), " nics"));
+  EXPECT_TRUE(absl::StrContains(table.out, absl::StrCat("hsi0@", a_->name(), " L3"))) << table.out;
 }
 
 TEST_F(IfdTest, PingBothWays) {

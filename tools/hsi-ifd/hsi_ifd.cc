@@ -477,6 +477,10 @@ int Main(int argc, char** argv) {
   if (auto s = tap->Configure(mac, mtu, info.address, info.subnet); !s.ok()) {
     return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   }
+  // hsictl nics shows which NIC is this interface.
+  if (auto s = nic->DeclareInterface({opts->layer2 ? 2 : 3, tap->name(), opts->netns}); !s.ok()) {
+    return hsi::tools::Fail(kTool, s.message(), kExitFailure);
+  }
   Log(absl::StrFormat("%s %s in %s: %s/%d on %s, layer %d, MTU %u, MAC %02x:%02x:%02x:%02x:%02x:%02x, wait %s (LPAR %s, pid %d)",
                       tap->name(),
                       tap->reattached() ? "re-attached (persistent), up" : opts->persist ? "up (persistent)" : "up", opts->netns.empty() ? "this network namespace" : "netns " + opts->netns,
