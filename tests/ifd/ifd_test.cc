@@ -149,7 +149,7 @@ TEST_F(IfdTest, TcpTransferWithIperf3BytesChecked) {
     // the exact byte-for-byte check is ExactTcpTransfer below.
     EXPECT_GT(sent, uint64_t{10} << 20);  // more than 10 MiB in 2 s
     EXPECT_LE(received, sent);
-    EXPECT_GE(static_cast<double>(received), 0.95 * static_cast<double>(sent));
+    EXPECT_GE(received + 1 * IperfInFlightBound(), sent) << "more went missing than the socket buffers hold";
     EXPECT_EQ(server.WaitExit(absl::Seconds(10)), 0) << server.log();
   }
 }
@@ -380,7 +380,7 @@ TEST_F(IfdTest, Layer2PingArpAndTcp) {
     // (see ifd_apps_test); the exact check is the transfer below.
     EXPECT_GE(sent, kBytes);
     EXPECT_LE(received, sent);
-    EXPECT_GE(static_cast<double>(received), 0.95 * static_cast<double>(sent));
+    EXPECT_GE(received + 1 * IperfInFlightBound(), sent) << "more went missing than the socket buffers hold";
     std::printf("iperf3 over hsi0 --layer2 (MTU 8178): %llu bytes sent, %llu counted by the receiver, %.2f Gbit/s\n",
                 static_cast<unsigned long long>(sent), static_cast<unsigned long long>(received),
                 j["end"]["sum_received"]["bits_per_second"].get<double>() / 1e9);

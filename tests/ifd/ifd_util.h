@@ -28,7 +28,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -174,6 +176,20 @@ bool Eventually(F cond, absl::Duration timeout = absl::Seconds(10)) {
     absl::SleepFor(absl::Milliseconds(10));
   } while (absl::Now() < deadline);
   return cond();
+}
+
+// iperf3 counts what each side saw until its end-of-test message: the
+// sender what it wrote into its socket, the receiver what it read. What was
+// still in the two socket buffers then is in the sender's count only, so a
+// stream's receiver may count at most its send buffer plus its receive
+// buffer less (the kernel's tcp_wmem and tcp_rmem maximums), never more.
+inline uint64_t IperfInFlightBound() {  // per stream
+  auto max_of = [](const char* path) -> uint64_t {
+    const Result r = Shell(std::string("awk '{print $3}' ") + path, false);
+    uint64_t v = 0;
+    return absl::SimpleAtoi(absl::StripAsciiWhitespace(r.out), &v) ? v : (uint64_t{8} << 20);
+  };
+  return max_of("/proc/sys/net/ipv4/tcp_wmem") + max_of("/proc/sys/net/ipv4/tcp_rmem");
 }
 
 inline constexpr char kA[] = "10.240.0.1";

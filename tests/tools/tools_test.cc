@@ -360,7 +360,11 @@ TEST_F(ToolsTest, HsiPingVsTcpPrintsBothDistributionsAndTheRatio) {
   EXPECT_EQ(j["tcp"]["received"], 2000);
   EXPECT_GT(j["hsi"]["p50_ns"].get<double>(), 0);
   EXPECT_LE(j["hsi"]["p50_ns"].get<double>(), j["hsi"]["p99_ns"].get<double>());
-  EXPECT_GT(j["ratio_tcp_hsi_p50"].get<double>(), 1.0) << r.out;  // the 100x target is reported, not asserted
+  // The ratio is what the two distributions say (how large it is is a
+  // benchmark's business: docs/benchmarks.md, not a test's).
+  const double hsi_p50 = j["hsi"]["p50_ns"].get<double>(), tcp_p50 = j["tcp"]["p50_ns"].get<double>();
+  EXPECT_GT(tcp_p50, 0);
+  EXPECT_NEAR(j["ratio_tcp_hsi_p50"].get<double>(), tcp_p50 / hsi_p50, 0.01 * tcp_p50 / hsi_p50) << r.out;
   Result text = RunTool(Cmd("hsi-ping", {"--vs-tcp", "-c", "500", "-s", "64"}), absl::Seconds(120));
   ASSERT_EQ(text.code, 0) << Describe(text);
   EXPECT_THAT(text.out, HasSubstr("hsi rtt min/avg/max/mdev = "));

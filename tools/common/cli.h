@@ -24,6 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "hsi/address.h"
+#include "hsi/support/process.h"
 #include "hsi/wait.h"
 
 namespace hsi::tools {
@@ -115,46 +116,9 @@ Summary Summarize(std::vector<double> ns);
 // "1.234 us" with a unit that fits.
 std::string FormatNs(double ns);
 
-// A forked child running `body` (its return value is the exit status). It
-// dies with its parent (PR_SET_PDEATHSIG) and the destructor kills and
-// reaps it if nobody waited.
-class Child {
- public:
-  Child() = default;
-  explicit Child(const std::function<int()>& body);
-  ~Child();
-  Child(Child&& o) noexcept : pid_(o.pid_) { o.pid_ = -1; }
-  Child& operator=(Child&& o) noexcept;
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-  bool started() const { return pid_ > 0; }
-  pid_t pid() const { return pid_; }
-  // Waits; the exit status, or 128 + signal.
-  int Wait();
-  // SIGTERM, then SIGKILL after `grace`, and reaps.
-  int Stop(absl::Duration grace = absl::Seconds(2));
-
- private:
-  pid_t pid_ = -1;
-};
-
-// A pipe carrying lines from children to the parent.
-class LinePipe {
- public:
-  LinePipe();
-  ~LinePipe();
-  LinePipe(const LinePipe&) = delete;
-  LinePipe& operator=(const LinePipe&) = delete;
-  void Write(const std::string& line) const;
-  // One line, or nullopt at EOF/timeout.
-  std::optional<std::string> Read(absl::Time deadline);
-  void CloseWrite();
-  int read_fd() const { return r_; }
-
- private:
-  int r_ = -1, w_ = -1;
-  std::string buf_;
-};
+// Forked children and line pipes (hsi/support/process.h).
+using Child = hsi::support::Child;
+using LinePipe = hsi::support::LinePipe;
 
 }  // namespace hsi::tools
 

@@ -401,10 +401,10 @@ int Parent(const Options& o) {
         Worker w(so, absl::StrCat(prefix, "-s", i), "s", i, &reports);
         return w.Run(/*one_off=*/true, &addr);
       });
-      std::optional<std::string> a = addr.Read(absl::Now() + absl::Seconds(10));
+      std::optional<std::string> a = addr.ReadLine(absl::Now() + absl::Seconds(10));
       absl::StatusOr<hsi::Address> parsed = a ? hsi::Address::Parse(*a) : absl::UnavailableError("");
       if (!parsed.ok()) {
-        std::optional<std::string> why = reports.Read(absl::Now() + absl::Milliseconds(200));
+        std::optional<std::string> why = reports.ReadLine(absl::Now() + absl::Milliseconds(200));
         return hsi::tools::Fail(kTool, why ? *why : "a receiving LPAR did not start", kExitFailure);
       }
       server = *parsed;
@@ -444,7 +444,7 @@ int Parent(const Options& o) {
   };
   for (;;) {
     const absl::Time next = absl::Now() + absl::Milliseconds(50);
-    std::optional<std::string> line = reports.Read(std::min(next, hard_deadline));
+    std::optional<std::string> line = reports.ReadLine(std::min(next, hard_deadline));
     if (line) {
       std::vector<std::string> w = absl::StrSplit(*line, ' ');
       if (w[0] == "tick" && w.size() == 7) {

@@ -435,7 +435,7 @@ int Client(const Options& o) {
     ro.pin.clear();
     if (cpus.size() == 2) ro.pin = {cpus[1]};
     responder = hsi::tools::Child([&] { return Respond(ro, lpar + "-r", &ready); });
-    std::optional<std::string> line = ready.Read(absl::Now() + absl::Seconds(10));
+    std::optional<std::string> line = ready.ReadLine(absl::Now() + absl::Seconds(10));
     std::vector<std::string> parts;
     if (line) parts = absl::StrSplit(*line, ' ');
     if (parts.size() != 2) return hsi::tools::Fail(kTool, "the forked responder did not start (see above)", kExitFailure);

@@ -1,6 +1,7 @@
 // hsi/testing/child.h: a forked child that is always reaped.
 //
-// Child(body) forks; the child runs `body` and _exit()s with its return
+// hsi::support::Child (hsi/support/process.h), which tools and bench use
+// too: Child(body) forks; the child runs `body` and _exit()s with its return
 // value. It dies with the test process (PR_SET_PDEATHSIG), and the
 // destructor SIGKILLs and reaps it if the test did not Wait() for it, so a
 // failing assertion leaves no process behind. The child is a copy of the
@@ -11,29 +12,11 @@
 #ifndef HSI_TESTING_CHILD_H_
 #define HSI_TESTING_CHILD_H_
 
-#include <sys/types.h>
-
-#include <functional>
+#include "hsi/support/process.h"
 
 namespace hsi::testing {
 
-class Child {
- public:
-  explicit Child(const std::function<int()>& body);
-  ~Child();
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-
-  // False if fork() failed.
-  bool started() const { return pid_ > 0; }
-  // -1 once reaped.
-  pid_t pid() const { return pid_; }
-  // Waits for the child; its exit code, or 128 + the signal that killed it.
-  int Wait();
-
- private:
-  pid_t pid_ = -1;
-};
+using Child = ::hsi::support::Child;
 
 }  // namespace hsi::testing
 
