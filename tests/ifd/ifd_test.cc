@@ -24,6 +24,8 @@
 #include <memory>
 #include <sstream>
 #include <map>
+#include <optional>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -68,6 +70,70 @@ TEST_F(IfdTest, DeviceHasTheNicsAddressAndTheChpidsMtu) {
   EXPECT_EQ(netns_of[kB], b_->name()) << nics.out;
   const Result table = Shell(absl::StrCat(HSICTL_PATH, " --socket ", hsid_.socket(), " nics"));
   EXPECT_TRUE(absl::StrContains(table.out, absl::StrCat("hsi0@", a_->name(), " L3"))) << table.out;
+}
+
+// The interface's counters (ip -s link) and the NIC's (hsictl stats) agree:
+// every packet the device hands hsi-ifd is one frame on the ring (an IP
+// packet without its 14-byte Ethernet header), every frame from the ring one
+// packet to the device. Quiet links first: no IPv6 (no ND/MLD) and
+// permanent neighbours (no ARP), so only the pings move the counters.
+TEST_F(IfdTest, InterfaceAndNicCountersAgree) {
+  StartBoth();
+  for (auto [ns, peer, mac] : {std::tuple{a_.get(), kB, "02:00:0a:f0:00:02"}, std::tuple{b_.get(), kA, "02:00:0a:f0:00:01"}}) {
+    ASSERT_TRUE(ns->Exec("sysctl -qw net.ipv6.conf.hsi0.disable_ipv6=1").ok());
+    ASSERT_TRUE(ns->Exec(absl::StrCat("ip neigh replace ", peer, " lladdr ", mac, " nud permanent dev hsi0")).ok());
+  }
+  ASSERT_TRUE(a_->Exec(absl::StrCat("ping -c 1 -W 2 ", kB)).ok());  // the link is up
+  struct Counters {
+    uint64_t dev_tx, dev_tx_bytes, dev_rx, dev_rx_bytes;  // hsi0 in A
+    uint64_t nic_tx, nic_tx_bytes, nic_rx, nic_rx_bytes;  // NIC A (hsictl stats)
+  };
+  auto read = [&]() -> std::optional<Counters> {
+    Counters c{};
+    auto stat = [&](const char* name, uint64_t* v) {
+      const Result r = a_->Exec(absl::StrCat("cat /sys/class/net/hsi0/statistics/", name));
+      return r.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(r.out), v);
+    };
+    if (!stat("tx_packets", &c.dev_tx) || !stat("tx_bytes", &c.dev_tx_bytes) || !stat("rx_packets", &c.dev_rx) ||
+        !stat("rx_bytes", &c.dev_rx_bytes)) {
+      return std::nullopt;
+    }
+    const Result st = Shell(absl::StrCat(HSICTL_PATH, " --socket ", hsid_.socket(), " stats --json"));
+    const nlohmann::json j = nlohmann::json::parse(st.out, nullptr, /*allow_exceptions=*/false);
+    if (!st.ok() || !j.is_object()) return std::nullopt;
+    for (const auto& n : j["nics"]) {
+      if (n["address"] != kA) continue;
+      c.nic_tx = n["tx_frames"];
+      c.nic_tx_bytes = n["tx_bytes"];
+      c.nic_rx = n["rx_frames"];
+      c.nic_rx_bytes = n["rx_bytes"];
+      return c;
+    }
+    return std::nullopt;
+  };
+  const std::optional<Counters> before = read();
+  ASSERT_TRUE(before.has_value());
+  constexpr int kPings = 20;
+  const Result r = a_->Exec(absl::StrCat("ping -c ", kPings, " -i 0.01 -s 1000 -W 2 ", kB));
+  ASSERT_TRUE(r.ok() && absl::StrContains(r.out, absl::StrCat(kPings, " received"))) << r.out;
+  // hsi-ifd releases the last reply's frame (the NIC's rx count) just after
+  // writing it to the device, so ping may exit first: wait for the count.
+  std::optional<Counters> after;
+  Eventually([&] {
+    after = read();
+    return after && after->nic_rx - before->nic_rx >= static_cast<uint64_t>(kPings);
+  }, absl::Seconds(2));
+  ASSERT_TRUE(after.has_value());
+  const uint64_t dev_tx = after->dev_tx - before->dev_tx, dev_rx = after->dev_rx - before->dev_rx;
+  const uint64_t nic_tx = after->nic_tx - before->nic_tx, nic_rx = after->nic_rx - before->nic_rx;
+  EXPECT_EQ(dev_tx, static_cast<uint64_t>(kPings));
+  EXPECT_EQ(nic_tx, dev_tx);
+  EXPECT_EQ(nic_rx, dev_rx);
+  EXPECT_EQ(dev_rx, static_cast<uint64_t>(kPings));
+  // Bytes: the device counts the Ethernet header hsi-ifd strips.
+  EXPECT_EQ(after->nic_tx_bytes - before->nic_tx_bytes, after->dev_tx_bytes - before->dev_tx_bytes - 14 * dev_tx);
+  EXPECT_EQ(after->nic_rx_bytes - before->nic_rx_bytes, after->dev_rx_bytes - before->dev_rx_bytes - 14 * dev_rx);
+  EXPECT_EQ(after->nic_tx_bytes - before->nic_tx_bytes, static_cast<uint64_t>(kPings) * (1000 + 8 + 20));
 }
 
 TEST_F(IfdTest, PingBothWays) {
