@@ -3,11 +3,14 @@
 // and zero-copy calls), loopback TCP with plain syscalls and with io_uring, a
 // Unix stream socket pair, pipes, and Boost.Interprocess message_queue.
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <liburing.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <cerrno>
 #include <exception>
@@ -90,6 +93,101 @@ class FloorTransport : public Transport {
     absl::StatusOr<SharedMemory> mem = SharedMemory::Create(64);
     if (!mem.ok()) return mem.status();
     return std::unique_ptr<Link>(new FloorLink(std::move(*mem)));
+  }
+};
+
+// ------------------------------------------------ futex floor (blocking)
+
+// The blocking floor: the two processes sleep in FUTEX_WAIT on one shared
+// 32-bit word and wake each other with FUTEX_WAKE, nothing else: per hop one
+// wake syscall by the sender and one wait syscall by the receiver (the
+// least a sleeping hop can cost). A ping stores the next odd value, the
+// answer the even value after it; kFutexStop ends the echo.
+inline constexpr uint32_t kFutexStop = ~uint32_t{0};
+
+long Futex(std::atomic<uint32_t>* w, int op, uint32_t val, const timespec* ts) {
+  return ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(w), op, val, ts, nullptr, 0);
+}
+
+// Sleeps until *w != seen (shared futex: two processes); false after
+// kPeerTimeout without a change.
+bool FutexAwaitChange(std::atomic<uint32_t>* w, uint32_t seen) {
+  const timespec ts = absl::ToTimespec(kPeerTimeout);
+  // Acquire pairs with the other side's release store before its wake.
+  while (w->load(std::memory_order_acquire) == seen) {
+    if (Futex(w, FUTEX_WAIT, seen, &ts) < 0 && errno == ETIMEDOUT) return false;
+  }
+  return true;
+}
+
+void FutexStore(std::atomic<uint32_t>* w, uint32_t v) {
+  // Release: the waiter's acquire load sees it (no payload to order).
+  w->store(v, std::memory_order_release);
+  Futex(w, FUTEX_WAKE, INT_MAX, nullptr);
+}
+
+class FutexEnd : public End {
+ public:
+  explicit FutexEnd(std::atomic<uint32_t>* word) : word_(word) {}
+  absl::Status RoundTrip(uint64_t index) override {
+    const uint32_t ping = value_ + 1;
+    FutexStore(word_, ping);
+    if (!FutexAwaitChange(word_, ping)) return Timeout(index);
+    value_ = word_->load(std::memory_order_acquire);  // pairs with FutexStore's release
+    if (value_ != ping + 1) return absl::DataLossError(absl::StrCat("futex: answer ", value_, " to ping ", ping));
+    return absl::OkStatus();
+  }
+  absl::Status StopEcho() override {
+    FutexStore(word_, kFutexStop);
+    return absl::OkStatus();
+  }
+  absl::Status Echo() override {
+    for (uint32_t seen = 0;;) {
+      if (!FutexAwaitChange(word_, seen)) return Timeout(seen);
+      const uint32_t v = word_->load(std::memory_order_acquire);  // pairs with FutexStore
+      if (v == kFutexStop) return absl::OkStatus();
+      seen = v + 1;
+      FutexStore(word_, seen);
+    }
+  }
+  absl::Status Source(const StreamStop&, Tally*) override {
+    return absl::UnimplementedError("the futex floor has no stream");
+  }
+  absl::Status Sink(SinkTimer*, Tally*) override {
+    return absl::UnimplementedError("the futex floor has no stream");
+  }
+
+ private:
+  static absl::Status Timeout(uint64_t at) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("futex: no answer at ", at, " within ", absl::FormatDuration(kPeerTimeout)));
+  }
+  std::atomic<uint32_t>* word_;
+  uint32_t value_ = 0;
+};
+static_assert(std::atomic<uint32_t>::is_always_lock_free && sizeof(std::atomic<uint32_t>) == 4);
+
+class FutexLink : public Link {
+ public:
+  explicit FutexLink(SharedMemory mem) : mem_(std::move(mem)) {}
+  absl::StatusOr<std::unique_ptr<End>> Open(Side) override {
+    return std::unique_ptr<End>(new FutexEnd(static_cast<std::atomic<uint32_t>*>(mem_.data())));
+  }
+
+ private:
+  SharedMemory mem_;
+};
+
+class FutexTransport : public Transport {
+ public:
+  std::string key() const override { return "futex"; }
+  std::string label() const override { return "futex floor (block)"; }
+  bool streams() const override { return false; }
+  bool sized() const override { return false; }
+  absl::StatusOr<std::unique_ptr<Link>> Prepare(size_t, const std::string&) override {
+    absl::StatusOr<SharedMemory> mem = SharedMemory::Create(64);
+    if (!mem.ok()) return mem.status();
+    return std::unique_ptr<Link>(new FutexLink(std::move(*mem)));
   }
 };
 
@@ -789,9 +887,13 @@ absl::Status ReadFull(int fd, void* data, size_t n) {
 std::vector<std::unique_ptr<Transport>> AllTransports() {
   std::vector<std::unique_ptr<Transport>> all;
   all.push_back(std::make_unique<FloorTransport>());
+  all.push_back(std::make_unique<FutexTransport>());
   for (WaitMode mode : {WaitMode::kSpin, WaitMode::kAdaptive, WaitMode::kBlock}) {
     all.push_back(std::make_unique<HsiTransport>(mode, /*zero_copy=*/true));
     all.push_back(std::make_unique<HsiTransport>(mode, /*zero_copy=*/false));
+  }
+  for (WaitMode mode : {WaitMode::kSpin, WaitMode::kAdaptive, WaitMode::kBlock}) {
+    all.push_back(MakeSessionTransport(mode));
   }
   all.push_back(std::make_unique<FdTransport>(FdKind::kTcp));
   all.push_back(std::make_unique<FdTransport>(FdKind::kTcpUring));
