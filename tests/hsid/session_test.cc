@@ -1,9 +1,12 @@
 // End-to-end tests of hsid and the session API: real hsid, real processes.
 #include <poll.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -103,6 +106,49 @@ TEST(SessionTest, TwoLparsExchangeFramesThroughAHsidMadeLink) {
     ASSERT_EQ(std::memcmp(in.data(), out.data(), out.size()), 0) << "frame " << i;
   }
   EXPECT_EQ(report.Read(), "done");
+}
+
+// CPU seconds (user + system) this thread has used so far.
+double ThreadCpuSeconds() {
+  rusage u;
+  ::getrusage(RUSAGE_THREAD, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+}
+
+// DESIGN.md section 7, "idle CPU 0": a NIC with a live link and nothing to
+// receive, waiting in block or adaptive mode, sleeps after the spin phase
+// (adaptive: 50 us). A wait that spun instead would use about its whole
+// length in CPU; a sleeping one a few milliseconds at most, however loaded
+// the machine. HSI_IDLE_SECONDS sets the length of each wait (default 1).
+TEST(SessionTest, AWaitingNicUsesNoCpuAfterTheSpinPhase) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  LinePipe report;
+  Child b([&] { return EchoLpar(d, "b", report, 1); });
+  absl::StatusOr<Address> b_addr = Address::Parse(report.Read());
+  ASSERT_TRUE(b_addr.ok());
+  absl::StatusOr<Session> s = Connect(d, "a");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  std::vector<uint8_t> buf(nic->info().mtu);
+  ASSERT_TRUE(nic->SendTo(*b_addr, {buf.data(), 64}, Wait::Block(In(absl::Seconds(20)))).ok());
+  ASSERT_TRUE(nic->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(20)))).ok());
+  ASSERT_EQ(report.Read(), "done");  // b now sleeps; the link stays up, silent
+  const char* env = std::getenv("HSI_IDLE_SECONDS");
+  const double secs = env != nullptr ? std::atof(env) : 1.0;
+  for (WaitMode mode : {WaitMode::kBlock, WaitMode::kAdaptive}) {
+    const double c0 = ThreadCpuSeconds();
+    const absl::Time t0 = absl::Now();
+    absl::StatusOr<Received> r =
+        nic->Receive(absl::MakeSpan(buf), Wait{mode, absl::Now() + absl::Seconds(secs), absl::Microseconds(50)});
+    const double wall = absl::ToDoubleSeconds(absl::Now() - t0);
+    const double cpu = ThreadCpuSeconds() - c0;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+    std::printf("%s wait: %.3f s wall, %.6f s CPU\n", std::string(WaitModeName(mode)).c_str(), wall, cpu);
+    EXPECT_LT(cpu, 0.1 * wall) << WaitModeName(mode) << ": the waiting NIC kept a CPU busy";
+  }
 }
 
 TEST(SessionTest, MtuIsEnforcedWithAMessageNamingChpidAddressesAndLimit) {
