@@ -1143,9 +1143,10 @@ int Main(int argc, char** argv) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "the side-by-side benchmark matrix. Every transport (hsi ring in spin, adaptive\n"
-      "and block modes with copying and zero-copy calls; loopback TCP with syscalls and with\n"
+      "and block modes with copying and zero-copy calls; the session API, Nic::SendTo/Receive\n"
+      "through a private hsid, in the same three modes; loopback TCP with syscalls and with\n"
       "io_uring; Unix stream socket; pipe; Boost.Interprocess message_queue; iceoryx; the bare\n"
-      "cache-line floor) at every size, between two processes pinned to two CPUs, interleaved\n"
+      "cache-line floor and the futex ping-pong floor) at every size, between two processes pinned to two CPUs, interleaved\n"
       "round-robin and repeated. Reports round trip p50/p99/p99.9, one-way frames/s and bytes/s,\n"
       "CPU seconds per million frames, medians with min-max, and ratios against loopback TCP.\n"
       "\n"
