@@ -49,6 +49,7 @@ inline const uint32_t* FutexHalf(const std::atomic<uint64_t>& word) {
 // will not cure: then after a 1 ms pause, so a broken futex cannot spin);
 // false once `deadline` has passed.
 inline bool FutexWaitUntil(const uint32_t* word, uint32_t expected, absl::Time deadline) {
+  if (deadline == absl::InfinitePast()) return false;  // its timespec would be invalid (EINVAL)
   timespec ts;
   const timespec* tsp = nullptr;
   if (deadline != absl::InfiniteFuture()) {
