@@ -778,6 +778,11 @@ class Report {
       line(absl::StrCat("session ", at, " stream >= 0.8x ring stream (copy, spin)"), y, y >= 0.8,
            absl::StrFormat("%.2fx", y));
     }
+    if (FindRow("session-spin-batch", small) && FindRow("hsi-spin-zc", small)) {
+      const double y = PairRatio("session-spin-batch", "hsi-spin-zc", small, /*stream=*/true);
+      line(absl::StrCat("session ", at, " stream (Link batch) >= 0.8x ring (zero-copy)"), y, y >= 0.8,
+           absl::StrFormat("%.2fx", y));
+    }
     if (spin && small == 64 && spin->streamed) {
       line("hsi 64 B one-way stream >= 20 M frames/s", spin->fps.median, spin->fps.median >= 20e6,
            Rate(spin->fps.median, "/s"));
@@ -889,7 +894,7 @@ class Report {
         {"unix", "#984ea3"},            {"pipe", "#a65628"},
         {"boost-mq", "#ff7f00"},        {"iceoryx", "#636363"},
         {"session-spin", "#54278f"},    {"session-adaptive", "#756bb1"},
-        {"session-block", "#9e9ac8"}};
+        {"session-block", "#9e9ac8"},   {"session-spin-batch", "#3f007d"}};
     for (Transport* t : ts_) {
       if (!t->sized()) continue;
       const auto c = colour.find(t->key());
@@ -972,7 +977,9 @@ class Report {
       if (cb == nullptr) cb = Find(b, opt_.sizes.front(), rep);
       if (ca == nullptr || cb == nullptr) continue;
       if (stream) {
-        if (ca->streamed && cb->streamed && cb->frames_per_s() > 0) x.push_back(ca->frames_per_s() / cb->frames_per_s());
+        if (ca->streamed && cb->streamed && cb->frames_per_s() > 0) {
+          x.push_back(ca->frames_per_s() / cb->frames_per_s());
+        }
       } else if (cb->rtt.p50 > 0) {
         x.push_back(ca->rtt.p50 / cb->rtt.p50);
       }
@@ -1146,8 +1153,8 @@ int main(int argc, char** argv) {
       "and block modes with copying and zero-copy calls; the session API, Nic::SendTo/Receive\n"
       "through a private hsid, in the same three modes; loopback TCP with syscalls and with\n"
       "io_uring; Unix stream socket; pipe; Boost.Interprocess message_queue; iceoryx; the bare\n"
-      "cache-line floor and the futex ping-pong floor) at every size, between two processes pinned to two CPUs, interleaved\n"
-      "round-robin and repeated. Reports round trip p50/p99/p99.9, one-way frames/s and bytes/s,\n"
+      "cache-line floor and the futex ping-pong floor) at every size, between two processes\n"
+      "pinned to two CPUs, interleaved round-robin and repeated. Reports round trip p50/p99/p99.9, one-way frames/s and bytes/s,\n"
       "CPU seconds per million frames, medians with min-max, and ratios against loopback TCP.\n"
       "\n"
       "Usage: hsi-bench [--quick] [--out DIR] [--json FILE] [--transports a,b] [--sizes 64,4K]\n"

@@ -177,8 +177,9 @@ std::vector<std::unique_ptr<Transport>> AllTransports();
 
 // The session API (hsi::Session, Nic::SendTo/Receive) through a private
 // hsid that the transport starts on first use and stops when destroyed
-// (session.cc), waiting as `mode` says.
-std::unique_ptr<Transport> MakeSessionTransport(WaitMode mode);
+// (session.cc), waiting as `mode` says; `batch`: the stream goes through
+// Link::SendBatch/ReceiveBatch.
+std::unique_ptr<Transport> MakeSessionTransport(WaitMode mode, bool batch = false);
 
 // iceoryx: whether it was compiled in (CMake found iceoryx_posh), and the
 // transport (nullptr when not compiled in).

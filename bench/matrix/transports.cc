@@ -988,6 +988,7 @@ std::vector<std::unique_ptr<Transport>> AllTransports() {
   for (WaitMode mode : {WaitMode::kSpin, WaitMode::kAdaptive, WaitMode::kBlock}) {
     all.push_back(MakeSessionTransport(mode));
   }
+  all.push_back(MakeSessionTransport(WaitMode::kSpin, /*batch=*/true));
   all.push_back(std::make_unique<FdTransport>(FdKind::kTcp));
   all.push_back(std::make_unique<FdTransport>(FdKind::kTcpUring));
   all.push_back(std::make_unique<FdTransport>(FdKind::kUnix));
