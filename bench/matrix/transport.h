@@ -175,6 +175,11 @@ class Transport {
 // only when hsi-bench was built with iceoryx (see IceoryxAvailable()).
 std::vector<std::unique_ptr<Transport>> AllTransports();
 
+// The blocking floor (two processes in FUTEX_WAIT/FUTEX_WAKE on one word)
+// and the ring sleeping on its eventfd doorbell (wakeup.cc).
+std::unique_ptr<Transport> MakeFutexTransport();
+std::unique_ptr<Transport> MakeHsiBellTransport();
+
 // The session API (hsi::Session, Nic::SendTo/Receive) through a private
 // hsid that the transport starts on first use and stops when destroyed
 // (session.cc), waiting as `mode` says; `batch`: the stream goes through
