@@ -1,5 +1,6 @@
 // bench/matrix/transports.cc: every transport of hsi-bench but iceoryx
-// (iceoryx.cc): the cache-line floor, the hsi ring (three wait modes, copying
+// (iceoryx.cc), the session API (session.cc) and the futex floor and the
+// eventfd-bell ring (wakeup.cc): the cache-line floor, the hsi ring (three wait modes, copying
 // and zero-copy calls), loopback TCP with plain syscalls and with io_uring, a
 // Unix stream socket pair, pipes, and Boost.Interprocess message_queue.
 #include <fcntl.h>
