@@ -116,8 +116,9 @@ class HSI_EXPORT RingProducer {
   // futex in the consumer's segment when the ring is full; Publish() wakes a
   // consumer blocked in Peek() by futex, and rings `peer_bell` for one that
   // armed with ArmWakeup() and sleeps on its doorbell. `own_bell` is where
-  // the caller sleeps after ArmWakeup(). kInvalidArgument if the geometry is bad or a segment does not
-  // match it, kDataLoss if the segment header is not a ring's.
+  // the caller sleeps after ArmWakeup(). kInvalidArgument if the geometry
+  // is bad or a segment does not match it, kDataLoss if the segment header
+  // is not a ring's.
   static absl::StatusOr<RingProducer> Create(const Segment& own,
                                              const Segment& peer,
                                              const Doorbell& own_bell,

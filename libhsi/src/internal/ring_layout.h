@@ -37,8 +37,8 @@ namespace hsi::internal {
 
 inline constexpr uint64_t kSegmentMagic = 0x3130495348494836ULL;  // "6HIHSI01"
 // 2: the need-wakeup flags say in bit 0 whether the sleeper waits on the
-// futex of the waker's position word or on its doorbell (1 and 2 do not
-// understand each other's sleepers, so they do not link).
+// futex of the waker's woke_data/woke_space word or on its doorbell (1 and
+// 2 do not understand each other's sleepers, so they do not link).
 inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr size_t kDataOffset = 4096;
 inline constexpr size_t kRecordAlign = 16;
