@@ -8,7 +8,7 @@
 //
 //   cache-line floor   the two processes bounce one cache line (no ring)
 //   hsi spin           zero-copy Reserve/Commit + Peek/Release, busy-polling
-//   hsi block          the same, sleeping on the eventfd doorbell
+//   hsi block          the same, sleeping in FUTEX_WAIT (the ring's blocking path)
 //   loopback TCP       TCP_NODELAY, blocking send/recv of the full message
 //
 // then streams 64-byte frames one way (B to A) and checks the exact count

@@ -610,7 +610,7 @@ class Report {
     rows_.clear();
     for (size_t s : opt_.sizes) {
       for (Transport* t : ts_) {
-        if (!t->sized() && s != opt_.sizes.front()) continue;
+        if ((!t->sized() && s != opt_.sizes.front()) || !t->fits(s)) continue;
         Row row;
         row.key = t->key();
         row.label = t->label();
@@ -751,6 +751,38 @@ class Report {
       line(absl::StrCat("hsi block ", at, " round trip below TCP"), block->rtt_vs_tcp,
            block->rtt_vs_tcp > 1, Ratio(block->rtt_vs_tcp));
     }
+    // Issue 15: the blocking floor and the session API beside the ring. Each
+    // ratio is taken within a repetition; the median over repetitions.
+    if (FindRow("futex", small) != nullptr) {
+      for (const char* k : {"hsi-block-zc", "hsi-block-copy", "session-block"}) {
+        if (const Row* r = FindRow(k, small); r != nullptr) {
+          const double x = PairRatio(k, "futex", small, /*stream=*/false);
+          line(absl::StrCat(r->label, " ", at, " round trip <= 1.2x futex floor"), x, x > 0 && x <= 1.2,
+               absl::StrFormat("%.2fx", x));
+        }
+      }
+    }
+    if (const Row* sb = FindRow("session-block", small); sb != nullptr) {
+      for (const char* k : {"pipe", "tcp"}) {
+        if (FindRow(k, small) == nullptr) continue;
+        const double x = PairRatio("session-block", k, small, /*stream=*/false);
+        line(absl::StrCat("session block ", at, " round trip below ", k == std::string("tcp") ? "TCP" : k), x,
+             x > 0 && x < 1, absl::StrFormat("%.2fx", x));
+      }
+    }
+    if (FindRow("session-spin", small) && FindRow("hsi-spin-copy", small)) {
+      const double x = PairRatio("session-spin", "hsi-spin-copy", small, /*stream=*/false);
+      line(absl::StrCat("session spin ", at, " round trip <= 1.2x ring spin (copy)"), x, x > 0 && x <= 1.2,
+           absl::StrFormat("%.2fx", x));
+      const double y = PairRatio("session-spin", "hsi-spin-copy", small, /*stream=*/true);
+      line(absl::StrCat("session ", at, " stream >= 0.8x ring stream (copy, spin)"), y, y >= 0.8,
+           absl::StrFormat("%.2fx", y));
+    }
+    if (FindRow("session-spin-batch", small) && FindRow("hsi-spin-zc", small)) {
+      const double y = PairRatio("session-spin-batch", "hsi-spin-zc", small, /*stream=*/true);
+      line(absl::StrCat("session ", at, " stream (Link batch) >= 0.8x ring (zero-copy)"), y, y >= 0.8,
+           absl::StrFormat("%.2fx", y));
+    }
     if (spin && small == 64 && spin->streamed) {
       line("hsi 64 B one-way stream >= 20 M frames/s", spin->fps.median, spin->fps.median >= 20e6,
            Rate(spin->fps.median, "/s"));
@@ -860,7 +892,9 @@ class Report {
         {"hsi-block-zc", "#31a354"},    {"hsi-block-copy", "#31a354"},
         {"tcp", "#de2d26"},             {"tcp-uring", "#fc9272"},
         {"unix", "#984ea3"},            {"pipe", "#a65628"},
-        {"boost-mq", "#ff7f00"},        {"iceoryx", "#636363"}};
+        {"boost-mq", "#ff7f00"},        {"iceoryx", "#636363"},
+        {"session-spin", "#54278f"},    {"session-adaptive", "#756bb1"},
+        {"session-block", "#9e9ac8"},   {"session-spin-batch", "#3f007d"}};
     for (Transport* t : ts_) {
       if (!t->sized()) continue;
       const auto c = colour.find(t->key());
@@ -932,6 +966,27 @@ class Report {
   }
 
  private:
+  // The median over repetitions of a's figure / b's figure within each
+  // repetition: round-trip p50 (b's cell at the smallest size if b is not
+  // sized), or stream frames/s. 0 if no repetition has both.
+  double PairRatio(const std::string& a, const std::string& b, size_t size, bool stream) const {
+    std::vector<double> x;
+    for (int rep = 0; rep < opt_.reps; ++rep) {
+      const CellResult* ca = Find(a, size, rep);
+      const CellResult* cb = Find(b, size, rep);
+      if (cb == nullptr) cb = Find(b, opt_.sizes.front(), rep);
+      if (ca == nullptr || cb == nullptr) continue;
+      if (stream) {
+        if (ca->streamed && cb->streamed && cb->frames_per_s() > 0) {
+          x.push_back(ca->frames_per_s() / cb->frames_per_s());
+        }
+      } else if (cb->rtt.p50 > 0) {
+        x.push_back(ca->rtt.p50 / cb->rtt.p50);
+      }
+    }
+    return Median(x);
+  }
+
   const CellResult* Find(const std::string& key, size_t size, int rep) const {
     for (const CellResult& c : cells_) {
       if (c.ok && c.transport == key && c.size == size && c.rep == rep) return &c;
@@ -1025,7 +1080,11 @@ int Main(int argc, char** argv) {
   }
 
   size_t total = 0;
-  for (Transport* t : ts) total += t->sized() ? opt.sizes.size() : 1;
+  for (Transport* t : ts) {
+    total += t->sized() ? static_cast<size_t>(std::count_if(opt.sizes.begin(), opt.sizes.end(),
+                                                            [&](size_t z) { return t->fits(z); }))
+                        : 1;
+  }
   total *= static_cast<size_t>(opt.reps);
   std::fprintf(stderr,
                "%s: %zu cells (%zu transports, %zu sizes, %d reps), %s; about %.0f s\n",
@@ -1045,7 +1104,7 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "  rep %d/%d, %s: ", rep + 1, opt.reps, SizeName(size).c_str());
       for (size_t k = 0; k < n; ++k) {
         Transport* t = ts[(first + k) % n];
-        if (!t->sized() && si != 0) continue;
+        if ((!t->sized() && si != 0) || !t->fits(size)) continue;
         CellResult r = RunCell(t, size, rep, opt, cpus, clock, &*mem, cell_no++);
         std::fprintf(stderr, "%s%s ", t->key().c_str(), r.ok ? "" : "(FAILED)");
         if (!r.ok) {
@@ -1091,11 +1150,13 @@ int Main(int argc, char** argv) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "the side-by-side benchmark matrix. Every transport (hsi ring in spin, adaptive\n"
-      "and block modes with copying and zero-copy calls; loopback TCP with syscalls and with\n"
+      "and block modes with copying and zero-copy calls; the session API, Nic::SendTo/Receive\n"
+      "through a private hsid, in the same three modes; loopback TCP with syscalls and with\n"
       "io_uring; Unix stream socket; pipe; Boost.Interprocess message_queue; iceoryx; the bare\n"
-      "cache-line floor) at every size, between two processes pinned to two CPUs, interleaved\n"
-      "round-robin and repeated. Reports round trip p50/p99/p99.9, one-way frames/s and bytes/s,\n"
-      "CPU seconds per million frames, medians with min-max, and ratios against loopback TCP.\n"
+      "cache-line floor and the futex ping-pong floor) at every size, between two processes\n"
+      "pinned to two CPUs, interleaved round-robin and repeated. Reports round trip\n"
+      "p50/p99/p99.9, one-way frames/s and bytes/s, CPU seconds per million frames, medians\n"
+      "with min-max, and ratios against loopback TCP.\n"
       "\n"
       "Usage: hsi-bench [--quick] [--out DIR] [--json FILE] [--transports a,b] [--sizes 64,4K]\n"
       "                 [--reps N] [--pingpong_ms MS] [--stream_ms MS] [--list]\n"

@@ -32,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "harness.h"
+#include "hsi/wait.h"
 
 namespace hsi::bench::matrix {
 
@@ -163,6 +164,9 @@ class Transport {
   virtual bool streams() const { return true; }
   // Whether message size matters (the cache-line floor is one line).
   virtual bool sized() const { return true; }
+  // Whether it carries `size`-byte messages at all (the session API: up to
+  // the CHPID's MTU); sizes it does not fit are left out of its row.
+  virtual bool fits(size_t size) const { return size > 0; }
   // Makes a link for `size`-byte messages; `tag` is unique in this run.
   virtual absl::StatusOr<std::unique_ptr<Link>> Prepare(size_t size, const std::string& tag) = 0;
 };
@@ -170,6 +174,17 @@ class Transport {
 // Every transport this build has, in table order. The iceoryx one is there
 // only when hsi-bench was built with iceoryx (see IceoryxAvailable()).
 std::vector<std::unique_ptr<Transport>> AllTransports();
+
+// The blocking floor (two processes in FUTEX_WAIT/FUTEX_WAKE on one word)
+// and the ring sleeping on its eventfd doorbell (wakeup.cc).
+std::unique_ptr<Transport> MakeFutexTransport();
+std::unique_ptr<Transport> MakeHsiBellTransport();
+
+// The session API (hsi::Session, Nic::SendTo/Receive) through a private
+// hsid that the transport starts on first use and stops when destroyed
+// (session.cc), waiting as `mode` says; `batch`: the stream goes through
+// Link::SendBatch/ReceiveBatch.
+std::unique_ptr<Transport> MakeSessionTransport(WaitMode mode, bool batch = false);
 
 // iceoryx: whether it was compiled in (CMake found iceoryx_posh), and the
 // transport (nullptr when not compiled in).

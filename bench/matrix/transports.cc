@@ -1,5 +1,6 @@
 // bench/matrix/transports.cc: every transport of hsi-bench but iceoryx
-// (iceoryx.cc): the cache-line floor, the hsi ring (three wait modes, copying
+// (iceoryx.cc), the session API (session.cc) and the futex floor and the
+// eventfd-bell ring (wakeup.cc): the cache-line floor, the hsi ring (three wait modes, copying
 // and zero-copy calls), loopback TCP with plain syscalls and with io_uring, a
 // Unix stream socket pair, pipes, and Boost.Interprocess message_queue.
 #include <fcntl.h>
@@ -789,10 +790,16 @@ absl::Status ReadFull(int fd, void* data, size_t n) {
 std::vector<std::unique_ptr<Transport>> AllTransports() {
   std::vector<std::unique_ptr<Transport>> all;
   all.push_back(std::make_unique<FloorTransport>());
+  all.push_back(MakeFutexTransport());
   for (WaitMode mode : {WaitMode::kSpin, WaitMode::kAdaptive, WaitMode::kBlock}) {
     all.push_back(std::make_unique<HsiTransport>(mode, /*zero_copy=*/true));
     all.push_back(std::make_unique<HsiTransport>(mode, /*zero_copy=*/false));
   }
+  all.push_back(MakeHsiBellTransport());
+  for (WaitMode mode : {WaitMode::kSpin, WaitMode::kAdaptive, WaitMode::kBlock}) {
+    all.push_back(MakeSessionTransport(mode));
+  }
+  all.push_back(MakeSessionTransport(WaitMode::kSpin, /*batch=*/true));
   all.push_back(std::make_unique<FdTransport>(FdKind::kTcp));
   all.push_back(std::make_unique<FdTransport>(FdKind::kTcpUring));
   all.push_back(std::make_unique<FdTransport>(FdKind::kUnix));

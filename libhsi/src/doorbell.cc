@@ -8,6 +8,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -60,8 +61,8 @@ namespace {
 // one (a peer cleared O_NONBLOCK on the shared file) only if poll() finds
 // room, which leaves a window in which another writer fills the pipe and
 // this write waits until the owner drains it.
-ssize_t WriteIfRoom(int fd, const char* one) {
-  if ((::fcntl(fd, F_GETFL) & O_NONBLOCK) == 0) {
+ssize_t WriteIfRoom(int fd, const char* one, bool is_private) {
+  if (!is_private && (::fcntl(fd, F_GETFL) & O_NONBLOCK) == 0) {
     pollfd p = {fd, POLLOUT, 0};
     while (::poll(&p, 1, 0) < 0 && errno == EINTR) {
     }
@@ -78,7 +79,7 @@ ssize_t WriteIfRoom(int fd, const char* one) {
 // process's life: SIGPIPE is blocked in this thread for the write, and the
 // one the write raised is taken before the mask is restored (unless one was
 // pending already, which is the thread's own).
-void RingPipe(int fd) {
+void RingPipe(int fd, bool is_private) {
   sigset_t pipe_only, old;
   sigemptyset(&pipe_only);
   sigaddset(&pipe_only, SIGPIPE);
@@ -91,10 +92,21 @@ void RingPipe(int fd) {
   }
   const char one = 1;
   iovec iov = {const_cast<char*>(&one), 1};
+  // Whether this kernel's pipes take RWF_NOWAIT: a property of the kernel,
+  // learnt from the first EOPNOTSUPP, so later rings do not try again.
+  // Relaxed: a stale value costs one failed pwritev2, nothing else.
+  static std::atomic<bool> no_nowait{false};
   ssize_t r;
   do {
-    r = ::pwritev2(fd, &iov, 1, -1, RWF_NOWAIT);
-    if (r < 0 && errno == EOPNOTSUPP) r = WriteIfRoom(fd, &one);
+    if (no_nowait.load(std::memory_order_relaxed)) {
+      r = WriteIfRoom(fd, &one, is_private);
+    } else {
+      r = ::pwritev2(fd, &iov, 1, -1, RWF_NOWAIT);
+      if (r < 0 && errno == EOPNOTSUPP) {
+        no_nowait.store(true, std::memory_order_relaxed);
+        r = WriteIfRoom(fd, &one, is_private);
+      }
+    }
   } while (r < 0 && errno == EINTR);
   if (r < 0 && errno == EPIPE && !pending_before) {
     const timespec zero = {0, 0};
@@ -108,7 +120,7 @@ void RingPipe(int fd) {
 
 void Doorbell::Ring() const {
   if (kind_ == Kind::kWaitEnd) return;
-  if (kind_ == Kind::kRingEnd) return RingPipe(fd_.get());
+  if (kind_ == Kind::kRingEnd) return RingPipe(fd_.get(), private_);
   // A counter at its maximum is not writable: its sleeper is signalled
   // already, and a write() would block if a peer cleared O_NONBLOCK on the
   // shared file. So look first (cheap next to the wake-up it causes).
@@ -182,6 +194,16 @@ absl::Status Doorbell::WaitUntil(absl::Time deadline) const {
 }
 
 absl::StatusOr<UniqueFd> Doorbell::Dup() const { return internal::DupFd(fd_, "doorbell"); }
+
+bool Doorbell::MakePrivate() {
+  if (kind_ != Kind::kRingEnd) return false;
+  if (private_) return true;
+  absl::StatusOr<UniqueFd> fd = OpenPrivate();
+  if (!fd.ok()) return false;
+  fd_ = std::move(*fd);
+  private_ = true;
+  return true;
+}
 
 absl::StatusOr<UniqueFd> Doorbell::OpenPrivate() const {
   if (kind_ != Kind::kRingEnd) return Dup();

@@ -3,6 +3,8 @@
 // Nic::SendTo, broadcast and Link::Send end in.
 #include "hsi/nic.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "internal/data_path.h"
 #include "internal/session_state.h"
@@ -120,6 +122,56 @@ absl::StatusOr<size_t> Link::Receive(absl::Span<uint8_t> buffer, const Wait& wai
                                                      " bytes does not fit the ", buffer.size(), "-byte buffer"));
   }
   return l.rx.TryReceive(buffer);  // the frame just peeked
+}
+
+absl::Status Link::SendBatch(absl::Span<const absl::Span<const uint8_t>> frames, const Wait& wait, size_t* sent) {
+  if (sent != nullptr) *sent = 0;
+  if (!link_) return EmptyHandle("Link::SendBatch");
+  session_->MaybePump();
+  LinkState& l = *link_;
+  size_t n = 0;
+  absl::Status st;
+  for (const absl::Span<const uint8_t> f : frames) {
+    if (uint8_t* p = l.down ? nullptr : l.tx.TryReserve(f.size()); p != nullptr) {
+      if (!f.empty()) std::memcpy(p, f.data(), f.size());
+      l.tx.CommitDeferred(f.size(), internal::kTypeUnicast);
+      ++n;
+      continue;
+    }
+    // Full, too long, down or broken: what is committed goes out first,
+    // then the one send that waits (and says what went wrong).
+    l.tx.Publish();
+    st = session_->SendOnLink(*nic_, l, f, wait, internal::kTypeUnicast);
+    if (!st.ok()) break;
+    ++n;
+  }
+  l.tx.Publish();
+  if (sent != nullptr) *sent = n;
+  return st;
+}
+
+absl::StatusOr<size_t> Link::ReceiveBatch(absl::Span<uint8_t> buffer, absl::Span<size_t> lengths, const Wait& wait) {
+  if (!link_) return EmptyHandle("Link::ReceiveBatch");
+  if (lengths.empty()) return absl::InvalidArgumentError("Link::ReceiveBatch: no room for a length");
+  session_->MaybePump();
+  LinkState& l = *link_;
+  l.peeked = false;  // a copying receive consumes a peeked frame
+  hsi::Frame f;
+  if (absl::Status s = WaitForLinkFrame(*session_, *nic_, l, wait, &f); !s.ok()) return s;
+  if (f.payload.size() > buffer.size()) {  // it stays
+    return absl::ResourceExhaustedError(absl::StrCat(l.Name(), ": frame of ", f.payload.size(),
+                                                     " bytes does not fit the ", buffer.size(), "-byte buffer"));
+  }
+  size_t n = 0, off = 0;
+  do {
+    if (f.payload.size() > buffer.size() - off) break;  // it stays for the next call
+    if (!f.payload.empty()) std::memcpy(buffer.data() + off, f.payload.data(), f.payload.size());
+    lengths[n++] = f.payload.size();
+    off += f.payload.size();
+    l.rx.ReleaseDeferred();
+  } while (n < lengths.size() && l.rx.TryPeek(&f));
+  l.rx.Publish();  // the freed space, and a producer waiting for it, once
+  return n;
 }
 
 absl::StatusOr<absl::Span<const uint8_t>> Link::Peek(const Wait& wait) {

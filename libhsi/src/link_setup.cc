@@ -106,6 +106,7 @@ bool SessionState::Settle(NicState& nic, SetupWant& w) {
     }
     // A dead link answers once with why; the next call makes a new link.
     nic.by_peer.erase(it);
+    nic.ForgetHot();
     Fail(w, l->down_status);
     return true;
   }

@@ -95,6 +95,13 @@ absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wa
   if (!nic_) return EmptyHandle("Nic::SendTo");
   NicState& n = *nic_;
   session_->MaybePump();  // first: it may bring the NIC back up
+  // The hot path: the same peer as last time, its link up, room in the
+  // ring. No lookup, no shared_ptr copy, no Status but OK.
+  if (LinkState* hot = n.hot_link; hot != nullptr && n.hot_peer == to.value() && n.up && !n.detached &&
+                                   payload.size() <= n.info.mtu &&
+                                   !hot->down && hot->tx.TrySend(payload, internal::kTypeUnicast)) {
+    return absl::OkStatus();
+  }
   if (absl::Status s = NicUsable(n); !s.ok()) return s;
   if (payload.size() > n.info.mtu) {
     return absl::InvalidArgumentError(absl::StrCat("CHPID ", n.ChpidText(), ": frame ", n.info.address.ToString(), "->",
@@ -108,6 +115,11 @@ absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wa
   }
   absl::StatusOr<std::shared_ptr<LinkState>> l = session_->GetLink(n, to, wait.deadline);
   if (!l.ok()) return l.status();
+  // GetLink() answers from by_peer (or just put the new link there).
+  if (auto it = n.by_peer.find(to.value()); it != n.by_peer.end() && it->second == *l) {
+    n.hot_link = l->get();
+    n.hot_peer = to.value();
+  }
   return session_->SendOnLink(n, **l, payload, wait, internal::kTypeUnicast);
 }
 

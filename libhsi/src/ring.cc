@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "internal/futex.h"
 #include "internal/ring_layout.h"
 #include "internal/spin_wait.h"
 #include "internal/syscall.h"
@@ -71,36 +72,71 @@ absl::Status CheckRoles(const Segment& own, const Segment& peer,
 }
 
 // The need-wakeup flag of one side (need_space or need_data): a new sleep
-// epoch, then a seq_cst fence that pairs with the one in the other side's
-// Publish(): either it sees the flag, or we see what it published.
-inline void ArmFlag(internal::Word& flag, uint64_t& epoch) {
-  flag.store(++epoch, std::memory_order_relaxed);
+// epoch, shifted left by one, with bit 0 saying how the sleeper sleeps
+// (kSleepsOnFutex: on the futex of the waker's "woke" word; clear: on its
+// doorbell, as a NIC or an epoll caller does), then a seq_cst fence that
+// pairs with the one in the other side's Publish(): either it sees the
+// flag, or we see what it published. Returns the flag's value.
+constexpr uint64_t kSleepsOnFutex = 1;
+inline uint64_t ArmFlag(internal::Word& flag, uint64_t& epoch, bool futex) {
+  const uint64_t v = (++epoch << 1) | (futex ? kSleepsOnFutex : 0);
+  flag.store(v, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_seq_cst);
+  return v;
 }
 
 // The waker's half, after a side published: the seq_cst fence pairs with
 // the sleeper's in ArmFlag() (either it sees what we published on its
-// re-check, or we see its flag here); then the peer's doorbell rings if it
-// sleeps and was not rung for this sleep yet (`last_woken`).
+// re-check, or we see its flag here); then, if it sleeps and was not woken
+// for this sleep yet (`last_woken`), one wake-up the way its flag says: for
+// a futex sleeper, store the flag's value in `woke` (our own segment; the
+// release pairs with the sleeper's acquire load of it in SleepOn(), so if
+// it sees its flag there, its re-check sees what we published) and
+// FUTEX_WAKE it; else ring its doorbell. The flag is the peer's: a wrong
+// value costs only the liar its own wake-up.
 inline void WakeIfAsleep(const internal::Word& flag, uint64_t& last_woken, uint64_t& wakeups,
-                         internal::Word& wakeups_sent, const Doorbell& bell) {
+                         internal::Word& wakeups_sent, const Doorbell& bell, internal::Word& woke) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   const uint64_t want = flag.load(std::memory_order_relaxed);
   if (want != 0 && want != last_woken) {
     last_woken = want;
     ++wakeups;
     wakeups_sent.store(wakeups, std::memory_order_relaxed);
-    bell.Ring();
+    if ((want & kSleepsOnFutex) != 0) {
+      woke.store(want, std::memory_order_release);
+      internal::FutexWake(internal::FutexHalf(woke));
+    } else {
+      bell.Ring();
+    }
   }
 }
 
-// Waits as `wait` says until ready(), sleeping on `bell` with `flag` armed.
-// Requires that ready() was checked once already.
+// Waits as `wait` says until ready(), sleeping on the futex of the peer's
+// `peer_woke` word (in its read-only segment) with `flag` armed. Requires
+// that ready() was checked once already. Each round: arm (flag value v),
+// load peer_woke (acquire: pairs with the release store in the peer's
+// WakeIfAsleep()), re-check, then sleep unless the peer answered v already:
+// FUTEX_WAIT on the loaded value, so an answer stored after our load makes
+// it return at once and one stored after we sleep comes with its wake-up.
+// A peer that never answers costs us its own frames (or room) until the
+// deadline; one that wakes us or moves its word for nothing costs us a
+// re-check each time, never a missed frame; one that stores our flag
+// value without reason makes us re-check at once, bounded by the deadline
+// (docs/ring.md, "Waking").
 template <typename Ready>
-void SleepOn(internal::Word& flag, uint64_t& epoch, const Doorbell& bell, const Wait& wait, Ready& ready) {
+void SleepOn(internal::Word& flag, uint64_t& epoch, const internal::Word& peer_woke, const Wait& wait,
+             Ready& ready) {
+  uint64_t armed = 0, seen = 0;
   internal::SpinThenSleep<64>(
-      wait, ready, [] {}, [&] { ArmFlag(flag, epoch); },
-      [&](absl::Time deadline) { return bell.WaitUntil(deadline).ok(); },
+      wait, ready, [] {},
+      [&] {
+        armed = ArmFlag(flag, epoch, /*futex=*/true);
+        seen = peer_woke.load(std::memory_order_acquire);
+      },
+      [&](absl::Time deadline) {
+        if (seen == armed) return absl::Now() < deadline;  // answered already: re-check
+        return internal::FutexWaitUntil(internal::FutexHalf(peer_woke), static_cast<uint32_t>(seen), deadline);
+      },
       [&] { flag.store(0, std::memory_order_relaxed); });
 }
 
@@ -271,7 +307,7 @@ absl::StatusOr<absl::Span<uint8_t>> RingProducer::Reserve(size_t len, const Wait
   auto ready = [&] { return (p = TryReserve(len)) != nullptr || !broken_.ok(); };
   // The arm pairs with the fence in RingConsumer::Publish(): either it sees
   // our flag, or we see its head.
-  SleepOn(own_->tx_wake.need_space, sleep_epoch_, *own_bell_, wait, ready);
+  SleepOn(own_->tx_wake.need_space, sleep_epoch_, peer_->rx_wake.woke_space, wait, ready);
   if (p != nullptr) return absl::Span<uint8_t>(p, len);
   if (!broken_.ok()) return broken_;
   return absl::DeadlineExceededError(absl::StrCat(
@@ -303,12 +339,12 @@ void RingProducer::Publish() {
   c.full_events.store(full_events_, std::memory_order_relaxed);
   c.drops.store(drops_, std::memory_order_relaxed);
   // A consumer asleep for data learns of our frames.
-  WakeIfAsleep(peer_->rx_wake.need_data, last_woken_, wakeups_, c.wakeups_sent, *peer_bell_);
+  WakeIfAsleep(peer_->rx_wake.need_data, last_woken_, wakeups_, c.wakeups_sent, *peer_bell_, own_->tx_wake.woke_data);
 }
 
 void RingProducer::ArmWakeup() {
   Publish();  // frames committed but unpublished must reach the consumer
-  ArmFlag(own_->tx_wake.need_space, sleep_epoch_);
+  ArmFlag(own_->tx_wake.need_space, sleep_epoch_, /*futex=*/false);
 }
 
 void RingProducer::DisarmWakeup() {
@@ -410,7 +446,7 @@ absl::Status RingConsumer::WaitForFrame(Frame* frame, const Wait& wait) {
   auto ready = [&] { return (got = TryPeek(frame)) || !broken_.ok(); };
   // The arm pairs with the fence in RingProducer::Publish(): either it sees
   // our flag, or we see its frame.
-  SleepOn(own_->rx_wake.need_data, sleep_epoch_, *own_bell_, wait, ready);
+  SleepOn(own_->rx_wake.need_data, sleep_epoch_, peer_->tx_wake.woke_data, wait, ready);
   if (got) return absl::OkStatus();
   if (!broken_.ok()) return broken_;
   return absl::DeadlineExceededError("ring: no frame arrived before the deadline");
@@ -419,7 +455,7 @@ absl::Status RingConsumer::WaitForFrame(Frame* frame, const Wait& wait) {
 void RingConsumer::ArmWakeup() {
   // Space released but not yet published must reach the producer first.
   if (published_head_ != head_) Publish();
-  ArmFlag(own_->rx_wake.need_data, sleep_epoch_);
+  ArmFlag(own_->rx_wake.need_data, sleep_epoch_, /*futex=*/false);
 }
 
 void RingConsumer::DisarmWakeup() {
@@ -444,7 +480,7 @@ void RingConsumer::Publish() {
   c.frames.store(frames_, std::memory_order_relaxed);
   c.bytes.store(bytes_, std::memory_order_relaxed);
   // A producer asleep on a full ring learns of the space.
-  WakeIfAsleep(peer_->tx_wake.need_space, last_woken_, wakeups_, c.wakeups_sent, *peer_bell_);
+  WakeIfAsleep(peer_->tx_wake.need_space, last_woken_, wakeups_, c.wakeups_sent, *peer_bell_, own_->rx_wake.woke_space);
 }
 
 absl::StatusOr<size_t> RingConsumer::TryReceive(absl::Span<uint8_t> buffer, uint16_t* type) {

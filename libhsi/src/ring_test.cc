@@ -1,5 +1,6 @@
 #include "hsi/ring.h"
 
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -289,6 +290,28 @@ TEST(RingTest, BlockedConsumerIsWokenOnceBySend) {
   ASSERT_TRUE(s.ok()) << s;
   EXPECT_EQ(f.payload[0], 42);
   EXPECT_EQ(l.a.tx().counters().wakeups_sent, 1u);
+}
+
+// Idle CPU 0 at the ring: a consumer blocked in Peek (block, or adaptive
+// after its 50 us of spinning) sleeps in FUTEX_WAIT until its deadline. A
+// spinning wait would use about its whole length in CPU.
+TEST(RingTest, AWaitingConsumerUsesNoCpuAfterTheSpinPhase) {
+  Link l = MakeLink({4096, 256});
+  auto cpu = [] {
+    rusage u;
+    ::getrusage(RUSAGE_THREAD, &u);
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+  };
+  for (WaitMode mode : {WaitMode::kBlock, WaitMode::kAdaptive}) {
+    Frame f;
+    const double c0 = cpu();
+    const absl::Time t0 = absl::Now();
+    absl::Status s = l.b.rx().Peek(&f, Wait{mode, absl::Now() + absl::Milliseconds(500), absl::Microseconds(50)});
+    const double wall = absl::ToDoubleSeconds(absl::Now() - t0);
+    EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+    EXPECT_LT(cpu() - c0, 0.1 * wall) << WaitModeName(mode) << ": the waiting consumer kept a CPU busy";
+  }
 }
 
 TEST(RingTest, SpinningConsumerCostsNoWakeups) {

@@ -39,6 +39,7 @@ void NicState::Forget(const std::shared_ptr<LinkState>& l) {
   active.erase(std::remove(active.begin(), active.end(), l), active.end());
   auto it = by_peer.find(l->peer.value());
   if (it != by_peer.end() && it->second == l) by_peer.erase(it);
+  ForgetHot();
   if (peeked == l) peeked.reset();
 }
 
@@ -276,6 +277,9 @@ void SessionState::OnPeer(wire::Message& m) {
   if (!bell.ok()) return fail(bell.status());
   l->peer_segment = std::move(*peer);
   l->peer_bell = std::move(*bell);
+  // Ring the peer through a file of our own where the uid allows: no other
+  // holder can make it blocking, so a ring is a write without an fcntl.
+  l->peer_bell.MakePrivate();
   absl::StatusOr<RingProducer> tx = RingProducer::Create(l->own, l->peer_segment, *l->own_bell, l->peer_bell, l->geometry);
   if (!tx.ok()) return fail(tx.status());
   absl::StatusOr<RingConsumer> rx = RingConsumer::Create(l->own, l->peer_segment, *l->own_bell, l->peer_bell, l->geometry);
@@ -289,6 +293,7 @@ void SessionState::OnPeer(wire::Message& m) {
     if (n.get() != nic) continue;
     n->active.push_back(l);
     n->by_peer[l->peer.value()] = l;
+    n->ForgetHot();
   }
 }
 

@@ -4,16 +4,24 @@
 // naming what was wrong) or carry on: no out-of-bounds access (this test runs
 // under ASan+UBSan, and accepted frames are copied into MTU-sized heap
 // buffers), no crash, no hang.
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <climits>
+#include <cstdio>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "absl/time/clock.h"
 #include "hsi/testing/child.h"
 #include "gtest/gtest.h"
 #include "hsi/endpoint.h"
+#include "internal/futex.h"
 #include "internal/ring_layout.h"
 
 namespace hsi {
@@ -85,6 +93,9 @@ struct Rig {
     return n;
   }
 };
+
+// The producer's segment as the consumer sees it (read-only).
+const SegmentLayout& LayoutOfView(const Rig& r) { return *static_cast<const SegmentLayout*>(r.a_view.data()); }
 
 void ExpectBroken(const RingConsumer& rx, absl::string_view what) {
   EXPECT_EQ(rx.status().code(), absl::StatusCode::kDataLoss) << rx.status();
@@ -316,6 +327,154 @@ TEST(HostileProducerTest, ConcurrentScribblerCannotCrashOrHangTheConsumer) {
   }
   std::printf("scribbler: consumer read %llu frames, final status: %s\n",
               static_cast<unsigned long long>(frames), end->rx().status().ToString().c_str());
+}
+
+// ------------------------------------------------------------ wake-ups
+//
+// A blocked Peek/Reserve sleeps in FUTEX_WAIT on the peer's "woke" word
+// (docs/ring.md, "Waking"). The peer owns that word and can wake us at
+// will: it must cost re-checks, never a bogus frame, a lost wake-up or an
+// early return.
+
+// True once thread `tid` of this process sleeps in a syscall (state S).
+bool Sleeping(pid_t tid) {
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/self/task/%d/stat", static_cast<int>(tid));
+  FILE* f = std::fopen(path, "r");
+  if (f == nullptr) return false;
+  char buf[512] = {};
+  const size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  const char* close = std::strrchr(buf, ')');  // "pid (comm) S ..."
+  return n > 0 && close != nullptr && close[1] == ' ' && close[2] == 'S';
+}
+
+pid_t Tid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+void AwaitSleeping(const std::atomic<pid_t>& tid) {
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(10);
+       (tid.load() == 0 || !Sleeping(tid.load())) && absl::Now() < deadline;) {
+    std::this_thread::yield();
+  }
+}
+
+// What a hostile peer does to a sleeper's futex word, `rounds` times: wakes
+// it, stores garbage, stores the sleeper's own current flag value ("I
+// answered you"), and wakes it again.
+void Harass(internal::Word& woke, const internal::Word& their_flag, int rounds) {
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < rounds; ++i) {
+    switch (i % 3) {
+      case 0: woke.store(rng(), std::memory_order_release); break;
+      case 1: woke.store(their_flag.load(std::memory_order_acquire), std::memory_order_release); break;
+      default: break;
+    }
+    internal::FutexWake(internal::FutexHalf(woke));
+  }
+}
+
+TEST(HostileProducerTest, SpuriousWakesCostReChecksNotFramesOrWakeups) {
+  auto r = Rig::Make();
+  std::atomic<pid_t> tid{0};
+  absl::Status s;
+  Frame f;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  std::thread consumer([&] {
+    tid = Tid();
+    s = r->rx.Peek(&f, Wait::Block(deadline));
+  });
+  AwaitSleeping(tid);
+  // The producer's segment is the hostile side's: it wakes the consumer for
+  // nothing and lies in its woke word. The consumer must keep waiting (no
+  // frame, no early deadline) and still take the real wake-up after.
+  Harass(r->a()->tx_wake.woke_data, r->b()->rx_wake.need_data, 3000);
+  EXPECT_TRUE(consumer.joinable());
+  uint8_t x = 42;
+  ASSERT_TRUE(r->tx.TrySend({&x, 1}));  // honest now: commit, publish, wake
+  consumer.join();
+  ASSERT_TRUE(s.ok()) << s;
+  // A frame found only by the re-check at the deadline: the wake-up was lost.
+  EXPECT_LT(absl::Now(), deadline) << "the consumer woke only at its deadline";
+  ASSERT_EQ(f.payload.size(), 1u);
+  EXPECT_EQ(f.payload[0], 42);
+  EXPECT_TRUE(r->rx.ok());
+}
+
+TEST(HostileConsumerTest, SpuriousWakesCostReChecksNotRoomOrWakeups) {
+  auto r = Rig::Make();
+  std::vector<uint8_t> p(100);
+  while (r->tx.TrySend(p)) {
+  }
+  std::atomic<pid_t> tid{0};
+  absl::StatusOr<absl::Span<uint8_t>> span = absl::UnknownError("not run");
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  std::thread producer([&] {
+    tid = Tid();
+    span = r->tx.Reserve(100, Wait::Block(deadline));
+  });
+  AwaitSleeping(tid);
+  // Now the consumer's segment is the hostile side's.
+  Harass(r->b()->rx_wake.woke_space, r->a()->tx_wake.need_space, 3000);
+  std::vector<uint8_t> buf(kGeometry.mtu);
+  ASSERT_TRUE(r->rx.TryReceive(absl::MakeSpan(buf)).ok());  // honest: release, publish, wake
+  producer.join();
+  ASSERT_TRUE(span.ok()) << span.status();
+  EXPECT_LT(absl::Now(), deadline) << "the producer woke only at its deadline";
+  EXPECT_EQ(span->size(), 100u);
+  EXPECT_TRUE(r->tx.ok());
+}
+
+// Whoever else holds the producer's segment (an authorized sniffer, say)
+// can sleep on the same futex word; the producer's FUTEX_WAKE wakes every
+// waiter, so that one cannot take the consumer's wake-up. (With a wake of
+// one waiter the first sleeper, the other one here, would get it and the
+// consumer would sleep to its deadline.)
+TEST(HostileProducerTest, AnotherWaiterOnTheWordCannotTakeOurWakeup) {
+  auto r = Rig::Make();
+  const uint32_t* word = internal::FutexHalf(LayoutOfView(*r).tx_wake.woke_data);
+  std::atomic<pid_t> thief_tid{0}, consumer_tid{0};
+  std::thread thief([&] {
+    thief_tid = Tid();
+    const timespec ts{30, 0};
+    ::syscall(SYS_futex, word, FUTEX_WAIT, __atomic_load_n(word, __ATOMIC_RELAXED), &ts, nullptr, 0);
+  });
+  AwaitSleeping(thief_tid);
+  absl::Status s;
+  Frame f;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  std::thread consumer([&] {
+    consumer_tid = Tid();
+    s = r->rx.Peek(&f, Wait::Block(deadline));
+  });
+  AwaitSleeping(consumer_tid);
+  uint8_t x = 7;
+  ASSERT_TRUE(r->tx.TrySend({&x, 1}));
+  consumer.join();
+  const absl::Time woken = absl::Now();
+  thief.join();
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_LT(woken, deadline) << "the consumer woke only at its deadline: the other waiter took its wake-up";
+  EXPECT_EQ(f.payload[0], 7);
+  EXPECT_EQ(r->tx.counters().wakeups_sent, 1u);
+}
+
+// A producer that commits a frame and never wakes the sleeping consumer
+// delays only that frame, to the consumer's deadline: the futex sleep is
+// bounded by it, and the re-check after it finds the frame.
+TEST(HostileProducerTest, AProducerThatNeverWakesCostsOnlyTheDeadline) {
+  auto r = Rig::Make();
+  std::atomic<pid_t> tid{0};
+  absl::Status s;
+  Frame f;
+  std::thread consumer([&] {
+    tid = Tid();
+    s = r->rx.Peek(&f, Wait::Block(absl::Now() + absl::Milliseconds(300)));
+  });
+  AwaitSleeping(tid);
+  r->Forge(0, 8, kKindData);  // a frame, and no wake-up
+  consumer.join();
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(f.payload.size(), 8u);
 }
 
 }  // namespace

@@ -80,11 +80,18 @@ class HSI_EXPORT Doorbell {
   // flags no other holder can change (reopened through /proc/self/fd; needs
   // the pipe owner's uid or root, else the error says so). Otherwise Dup().
   absl::StatusOr<UniqueFd> OpenPrivate() const;
+  // For a ring end: rings through an open file of its own from now on
+  // (OpenPrivate()), which no other holder can make blocking, so Ring()
+  // writes at once without first asking whether the file is still
+  // non-blocking. False (and nothing changes) where the reopen is refused
+  // (another uid's pipe) or for another kind.
+  bool MakePrivate();
 
  private:
   Doorbell(UniqueFd fd, Kind kind) : fd_(std::move(fd)), kind_(kind) {}
   UniqueFd fd_;
   Kind kind_ = Kind::kEventfd;
+  bool private_ = false;  // a ring end reopened by MakePrivate()
 };
 
 }  // namespace hsi

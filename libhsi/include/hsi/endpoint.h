@@ -3,11 +3,14 @@
 // A link between ends A and B is two segments and four doorbells. A's
 // segment carries the A->B frames with A's producer state and A's consumer
 // state for B->A; B's segment the mirror. Each end maps its own segment
-// read-write and the other's read-only (invariant 1). Each end has two
-// doorbells: its consumer sleeps on the data doorbell (rung by the peer's
-// producer), its producer on the space doorbell (rung by the peer's
-// consumer), so that a tx thread and an rx thread of one end, both
-// blocked, never take each other's wake-ups.
+// read-write and the other's read-only (invariant 1). The blocking calls
+// of tx() and rx() sleep on futexes in the peer's segment (hsi/ring.h), a
+// different word for data and for room. For callers that wait on a file
+// descriptor (epoll, io_uring) each end also has two doorbells, after
+// ArmWakeup(): the data doorbell (fd(), rung by the peer's producer) and
+// the space doorbell (space_fd(), rung by the peer's consumer), so that a
+// tx thread and an rx thread of one end, both blocked, never take each
+// other's wake-ups.
 //
 // CreateEndpointFds() makes the memory and doorbells for both ends; in a
 // running host hsid does this and passes each end its EndpointFds by

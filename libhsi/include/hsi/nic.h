@@ -124,6 +124,23 @@ class HSI_EXPORT Link {
   // sizes), kDeadlineExceeded, kUnavailable after the last frame of a peer
   // that is gone.
   absl::StatusOr<size_t> Receive(absl::Span<uint8_t> buffer, const Wait& wait = Wait());
+  // Batches, where the ring batches (a stream): SendBatch() copies
+  // frames[0..n) into the ring in order, committing each as it goes, and
+  // tells the peer (waking it if it sleeps) once at the end, or before it
+  // waits for room. OK once all were sent; else the first failure, as
+  // Send() reports it, with the frames before it sent. `*sent` (if given)
+  // is how many were sent either way.
+  absl::Status SendBatch(absl::Span<const absl::Span<const uint8_t>> frames, const Wait& wait = Wait(),
+                         size_t* sent = nullptr);
+  // Waits as Receive() does for the first frame, then copies it and every
+  // frame waiting behind it, back to back into `buffer`, as long as each
+  // fits and `lengths` has room; the peer learns of the freed space once,
+  // at the end. Returns how many frames were copied (lengths[0..n) holds
+  // their lengths). Errors as Receive(): kResourceExhausted if the first
+  // frame does not fit `buffer` (it stays); kInvalidArgument if `lengths`
+  // is empty.
+  absl::StatusOr<size_t> ReceiveBatch(absl::Span<uint8_t> buffer, absl::Span<size_t> lengths,
+                                      const Wait& wait = Wait());
   // Zero-copy: the next frame in place, until Release(). A second Peek
   // without Release() returns the same frame; a Receive consumes it.
   absl::StatusOr<absl::Span<const uint8_t>> Peek(const Wait& wait = Wait());

@@ -24,7 +24,13 @@
 //   producer: payload and header words, then header.seq (release)   -> consumer acquires header.seq
 //   consumer: reads frame, then head (release)                      -> producer acquires head before reuse
 //   need-wakeup (both directions): sleeper stores flag, seq_cst fence, re-checks;
-//   waker publishes, seq_cst fence, loads flag, rings the doorbell if set.
+//   waker publishes, seq_cst fence, loads flag, wakes the sleeper if set:
+//   a blocking call of this ring sleeps in FUTEX_WAIT on the peer's "woke"
+//   word (the waker stores the flag it answers there, release, then
+//   FUTEX_WAKE; the sleeper acquires it before its re-check); a caller that
+//   armed with ArmWakeup() and sleeps on a doorbell gets a doorbell ring.
+//   docs/ring.md, "Waking", says why a hostile peer cannot stall or starve
+//   a sleeper this way.
 //
 // Untrusted peer (invariant 2): every value read from the peer's segment is
 // loaded once into a local and validated before use. A violation moves the
@@ -124,10 +130,13 @@ HSI_EXPORT std::optional<SegmentCounters> ReadRingSegmentCounters(int fd);
 class HSI_EXPORT RingProducer {
  public:
   // `own` is the producer's segment mapped with Segment::MapOwner, `peer`
-  // the consumer's mapped with Segment::MapPeer. The producer sleeps on
-  // `own_bell` when the ring is full and rings `peer_bell` when the consumer
-  // sleeps. kInvalidArgument if the geometry is bad or a segment does not
-  // match it, kDataLoss if the segment header is not a ring's.
+  // the consumer's mapped with Segment::MapPeer. Reserve() sleeps on a
+  // futex in the consumer's segment when the ring is full; Publish() wakes a
+  // consumer blocked in Peek() by futex, and rings `peer_bell` for one that
+  // armed with ArmWakeup() and sleeps on its doorbell. `own_bell` is where
+  // the caller sleeps after ArmWakeup(). kInvalidArgument if the geometry
+  // is bad or a segment does not match it, kDataLoss if the segment header
+  // is not a ring's.
   static absl::StatusOr<RingProducer> Create(const Segment& own,
                                              const Segment& peer,
                                              const Doorbell& own_bell,
@@ -211,9 +220,10 @@ class HSI_EXPORT RingProducer {
 class HSI_EXPORT RingConsumer {
  public:
   // `own` is the consumer's segment mapped with Segment::MapOwner, `peer`
-  // the producer's mapped with Segment::MapPeer. The consumer sleeps on
-  // `own_bell` when the ring is empty and rings `peer_bell` when the
-  // producer sleeps on a full ring. Errors as RingProducer::Create.
+  // the producer's mapped with Segment::MapPeer. Peek() sleeps on a futex
+  // in the producer's segment when the ring is empty; Publish() wakes a
+  // producer blocked in Reserve() by futex, or rings `peer_bell` for one
+  // that armed with ArmWakeup(). Errors as RingProducer::Create.
   static absl::StatusOr<RingConsumer> Create(const Segment& own,
                                              const Segment& peer,
                                              const Doorbell& own_bell,

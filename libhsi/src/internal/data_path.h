@@ -65,10 +65,16 @@ void SetWakeup(RingEnd& end, bool on) {
 template <typename Ready, typename Arm>
 absl::Status SessionState::WaitLoop(NicState& nic, const Wait& wait, Ready ready, Arm arm) {
   if (ready()) return absl::OkStatus();
+  // Before each sleep only MaybePump() (one load of hsid's event word; a
+  // full Pump() when it moved, while hsid is away, and every
+  // kLivenessCalls-th time): anything else hsid sends (a reply to a link
+  // request) makes the control socket readable, which ends the sleep, and
+  // is pumped then. So a sleep costs poll() and one read of the doorbell,
+  // not a recvmsg() that finds nothing besides.
   const bool got = SpinThenSleep<1024>(
       wait, ready, [&] { Pump(); },
       [&] {
-        Pump();
+        MaybePump();
         arm(true);
       },
       [&](absl::Time deadline) {
@@ -80,7 +86,8 @@ absl::Status SessionState::WaitLoop(NicState& nic, const Wait& wait, Ready ready
         if (ms == 0 && until == deadline) return false;
         struct pollfd p[2] = {{nic.bell->fd(), POLLIN, 0}, {ctl_.connected() ? ctl_.fd() : -1, POLLIN, 0}};
         ::poll(p, 2, ms);
-        nic.bell->Drain();
+        if (p[1].revents != 0) Pump();  // a message, EOF or an error: handle it now
+        if (p[0].revents != 0) nic.bell->Drain();
         return true;
       },
       [&] { arm(false); });

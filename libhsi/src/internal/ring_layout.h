@@ -7,10 +7,15 @@
 //
 //   0     header        written once at creation (magic, geometry, nonce)
 //   128   tail          producer: published tail (observability, drain)
-//   256   need_space    producer: sleep epoch while waiting for room, 0 awake
+//   256   need_space    producer: sleep flag while waiting for room, 0 awake
+//                       (epoch << 1, | 1 if it sleeps on a futex)
+//   264   woke_data     producer: the consumer's need_data it last woke
+//                       (the futex a sleeping consumer waits on)
 //   384   tx counters   producer: frames, bytes, full events, drops, wake-ups
 //   512   head          consumer: position up to which frames are released
-//   640   need_data     consumer: sleep epoch while waiting for data, 0 awake
+//   640   need_data     consumer: sleep flag while waiting for data, 0 awake
+//                       (epoch << 1, | 1 if it sleeps on a futex)
+//   648   woke_space    consumer: the producer's need_space it last woke
 //   768   rx counters   consumer: frames, bytes, wake-ups
 //   4096  data          `capacity` bytes of frame records
 #ifndef HSI_INTERNAL_RING_LAYOUT_H_
@@ -31,7 +36,10 @@
 namespace hsi::internal {
 
 inline constexpr uint64_t kSegmentMagic = 0x3130495348494836ULL;  // "6HIHSI01"
-inline constexpr uint32_t kLayoutVersion = 1;
+// 2: the need-wakeup flags say in bit 0 whether the sleeper waits on the
+// futex of the waker's woke_data/woke_space word or on its doorbell (1 and
+// 2 do not understand each other's sleepers, so they do not link).
+inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr size_t kDataOffset = 4096;
 inline constexpr size_t kRecordAlign = 16;
 inline constexpr size_t kFrameHeaderSize = 16;
@@ -54,6 +62,9 @@ struct alignas(128) TxState {
 };
 struct alignas(128) TxWake {
   Word need_space;
+  // The consumer's need_data flag this producer last woke (futex sleepers
+  // only): the futex word a consumer waiting for data sleeps on.
+  Word woke_data;
 };
 struct alignas(128) TxCounters {
   Word frames, bytes, full_events, drops, wakeups_sent;
@@ -63,6 +74,9 @@ struct alignas(128) RxState {
 };
 struct alignas(128) RxWake {
   Word need_data;
+  // The producer's need_space flag this consumer last woke (futex sleepers
+  // only): the futex word a producer waiting for room sleeps on.
+  Word woke_space;
 };
 struct alignas(128) RxCounters {
   Word frames, bytes, wakeups_sent;
@@ -86,6 +100,9 @@ static_assert(offsetof(SegmentLayout, tx_counters) == 384);
 static_assert(offsetof(SegmentLayout, rx) == 512);
 static_assert(offsetof(SegmentLayout, rx_wake) == 640);
 static_assert(offsetof(SegmentLayout, rx_counters) == 768);
+static_assert(offsetof(SegmentLayout, tx_wake) + offsetof(TxWake, woke_data) == 264);
+static_assert(offsetof(SegmentLayout, rx_wake) + offsetof(RxWake, woke_space) == 648);
+static_assert(sizeof(TxWake) == 128 && sizeof(RxWake) == 128);
 static_assert(sizeof(SegmentLayout) <= kDataOffset);
 
 // The header of one frame record in the data area. `seq` is written last

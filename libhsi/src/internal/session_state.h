@@ -82,6 +82,12 @@ struct NicState {
   // Ready links, including dead ones still being drained.
   std::vector<std::shared_ptr<LinkState>> active;
   absl::flat_hash_map<uint32_t, std::shared_ptr<LinkState>> by_peer;
+  // The link Nic::SendTo used last and its peer's address, so that a run of
+  // sends to one peer costs no hash lookup and no shared_ptr copy. Points
+  // into by_peer: cleared (ForgetHot) wherever an entry of by_peer goes or
+  // is replaced, so it never outlives its LinkState.
+  LinkState* hot_link = nullptr;
+  uint32_t hot_peer = 0;
   size_t rr = 0;
   std::shared_ptr<LinkState> peeked;  // Nic::Peek() holds a frame of it
   std::optional<NicInterface> iface;  // declared (Nic::DeclareInterface); said again on re-attach
@@ -91,6 +97,7 @@ struct NicState {
   }
   std::string ChpidText() const;
   void Forget(const std::shared_ptr<LinkState>& l);
+  void ForgetHot() { hot_link = nullptr; }
 };
 
 // One LPAR's connection to hsid with its NICs and links. The control
