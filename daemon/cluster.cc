@@ -24,8 +24,28 @@ absl::Status Cluster::Start(const std::string& socket_path) {
   if (fd < 0) return absl::ErrnoToStatus(errno, "cluster: eventfd");
   event_fd_ = hsi::UniqueFd(fd);
   Log(absl::StrCat("cluster ", config_.cluster.name, ": member ", config_.cluster.member, ", etcd ",
-                   config_.cluster.etcd.front(), config_.cluster.etcd.size() > 1 ? " (and others)" : "",
-                   "; serving no NIC until the directory is read"));
+                   config_.cluster.etcd.front(), config_.cluster.etcd.size() > 1 ? " (and others)" : ""));
+  // Read the directory once before serving, so that a restarted member
+  // does not hold down (and so break) the links its clients re-register
+  // (DESIGN invariant 4). The loop is not running yet: this wait blocks no
+  // client. If etcd does not answer, every NIC waits for the thread's read.
+  if (absl::StatusOr<hsi::ssi::EtcdClient> etcd =
+          hsi::ssi::EtcdClient::Create({config_.cluster.etcd, absl::Seconds(2)});
+      etcd.ok()) {
+    absl::StatusOr<hsi::ssi::ClusterView> v = hsi::ssi::ReadCluster(*etcd, hsi::ssi::Keys(config_.cluster.name));
+    if (v.ok()) {
+      view_.known = true;
+      for (const auto& [g, rec] : v->guests) view_.guests.insert(g);
+      view_.residency = v->residency;
+      Log(absl::StrCat("cluster: directory read: ", view_.guests.size(), " guests"));
+    } else {
+      Log(absl::StrCat("cluster: ", v.status().message(), "; serving no NIC until etcd answers"));
+    }
+  }
+  {
+    absl::MutexLock l(&mu_);
+    published_ = view_;
+  }
   try {
     thread_ = std::thread([this] { ThreadMain(); });
   } catch (const std::system_error& e) {
@@ -115,8 +135,12 @@ void Cluster::ThreadMain() {
     if (e != last_error && !e.empty()) Log(absl::StrCat("cluster: ", e));
     last_error = e;
   };
-  bool published_once = false;
   View last;
+  {
+    absl::MutexLock l(&mu_);
+    last = published_;
+  }
+  bool published_once = last.known;
   for (;;) {
     {
       absl::MutexLock l(&mu_);

@@ -13,8 +13,11 @@
 //   member: NICs of LPAR G are held down otherwise ("detached from the
 //   CPC": links dropped, no peer sees them, the owner's calls fail with
 //   kUnavailable), and raised again when G logs on here. An LPAR that is
-//   no guest is served as by a lone hsid. Until the member has read etcd
-//   once it does not know who is a guest, so it holds every NIC down.
+//   no guest is served as by a lone hsid. Start() reads the directory once
+//   (up to 2 s) before hsid serves anyone, so that clients re-registering
+//   after a restart keep their links (DESIGN invariant 4); if etcd does not
+//   answer then, the member does not know who is a guest and holds every
+//   NIC down until it does.
 // - Without [cluster], Start() does nothing: no thread, no etcd.
 //
 // Threads: the etcd work (HTTP, blocking) runs on a thread of its own;
@@ -51,8 +54,9 @@ class Cluster {
   Cluster& operator=(const Cluster&) = delete;
 
   bool enabled() const { return config_.cluster.enabled; }
-  // Starts the member thread (if enabled); `socket_path` goes in the
-  // member record. Errors only for a failed eventfd or thread.
+  // Reads the directory (blocking, before the loop runs), then starts the
+  // member thread (if enabled); `socket_path` goes in the member record.
+  // Errors only for a failed eventfd or thread.
   absl::Status Start(const std::string& socket_path);
   // Ends the thread and revokes the lease (so the member is seen gone at
   // once, not after the TTL). Idempotent.

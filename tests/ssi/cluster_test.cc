@@ -188,50 +188,74 @@ TEST_F(ClusterTest, KilledCommandAtEachStepIsRecoveredFromEtcd) {
   }
 }
 
-TEST_F(ClusterTest, KilledHsidsMidRelocationRecoverFromEtcd) {
+TEST_F(ClusterTest, KilledSourceHsidAtEachStepIsRecoveredFromEtcd) {
   Guest& g1 = guests_[0];
   Guest& g2 = guests_[1];
-  // The source member dies after its interface went down.
-  auto p = StartStopped(this, RelocateArgv("G1", "VM2"), "down", vm9_->dir() + "/reloc-a.log");
-  vm9_->Stop(SIGKILL);
-  ::kill(p->pid(), SIGCONT);
-  EXPECT_EQ(p->WaitExit(absl::Seconds(20)), 0) << p->log();
-  ASSERT_TRUE(vm9_->Start()) << vm9_->log();
-  // G1's and G2's hsi-ifds re-attach to the new VM9, which holds G1's NIC down.
-  ExpectOn(g1, "VM2");
-  ExpectOn(g2, "VM9");
+  for (const std::string step : {"down", "moved", "up"}) {
+    const std::string from = Residency("G1"), to = from == "VM9" ? "VM2" : "VM9";
+    Hsid& source = from == "VM9" ? *vm9_ : *vm2_;
+    auto p = StartStopped(this, RelocateArgv("G1", to), step, absl::StrCat(vm9_->dir(), "/reloc-src-", step, ".log"));
+    source.Stop(SIGKILL);
+    ::kill(p->pid(), SIGCONT);
+    // The move needs etcd and a live target, not the source.
+    EXPECT_EQ(p->WaitExit(absl::Seconds(20)), 0) << step << ": " << p->log();
+    ASSERT_TRUE(source.Start()) << source.log();
+    // The hsi-ifds re-attach to the restarted source, which holds G1's NIC
+    // down and serves G2's.
+    ExpectOn(g1, to);
+    ExpectOn(g2, "VM9");
+  }
+  // G1 is on VM2 after three moves; G2 joins it there over the restarted hsids.
+  ASSERT_EQ(Residency("G1"), "VM2");
+  Result r = Relocate("G2 --to VM2");
+  ASSERT_TRUE(r.ok()) << r.out;
+  EXPECT_TRUE(Eventually([&] { return Ping(g2, g1.hsi1); })) << "VM2's HiperSockets after its hsid restarted";
+}
+
+TEST_F(ClusterTest, KilledTargetHsidMidRelocationIsRecoveredFromEtcd) {
+  Guest& g1 = guests_[0];
+  Guest& g2 = guests_[1];
+  ASSERT_TRUE(Relocate("G1 --to VM2").ok());
   // The target member dies after the residency moved.
-  p = StartStopped(this, RelocateArgv("G2", "VM2"), "moved", vm9_->dir() + "/reloc-b.log");
+  auto p = StartStopped(this, RelocateArgv("G2", "VM2"), "moved", vm9_->dir() + "/reloc-b.log");
   vm2_->Stop(SIGKILL);
   ::kill(p->pid(), SIGCONT);
   EXPECT_EQ(p->WaitExit(absl::Seconds(20)), 0) << p->log();
   ASSERT_TRUE(vm2_->Start()) << vm2_->log();
   ExpectOn(g2, "VM2");
+  ExpectOn(g1, "VM2");
   EXPECT_TRUE(Eventually([&] { return Ping(g2, g1.hsi1); })) << "VM2's HiperSockets after its hsid restarted\n"
                                                              << g1.ifd1->log() << g2.ifd1->log() << vm2_->log();
 }
 
-TEST_F(ClusterTest, KilledEtcdMidRelocationNeverLeavesAWrongInterfaceUp) {
+TEST_F(ClusterTest, KilledEtcdAtEachStepNeverLeavesAWrongInterfaceUp) {
   Guest& g1 = guests_[0];
-  auto p = StartStopped(this, RelocateArgv("G1", "VM2"), "down", vm9_->dir() + "/reloc-e.log");
-  etcd_.Kill(0, SIGKILL);
-  ::kill(p->pid(), SIGCONT);
-  const int st = p->WaitExit(absl::Seconds(30));
-  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1) << st << p->log();
-  EXPECT_TRUE(absl::StrContains(p->log(), "--recover G1")) << p->log();
-  // Neither interface up while the state is unknown.
-  EXPECT_FALSE(LinkUp(g1, "hsi0"));
-  EXPECT_FALSE(LinkUp(g1, "hsi1"));
-  ASSERT_TRUE(etcd_.StartNode(0));
-  ASSERT_TRUE(etcd_.WaitReady(absl::Seconds(20)));
-  Result r = Relocate("--recover G1");
-  ASSERT_TRUE(r.ok()) << r.out;
-  ExpectOn(g1, "VM9");  // the move never committed
-  // The members rejoin (their leases may have expired meanwhile).
+  for (const std::string step : {"down", "moved", "up"}) {
+    const std::string from = Residency("G1"), to = from == "VM9" ? "VM2" : "VM9";
+    auto p = StartStopped(this, RelocateArgv("G1", to), step, absl::StrCat(vm9_->dir(), "/reloc-etcd-", step, ".log"));
+    etcd_.Kill(0, SIGKILL);
+    ::kill(p->pid(), SIGCONT);
+    const int st = p->WaitExit(absl::Seconds(30));
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1) << step << ": " << st << p->log();
+    EXPECT_TRUE(absl::StrContains(p->log(), "--recover G1")) << p->log();
+    // While etcd is away: never the wrong interface up. Before the move
+    // committed both are down; after it, the target's is up.
+    const bool committed = step != "down";
+    EXPECT_EQ(LinkUp(g1, from == "VM9" ? "hsi0" : "hsi1"), false) << step;
+    EXPECT_EQ(LinkUp(g1, to == "VM9" ? "hsi0" : "hsi1"), committed) << step;
+    ASSERT_TRUE(etcd_.StartNode(0));
+    ASSERT_TRUE(etcd_.WaitReady(absl::Seconds(20)));
+    Result r = Relocate("--recover G1");
+    ASSERT_TRUE(r.ok()) << r.out;
+    ExpectOn(g1, committed ? to : from);
+  }
+  // The members rejoin (their leases may have expired meanwhile) and the
+  // next relocation works.
   EXPECT_TRUE(Eventually([&] { return Members().size() == 2; }, absl::Seconds(15)));
-  r = Relocate("G1 --to VM2");
+  const std::string to = Residency("G1") == "VM9" ? "VM2" : "VM9";
+  Result r = Relocate("G1 --to " + to);
   ASSERT_TRUE(r.ok()) << r.out;
-  ExpectOn(g1, "VM2");
+  ExpectOn(g1, to);
 }
 
 }  // namespace

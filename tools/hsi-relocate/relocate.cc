@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
@@ -329,7 +330,12 @@ absl::StatusOr<ssi::Outcome> Relocate(Context& ctx, const std::string& guest, co
   o.message = absl::StrCat(guest, " moved from ", from, " to ", to,
                            ctx.automation ? "" : " without automation (the old interface stays up)");
   o = Finish(ctx, o, start);
-  if (absl::Status s = ctx.etcd->Delete(ctx.keys.Relocation(guest)); !s.ok()) return s;
+  if (absl::Status s = ctx.etcd->Delete(ctx.keys.Relocation(guest)); !s.ok()) {
+    return absl::UnavailableError(absl::StrCat(s.message(), "; ", guest, " is on ", to, " with ",
+                                               dst != nullptr ? dst->ifname : "no HiperSockets interface",
+                                               " up, but its relocation record is left: run hsi-relocate --recover ",
+                                               guest, " when etcd answers"));
+  }
   Say(ctx, absl::StrCat(guest, ": relocated in ", o.duration_ms, " ms"));
   return o;
 }
@@ -351,7 +357,9 @@ absl::StatusOr<std::vector<ssi::Outcome>> Evacuate(Context& ctx, const std::stri
     if (o.ok()) {
       out.push_back(*o);
     } else {
-      out.push_back({name, v->residency.at(name), to, "failed", std::string(o.status().message()), 0, 0});
+      const bool refused = absl::StrContains(o.status().message(), " refused: ");
+      out.push_back({name, v->residency.at(name), to, refused ? "refused" : "failed",
+                     std::string(o.status().message()), 0, 0});
     }
   }
   return out;
