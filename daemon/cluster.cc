@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -43,7 +44,7 @@ absl::Status Cluster::Start(const std::string& socket_path) {
     }
   }
   {
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     published_ = view_;
   }
   try {
@@ -57,9 +58,10 @@ absl::Status Cluster::Start(const std::string& socket_path) {
 void Cluster::Stop() {
   if (!thread_.joinable()) return;
   {
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     stop_ = true;
   }
+  wake_.notify_all();
   thread_.join();
 }
 
@@ -68,7 +70,7 @@ void Cluster::OnEvent() {
   while (::read(event_fd_.get(), &n, sizeof(n)) == sizeof(n)) {
   }
   {
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     view_ = published_;
   }
   Apply();
@@ -137,13 +139,13 @@ void Cluster::ThreadMain() {
   };
   View last;
   {
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     last = published_;
   }
   bool published_once = last.known;
   for (;;) {
     {
-      absl::MutexLock l(&mu_);
+      std::lock_guard<std::mutex> l(mu_);
       if (stop_) break;
     }
     std::string error;
@@ -190,7 +192,7 @@ void Cluster::ThreadMain() {
         published_once = true;
         last = now;
         {
-          absl::MutexLock l(&mu_);
+          std::lock_guard<std::mutex> l(mu_);
           published_ = std::move(now);
         }
         const uint64_t one = 1;
@@ -202,8 +204,8 @@ void Cluster::ThreadMain() {
       error = std::string(v.status().message());
     }
     report(error);
-    absl::MutexLock l(&mu_);
-    mu_.AwaitWithTimeout(absl::Condition(&stop_), absl::Milliseconds(cc.poll_ms));
+    std::unique_lock<std::mutex> l(mu_);
+    wake_.wait_for(l, std::chrono::milliseconds(cc.poll_ms), [this] { return stop_; });
   }
   if (lease != 0) {
     // Leave at once rather than after the TTL.

@@ -28,15 +28,15 @@
 #ifndef HSI_DAEMON_CLUSTER_H_
 #define HSI_DAEMON_CLUSTER_H_
 
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <set>
 #include <string>
 #include <thread>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "admin.h"
 #include "clients.h"
 #include "config.h"
@@ -89,9 +89,12 @@ class Cluster {
   std::thread thread_;
   View view_;  // the loop's copy
 
-  absl::Mutex mu_;
-  View published_ ABSL_GUARDED_BY(mu_);
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // std::mutex rather than absl::Mutex: Debian's abseil is not built for
+  // TSan, which then cannot see absl::Mutex and reports races it orders.
+  std::mutex mu_;
+  std::condition_variable wake_;  // Stop() wakes the thread's poll wait
+  View published_;                // guarded by mu_
+  bool stop_ = false;             // guarded by mu_
 };
 
 }  // namespace hsid

@@ -22,7 +22,8 @@
 #   5.3   baseline, all five guests on VM9
 #   5.4.2 LITDCON1 relocated to VM2 with the automation (hsi-relocate)
 #   5.5   streams to LITDCON1's VIPA from every other guest and from the ABR
-#         side during N relocations VM9<->VM2 (LITDAT01 on VM2 meanwhile):
+#         side, and request/response loops from LITSWAS1 (VM9), LITDAT01
+#         (VM2) and the ABR side, during N relocations VM9<->VM2:
 #         resets, bytes verified, blackout (longest gap in delivery)
 #   5.4.1 LITDCON1 relocated with --no-automation: hsi0 stays up, announced,
 #         and reaches no one; then hsi-relocate --recover.
@@ -39,7 +40,7 @@ while [ $# -gt 0 ]; do
     --bin) BIN="$2"; shift 2 ;;
     --relocations) RELOCATIONS="$2"; shift 2 ;;
     --quiet) QUIET=1; shift ;;
-    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "ssi-scenario.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -302,7 +303,10 @@ for g in ECMSS00 LITSWAS1 LITDAT01 LITSHA22; do
   bg "send-$g" ip netns exec "$(nsof $g)" "$BIN/hsi-ssi-stream" --send 10.20.7.100:$PORT; SENDERS+=(${PIDS[-1]})
 done
 bg send-ext ip netns exec "$EXT" "$BIN/hsi-ssi-stream" --send 10.20.7.100:$PORT; SENDERS+=(${PIDS[-1]})
-bg send-rr ip netns exec "$(nsof LITSWAS1)" "$BIN/hsi-ssi-stream" --send 10.20.7.100:$PORT --rr; SENDERS+=(${PIDS[-1]})
+for g in LITSWAS1 LITDAT01; do
+  bg "send-rr-$g" ip netns exec "$(nsof $g)" "$BIN/hsi-ssi-stream" --send 10.20.7.100:$PORT --rr; SENDERS+=(${PIDS[-1]})
+done
+bg send-rr-ext ip netns exec "$EXT" "$BIN/hsi-ssi-stream" --send 10.20.7.100:$PORT --rr; SENDERS+=(${PIDS[-1]})
 path_window() { # prints the rx bytes each of LITDCON1's interfaces got in 1 s
   local ns a b; ns=$(nsof LITDCON1)
   a=$(ip netns exec "$ns" sh -c 'for i in hsi0 hsi1 trk1 trk2; do cat /sys/class/net/$i/statistics/rx_bytes; done' | paste -sd' ')

@@ -6,6 +6,7 @@
 // (label "sanitize"): the member's etcd thread hands its view to the event
 // loop through a mutex and an eventfd.
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <thread>
@@ -112,8 +113,9 @@ TEST(SsiMemberTest, GuestNicIsServedOnlyWhereItIsLoggedOn) {
 
   // Members hold leases; one stopped by SIGTERM is gone at once.
   EXPECT_TRUE(c->Get(keys.Member("VM2")).ok());
-  vm2.Stop(SIGTERM);
-  EXPECT_EQ(c->Get(keys.Member("VM2")).status().code(), absl::StatusCode::kNotFound);
+  const int st = vm2.Stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st << vm2.log();
+  EXPECT_EQ(c->Get(keys.Member("VM2")).status().code(), absl::StatusCode::kNotFound) << vm2.log();
 }
 
 TEST(SsiMemberTest, MemberWithoutEtcdServesNoNicUntilEtcdAnswers) {
