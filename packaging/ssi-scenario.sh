@@ -73,10 +73,11 @@ say() { [ "$QUIET" -eq 1 ] || echo "$@"; }
 bg() { local name=$1; shift; "$@" >"$WORK/$name.log" 2>&1 & PIDS+=($!); }
 # Waits until "$@" succeeds, for up to $1 seconds (a condition, not a sleep).
 until_ok() { local t=$1; shift; local end=$((SECONDS + t)); until "$@"; do [ $SECONDS -lt $end ] || return 1; sleep 0.1; done; }
-free_port() { local p; while :; do p=$((20000 + RANDOM % 40000)); ss -Htln "sport = :$p" | grep -q . || { echo $p; return; }; done; }
+# A port below the kernel's ephemeral range (32768+) that no socket uses.
+free_port() { local p; while :; do p=$((20000 + RANDOM % 12000)); [ "$p" != "${1:-}" ] || continue; ss -Htan "sport = :$p" | grep -q . || { echo $p; return; }; done; }
 
 # ---------------------------------------------------------------- etcd, members
-EP=$(free_port); PP=$(free_port)
+EP=$(free_port); PP=$(free_port $EP)
 bg etcd etcd --name e --data-dir "$WORK/etcd" --listen-client-urls http://127.0.0.1:$EP \
   --advertise-client-urls http://127.0.0.1:$EP --listen-peer-urls http://127.0.0.1:$PP \
   --initial-advertise-peer-urls http://127.0.0.1:$PP --initial-cluster e=http://127.0.0.1:$PP --log-level warn
@@ -342,7 +343,11 @@ GAPS=$(grep '^{' "$WORK/stream-server.log" | sed 's/.*"gaps_ms":\[\(.*\)\].*/\1/
 NGAPS=$(grep -c . <<<"$GAPS" || true)
 P50=$(awk -v n="$NGAPS" 'NR==int((n+1)/2){print}' <<<"$GAPS"); MAX=$(tail -1 <<<"$GAPS")
 echo "STREAMS: connections $(cat "$WORK"/send-*.log | wc -l), reset $RESETS, sender errors $ERRS, streams with sent != acked $SHORT, receiver checks failed $BAD"
-echo "BLACKOUT: $NGAPS delivery gaps > 20 ms over all connections; p50 ${P50:-0} ms, max ${MAX:-0} ms"
+PERCONN=$(grep '^{' "$WORK/stream-server.log" | sed 's/.*"max_gap_ms":\([0-9.]*\).*/\1/' | sort -n)
+NCONN=$(grep -c . <<<"$PERCONN" || true)
+CP50=$(awk -v n="$NCONN" 'NR==int((n+1)/2){print}' <<<"$PERCONN")
+echo "BLACKOUT: $NGAPS delivery gaps > 20 ms over all connections; p50 ${P50:-0} ms, max ${MAX:-0} ms;" \
+  "longest gap per connection: p50 ${CP50:-0} ms, max $(tail -1 <<<"$PERCONN") ms"
 [ "$RESETS" = 0 ] && [ "$BAD" = 0 ] && [ "$SHORT" = 0 ] && [ "$ERRS" = 0 ] && [ $FAILS = 0 ] || FAILS=$((FAILS + 1))
 relocate LITDAT01 VM9
 [ "${RES[LITDCON1]}" = VM9 ] || relocate LITDCON1 VM9
