@@ -115,23 +115,32 @@ void Admin::OnSetNic(Client& c, const Message& m) {
         "set NIC state: no NIC has address ", Address(req.address).ToString())));
   }
   const bool up = req.up != 0;
-  if (n->up != up) {
-    n->up = up;
-    if (!up) {
-      const std::vector<uint32_t> links(n->links.begin(), n->links.end());
-      for (uint32_t lid : links) {
-        const std::string t = absl::StrCat("link on NIC ", n->address.ToString(), " closed: an admin set NIC ",
-                                           n->address.ToString(), " down");
-        links_.Drop(lid, wire::kDownNicDown, t, t, true, true);
-      }
-    }
-    wire::NicStateEvent e = wire::Zeroed<wire::NicStateEvent>();
-    e.nic_id = n->id;
-    e.up = up ? 1 : 0;
-    nics_.Notify(n->id, wire::Encode(0, e));
-    Log(absl::StrCat(c.Who(), " set NIC ", n->address.ToString(), up ? " up" : " down"));
+  if (up && !n->cluster_down.empty()) {
+    // The cluster, not an admin, holds it down: its guest is not logged on
+    // to this member (cluster.h).
+    return clients_.ReplyError<wire::AdminReply>(c, m.request_id, absl::FailedPreconditionError(absl::StrCat(
+        "set NIC ", n->address.ToString(), " up: ", n->cluster_down)));
   }
+  SetNicState(*n, up, absl::StrCat(c.Who(), " set NIC ", n->address.ToString(), up ? " up" : " down"),
+              absl::StrCat("an admin set NIC ", n->address.ToString(), " down"));
   clients_.Reply(c, m.request_id, wire::Zeroed<wire::AdminReply>());
+}
+
+void Admin::SetNicState(Nic& n, bool up, const std::string& log, const std::string& why_down) {
+  if (n.up == up) return;
+  n.up = up;
+  if (!up) {
+    const std::vector<uint32_t> links(n.links.begin(), n.links.end());
+    for (uint32_t lid : links) {
+      const std::string t = absl::StrCat("link on NIC ", n.address.ToString(), " closed: ", why_down);
+      links_.Drop(lid, wire::kDownNicDown, t, t, true, true);
+    }
+  }
+  wire::NicStateEvent e = wire::Zeroed<wire::NicStateEvent>();
+  e.nic_id = n.id;
+  e.up = up ? 1 : 0;
+  nics_.Notify(n.id, wire::Encode(0, e));
+  Log(log);
 }
 
 // ------------------------------------------------------------ lists

@@ -39,6 +39,10 @@ class Admin {
   void OnDefineChpid(Client& c, const Message& m);
   void OnUndefineChpid(Client& c, const Message& m);
   void OnSetNic(Client& c, const Message& m);
+  // Sets NIC `n` up or down (nothing if it is so already): down drops its
+  // links (both ends hear `why_down`); its owner gets a NicStateEvent.
+  // Logs `log`. Used by OnSetNic and by the cluster member (cluster.h).
+  void SetNicState(Nic& n, bool up, const std::string& log, const std::string& why_down);
   // ListRequest: CHPIDs, NICs, links with counters, or links with stats.
   void OnList(Client& c, const Message& m);
 

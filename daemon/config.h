@@ -46,6 +46,17 @@ struct LparConfig {
   std::map<uint32_t, hsi::Address> addresses;  // static address per CHPID
 };
 
+// [cluster]: this hsid is member `member` of SSI cluster `name`, whose
+// state is in etcd (cluster.h). Absent: a lone hsid, no etcd at all.
+struct ClusterConfig {
+  bool enabled = false;
+  std::string name = "ssi";
+  std::string member;
+  std::vector<std::string> etcd;  // endpoints, http://HOST:PORT
+  uint32_t lease_ttl_s = 2;       // a dead member is seen within this (etcd's minimum is 2)
+  uint32_t poll_ms = 100;         // how often the member reads the cluster state
+};
+
 struct Config {
   std::string source;  // the file, or "<built-in default>"
   std::vector<uint32_t> admin_uids;  // root is always an admin as well
@@ -73,6 +84,7 @@ struct Config {
   uint32_t reclaim_grace_ms = 10000;
   std::map<uint32_t, ChpidConfig> chpids;
   std::vector<LparConfig> lpars;
+  ClusterConfig cluster;
 
   // The policy entry for `name`: the exact one, else "*", else nullptr.
   const LparConfig* FindLpar(const std::string& name) const;

@@ -53,6 +53,7 @@ class EventLoop {
     kTimer = 5,      // the timeout of ArmTimer()
     kIgnore = 6,     // a cancellation's own completion
     kBell = 7,       // a doorbell write finished (id: NIC id)
+    kCluster = 8,    // the cluster member's eventfd is readable (cluster.h)
   };
 
   class Handler {

@@ -42,6 +42,9 @@ struct Nic {
   bool bell_private = false;  // `bell` is hsid's own open file (non-blocking for good)
   bool bell_pending = false;  // an io_uring write to `bell` is in flight
   bool up = true;
+  // Non-empty while the SSI cluster holds this NIC down because its LPAR is
+  // a guest logged on to another member (cluster.h): why, for refusals.
+  std::string cluster_down;
   std::set<uint32_t> links;
   // What the owner declared (NicInterfaceRequest): a network interface of
   // layer 2 or 3 (0: none declared), its device name and namespace.

@@ -10,6 +10,8 @@
 //                 the reclaim holds and the state file
 //   admin.h       define/undefine CHPID, set NIC state, lists and counters
 //   sniffer.h     taps of a CHPID (hsi-dump)
+//   cluster.h     SSI cluster membership in etcd: which guests' NICs this
+//                 member serves (only with a [cluster] config table)
 // A new kind of object (a CTC device, a coupling facility structure) gets a
 // part of its own beside these, with its messages routed in OnMessage and
 // its teardown in OnClientGone.
@@ -27,6 +29,7 @@
 #include "absl/time/clock.h"
 #include "admin.h"
 #include "clients.h"
+#include "cluster.h"
 #include "event_loop.h"
 #include "hsi/wire/protocol.h"
 #include "links.h"
@@ -56,7 +59,8 @@ class ServerImpl final : public Server, Clients::Listener, EventLoop::Handler {
         links_(config_, clients_, nics_, opt_.verbose),
         sniffer_(config_, clients_, links_),
         policy_(config_, clients_, nics_, links_),
-        admin_(config_, clients_, nics_, links_) {
+        admin_(config_, clients_, nics_, links_),
+        cluster_(config_, clients_, nics_, admin_) {
     links_.AddObserver(&sniffer_);
   }
   ~ServerImpl() override;
@@ -87,6 +91,7 @@ class ServerImpl final : public Server, Clients::Listener, EventLoop::Handler {
   Sniffer sniffer_;
   Policy policy_;
   Admin admin_;
+  Cluster cluster_;
 };
 
 absl::Status ServerImpl::Init() {
@@ -107,10 +112,12 @@ absl::Status ServerImpl::Init() {
     lim.rlim_cur = lim.rlim_max == RLIM_INFINITY ? rlim_t{1} << 20 : lim.rlim_max;
     if (::setrlimit(RLIMIT_NOFILE, &lim) < 0) Log(absl::StrCat("raising RLIMIT_NOFILE: ", std::strerror(errno)));
   }
-  return loop_.Init();
+  if (absl::Status s = loop_.Init(); !s.ok()) return s;
+  return cluster_.Start(opt_.socket_path);
 }
 
 ServerImpl::~ServerImpl() {
+  cluster_.Stop();
   clients_.Clear();
   loop_.Close();
   if (listen_.valid()) ::unlink(opt_.socket_path.c_str());
@@ -120,6 +127,7 @@ absl::Status ServerImpl::Run() {
   Log(absl::StrCat("serving ", opt_.socket_path, " with config ", config_.source, " (",
                    config_.chpids.size(), " CHPIDs)"));
   loop_.ArmPoll(listen_.get(), POLLIN, Kind::kListen, 0);
+  if (cluster_.enabled()) loop_.ArmPoll(cluster_.event_fd(), POLLIN, Kind::kCluster, 0);
   if (absl::Status s = loop_.Run(*this); !s.ok()) return s;
   clients_.ShutdownAll();
   return absl::OkStatus();
@@ -143,6 +151,10 @@ void ServerImpl::OnEvent(Kind kind, uint64_t id, int res) {
     case Kind::kBell:
       nics_.OnBellWritten(static_cast<uint32_t>(id));
       break;
+    case Kind::kCluster:
+      cluster_.OnEvent();
+      loop_.ArmPoll(cluster_.event_fd(), POLLIN, Kind::kCluster, 0);
+      break;
     case Kind::kSignal:
     case Kind::kIgnore:
       break;  // the loop's own
@@ -163,13 +175,16 @@ void ServerImpl::OnTimer() {
   policy_.ExpireHolds(now);
   clients_.ExpireHellos(now);
   policy_.RetryDeferred(now);
+  cluster_.Apply();  // NICs the deferred attaches made
   links_.Expire(now);
 }
 
 void ServerImpl::OnMessage(Client& c, Message& m) {
   switch (m.type) {
     case MsgType::kClaimRequest: return policy_.OnClaim(c, m);
-    case MsgType::kAttachRequest: return policy_.OnAttach(c, m);
+    case MsgType::kAttachRequest:
+      policy_.OnAttach(c, m);
+      return cluster_.Apply();  // a guest's NIC is served only where it is logged on
     case MsgType::kDetachRequest: return policy_.OnDetach(c, m);
     case MsgType::kLinkRequest: return links_.OnLink(c, m);
     case MsgType::kLinkSealed: return links_.OnSealed(c, m);

@@ -24,6 +24,8 @@ PACKAGES=(
   iceoryx                                        # iox-roudi, the broker hsi-bench starts for iceoryx
   libiceoryx-posh-dev libiceoryx-hoofs-dev       # iceoryx C++ API: a transport in hsi-bench
   libiceoryx-binding-c-dev                       # iceoryx C binding (its CMake config wants it)
+  etcd-server etcd-client                        # SSI cluster state (issue 18); tests start their own etcd
+  libcurl4-openssl-dev                           # the etcd v3 client (JSON gateway over HTTP)
 )
 
 usage() {
@@ -68,4 +70,12 @@ if command -v debconf-set-selections >/dev/null; then
 fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Debian's etcd-server enables and starts a system etcd on 2379. hsi's tests
+# start their own on free ports; a cluster's etcd is the operator's to run.
+# So the packaged service must not stay running (or start at boot).
+if printf '%s\n' "${missing[@]}" | grep -qx etcd-server && command -v systemctl >/dev/null; then
+  # Without a running systemd (a container), "disable" still removes the
+  # boot symlink; "--now" then has nothing to stop.
+  $SUDO systemctl disable --now etcd >/dev/null 2>&1 || $SUDO systemctl disable etcd >/dev/null 2>&1 || true
+fi
 echo "setup.sh: done"

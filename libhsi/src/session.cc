@@ -154,6 +154,11 @@ bool SessionState::Reattach(NicState& nic, absl::Status* s) {
     return true;
   }
   nic.nic_id = rep.nic_id;
+  // A fresh attach is up unless the new hsid says otherwise (a
+  // NicStateEvent follows if it holds the NIC down): a down state the old
+  // hsid set must not outlive it.
+  nic.up = true;
+  nic.down_status = absl::OkStatus();
   // The restarted hsid may have another definition of the CHPID (a new
   // config). Links up now keep the geometry they were made with; new ones
   // get the CHPID's current one, so NicInfo follows hsid.

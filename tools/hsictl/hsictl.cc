@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cli.h"
+#include "cluster.h"
 #include "hsi/admin.h"
 #include "nlohmann/json.hpp"
 
@@ -42,6 +43,10 @@ Commands:
   down NIC                    take a NIC offline: its links go down, its owner's
                               calls fail until it is set up again
   up NIC                      bring a NIC back online
+  cluster [--etcd URLS] [--cluster NAME]
+                              the SSI cluster from etcd (not from hsid): members and
+                              their leases, guests and the member each is logged on
+                              to, relocations in progress, each guest's last outcome
 
 ID is a hex CHPID (F0). NIC is the NIC's address (10.240.0.2), optionally
 prefixed with its CHPID (F0:10.240.0.2, checked); addresses are unique on a
@@ -57,6 +62,10 @@ Options:
                   (default 1M; suffixes K, M, G)
   --overflow P    define-chpid: block (default, lossless) or drop (counted on the sender)
   --lpars LIST    define-chpid: LPAR names that may attach, comma separated (default *: any)
+  --etcd URLS     cluster: etcd endpoints, comma separated (default: $HSI_ETCD, else
+                  http://127.0.0.1:2379)
+  --cluster NAME  cluster: the cluster's name, etcd prefix /hsi/NAME/ (default:
+                  $HSI_CLUSTER, else ssi)
   -h, --help      this text
 
 Exit status: 0 success, 1 failure (hsid unreachable, refused, not found),
@@ -66,6 +75,7 @@ Exit status: 0 success, 1 failure (hsid unreachable, refused, not found),
 const std::vector<hsi::tools::Option> kOptions = {
     {{"--socket"}, "PATH"}, {{"--json"}}, {{"--help", "-h"}}, {{"--mfs"}, "SIZE"}, {{"--subnet"}, "CIDR"},
     {{"--queue"}, "BYTES"}, {{"--overflow"}, "block|drop"}, {{"--lpars"}, "LIST"},
+    {{"--etcd"}, "URLS"}, {{"--cluster"}, "NAME"},
 };
 
 std::string SizeText(uint64_t v) {
@@ -340,12 +350,13 @@ int main(int argc, char** argv) {
   static const std::map<std::string, Cmd> kCommands = {
       {"chpids", {0, false}}, {"nics", {0, false}}, {"links", {0, false}},         {"stats", {0, false}},
       {"define-chpid", {1, true}}, {"undefine-chpid", {1, false}}, {"down", {1, false}}, {"up", {1, false}},
+      {"cluster", {0, false}},
   };
   auto it = kCommands.find(cmd);
   if (it == kCommands.end()) {
     return hsi::tools::Usage(kTool, absl::StrCat("unknown command '", cmd,
                                                  "' (commands: chpids, nics, links, stats, define-chpid, "
-                                                 "undefine-chpid, down, up)"));
+                                                 "undefine-chpid, down, up, cluster)"));
   }
   if (pos.size() - 1 != it->second.args) {
     return hsi::tools::Usage(kTool, it->second.args == 0
@@ -362,6 +373,12 @@ int main(int argc, char** argv) {
       }
     }
   }
+  for (const std::string& o : args->given()) {
+    if ((o == "--etcd" || o == "--cluster") && cmd != "cluster") {
+      return hsi::tools::Usage(kTool, absl::StrCat("option ", o, " applies to cluster only"));
+    }
+  }
+  if (cmd == "cluster") return hsi::tools::ShowCluster(*args);
   // Arguments first: a usage error is reported without asking hsid.
   std::optional<hsi::ChpidSpec> spec;
   std::optional<uint32_t> undefine_id;
