@@ -10,6 +10,7 @@
 //                 the reclaim holds and the state file
 //   admin.h       define/undefine CHPID, set NIC state, lists and counters
 //   sniffer.h     taps of a CHPID (hsi-dump)
+//   ctc.h         CTC connections: policy, half-channel memory, set-up (issue 19)
 // A new kind of object (a CTC device, a coupling facility structure) gets a
 // part of its own beside these, with its messages routed in OnMessage and
 // its teardown in OnClientGone.
@@ -27,6 +28,7 @@
 #include "absl/time/clock.h"
 #include "admin.h"
 #include "clients.h"
+#include "ctc.h"
 #include "event_loop.h"
 #include "hsi/wire/protocol.h"
 #include "links.h"
@@ -56,7 +58,8 @@ class ServerImpl final : public Server, Clients::Listener, EventLoop::Handler {
         links_(config_, clients_, nics_, opt_.verbose),
         sniffer_(config_, clients_, links_),
         policy_(config_, clients_, nics_, links_),
-        admin_(config_, clients_, nics_, links_) {
+        admin_(config_, clients_, nics_, links_),
+        ctcs_(config_, clients_, opt_.verbose) {
     links_.AddObserver(&sniffer_);
   }
   ~ServerImpl() override;
@@ -87,6 +90,7 @@ class ServerImpl final : public Server, Clients::Listener, EventLoop::Handler {
   Sniffer sniffer_;
   Policy policy_;
   Admin admin_;
+  Ctcs ctcs_;
 };
 
 absl::Status ServerImpl::Init() {
@@ -182,6 +186,12 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
     case MsgType::kSetNicRequest: return admin_.OnSetNic(c, m);
     case MsgType::kListRequest: return admin_.OnList(c, m);
     case MsgType::kSniffRequest: return sniffer_.OnSniff(c, m);
+    case MsgType::kCtcOpenRequest: return ctcs_.OnOpen(c, m);
+    case MsgType::kCtcSealed: return ctcs_.OnSealed(c, m);
+    case MsgType::kCtcClose: return ctcs_.OnClose(c, m);
+    case MsgType::kCtcDefineRequest: return ctcs_.OnDefine(c, m);
+    case MsgType::kCtcUndefineRequest: return ctcs_.OnUndefine(c, m);
+    case MsgType::kCtcListRequest: return ctcs_.OnList(c, m);
     default:
       break;  // Decode() admits only client-to-daemon types
   }
@@ -189,6 +199,7 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
 
 bool ServerImpl::OnClientGone(Client& c, const std::string& why) {
   const bool had_nics = policy_.OnClientGone(c, why);
+  ctcs_.OnClientGone(c);
   links_.EndSetupsOf(c.id);
   return had_nics;
 }

@@ -319,6 +319,7 @@ absl::Status CtcDevice::Write(absl::Span<const uint8_t> data, absl::Time deadlin
       m.Notify();
       return m.Collision(n, "this side saw it");
     }
+    if (m.is_broken.load(std::memory_order_acquire)) return m.Broken();
     if (m.interrupted.load(std::memory_order_acquire)) {
       return m.Withdraw(n, absl::CancelledError(absl::StrCat(m.name, ": write interrupted")));
     }
@@ -401,6 +402,15 @@ void CtcDevice::Interrupt() {
   impl_->interrupted.store(true, std::memory_order_release);
   FutexWake(&impl_->their->events);  // where our own thread may sleep
 }
+void CtcDevice::TakeDown(absl::Status why) {
+  {
+    absl::MutexLock l(&impl_->mu);
+    if (impl_->broken.ok()) impl_->broken = std::move(why);
+  }
+  impl_->is_broken.store(true, std::memory_order_release);
+  Interrupt();
+}
+
 void CtcDevice::ClearInterrupt() { impl_->interrupted.store(false, std::memory_order_release); }
 
 CtcCounters CtcDevice::counters() const {

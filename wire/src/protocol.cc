@@ -11,6 +11,7 @@
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
+#include "hsi/ctc.h"
 #include "hsi/ring.h"
 
 namespace hsi::wire {
@@ -112,6 +113,61 @@ absl::Status ListStatsReply::Validate() const {
       return absl::InvalidArgumentError(absl::StrCat("entries[", i, "].state ", e.state, " is unknown"));
     }
     if (absl::Status s = FirstError(CheckChpid(e.chpid), CheckZero(e.reserved, "entries[].reserved")); !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+absl::Status CheckDevice(uint32_t v, const char* field) {
+  if (v > 0xFFFF) return absl::InvalidArgumentError(absl::StrCat(field, " ", v, " is not a device number (0..FFFF)"));
+  return absl::OkStatus();
+}
+}  // namespace
+
+absl::Status CtcOpenRequest::Validate() const {
+  return FirstError(CheckDevice(device, "device"), CheckZero(reserved, "reserved"));
+}
+
+absl::Status CtcOpenReply::Validate() const {
+  if (status.code != 0) return CheckStatus(status, "status");
+  return FirstError(CheckStatus(status, "status"), CheckDevice(peer_device, "peer_device"),
+                    ValidateName(peer_lpar, "peer_lpar", false), hsi::CheckCtcBlockSize(block_size));
+}
+
+absl::Status CtcDefineRequest::Validate() const {
+  if (absl::Status s = FirstError(ValidateName(lpar_a, "lpar_a", false), ValidateName(lpar_b, "lpar_b", false),
+                                  CheckDevice(device_a, "device_a"), CheckDevice(device_b, "device_b"),
+                                  CheckZero(reserved, "reserved"));
+      !s.ok()) {
+    return s;
+  }
+  if (count < 1 || count > kMaxCtcRange) {
+    return absl::InvalidArgumentError(absl::StrCat("count ", count, " is outside 1..", kMaxCtcRange));
+  }
+  if (device_a + count - 1 > 0xFFFF || device_b + count - 1 > 0xFFFF) {
+    return absl::InvalidArgumentError("the device range runs past FFFF");
+  }
+  if (block_size != 0) return hsi::CheckCtcBlockSize(block_size);
+  return absl::OkStatus();
+}
+
+absl::Status CtcUndefineRequest::Validate() const {
+  return FirstError(ValidateName(lpar, "lpar", false), CheckDevice(device, "device"), CheckZero(reserved, "reserved"));
+}
+
+absl::Status CtcListReply::Validate() const {
+  if (absl::Status s = FirstError(CheckStatus(status, "status"), CheckCount(count, kListPage, "count")); !s.ok()) {
+    return s;
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    const WireCtc& e = entries[i];
+    if (absl::Status s = FirstError(ValidateName(e.lpar_a, "entries[].lpar_a", false),
+                                    ValidateName(e.lpar_b, "entries[].lpar_b", false),
+                                    CheckDevice(e.device_a, "entries[].device_a"),
+                                    CheckDevice(e.device_b, "entries[].device_b"));
+        !s.ok()) {
       return s;
     }
   }

@@ -101,6 +101,7 @@ HSI_EXPORT std::optional<CtcCounters> ReadCtcSegmentCounters(int fd);
 struct CtcOptions {
   DeviceNumber device;       // this end's number (for messages)
   DeviceNumber peer_device;  // the other end's number
+  std::string peer_lpar;     // the other end's LPAR (system) name, if known
   uint32_t block_size = kDefaultCtcBlockSize;  // largest single write
   absl::Duration recovery = kDefaultCtcRecovery;
 };
@@ -156,6 +157,10 @@ class HSI_EXPORT CtcDevice {
   // at once (and every later one until ClearInterrupt()). Thread-safe.
   void Interrupt();
   void ClearInterrupt();
+  // Takes the device down for `why` (e.g. kUnavailable: the other end is
+  // gone, as hsid said): every call from now on returns `why`, and a
+  // Write() or WaitIncoming() in progress returns it at once. Thread-safe.
+  void TakeDown(absl::Status why);
 
   // This end's counters (its own half). Thread-safe.
   CtcCounters counters() const;
