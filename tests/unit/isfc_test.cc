@@ -137,6 +137,9 @@ TEST(IsfcLinkTest, AsymmetricLoadHasNoCollisionsUnderTheConventionWithTwoDevices
   for (int i = 0; i < kMessages; ++i) ASSERT_TRUE(l.one->Send(Message(64 * 1024, i), Soon()).ok());
   for (int i = 0; i < kMessages; ++i) ASSERT_EQ(l.one->Receive(Soon()).value(), Message(64, i));
   acker.join();
+  // A write counts once its writer saw it taken: wait for that.
+  ASSERT_TRUE(l.one->Flush(Soon()).ok());
+  ASSERT_TRUE(l.two->Flush(Soon()).ok());
   uint64_t collisions = 0, d000 = 0, d001 = 0;
   for (const auto& dev : d.one) collisions += dev->counters().collisions;
   for (const auto& dev : d.two) collisions += dev->counters().collisions;
