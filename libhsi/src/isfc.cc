@@ -226,22 +226,29 @@ struct IsfcLink::State {
   void Run(Dev* d) {
     std::vector<uint8_t> buf;
     absl::BitGen rng;
+    bool after_collision = false;
     for (;;) {
-      d->ctc->ClearInterrupt();
       const std::vector<uint8_t>* work = nullptr;
       {
         absl::MutexLock l(&mu);
+        // Under mu, as every Interrupt() of the link is: one that comes
+        // after this is for a Write this thread must not finish.
+        d->ctc->ClearInterrupt();
         if (stopping || d->removing || !d->up) break;
         if (d->assigned) work = &d->assigned->bytes;  // only this thread resets it while it runs
       }
       absl::StatusOr<bool> got = false;
       if (work != nullptr) {
-        // The peer's write already pending on this device is taken first:
-        // starting ours now would be a collision we can see coming.
-        got = d->ctc->TryCopy(&buf);
+        // A write starts at once: if the peer's write is pending on this
+        // device, that is a collision (as on the real channel). Only after
+        // a collision does this end first take what the peer has pending,
+        // so that the two retries do not collide for ever.
+        if (after_collision) got = d->ctc->TryCopy(&buf);
+        after_collision = false;
         if (got.ok() && !*got) {
           const absl::Status s = d->ctc->Write(*work, absl::InfiniteFuture());
           if (absl::IsAborted(s)) {
+            after_collision = true;
             // Both sides recover alike; a random extra wait of up to one
             // recovery delay keeps two retries from colliding for ever.
             absl::SleepFor(d->ctc->options().recovery * absl::Uniform(rng, 0.0, 1.0));
