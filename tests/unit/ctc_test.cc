@@ -29,9 +29,9 @@ struct Pair {
 
 Pair MakePair(absl::Duration recovery = absl::Microseconds(200)) {
   CtcPairFds fds = CreateCtcPairFds(kBlock).value();
-  CtcOptions oa{.device = DeviceNumber(0xD000), .peer_device = DeviceNumber(0xE000), .block_size = kBlock,
+  CtcOptions oa{.device = DeviceNumber(0xD000), .peer_device = DeviceNumber(0xE000), .peer_lpar = "", .block_size = kBlock,
                 .recovery = recovery};
-  CtcOptions ob{.device = DeviceNumber(0xE000), .peer_device = DeviceNumber(0xD000), .block_size = kBlock,
+  CtcOptions ob{.device = DeviceNumber(0xE000), .peer_device = DeviceNumber(0xD000), .peer_lpar = "", .block_size = kBlock,
                 .recovery = recovery};
   return Pair{CtcDevice::OpenFds(std::move(fds.a), oa).value(), CtcDevice::OpenFds(std::move(fds.b), ob).value()};
 }
@@ -178,7 +178,7 @@ TEST(CtcDeviceTest, AnEndThatCorruptsItsHalfBreaksOnlyThatDevice) {
   CtcPairFds fds = CreateCtcPairFds(kBlock).value();
   // The hostile end: maps its own half writable and scribbles the state.
   Segment hostile = Segment::MapOwner(std::move(fds.a.own), CtcSegmentSize(kBlock)).value();
-  CtcOptions ob{.device = DeviceNumber(0xE000), .peer_device = DeviceNumber(0xD000), .block_size = kBlock};
+  CtcOptions ob{.device = DeviceNumber(0xE000), .peer_device = DeviceNumber(0xD000), .peer_lpar = "", .block_size = kBlock};
   CtcDevice victim = CtcDevice::OpenFds(std::move(fds.b), ob).value();
   Pair other = MakePair();  // a second, honest device
 
