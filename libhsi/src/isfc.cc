@@ -397,7 +397,7 @@ absl::Status IsfcLink::RemoveDevice(DeviceNumber device) {
   {
     absl::MutexLock l(&s.mu);
     auto it = std::find_if(s.devs.begin(), s.devs.end(), [&](const auto& d) { return d->device == device; });
-    if (it == s.devs.end()) {
+    if (it == s.devs.end() || (*it)->removing) {
       return absl::NotFoundError(absl::StrCat("ISFC link: device ", device.ToString(), " is not in it"));
     }
     (*it)->removing = true;
@@ -407,6 +407,7 @@ absl::Status IsfcLink::RemoveDevice(DeviceNumber device) {
   if (t.joinable()) t.join();  // its unfinished chunk is back in the queue
   absl::MutexLock l(&s.mu);
   auto it = std::find_if(s.devs.begin(), s.devs.end(), [&](const auto& d) { return d->device == device; });
+  if (it == s.devs.end()) return absl::OkStatus();  // the destructor got there first
   (*it)->ctc->ClearInterrupt();
   s.devs.erase(it);
   absl::Status st = s.Replan();

@@ -122,6 +122,32 @@ TEST(IsfcLinkTest, OrderedDeliveryWhileADeviceIsLostMidTransfer) {
   EXPECT_FALSE(l.two->Receive(absl::Now()).ok()) << "nothing extra";
 }
 
+TEST(IsfcLinkTest, DevicesAddedWhileTheLinkRunsJoinThePlanAndNothingIsLost) {
+  Devices d = MakeDevices(3);
+  Devices first{{d.one[0], d.one[1]}, {d.two[0], d.two[1]}};
+  Link2 l = Activate(first);
+  EXPECT_EQ(l.one->plan().self_order, std::vector<DeviceNumber>{DeviceNumber(0xD000)});
+  constexpr int kMessages = 300;
+  std::thread sender([&] {
+    for (int i = 0; i < kMessages; ++i) ASSERT_TRUE(l.one->Send(Message(7000 + i, i), Soon()).ok());
+  });
+  for (int i = 0; i < kMessages; ++i) {
+    if (i == 100) {  // mid-transfer, both sides add the third device
+      ASSERT_TRUE(l.two->AddDevice(d.two[2]).ok());
+      ASSERT_TRUE(l.one->AddDevice(d.one[2]).ok());
+      EXPECT_EQ(l.one->AddDevice(d.one[2]).code(), absl::StatusCode::kAlreadyExists);
+    }
+    absl::StatusOr<std::vector<uint8_t>> m = l.two->Receive(Soon());
+    ASSERT_TRUE(m.ok()) << m.status() << " at " << i;
+    ASSERT_EQ(*m, Message(7000 + i, i)) << "message " << i;
+  }
+  sender.join();
+  // 3 devices: LPAR1 writes D000 then D001, LPAR2 D102 then D101.
+  EXPECT_EQ(l.one->plan().self_order, (std::vector<DeviceNumber>{DeviceNumber(0xD000), DeviceNumber(0xD001)}));
+  EXPECT_EQ(l.two->plan().self_order, (std::vector<DeviceNumber>{DeviceNumber(0xD002), DeviceNumber(0xD001)}));
+  EXPECT_EQ(l.one->devices().size(), 3u);
+}
+
 TEST(IsfcLinkTest, AsymmetricLoadHasNoCollisionsUnderTheConventionWithTwoDevices) {
   Devices d = MakeDevices(2);
   Link2 l = Activate(d);
