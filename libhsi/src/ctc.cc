@@ -10,11 +10,10 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <mutex>
 #include <new>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "internal/ctc_layout.h"
 
@@ -111,8 +110,8 @@ struct CtcDevice::Impl {
 
   std::atomic<bool> interrupted{false};
   std::atomic<bool> is_broken{false};
-  mutable absl::Mutex mu;
-  absl::Status broken ABSL_GUARDED_BY(mu);
+  mutable std::mutex mu;  // guards broken
+  absl::Status broken;
 
   // The peer's words, loaded once each and checked.
   struct PeerView {
@@ -122,11 +121,11 @@ struct CtcDevice::Impl {
   };
 
   absl::Status Broken() const {
-    absl::MutexLock l(&mu);
+    std::lock_guard<std::mutex> l(mu);
     return broken;
   }
   absl::Status Break(std::string what) {
-    absl::MutexLock l(&mu);
+    std::lock_guard<std::mutex> l(mu);
     if (broken.ok()) {
       broken = absl::DataLossError(absl::StrCat(name, ": the peer's half-channel ", what, "; device broken"));
       ctr->broken.store(1, std::memory_order_relaxed);
@@ -404,7 +403,7 @@ void CtcDevice::Interrupt() {
 }
 void CtcDevice::TakeDown(absl::Status why) {
   {
-    absl::MutexLock l(&impl_->mu);
+    std::lock_guard<std::mutex> l(impl_->mu);
     if (impl_->broken.ok()) impl_->broken = std::move(why);
   }
   impl_->is_broken.store(true, std::memory_order_release);

@@ -3,13 +3,14 @@
 
 #include <poll.h>
 
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <map>
 #include <thread>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "hsi/session.h"
 #include "internal/control_channel.h"
 
@@ -23,7 +24,7 @@ struct CtcHost::State final : ControlChannel::Handler {
   }
 
   // ControlChannel::Handler; called with mu held (from Call or Pump).
-  void OnEvent(wire::Message& m) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  void OnEvent(wire::Message& m) override {
     if (m.type == wire::MsgType::kCtcPeer) {
       const auto p = m.As<wire::CtcPeer>();
       if (m.fds.size() == 1) peers[p.conn_id] = std::move(m.fds[0]);
@@ -40,7 +41,7 @@ struct CtcHost::State final : ControlChannel::Handler {
     }
   }
   void OnStrayReply(wire::Message&) override {}
-  void OnLost(const absl::Status& why) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  void OnLost(const absl::Status& why) override {
     // hsid is gone: open devices keep working (invariant 4), nothing new opens.
     lost = why;
   }
@@ -50,15 +51,16 @@ struct CtcHost::State final : ControlChannel::Handler {
     for (;;) {
       int fd;
       {
-        absl::MutexLock l(&mu);
+        std::unique_lock<std::mutex> l(mu);
         if (stop || !ctl.connected()) return;
         fd = ctl.fd();
       }
       pollfd p{fd, POLLIN, 0};
       ::poll(&p, 1, 50);
-      absl::MutexLock l(&mu);
+      std::unique_lock<std::mutex> l(mu);
       if (stop) return;
       if (ctl.connected()) ctl.Pump();
+      cv.notify_all();
     }
   }
 
@@ -68,13 +70,16 @@ struct CtcHost::State final : ControlChannel::Handler {
   };
 
   CtcHostOptions opt;
-  absl::Mutex mu;
-  ControlChannel ctl ABSL_GUARDED_BY(mu);
-  std::map<uint32_t, UniqueFd> peers ABSL_GUARDED_BY(mu);        // conn -> the peer's half, not yet taken
-  std::map<uint32_t, absl::Status> downs ABSL_GUARDED_BY(mu);    // conn -> why it went down
-  std::map<uint16_t, Open> open ABSL_GUARDED_BY(mu);             // device -> open end
-  absl::Status lost ABSL_GUARDED_BY(mu);
-  bool stop ABSL_GUARDED_BY(mu) = false;
+  // mu guards the channel and the tables below; cv is notified after the
+  // listener handled hsid's messages (a CtcPeer or CtcDown may have come).
+  std::mutex mu;
+  std::condition_variable cv;
+  ControlChannel ctl;
+  std::map<uint32_t, UniqueFd> peers;        // conn -> the peer's half, not yet taken
+  std::map<uint32_t, absl::Status> downs;    // conn -> why it went down
+  std::map<uint16_t, Open> open;             // device -> open end
+  absl::Status lost;
+  bool stop = false;
   std::thread listener;
 };
 
@@ -85,7 +90,7 @@ absl::StatusOr<std::unique_ptr<CtcHost>> CtcHost::Connect(CtcHostOptions options
   if (!path.ok()) return path.status();
   auto s = std::make_unique<State>(*path, options);
   {
-    absl::MutexLock l(&s->mu);
+    std::unique_lock<std::mutex> l(s->mu);
     wire::ClaimRequest claim = wire::Zeroed<wire::ClaimRequest>();
     wire::SetName(claim.lpar, options.lpar);
     absl::StatusOr<wire::ClaimReply> r = s->ctl.Open(claim);
@@ -99,11 +104,11 @@ absl::StatusOr<std::unique_ptr<CtcHost>> CtcHost::Connect(CtcHostOptions options
 CtcHost::~CtcHost() {
   if (!state_) return;
   {
-    absl::MutexLock l(&state_->mu);
+    std::unique_lock<std::mutex> l(state_->mu);
     state_->stop = true;
   }
   if (state_->listener.joinable()) state_->listener.join();
-  absl::MutexLock l(&state_->mu);
+  std::unique_lock<std::mutex> l(state_->mu);
   for (auto& [dev, o] : state_->open) {
     if (std::shared_ptr<CtcDevice> d = o.device.lock()) {
       d->TakeDown(absl::UnavailableError(absl::StrCat("CTC ", DeviceNumber(dev).ToString(), ": its host closed")));
@@ -117,7 +122,7 @@ const std::string& CtcHost::lpar() const { return state_->opt.lpar; }
 absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, absl::Time deadline) {
   State& s = *state_;
   const std::string name = absl::StrCat("CTC ", device.ToString(), " of LPAR \"", s.opt.lpar, "\"");
-  absl::MutexLock l(&s.mu);
+  std::unique_lock<std::mutex> l(s.mu);
   if (!s.lost.ok()) return absl::UnavailableError(absl::StrCat(name, ": hsid is gone: ", s.lost.message()));
   if (s.open.count(device.value()) != 0) return absl::AlreadyExistsError(absl::StrCat(name, ": open already"));
   wire::CtcOpenRequest req = wire::Zeroed<wire::CtcOpenRequest>();
@@ -142,11 +147,10 @@ absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, ab
   if (!own.ok()) return absl::Status(own.status().code(), absl::StrCat(name, ": mapping its half: ", own.status().message()));
   s.downs.erase(rep.conn_id);
   const uint32_t conn = rep.conn_id;
-  auto arrived = [&s, conn]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  auto arrived = [&s, conn]() {
     return s.peers.count(conn) != 0 || s.downs.count(conn) != 0 || !s.lost.ok();
   };
-  s.mu.AwaitWithDeadline(absl::Condition(&arrived), deadline);
-  if (!arrived()) {
+  if (!s.cv.wait_until(l, absl::ToChronoTime(std::min(deadline, absl::Now() + absl::Hours(24))), arrived)) {
     wire::CtcClose close = wire::Zeroed<wire::CtcClose>();
     close.conn_id = conn;
     close.device = device.value();
@@ -180,7 +184,7 @@ absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, ab
 
 absl::Status CtcHost::Close(DeviceNumber device) {
   State& s = *state_;
-  absl::MutexLock l(&s.mu);
+  std::unique_lock<std::mutex> l(s.mu);
   auto it = s.open.find(device.value());
   if (it == s.open.end()) return absl::NotFoundError(absl::StrCat("CTC ", device.ToString(), ": not open here"));
   wire::CtcClose close = wire::Zeroed<wire::CtcClose>();
@@ -206,7 +210,7 @@ absl::Status CtcHost::Define(const CtcDefinition& def) {
   req.block_size = def.block_size;
   req.recovery_us = static_cast<uint32_t>(absl::ToInt64Microseconds(def.recovery));
   wire::AdminReply rep;
-  absl::MutexLock l(&state_->mu);
+  std::unique_lock<std::mutex> l(state_->mu);
   return state_->ctl.Call(req, {}, &rep);
 }
 
@@ -216,14 +220,14 @@ absl::Status CtcHost::Undefine(const std::string& lpar, DeviceNumber device) {
   wire::SetName(req.lpar, lpar);
   req.device = device.value();
   wire::AdminReply rep;
-  absl::MutexLock l(&state_->mu);
+  std::unique_lock<std::mutex> l(state_->mu);
   return state_->ctl.Call(req, {}, &rep);
 }
 
 absl::StatusOr<std::vector<CtcListing>> CtcHost::List() {
   std::vector<CtcListing> out;
   uint32_t cursor = 0;
-  absl::MutexLock l(&state_->mu);
+  std::unique_lock<std::mutex> l(state_->mu);
   do {
     wire::CtcListRequest req = wire::Zeroed<wire::CtcListRequest>();
     req.cursor = cursor;

@@ -7,19 +7,17 @@
 #include "hsi/isfc.h"
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <thread>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/random/distributions.h"
-#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 
 namespace hsi {
@@ -40,6 +38,16 @@ struct ChunkHeader {
   uint32_t reserved;
 };
 static_assert(sizeof(ChunkHeader) == kIsfcChunkHeader && std::is_trivially_copyable_v<ChunkHeader>);
+
+// Waits on `cv` until `pred` or `deadline`; whether `pred` holds.
+template <typename Pred>
+bool WaitUntil(std::condition_variable& cv, std::unique_lock<std::mutex>& l, absl::Time deadline, Pred pred) {
+  if (deadline == absl::InfiniteFuture()) {
+    cv.wait(l, pred);
+    return true;
+  }
+  return cv.wait_until(l, absl::ToChronoTime(deadline), pred);
+}
 
 struct Chunk {
   uint64_t seq = 0;
@@ -74,32 +82,35 @@ struct IsfcLink::State {
 
   IsfcOptions opt;
   uint32_t block = 0;
-  mutable absl::Mutex mu;
-  std::vector<std::unique_ptr<Dev>> devs ABSL_GUARDED_BY(mu);  // ascending by key
-  WritePlan plan ABSL_GUARDED_BY(mu);
-  bool stopping ABSL_GUARDED_BY(mu) = false;
+  // mu guards everything below; cv is notified after any change a waiter
+  // waits for (a chunk taken, a message ready, the hello, room, stopping).
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::unique_ptr<Dev>> devs;  // ascending by key
+  WritePlan plan;
+  bool stopping = false;
   // Sender.
-  uint64_t next_seq ABSL_GUARDED_BY(mu) = 1;        // 0 is the hello
-  std::map<uint64_t, Chunk> queue ABSL_GUARDED_BY(mu);  // waiting for a device
-  std::set<uint64_t> unacked ABSL_GUARDED_BY(mu);   // queued or being written
-  size_t unacked_bytes ABSL_GUARDED_BY(mu) = 0;
+  uint64_t next_seq = 1;        // 0 is the hello
+  std::map<uint64_t, Chunk> queue;  // waiting for a device
+  std::set<uint64_t> unacked;   // queued or being written
+  size_t unacked_bytes = 0;
   // Receiver.
-  bool hello_seen ABSL_GUARDED_BY(mu) = false;
-  absl::Status hello_status ABSL_GUARDED_BY(mu);
-  uint64_t recv_next ABSL_GUARDED_BY(mu) = 1;
-  std::map<uint64_t, Held> reorder ABSL_GUARDED_BY(mu);
-  std::vector<uint8_t> assembling ABSL_GUARDED_BY(mu);
-  uint32_t assembling_len ABSL_GUARDED_BY(mu) = 0;
-  std::deque<std::vector<uint8_t>> ready ABSL_GUARDED_BY(mu);
-  size_t ready_bytes ABSL_GUARDED_BY(mu) = 0;
-  IsfcStats stats ABSL_GUARDED_BY(mu);
+  bool hello_seen = false;
+  absl::Status hello_status;
+  uint64_t recv_next = 1;
+  std::map<uint64_t, Held> reorder;
+  std::vector<uint8_t> assembling;
+  uint32_t assembling_len = 0;
+  std::deque<std::vector<uint8_t>> ready;
+  size_t ready_bytes = 0;
+  IsfcStats stats;
 
   size_t payload() const { return block - kIsfcChunkHeader; }
   DeviceNumber KeyOf(const CtcDevice& d) const {
     return opt.self < opt.peer ? d.options().device : d.options().peer_device;
   }
 
-  absl::Status Replan() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  absl::Status Replan() {
     std::vector<DeviceNumber> keys;
     for (const auto& d : devs) keys.push_back(d->key);
     if (keys.empty()) {
@@ -118,7 +129,7 @@ struct IsfcLink::State {
     return absl::OkStatus();
   }
 
-  Dev* ByKey(DeviceNumber k) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  Dev* ByKey(DeviceNumber k) {
     for (auto& d : devs) {
       if (d->key == k) return d.get();
     }
@@ -127,7 +138,7 @@ struct IsfcLink::State {
 
   // Hands the lowest queued chunks to the free devices, first in this
   // side's order first; never past the window.
-  void Dispatch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  void Dispatch() {
     for (DeviceNumber k : plan.self_order) {
       if (queue.empty()) return;
       Dev* d = ByKey(k);
@@ -141,7 +152,7 @@ struct IsfcLink::State {
   }
 
   // Gives `d`'s unfinished chunk back to the queue.
-  void GiveBack(Dev& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  void GiveBack(Dev& d) {
     if (!d.assigned) return;
     const uint64_t seq = d.assigned->seq;
     queue.emplace(seq, std::move(*d.assigned));
@@ -149,7 +160,7 @@ struct IsfcLink::State {
     ++stats.resent_chunks;
   }
 
-  void Acked(Dev& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  void Acked(Dev& d) {
     unacked.erase(d.assigned->seq);
     unacked_bytes -= d.assigned->bytes.size();
     d.assigned.reset();
@@ -157,8 +168,8 @@ struct IsfcLink::State {
 
   // A chunk the peer wrote on `from`: checked, then put in order. Waits
   // while receive_buffer bytes of messages wait for Receive().
-  absl::Status Accept(std::vector<uint8_t>& buf, const std::shared_ptr<CtcDevice>& from)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  absl::Status Accept(std::vector<uint8_t>& buf, const std::shared_ptr<CtcDevice>& from,
+                      std::unique_lock<std::mutex>& l) {
     ChunkHeader h;
     if (buf.size() < sizeof(h)) return absl::DataLossError(absl::StrCat("ISFC chunk of ", buf.size(), " bytes"));
     std::memcpy(&h, buf.data(), sizeof(h));
@@ -173,6 +184,7 @@ struct IsfcLink::State {
                          h.mode == 0 ? "convention" : "naive", " mode"));
       }
       hello_seen = true;
+      cv.notify_all();
       return absl::OkStatus();
     }
     if (h.type != kData) return absl::DataLossError(absl::StrCat("ISFC chunk type ", h.type));
@@ -189,8 +201,7 @@ struct IsfcLink::State {
       return absl::DataLossError(absl::StrCat("ISFC chunk ", h.seq, ": length ", h.len, " at ", h.offset,
                                               " of a message of ", h.msg_len));
     }
-    auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return stopping || ready_bytes < opt.receive_buffer; };
-    mu.Await(absl::Condition(&room));
+    cv.wait(l, [this] { return stopping || ready_bytes < opt.receive_buffer; });
     if (stopping) return absl::CancelledError("ISFC link deactivated");
     reorder.emplace(h.seq, Held{std::move(buf), from});
     for (auto it = reorder.find(recv_next); it != reorder.end(); it = reorder.find(recv_next)) {
@@ -225,12 +236,21 @@ struct IsfcLink::State {
   // The channel program of device `d`.
   void Run(Dev* d) {
     std::vector<uint8_t> buf;
-    absl::BitGen rng;
+    // Jitter for collision retries: a private xorshift, seeded per thread
+    // (absl::BitGen's shared seed pool is invisible to TSan in Debian's
+    // uninstrumented absl, and no randomness quality matters here).
+    uint64_t rng = (static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())) ^ reinterpret_cast<uintptr_t>(d)) | 1;
+    auto uniform01 = [&rng] {
+      rng ^= rng << 13;
+      rng ^= rng >> 7;
+      rng ^= rng << 17;
+      return static_cast<double>(rng >> 11) / static_cast<double>(uint64_t{1} << 53);
+    };
     bool after_collision = false;
     for (;;) {
       const std::vector<uint8_t>* work = nullptr;
       {
-        absl::MutexLock l(&mu);
+        std::unique_lock<std::mutex> l(mu);
         // Under mu, as every Interrupt() of the link is: one that comes
         // after this is for a Write this thread must not finish.
         d->ctc->ClearInterrupt();
@@ -251,9 +271,9 @@ struct IsfcLink::State {
             after_collision = true;
             // Both sides recover alike; a random extra wait of up to one
             // recovery delay keeps two retries from colliding for ever.
-            absl::SleepFor(d->ctc->options().recovery * absl::Uniform(rng, 0.0, 1.0));
+            absl::SleepFor(d->ctc->options().recovery * uniform01());
           }
-          absl::MutexLock l(&mu);
+          std::unique_lock<std::mutex> l(mu);
           if (s.ok()) {
             Acked(*d);
           } else {
@@ -261,6 +281,7 @@ struct IsfcLink::State {
             if (!absl::IsAborted(s) && !absl::IsCancelled(s)) d->up = false;
           }
           Dispatch();
+          cv.notify_all();
           continue;
         }
       } else {
@@ -271,8 +292,9 @@ struct IsfcLink::State {
       if (got.ok() && !*got) continue;
       absl::Status a = got.status();
       if (a.ok()) {
-        absl::MutexLock l(&mu);
-        a = Accept(buf, d->ctc);
+        std::unique_lock<std::mutex> l(mu);
+        a = Accept(buf, d->ctc, l);
+        cv.notify_all();
       }
       if (a.ok()) {
         d->ctc->Complete();
@@ -280,13 +302,14 @@ struct IsfcLink::State {
       }
       if (absl::IsCancelled(a)) break;
       if (absl::IsDataLoss(a)) d->ctc->TakeDown(a);  // a broken chunk breaks its device only
-      absl::MutexLock l(&mu);
+      std::unique_lock<std::mutex> l(mu);
       d->up = false;
       break;
     }
-    absl::MutexLock l(&mu);
+    std::unique_lock<std::mutex> l(mu);
     GiveBack(*d);
     Dispatch();
+    cv.notify_all();
   }
 
   void Start(Dev* d) { d->thread = std::thread([this, d] { Run(d); }); }
@@ -307,7 +330,7 @@ absl::StatusOr<std::unique_ptr<IsfcLink>> IsfcLink::Activate(IsfcOptions options
   auto s = std::make_shared<State>();
   s->opt = std::move(options);
   s->block = devices[0] ? devices[0]->options().block_size : 0;
-  absl::MutexLock l(&s->mu);
+  std::unique_lock<std::mutex> l(s->mu);
   for (auto& dev : devices) {
     if (!dev || !dev->valid()) return absl::InvalidArgumentError(absl::StrCat(where, ": a device is missing"));
     const CtcOptions& o = dev->options();
@@ -340,8 +363,9 @@ absl::StatusOr<std::unique_ptr<IsfcLink>> IsfcLink::Activate(IsfcOptions options
 IsfcLink::~IsfcLink() {
   std::vector<std::thread> threads;
   {
-    absl::MutexLock l(&state_->mu);
+    std::unique_lock<std::mutex> l(state_->mu);
     state_->stopping = true;
+    state_->cv.notify_all();
     for (auto& d : state_->devs) {
       d->ctc->Interrupt();
       threads.push_back(std::move(d->thread));
@@ -353,9 +377,8 @@ IsfcLink::~IsfcLink() {
 
 absl::Status IsfcLink::WaitActive(absl::Time deadline) {
   State& s = *state_;
-  absl::MutexLock l(&s.mu);
-  auto seen = [&s]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) { return s.hello_seen; };
-  if (!s.mu.AwaitWithDeadline(absl::Condition(&seen), deadline)) {
+  std::unique_lock<std::mutex> l(s.mu);
+  if (!WaitUntil(s.cv, l, deadline, [&s] { return s.hello_seen; })) {
     return absl::DeadlineExceededError(absl::StrCat("ISFC link ", s.opt.self, "<->", s.opt.peer, ": system ",
                                                     s.opt.peer, " has not activated its side"));
   }
@@ -364,7 +387,7 @@ absl::Status IsfcLink::WaitActive(absl::Time deadline) {
 
 absl::Status IsfcLink::AddDevice(std::shared_ptr<CtcDevice> device) {
   State& s = *state_;
-  absl::MutexLock l(&s.mu);
+  std::unique_lock<std::mutex> l(s.mu);
   if (!device || !device->valid()) return absl::InvalidArgumentError("ISFC AddDevice: no device");
   const CtcOptions& o = device->options();
   if (s.devs.size() >= static_cast<size_t>(kMaxIsfcDevices)) {
@@ -395,7 +418,7 @@ absl::Status IsfcLink::RemoveDevice(DeviceNumber device) {
   State& s = *state_;
   std::thread t;
   {
-    absl::MutexLock l(&s.mu);
+    std::unique_lock<std::mutex> l(s.mu);
     auto it = std::find_if(s.devs.begin(), s.devs.end(), [&](const auto& d) { return d->device == device; });
     if (it == s.devs.end() || (*it)->removing) {
       return absl::NotFoundError(absl::StrCat("ISFC link: device ", device.ToString(), " is not in it"));
@@ -405,7 +428,7 @@ absl::Status IsfcLink::RemoveDevice(DeviceNumber device) {
     t = std::move((*it)->thread);
   }
   if (t.joinable()) t.join();  // its unfinished chunk is back in the queue
-  absl::MutexLock l(&s.mu);
+  std::unique_lock<std::mutex> l(s.mu);
   auto it = std::find_if(s.devs.begin(), s.devs.end(), [&](const auto& d) { return d->device == device; });
   if (it == s.devs.end()) return absl::OkStatus();  // the destructor got there first
   (*it)->ctc->ClearInterrupt();
@@ -421,9 +444,8 @@ absl::Status IsfcLink::Send(absl::Span<const uint8_t> message, absl::Time deadli
     return absl::InvalidArgumentError(absl::StrCat("ISFC link ", s.opt.self, "<->", s.opt.peer, ": message of ",
                                                    message.size(), " bytes; the link carries 1..", s.opt.max_message));
   }
-  absl::MutexLock l(&s.mu);
-  auto room = [&s]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) { return s.unacked_bytes < s.opt.send_buffer; };
-  if (!s.mu.AwaitWithDeadline(absl::Condition(&room), deadline)) {
+  std::unique_lock<std::mutex> l(s.mu);
+  if (!WaitUntil(s.cv, l, deadline, [&s] { return s.unacked_bytes < s.opt.send_buffer; })) {
     return absl::DeadlineExceededError(absl::StrCat("ISFC link ", s.opt.self, "<->", s.opt.peer,
                                                     ": send buffer full until the deadline"));
   }
@@ -446,9 +468,8 @@ absl::Status IsfcLink::Send(absl::Span<const uint8_t> message, absl::Time deadli
 
 absl::Status IsfcLink::Flush(absl::Time deadline) {
   State& s = *state_;
-  absl::MutexLock l(&s.mu);
-  auto done = [&s]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) { return s.unacked.empty(); };
-  if (!s.mu.AwaitWithDeadline(absl::Condition(&done), deadline)) {
+  std::unique_lock<std::mutex> l(s.mu);
+  if (!WaitUntil(s.cv, l, deadline, [&s] { return s.unacked.empty(); })) {
     return absl::DeadlineExceededError(absl::StrCat("ISFC link ", s.opt.self, "<->", s.opt.peer, ": ",
                                                     s.unacked.size(), " chunks not yet taken"));
   }
@@ -457,24 +478,24 @@ absl::Status IsfcLink::Flush(absl::Time deadline) {
 
 absl::StatusOr<std::vector<uint8_t>> IsfcLink::Receive(absl::Time deadline) {
   State& s = *state_;
-  absl::MutexLock l(&s.mu);
-  auto any = [&s]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) { return !s.ready.empty(); };
-  if (!s.mu.AwaitWithDeadline(absl::Condition(&any), deadline)) {
+  std::unique_lock<std::mutex> l(s.mu);
+  if (!WaitUntil(s.cv, l, deadline, [&s] { return !s.ready.empty(); })) {
     return absl::DeadlineExceededError(absl::StrCat("ISFC link ", s.opt.self, "<->", s.opt.peer, ": no message"));
   }
   std::vector<uint8_t> m = std::move(s.ready.front());
   s.ready.pop_front();
   s.ready_bytes -= m.size();
+  s.cv.notify_all();  // room for a device thread waiting in Accept
   return m;
 }
 
 WritePlan IsfcLink::plan() const {
-  absl::MutexLock l(&state_->mu);
+  std::unique_lock<std::mutex> l(state_->mu);
   return state_->plan;
 }
 
 std::vector<IsfcDeviceInfo> IsfcLink::devices() const {
-  absl::MutexLock l(&state_->mu);
+  std::unique_lock<std::mutex> l(state_->mu);
   std::vector<IsfcDeviceInfo> out;
   for (const auto& d : state_->devs) {
     out.push_back(IsfcDeviceInfo{d->device, d->key, d->self_rank, d->peer_rank, d->why,
@@ -484,7 +505,7 @@ std::vector<IsfcDeviceInfo> IsfcLink::devices() const {
 }
 
 IsfcStats IsfcLink::stats() const {
-  absl::MutexLock l(&state_->mu);
+  std::unique_lock<std::mutex> l(state_->mu);
   return state_->stats;
 }
 

@@ -16,6 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hsi/ctc_host.h"
+#include "hsi/isfc.h"
 #include "hsi/testing/child.h"
 #include "hsi/testing/hsid.h"
 #include "hsi/testing/line_pipe.h"
@@ -181,6 +182,48 @@ TEST_F(CtcHsidTest, APeersDeathTakesTheDeviceDownAtOnce) {
   EXPECT_EQ(w.code(), absl::StatusCode::kUnavailable) << w;
   EXPECT_THAT(w.message(), HasSubstr("LPAR \"LPAR2\" is gone"));
   EXPECT_EQ((*d1)->status().code(), absl::StatusCode::kUnavailable);
+}
+
+// The whole stack: an ISFC link over two devices hsid granted; LPAR2 closes
+// one of them mid-transfer (hsid tells LPAR1 at once), and every message
+// still arrives, in order, over the other.
+TEST_F(CtcHsidTest, AnIsfcLinkOverGrantedDevicesSurvivesTheLossOfOne) {
+  auto h1 = Host(d_, "LPAR1"), h2 = Host(d_, "LPAR2");
+  ASSERT_TRUE(h1 && h2);
+  std::vector<std::shared_ptr<CtcDevice>> one, two;
+  for (uint16_t i = 0; i < 2; ++i) {
+    auto [a, b] = OpenBoth(*h1, DeviceNumber(0xD000 + i), *h2, DeviceNumber(0xD100 + i));
+    ASSERT_TRUE(a && b);
+    one.push_back(a);
+    two.push_back(b);
+  }
+  // Naive mode: both sides write both devices, so losing either leaves one.
+  auto l1 = IsfcLink::Activate({.self = "LPAR1", .peer = "LPAR2", .mode = IsfcMode::kNaive}, one);
+  auto l2 = IsfcLink::Activate({.self = "LPAR2", .peer = "LPAR1", .mode = IsfcMode::kNaive}, two);
+  ASSERT_TRUE(l1.ok() && l2.ok());
+  ASSERT_TRUE((*l1)->WaitActive(Soon()).ok());
+  ASSERT_TRUE((*l2)->WaitActive(Soon()).ok());
+  constexpr int kMessages = 200;
+  std::thread sender([&] {
+    for (int i = 0; i < kMessages; ++i) {
+      ASSERT_TRUE((*l1)->Send(std::vector<uint8_t>(5000 + i, static_cast<uint8_t>(i)), Soon()).ok());
+    }
+  });
+  for (int i = 0; i < kMessages; ++i) {
+    if (i == 50) {
+      ASSERT_TRUE((*l2)->RemoveDevice(DeviceNumber(0xD101)).ok());
+      ASSERT_TRUE(h2->Close(DeviceNumber(0xD101)).ok());  // hsid: CtcDown to LPAR1
+    }
+    absl::StatusOr<std::vector<uint8_t>> m = (*l2)->Receive(Soon());
+    ASSERT_TRUE(m.ok()) << m.status() << " at " << i;
+    ASSERT_EQ(*m, std::vector<uint8_t>(5000 + i, static_cast<uint8_t>(i))) << "message " << i;
+  }
+  sender.join();
+  // LPAR1's end of D001 went down because hsid said LPAR2 closed it.
+  const absl::Time until = Soon();
+  while (one[1]->status().ok() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(one[1]->status().code(), absl::StatusCode::kUnavailable) << one[1]->status();
+  EXPECT_THAT(one[1]->status().message(), HasSubstr("closed its end"));
 }
 
 TEST(CtcConfigTest, BadCtcSectionsAreRefusedNamingWhere) {
