@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -171,6 +172,7 @@ void Ctcs::OnClose(Client& c, const Message& m) {
 }
 
 void Ctcs::OnClientGone(const Client& c) {
+  std::erase_if(isfcs_, [&](const auto& e) { return e.first.first == c.id; });
   for (auto& [id, k] : conns_) {
     if (k.end[0].client == c.id || k.end[1].client == c.id) {
       Down(id, k, wire::kDownPeerGone, absl::StrCat(Name(k.def), ": ", c.Public(), " is gone"), c.id);
@@ -256,6 +258,56 @@ void Ctcs::OnList(Client& c, const Message& m) {
     }
   }
   r.next_cursor = it != conns_.end() ? it->first : 0;
+  clients_.Reply(c, m.request_id, r);
+}
+
+void Ctcs::OnIsfcDeclare(Client& c, const Message& m) {
+  const auto req = m.As<wire::IsfcDeclareRequest>();
+  auto reply = [&](const absl::Status& s) { clients_.ReplyError<wire::AdminReply>(c, m.request_id, s); };
+  if (c.lpar.empty()) return reply(absl::FailedPreconditionError("declare ISFC link: claim an LPAR first"));
+  const std::string peer = wire::NameOf(req.peer);
+  const std::string where = absl::StrCat("ISFC link ", c.lpar, "<->", peer);
+  if (req.active == 0) {
+    isfcs_.erase({c.id, peer});
+    return reply(absl::OkStatus());
+  }
+  Isfc l{c.lpar, peer, req.mode, {}};
+  for (uint32_t i = 0; i < req.count; ++i) {
+    absl::StatusOr<std::pair<uint32_t, int>> at = Find(c.lpar, req.devices[i]);
+    if (!at.ok()) return reply(absl::Status(at.status().code(), absl::StrCat(where, ": ", at.status().message())));
+    const CtcConfig& d = conns_.at(at->first).def;
+    const std::string& other = at->second == 0 ? d.lpar_b : d.lpar_a;
+    if (other != peer) {
+      return reply(absl::InvalidArgumentError(
+          absl::StrCat(where, ": device ", Dev(req.devices[i]), " leads to LPAR ", other, ", not ", peer)));
+    }
+    if (std::find(l.devices.begin(), l.devices.end(), req.devices[i]) != l.devices.end()) {
+      return reply(absl::InvalidArgumentError(absl::StrCat(where, ": device ", Dev(req.devices[i]), " twice")));
+    }
+    l.devices.push_back(req.devices[i]);
+  }
+  isfcs_[{c.id, peer}] = std::move(l);
+  reply(absl::OkStatus());
+}
+
+void Ctcs::OnIsfcList(Client& c, const Message& m) {
+  const auto req = m.As<wire::IsfcListRequest>();
+  if (absl::Status s = CheckAdmin(c, "list ISFC links"); !s.ok()) {
+    return clients_.ReplyError<wire::IsfcListReply>(c, m.request_id, s);
+  }
+  std::vector<const Isfc*> all;
+  for (const auto& [key, l] : isfcs_) all.push_back(&l);
+  wire::IsfcListReply r = wire::Zeroed<wire::IsfcListReply>();
+  size_t i = req.cursor;
+  for (; i < all.size() && r.count < wire::kListPage; ++i) {
+    wire::WireIsfc& e = r.entries[r.count++];
+    wire::SetName(e.lpar, all[i]->lpar);
+    wire::SetName(e.peer, all[i]->peer);
+    e.mode = all[i]->mode;
+    e.count = static_cast<uint32_t>(all[i]->devices.size());
+    for (size_t k = 0; k < all[i]->devices.size(); ++k) e.devices[k] = all[i]->devices[k];
+  }
+  r.next_cursor = i < all.size() ? static_cast<uint32_t>(i) : 0;
   clients_.Reply(c, m.request_id, r);
 }
 

@@ -33,6 +33,8 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "clients.h"
@@ -53,6 +55,12 @@ class Ctcs {
   void OnDefine(Client& c, const Message& m);
   void OnUndefine(Client& c, const Message& m);
   void OnList(Client& c, const Message& m);
+  // ISFC links: an LPAR declares (or withdraws) its side of a link, so that
+  // admins can list them (hsictl isfc). Each device must be a CTC device
+  // defined for the LPAR that leads to the named peer; else kInvalidArgument
+  // / kPermissionDenied naming it. A client's declarations go with it.
+  void OnIsfcDeclare(Client& c, const Message& m);
+  void OnIsfcList(Client& c, const Message& m);
   // Client `c` is gone: every connection it had an end of goes down.
   void OnClientGone(const Client& c);
 
@@ -86,6 +94,12 @@ class Ctcs {
   const bool verbose_;
   uint32_t next_id_ = 1;
   std::map<uint32_t, Conn> conns_;
+  struct Isfc {
+    std::string lpar, peer;
+    uint32_t mode = 0;
+    std::vector<uint32_t> devices;
+  };
+  std::map<std::pair<uint64_t, std::string>, Isfc> isfcs_;  // (client, peer) -> its side of the link
 };
 
 }  // namespace hsid

@@ -192,6 +192,8 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
     case MsgType::kCtcDefineRequest: return ctcs_.OnDefine(c, m);
     case MsgType::kCtcUndefineRequest: return ctcs_.OnUndefine(c, m);
     case MsgType::kCtcListRequest: return ctcs_.OnList(c, m);
+    case MsgType::kIsfcDeclareRequest: return ctcs_.OnIsfcDeclare(c, m);
+    case MsgType::kIsfcListRequest: return ctcs_.OnIsfcList(c, m);
     default:
       break;  // Decode() admits only client-to-daemon types
   }

@@ -254,4 +254,41 @@ absl::StatusOr<std::vector<CtcListing>> CtcHost::List() {
   return out;
 }
 
+absl::Status CtcHost::DeclareIsfc(const std::string& peer, IsfcMode mode, const std::vector<DeviceNumber>& devices,
+                                  bool active) {
+  wire::IsfcDeclareRequest req = wire::Zeroed<wire::IsfcDeclareRequest>();
+  if (peer.size() >= wire::kNameLen || devices.size() > 16) {
+    return absl::InvalidArgumentError("declare ISFC link: peer name too long or more than 16 devices");
+  }
+  wire::SetName(req.peer, peer);
+  req.mode = static_cast<uint32_t>(mode);
+  req.count = active ? static_cast<uint32_t>(devices.size()) : 0;
+  for (uint32_t i = 0; i < req.count; ++i) req.devices[i] = devices[i].value();
+  req.active = active ? 1 : 0;
+  wire::AdminReply rep;
+  std::unique_lock<std::mutex> l(state_->mu);
+  return state_->ctl.Call(req, {}, &rep);
+}
+
+absl::StatusOr<std::vector<IsfcListing>> CtcHost::ListIsfc() {
+  std::vector<IsfcListing> out;
+  uint32_t cursor = 0;
+  std::unique_lock<std::mutex> l(state_->mu);
+  do {
+    wire::IsfcListRequest req = wire::Zeroed<wire::IsfcListRequest>();
+    req.cursor = cursor;
+    wire::IsfcListReply rep;
+    if (absl::Status s = state_->ctl.Call(req, {}, &rep); !s.ok()) return s;
+    for (uint32_t i = 0; i < rep.count; ++i) {
+      const wire::WireIsfc& e = rep.entries[i];
+      IsfcListing x{wire::NameOf(e.lpar), wire::NameOf(e.peer), e.mode == 1 ? IsfcMode::kNaive : IsfcMode::kConvention,
+                    {}};
+      for (uint32_t k = 0; k < e.count; ++k) x.devices.push_back(DeviceNumber(static_cast<uint16_t>(e.devices[k])));
+      out.push_back(std::move(x));
+    }
+    cursor = rep.next_cursor;
+  } while (cursor != 0);
+  return out;
+}
+
 }  // namespace hsi

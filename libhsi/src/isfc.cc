@@ -313,6 +313,19 @@ struct IsfcLink::State {
   }
 
   void Start(Dev* d) { d->thread = std::thread([this, d] { Run(d); }); }
+
+  // This side's devices, to declare to hsid.
+  std::vector<DeviceNumber> DeviceNumbers() const {
+    std::vector<DeviceNumber> v;
+    for (const auto& d : devs) {
+      if (!d->removing) v.push_back(d->device);
+    }
+    return v;
+  }
+  absl::Status Declare(bool active) {
+    if (opt.host == nullptr) return absl::OkStatus();
+    return opt.host->DeclareIsfc(opt.peer, opt.mode, DeviceNumbers(), active);
+  }
 };
 
 absl::StatusOr<std::unique_ptr<IsfcLink>> IsfcLink::Activate(IsfcOptions options,
@@ -349,6 +362,7 @@ absl::StatusOr<std::unique_ptr<IsfcLink>> IsfcLink::Activate(IsfcOptions options
     s->devs.push_back(std::move(d));
   }
   if (absl::Status st = s->Replan(); !st.ok()) return st;
+  if (absl::Status st = s->Declare(true); !st.ok()) return st;
   // The hello: first in the queue, so the first write of this side.
   const std::vector<uint8_t> name(s->opt.self.begin(), s->opt.self.end());
   Chunk hello{0, MakeChunk(kHello, static_cast<uint16_t>(s->opt.mode), 0, 0, 0, name)};
@@ -373,6 +387,7 @@ IsfcLink::~IsfcLink() {
   }
   for (std::thread& t : threads) t.join();
   for (auto& d : state_->devs) d->ctc->ClearInterrupt();
+  (void)state_->Declare(false);  // best effort: hsid forgets it with the client anyway
 }
 
 absl::Status IsfcLink::WaitActive(absl::Time deadline) {
@@ -411,7 +426,7 @@ absl::Status IsfcLink::AddDevice(std::shared_ptr<CtcDevice> device) {
   if (absl::Status st = s.Replan(); !st.ok()) return st;
   s.Start(raw);
   s.Dispatch();
-  return absl::OkStatus();
+  return s.Declare(true);
 }
 
 absl::Status IsfcLink::RemoveDevice(DeviceNumber device) {
@@ -435,6 +450,7 @@ absl::Status IsfcLink::RemoveDevice(DeviceNumber device) {
   s.devs.erase(it);
   absl::Status st = s.Replan();
   s.Dispatch();
+  if (st.ok()) st = s.Declare(true);
   return st;
 }
 

@@ -5,12 +5,15 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <future>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "hsi/ctc_host.h"
+#include "hsi/isfc.h"
 #include "hsi/testing/hsid.h"
 #include "nlohmann/json.hpp"
 
@@ -98,6 +101,83 @@ TEST(HsictlCtcTest, DefinesListsAndUndefinesCtcsAtHsid) {
   EXPECT_THAT(o.text, HasSubstr("same number of devices"));
   EXPECT_EQ(Hsictl(sock + "define-ctc LPAR1 LPAR2:E000").code, 2);
   EXPECT_EQ(Hsictl(sock + "define-ctc LPAR1:D000 LPAR2:E000 --recovery-us x").code, 2);
+}
+
+// Two LPARs (this process, two CtcHosts) activate an ISFC link over
+// D000-D00F with hsid knowing it: `hsictl isfc` shows the issue's
+// assignment on the live link, with the writes each device carried.
+TEST(HsictlCtcTest, IsfcShowsALiveLinksDevicesWritersAndCounters) {
+  Hsid d(R"toml(
+[hsid]
+admin_uids = ["self"]
+[[lpar]]
+name = "*"
+uids = ["self"]
+[[ctc]]
+lpars = ["LPAR1", "LPAR2"]
+devices = "D000-D00F"
+)toml");
+  ASSERT_TRUE(d.Start()) << d.log();
+  auto host = [&](const char* lpar) {
+    hsi::CtcHostOptions o;
+    o.socket_path = d.socket();
+    o.lpar = lpar;
+    return std::move(hsi::CtcHost::Connect(o).value());
+  };
+  auto h1 = host("LPAR1"), h2 = host("LPAR2");
+  std::vector<std::shared_ptr<hsi::CtcDevice>> one, two;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  for (uint16_t i = 0; i < 16; ++i) {
+    auto f = std::async(std::launch::async, [&] { return h2->Open(hsi::DeviceNumber(0xD000 + i), deadline); });
+    one.push_back(h1->Open(hsi::DeviceNumber(0xD000 + i), deadline).value());
+    two.push_back(f.get().value());
+  }
+  auto l1 = hsi::IsfcLink::Activate({.self = "LPAR1", .peer = "LPAR2", .host = h1.get()}, one).value();
+  auto l2 = hsi::IsfcLink::Activate({.self = "LPAR2", .peer = "LPAR1", .host = h2.get()}, two).value();
+  ASSERT_TRUE(l1->WaitActive(deadline).ok());
+  ASSERT_TRUE(l2->WaitActive(deadline).ok());
+  ASSERT_TRUE(l1->Send(std::vector<uint8_t>(100, 1), deadline).ok());
+  ASSERT_EQ(l2->Receive(deadline).value().size(), 100u);
+  ASSERT_TRUE(l1->Flush(deadline).ok());
+
+  const std::string sock = absl::StrCat("--socket ", d.socket(), " ");
+  Out o = Hsictl(sock + "isfc");
+  ASSERT_EQ(o.code, 0) << o.text;
+  EXPECT_THAT(o.text, HasSubstr("ISFC link LPAR1 <-> LPAR2 (convention, 16 devices, active on both sides)"));
+  std::vector<std::string> lines = absl::StrSplit(o.text, '\n');
+  ASSERT_GE(lines.size(), 18u) << o.text;
+  EXPECT_THAT(lines[2], HasSubstr("D000    D000       LPAR1 "));
+  EXPECT_THAT(lines[2], HasSubstr("LPAR1 only"));
+  EXPECT_THAT(lines[4], HasSubstr("D002    D002       LPAR1, LPAR2 "));
+  EXPECT_THAT(lines[17], HasSubstr("D00F    D00F       LPAR2 "));
+  const json doc = json::parse(Hsictl(sock + "isfc --json").text);
+  ASSERT_EQ(doc["isfc_links"].size(), 1u);
+  const json& devs = doc["isfc_links"][0]["devices"];
+  ASSERT_EQ(devs.size(), 16u);
+  EXPECT_EQ(devs[0]["self_rank"], 1);
+  EXPECT_TRUE(devs[0]["peer_rank"].is_null());
+  EXPECT_EQ(devs[15]["peer_rank"], 1);
+  EXPECT_EQ(devs[2]["self_rank"], 3);
+  EXPECT_EQ(devs[2]["peer_rank"], 14);
+  // LPAR1 wrote its hello and one chunk, LPAR2 its hello, each only on
+  // devices the convention gives it.
+  int self_writes = 0, peer_writes = 0;
+  for (const json& dv : devs) {
+    if (dv["self_rank"].is_null()) {
+      EXPECT_EQ(dv["self"]["writes"], 0) << dv["device"];
+    }
+    if (dv["peer_rank"].is_null()) {
+      EXPECT_EQ(dv["peer"]["writes"], 0) << dv["device"];
+    }
+    self_writes += dv["self"]["writes"].get<int>();
+    peer_writes += dv["peer"]["writes"].get<int>();
+  }
+  EXPECT_EQ(self_writes, 2);
+  EXPECT_EQ(peer_writes, 1);
+
+  // A device that does not lead to the named peer is refused by hsid.
+  EXPECT_THAT(h1->DeclareIsfc("LPAR9", hsi::IsfcMode::kConvention, {hsi::DeviceNumber(0xD000)}, true).message(),
+              HasSubstr("leads to LPAR LPAR2, not LPAR9"));
 }
 
 }  // namespace

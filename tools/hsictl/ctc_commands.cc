@@ -1,7 +1,9 @@
 // hsictl's CTC and ISFC commands (ctc_commands.h).
 #include "ctc_commands.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <map>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -123,18 +125,89 @@ int Plan(const Args& args, const std::vector<std::string>& pos) {
   return kExitOk;
 }
 
+// The ISFC links the LPARs declared, each once, joined with the CTC
+// counters: per device, who writes it and why, writes and bytes each way,
+// collisions and recovery time on each end.
+int Isfc(CtcHost& host, const Args& args) {
+  absl::StatusOr<std::vector<IsfcListing>> links = host.ListIsfc();
+  if (!links.ok()) return hsi::tools::Fail(kTool, links.status().message(), kExitFailure);
+  absl::StatusOr<std::vector<CtcListing>> ctcs = host.List();
+  if (!ctcs.ok()) return hsi::tools::Fail(kTool, ctcs.status().message(), kExitFailure);
+  // One entry per link: the lesser-named side's declaration if there is one.
+  std::map<std::pair<std::string, std::string>, std::vector<const IsfcListing*>> by_link;
+  for (const IsfcListing& l : *links) by_link[std::minmax(l.lpar, l.peer)].push_back(&l);
+  json jl = json::array();
+  std::string text;
+  for (const auto& [names, sides] : by_link) {
+    const IsfcListing& l =
+        **std::min_element(sides.begin(), sides.end(), [](auto* a, auto* b) { return a->lpar < b->lpar; });
+    // Each device of l.lpar: its connection, the peer's number, both ends' counters.
+    struct Row {
+      DeviceNumber mine, theirs;
+      CtcCounters me, peer;
+    };
+    std::vector<Row> rows;
+    std::vector<DeviceNumber> keys;
+    for (DeviceNumber d : l.devices) {
+      Row r{d, DeviceNumber(), {}, {}};
+      for (const CtcListing& c : *ctcs) {
+        if (c.lpar_a == l.lpar && c.device_a == d) r = Row{d, c.device_b, c.counters_a, c.counters_b};
+        if (c.lpar_b == l.lpar && c.device_b == d) r = Row{d, c.device_a, c.counters_b, c.counters_a};
+      }
+      rows.push_back(r);
+      keys.push_back(l.lpar < l.peer ? r.mine : r.theirs);
+    }
+    absl::StatusOr<WritePlan> plan = PlanWrites(l.lpar, l.peer, keys, l.mode);
+    if (!plan.ok()) return hsi::tools::Fail(kTool, plan.status().message(), kExitFailure);
+    const bool both = sides.size() == 2;
+    Table t({"DEVICE", absl::StrCat(l.peer, " DEV"), "WRITTEN BY", absl::StrCat(l.lpar, " #"), absl::StrCat(l.peer, " #"),
+             absl::StrCat("->", l.peer, " WRITES/BYTES"), absl::StrCat("<-", l.peer, " WRITES/BYTES"), "COLLISIONS",
+             "RECOVERY", "WHY"});
+    json jd = json::array();
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      const DeviceUse& u = *std::find_if(plan->devices.begin(), plan->devices.end(),
+                                         [&](const DeviceUse& x) { return x.device == keys[i]; });
+      const std::string by = u.self_rank >= 0 && u.peer_rank >= 0 ? absl::StrCat(l.lpar, ", ", l.peer)
+                             : u.self_rank >= 0                   ? l.lpar
+                                                                  : l.peer;
+      t.Add({r.mine.ToString(), r.theirs.ToString(), by, u.self_rank < 0 ? "-" : absl::StrCat(u.self_rank + 1),
+             u.peer_rank < 0 ? "-" : absl::StrCat(u.peer_rank + 1), absl::StrCat(r.me.writes, "/", r.me.bytes_written),
+             absl::StrCat(r.peer.writes, "/", r.peer.bytes_written), absl::StrCat(r.me.collisions, "/", r.peer.collisions),
+             absl::StrCat(absl::FormatDuration(absl::Nanoseconds(r.me.recovery_ns)), "/",
+                          absl::FormatDuration(absl::Nanoseconds(r.peer.recovery_ns))),
+             u.why});
+      jd.push_back({{"device", r.mine.ToString()}, {"peer_device", r.theirs.ToString()},
+                    {"self_rank", u.self_rank < 0 ? json(nullptr) : json(u.self_rank + 1)},
+                    {"peer_rank", u.peer_rank < 0 ? json(nullptr) : json(u.peer_rank + 1)}, {"why", u.why},
+                    {"self", CountersJson(r.me)}, {"peer", CountersJson(r.peer)}});
+    }
+    const char* mode = l.mode == IsfcMode::kNaive ? "naive" : "convention";
+    absl::StrAppend(&text, "ISFC link ", l.lpar, " <-> ", l.peer, " (", mode, ", ", rows.size(), " devices, ",
+                    both ? "active on both sides" : absl::StrCat("declared by ", l.lpar, " only"), ")\n", t.Render(),
+                    "\n");
+    jl.push_back({{"lpar", l.lpar}, {"peer", l.peer}, {"mode", mode}, {"both_sides", both}, {"devices", jd}});
+  }
+  if (args.Has("--json")) {
+    std::printf("%s\n", json{{"isfc_links", jl}}.dump(2).c_str());
+  } else {
+    std::printf("%s", text.empty() ? "(no ISFC links declared)\n" : text.c_str());
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 bool IsCtcCommand(const std::string& cmd) {
-  return cmd == "ctcs" || cmd == "define-ctc" || cmd == "undefine-ctc" || cmd == "isfc-plan";
+  return cmd == "ctcs" || cmd == "define-ctc" || cmd == "undefine-ctc" || cmd == "isfc-plan" || cmd == "isfc";
 }
 
 int RunCtcCommand(const Args& args, const std::vector<std::string>& pos) {
   const std::string& cmd = pos[0];
-  const size_t want = cmd == "ctcs" ? 1 : cmd == "define-ctc" ? 3 : cmd == "undefine-ctc" ? 2 : 4;
+  const size_t want = cmd == "ctcs" || cmd == "isfc" ? 1 : cmd == "define-ctc" ? 3 : cmd == "undefine-ctc" ? 2 : 4;
   if (pos.size() != want) {
     return hsi::tools::Usage(kTool, absl::StrCat(cmd, " takes ", want - 1, " argument(s): ",
-                                                 cmd == "ctcs"           ? "none"
+                                                 cmd == "ctcs" || cmd == "isfc" ? "none"
                                                  : cmd == "define-ctc"   ? "LPAR:DEVICES LPAR:DEVICES"
                                                  : cmd == "undefine-ctc" ? "LPAR:DEVICE"
                                                                          : "SELF PEER DEVICES"));
@@ -176,6 +249,7 @@ int RunCtcCommand(const Args& args, const std::vector<std::string>& pos) {
   absl::StatusOr<std::unique_ptr<CtcHost>> host = CtcHost::Connect(o);
   if (!host.ok()) return hsi::tools::Fail(kTool, host.status().message(), kExitFailure);
   if (cmd == "ctcs") return List(**host, args);
+  if (cmd == "isfc") return Isfc(**host, args);
   absl::Status s = cmd == "define-ctc" ? (*host)->Define(def) : (*host)->Undefine(std::get<0>(*gone), std::get<1>(*gone));
   if (!s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   if (args.Has("--json")) {

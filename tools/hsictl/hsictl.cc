@@ -49,6 +49,9 @@ Commands:
                               define CTC connections at run time, e.g.
                               LPAR1:D000-D00F LPAR2:D000-D00F (not written to the config)
   undefine-ctc LPAR:DEV       remove a CTC connection neither end has open
+  isfc                        list the ISFC links the LPARs activated: per device who
+                              writes it and why, writes and bytes each way, collisions
+                              and recovery time on each end
   isfc-plan SELF PEER DEVS [--naive]
                               z/VM's write convention for an ISFC link of DEVS between
                               systems SELF and PEER: who writes which device, and why
@@ -362,7 +365,7 @@ int main(int argc, char** argv) {
     return hsi::tools::Usage(kTool, absl::StrCat("unknown command '", cmd,
                                                  "' (commands: chpids, nics, links, stats, define-chpid, "
                                                  "undefine-chpid, down, up, ctcs, define-ctc, undefine-ctc, "
-                                                 "isfc-plan)"));
+                                                 "isfc, isfc-plan)"));
   }
   if (pos.size() - 1 != it->second.args) {
     return hsi::tools::Usage(kTool, it->second.args == 0

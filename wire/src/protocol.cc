@@ -174,6 +174,41 @@ absl::Status CtcListReply::Validate() const {
   return absl::OkStatus();
 }
 
+absl::Status IsfcDeclareRequest::Validate() const {
+  if (absl::Status s = FirstError(ValidateName(peer, "peer", false), CheckBool(active, "active"),
+                                  CheckZero(reserved, "reserved"), CheckCount(count, 16, "count"));
+      !s.ok()) {
+    return s;
+  }
+  if (mode > 1) return absl::InvalidArgumentError(absl::StrCat("mode ", mode, " is not 0 (convention) or 1 (naive)"));
+  if (active == 1 && count == 0) return absl::InvalidArgumentError("an active ISFC link has 1 to 16 devices");
+  for (uint32_t i = 0; i < 16; ++i) {
+    if (absl::Status s = CheckDevice(i < count ? devices[i] : 0, "devices[]"); !s.ok()) return s;
+    if (i >= count && devices[i] != 0) return absl::InvalidArgumentError("devices[] past count must be 0");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status IsfcListReply::Validate() const {
+  if (absl::Status s = FirstError(CheckStatus(status, "status"), CheckCount(count, kListPage, "count")); !s.ok()) {
+    return s;
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    const WireIsfc& e = entries[i];
+    if (absl::Status s = FirstError(ValidateName(e.lpar, "entries[].lpar", false),
+                                    ValidateName(e.peer, "entries[].peer", false),
+                                    CheckCount(e.count, 16, "entries[].count"));
+        !s.ok()) {
+      return s;
+    }
+    if (e.mode > 1) return absl::InvalidArgumentError("entries[].mode is not 0 or 1");
+    for (uint32_t k = 0; k < e.count; ++k) {
+      if (absl::Status s = CheckDevice(e.devices[k], "entries[].devices[]"); !s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SniffLink::Validate() const {
   if (absl::Status s = FirstError(CheckChpid(chpid), CheckFlags(flags, kSniffNew, "flags")); !s.ok()) return s;
   if (address_a == address_b) return absl::InvalidArgumentError("address_a equals address_b");

@@ -67,6 +67,13 @@ struct CtcListing {
   CtcCounters counters_a, counters_b;
 };
 
+// One side of an ISFC link as its LPAR declared it to hsid.
+struct IsfcListing {
+  std::string lpar, peer;
+  IsfcMode mode = IsfcMode::kConvention;
+  std::vector<DeviceNumber> devices;  // this side's numbers
+};
+
 class HSI_EXPORT CtcHost {
  public:
   // Connects and claims `options.lpar` (errors as Session::Connect).
@@ -84,10 +91,19 @@ class HSI_EXPORT CtcHost {
   // CtcDevice is taken down. kNotFound if it is not open here.
   absl::Status Close(DeviceNumber device);
 
+  // Declares this LPAR's side of an ISFC link to system `peer` over its
+  // devices `devices` (this side's numbers), so that admins see it
+  // (ListIsfc, hsictl isfc); `active` false withdraws it. IsfcLink does this
+  // itself when given IsfcOptions::host. kInvalidArgument if a device does
+  // not lead to `peer`, kPermissionDenied/kNotFound if it is not this LPAR's.
+  absl::Status DeclareIsfc(const std::string& peer, IsfcMode mode, const std::vector<DeviceNumber>& devices,
+                           bool active);
+
   // Admin calls (root, or admin_uids/admin_gids of hsid's config).
   absl::Status Define(const CtcDefinition& def);
   absl::Status Undefine(const std::string& lpar, DeviceNumber device);
   absl::StatusOr<std::vector<CtcListing>> List();
+  absl::StatusOr<std::vector<IsfcListing>> ListIsfc();
 
   const std::string& lpar() const;
 

@@ -53,6 +53,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "hsi/ctc.h"
+#include "hsi/ctc_host.h"
 #include "hsi/export.h"
 #include "hsi/isfc_convention.h"
 
@@ -69,6 +70,10 @@ struct IsfcOptions {
   uint32_t window = 64;                     // chunks in flight past the oldest untaken
   size_t send_buffer = size_t{8} << 20;     // bytes Send() may queue
   size_t receive_buffer = size_t{64} << 20; // bytes of whole messages waiting for Receive()
+  // If set (the host whose devices these are), the link declares its side
+  // to hsid at activation and after each device change, and withdraws it
+  // when deactivated, so that `hsictl isfc` shows it. Must outlive the link.
+  CtcHost* host = nullptr;
 };
 
 // One device of a running link, for people (hsictl, the benchmark).

@@ -86,7 +86,10 @@ inline constexpr size_t kEventPageSize = 4096;
   X(CtcDefineRequest,      76, kToDaemon, kRequest, 0, 88)                  \
   X(CtcUndefineRequest,    77, kToDaemon, kRequest, 0, 40)                  \
   X(CtcListRequest,        78, kToDaemon, kRequest, 0, 8)                   \
-  X(CtcListReply,          79, kToClient, kReply,   0, 464 + 16 * 216)
+  X(CtcListReply,          79, kToClient, kReply,   0, 464 + 16 * 216)     \
+  X(IsfcDeclareRequest,    80, kToDaemon, kRequest, 0, 112)  /* -> AdminReply */ \
+  X(IsfcListRequest,       81, kToDaemon, kRequest, 0, 8)                   \
+  X(IsfcListReply,         82, kToClient, kReply,   0, 464 + 16 * 136)
 // Retired numbers, never to be reused: 27 (ListLinksReply, protocol 3).
 
 enum class MsgType : uint16_t {
@@ -497,6 +500,39 @@ struct CtcListReply {
   WireStatus status;
   uint32_t count, next_cursor;
   WireCtc entries[kListPage];
+  absl::Status Validate() const;
+};
+
+// ISFC logical links live in the LPARs' processes; each side declares its
+// side of a link to hsid (IsfcDeclareRequest, answered with AdminReply) so
+// that admins can list them (IsfcListRequest; hsictl isfc): the peer system,
+// the mode and this side's device numbers, each a CTC device defined for
+// this LPAR that leads to `peer`. active = 0 withdraws the declaration.
+struct IsfcDeclareRequest {
+  char peer[kNameLen];
+  uint32_t mode;   // hsi::IsfcMode: 0 convention, 1 naive
+  uint32_t count;  // devices used, 0..16 (0 only with active = 0)
+  uint32_t devices[16];
+  uint32_t active;  // 1 declare / update, 0 withdraw
+  uint32_t reserved;
+  absl::Status Validate() const;
+};
+struct IsfcListRequest {
+  uint32_t cursor;
+  uint32_t reserved;
+  absl::Status Validate() const { return CheckZero(reserved, "reserved"); }
+};
+struct WireIsfc {
+  char lpar[kNameLen];
+  char peer[kNameLen];
+  uint32_t mode, count;
+  uint32_t devices[16];
+};
+static_assert(sizeof(WireIsfc) == 136);
+struct IsfcListReply {
+  WireStatus status;
+  uint32_t count, next_cursor;
+  WireIsfc entries[kListPage];
   absl::Status Validate() const;
 };
 
