@@ -57,6 +57,16 @@ struct ClusterConfig {
   uint32_t poll_ms = 100;         // how often the member reads the cluster state
 };
 
+// One CTC connection (issue 19): device `device_a` of LPAR `lpar_a` to
+// `device_b` of `lpar_b`, as an IOCDS defines a FICON CTC for two LPARs.
+// Only those two LPARs may open it, each its own end.
+struct CtcConfig {
+  std::string lpar_a, lpar_b;
+  uint32_t device_a = 0, device_b = 0;  // 0x0000..0xFFFF
+  uint32_t block_size = 65536;          // largest single write (hsi::kDefaultCtcBlockSize)
+  uint32_t recovery_us = 200;           // collision recovery delay (hsi::kDefaultCtcRecovery)
+};
+
 struct Config {
   std::string source;  // the file, or "<built-in default>"
   std::vector<uint32_t> admin_uids;  // root is always an admin as well
@@ -85,6 +95,7 @@ struct Config {
   std::map<uint32_t, ChpidConfig> chpids;
   std::vector<LparConfig> lpars;
   ClusterConfig cluster;
+  std::vector<CtcConfig> ctcs;
 
   // The policy entry for `name`: the exact one, else "*", else nullptr.
   const LparConfig* FindLpar(const std::string& name) const;
@@ -102,6 +113,11 @@ absl::StatusOr<Config> LoadConfig(const std::string& path, uint32_t self_uid);
 // Checks a CHPID definition (from the config or an admin) against the
 // rules and the other CHPIDs: geometry, unique id, non-overlapping subnet.
 absl::Status ValidateChpid(const ChpidConfig& c, const Config& config);
+
+// Checks a CTC connection (from the config or an admin) against the rules
+// and the connections in `ctcs`: two distinct LPAR names (not "*"), no
+// device number an LPAR already has, the block size, recovery <= 1 s.
+absl::Status ValidateCtc(const CtcConfig& c, const std::vector<CtcConfig>& ctcs);
 
 std::string ChpidName(uint32_t id);  // "F0"
 std::string JoinIds(const std::vector<uint32_t>& ids);  // "[0, 1000]"

@@ -12,6 +12,7 @@
 //   sniffer.h     taps of a CHPID (hsi-dump)
 //   cluster.h     SSI cluster membership in etcd: which guests' NICs this
 //                 member serves (only with a [cluster] config table)
+//   ctc.h         CTC connections: policy, half-channel memory, set-up (issue 19)
 // A new kind of object (a CTC device, a coupling facility structure) gets a
 // part of its own beside these, with its messages routed in OnMessage and
 // its teardown in OnClientGone.
@@ -30,6 +31,7 @@
 #include "admin.h"
 #include "clients.h"
 #include "cluster.h"
+#include "ctc.h"
 #include "event_loop.h"
 #include "hsi/wire/protocol.h"
 #include "links.h"
@@ -60,7 +62,8 @@ class ServerImpl final : public Server, Clients::Listener, EventLoop::Handler {
         sniffer_(config_, clients_, links_),
         policy_(config_, clients_, nics_, links_),
         admin_(config_, clients_, nics_, links_),
-        cluster_(config_, clients_, nics_, admin_) {
+        cluster_(config_, clients_, nics_, admin_),
+        ctcs_(config_, clients_, opt_.verbose) {
     links_.AddObserver(&sniffer_);
   }
   ~ServerImpl() override;
@@ -92,6 +95,7 @@ class ServerImpl final : public Server, Clients::Listener, EventLoop::Handler {
   Policy policy_;
   Admin admin_;
   Cluster cluster_;
+  Ctcs ctcs_;
 };
 
 absl::Status ServerImpl::Init() {
@@ -197,6 +201,14 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
     case MsgType::kSetNicRequest: return admin_.OnSetNic(c, m);
     case MsgType::kListRequest: return admin_.OnList(c, m);
     case MsgType::kSniffRequest: return sniffer_.OnSniff(c, m);
+    case MsgType::kCtcOpenRequest: return ctcs_.OnOpen(c, m);
+    case MsgType::kCtcSealed: return ctcs_.OnSealed(c, m);
+    case MsgType::kCtcClose: return ctcs_.OnClose(c, m);
+    case MsgType::kCtcDefineRequest: return ctcs_.OnDefine(c, m);
+    case MsgType::kCtcUndefineRequest: return ctcs_.OnUndefine(c, m);
+    case MsgType::kCtcListRequest: return ctcs_.OnList(c, m);
+    case MsgType::kIsfcDeclareRequest: return ctcs_.OnIsfcDeclare(c, m);
+    case MsgType::kIsfcListRequest: return ctcs_.OnIsfcList(c, m);
     default:
       break;  // Decode() admits only client-to-daemon types
   }
@@ -204,6 +216,7 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
 
 bool ServerImpl::OnClientGone(Client& c, const std::string& why) {
   const bool had_nics = policy_.OnClientGone(c, why);
+  ctcs_.OnClientGone(c);
   links_.EndSetupsOf(c.id);
   return had_nics;
 }

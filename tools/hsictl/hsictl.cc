@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "cli.h"
 #include "cluster.h"
+#include "ctc_commands.h"
 #include "hsi/admin.h"
 #include "nlohmann/json.hpp"
 
@@ -47,6 +48,19 @@ Commands:
                               the SSI cluster from etcd (not from hsid): members and
                               their leases, guests and the member each is logged on
                               to, relocations in progress, each guest's last outcome
+  ctcs                        list the CTC connections: both ends, state, writes and
+                              bytes each way, collisions and recovery time per end
+  define-ctc LPAR:DEVS LPAR:DEVS [--recovery-us N] [--block-size SIZE]
+                              define CTC connections at run time, e.g.
+                              LPAR1:D000-D00F LPAR2:D000-D00F (not written to the config)
+  undefine-ctc LPAR:DEV       remove a CTC connection neither end has open
+  isfc                        list the ISFC links the LPARs activated: per device who
+                              writes it and why, writes and bytes each way, collisions
+                              and recovery time on each end
+  isfc-plan SELF PEER DEVS [--naive]
+                              z/VM's write convention for an ISFC link of DEVS between
+                              systems SELF and PEER: who writes which device, and why
+                              (needs no hsid)
 
 ID is a hex CHPID (F0). NIC is the NIC's address (10.240.0.2), optionally
 prefixed with its CHPID (F0:10.240.0.2, checked); addresses are unique on a
@@ -66,6 +80,9 @@ Options:
                   http://127.0.0.1:2379)
   --cluster NAME  cluster: the cluster's name, etcd prefix /hsi/NAME/ (default:
                   $HSI_CLUSTER, else ssi)
+  --recovery-us N define-ctc: write-collision recovery delay (default 200)
+  --block-size S  define-ctc: largest single write (default 64K)
+  --naive         isfc-plan: the mode without the convention (both write every device)
   -h, --help      this text
 
 Exit status: 0 success, 1 failure (hsid unreachable, refused, not found),
@@ -76,6 +93,7 @@ const std::vector<hsi::tools::Option> kOptions = {
     {{"--socket"}, "PATH"}, {{"--json"}}, {{"--help", "-h"}}, {{"--mfs"}, "SIZE"}, {{"--subnet"}, "CIDR"},
     {{"--queue"}, "BYTES"}, {{"--overflow"}, "block|drop"}, {{"--lpars"}, "LIST"},
     {{"--etcd"}, "URLS"}, {{"--cluster"}, "NAME"},
+    {{"--recovery-us"}, "N"}, {{"--block-size"}, "SIZE"}, {{"--naive"}},
 };
 
 std::string SizeText(uint64_t v) {
@@ -343,6 +361,7 @@ int main(int argc, char** argv) {
   const std::vector<std::string>& pos = args->positional();
   if (pos.empty()) return hsi::tools::Usage(kTool, "no command given");
   const std::string& cmd = pos[0];
+  if (hsi::hsictl::IsCtcCommand(cmd)) return hsi::hsictl::RunCtcCommand(*args, pos);
   struct Cmd {
     size_t args;
     bool define_options;
@@ -356,7 +375,8 @@ int main(int argc, char** argv) {
   if (it == kCommands.end()) {
     return hsi::tools::Usage(kTool, absl::StrCat("unknown command '", cmd,
                                                  "' (commands: chpids, nics, links, stats, define-chpid, "
-                                                 "undefine-chpid, down, up, cluster)"));
+                                                 "undefine-chpid, down, up, cluster, ctcs, define-ctc, "
+                                                 "undefine-ctc, isfc, isfc-plan)"));
   }
   if (pos.size() - 1 != it->second.args) {
     return hsi::tools::Usage(kTool, it->second.args == 0

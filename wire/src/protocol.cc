@@ -11,6 +11,7 @@
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
+#include "hsi/ctc.h"
 #include "hsi/ring.h"
 
 namespace hsi::wire {
@@ -113,6 +114,96 @@ absl::Status ListStatsReply::Validate() const {
     }
     if (absl::Status s = FirstError(CheckChpid(e.chpid), CheckZero(e.reserved, "entries[].reserved")); !s.ok()) {
       return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+absl::Status CheckDevice(uint32_t v, const char* field) {
+  if (v > 0xFFFF) return absl::InvalidArgumentError(absl::StrCat(field, " ", v, " is not a device number (0..FFFF)"));
+  return absl::OkStatus();
+}
+}  // namespace
+
+absl::Status CtcOpenRequest::Validate() const {
+  return FirstError(CheckDevice(device, "device"), CheckZero(reserved, "reserved"));
+}
+
+absl::Status CtcOpenReply::Validate() const {
+  if (status.code != 0) return CheckStatus(status, "status");
+  return FirstError(CheckStatus(status, "status"), CheckDevice(peer_device, "peer_device"),
+                    ValidateName(peer_lpar, "peer_lpar", false), hsi::CheckCtcBlockSize(block_size));
+}
+
+absl::Status CtcDefineRequest::Validate() const {
+  if (absl::Status s = FirstError(ValidateName(lpar_a, "lpar_a", false), ValidateName(lpar_b, "lpar_b", false),
+                                  CheckDevice(device_a, "device_a"), CheckDevice(device_b, "device_b"),
+                                  CheckZero(reserved, "reserved"));
+      !s.ok()) {
+    return s;
+  }
+  if (count < 1 || count > kMaxCtcRange) {
+    return absl::InvalidArgumentError(absl::StrCat("count ", count, " is outside 1..", kMaxCtcRange));
+  }
+  if (device_a + count - 1 > 0xFFFF || device_b + count - 1 > 0xFFFF) {
+    return absl::InvalidArgumentError("the device range runs past FFFF");
+  }
+  if (block_size != 0) return hsi::CheckCtcBlockSize(block_size);
+  return absl::OkStatus();
+}
+
+absl::Status CtcUndefineRequest::Validate() const {
+  return FirstError(ValidateName(lpar, "lpar", false), CheckDevice(device, "device"), CheckZero(reserved, "reserved"));
+}
+
+absl::Status CtcListReply::Validate() const {
+  if (absl::Status s = FirstError(CheckStatus(status, "status"), CheckCount(count, kListPage, "count")); !s.ok()) {
+    return s;
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    const WireCtc& e = entries[i];
+    if (absl::Status s = FirstError(ValidateName(e.lpar_a, "entries[].lpar_a", false),
+                                    ValidateName(e.lpar_b, "entries[].lpar_b", false),
+                                    CheckDevice(e.device_a, "entries[].device_a"),
+                                    CheckDevice(e.device_b, "entries[].device_b"));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status IsfcDeclareRequest::Validate() const {
+  if (absl::Status s = FirstError(ValidateName(peer, "peer", false), CheckBool(active, "active"),
+                                  CheckZero(reserved, "reserved"), CheckCount(count, 16, "count"));
+      !s.ok()) {
+    return s;
+  }
+  if (mode > 1) return absl::InvalidArgumentError(absl::StrCat("mode ", mode, " is not 0 (convention) or 1 (naive)"));
+  if (active == 1 && count == 0) return absl::InvalidArgumentError("an active ISFC link has 1 to 16 devices");
+  for (uint32_t i = 0; i < 16; ++i) {
+    if (absl::Status s = CheckDevice(i < count ? devices[i] : 0, "devices[]"); !s.ok()) return s;
+    if (i >= count && devices[i] != 0) return absl::InvalidArgumentError("devices[] past count must be 0");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status IsfcListReply::Validate() const {
+  if (absl::Status s = FirstError(CheckStatus(status, "status"), CheckCount(count, kListPage, "count")); !s.ok()) {
+    return s;
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    const WireIsfc& e = entries[i];
+    if (absl::Status s = FirstError(ValidateName(e.lpar, "entries[].lpar", false),
+                                    ValidateName(e.peer, "entries[].peer", false),
+                                    CheckCount(e.count, 16, "entries[].count"));
+        !s.ok()) {
+      return s;
+    }
+    if (e.mode > 1) return absl::InvalidArgumentError("entries[].mode is not 0 or 1");
+    for (uint32_t k = 0; k < e.count; ++k) {
+      if (absl::Status s = CheckDevice(e.devices[k], "entries[].devices[]"); !s.ok()) return s;
     }
   }
   return absl::OkStatus();

@@ -75,7 +75,21 @@ inline constexpr size_t kEventPageSize = 4096;
   X(SniffLinkGone,         34, kToClient, kEvent,   0, 8)                   \
   X(ListStatsReply,        35, kToClient, kReply,   0, 464 + 16 * 152)     \
   X(NicInterfaceRequest,   36, kToDaemon, kRequest, 0, 56)                  \
-  X(NicInterfaceReply,     37, kToClient, kReply,   0, 456)
+  X(NicInterfaceReply,     37, kToClient, kReply,   0, 456)                 \
+  /* CTC devices (issue 19): 70-89 */                                        \
+  X(CtcOpenRequest,        70, kToDaemon, kRequest, 0, 8)                   \
+  X(CtcOpenReply,          71, kToClient, kReply,   1, 504)  /* own half */  \
+  X(CtcSealed,             72, kToDaemon, kNotice,  0, 16)                  \
+  X(CtcPeer,               73, kToClient, kEvent,   1, 8)    /* peer half */ \
+  X(CtcDown,               74, kToClient, kEvent,   0, 464)                 \
+  X(CtcClose,              75, kToDaemon, kNotice,  0, 8)                   \
+  X(CtcDefineRequest,      76, kToDaemon, kRequest, 0, 88)                  \
+  X(CtcUndefineRequest,    77, kToDaemon, kRequest, 0, 40)                  \
+  X(CtcListRequest,        78, kToDaemon, kRequest, 0, 8)                   \
+  X(CtcListReply,          79, kToClient, kReply,   0, 464 + 16 * 216)     \
+  X(IsfcDeclareRequest,    80, kToDaemon, kRequest, 0, 112)  /* -> AdminReply */ \
+  X(IsfcListRequest,       81, kToDaemon, kRequest, 0, 8)                   \
+  X(IsfcListReply,         82, kToClient, kReply,   0, 464 + 16 * 136)
 // Retired numbers, never to be reused: 27 (ListLinksReply, protocol 3).
 
 enum class MsgType : uint16_t {
@@ -390,6 +404,136 @@ struct SniffLinkGone {
 struct ErrorReply {
   WireStatus status;
   absl::Status Validate() const { return CheckStatus(status, "status"); }
+};
+
+// ---------------------------------------------------------------- CTC devices (issue 19)
+//
+// A CTC connection joins device `device_a` of LPAR a and `device_b` of
+// LPAR b (hsid config [[ctc]], or CtcDefineRequest by an admin). An end
+// opens its device (hsi/ctc_host.h):
+//   client -> hsid   CtcOpenRequest{device}  -> CtcOpenReply{conn, geometry} + own half
+//   the end          maps it with Segment::MapOwner (which seals it)
+//   the end -> hsid  CtcSealed{conn, device, code}
+//   hsid             checks F_SEAL_FUTURE_WRITE; once both ends sealed:
+//   hsid -> each end CtcPeer{conn, device} + the other end's half (read-only)
+//   hsid -> an end   CtcDown{conn, device, why} when the other end closed
+//                    (CtcClose) or its client is gone; the connection's
+//                    memory is freed and both ends must open it again.
+inline constexpr uint32_t kMaxCtcRange = 256;  // devices one CtcDefineRequest defines
+struct CtcOpenRequest {
+  uint32_t device;  // this LPAR's device number, 0..0xFFFF
+  uint32_t reserved;
+  absl::Status Validate() const;
+};
+struct CtcOpenReply {  // + this end's own half-channel
+  WireStatus status;
+  uint32_t conn_id;
+  uint32_t block_size;
+  uint32_t recovery_us;
+  uint32_t peer_device;
+  char peer_lpar[kNameLen];
+  absl::Status Validate() const;
+};
+struct CtcSealed {
+  uint32_t conn_id;
+  uint32_t device;
+  uint32_t code;  // absl::StatusCode of MapOwner; 0 = sealed
+  uint32_t reserved;
+  absl::Status Validate() const {
+    return FirstError(CheckStatusCode(code, "code", /*allow_ok=*/true), CheckZero(reserved, "reserved"));
+  }
+};
+struct CtcPeer {  // + the other end's half-channel, sealed
+  uint32_t conn_id;
+  uint32_t device;
+  absl::Status Validate() const { return absl::OkStatus(); }
+};
+struct CtcDown {
+  uint32_t conn_id;
+  uint32_t device;
+  uint32_t reason;  // kDown* (the link reasons)
+  uint32_t reserved;
+  char text[kTextLen];
+  absl::Status Validate() const {
+    return FirstError(CheckDownReason(reason), CheckZero(reserved, "reserved"), CheckText(text, kTextLen, "text"));
+  }
+};
+struct CtcClose {
+  uint32_t conn_id;
+  uint32_t device;
+  absl::Status Validate() const { return absl::OkStatus(); }
+};
+// Defines `count` connections: device_a+i of lpar_a to device_b+i of lpar_b.
+struct CtcDefineRequest {
+  char lpar_a[kNameLen];
+  char lpar_b[kNameLen];
+  uint32_t device_a, device_b;
+  uint32_t count;        // 1..kMaxCtcRange
+  uint32_t block_size;   // 0: the default
+  uint32_t recovery_us;  // collision recovery delay
+  uint32_t reserved;
+  absl::Status Validate() const;
+};
+// Undefines the connection with device `device` of LPAR `lpar` (not open).
+struct CtcUndefineRequest {
+  char lpar[kNameLen];
+  uint32_t device;
+  uint32_t reserved;
+  absl::Status Validate() const;
+};
+struct CtcListRequest {
+  uint32_t cursor;
+  uint32_t reserved;
+  absl::Status Validate() const { return CheckZero(reserved, "reserved"); }
+};
+// One connection: its definition, each end's state (kCtcEnd*) and each
+// end's counters (hsi::CtcCounters, as that end published them).
+enum : uint32_t { kCtcEndClosed = 0, kCtcEndOpening = 1, kCtcEndReady = 2 };
+struct WireCtc {
+  char lpar_a[kNameLen];
+  char lpar_b[kNameLen];
+  uint32_t device_a, device_b, block_size, recovery_us, state_a, state_b;
+  uint64_t counters_a[8], counters_b[8];
+};
+static_assert(sizeof(WireCtc) == 216);
+struct CtcListReply {
+  WireStatus status;
+  uint32_t count, next_cursor;
+  WireCtc entries[kListPage];
+  absl::Status Validate() const;
+};
+
+// ISFC logical links live in the LPARs' processes; each side declares its
+// side of a link to hsid (IsfcDeclareRequest, answered with AdminReply) so
+// that admins can list them (IsfcListRequest; hsictl isfc): the peer system,
+// the mode and this side's device numbers, each a CTC device defined for
+// this LPAR that leads to `peer`. active = 0 withdraws the declaration.
+struct IsfcDeclareRequest {
+  char peer[kNameLen];
+  uint32_t mode;   // hsi::IsfcMode: 0 convention, 1 naive
+  uint32_t count;  // devices used, 0..16 (0 only with active = 0)
+  uint32_t devices[16];
+  uint32_t active;  // 1 declare / update, 0 withdraw
+  uint32_t reserved;
+  absl::Status Validate() const;
+};
+struct IsfcListRequest {
+  uint32_t cursor;
+  uint32_t reserved;
+  absl::Status Validate() const { return CheckZero(reserved, "reserved"); }
+};
+struct WireIsfc {
+  char lpar[kNameLen];
+  char peer[kNameLen];
+  uint32_t mode, count;
+  uint32_t devices[16];
+};
+static_assert(sizeof(WireIsfc) == 136);
+struct IsfcListReply {
+  WireStatus status;
+  uint32_t count, next_cursor;
+  WireIsfc entries[kListPage];
+  absl::Status Validate() const;
 };
 
 // ---------------------------------------------------------------- the table as types

@@ -1,0 +1,38 @@
+#!/bin/sh
+# Draws docs/img/isfc-collisions.png and docs/img/isfc-throughput.png from
+# the markdown table hsi-isfc-bench printed (file $1):
+#   build/bin/hsi-isfc-bench > isfc.md && bench/isfc_plot.sh isfc.md docs/img
+set -eu
+in=$1
+out=${2:-.}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# "load devices" label, convention value, naive value; for the two-way loads.
+awk -F'|' -v col=8 '/relocation-like|symmetric/ {
+    gsub(/ /, "", $2); gsub(/ /, "", $3); gsub(/ /, "", $4);
+    key = ($2 == "relocation-like" ? "reloc" : "sym") "-" $3;
+    if ($4 == "convention") c[key] = $col; else n[key] = $col; order[++k] = key }
+  END { for (i = 1; i <= k; i += 2) print order[i], c[order[i]], n[order[i]] }' "$in" > "$tmp/coll"
+awk -F'|' -v col=7 '/\| [a-z]/ && !/load/ {
+    gsub(/ /, "", $2); gsub(/ /, "", $3); gsub(/ /, "", $4);
+    key = ($2 == "bulkoneway" ? "bulk" : $2 == "relocation-like" ? "reloc" : "sym") "-" $3;
+    if ($4 == "convention") c[key] = $col; else n[key] = $col; order[++k] = key }
+  END { for (i = 1; i <= k; i += 2) print order[i], c[order[i]], n[order[i]] }' "$in" > "$tmp/tput"
+gnuplot <<GP
+set terminal pngcairo size 900,420 font ",10"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set key top left
+set grid ytics
+set xtics rotate by -30
+set output "$out/isfc-collisions.png"
+set title "ISFC link write collisions (both ends), convention vs naive (hsi-isfc-bench, one run)"
+set ylabel "collisions"
+plot "$tmp/coll" using 2:xtic(1) title "convention", "" using 3 title "naive"
+set output "$out/isfc-throughput.png"
+set title "ISFC link throughput LPAR1->LPAR2, convention vs naive (hsi-isfc-bench, one run)"
+set ylabel "GiB/s"
+plot "$tmp/tput" using 2:xtic(1) title "convention", "" using 3 title "naive"
+GP
+echo "wrote $out/isfc-collisions.png $out/isfc-throughput.png"

@@ -1,0 +1,119 @@
+// hsi/ctc_host.h: an LPAR's CTC devices, opened through hsid, and the
+// admin calls that define them.
+//
+// A CtcHost is one connection to hsid that claims an LPAR name (as a
+// Session does; one process cannot hold both a Session and a CtcHost for
+// the same LPAR, hsid grants a name to one connection) and opens that
+// LPAR's CTC devices. hsid's policy lets an LPAR open only the devices
+// defined for it (config [[ctc]] or CtcHost::Define by an admin). Opening
+// a device hands this end its own half-channel, which it maps writable and
+// seals, and, once the other LPAR has opened its end too, the other's,
+// read-only (hsi/ctc.h). Data then flows without hsid.
+//
+// Death is seen at once (invariant 5): when the other end closes or its
+// process dies, hsid says so and the device is taken down
+// (CtcDevice::TakeDown with kUnavailable naming why): a Write or wait in
+// progress returns at once. A background thread of the CtcHost listens to
+// hsid for this. If hsid itself dies, open devices keep working
+// (invariant 4) but are not re-registered with a new hsid (left to do).
+//
+// With an empty `lpar` a CtcHost claims nothing: an admin tool (hsictl).
+//
+// Thread safety: all methods are thread-safe.
+#ifndef HSI_CTC_HOST_H_
+#define HSI_CTC_HOST_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "hsi/ctc.h"
+#include "hsi/export.h"
+#include "hsi/isfc_convention.h"
+
+namespace hsi {
+
+struct CtcHostOptions {
+  std::string socket_path;  // "": ResolveSocketPath (hsi/session.h)
+  std::string lpar;         // the LPAR to claim; "" for admin calls only
+  absl::Duration timeout = absl::Seconds(5);  // per hsid request
+  std::optional<uint32_t> hsid_uid = std::nullopt;  // as SessionOptions
+};
+
+// A CTC connection as an admin defines it: `count` consecutive devices
+// from device_a of lpar_a to device_b of lpar_b.
+struct CtcDefinition {
+  std::string lpar_a, lpar_b;
+  DeviceNumber device_a, device_b;
+  uint32_t count = 1;
+  uint32_t block_size = 0;  // 0: hsid's default (64 KiB)
+  absl::Duration recovery = kDefaultCtcRecovery;
+};
+
+enum class CtcEndState : uint32_t { kClosed = 0, kOpening = 1, kReady = 2 };
+
+// One connection as hsid lists it, with each end's counters.
+struct CtcListing {
+  std::string lpar_a, lpar_b;
+  DeviceNumber device_a, device_b;
+  uint32_t block_size = 0;
+  absl::Duration recovery;
+  CtcEndState state_a = CtcEndState::kClosed, state_b = CtcEndState::kClosed;
+  CtcCounters counters_a, counters_b;
+};
+
+// One side of an ISFC link as its LPAR declared it to hsid.
+struct IsfcListing {
+  std::string lpar, peer;
+  IsfcMode mode = IsfcMode::kConvention;
+  std::vector<DeviceNumber> devices;  // this side's numbers
+};
+
+class HSI_EXPORT CtcHost {
+ public:
+  // Connects and claims `options.lpar` (errors as Session::Connect).
+  static absl::StatusOr<std::unique_ptr<CtcHost>> Connect(CtcHostOptions options);
+  // Closes the connection: hsid takes every device this host opened down
+  // (the other ends get told). Joins the listener thread.
+  ~CtcHost();
+
+  // Opens this LPAR's device `device` and waits until the other end has
+  // opened its end too, or `deadline` (kDeadlineExceeded; this end is
+  // closed again). kPermissionDenied / kNotFound / kAlreadyExists as hsid
+  // says (the message names the device and the LPARs it is defined for).
+  absl::StatusOr<std::shared_ptr<CtcDevice>> Open(DeviceNumber device, absl::Time deadline);
+  // Closes this end of `device` (the other end gets CtcDown). The
+  // CtcDevice is taken down. kNotFound if it is not open here.
+  absl::Status Close(DeviceNumber device);
+
+  // Declares this LPAR's side of an ISFC link to system `peer` over its
+  // devices `devices` (this side's numbers), so that admins see it
+  // (ListIsfc, hsictl isfc); `active` false withdraws it. IsfcLink does this
+  // itself when given IsfcOptions::host. kInvalidArgument if a device does
+  // not lead to `peer`, kPermissionDenied/kNotFound if it is not this LPAR's.
+  absl::Status DeclareIsfc(const std::string& peer, IsfcMode mode, const std::vector<DeviceNumber>& devices,
+                           bool active);
+
+  // Admin calls (root, or admin_uids/admin_gids of hsid's config).
+  absl::Status Define(const CtcDefinition& def);
+  absl::Status Undefine(const std::string& lpar, DeviceNumber device);
+  absl::StatusOr<std::vector<CtcListing>> List();
+  absl::StatusOr<std::vector<IsfcListing>> ListIsfc();
+
+  const std::string& lpar() const;
+
+  struct State;
+
+ private:
+  explicit CtcHost(std::unique_ptr<State> s);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace hsi
+
+#endif  // HSI_CTC_HOST_H_

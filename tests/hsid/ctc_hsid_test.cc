@@ -1,0 +1,256 @@
+// CTC devices through hsid (issue 19): [[ctc]] in the config, both ends
+// open their devices and write through the half-channels hsid granted,
+// hsid lists the connection with each end's counters, the policy refuses
+// other LPARs and unknown devices, an admin defines devices at run time,
+// a bad [[ctc]] is refused naming where, and a peer's death takes the
+// device down at once.
+#include <signal.h>
+
+#include <future>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "config.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "hsi/ctc_host.h"
+#include "hsi/isfc.h"
+#include "hsi/testing/child.h"
+#include "hsi/testing/hsid.h"
+#include "hsi/testing/line_pipe.h"
+
+namespace hsi {
+namespace {
+
+using ::hsi::testing::Child;
+using ::hsi::testing::Hsid;
+using ::hsi::testing::LinePipe;
+using ::testing::HasSubstr;
+
+constexpr char kConfig[] = R"toml(
+[hsid]
+admin_uids = ["self"]
+
+[[lpar]]
+name = "*"
+uids = ["self"]
+
+[[ctc]]
+lpars = ["LPAR1", "LPAR2"]
+devices = "D000-D001"
+peer_devices = "D100-D101"
+block_size = "4K"
+recovery_us = 1000
+)toml";
+
+absl::Time Soon() { return absl::Now() + absl::Seconds(10); }
+
+std::unique_ptr<CtcHost> Host(const Hsid& d, const std::string& lpar) {
+  CtcHostOptions o;
+  o.socket_path = d.socket();
+  o.lpar = lpar;
+  absl::StatusOr<std::unique_ptr<CtcHost>> h = CtcHost::Connect(o);
+  EXPECT_TRUE(h.ok()) << h.status();
+  return h.ok() ? std::move(*h) : nullptr;
+}
+
+// Opens `a` on h1 and `b` on h2 at once (each Open waits for the other end).
+std::pair<std::shared_ptr<CtcDevice>, std::shared_ptr<CtcDevice>> OpenBoth(CtcHost& h1, DeviceNumber a, CtcHost& h2,
+                                                                          DeviceNumber b) {
+  auto f = std::async(std::launch::async, [&] { return h2.Open(b, Soon()); });
+  absl::StatusOr<std::shared_ptr<CtcDevice>> d1 = h1.Open(a, Soon());
+  absl::StatusOr<std::shared_ptr<CtcDevice>> d2 = f.get();
+  EXPECT_TRUE(d1.ok()) << d1.status();
+  EXPECT_TRUE(d2.ok()) << d2.status();
+  if (!d1.ok() || !d2.ok()) return {};
+  return {*d1, *d2};
+}
+
+class CtcHsidTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(d_.Start()) << d_.log(); }
+  Hsid d_{kConfig};
+};
+
+TEST_F(CtcHsidTest, BothEndsOpenAndWriteThroughTheHalvesHsidGranted) {
+  auto h1 = Host(d_, "LPAR1"), h2 = Host(d_, "LPAR2");
+  ASSERT_TRUE(h1 && h2);
+  auto [d1, d2] = OpenBoth(*h1, DeviceNumber(0xD000), *h2, DeviceNumber(0xD100));
+  ASSERT_TRUE(d1 && d2);
+  EXPECT_EQ(d1->options().peer_device, DeviceNumber(0xD100));
+  EXPECT_EQ(d1->options().peer_lpar, "LPAR2");
+  EXPECT_EQ(d2->options().peer_lpar, "LPAR1");
+  EXPECT_EQ(d1->options().block_size, 4096u);
+  EXPECT_EQ(d1->options().recovery, absl::Milliseconds(1));
+  std::thread reader([&] {
+    std::vector<uint8_t> got;
+    for (int i = 0; i < 50; ++i) {
+      ASSERT_TRUE(d2->Read(&got, Soon()).ok());
+      ASSERT_EQ(got, std::vector<uint8_t>(100 + i, static_cast<uint8_t>(i)));
+    }
+  });
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(d1->Write(std::vector<uint8_t>(100 + i, static_cast<uint8_t>(i)), Soon()).ok());
+  reader.join();
+
+  auto admin = Host(d_, "");
+  absl::StatusOr<std::vector<CtcListing>> list = admin->List();
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->size(), 2u);
+  const CtcListing& c = (*list)[0];
+  EXPECT_EQ(c.lpar_a, "LPAR1");
+  EXPECT_EQ(c.device_a, DeviceNumber(0xD000));
+  EXPECT_EQ(c.device_b, DeviceNumber(0xD100));
+  EXPECT_EQ(c.state_a, CtcEndState::kReady);
+  EXPECT_EQ(c.state_b, CtcEndState::kReady);
+  EXPECT_EQ(c.counters_a.writes, 50u);
+  uint64_t bytes = 0;
+  for (int i = 0; i < 50; ++i) bytes += 100 + i;
+  EXPECT_EQ(c.counters_a.bytes_written, bytes);
+  EXPECT_EQ(c.counters_b.bytes_read, bytes);
+  EXPECT_EQ(c.counters_b.reads, 50u);
+  EXPECT_EQ((*list)[1].state_a, CtcEndState::kClosed);
+}
+
+TEST_F(CtcHsidTest, PolicyRefusesOtherLparsAndUnknownDevicesNamingThem) {
+  auto h3 = Host(d_, "LPAR3");
+  absl::StatusOr<std::shared_ptr<CtcDevice>> r = h3->Open(DeviceNumber(0xD000), Soon());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << r.status();
+  EXPECT_THAT(r.status().message(), HasSubstr("D000 is defined for LPAR LPAR1"));
+  EXPECT_THAT(r.status().message(), HasSubstr("not for LPAR \"LPAR3\""));
+  // LPAR1's number on LPAR2's side is not LPAR2's device.
+  auto h2 = Host(d_, "LPAR2");
+  r = h2->Open(DeviceNumber(0xD000), Soon());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << r.status();
+  r = h2->Open(DeviceNumber(0x0999), Soon());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
+  EXPECT_THAT(r.status().message(), HasSubstr("no CTC device 0999"));
+  // An end whose peer never opens gives up at its deadline, and is closed again.
+  r = h2->Open(DeviceNumber(0xD101), absl::Now() + absl::Milliseconds(100));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+  EXPECT_THAT(r.status().message(), HasSubstr("LPAR \"LPAR1\" did not open D001"));
+}
+
+TEST_F(CtcHsidTest, AnAdminDefinesDevicesAtRunTime) {
+  auto admin = Host(d_, "");
+  CtcDefinition def{.lpar_a = "LPAR1", .lpar_b = "LPAR2", .device_a = DeviceNumber(0xE000),
+                    .device_b = DeviceNumber(0xE000), .count = 4, .recovery = absl::Microseconds(50)};
+  ASSERT_TRUE(admin->Define(def).ok());
+  absl::Status again = admin->Define(def);
+  EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists) << again;
+  EXPECT_THAT(again.message(), HasSubstr("LPAR LPAR1 already has CTC device E000"));
+  CtcDefinition self = def;
+  self.lpar_b = "LPAR1";
+  self.device_a = DeviceNumber(0xF000);
+  EXPECT_THAT(admin->Define(self).message(), HasSubstr("both ends are one LPAR"));
+  EXPECT_EQ(admin->List()->size(), 6u);
+
+  auto h1 = Host(d_, "LPAR1"), h2 = Host(d_, "LPAR2");
+  auto [d1, d2] = OpenBoth(*h1, DeviceNumber(0xE003), *h2, DeviceNumber(0xE003));
+  ASSERT_TRUE(d1 && d2);
+  EXPECT_EQ(d1->options().recovery, absl::Microseconds(50));
+  // Open: not undefined; closed: undefined.
+  EXPECT_EQ(admin->Undefine("LPAR1", DeviceNumber(0xE003)).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(admin->Undefine("LPAR1", DeviceNumber(0xE002)).ok());
+  EXPECT_EQ(admin->List()->size(), 5u);
+}
+
+TEST_F(CtcHsidTest, APeersDeathTakesTheDeviceDownAtOnce) {
+  LinePipe ready, done;
+  Child peer([&] {
+    CtcHostOptions o;
+    o.socket_path = d_.socket();
+    o.lpar = "LPAR2";
+    auto h = CtcHost::Connect(o);
+    if (!h.ok()) return ready.Write(h.status().ToString()), 1;
+    auto dev = (*h)->Open(DeviceNumber(0xD101), Soon());
+    ready.Write(dev.ok() ? "open" : dev.status().ToString());
+    done.Read(absl::Seconds(60));  // never answered: killed while waiting
+    return 0;
+  });
+  auto h1 = Host(d_, "LPAR1");
+  absl::StatusOr<std::shared_ptr<CtcDevice>> d1 = h1->Open(DeviceNumber(0xD001), Soon());
+  ASSERT_TRUE(d1.ok()) << d1.status();
+  ASSERT_EQ(ready.Read(absl::Seconds(10)), "open");
+  // The kill may land before or during the write: either way hsid's CtcDown
+  // must end it with kUnavailable (a missed death would run to the deadline).
+  std::thread killer([&] { ::kill(peer.pid(), SIGKILL); });
+  const absl::Status w = (*d1)->Write(std::vector<uint8_t>(64, 1), absl::Now() + absl::Seconds(30));
+  killer.join();
+  peer.Wait();
+  EXPECT_EQ(w.code(), absl::StatusCode::kUnavailable) << w;
+  EXPECT_THAT(w.message(), HasSubstr("LPAR \"LPAR2\" is gone"));
+  EXPECT_EQ((*d1)->status().code(), absl::StatusCode::kUnavailable);
+}
+
+// The whole stack: an ISFC link over two devices hsid granted; LPAR2 closes
+// one of them mid-transfer (hsid tells LPAR1 at once), and every message
+// still arrives, in order, over the other.
+TEST_F(CtcHsidTest, AnIsfcLinkOverGrantedDevicesSurvivesTheLossOfOne) {
+  auto h1 = Host(d_, "LPAR1"), h2 = Host(d_, "LPAR2");
+  ASSERT_TRUE(h1 && h2);
+  std::vector<std::shared_ptr<CtcDevice>> one, two;
+  for (uint16_t i = 0; i < 2; ++i) {
+    auto [a, b] = OpenBoth(*h1, DeviceNumber(0xD000 + i), *h2, DeviceNumber(0xD100 + i));
+    ASSERT_TRUE(a && b);
+    one.push_back(a);
+    two.push_back(b);
+  }
+  // Naive mode: both sides write both devices, so losing either leaves one.
+  auto l1 = IsfcLink::Activate({.self = "LPAR1", .peer = "LPAR2", .mode = IsfcMode::kNaive}, one);
+  auto l2 = IsfcLink::Activate({.self = "LPAR2", .peer = "LPAR1", .mode = IsfcMode::kNaive}, two);
+  ASSERT_TRUE(l1.ok() && l2.ok());
+  ASSERT_TRUE((*l1)->WaitActive(Soon()).ok());
+  ASSERT_TRUE((*l2)->WaitActive(Soon()).ok());
+  constexpr int kMessages = 200;
+  std::thread sender([&] {
+    for (int i = 0; i < kMessages; ++i) {
+      ASSERT_TRUE((*l1)->Send(std::vector<uint8_t>(5000 + i, static_cast<uint8_t>(i)), Soon()).ok());
+    }
+  });
+  for (int i = 0; i < kMessages; ++i) {
+    if (i == 50) {
+      ASSERT_TRUE((*l2)->RemoveDevice(DeviceNumber(0xD101)).ok());
+      ASSERT_TRUE(h2->Close(DeviceNumber(0xD101)).ok());  // hsid: CtcDown to LPAR1
+    }
+    absl::StatusOr<std::vector<uint8_t>> m = (*l2)->Receive(Soon());
+    ASSERT_TRUE(m.ok()) << m.status() << " at " << i;
+    ASSERT_EQ(*m, std::vector<uint8_t>(5000 + i, static_cast<uint8_t>(i))) << "message " << i;
+  }
+  sender.join();
+  // LPAR1's end of D001 went down because hsid said LPAR2 closed it.
+  const absl::Time until = Soon();
+  while (one[1]->status().ok() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(one[1]->status().code(), absl::StatusCode::kUnavailable) << one[1]->status();
+  EXPECT_THAT(one[1]->status().message(), HasSubstr("closed its end"));
+}
+
+TEST(CtcConfigTest, BadCtcSectionsAreRefusedNamingWhere) {
+  auto parse = [](const std::string& ctc) {
+    return hsid::ParseConfig(absl::StrCat("[[ctc]]\n", ctc), "t.toml", 1000).status();
+  };
+  EXPECT_THAT(parse("lpars = [\"A\", \"A\"]\ndevices = \"D000\"\n").message(), HasSubstr("both ends are one LPAR"));
+  EXPECT_THAT(parse("lpars = [\"A\"]\ndevices = \"D000\"\n").message(), HasSubstr("ctc[0].lpars"));
+  EXPECT_THAT(parse("lpars = [\"A\", \"B\"]\ndevices = \"D00G\"\n").message(), HasSubstr("ctc[0].devices"));
+  EXPECT_THAT(parse("lpars = [\"A\", \"B\"]\ndevices = \"D000-D001\"\npeer_devices = \"E000\"\n").message(),
+              HasSubstr("has 1 devices, devices has 2"));
+  EXPECT_THAT(parse("lpars = [\"A\", \"B\"]\ndevices = \"D000\"\nblock_size = 100\n").message(),
+              HasSubstr("ctc[0].block_size"));
+  EXPECT_THAT(parse("lpars = [\"A\", \"B\"]\ndevices = \"D000\"\ncolour = 1\n").message(), HasSubstr("colour"));
+  EXPECT_THAT(hsid::ParseConfig("[[ctc]]\nlpars = [\"A\", \"B\"]\ndevices = \"D000\"\n[[ctc]]\nlpars = [\"A\", \"C\"]\n"
+                                "devices = \"D000\"\n",
+                                "t.toml", 1000)
+                  .status()
+                  .message(),
+              HasSubstr("LPAR A already has CTC device D000"));
+  absl::StatusOr<hsid::Config> ok = hsid::ParseConfig(
+      "[[ctc]]\nlpars = [\"A\", \"B\"]\ndevices = \"D000-D00F\"\nrecovery_us = 300\n", "t.toml", 1000);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  ASSERT_EQ(ok->ctcs.size(), 16u);
+  EXPECT_EQ(ok->ctcs[15].device_b, 0xD00Fu);
+  EXPECT_EQ(ok->ctcs[0].recovery_us, 300u);
+}
+
+}  // namespace
+}  // namespace hsi
