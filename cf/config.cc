@@ -41,7 +41,7 @@ absl::Status CheckKeys(const std::string& src, const std::string& key, const tom
 
 absl::StatusOr<StructureConfig> ParseStructure(const std::string& src, const std::string& at, const toml::value& t) {
   if (!t.is_table()) return Bad(src, at, "must be a table ([[structure]])");
-  if (absl::Status s = CheckKeys(src, at, t, {"name", "type", "entries", "lpars"}); !s.ok()) return s;
+  if (absl::Status s = CheckKeys(src, at, t, {"name", "type", "entries", "lpars", "lists", "max_data"}); !s.ok()) return s;
   StructureConfig c;
   absl::StatusOr<std::string> name = Str(src, at, t, "name");
   if (!name.ok()) return name.status();
@@ -54,14 +54,29 @@ absl::StatusOr<StructureConfig> ParseStructure(const std::string& src, const std
   if (*type != "lock" && *type != "list" && *type != "cache") {
     return Bad(src, at + ".type", absl::StrCat("\"", *type, "\" is not lock, list or cache"));
   }
-  if (*type != "lock") {
+  if (*type == "cache") {
     return Bad(src, at + ".type", absl::StrCat("structure ", c.name, ": type ", *type,
-                                               " is not served by this hsi-cf yet (lock only; docs/cf.md)"));
+                                               " is not served by this hsi-cf yet (lock and list only; docs/cf.md)"));
   }
   c.type = *type;
+  auto integer = [&](const char* key, int64_t lo, int64_t hi, uint32_t* out) -> absl::Status {
+    if (!t.contains(key) || !t.at(key).is_integer() || t.at(key).as_integer() < lo || t.at(key).as_integer() > hi) {
+      return Bad(src, absl::StrCat(at, ".", key), absl::StrCat("must be an integer ", lo, "..", hi));
+    }
+    *out = static_cast<uint32_t>(t.at(key).as_integer());
+    return absl::OkStatus();
+  };
+  if (c.type == "list") {
+    if (absl::Status s = integer("lists", 1, 65536, &c.lists); !s.ok()) return s;
+    if (absl::Status s = integer("max_data", 0, proto::kMaxData, &c.max_data); !s.ok()) return s;
+  } else {
+    for (const char* k : {"lists", "max_data"}) {
+      if (t.contains(k)) return Bad(src, absl::StrCat(at, ".", k), "applies to list structures only");
+    }
+  }
   if (!t.contains("entries") || !t.at("entries").is_integer() || t.at("entries").as_integer() < 1 ||
       t.at("entries").as_integer() > (1 << 24)) {
-    return Bad(src, at + ".entries", "must be an integer 1..16777216 (resources in use at once)");
+    return Bad(src, at + ".entries", "must be an integer 1..16777216 (lock: resources in use at once; list: entries)");
   }
   c.entries = static_cast<uint32_t>(t.at("entries").as_integer());
   if (!t.contains("lpars") || !t.at("lpars").is_array() || t.at("lpars").as_array().empty()) {

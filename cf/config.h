@@ -7,9 +7,11 @@
 //
 //   [[structure]]
 //   name = "LOCK1"             # 1..16 of [A-Za-z0-9_.-$#@]
-//   type = "lock"              # lock (list and cache: not yet served)
-//   entries = 1024             # lock: resources in use at once
+//   type = "lock"              # lock or list (cache: not yet served)
+//   entries = 1024             # lock: resources in use at once; list: entries in all lists
 //   lpars = ["DB2A", "DB2B"]   # LPARs that may connect ("*": any)
+//   lists = 16                 # list only: list headers (1..65536)
+//   max_data = 1024            # list only: bytes of data per entry (0..4096)
 //
 // Thread safety: a value type.
 #ifndef HSI_CF_CONFIG_H_
@@ -27,8 +29,10 @@ namespace hsi::cf {
 
 struct StructureConfig {
   std::string name;
-  std::string type;  // "lock"
+  std::string type;  // "lock" or "list"
   uint32_t entries = 0;
+  uint32_t lists = 0;     // list only
+  uint32_t max_data = 0;  // list only
   std::vector<std::string> lpars;
   bool Allows(const std::string& lpar) const;
 };

@@ -63,6 +63,12 @@ INSTANTIATE_TEST_SUITE_P(
             "not served by this hsi-cf yet"},
         Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=0\nlpars=[\"*\"]\n",
             "structure[0].entries"},
+        Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=1\nlpars=[\"*\"]\nmax_data=8\n",
+            "structure[0].max_data: applies to list structures only"},
+        Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"L\"\ntype=\"list\"\nentries=1\nlpars=[\"*\"]\nmax_data=8\n",
+            "structure[0].lists: must be an integer 1..65536"},
+        Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"L\"\ntype=\"list\"\nentries=1\nlpars=[\"*\"]\nlists=2\nmax_data=9000\n",
+            "structure[0].max_data: must be an integer 0..4096"},
         Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=1\nlpars=[]\n",
             "structure[0].lpars"},
         Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"AVERYLONGSTRUCTURENAME\"\ntype=\"lock\"\n",
@@ -70,6 +76,26 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=1\nlpars=[\"*\"]\n"
             "[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=1\nlpars=[\"*\"]\n",
             "structure[1].name: structure L is defined twice"}));
+
+TEST(CfConfigTest, ParsesAListStructure) {
+  absl::StatusOr<CfConfig> c = ParseConfig(R"(
+[cf]
+lpar = "CF01"
+chpid = "F0"
+[[structure]]
+name = "IXCSIG1"
+type = "list"
+entries = 100
+lists = 8
+max_data = 512
+lpars = ["*"]
+)", "cf.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->structures[0].type, "list");
+  EXPECT_EQ(c->structures[0].lists, 8u);
+  EXPECT_EQ(c->structures[0].max_data, 512u);
+  EXPECT_TRUE(c->structures[0].Allows("ANY"));
+}
 
 TEST(CfConfigTest, MissingFileIsNotFound) {
   EXPECT_EQ(LoadConfig("/nonexistent/cf.toml").status().code(), absl::StatusCode::kNotFound);

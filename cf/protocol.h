@@ -29,6 +29,8 @@ inline constexpr size_t kMaxName = 16;      // structure and connector names (CF
 inline constexpr size_t kMaxResource = 64;  // lock resource names
 inline constexpr size_t kMaxRecord = 64;    // record data kept with a lock for recovery
 inline constexpr size_t kMaxFrame = 8192;   // fits the smallest CHPID MTU (16K MFS)
+inline constexpr size_t kMaxKey = 16;       // list entry keys (bytes, any value)
+inline constexpr size_t kMaxData = 4096;    // list entry data, at most (max_data per structure)
 
 // The one table of message types. Requests go connector -> CF; each is
 // answered by a reply of type (request | kReplyBit) with the same
@@ -40,8 +42,15 @@ enum Type : uint8_t {
   kLock = 3,        // u8 mode, str resource, str record -> u8 outcome, u32 n, n x (str connector, u8 mode, u8 retained)
   kUnlock = 4,      // str resource                   -> (nothing)
   kRecover = 5,     // str failed connector           -> u32 n, n x (str resource, u8 mode, str record)
+  kListPush = 6,    // u32 list, u8 end, str key, str data -> u32 length after
+  kListPop = 7,     // u32 list, u8 end               -> str key, str data
+  kListRead = 8,    // u32 list, str key              -> str key, str data
+  kListDelete = 9,  // u32 list, str key              -> (nothing)
+  kListMove = 10,   // u32 from, u32 to, str key, u8 end -> (nothing)
+  kListMonitor = 11,  // u32 list, u8 on              -> u32 length now
   kGrantNote = 64,  // str resource, u8 mode: a queued lock request is granted
   kCancelNote = 65, // str resource, str failed connector: a queued request ended, the lock is retained
+  kTransitionNote = 66,  // u32 list: a monitored list went from empty to non-empty
   kReplyBit = 128,
 };
 

@@ -45,8 +45,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(CfConfig config, ServerOpt
         l.status().message(), "): run hsi-cf as root or as a uid in hsid's admin_uids"));
   }
   for (const StructureConfig& sc : s->config_.structures) {
-    Structure st{sc, nullptr};
-    st.lock = std::make_unique<LockStructure>(sc.name, sc.entries);
+    Structure st{sc, nullptr, nullptr};
+    if (sc.type == "list") {
+      st.list = std::make_unique<ListStructure>(sc.name, sc.lists, sc.entries, sc.max_data);
+    } else {
+      st.lock = std::make_unique<LockStructure>(sc.name, sc.entries);
+    }
     s->structures_.emplace(sc.name, std::move(st));
   }
   return s;
@@ -105,11 +109,17 @@ void Server::ReapDeadPeers() {
       auto next = std::next(c);
       if (c->second.peer == peer) {
         Structure& s = structures_.at(c->second.structure);
-        const size_t before = s.lock->retained_count();
-        s.lock->Fail(c->first, &notes);
-        Log(absl::StrCat("connector ", c->second.connector, " (LPAR ", c->second.lpar, ", ", peer.ToString(),
-                         ") failed: ", st.message(), "; ", s.lock->retained_count() - before,
-                         " lock(s) retained in ", s.config.name));
+        if (s.list) {
+          s.list->Forget(c->first);
+          Log(absl::StrCat("connector ", c->second.connector, " (LPAR ", c->second.lpar, ", ", peer.ToString(),
+                           ") failed: ", st.message(), "; its monitors of ", s.config.name, " end"));
+        } else {
+          const size_t before = s.lock->retained_count();
+          s.lock->Fail(c->first, &notes);
+          Log(absl::StrCat("connector ", c->second.connector, " (LPAR ", c->second.lpar, ", ", peer.ToString(),
+                           ") failed: ", st.message(), "; ", s.lock->retained_count() - before,
+                           " lock(s) retained in ", s.config.name));
+        }
         conns_.erase(c);
       }
       c = next;
@@ -166,10 +176,16 @@ void Server::Handle(Address from, absl::Span<const uint8_t> frame) {
     if (options_.verbose || out.status().code() == absl::StatusCode::kInvalidArgument) {
       Log(absl::StrCat("from ", from.ToString(), ": ", out.status().message()));
     }
+    pending_transitions_.clear();
     Reply(from, proto::ErrorReply(*h, out.status()));
     return;
   }
   if (!out->empty()) Reply(from, *out);  // else Dispatch replied itself
+  if (!pending_transitions_.empty()) {
+    std::vector<Transition> t;
+    t.swap(pending_transitions_);
+    SendTransitions(t);
+  }
 }
 
 absl::StatusOr<std::string> Server::LparOf(Address a) {
@@ -209,23 +225,31 @@ absl::StatusOr<std::vector<uint8_t>> Server::OnConnect(Address from, const Heade
   }
   const uint32_t token = next_token_++;
   uint32_t returned = 0;
-  if (absl::Status s = it->second.lock->Attach(token, connector, &returned); !s.ok()) return s;
+  if (it->second.lock) {
+    if (absl::Status s = it->second.lock->Attach(token, connector, &returned); !s.ok()) return s;
+  } else {
+    for (const auto& [t, c] : conns_) {
+      if (c.structure == structure && c.connector == connector) {
+        return absl::AlreadyExistsError(absl::StrCat("list structure ", structure, ": connector ", connector,
+                                                     " is already connected"));
+      }
+    }
+  }
   conns_[token] = Conn{token, structure, connector, *lpar, from};
   Log(absl::StrCat("connector ", connector, " (LPAR ", *lpar, ", ", from.ToString(), ") connected to ", structure,
                    returned > 0 ? absl::StrCat("; ", returned, " retained lock(s) returned to it") : ""));
   Header rh = ReplyHeader(h);
   rh.conn = token;
   Writer w(rh);
-  w.U8(proto::kLockStructure).U32(it->second.config.entries).U32(returned);
+  w.U8(it->second.lock ? proto::kLockStructure : proto::kListStructure).U32(it->second.config.entries).U32(returned);
   return Bytes(w);
 }
 
 absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header& h, Reader& r) {
   if (h.type == proto::kConnect) return OnConnect(from, h, r);
-  if (h.type != proto::kDisconnect && h.type != proto::kLock && h.type != proto::kUnlock &&
-      h.type != proto::kRecover) {
+  if (h.type < proto::kDisconnect || h.type > proto::kListMonitor) {
     return absl::InvalidArgumentError(absl::StrCat("CF ", config_.lpar, ": message type ", h.type,
-                                                   " is not a request (1..5)"));
+                                                   " is not a request (1..11)"));
   }
   auto c = conns_.find(h.conn);
   if (c == conns_.end() || c->second.peer != from) {
@@ -233,9 +257,25 @@ absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header
                                                     " is not one of ", from.ToString(), "'s connections"));
   }
   const Conn conn = c->second;
-  LockStructure& lock = *structures_.at(conn.structure).lock;
+  Structure& st = structures_.at(conn.structure);
   std::vector<Note> notes;
   Writer w(ReplyHeader(h));
+  if (st.list) {
+    if (h.type == proto::kDisconnect) {
+      if (absl::Status s = r.Done(); !s.ok()) return s;
+      st.list->Forget(h.conn);
+      conns_.erase(h.conn);
+      Log(absl::StrCat("connector ", conn.connector, " disconnected from ", conn.structure));
+    } else if (absl::Status s = DispatchList(conn, *st.list, h, r, w); !s.ok()) {
+      return s;
+    }
+    return Bytes(w);
+  }
+  if (h.type > proto::kRecover) {
+    return absl::InvalidArgumentError(absl::StrCat("CF ", config_.lpar, ": message type ", h.type,
+                                                   " is a list request; ", conn.structure, " is a lock structure"));
+  }
+  LockStructure& lock = *st.lock;
   switch (h.type) {
     case proto::kDisconnect: {
       if (absl::Status s = r.Done(); !s.ok()) return s;

@@ -29,6 +29,7 @@
 #include "hsi/admin.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
+#include "list_structure.h"
 #include "lock_structure.h"
 #include "protocol.h"
 
@@ -62,13 +63,18 @@ class Server {
   };
   struct Structure {
     StructureConfig config;
-    std::unique_ptr<LockStructure> lock;
+    std::unique_ptr<LockStructure> lock;  // one of these two
+    std::unique_ptr<ListStructure> list;
   };
   Server(CfConfig config, ServerOptions options) : config_(std::move(config)), options_(options) {}
 
   void Handle(Address from, absl::Span<const uint8_t> frame);
   absl::StatusOr<std::vector<uint8_t>> Dispatch(Address from, const proto::Header& h, proto::Reader& r);
   absl::StatusOr<std::vector<uint8_t>> OnConnect(Address from, const proto::Header& h, proto::Reader& r);
+  // List requests (server_list.cc); fills `w` with the reply body.
+  absl::Status DispatchList(const Conn& conn, ListStructure& list, const proto::Header& h, proto::Reader& r,
+                            proto::Writer& w);
+  void SendTransitions(const std::vector<Transition>& out);
   absl::StatusOr<std::string> LparOf(Address a);
   void Reply(Address to, absl::Span<const uint8_t> frame);
   void SendNotes(const std::vector<Note>& notes);
@@ -86,6 +92,7 @@ class Server {
   std::map<Address, hsi::Link> links_;  // peers with connections
   uint32_t next_token_ = 1;
   uint64_t replies_dropped_ = 0;
+  std::vector<Transition> pending_transitions_;  // to send after the current reply
   std::atomic<bool> stop_{false};
 };
 
