@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "hsi/cf.h"
+#include "client_internal.h"
 #include "protocol.h"
 
 namespace hsi::cf {
@@ -14,16 +15,6 @@ using proto::Writer;
 
 const char* LockModeName(LockMode m) { return m == LockMode::kShared ? "shared" : "exclusive"; }
 
-struct CfClient::State {
-  Session session;
-  Nic nic;
-  hsi::Link link;
-  absl::Duration timeout;
-  uint64_t next_id = 1;
-  std::deque<Event> events;
-  std::vector<uint8_t> buf;
-  std::string Name() const { return absl::StrCat("CF link ", link.local().ToString(), "->", link.peer().ToString()); }
-};
 
 namespace {
 
@@ -34,6 +25,12 @@ absl::StatusOr<Event> ParseNote(const Header& h, absl::Span<const uint8_t> f) {
   Event e;
   e.conn = h.conn;
   e.request = h.request_id;
+  if (h.type == proto::kTransitionNote) {
+    e.kind = Event::Kind::kTransition;
+    e.list = r.U32("list");
+    if (absl::Status s = r.Done(); !s.ok()) return absl::DataLossError(s.message());
+    return e;
+  }
   e.resource = r.Str("resource", proto::kMaxResource);
   if (h.type == proto::kGrantNote) {
     e.kind = Event::Kind::kGranted;
@@ -48,6 +45,8 @@ absl::StatusOr<Event> ParseNote(const Header& h, absl::Span<const uint8_t> f) {
   return e;
 }
 
+}  // namespace
+
 // Receives one frame from the CF, waiting as `wait` says. A note goes to
 // the event queue; a reply to `want` is copied to *reply (true returned in
 // *matched); stale replies (of requests that timed out) are dropped.
@@ -58,7 +57,7 @@ absl::Status ReceiveOne(CfClient::State& s, const Wait& wait, uint64_t want, std
   const absl::Span<const uint8_t> f(s.buf.data(), *n);
   absl::StatusOr<Header> h = proto::ParseHeader(f);
   if (!h.ok()) return absl::DataLossError(absl::StrCat(s.Name(), ": ", h.status().message()));
-  if (h->type == proto::kGrantNote || h->type == proto::kCancelNote) {
+  if (h->type == proto::kGrantNote || h->type == proto::kCancelNote || h->type == proto::kTransitionNote) {
     absl::StatusOr<Event> e = ParseNote(*h, f);
     if (!e.ok()) return absl::DataLossError(absl::StrCat(s.Name(), ": ", e.status().message()));
     s.events.push_back(std::move(*e));
@@ -71,11 +70,9 @@ absl::Status ReceiveOne(CfClient::State& s, const Wait& wait, uint64_t want, std
   return absl::OkStatus();
 }
 
-}  // namespace
-
 // Sends the request in `w` and spins for its reply until the timeout.
 // Returns the reply frame (OK status) or the CF's status with its message.
-static absl::StatusOr<std::vector<uint8_t>> Call(CfClient::State& s, const Writer& w, uint64_t id) {
+absl::StatusOr<std::vector<uint8_t>> Call(CfClient::State& s, const Writer& w, uint64_t id) {
   const absl::Time deadline = absl::Now() + s.timeout;
   if (absl::Status st = s.link.Send(w.frame(), Wait::Spin(deadline)); !st.ok()) return st;
   std::vector<uint8_t> reply;
@@ -148,7 +145,8 @@ absl::StatusOr<Connection> CfClient::Connect(const std::string& structure, const
   c.entries = r.U32("entries");
   c.returned_locks = r.U32("returned");
   if (absl::Status st = r.Done(); !st.ok()) return absl::DataLossError(absl::StrCat(s_->Name(), ": ", st.message()));
-  if (type != proto::kLockStructure) {
+  c.list = type == proto::kListStructure;
+  if (type != proto::kLockStructure && type != proto::kListStructure) {
     return absl::DataLossError(absl::StrCat(s_->Name(), ": structure type ", type, " unknown to this connector"));
   }
   return c;

@@ -45,6 +45,14 @@ name = "LOCK2"
 type = "lock"
 entries = 2
 lpars = ["DB2C"]
+
+[[structure]]
+name = "IXCSIG1"
+type = "list"
+entries = 100
+lists = 4
+max_data = 64
+lpars = ["*"]
 )";
 
 absl::Time In(absl::Duration d) { return absl::Now() + d; }
@@ -323,6 +331,89 @@ TEST_F(CfTest, AFullLockTableIsResourceExhaustedNamingTheStructure) {
   absl::StatusOr<LockReply> full = c->Lock(*cc, "C", LockMode::kShared);
   EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(full.status().message(), HasSubstr("lock structure LOCK2: all 2 lock entries are in use"));
+}
+
+TEST_F(CfTest, ListOperationsEndToEndAndTheirErrors) {
+  absl::StatusOr<CfClient> a = Open("DB2A");
+  ASSERT_TRUE(a.ok());
+  absl::StatusOr<Connection> c = a->Connect("IXCSIG1", "XCFA");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->list);
+  EXPECT_EQ(*a->Push(*c, 0, ListEnd::kTail, "k1", "one"), 1u);
+  EXPECT_EQ(*a->Push(*c, 0, ListEnd::kTail, "k2", "two"), 2u);
+  EXPECT_EQ(*a->Push(*c, 0, ListEnd::kHead, "k0", "zero"), 3u);
+  EXPECT_EQ(a->Read(*c, 0, "k2")->data, "two");
+  EXPECT_TRUE(a->Move(*c, 0, 3, "k1", ListEnd::kTail).ok());
+  EXPECT_EQ(a->Read(*c, 3, "k1")->data, "one");
+  EXPECT_TRUE(a->Delete(*c, 0, "k2").ok());
+  EXPECT_EQ(a->Delete(*c, 0, "k2").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(a->Pop(*c, 0, ListEnd::kTail)->key, "k0");
+  EXPECT_EQ(a->Pop(*c, 0, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<uint32_t> bad = a->Push(*c, 4, ListEnd::kTail, "k", "");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("list structure IXCSIG1: list 4 does not exist (0..3)"));
+  EXPECT_THAT(a->Push(*c, 0, ListEnd::kTail, "k", std::string(65, 'd')).status().message(),
+              HasSubstr("exceeds max_data 64"));
+  absl::StatusOr<LockReply> wrong = a->Lock(*c, "R", LockMode::kShared);
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(wrong.status().message(), HasSubstr("IXCSIG1 is a list structure"));
+}
+
+// The XCF signalling pattern across processes: a child sends messages by
+// pushing; the receiver monitors the list and is woken exactly once per
+// empty -> non-empty transition, however many messages each burst holds.
+TEST_F(CfTest, MonitoringWakesExactlyOncePerTransition) {
+  absl::StatusOr<CfClient> b = Open("DB2B");
+  ASSERT_TRUE(b.ok());
+  absl::StatusOr<Connection> cb = b->Connect("IXCSIG1", "XCFB");
+  ASSERT_TRUE(cb.ok()) << cb.status();
+  ASSERT_EQ(*b->Monitor(*cb, 1, true), 0u);
+  LinePipe rep, go;
+  constexpr int kRounds = 4, kBurst = 5;
+  Child sender([&] {
+    CfClientOptions o;
+    o.socket_path = hsid_.socket();
+    o.lpar = "DB2A";
+    o.cf = cf_->address();
+    absl::StatusOr<CfClient> a = CfClient::Open(std::move(o));
+    if (!a.ok()) return rep.Write("ERR open"), 1;
+    absl::StatusOr<Connection> ca = a->Connect("IXCSIG1", "XCFA");
+    if (!ca.ok()) return rep.Write("ERR connect"), 1;
+    for (int r = 0; r < kRounds; ++r) {
+      if (go.Read(absl::Seconds(30)) != "GO") return 2;
+      for (int i = 0; i < kBurst; ++i) {
+        if (!a->Push(*ca, 1, ListEnd::kTail, absl::StrCat("m", r, ".", i), absl::StrCat("msg ", r, ".", i)).ok()) {
+          return rep.Write("ERR push"), 1;
+        }
+      }
+      rep.Write("SENT");
+    }
+    return 0;
+  });
+  int transitions = 0, received = 0;
+  for (int r = 0; r < kRounds; ++r) {
+    go.Write("GO");
+    ASSERT_EQ(rep.Read(absl::Seconds(30)), "SENT");
+    // Every push of the burst has its reply, so every note the CF would
+    // send for it is already in our ring: exactly one is there.
+    absl::StatusOr<Event> e = b->NextEvent(Wait::Block(In(absl::Seconds(10))));
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_EQ(e->kind, Event::Kind::kTransition);
+    EXPECT_EQ(e->list, 1u);
+    ++transitions;
+    EXPECT_EQ(b->NextEvent(Wait::Never()).status().code(), absl::StatusCode::kDeadlineExceeded)
+        << "a second wake-up for one transition in round " << r;
+    for (int i = 0; i < kBurst; ++i) {
+      absl::StatusOr<ListEntry> m = b->Pop(*cb, 1, ListEnd::kHead);
+      ASSERT_TRUE(m.ok()) << m.status();
+      EXPECT_EQ(m->data, absl::StrCat("msg ", r, ".", i));  // in order, none lost
+      ++received;
+    }
+    EXPECT_EQ(b->Pop(*cb, 1, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
+  }
+  EXPECT_EQ(sender.Wait(), 0);
+  EXPECT_EQ(transitions, kRounds);
+  EXPECT_EQ(received, kRounds * kBurst);
 }
 
 }  // namespace

@@ -79,8 +79,9 @@ struct RetainedLock {
 // What the CF tells a connector unasked.
 struct Event {
   enum class Kind : uint8_t {
-    kGranted,    // the queued lock request `request` on `resource` is granted
-    kCancelled,  // it ended: `failed`, a failed connector, holds the lock retained
+    kGranted,     // the queued lock request `request` on `resource` is granted
+    kCancelled,   // it ended: `failed`, a failed connector, holds the lock retained
+    kTransition,  // monitored list `list` went from empty to non-empty
   };
   Kind kind = Kind::kGranted;
   uint32_t conn = 0;
@@ -88,6 +89,14 @@ struct Event {
   std::string resource;
   LockMode mode = LockMode::kShared;
   std::string failed;
+  uint32_t list = 0;
+};
+
+enum class ListEnd : uint8_t { kHead = 0, kTail = 1 };
+
+struct ListEntry {
+  std::string key;   // up to 16 bytes, any value
+  std::string data;  // up to the structure's max_data (at most 4096)
 };
 
 // A connection to one structure (the CF's token for it).
@@ -95,6 +104,7 @@ struct Connection {
   uint32_t token = 0;
   std::string structure;
   std::string connector;
+  bool list = false;            // a list structure (else a lock structure)
   uint32_t entries = 0;         // the structure's size
   uint32_t returned_locks = 0;  // retained locks of this connector name, now held again
 };
@@ -139,6 +149,23 @@ class CfClient {
   // recovery) and returns them with their record data. kNotFound if no
   // failed connector of that name holds any.
   absl::StatusOr<std::vector<RetainedLock>> Recover(const Connection& c, const std::string& failed);
+
+  // List structures. `list` is a list number (0..lists-1 of the policy;
+  // kInvalidArgument naming the range otherwise). Push returns the list's
+  // length after it; Pop, Read and Delete are kNotFound on an empty list
+  // or a missing key; Push is kResourceExhausted when the structure's
+  // entries are all in use and kInvalidArgument for data above max_data.
+  absl::StatusOr<uint32_t> Push(const Connection& c, uint32_t list, ListEnd end, const std::string& key,
+                                const std::string& data);
+  absl::StatusOr<ListEntry> Pop(const Connection& c, uint32_t list, ListEnd end);
+  absl::StatusOr<ListEntry> Read(const Connection& c, uint32_t list, const std::string& key);
+  absl::Status Delete(const Connection& c, uint32_t list, const std::string& key);
+  absl::Status Move(const Connection& c, uint32_t from, uint32_t to, const std::string& key, ListEnd end);
+  // List transition monitoring: while on, an Event kTransition comes each
+  // time `list` goes from empty to non-empty (once per transition, not per
+  // entry). Returns the list's length now: when it is not 0 there is no
+  // transition to wait for, drain the list first.
+  absl::StatusOr<uint32_t> Monitor(const Connection& c, uint32_t list, bool on);
 
   // The next event, waiting as `wait` says; kDeadlineExceeded if none came.
   absl::StatusOr<Event> NextEvent(const Wait& wait);
