@@ -3,6 +3,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -30,6 +31,7 @@ Options:
   --wait MODE       how the CF waits for requests: spin, adaptive (default)
                     or block
   --check           check the config and exit
+Options with a value also take the form --config=FILE.
   --verbose         log every refused request
   -h, --help        this text
 
@@ -57,8 +59,17 @@ int main(int argc, char** argv) {
   hsi::cf::ServerOptions opts;
   bool check = false;
   for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
+    std::string a = argv[i];
+    std::optional<std::string> inline_value;  // --opt=value
+    if (const size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      inline_value = a.substr(eq + 1);
+      a = a.substr(0, eq);
+    }
     auto value = [&](std::string* out) {
+      if (inline_value) {
+        *out = *inline_value;
+        return true;
+      }
       if (i + 1 >= argc) return false;
       *out = argv[++i];
       return true;

@@ -1,0 +1,197 @@
+// hsi-cf-bench: uncontended lock obtain+release, side by side in one run
+// (issue 20): a CF lock structure (synchronous Lock + Unlock over the CF
+// link, hsi-cf spinning), a process-shared robust pthread mutex in shared
+// memory (the floor) and flock(2) on a file. Starts its own hsid and
+// hsi-cf, interleaves the three per repetition, prints p50/p99 per method
+// and the ratios to the mutex, taken within each repetition (median of
+// repetitions). docs/benchmarks.md quotes it.
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cf_support.h"
+#include "hsi/cf.h"
+#include "hsi/support/tick_clock.h"
+#include "hsi/testing/hsid.h"
+
+namespace {
+
+using hsi::support::TickClock;
+
+constexpr char kHelp[] = R"(Usage: hsi-cf-bench [--iterations N] [--reps R]
+
+Uncontended lock obtain+release, one process, side by side in one run:
+a CF lock structure (hsi-cf over an hsi link, synchronous, the CF
+spinning), a process-shared robust pthread mutex in shared memory (the
+floor) and flock(2) on a file in /tmp. Starts its own hsid and hsi-cf.
+Prints p50 and p99 per method and each method's ratio to the mutex
+(within each repetition; the median of the repetitions).
+
+Options:
+  --iterations N   obtain+release pairs per method per repetition (20000)
+  --reps R         interleaved repetitions (5)
+  -h, --help       this text
+)";
+
+struct Pct {
+  double p50 = 0, p99 = 0;
+};
+
+Pct Percentiles(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return {v[v.size() / 2], v[std::min(v.size() - 1, v.size() * 99 / 100)]};
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Times `op` `n` times (after n/10 warm-up runs), `batch` per sample (the
+// sample is divided by `batch`: an op shorter than the clock's own cost
+// is timed in batches); false if op failed.
+bool Time(const TickClock& clock, int n, int batch, const std::function<bool()>& op, std::vector<double>* out) {
+  for (int i = 0; i < n / 10; ++i) {
+    if (!op()) return false;
+  }
+  out->clear();
+  out->reserve(n / batch);
+  for (int i = 0; i < n / batch; ++i) {
+    const uint64_t t0 = TickClock::Now();
+    for (int k = 0; k < batch; ++k) {
+      if (!op()) return false;
+    }
+    out->push_back(clock.NsBetween(t0, TickClock::Now()) / batch);
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int iterations = 20000, reps = 5;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::fputs(kHelp, stdout);
+      return 0;
+    }
+    if ((a == "--iterations" || a == "--reps") && i + 1 < argc) {
+      const int v = std::atoi(argv[++i]);
+      if (v <= 0) {
+        std::fprintf(stderr, "hsi-cf-bench: %s needs a positive number\n", a.c_str());
+        return 2;
+      }
+      (a == "--iterations" ? iterations : reps) = v;
+      continue;
+    }
+    std::fprintf(stderr, "hsi-cf-bench: unknown argument '%s' (try --help)\n", a.c_str());
+    return 2;
+  }
+
+  hsi::testing::Hsid hsid;
+  if (!hsid.Start()) {
+    std::fprintf(stderr, "hsi-cf-bench: hsid did not start:\n%s\n", hsid.log().c_str());
+    return 1;
+  }
+  hsi::testing::CfProcess cf(hsid, R"(
+[cf]
+lpar = "CF01"
+chpid = "F0"
+[[structure]]
+name = "LOCK1"
+type = "lock"
+entries = 1024
+lpars = ["*"]
+)", "--wait=spin");
+  if (!cf.ready()) {
+    std::fprintf(stderr, "hsi-cf-bench: hsi-cf did not start:\n%s\n", cf.log().c_str());
+    return 1;
+  }
+  hsi::cf::CfClientOptions o;
+  o.socket_path = hsid.socket();
+  o.lpar = "BENCH";
+  o.cf = cf.address();
+  absl::StatusOr<hsi::cf::CfClient> client = hsi::cf::CfClient::Open(std::move(o));
+  if (!client.ok()) {
+    std::fprintf(stderr, "hsi-cf-bench: %s\n", client.status().ToString().c_str());
+    return 1;
+  }
+  absl::StatusOr<hsi::cf::Connection> conn = client->Connect("LOCK1", "BENCH1");
+  if (!conn.ok()) {
+    std::fprintf(stderr, "hsi-cf-bench: %s\n", conn.status().ToString().c_str());
+    return 1;
+  }
+
+  // The robust, process-shared mutex in shared memory.
+  void* mem = ::mmap(nullptr, sizeof(pthread_mutex_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) return 1;
+  auto* mu = static_cast<pthread_mutex_t*>(mem);
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  pthread_mutex_init(mu, &attr);
+  char path[] = "/tmp/hsi-cf-bench.XXXXXX";
+  const int fd = ::mkstemp(path);
+  if (fd < 0) return 1;
+  ::unlink(path);
+
+  const TickClock clock = TickClock::Calibrate();
+  struct Method {
+    const char* name;
+    int batch;
+    std::function<bool()> op;
+    std::vector<double> p50s, p99s, ratio50, ratio99;
+  };
+  std::vector<Method> m;
+  m.push_back({"robust pthread mutex (shared memory) [1]", 100, [&] {
+                 return pthread_mutex_lock(mu) == 0 && pthread_mutex_unlock(mu) == 0;
+               }, {}, {}, {}, {}});
+  m.push_back({"flock(2) on a file", 1, [&] { return ::flock(fd, LOCK_EX) == 0 && ::flock(fd, LOCK_UN) == 0; },
+               {}, {}, {}, {}});
+  m.push_back({"hsi-cf lock structure (sync, CF spins)", 1, [&] {
+                 absl::StatusOr<hsi::cf::LockReply> r = client->Lock(*conn, "RES1", hsi::cf::LockMode::kExclusive);
+                 return r.ok() && r->outcome == hsi::cf::LockReply::Outcome::kGranted &&
+                        client->Unlock(*conn, "RES1").ok();
+               }, {}, {}, {}, {}});
+  std::vector<double> samples;
+  for (int r = 0; r < reps; ++r) {
+    std::vector<Pct> pct;
+    for (Method& x : m) {
+      if (!Time(clock, iterations, x.batch, x.op, &samples)) {
+        std::fprintf(stderr, "hsi-cf-bench: %s failed\n", x.name);
+        return 1;
+      }
+      pct.push_back(Percentiles(samples));
+      x.p50s.push_back(pct.back().p50);
+      x.p99s.push_back(pct.back().p99);
+    }
+    for (size_t k = 0; k < m.size(); ++k) {
+      m[k].ratio50.push_back(pct[k].p50 / pct[0].p50);
+      m[k].ratio99.push_back(pct[k].p99 / pct[0].p99);
+    }
+  }
+  std::printf("uncontended lock obtain+release, %d x %d per method, clock %s (%.0f ns per timed sample)\n",
+              reps, iterations, TickClock::Name(), clock.overhead_ns());
+  std::printf("%-42s %10s %10s %12s %12s\n", "method", "p50 ns", "p99 ns", "p50 / mutex", "p99 / mutex");
+  for (Method& x : m) {
+    std::printf("%-42s %10.1f %10.1f %11.1fx %11.1fx\n", x.name, Median(x.p50s), Median(x.p99s), Median(x.ratio50),
+                Median(x.ratio99));
+  }
+  std::printf("[1] timed 100 pairs per sample (one pair is below the clock's own cost): its p99 is of 100-pair means\n");
+  pthread_mutex_destroy(mu);
+  ::munmap(mem, sizeof(pthread_mutex_t));
+  ::close(fd);
+  return 0;
+}
