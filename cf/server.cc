@@ -135,13 +135,19 @@ void Server::Reply(Address to, absl::Span<const uint8_t> frame) {
   if (it != links_.end()) {
     s = it->second.Send(frame, Wait::Never());
   } else {
-    s = nic_.SendTo(to, frame, Wait::Adaptive(absl::Now() + absl::Seconds(1)));
+    // A peer with no connection (a refused Connect, a hostile frame): its
+    // link exists (its frame came on it), so this never waits either.
+    s = nic_.SendTo(to, frame, Wait::Never());
   }
   if (!s.ok()) {
     // A connector that does not read its replies fills its ring; the CF
     // does not wait for it (the others are served on). Counted and said.
+    // Logged at the 1st, 2nd, 4th, 8th ... drop: a flood does not flood the log.
     ++replies_dropped_;
-    Log(absl::StrCat("reply to ", to.ToString(), " not sent (", replies_dropped_, " so far): ", s.message()));
+    if ((replies_dropped_ & (replies_dropped_ - 1)) == 0) {
+      Log(absl::StrCat("reply to ", to.ToString(), " not sent (", replies_dropped_, " dropped so far): ",
+                       s.message()));
+    }
   }
 }
 
@@ -190,6 +196,14 @@ void Server::Handle(Address from, absl::Span<const uint8_t> frame) {
 
 absl::StatusOr<std::string> Server::LparOf(Address a) {
   absl::StatusOr<std::vector<NicListing>> nics = admin_.ListNics();
+  if (!nics.ok() && nics.status().code() == absl::StatusCode::kUnavailable) {
+    // hsid restarted (the Session reconnects by itself; the admin
+    // connection does not): once more on a new one.
+    if (absl::StatusOr<AdminClient> fresh = AdminClient::Connect(session_.socket_path()); fresh.ok()) {
+      admin_ = std::move(*fresh);
+      nics = admin_.ListNics();
+    }
+  }
   if (!nics.ok()) {
     return absl::UnavailableError(absl::StrCat("CF ", config_.lpar, ": cannot ask hsid who owns ", a.ToString(), ": ",
                                                nics.status().message()));

@@ -333,6 +333,59 @@ TEST_F(CfTest, AFullLockTableIsResourceExhaustedNamingTheStructure) {
   EXPECT_THAT(full.status().message(), HasSubstr("lock structure LOCK2: all 2 lock entries are in use"));
 }
 
+// A connector that sends requests and never reads its replies fills its
+// own reply ring; the CF does not wait for it (drops its replies, counted
+// and logged) and serves everyone else, whose locks are untouched.
+TEST_F(CfTest, AFloodingConnectorThatReadsNothingDoesNotStopTheCf) {
+  absl::StatusOr<CfClient> b = Open("DB2B");
+  ASSERT_TRUE(b.ok());
+  absl::StatusOr<Connection> cb = b->Connect("LOCK1", "DB2B1");
+  ASSERT_TRUE(cb.ok());
+  ASSERT_EQ(b->Lock(*cb, "KEEP", LockMode::kExclusive)->outcome, Outcome::kGranted);
+
+  SessionOptions so;
+  so.socket_path = hsid_.socket();
+  so.lpar = "DB2C";
+  absl::StatusOr<Session> s = Session::Connect(std::move(so));
+  ASSERT_TRUE(s.ok());
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok());
+  absl::StatusOr<hsi::Link> link = nic->Link(cf_->address(), Wait::Adaptive(In(absl::Seconds(5))));
+  ASSERT_TRUE(link.ok()) << link.status();
+  // Each request gets an error reply (no such connection) of ~100 bytes:
+  // 30000 of them are more than the 1 MiB ring to this LPAR holds.
+  proto::Writer w({proto::kUnlock, 1, 12345, 0});
+  w.Str("NOTHING");
+  constexpr int kFlood = 30000;
+  for (int i = 0; i < kFlood; ++i) {
+    ASSERT_TRUE(link->Send(w.frame(), Wait::Adaptive(In(absl::Seconds(20)))).ok()) << i;
+  }
+  // B is served (its reply comes after the flood in the CF's order).
+  absl::StatusOr<LockReply> keep = b->Lock(*cb, "KEEP", LockMode::kExclusive);
+  ASSERT_TRUE(keep.ok()) << keep.status();
+  EXPECT_EQ(keep->outcome, Outcome::kGranted);
+  EXPECT_THAT(cf_->log(), HasSubstr("dropped so far"));
+  // The flooder's ring holds what fitted, each a clear refusal.
+  std::vector<uint8_t> buf(16384);
+  int replies = 0;
+  while (link->Receive(absl::MakeSpan(buf), Wait::Never()).ok()) ++replies;
+  EXPECT_GT(replies, 0);
+  EXPECT_LT(replies, kFlood);
+}
+
+// The CF dies: every connector's next call says the CF link is gone.
+TEST_F(CfTest, TheDeathOfTheCfIsUnavailableForEveryConnector) {
+  absl::StatusOr<CfClient> b = Open("DB2B");
+  ASSERT_TRUE(b.ok());
+  absl::StatusOr<Connection> cb = b->Connect("LOCK1", "DB2B1");
+  ASSERT_TRUE(cb.ok());
+  cf_->Kill(SIGKILL);
+  absl::StatusOr<Event> e = b->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kUnavailable) << e.status();
+  absl::StatusOr<LockReply> r = b->Lock(*cb, "R", LockMode::kShared);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+}
+
 TEST_F(CfTest, ListOperationsEndToEndAndTheirErrors) {
   absl::StatusOr<CfClient> a = Open("DB2A");
   ASSERT_TRUE(a.ok());
