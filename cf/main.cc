@@ -17,10 +17,10 @@ constexpr char kHelp[] = R"(Usage: hsi-cf --config FILE [--socket PATH] [--wait 
 
 A coupling facility partition: registers with hsid as the LPAR its policy
 names, attaches a NIC on the policy's CHPID and serves the structures the
-policy defines (lock structures in this version) to connectors over CF
-links (hsi links; frames never pass through hsid). A connector's death is
-seen at once: the locks it held become retained until a peer or the
-restarted connector recovers them. Runs in the foreground, logs to stderr,
+policy defines (lock and list structures in this version) to connectors
+over CF links (hsi links; frames never pass through hsid). A connector's
+death is seen at once: the locks it held become retained until a peer or
+the restarted connector recovers them. Runs in the foreground, logs to stderr,
 stops on SIGTERM or SIGINT. It asks hsid which LPAR owns a connector's NIC,
 so it runs as root or as a uid in hsid's admin_uids.
 

@@ -176,6 +176,10 @@ void Server::Handle(Address from, absl::Span<const uint8_t> frame) {
     Reply(from, proto::ErrorReply(Header{0, 0, 0, 0}, h.status()));
     return;
   }
+  // A frame from an address whose old link is down comes from a new
+  // process there (a restart may get the same address): fail the old one's
+  // connections first, so that its tokens do not pass to the newcomer.
+  if (auto l = links_.find(from); l != links_.end() && !l->second.status().ok()) ReapDeadPeers();
   Reader r(frame);
   absl::StatusOr<std::vector<uint8_t>> out = Dispatch(from, *h, r);
   if (!out.ok()) {
