@@ -63,11 +63,64 @@ absl::Status ReceiveOne(CfClient::State& s, const Wait& wait, uint64_t want, std
     s.events.push_back(std::move(*e));
     return absl::OkStatus();
   }
-  if (want != 0 && h->request_id == want && (h->type & proto::kReplyBit) != 0) {
+  if ((h->type & proto::kReplyBit) == 0) {
+    return absl::DataLossError(absl::StrCat(s.Name(), ": message type ", h->type, " from the CF is neither a reply nor a note"));
+  }
+  if (want != 0 && h->request_id == want) {
     reply->assign(f.begin(), f.end());
     *matched = true;
+    return absl::OkStatus();
   }
-  return absl::OkStatus();
+  if (auto a = s.async.find(h->request_id); a != s.async.end()) {
+    if ((h->type & ~proto::kReplyBit) != a->second) {
+      return absl::DataLossError(absl::StrCat(s.Name(), ": reply type ", h->type, " to request ", h->request_id,
+                                              " of type ", a->second));
+    }
+    Event e;
+    e.kind = Event::Kind::kReply;
+    e.conn = h->conn;
+    e.request = h->request_id;
+    e.status = ReplyStatus(s, f);
+    if (e.status.ok() && a->second == proto::kLock) {
+      absl::StatusOr<LockReply> l = ParseLockReply(s, f, h->request_id);
+      if (!l.ok()) return l.status();
+      e.lock = std::move(*l);
+    }
+    s.async.erase(a);
+    s.events.push_back(std::move(e));
+  }
+  return absl::OkStatus();  // else a stale reply (its request timed out): dropped
+}
+
+absl::Status ReplyStatus(CfClient::State& s, absl::Span<const uint8_t> reply) {
+  absl::StatusOr<Header> h = proto::ParseHeader(reply);
+  if (!h.ok()) return absl::DataLossError(absl::StrCat(s.Name(), ": ", h.status().message()));
+  if (h->status == 0) return absl::OkStatus();
+  if (h->status > 16) return absl::DataLossError(absl::StrCat(s.Name(), ": status code ", h->status, " unknown"));
+  Reader r(reply);
+  std::string msg = r.Str("message", 1024);
+  if (absl::Status st = r.Done(); !st.ok()) return absl::DataLossError(absl::StrCat(s.Name(), ": ", st.message()));
+  return absl::Status(static_cast<absl::StatusCode>(h->status), msg);
+}
+
+absl::StatusOr<LockReply> ParseLockReply(CfClient::State& s, absl::Span<const uint8_t> reply, uint64_t id) {
+  Reader r(reply);
+  LockReply out;
+  out.request = id;
+  const uint8_t outcome = r.U8("outcome");
+  const uint32_t n = r.U32("holders");
+  for (uint32_t i = 0; i < n && r.status().ok(); ++i) {
+    Holder h;
+    h.connector = r.Str("holder", proto::kMaxName);
+    const uint8_t m = r.U8("holder mode");
+    h.retained = r.U8("holder retained") != 0;
+    h.mode = m == 1 ? LockMode::kExclusive : LockMode::kShared;
+    out.holders.push_back(std::move(h));
+  }
+  if (absl::Status st = r.Done(); !st.ok()) return absl::DataLossError(absl::StrCat(s.Name(), ": ", st.message()));
+  if (outcome > 2) return absl::DataLossError(absl::StrCat(s.Name(), ": lock outcome ", outcome, " unknown"));
+  out.outcome = static_cast<LockReply::Outcome>(outcome);
+  return out;
 }
 
 // Sends the request in `w` and spins for its reply until the timeout.
@@ -85,13 +138,7 @@ absl::StatusOr<std::vector<uint8_t>> Call(CfClient::State& s, const Writer& w, u
     }
     if (!st.ok()) return st;
   }
-  absl::StatusOr<Header> h = proto::ParseHeader(reply);
-  if (h->status != 0) {
-    Reader r(reply);
-    std::string msg = r.Str("message", 1024);
-    if (h->status > 16) return absl::DataLossError(absl::StrCat(s.Name(), ": status code ", h->status, " unknown"));
-    return absl::Status(static_cast<absl::StatusCode>(h->status), msg);
-  }
+  if (absl::Status st = ReplyStatus(s, reply); !st.ok()) return st;
   return reply;
 }
 
@@ -173,23 +220,31 @@ absl::StatusOr<LockReply> CfClient::Lock(const Connection& c, const std::string&
   w.U8(static_cast<uint8_t>(mode)).Str(resource).Str(record);
   absl::StatusOr<std::vector<uint8_t>> rep = Call(*s_, w, id);
   if (!rep.ok()) return rep.status();
-  Reader r(*rep);
-  LockReply out;
-  out.request = id;
-  const uint8_t outcome = r.U8("outcome");
-  const uint32_t n = r.U32("holders");
-  for (uint32_t i = 0; i < n && r.status().ok(); ++i) {
-    Holder h;
-    h.connector = r.Str("holder", proto::kMaxName);
-    const uint8_t m = r.U8("holder mode");
-    h.retained = r.U8("holder retained") != 0;
-    h.mode = m == 1 ? LockMode::kExclusive : LockMode::kShared;
-    out.holders.push_back(std::move(h));
+  return ParseLockReply(*s_, *rep, id);
+}
+
+absl::StatusOr<uint64_t> CfClient::LockAsync(const Connection& c, const std::string& resource, LockMode mode,
+                                             const std::string& record) {
+  if (resource.empty() || resource.size() > proto::kMaxResource || record.size() > proto::kMaxRecord) {
+    return absl::InvalidArgumentError(absl::StrCat("lock resource name of ", resource.size(), " bytes (1..",
+                                                   proto::kMaxResource, ") or record data of ", record.size(),
+                                                   " bytes (at most ", proto::kMaxRecord, ")"));
   }
-  if (absl::Status st = r.Done(); !st.ok()) return absl::DataLossError(absl::StrCat(s_->Name(), ": ", st.message()));
-  if (outcome > 2) return absl::DataLossError(absl::StrCat(s_->Name(), ": lock outcome ", outcome, " unknown"));
-  out.outcome = static_cast<LockReply::Outcome>(outcome);
-  return out;
+  const uint64_t id = s_->next_id++;
+  Writer w(Header{proto::kLock, id, c.token, 0});
+  w.U8(static_cast<uint8_t>(mode)).Str(resource).Str(record);
+  if (absl::Status st = s_->link.Send(w.frame(), Wait::Spin(absl::Now() + s_->timeout)); !st.ok()) return st;
+  s_->async[id] = proto::kLock;
+  return id;
+}
+
+absl::StatusOr<uint64_t> CfClient::UnlockAsync(const Connection& c, const std::string& resource) {
+  const uint64_t id = s_->next_id++;
+  Writer w(Header{proto::kUnlock, id, c.token, 0});
+  w.Str(resource);
+  if (absl::Status st = s_->link.Send(w.frame(), Wait::Spin(absl::Now() + s_->timeout)); !st.ok()) return st;
+  s_->async[id] = proto::kUnlock;
+  return id;
 }
 
 absl::Status CfClient::LockAndWait(const Connection& c, const std::string& resource, LockMode mode,

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "cf_support.h"
 #include "gmock/gmock.h"
@@ -148,6 +149,48 @@ TEST_F(CfTest, ContentionNamesTheHolderAndTheGrantArrivesOnFd) {
   EXPECT_EQ(ea->kind, Event::Kind::kGranted);
   EXPECT_TRUE(a->Disconnect(*ca).ok());  // releases R
   EXPECT_TRUE(b->LockAndWait(*cb, "R", LockMode::kExclusive, Wait::Block(In(absl::Seconds(10)))).ok());
+}
+
+// Asynchronous requests: each returns at once; replies (and a queued
+// lock's later grant) come as events on fd(), matched by request id.
+TEST_F(CfTest, AsynchronousRequestsCompleteAsEventsOnFd) {
+  absl::StatusOr<CfClient> a = Open("DB2A");
+  absl::StatusOr<CfClient> b = Open("DB2B");
+  ASSERT_TRUE(a.ok() && b.ok());
+  absl::StatusOr<Connection> ca = a->Connect("LOCK1", "DB2A1");
+  absl::StatusOr<Connection> cb = b->Connect("LOCK1", "DB2B1");
+  ASSERT_TRUE(ca.ok() && cb.ok());
+  ASSERT_EQ(b->Lock(*cb, "HOT", LockMode::kExclusive)->outcome, Outcome::kGranted);
+  absl::StatusOr<uint64_t> r1 = a->LockAsync(*ca, "COLD1", LockMode::kShared);
+  absl::StatusOr<uint64_t> r2 = a->LockAsync(*ca, "HOT", LockMode::kShared);
+  absl::StatusOr<uint64_t> r3 = a->UnlockAsync(*ca, "NOTHELD");
+  ASSERT_TRUE(r1.ok() && r2.ok() && r3.ok());
+  absl::flat_hash_map<uint64_t, Event> got;
+  while (got.size() < 3) {
+    if (!a->PrepareWait()) {
+      struct pollfd p{a->fd(), POLLIN, 0};
+      ASSERT_EQ(::poll(&p, 1, 10000), 1) << "no reply rang the doorbell; have " << got.size();
+    }
+    absl::StatusOr<Event> e = a->NextEvent(Wait::Never());
+    if (e.status().code() == absl::StatusCode::kDeadlineExceeded) continue;
+    ASSERT_TRUE(e.ok()) << e.status();
+    ASSERT_EQ(e->kind, Event::Kind::kReply);
+    got[e->request] = *e;
+  }
+  ASSERT_TRUE(got.contains(*r1) && got.contains(*r2) && got.contains(*r3));
+  EXPECT_TRUE(got[*r1].status.ok());
+  EXPECT_EQ(got[*r1].lock.outcome, Outcome::kGranted);
+  EXPECT_EQ(got[*r2].lock.outcome, Outcome::kQueued);
+  ASSERT_EQ(got[*r2].lock.holders.size(), 1u);
+  EXPECT_EQ(got[*r2].lock.holders[0].connector, "DB2B1");
+  EXPECT_EQ(got[*r3].status.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(got[*r3].status.message(), HasSubstr("NOTHELD"));
+  // The queued one completes when B lets go.
+  ASSERT_TRUE(b->Unlock(*cb, "HOT").ok());
+  absl::StatusOr<Event> g = a->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->kind, Event::Kind::kGranted);
+  EXPECT_EQ(g->request, *r2);
 }
 
 // A child LPAR that connects as `connector`, locks what `body` says, says

@@ -7,9 +7,10 @@
 // the LPAR, as hsid knows it, may connect) and issues requests. Frames
 // never pass through hsid. The format is in docs/cf.md.
 //
-// Synchronous requests (Connect, Lock, Unlock, Recover, Disconnect) send
-// one frame and spin on the link for the answer until `timeout`, as z/OS
-// does for short CF requests. A lock that is contended is queued at the
+// Synchronous requests (Connect, Lock, Unlock, Recover, Disconnect and the
+// list requests) send one frame and spin on the link for the answer until
+// `timeout`, as z/OS does for short CF requests. LockAsync/UnlockAsync
+// return at once; their replies come as Events. A lock that is contended is queued at the
 // CF: Lock() returns kQueued naming the holders, and the grant arrives
 // later as an Event (no polling of the CF): wait for it with WaitEvent(),
 // or sleep on fd() (epoll, POLLIN) after PrepareWait() returned false and
@@ -82,6 +83,7 @@ struct Event {
     kGranted,     // the queued lock request `request` on `resource` is granted
     kCancelled,   // it ended: `failed`, a failed connector, holds the lock retained
     kTransition,  // monitored list `list` went from empty to non-empty
+    kReply,       // the reply to asynchronous request `request`: `status`, and `lock` for a LockAsync
   };
   Kind kind = Kind::kGranted;
   uint32_t conn = 0;
@@ -90,6 +92,8 @@ struct Event {
   LockMode mode = LockMode::kShared;
   std::string failed;
   uint32_t list = 0;
+  absl::Status status;  // kReply: OK, or the CF's refusal with its message
+  LockReply lock;       // kReply to LockAsync with an OK status: its outcome
 };
 
 enum class ListEnd : uint8_t { kHead = 0, kTail = 1 };
@@ -166,6 +170,14 @@ class CfClient {
   // entry). Returns the list's length now: when it is not 0 there is no
   // transition to wait for, drain the list first.
   absl::StatusOr<uint32_t> Monitor(const Connection& c, uint32_t list, bool on);
+
+  // Asynchronous forms: send the request and return its id at once (errors
+  // here are only the connector's own checks and the link's); the reply
+  // comes later as an Event kReply with that id (and, for a queued lock,
+  // a kGranted or kCancelled Event after it), seen via fd()/NextEvent().
+  absl::StatusOr<uint64_t> LockAsync(const Connection& c, const std::string& resource, LockMode mode,
+                                     const std::string& record = "");
+  absl::StatusOr<uint64_t> UnlockAsync(const Connection& c, const std::string& resource);
 
   // The next event, waiting as `wait` says; kDeadlineExceeded if none came.
   absl::StatusOr<Event> NextEvent(const Wait& wait);
