@@ -16,10 +16,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <new>
 #include <string>
 #include <vector>
 
+#include <atomic>
+
 #include "cf_support.h"
+#include "hsi/support/process.h"
 #include "hsi/cf.h"
 #include "hsi/support/tick_clock.h"
 #include "hsi/testing/hsid.h"
@@ -35,7 +39,9 @@ a CF lock structure (hsi-cf over an hsi link, synchronous, the CF
 spinning), a process-shared robust pthread mutex in shared memory (the
 floor) and flock(2) on a file in /tmp. Starts its own hsid and hsi-cf.
 Prints p50 and p99 per method and each method's ratio to the mutex
-(within each repetition; the median of the repetitions).
+(within each repetition; the median of the repetitions). Then the
+contended hand-off: from one connector's release to the grant seen by
+another, sleeping, connector (a forked child).
 
 Options:
   --iterations N   obtain+release pairs per method per repetition (20000)
@@ -190,6 +196,77 @@ lpars = ["*"]
                 Median(x.ratio99));
   }
   std::printf("[1] timed 100 pairs per sample (one pair is below the clock's own cost): its p99 is of 100-pair means\n");
+
+  // Contended hand-off: this process holds HOT exclusive; a child connector
+  // asks for it (queued), then sleeps for the grant (Wait::Block). The
+  // sample is from just before our Unlock to the child's return from the
+  // wait with the grant (TSC, the same counter on both vCPUs here). Then
+  // the child releases and we take HOT again for the next round.
+  struct Shared {
+    std::atomic<uint64_t> granted_at{0};
+    std::atomic<int> round{-1};
+  };
+  void* shm = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (shm == MAP_FAILED) return 1;
+  auto* sh = new (shm) Shared();
+  const int handoffs = std::max(200, iterations / 20);
+  hsi::support::LinePipe to_child, to_parent;
+  if (absl::StatusOr<hsi::cf::LockReply> r = client->Lock(*conn, "HOT", hsi::cf::LockMode::kExclusive);
+      !r.ok() || r->outcome != hsi::cf::LockReply::Outcome::kGranted) {
+    std::fprintf(stderr, "hsi-cf-bench: cannot take HOT\n");
+    return 1;
+  }
+  hsi::support::Child waiter([&] {
+    hsi::cf::CfClientOptions wo;
+    wo.socket_path = hsid.socket();
+    wo.lpar = "WAITER";
+    wo.cf = cf.address();
+    absl::StatusOr<hsi::cf::CfClient> w = hsi::cf::CfClient::Open(std::move(wo));
+    if (!w.ok()) return to_parent.Write("ERR open"), 1;
+    absl::StatusOr<hsi::cf::Connection> wc = w->Connect("LOCK1", "WAITER1");
+    if (!wc.ok()) return to_parent.Write("ERR connect"), 1;
+    for (int i = 0; i < handoffs; ++i) {
+      if (to_child.Read(absl::Seconds(20)) != "GO") return to_parent.Write("ERR no go"), 1;
+      absl::StatusOr<hsi::cf::LockReply> q = w->Lock(*wc, "HOT", hsi::cf::LockMode::kExclusive);
+      if (!q.ok() || q->outcome != hsi::cf::LockReply::Outcome::kQueued) return to_parent.Write("ERR not queued"), 1;
+      to_parent.Write("QUEUED");
+      absl::StatusOr<hsi::cf::Event> e = w->NextEvent(hsi::Wait::Block(absl::Now() + absl::Seconds(10)));
+      const uint64_t t = TickClock::Now();
+      if (!e.ok() || e->kind != hsi::cf::Event::Kind::kGranted) return to_parent.Write("ERR no grant"), 1;
+      sh->granted_at.store(t, std::memory_order_relaxed);
+      if (!w->Unlock(*wc, "HOT").ok()) return to_parent.Write("ERR unlock"), 1;
+      to_parent.Write("RELEASED");
+    }
+    return 0;
+  });
+  std::vector<double> hand;
+  for (int i = 0; i < handoffs; ++i) {
+    to_child.Write("GO");  // we hold HOT: the waiter's request queues
+    if (to_parent.Read(absl::Seconds(20)) != "QUEUED") {
+      std::fprintf(stderr, "hsi-cf-bench: the waiter did not queue\n");
+      return 1;
+    }
+    const uint64_t t0 = TickClock::Now();
+    if (absl::Status u = client->Unlock(*conn, "HOT"); !u.ok()) {
+      std::fprintf(stderr, "hsi-cf-bench: %s\n", u.ToString().c_str());
+      return 1;
+    }
+    if (to_parent.Read(absl::Seconds(20)) != "RELEASED") {
+      std::fprintf(stderr, "hsi-cf-bench: the waiter did not release\n");
+      return 1;
+    }
+    hand.push_back(clock.NsBetween(t0, sh->granted_at.load(std::memory_order_relaxed)));
+    absl::StatusOr<hsi::cf::LockReply> again = client->Lock(*conn, "HOT", hsi::cf::LockMode::kExclusive);
+    if (!again.ok() || again->outcome != hsi::cf::LockReply::Outcome::kGranted) {
+      std::fprintf(stderr, "hsi-cf-bench: HOT not granted back after the hand-off\n");
+      return 1;
+    }
+  }
+  waiter.Wait();
+  const Pct hp = Percentiles(hand);
+  std::printf("contended hand-off, release -> a sleeping waiter's grant, %d hand-offs: p50 %.1f us, p99 %.1f us\n",
+              handoffs, hp.p50 / 1000, hp.p99 / 1000);
+  ::munmap(shm, sizeof(Shared));
   pthread_mutex_destroy(mu);
   ::munmap(mem, sizeof(pthread_mutex_t));
   ::close(fd);
