@@ -60,6 +60,7 @@ void Server::Log(const std::string& line) const { std::fprintf(stderr, "hsi-cf %
 
 absl::Status Server::Run() {
   std::vector<uint8_t> buf(nic_.info().mtu);
+  int idle_errors = 0;  // kUnavailable in a row that failed no connection
   Log(absl::StrCat("serving ", structures_.size(), " structure(s) on CHPID ", Chpid(config_.chpid).ToString(),
                    " at ", nic_.address().ToString()));
   while (!stop_.load(std::memory_order_relaxed)) {
@@ -67,11 +68,13 @@ absl::Status Server::Run() {
     Wait w{options_.wait, absl::Now() + absl::Milliseconds(200)};
     absl::StatusOr<Received> got = nic_.Receive(absl::MakeSpan(buf), w);
     if (got.ok()) {
+      idle_errors = 0;
       Handle(got->source, absl::MakeConstSpan(buf.data(), got->length));
       continue;
     }
     switch (got.status().code()) {
       case absl::StatusCode::kDeadlineExceeded:
+        idle_errors = 0;
         break;
       case absl::StatusCode::kUnavailable:
       case absl::StatusCode::kDataLoss: {
@@ -79,9 +82,14 @@ absl::Status Server::Run() {
         // ring: whoever it was, their connections fail now.
         const size_t before = conns_.size();
         ReapDeadPeers();
-        if (before == conns_.size() && options_.verbose) Log(std::string(got.status().message()));
-        if (!session_.connected() || !nic_.valid()) {
-          // hsid away or our NIC down: do not spin on the error.
+        if (before != conns_.size()) {
+          idle_errors = 0;
+          break;
+        }
+        if (options_.verbose) Log(std::string(got.status().message()));
+        // Each dead link is reported once; the same error again and again
+        // is our NIC set down by an admin or hsid away: do not spin on it.
+        if (++idle_errors >= 3) {
           struct pollfd p{nic_.fd(), POLLIN, 0};
           ::poll(&p, 1, 100);
         }
