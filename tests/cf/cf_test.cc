@@ -457,6 +457,34 @@ TEST_F(CfTest, TheDeathOfTheCfIsUnavailableForEveryConnector) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
 }
 
+// hsid is off the data path: with hsid killed, connections go on; after
+// it restarts, the CF (re-registered by libhsi) takes new connectors.
+TEST_F(CfTest, ConnectionsOutliveHsidAndNewOnesComeAfterItsRestart) {
+  absl::StatusOr<CfClient> b = Open("DB2B");
+  ASSERT_TRUE(b.ok());
+  absl::StatusOr<Connection> cb = b->Connect("LOCK1", "DB2B1");
+  ASSERT_TRUE(cb.ok());
+  ASSERT_NE(hsid_.Stop(SIGKILL), -1);
+  for (int i = 0; i < 100; ++i) {
+    absl::StatusOr<LockReply> r = b->Lock(*cb, absl::StrCat("R", i), LockMode::kExclusive);
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status();
+    ASSERT_EQ(r->outcome, Outcome::kGranted);
+    ASSERT_TRUE(b->Unlock(*cb, absl::StrCat("R", i)).ok());
+  }
+  ASSERT_TRUE(hsid_.Start()) << hsid_.log();
+  // The CF re-registers from inside its receive loop (each wait ends within
+  // 200 ms); a new connector retries until the CF's NIC is back.
+  absl::StatusOr<Connection> ca = absl::UnavailableError("not yet");
+  absl::StatusOr<CfClient> a = absl::UnavailableError("not yet");
+  for (const absl::Time end = In(absl::Seconds(15)); absl::Now() < end && !ca.ok();) {
+    a = Open("DB2A");
+    if (a.ok()) ca = a->Connect("LOCK1", "DB2A1");
+  }
+  ASSERT_TRUE(ca.ok()) << ca.status() << "\n" << cf_->log();
+  EXPECT_EQ(a->Lock(*ca, "R1", LockMode::kShared)->outcome, Outcome::kGranted);
+  EXPECT_EQ(b->Lock(*cb, "R1", LockMode::kExclusive)->outcome, Outcome::kQueued);
+}
+
 TEST_F(CfTest, ListOperationsEndToEndAndTheirErrors) {
   absl::StatusOr<CfClient> a = Open("DB2A");
   ASSERT_TRUE(a.ok());
