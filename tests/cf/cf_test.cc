@@ -3,7 +3,11 @@
 // deadline (a reply, an event, a line from a child).
 #include <poll.h>
 #include <signal.h>
+#include <sys/wait.h>
 
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -566,6 +570,33 @@ TEST_F(CfTest, MonitoringWakesExactlyOncePerTransition) {
   EXPECT_EQ(sender.Wait(), 0);
   EXPECT_EQ(transitions, kRounds);
   EXPECT_EQ(received, kRounds * kBurst);
+}
+
+// The command line: a bad policy is refused with exit 2 naming the file
+// and key; --check of a good one exits 0; no hsid is needed for either.
+TEST(CfCommandLineTest, BadPoliciesExitTwoNamingTheKeyAndCheckAcceptsAGoodOne) {
+  char dir[] = "/tmp/cf-cli-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string d = dir;
+  auto run = [&](const std::string& policy, const std::string& flags, std::string* err) {
+    std::ofstream(d + "/p.toml") << policy;
+    const std::string cmd = absl::StrCat(HSI_CF_PATH, " ", flags, " --config ", d, "/p.toml >", d, "/out 2>", d, "/err");
+    const int st = std::system(cmd.c_str());
+    std::ifstream in(d + "/err");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    *err = ss.str();
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  };
+  std::string err;
+  EXPECT_EQ(run("[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname = \"S\"\ntype = \"queue\"\n", "", &err), 2);
+  EXPECT_THAT(err, HasSubstr("p.toml: structure[0].type: \"queue\" is not lock, list or cache"));
+  EXPECT_EQ(run("[cf\n", "", &err), 2);
+  EXPECT_THAT(err, HasSubstr("not valid TOML"));
+  EXPECT_EQ(run(kPolicy, "--check", &err), 0) << err;
+  EXPECT_EQ(run(kPolicy, "--bogus", &err), 2);
+  EXPECT_THAT(err, HasSubstr("unknown argument '--bogus'"));
+  std::system(absl::StrCat("rm -rf ", d).c_str());
 }
 
 }  // namespace
