@@ -5,7 +5,11 @@
 // hsi-cf, interleaves the three per repetition, prints p50/p99 per method
 // and the ratios to the mutex, taken within each repetition (median of
 // repetitions). docs/benchmarks.md quotes it.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -37,7 +41,8 @@ constexpr char kHelp[] = R"(Usage: hsi-cf-bench [--iterations N] [--reps R]
 Uncontended lock obtain+release, one process, side by side in one run:
 a CF lock structure (hsi-cf over an hsi link, synchronous, the CF
 spinning), a process-shared robust pthread mutex in shared memory (the
-floor) and flock(2) on a file in /tmp. Starts its own hsid and hsi-cf.
+floor), flock(2) on a file in /tmp and, if /usr/bin/redis-server exists,
+Redis SET NX + DEL over loopback TCP (a redis-server it starts). Starts its own hsid and hsi-cf.
 Prints p50 and p99 per method and each method's ratio to the mutex
 (within each repetition; the median of the repetitions). Then the
 contended hand-off: from one connector's release to the grant seen by
@@ -48,6 +53,57 @@ Options:
   --reps R         interleaved repetitions (5)
   -h, --help       this text
 )";
+
+// A loopback TCP connection to a redis-server this benchmark starts (the
+// issue's other baseline: SET NX + DEL). -1 if there is none.
+int StartRedis(hsi::support::Child* server) {
+  if (::access("/usr/bin/redis-server", X_OK) != 0) return -1;
+  // A free port: bind port 0, read it, close (redis binds it next).
+  int probe = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (::bind(probe, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(probe, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ::close(probe);
+    return -1;
+  }
+  ::close(probe);
+  const std::string port = std::to_string(ntohs(a.sin_port));
+  *server = hsi::support::Child([&] {
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::execl("/usr/bin/redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--daemonize", "no", nullptr);
+    return 127;
+  });
+  // Connect until it listens (a condition with a deadline).
+  for (const absl::Time end = absl::Now() + absl::Seconds(10); absl::Now() < end;) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      return fd;
+    }
+    ::close(fd);
+  }
+  return -1;
+}
+
+// Sends `cmd` and reads one reply line; true if it starts with `expect`.
+bool RedisCall(int fd, const std::string& cmd, char expect) {
+  if (::write(fd, cmd.data(), cmd.size()) != static_cast<ssize_t>(cmd.size())) return false;
+  char buf[64];
+  size_t got = 0;
+  while (got < 2 || buf[got - 1] != '\n') {
+    const ssize_t n = ::read(fd, buf + got, sizeof buf - got);
+    if (n <= 0) return false;
+    got += static_cast<size_t>(n);
+    if (got == sizeof buf) return false;
+  }
+  return buf[0] == expect;
+}
 
 struct Pct {
   double p50 = 0, p99 = 0;
@@ -171,6 +227,17 @@ lpars = ["*"]
                  return r.ok() && r->outcome == hsi::cf::LockReply::Outcome::kGranted &&
                         client->Unlock(*conn, "RES1").ok();
                }, {}, {}, {}, {}});
+  hsi::support::Child redis_server;
+  const int redis = StartRedis(&redis_server);
+  if (redis >= 0) {
+    const std::string set = "*4\r\n$3\r\nSET\r\n$4\r\nRES1\r\n$1\r\n1\r\n$2\r\nNX\r\n";
+    const std::string del = "*2\r\n$3\r\nDEL\r\n$4\r\nRES1\r\n";
+    m.push_back({"Redis SET NX + DEL (loopback TCP)", 1, [redis, set, del] {
+                   return RedisCall(redis, set, '+') && RedisCall(redis, del, ':');
+                 }, {}, {}, {}, {}});
+  } else {
+    std::printf("(no /usr/bin/redis-server, or it did not listen: the Redis baseline is skipped)\n");
+  }
   std::vector<double> samples;
   for (int r = 0; r < reps; ++r) {
     std::vector<Pct> pct;
@@ -194,6 +261,14 @@ lpars = ["*"]
   for (Method& x : m) {
     std::printf("%-42s %10.1f %10.1f %11.1fx %11.1fx\n", x.name, Median(x.p50s), Median(x.p99s), Median(x.ratio50),
                 Median(x.ratio99));
+  }
+  if (m.size() > 3) {  // the issue's target: the CF >= 20x faster than Redis
+    std::vector<double> r50, r99;
+    for (int r = 0; r < reps; ++r) {
+      r50.push_back(m[3].p50s[r] / m[2].p50s[r]);
+      r99.push_back(m[3].p99s[r] / m[2].p99s[r]);
+    }
+    std::printf("Redis / hsi-cf: p50 %.1fx, p99 %.1fx\n", Median(r50), Median(r99));
   }
   std::printf("[1] timed 100 pairs per sample (one pair is below the clock's own cost): its p99 is of 100-pair means\n");
 
@@ -267,6 +342,10 @@ lpars = ["*"]
   std::printf("contended hand-off, release -> a sleeping waiter's grant, %d hand-offs: p50 %.1f us, p99 %.1f us\n",
               handoffs, hp.p50 / 1000, hp.p99 / 1000);
   ::munmap(shm, sizeof(Shared));
+  if (redis >= 0) {
+    ::close(redis);
+    redis_server.Stop();
+  }
   pthread_mutex_destroy(mu);
   ::munmap(mem, sizeof(pthread_mutex_t));
   ::close(fd);
