@@ -9,13 +9,14 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/socket.h>
 #include <pthread.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,11 +25,9 @@
 #include <string>
 #include <vector>
 
-#include <atomic>
-
 #include "cf_support.h"
-#include "hsi/support/process.h"
 #include "hsi/cf.h"
+#include "hsi/support/process.h"
 #include "hsi/support/tick_clock.h"
 #include "hsi/testing/hsid.h"
 
@@ -74,8 +73,8 @@ int StartRedis(hsi::support::Child* server) {
   *server = hsi::support::Child([&] {
     const int null = ::open("/dev/null", O_WRONLY);
     ::dup2(null, 1);
-    ::execl("/usr/bin/redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--daemonize", "no", nullptr);
+    ::execl("/usr/bin/redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--daemonize", "no", nullptr);
     return 127;
   });
   // Connect until it listens (a condition with a deadline).
@@ -122,7 +121,8 @@ double Median(std::vector<double> v) {
 // Times `op` `n` times (after n/10 warm-up runs), `batch` per sample (the
 // sample is divided by `batch`: an op shorter than the clock's own cost
 // is timed in batches); false if op failed.
-bool Time(const TickClock& clock, int n, int batch, const std::function<bool()>& op, std::vector<double>* out) {
+bool Time(const TickClock& clock, int n, int batch, const std::function<bool()>& op,
+          std::vector<double>* out) {
   for (int i = 0; i < n / 10; ++i) {
     if (!op()) return false;
   }
@@ -175,7 +175,8 @@ name = "LOCK1"
 type = "lock"
 entries = 1024
 lpars = ["*"]
-)", "--wait=spin");
+)",
+                             "--wait=spin");
   if (!cf.ready()) {
     std::fprintf(stderr, "hsi-cf-bench: hsi-cf did not start:\n%s\n", cf.log().c_str());
     return 1;
@@ -196,7 +197,8 @@ lpars = ["*"]
   }
 
   // The robust, process-shared mutex in shared memory.
-  void* mem = ::mmap(nullptr, sizeof(pthread_mutex_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  void* mem = ::mmap(nullptr, sizeof(pthread_mutex_t), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return 1;
   auto* mu = static_cast<pthread_mutex_t*>(mem);
   pthread_mutexattr_t attr;
@@ -217,26 +219,48 @@ lpars = ["*"]
     std::vector<double> p50s, p99s, ratio50, ratio99;
   };
   std::vector<Method> m;
-  m.push_back({"robust pthread mutex (shared memory) [1]", 100, [&] {
-                 return pthread_mutex_lock(mu) == 0 && pthread_mutex_unlock(mu) == 0;
-               }, {}, {}, {}, {}});
-  m.push_back({"flock(2) on a file", 1, [&] { return ::flock(fd, LOCK_EX) == 0 && ::flock(fd, LOCK_UN) == 0; },
-               {}, {}, {}, {}});
-  m.push_back({"hsi-cf lock structure (sync, CF spins)", 1, [&] {
-                 absl::StatusOr<hsi::cf::LockReply> r = client->Lock(*conn, "RES1", hsi::cf::LockMode::kExclusive);
+  m.push_back({"robust pthread mutex (shared memory) [1]",
+               100,
+               [&] { return pthread_mutex_lock(mu) == 0 && pthread_mutex_unlock(mu) == 0; },
+               {},
+               {},
+               {},
+               {}});
+  m.push_back({"flock(2) on a file",
+               1,
+               [&] { return ::flock(fd, LOCK_EX) == 0 && ::flock(fd, LOCK_UN) == 0; },
+               {},
+               {},
+               {},
+               {}});
+  m.push_back({"hsi-cf lock structure (sync, CF spins)",
+               1,
+               [&] {
+                 absl::StatusOr<hsi::cf::LockReply> r =
+                     client->Lock(*conn, "RES1", hsi::cf::LockMode::kExclusive);
                  return r.ok() && r->outcome == hsi::cf::LockReply::Outcome::kGranted &&
                         client->Unlock(*conn, "RES1").ok();
-               }, {}, {}, {}, {}});
+               },
+               {},
+               {},
+               {},
+               {}});
   hsi::support::Child redis_server;
   const int redis = StartRedis(&redis_server);
   if (redis >= 0) {
     const std::string set = "*4\r\n$3\r\nSET\r\n$4\r\nRES1\r\n$1\r\n1\r\n$2\r\nNX\r\n";
     const std::string del = "*2\r\n$3\r\nDEL\r\n$4\r\nRES1\r\n";
-    m.push_back({"Redis SET NX + DEL (loopback TCP)", 1, [redis, set, del] {
-                   return RedisCall(redis, set, '+') && RedisCall(redis, del, ':');
-                 }, {}, {}, {}, {}});
+    m.push_back(
+        {"Redis SET NX + DEL (loopback TCP)",
+         1,
+         [redis, set, del] { return RedisCall(redis, set, '+') && RedisCall(redis, del, ':'); },
+         {},
+         {},
+         {},
+         {}});
   } else {
-    std::printf("(no /usr/bin/redis-server, or it did not listen: the Redis baseline is skipped)\n");
+    std::printf(
+        "(no /usr/bin/redis-server, or it did not listen: the Redis baseline is skipped)\n");
   }
   std::vector<double> samples;
   for (int r = 0; r < reps; ++r) {
@@ -255,12 +279,14 @@ lpars = ["*"]
       m[k].ratio99.push_back(pct[k].p99 / pct[0].p99);
     }
   }
-  std::printf("uncontended lock obtain+release, %d x %d per method, clock %s (%.0f ns per timed sample)\n",
-              reps, iterations, TickClock::Name(), clock.overhead_ns());
-  std::printf("%-42s %10s %10s %12s %12s\n", "method", "p50 ns", "p99 ns", "p50 / mutex", "p99 / mutex");
+  std::printf(
+      "uncontended lock obtain+release, %d x %d per method, clock %s (%.0f ns per timed sample)\n",
+      reps, iterations, TickClock::Name(), clock.overhead_ns());
+  std::printf("%-42s %10s %10s %12s %12s\n", "method", "p50 ns", "p99 ns", "p50 / mutex",
+              "p99 / mutex");
   for (Method& x : m) {
-    std::printf("%-42s %10.1f %10.1f %11.1fx %11.1fx\n", x.name, Median(x.p50s), Median(x.p99s), Median(x.ratio50),
-                Median(x.ratio99));
+    std::printf("%-42s %10.1f %10.1f %11.1fx %11.1fx\n", x.name, Median(x.p50s), Median(x.p99s),
+                Median(x.ratio50), Median(x.ratio99));
   }
   if (m.size() > 3) {  // the issue's target: the CF >= 20x faster than Redis
     std::vector<double> r50, r99;
@@ -270,7 +296,9 @@ lpars = ["*"]
     }
     std::printf("Redis / hsi-cf: p50 %.1fx, p99 %.1fx\n", Median(r50), Median(r99));
   }
-  std::printf("[1] timed 100 pairs per sample (one pair is below the clock's own cost): its p99 is of 100-pair means\n");
+  std::printf(
+      "[1] timed 100 pairs per sample (one pair is below the clock's own cost): its p99 is of "
+      "100-pair means\n");
 
   // Contended hand-off: this process holds HOT exclusive; a child connector
   // asks for it (queued), then sleeps for the grant (Wait::Block). The
@@ -281,12 +309,14 @@ lpars = ["*"]
     std::atomic<uint64_t> granted_at{0};
     std::atomic<int> round{-1};
   };
-  void* shm = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  void* shm =
+      ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (shm == MAP_FAILED) return 1;
   auto* sh = new (shm) Shared();
   const int handoffs = std::max(200, iterations / 20);
   hsi::support::LinePipe to_child, to_parent;
-  if (absl::StatusOr<hsi::cf::LockReply> r = client->Lock(*conn, "HOT", hsi::cf::LockMode::kExclusive);
+  if (absl::StatusOr<hsi::cf::LockReply> r =
+          client->Lock(*conn, "HOT", hsi::cf::LockMode::kExclusive);
       !r.ok() || r->outcome != hsi::cf::LockReply::Outcome::kGranted) {
     std::fprintf(stderr, "hsi-cf-bench: cannot take HOT\n");
     return 1;
@@ -303,11 +333,14 @@ lpars = ["*"]
     for (int i = 0; i < handoffs; ++i) {
       if (to_child.Read(absl::Seconds(20)) != "GO") return to_parent.Write("ERR no go"), 1;
       absl::StatusOr<hsi::cf::LockReply> q = w->Lock(*wc, "HOT", hsi::cf::LockMode::kExclusive);
-      if (!q.ok() || q->outcome != hsi::cf::LockReply::Outcome::kQueued) return to_parent.Write("ERR not queued"), 1;
+      if (!q.ok() || q->outcome != hsi::cf::LockReply::Outcome::kQueued)
+        return to_parent.Write("ERR not queued"), 1;
       to_parent.Write("QUEUED");
-      absl::StatusOr<hsi::cf::Event> e = w->NextEvent(hsi::Wait::Block(absl::Now() + absl::Seconds(10)));
+      absl::StatusOr<hsi::cf::Event> e =
+          w->NextEvent(hsi::Wait::Block(absl::Now() + absl::Seconds(10)));
       const uint64_t t = TickClock::Now();
-      if (!e.ok() || e->kind != hsi::cf::Event::Kind::kGranted) return to_parent.Write("ERR no grant"), 1;
+      if (!e.ok() || e->kind != hsi::cf::Event::Kind::kGranted)
+        return to_parent.Write("ERR no grant"), 1;
       sh->granted_at.store(t, std::memory_order_relaxed);
       if (!w->Unlock(*wc, "HOT").ok()) return to_parent.Write("ERR unlock"), 1;
       to_parent.Write("RELEASED");
@@ -331,7 +364,8 @@ lpars = ["*"]
       return 1;
     }
     hand.push_back(clock.NsBetween(t0, sh->granted_at.load(std::memory_order_relaxed)));
-    absl::StatusOr<hsi::cf::LockReply> again = client->Lock(*conn, "HOT", hsi::cf::LockMode::kExclusive);
+    absl::StatusOr<hsi::cf::LockReply> again =
+        client->Lock(*conn, "HOT", hsi::cf::LockMode::kExclusive);
     if (!again.ok() || again->outcome != hsi::cf::LockReply::Outcome::kGranted) {
       std::fprintf(stderr, "hsi-cf-bench: HOT not granted back after the hand-off\n");
       return 1;
@@ -339,8 +373,10 @@ lpars = ["*"]
   }
   waiter.Wait();
   const Pct hp = Percentiles(hand);
-  std::printf("contended hand-off, release -> a sleeping waiter's grant, %d hand-offs: p50 %.1f us, p99 %.1f us\n",
-              handoffs, hp.p50 / 1000, hp.p99 / 1000);
+  std::printf(
+      "contended hand-off, release -> a sleeping waiter's grant, %d hand-offs: p50 %.1f us, p99 "
+      "%.1f us\n",
+      handoffs, hp.p50 / 1000, hp.p99 / 1000);
   ::munmap(shm, sizeof(Shared));
   if (redis >= 0) {
     ::close(redis);

@@ -23,20 +23,23 @@ struct CfClient::State {
   std::deque<Event> events;
   absl::flat_hash_map<uint64_t, uint8_t> async;  // asynchronous requests in flight: id -> type
   std::vector<uint8_t> buf;
-  std::string Name() const { return absl::StrCat("CF link ", link.local().ToString(), "->", link.peer().ToString()); }
+  std::string Name() const {
+    return absl::StrCat("CF link ", link.local().ToString(), "->", link.peer().ToString());
+  }
 };
 
 // Receives one frame from the CF, waiting as `wait` says: a note goes to
 // the event queue; the reply to `want` is copied to *reply (*matched set).
-absl::Status ReceiveOne(CfClient::State& s, const Wait& wait, uint64_t want, std::vector<uint8_t>* reply,
-                        bool* matched);
+absl::Status ReceiveOne(CfClient::State& s, const Wait& wait, uint64_t want,
+                        std::vector<uint8_t>* reply, bool* matched);
 // Sends the request in `w` (request id `id`) and spins for its reply until
 // the client's timeout: the reply frame, or the CF's status and message.
 absl::StatusOr<std::vector<uint8_t>> Call(CfClient::State& s, const proto::Writer& w, uint64_t id);
 // A reply frame's status: OK, or the CF's code and message.
 absl::Status ReplyStatus(CfClient::State& s, absl::Span<const uint8_t> reply);
 // A Lock reply's body (status OK), validated.
-absl::StatusOr<LockReply> ParseLockReply(CfClient::State& s, absl::Span<const uint8_t> reply, uint64_t id);
+absl::StatusOr<LockReply> ParseLockReply(CfClient::State& s, absl::Span<const uint8_t> reply,
+                                         uint64_t id);
 
 }  // namespace hsi::cf
 

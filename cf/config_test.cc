@@ -20,7 +20,8 @@ name = "LOCK1"
 type = "lock"
 entries = 128
 lpars = ["DB2A", "DB2B"]
-)", "cf.toml");
+)",
+                                           "cf.toml");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->lpar, "CF01");
   EXPECT_EQ(c->chpid, 0xF1u);
@@ -51,29 +52,40 @@ constexpr char kHead[] = "[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n";
 INSTANTIATE_TEST_SUITE_P(
     Cases, CfConfigBadTest,
     ::testing::Values(
-        Bad{"[cf\n", "not valid TOML"},
-        Bad{"[[structure]]\nname=\"A\"\n", "missing table [cf]"},
+        Bad{"[cf\n", "not valid TOML"}, Bad{"[[structure]]\nname=\"A\"\n", "missing table [cf]"},
         Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"G1\"\n[[structure]]\n", "cf.chpid"},
         Bad{"[cf]\nlpar = \"CF 01\"\nchpid = \"F0\"\n", "cf.lpar"},
         Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n", "no [[structure]]"},
         Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\ncolour = 1\n", "unknown key \"colour\""},
-        Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"L\"\ntype=\"queue\"\nentries=1\nlpars=[\"*\"]\n",
+        Bad{"[cf]\nlpar = \"CF01\"\nchpid = "
+            "\"F0\"\n[[structure]]\nname=\"L\"\ntype=\"queue\"\nentries=1\nlpars=[\"*\"]\n",
             "structure[0].type: \"queue\" is not lock, list or cache"},
-        Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"L\"\ntype=\"cache\"\nentries=1\nlpars=[\"*\"]\n",
+        Bad{"[cf]\nlpar = \"CF01\"\nchpid = "
+            "\"F0\"\n[[structure]]\nname=\"L\"\ntype=\"cache\"\nentries=1\nlpars=[\"*\"]\n",
             "not served by this hsi-cf yet"},
-        Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=0\nlpars=[\"*\"]\n",
+        Bad{"[cf]\nlpar = \"CF01\"\nchpid = "
+            "\"F0\"\n[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=0\nlpars=[\"*\"]\n",
             "structure[0].entries"},
-        Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=1\nlpars=[\"*\"]\nmax_data=8\n",
+        Bad{"[cf]\nlpar = \"CF01\"\nchpid = "
+            "\"F0\"\n[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=1\nlpars=[\"*\"]\nmax_data="
+            "8\n",
             "structure[0].max_data: applies to list structures only"},
-        Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"L\"\ntype=\"list\"\nentries=1\nlpars=[\"*\"]\nmax_data=8\n",
+        Bad{"[cf]\nlpar = \"CF01\"\nchpid = "
+            "\"F0\"\n[[structure]]\nname=\"L\"\ntype=\"list\"\nentries=1\nlpars=[\"*\"]\nmax_data="
+            "8\n",
             "structure[0].lists: must be an integer 1..65536"},
-        Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"L\"\ntype=\"list\"\nentries=1\nlpars=[\"*\"]\nlists=2\nmax_data=9000\n",
+        Bad{"[cf]\nlpar = \"CF01\"\nchpid = "
+            "\"F0\"\n[[structure]]\nname=\"L\"\ntype=\"list\"\nentries=1\nlpars=[\"*\"]\nlists="
+            "2\nmax_data=9000\n",
             "structure[0].max_data: must be an integer 0..4096"},
-        Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=1\nlpars=[]\n",
+        Bad{"[cf]\nlpar = \"CF01\"\nchpid = "
+            "\"F0\"\n[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=1\nlpars=[]\n",
             "structure[0].lpars"},
-        Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"AVERYLONGSTRUCTURENAME\"\ntype=\"lock\"\n",
+        Bad{"[cf]\nlpar = \"CF01\"\nchpid = "
+            "\"F0\"\n[[structure]]\nname=\"AVERYLONGSTRUCTURENAME\"\ntype=\"lock\"\n",
             "structure[0].name"},
-        Bad{"[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=1\nlpars=[\"*\"]\n"
+        Bad{"[cf]\nlpar = \"CF01\"\nchpid = "
+            "\"F0\"\n[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=1\nlpars=[\"*\"]\n"
             "[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=1\nlpars=[\"*\"]\n",
             "structure[1].name: structure L is defined twice"}));
 
@@ -89,7 +101,8 @@ entries = 100
 lists = 8
 max_data = 512
 lpars = ["*"]
-)", "cf.toml");
+)",
+                                           "cf.toml");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->structures[0].type, "list");
   EXPECT_EQ(c->structures[0].lists, 8u);

@@ -3,8 +3,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "hsi/cf.h"
 #include "client_internal.h"
+#include "hsi/cf.h"
 #include "protocol.h"
 
 namespace hsi::cf {
@@ -14,7 +14,6 @@ using proto::Reader;
 using proto::Writer;
 
 const char* LockModeName(LockMode m) { return m == LockMode::kShared ? "shared" : "exclusive"; }
-
 
 namespace {
 
@@ -35,7 +34,8 @@ absl::StatusOr<Event> ParseNote(const Header& h, absl::Span<const uint8_t> f) {
   if (h.type == proto::kGrantNote) {
     e.kind = Event::Kind::kGranted;
     const uint8_t m = r.U8("mode");
-    if (m > 1) return absl::DataLossError(absl::StrCat("grant note: lock mode ", m, " is not 0 or 1"));
+    if (m > 1)
+      return absl::DataLossError(absl::StrCat("grant note: lock mode ", m, " is not 0 or 1"));
     e.mode = static_cast<LockMode>(m);
   } else {
     e.kind = Event::Kind::kCancelled;
@@ -50,21 +50,23 @@ absl::StatusOr<Event> ParseNote(const Header& h, absl::Span<const uint8_t> f) {
 // Receives one frame from the CF, waiting as `wait` says. A note goes to
 // the event queue; a reply to `want` is copied to *reply (true returned in
 // *matched); stale replies (of requests that timed out) are dropped.
-absl::Status ReceiveOne(CfClient::State& s, const Wait& wait, uint64_t want, std::vector<uint8_t>* reply,
-                        bool* matched) {
+absl::Status ReceiveOne(CfClient::State& s, const Wait& wait, uint64_t want,
+                        std::vector<uint8_t>* reply, bool* matched) {
   absl::StatusOr<size_t> n = s.link.Receive(absl::MakeSpan(s.buf), wait);
   if (!n.ok()) return n.status();
   const absl::Span<const uint8_t> f(s.buf.data(), *n);
   absl::StatusOr<Header> h = proto::ParseHeader(f);
   if (!h.ok()) return absl::DataLossError(absl::StrCat(s.Name(), ": ", h.status().message()));
-  if (h->type == proto::kGrantNote || h->type == proto::kCancelNote || h->type == proto::kTransitionNote) {
+  if (h->type == proto::kGrantNote || h->type == proto::kCancelNote ||
+      h->type == proto::kTransitionNote) {
     absl::StatusOr<Event> e = ParseNote(*h, f);
     if (!e.ok()) return absl::DataLossError(absl::StrCat(s.Name(), ": ", e.status().message()));
     s.events.push_back(std::move(*e));
     return absl::OkStatus();
   }
   if ((h->type & proto::kReplyBit) == 0) {
-    return absl::DataLossError(absl::StrCat(s.Name(), ": message type ", h->type, " from the CF is neither a reply nor a note"));
+    return absl::DataLossError(absl::StrCat(s.Name(), ": message type ", h->type,
+                                            " from the CF is neither a reply nor a note"));
   }
   if (want != 0 && h->request_id == want) {
     reply->assign(f.begin(), f.end());
@@ -73,8 +75,8 @@ absl::Status ReceiveOne(CfClient::State& s, const Wait& wait, uint64_t want, std
   }
   if (auto a = s.async.find(h->request_id); a != s.async.end()) {
     if ((h->type & ~proto::kReplyBit) != a->second) {
-      return absl::DataLossError(absl::StrCat(s.Name(), ": reply type ", h->type, " to request ", h->request_id,
-                                              " of type ", a->second));
+      return absl::DataLossError(absl::StrCat(s.Name(), ": reply type ", h->type, " to request ",
+                                              h->request_id, " of type ", a->second));
     }
     Event e;
     e.kind = Event::Kind::kReply;
@@ -96,14 +98,17 @@ absl::Status ReplyStatus(CfClient::State& s, absl::Span<const uint8_t> reply) {
   absl::StatusOr<Header> h = proto::ParseHeader(reply);
   if (!h.ok()) return absl::DataLossError(absl::StrCat(s.Name(), ": ", h.status().message()));
   if (h->status == 0) return absl::OkStatus();
-  if (h->status > 16) return absl::DataLossError(absl::StrCat(s.Name(), ": status code ", h->status, " unknown"));
+  if (h->status > 16)
+    return absl::DataLossError(absl::StrCat(s.Name(), ": status code ", h->status, " unknown"));
   Reader r(reply);
   std::string msg = r.Str("message", 1024);
-  if (absl::Status st = r.Done(); !st.ok()) return absl::DataLossError(absl::StrCat(s.Name(), ": ", st.message()));
+  if (absl::Status st = r.Done(); !st.ok())
+    return absl::DataLossError(absl::StrCat(s.Name(), ": ", st.message()));
   return absl::Status(static_cast<absl::StatusCode>(h->status), msg);
 }
 
-absl::StatusOr<LockReply> ParseLockReply(CfClient::State& s, absl::Span<const uint8_t> reply, uint64_t id) {
+absl::StatusOr<LockReply> ParseLockReply(CfClient::State& s, absl::Span<const uint8_t> reply,
+                                         uint64_t id) {
   Reader r(reply);
   LockReply out;
   out.request = id;
@@ -117,8 +122,10 @@ absl::StatusOr<LockReply> ParseLockReply(CfClient::State& s, absl::Span<const ui
     h.mode = m == 1 ? LockMode::kExclusive : LockMode::kShared;
     out.holders.push_back(std::move(h));
   }
-  if (absl::Status st = r.Done(); !st.ok()) return absl::DataLossError(absl::StrCat(s.Name(), ": ", st.message()));
-  if (outcome > 2) return absl::DataLossError(absl::StrCat(s.Name(), ": lock outcome ", outcome, " unknown"));
+  if (absl::Status st = r.Done(); !st.ok())
+    return absl::DataLossError(absl::StrCat(s.Name(), ": ", st.message()));
+  if (outcome > 2)
+    return absl::DataLossError(absl::StrCat(s.Name(), ": lock outcome ", outcome, " unknown"));
   out.outcome = static_cast<LockReply::Outcome>(outcome);
   return out;
 }
@@ -133,8 +140,8 @@ absl::StatusOr<std::vector<uint8_t>> Call(CfClient::State& s, const Writer& w, u
   while (!matched) {
     absl::Status st = ReceiveOne(s, Wait::Spin(deadline), id, &reply, &matched);
     if (st.code() == absl::StatusCode::kDeadlineExceeded) {
-      return absl::DeadlineExceededError(absl::StrCat(s.Name(), ": no reply to request ", id, " within ",
-                                                      absl::FormatDuration(s.timeout)));
+      return absl::DeadlineExceededError(absl::StrCat(s.Name(), ": no reply to request ", id,
+                                                      " within ", absl::FormatDuration(s.timeout)));
     }
     if (!st.ok()) return st;
   }
@@ -156,8 +163,9 @@ absl::StatusOr<CfClient> CfClient::Open(CfClientOptions o) {
   s->nic = std::move(*nic);
   absl::StatusOr<hsi::Link> link = s->nic.Link(o.cf, Wait::Adaptive(absl::Now() + o.timeout));
   if (!link.ok()) {
-    return absl::Status(link.status().code(),
-                        absl::StrCat("CF at ", o.cf.ToString(), ": no CF link: ", link.status().message()));
+    return absl::Status(
+        link.status().code(),
+        absl::StrCat("CF at ", o.cf.ToString(), ": no CF link: ", link.status().message()));
   }
   s->link = std::move(*link);
   s->buf.resize(s->nic.info().mtu);
@@ -175,9 +183,12 @@ Address CfClient::cf() const { return s_ ? s_->link.peer() : Address(); }
 int CfClient::fd() const { return s_->nic.fd(); }
 bool CfClient::PrepareWait() { return !s_->events.empty() || s_->nic.PrepareWait(); }
 
-absl::StatusOr<Connection> CfClient::Connect(const std::string& structure, const std::string& connector) {
-  if (absl::Status st = proto::CheckName("structure name", structure, proto::kMaxName); !st.ok()) return st;
-  if (absl::Status st = proto::CheckName("connector name", connector, proto::kMaxName); !st.ok()) return st;
+absl::StatusOr<Connection> CfClient::Connect(const std::string& structure,
+                                             const std::string& connector) {
+  if (absl::Status st = proto::CheckName("structure name", structure, proto::kMaxName); !st.ok())
+    return st;
+  if (absl::Status st = proto::CheckName("connector name", connector, proto::kMaxName); !st.ok())
+    return st;
   const uint64_t id = s_->next_id++;
   Writer w(Header{proto::kConnect, id, 0, 0});
   w.Str(structure).Str(connector);
@@ -191,10 +202,12 @@ absl::StatusOr<Connection> CfClient::Connect(const std::string& structure, const
   c.connector = connector;
   c.entries = r.U32("entries");
   c.returned_locks = r.U32("returned");
-  if (absl::Status st = r.Done(); !st.ok()) return absl::DataLossError(absl::StrCat(s_->Name(), ": ", st.message()));
+  if (absl::Status st = r.Done(); !st.ok())
+    return absl::DataLossError(absl::StrCat(s_->Name(), ": ", st.message()));
   c.list = type == proto::kListStructure;
   if (type != proto::kLockStructure && type != proto::kListStructure) {
-    return absl::DataLossError(absl::StrCat(s_->Name(), ": structure type ", type, " unknown to this connector"));
+    return absl::DataLossError(
+        absl::StrCat(s_->Name(), ": structure type ", type, " unknown to this connector"));
   }
   return c;
 }
@@ -205,15 +218,15 @@ absl::Status CfClient::Disconnect(const Connection& c) {
   return Call(*s_, w, id).status();
 }
 
-absl::StatusOr<LockReply> CfClient::Lock(const Connection& c, const std::string& resource, LockMode mode,
-                                         const std::string& record) {
+absl::StatusOr<LockReply> CfClient::Lock(const Connection& c, const std::string& resource,
+                                         LockMode mode, const std::string& record) {
   if (resource.empty() || resource.size() > proto::kMaxResource) {
-    return absl::InvalidArgumentError(absl::StrCat("lock resource name of ", resource.size(), " bytes: 1..",
-                                                   proto::kMaxResource, " allowed"));
+    return absl::InvalidArgumentError(absl::StrCat("lock resource name of ", resource.size(),
+                                                   " bytes: 1..", proto::kMaxResource, " allowed"));
   }
   if (record.size() > proto::kMaxRecord) {
-    return absl::InvalidArgumentError(absl::StrCat("lock record data of ", record.size(), " bytes: at most ",
-                                                   proto::kMaxRecord, " allowed"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "lock record data of ", record.size(), " bytes: at most ", proto::kMaxRecord, " allowed"));
   }
   const uint64_t id = s_->next_id++;
   Writer w(Header{proto::kLock, id, c.token, 0});
@@ -223,17 +236,19 @@ absl::StatusOr<LockReply> CfClient::Lock(const Connection& c, const std::string&
   return ParseLockReply(*s_, *rep, id);
 }
 
-absl::StatusOr<uint64_t> CfClient::LockAsync(const Connection& c, const std::string& resource, LockMode mode,
-                                             const std::string& record) {
-  if (resource.empty() || resource.size() > proto::kMaxResource || record.size() > proto::kMaxRecord) {
-    return absl::InvalidArgumentError(absl::StrCat("lock resource name of ", resource.size(), " bytes (1..",
-                                                   proto::kMaxResource, ") or record data of ", record.size(),
-                                                   " bytes (at most ", proto::kMaxRecord, ")"));
+absl::StatusOr<uint64_t> CfClient::LockAsync(const Connection& c, const std::string& resource,
+                                             LockMode mode, const std::string& record) {
+  if (resource.empty() || resource.size() > proto::kMaxResource ||
+      record.size() > proto::kMaxRecord) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "lock resource name of ", resource.size(), " bytes (1..", proto::kMaxResource,
+        ") or record data of ", record.size(), " bytes (at most ", proto::kMaxRecord, ")"));
   }
   const uint64_t id = s_->next_id++;
   Writer w(Header{proto::kLock, id, c.token, 0});
   w.U8(static_cast<uint8_t>(mode)).Str(resource).Str(record);
-  if (absl::Status st = s_->link.Send(w.frame(), Wait::Spin(absl::Now() + s_->timeout)); !st.ok()) return st;
+  if (absl::Status st = s_->link.Send(w.frame(), Wait::Spin(absl::Now() + s_->timeout)); !st.ok())
+    return st;
   s_->async[id] = proto::kLock;
   return id;
 }
@@ -242,7 +257,8 @@ absl::StatusOr<uint64_t> CfClient::UnlockAsync(const Connection& c, const std::s
   const uint64_t id = s_->next_id++;
   Writer w(Header{proto::kUnlock, id, c.token, 0});
   w.Str(resource);
-  if (absl::Status st = s_->link.Send(w.frame(), Wait::Spin(absl::Now() + s_->timeout)); !st.ok()) return st;
+  if (absl::Status st = s_->link.Send(w.frame(), Wait::Spin(absl::Now() + s_->timeout)); !st.ok())
+    return st;
   s_->async[id] = proto::kUnlock;
   return id;
 }
@@ -253,13 +269,14 @@ absl::Status CfClient::LockAndWait(const Connection& c, const std::string& resou
   if (!r.ok()) return r.status();
   auto names = [](const std::vector<Holder>& hs) {
     std::string s;
-    for (const Holder& h : hs) absl::StrAppend(&s, s.empty() ? "" : ", ", h.connector, " (", LockModeName(h.mode), ")");
+    for (const Holder& h : hs)
+      absl::StrAppend(&s, s.empty() ? "" : ", ", h.connector, " (", LockModeName(h.mode), ")");
     return s;
   };
   if (r->outcome == LockReply::Outcome::kGranted) return absl::OkStatus();
   if (r->outcome == LockReply::Outcome::kRetained) {
-    return absl::FailedPreconditionError(absl::StrCat(c.structure, ": ", resource, " is retained by failed connector(s) ",
-                                                      names(r->holders)));
+    return absl::FailedPreconditionError(absl::StrCat(
+        c.structure, ": ", resource, " is retained by failed connector(s) ", names(r->holders)));
   }
   std::vector<uint8_t> unused;
   bool matched = false;
@@ -269,13 +286,15 @@ absl::Status CfClient::LockAndWait(const Connection& c, const std::string& resou
       Event e = std::move(*it);
       s_->events.erase(it);
       if (e.kind == Event::Kind::kGranted) return absl::OkStatus();
-      return absl::AbortedError(absl::StrCat(c.structure, ": request for ", resource, " cancelled: failed connector ",
-                                             e.failed, " holds it retained"));
+      return absl::AbortedError(absl::StrCat(c.structure, ": request for ", resource,
+                                             " cancelled: failed connector ", e.failed,
+                                             " holds it retained"));
     }
     absl::Status st = ReceiveOne(*s_, wait, 0, &unused, &matched);
     if (st.code() == absl::StatusCode::kDeadlineExceeded) {
-      return absl::DeadlineExceededError(absl::StrCat(c.structure, ": ", resource, " not granted by the deadline (",
-                                                      "held by ", names(r->holders), "; the request stays queued)"));
+      return absl::DeadlineExceededError(
+          absl::StrCat(c.structure, ": ", resource, " not granted by the deadline (", "held by ",
+                       names(r->holders), "; the request stays queued)"));
     }
     if (!st.ok()) return st;
   }
@@ -288,7 +307,8 @@ absl::Status CfClient::Unlock(const Connection& c, const std::string& resource) 
   return Call(*s_, w, id).status();
 }
 
-absl::StatusOr<std::vector<RetainedLock>> CfClient::Recover(const Connection& c, const std::string& failed) {
+absl::StatusOr<std::vector<RetainedLock>> CfClient::Recover(const Connection& c,
+                                                            const std::string& failed) {
   const uint64_t id = s_->next_id++;
   Writer w(Header{proto::kRecover, id, c.token, 0});
   w.Str(failed);
@@ -304,7 +324,8 @@ absl::StatusOr<std::vector<RetainedLock>> CfClient::Recover(const Connection& c,
     l.record = r.Str("record", proto::kMaxRecord);
     out.push_back(std::move(l));
   }
-  if (absl::Status st = r.Done(); !st.ok()) return absl::DataLossError(absl::StrCat(s_->Name(), ": ", st.message()));
+  if (absl::Status st = r.Done(); !st.ok())
+    return absl::DataLossError(absl::StrCat(s_->Name(), ": ", st.message()));
   return out;
 }
 

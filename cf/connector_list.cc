@@ -13,8 +13,8 @@ namespace {
 
 absl::Status CheckKey(const std::string& key) {
   if (key.size() > proto::kMaxKey) {
-    return absl::InvalidArgumentError(absl::StrCat("list entry key of ", key.size(), " bytes: at most ",
-                                                   proto::kMaxKey, " allowed"));
+    return absl::InvalidArgumentError(absl::StrCat("list entry key of ", key.size(),
+                                                   " bytes: at most ", proto::kMaxKey, " allowed"));
   }
   return absl::OkStatus();
 }
@@ -24,25 +24,27 @@ absl::StatusOr<ListEntry> EntryReply(CfClient::State& s, const std::vector<uint8
   ListEntry e;
   e.key = r.Str("key", proto::kMaxKey);
   e.data = r.Str("data", proto::kMaxData);
-  if (absl::Status st = r.Done(); !st.ok()) return absl::DataLossError(absl::StrCat(s.Name(), ": ", st.message()));
+  if (absl::Status st = r.Done(); !st.ok())
+    return absl::DataLossError(absl::StrCat(s.Name(), ": ", st.message()));
   return e;
 }
 
 absl::StatusOr<uint32_t> CountReply(CfClient::State& s, const std::vector<uint8_t>& rep) {
   Reader r(rep);
   const uint32_t n = r.U32("length");
-  if (absl::Status st = r.Done(); !st.ok()) return absl::DataLossError(absl::StrCat(s.Name(), ": ", st.message()));
+  if (absl::Status st = r.Done(); !st.ok())
+    return absl::DataLossError(absl::StrCat(s.Name(), ": ", st.message()));
   return n;
 }
 
 }  // namespace
 
-absl::StatusOr<uint32_t> CfClient::Push(const Connection& c, uint32_t list, ListEnd end, const std::string& key,
-                                        const std::string& data) {
+absl::StatusOr<uint32_t> CfClient::Push(const Connection& c, uint32_t list, ListEnd end,
+                                        const std::string& key, const std::string& data) {
   if (absl::Status st = CheckKey(key); !st.ok()) return st;
   if (data.size() > proto::kMaxData) {
-    return absl::InvalidArgumentError(absl::StrCat("list entry data of ", data.size(), " bytes: at most ",
-                                                   proto::kMaxData, " allowed"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "list entry data of ", data.size(), " bytes: at most ", proto::kMaxData, " allowed"));
   }
   const uint64_t id = s_->next_id++;
   Writer w(Header{proto::kListPush, id, c.token, 0});
@@ -61,7 +63,8 @@ absl::StatusOr<ListEntry> CfClient::Pop(const Connection& c, uint32_t list, List
   return EntryReply(*s_, *rep);
 }
 
-absl::StatusOr<ListEntry> CfClient::Read(const Connection& c, uint32_t list, const std::string& key) {
+absl::StatusOr<ListEntry> CfClient::Read(const Connection& c, uint32_t list,
+                                         const std::string& key) {
   if (absl::Status st = CheckKey(key); !st.ok()) return st;
   const uint64_t id = s_->next_id++;
   Writer w(Header{proto::kListRead, id, c.token, 0});
@@ -79,7 +82,8 @@ absl::Status CfClient::Delete(const Connection& c, uint32_t list, const std::str
   return Call(*s_, w, id).status();
 }
 
-absl::Status CfClient::Move(const Connection& c, uint32_t from, uint32_t to, const std::string& key, ListEnd end) {
+absl::Status CfClient::Move(const Connection& c, uint32_t from, uint32_t to, const std::string& key,
+                            ListEnd end) {
   if (absl::Status st = CheckKey(key); !st.ok()) return st;
   const uint64_t id = s_->next_id++;
   Writer w(Header{proto::kListMove, id, c.token, 0});

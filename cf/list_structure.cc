@@ -11,8 +11,8 @@ ListStructure::ListStructure(std::string name, uint32_t lists, uint32_t entries,
 
 absl::Status ListStructure::CheckList(uint32_t list) const {
   if (list >= lists_.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("list structure ", name_, ": list ", list, " does not exist (0..", lists_.size() - 1, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("list structure ", name_, ": list ", list,
+                                                   " does not exist (0..", lists_.size() - 1, ")"));
   }
   return absl::OkStatus();
 }
@@ -25,16 +25,18 @@ void ListStructure::Transitioned(uint32_t list, std::vector<Transition>* out) {
   ++counters_.transitions;
 }
 
-absl::StatusOr<uint32_t> ListStructure::Push(uint32_t list, ListEnd end, std::string key, std::string data,
-                                             std::vector<Transition>* out) {
+absl::StatusOr<uint32_t> ListStructure::Push(uint32_t list, ListEnd end, std::string key,
+                                             std::string data, std::vector<Transition>* out) {
   if (absl::Status s = CheckList(list); !s.ok()) return s;
   if (data.size() > max_data_) {
-    return absl::InvalidArgumentError(absl::StrCat("list structure ", name_, ": entry data of ", data.size(),
-                                                   " bytes exceeds max_data ", max_data_));
+    return absl::InvalidArgumentError(absl::StrCat("list structure ", name_, ": entry data of ",
+                                                   data.size(), " bytes exceeds max_data ",
+                                                   max_data_));
   }
   if (in_use_ >= entries_) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("list structure ", name_, ": all ", entries_, " entries are in use; list ", list, " is full"));
+    return absl::ResourceExhaustedError(absl::StrCat("list structure ", name_, ": all ", entries_,
+                                                     " entries are in use; list ", list,
+                                                     " is full"));
   }
   Header& h = lists_[list];
   const bool was_empty = h.entries.empty();
@@ -52,7 +54,9 @@ absl::StatusOr<uint32_t> ListStructure::Push(uint32_t list, ListEnd end, std::st
 absl::StatusOr<ListEntry> ListStructure::Pop(uint32_t list, ListEnd end) {
   if (absl::Status s = CheckList(list); !s.ok()) return s;
   Header& h = lists_[list];
-  if (h.entries.empty()) return absl::NotFoundError(absl::StrCat("list structure ", name_, ": list ", list, " is empty"));
+  if (h.entries.empty())
+    return absl::NotFoundError(
+        absl::StrCat("list structure ", name_, ": list ", list, " is empty"));
   ListEntry e;
   if (end == ListEnd::kHead) {
     e = std::move(h.entries.front());
@@ -71,7 +75,8 @@ absl::StatusOr<ListEntry> ListStructure::Read(uint32_t list, const std::string& 
   for (const ListEntry& e : lists_[list].entries) {
     if (e.key == key) return e;
   }
-  return absl::NotFoundError(absl::StrCat("list structure ", name_, ": list ", list, " has no entry with that key"));
+  return absl::NotFoundError(
+      absl::StrCat("list structure ", name_, ": list ", list, " has no entry with that key"));
 }
 
 absl::Status ListStructure::Delete(uint32_t list, const std::string& key) {
@@ -79,7 +84,8 @@ absl::Status ListStructure::Delete(uint32_t list, const std::string& key) {
   auto& q = lists_[list].entries;
   auto it = std::find_if(q.begin(), q.end(), [&](const ListEntry& e) { return e.key == key; });
   if (it == q.end()) {
-    return absl::NotFoundError(absl::StrCat("list structure ", name_, ": list ", list, " has no entry with that key"));
+    return absl::NotFoundError(
+        absl::StrCat("list structure ", name_, ": list ", list, " has no entry with that key"));
   }
   q.erase(it);
   --in_use_;
@@ -94,7 +100,8 @@ absl::Status ListStructure::Move(uint32_t from, uint32_t to, const std::string& 
   auto& q = lists_[from].entries;
   auto it = std::find_if(q.begin(), q.end(), [&](const ListEntry& e) { return e.key == key; });
   if (it == q.end()) {
-    return absl::NotFoundError(absl::StrCat("list structure ", name_, ": list ", from, " has no entry with that key"));
+    return absl::NotFoundError(
+        absl::StrCat("list structure ", name_, ": list ", from, " has no entry with that key"));
   }
   ListEntry e = std::move(*it);
   q.erase(it);

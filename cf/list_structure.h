@@ -62,7 +62,8 @@ class ListStructure {
   // kNotFound if no entry has `key`.
   absl::StatusOr<ListEntry> Read(uint32_t list, const std::string& key) const;
   absl::Status Delete(uint32_t list, const std::string& key);
-  absl::Status Move(uint32_t from, uint32_t to, const std::string& key, ListEnd end, std::vector<Transition>* out);
+  absl::Status Move(uint32_t from, uint32_t to, const std::string& key, ListEnd end,
+                    std::vector<Transition>* out);
   // Turns monitoring of `list` by `conn` on or off; returns the list's length.
   absl::StatusOr<uint32_t> Monitor(uint32_t conn, uint32_t list, bool on);
   // `conn` is gone: it monitors nothing.

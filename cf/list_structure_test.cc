@@ -36,9 +36,11 @@ TEST(ListStructureTest, BoundsAreCheckedAndNamed) {
   absl::StatusOr<uint32_t> bad = l.Push(2, ListEnd::kTail, "k", "", &t);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status().message(), HasSubstr("list 2 does not exist (0..1)"));
-  EXPECT_THAT(l.Push(0, ListEnd::kTail, "k", "12345", &t).status().message(), HasSubstr("exceeds max_data 4"));
+  EXPECT_THAT(l.Push(0, ListEnd::kTail, "k", "12345", &t).status().message(),
+              HasSubstr("exceeds max_data 4"));
   ASSERT_TRUE(l.Push(0, ListEnd::kTail, "k", "1234", &t).ok());
-  EXPECT_EQ(l.Push(1, ListEnd::kTail, "k", "", &t).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(l.Push(1, ListEnd::kTail, "k", "", &t).status().code(),
+            absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(l.Move(0, 5, "k", ListEnd::kTail, &t).code(), absl::StatusCode::kInvalidArgument);
 }
 

@@ -6,12 +6,13 @@
 
 namespace hsi::cf {
 
-absl::Status LockStructure::Attach(uint32_t conn, const std::string& connector, uint32_t* returned) {
+absl::Status LockStructure::Attach(uint32_t conn, const std::string& connector,
+                                   uint32_t* returned) {
   *returned = 0;
   for (const auto& [c, name] : conns_) {
     if (name == connector) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("lock structure ", name_, ": connector ", connector, " is already connected"));
+      return absl::AlreadyExistsError(absl::StrCat("lock structure ", name_, ": connector ",
+                                                   connector, " is already connected"));
     }
   }
   conns_[conn] = connector;
@@ -29,20 +30,21 @@ absl::Status LockStructure::Attach(uint32_t conn, const std::string& connector, 
   return absl::OkStatus();
 }
 
-absl::StatusOr<LockResult> LockStructure::Obtain(uint32_t conn, uint64_t request_id, const std::string& resource,
-                                                 LockMode mode, const std::string& record,
+absl::StatusOr<LockResult> LockStructure::Obtain(uint32_t conn, uint64_t request_id,
+                                                 const std::string& resource, LockMode mode,
+                                                 const std::string& record,
                                                  std::vector<Note>* notes) {
   (void)notes;
   if (!conns_.contains(conn)) {
-    return absl::FailedPreconditionError(absl::StrCat("lock structure ", name_, ": connection ", conn,
-                                                      " is not connected"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("lock structure ", name_, ": connection ", conn, " is not connected"));
   }
   auto it = resources_.find(resource);
   if (it == resources_.end()) {
     if (resources_.size() >= entries_) {
       return absl::ResourceExhaustedError(absl::StrCat("lock structure ", name_, ": all ", entries_,
-                                                       " lock entries are in use; resource ", resource,
-                                                       " cannot be locked"));
+                                                       " lock entries are in use; resource ",
+                                                       resource, " cannot be locked"));
     }
     it = resources_.emplace(resource, Resource{}).first;
   }
@@ -50,7 +52,8 @@ absl::StatusOr<LockResult> LockStructure::Obtain(uint32_t conn, uint64_t request
   LockResult out;
   // Retained locks in the way: refused at once, naming the failed holders.
   for (const Held& h : r.held) {
-    if (h.conn == 0 && !Compatible(h.mode, mode)) out.holders.push_back({h.connector, h.mode, true});
+    if (h.conn == 0 && !Compatible(h.mode, mode))
+      out.holders.push_back({h.connector, h.mode, true});
   }
   if (!out.holders.empty()) {
     out.outcome = LockResult::Outcome::kRetained;
@@ -59,8 +62,9 @@ absl::StatusOr<LockResult> LockStructure::Obtain(uint32_t conn, uint64_t request
   }
   for (const Waiter& w : r.queue) {
     if (w.conn == conn) {
-      return absl::InvalidArgumentError(absl::StrCat("lock structure ", name_, ": connector ", conns_[conn],
-                                                     " already has a request queued on ", resource));
+      return absl::InvalidArgumentError(
+          absl::StrCat("lock structure ", name_, ": connector ", conns_[conn],
+                       " already has a request queued on ", resource));
     }
   }
   // Already held by this connection in a mode that covers the request.
@@ -105,7 +109,8 @@ void LockStructure::Promote(const std::string& name, std::vector<Note>* notes) {
       }
     }
     if (retained != nullptr) {
-      notes->push_back({Note::Kind::kCancelled, w.conn, w.request_id, name, w.mode, retained->connector});
+      notes->push_back(
+          {Note::Kind::kCancelled, w.conn, w.request_id, name, w.mode, retained->connector});
       r.queue.pop_front();
       continue;
     }
@@ -119,10 +124,12 @@ void LockStructure::Promote(const std::string& name, std::vector<Note>* notes) {
   if (r.held.empty() && r.queue.empty()) resources_.erase(it);
 }
 
-absl::Status LockStructure::Release(uint32_t conn, const std::string& resource, std::vector<Note>* notes) {
+absl::Status LockStructure::Release(uint32_t conn, const std::string& resource,
+                                    std::vector<Note>* notes) {
   auto it = resources_.find(resource);
   const size_t before = it == resources_.end() ? 0 : it->second.held.size();
-  if (it != resources_.end()) std::erase_if(it->second.held, [&](const Held& h) { return h.conn == conn; });
+  if (it != resources_.end())
+    std::erase_if(it->second.held, [&](const Held& h) { return h.conn == conn; });
   if (it == resources_.end() || it->second.held.size() == before) {
     auto c = conns_.find(conn);
     return absl::NotFoundError(absl::StrCat("lock structure ", name_, ": connector ",
@@ -167,16 +174,17 @@ void LockStructure::Fail(uint32_t conn, std::vector<Note>* notes) {
   if (conns_.contains(conn)) ReleaseAll(conn, true, notes);
 }
 
-absl::StatusOr<std::vector<RetainedLock>> LockStructure::Recover(uint32_t conn, const std::string& failed,
+absl::StatusOr<std::vector<RetainedLock>> LockStructure::Recover(uint32_t conn,
+                                                                 const std::string& failed,
                                                                  std::vector<Note>* notes) {
   if (!conns_.contains(conn)) {
-    return absl::FailedPreconditionError(absl::StrCat("lock structure ", name_, ": connection ", conn,
-                                                      " is not connected"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("lock structure ", name_, ": connection ", conn, " is not connected"));
   }
   auto f = failed_.find(failed);
   if (f == failed_.end()) {
-    return absl::NotFoundError(absl::StrCat("lock structure ", name_, ": no failed connector ", failed,
-                                            " holds retained locks"));
+    return absl::NotFoundError(absl::StrCat("lock structure ", name_, ": no failed connector ",
+                                            failed, " holds retained locks"));
   }
   failed_.erase(f);
   std::vector<RetainedLock> out;
@@ -193,7 +201,8 @@ absl::StatusOr<std::vector<RetainedLock>> LockStructure::Recover(uint32_t conn, 
   }
   counters_.recovered += out.size();
   for (const std::string& name : touched) Promote(name, notes);
-  std::sort(out.begin(), out.end(), [](const RetainedLock& a, const RetainedLock& b) { return a.resource < b.resource; });
+  std::sort(out.begin(), out.end(),
+            [](const RetainedLock& a, const RetainedLock& b) { return a.resource < b.resource; });
   return out;
 }
 

@@ -83,8 +83,9 @@ class LockStructure {
   // kFailedPrecondition if `conn` is not attached; kResourceExhausted when
   // `entries` resources are in use; kInvalidArgument when `conn` already
   // has a request queued on `resource`.
-  absl::StatusOr<LockResult> Obtain(uint32_t conn, uint64_t request_id, const std::string& resource, LockMode mode,
-                                    const std::string& record, std::vector<Note>* notes);
+  absl::StatusOr<LockResult> Obtain(uint32_t conn, uint64_t request_id, const std::string& resource,
+                                    LockMode mode, const std::string& record,
+                                    std::vector<Note>* notes);
   // kNotFound if `conn` does not hold `resource`.
   absl::Status Release(uint32_t conn, const std::string& resource, std::vector<Note>* notes);
   // Normal disconnect: releases everything.
@@ -121,7 +122,9 @@ class LockStructure {
     std::vector<Held> held;  // live and retained
     std::deque<Waiter> queue;
   };
-  static bool Compatible(LockMode a, LockMode b) { return a == LockMode::kShared && b == LockMode::kShared; }
+  static bool Compatible(LockMode a, LockMode b) {
+    return a == LockMode::kShared && b == LockMode::kShared;
+  }
   // Grants queued requests from the head while they fit; drops the
   // resource when nothing is left.
   void Promote(const std::string& name, std::vector<Note>* notes);
@@ -130,7 +133,7 @@ class LockStructure {
   std::string name_;
   uint32_t entries_;
   absl::flat_hash_map<std::string, Resource> resources_;
-  absl::flat_hash_map<uint32_t, std::string> conns_;  // live: conn -> connector name
+  absl::flat_hash_map<uint32_t, std::string> conns_;   // live: conn -> connector name
   absl::flat_hash_map<std::string, uint32_t> failed_;  // failed connector -> retained count
   LockCounters counters_;
 };

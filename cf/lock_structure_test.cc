@@ -24,7 +24,8 @@ class LockStructureTest : public ::testing::Test {
     ASSERT_TRUE(l_.Attach(2, "B", &r).ok());
     ASSERT_TRUE(l_.Attach(3, "C", &r).ok());
   }
-  LockResult Obtain(uint32_t conn, uint64_t id, const std::string& res, LockMode m, const std::string& rec = "") {
+  LockResult Obtain(uint32_t conn, uint64_t id, const std::string& res, LockMode m,
+                    const std::string& rec = "") {
     absl::StatusOr<LockResult> r = l_.Obtain(conn, id, res, m, rec, &notes_);
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : LockResult{};
@@ -139,14 +140,16 @@ TEST_F(LockStructureTest, NormalDetachReleasesEverythingAndRetainsNothing) {
   ASSERT_EQ(notes_.size(), 1u);
   EXPECT_EQ(notes_[0].kind, Note::Kind::kGranted);
   EXPECT_FALSE(l_.attached(1));
-  EXPECT_EQ(l_.Obtain(1, 11, "R", S, "", &notes_).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(l_.Obtain(1, 11, "R", S, "", &notes_).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(LockStructureTest, UpgradeBySoleHolderIsGrantedAndASecondQueuedRequestIsRefused) {
   EXPECT_EQ(Obtain(1, 10, "R", S).outcome, Outcome::kGranted);
   EXPECT_EQ(Obtain(1, 11, "R", X).outcome, Outcome::kGranted);
   EXPECT_EQ(Obtain(2, 20, "R", S).outcome, Outcome::kQueued);
-  EXPECT_EQ(l_.Obtain(2, 21, "R", S, "", &notes_).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(l_.Obtain(2, 21, "R", S, "", &notes_).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

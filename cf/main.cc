@@ -12,7 +12,8 @@
 
 namespace {
 
-constexpr char kHelp[] = R"(Usage: hsi-cf --config FILE [--socket PATH] [--wait spin|adaptive|block] [--verbose]
+constexpr char kHelp[] =
+    R"(Usage: hsi-cf --config FILE [--socket PATH] [--wait spin|adaptive|block] [--verbose]
        hsi-cf --check --config FILE
 
 A coupling facility partition: registers with hsid as the LPAR its policy
@@ -103,11 +104,13 @@ int main(int argc, char** argv) {
   }
   if (check) {
     std::printf("%s: LPAR %s, CHPID %s, %zu structure(s)\n", config.c_str(), cfg->lpar.c_str(),
-                hsi::Chpid(static_cast<uint8_t>(cfg->chpid)).ToString().c_str(), cfg->structures.size());
+                hsi::Chpid(static_cast<uint8_t>(cfg->chpid)).ToString().c_str(),
+                cfg->structures.size());
     return 0;
   }
   opts.socket_path = socket;
-  absl::StatusOr<std::unique_ptr<hsi::cf::Server>> server = hsi::cf::Server::Start(*std::move(cfg), opts);
+  absl::StatusOr<std::unique_ptr<hsi::cf::Server>> server =
+      hsi::cf::Server::Start(*std::move(cfg), opts);
   if (!server.ok()) {
     std::fprintf(stderr, "hsi-cf: %s\n", server.status().ToString().c_str());
     return 1;

@@ -49,17 +49,20 @@ Writer& Writer::Str(absl::string_view s) {
 
 absl::StatusOr<Header> ParseHeader(absl::Span<const uint8_t> f) {
   if (f.size() < kHeaderSize) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CF message of ", f.size(), " bytes is shorter than the ", kHeaderSize, "-byte header"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CF message of ", f.size(), " bytes is shorter than the ", kHeaderSize, "-byte header"));
   }
   if (const uint32_t m = Get<uint32_t>(f.data()); m != kMagic) {
-    return absl::InvalidArgumentError(absl::StrCat("CF message: magic 0x", absl::Hex(m), " is not 0x", absl::Hex(kMagic)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CF message: magic 0x", absl::Hex(m), " is not 0x", absl::Hex(kMagic)));
   }
   if (f[4] != kVersion) {
-    return absl::InvalidArgumentError(absl::StrCat("CF message: version ", f[4], " is not ", kVersion));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CF message: version ", f[4], " is not ", kVersion));
   }
   if (const uint16_t flags = Get<uint16_t>(f.data() + 6); flags != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("CF message: flags 0x", absl::Hex(flags), " must be 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CF message: flags 0x", absl::Hex(flags), " must be 0"));
   }
   Header h;
   h.type = f[5];
@@ -72,8 +75,9 @@ absl::StatusOr<Header> ParseHeader(absl::Span<const uint8_t> f) {
 bool Reader::Need(const char* what, size_t n) {
   if (!st_.ok()) return false;
   if (f_.size() - pos_ < n) {
-    st_ = absl::InvalidArgumentError(absl::StrCat("CF message type ", f_[5], ": field ", what, " at offset ", pos_,
-                                                  " needs ", n, " bytes, the frame has ", f_.size() - pos_, " left"));
+    st_ = absl::InvalidArgumentError(
+        absl::StrCat("CF message type ", f_[5], ": field ", what, " at offset ", pos_, " needs ", n,
+                     " bytes, the frame has ", f_.size() - pos_, " left"));
     return false;
   }
   return true;
@@ -92,8 +96,9 @@ std::string Reader::Str(const char* what, size_t max) {
   if (!Need(what, 2)) return {};
   const uint16_t n = Get<uint16_t>(f_.data() + pos_);
   if (n > max) {
-    st_ = absl::InvalidArgumentError(absl::StrCat("CF message type ", f_[5], ": field ", what, " at offset ", pos_,
-                                                  " is ", n, " bytes, at most ", max, " allowed"));
+    st_ = absl::InvalidArgumentError(absl::StrCat("CF message type ", f_[5], ": field ", what,
+                                                  " at offset ", pos_, " is ", n,
+                                                  " bytes, at most ", max, " allowed"));
     return {};
   }
   pos_ += 2;
@@ -105,28 +110,31 @@ std::string Reader::Str(const char* what, size_t max) {
 absl::Status Reader::Done() const {
   if (!st_.ok()) return st_;
   if (pos_ != f_.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("CF message type ", f_[5], ": ", f_.size() - pos_,
-                                                   " bytes left over after the last field (offset ", pos_, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CF message type ", f_[5], ": ", f_.size() - pos_,
+                     " bytes left over after the last field (offset ", pos_, ")"));
   }
   return absl::OkStatus();
 }
 
 absl::Status CheckName(const char* what, absl::string_view s, size_t max) {
   if (s.empty() || s.size() > max) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " \"", absl::CHexEscape(s), "\" must have 1..", max, " characters"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " \"", absl::CHexEscape(s), "\" must have 1..", max, " characters"));
   }
   for (char c : s) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '-' && c != '$' &&
-        c != '#' && c != '@') {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " \"", absl::CHexEscape(s), "\" may only use letters, digits and _ . - $ # @"));
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '-' &&
+        c != '$' && c != '#' && c != '@') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, " \"", absl::CHexEscape(s), "\" may only use letters, digits and _ . - $ # @"));
     }
   }
   return absl::OkStatus();
 }
 
 std::vector<uint8_t> ErrorReply(const Header& req, const absl::Status& status) {
-  Header h{static_cast<uint8_t>(req.type | kReplyBit), req.request_id, req.conn, static_cast<uint32_t>(status.code())};
+  Header h{static_cast<uint8_t>(req.type | kReplyBit), req.request_id, req.conn,
+           static_cast<uint32_t>(status.code())};
   Writer w(h);
   w.Str(status.message().substr(0, 1024));
   auto f = w.frame();

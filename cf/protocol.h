@@ -39,17 +39,19 @@ inline constexpr size_t kMaxData = 4096;    // list entry data, at most (max_dat
 enum Type : uint8_t {
   kConnect = 1,     // str structure, str connector   -> u8 type, u32 entries, u32 returned
   kDisconnect = 2,  // (nothing)                      -> (nothing)
-  kLock = 3,        // u8 mode, str resource, str record -> u8 outcome, u32 n, n x (str connector, u8 mode, u8 retained)
-  kUnlock = 4,      // str resource                   -> (nothing)
-  kRecover = 5,     // str failed connector           -> u32 n, n x (str resource, u8 mode, str record)
-  kListPush = 6,    // u32 list, u8 end, str key, str data -> u32 length after
-  kListPop = 7,     // u32 list, u8 end               -> str key, str data
-  kListRead = 8,    // u32 list, str key              -> str key, str data
-  kListDelete = 9,  // u32 list, str key              -> (nothing)
-  kListMove = 10,   // u32 from, u32 to, str key, u8 end -> (nothing)
+  kLock = 3,     // u8 mode, str resource, str record -> u8 outcome, u32 n, n x (str connector, u8
+                 // mode, u8 retained)
+  kUnlock = 4,   // str resource                   -> (nothing)
+  kRecover = 5,  // str failed connector           -> u32 n, n x (str resource, u8 mode, str record)
+  kListPush = 6,      // u32 list, u8 end, str key, str data -> u32 length after
+  kListPop = 7,       // u32 list, u8 end               -> str key, str data
+  kListRead = 8,      // u32 list, str key              -> str key, str data
+  kListDelete = 9,    // u32 list, str key              -> (nothing)
+  kListMove = 10,     // u32 from, u32 to, str key, u8 end -> (nothing)
   kListMonitor = 11,  // u32 list, u8 on              -> u32 length now
-  kGrantNote = 64,  // str resource, u8 mode: a queued lock request is granted
-  kCancelNote = 65, // str resource, str failed connector: a queued request ended, the lock is retained
+  kGrantNote = 64,    // str resource, u8 mode: a queued lock request is granted
+  kCancelNote =
+      65,  // str resource, str failed connector: a queued request ended, the lock is retained
   kTransitionNote = 66,  // u32 list: a monitored list went from empty to non-empty
   kReplyBit = 128,
 };

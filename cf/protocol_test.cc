@@ -29,7 +29,8 @@ TEST(CfProtocolTest, RoundTripsEveryFieldKind) {
 
 TEST(CfProtocolTest, ShortBadMagicBadVersionAndFlagsAreRefused) {
   std::vector<uint8_t> f = Frame(Writer(Header{kLock, 1, 1, 0}));
-  EXPECT_THAT(ParseHeader(absl::MakeConstSpan(f.data(), 10)).status().message(), HasSubstr("shorter than"));
+  EXPECT_THAT(ParseHeader(absl::MakeConstSpan(f.data(), 10)).status().message(),
+              HasSubstr("shorter than"));
   std::vector<uint8_t> m = f;
   m[0] ^= 1;
   EXPECT_THAT(ParseHeader(m).status().message(), HasSubstr("magic"));
@@ -68,7 +69,8 @@ TEST(CfProtocolTest, NamesAreCheckedForLengthAndCharacters) {
   EXPECT_TRUE(CheckName("n", "DB2$A#1@x.y-z_", 16).ok());
   EXPECT_FALSE(CheckName("n", "", 16).ok());
   EXPECT_FALSE(CheckName("n", "ABCDEFGHIJKLMNOPQ", 16).ok());
-  EXPECT_THAT(CheckName("connector name", std::string("A\0B", 3), 16).message(), HasSubstr("connector name"));
+  EXPECT_THAT(CheckName("connector name", std::string("A\0B", 3), 16).message(),
+              HasSubstr("connector name"));
 }
 
 }  // namespace

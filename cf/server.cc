@@ -16,10 +16,14 @@ using proto::Writer;
 namespace {
 
 std::vector<uint8_t> Bytes(const Writer& w) { return {w.frame().begin(), w.frame().end()}; }
-Header ReplyHeader(const Header& req) { return {static_cast<uint8_t>(req.type | proto::kReplyBit), req.request_id, req.conn, 0}; }
+Header ReplyHeader(const Header& req) {
+  return {static_cast<uint8_t>(req.type | proto::kReplyBit), req.request_id, req.conn, 0};
+}
 
 absl::StatusOr<LockMode> ModeOf(uint8_t m) {
-  if (m > 1) return absl::InvalidArgumentError(absl::StrCat("lock mode ", m, " is not 0 (shared) or 1 (exclusive)"));
+  if (m > 1)
+    return absl::InvalidArgumentError(
+        absl::StrCat("lock mode ", m, " is not 0 (shared) or 1 (exclusive)"));
   return static_cast<LockMode>(m);
 }
 
@@ -41,7 +45,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(CfConfig config, ServerOpt
   s->admin_ = std::move(*admin);
   if (absl::StatusOr<std::vector<NicListing>> l = s->admin_.ListNics(); !l.ok()) {
     return absl::PermissionDeniedError(absl::StrCat(
-        "hsi-cf must learn from hsid which LPAR owns a connector's NIC, and hsid refused to list NICs (",
+        "hsi-cf must learn from hsid which LPAR owns a connector's NIC, and hsid refused to list "
+        "NICs (",
         l.status().message(), "): run hsi-cf as root or as a uid in hsid's admin_uids"));
   }
   for (const StructureConfig& sc : s->config_.structures) {
@@ -56,13 +61,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(CfConfig config, ServerOpt
   return s;
 }
 
-void Server::Log(const std::string& line) const { std::fprintf(stderr, "hsi-cf %s: %s\n", config_.lpar.c_str(), line.c_str()); }
+void Server::Log(const std::string& line) const {
+  std::fprintf(stderr, "hsi-cf %s: %s\n", config_.lpar.c_str(), line.c_str());
+}
 
 absl::Status Server::Run() {
   std::vector<uint8_t> buf(nic_.info().mtu);
   int idle_errors = 0;  // kUnavailable in a row that failed no connection
-  Log(absl::StrCat("serving ", structures_.size(), " structure(s) on CHPID ", Chpid(config_.chpid).ToString(),
-                   " at ", nic_.address().ToString()));
+  Log(absl::StrCat("serving ", structures_.size(), " structure(s) on CHPID ",
+                   Chpid(config_.chpid).ToString(), " at ", nic_.address().ToString()));
   while (!stop_.load(std::memory_order_relaxed)) {
     // The deadline only bounds how late Stop() is seen.
     Wait w{options_.wait, absl::Now() + absl::Milliseconds(200)};
@@ -90,14 +97,18 @@ absl::Status Server::Run() {
         // Each dead link is reported once; the same error again and again
         // is our NIC set down by an admin or hsid away: do not spin on it.
         if (++idle_errors >= 3) {
-          struct pollfd p{nic_.fd(), POLLIN, 0};
+          struct pollfd p {
+            nic_.fd(), POLLIN, 0
+          };
           ::poll(&p, 1, 100);
         }
         break;
       }
       default:
         Log(absl::StrCat("receive: ", got.status().ToString()));
-        struct pollfd p{nic_.fd(), POLLIN, 0};
+        struct pollfd p {
+          nic_.fd(), POLLIN, 0
+        };
         ::poll(&p, 1, 100);
     }
   }
@@ -119,14 +130,16 @@ void Server::ReapDeadPeers() {
         Structure& s = structures_.at(c->second.structure);
         if (s.list) {
           s.list->Forget(c->first);
-          Log(absl::StrCat("connector ", c->second.connector, " (LPAR ", c->second.lpar, ", ", peer.ToString(),
-                           ") failed: ", st.message(), "; its monitors of ", s.config.name, " end"));
+          Log(absl::StrCat("connector ", c->second.connector, " (LPAR ", c->second.lpar, ", ",
+                           peer.ToString(), ") failed: ", st.message(), "; its monitors of ",
+                           s.config.name, " end"));
         } else {
           const size_t before = s.lock->retained_count();
           s.lock->Fail(c->first, &notes);
-          Log(absl::StrCat("connector ", c->second.connector, " (LPAR ", c->second.lpar, ", ", peer.ToString(),
-                           ") failed: ", st.message(), "; ", s.lock->retained_count() - before,
-                           " lock(s) retained in ", s.config.name));
+          Log(absl::StrCat("connector ", c->second.connector, " (LPAR ", c->second.lpar, ", ",
+                           peer.ToString(), ") failed: ", st.message(), "; ",
+                           s.lock->retained_count() - before, " lock(s) retained in ",
+                           s.config.name));
         }
         conns_.erase(c);
       }
@@ -153,8 +166,8 @@ void Server::Reply(Address to, absl::Span<const uint8_t> frame) {
     // Logged at the 1st, 2nd, 4th, 8th ... drop: a flood does not flood the log.
     ++replies_dropped_;
     if ((replies_dropped_ & (replies_dropped_ - 1)) == 0) {
-      Log(absl::StrCat("reply to ", to.ToString(), " not sent (", replies_dropped_, " dropped so far): ",
-                       s.message()));
+      Log(absl::StrCat("reply to ", to.ToString(), " not sent (", replies_dropped_,
+                       " dropped so far): ", s.message()));
     }
   }
 }
@@ -163,7 +176,8 @@ void Server::SendNotes(const std::vector<Note>& notes) {
   for (const Note& n : notes) {
     auto c = conns_.find(n.conn);
     if (c == conns_.end()) continue;
-    Header h{n.kind == Note::Kind::kGranted ? proto::kGrantNote : proto::kCancelNote, n.request_id, n.conn, 0};
+    Header h{n.kind == Note::Kind::kGranted ? proto::kGrantNote : proto::kCancelNote, n.request_id,
+             n.conn, 0};
     Writer w(h);
     w.Str(n.resource);
     if (n.kind == Note::Kind::kGranted) {
@@ -211,38 +225,43 @@ absl::StatusOr<std::string> Server::LparOf(Address a) {
   if (!nics.ok() && nics.status().code() == absl::StatusCode::kUnavailable) {
     // hsid restarted (the Session reconnects by itself; the admin
     // connection does not): once more on a new one.
-    if (absl::StatusOr<AdminClient> fresh = AdminClient::Connect(session_.socket_path()); fresh.ok()) {
+    if (absl::StatusOr<AdminClient> fresh = AdminClient::Connect(session_.socket_path());
+        fresh.ok()) {
       admin_ = std::move(*fresh);
       nics = admin_.ListNics();
     }
   }
   if (!nics.ok()) {
-    return absl::UnavailableError(absl::StrCat("CF ", config_.lpar, ": cannot ask hsid who owns ", a.ToString(), ": ",
-                                               nics.status().message()));
+    return absl::UnavailableError(absl::StrCat("CF ", config_.lpar, ": cannot ask hsid who owns ",
+                                               a.ToString(), ": ", nics.status().message()));
   }
   for (const NicListing& n : *nics) {
     if (n.chpid == config_.chpid && n.address == a) return n.lpar;
   }
-  return absl::PermissionDeniedError(absl::StrCat("CF ", config_.lpar, ": hsid knows no NIC ", a.ToString(),
-                                                  " on CHPID ", Chpid(config_.chpid).ToString()));
+  return absl::PermissionDeniedError(absl::StrCat("CF ", config_.lpar, ": hsid knows no NIC ",
+                                                  a.ToString(), " on CHPID ",
+                                                  Chpid(config_.chpid).ToString()));
 }
 
 absl::StatusOr<std::vector<uint8_t>> Server::OnConnect(Address from, const Header& h, Reader& r) {
   const std::string structure = r.Str("structure", proto::kMaxName);
   const std::string connector = r.Str("connector", proto::kMaxName);
   if (absl::Status s = r.Done(); !s.ok()) return s;
-  if (absl::Status s = proto::CheckName("structure name", structure, proto::kMaxName); !s.ok()) return s;
-  if (absl::Status s = proto::CheckName("connector name", connector, proto::kMaxName); !s.ok()) return s;
+  if (absl::Status s = proto::CheckName("structure name", structure, proto::kMaxName); !s.ok())
+    return s;
+  if (absl::Status s = proto::CheckName("connector name", connector, proto::kMaxName); !s.ok())
+    return s;
   auto it = structures_.find(structure);
   if (it == structures_.end()) {
-    return absl::NotFoundError(absl::StrCat("CF ", config_.lpar, ": no structure ", structure, " (policy ",
-                                            config_.source, ")"));
+    return absl::NotFoundError(absl::StrCat("CF ", config_.lpar, ": no structure ", structure,
+                                            " (policy ", config_.source, ")"));
   }
   absl::StatusOr<std::string> lpar = LparOf(from);
   if (!lpar.ok()) return lpar.status();
   if (!it->second.config.Allows(*lpar)) {
-    return absl::PermissionDeniedError(absl::StrCat("CF ", config_.lpar, ": LPAR ", *lpar, " may not connect to ",
-                                                    "structure ", structure, " (its lpars in ", config_.source, ")"));
+    return absl::PermissionDeniedError(absl::StrCat("CF ", config_.lpar, ": LPAR ", *lpar,
+                                                    " may not connect to ", "structure ", structure,
+                                                    " (its lpars in ", config_.source, ")"));
   }
   if (!links_.contains(from)) {
     absl::StatusOr<hsi::Link> l = nic_.Link(from, Wait::Adaptive(absl::Now() + absl::Seconds(1)));
@@ -256,31 +275,36 @@ absl::StatusOr<std::vector<uint8_t>> Server::OnConnect(Address from, const Heade
   } else {
     for (const auto& [t, c] : conns_) {
       if (c.structure == structure && c.connector == connector) {
-        return absl::AlreadyExistsError(absl::StrCat("list structure ", structure, ": connector ", connector,
-                                                     " is already connected"));
+        return absl::AlreadyExistsError(absl::StrCat("list structure ", structure, ": connector ",
+                                                     connector, " is already connected"));
       }
     }
   }
   conns_[token] = Conn{token, structure, connector, *lpar, from};
-  Log(absl::StrCat("connector ", connector, " (LPAR ", *lpar, ", ", from.ToString(), ") connected to ", structure,
-                   returned > 0 ? absl::StrCat("; ", returned, " retained lock(s) returned to it") : ""));
+  Log(absl::StrCat(
+      "connector ", connector, " (LPAR ", *lpar, ", ", from.ToString(), ") connected to ",
+      structure,
+      returned > 0 ? absl::StrCat("; ", returned, " retained lock(s) returned to it") : ""));
   Header rh = ReplyHeader(h);
   rh.conn = token;
   Writer w(rh);
-  w.U8(it->second.lock ? proto::kLockStructure : proto::kListStructure).U32(it->second.config.entries).U32(returned);
+  w.U8(it->second.lock ? proto::kLockStructure : proto::kListStructure)
+      .U32(it->second.config.entries)
+      .U32(returned);
   return Bytes(w);
 }
 
 absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header& h, Reader& r) {
   if (h.type == proto::kConnect) return OnConnect(from, h, r);
   if (h.type < proto::kDisconnect || h.type > proto::kListMonitor) {
-    return absl::InvalidArgumentError(absl::StrCat("CF ", config_.lpar, ": message type ", h.type,
-                                                   " is not a request (1..11)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CF ", config_.lpar, ": message type ", h.type, " is not a request (1..11)"));
   }
   auto c = conns_.find(h.conn);
   if (c == conns_.end() || c->second.peer != from) {
-    return absl::PermissionDeniedError(absl::StrCat("CF ", config_.lpar, ": connection token ", h.conn,
-                                                    " is not one of ", from.ToString(), "'s connections"));
+    return absl::PermissionDeniedError(absl::StrCat("CF ", config_.lpar, ": connection token ",
+                                                    h.conn, " is not one of ", from.ToString(),
+                                                    "'s connections"));
   }
   const Conn conn = c->second;
   Structure& st = structures_.at(conn.structure);
@@ -299,7 +323,8 @@ absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header
   }
   if (h.type > proto::kRecover) {
     return absl::InvalidArgumentError(absl::StrCat("CF ", config_.lpar, ": message type ", h.type,
-                                                   " is a list request; ", conn.structure, " is a lock structure"));
+                                                   " is a list request; ", conn.structure,
+                                                   " is a lock structure"));
   }
   LockStructure& lock = *st.lock;
   switch (h.type) {
@@ -317,8 +342,10 @@ absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header
       if (absl::Status s = r.Done(); !s.ok()) return s;
       absl::StatusOr<LockMode> mode = ModeOf(m);
       if (!mode.ok()) return mode.status();
-      if (resource.empty()) return absl::InvalidArgumentError("lock request: the resource name is empty");
-      absl::StatusOr<LockResult> res = lock.Obtain(h.conn, h.request_id, resource, *mode, record, &notes);
+      if (resource.empty())
+        return absl::InvalidArgumentError("lock request: the resource name is empty");
+      absl::StatusOr<LockResult> res =
+          lock.Obtain(h.conn, h.request_id, resource, *mode, record, &notes);
       if (!res.ok()) return res.status();
       w.U8(static_cast<uint8_t>(res->outcome)).U32(static_cast<uint32_t>(res->holders.size()));
       for (const LockHolder& ho : res->holders) {
@@ -338,8 +365,8 @@ absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header
       if (absl::Status s = r.Done(); !s.ok()) return s;
       absl::StatusOr<std::vector<RetainedLock>> got = lock.Recover(h.conn, failed, &notes);
       if (!got.ok()) return got.status();
-      Log(absl::StrCat("connector ", conn.connector, " recovered ", got->size(), " retained lock(s) of ", failed,
-                       " in ", conn.structure));
+      Log(absl::StrCat("connector ", conn.connector, " recovered ", got->size(),
+                       " retained lock(s) of ", failed, " in ", conn.structure));
       uint32_t n = 0;
       size_t bytes = w.size() + 4;
       for (const RetainedLock& l : *got) {

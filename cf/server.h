@@ -36,9 +36,9 @@
 namespace hsi::cf {
 
 struct ServerOptions {
-  std::string socket_path;            // hsid's socket ("": the default)
+  std::string socket_path;              // hsid's socket ("": the default)
   WaitMode wait = WaitMode::kAdaptive;  // how the CF waits for requests
-  bool verbose = false;               // log every request to stderr
+  bool verbose = false;                 // log every request to stderr
 };
 
 class Server {
@@ -69,11 +69,13 @@ class Server {
   Server(CfConfig config, ServerOptions options) : config_(std::move(config)), options_(options) {}
 
   void Handle(Address from, absl::Span<const uint8_t> frame);
-  absl::StatusOr<std::vector<uint8_t>> Dispatch(Address from, const proto::Header& h, proto::Reader& r);
-  absl::StatusOr<std::vector<uint8_t>> OnConnect(Address from, const proto::Header& h, proto::Reader& r);
+  absl::StatusOr<std::vector<uint8_t>> Dispatch(Address from, const proto::Header& h,
+                                                proto::Reader& r);
+  absl::StatusOr<std::vector<uint8_t>> OnConnect(Address from, const proto::Header& h,
+                                                 proto::Reader& r);
   // List requests (server_list.cc); fills `w` with the reply body.
-  absl::Status DispatchList(const Conn& conn, ListStructure& list, const proto::Header& h, proto::Reader& r,
-                            proto::Writer& w);
+  absl::Status DispatchList(const Conn& conn, ListStructure& list, const proto::Header& h,
+                            proto::Reader& r, proto::Writer& w);
   void SendTransitions(const std::vector<Transition>& out);
   absl::StatusOr<std::string> LparOf(Address a);
   void Reply(Address to, absl::Span<const uint8_t> frame);

@@ -8,7 +8,8 @@ namespace hsi::cf {
 namespace {
 
 absl::StatusOr<ListEnd> EndOf(uint8_t e) {
-  if (e > 1) return absl::InvalidArgumentError(absl::StrCat("list end ", e, " is not 0 (head) or 1 (tail)"));
+  if (e > 1)
+    return absl::InvalidArgumentError(absl::StrCat("list end ", e, " is not 0 (head) or 1 (tail)"));
   return static_cast<ListEnd>(e);
 }
 
@@ -24,8 +25,8 @@ void Server::SendTransitions(const std::vector<Transition>& out) {
   }
 }
 
-absl::Status Server::DispatchList(const Conn& conn, ListStructure& list, const proto::Header& h, proto::Reader& r,
-                                  proto::Writer& w) {
+absl::Status Server::DispatchList(const Conn& conn, ListStructure& list, const proto::Header& h,
+                                  proto::Reader& r, proto::Writer& w) {
   std::vector<Transition> out;
   switch (h.type) {
     case proto::kListPush: {
@@ -78,7 +79,8 @@ absl::Status Server::DispatchList(const Conn& conn, ListStructure& list, const p
       const uint32_t n = r.U32("list");
       const uint8_t on = r.U8("on");
       if (absl::Status s = r.Done(); !s.ok()) return s;
-      if (on > 1) return absl::InvalidArgumentError(absl::StrCat("monitor: on = ", on, " is not 0 or 1"));
+      if (on > 1)
+        return absl::InvalidArgumentError(absl::StrCat("monitor: on = ", on, " is not 0 or 1"));
       absl::StatusOr<uint32_t> len = list.Monitor(h.conn, n, on == 1);
       if (!len.ok()) return len.status();
       w.U32(*len);
@@ -86,7 +88,8 @@ absl::Status Server::DispatchList(const Conn& conn, ListStructure& list, const p
     }
     default:
       return absl::InvalidArgumentError(absl::StrCat("CF ", config_.lpar, ": message type ", h.type,
-                                                     " is a lock request; ", conn.structure, " is a list structure"));
+                                                     " is a lock request; ", conn.structure,
+                                                     " is a list structure"));
   }
   // Sent by Handle() after the reply: the pusher sees its reply first.
   pending_transitions_.insert(pending_transitions_.end(), out.begin(), out.end());

@@ -45,10 +45,11 @@ class CfProcess {
       ::dup2(err, 2);
       std::string sock = hsid.socket();
       if (extra_flag.empty()) {
-        ::execl(HSI_CF_PATH, "hsi-cf", "--config", config.c_str(), "--socket", sock.c_str(), nullptr);
-      } else {
-        ::execl(HSI_CF_PATH, "hsi-cf", "--config", config.c_str(), "--socket", sock.c_str(), extra_flag.c_str(),
+        ::execl(HSI_CF_PATH, "hsi-cf", "--config", config.c_str(), "--socket", sock.c_str(),
                 nullptr);
+      } else {
+        ::execl(HSI_CF_PATH, "hsi-cf", "--config", config.c_str(), "--socket", sock.c_str(),
+                extra_flag.c_str(), nullptr);
       }
       ::_exit(127);
     }
@@ -56,8 +57,12 @@ class CfProcess {
     std::string line;
     const absl::Time deadline = absl::Now() + absl::Seconds(20);
     while (absl::Now() < deadline) {
-      struct pollfd pf{p[0], POLLIN, 0};
-      if (::poll(&pf, 1, static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()) + 1)) <= 0) break;
+      struct pollfd pf {
+        p[0], POLLIN, 0
+      };
+      if (::poll(&pf, 1, static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()) + 1)) <=
+          0)
+        break;
       char c;
       if (::read(p[0], &c, 1) != 1) break;
       if (c == '\n') break;

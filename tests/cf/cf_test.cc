@@ -1,6 +1,9 @@
 // hsi-cf end to end: a real hsid, the real hsi-cf, connectors in this
-// process and in forked children. Every wait is on a condition with a
-// deadline (a reply, an event, a line from a child).
+// process and in forked children: lock structures, hostile and flooding
+// connectors, the CF's death (cf_list_test.cc: lists, hsid, the CLI). Every wait is on a condition
+// with a deadline (a reply, an event, a line from a child).
+#include "hsi/cf.h"
+
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -13,10 +16,9 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "cf_support.h"
+#include "cf_fixture.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "hsi/cf.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
 #include "hsi/testing/child.h"
@@ -27,59 +29,10 @@
 namespace hsi::cf {
 namespace {
 
-using ::hsi::testing::CfProcess;
 using ::hsi::testing::Child;
-using ::hsi::testing::Hsid;
 using ::hsi::testing::LinePipe;
 using ::testing::HasSubstr;
 using Outcome = LockReply::Outcome;
-
-constexpr char kPolicy[] = R"(
-[cf]
-lpar = "CF01"
-chpid = "F0"
-
-[[structure]]
-name = "LOCK1"
-type = "lock"
-entries = 64
-lpars = ["DB2A", "DB2B", "DB2C"]
-
-[[structure]]
-name = "LOCK2"
-type = "lock"
-entries = 2
-lpars = ["DB2C"]
-
-[[structure]]
-name = "IXCSIG1"
-type = "list"
-entries = 100
-lists = 4
-max_data = 64
-lpars = ["*"]
-)";
-
-absl::Time In(absl::Duration d) { return absl::Now() + d; }
-
-class CfTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ASSERT_TRUE(hsid_.Start()) << hsid_.log();
-    cf_ = std::make_unique<CfProcess>(hsid_, kPolicy);
-    ASSERT_TRUE(cf_->ready()) << cf_->log() << hsid_.log();
-  }
-  absl::StatusOr<CfClient> Open(const std::string& lpar) {
-    CfClientOptions o;
-    o.socket_path = hsid_.socket();
-    o.lpar = lpar;
-    o.chpid = 0xF0;
-    o.cf = cf_->address();
-    return CfClient::Open(std::move(o));
-  }
-  Hsid hsid_;
-  std::unique_ptr<CfProcess> cf_;
-};
 
 TEST_F(CfTest, ConnectLockUnlockDisconnect) {
   absl::StatusOr<CfClient> a = Open("DB2A");
@@ -97,7 +50,8 @@ TEST_F(CfTest, ConnectLockUnlockDisconnect) {
   EXPECT_THAT(again.message(), HasSubstr("DB2A1 holds no lock on TS1.PAGE7"));
   EXPECT_TRUE(a->Disconnect(*c).ok());
   // The token is gone with the connection.
-  EXPECT_EQ(a->Lock(*c, "X", LockMode::kShared).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(a->Lock(*c, "X", LockMode::kShared).status().code(),
+            absl::StatusCode::kPermissionDenied);
 }
 
 TEST_F(CfTest, PolicyRefusesUnknownStructuresOtherLparsAndDuplicateNames) {
@@ -137,7 +91,9 @@ TEST_F(CfTest, ContentionNamesTheHolderAndTheGrantArrivesOnFd) {
   EXPECT_EQ(b->NextEvent(Wait::Never()).status().code(), absl::StatusCode::kDeadlineExceeded);
   ASSERT_FALSE(b->PrepareWait());
   ASSERT_TRUE(a->Unlock(*ca, "R").ok());
-  struct pollfd p{b->fd(), POLLIN, 0};
+  struct pollfd p {
+    b->fd(), POLLIN, 0
+  };
   ASSERT_EQ(::poll(&p, 1, 10000), 1) << "the grant did not ring B's doorbell";
   absl::StatusOr<Event> e = b->NextEvent(Wait::Never());
   ASSERT_TRUE(e.ok()) << e.status();
@@ -152,7 +108,8 @@ TEST_F(CfTest, ContentionNamesTheHolderAndTheGrantArrivesOnFd) {
   ASSERT_TRUE(ea.ok()) << ea.status();
   EXPECT_EQ(ea->kind, Event::Kind::kGranted);
   EXPECT_TRUE(a->Disconnect(*ca).ok());  // releases R
-  EXPECT_TRUE(b->LockAndWait(*cb, "R", LockMode::kExclusive, Wait::Block(In(absl::Seconds(10)))).ok());
+  EXPECT_TRUE(
+      b->LockAndWait(*cb, "R", LockMode::kExclusive, Wait::Block(In(absl::Seconds(10)))).ok());
 }
 
 // Asynchronous requests: each returns at once; replies (and a queued
@@ -172,7 +129,9 @@ TEST_F(CfTest, AsynchronousRequestsCompleteAsEventsOnFd) {
   absl::flat_hash_map<uint64_t, Event> got;
   while (got.size() < 3) {
     if (!a->PrepareWait()) {
-      struct pollfd p{a->fd(), POLLIN, 0};
+      struct pollfd p {
+        a->fd(), POLLIN, 0
+      };
       ASSERT_EQ(::poll(&p, 1, 10000), 1) << "no reply rang the doorbell; have " << got.size();
     }
     absl::StatusOr<Event> e = a->NextEvent(Wait::Never());
@@ -323,9 +282,11 @@ TEST_F(CfTest, MalformedRequestsGetAClearStatusAndTheCfServesOn) {
   absl::StatusOr<hsi::Link> link = nic->Link(cf_->address(), Wait::Adaptive(In(absl::Seconds(5))));
   ASSERT_TRUE(link.ok()) << link.status();
   auto ask = [&](std::vector<uint8_t> frame) -> std::string {
-    if (absl::Status st = link->Send(frame, Wait::Block(In(absl::Seconds(5)))); !st.ok()) return st.ToString();
+    if (absl::Status st = link->Send(frame, Wait::Block(In(absl::Seconds(5)))); !st.ok())
+      return st.ToString();
     std::vector<uint8_t> buf(16384);
-    absl::StatusOr<size_t> n = link->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(5))));
+    absl::StatusOr<size_t> n =
+        link->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(5))));
     if (!n.ok()) return n.status().ToString();
     buf.resize(*n);
     absl::StatusOr<proto::Header> h = proto::ParseHeader(buf);
@@ -334,19 +295,23 @@ TEST_F(CfTest, MalformedRequestsGetAClearStatusAndTheCfServesOn) {
     return absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(h->status)), ": ",
                         r.Str("message", 1024));
   };
-  auto bytes = [](const proto::Writer& w) { return std::vector<uint8_t>(w.frame().begin(), w.frame().end()); };
+  auto bytes = [](const proto::Writer& w) {
+    return std::vector<uint8_t>(w.frame().begin(), w.frame().end());
+  };
   EXPECT_THAT(ask({1, 2, 3}), HasSubstr("INVALID_ARGUMENT: CF message of 3 bytes is shorter than"));
   std::vector<uint8_t> badver = bytes(proto::Writer({proto::kConnect, 1, 0, 0}));
   badver[4] = 7;
   EXPECT_THAT(ask(badver), HasSubstr("version 7 is not 1"));
-  EXPECT_THAT(ask(bytes(proto::Writer({99, 2, 0, 0}))), HasSubstr("message type 99 is not a request"));
+  EXPECT_THAT(ask(bytes(proto::Writer({99, 2, 0, 0}))),
+              HasSubstr("message type 99 is not a request"));
   // Someone else's token (B's) from this address.
   proto::Writer steal({proto::kUnlock, 3, cb->token, 0});
   steal.Str("KEEP");
   EXPECT_THAT(ask(bytes(steal)), HasSubstr("PERMISSION_DENIED: CF CF01: connection token"));
   proto::Writer longname({proto::kConnect, 4, 0, 0});
   longname.Str(std::string(300, 'L')).Str("C1");
-  EXPECT_THAT(ask(bytes(longname)), HasSubstr("field structure at offset 24 is 300 bytes, at most 16"));
+  EXPECT_THAT(ask(bytes(longname)),
+              HasSubstr("field structure at offset 24 is 300 bytes, at most 16"));
   proto::Writer trunc({proto::kConnect, 5, 0, 0});
   trunc.Str("LOCK1");
   EXPECT_THAT(ask(bytes(trunc)), HasSubstr("field connector"));
@@ -372,17 +337,20 @@ TEST_F(CfTest, MalformedRequestsGetAClearStatusAndTheCfServesOn) {
       f.resize(next() % 200);
       for (uint8_t& byte : f) byte = static_cast<uint8_t>(next());
     } else {
-      proto::Writer hw({static_cast<uint8_t>(1 + next() % 11), 100u + i, static_cast<uint32_t>(next() % 4), 0});
+      proto::Writer hw(
+          {static_cast<uint8_t>(1 + next() % 11), 100u + i, static_cast<uint32_t>(next() % 4), 0});
       f = bytes(hw);
       const size_t extra = next() % 64;
       for (size_t k = 0; k < extra; ++k) f.push_back(static_cast<uint8_t>(next()));
     }
     const std::string answer = ask(f);
-    ASSERT_THAT(answer, ::testing::AnyOf(HasSubstr("INVALID_ARGUMENT"), HasSubstr("PERMISSION_DENIED"),
-                                         HasSubstr("NOT_FOUND"), HasSubstr("OK"), HasSubstr("ALREADY_EXISTS"),
-                                         HasSubstr("RESOURCE_EXHAUSTED")))
+    ASSERT_THAT(answer,
+                ::testing::AnyOf(HasSubstr("INVALID_ARGUMENT"), HasSubstr("PERMISSION_DENIED"),
+                                 HasSubstr("NOT_FOUND"), HasSubstr("OK"),
+                                 HasSubstr("ALREADY_EXISTS"), HasSubstr("RESOURCE_EXHAUSTED")))
         << "frame " << i;
-    ASSERT_THAT(answer, ::testing::Not(HasSubstr("DEADLINE"))) << "frame " << i << ": the CF did not answer";
+    ASSERT_THAT(answer, ::testing::Not(HasSubstr("DEADLINE")))
+        << "frame " << i << ": the CF did not answer";
   }
 
   // Everyone else is served on, and nothing they held is lost.
@@ -405,7 +373,8 @@ TEST_F(CfTest, AFullLockTableIsResourceExhaustedNamingTheStructure) {
   ASSERT_EQ(c->Lock(*cc, "B", LockMode::kShared)->outcome, Outcome::kGranted);
   absl::StatusOr<LockReply> full = c->Lock(*cc, "C", LockMode::kShared);
   EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(full.status().message(), HasSubstr("lock structure LOCK2: all 2 lock entries are in use"));
+  EXPECT_THAT(full.status().message(),
+              HasSubstr("lock structure LOCK2: all 2 lock entries are in use"));
 }
 
 // A connector that sends requests and never reads its replies fills its
@@ -459,144 +428,6 @@ TEST_F(CfTest, TheDeathOfTheCfIsUnavailableForEveryConnector) {
   EXPECT_EQ(e.status().code(), absl::StatusCode::kUnavailable) << e.status();
   absl::StatusOr<LockReply> r = b->Lock(*cb, "R", LockMode::kShared);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
-}
-
-// hsid is off the data path: with hsid killed, connections go on; after
-// it restarts, the CF (re-registered by libhsi) takes new connectors.
-TEST_F(CfTest, ConnectionsOutliveHsidAndNewOnesComeAfterItsRestart) {
-  absl::StatusOr<CfClient> b = Open("DB2B");
-  ASSERT_TRUE(b.ok());
-  absl::StatusOr<Connection> cb = b->Connect("LOCK1", "DB2B1");
-  ASSERT_TRUE(cb.ok());
-  ASSERT_NE(hsid_.Stop(SIGKILL), -1);
-  for (int i = 0; i < 100; ++i) {
-    absl::StatusOr<LockReply> r = b->Lock(*cb, absl::StrCat("R", i), LockMode::kExclusive);
-    ASSERT_TRUE(r.ok()) << i << ": " << r.status();
-    ASSERT_EQ(r->outcome, Outcome::kGranted);
-    ASSERT_TRUE(b->Unlock(*cb, absl::StrCat("R", i)).ok());
-  }
-  ASSERT_TRUE(hsid_.Start()) << hsid_.log();
-  // The CF re-registers from inside its receive loop (each wait ends within
-  // 200 ms); a new connector retries until the CF's NIC is back.
-  absl::StatusOr<Connection> ca = absl::UnavailableError("not yet");
-  absl::StatusOr<CfClient> a = absl::UnavailableError("not yet");
-  for (const absl::Time end = In(absl::Seconds(15)); absl::Now() < end && !ca.ok();) {
-    a = Open("DB2A");
-    if (a.ok()) ca = a->Connect("LOCK1", "DB2A1");
-  }
-  ASSERT_TRUE(ca.ok()) << ca.status() << "\n" << cf_->log();
-  EXPECT_EQ(a->Lock(*ca, "R1", LockMode::kShared)->outcome, Outcome::kGranted);
-  EXPECT_EQ(b->Lock(*cb, "R1", LockMode::kExclusive)->outcome, Outcome::kQueued);
-}
-
-TEST_F(CfTest, ListOperationsEndToEndAndTheirErrors) {
-  absl::StatusOr<CfClient> a = Open("DB2A");
-  ASSERT_TRUE(a.ok());
-  absl::StatusOr<Connection> c = a->Connect("IXCSIG1", "XCFA");
-  ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_TRUE(c->list);
-  EXPECT_EQ(*a->Push(*c, 0, ListEnd::kTail, "k1", "one"), 1u);
-  EXPECT_EQ(*a->Push(*c, 0, ListEnd::kTail, "k2", "two"), 2u);
-  EXPECT_EQ(*a->Push(*c, 0, ListEnd::kHead, "k0", "zero"), 3u);
-  EXPECT_EQ(a->Read(*c, 0, "k2")->data, "two");
-  EXPECT_TRUE(a->Move(*c, 0, 3, "k1", ListEnd::kTail).ok());
-  EXPECT_EQ(a->Read(*c, 3, "k1")->data, "one");
-  EXPECT_TRUE(a->Delete(*c, 0, "k2").ok());
-  EXPECT_EQ(a->Delete(*c, 0, "k2").code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(a->Pop(*c, 0, ListEnd::kTail)->key, "k0");
-  EXPECT_EQ(a->Pop(*c, 0, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
-  absl::StatusOr<uint32_t> bad = a->Push(*c, 4, ListEnd::kTail, "k", "");
-  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(bad.status().message(), HasSubstr("list structure IXCSIG1: list 4 does not exist (0..3)"));
-  EXPECT_THAT(a->Push(*c, 0, ListEnd::kTail, "k", std::string(65, 'd')).status().message(),
-              HasSubstr("exceeds max_data 64"));
-  absl::StatusOr<LockReply> wrong = a->Lock(*c, "R", LockMode::kShared);
-  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(wrong.status().message(), HasSubstr("IXCSIG1 is a list structure"));
-}
-
-// The XCF signalling pattern across processes: a child sends messages by
-// pushing; the receiver monitors the list and is woken exactly once per
-// empty -> non-empty transition, however many messages each burst holds.
-TEST_F(CfTest, MonitoringWakesExactlyOncePerTransition) {
-  absl::StatusOr<CfClient> b = Open("DB2B");
-  ASSERT_TRUE(b.ok());
-  absl::StatusOr<Connection> cb = b->Connect("IXCSIG1", "XCFB");
-  ASSERT_TRUE(cb.ok()) << cb.status();
-  ASSERT_EQ(*b->Monitor(*cb, 1, true), 0u);
-  LinePipe rep, go;
-  constexpr int kRounds = 4, kBurst = 5;
-  Child sender([&] {
-    CfClientOptions o;
-    o.socket_path = hsid_.socket();
-    o.lpar = "DB2A";
-    o.cf = cf_->address();
-    absl::StatusOr<CfClient> a = CfClient::Open(std::move(o));
-    if (!a.ok()) return rep.Write("ERR open"), 1;
-    absl::StatusOr<Connection> ca = a->Connect("IXCSIG1", "XCFA");
-    if (!ca.ok()) return rep.Write("ERR connect"), 1;
-    for (int r = 0; r < kRounds; ++r) {
-      if (go.Read(absl::Seconds(30)) != "GO") return 2;
-      for (int i = 0; i < kBurst; ++i) {
-        if (!a->Push(*ca, 1, ListEnd::kTail, absl::StrCat("m", r, ".", i), absl::StrCat("msg ", r, ".", i)).ok()) {
-          return rep.Write("ERR push"), 1;
-        }
-      }
-      rep.Write("SENT");
-    }
-    return 0;
-  });
-  int transitions = 0, received = 0;
-  for (int r = 0; r < kRounds; ++r) {
-    go.Write("GO");
-    ASSERT_EQ(rep.Read(absl::Seconds(30)), "SENT");
-    // Every push of the burst has its reply, so every note the CF would
-    // send for it is already in our ring: exactly one is there.
-    absl::StatusOr<Event> e = b->NextEvent(Wait::Block(In(absl::Seconds(10))));
-    ASSERT_TRUE(e.ok()) << e.status();
-    EXPECT_EQ(e->kind, Event::Kind::kTransition);
-    EXPECT_EQ(e->list, 1u);
-    ++transitions;
-    EXPECT_EQ(b->NextEvent(Wait::Never()).status().code(), absl::StatusCode::kDeadlineExceeded)
-        << "a second wake-up for one transition in round " << r;
-    for (int i = 0; i < kBurst; ++i) {
-      absl::StatusOr<ListEntry> m = b->Pop(*cb, 1, ListEnd::kHead);
-      ASSERT_TRUE(m.ok()) << m.status();
-      EXPECT_EQ(m->data, absl::StrCat("msg ", r, ".", i));  // in order, none lost
-      ++received;
-    }
-    EXPECT_EQ(b->Pop(*cb, 1, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
-  }
-  EXPECT_EQ(sender.Wait(), 0);
-  EXPECT_EQ(transitions, kRounds);
-  EXPECT_EQ(received, kRounds * kBurst);
-}
-
-// The command line: a bad policy is refused with exit 2 naming the file
-// and key; --check of a good one exits 0; no hsid is needed for either.
-TEST(CfCommandLineTest, BadPoliciesExitTwoNamingTheKeyAndCheckAcceptsAGoodOne) {
-  char dir[] = "/tmp/cf-cli-XXXXXX";
-  ASSERT_NE(::mkdtemp(dir), nullptr);
-  const std::string d = dir;
-  auto run = [&](const std::string& policy, const std::string& flags, std::string* err) {
-    std::ofstream(d + "/p.toml") << policy;
-    const std::string cmd = absl::StrCat(HSI_CF_PATH, " ", flags, " --config ", d, "/p.toml >", d, "/out 2>", d, "/err");
-    const int st = std::system(cmd.c_str());
-    std::ifstream in(d + "/err");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    *err = ss.str();
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  };
-  std::string err;
-  EXPECT_EQ(run("[cf]\nlpar = \"CF01\"\nchpid = \"F0\"\n[[structure]]\nname = \"S\"\ntype = \"queue\"\n", "", &err), 2);
-  EXPECT_THAT(err, HasSubstr("p.toml: structure[0].type: \"queue\" is not lock, list or cache"));
-  EXPECT_EQ(run("[cf\n", "", &err), 2);
-  EXPECT_THAT(err, HasSubstr("not valid TOML"));
-  EXPECT_EQ(run(kPolicy, "--check", &err), 0) << err;
-  EXPECT_EQ(run(kPolicy, "--bogus", &err), 2);
-  EXPECT_THAT(err, HasSubstr("unknown argument '--bogus'"));
-  std::system(absl::StrCat("rm -rf ", d).c_str());
 }
 
 }  // namespace

@@ -67,8 +67,8 @@ struct Holder {
 struct LockReply {
   enum class Outcome : uint8_t { kGranted = 0, kQueued = 1, kRetained = 2 };
   Outcome outcome = Outcome::kGranted;
-  uint64_t request = 0;          // the request id; a later Event names it
-  std::vector<Holder> holders;   // kQueued: the holders; kRetained: the failed ones
+  uint64_t request = 0;         // the request id; a later Event names it
+  std::vector<Holder> holders;  // kQueued: the holders; kRetained: the failed ones
 };
 
 struct RetainedLock {
@@ -83,7 +83,7 @@ struct Event {
     kGranted,     // the queued lock request `request` on `resource` is granted
     kCancelled,   // it ended: `failed`, a failed connector, holds the lock retained
     kTransition,  // monitored list `list` went from empty to non-empty
-    kReply,       // the reply to asynchronous request `request`: `status`, and `lock` for a LockAsync
+    kReply,  // the reply to asynchronous request `request`: `status`, and `lock` for a LockAsync
   };
   Kind kind = Kind::kGranted;
   uint32_t conn = 0;
@@ -159,12 +159,13 @@ class CfClient {
   // length after it; Pop, Read and Delete are kNotFound on an empty list
   // or a missing key; Push is kResourceExhausted when the structure's
   // entries are all in use and kInvalidArgument for data above max_data.
-  absl::StatusOr<uint32_t> Push(const Connection& c, uint32_t list, ListEnd end, const std::string& key,
-                                const std::string& data);
+  absl::StatusOr<uint32_t> Push(const Connection& c, uint32_t list, ListEnd end,
+                                const std::string& key, const std::string& data);
   absl::StatusOr<ListEntry> Pop(const Connection& c, uint32_t list, ListEnd end);
   absl::StatusOr<ListEntry> Read(const Connection& c, uint32_t list, const std::string& key);
   absl::Status Delete(const Connection& c, uint32_t list, const std::string& key);
-  absl::Status Move(const Connection& c, uint32_t from, uint32_t to, const std::string& key, ListEnd end);
+  absl::Status Move(const Connection& c, uint32_t from, uint32_t to, const std::string& key,
+                    ListEnd end);
   // List transition monitoring: while on, an Event kTransition comes each
   // time `list` goes from empty to non-empty (once per transition, not per
   // entry). Returns the list's length now: when it is not 0 there is no
@@ -175,8 +176,8 @@ class CfClient {
   // here are only the connector's own checks and the link's); the reply
   // comes later as an Event kReply with that id (and, for a queued lock,
   // a kGranted or kCancelled Event after it), seen via fd()/NextEvent().
-  absl::StatusOr<uint64_t> LockAsync(const Connection& c, const std::string& resource, LockMode mode,
-                                     const std::string& record = "");
+  absl::StatusOr<uint64_t> LockAsync(const Connection& c, const std::string& resource,
+                                     LockMode mode, const std::string& record = "");
   absl::StatusOr<uint64_t> UnlockAsync(const Connection& c, const std::string& resource);
 
   // The next event, waiting as `wait` says; kDeadlineExceeded if none came.
