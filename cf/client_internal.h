@@ -1,0 +1,46 @@
+// cf/client_internal.h: what connector.cc and connector_list.cc share:
+// CfClient's state and the synchronous call. Not installed.
+#ifndef HSI_CF_CLIENT_INTERNAL_H_
+#define HSI_CF_CLIENT_INTERNAL_H_
+
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "hsi/cf.h"
+#include "protocol.h"
+
+namespace hsi::cf {
+
+struct CfClient::State {
+  Session session;
+  Nic nic;
+  hsi::Link link;
+  absl::Duration timeout;
+  uint64_t next_id = 1;
+  std::deque<Event> events;
+  absl::flat_hash_map<uint64_t, uint8_t> async;  // asynchronous requests in flight: id -> type
+  std::vector<uint8_t> buf;
+  std::string Name() const {
+    return absl::StrCat("CF link ", link.local().ToString(), "->", link.peer().ToString());
+  }
+};
+
+// Receives one frame from the CF, waiting as `wait` says: a note goes to
+// the event queue; the reply to `want` is copied to *reply (*matched set).
+absl::Status ReceiveOne(CfClient::State& s, const Wait& wait, uint64_t want,
+                        std::vector<uint8_t>* reply, bool* matched);
+// Sends the request in `w` (request id `id`) and spins for its reply until
+// the client's timeout: the reply frame, or the CF's status and message.
+absl::StatusOr<std::vector<uint8_t>> Call(CfClient::State& s, const proto::Writer& w, uint64_t id);
+// A reply frame's status: OK, or the CF's code and message.
+absl::Status ReplyStatus(CfClient::State& s, absl::Span<const uint8_t> reply);
+// A Lock reply's body (status OK), validated.
+absl::StatusOr<LockReply> ParseLockReply(CfClient::State& s, absl::Span<const uint8_t> reply,
+                                         uint64_t id);
+
+}  // namespace hsi::cf
+
+#endif  // HSI_CF_CLIENT_INTERNAL_H_

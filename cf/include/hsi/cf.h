@@ -1,0 +1,200 @@
+// hsi/cf.h: a connector to coupling facility structures served by hsi-cf.
+//
+// A CfClient is one LPAR's attachment to one CF: it claims the LPAR at hsid
+// (its own hsi::Session), attaches a NIC on the CF's CHPID and sets up the
+// CF link (an hsi link to the CF's NIC). Over it, the LPAR connects to
+// structures by name (the CF checks its policy: the structure exists and
+// the LPAR, as hsid knows it, may connect) and issues requests. Frames
+// never pass through hsid. The format is in docs/cf.md.
+//
+// Synchronous requests (Connect, Lock, Unlock, Recover, Disconnect and the
+// list requests) send one frame and spin on the link for the answer until
+// `timeout`, as z/OS does for short CF requests. LockAsync/UnlockAsync
+// return at once; their replies come as Events. A lock that is contended is queued at the
+// CF: Lock() returns kQueued naming the holders, and the grant arrives
+// later as an Event (no polling of the CF): wait for it with WaitEvent(),
+// or sleep on fd() (epoll, POLLIN) after PrepareWait() returned false and
+// then call NextEvent(Wait::Never()) until it says kDeadlineExceeded.
+//
+// Failure: if this process dies, the CF sees its link go down at once
+// (invariant 5) and every lock it held becomes RETAINED under its connector
+// name: other connectors asking for them get kRetained naming it, until a
+// peer calls Recover(name) or this connector reconnects under the same name
+// (the locks are then its again, ConnectResult::returned_locks counts
+// them). Disconnect() is the normal end: everything is released.
+// If the CF dies, every call returns kUnavailable naming the CF link.
+//
+// Package: the library hsi::cf (cf/, built beside libhsi and linking it);
+// this header is its public API.
+//
+// Thread safety: none; one thread at a time per CfClient (as hsi::Session).
+#ifndef HSI_CF_H_
+#define HSI_CF_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "hsi/address.h"
+#include "hsi/nic.h"
+#include "hsi/session.h"
+
+namespace hsi::cf {
+
+struct CfClientOptions {
+  std::string socket_path;  // hsid's socket ("": see hsi::ResolveSocketPath)
+  std::string lpar;         // the LPAR name this process claims at hsid
+  uint32_t chpid = 0xF0;    // the CHPID of the CF links
+  Address cf;               // the CF's NIC address on that CHPID
+  // Bound for each synchronous request (the connector spins until then).
+  absl::Duration timeout = absl::Seconds(5);
+};
+
+enum class LockMode : uint8_t { kShared = 0, kExclusive = 1 };
+const char* LockModeName(LockMode m);
+
+struct Holder {
+  std::string connector;
+  LockMode mode = LockMode::kShared;
+  bool retained = false;  // held by a failed connector
+};
+
+struct LockReply {
+  enum class Outcome : uint8_t { kGranted = 0, kQueued = 1, kRetained = 2 };
+  Outcome outcome = Outcome::kGranted;
+  uint64_t request = 0;         // the request id; a later Event names it
+  std::vector<Holder> holders;  // kQueued: the holders; kRetained: the failed ones
+};
+
+struct RetainedLock {
+  std::string resource;
+  LockMode mode = LockMode::kShared;
+  std::string record;  // the record data given with the lock
+};
+
+// What the CF tells a connector unasked.
+struct Event {
+  enum class Kind : uint8_t {
+    kGranted,     // the queued lock request `request` on `resource` is granted
+    kCancelled,   // it ended: `failed`, a failed connector, holds the lock retained
+    kTransition,  // monitored list `list` went from empty to non-empty
+    kReply,  // the reply to asynchronous request `request`: `status`, and `lock` for a LockAsync
+  };
+  Kind kind = Kind::kGranted;
+  uint32_t conn = 0;
+  uint64_t request = 0;
+  std::string resource;
+  LockMode mode = LockMode::kShared;
+  std::string failed;
+  uint32_t list = 0;
+  absl::Status status;  // kReply: OK, or the CF's refusal with its message
+  LockReply lock;       // kReply to LockAsync with an OK status: its outcome
+};
+
+enum class ListEnd : uint8_t { kHead = 0, kTail = 1 };
+
+struct ListEntry {
+  std::string key;   // up to 16 bytes, any value
+  std::string data;  // up to the structure's max_data (at most 4096)
+};
+
+// A connection to one structure (the CF's token for it).
+struct Connection {
+  uint32_t token = 0;
+  std::string structure;
+  std::string connector;
+  bool list = false;            // a list structure (else a lock structure)
+  uint32_t entries = 0;         // the structure's size
+  uint32_t returned_locks = 0;  // retained locks of this connector name, now held again
+};
+
+class CfClient {
+ public:
+  // Claims `lpar` at hsid, attaches a NIC on `chpid` and sets up the link
+  // to the CF. Errors of hsi::Session::Connect / AttachNic / Nic::Link,
+  // with the CF address named.
+  static absl::StatusOr<CfClient> Open(CfClientOptions options);
+
+  CfClient();
+  ~CfClient();
+  CfClient(CfClient&&) noexcept;
+  CfClient& operator=(CfClient&&) noexcept;
+
+  // Connects to structure `structure` as `connector` (1..16 of
+  // [A-Za-z0-9_.-$#@], unique among the structure's connections).
+  // kNotFound (no such structure at this CF), kPermissionDenied (the
+  // policy does not let this LPAR connect), kAlreadyExists (the connector
+  // name is connected), kInvalidArgument (a bad name).
+  absl::StatusOr<Connection> Connect(const std::string& structure, const std::string& connector);
+  // Releases everything the connection holds and ends it.
+  absl::Status Disconnect(const Connection& c);
+
+  // Asks for `resource` (1..64 bytes) in `mode`, with up to 64 bytes of
+  // `record` data the CF keeps for recovery. Returns at once with the
+  // outcome (kGranted, kQueued with the holders: an Event follows, or
+  // kRetained naming the failed holders: nothing follows). Errors:
+  // kResourceExhausted (the lock table is full), kInvalidArgument.
+  absl::StatusOr<LockReply> Lock(const Connection& c, const std::string& resource, LockMode mode,
+                                 const std::string& record = "");
+  // Lock(), then for kQueued waits (as `wait` says) for the grant: OK once
+  // held; kAborted naming the failed connector if it was cancelled;
+  // kFailedPrecondition naming them for kRetained; kDeadlineExceeded (the
+  // request stays queued; its Event comes later).
+  absl::Status LockAndWait(const Connection& c, const std::string& resource, LockMode mode,
+                           const Wait& wait, const std::string& record = "");
+  // kNotFound if the connection holds no lock on `resource`.
+  absl::Status Unlock(const Connection& c, const std::string& resource);
+  // Releases the retained locks of failed connector `failed` (peer
+  // recovery) and returns them with their record data. kNotFound if no
+  // failed connector of that name holds any.
+  absl::StatusOr<std::vector<RetainedLock>> Recover(const Connection& c, const std::string& failed);
+
+  // List structures. `list` is a list number (0..lists-1 of the policy;
+  // kInvalidArgument naming the range otherwise). Push returns the list's
+  // length after it; Pop, Read and Delete are kNotFound on an empty list
+  // or a missing key; Push is kResourceExhausted when the structure's
+  // entries are all in use and kInvalidArgument for data above max_data.
+  absl::StatusOr<uint32_t> Push(const Connection& c, uint32_t list, ListEnd end,
+                                const std::string& key, const std::string& data);
+  absl::StatusOr<ListEntry> Pop(const Connection& c, uint32_t list, ListEnd end);
+  absl::StatusOr<ListEntry> Read(const Connection& c, uint32_t list, const std::string& key);
+  absl::Status Delete(const Connection& c, uint32_t list, const std::string& key);
+  absl::Status Move(const Connection& c, uint32_t from, uint32_t to, const std::string& key,
+                    ListEnd end);
+  // List transition monitoring: while on, an Event kTransition comes each
+  // time `list` goes from empty to non-empty (once per transition, not per
+  // entry). Returns the list's length now: when it is not 0 there is no
+  // transition to wait for, drain the list first.
+  absl::StatusOr<uint32_t> Monitor(const Connection& c, uint32_t list, bool on);
+
+  // Asynchronous forms: send the request and return its id at once (errors
+  // here are only the connector's own checks and the link's); the reply
+  // comes later as an Event kReply with that id (and, for a queued lock,
+  // a kGranted or kCancelled Event after it), seen via fd()/NextEvent().
+  absl::StatusOr<uint64_t> LockAsync(const Connection& c, const std::string& resource,
+                                     LockMode mode, const std::string& record = "");
+  absl::StatusOr<uint64_t> UnlockAsync(const Connection& c, const std::string& resource);
+
+  // The next event, waiting as `wait` says; kDeadlineExceeded if none came.
+  absl::StatusOr<Event> NextEvent(const Wait& wait);
+  // The NIC's doorbell, readable when a frame from the CF arrived.
+  int fd() const;
+  // Arms fd(); true if an event is already waiting (do not sleep then).
+  bool PrepareWait();
+
+  Address cf() const;
+
+  struct State;  // opaque: defined in cf/connector.cc
+
+ private:
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace hsi::cf
+
+#endif  // HSI_CF_H_

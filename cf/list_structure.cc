@@ -1,0 +1,134 @@
+#include "list_structure.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace hsi::cf {
+
+ListStructure::ListStructure(std::string name, uint32_t lists, uint32_t entries, uint32_t max_data)
+    : name_(std::move(name)), lists_(lists), entries_(entries), max_data_(max_data) {}
+
+absl::Status ListStructure::CheckList(uint32_t list) const {
+  if (list >= lists_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("list structure ", name_, ": list ", list,
+                                                   " does not exist (0..", lists_.size() - 1, ")"));
+  }
+  return absl::OkStatus();
+}
+
+void ListStructure::Transitioned(uint32_t list, std::vector<Transition>* out) {
+  // Sorted so that the order of notes does not depend on hashing.
+  std::vector<uint32_t> m(lists_[list].monitors.begin(), lists_[list].monitors.end());
+  std::sort(m.begin(), m.end());
+  for (uint32_t c : m) out->push_back({c, list});
+  ++counters_.transitions;
+}
+
+absl::StatusOr<uint32_t> ListStructure::Push(uint32_t list, ListEnd end, std::string key,
+                                             std::string data, std::vector<Transition>* out) {
+  if (absl::Status s = CheckList(list); !s.ok()) return s;
+  if (data.size() > max_data_) {
+    return absl::InvalidArgumentError(absl::StrCat("list structure ", name_, ": entry data of ",
+                                                   data.size(), " bytes exceeds max_data ",
+                                                   max_data_));
+  }
+  if (in_use_ >= entries_) {
+    return absl::ResourceExhaustedError(absl::StrCat("list structure ", name_, ": all ", entries_,
+                                                     " entries are in use; list ", list,
+                                                     " is full"));
+  }
+  Header& h = lists_[list];
+  const bool was_empty = h.entries.empty();
+  if (end == ListEnd::kHead) {
+    h.entries.push_front({std::move(key), std::move(data)});
+  } else {
+    h.entries.push_back({std::move(key), std::move(data)});
+  }
+  ++in_use_;
+  ++counters_.pushed;
+  if (was_empty) Transitioned(list, out);
+  return static_cast<uint32_t>(h.entries.size());
+}
+
+absl::StatusOr<ListEntry> ListStructure::Pop(uint32_t list, ListEnd end) {
+  if (absl::Status s = CheckList(list); !s.ok()) return s;
+  Header& h = lists_[list];
+  if (h.entries.empty())
+    return absl::NotFoundError(
+        absl::StrCat("list structure ", name_, ": list ", list, " is empty"));
+  ListEntry e;
+  if (end == ListEnd::kHead) {
+    e = std::move(h.entries.front());
+    h.entries.pop_front();
+  } else {
+    e = std::move(h.entries.back());
+    h.entries.pop_back();
+  }
+  --in_use_;
+  ++counters_.popped;
+  return e;
+}
+
+absl::StatusOr<ListEntry> ListStructure::Read(uint32_t list, const std::string& key) const {
+  if (absl::Status s = CheckList(list); !s.ok()) return s;
+  for (const ListEntry& e : lists_[list].entries) {
+    if (e.key == key) return e;
+  }
+  return absl::NotFoundError(
+      absl::StrCat("list structure ", name_, ": list ", list, " has no entry with that key"));
+}
+
+absl::Status ListStructure::Delete(uint32_t list, const std::string& key) {
+  if (absl::Status s = CheckList(list); !s.ok()) return s;
+  auto& q = lists_[list].entries;
+  auto it = std::find_if(q.begin(), q.end(), [&](const ListEntry& e) { return e.key == key; });
+  if (it == q.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("list structure ", name_, ": list ", list, " has no entry with that key"));
+  }
+  q.erase(it);
+  --in_use_;
+  ++counters_.deleted;
+  return absl::OkStatus();
+}
+
+absl::Status ListStructure::Move(uint32_t from, uint32_t to, const std::string& key, ListEnd end,
+                                 std::vector<Transition>* out) {
+  if (absl::Status s = CheckList(from); !s.ok()) return s;
+  if (absl::Status s = CheckList(to); !s.ok()) return s;
+  auto& q = lists_[from].entries;
+  auto it = std::find_if(q.begin(), q.end(), [&](const ListEntry& e) { return e.key == key; });
+  if (it == q.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("list structure ", name_, ": list ", from, " has no entry with that key"));
+  }
+  ListEntry e = std::move(*it);
+  q.erase(it);
+  Header& t = lists_[to];
+  const bool was_empty = from != to && t.entries.empty();  // a move within a list is no transition
+  if (end == ListEnd::kHead) {
+    t.entries.push_front(std::move(e));
+  } else {
+    t.entries.push_back(std::move(e));
+  }
+  ++counters_.moved;
+  if (was_empty) Transitioned(to, out);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> ListStructure::Monitor(uint32_t conn, uint32_t list, bool on) {
+  if (absl::Status s = CheckList(list); !s.ok()) return s;
+  if (on) {
+    lists_[list].monitors.insert(conn);
+  } else {
+    lists_[list].monitors.erase(conn);
+  }
+  return static_cast<uint32_t>(lists_[list].entries.size());
+}
+
+void ListStructure::Forget(uint32_t conn) {
+  for (Header& h : lists_) h.monitors.erase(conn);
+}
+
+}  // namespace hsi::cf

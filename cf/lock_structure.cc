@@ -1,0 +1,215 @@
+#include "lock_structure.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace hsi::cf {
+
+absl::Status LockStructure::Attach(uint32_t conn, const std::string& connector,
+                                   uint32_t* returned) {
+  *returned = 0;
+  for (const auto& [c, name] : conns_) {
+    if (name == connector) {
+      return absl::AlreadyExistsError(absl::StrCat("lock structure ", name_, ": connector ",
+                                                   connector, " is already connected"));
+    }
+  }
+  conns_[conn] = connector;
+  if (auto it = failed_.find(connector); it != failed_.end()) {
+    for (auto& [res, r] : resources_) {
+      for (Held& h : r.held) {
+        if (h.conn == 0 && h.connector == connector) {
+          h.conn = conn;
+          ++*returned;
+        }
+      }
+    }
+    failed_.erase(it);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LockResult> LockStructure::Obtain(uint32_t conn, uint64_t request_id,
+                                                 const std::string& resource, LockMode mode,
+                                                 const std::string& record,
+                                                 std::vector<Note>* notes) {
+  (void)notes;
+  if (!conns_.contains(conn)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("lock structure ", name_, ": connection ", conn, " is not connected"));
+  }
+  auto it = resources_.find(resource);
+  if (it == resources_.end()) {
+    if (resources_.size() >= entries_) {
+      return absl::ResourceExhaustedError(absl::StrCat("lock structure ", name_, ": all ", entries_,
+                                                       " lock entries are in use; resource ",
+                                                       resource, " cannot be locked"));
+    }
+    it = resources_.emplace(resource, Resource{}).first;
+  }
+  Resource& r = it->second;
+  LockResult out;
+  // Retained locks in the way: refused at once, naming the failed holders.
+  for (const Held& h : r.held) {
+    if (h.conn == 0 && !Compatible(h.mode, mode))
+      out.holders.push_back({h.connector, h.mode, true});
+  }
+  if (!out.holders.empty()) {
+    out.outcome = LockResult::Outcome::kRetained;
+    ++counters_.refused_retained;
+    return out;
+  }
+  for (const Waiter& w : r.queue) {
+    if (w.conn == conn) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("lock structure ", name_, ": connector ", conns_[conn],
+                       " already has a request queued on ", resource));
+    }
+  }
+  // Already held by this connection in a mode that covers the request.
+  for (Held& h : r.held) {
+    if (h.conn == conn && (h.mode == LockMode::kExclusive || h.mode == mode)) {
+      h.record = record;
+      ++counters_.granted;
+      return out;
+    }
+  }
+  bool fits = r.queue.empty();
+  for (const Held& h : r.held) {
+    if (h.conn != conn && !Compatible(h.mode, mode)) fits = false;
+  }
+  if (fits) {
+    std::erase_if(r.held, [&](const Held& h) { return h.conn == conn; });  // an upgrade replaces
+    r.held.push_back({conn, conns_[conn], mode, record});
+    ++counters_.granted;
+    return out;
+  }
+  for (const Held& h : r.held) {
+    if (h.conn != conn) out.holders.push_back({h.connector, h.mode, false});
+  }
+  r.queue.push_back({conn, request_id, mode, record});
+  out.outcome = LockResult::Outcome::kQueued;
+  ++counters_.queued;
+  return out;
+}
+
+void LockStructure::Promote(const std::string& name, std::vector<Note>* notes) {
+  auto it = resources_.find(name);
+  if (it == resources_.end()) return;
+  Resource& r = it->second;
+  while (!r.queue.empty()) {
+    Waiter& w = r.queue.front();
+    bool fits = true;
+    const Held* retained = nullptr;
+    for (const Held& h : r.held) {
+      if (h.conn != w.conn && !Compatible(h.mode, w.mode)) {
+        fits = false;
+        if (h.conn == 0) retained = &h;
+      }
+    }
+    if (retained != nullptr) {
+      notes->push_back(
+          {Note::Kind::kCancelled, w.conn, w.request_id, name, w.mode, retained->connector});
+      r.queue.pop_front();
+      continue;
+    }
+    if (!fits) break;
+    std::erase_if(r.held, [&](const Held& h) { return h.conn == w.conn; });
+    r.held.push_back({w.conn, conns_[w.conn], w.mode, std::move(w.record)});
+    notes->push_back({Note::Kind::kGranted, w.conn, w.request_id, name, w.mode, ""});
+    ++counters_.granted;
+    r.queue.pop_front();
+  }
+  if (r.held.empty() && r.queue.empty()) resources_.erase(it);
+}
+
+absl::Status LockStructure::Release(uint32_t conn, const std::string& resource,
+                                    std::vector<Note>* notes) {
+  auto it = resources_.find(resource);
+  const size_t before = it == resources_.end() ? 0 : it->second.held.size();
+  if (it != resources_.end())
+    std::erase_if(it->second.held, [&](const Held& h) { return h.conn == conn; });
+  if (it == resources_.end() || it->second.held.size() == before) {
+    auto c = conns_.find(conn);
+    return absl::NotFoundError(absl::StrCat("lock structure ", name_, ": connector ",
+                                            c == conns_.end() ? absl::StrCat("#", conn) : c->second,
+                                            " holds no lock on ", resource));
+  }
+  ++counters_.released;
+  Promote(resource, notes);
+  return absl::OkStatus();
+}
+
+void LockStructure::ReleaseAll(uint32_t conn, bool retain, std::vector<Note>* notes) {
+  std::vector<std::string> touched;
+  uint32_t kept = 0;
+  const std::string connector = conns_[conn];
+  for (auto& [name, r] : resources_) {
+    bool t = false;
+    if (std::erase_if(r.queue, [&](const Waiter& w) { return w.conn == conn; }) > 0) t = true;
+    for (Held& h : r.held) {
+      if (h.conn != conn) continue;
+      t = true;
+      if (retain) {
+        h.conn = 0;
+        ++kept;
+      }
+    }
+    if (!retain) std::erase_if(r.held, [&](const Held& h) { return h.conn == conn; });
+    if (t) touched.push_back(name);
+  }
+  conns_.erase(conn);
+  if (kept > 0) {
+    failed_[connector] = kept;
+    counters_.retained += kept;
+  }
+  for (const std::string& name : touched) Promote(name, notes);
+}
+
+void LockStructure::Detach(uint32_t conn, std::vector<Note>* notes) {
+  if (conns_.contains(conn)) ReleaseAll(conn, false, notes);
+}
+void LockStructure::Fail(uint32_t conn, std::vector<Note>* notes) {
+  if (conns_.contains(conn)) ReleaseAll(conn, true, notes);
+}
+
+absl::StatusOr<std::vector<RetainedLock>> LockStructure::Recover(uint32_t conn,
+                                                                 const std::string& failed,
+                                                                 std::vector<Note>* notes) {
+  if (!conns_.contains(conn)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("lock structure ", name_, ": connection ", conn, " is not connected"));
+  }
+  auto f = failed_.find(failed);
+  if (f == failed_.end()) {
+    return absl::NotFoundError(absl::StrCat("lock structure ", name_, ": no failed connector ",
+                                            failed, " holds retained locks"));
+  }
+  failed_.erase(f);
+  std::vector<RetainedLock> out;
+  std::vector<std::string> touched;
+  for (auto& [name, r] : resources_) {
+    const size_t before = out.size();
+    for (const Held& h : r.held) {
+      if (h.conn == 0 && h.connector == failed) out.push_back({name, h.mode, h.record});
+    }
+    if (out.size() != before) {
+      std::erase_if(r.held, [&](const Held& h) { return h.conn == 0 && h.connector == failed; });
+      touched.push_back(name);
+    }
+  }
+  counters_.recovered += out.size();
+  for (const std::string& name : touched) Promote(name, notes);
+  std::sort(out.begin(), out.end(),
+            [](const RetainedLock& a, const RetainedLock& b) { return a.resource < b.resource; });
+  return out;
+}
+
+size_t LockStructure::retained_count() const {
+  size_t n = 0;
+  for (const auto& [f, k] : failed_) n += k;
+  return n;
+}
+
+}  // namespace hsi::cf

@@ -1,0 +1,143 @@
+// cf/lock_structure.h: a CF lock structure, the logic without the links.
+//
+// Resources are named (up to 64 bytes); each has holders (shared or
+// exclusive, with up to 64 bytes of record data kept for recovery), a FIFO
+// of queued requests, and retained locks of failed connectors. A request
+// is granted at once when compatible with every holder and nothing is
+// queued ahead; else it is queued and the reply names the holders; a
+// request that conflicts with a retained lock is refused at once, naming
+// the failed connector (as DB2 refuses a retained lock). Grants and
+// cancellations of queued requests come back as Notes for the server to
+// send: no connector ever polls.
+//
+// A connection that disconnects normally releases everything. One that
+// fails (its CF link went down) keeps its locks as RETAINED under its
+// connector name; its queued requests are dropped, and queued requests of
+// others that now conflict with a retained lock are cancelled (a Note
+// naming the failed connector). Retained locks stay until a peer calls
+// Recover(failed name) or the connector reconnects under the same name
+// (its retained locks are then held by it again).
+//
+// `entries` bounds the resources in use (held, queued or retained) at once.
+//
+// Thread safety: none; the CF serves from one thread.
+#ifndef HSI_CF_LOCK_STRUCTURE_H_
+#define HSI_CF_LOCK_STRUCTURE_H_
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace hsi::cf {
+
+enum class LockMode : uint8_t { kShared = 0, kExclusive = 1 };
+
+struct LockHolder {
+  std::string connector;
+  LockMode mode = LockMode::kShared;
+  bool retained = false;  // held by a failed connector
+};
+
+struct LockResult {
+  enum class Outcome : uint8_t { kGranted = 0, kQueued = 1, kRetained = 2 };
+  Outcome outcome = Outcome::kGranted;
+  // kQueued: who holds it now; kRetained: the failed holders in the way.
+  std::vector<LockHolder> holders;
+};
+
+struct RetainedLock {
+  std::string resource;
+  LockMode mode = LockMode::kShared;
+  std::string record;
+};
+
+// Something to tell a connection: its queued request `request_id` on
+// `resource` was granted, or cancelled because `failed` holds it retained.
+struct Note {
+  enum class Kind : uint8_t { kGranted, kCancelled };
+  Kind kind = Kind::kGranted;
+  uint32_t conn = 0;
+  uint64_t request_id = 0;
+  std::string resource;
+  LockMode mode = LockMode::kShared;
+  std::string failed;
+};
+
+struct LockCounters {
+  uint64_t granted = 0, queued = 0, refused_retained = 0, released = 0, retained = 0, recovered = 0;
+};
+
+class LockStructure {
+ public:
+  LockStructure(std::string name, uint32_t entries) : name_(std::move(name)), entries_(entries) {}
+
+  // Connection `conn` under `connector`: kAlreadyExists if a live
+  // connection has that name. If a failed one had it, its retained locks
+  // are held by `conn` now; *returned says how many.
+  absl::Status Attach(uint32_t conn, const std::string& connector, uint32_t* returned);
+  // kFailedPrecondition if `conn` is not attached; kResourceExhausted when
+  // `entries` resources are in use; kInvalidArgument when `conn` already
+  // has a request queued on `resource`.
+  absl::StatusOr<LockResult> Obtain(uint32_t conn, uint64_t request_id, const std::string& resource,
+                                    LockMode mode, const std::string& record,
+                                    std::vector<Note>* notes);
+  // kNotFound if `conn` does not hold `resource`.
+  absl::Status Release(uint32_t conn, const std::string& resource, std::vector<Note>* notes);
+  // Normal disconnect: releases everything.
+  void Detach(uint32_t conn, std::vector<Note>* notes);
+  // The connection failed: its locks become retained.
+  void Fail(uint32_t conn, std::vector<Note>* notes);
+  // Releases every retained lock of the failed connector `failed` and
+  // forgets it; returns what was retained. kNotFound if no failed
+  // connector has that name.
+  absl::StatusOr<std::vector<RetainedLock>> Recover(uint32_t conn, const std::string& failed,
+                                                    std::vector<Note>* notes);
+
+  const std::string& name() const { return name_; }
+  uint32_t entries() const { return entries_; }
+  size_t in_use() const { return resources_.size(); }
+  size_t retained_count() const;
+  const LockCounters& counters() const { return counters_; }
+  bool attached(uint32_t conn) const { return conns_.contains(conn); }
+
+ private:
+  struct Held {
+    uint32_t conn;  // 0 when retained
+    std::string connector;
+    LockMode mode;
+    std::string record;
+  };
+  struct Waiter {
+    uint32_t conn;
+    uint64_t request_id;
+    LockMode mode;
+    std::string record;
+  };
+  struct Resource {
+    std::vector<Held> held;  // live and retained
+    std::deque<Waiter> queue;
+  };
+  static bool Compatible(LockMode a, LockMode b) {
+    return a == LockMode::kShared && b == LockMode::kShared;
+  }
+  // Grants queued requests from the head while they fit; drops the
+  // resource when nothing is left.
+  void Promote(const std::string& name, std::vector<Note>* notes);
+  void ReleaseAll(uint32_t conn, bool retain, std::vector<Note>* notes);
+
+  std::string name_;
+  uint32_t entries_;
+  absl::flat_hash_map<std::string, Resource> resources_;
+  absl::flat_hash_map<uint32_t, std::string> conns_;   // live: conn -> connector name
+  absl::flat_hash_map<std::string, uint32_t> failed_;  // failed connector -> retained count
+  LockCounters counters_;
+};
+
+}  // namespace hsi::cf
+
+#endif  // HSI_CF_LOCK_STRUCTURE_H_

@@ -1,0 +1,134 @@
+// hsi-cf: a coupling facility partition. Parses the command line and runs
+// cf/server. See packaging/man/hsi-cf.8; --help says the same.
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "config.h"
+#include "server.h"
+
+namespace {
+
+constexpr char kHelp[] =
+    R"(Usage: hsi-cf --config FILE [--socket PATH] [--wait spin|adaptive|block] [--verbose]
+       hsi-cf --check --config FILE
+
+A coupling facility partition: registers with hsid as the LPAR its policy
+names, attaches a NIC on the policy's CHPID and serves the structures the
+policy defines (lock and list structures in this version) to connectors
+over CF links (hsi links; frames never pass through hsid). A connector's
+death is seen at once: the locks it held become retained until a peer or
+the restarted connector recovers them. Runs in the foreground, logs to stderr,
+stops on SIGTERM or SIGINT. It asks hsid which LPAR owns a connector's NIC,
+so it runs as root or as a uid in hsid's admin_uids.
+
+Options:
+  --config FILE     the CF policy (TOML; see hsi-cf(8))
+  --socket PATH     hsid's control socket (default: $HSI_SOCKET, else the
+                    default path, as for every hsi client)
+  --wait MODE       how the CF waits for requests: spin, adaptive (default)
+                    or block
+  --check           check the config and exit
+Options with a value also take the form --config=FILE.
+  --verbose         log every refused request
+  -h, --help        this text
+
+Exit status: 0 after SIGTERM/SIGINT (and for --help, --check of a good
+config), 1 on a runtime error (hsid refused the LPAR, NIC or admin
+listing), 2 on a bad command line or config.
+
+See hsi-cf(8), docs/cf.md.
+)";
+
+hsi::cf::Server* g_server = nullptr;
+void OnSignal(int) {
+  if (g_server != nullptr) g_server->Stop();
+}
+
+int Usage(const std::string& m) {
+  std::fprintf(stderr, "hsi-cf: %s (try 'hsi-cf --help')\n", m.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config, socket;
+  hsi::cf::ServerOptions opts;
+  bool check = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    std::optional<std::string> inline_value;  // --opt=value
+    if (const size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      inline_value = a.substr(eq + 1);
+      a = a.substr(0, eq);
+    }
+    auto value = [&](std::string* out) {
+      if (inline_value) {
+        *out = *inline_value;
+        return true;
+      }
+      if (i + 1 >= argc) return false;
+      *out = argv[++i];
+      return true;
+    };
+    if (a == "-h" || a == "--help") {
+      std::fputs(kHelp, stdout);
+      return 0;
+    } else if (a == "--config") {
+      if (!value(&config)) return Usage("option --config needs a value (FILE)");
+    } else if (a == "--socket") {
+      if (!value(&socket)) return Usage("option --socket needs a value (PATH)");
+    } else if (a == "--wait") {
+      std::string w;
+      if (!value(&w)) return Usage("option --wait needs a value (spin, adaptive or block)");
+      absl::StatusOr<hsi::WaitMode> m = hsi::ParseWaitMode(w);
+      if (!m.ok()) return Usage(absl::StrCat("--wait: ", m.status().message()));
+      opts.wait = *m;
+    } else if (a == "--check") {
+      check = true;
+    } else if (a == "--verbose") {
+      opts.verbose = true;
+    } else {
+      return Usage(absl::StrCat("unknown argument '", a, "'"));
+    }
+  }
+  if (config.empty()) return Usage("--config FILE is required (the CF policy)");
+  absl::StatusOr<hsi::cf::CfConfig> cfg = hsi::cf::LoadConfig(config);
+  if (!cfg.ok()) {
+    std::fprintf(stderr, "hsi-cf: %s\n", std::string(cfg.status().message()).c_str());
+    return 2;
+  }
+  if (check) {
+    std::printf("%s: LPAR %s, CHPID %s, %zu structure(s)\n", config.c_str(), cfg->lpar.c_str(),
+                hsi::Chpid(static_cast<uint8_t>(cfg->chpid)).ToString().c_str(),
+                cfg->structures.size());
+    return 0;
+  }
+  opts.socket_path = socket;
+  absl::StatusOr<std::unique_ptr<hsi::cf::Server>> server =
+      hsi::cf::Server::Start(*std::move(cfg), opts);
+  if (!server.ok()) {
+    std::fprintf(stderr, "hsi-cf: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  g_server = server->get();
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = OnSignal;
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
+  // Tests and scripts wait for this line (the address connectors use).
+  std::printf("READY %s\n", (*server)->address().ToString().c_str());
+  std::fflush(stdout);
+  absl::Status s = (*server)->Run();
+  g_server = nullptr;
+  if (!s.ok()) {
+    std::fprintf(stderr, "hsi-cf: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

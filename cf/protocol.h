@@ -1,0 +1,119 @@
+// cf/protocol.h: the CF request/response format over hsi links (docs/cf.md).
+//
+// One frame = one message: a 24-byte header, then fields. Little-endian,
+// no padding, read with memcpy (a frame sits in a peer's ring: nothing is
+// aligned or trusted). Strings are a u16 length and bytes. Every field a
+// connector sent is validated by the Reader (bounds) and by the CF
+// (lengths, character set, enum values) before use; a bad frame gets a
+// kInvalidArgument reply naming the field, and the CF serves on.
+//
+// Thread safety: Writer and Reader are values; one thread each.
+#ifndef HSI_CF_PROTOCOL_H_
+#define HSI_CF_PROTOCOL_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+
+namespace hsi::cf::proto {
+
+inline constexpr uint32_t kMagic = 0x46434948;  // "HICF"
+inline constexpr uint8_t kVersion = 1;
+inline constexpr size_t kHeaderSize = 24;
+inline constexpr size_t kMaxName = 16;      // structure and connector names (CFRM: 16)
+inline constexpr size_t kMaxResource = 64;  // lock resource names
+inline constexpr size_t kMaxRecord = 64;    // record data kept with a lock for recovery
+inline constexpr size_t kMaxFrame = 8192;   // fits the smallest CHPID MTU (16K MFS)
+inline constexpr size_t kMaxKey = 16;       // list entry keys (bytes, any value)
+inline constexpr size_t kMaxData = 4096;    // list entry data, at most (max_data per structure)
+
+// The one table of message types. Requests go connector -> CF; each is
+// answered by a reply of type (request | kReplyBit) with the same
+// request_id. Notes go CF -> connector unasked, carrying the request_id of
+// the lock request they complete.
+enum Type : uint8_t {
+  kConnect = 1,     // str structure, str connector   -> u8 type, u32 entries, u32 returned
+  kDisconnect = 2,  // (nothing)                      -> (nothing)
+  kLock = 3,     // u8 mode, str resource, str record -> u8 outcome, u32 n, n x (str connector, u8
+                 // mode, u8 retained)
+  kUnlock = 4,   // str resource                   -> (nothing)
+  kRecover = 5,  // str failed connector           -> u32 n, n x (str resource, u8 mode, str record)
+  kListPush = 6,      // u32 list, u8 end, str key, str data -> u32 length after
+  kListPop = 7,       // u32 list, u8 end               -> str key, str data
+  kListRead = 8,      // u32 list, str key              -> str key, str data
+  kListDelete = 9,    // u32 list, str key              -> (nothing)
+  kListMove = 10,     // u32 from, u32 to, str key, u8 end -> (nothing)
+  kListMonitor = 11,  // u32 list, u8 on              -> u32 length now
+  kGrantNote = 64,    // str resource, u8 mode: a queued lock request is granted
+  kCancelNote =
+      65,  // str resource, str failed connector: a queued request ended, the lock is retained
+  kTransitionNote = 66,  // u32 list: a monitored list went from empty to non-empty
+  kReplyBit = 128,
+};
+
+enum class Outcome : uint8_t { kGranted = 0, kQueued = 1, kRetained = 2 };
+enum StructureType : uint8_t { kLockStructure = 1, kListStructure = 2, kCacheStructure = 3 };
+
+// The header. `conn` is the connection token the CF gave in its Connect
+// reply (0 in a Connect request); `status` is an absl::StatusCode in a
+// reply (0 = OK), and then the body of a non-OK reply is one string, the
+// message.
+struct Header {
+  uint8_t type = 0;
+  uint64_t request_id = 0;
+  uint32_t conn = 0;
+  uint32_t status = 0;
+};
+
+class Writer {
+ public:
+  explicit Writer(const Header& h);
+  Writer& U8(uint8_t v);
+  Writer& U32(uint32_t v);
+  Writer& Str(absl::string_view s);  // caller keeps s < 64K
+  absl::Span<const uint8_t> frame() const { return buf_; }
+  size_t size() const { return buf_.size(); }
+
+ private:
+  std::vector<uint8_t> buf_;
+};
+
+// Parses the header of `frame`: kInvalidArgument if shorter than the
+// header, the magic or version is wrong (the message says which, with the
+// value found).
+absl::StatusOr<Header> ParseHeader(absl::Span<const uint8_t> frame);
+
+// Reads fields after the header; the first failure sticks and names the
+// field (`what`) and its offset.
+class Reader {
+ public:
+  explicit Reader(absl::Span<const uint8_t> frame) : f_(frame), pos_(kHeaderSize) {}
+  uint8_t U8(const char* what);
+  uint32_t U32(const char* what);
+  // A string of at most `max` bytes.
+  std::string Str(const char* what, size_t max);
+  // OK if every read fitted and nothing is left over.
+  absl::Status Done() const;
+  const absl::Status& status() const { return st_; }
+
+ private:
+  bool Need(const char* what, size_t n);
+  absl::Span<const uint8_t> f_;
+  size_t pos_;
+  absl::Status st_;
+};
+
+// kInvalidArgument unless `s` is 1..max of [A-Za-z0-9_.$#@-] (`what` names it).
+absl::Status CheckName(const char* what, absl::string_view s, size_t max);
+
+// A reply frame carrying only `status` (non-OK: its message).
+std::vector<uint8_t> ErrorReply(const Header& req, const absl::Status& status);
+
+}  // namespace hsi::cf::proto
+
+#endif  // HSI_CF_PROTOCOL_H_

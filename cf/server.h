@@ -1,0 +1,103 @@
+// cf/server.h: hsi-cf's server: one LPAR with one NIC, serving the
+// structures of its policy to connectors over CF links (hsi links).
+//
+// One thread. Each frame from a connector is parsed and validated
+// (cf/protocol.h) before use; a bad one gets a kInvalidArgument reply
+// naming the field and the CF serves on. A connector's identity is its NIC
+// address: the CF asks hsid which LPAR owns it (an admin listing, on
+// Connect only: hsid is never on the data path) and checks the
+// structure's `lpars`. A request whose connection token does not belong
+// to the sending address is refused. When a connector's link goes down
+// (libhsi reports kUnavailable: its process died or detached), each of its
+// connections fails: its locks become retained (cf/lock_structure.h).
+//
+// Thread safety: none; Run() on one thread. Stop() is async-signal-safe.
+#ifndef HSI_CF_SERVER_H_
+#define HSI_CF_SERVER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "config.h"
+#include "hsi/admin.h"
+#include "hsi/nic.h"
+#include "hsi/session.h"
+#include "list_structure.h"
+#include "lock_structure.h"
+#include "protocol.h"
+
+namespace hsi::cf {
+
+struct ServerOptions {
+  std::string socket_path;              // hsid's socket ("": the default)
+  WaitMode wait = WaitMode::kAdaptive;  // how the CF waits for requests
+  bool verbose = false;                 // log every request to stderr
+};
+
+class Server {
+ public:
+  // Claims the LPAR, attaches the NIC, checks that hsid lets this uid list
+  // NICs (kPermissionDenied naming admin_uids otherwise: the CF needs it to
+  // learn which LPAR a connector is).
+  static absl::StatusOr<std::unique_ptr<Server>> Start(CfConfig config, ServerOptions options);
+
+  // Serves until Stop(); returns the error that ended it, OK after Stop().
+  absl::Status Run();
+  void Stop() { stop_.store(true, std::memory_order_relaxed); }
+  Address address() const { return nic_.address(); }
+
+ private:
+  struct Conn {
+    uint32_t token;
+    std::string structure;
+    std::string connector;
+    std::string lpar;
+    Address peer;
+  };
+  struct Structure {
+    StructureConfig config;
+    std::unique_ptr<LockStructure> lock;  // one of these two
+    std::unique_ptr<ListStructure> list;
+  };
+  Server(CfConfig config, ServerOptions options) : config_(std::move(config)), options_(options) {}
+
+  void Handle(Address from, absl::Span<const uint8_t> frame);
+  absl::StatusOr<std::vector<uint8_t>> Dispatch(Address from, const proto::Header& h,
+                                                proto::Reader& r);
+  absl::StatusOr<std::vector<uint8_t>> OnConnect(Address from, const proto::Header& h,
+                                                 proto::Reader& r);
+  // List requests (server_list.cc); fills `w` with the reply body.
+  absl::Status DispatchList(const Conn& conn, ListStructure& list, const proto::Header& h,
+                            proto::Reader& r, proto::Writer& w);
+  void SendTransitions(const std::vector<Transition>& out);
+  absl::StatusOr<std::string> LparOf(Address a);
+  void Reply(Address to, absl::Span<const uint8_t> frame);
+  void SendNotes(const std::vector<Note>& notes);
+  // Fails every connection of a peer whose link is down.
+  void ReapDeadPeers();
+  void Log(const std::string& line) const;
+
+  CfConfig config_;
+  ServerOptions options_;
+  Session session_;
+  Nic nic_;
+  AdminClient admin_;
+  std::map<std::string, Structure> structures_;
+  absl::flat_hash_map<uint32_t, Conn> conns_;
+  std::map<Address, hsi::Link> links_;  // peers with connections
+  uint32_t next_token_ = 1;
+  uint64_t replies_dropped_ = 0;
+  std::vector<Transition> pending_transitions_;  // to send after the current reply
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace hsi::cf
+
+#endif  // HSI_CF_SERVER_H_

@@ -1,0 +1,99 @@
+// server_list.cc: hsi-cf's list requests (cf/list_structure.h). Every
+// field is read through proto::Reader and checked before use.
+#include "absl/strings/str_cat.h"
+#include "server.h"
+
+namespace hsi::cf {
+
+namespace {
+
+absl::StatusOr<ListEnd> EndOf(uint8_t e) {
+  if (e > 1)
+    return absl::InvalidArgumentError(absl::StrCat("list end ", e, " is not 0 (head) or 1 (tail)"));
+  return static_cast<ListEnd>(e);
+}
+
+}  // namespace
+
+void Server::SendTransitions(const std::vector<Transition>& out) {
+  for (const Transition& t : out) {
+    auto c = conns_.find(t.conn);
+    if (c == conns_.end()) continue;
+    proto::Writer w(proto::Header{proto::kTransitionNote, 0, t.conn, 0});
+    w.U32(t.list);
+    Reply(c->second.peer, w.frame());
+  }
+}
+
+absl::Status Server::DispatchList(const Conn& conn, ListStructure& list, const proto::Header& h,
+                                  proto::Reader& r, proto::Writer& w) {
+  std::vector<Transition> out;
+  switch (h.type) {
+    case proto::kListPush: {
+      const uint32_t n = r.U32("list");
+      const uint8_t e = r.U8("end");
+      std::string key = r.Str("key", proto::kMaxKey);
+      std::string data = r.Str("data", proto::kMaxData);
+      if (absl::Status s = r.Done(); !s.ok()) return s;
+      absl::StatusOr<ListEnd> end = EndOf(e);
+      if (!end.ok()) return end.status();
+      absl::StatusOr<uint32_t> len = list.Push(n, *end, std::move(key), std::move(data), &out);
+      if (!len.ok()) return len.status();
+      w.U32(*len);
+      break;
+    }
+    case proto::kListPop: {
+      const uint32_t n = r.U32("list");
+      const uint8_t e = r.U8("end");
+      if (absl::Status s = r.Done(); !s.ok()) return s;
+      absl::StatusOr<ListEnd> end = EndOf(e);
+      if (!end.ok()) return end.status();
+      absl::StatusOr<ListEntry> got = list.Pop(n, *end);
+      if (!got.ok()) return got.status();
+      w.Str(got->key).Str(got->data);
+      break;
+    }
+    case proto::kListRead:
+    case proto::kListDelete: {
+      const uint32_t n = r.U32("list");
+      const std::string key = r.Str("key", proto::kMaxKey);
+      if (absl::Status s = r.Done(); !s.ok()) return s;
+      if (h.type == proto::kListDelete) return list.Delete(n, key);
+      absl::StatusOr<ListEntry> got = list.Read(n, key);
+      if (!got.ok()) return got.status();
+      w.Str(got->key).Str(got->data);
+      break;
+    }
+    case proto::kListMove: {
+      const uint32_t from = r.U32("from list");
+      const uint32_t to = r.U32("to list");
+      const std::string key = r.Str("key", proto::kMaxKey);
+      const uint8_t e = r.U8("end");
+      if (absl::Status s = r.Done(); !s.ok()) return s;
+      absl::StatusOr<ListEnd> end = EndOf(e);
+      if (!end.ok()) return end.status();
+      if (absl::Status s = list.Move(from, to, key, *end, &out); !s.ok()) return s;
+      break;
+    }
+    case proto::kListMonitor: {
+      const uint32_t n = r.U32("list");
+      const uint8_t on = r.U8("on");
+      if (absl::Status s = r.Done(); !s.ok()) return s;
+      if (on > 1)
+        return absl::InvalidArgumentError(absl::StrCat("monitor: on = ", on, " is not 0 or 1"));
+      absl::StatusOr<uint32_t> len = list.Monitor(h.conn, n, on == 1);
+      if (!len.ok()) return len.status();
+      w.U32(*len);
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("CF ", config_.lpar, ": message type ", h.type,
+                                                     " is a lock request; ", conn.structure,
+                                                     " is a list structure"));
+  }
+  // Sent by Handle() after the reply: the pusher sees its reply first.
+  pending_transitions_.insert(pending_transitions_.end(), out.begin(), out.end());
+  return absl::OkStatus();
+}
+
+}  // namespace hsi::cf

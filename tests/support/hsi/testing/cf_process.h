@@ -1,0 +1,108 @@
+// hsi/testing/cf_process.h: a running hsi-cf for one test or benchmark.
+//
+// Header-only: whoever includes it defines HSI_CF_PATH (the hsi-cf to run).
+// CfProcess writes the policy beside the test's hsid, starts the build's
+// hsi-cf on it (stderr to <dir>/cf.log), and waits for its "READY ADDR"
+// line (a deadline, no sleep). The destructor SIGKILLs and reaps it; it
+// also dies with the test (PR_SET_PDEATHSIG).
+//
+// Thread safety: one thread.
+#ifndef HSI_TESTING_CF_PROCESS_H_
+#define HSI_TESTING_CF_PROCESS_H_
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "hsi/address.h"
+#include "hsi/testing/hsid.h"
+
+namespace hsi::testing {
+
+class CfProcess {
+ public:
+  CfProcess(const Hsid& hsid, const std::string& policy, const std::string& extra_flag = "")
+      : log_(hsid.dir() + "/cf.log") {
+    const std::string config = hsid.dir() + "/cf.toml";
+    std::ofstream(config) << policy;
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return;
+    const pid_t parent = ::getpid();
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);
+      ::dup2(p[1], 1);
+      const int err = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(err, 2);
+      std::string sock = hsid.socket();
+      if (extra_flag.empty()) {
+        ::execl(HSI_CF_PATH, "hsi-cf", "--config", config.c_str(), "--socket", sock.c_str(),
+                nullptr);
+      } else {
+        ::execl(HSI_CF_PATH, "hsi-cf", "--config", config.c_str(), "--socket", sock.c_str(),
+                extra_flag.c_str(), nullptr);
+      }
+      ::_exit(127);
+    }
+    ::close(p[1]);
+    std::string line;
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < deadline) {
+      struct pollfd pf {
+        p[0], POLLIN, 0
+      };
+      if (::poll(&pf, 1, static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()) + 1)) <=
+          0)
+        break;
+      char c;
+      if (::read(p[0], &c, 1) != 1) break;
+      if (c == '\n') break;
+      line += c;
+    }
+    ::close(p[0]);
+    if (line.rfind("READY ", 0) == 0) {
+      if (absl::StatusOr<Address> a = Address::Parse(line.substr(6)); a.ok()) address_ = *a;
+    }
+  }
+  ~CfProcess() { Kill(SIGKILL); }
+  CfProcess(const CfProcess&) = delete;
+  CfProcess& operator=(const CfProcess&) = delete;
+
+  bool ready() const { return address_ != Address(); }
+  Address address() const { return address_; }
+  pid_t pid() const { return pid_; }
+  // Sends `sig` and reaps; the wait status, -1 if not running.
+  int Kill(int sig) {
+    if (pid_ <= 0) return -1;
+    ::kill(pid_, sig);
+    int st = 0;
+    ::waitpid(pid_, &st, 0);
+    pid_ = -1;
+    return st;
+  }
+  std::string log() const {
+    std::ifstream in(log_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+ private:
+  std::string log_;
+  pid_t pid_ = -1;
+  Address address_;
+};
+
+}  // namespace hsi::testing
+
+#endif  // HSI_TESTING_CF_PROCESS_H_
