@@ -17,7 +17,7 @@ namespace hsi {
 
 namespace wire = ::hsi::wire;
 
-struct RunBroker::State : internal::ControlChannel::Handler {
+struct RunBroker::State final : internal::ControlChannel::Handler {
   State(std::string path, std::optional<uint32_t> uid) : ctl(std::move(path), uid, this) {}
   void OnEvent(wire::Message&) override {}
   void OnStrayReply(wire::Message&) override {}
