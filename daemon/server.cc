@@ -10,6 +10,7 @@
 //                 the reclaim holds and the state file
 //   admin.h       define/undefine CHPID, set NIC state, lists and counters
 //   sniffer.h     taps of a CHPID (hsi-dump)
+//   streams.h     hsi-run: listeners, proposed and paired TCP connections
 // A new kind of object (a CTC device, a coupling facility structure) gets a
 // part of its own beside these, with its messages routed in OnMessage and
 // its teardown in OnClientGone.
@@ -35,6 +36,7 @@
 #include "nics.h"
 #include "policy.h"
 #include "sniffer.h"
+#include "streams.h"
 
 namespace hsid {
 namespace {
@@ -56,7 +58,8 @@ class ServerImpl final : public Server, Clients::Listener, EventLoop::Handler {
         links_(config_, clients_, nics_, opt_.verbose),
         sniffer_(config_, clients_, links_),
         policy_(config_, clients_, nics_, links_),
-        admin_(config_, clients_, nics_, links_) {
+        admin_(config_, clients_, nics_, links_),
+        streams_(config_, clients_) {
     links_.AddObserver(&sniffer_);
   }
   ~ServerImpl() override;
@@ -87,6 +90,7 @@ class ServerImpl final : public Server, Clients::Listener, EventLoop::Handler {
   Sniffer sniffer_;
   Policy policy_;
   Admin admin_;
+  Streams streams_;
 };
 
 absl::Status ServerImpl::Init() {
@@ -152,7 +156,7 @@ void ServerImpl::OnEvent(Kind kind, uint64_t id, int res) {
 void ServerImpl::AfterTurn() {
   clients_.ArmAll();
   if (!loop_.timer_armed() &&
-      (policy_.NeedsTimer() || clients_.unclaimed() > 0 || links_.AnyDeadline())) {
+      (policy_.NeedsTimer() || clients_.unclaimed() > 0 || links_.AnyDeadline() || streams_.AnyDeadline())) {
     loop_.ArmTimer(kSweep);
   }
   policy_.SaveStateIfChanged();
@@ -164,6 +168,7 @@ void ServerImpl::OnTimer() {
   clients_.ExpireHellos(now);
   policy_.RetryDeferred(now);
   links_.Expire(now);
+  streams_.Expire(now);
 }
 
 void ServerImpl::OnMessage(Client& c, Message& m) {
@@ -179,7 +184,18 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
     case MsgType::kDefineChpidRequest: return admin_.OnDefineChpid(c, m);
     case MsgType::kUndefineChpidRequest: return admin_.OnUndefineChpid(c, m);
     case MsgType::kSetNicRequest: return admin_.OnSetNic(c, m);
-    case MsgType::kListRequest: return admin_.OnList(c, m);
+    case MsgType::kListRequest: {
+      const uint32_t what = m.As<wire::ListRequest>().what;
+      if (what == wire::kListStreams || what == wire::kListFallbacks) return streams_.OnList(c, m);
+      return admin_.OnList(c, m);
+    }
+    case MsgType::kRunListenRequest: return streams_.OnListen(c, m);
+    case MsgType::kRunUnlistenNotice: return streams_.OnUnlisten(c, m);
+    case MsgType::kRunProposeRequest: return streams_.OnPropose(c, m);
+    case MsgType::kRunClaimRequest: return streams_.OnClaim(c, m);
+    case MsgType::kRunAwaitRequest: return streams_.OnAwait(c, m);
+    case MsgType::kRunCloseNotice: return streams_.OnClose(c, m);
+    case MsgType::kRunFallbackNotice: return streams_.OnFallback(c, m);
     case MsgType::kSniffRequest: return sniffer_.OnSniff(c, m);
     default:
       break;  // Decode() admits only client-to-daemon types
@@ -189,6 +205,7 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
 bool ServerImpl::OnClientGone(Client& c, const std::string& why) {
   const bool had_nics = policy_.OnClientGone(c, why);
   links_.EndSetupsOf(c.id);
+  streams_.OnClientGone(c);
   return had_nics;
 }
 
