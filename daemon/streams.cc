@@ -312,6 +312,9 @@ void Streams::OnAwait(Client& c, Message& m) {
                   absl::NotFoundError(absl::StrCat("await: stream ", req.stream_id, " is not this socket's")));
   }
   Stream& s = it->second;
+  if (s.refused == 0 && s.state == wire::kStreamProposed && (req.flags & wire::kRunAwaitPoll) != 0) {
+    return refuse(wire::kRunFallbackTimeout, absl::UnavailableError(absl::StrCat("stream ", s.id, ": not claimed yet")));
+  }
   if (s.refused == 0 && s.state == wire::kStreamProposed && req.wait_ms > 0) {
     s.await_client = c.id;
     s.await_request = m.request_id;

@@ -24,6 +24,8 @@ PACKAGES=(
   iceoryx                                        # iox-roudi, the broker hsi-bench starts for iceoryx
   libiceoryx-posh-dev libiceoryx-hoofs-dev       # iceoryx C++ API: a transport in hsi-bench
   libiceoryx-binding-c-dev                       # iceoryx C binding (its CMake config wants it)
+  redis-server redis-tools                       # hsi-run tests/bench: redis-server, redis-benchmark, redis-cli
+  nginx-light wrk curl                           # hsi-run tests/bench: nginx serving files to curl and wrk
 )
 
 usage() {
@@ -67,5 +69,20 @@ if command -v debconf-set-selections >/dev/null; then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
 fi
 $SUDO apt-get update -qq
+# redis-server and nginx would start their system services on install;
+# hsi's tests start their own on free ports. policy-rc.d 101 tells
+# invoke-rc.d not to start anything while we install (removed after), and
+# the services are disabled so they do not come up at the next boot either.
+policy=/usr/sbin/policy-rc.d
+made_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+  $SUDO chmod 755 "$policy"
+  made_policy=1
+fi
+trap '[ "$made_policy" -eq 1 ] && $SUDO rm -f "$policy"' EXIT
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now redis-server nginx >/dev/null 2>&1 || true
+fi
 echo "setup.sh: done"

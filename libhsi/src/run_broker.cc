@@ -145,12 +145,13 @@ absl::StatusOr<RunPeer> RunBroker::Claim(int fd, const Segment& ring, const Segm
   return MapPeerParts(m, geometry, rep.stream_id);
 }
 
-absl::StatusOr<RunPeer> RunBroker::Await(uint64_t stream_id, int fd, uint32_t wait_ms, const RingGeometry& geometry,
-                                         uint32_t* reason) {
+absl::StatusOr<RunPeer> RunBroker::Await(uint64_t stream_id, int fd, uint32_t wait_ms, bool poll,
+                                         const RingGeometry& geometry, uint32_t* reason) {
   *reason = wire::kRunFallbackInternal;
   auto req = wire::Zeroed<wire::RunAwaitRequest>();
   req.stream_id = stream_id;
   req.wait_ms = wait_ms;
+  req.flags = poll ? uint32_t{wire::kRunAwaitPoll} : 0u;
   absl::StatusOr<UniqueFd> d = Dup(fd);
   if (!d.ok()) return d.status();
   std::vector<UniqueFd> fds;

@@ -115,10 +115,14 @@ absl::Status StreamEnd::Init(Segment my_ring, Segment their_ring, Segment my_pag
   return absl::OkStatus();
 }
 
-void StreamEnd::Bell(int sock) {
-  own_page()->bells_sent.fetch_add(1, std::memory_order_release);
+ssize_t StreamEnd::SendBell(int sock, int flags) {
   const char b = 'B';
-  (void)RawSend(sock, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+  const ssize_t n = RawSend(sock, &b, 1, MSG_DONTWAIT | flags);
+  // Counted only once sent: the peer drains at most what we count, so a
+  // bell that never left (a full or dead socket) is never waited for, and
+  // no later bell is drained in its place.
+  if (n == 1) own_page()->bells_sent.fetch_add(1, std::memory_order_release);
+  return n;
 }
 
 ssize_t StreamEnd::TryWrite(const struct iovec* iov, int iovcnt, int sock) {

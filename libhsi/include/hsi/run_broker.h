@@ -63,8 +63,10 @@ class HSI_EXPORT RunBroker {
   // that proposed nothing.
   absl::StatusOr<RunPeer> Claim(int fd, const Segment& ring, const Segment& page, const RingGeometry& geometry,
                                 uint32_t* reason);
-  // Connector, before its first byte: waits up to `wait_ms` for the claim.
-  absl::StatusOr<RunPeer> Await(uint64_t stream_id, int fd, uint32_t wait_ms, const RingGeometry& geometry,
+  // Connector, before its first byte: waits up to `wait_ms` for the claim
+  // (then hsid abandons the proposal: both ends stay on TCP). With `poll`,
+  // only looks: kUnavailable while not claimed, the proposal kept open.
+  absl::StatusOr<RunPeer> Await(uint64_t stream_id, int fd, uint32_t wait_ms, bool poll, const RingGeometry& geometry,
                                 uint32_t* reason);
   // Notices (no answer): the last descriptor of `side` closed; a fallback
   // this process decided.

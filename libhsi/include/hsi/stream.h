@@ -29,8 +29,9 @@
 //   producer: commit (release, in the ring), seq_cst fence, load data_arm
 // so either the consumer sees the new frame or the producer sees the arm.
 // Space likewise with space_arm against the consumer's head publish.
-// bells_sent is incremented (release) before the bell byte is sent; the
-// peer loads it (acquire) before arming, and drains at most that many.
+// bells_sent is incremented (release) after a bell byte was sent; the peer
+// loads it (acquire) before arming and drains at most that many, so it
+// never drains a bell sent for its newer arm.
 //
 // Thread safety: a StreamEnd is not synchronized; hsi-run holds one lock
 // for the sending side and one for the receiving side (TryWrite/ArmSpace
@@ -40,6 +41,7 @@
 #ifndef HSI_STREAM_H_
 #define HSI_STREAM_H_
 
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <atomic>
@@ -124,19 +126,25 @@ class HSI_EXPORT StreamEnd {
   // After ArmSpace() returned true: blocks until the consumer rings for
   // space (or did since the arm), at most `timeout_ms`.
   void WaitSpace(int timeout_ms) const;
+  // Increments bells_sent and sends one bell on `sock`, non-blocking, with
+  // `flags` (MSG_NOSIGNAL or 0: a probe of a peer that may be gone, which
+  // raises SIGPIPE as a TCP write would). Returns send(2)'s result.
+  ssize_t SendBell(int sock, int flags);
   // Bytes of the first waiting frame not yet read (0: none), for FIONREAD.
   size_t Readable();
   bool broken() const { return !tx_.ok() || !rx_.ok(); }
+  // Unmaps the four segments in this process only (Segment::UnmapView): a
+  // process of a fork letting go while others keep the stream.
+  void UnmapViews() const {
+    for (const Segment* s : {&own_ring_, &peer_ring_, &own_page_, &peer_page_}) s->UnmapView();
+  }
   uint64_t bytes_out() const { return own_page()->bytes_out.load(std::memory_order_relaxed); }
   uint64_t bytes_in() const { return own_page()->bytes_in.load(std::memory_order_relaxed); }
 
  private:
   StreamPage* own_page() const { return static_cast<StreamPage*>(own_page_.data()); }
   const StreamPage* peer_page() const { return static_cast<const StreamPage*>(peer_page_.data()); }
-  // Increments bells_sent and sends one bell on `sock` (non-blocking,
-  // MSG_NOSIGNAL; a failure is the socket's own business, seen at the next
-  // read or write).
-  void Bell(int sock);
+  void Bell(int sock) { (void)SendBell(sock, MSG_NOSIGNAL); }
 
   Segment own_ring_, peer_ring_, own_page_, peer_page_;
   Doorbell unused_own_bell_, unused_peer_bell_;  // the rings' own wake-ups are not used

@@ -479,13 +479,17 @@ struct RunClaimReply {  // + the connector's ring segment + control page (only w
 };
 
 inline constexpr uint32_t kMaxAwaitMs = 60000;
+// kRunAwaitPoll: only look: if not claimed yet, answer kUnavailable and
+// keep the proposal open (the client asks again; it holds no hsid call
+// open meanwhile, so its other threads can claim and propose).
+enum : uint32_t { kRunAwaitPoll = 1 };
 struct RunAwaitRequest {  // + the connected socket
   uint64_t stream_id;
-  uint32_t wait_ms;  // at most kMaxAwaitMs
-  uint32_t reserved;
+  uint32_t wait_ms;  // at most kMaxAwaitMs; 0: answer now
+  uint32_t flags;    // kRunAwait*
   absl::Status Validate() const {
     return FirstError(wait_ms > kMaxAwaitMs ? absl::InvalidArgumentError("wait_ms exceeds 60000") : absl::OkStatus(),
-                      CheckZero(reserved, "reserved"));
+                      CheckFlags(flags, kRunAwaitPoll, "flags"));
   }
 };
 struct RunAwaitReply {  // + the acceptor's ring segment + control page (only when OK)
