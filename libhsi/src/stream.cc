@@ -51,6 +51,20 @@ size_t IovTotal(const struct iovec* iov, int iovcnt) {
   return t;
 }
 
+// The rings' own doorbells are never used here (bells travel on the TCP
+// socket), but a ring wants two. One wait end of a pipe per process serves
+// every ring: ringing a wait end does nothing (hsi/doorbell.h), so even a
+// peer that sets its need flags cannot make us write to any descriptor.
+// Never destroyed; after a fork the child's copy is the same.
+const Doorbell* SilentBell() {
+  static const Doorbell* bell = [] {
+    UniqueFd ring_end;
+    absl::StatusOr<Doorbell> d = Doorbell::CreateSplit(&ring_end);
+    return d.ok() ? new Doorbell(std::move(*d)) : nullptr;
+  }();
+  return bell;
+}
+
 }  // namespace
 
 absl::StatusOr<Segment> CreateStreamPage() {
@@ -99,11 +113,11 @@ absl::Status StreamEnd::Init(Segment my_ring, Segment their_ring, Segment my_pag
   peer_ring_ = std::move(their_ring);
   own_page_ = std::move(my_page);
   peer_page_ = std::move(their_page);
-  absl::StatusOr<RingProducer> tx =
-      RingProducer::Create(own_ring_, peer_ring_, unused_own_bell_, unused_peer_bell_, geometry);
+  const Doorbell* bell = SilentBell();
+  if (bell == nullptr) return absl::InternalError("stream: cannot make a pipe for the rings' doorbells");
+  absl::StatusOr<RingProducer> tx = RingProducer::Create(own_ring_, peer_ring_, *bell, *bell, geometry);
   if (!tx.ok()) return tx.status();
-  absl::StatusOr<RingConsumer> rx =
-      RingConsumer::Create(own_ring_, peer_ring_, unused_own_bell_, unused_peer_bell_, geometry);
+  absl::StatusOr<RingConsumer> rx = RingConsumer::Create(own_ring_, peer_ring_, *bell, *bell, geometry);
   if (!rx.ok()) return rx.status();
   tx_ = std::move(*tx);
   rx_ = std::move(*rx);

@@ -147,7 +147,6 @@ class HSI_EXPORT StreamEnd {
   void Bell(int sock) { (void)SendBell(sock, MSG_NOSIGNAL); }
 
   Segment own_ring_, peer_ring_, own_page_, peer_page_;
-  Doorbell unused_own_bell_, unused_peer_bell_;  // the rings' own wake-ups are not used
   RingProducer tx_;
   RingConsumer rx_;
   size_t rx_offset_ = 0;       // bytes of the peeked frame already read
