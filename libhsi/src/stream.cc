@@ -130,12 +130,19 @@ absl::Status StreamEnd::Init(Segment my_ring, Segment their_ring, Segment my_pag
 }
 
 ssize_t StreamEnd::SendBell(int sock, int flags) {
+  // Counted before it is sent, and counted and sent as one under a spin
+  // lock (a reader thread's space bell and a writer thread's data bell must
+  // reach the socket in the order they were counted): a bell the peer sees
+  // in the socket is always in the count it loads afterwards, so a reader
+  // that emptied the ring drains the bell that woke it (no spurious
+  // readiness left for a blocking reader to hang on). A send that fails
+  // leaves the count one high: that only happens on a dead connection.
+  while (bell_lock_.exchange(1, std::memory_order_acquire) != 0) {
+  }
+  own_page()->bells_sent.fetch_add(1, std::memory_order_release);
   const char b = 'B';
   const ssize_t n = RawSend(sock, &b, 1, MSG_DONTWAIT | flags);
-  // Counted only once sent: the peer drains at most what we count, so a
-  // bell that never left (a full or dead socket) is never waited for, and
-  // no later bell is drained in its place.
-  if (n == 1) own_page()->bells_sent.fetch_add(1, std::memory_order_release);
+  bell_lock_.store(0, std::memory_order_release);
   return n;
 }
 
@@ -234,13 +241,20 @@ bool StreamEnd::ArmData(int sock) {
   return true;
 }
 
-bool StreamEnd::ArmSpace() {
-  // Read before arming, so that a ring between the arm and WaitSpace() is
-  // not missed (the futex compares against it).
-  space_ticket_ = peer_page()->space_futex.load(std::memory_order_acquire);
-  own_page()->space_arm.store(++space_arm_, std::memory_order_seq_cst);
+bool StreamEnd::ArmSpace(size_t need) {
+  // One request at a time: while the consumer has not answered the last
+  // one (its space_rung is below it), asking again would only make it send
+  // one more bell per release to a producer that spins (a non-blocking
+  // writer whose POLLOUT is always true).
+  const uint64_t rung = peer_page()->space_rung.load(std::memory_order_acquire);
+  if (rung >= space_arm_) {
+    // Read before arming, so that a ring between the arm and WaitSpace()
+    // is not missed (the futex compares against it).
+    space_ticket_ = peer_page()->space_futex.load(std::memory_order_acquire);
+    own_page()->space_arm.store(++space_arm_, std::memory_order_seq_cst);
+  }
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  return tx_.ok() && tx_.TryReserve(1) == nullptr;
+  return tx_.ok() && tx_.TryReserve(std::min<size_t>(std::max<size_t>(need, 1), tx_.mtu())) == nullptr;
 }
 
 void StreamEnd::WaitSpace(int timeout_ms) const {

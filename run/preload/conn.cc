@@ -4,6 +4,8 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -163,6 +165,11 @@ uint64_t NowMs() {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+void OnActive(int fd) {
+  const int one = 1;
+  R().setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 hsi::RingGeometry Options::geometry() const {
@@ -389,6 +396,7 @@ State EnsurePaired(Conn* c, int fd) {
     return State::kPlain;
   }
   Logf(1, "fd %d: connector paired on rings (stream %llu)", fd, static_cast<unsigned long long>(c->stream_id));
+  OnActive(fd);
   c->state.store(static_cast<int>(State::kActive), std::memory_order_release);
   return State::kActive;
 }

@@ -155,6 +155,9 @@ struct LibScope {
 };
 
 uint64_t NowMs();  // CLOCK_MONOTONIC
+// A connection just went onto rings: bells must not wait for Nagle (a bell
+// held back behind the peer's delayed ACK costs 40 ms), so TCP_NODELAY.
+void OnActive(int fd);
 
 // Connector: pairs a kPending Conn (await the accept) or falls back.
 // Returns the state after. Requires the socket to be connected.

@@ -10,6 +10,7 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -89,7 +90,13 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
       return -1;
     }
     done += static_cast<size_t>(n);
-    if (done == total || (done > 0 && !waitall)) return static_cast<ssize_t>(done);
+    if (done == total || (done > 0 && !waitall)) {
+      // Emptied the ring: drain the bell that announced it and arm now, so
+      // the socket is not left readable with nothing behind it (a blocking
+      // program that polls first would then block in its read).
+      if (!peek && c->end.Readable() == 0) c->end.ArmData(fd);
+      return static_cast<ssize_t>(done);
+    }
     if (n > 0) {
       Advance(iov0, iovcnt0, done, &rest);
       iov = rest.data();
@@ -182,7 +189,7 @@ ssize_t ConnWrite(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
       continue;
     }
     // Full.
-    if (!c->end.ArmSpace()) continue;
+    if (!c->end.ArmSpace(total - done)) continue;
     if (int e = ProbePeer(c, fd, nosignal); e != 0) {
       if (done > 0) return static_cast<ssize_t>(done);
       errno = e;
@@ -190,6 +197,10 @@ ssize_t ConnWrite(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
     }
     if (dontwait) {
       if (done > 0) return static_cast<ssize_t>(done);
+      // The socket's POLLOUT stays true while the ring is full (docs/
+      // hsi-run.md, limits): a program may come straight back. Give the
+      // reader the CPU first.
+      sched_yield();
       errno = EAGAIN;
       return -1;
     }

@@ -210,6 +210,7 @@ void Claim(int lfd, int fd) {
     c->state.store(static_cast<int>(State::kBroken));
     R().shutdown(fd, SHUT_RDWR);
   } else {
+    OnActive(fd);
     c->state.store(static_cast<int>(State::kActive));
     Logf(1, "fd %d: accepted connection on rings (stream %llu)", fd, static_cast<unsigned long long>(peer->stream_id));
   }

@@ -29,9 +29,10 @@
 //   producer: commit (release, in the ring), seq_cst fence, load data_arm
 // so either the consumer sees the new frame or the producer sees the arm.
 // Space likewise with space_arm against the consumer's head publish.
-// bells_sent is incremented (release) after a bell byte was sent; the peer
-// loads it (acquire) before arming and drains at most that many, so it
-// never drains a bell sent for its newer arm.
+// bells_sent is incremented (release) just before a bell byte is sent (both
+// under one spin lock, so bytes leave in count order); the peer loads it
+// (acquire) before arming and drains at most that many, so it never drains
+// a bell sent for its newer arm, and always the one that woke it.
 //
 // Thread safety: a StreamEnd is not synchronized; hsi-run holds one lock
 // for the sending side and one for the receiving side (TryWrite/ArmSpace
@@ -121,8 +122,9 @@ class HSI_EXPORT StreamEnd {
   // Returns true if the ring is still empty (armed: the next commit rings),
   // false if data is there (read it).
   bool ArmData(int sock);
-  // Producer: asks for a space bell. Returns true if the ring is still full.
-  bool ArmSpace();
+  // Producer: asks for a space bell. Returns true if the ring still has no
+  // room for a frame of `need` bytes (capped at the MTU).
+  bool ArmSpace(size_t need);
   // After ArmSpace() returned true: blocks until the consumer rings for
   // space (or did since the arm), at most `timeout_ms`.
   void WaitSpace(int timeout_ms) const;
@@ -154,6 +156,7 @@ class HSI_EXPORT StreamEnd {
   uint64_t data_arm_ = 0;      // my last data_arm
   uint64_t space_arm_ = 0;     // my last space_arm
   uint32_t space_ticket_ = 0;  // the peer's space_futex when I last armed
+  std::atomic<uint32_t> bell_lock_{0};  // SendBell's spin lock (shared across fork)
 };
 
 }  // namespace hsi
