@@ -113,6 +113,12 @@ Real LoadReal() {
   Load(r.close_range, "close_range");
   Load(r.execve, "execve");
   Load(r.execvpe, "execvpe");
+  Load(r.epoll_ctl, "epoll_ctl");
+  Load(r.epoll_wait, "epoll_wait");
+  Load(r.epoll_pwait, "epoll_pwait");
+  Load(r.poll, "poll");
+  Load(r.ppoll, "ppoll");
+  Load(r.select, "select");
   return r;
 }
 

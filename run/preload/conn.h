@@ -21,6 +21,9 @@
 #define HSI_RUN_PRELOAD_CONN_H_
 
 #include <pthread.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -86,6 +89,12 @@ struct Real {
   int (*close_range)(unsigned, unsigned, int);
   int (*execve)(const char*, char* const[], char* const[]);
   int (*execvpe)(const char*, char* const[], char* const[]);
+  int (*epoll_ctl)(int, int, int, struct epoll_event*);
+  int (*epoll_wait)(int, struct epoll_event*, int, int);
+  int (*epoll_pwait)(int, struct epoll_event*, int, int, const sigset_t*);
+  int (*poll)(struct pollfd*, unsigned long, int);
+  int (*ppoll)(struct pollfd*, unsigned long, const struct timespec*, const sigset_t*);
+  int (*select)(int, fd_set*, fd_set*, fd_set*, struct timeval*);
 };
 const Real& R();
 

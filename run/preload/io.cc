@@ -94,7 +94,11 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
       // Emptied the ring: drain the bell that announced it and arm now, so
       // the socket is not left readable with nothing behind it (a blocking
       // program that polls first would then block in its read).
-      if (!peek && c->end.Readable() == 0) c->end.ArmData(fd);
+      // A blocking reader that busy-polls re-arms only when it must drain:
+      // its next read spins first, and an arm now would make the peer send
+      // a bell for every message (the syscall busy-polling exists to avoid).
+      // With busy polling, readers arm only before they sleep (busy.cc).
+      if (!peek && c->end.Readable() == 0 && (Opts().busy_poll_us == 0 || c->end.BellsOwed())) c->end.ArmData(fd);
       return static_cast<ssize_t>(done);
     }
     if (n > 0) {
@@ -114,7 +118,9 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
       }
       if (got) continue;
     }
-    if (!c->end.ArmData(fd)) continue;  // data came while arming
+    // Arm (ask for a bell) unless busy polling lets a non-blocking reader
+    // return without one: it arms in poll/select/epoll before sleeping.
+    if ((Opts().busy_poll_us == 0 || !dontwait) && !c->end.ArmData(fd)) continue;  // data came while arming
     const short rev = PollNow(fd, POLLRDHUP);
     if ((rev & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
       // The peer shut down or died: every frame it committed came before
