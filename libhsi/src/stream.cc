@@ -74,6 +74,9 @@ absl::StatusOr<Segment> CreateStreamPage() {
   if (!seg.ok()) return seg.status();
   auto* page = new (seg->data()) StreamPage{};
   page->magic = kStreamPageMagic;
+  // Armed before anyone sees the page: the peer may commit its first bytes
+  // before this side has built its StreamEnd, and that commit must ring.
+  page->data_arm.store(1, std::memory_order_release);
   return seg;
 }
 
@@ -123,9 +126,8 @@ absl::Status StreamEnd::Init(Segment my_ring, Segment their_ring, Segment my_pag
   rx_ = std::move(*rx);
   // Keep no descriptors: a program may close or dup2 over any fd number.
   for (Segment* s : {&own_ring_, &peer_ring_, &own_page_, &peer_page_}) s->ReleaseFd();
-  // Armed from the start: the peer's first commit rings.
-  data_arm_ = 1;
-  own_page()->data_arm.store(data_arm_, std::memory_order_seq_cst);
+  // Armed from the start (CreateStreamPage): the peer's first commit rings.
+  data_arm_ = own_page()->data_arm.load(std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
