@@ -20,6 +20,7 @@
 #include <new>
 #include <unordered_map>
 
+#include "hsi/session.h"
 #include "hsi/wire/messages.h"
 
 namespace hsirun {
@@ -65,7 +66,13 @@ Options LoadOptions() {
   Options o;
   const char* d = std::getenv("HSI_RUN_DISABLE");
   o.disabled = d != nullptr && std::strcmp(d, "1") == 0;
-  if (const char* s = std::getenv("HSI_RUN_SOCKET")) o.socket = s;
+  // Resolved now, at load: a program may clear its environment later (nginx
+  // workers keep only TZ) and still connect to hsid through its parent's.
+  if (const char* s = std::getenv("HSI_RUN_SOCKET"); s != nullptr && s[0] != '\0') {
+    o.socket = s;
+  } else if (absl::StatusOr<std::string> p = hsi::ResolveSocketPath(""); p.ok()) {
+    o.socket = *p;
+  }
   o.log = static_cast<int>(EnvNumber("HSI_RUN_LOG", 0, 0, 3));
   o.busy_poll_us = static_cast<uint32_t>(EnvNumber("HSI_RUN_BUSY_POLL_US", 0, 0, 1000000));
   uint64_t kb = EnvNumber("HSI_RUN_RING_KB", 1024, 64, 1 << 20);
