@@ -1,0 +1,312 @@
+// hsi-run-check: a TCP stream test program for hsi-run (run/tests/
+// programs_test.sh runs it under hsi-run, and plain). Every byte is
+// generated from a seed, echoed by the server and compared byte by byte on
+// the way back, so a byte lost, duplicated or reordered anywhere (ring,
+// fork, threads, fallback) fails the run.
+//
+//   hsi-run-check server --port-file FILE [--conns N]
+//       listens on 127.0.0.1:0, writes the port to FILE, echoes N
+//       connections (a thread each: read/write until EOF, then
+//       shutdown(SHUT_WR) after the last byte), then exits 0.
+//   hsi-run-check client --port P --bytes B --mode MODE [--seed S]
+//       MODE poll:    non-blocking socket, poll() loop, rotating write/send/
+//                     writev/sendmsg and read/recv/readv/recvmsg
+//       threads:      blocking socket, one thread sends while another
+//                     receives on the same descriptor (MSG_WAITALL too)
+//       fork:         a forked child sends everything and closes its copy;
+//                     the parent receives
+//       epoll:        non-blocking, edge-triggered epoll, EPOLLRDHUP
+//       Prints "OK bytes=B" and exits 0, or "FAIL: ..." and exits 1.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+// The byte at stream position `i` for `seed`: a hash, so any position can
+// be checked on its own.
+uint8_t ByteAt(uint64_t seed, uint64_t i) {
+  uint64_t x = (i >> 3) * 0x9E3779B97F4A7C15ull ^ seed;
+  x ^= x >> 31;
+  x *= 0xBF58476D1CE4E5B9ull;
+  x ^= x >> 29;
+  return static_cast<uint8_t>(x >> (8 * (i & 7)));
+}
+
+[[noreturn]] void Fail(const std::string& what) {
+  std::printf("FAIL: %s (errno %d: %s)\n", what.c_str(), errno, std::strerror(errno));
+  std::fflush(stdout);
+  std::_Exit(1);
+}
+
+const char* Arg(int argc, char** argv, const char* name, const char* def) {
+  for (int i = 2; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
+  }
+  if (def == nullptr) {
+    std::fprintf(stderr, "hsi-run-check: %s is required (try --help)\n", name);
+    std::exit(2);
+  }
+  return def;
+}
+
+// ------------------------------------------------------------ server
+
+void Echo(int fd) {
+  std::vector<char> buf(256 * 1024);
+  for (;;) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;  // the peer reset: nothing more to echo
+    }
+    for (ssize_t off = 0; off < n;) {
+      const ssize_t w = ::write(fd, buf.data() + off, static_cast<size_t>(n - off));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        ::close(fd);
+        return;
+      }
+      off += w;
+    }
+  }
+  ::shutdown(fd, SHUT_WR);
+  ::close(fd);
+}
+
+int Server(int argc, char** argv) {
+  const char* port_file = Arg(argc, argv, "--port-file", nullptr);
+  const int conns = std::atoi(Arg(argc, argv, "--conns", "1"));
+  const int l = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) < 0 || ::listen(l, 64) < 0) Fail("bind/listen");
+  socklen_t len = sizeof(a);
+  ::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
+  {
+    const std::string tmp = std::string(port_file) + ".tmp";
+    FILE* f = std::fopen(tmp.c_str(), "w");
+    if (f == nullptr) Fail("port file");
+    std::fprintf(f, "%d\n", ntohs(a.sin_port));
+    std::fclose(f);
+    std::rename(tmp.c_str(), port_file);  // appears whole
+  }
+  std::vector<std::thread> threads;
+  for (int i = 0; i < conns; ++i) {
+    const int fd = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) Fail("accept");
+    threads.emplace_back(Echo, fd);
+  }
+  for (std::thread& t : threads) t.join();
+  ::close(l);
+  return 0;
+}
+
+// ------------------------------------------------------------ client
+
+struct Check {
+  uint64_t seed, total, got = 0;
+  void Take(const uint8_t* p, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      if (got + i >= total) Fail("more bytes came back than were sent");
+      if (p[i] != ByteAt(seed, got + i)) Fail("byte " + std::to_string(got + i) + " differs");
+    }
+    got += n;
+  }
+};
+
+// One send of up to `max` bytes at position `pos`, rotating the calls.
+ssize_t SendSome(int fd, uint64_t seed, uint64_t pos, size_t max, int round) {
+  static thread_local std::vector<uint8_t> buf(1 << 20);
+  const size_t sizes[] = {1, 7, 64, 1500, 4096, 65536, 200000, 1 << 20};
+  const size_t n = std::min(max, sizes[round % 8]);
+  for (size_t i = 0; i < n; ++i) buf[i] = ByteAt(seed, pos + i);
+  switch (round % 4) {
+    case 0: return ::write(fd, buf.data(), n);
+    case 1: return ::send(fd, buf.data(), n, MSG_NOSIGNAL);
+    case 2: {
+      iovec v[2] = {{buf.data(), n / 2}, {buf.data() + n / 2, n - n / 2}};
+      return ::writev(fd, v, 2);
+    }
+    default: {
+      iovec v[1] = {{buf.data(), n}};
+      msghdr m{};
+      m.msg_iov = v;
+      m.msg_iovlen = 1;
+      return ::sendmsg(fd, &m, MSG_NOSIGNAL);
+    }
+  }
+}
+
+ssize_t RecvSome(int fd, uint8_t* buf, size_t cap, int round, bool blocking) {
+  switch (round % 5) {
+    case 0: return ::read(fd, buf, cap);
+    case 1: return ::recv(fd, buf, cap, 0);
+    case 2: {
+      iovec v[2] = {{buf, cap / 3}, {buf + cap / 3, cap - cap / 3}};
+      return ::readv(fd, v, 2);
+    }
+    case 3: {
+      iovec v[1] = {{buf, cap}};
+      msghdr m{};
+      m.msg_iov = v;
+      m.msg_iovlen = 1;
+      return ::recvmsg(fd, &m, 0);
+    }
+    default:
+      return ::recv(fd, buf, std::min<size_t>(cap, 3000), blocking ? MSG_WAITALL : 0);
+  }
+}
+
+int Connect(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) < 0) Fail("connect");
+  return fd;
+}
+
+void SendAll(int fd, uint64_t seed, uint64_t total) {
+  uint64_t pos = 0;
+  for (int round = 0; pos < total; ++round) {
+    const ssize_t n = SendSome(fd, seed, pos, total - pos, round);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Fail("send");
+    }
+    pos += static_cast<uint64_t>(n);
+  }
+  if (::shutdown(fd, SHUT_WR) < 0) Fail("shutdown");
+}
+
+void RecvAll(int fd, Check& c) {
+  std::vector<uint8_t> buf(300000);
+  for (int round = 0;; ++round) {
+    const ssize_t n = RecvSome(fd, buf.data(), buf.size(), round, true);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Fail("recv");
+    }
+    c.Take(buf.data(), static_cast<size_t>(n));
+  }
+}
+
+void SetNonBlocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+int Client(int argc, char** argv) {
+  const int port = std::atoi(Arg(argc, argv, "--port", nullptr));
+  const uint64_t total = std::strtoull(Arg(argc, argv, "--bytes", nullptr), nullptr, 10);
+  const std::string mode = Arg(argc, argv, "--mode", "poll");
+  Check c{std::strtoull(Arg(argc, argv, "--seed", "1"), nullptr, 10), total};
+  const int fd = Connect(port);
+  if (mode == "threads") {
+    std::thread sender(SendAll, fd, c.seed, total);
+    RecvAll(fd, c);
+    sender.join();
+  } else if (mode == "fork") {
+    const pid_t pid = ::fork();
+    if (pid < 0) Fail("fork");
+    if (pid == 0) {
+      SendAll(fd, c.seed, total);
+      ::close(fd);
+      std::_Exit(0);
+    }
+    RecvAll(fd, c);
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) Fail("the sending child failed");
+  } else if (mode == "poll" || mode == "epoll") {
+    SetNonBlocking(fd);
+    const int ep = mode == "epoll" ? ::epoll_create1(EPOLL_CLOEXEC) : -1;
+    if (ep >= 0) {
+      epoll_event ev{EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, {}};
+      ev.data.fd = fd;
+      if (::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) Fail("epoll_ctl");
+    }
+    std::vector<uint8_t> buf(300000);
+    uint64_t pos = 0;
+    bool eof = false, shut = false;
+    int round = 0;
+    while (!eof) {
+      bool progress = false;
+      // Edge-triggered: drain both directions until EAGAIN before waiting.
+      while (pos < total) {
+        const ssize_t n = SendSome(fd, c.seed, pos, total - pos, round++);
+        if (n < 0) {
+          if (errno == EAGAIN || errno == EINTR) break;
+          Fail("send");
+        }
+        pos += static_cast<uint64_t>(n);
+        progress = true;
+      }
+      if (pos == total && !shut) {
+        if (::shutdown(fd, SHUT_WR) < 0) Fail("shutdown");
+        shut = true;
+      }
+      for (;;) {
+        const ssize_t n = RecvSome(fd, buf.data(), buf.size(), round++, false);
+        if (n == 0) {
+          eof = true;
+          break;
+        }
+        if (n < 0) {
+          if (errno == EAGAIN || errno == EINTR) break;
+          Fail("recv");
+        }
+        c.Take(buf.data(), static_cast<size_t>(n));
+        progress = true;
+      }
+      if (eof || progress) continue;
+      if (ep >= 0) {
+        epoll_event ev{};
+        if (::epoll_wait(ep, &ev, 1, 10000) == 0) Fail("epoll_wait: 10 s without an event");
+      } else {
+        pollfd p{fd, static_cast<short>(POLLIN | (pos < total ? POLLOUT : 0)), 0};
+        if (::poll(&p, 1, 10000) == 0) Fail("poll: 10 s without an event");
+      }
+    }
+  } else {
+    std::fprintf(stderr, "hsi-run-check: unknown --mode %s\n", mode.c_str());
+    return 2;
+  }
+  if (c.got != total) Fail("got " + std::to_string(c.got) + " of " + std::to_string(total) + " bytes back");
+  std::printf("OK bytes=%llu\n", static_cast<unsigned long long>(total));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
+    std::puts("usage: hsi-run-check server --port-file FILE [--conns N]\n"
+              "       hsi-run-check client --port P --bytes B --mode poll|threads|fork|epoll [--seed S]\n"
+              "Echo stream check for hsi-run: every byte generated from the seed, echoed, compared.");
+    return 0;
+  }
+  if (argc >= 2 && std::strcmp(argv[1], "server") == 0) return Server(argc, argv);
+  if (argc >= 2 && std::strcmp(argv[1], "client") == 0) return Client(argc, argv);
+  std::fprintf(stderr, "hsi-run-check: server or client? (try --help)\n");
+  return 2;
+}
