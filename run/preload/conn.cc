@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -138,7 +139,42 @@ pthread_mutex_t g_broker_mu = PTHREAD_MUTEX_INITIALIZER;
 hsi::RunBroker* g_broker = nullptr;
 bool g_broker_failed = false;  // hsid did not answer: do not retry on every call
 
+// A Conn is shared with the child, but mappings made after the fork would
+// be the maker's alone: a connector still waiting to pair pairs now (its
+// peer's segments mapped before the fork), waiting for its connect to
+// finish if need be (up to the pair timeout).
+void PairBeforeFork() {
+  if (InLib()) return;
+  std::vector<std::pair<int, Conn*>> pending;
+  {
+    Guard g(&g_table_mu);
+    for (auto& [c, n] : *g_local) {
+      if (c->state.load() != static_cast<int>(State::kPending)) continue;
+      for (int fd = 0; fd < kTableSize; ++fd) {
+        if (g_table[fd].load(std::memory_order_relaxed) == c) {
+          pending.emplace_back(fd, c);
+          break;
+        }
+      }
+    }
+  }
+  for (auto [fd, c] : pending) {
+    pollfd p{fd, POLLOUT, 0};
+    (void)::poll(&p, 1, static_cast<int>(Opts().pair_timeout_ms));
+    sockaddr_storage ss{};
+    socklen_t len = sizeof(ss);
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      EnsurePaired(c, fd);
+    } else {
+      // Pairing later would map the peer's segments in one process only.
+      c->forked_pending.store(true);
+      Logf(1, "fd %d: still connecting at fork: it cannot move onto rings (docs/hsi-run.md, limits)", fd);
+    }
+  }
+}
+
 void AtforkPrepare() {
+  PairBeforeFork();
   pthread_mutex_lock(&g_broker_mu);
   pthread_mutex_lock(&g_table_mu);
 }
@@ -243,6 +279,7 @@ Conn* NewConn(uint32_t side, uint64_t stream_id, const hsi::RingGeometry& g) {
   c->nonblock.store(false);
   c->shut_wr.store(false);
   c->writes.store(0);
+  c->forked_pending.store(false);
   c->geometry = g;
   pthread_mutexattr_t a;
   pthread_mutexattr_init(&a);
@@ -368,6 +405,14 @@ State EnsurePaired(Conn* c, int fd) {
   if (st != State::kPending) return st;
   LibScope scope;
   uint32_t reason = 0;
+  if (c->forked_pending.load()) {
+    // Shared by a fork before it could pair: hsid may pair it with the
+    // acceptor already, so TCP is no option; reset it as TCP would fail.
+    Logf(1, "fd %d: forked while connecting, connection reset", fd);
+    c->state.store(static_cast<int>(State::kBroken), std::memory_order_release);
+    R().shutdown(fd, SHUT_RDWR);
+    return State::kBroken;
+  }
   absl::StatusOr<hsi::RunPeer> peer = absl::UnavailableError("hsid is gone");
   // Look without holding hsid's connection across the wait (another thread
   // of this process may be the acceptor), backing off from 20 us to 2 ms;

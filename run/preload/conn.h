@@ -113,6 +113,7 @@ struct Conn {
   std::atomic<bool> nonblock;  // O_NONBLOCK of the open file (shared by dups and forks)
   std::atomic<bool> shut_wr;
   std::atomic<uint32_t> writes;  // for the periodic peer-gone check
+  std::atomic<bool> forked_pending;  // a fork shared it before it paired
   pthread_mutex_t setup_mu, tx_mu, rx_mu;
   hsi::RingGeometry geometry;
   hsi::Segment own_ring, own_page;  // until paired (then inside `end`)

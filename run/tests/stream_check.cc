@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -216,6 +217,9 @@ void RecvAll(int fd, Check& c) {
 void SetNonBlocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
 int Client(int argc, char** argv) {
+  // A write to a connection the peer reset must show as EPIPE, as in most
+  // servers, not kill the check.
+  ::signal(SIGPIPE, SIG_IGN);
   const int port = std::atoi(Arg(argc, argv, "--port", nullptr));
   const uint64_t total = std::strtoull(Arg(argc, argv, "--bytes", nullptr), nullptr, 10);
   const std::string mode = Arg(argc, argv, "--mode", "poll");
