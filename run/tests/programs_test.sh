@@ -62,6 +62,7 @@ check_server() {
 # ------------------------------------------------------------------ 1. own stream program, every mode
 for mode in poll threads fork epoll; do
   check_server "$RUN" || continue
+  rm -f "$T/client.out" "$T/client.err"
   if timeout 60 "$RUN" "$BIN/hsi-run-check" client --port "$CHECK_PORT" --bytes 30000000 --mode "$mode" --seed 7 \
        >"$T/client.out" 2>"$T/client.err" && grep -q "OK bytes=30000000" "$T/client.out"; then
     if grep -q "connector paired on rings" "$T/client.err"; then
@@ -115,10 +116,10 @@ wait "$SERVER" 2>/dev/null
 
 # ------------------------------------------------------------------ 4. streams listed while open; hsid killed mid-transfer
 check_server "$RUN"
-timeout 120 "$RUN" "$BIN/hsi-run-check" client --port "$CHECK_PORT" --bytes 3000000000 --mode threads >"$T/client.out" 2>"$T/client.err" &
+timeout 120 "$RUN" "$BIN/hsi-run-check" client --port "$CHECK_PORT" --bytes 3000000000 --mode threads >"$T/kill-hsid.out" 2>"$T/kill-hsid.err" &
 CLIENT=$!
 PIDS+=("$CLIENT")
-if wait_for grep -q "connector paired on rings" "$T/client.err"; then
+if wait_for grep -q "connector paired on rings" "$T/kill-hsid.err"; then
   ls=$("$BIN/hsictl" --socket "$T/hsid.sock" --json streams)
   if python3 -c 'import json,sys; s=json.load(sys.stdin)["streams"]; sys.exit(0 if any(x["state"]=="paired" and x["acceptor"].endswith(":'"$CHECK_PORT"'") for x in s) else 1)' <<<"$ls"; then
     pass "hsictl streams --json lists the paired connection"
@@ -126,30 +127,30 @@ if wait_for grep -q "connector paired on rings" "$T/client.err"; then
     fail "hsictl streams: $ls"
   fi
   kill -9 "$HSID"
-  if wait "$CLIENT" && grep -q "OK bytes=3000000000" "$T/client.out"; then
+  if wait "$CLIENT" && grep -q "OK bytes=3000000000" "$T/kill-hsid.out"; then
     pass "hsid killed during a 3 GB transfer: no byte lost, the connection kept working"
   else
-    fail "hsid killed mid-transfer: $(tail -n 3 "$T/client.out" "$T/client.err")"
+    fail "hsid killed mid-transfer: $(tail -n 3 "$T/kill-hsid.out" "$T/kill-hsid.err")"
   fi
 else
-  fail "hsid-kill case: the client never paired: $(cat "$T/client.err")"
+  fail "hsid-kill case: the client never paired: $(cat "$T/kill-hsid.err")"
 fi
 wait "$SERVER" 2>/dev/null
 start_hsid
 
 # ------------------------------------------------------------------ 5. the peer killed: an error, not a hang
 check_server "$RUN"
-timeout 60 "$RUN" "$BIN/hsi-run-check" client --port "$CHECK_PORT" --bytes 100000000000 --mode threads >"$T/client.out" 2>"$T/client.err" &
+timeout 60 "$RUN" "$BIN/hsi-run-check" client --port "$CHECK_PORT" --bytes 100000000000 --mode threads >"$T/kill-peer.out" 2>"$T/kill-peer.err" &
 CLIENT=$!
 PIDS+=("$CLIENT")
-if wait_for grep -q "connector paired on rings" "$T/client.err"; then
+if wait_for grep -q "connector paired on rings" "$T/kill-peer.err"; then
   kill -9 "$SERVER"
   wait "$CLIENT"
   rc=$?
-  if [ $rc -eq 1 ] && grep -qE "FAIL: (recv|send|got [0-9]+ of)" "$T/client.out"; then
-    pass "server killed mid-transfer: the client sees the connection fail ($(head -c 80 "$T/client.out"))"
+  if [ $rc -eq 1 ] && grep -qE "FAIL: (recv|send|got [0-9]+ of)" "$T/kill-peer.out"; then
+    pass "server killed mid-transfer: the client sees the connection fail ($(head -c 80 "$T/kill-peer.out"))"
   else
-    fail "server killed: client exit $rc: $(cat "$T/client.out")"
+    fail "server killed: client exit $rc: $(cat "$T/kill-peer.out")"
   fi
 else
   fail "peer-kill case: the client never paired"
