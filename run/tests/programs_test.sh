@@ -76,6 +76,23 @@ for mode in poll threads fork epoll; do
   wait "$SERVER" 2>/dev/null
 done
 
+check_server "$RUN"
+if timeout 60 "$RUN" "$BIN/hsi-run-check" client --port "$CHECK_PORT" --bytes 0 --mode semantics >"$T/sem.out" 2>"$T/sem.err" &&
+   grep -q "OK semantics" "$T/sem.out" && grep -q "connector paired on rings" "$T/sem.err"; then
+  pass "socket semantics on rings: select, MSG_PEEK, FIONREAD, MSG_DONTWAIT, EPOLLONESHOT, shared epoll after fork, EOF, EPIPE, options"
+else
+  fail "semantics: $(cat "$T/sem.out") $(tail -n 3 "$T/sem.err")"
+fi
+wait "$SERVER" 2>/dev/null
+check_server env
+if timeout 60 "$BIN/hsi-run-check" client --port "$CHECK_PORT" --bytes 0 --mode semantics >"$T/sem.out" 2>&1 &&
+   grep -q "OK semantics" "$T/sem.out"; then
+  pass "the same semantics check over plain TCP (the reference)"
+else
+  fail "semantics over plain TCP: $(cat "$T/sem.out")"
+fi
+wait "$SERVER" 2>/dev/null
+
 # ------------------------------------------------------------------ 2. mixed: one end not under hsi-run
 check_server env
 if timeout 60 "$RUN" "$BIN/hsi-run-check" client --port "$CHECK_PORT" --bytes 5000000 --mode threads >"$T/client.out" 2>"$T/client.err" &&

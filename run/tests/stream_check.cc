@@ -16,12 +16,19 @@
 //       fork:         a forked child sends everything and closes its copy;
 //                     the parent receives
 //       epoll:        non-blocking, edge-triggered epoll, EPOLLRDHUP
+//       semantics:    select, MSG_PEEK, FIONREAD, MSG_DONTWAIT, EPOLLONESHOT,
+//                     one epoll set used by parent and child after fork,
+//                     EOF after shutdown, EPIPE after it, socket options
+//                     (--bytes is ignored)
 //       Prints "OK bytes=B" and exits 0, or "FAIL: ..." and exits 1.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -216,6 +223,91 @@ void RecvAll(int fd, Check& c) {
 
 void SetNonBlocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
+// A line of checks of the socket calls a program relies on, against the
+// echo server; each failure names the call.
+void Expect(bool ok, const std::string& what) {
+  if (!ok) Fail(what);
+}
+
+bool WaitReadable(int fd, int ms) {
+  fd_set r;
+  FD_ZERO(&r);
+  FD_SET(fd, &r);
+  timeval tv{ms / 1000, (ms % 1000) * 1000};
+  return ::select(fd + 1, &r, nullptr, nullptr, &tv) == 1;
+}
+
+int Semantics(int port) {
+  const int fd = Connect(port);
+  char buf[64] = {};
+  // select, MSG_PEEK, FIONREAD, MSG_DONTWAIT.
+  Expect(::send(fd, "hello", 5, MSG_NOSIGNAL) == 5, "send hello");
+  Expect(WaitReadable(fd, 10000), "select: the echo never became readable");
+  ssize_t n = ::recv(fd, buf, 5, MSG_PEEK | MSG_WAITALL);
+  Expect(n >= 1 && std::memcmp(buf, "hello", static_cast<size_t>(n)) == 0, "recv MSG_PEEK");
+  int avail = 0;
+  Expect(::ioctl(fd, FIONREAD, &avail) == 0 && avail >= 1 && avail <= 5, "ioctl FIONREAD: " + std::to_string(avail));
+  std::string got;
+  while (got.size() < 5) {
+    n = ::recv(fd, buf, sizeof(buf), 0);
+    Expect(n > 0, "recv hello");
+    got.append(buf, static_cast<size_t>(n));
+  }
+  Expect(got == "hello", "recv after peek: " + got);
+  errno = 0;
+  Expect(::recv(fd, buf, sizeof(buf), MSG_DONTWAIT) == -1 && errno == EAGAIN, "recv MSG_DONTWAIT on nothing: EAGAIN");
+  // EPOLLONESHOT: one event until re-armed.
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{EPOLLIN | EPOLLONESHOT, {}};
+  ev.data.fd = fd;
+  Expect(::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0, "epoll_ctl ADD");
+  Expect(::send(fd, "x", 1, MSG_NOSIGNAL) == 1, "send x");
+  epoll_event out{};
+  Expect(::epoll_wait(ep, &out, 1, 10000) == 1, "EPOLLONESHOT: first event");
+  Expect(::recv(fd, buf, 1, 0) == 1 && buf[0] == 'x', "recv x");
+  Expect(::send(fd, "y", 1, MSG_NOSIGNAL) == 1, "send y");
+  Expect(WaitReadable(fd, 10000), "y never came back");
+  Expect(::epoll_wait(ep, &out, 1, 0) == 0, "EPOLLONESHOT: an event while disarmed");
+  Expect(::epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) == 0, "epoll_ctl MOD");
+  Expect(::epoll_wait(ep, &out, 1, 10000) == 1, "EPOLLONESHOT: no event after re-arming");
+  Expect(::recv(fd, buf, 1, 0) == 1 && buf[0] == 'y', "recv y");
+  // One epoll set shared by parent and child after fork: the child waits on
+  // it and reads what the parent sent.
+  ev.events = EPOLLIN;
+  Expect(::epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) == 0, "epoll_ctl MOD level");
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    epoll_event e{};
+    if (::epoll_wait(ep, &e, 1, 10000) != 1) std::_Exit(3);
+    char c = 0;
+    std::_Exit(::recv(fd, &c, 1, 0) == 1 && c == 'z' ? 0 : 4);
+  }
+  Expect(::send(fd, "z", 1, MSG_NOSIGNAL) == 1, "send z");
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  Expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "shared epoll after fork: child exit " + std::to_string(st));
+  // shutdown(SHUT_WR): the server echoes the rest and closes; EOF after it.
+  Expect(::send(fd, "end", 3, MSG_NOSIGNAL) == 3, "send end");
+  Expect(::shutdown(fd, SHUT_WR) == 0, "shutdown");
+  got.clear();
+  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) got.append(buf, static_cast<size_t>(n));
+  Expect(n == 0 && got == "end", "EOF after every byte: got '" + got + "'");
+  // Writing after shutdown(SHUT_WR): EPIPE, as TCP.
+  errno = 0;
+  Expect(::send(fd, "late", 4, MSG_NOSIGNAL) == -1 && errno == EPIPE, "send after shutdown: EPIPE");
+  // Socket options a program sets are accepted.
+  const int one = 1;
+  Expect(::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) == 0, "SO_KEEPALIVE");
+  Expect(::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0, "TCP_NODELAY");
+  int err = -1;
+  socklen_t len = sizeof(err);
+  Expect(::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0, "SO_ERROR");
+  ::close(ep);
+  ::close(fd);
+  std::printf("OK semantics\n");
+  return 0;
+}
+
 int Client(int argc, char** argv) {
   // A write to a connection the peer reset must show as EPIPE, as in most
   // servers, not kill the check.
@@ -224,6 +316,7 @@ int Client(int argc, char** argv) {
   const uint64_t total = std::strtoull(Arg(argc, argv, "--bytes", nullptr), nullptr, 10);
   const std::string mode = Arg(argc, argv, "--mode", "poll");
   Check c{std::strtoull(Arg(argc, argv, "--seed", "1"), nullptr, 10), total};
+  if (mode == "semantics") return Semantics(port);
   const int fd = Connect(port);
   if (mode == "threads") {
     std::thread sender(SendAll, fd, c.seed, total);
@@ -305,7 +398,7 @@ int Client(int argc, char** argv) {
 int main(int argc, char** argv) {
   if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
     std::puts("usage: hsi-run-check server --port-file FILE [--conns N]\n"
-              "       hsi-run-check client --port P --bytes B --mode poll|threads|fork|epoll [--seed S]\n"
+              "       hsi-run-check client --port P --bytes B --mode poll|threads|fork|epoll|semantics [--seed S]\n"
               "Echo stream check for hsi-run: every byte generated from the seed, echoed, compared.");
     return 0;
   }
