@@ -137,7 +137,11 @@ std::unordered_map<Conn*, int>* g_local;        // this process's descriptors pe
 std::unordered_map<int, uint64_t>* g_listeners;  // listener fd -> id
 pthread_mutex_t g_broker_mu = PTHREAD_MUTEX_INITIALIZER;
 hsi::RunBroker* g_broker = nullptr;
-bool g_broker_failed = false;  // hsid did not answer: do not retry on every call
+// hsid did not answer: not asked again before this time (CLOCK_MONOTONIC
+// ms), so that a missing hsid costs one failed connect per second at most.
+uint64_t g_broker_retry_at = 0;
+constexpr uint64_t kBrokerRetryMs = 1000;
+bool g_broker_logged = false;  // "not reachable" said once per process
 
 // A Conn is shared with the child, but mappings made after the fork would
 // be the maker's alone: a connector still waiting to pair pairs now (its
@@ -192,7 +196,7 @@ void AtforkChild() {
     delete g_broker;
     g_broker = nullptr;
   }
-  g_broker_failed = false;
+  g_broker_retry_at = 0;
   // Listeners stay hsid-registered by the parent; this child registers
   // again on its first accept (IsListener answers false).
   g_listeners->clear();
@@ -373,21 +377,36 @@ pthread_mutex_t* BrokerMu() { return &g_broker_mu; }
 
 hsi::RunBroker* Broker() {
   if (g_broker != nullptr && g_broker->connected()) return g_broker;
-  if (g_broker != nullptr) {  // hsid went away: try once to reach a new one
+  if (g_broker != nullptr) {  // hsid went away: reach the new one, if any
     delete g_broker;
     g_broker = nullptr;
-    g_broker_failed = false;
+    g_broker_retry_at = 0;
   }
-  if (g_broker_failed) return nullptr;
+  if (NowMs() < g_broker_retry_at) return nullptr;
   hsi::RunBrokerOptions o;
   o.socket_path = Opts().socket;
   absl::StatusOr<std::unique_ptr<hsi::RunBroker>> b = hsi::RunBroker::Connect(o);
   if (!b.ok()) {
-    g_broker_failed = true;
-    Logf(1, "hsid not reachable, every connection stays on TCP: %s", std::string(b.status().message()).c_str());
+    g_broker_retry_at = NowMs() + kBrokerRetryMs;
+    if (!g_broker_logged) {
+      Logf(1, "hsid not reachable, connections stay on TCP: %s", std::string(b.status().message()).c_str());
+      g_broker_logged = true;
+    }
     return nullptr;
   }
   g_broker = b->release();
+  // A new hsid (a restart) knows none of this process's listeners: register
+  // them again, so that new connections to them can pair.
+  std::vector<std::pair<int, uint64_t>> listeners;
+  {
+    Guard g(&g_table_mu);
+    listeners.assign(g_listeners->begin(), g_listeners->end());
+  }
+  for (auto [fd, id] : listeners) {
+    if (absl::Status s = g_broker->Listen(id, fd); !s.ok()) {
+      Logf(1, "fd %d: listener not registered again: %s", fd, std::string(s.message()).c_str());
+    }
+  }
   return g_broker;
 }
 

@@ -52,7 +52,7 @@ export HSI_RUN_SOCKET="$T/hsid.sock" HSI_RUN_LOG=2
 # Starts hsi-run-check's server (under `$@`), sets CHECK_PORT.
 check_server() {
   rm -f "$T/port"
-  "$@" "$BIN/hsi-run-check" server --port-file "$T/port" >"$T/server.out" 2>"$T/server.err" &
+  "$@" "$BIN/hsi-run-check" server --port-file "$T/port" --conns "${CONNS:-1}" >"$T/server.out" 2>"$T/server.err" &
   PIDS+=("$!")
   SERVER=$!
   wait_for test -s "$T/port" || { fail "hsi-run-check server did not start"; return 1; }
@@ -132,7 +132,7 @@ fi
 wait "$SERVER" 2>/dev/null
 
 # ------------------------------------------------------------------ 4. streams listed while open; hsid killed mid-transfer
-check_server "$RUN"
+CONNS=3 check_server "$RUN"
 timeout 120 "$RUN" "$BIN/hsi-run-check" client --port "$CHECK_PORT" --bytes 3000000000 --mode threads >"$T/kill-hsid.out" 2>"$T/kill-hsid.err" &
 CLIENT=$!
 PIDS+=("$CLIENT")
@@ -152,8 +152,19 @@ if wait_for grep -q "connector paired on rings" "$T/kill-hsid.err"; then
 else
   fail "hsid-kill case: the client never paired: $(cat "$T/kill-hsid.err")"
 fi
-wait "$SERVER" 2>/dev/null
+# A new hsid: the running server registers its listener again at its next
+# accept (the connection that accept serves was proposed to a hsid that
+# knew no listener: TCP), and the connection after it pairs.
 start_hsid
+for i in 2 3; do
+  timeout 60 "$RUN" "$BIN/hsi-run-check" client --port "$CHECK_PORT" --bytes 5000000 --mode poll >"$T/restart$i.out" 2>"$T/restart$i.err"
+done
+if grep -q OK "$T/restart2.out" && grep -q OK "$T/restart3.out" && grep -q "connector paired on rings" "$T/restart3.err"; then
+  pass "hsid restarted: the server's listener registered again, new connections pair"
+else
+  fail "after an hsid restart: $(cat "$T/restart2.out" "$T/restart3.out"; tail -n 2 "$T/restart3.err")"
+fi
+wait "$SERVER" 2>/dev/null
 
 # ------------------------------------------------------------------ 5. the peer killed: an error, not a hang
 check_server "$RUN"
