@@ -301,8 +301,10 @@ void DestroyConn(Conn* c) {
     if (hsi::RunBroker* b = Broker(); b != nullptr && c->stream_id != 0) b->Close(c->stream_id, c->side);
     Unlock(BrokerMu());
   }
-  c->~Conn();  // unmaps the segments (no descriptors are held)
-  ::munmap(c, sizeof(Conn));
+  // Not destroyed: the object may hold state another process of a fork
+  // made (a BROKEN ring's status lives in that process's heap). Unmapping
+  // is all the freeing there is; the memfds go with their last mapping.
+  ForgetConn(c);
 }
 
 void ForgetConn(Conn* c) {

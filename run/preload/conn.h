@@ -122,7 +122,8 @@ struct Conn {
 
 // A new Conn in its own shared mapping (refs 1); nullptr if mmap fails.
 Conn* NewConn(uint32_t side, uint64_t stream_id, const hsi::RingGeometry& g);
-// The last reference anywhere is gone: unmaps everything in this process.
+// The last reference anywhere is gone: tells hsid, unmaps everything in
+// this process (the object is never destroyed, only unmapped).
 void DestroyConn(Conn* c);
 // This process lets go while others keep it: unmaps its views only.
 void ForgetConn(Conn* c);
