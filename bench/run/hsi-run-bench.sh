@@ -38,7 +38,14 @@ RUN="$BIN/hsi-run"
 T=$(mktemp -d /tmp/hsi-run-bench.XXXXXX)
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  # TERM first: an nginx master stops its workers only when asked (SIGKILL
+  # would orphan them); then KILL whatever is left.
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  local deadline=$((SECONDS + 5))
+  for p in "${PIDS[@]}"; do
+    while kill -0 "$p" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
+    kill -9 "$p" 2>/dev/null
+  done
   wait 2>/dev/null
   rm -rf "$T"
 }
