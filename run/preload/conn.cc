@@ -116,6 +116,8 @@ Real LoadReal() {
   Load(r.sendto, "sendto");
   Load(r.recvmsg, "recvmsg");
   Load(r.sendmsg, "sendmsg");
+  Load(r.recvmmsg, "recvmmsg");
+  Load(r.sendmmsg, "sendmmsg");
   Load(r.sendfile, "sendfile");
   Load(r.splice, "splice");
   Load(r.close_range, "close_range");

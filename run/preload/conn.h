@@ -84,6 +84,8 @@ struct Real {
   ssize_t (*sendto)(int, const void*, size_t, int, const sockaddr*, socklen_t);
   ssize_t (*recvmsg)(int, msghdr*, int);
   ssize_t (*sendmsg)(int, const msghdr*, int);
+  int (*recvmmsg)(int, struct mmsghdr*, unsigned, int, struct timespec*);
+  int (*sendmmsg)(int, struct mmsghdr*, unsigned, int);
   ssize_t (*sendfile)(int, int, off_t*, size_t);
   ssize_t (*splice)(int, loff_t*, int, loff_t*, size_t, unsigned);
   int (*close_range)(unsigned, unsigned, int);

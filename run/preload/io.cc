@@ -355,6 +355,42 @@ ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
   return hsirun::ConnWrite(c, fd, msg->msg_iov, static_cast<int>(msg->msg_iovlen), flags);
 }
 
+// recvmmsg/sendmmsg: one message at a time through the ring (TCP has no
+// message boundaries; what matters is that no bell is read as data).
+int recvmmsg(int fd, mmsghdr* v, unsigned n, int flags, timespec* timeout) {
+  HSI_ROUTE(fd);
+  if (c == nullptr) return R().recvmmsg(fd, v, n, flags, timeout);
+  unsigned done = 0;
+  for (; done < n; ++done) {
+    const int f = done == 0 ? (flags & ~MSG_WAITFORONE) : (flags | MSG_DONTWAIT);
+    v[done].msg_hdr.msg_namelen = 0;
+    v[done].msg_hdr.msg_controllen = 0;
+    v[done].msg_hdr.msg_flags = 0;
+    const ssize_t r = hsirun::ConnRead(c, fd, v[done].msg_hdr.msg_iov, static_cast<int>(v[done].msg_hdr.msg_iovlen), f);
+    if (r <= 0) {
+      if (done > 0) break;
+      return r == 0 ? 0 : -1;
+    }
+    v[done].msg_len = static_cast<unsigned>(r);
+  }
+  return static_cast<int>(done);
+}
+
+int sendmmsg(int fd, mmsghdr* v, unsigned n, int flags) {
+  HSI_ROUTE(fd);
+  if (c == nullptr) return R().sendmmsg(fd, v, n, flags);
+  unsigned done = 0;
+  for (; done < n; ++done) {
+    const ssize_t r = hsirun::ConnWrite(c, fd, v[done].msg_hdr.msg_iov, static_cast<int>(v[done].msg_hdr.msg_iovlen), flags);
+    if (r < 0) {
+      if (done > 0) break;
+      return -1;
+    }
+    v[done].msg_len = static_cast<unsigned>(r);
+  }
+  return static_cast<int>(done);
+}
+
 ssize_t sendfile(int out, int in, off_t* offset, size_t count) {
   HSI_ROUTE(out);
   if (c == nullptr) return R().sendfile(out, in, offset, count);

@@ -86,7 +86,7 @@ done
 check_server "$RUN"
 if timeout 60 "$RUN" "$BIN/hsi-run-check" client --port "$CHECK_PORT" --bytes 0 --mode semantics >"$T/sem.out" 2>"$T/sem.err" &&
    grep -q "OK semantics" "$T/sem.out" && grep -q "connector paired on rings" "$T/sem.err"; then
-  pass "socket semantics on rings: select, MSG_PEEK, FIONREAD, MSG_DONTWAIT, EPOLLONESHOT, shared epoll after fork, EOF, EPIPE, options"
+  pass "socket semantics on rings: select, MSG_PEEK, FIONREAD, MSG_DONTWAIT, EPOLLONESHOT, sendmmsg/recvmmsg, shared epoll after fork, EOF, EPIPE, options"
 else
   fail "semantics: $(cat "$T/sem.out") $(tail -n 3 "$T/sem.err")"
 fi

@@ -17,6 +17,7 @@
 //                     the parent receives
 //       epoll:        non-blocking, edge-triggered epoll, EPOLLRDHUP
 //       semantics:    select, MSG_PEEK, FIONREAD, MSG_DONTWAIT, EPOLLONESHOT,
+//                     sendmmsg/recvmmsg,
 //                     one epoll set used by parent and child after fork,
 //                     EOF after shutdown, EPIPE after it, socket options
 //                     (--bytes is ignored)
@@ -286,6 +287,32 @@ int Semantics(int port) {
   int st = 0;
   ::waitpid(pid, &st, 0);
   Expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "shared epoll after fork: child exit " + std::to_string(st));
+  // sendmmsg / recvmmsg: the bytes of both messages, in order.
+  {
+    char a[] = "ab", b[] = "cd";
+    iovec va{a, 2}, vb{b, 2};
+    mmsghdr out2[2] = {};
+    out2[0].msg_hdr.msg_iov = &va;
+    out2[0].msg_hdr.msg_iovlen = 1;
+    out2[1].msg_hdr.msg_iov = &vb;
+    out2[1].msg_hdr.msg_iovlen = 1;
+    Expect(::sendmmsg(fd, out2, 2, MSG_NOSIGNAL) == 2, "sendmmsg");
+    std::string mm;
+    while (mm.size() < 4) {
+      char r1[4], r2[4];
+      iovec v1{r1, sizeof(r1)}, v2{r2, sizeof(r2)};
+      mmsghdr in2[2] = {};
+      in2[0].msg_hdr.msg_iov = &v1;
+      in2[0].msg_hdr.msg_iovlen = 1;
+      in2[1].msg_hdr.msg_iov = &v2;
+      in2[1].msg_hdr.msg_iovlen = 1;
+      const int k = ::recvmmsg(fd, in2, 2, MSG_WAITFORONE, nullptr);
+      Expect(k >= 1, "recvmmsg");
+      mm.append(r1, in2[0].msg_len);
+      if (k == 2) mm.append(r2, in2[1].msg_len);
+    }
+    Expect(mm == "abcd", "recvmmsg after sendmmsg: " + mm);
+  }
   // shutdown(SHUT_WR): the server echoes the rest and closes; EOF after it.
   Expect(::send(fd, "end", 3, MSG_NOSIGNAL) == 3, "send end");
   Expect(::shutdown(fd, SHUT_WR) == 0, "shutdown");
