@@ -32,6 +32,8 @@ max_connections = 4096       # connections hsid serves in all
 max_queued_bytes_per_uid = "16M"  # replies and events queued for one uid's unread sockets
 max_queued_bytes = "128M"    # ... for all clients together
 reclaim_grace_ms = 10000     # after a restart, how long LPAR names and addresses wait for their owners
+run_uids = ["self"]          # hsi-run: whose TCP connections may move onto rings
+run_cross_uids = []          # ... and which of them may be paired across uids
 
 [[chpid]]
 id = "F0"
@@ -344,13 +346,17 @@ absl::Status ParseHsid(const Reader& r, const toml::value& h, Config& config) {
   if (absl::Status s = r.OnlyKeys("hsid.", h, {"admin_uids", "admin_gids", "max_in_flight", "hello_timeout_ms",
                                                    "max_unclaimed_per_uid", "max_connections_per_uid",
                                                    "max_connections", "max_queued_bytes_per_uid",
-                                                   "max_queued_bytes", "reclaim_grace_ms"});
+                                                   "max_queued_bytes", "reclaim_grace_ms", "run_uids", "run_cross_uids"});
       !s.ok()) {
     return s;
   }
   const auto& ht = h.as_table();
   if (auto i = ht.find("admin_uids"); i != ht.end()) HSI_ASSIGN(config.admin_uids, r.Ids("hsid.admin_uids", i->second));
   if (auto i = ht.find("admin_gids"); i != ht.end()) HSI_ASSIGN(config.admin_gids, r.Ids("hsid.admin_gids", i->second));
+  if (auto i = ht.find("run_uids"); i != ht.end()) HSI_ASSIGN(config.run_uids, r.Ids("hsid.run_uids", i->second));
+  if (auto i = ht.find("run_cross_uids"); i != ht.end()) {
+    HSI_ASSIGN(config.run_cross_uids, r.Ids("hsid.run_cross_uids", i->second));
+  }
   // Limits: each a positive integer up to its maximum (sizes also "16M").
   struct Limit {
     const char* key;
@@ -600,6 +606,7 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
     return absl::InvalidArgumentError(absl::StrCat("config ", source, ": TOML syntax error: ", e.what()));
   }
   Config config;
+  config.run_uids = {self_uid};  // [hsid] run_uids absent: the uid that started hsid
   config.source = source;
   if (absl::Status s = r.OnlyKeys("", root, {"hsid", "chpid", "lpar", "cluster", "ctc"}); !s.ok()) return s;
   const auto& tab = root.as_table();

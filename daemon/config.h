@@ -92,6 +92,12 @@ struct Config {
   // beside it): how long the LPAR names, addresses and links the previous
   // hsid had are held for their owners to reclaim.
   uint32_t reclaim_grace_ms = 10000;
+  // hsi-run (transparent TCP, daemon/streams.h): the uids whose processes
+  // may have their TCP connections paired on rings ("self" by default), and
+  // those of them that may be paired with each other across uids (a pair of
+  // different uids needs both listed). A refusal is a fallback to TCP.
+  std::vector<uint32_t> run_uids;
+  std::vector<uint32_t> run_cross_uids;
   std::map<uint32_t, ChpidConfig> chpids;
   std::vector<LparConfig> lpars;
   ClusterConfig cluster;

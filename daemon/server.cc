@@ -13,6 +13,7 @@
 //   cluster.h     SSI cluster membership in etcd: which guests' NICs this
 //                 member serves (only with a [cluster] config table)
 //   ctc.h         CTC connections: policy, half-channel memory, set-up (issue 19)
+//   streams.h     hsi-run: listeners, proposed and paired TCP connections
 // A new kind of object (a CTC device, a coupling facility structure) gets a
 // part of its own beside these, with its messages routed in OnMessage and
 // its teardown in OnClientGone.
@@ -40,6 +41,7 @@
 #include "nics.h"
 #include "policy.h"
 #include "sniffer.h"
+#include "streams.h"
 
 namespace hsid {
 namespace {
@@ -63,7 +65,8 @@ class ServerImpl final : public Server, Clients::Listener, EventLoop::Handler {
         policy_(config_, clients_, nics_, links_),
         admin_(config_, clients_, nics_, links_),
         cluster_(config_, clients_, nics_, admin_),
-        ctcs_(config_, clients_, opt_.verbose) {
+        ctcs_(config_, clients_, opt_.verbose),
+        streams_(config_, clients_) {
     links_.AddObserver(&sniffer_);
   }
   ~ServerImpl() override;
@@ -96,6 +99,7 @@ class ServerImpl final : public Server, Clients::Listener, EventLoop::Handler {
   Admin admin_;
   Cluster cluster_;
   Ctcs ctcs_;
+  Streams streams_;
 };
 
 absl::Status ServerImpl::Init() {
@@ -168,7 +172,7 @@ void ServerImpl::OnEvent(Kind kind, uint64_t id, int res) {
 void ServerImpl::AfterTurn() {
   clients_.ArmAll();
   if (!loop_.timer_armed() &&
-      (policy_.NeedsTimer() || clients_.unclaimed() > 0 || links_.AnyDeadline())) {
+      (policy_.NeedsTimer() || clients_.unclaimed() > 0 || links_.AnyDeadline() || streams_.AnyDeadline())) {
     loop_.ArmTimer(kSweep);
   }
   policy_.SaveStateIfChanged();
@@ -181,6 +185,7 @@ void ServerImpl::OnTimer() {
   policy_.RetryDeferred(now);
   cluster_.Apply();  // NICs the deferred attaches made
   links_.Expire(now);
+  streams_.Expire(now);
 }
 
 void ServerImpl::OnMessage(Client& c, Message& m) {
@@ -199,7 +204,18 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
     case MsgType::kDefineChpidRequest: return admin_.OnDefineChpid(c, m);
     case MsgType::kUndefineChpidRequest: return admin_.OnUndefineChpid(c, m);
     case MsgType::kSetNicRequest: return admin_.OnSetNic(c, m);
-    case MsgType::kListRequest: return admin_.OnList(c, m);
+    case MsgType::kListRequest: {
+      const uint32_t what = m.As<wire::ListRequest>().what;
+      if (what == wire::kListStreams || what == wire::kListFallbacks) return streams_.OnList(c, m);
+      return admin_.OnList(c, m);
+    }
+    case MsgType::kRunListenRequest: return streams_.OnListen(c, m);
+    case MsgType::kRunUnlistenNotice: return streams_.OnUnlisten(c, m);
+    case MsgType::kRunProposeRequest: return streams_.OnPropose(c, m);
+    case MsgType::kRunClaimRequest: return streams_.OnClaim(c, m);
+    case MsgType::kRunAwaitRequest: return streams_.OnAwait(c, m);
+    case MsgType::kRunCloseNotice: return streams_.OnClose(c, m);
+    case MsgType::kRunFallbackNotice: return streams_.OnFallback(c, m);
     case MsgType::kSniffRequest: return sniffer_.OnSniff(c, m);
     case MsgType::kCtcOpenRequest: return ctcs_.OnOpen(c, m);
     case MsgType::kCtcSealed: return ctcs_.OnSealed(c, m);
@@ -218,6 +234,7 @@ bool ServerImpl::OnClientGone(Client& c, const std::string& why) {
   const bool had_nics = policy_.OnClientGone(c, why);
   ctcs_.OnClientGone(c);
   links_.EndSetupsOf(c.id);
+  streams_.OnClientGone(c);
   return had_nics;
 }
 

@@ -3,13 +3,15 @@
 # the main job: hsid starts with its built-in default config, two LPAR
 # processes link through it and exchange 10 million frames (none may be
 # lost), and the round trip is printed beside loopback TCP measured in the
-# same run; then hsi-demo puts the bare ring beside the cache-line floor.
+# same run; then hsi-demo puts the bare ring beside the cache-line floor;
+# last, one unmodified program pair (redis-benchmark against redis-server)
+# over loopback TCP and under hsi-run, side by side.
 # Usage: packaging/run.sh [--help] [-- LPAR-DEMO-ARGS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 case "${1:-}" in
-  -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   --) shift ;;
   "") ;;
   *) echo "run.sh: unknown option '$1' (try --help; demo options go after --)" >&2; exit 2 ;;
@@ -23,4 +25,7 @@ echo "== hsid + two LPARs (packaging/run-demo.sh)"
 packaging/run-demo.sh -- "$@"
 echo
 echo "== the ring against the hardware floor (build/bin/hsi-demo)"
-exec build/bin/hsi-demo
+build/bin/hsi-demo
+echo
+echo "== unmodified programs: redis over TCP and under hsi-run (packaging/run-hsi-run-demo.sh)"
+exec packaging/run-hsi-run-demo.sh build/bin

@@ -26,6 +26,8 @@ PACKAGES=(
   libiceoryx-binding-c-dev                       # iceoryx C binding (its CMake config wants it)
   etcd-server etcd-client                        # SSI cluster state (issue 18); tests start their own etcd
   libcurl4-openssl-dev                           # the etcd v3 client (JSON gateway over HTTP)
+  redis-server redis-tools                       # hsi-run tests/bench: redis-server, redis-benchmark, redis-cli
+  nginx-light wrk curl                           # hsi-run tests/bench: nginx serving files to curl and wrk
 )
 
 usage() {
@@ -69,6 +71,18 @@ if command -v debconf-set-selections >/dev/null; then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
 fi
 $SUDO apt-get update -qq
+# redis-server, nginx and etcd-server would start their system services on install;
+# hsi's tests start their own on free ports. policy-rc.d 101 tells
+# invoke-rc.d not to start anything while we install (removed after), and
+# the services are disabled so they do not come up at the next boot either.
+policy=/usr/sbin/policy-rc.d
+made_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+  $SUDO chmod 755 "$policy"
+  made_policy=1
+fi
+trap 'if [ "$made_policy" -eq 1 ]; then $SUDO rm -f "$policy"; fi' EXIT
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # Debian's etcd-server enables and starts a system etcd on 2379. hsi's tests
 # start their own on free ports; a cluster's etcd is the operator's to run.
@@ -77,5 +91,8 @@ if printf '%s\n' "${missing[@]}" | grep -qx etcd-server && command -v systemctl 
   # Without a running systemd (a container), "disable" still removes the
   # boot symlink; "--now" then has nothing to stop.
   $SUDO systemctl disable --now etcd >/dev/null 2>&1 || $SUDO systemctl disable etcd >/dev/null 2>&1 || true
+fi
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now redis-server nginx >/dev/null 2>&1 || true
 fi
 echo "setup.sh: done"

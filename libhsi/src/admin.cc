@@ -1,5 +1,8 @@
 #include "hsi/admin.h"
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
 #include "absl/strings/str_cat.h"
 #include "hsi/session.h"
 #include "internal/session_state.h"
@@ -126,6 +129,47 @@ absl::StatusOr<std::vector<LinkStats>> AdminClient::ListLinks() {
     return LinkStats{e.link_id, e.chpid, Address(e.address_a), Address(e.address_b),
                      static_cast<LinkPhase>(e.state), dir(e.a_to_b), dir(e.b_to_a)};  // Decode checked state
   });
+}
+
+namespace {
+
+std::string SockAddrText(const wire::WireSockAddr& a) {
+  char buf[INET6_ADDRSTRLEN] = "?";
+  ::inet_ntop(a.family == AF_INET ? AF_INET : AF_INET6, a.addr, buf, sizeof(buf));
+  return a.family == AF_INET ? absl::StrCat(buf, ":", a.port) : absl::StrCat("[", buf, "]:", a.port);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<StreamListing>> AdminClient::ListStreams() {
+  return List<wire::ListStreamsReply, StreamListing>(state_.get(), wire::kListStreams, [](const wire::WireStream& e) {
+    StreamListing l;
+    l.id = e.stream_id;
+    l.state = e.state == wire::kStreamProposed ? "proposed" : e.state == wire::kStreamPaired ? "paired" : "half-closed";
+    l.connector = SockAddrText(e.connector);
+    l.acceptor = SockAddrText(e.acceptor);
+    l.connector_pid = e.connector_pid;
+    l.acceptor_pid = e.acceptor_pid;
+    l.connector_uid = e.connector_uid;
+    l.acceptor_uid = e.acceptor_uid;
+    l.bytes_c_to_a = e.bytes_c_to_a;
+    l.bytes_a_to_c = e.bytes_a_to_c;
+    l.age_ms = e.age_ms;
+    return l;
+  });
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, uint64_t>>> AdminClient::ListFallbacks() {
+  if (!state_) return absl::FailedPreconditionError("admin: not connected");
+  wire::ListRequest req = wire::Zeroed<wire::ListRequest>();
+  req.what = wire::kListFallbacks;
+  wire::ListFallbacksReply rep;
+  if (absl::Status st = state_->Call(req, {}, &rep); !st.ok()) return st;
+  std::vector<std::pair<std::string, uint64_t>> out;
+  for (uint32_t r = wire::kRunFallbackNoHsid; r <= wire::kRunFallbackGeometry; ++r) {
+    out.emplace_back(wire::FallbackReasonName(r), rep.counts[r]);
+  }
+  return out;
 }
 
 const char* LinkPhaseName(LinkPhase phase) {

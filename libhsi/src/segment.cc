@@ -116,6 +116,10 @@ Segment& Segment::operator=(Segment&& other) noexcept {
   return *this;
 }
 
+void Segment::UnmapView() const {
+  if (data_ != nullptr) ::munmap(data_, size_ + kGuard);
+}
+
 void Segment::Unmap() {
   if (data_ != nullptr) ::munmap(data_, size_ + kGuard);
   data_ = nullptr;

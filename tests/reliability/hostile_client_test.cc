@@ -505,12 +505,14 @@ TEST_F(HostileClientTest, MalformedAndOutOfOrderMessagesAreAnsweredAndDropped) {
   // A zero-length datagram reads as EOF (recvmsg returns 0): dropped
   // without an answer.
   cases.push_back({"empty datagram", false, {std::vector<uint8_t>()}, "", true});
-  cases.push_back({"protocol version 5", false, {claim_bytes(5)}, "protocol version 5 is not supported", true});
+  cases.push_back({"protocol version 6", false, {claim_bytes(6)}, "protocol version 6 is not supported", true});
   cases.push_back({"protocol version 3 (before the message table)", false, {claim_bytes(3)},
-                   "protocol version 3 is not supported (this side speaks 4)", true});
+                   "protocol version 3 is not supported (this side speaks 5)", true});
   cases.push_back({"protocol version 2 (before event pages)", false, {claim_bytes(2)},
-                   "protocol version 2 is not supported (this side speaks 4)", true});
-  cases.push_back({"protocol version 1", false, {claim_bytes(1)}, "protocol version 1 is not supported (this side speaks 4)", true});
+                   "protocol version 2 is not supported (this side speaks 5)", true});
+  cases.push_back({"protocol version 1", false, {claim_bytes(1)}, "protocol version 1 is not supported (this side speaks 5)", true});
+  cases.push_back({"protocol version 4 (before hsi-run)", false, {claim_bytes(4)},
+                   "protocol version 4 is not supported (this side speaks 5)", true});
   cases.push_back({"protocol version 0", false, {claim_bytes(0)}, "protocol version 0 is not supported", true});
   {
     std::vector<uint8_t> b = claim_bytes();

@@ -37,6 +37,9 @@ Commands:
   links                       list the links (both ends, state, frames each way)
   stats                       counters per link direction and per NIC: frames, bytes,
                               full events, drops, wake-ups
+  streams                     hsi-run's accelerated TCP connections: 4-tuple, pids,
+                              uids, bytes each way, state (hsi-run(1))
+  fallbacks                   hsi-run's fallbacks to TCP counted by reason
   define-chpid ID --mfs 16K|24K|40K|64K --subnet CIDR [--queue BYTES]
                [--overflow block|drop] [--lpars NAME,NAME...]
                               define a CHPID at run time (not written to the config)
@@ -353,6 +356,37 @@ int Undefine(hsi::AdminClient& admin, const Args& args, uint32_t id_value) {
 
 }  // namespace
 
+int Streams(hsi::AdminClient& admin, const Args& args) {
+  absl::StatusOr<std::vector<hsi::StreamListing>> v = admin.ListStreams();
+  if (!v.ok()) return hsi::tools::Fail(kTool, v.status().message(), kExitFailure);
+  json j = json::array();
+  Table t({"ID", "CONNECTOR", "ACCEPTOR", "STATE", "PIDS", "UIDS", "C->A BYTES", "A->C BYTES", "AGE"});
+  for (const hsi::StreamListing& s : *v) {
+    j.push_back({{"id", s.id}, {"connector", s.connector}, {"acceptor", s.acceptor}, {"state", s.state},
+                 {"connector_pid", s.connector_pid}, {"acceptor_pid", s.acceptor_pid},
+                 {"connector_uid", s.connector_uid}, {"acceptor_uid", s.acceptor_uid},
+                 {"bytes_c_to_a", s.bytes_c_to_a}, {"bytes_a_to_c", s.bytes_a_to_c}, {"age_ms", s.age_ms}});
+    t.Add({absl::StrCat(s.id), s.connector, s.acceptor, s.state, absl::StrCat(s.connector_pid, "/", s.acceptor_pid),
+           absl::StrCat(s.connector_uid, "/", s.acceptor_uid), absl::StrCat(s.bytes_c_to_a),
+           absl::StrCat(s.bytes_a_to_c), absl::StrCat(s.age_ms / 1000, "s")});
+  }
+  Print(args, json{{"streams", j}}, t, "no hsi-run connections");
+  return kExitOk;
+}
+
+int Fallbacks(hsi::AdminClient& admin, const Args& args) {
+  absl::StatusOr<std::vector<std::pair<std::string, uint64_t>>> v = admin.ListFallbacks();
+  if (!v.ok()) return hsi::tools::Fail(kTool, v.status().message(), kExitFailure);
+  json j = json::object();
+  Table t({"REASON", "COUNT"});
+  for (const auto& [reason, n] : *v) {
+    j[reason] = n;
+    t.Add({reason, absl::StrCat(n)});
+  }
+  Print(args, json{{"fallbacks", j}}, t, "");
+  return kExitOk;
+}
+
 int main(int argc, char** argv) {
   int exit_code = 0;
   std::optional<Args> args = hsi::tools::StartTool(argc, argv, kTool, kOptions, kHelp,
@@ -368,14 +402,15 @@ int main(int argc, char** argv) {
   };
   static const std::map<std::string, Cmd> kCommands = {
       {"chpids", {0, false}}, {"nics", {0, false}}, {"links", {0, false}},         {"stats", {0, false}},
+      {"streams", {0, false}}, {"fallbacks", {0, false}},
       {"define-chpid", {1, true}}, {"undefine-chpid", {1, false}}, {"down", {1, false}}, {"up", {1, false}},
       {"cluster", {0, false}},
   };
   auto it = kCommands.find(cmd);
   if (it == kCommands.end()) {
     return hsi::tools::Usage(kTool, absl::StrCat("unknown command '", cmd,
-                                                 "' (commands: chpids, nics, links, stats, define-chpid, "
-                                                 "undefine-chpid, down, up, cluster, ctcs, define-ctc, "
+                                                 "' (commands: chpids, nics, links, stats, streams, fallbacks, "
+                                                 "define-chpid, undefine-chpid, down, up, cluster, ctcs, define-ctc, "
                                                  "undefine-ctc, isfc, isfc-plan)"));
   }
   if (pos.size() - 1 != it->second.args) {
@@ -422,6 +457,8 @@ int main(int argc, char** argv) {
   if (cmd == "nics") return Nics(*admin, *args);
   if (cmd == "links") return Links(*admin, *args);
   if (cmd == "stats") return Stats(*admin, *args);
+  if (cmd == "streams") return Streams(*admin, *args);
+  if (cmd == "fallbacks") return Fallbacks(*admin, *args);
   if (cmd == "define-chpid") return Define(*admin, *args, *spec);
   if (cmd == "undefine-chpid") return Undefine(*admin, *args, *undefine_id);
   return SetNic(*admin, *args, &*nic, cmd == "up");

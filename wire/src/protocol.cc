@@ -72,8 +72,45 @@ absl::Status DefineChpidRequest::Validate() const {
 }
 
 absl::Status ListRequest::Validate() const {
-  if (what != kListChpids && what != kListNics && what != kListStats) {
+  if (what != kListChpids && what != kListNics && what != kListStats && what != kListStreams &&
+      what != kListFallbacks) {
     return absl::InvalidArgumentError(absl::StrCat("what ", what, " is not a list kind"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+constexpr const char* kFallbackNames[kRunFallbackCount] = {
+    "none",     "no_hsid",    "no_listener", "policy",    "timeout",  "not_local", "bad_socket", "option",
+    "filtered", "plain_peer", "internal",    "duplicate", "geometry", "reason13",  "reason14",   "reason15"};
+}  // namespace
+
+absl::Status CheckFallbackReason(uint32_t v, bool allow_none) {
+  if (v > kRunFallbackGeometry || (v == kRunFallbackNone && !allow_none)) {
+    return absl::InvalidArgumentError(absl::StrCat("fallback reason ", v, " is unknown"));
+  }
+  return absl::OkStatus();
+}
+
+const char* FallbackReasonName(uint32_t v) { return v < kRunFallbackCount ? kFallbackNames[v] : "unknown"; }
+
+absl::Status WireSockAddr::Validate(const char* field) const {
+  if (family != 2 && family != 10) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": family ", family, " is not AF_INET (2) or AF_INET6 (10)"));
+  }
+  if (port == 0 || port > 65535) return absl::InvalidArgumentError(absl::StrCat(field, ": port ", port, " is not 1..65535"));
+  if (family == 2 && std::any_of(addr + 4, addr + 16, [](uint8_t b) { return b != 0; })) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": an IPv4 address must leave bytes 4..15 zero"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ListStreamsReply::Validate() const {
+  if (absl::Status s = FirstError(CheckStatus(status, "status"), CheckCount(count, kListPage, "count")); !s.ok()) return s;
+  for (uint32_t i = 0; i < count; ++i) {
+    const WireStream& e = entries[i];
+    if (e.state > kStreamHalfClosed) return absl::InvalidArgumentError(absl::StrCat("stream state ", e.state, " is unknown"));
+    if (absl::Status s = FirstError(e.connector.Validate("connector"), e.acceptor.Validate("acceptor")); !s.ok()) return s;
   }
   return absl::OkStatus();
 }

@@ -170,6 +170,68 @@ TEST(ProtocolTest, WrongFdCountIsRejectedAndTheFdsAreClosed) {
   EXPECT_THAT(DecodeStatus(Bytes(Encode(1, Zeroed<AttachRequest>()))).message(), HasSubstr("carries 0 fds, expected 1"));
 }
 
+// hsi-run's messages (40-52): each field is checked before hsid sees it.
+std::vector<UniqueFd> Pipes(int n) {
+  std::vector<UniqueFd> fds;
+  for (int i = 0; i < n; ++i) {
+    int p[2];
+    EXPECT_EQ(::pipe(p), 0);
+    fds.emplace_back(p[0]);
+    ::close(p[1]);
+  }
+  return fds;
+}
+
+TEST(ProtocolTest, HsiRunMessagesCheckEveryField) {
+  RunProposeRequest prop = Zeroed<RunProposeRequest>();
+  prop.destination.family = 2;
+  prop.destination.port = 6379;
+  prop.capacity = 1 << 20;
+  prop.mtu = 65536;
+  EXPECT_TRUE(DecodeStatus(Bytes(Encode(1, prop)), Pipes(3)).ok()) << DecodeStatus(Bytes(Encode(1, prop)), Pipes(3));
+  RunProposeRequest bad = prop;
+  bad.destination.family = 1;  // AF_UNIX
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, bad)), Pipes(3)).message(), HasSubstr("destination: family 1"));
+  bad = prop;
+  bad.destination.port = 70000;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, bad)), Pipes(3)).message(), HasSubstr("port 70000"));
+  bad = prop;
+  bad.destination.addr[9] = 1;  // IPv4 with bytes past the fourth
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, bad)), Pipes(3)).message(), HasSubstr("bytes 4..15 zero"));
+  bad = prop;
+  bad.capacity = 1000;  // not a power of two
+  EXPECT_FALSE(DecodeStatus(Bytes(Encode(1, bad)), Pipes(3)).ok());
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, prop)), Pipes(2)).message(), HasSubstr("carries 2 fds, expected 3"));
+
+  RunAwaitRequest aw = Zeroed<RunAwaitRequest>();
+  aw.wait_ms = kMaxAwaitMs + 1;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(1, aw)), Pipes(1)).message(), HasSubstr("wait_ms exceeds"));
+  aw.wait_ms = 10;
+  aw.flags = 2;
+  EXPECT_FALSE(DecodeStatus(Bytes(Encode(1, aw)), Pipes(1)).ok());
+
+  RunFallbackNotice fb = Zeroed<RunFallbackNotice>();
+  fb.reason = 0;  // "none" is no fallback
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(0, fb))).message(), HasSubstr("fallback reason 0"));
+  fb.reason = 99;
+  EXPECT_THAT(DecodeStatus(Bytes(Encode(0, fb))).message(), HasSubstr("fallback reason 99"));
+  fb.reason = kRunFallbackOption;
+  EXPECT_TRUE(DecodeStatus(Bytes(Encode(0, fb))).ok());
+
+  RunCloseNotice cl = Zeroed<RunCloseNotice>();
+  cl.side = 2;
+  EXPECT_FALSE(DecodeStatus(Bytes(Encode(0, cl))).ok());
+
+  // A reply that refuses names a reason and carries no fds.
+  RunClaimReply rep = Zeroed<RunClaimReply>();
+  rep.status = ToWire(absl::NotFoundError("no proposal"));
+  rep.reason = kRunFallbackPlainPeer;
+  EXPECT_TRUE(DecodeStatus(Bytes(Encode(3, rep)), {}, Direction::kToClient).ok());
+  rep.reason = 0;
+  EXPECT_FALSE(DecodeStatus(Bytes(Encode(3, rep)), {}, Direction::kToClient).ok());
+  EXPECT_STREQ(FallbackReasonName(kRunFallbackNoListener), "no_listener");
+}
+
 TEST(ProtocolTest, SocketLevelReceiveHandlesFdsAndTruncation) {
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);

@@ -83,6 +83,17 @@ struct LinkStats {
   DirectionStats a_to_b, b_to_a;
 };
 
+// An hsi-run connection as hsid knows it (hsictl streams): the TCP
+// 4-tuple, each end's pid and uid, and the bytes each end's ring carried.
+struct StreamListing {
+  uint64_t id = 0;
+  std::string state;      // "proposed", "paired", "half-closed"
+  std::string connector;  // "127.0.0.1:40312"
+  std::string acceptor;   // "127.0.0.1:6379"
+  uint32_t connector_pid = 0, acceptor_pid = 0, connector_uid = 0, acceptor_uid = 0;
+  uint64_t bytes_c_to_a = 0, bytes_a_to_c = 0, age_ms = 0;
+};
+
 class HSI_EXPORT AdminClient {
  public:
   // Connects to hsid (socket path as hsi::ResolveSocketPath).
@@ -108,6 +119,11 @@ class HSI_EXPORT AdminClient {
   // stats). Counters live in the ring segments, so they cover the links
   // hsid has now; a link that is gone takes its counters with it.
   absl::StatusOr<std::vector<LinkStats>> ListLinks();
+  // hsi-run's connections (all for an admin, else those of the caller's
+  // uid), and its fallbacks to TCP counted by reason ("no_listener", ...;
+  // every reason, zeros included, in the protocol's order).
+  absl::StatusOr<std::vector<StreamListing>> ListStreams();
+  absl::StatusOr<std::vector<std::pair<std::string, uint64_t>>> ListFallbacks();
 
  private:
   std::shared_ptr<internal::SessionState> state_;

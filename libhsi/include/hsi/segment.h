@@ -54,6 +54,15 @@ class HSI_EXPORT Segment {
   int fd() const { return fd_.get(); }
   // A new fd for the same memfd, to hand to a peer (e.g. by SCM_RIGHTS).
   absl::StatusOr<UniqueFd> DupFd() const;
+  // Gives up the fd (the caller owns it; fd() is -1 afterwards); the
+  // mapping stays until the Segment goes. For holders that must not keep
+  // descriptors open in a program they do not own (hsi-run's preload).
+  UniqueFd ReleaseFd() { return std::move(fd_); }
+  // Unmaps the mapping in the calling process only, leaving the object as
+  // it is: for a Segment in memory shared by the processes of a fork, when
+  // one of them lets go while others keep using it. The object must not be
+  // used by this process afterwards (nor destroyed by it).
+  void UnmapView() const;
 
  private:
   void Unmap();

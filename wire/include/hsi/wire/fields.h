@@ -24,11 +24,12 @@ inline constexpr uint32_t kProtoMagic = 0x48534931;  // "HSI1"
 // 3: ClaimReply carries the client's event page; an error reply carries no fds.
 // 4: the message table (hsi/wire/messages.h); ListLinksReply is gone
 //    (ListStatsReply carries every counter it had); NicInterfaceRequest and
-//    the interface columns of WireNic.
-inline constexpr uint16_t kProtoVersion = 4;
+//    the interface columns of WireNic; CTC and ISFC messages (70-82).
+// 5: hsi-run's messages (40-52), three fds at most, kListStreams/kListFallbacks.
+inline constexpr uint16_t kProtoVersion = 5;
 inline constexpr size_t kNameLen = 32;     // LPAR names, incl. the NUL
 inline constexpr size_t kTextLen = 448;    // status messages, incl. the NUL
-inline constexpr size_t kMaxFds = 2;       // most fds any message carries
+inline constexpr size_t kMaxFds = 3;       // most fds any message carries
 inline constexpr size_t kMaxMessage = 4096;
 inline constexpr uint32_t kMaxStatusCode = 16;  // absl::StatusCode::kUnauthenticated
 

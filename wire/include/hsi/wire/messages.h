@@ -76,6 +76,20 @@ inline constexpr size_t kEventPageSize = 4096;
   X(ListStatsReply,        35, kToClient, kReply,   0, 464 + 16 * 152)     \
   X(NicInterfaceRequest,   36, kToDaemon, kRequest, 0, 56)                  \
   X(NicInterfaceReply,     37, kToClient, kReply,   0, 456)                 \
+  /* hsi-run (issue 17): 40-59 */                                          \
+  X(RunListenRequest,      40, kToDaemon, kRequest, 1, 16)   /* listening socket */ \
+  X(RunListenReply,        41, kToClient, kReply,   0, 464)                 \
+  X(RunProposeRequest,     42, kToDaemon, kRequest, 3, 40)   /* bound socket, ring, ctl */ \
+  X(RunProposeReply,       43, kToClient, kReply,   0, 472)                 \
+  X(RunClaimRequest,       44, kToDaemon, kRequest, 3, 8)    /* accepted socket, ring, ctl */ \
+  X(RunClaimReply,         45, kToClient, kReply,   2, 472)  /* connector's ring, ctl */ \
+  X(RunAwaitRequest,       46, kToDaemon, kRequest, 1, 16)   /* connected socket */ \
+  X(RunAwaitReply,         47, kToClient, kReply,   2, 464)  /* acceptor's ring, ctl */ \
+  X(RunCloseNotice,        48, kToDaemon, kNotice,  0, 16)                  \
+  X(RunFallbackNotice,     49, kToDaemon, kNotice,  0, 8)                   \
+  X(RunUnlistenNotice,     50, kToDaemon, kNotice,  0, 8)                   \
+  X(ListStreamsReply,      51, kToClient, kReply,   0, 464 + 16 * 112)      \
+  X(ListFallbacksReply,    52, kToClient, kReply,   0, 456 + 8 * 16) \
   /* CTC devices (issue 19): 70-89 */                                        \
   X(CtcOpenRequest,        70, kToDaemon, kRequest, 0, 8)                   \
   X(CtcOpenReply,          71, kToClient, kReply,   1, 504)  /* own half */  \
@@ -303,7 +317,7 @@ struct AdminReply {
   absl::Status Validate() const { return CheckStatus(status, "status"); }
 };
 
-enum : uint32_t { kListChpids = 1, kListNics = 2, kListStats = 4 };  // 3 retired (links, protocol 3)
+enum : uint32_t { kListChpids = 1, kListNics = 2, kListStats = 4, kListStreams = 5, kListFallbacks = 6 };  // 3 retired (links, protocol 3)
 struct ListRequest {
   uint32_t what;  // kList*
   uint32_t cursor;
@@ -399,6 +413,167 @@ struct SniffLinkGone {
   uint32_t link_id;
   uint32_t reserved;
   absl::Status Validate() const { return CheckZero(reserved, "reserved"); }
+};
+
+// ---------------------------------------------------------------- hsi-run (transparent TCP)
+//
+// docs/hsi-run.md has the whole design. The sequence of one connection:
+//   listener  -> hsid  RunListenRequest{id} + its listening TCP socket: hsid
+//                      checks SO_ACCEPTCONN and notes the address
+//                      (getsockname) and namespace (SO_NETNS_COOKIE)
+//   connector -> hsid  RunProposeRequest{destination, geometry} + its bound,
+//                      not yet connected socket + its own sealed ring segment
+//                      and control page, BEFORE connect(): hsid finds an
+//                      hsi-run listener there and the policy allows -> stream
+//                      id; a refusal names a kRunFallback* (the program stays
+//                      on TCP, nothing was sent in-band)
+//   acceptor  -> hsid  RunClaimRequest + the accepted socket + its own sealed
+//                      ring and page: hsid matches the socket's 4-tuple and
+//                      namespace to a proposal and answers with the
+//                      connector's ring and page (kNotFound: a plain client)
+//   connector -> hsid  RunAwaitRequest{stream, wait_ms} + the connected socket
+//                      (same SO_COOKIE, peer = destination) before its first
+//                      byte: answered with the acceptor's ring and page once
+//                      claimed, or kDeadlineExceeded after wait_ms, after which
+//                      hsid answers a late claim kNotFound (both ends on TCP)
+// The proof of holding a connection is the socket itself, by SCM_RIGHTS:
+// hsid reads its tuple, namespace and cookie and keeps no reference to it.
+enum : uint32_t {
+  kRunFallbackNone = 0,
+  kRunFallbackNoHsid = 1,      // hsid not reachable (client-side)
+  kRunFallbackNoListener = 2,  // no hsi-run listener at the destination in this namespace
+  kRunFallbackPolicy = 3,      // hsid's [run] policy does not pair these uids
+  kRunFallbackTimeout = 4,     // the acceptor did not claim within the connector's wait
+  kRunFallbackNotLocal = 5,    // destination is not an address of this host (client-side)
+  kRunFallbackBadSocket = 6,   // a socket handed in is not what the request says
+  kRunFallbackOption = 7,      // an option hsi-run cannot carry, e.g. TCP_FASTOPEN (client-side)
+  kRunFallbackFiltered = 8,    // excluded by the port/address filters (client-side)
+  kRunFallbackPlainPeer = 9,   // an accepted connection whose client is not under hsi-run
+  kRunFallbackInternal = 10,   // a resource failed: memfd, mmap, a segment (either side)
+  kRunFallbackDuplicate = 11,  // a proposal for that 4-tuple exists already
+  kRunFallbackGeometry = 12,   // the two ends want different ring sizes
+  kRunFallbackCount = 16,
+};
+absl::Status CheckFallbackReason(uint32_t v, bool allow_none);
+const char* FallbackReasonName(uint32_t v);  // "no_listener", ...
+
+// An IPv4 or IPv6 socket address: family 2 (AF_INET) or 10 (AF_INET6),
+// port in host order, address bytes in network order (IPv4: the first 4,
+// the rest zero).
+struct WireSockAddr {
+  uint32_t family;
+  uint32_t port;
+  uint8_t addr[16];
+  absl::Status Validate(const char* field) const;
+};
+static_assert(sizeof(WireSockAddr) == 24);
+
+struct RunListenRequest {  // + the listening socket
+  uint64_t listener_id;  // chosen by the client, unique within its connection
+  uint64_t reserved;
+  absl::Status Validate() const { return CheckZero(static_cast<uint32_t>(reserved | (reserved >> 32)), "reserved"); }
+};
+struct RunListenReply {
+  WireStatus status;
+  uint64_t listener_id;
+  absl::Status Validate() const { return CheckStatus(status, "status"); }
+};
+struct RunUnlistenNotice {
+  uint64_t listener_id;
+  absl::Status Validate() const { return absl::OkStatus(); }
+};
+
+struct RunProposeRequest {  // + bound socket + own sealed ring + own sealed control page
+  WireSockAddr destination;
+  uint64_t capacity;  // the ring geometry of both directions
+  uint32_t mtu;
+  uint32_t reserved;
+  absl::Status Validate() const {
+    return FirstError(destination.Validate("destination"), CheckZero(reserved, "reserved"), RingGeometry{capacity, mtu}.Validate());
+  }
+};
+struct RunProposeReply {
+  WireStatus status;
+  uint64_t stream_id;
+  uint32_t reason;  // kRunFallback* when status is not OK
+  uint32_t reserved;
+  absl::Status Validate() const {
+    return FirstError(CheckStatus(status, "status"), CheckFallbackReason(reason, status.code == 0), CheckZero(reserved, "reserved"));
+  }
+};
+
+struct RunClaimRequest {  // + accepted socket + own sealed ring + own sealed control page
+  uint64_t reserved;
+  absl::Status Validate() const { return CheckZero(static_cast<uint32_t>(reserved | (reserved >> 32)), "reserved"); }
+};
+struct RunClaimReply {  // + the connector's ring segment + control page (only when OK)
+  WireStatus status;
+  uint64_t stream_id;
+  uint32_t reason;  // kRunFallback* when not OK (kRunFallbackPlainPeer: no proposal)
+  uint32_t reserved;
+  absl::Status Validate() const {
+    return FirstError(CheckStatus(status, "status"), CheckFallbackReason(reason, status.code == 0), CheckZero(reserved, "reserved"));
+  }
+};
+
+inline constexpr uint32_t kMaxAwaitMs = 60000;
+// kRunAwaitPoll: only look: if not claimed yet, answer kUnavailable and
+// keep the proposal open (the client asks again; it holds no hsid call
+// open meanwhile, so its other threads can claim and propose).
+enum : uint32_t { kRunAwaitPoll = 1 };
+struct RunAwaitRequest {  // + the connected socket
+  uint64_t stream_id;
+  uint32_t wait_ms;  // at most kMaxAwaitMs; 0: answer now
+  uint32_t flags;    // kRunAwait*
+  absl::Status Validate() const {
+    return FirstError(wait_ms > kMaxAwaitMs ? absl::InvalidArgumentError("wait_ms exceeds 60000") : absl::OkStatus(),
+                      CheckFlags(flags, kRunAwaitPoll, "flags"));
+  }
+};
+struct RunAwaitReply {  // + the acceptor's ring segment + control page (only when OK)
+  WireStatus status;
+  uint32_t reason;  // kRunFallback* when not OK
+  uint32_t reserved;
+  absl::Status Validate() const {
+    return FirstError(CheckStatus(status, "status"), CheckFallbackReason(reason, status.code == 0), CheckZero(reserved, "reserved"));
+  }
+};
+
+struct RunCloseNotice {  // the last descriptor of one end is closed
+  uint64_t stream_id;
+  uint32_t side;  // 0 connector, 1 acceptor
+  uint32_t reserved;
+  absl::Status Validate() const { return FirstError(CheckBool(side, "side"), CheckZero(reserved, "reserved")); }
+};
+struct RunFallbackNotice {  // a fallback the client decided itself
+  uint32_t reason;
+  uint32_t reserved;
+  absl::Status Validate() const { return FirstError(CheckFallbackReason(reason, false), CheckZero(reserved, "reserved")); }
+};
+
+// An accelerated connection, as ListRequest{kListStreams} reports it.
+enum : uint32_t { kStreamProposed = 0, kStreamPaired = 1, kStreamHalfClosed = 2 };
+struct WireStream {
+  uint64_t stream_id;
+  uint32_t state;  // kStream*
+  uint32_t reserved;
+  WireSockAddr connector, acceptor;
+  uint32_t connector_pid, acceptor_pid, connector_uid, acceptor_uid;
+  uint64_t bytes_c_to_a, bytes_a_to_c;  // as each sender's segment counts them
+  uint64_t age_ms;                      // since the proposal
+  uint64_t reserved2;
+};
+static_assert(sizeof(WireStream) == 112);
+struct ListStreamsReply {
+  WireStatus status;
+  uint32_t count, next_cursor;
+  WireStream entries[kListPage];
+  absl::Status Validate() const;
+};
+struct ListFallbacksReply {
+  WireStatus status;
+  uint64_t counts[kRunFallbackCount];  // indexed by kRunFallback*
+  absl::Status Validate() const { return CheckStatus(status, "status"); }
 };
 
 struct ErrorReply {

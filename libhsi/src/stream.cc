@@ -1,0 +1,276 @@
+// hsi/stream.h: the byte stream over a ring pair, bells on the TCP socket.
+#include "hsi/stream.h"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace hsi {
+namespace {
+
+// Raw syscalls: hsi-run's preload interposes the libc socket calls, and
+// this code runs inside it; bells must reach the kernel, not the interposer.
+ssize_t RawSend(int fd, const void* buf, size_t len, int flags) {
+  return ::syscall(SYS_sendto, fd, buf, len, flags, nullptr, 0);
+}
+ssize_t RawRecv(int fd, void* buf, size_t len, int flags) {
+  return ::syscall(SYS_recvfrom, fd, buf, len, flags, nullptr, nullptr);
+}
+
+// Copies up to `n` bytes of `src` into the iovecs, starting `skip` bytes
+// into them. Returns the bytes copied.
+size_t CopyOut(const struct iovec* iov, int iovcnt, size_t skip, const uint8_t* src, size_t n) {
+  size_t done = 0;
+  for (int i = 0; i < iovcnt && done < n; ++i) {
+    size_t len = iov[i].iov_len;
+    if (skip >= len) {
+      skip -= len;
+      continue;
+    }
+    const size_t k = std::min(len - skip, n - done);
+    std::memcpy(static_cast<uint8_t*>(iov[i].iov_base) + skip, src + done, k);
+    done += k;
+    skip = 0;
+  }
+  return done;
+}
+
+size_t IovTotal(const struct iovec* iov, int iovcnt) {
+  size_t t = 0;
+  for (int i = 0; i < iovcnt; ++i) t += iov[i].iov_len;
+  return t;
+}
+
+// The rings' own doorbells are never used here (bells travel on the TCP
+// socket), but a ring wants two. One wait end of a pipe per process serves
+// every ring: ringing a wait end does nothing (hsi/doorbell.h), so even a
+// peer that sets its need flags cannot make us write to any descriptor.
+// Never destroyed; after a fork the child's copy is the same.
+const Doorbell* SilentBell() {
+  static const Doorbell* bell = [] {
+    UniqueFd ring_end;
+    absl::StatusOr<Doorbell> d = Doorbell::CreateSplit(&ring_end);
+    return d.ok() ? new Doorbell(std::move(*d)) : nullptr;
+  }();
+  return bell;
+}
+
+}  // namespace
+
+absl::StatusOr<Segment> CreateStreamPage() {
+  absl::StatusOr<UniqueFd> fd = Segment::CreateMemfd("hsi-run-page", kStreamPageSize);
+  if (!fd.ok()) return fd.status();
+  absl::StatusOr<Segment> seg = Segment::MapOwner(std::move(*fd), kStreamPageSize);
+  if (!seg.ok()) return seg.status();
+  auto* page = new (seg->data()) StreamPage{};
+  page->magic = kStreamPageMagic;
+  // Armed before anyone sees the page: the peer may commit its first bytes
+  // before this side has built its StreamEnd, and that commit must ring.
+  page->data_arm.store(1, std::memory_order_release);
+  return seg;
+}
+
+absl::Status CheckStreamPage(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) < 0) return absl::InvalidArgumentError(absl::StrCat("stream page: fstat: ", std::strerror(errno)));
+  if (!S_ISREG(st.st_mode) || st.st_size != static_cast<off_t>(kStreamPageSize)) {
+    return absl::InvalidArgumentError(absl::StrCat("stream page: not a ", kStreamPageSize, "-byte memfd"));
+  }
+  const int seals = ::fcntl(fd, F_GET_SEALS);
+  const int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE;
+  if (seals < 0 || (seals & need) != need) {
+    return absl::InvalidArgumentError("stream page: not sealed against shrink, grow and new writers");
+  }
+  uint64_t magic = 0;
+  if (::pread(fd, &magic, sizeof(magic), 0) != sizeof(magic) || magic != kStreamPageMagic) {
+    return absl::InvalidArgumentError("stream page: bad magic");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Segment> CreateOwnRing(const RingGeometry& geometry) {
+  absl::StatusOr<UniqueFd> fd = CreateRingSegment(geometry, "hsi-run-ring");
+  if (!fd.ok()) return fd.status();
+  return Segment::MapOwner(std::move(*fd), geometry.segment_size());
+}
+
+absl::Status StreamEnd::Init(Segment my_ring, Segment their_ring, Segment my_page, Segment their_page,
+                             const RingGeometry& geometry) {
+  if (my_page.size() != kStreamPageSize || their_page.size() != kStreamPageSize) {
+    return absl::InvalidArgumentError("stream: a control page is not 4 KiB");
+  }
+  if (static_cast<const StreamPage*>(their_page.data())->magic != kStreamPageMagic) {
+    return absl::DataLossError("stream: the peer's control page has a bad magic");
+  }
+  own_ring_ = std::move(my_ring);
+  peer_ring_ = std::move(their_ring);
+  own_page_ = std::move(my_page);
+  peer_page_ = std::move(their_page);
+  const Doorbell* bell = SilentBell();
+  if (bell == nullptr) return absl::InternalError("stream: cannot make a pipe for the rings' doorbells");
+  absl::StatusOr<RingProducer> tx = RingProducer::Create(own_ring_, peer_ring_, *bell, *bell, geometry);
+  if (!tx.ok()) return tx.status();
+  absl::StatusOr<RingConsumer> rx = RingConsumer::Create(own_ring_, peer_ring_, *bell, *bell, geometry);
+  if (!rx.ok()) return rx.status();
+  tx_ = std::move(*tx);
+  rx_ = std::move(*rx);
+  // Keep no descriptors: a program may close or dup2 over any fd number.
+  for (Segment* s : {&own_ring_, &peer_ring_, &own_page_, &peer_page_}) s->ReleaseFd();
+  // Armed from the start (CreateStreamPage): the peer's first commit rings.
+  data_arm_ = own_page()->data_arm.load(std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+ssize_t StreamEnd::SendBell(int sock, int flags) {
+  // Counted before it is sent, and counted and sent as one under a spin
+  // lock (a reader thread's space bell and a writer thread's data bell must
+  // reach the socket in the order they were counted): a bell the peer sees
+  // in the socket is always in the count it loads afterwards, so a reader
+  // that emptied the ring drains the bell that woke it (no spurious
+  // readiness left for a blocking reader to hang on). A send that fails
+  // leaves the count one high: that only happens on a dead connection.
+  while (bell_lock_.exchange(1, std::memory_order_acquire) != 0) {
+  }
+  own_page()->bells_sent.fetch_add(1, std::memory_order_release);
+  const char b = 'B';
+  const ssize_t n = RawSend(sock, &b, 1, MSG_DONTWAIT | flags);
+  bell_lock_.store(0, std::memory_order_release);
+  return n;
+}
+
+ssize_t StreamEnd::TryWrite(const struct iovec* iov, int iovcnt, int sock) {
+  if (!tx_.ok()) return -ECONNRESET;
+  const size_t want = IovTotal(iov, iovcnt);
+  size_t done = 0;
+  int i = 0;
+  size_t off = 0;  // into iov[i]
+  while (done < want) {
+    const size_t n = std::min<size_t>(want - done, tx_.mtu());
+    uint8_t* p = tx_.TryReserve(n);
+    if (p == nullptr) break;
+    size_t k = 0;
+    while (k < n) {
+      while (off == iov[i].iov_len) {
+        ++i;
+        off = 0;
+      }
+      const size_t c = std::min(n - k, iov[i].iov_len - off);
+      std::memcpy(p + k, static_cast<const uint8_t*>(iov[i].iov_base) + off, c);
+      k += c;
+      off += c;
+    }
+    tx_.CommitDeferred(n);
+    done += n;
+  }
+  if (done == 0) return tx_.ok() ? 0 : -ECONNRESET;
+  tx_.Publish();
+  own_page()->bytes_out.fetch_add(done, std::memory_order_relaxed);
+  // Pairs with the consumer's fence in ArmData: either it sees the frames
+  // or we see its arm.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  const uint64_t arm = peer_page()->data_arm.load(std::memory_order_acquire);  // loaded once (invariant 2)
+  if (arm > own_page()->data_rung.load(std::memory_order_relaxed)) {
+    own_page()->data_rung.store(arm, std::memory_order_relaxed);
+    Bell(sock);
+  }
+  return static_cast<ssize_t>(done);
+}
+
+ssize_t StreamEnd::TryRead(const struct iovec* iov, int iovcnt, bool peek, int sock) {
+  if (!rx_.ok()) return -ECONNRESET;
+  const size_t want = IovTotal(iov, iovcnt);
+  size_t done = 0;
+  bool released = false;
+  Frame f;
+  while (done < want && rx_.TryPeek(&f)) {
+    const size_t avail = f.payload.size() - rx_offset_;
+    const size_t k = CopyOut(iov, iovcnt, done, f.payload.data() + rx_offset_, std::min(avail, want - done));
+    done += k;
+    if (peek) break;
+    if (k == avail) {
+      rx_.ReleaseDeferred();
+      rx_offset_ = 0;
+      released = true;
+    } else {
+      rx_offset_ += k;
+    }
+  }
+  if (!rx_.ok()) return -ECONNRESET;
+  if (released) {
+    rx_.Publish();
+    // Pairs with the producer's fence in ArmSpace.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    const uint64_t arm = peer_page()->space_arm.load(std::memory_order_acquire);
+    if (arm > own_page()->space_rung.load(std::memory_order_relaxed)) {
+      own_page()->space_rung.store(arm, std::memory_order_relaxed);
+      own_page()->space_futex.fetch_add(1, std::memory_order_release);
+      ::syscall(SYS_futex, &own_page()->space_futex, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+      Bell(sock);
+    }
+  }
+  if (!peek) own_page()->bytes_in.fetch_add(done, std::memory_order_relaxed);
+  return static_cast<ssize_t>(done);
+}
+
+bool StreamEnd::ArmData(int sock) {
+  // Bells the peer counted before this arm: those are ours to drain. A bell
+  // it sends for this arm is counted later and stays in the socket.
+  const uint64_t counted = peer_page()->bells_sent.load(std::memory_order_acquire);
+  own_page()->data_arm.store(++data_arm_, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  Frame f;
+  if (rx_.TryPeek(&f) || !rx_.ok()) return false;
+  // A hostile count (below what we drained, or huge) only changes how many
+  // bells of this connection we read; every byte on it is a bell.
+  uint64_t owed = counted > bells_drained_ ? counted - bells_drained_ : 0;
+  char buf[256];
+  while (owed > 0) {
+    const ssize_t n = RawRecv(sock, buf, std::min<uint64_t>(owed, sizeof(buf)), MSG_DONTWAIT);
+    if (n <= 0) break;  // not arrived yet (drained next time), EOF or an error: the caller looks
+    bells_drained_ += static_cast<uint64_t>(n);
+    owed -= static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
+bool StreamEnd::ArmSpace(size_t need) {
+  // One request at a time: while the consumer has not answered the last
+  // one (its space_rung is below it), asking again would only make it send
+  // one more bell per release to a producer that spins (a non-blocking
+  // writer whose POLLOUT is always true).
+  const uint64_t rung = peer_page()->space_rung.load(std::memory_order_acquire);
+  if (rung >= space_arm_) {
+    // Read before arming, so that a ring between the arm and WaitSpace()
+    // is not missed (the futex compares against it).
+    space_ticket_ = peer_page()->space_futex.load(std::memory_order_acquire);
+    own_page()->space_arm.store(++space_arm_, std::memory_order_seq_cst);
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return tx_.ok() && tx_.TryReserve(std::min<size_t>(std::max<size_t>(need, 1), tx_.mtu())) == nullptr;
+}
+
+void StreamEnd::WaitSpace(int timeout_ms) const {
+  const uint32_t seen = space_ticket_;
+  struct timespec ts {timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};
+  // A shared futex on the peer's read-only page: the consumer wakes it
+  // through its own mapping of the same memfd page.
+  ::syscall(SYS_futex, &peer_page()->space_futex, FUTEX_WAIT, seen, &ts, nullptr, 0);
+}
+
+size_t StreamEnd::Readable() {
+  Frame f;
+  if (!rx_.TryPeek(&f)) return 0;
+  return f.payload.size() - rx_offset_;
+}
+
+}  // namespace hsi

@@ -1,0 +1,185 @@
+// run/preload/conn.h: libhsi-run.so's state: the options, the real libc
+// functions, the per-process table of descriptors, and Conn, one
+// accelerated TCP connection (docs/hsi-run.md).
+//
+// A Conn lives in its own MAP_SHARED anonymous mapping, so that after a
+// fork parent and child share it (the rings' mappings are inherited at the
+// same addresses): one ring position, one partial-frame offset, one set of
+// locks for every process that holds the connection. Its locks are
+// process-shared robust mutexes (a holder's death is recovered from). It
+// holds no descriptor of its own: only the program's socket.
+//
+// The fd table maps a descriptor number to its Conn in this process; it is
+// read without a lock on the data path (acquire loads), written under
+// g_table_mu. `Local` counts, per Conn, this process's descriptors for it;
+// Conn::refs counts every process's (incremented at fork for each inherited
+// descriptor, at dup; decremented at close and, for descriptors an exec will
+// close, at exec).
+//
+// Thread safety: as stated per item.
+#ifndef HSI_RUN_PRELOAD_CONN_H_
+#define HSI_RUN_PRELOAD_CONN_H_
+
+#include <pthread.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "hsi/ring.h"
+#include "hsi/run_broker.h"
+#include "hsi/segment.h"
+#include "hsi/stream.h"
+
+namespace hsirun {
+
+// ------------------------------------------------------------ options
+
+struct Options {
+  bool disabled = false;        // HSI_RUN_DISABLE=1: pass everything through
+  std::string socket;           // HSI_RUN_SOCKET, else libhsi's default (HSI_SOCKET, ...)
+  int log = 0;                  // HSI_RUN_LOG: 0 quiet, 1 each connection's decision, 2 more
+  uint32_t busy_poll_us = 0;    // HSI_RUN_BUSY_POLL_US: spin this long before sleeping
+  uint64_t ring_bytes = 1 << 20;  // HSI_RUN_RING_KB: ring capacity per direction
+  uint32_t pair_timeout_ms = 1000;  // HSI_RUN_PAIR_TIMEOUT_MS: connector waits for the accept
+  std::vector<uint16_t> ports;          // HSI_RUN_PORTS: only these (empty: all)
+  std::vector<uint16_t> exclude_ports;  // HSI_RUN_EXCLUDE_PORTS: never these
+  hsi::RingGeometry geometry() const;
+  bool PortAllowed(uint16_t port) const;
+};
+const Options& Opts();
+// One line on stderr, "hsi-run[pid]: ...", when HSI_RUN_LOG >= level.
+void Logf(int level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// ------------------------------------------------------------ real libc
+
+struct Real {
+  int (*socket)(int, int, int);
+  int (*connect)(int, const sockaddr*, socklen_t);
+  int (*listen)(int, int);
+  int (*accept)(int, sockaddr*, socklen_t*);
+  int (*accept4)(int, sockaddr*, socklen_t*, int);
+  int (*close)(int);
+  int (*shutdown)(int, int);
+  int (*dup)(int);
+  int (*dup2)(int, int);
+  int (*dup3)(int, int, int);
+  int (*fcntl)(int, int, ...);
+  int (*ioctl)(int, unsigned long, ...);
+  int (*setsockopt)(int, int, int, const void*, socklen_t);
+  ssize_t (*read)(int, void*, size_t);
+  ssize_t (*write)(int, const void*, size_t);
+  ssize_t (*readv)(int, const iovec*, int);
+  ssize_t (*writev)(int, const iovec*, int);
+  ssize_t (*recv)(int, void*, size_t, int);
+  ssize_t (*send)(int, const void*, size_t, int);
+  ssize_t (*recvfrom)(int, void*, size_t, int, sockaddr*, socklen_t*);
+  ssize_t (*sendto)(int, const void*, size_t, int, const sockaddr*, socklen_t);
+  ssize_t (*recvmsg)(int, msghdr*, int);
+  ssize_t (*sendmsg)(int, const msghdr*, int);
+  int (*recvmmsg)(int, struct mmsghdr*, unsigned, int, struct timespec*);
+  int (*sendmmsg)(int, struct mmsghdr*, unsigned, int);
+  ssize_t (*sendfile)(int, int, off_t*, size_t);
+  ssize_t (*splice)(int, loff_t*, int, loff_t*, size_t, unsigned);
+  int (*close_range)(unsigned, unsigned, int);
+  int (*execve)(const char*, char* const[], char* const[]);
+  int (*execvpe)(const char*, char* const[], char* const[]);
+  int (*epoll_ctl)(int, int, int, struct epoll_event*);
+  int (*epoll_wait)(int, struct epoll_event*, int, int);
+  int (*epoll_pwait)(int, struct epoll_event*, int, int, const sigset_t*);
+  int (*poll)(struct pollfd*, unsigned long, int);
+  int (*ppoll)(struct pollfd*, unsigned long, const struct timespec*, const sigset_t*);
+  int (*select)(int, fd_set*, fd_set*, fd_set*, struct timeval*);
+};
+const Real& R();
+
+// ------------------------------------------------------------ connections
+
+// kPending: a connector proposed, not yet paired (nothing sent in-band);
+// kActive: on rings; kPlain: fell back, plain TCP; kBroken: paired at hsid
+// but unusable here (a bad peer segment): reads and writes fail ECONNRESET.
+enum class State : int { kPending = 0, kActive = 1, kPlain = 2, kBroken = 3 };
+
+struct Conn {
+  std::atomic<int> state;  // State
+  uint32_t side = 0;       // 0 connector, 1 acceptor
+  uint64_t stream_id = 0;
+  std::atomic<int> refs;   // descriptors for it, in every process
+  std::atomic<bool> nonblock;  // O_NONBLOCK of the open file (shared by dups and forks)
+  std::atomic<bool> shut_wr;
+  std::atomic<uint32_t> writes;  // for the periodic peer-gone check
+  std::atomic<bool> forked_pending;  // a fork shared it before it paired
+  pthread_mutex_t setup_mu, tx_mu, rx_mu;
+  hsi::RingGeometry geometry;
+  hsi::Segment own_ring, own_page;  // until paired (then inside `end`)
+  hsi::StreamEnd end;              // valid once kActive
+};
+
+// A new Conn in its own shared mapping (refs 1); nullptr if mmap fails.
+Conn* NewConn(uint32_t side, uint64_t stream_id, const hsi::RingGeometry& g);
+// The last reference anywhere is gone: tells hsid, unmaps everything in
+// this process (the object is never destroyed, only unmapped).
+void DestroyConn(Conn* c);
+// This process lets go while others keep it: unmaps its views only.
+void ForgetConn(Conn* c);
+
+// Locks a Conn mutex, recovering it if its holder died.
+void Lock(pthread_mutex_t* mu);
+inline void Unlock(pthread_mutex_t* mu) { pthread_mutex_unlock(mu); }
+struct Guard {
+  explicit Guard(pthread_mutex_t* mu) : mu_(mu) { Lock(mu_); }
+  ~Guard() { Unlock(mu_); }
+  pthread_mutex_t* mu_;
+};
+
+// The Conn of `fd` in this process, or nullptr (lock-free).
+Conn* Lookup(int fd);
+// Binds `fd` to `c` in this process (one more local and global reference
+// unless `adopt_ref`, which takes over refs' initial 1).
+void Attach(int fd, Conn* c, bool adopt_ref);
+// Unbinds `fd`; drops the references; tears down on the last one. Returns
+// whether `fd` had a Conn.
+bool Detach(int fd);
+// Whether listener `fd` is registered with hsid by this process.
+bool IsListener(int fd);
+void AddListener(int fd, uint64_t id);
+void RemoveListener(int fd);
+
+// The hsid connection, made on first use; nullptr (and the reason counted
+// as no_hsid) when hsid does not answer. Callers hold BrokerLock().
+hsi::RunBroker* Broker();
+pthread_mutex_t* BrokerMu();
+// Tells hsid of a fallback this process decided (best effort).
+void ReportFallback(uint32_t reason);
+
+// Per-thread: inside the library (our own socket calls pass through).
+bool& InLib();
+struct LibScope {
+  LibScope() : was_(InLib()) { InLib() = true; }
+  ~LibScope() { InLib() = was_; }
+  bool was_;
+};
+
+uint64_t NowMs();  // CLOCK_MONOTONIC
+// A connection just went onto rings: bells must not wait for Nagle (a bell
+// held back behind the peer's delayed ACK costs 40 ms), so TCP_NODELAY.
+void OnActive(int fd);
+
+// Connector: pairs a kPending Conn (await the accept) or falls back.
+// Returns the state after. Requires the socket to be connected.
+State EnsurePaired(Conn* c, int fd);
+
+// The data path (io.cc).
+ssize_t ConnRead(Conn* c, int fd, const iovec* iov, int iovcnt, int flags);
+ssize_t ConnWrite(Conn* c, int fd, const iovec* iov, int iovcnt, int flags);
+
+}  // namespace hsirun
+
+#endif  // HSI_RUN_PRELOAD_CONN_H_

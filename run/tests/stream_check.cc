@@ -1,0 +1,436 @@
+// hsi-run-check: a TCP stream test program for hsi-run (run/tests/
+// programs_test.sh runs it under hsi-run, and plain). Every byte is
+// generated from a seed, echoed by the server and compared byte by byte on
+// the way back, so a byte lost, duplicated or reordered anywhere (ring,
+// fork, threads, fallback) fails the run.
+//
+//   hsi-run-check server --port-file FILE [--conns N]
+//       listens on 127.0.0.1:0, writes the port to FILE, echoes N
+//       connections (a thread each: read/write until EOF, then
+//       shutdown(SHUT_WR) after the last byte), then exits 0.
+//   hsi-run-check client --port P --bytes B --mode MODE [--seed S]
+//       MODE poll:    non-blocking socket, poll() loop, rotating write/send/
+//                     writev/sendmsg and read/recv/readv/recvmsg
+//       threads:      blocking socket, one thread sends while another
+//                     receives on the same descriptor (MSG_WAITALL too)
+//       fork:         a forked child sends everything and closes its copy;
+//                     the parent receives
+//       epoll:        non-blocking, edge-triggered epoll, EPOLLRDHUP
+//       semantics:    select, MSG_PEEK, FIONREAD, MSG_DONTWAIT, EPOLLONESHOT,
+//                     sendmmsg/recvmmsg,
+//                     one epoll set used by parent and child after fork,
+//                     EOF after shutdown, EPIPE after it, socket options
+//                     (--bytes is ignored)
+//       Prints "OK bytes=B" and exits 0, or "FAIL: ..." and exits 1.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+// The byte at stream position `i` for `seed`: a hash, so any position can
+// be checked on its own.
+uint8_t ByteAt(uint64_t seed, uint64_t i) {
+  uint64_t x = (i >> 3) * 0x9E3779B97F4A7C15ull ^ seed;
+  x ^= x >> 31;
+  x *= 0xBF58476D1CE4E5B9ull;
+  x ^= x >> 29;
+  return static_cast<uint8_t>(x >> (8 * (i & 7)));
+}
+
+[[noreturn]] void Fail(const std::string& what) {
+  std::printf("FAIL: %s (errno %d: %s)\n", what.c_str(), errno, std::strerror(errno));
+  std::fflush(stdout);
+  std::_Exit(1);
+}
+
+const char* Arg(int argc, char** argv, const char* name, const char* def) {
+  for (int i = 2; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
+  }
+  if (def == nullptr) {
+    std::fprintf(stderr, "hsi-run-check: %s is required (try --help)\n", name);
+    std::exit(2);
+  }
+  return def;
+}
+
+// ------------------------------------------------------------ server
+
+void Echo(int fd) {
+  std::vector<char> buf(256 * 1024);
+  for (;;) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;  // the peer reset: nothing more to echo
+    }
+    for (ssize_t off = 0; off < n;) {
+      const ssize_t w = ::write(fd, buf.data() + off, static_cast<size_t>(n - off));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        ::close(fd);
+        return;
+      }
+      off += w;
+    }
+  }
+  ::shutdown(fd, SHUT_WR);
+  ::close(fd);
+}
+
+int Server(int argc, char** argv) {
+  const char* port_file = Arg(argc, argv, "--port-file", nullptr);
+  const int conns = std::atoi(Arg(argc, argv, "--conns", "1"));
+  const int l = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) < 0 || ::listen(l, 64) < 0) Fail("bind/listen");
+  socklen_t len = sizeof(a);
+  ::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
+  {
+    const std::string tmp = std::string(port_file) + ".tmp";
+    FILE* f = std::fopen(tmp.c_str(), "w");
+    if (f == nullptr) Fail("port file");
+    std::fprintf(f, "%d\n", ntohs(a.sin_port));
+    std::fclose(f);
+    std::rename(tmp.c_str(), port_file);  // appears whole
+  }
+  std::vector<std::thread> threads;
+  for (int i = 0; i < conns; ++i) {
+    const int fd = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) Fail("accept");
+    threads.emplace_back(Echo, fd);
+  }
+  for (std::thread& t : threads) t.join();
+  ::close(l);
+  return 0;
+}
+
+// ------------------------------------------------------------ client
+
+struct Check {
+  uint64_t seed, total, got = 0;
+  void Take(const uint8_t* p, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      if (got + i >= total) Fail("more bytes came back than were sent");
+      if (p[i] != ByteAt(seed, got + i)) Fail("byte " + std::to_string(got + i) + " differs");
+    }
+    got += n;
+  }
+};
+
+// One send of up to `max` bytes at position `pos`, rotating the calls.
+ssize_t SendSome(int fd, uint64_t seed, uint64_t pos, size_t max, int round) {
+  static thread_local std::vector<uint8_t> buf(1 << 20);
+  const size_t sizes[] = {1, 7, 64, 1500, 4096, 65536, 200000, 1 << 20};
+  const size_t n = std::min(max, sizes[round % 8]);
+  for (size_t i = 0; i < n; ++i) buf[i] = ByteAt(seed, pos + i);
+  switch (round % 4) {
+    case 0: return ::write(fd, buf.data(), n);
+    case 1: return ::send(fd, buf.data(), n, MSG_NOSIGNAL);
+    case 2: {
+      iovec v[2] = {{buf.data(), n / 2}, {buf.data() + n / 2, n - n / 2}};
+      return ::writev(fd, v, 2);
+    }
+    default: {
+      iovec v[1] = {{buf.data(), n}};
+      msghdr m{};
+      m.msg_iov = v;
+      m.msg_iovlen = 1;
+      return ::sendmsg(fd, &m, MSG_NOSIGNAL);
+    }
+  }
+}
+
+ssize_t RecvSome(int fd, uint8_t* buf, size_t cap, int round, bool blocking) {
+  switch (round % 5) {
+    case 0: return ::read(fd, buf, cap);
+    case 1: return ::recv(fd, buf, cap, 0);
+    case 2: {
+      iovec v[2] = {{buf, cap / 3}, {buf + cap / 3, cap - cap / 3}};
+      return ::readv(fd, v, 2);
+    }
+    case 3: {
+      iovec v[1] = {{buf, cap}};
+      msghdr m{};
+      m.msg_iov = v;
+      m.msg_iovlen = 1;
+      return ::recvmsg(fd, &m, 0);
+    }
+    default:
+      return ::recv(fd, buf, std::min<size_t>(cap, 3000), blocking ? MSG_WAITALL : 0);
+  }
+}
+
+int Connect(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) < 0) Fail("connect");
+  return fd;
+}
+
+void SendAll(int fd, uint64_t seed, uint64_t total) {
+  uint64_t pos = 0;
+  for (int round = 0; pos < total; ++round) {
+    const ssize_t n = SendSome(fd, seed, pos, total - pos, round);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Fail("send");
+    }
+    pos += static_cast<uint64_t>(n);
+  }
+  if (::shutdown(fd, SHUT_WR) < 0) Fail("shutdown");
+}
+
+void RecvAll(int fd, Check& c) {
+  std::vector<uint8_t> buf(300000);
+  for (int round = 0;; ++round) {
+    const ssize_t n = RecvSome(fd, buf.data(), buf.size(), round, true);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Fail("recv");
+    }
+    c.Take(buf.data(), static_cast<size_t>(n));
+  }
+}
+
+void SetNonBlocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+// A line of checks of the socket calls a program relies on, against the
+// echo server; each failure names the call.
+void Expect(bool ok, const std::string& what) {
+  if (!ok) Fail(what);
+}
+
+bool WaitReadable(int fd, int ms) {
+  fd_set r;
+  FD_ZERO(&r);
+  FD_SET(fd, &r);
+  timeval tv{ms / 1000, (ms % 1000) * 1000};
+  return ::select(fd + 1, &r, nullptr, nullptr, &tv) == 1;
+}
+
+int Semantics(int port) {
+  const int fd = Connect(port);
+  char buf[64] = {};
+  // select, MSG_PEEK, FIONREAD, MSG_DONTWAIT.
+  Expect(::send(fd, "hello", 5, MSG_NOSIGNAL) == 5, "send hello");
+  Expect(WaitReadable(fd, 10000), "select: the echo never became readable");
+  ssize_t n = ::recv(fd, buf, 5, MSG_PEEK | MSG_WAITALL);
+  Expect(n >= 1 && std::memcmp(buf, "hello", static_cast<size_t>(n)) == 0, "recv MSG_PEEK");
+  int avail = 0;
+  Expect(::ioctl(fd, FIONREAD, &avail) == 0 && avail >= 1 && avail <= 5, "ioctl FIONREAD: " + std::to_string(avail));
+  std::string got;
+  while (got.size() < 5) {
+    n = ::recv(fd, buf, sizeof(buf), 0);
+    Expect(n > 0, "recv hello");
+    got.append(buf, static_cast<size_t>(n));
+  }
+  Expect(got == "hello", "recv after peek: " + got);
+  errno = 0;
+  Expect(::recv(fd, buf, sizeof(buf), MSG_DONTWAIT) == -1 && errno == EAGAIN, "recv MSG_DONTWAIT on nothing: EAGAIN");
+  // EPOLLONESHOT: one event until re-armed.
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{EPOLLIN | EPOLLONESHOT, {}};
+  ev.data.fd = fd;
+  Expect(::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0, "epoll_ctl ADD");
+  Expect(::send(fd, "x", 1, MSG_NOSIGNAL) == 1, "send x");
+  epoll_event out{};
+  Expect(::epoll_wait(ep, &out, 1, 10000) == 1, "EPOLLONESHOT: first event");
+  Expect(::recv(fd, buf, 1, 0) == 1 && buf[0] == 'x', "recv x");
+  Expect(::send(fd, "y", 1, MSG_NOSIGNAL) == 1, "send y");
+  Expect(WaitReadable(fd, 10000), "y never came back");
+  Expect(::epoll_wait(ep, &out, 1, 0) == 0, "EPOLLONESHOT: an event while disarmed");
+  Expect(::epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) == 0, "epoll_ctl MOD");
+  Expect(::epoll_wait(ep, &out, 1, 10000) == 1, "EPOLLONESHOT: no event after re-arming");
+  Expect(::recv(fd, buf, 1, 0) == 1 && buf[0] == 'y', "recv y");
+  // One epoll set shared by parent and child after fork: the child waits on
+  // it and reads what the parent sent.
+  ev.events = EPOLLIN;
+  Expect(::epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) == 0, "epoll_ctl MOD level");
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    epoll_event e{};
+    if (::epoll_wait(ep, &e, 1, 10000) != 1) std::_Exit(3);
+    char c = 0;
+    std::_Exit(::recv(fd, &c, 1, 0) == 1 && c == 'z' ? 0 : 4);
+  }
+  Expect(::send(fd, "z", 1, MSG_NOSIGNAL) == 1, "send z");
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  Expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "shared epoll after fork: child exit " + std::to_string(st));
+  // sendmmsg / recvmmsg: the bytes of both messages, in order.
+  {
+    char a[] = "ab", b[] = "cd";
+    iovec va{a, 2}, vb{b, 2};
+    mmsghdr out2[2] = {};
+    out2[0].msg_hdr.msg_iov = &va;
+    out2[0].msg_hdr.msg_iovlen = 1;
+    out2[1].msg_hdr.msg_iov = &vb;
+    out2[1].msg_hdr.msg_iovlen = 1;
+    Expect(::sendmmsg(fd, out2, 2, MSG_NOSIGNAL) == 2, "sendmmsg");
+    std::string mm;
+    while (mm.size() < 4) {
+      char r1[4], r2[4];
+      iovec v1{r1, sizeof(r1)}, v2{r2, sizeof(r2)};
+      mmsghdr in2[2] = {};
+      in2[0].msg_hdr.msg_iov = &v1;
+      in2[0].msg_hdr.msg_iovlen = 1;
+      in2[1].msg_hdr.msg_iov = &v2;
+      in2[1].msg_hdr.msg_iovlen = 1;
+      const int k = ::recvmmsg(fd, in2, 2, MSG_WAITFORONE, nullptr);
+      Expect(k >= 1, "recvmmsg");
+      mm.append(r1, in2[0].msg_len);
+      if (k == 2) mm.append(r2, in2[1].msg_len);
+    }
+    Expect(mm == "abcd", "recvmmsg after sendmmsg: " + mm);
+  }
+  // shutdown(SHUT_WR): the server echoes the rest and closes; EOF after it.
+  Expect(::send(fd, "end", 3, MSG_NOSIGNAL) == 3, "send end");
+  Expect(::shutdown(fd, SHUT_WR) == 0, "shutdown");
+  got.clear();
+  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) got.append(buf, static_cast<size_t>(n));
+  Expect(n == 0 && got == "end", "EOF after every byte: got '" + got + "'");
+  // Writing after shutdown(SHUT_WR): EPIPE, as TCP.
+  errno = 0;
+  Expect(::send(fd, "late", 4, MSG_NOSIGNAL) == -1 && errno == EPIPE, "send after shutdown: EPIPE");
+  // Socket options a program sets are accepted.
+  const int one = 1;
+  Expect(::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) == 0, "SO_KEEPALIVE");
+  Expect(::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0, "TCP_NODELAY");
+  int err = -1;
+  socklen_t len = sizeof(err);
+  Expect(::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0, "SO_ERROR");
+  ::close(ep);
+  ::close(fd);
+  std::printf("OK semantics\n");
+  return 0;
+}
+
+int Client(int argc, char** argv) {
+  // A write to a connection the peer reset must show as EPIPE, as in most
+  // servers, not kill the check.
+  ::signal(SIGPIPE, SIG_IGN);
+  const int port = std::atoi(Arg(argc, argv, "--port", nullptr));
+  const uint64_t total = std::strtoull(Arg(argc, argv, "--bytes", nullptr), nullptr, 10);
+  const std::string mode = Arg(argc, argv, "--mode", "poll");
+  Check c{std::strtoull(Arg(argc, argv, "--seed", "1"), nullptr, 10), total};
+  if (mode == "semantics") return Semantics(port);
+  const int fd = Connect(port);
+  if (mode == "threads") {
+    std::thread sender(SendAll, fd, c.seed, total);
+    RecvAll(fd, c);
+    sender.join();
+  } else if (mode == "fork") {
+    const pid_t pid = ::fork();
+    if (pid < 0) Fail("fork");
+    if (pid == 0) {
+      SendAll(fd, c.seed, total);
+      ::close(fd);
+      std::_Exit(0);
+    }
+    RecvAll(fd, c);
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) Fail("the sending child failed");
+  } else if (mode == "poll" || mode == "epoll") {
+    SetNonBlocking(fd);
+    const int ep = mode == "epoll" ? ::epoll_create1(EPOLL_CLOEXEC) : -1;
+    if (ep >= 0) {
+      epoll_event ev{EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, {}};
+      ev.data.fd = fd;
+      if (::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) Fail("epoll_ctl");
+    }
+    std::vector<uint8_t> buf(300000);
+    uint64_t pos = 0;
+    bool eof = false, shut = false;
+    int round = 0;
+    while (!eof) {
+      bool progress = false;
+      // Edge-triggered: drain both directions until EAGAIN before waiting.
+      while (pos < total) {
+        const ssize_t n = SendSome(fd, c.seed, pos, total - pos, round++);
+        if (n < 0) {
+          if (errno == EAGAIN || errno == EINTR) break;
+          Fail("send");
+        }
+        pos += static_cast<uint64_t>(n);
+        progress = true;
+      }
+      if (pos == total && !shut) {
+        if (::shutdown(fd, SHUT_WR) < 0) Fail("shutdown");
+        shut = true;
+      }
+      for (;;) {
+        const ssize_t n = RecvSome(fd, buf.data(), buf.size(), round++, false);
+        if (n == 0) {
+          eof = true;
+          break;
+        }
+        if (n < 0) {
+          if (errno == EAGAIN || errno == EINTR) break;
+          Fail("recv");
+        }
+        c.Take(buf.data(), static_cast<size_t>(n));
+        progress = true;
+      }
+      if (eof || progress) continue;
+      if (ep >= 0) {
+        epoll_event ev{};
+        if (::epoll_wait(ep, &ev, 1, 10000) == 0) Fail("epoll_wait: 10 s without an event");
+      } else {
+        pollfd p{fd, static_cast<short>(POLLIN | (pos < total ? POLLOUT : 0)), 0};
+        if (::poll(&p, 1, 10000) == 0) Fail("poll: 10 s without an event");
+      }
+    }
+  } else {
+    std::fprintf(stderr, "hsi-run-check: unknown --mode %s\n", mode.c_str());
+    return 2;
+  }
+  if (c.got != total) Fail("got " + std::to_string(c.got) + " of " + std::to_string(total) + " bytes back");
+  std::printf("OK bytes=%llu\n", static_cast<unsigned long long>(total));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
+    std::puts("usage: hsi-run-check server --port-file FILE [--conns N]\n"
+              "       hsi-run-check client --port P --bytes B --mode poll|threads|fork|epoll|semantics [--seed S]\n"
+              "Echo stream check for hsi-run: every byte generated from the seed, echoed, compared.");
+    return 0;
+  }
+  if (argc >= 2 && std::strcmp(argv[1], "server") == 0) return Server(argc, argv);
+  if (argc >= 2 && std::strcmp(argv[1], "client") == 0) return Client(argc, argv);
+  std::fprintf(stderr, "hsi-run-check: server or client? (try --help)\n");
+  return 2;
+}

@@ -1,0 +1,190 @@
+// The stream layer (hsi/stream.h) over a real loopback TCP pair, in one
+// process: bytes in order across ring wraps, the socket readable exactly
+// when ring data waits, space bells, peek, and a peer page with hostile
+// counts. Run under ASan+UBSan and TSan (label "sanitize").
+#include "hsi/stream.h"
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+
+#include <memory>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace hsi {
+namespace {
+
+struct Pair {
+  int a = -1, b = -1;
+  std::unique_ptr<StreamEnd> ea, eb;
+  StreamPage* page_a = nullptr;  // A's own page (writable here, to play a hostile A)
+  ~Pair() {
+    if (a >= 0) ::close(a);
+    if (b >= 0) ::close(b);
+  }
+};
+
+void TcpPair(int* a, int* b) {
+  const int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(l, 1), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(l, reinterpret_cast<sockaddr*>(&addr), &len);
+  *a = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::connect(*a, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  *b = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(*b, 0);
+  ::close(l);
+}
+
+void MakePair(Pair* p, const RingGeometry& g) {
+  TcpPair(&p->a, &p->b);
+  absl::StatusOr<Segment> ra = CreateOwnRing(g), rb = CreateOwnRing(g);
+  absl::StatusOr<Segment> pa = CreateStreamPage(), pb = CreateStreamPage();
+  ASSERT_TRUE(ra.ok() && rb.ok() && pa.ok() && pb.ok());
+  ASSERT_TRUE(CheckStreamPage(pa->fd()).ok()) << CheckStreamPage(pa->fd());
+  auto peer = [](const Segment& s, size_t size) {
+    absl::StatusOr<UniqueFd> fd = s.DupFd();
+    EXPECT_TRUE(fd.ok());
+    absl::StatusOr<Segment> m = Segment::MapPeer(std::move(*fd), size);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return std::move(*m);
+  };
+  Segment ra_peer = peer(*ra, g.segment_size()), rb_peer = peer(*rb, g.segment_size());
+  Segment pa_peer = peer(*pa, kStreamPageSize), pb_peer = peer(*pb, kStreamPageSize);
+  p->page_a = static_cast<StreamPage*>(pa->data());
+  p->ea = std::make_unique<StreamEnd>();
+  p->eb = std::make_unique<StreamEnd>();
+  ASSERT_TRUE(p->ea->Init(std::move(*ra), std::move(rb_peer), std::move(*pa), std::move(pb_peer), g).ok());
+  ASSERT_TRUE(p->eb->Init(std::move(*rb), std::move(ra_peer), std::move(*pb), std::move(pa_peer), g).ok());
+}
+
+uint8_t ByteAt(uint64_t i) { return static_cast<uint8_t>((i * 2654435761u) >> 13); }
+
+// poll(2) on `fd` for POLLIN, waiting up to `ms`.
+bool Readable(int fd, int ms) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, ms) == 1 && (p.revents & POLLIN) != 0;
+}
+
+TEST(StreamEndTest, BytesArriveInOrderAcrossManyWraps) {
+  Pair p;
+  MakePair(&p, RingGeometry{64 * 1024, 16 * 1024});
+  const uint64_t total = 8 << 20;  // 128 wraps of the ring
+  std::vector<uint8_t> out(100000), in(70000);
+  uint64_t sent = 0, got = 0;
+  const size_t sizes[] = {1, 13, 4096, 16384, 40000, 99999};
+  for (int round = 0; got < total; ++round) {
+    while (sent < total) {
+      const size_t n = std::min<uint64_t>(sizes[round % 6], total - sent);
+      for (size_t i = 0; i < n; ++i) out[i] = ByteAt(sent + i);
+      iovec v[2] = {{out.data(), n / 3}, {out.data() + n / 3, n - n / 3}};
+      const ssize_t w = p.ea->TryWrite(v, 2, p.a);
+      ASSERT_GE(w, 0);
+      if (w == 0) break;
+      sent += static_cast<uint64_t>(w);
+    }
+    iovec r{in.data(), sizes[(round + 3) % 6] < in.size() ? sizes[(round + 3) % 6] : in.size()};
+    const ssize_t n = p.eb->TryRead(&r, 1, false, p.b);
+    ASSERT_GE(n, 0);
+    for (ssize_t i = 0; i < n; ++i) ASSERT_EQ(in[i], ByteAt(got + i)) << "at byte " << got + i;
+    got += static_cast<uint64_t>(n);
+  }
+  EXPECT_EQ(got, total);
+  EXPECT_EQ(p.ea->bytes_out(), total);
+  EXPECT_EQ(p.eb->bytes_in(), total);
+}
+
+TEST(StreamEndTest, SocketIsReadableExactlyWhenRingDataWaits) {
+  Pair p;
+  MakePair(&p, RingGeometry{64 * 1024, 16 * 1024});
+  // Nothing yet: B arms, and its socket is quiet.
+  ASSERT_TRUE(p.eb->ArmData(p.b));
+  EXPECT_FALSE(Readable(p.b, 0));
+  for (int msg = 0; msg < 100; ++msg) {
+    uint8_t m[64];
+    for (int i = 0; i < 64; ++i) m[i] = static_cast<uint8_t>(msg + i);
+    iovec v{m, sizeof(m)};
+    ASSERT_EQ(p.ea->TryWrite(&v, 1, p.a), 64);
+    ASSERT_TRUE(Readable(p.b, 5000)) << "message " << msg << ": no bell";
+    uint8_t got[64];
+    iovec r{got, sizeof(got)};
+    ASSERT_EQ(p.eb->TryRead(&r, 1, false, p.b), 64);
+    EXPECT_EQ(got[63], static_cast<uint8_t>(msg + 63));
+    // Emptied: drain and re-arm, as the preload does; quiet again.
+    ASSERT_TRUE(p.eb->ArmData(p.b));
+    EXPECT_FALSE(Readable(p.b, 0)) << "message " << msg << ": readable with an empty ring";
+  }
+}
+
+TEST(StreamEndTest, FullProducerGetsASpaceBell) {
+  Pair p;
+  MakePair(&p, RingGeometry{64 * 1024, 16 * 1024});
+  std::vector<uint8_t> buf(16 * 1024, 7);
+  iovec v{buf.data(), buf.size()};
+  uint64_t sent = 0;
+  while (p.ea->TryWrite(&v, 1, p.a) > 0) sent += buf.size();
+  ASSERT_GT(sent, 0u);
+  ASSERT_TRUE(p.ea->ArmSpace(buf.size()));
+  EXPECT_FALSE(Readable(p.a, 0));
+  std::vector<uint8_t> in(sent);
+  iovec r{in.data(), in.size()};
+  ASSERT_EQ(p.eb->TryRead(&r, 1, false, p.b), static_cast<ssize_t>(sent));
+  EXPECT_TRUE(Readable(p.a, 5000)) << "no space bell";
+  EXPECT_GT(p.ea->TryWrite(&v, 1, p.a), 0);
+}
+
+TEST(StreamEndTest, PeekLeavesTheBytes) {
+  Pair p;
+  MakePair(&p, RingGeometry{64 * 1024, 16 * 1024});
+  const char msg[] = "hello, ring";
+  iovec v{const_cast<char*>(msg), sizeof(msg)};
+  ASSERT_EQ(p.ea->TryWrite(&v, 1, p.a), static_cast<ssize_t>(sizeof(msg)));
+  char a[5] = {}, b[sizeof(msg)] = {};
+  iovec r1{a, sizeof(a)};
+  ASSERT_EQ(p.eb->TryRead(&r1, 1, true, p.b), 5);
+  EXPECT_EQ(std::string(a, 5), "hello");
+  EXPECT_EQ(p.eb->Readable(), sizeof(msg));
+  iovec r2{b, sizeof(b)};
+  ASSERT_EQ(p.eb->TryRead(&r2, 1, false, p.b), static_cast<ssize_t>(sizeof(msg)));
+  EXPECT_STREQ(b, msg);
+  EXPECT_EQ(p.eb->Readable(), 0u);
+}
+
+TEST(StreamEndTest, HostileBellCountsOnlyAffectWakeups) {
+  Pair p;
+  MakePair(&p, RingGeometry{64 * 1024, 16 * 1024});
+  // A claims to have sent 2^63 bells (B's drain may read every byte the
+  // socket holds; they are all bells) and then far fewer: no crash, no
+  // hang, and data still arrives whole.
+  p.page_a->bells_sent.store(uint64_t{1} << 63);
+  EXPECT_TRUE(p.eb->ArmData(p.b));
+  p.page_a->bells_sent.store(1);
+  EXPECT_TRUE(p.eb->ArmData(p.b));
+  const char msg[] = "still fine";
+  iovec v{const_cast<char*>(msg), sizeof(msg)};
+  ASSERT_EQ(p.ea->TryWrite(&v, 1, p.a), static_cast<ssize_t>(sizeof(msg)));
+  char got[sizeof(msg)] = {};
+  iovec r{got, sizeof(got)};
+  EXPECT_EQ(p.eb->TryRead(&r, 1, false, p.b), static_cast<ssize_t>(sizeof(msg)));
+  EXPECT_STREQ(got, msg);
+}
+
+TEST(StreamEndTest, CheckStreamPageRefusesAWritableMemfd) {
+  absl::StatusOr<UniqueFd> fd = Segment::CreateMemfd("not-sealed", kStreamPageSize);
+  ASSERT_TRUE(fd.ok());
+  const absl::Status s = CheckStreamPage(fd->get());
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("not sealed"), std::string::npos) << s;
+}
+
+}  // namespace
+}  // namespace hsi
