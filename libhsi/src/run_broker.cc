@@ -15,7 +15,6 @@
 
 namespace hsi {
 
-namespace wire = ::hsi::wire;
 
 struct RunBroker::State final : internal::ControlChannel::Handler {
   State(std::string path, std::optional<uint32_t> uid) : ctl(std::move(path), uid, this) {}
