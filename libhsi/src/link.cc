@@ -106,7 +106,8 @@ RingCounters Link::rx_counters() const { return link_->rx.counters(); }
 absl::Status Link::Send(absl::Span<const uint8_t> payload, const Wait& wait) {
   if (!link_) return EmptyHandle("Link::Send");
   session_->MaybePump();
-  if (!link_->down && link_->tx.TrySend(payload)) return absl::OkStatus();
+  // SendOnLink's first step is the try-send; a full ring, a down link or an
+  // oversize frame is sorted out there, once.
   return session_->SendOnLink(*nic_, *link_, payload, wait, internal::kTypeUnicast);
 }
 
