@@ -3,8 +3,6 @@
 #include "hsi/ctc.h"
 
 #include <fcntl.h>
-#include <linux/futex.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "internal/ctc_layout.h"
+#include "internal/futex.h"
 
 namespace hsi {
 
@@ -31,17 +30,15 @@ constexpr absl::Duration kWaitSlice = absl::Milliseconds(20);
 // committed to take its write (a copy of at most block_size bytes).
 constexpr absl::Duration kCommittedTake = absl::Seconds(5);
 
+// The shared futex helpers of libhsi (internal/futex.h), on a 32-bit word
+// of a half-channel (a memfd both processes map: shared, not PRIVATE).
+// A sleep is at most kWaitSlice, so a missed wake costs no more than that.
 void FutexWait(const std::atomic<uint32_t>* word, uint32_t seen, absl::Time deadline) {
-  const absl::Duration left = std::min(kWaitSlice, deadline - absl::Now());
-  if (left <= absl::ZeroDuration()) return;
-  const timespec ts = absl::ToTimespec(left);
-  // Shared (not FUTEX_PRIVATE): the word lies in a memfd both processes map.
-  ::syscall(SYS_futex, reinterpret_cast<const uint32_t*>(word), FUTEX_WAIT, seen, &ts, nullptr, 0);
+  internal::FutexWaitUntil(reinterpret_cast<const uint32_t*>(word), seen,
+                           std::min(deadline, absl::Now() + kWaitSlice));
 }
 
-void FutexWake(const std::atomic<uint32_t>* word) {
-  ::syscall(SYS_futex, reinterpret_cast<const uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
-}
+void FutexWake(const std::atomic<uint32_t>* word) { internal::FutexWake(reinterpret_cast<const uint32_t*>(word)); }
 
 }  // namespace
 

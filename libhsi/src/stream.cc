@@ -2,7 +2,6 @@
 #include "hsi/stream.h"
 
 #include <fcntl.h>
-#include <linux/futex.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -14,6 +13,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "internal/futex.h"
 
 namespace hsi {
 namespace {
@@ -214,7 +215,7 @@ ssize_t StreamEnd::TryRead(const struct iovec* iov, int iovcnt, bool peek, int s
     if (arm > own_page()->space_rung.load(std::memory_order_relaxed)) {
       own_page()->space_rung.store(arm, std::memory_order_relaxed);
       own_page()->space_futex.fetch_add(1, std::memory_order_release);
-      ::syscall(SYS_futex, &own_page()->space_futex, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+      internal::FutexWake(reinterpret_cast<const uint32_t*>(&own_page()->space_futex));
       Bell(sock);
     }
   }
@@ -260,11 +261,10 @@ bool StreamEnd::ArmSpace(size_t need) {
 }
 
 void StreamEnd::WaitSpace(int timeout_ms) const {
-  const uint32_t seen = space_ticket_;
-  struct timespec ts {timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};
-  // A shared futex on the peer's read-only page: the consumer wakes it
-  // through its own mapping of the same memfd page.
-  ::syscall(SYS_futex, &peer_page()->space_futex, FUTEX_WAIT, seen, &ts, nullptr, 0);
+  // A shared futex on the peer's read-only page (internal/futex.h): the
+  // consumer wakes it through its own mapping of the same memfd page.
+  internal::FutexWaitUntil(reinterpret_cast<const uint32_t*>(&peer_page()->space_futex), space_ticket_,
+                           absl::Now() + absl::Milliseconds(timeout_ms));
 }
 
 size_t StreamEnd::Readable() {
