@@ -77,6 +77,14 @@ absl::Status WaitForLinkFrame(SessionState& session, NicState& nic, LinkState& l
   return absl::DeadlineExceededError(absl::StrCat(l.Name(), ": no frame arrived before the deadline"));
 }
 
+// OK if the frame fits `buffer`; else kResourceExhausted naming both sizes
+// (the frame stays at the head of the link for a later call).
+absl::Status Fits(const LinkState& l, const hsi::Frame& f, absl::Span<uint8_t> buffer) {
+  if (f.payload.size() <= buffer.size()) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(l.Name(), ": frame of ", f.payload.size(),
+                                                   " bytes does not fit the ", buffer.size(), "-byte buffer"));
+}
+
 }  // namespace
 }  // namespace internal
 
@@ -84,6 +92,7 @@ absl::Status WaitForLinkFrame(SessionState& session, NicState& nic, LinkState& l
 
 using internal::EmptyHandle;
 using internal::LinkState;
+using internal::Fits;
 using internal::WaitForLinkFrame;
 
 Link::Link() = default;
@@ -118,10 +127,7 @@ absl::StatusOr<size_t> Link::Receive(absl::Span<uint8_t> buffer, const Wait& wai
   l.peeked = false;  // a copying receive consumes a peeked frame
   hsi::Frame f;
   if (absl::Status s = WaitForLinkFrame(*session_, *nic_, l, wait, &f); !s.ok()) return s;
-  if (f.payload.size() > buffer.size()) {  // it stays
-    return absl::ResourceExhaustedError(absl::StrCat(l.Name(), ": frame of ", f.payload.size(),
-                                                     " bytes does not fit the ", buffer.size(), "-byte buffer"));
-  }
+  if (absl::Status s = Fits(l, f, buffer); !s.ok()) return s;  // it stays
   return l.rx.TryReceive(buffer);  // the frame just peeked
 }
 
@@ -159,10 +165,7 @@ absl::StatusOr<size_t> Link::ReceiveBatch(absl::Span<uint8_t> buffer, absl::Span
   l.peeked = false;  // a copying receive consumes a peeked frame
   hsi::Frame f;
   if (absl::Status s = WaitForLinkFrame(*session_, *nic_, l, wait, &f); !s.ok()) return s;
-  if (f.payload.size() > buffer.size()) {  // it stays
-    return absl::ResourceExhaustedError(absl::StrCat(l.Name(), ": frame of ", f.payload.size(),
-                                                     " bytes does not fit the ", buffer.size(), "-byte buffer"));
-  }
+  if (absl::Status s = Fits(l, f, buffer); !s.ok()) return s;  // it stays
   size_t n = 0, off = 0;
   do {
     if (f.payload.size() > buffer.size() - off) break;  // it stays for the next call
