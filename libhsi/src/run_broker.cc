@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 
 #include <cstring>
+#include <initializer_list>
 #include <utility>
 #include <vector>
 
@@ -45,6 +46,17 @@ absl::StatusOr<UniqueFd> Dup(int fd) {
   const int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (d < 0) return absl::InternalError(absl::StrCat("hsi-run: dup: ", std::strerror(errno)));
   return UniqueFd(d);
+}
+
+// Close-on-exec duplicates of `fds`, to send (the message owns them).
+absl::StatusOr<std::vector<UniqueFd>> DupAll(std::initializer_list<int> fds) {
+  std::vector<UniqueFd> out;
+  for (int f : fds) {
+    absl::StatusOr<UniqueFd> d = Dup(f);
+    if (!d.ok()) return d.status();
+    out.push_back(std::move(*d));
+  }
+  return out;
 }
 
 // Maps the peer's ring and page from a reply's two fds.
@@ -101,14 +113,10 @@ absl::StatusOr<uint64_t> RunBroker::Propose(int fd, const sockaddr* dest, sockle
   }
   req.capacity = geometry.capacity;
   req.mtu = geometry.mtu;
-  std::vector<UniqueFd> fds;
-  for (int f : {fd, ring.fd(), page.fd()}) {
-    absl::StatusOr<UniqueFd> d = Dup(f);
-    if (!d.ok()) return d.status();
-    fds.push_back(std::move(*d));
-  }
+  absl::StatusOr<std::vector<UniqueFd>> fds = DupAll({fd, ring.fd(), page.fd()});
+  if (!fds.ok()) return fds.status();
   wire::Message m;
-  absl::Status s = state_->ctl.CallRaw(wire::MsgType::kRunProposeRequest, &req, sizeof(req), std::move(fds),
+  absl::Status s = state_->ctl.CallRaw(wire::MsgType::kRunProposeRequest, &req, sizeof(req), std::move(*fds),
                                        wire::MsgType::kRunProposeReply, &m);
   if (m.type == wire::MsgType::kRunProposeReply) {
     const auto rep = m.As<wire::RunProposeReply>();
@@ -124,14 +132,10 @@ absl::StatusOr<RunPeer> RunBroker::Claim(int fd, const Segment& ring, const Segm
                                          const RingGeometry& geometry, uint32_t* reason) {
   *reason = wire::kRunFallbackInternal;
   auto req = wire::Zeroed<wire::RunClaimRequest>();
-  std::vector<UniqueFd> fds;
-  for (int f : {fd, ring.fd(), page.fd()}) {
-    absl::StatusOr<UniqueFd> d = Dup(f);
-    if (!d.ok()) return d.status();
-    fds.push_back(std::move(*d));
-  }
+  absl::StatusOr<std::vector<UniqueFd>> fds = DupAll({fd, ring.fd(), page.fd()});
+  if (!fds.ok()) return fds.status();
   wire::Message m;
-  absl::Status s = state_->ctl.CallRaw(wire::MsgType::kRunClaimRequest, &req, sizeof(req), std::move(fds),
+  absl::Status s = state_->ctl.CallRaw(wire::MsgType::kRunClaimRequest, &req, sizeof(req), std::move(*fds),
                                        wire::MsgType::kRunClaimReply, &m);
   if (m.type != wire::MsgType::kRunClaimReply) {
     if (!state_->ctl.connected()) *reason = wire::kRunFallbackNoHsid;
