@@ -415,9 +415,11 @@ TEST_F(AttackTest, NamesAndAddressesAreHeldForTheirOwnersAcrossARestart) {
   }
   ASSERT_TRUE(back.has_value()) << "the victim did not re-register: " << d.log();
   EXPECT_EQ(back->address.ToString(), "10.240.0.1");
-  stop.Write("stop");
+  // The attacker tries again while the victim still holds .1; only then
+  // does the victim go (its exit frees the address).
   stop_attacker.Write("stop");
   const std::string again = ra.Read(absl::Seconds(10));
+  stop.Write("stop");
   EXPECT_THAT(again, HasSubstr("ALREADY_EXISTS"));
   EXPECT_THAT(again, HasSubstr("in use by LPAR \"vic\""));
   EXPECT_THAT(again, Not(HasSubstr("pid"))) << "another uid's pid told to the attacker";
