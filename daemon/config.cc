@@ -9,13 +9,13 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "hsi/ctc.h"
-#include "hsi/isfc_convention.h"
+#include "config_reader.h"
 #include "hsi/ring.h"
-#include "hsi/ssi/cluster.h"
-#include "hsi/ssi/etcd.h"
 
 namespace hsid {
+
+using config_internal::ForEachTable;
+using config_internal::Reader;
 
 const char kDefaultConfig[] = R"toml(# hsid built-in default configuration.
 # One HiperSockets CHPID F0 with 16K frames (MTU 8K), open to the uid that
@@ -77,121 +77,6 @@ std::string JoinIds(const std::vector<uint32_t>& ids) {
 
 namespace {
 
-// Builds errors that name the file, the key and the line.
-class Reader {
- public:
-  Reader(std::string source, uint32_t self) : source_(std::move(source)), self_(self) {}
-
-  absl::Status Error(const std::string& key, const toml::value* v, const std::string& what) const {
-    std::string line;
-    if (v != nullptr && v->location().line() > 0) line = absl::StrCat(" (line ", v->location().line(), ")");
-    return absl::InvalidArgumentError(absl::StrCat("config ", source_, ": ", key, ": ", what, line));
-  }
-
-  absl::Status OnlyKeys(const std::string& where, const toml::value& table,
-                        std::initializer_list<const char*> keys) const {
-    for (const auto& [key, v] : table.as_table()) {
-      const std::string& k = key;  // clang 14 cannot capture a structured binding
-      if (std::find_if(keys.begin(), keys.end(), [&](const char* x) { return k == x; }) == keys.end()) {
-        return Error(absl::StrCat(where, k), &v,
-                     absl::StrCat("unknown key (known: ", absl::StrJoin(keys, ", "), ")"));
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  absl::StatusOr<std::string> String(const std::string& key, const toml::value& v) const {
-    if (!v.is_string()) return Error(key, &v, "must be a string");
-    return v.as_string().str;
-  }
-
-  absl::StatusOr<uint64_t> Integer(const std::string& key, const toml::value& v, uint64_t max) const {
-    if (!v.is_integer()) return Error(key, &v, "must be an integer");
-    const int64_t i = v.as_integer();
-    if (i < 0 || static_cast<uint64_t>(i) > max) {
-      return Error(key, &v, absl::StrCat(i, " is outside 0..", max));
-    }
-    return static_cast<uint64_t>(i);
-  }
-
-  // An integer, or a string with a K/M/G suffix (powers of 1024).
-  absl::StatusOr<uint64_t> Size(const std::string& key, const toml::value& v) const {
-    if (v.is_integer()) return Integer(key, v, uint64_t{1} << 40);
-    if (!v.is_string()) return Error(key, &v, "must be a size like 16384 or \"16K\"");
-    std::string s = absl::AsciiStrToUpper(v.as_string().str);
-    uint64_t mult = 1;
-    if (!s.empty() && (s.back() == 'K' || s.back() == 'M' || s.back() == 'G')) {
-      mult = s.back() == 'K' ? 1024 : s.back() == 'M' ? 1024 * 1024 : 1024 * 1024 * 1024;
-      s.pop_back();
-    }
-    uint64_t n;
-    if (!absl::SimpleAtoi(s, &n) || n > (uint64_t{1} << 40) / mult) {
-      return Error(key, &v, absl::StrCat("\"", v.as_string().str, "\" is not a size like 16384, \"16K\" or \"1M\""));
-    }
-    return n * mult;
-  }
-
-  // A list of uids/gids: integers or "self".
-  absl::StatusOr<std::vector<uint32_t>> Ids(const std::string& key, const toml::value& v) const {
-    if (!v.is_array()) return Error(key, &v, "must be an array of ids (integers or \"self\")");
-    std::vector<uint32_t> out;
-    for (const toml::value& e : v.as_array()) {
-      if (e.is_string() && e.as_string().str == "self") {
-        out.push_back(self_);
-      } else if (e.is_integer() && e.as_integer() >= 0 && e.as_integer() < 0xffffffffLL) {
-        out.push_back(static_cast<uint32_t>(e.as_integer()));
-      } else {
-        return Error(key, &e, "each entry must be a non-negative integer id or \"self\"");
-      }
-    }
-    return out;
-  }
-
-  absl::StatusOr<std::vector<std::string>> Names(const std::string& key, const toml::value& v) const {
-    if (!v.is_array()) return Error(key, &v, "must be an array of LPAR names");
-    std::vector<std::string> out;
-    for (const toml::value& e : v.as_array()) {
-      if (!e.is_string()) return Error(key, &e, "each entry must be a string");
-      if (absl::Status s = CheckName(key, e, e.as_string().str); !s.ok()) return s;
-      out.push_back(e.as_string().str);
-    }
-    return out;
-  }
-
-  absl::Status CheckName(const std::string& key, const toml::value& v, const std::string& name) const {
-    if (name.empty() || name.size() > 31) return Error(key, &v, "an LPAR name has 1..31 characters");
-    for (char c : name) {
-      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.' && c != '*') {
-        return Error(key, &v, absl::StrCat("\"", name, "\" may only use letters, digits, _ . - (or \"*\" for any)"));
-      }
-    }
-    if (name.find('*') != std::string::npos && name != "*") {
-      return Error(key, &v, absl::StrCat("\"", name, "\": \"*\" stands alone (any LPAR)"));
-    }
-    return absl::OkStatus();
-  }
-
-  absl::StatusOr<uint32_t> ChpidId(const std::string& key, const toml::value& v) const {
-    absl::StatusOr<std::string> s = String(key, v);
-    if (!s.ok()) return s.status();
-    absl::StatusOr<hsi::Chpid> id = hsi::Chpid::Parse(*s);
-    if (!id.ok()) return Error(key, &v, std::string(id.status().message()));
-    return uint32_t{id->value()};
-  }
-
-  const std::string& source() const { return source_; }
-
- private:
-  std::string source_;
-  uint32_t self_;
-};
-
-#define HSI_ASSIGN(lhs, expr)            \
-  do {                                   \
-    auto r_ = (expr);                    \
-    if (!r_.ok()) return r_.status();    \
-    lhs = std::move(*r_);                \
-  } while (0)
 
 absl::StatusOr<ChpidConfig> ParseChpid(const Reader& r, const std::string& at, const toml::value& t) {
   if (!t.is_table()) return r.Error(at, &t, "must be a table ([[chpid]])");
@@ -400,70 +285,6 @@ absl::Status ParseHsid(const Reader& r, const toml::value& h, Config& config) {
   return absl::OkStatus();
 }
 
-// The [cluster] table `t` into `config.cluster`.
-absl::Status ParseCluster(const Reader& r, const toml::value& t, Config& config) {
-  if (!t.is_table()) return r.Error("cluster", &t, "must be a table");
-  if (absl::Status s = r.OnlyKeys("cluster.", t, {"name", "member", "etcd", "lease_ttl_s", "poll_ms"}); !s.ok()) {
-    return s;
-  }
-  ClusterConfig& c = config.cluster;
-  c.enabled = true;
-  const auto& tab = t.as_table();
-  if (auto i = tab.find("name"); i != tab.end()) {
-    HSI_ASSIGN(c.name, r.String("cluster.name", i->second));
-    if (absl::Status s = hsi::ssi::CheckName("the cluster name", c.name); !s.ok()) {
-      return r.Error("cluster.name", &i->second, std::string(s.message()));
-    }
-  }
-  auto i = tab.find("member");
-  if (i == tab.end()) return r.Error("cluster.member", &t, "is missing (this hsid's member name, like \"VM9\")");
-  HSI_ASSIGN(c.member, r.String("cluster.member", i->second));
-  if (absl::Status s = hsi::ssi::CheckName("the member name", c.member); !s.ok()) {
-    return r.Error("cluster.member", &i->second, std::string(s.message()));
-  }
-  i = tab.find("etcd");
-  if (i == tab.end()) return r.Error("cluster.etcd", &t, "is missing (etcd endpoints, like \"http://127.0.0.1:2379\")");
-  std::string endpoints;
-  if (i->second.is_array()) {
-    for (const toml::value& e : i->second.as_array()) {
-      std::string one;
-      HSI_ASSIGN(one, r.String("cluster.etcd[]", e));
-      absl::StrAppend(&endpoints, endpoints.empty() ? "" : ",", one);
-    }
-  } else {
-    HSI_ASSIGN(endpoints, r.String("cluster.etcd", i->second));
-  }
-  absl::StatusOr<std::vector<std::string>> eps = hsi::ssi::ParseEndpoints("cluster.etcd", endpoints);
-  if (!eps.ok()) return r.Error("cluster.etcd", &i->second, std::string(eps.status().message()));
-  c.etcd = *eps;
-  if ((i = tab.find("lease_ttl_s")) != tab.end()) {
-    uint64_t v = 0;
-    HSI_ASSIGN(v, r.Integer("cluster.lease_ttl_s", i->second, 60));
-    if (v < 2) return r.Error("cluster.lease_ttl_s", &i->second, "must be 2..60 (etcd grants no lease under 2 s)");
-    c.lease_ttl_s = static_cast<uint32_t>(v);
-  }
-  if ((i = tab.find("poll_ms")) != tab.end()) {
-    uint64_t v = 0;
-    HSI_ASSIGN(v, r.Integer("cluster.poll_ms", i->second, 10000));
-    if (v < 10) return r.Error("cluster.poll_ms", &i->second, "must be 10..10000");
-    c.poll_ms = static_cast<uint32_t>(v);
-  }
-  return absl::OkStatus();
-}
-
-// Calls `each(at, t)` for every table `t` of the array of tables `v` under
-// `key` ("chpid": [[chpid]]), `at` naming it ("chpid[0]"); stops at the
-// first error.
-template <typename Each>
-absl::Status ForEachTable(const Reader& r, const char* key, const toml::value& v, Each each) {
-  if (!v.is_array()) return r.Error(key, &v, absl::StrCat("must be an array of tables ([[", key, "]])"));
-  size_t i = 0;
-  for (const toml::value& t : v.as_array()) {
-    if (absl::Status s = each(absl::StrCat(key, "[", i++, "]"), t); !s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
-
 // The [[chpid]] array `v` into `config`.
 absl::Status ParseChpids(const Reader& r, const toml::value& v, Config& config) {
   return ForEachTable(r, "chpid", v, [&](const std::string& at, const toml::value& t) -> absl::Status {
@@ -506,94 +327,7 @@ absl::Status ParseLpars(const Reader& r, const toml::value& v, Config& config) {
   });
 }
 
-// The [[ctc]] array `v` into `config`: each table defines one connection
-// per device of `devices` (LPAR lpars[0]'s numbers) to the same place of
-// `peer_devices` (lpars[1]'s; default: the same numbers).
-absl::Status ParseCtcs(const Reader& r, const toml::value& v, Config& config) {
-  return ForEachTable(r, "ctc", v, [&](const std::string& at, const toml::value& t) -> absl::Status {
-    if (!t.is_table()) return r.Error(at, &t, "must be a table ([[ctc]])");
-    if (absl::Status s = r.OnlyKeys(at + ".", t, {"lpars", "devices", "peer_devices", "block_size", "recovery_us"});
-        !s.ok()) {
-      return s;
-    }
-    const auto& tab = t.as_table();
-    auto it = tab.find("lpars");
-    if (it == tab.end()) return r.Error(at + ".lpars", &t, "is missing (the two LPARs, [\"LPAR1\", \"LPAR2\"])");
-    std::vector<std::string> lpars;
-    HSI_ASSIGN(lpars, r.Names(at + ".lpars", it->second));
-    if (lpars.size() != 2) return r.Error(at + ".lpars", &it->second, "names exactly two LPARs");
-    auto devices = [&](const char* key, std::vector<hsi::DeviceNumber>* out) -> absl::Status {
-      auto d = tab.find(key);
-      if (d == tab.end()) return r.Error(absl::StrCat(at, ".", key), &t, "is missing (device numbers like \"D000-D00F\")");
-      absl::StatusOr<std::string> text = r.String(absl::StrCat(at, ".", key), d->second);
-      if (!text.ok()) return text.status();
-      absl::StatusOr<std::vector<hsi::DeviceNumber>> list = hsi::DeviceNumber::ParseList(*text);
-      if (!list.ok()) return r.Error(absl::StrCat(at, ".", key), &d->second, std::string(list.status().message()));
-      *out = std::move(*list);
-      return absl::OkStatus();
-    };
-    std::vector<hsi::DeviceNumber> mine, theirs;
-    if (absl::Status s = devices("devices", &mine); !s.ok()) return s;
-    if (tab.count("peer_devices") != 0) {
-      if (absl::Status s = devices("peer_devices", &theirs); !s.ok()) return s;
-      if (theirs.size() != mine.size()) {
-        return r.Error(at + ".peer_devices", &t, absl::StrCat("has ", theirs.size(), " devices, devices has ", mine.size()));
-      }
-    } else {
-      theirs = mine;
-    }
-    CtcConfig base;
-    base.lpar_a = lpars[0];
-    base.lpar_b = lpars[1];
-    if (auto b = tab.find("block_size"); b != tab.end()) {
-      uint64_t size = 0;
-      HSI_ASSIGN(size, r.Size(at + ".block_size", b->second));
-      if (absl::Status s = hsi::CheckCtcBlockSize(static_cast<uint32_t>(std::min<uint64_t>(size, 1u << 31)));
-          !s.ok()) {
-        return r.Error(at + ".block_size", &b->second, std::string(s.message()));
-      }
-      base.block_size = static_cast<uint32_t>(size);
-    }
-    if (auto rec = tab.find("recovery_us"); rec != tab.end()) {
-      uint64_t us = 0;
-      HSI_ASSIGN(us, r.Integer(at + ".recovery_us", rec->second, 1000000));
-      base.recovery_us = static_cast<uint32_t>(us);
-    }
-    for (size_t i = 0; i < mine.size(); ++i) {
-      CtcConfig c = base;
-      c.device_a = mine[i].value();
-      c.device_b = theirs[i].value();
-      if (absl::Status s = ValidateCtc(c, config.ctcs); !s.ok()) return r.Error(at, &t, std::string(s.message()));
-      config.ctcs.push_back(std::move(c));
-    }
-    return absl::OkStatus();
-  });
-}
-
 }  // namespace
-
-absl::Status ValidateCtc(const CtcConfig& c, const std::vector<CtcConfig>& ctcs) {
-  const std::string where = absl::StrCat("CTC ", c.lpar_a, ":", hsi::DeviceNumber(static_cast<uint16_t>(c.device_a)).ToString(),
-                                         "<->", c.lpar_b, ":", hsi::DeviceNumber(static_cast<uint16_t>(c.device_b)).ToString());
-  if (c.lpar_a == "*" || c.lpar_b == "*" || c.lpar_a.empty() || c.lpar_b.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": a CTC joins two named LPARs (no \"*\")"));
-  }
-  if (c.lpar_a == c.lpar_b) return absl::InvalidArgumentError(absl::StrCat(where, ": both ends are one LPAR"));
-  if (c.device_a > 0xFFFF || c.device_b > 0xFFFF) return absl::InvalidArgumentError(absl::StrCat(where, ": device number over FFFF"));
-  if (absl::Status s = hsi::CheckCtcBlockSize(c.block_size); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": ", s.message()));
-  }
-  if (c.recovery_us > 1000000) return absl::InvalidArgumentError(absl::StrCat(where, ": recovery_us over 1000000"));
-  for (const CtcConfig& o : ctcs) {
-    for (const auto& [lpar, dev] : {std::pair{&c.lpar_a, c.device_a}, std::pair{&c.lpar_b, c.device_b}}) {
-      if ((o.lpar_a == *lpar && o.device_a == dev) || (o.lpar_b == *lpar && o.device_b == dev)) {
-        return absl::AlreadyExistsError(absl::StrCat(where, ": LPAR ", *lpar, " already has CTC device ",
-                                                     hsi::DeviceNumber(static_cast<uint16_t>(dev)).ToString()));
-      }
-    }
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& source, uint32_t self_uid) {
   Reader r(source, self_uid);
@@ -620,10 +354,10 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
     if (absl::Status s = ParseLpars(r, it->second, config); !s.ok()) return s;
   }
   if (auto it = tab.find("cluster"); it != tab.end()) {
-    if (absl::Status s = ParseCluster(r, it->second, config); !s.ok()) return s;
+    if (absl::Status s = config_internal::ParseCluster(r, it->second, config); !s.ok()) return s;
   }
   if (auto it = tab.find("ctc"); it != tab.end()) {
-    if (absl::Status s = ParseCtcs(r, it->second, config); !s.ok()) return s;
+    if (absl::Status s = config_internal::ParseCtcs(r, it->second, config); !s.ok()) return s;
   }
   return config;
 }
