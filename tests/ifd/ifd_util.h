@@ -37,30 +37,18 @@
 #include "gtest/gtest.h"
 #include "hsi/testing/hsid.h"
 #include "hsi/testing/line_pipe.h"
+#include "hsi/testing/program.h"
 
 namespace hsi::ifd_testing {
 
 using hsi::testing::Hsid;
-// Runs a shell command; returns its exit status and (stdout + stderr, or
-// stdout only) output.
-struct Result {
-  int status = -1;
-  std::string out;
-  bool ok() const { return status == 0; }
-};
-inline Result Shell(const std::string& cmd, bool with_stderr = true) {
-  Result r;
-  FILE* p = ::popen((cmd + (with_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return r;
-}
-
-inline bool Have(const std::string& program) { return Shell("command -v " + program + " >/dev/null").ok(); }
+using Result = hsi::testing::ShellResult;
+using hsi::testing::Eventually;
+using hsi::testing::Have;
+using hsi::testing::Shell;
+// A program run in the background with stdout and stderr to a log file;
+// the destructor kills (SIGKILL) and reaps it.
+using Process = hsi::testing::Program;
 
 // Why this machine cannot run the tests, or "".
 inline std::string MissingPrerequisite() {
@@ -100,83 +88,11 @@ class Netns {
   bool made_ = false;
 };
 
-// A program run in the background with stdout and stderr to a log file;
-// the destructor kills (SIGKILL) and reaps it.
-class Process {
- public:
-  Process(std::vector<std::string> argv, std::string log) : log_(std::move(log)) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      std::vector<char*> a;
-      for (auto& s : argv) a.push_back(s.data());
-      a.push_back(nullptr);
-      ::execvp(a[0], a.data());
-      ::_exit(127);
-    }
-  }
-  ~Process() { Stop(SIGKILL); }
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-
-  // Sends `sig` and reaps; the wait status, or -1 if not running.
-  int Stop(int sig) {
-    if (pid_ <= 0) return -1;
-    ::kill(pid_, sig);
-    int status = 0;
-    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
-    pid_ = -1;
-    return status;
-  }
-  // The wait status once it exits by itself within `timeout`, else -1.
-  int WaitExit(absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (pid_ > 0 && absl::Now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return status;
-      }
-      absl::SleepFor(absl::Milliseconds(5));
-    }
-    return -1;
-  }
-  bool running() const { return pid_ > 0; }
-  pid_t pid() const { return pid_; }
-  std::string log() const {
-    std::ifstream in(log_);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
- private:
-  pid_t pid_ = -1;
-  std::string log_;
-};
-
 // hsi0's receive byte counter in `ns` (what hsi-ifd wrote to the device
 // from the ring), 0 if it cannot be read.
 inline uint64_t Hsi0RxBytes(const Netns& ns) {
   const Result r = ns.Exec("cat /sys/class/net/hsi0/statistics/rx_bytes");
   return r.ok() ? std::strtoull(r.out.c_str(), nullptr, 10) : 0;
-}
-
-// Polls `cond` every few ms until it holds or `timeout` passes.
-template <typename F>
-bool Eventually(F cond, absl::Duration timeout = absl::Seconds(10)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  do {
-    if (cond()) return true;
-    absl::SleepFor(absl::Milliseconds(10));
-  } while (absl::Now() < deadline);
-  return cond();
 }
 
 // iperf3 counts what each side saw until its end-of-test message: the

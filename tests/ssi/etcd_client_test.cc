@@ -8,6 +8,7 @@
 #include "etcd_server.h"
 #include "gtest/gtest.h"
 #include "hsi/ssi/cluster.h"
+#include "hsi/testing/program.h"
 
 namespace {
 
@@ -15,16 +16,7 @@ using hsi::ssi::Compare;
 using hsi::ssi::EtcdClient;
 using hsi::ssi::Op;
 using hsi::ssi_testing::EtcdServer;
-
-template <typename F>
-bool Eventually(F cond, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  do {
-    if (cond()) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  } while (absl::Now() < deadline);
-  return cond();
-}
+using hsi::testing::Eventually;
 
 class EtcdClientTest : public ::testing::Test {
  protected:

@@ -9,13 +9,10 @@
 #ifndef HSI_TESTS_SSI_ETCD_SERVER_H_
 #define HSI_TESTS_SSI_ETCD_SERVER_H_
 
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -27,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "hsi/ssi/etcd.h"
+#include "hsi/testing/program.h"
 
 namespace hsi::ssi_testing {
 
@@ -49,7 +47,7 @@ inline int FreePort() {
 
 // Why etcd cannot run here, or "".
 inline std::string MissingEtcd() {
-  if (::system("command -v etcd >/dev/null 2>&1") != 0) {
+  if (!hsi::testing::Have("etcd")) {
     return "etcd is not installed (packaging/setup.sh installs etcd-server)";
   }
   return "";
@@ -105,32 +103,15 @@ class EtcdServer {
                                      "--initial-cluster-token", absl::StrCat("hsi-test-", ::getpid()),
                                      "--log-level", "warn"};
     const std::string log = absl::StrCat(dir_, "/", n.name, ".log");
-    const pid_t pid = ::fork();
+    const pid_t pid = hsi::testing::SpawnLogged(argv, log, hsi::testing::LogMode::kAppend);
     if (pid < 0) return false;
-    if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      std::vector<char*> a;
-      for (auto& s : argv) a.push_back(s.data());
-      a.push_back(nullptr);
-      ::execvp(a[0], a.data());
-      ::_exit(127);
-    }
     n.pid = pid;
     return true;
   }
   // Sends `sig` to node `i` and reaps it.
   void Kill(size_t i, int sig) {
     Node& n = nodes_[i];
-    if (n.pid <= 0) return;
-    ::kill(n.pid, sig);
-    int st = 0;
-    while (::waitpid(n.pid, &st, 0) < 0 && errno == EINTR) {
-    }
+    hsi::testing::KillAndReap(n.pid, sig);
     n.pid = -1;
   }
   bool WaitReady(absl::Duration timeout) {

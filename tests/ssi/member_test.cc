@@ -20,6 +20,7 @@
 #include "hsi/session.h"
 #include "hsi/ssi/cluster.h"
 #include "hsi/testing/hsid.h"
+#include "hsi/testing/program.h"
 
 namespace hsi::ssi_testing {
 namespace {

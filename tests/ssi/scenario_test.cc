@@ -15,24 +15,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "hsi/testing/program.h"
 
 namespace {
 
-struct Result {
-  int status = -1;
-  std::string out;
-};
-Result Shell(const std::string& cmd) {
-  Result r;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return r;
-}
+using hsi::testing::Shell;
+using Result = hsi::testing::ShellResult;
 
 TEST(SsiScenarioTest, PaperSectionsMatchAndRelocationLosesNothing) {
   const Result r =

@@ -14,9 +14,11 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "hsi/testing/program.h"
 
 namespace hsi::testing {
 
@@ -44,19 +46,10 @@ Hsid::~Hsid() {
 }
 
 bool Hsid::Start() {
-  pid_ = ::fork();
-  if (pid_ == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    int log = ::open((dir_ + "/hsid.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (log >= 0) ::dup2(log, 2);
-    if (config_path_.empty()) {
-      ::execl(HsidPath(), "hsid", "--socket", socket_.c_str(), static_cast<char*>(nullptr));
-    } else {
-      ::execl(HsidPath(), "hsid", "--socket", socket_.c_str(), "--config", config_path_.c_str(),
-              static_cast<char*>(nullptr));
-    }
-    ::_exit(127);
-  }
+  std::vector<std::string> argv = {HsidPath(), "--socket", socket_};
+  if (!config_path_.empty()) argv.insert(argv.end(), {"--config", config_path_});
+  pid_ = SpawnLogged(argv, dir_ + "/hsid.log", LogMode::kAppend);
+  if (pid_ < 0) return false;
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   while (absl::Now() < deadline) {
     int status;
@@ -71,11 +64,7 @@ bool Hsid::Start() {
 }
 
 int Hsid::Stop(int sig) {
-  if (pid_ <= 0) return -1;
-  ::kill(pid_, sig);
-  int status = 0;
-  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-  }
+  const int status = KillAndReap(pid_, sig);
   pid_ = -1;
   return status;
 }
@@ -94,11 +83,6 @@ bool Hsid::Connectable() const {
   return ok;
 }
 
-std::string Hsid::log() const {
-  std::ifstream in(dir_ + "/hsid.log");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string Hsid::log() const { return ReadFile(dir_ + "/hsid.log"); }
 
 }  // namespace hsi::testing

@@ -25,6 +25,7 @@
 #include "absl/time/clock.h"
 #include "hsi/address.h"
 #include "hsi/testing/hsid.h"
+#include "hsi/testing/program.h"
 
 namespace hsi::testing {
 
@@ -36,24 +37,9 @@ class CfProcess {
     std::ofstream(config) << policy;
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return;
-    const pid_t parent = ::getpid();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(127);
-      ::dup2(p[1], 1);
-      const int err = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(err, 2);
-      std::string sock = hsid.socket();
-      if (extra_flag.empty()) {
-        ::execl(HSI_CF_PATH, "hsi-cf", "--config", config.c_str(), "--socket", sock.c_str(),
-                nullptr);
-      } else {
-        ::execl(HSI_CF_PATH, "hsi-cf", "--config", config.c_str(), "--socket", sock.c_str(),
-                extra_flag.c_str(), nullptr);
-      }
-      ::_exit(127);
-    }
+    std::vector<std::string> argv = {HSI_CF_PATH, "--config", config, "--socket", hsid.socket()};
+    if (!extra_flag.empty()) argv.push_back(extra_flag);
+    pid_ = SpawnLogged(argv, log_, LogMode::kTruncate, p[1]);  // stdout: READY ADDRESS
     ::close(p[1]);
     std::string line;
     const absl::Time deadline = absl::Now() + absl::Seconds(20);
@@ -83,19 +69,11 @@ class CfProcess {
   pid_t pid() const { return pid_; }
   // Sends `sig` and reaps; the wait status, -1 if not running.
   int Kill(int sig) {
-    if (pid_ <= 0) return -1;
-    ::kill(pid_, sig);
-    int st = 0;
-    ::waitpid(pid_, &st, 0);
+    const int st = KillAndReap(pid_, sig);
     pid_ = -1;
     return st;
   }
-  std::string log() const {
-    std::ifstream in(log_);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
+  std::string log() const { return ReadFile(log_); }
 
  private:
   std::string log_;
