@@ -25,15 +25,7 @@
 namespace hsi::ssi_testing {
 namespace {
 
-template <typename F>
-bool Eventually(F cond, absl::Duration timeout = absl::Seconds(10)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  do {
-    if (cond()) return true;
-    absl::SleepFor(absl::Milliseconds(10));
-  } while (absl::Now() < deadline);
-  return cond();
-}
+using hsi::testing::Eventually;
 
 std::string Config(const std::string& member, const std::string& chpid, const std::string& subnet,
                    const std::string& etcd, const std::string& cluster) {
