@@ -22,8 +22,8 @@ policy defines (lock and list structures in this version) to connectors
 over CF links (hsi links; frames never pass through hsid). A connector's
 death is seen at once: the locks it held become retained until a peer or
 the restarted connector recovers them. Runs in the foreground, logs to stderr,
-stops on SIGTERM or SIGINT. It asks hsid which LPAR owns a connector's NIC,
-so it runs as root or as a uid in hsid's admin_uids.
+stops on SIGTERM or SIGINT. It asks hsid which LPAR owns a connector's NIC
+(a question any NIC on the CHPID may ask: no admin rights needed).
 
 Options:
   --config FILE     the CF policy (TOML; see hsi-cf(8))
@@ -37,8 +37,8 @@ Options with a value also take the form --config=FILE.
   -h, --help        this text
 
 Exit status: 0 after SIGTERM/SIGINT (and for --help, --check of a good
-config), 1 on a runtime error (hsid refused the LPAR, NIC or admin
-listing), 2 on a bad command line or config.
+config), 1 on a runtime error (hsid refused the LPAR or the NIC), 2 on a
+bad command line or config.
 
 See hsi-cf(8), docs/cf.md.
 )";

@@ -40,15 +40,6 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(CfConfig config, ServerOpt
   absl::StatusOr<Nic> nic = s->session_.AttachNic(s->config_.chpid, s->config_.address);
   if (!nic.ok()) return nic.status();
   s->nic_ = std::move(*nic);
-  absl::StatusOr<AdminClient> admin = AdminClient::Connect(s->session_.socket_path());
-  if (!admin.ok()) return admin.status();
-  s->admin_ = std::move(*admin);
-  if (absl::StatusOr<std::vector<NicListing>> l = s->admin_.ListNics(); !l.ok()) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "hsi-cf must learn from hsid which LPAR owns a connector's NIC, and hsid refused to list "
-        "NICs (",
-        l.status().message(), "): run hsi-cf as root or as a uid in hsid's admin_uids"));
-  }
   for (const StructureConfig& sc : s->config_.structures) {
     Structure st{sc, nullptr, nullptr};
     if (sc.type == "list") {
@@ -221,26 +212,15 @@ void Server::Handle(Address from, absl::Span<const uint8_t> frame) {
 }
 
 absl::StatusOr<std::string> Server::LparOf(Address a) {
-  absl::StatusOr<std::vector<NicListing>> nics = admin_.ListNics();
-  if (!nics.ok() && nics.status().code() == absl::StatusCode::kUnavailable) {
-    // hsid restarted (the Session reconnects by itself; the admin
-    // connection does not): once more on a new one.
-    if (absl::StatusOr<AdminClient> fresh = AdminClient::Connect(session_.socket_path());
-        fresh.ok()) {
-      admin_ = std::move(*fresh);
-      nics = admin_.ListNics();
-    }
+  // hsid answers who owns a NIC on our own CHPID (Nic::PeerLpar: no admin
+  // rights needed); the Session reconnects by itself after an hsid restart.
+  absl::StatusOr<std::string> lpar = nic_.PeerLpar(a);
+  if (lpar.ok()) return lpar;
+  if (lpar.status().code() == absl::StatusCode::kNotFound) {
+    return absl::PermissionDeniedError(absl::StrCat("CF ", config_.lpar, ": ", lpar.status().message()));
   }
-  if (!nics.ok()) {
-    return absl::UnavailableError(absl::StrCat("CF ", config_.lpar, ": cannot ask hsid who owns ",
-                                               a.ToString(), ": ", nics.status().message()));
-  }
-  for (const NicListing& n : *nics) {
-    if (n.chpid == config_.chpid && n.address == a) return n.lpar;
-  }
-  return absl::PermissionDeniedError(absl::StrCat("CF ", config_.lpar, ": hsid knows no NIC ",
-                                                  a.ToString(), " on CHPID ",
-                                                  Chpid(config_.chpid).ToString()));
+  return absl::UnavailableError(
+      absl::StrCat("CF ", config_.lpar, ": cannot ask hsid who owns ", a.ToString(), ": ", lpar.status().message()));
 }
 
 absl::StatusOr<std::vector<uint8_t>> Server::OnConnect(Address from, const Header& h, Reader& r) {

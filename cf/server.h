@@ -4,7 +4,7 @@
 // One thread. Each frame from a connector is parsed and validated
 // (cf/protocol.h) before use; a bad one gets a kInvalidArgument reply
 // naming the field and the CF serves on. A connector's identity is its NIC
-// address: the CF asks hsid which LPAR owns it (an admin listing, on
+// address: the CF asks hsid which LPAR owns it (Nic::PeerLpar, on
 // Connect only: hsid is never on the data path) and checks the
 // structure's `lpars`. A request whose connection token does not belong
 // to the sending address is refused. When a connector's link goes down
@@ -26,7 +26,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "config.h"
-#include "hsi/admin.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
 #include "list_structure.h"
@@ -43,9 +42,8 @@ struct ServerOptions {
 
 class Server {
  public:
-  // Claims the LPAR, attaches the NIC, checks that hsid lets this uid list
-  // NICs (kPermissionDenied naming admin_uids otherwise: the CF needs it to
-  // learn which LPAR a connector is).
+  // Claims the LPAR and attaches the NIC (hsid's policy decides both; no
+  // admin rights needed).
   static absl::StatusOr<std::unique_ptr<Server>> Start(CfConfig config, ServerOptions options);
 
   // Serves until Stop(); returns the error that ended it, OK after Stop().
@@ -88,7 +86,6 @@ class Server {
   ServerOptions options_;
   Session session_;
   Nic nic_;
-  AdminClient admin_;
   std::map<std::string, Structure> structures_;
   absl::flat_hash_map<uint32_t, Conn> conns_;
   std::map<Address, hsi::Link> links_;  // peers with connections

@@ -109,4 +109,23 @@ void Nics::OnInterface(Client& c, const Message& m) {
   clients_.Reply(c, m.request_id, wire::Zeroed<wire::NicInterfaceReply>());
 }
 
+void Nics::OnOwner(Client& c, const Message& m) {
+  const auto req = m.As<wire::OwnerRequest>();
+  absl::StatusOr<Nic*> own = Own(c, req.nic_id);
+  if (!own.ok()) return clients_.ReplyError<wire::OwnerReply>(c, m.request_id, own.status());
+  const hsi::Address address(req.address);
+  for (const auto& [id, n] : nics_) {
+    if (n.chpid != (*own)->chpid || n.address != address || !n.up) continue;
+    const Client* owner = clients_.Find(n.client);
+    if (owner == nullptr) break;
+    wire::OwnerReply r = wire::Zeroed<wire::OwnerReply>();
+    wire::SetName(r.lpar, owner->lpar);
+    return clients_.Reply(c, m.request_id, r);
+  }
+  clients_.ReplyError<wire::OwnerReply>(
+      c, m.request_id,
+      absl::NotFoundError(absl::StrCat("no NIC ", address.ToString(), " is up on CHPID ",
+                                       hsi::Chpid(static_cast<uint8_t>((*own)->chpid)).ToString())));
+}
+
 }  // namespace hsid

@@ -92,6 +92,9 @@ class Nics {
   void OnPeers(Client& c, const Message& m);
   // NicInterfaceRequest: the owner says its NIC is a network interface.
   void OnInterface(Client& c, const Message& m);
+  // OwnerRequest: the LPAR owning a NIC that is up on the asker's NIC's
+  // CHPID (what PeersRequest lists, with its owner's name).
+  void OnOwner(Client& c, const Message& m);
 
  private:
   Clients& clients_;

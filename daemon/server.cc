@@ -201,6 +201,7 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
     case MsgType::kRelinkRequest: return links_.OnRelink(c, m);
     case MsgType::kPeersRequest: return nics_.OnPeers(c, m);
     case MsgType::kNicInterfaceRequest: return nics_.OnInterface(c, m);
+    case MsgType::kOwnerRequest: return nics_.OnOwner(c, m);
     case MsgType::kDefineChpidRequest: return admin_.OnDefineChpid(c, m);
     case MsgType::kUndefineChpidRequest: return admin_.OnUndefineChpid(c, m);
     case MsgType::kSetNicRequest: return admin_.OnSetNic(c, m);

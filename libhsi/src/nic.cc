@@ -42,6 +42,10 @@ absl::Status Nic::DeclareInterface(const NicInterface& iface) {
   if (s.code() == absl::StatusCode::kInvalidArgument) nic_->iface = std::move(before);
   return s;
 }
+absl::StatusOr<std::string> Nic::PeerLpar(Address peer) {
+  if (!session_ || !nic_) return absl::FailedPreconditionError("PeerLpar on an empty Nic handle");
+  return session_->PeerLpar(*nic_, peer);
+}
 int Nic::fd() const { return nic_->bell->fd(); }
 
 namespace {

@@ -375,6 +375,16 @@ absl::Status SessionState::DeclareInterface(NicState& nic) {
   return Call(req, {}, &rep);
 }
 
+absl::StatusOr<std::string> SessionState::PeerLpar(NicState& nic, Address peer) {
+  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  wire::OwnerRequest req = wire::Zeroed<wire::OwnerRequest>();
+  req.nic_id = nic.nic_id;
+  req.address = peer.value();
+  wire::OwnerReply rep;
+  if (absl::Status s = Call(req, {}, &rep); !s.ok()) return s;
+  return wire::NameOf(rep.lpar);
+}
+
 void SessionState::Detach(NicState& nic) {
   if (nic.detached) return;
   if (ctl_.connected()) {

@@ -24,6 +24,7 @@
 #include "hsi/session.h"
 #include "hsi/testing/hsid.h"
 #include "hsi/testing/line_pipe.h"
+#include "hsi/testing/process.h"
 
 namespace hsi {
 namespace {
@@ -869,6 +870,53 @@ TEST(SessionTest, ADeclaredInterfaceIsListedAndSurvivesAnHsidRestart) {
 
 // Session::fd() and next_poll() are what an event loop of its own needs to
 // see hsid die and to reconnect (examples/uring_loop.cc).
+// Nic::PeerLpar (OwnerRequest): a partition learns which LPAR owns a NIC
+// on its own CHPID without admin rights (hsi-cf names its connectors this
+// way); a NIC that is not up on that CHPID is kNotFound, by address.
+TEST(SessionTest, PeerLparNamesTheOwnerOnTheAskersChpidWithoutAdminRights) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the asker as another uid";
+  constexpr uint32_t kUser = 65534;  // not an admin
+  Hsid d(absl::StrCat(
+      "[hsid]\nadmin_uids = [\"self\"]\n\n"
+      "[[chpid]]\nid = \"F0\"\nsubnet = \"10.240.0.0/24\"\nlpars = [\"*\"]\n\n"
+      "[[chpid]]\nid = \"F1\"\nsubnet = \"10.241.0.0/24\"\nlpars = [\"*\"]\n\n"
+      "[[lpar]]\nname = \"*\"\nuids = [\"self\", ", kUser, "]\n"));
+  ASSERT_TRUE(d.Start()) << d.log();
+  absl::StatusOr<Session> db2 = Connect(d, "DB2A");
+  ASSERT_TRUE(db2.ok()) << db2.status();
+  absl::StatusOr<Nic> on_f0 = db2->AttachNic(0xF0);
+  absl::StatusOr<Nic> on_f1 = db2->AttachNic(0xF1);
+  absl::StatusOr<Nic> gone = db2->AttachNic(0xF0);
+  ASSERT_TRUE(on_f0.ok() && on_f1.ok() && gone.ok());
+  const Address gone_address = gone->address();
+  LinePipe report, go;
+  Child asker([&] {
+    if (!::hsi::testing::DropTo(kUser)) return report.Write("ERR cannot drop to uid 65534"), 1;
+    absl::StatusOr<Session> s = Connect(d, "CF01");
+    if (!s.ok()) return report.Write("ERR " + s.status().ToString()), 1;
+    absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+    if (!nic.ok()) return report.Write("ERR " + nic.status().ToString()), 1;
+    report.Write("attached");
+    go.Read(absl::Seconds(20));  // the parent has detached `gone`
+    for (Address a : {on_f0->address(), on_f1->address(), gone_address, nic->address()}) {
+      absl::StatusOr<std::string> owner = nic->PeerLpar(a);
+      report.Write(owner.ok() ? "OK " + *owner : owner.status().ToString());
+    }
+    return 0;
+  });
+  ASSERT_EQ(report.Read(absl::Seconds(20)), "attached");
+  *gone = Nic();  // detached: no longer up on F0 (and its address not reused, CF01 has one)
+  go.Write("go");
+  EXPECT_EQ(report.Read(absl::Seconds(20)), "OK DB2A");
+  const std::string f1 = report.Read(absl::Seconds(20));
+  EXPECT_THAT(f1, HasSubstr("NOT_FOUND"));
+  EXPECT_THAT(f1, HasSubstr(absl::StrCat("no NIC ", on_f1->address().ToString(), " is up on CHPID F0")));
+  EXPECT_THAT(report.Read(absl::Seconds(20)),
+              HasSubstr(absl::StrCat("no NIC ", gone_address.ToString(), " is up on CHPID F0")));
+  EXPECT_EQ(report.Read(absl::Seconds(20)), "OK CF01");
+  EXPECT_EQ(asker.Wait(), 0);
+}
+
 TEST(SessionTest, ControlFdAndNextPollFollowHsidDeathAndReturn) {
   Hsid d;
   ASSERT_TRUE(d.Start()) << d.log();

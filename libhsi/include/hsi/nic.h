@@ -237,6 +237,13 @@ class HSI_EXPORT Nic {
   // kUnavailable if hsid cannot be reached.
   absl::Status DeclareInterface(const NicInterface& iface);
 
+  // The name of the LPAR that owns NIC `peer`, which must be up on this
+  // NIC's CHPID: what a partition may know of the others on its CHPID (a
+  // CF names its connectors this way). One round trip to hsid; the answer
+  // is true when hsid gives it (the NIC may go away after). kNotFound if no
+  // such NIC is up there, kUnavailable if hsid cannot be reached.
+  absl::StatusOr<std::string> PeerLpar(Address peer);
+
   // The NIC's doorbell, for epoll/io_uring readiness (POLLIN): the read end
   // of its split doorbell, a pipe only this process can read (hsid and the
   // NIC's peers hold the write end).

@@ -151,6 +151,8 @@ class SessionState final : private ControlChannel::Handler {
   void Detach(NicState& nic);
   // Tells hsid what nic.iface says (NicInterfaceRequest).
   absl::Status DeclareInterface(NicState& nic);
+  // Asks hsid which LPAR owns NIC `peer` on nic's CHPID (OwnerRequest).
+  absl::StatusOr<std::string> PeerLpar(NicState& nic, Address peer);
   // The link to `peer`, set up first if there is none, by `deadline` (at
   // most SessionOptions::timeout from now).
   absl::StatusOr<std::shared_ptr<LinkState>> GetLink(NicState& nic, Address peer, absl::Time deadline);

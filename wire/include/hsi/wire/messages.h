@@ -76,6 +76,8 @@ inline constexpr size_t kEventPageSize = 4096;
   X(ListStatsReply,        35, kToClient, kReply,   0, 464 + 16 * 152)     \
   X(NicInterfaceRequest,   36, kToDaemon, kRequest, 0, 56)                  \
   X(NicInterfaceReply,     37, kToClient, kReply,   0, 456)                 \
+  X(OwnerRequest,          38, kToDaemon, kRequest, 0, 8)                   \
+  X(OwnerReply,            39, kToClient, kReply,   0, 456 + 32)            \
   /* hsi-run (issue 17): 40-59 */                                          \
   X(RunListenRequest,      40, kToDaemon, kRequest, 1, 16)   /* listening socket */ \
   X(RunListenReply,        41, kToClient, kReply,   0, 464)                 \
@@ -280,6 +282,23 @@ struct NicInterfaceRequest {
 struct NicInterfaceReply {
   WireStatus status;
   absl::Status Validate() const { return CheckStatus(status, "status"); }
+};
+
+// Which LPAR owns the NIC with `address` on the asker's NIC's CHPID: what a
+// partition may know of the other partitions on its own CHPID (hsi-cf
+// learns who a connector is this way, without admin rights). A NIC that is
+// not up on that CHPID is kNotFound; the asker must own `nic_id`.
+struct OwnerRequest {
+  uint32_t nic_id;
+  uint32_t address;
+  absl::Status Validate() const { return absl::OkStatus(); }
+};
+struct OwnerReply {
+  WireStatus status;
+  char lpar[kNameLen];
+  absl::Status Validate() const {
+    return FirstError(CheckStatus(status, "status"), ValidateName(lpar, "lpar", /*allow_empty=*/true));
+  }
 };
 
 struct NicStateEvent {
