@@ -42,6 +42,14 @@ absl::Status Nic::DeclareInterface(const NicInterface& iface) {
   if (s.code() == absl::StatusCode::kInvalidArgument) nic_->iface = std::move(before);
   return s;
 }
+absl::Status Nic::GrantMemory(Address peer, uint64_t tag, UniqueFd memfd, const Wait& wait) {
+  if (!session_ || !nic_) return absl::FailedPreconditionError("GrantMemory on an empty Nic handle");
+  return session_->GrantMemory(*nic_, peer, tag, std::move(memfd), wait.deadline);
+}
+absl::StatusOr<UniqueFd> Nic::TakeMemory(Address from, uint64_t tag, uint64_t* size, const Wait& wait) {
+  if (!session_ || !nic_) return absl::FailedPreconditionError("TakeMemory on an empty Nic handle");
+  return session_->TakeMemory(*nic_, from, tag, size, wait.deadline);
+}
 int Nic::fd() const { return nic_->bell->fd(); }
 
 namespace {

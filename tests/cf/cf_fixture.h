@@ -1,6 +1,7 @@
 // tests/cf/cf_fixture.h: the fixture of the hsi-cf end-to-end tests: a
 // private hsid, hsi-cf on a policy with two lock structures and a list
-// structure, and connectors opened on it (CfTest::Open).
+// structure, two cache structures (store-in and directory-only), and
+// connectors opened on it (CfTest::Open).
 //
 // Thread safety: gtest's; one test at a time.
 #ifndef HSI_TESTS_CF_FIXTURE_H_
@@ -43,6 +44,22 @@ entries = 100
 lists = 4
 max_data = 64
 lpars = ["*"]
+
+[[structure]]
+name = "GBP1"
+type = "cache"
+entries = 64
+max_data = 64
+vector = 128
+lpars = ["*"]
+
+[[structure]]
+name = "DIR1"
+type = "cache"
+entries = 8
+max_data = 0
+vector = 8
+lpars = ["*"]
 )";
 
 inline absl::Time In(absl::Duration d) { return absl::Now() + d; }
@@ -51,9 +68,11 @@ class CfTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(hsid_.Start()) << hsid_.log();
-    cf_ = std::make_unique<CfProcess>(hsid_, kPolicy);
+    cf_ = std::make_unique<CfProcess>(hsid_, kPolicy, CfFlag());
     ASSERT_TRUE(cf_->ready()) << cf_->log() << hsid_.log();
   }
+  // An extra hsi-cf flag (a fixture for fault injection overrides it).
+  virtual std::string CfFlag() const { return ""; }
   absl::StatusOr<CfClient> Open(const std::string& lpar) {
     CfClientOptions o;
     o.socket_path = hsid_.socket();
