@@ -14,6 +14,7 @@ namespace {
 
 constexpr char kHelp[] =
     R"(Usage: hsi-cf --config FILE [--socket PATH] [--wait spin|adaptive|block] [--verbose]
+              [--fault xi-skip|xi-late]
        hsi-cf --check --config FILE
 
 A coupling facility partition: registers with hsid as the LPAR its policy
