@@ -410,5 +410,62 @@ TEST_F(CfTest, HostileCacheRequestsAreRefusedAndOthersKeepTheirCopies) {
   EXPECT_EQ(b->CacheStats(*cb)->changed, 1u);
 }
 
+// hsid's memory grants on their own (the path the vectors take): only to a
+// NIC of the CHPID, only sealed, taken once and only by the client the
+// grant names, and dropped when the granter goes.
+TEST_F(CfTest, MemoryGrantsGoSealedToTheNamedPeerOnceAndDieWithTheGranter) {
+  auto open = [&](const std::string& lpar, Session* s, Nic* n) {
+    SessionOptions so;
+    so.socket_path = hsid_.socket();
+    so.lpar = lpar;
+    absl::StatusOr<Session> ss = Session::Connect(std::move(so));
+    ASSERT_TRUE(ss.ok()) << ss.status();
+    absl::StatusOr<Nic> nn = ss->AttachNic(0xF0);
+    ASSERT_TRUE(nn.ok()) << nn.status();
+    *s = std::move(*ss);
+    *n = std::move(*nn);
+  };
+  Session gs, ts, os;
+  Nic granter, taker, other;
+  open("GRANTER", &gs, &granter);
+  open("TAKER", &ts, &taker);
+  open("OTHER", &os, &other);
+  auto sealed = [] {
+    absl::StatusOr<UniqueFd> fd = Segment::CreateMemfd("g", 4096);
+    absl::StatusOr<Segment> seg = Segment::MapOwner(std::move(*fd), 4096);
+    static_cast<char*>(seg->data())[0] = 42;
+    return std::move(*seg);
+  };
+  Segment seg = sealed();
+  absl::Status nowhere = granter.GrantMemory(*Address::Parse("10.240.0.250"), 7, *seg.DupFd());
+  EXPECT_EQ(nowhere.code(), absl::StatusCode::kNotFound) << nowhere;
+  ASSERT_TRUE(granter.GrantMemory(taker.address(), 7, *seg.DupFd()).ok());
+  uint64_t size = 0;
+  EXPECT_EQ(other.TakeMemory(granter.address(), 7, &size).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(taker.TakeMemory(granter.address(), 8, &size).status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<UniqueFd> got = taker.TakeMemory(granter.address(), 7, &size);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(size, 4096u);
+  absl::StatusOr<Segment> mapped = Segment::MapPeer(std::move(*got), 4096);
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+  EXPECT_EQ(static_cast<const char*>(mapped->data())[0], 42);
+  EXPECT_EQ(taker.TakeMemory(granter.address(), 7, &size).status().code(), absl::StatusCode::kNotFound);
+  // A grant not taken goes with its granter.
+  ASSERT_TRUE(granter.GrantMemory(taker.address(), 9, *seg.DupFd()).ok());
+  const Address ga = granter.address();
+  granter = Nic();
+  gs = Session();
+  // hsid has seen the granter go once its LPAR name can be claimed again.
+  absl::StatusOr<Session> again = absl::UnavailableError("not yet");
+  for (const absl::Time end = In(absl::Seconds(10)); absl::Now() < end && !again.ok();) {
+    SessionOptions so;
+    so.socket_path = hsid_.socket();
+    so.lpar = "GRANTER";
+    again = Session::Connect(std::move(so));
+  }
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(taker.TakeMemory(ga, 9, &size).status().code(), absl::StatusCode::kNotFound);
+}
+
 }  // namespace
 }  // namespace hsi::cf
