@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "harness.h"
 #include "hsi/cf.h"
 #include "hsi/support/process.h"
 #include "hsi/support/tick_clock.h"
@@ -59,18 +60,6 @@ struct Shared {
   std::atomic<uint64_t> seen_at{0};            // ... at this tick
   std::atomic<int> failed{0};
 };
-
-struct Pct {
-  double p50 = 0, p99 = 0;
-};
-Pct Percentiles(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return {v[v.size() / 2], v[std::min(v.size() - 1, v.size() * 99 / 100)]};
-}
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 }  // namespace
 
@@ -188,7 +177,7 @@ lpars = ["*"]
     return true;
   };
   std::vector<double> p50_ratio, p99_ratio;
-  std::vector<Pct> floor_p, done_p, start_p, rtt_p;
+  std::vector<hsi::bench::Summary> floor_p, done_p, start_p, rtt_p;
   int64_t i = 0;
   for (int r = 0; r < reps; ++r) {
     std::vector<double> floor, done, start, rtt;
@@ -219,18 +208,18 @@ lpars = ["*"]
       rtt.push_back(clock.NsBetween(t0, t1));
       ++i;
     }
-    floor_p.push_back(Percentiles(floor));
-    done_p.push_back(Percentiles(done));
-    start_p.push_back(Percentiles(start));
-    rtt_p.push_back(Percentiles(rtt));
+    floor_p.push_back(hsi::bench::Summarize(floor));
+    done_p.push_back(hsi::bench::Summarize(done));
+    start_p.push_back(hsi::bench::Summarize(start));
+    rtt_p.push_back(hsi::bench::Summarize(rtt));
     p50_ratio.push_back(start_p.back().p50 / floor_p.back().p50);
     p99_ratio.push_back(start_p.back().p99 / floor_p.back().p99);
   }
   reader.Wait();
-  auto med = [](const std::vector<Pct>& v, bool p99) {
+  auto med = [](const std::vector<hsi::bench::Summary>& v, bool p99) {
     std::vector<double> x;
-    for (const Pct& p : v) x.push_back(p99 ? p.p99 : p.p50);
-    return Median(x);
+    for (const hsi::bench::Summary& p : v) x.push_back(p99 ? p.p99 : p.p50);
+    return hsi::bench::Summarize(x).p50;
   };
   std::printf("cache cross-invalidation, %d reps x %d samples, clock %s, hsi-cf --wait=%s\n",
               reps, samples, TickClock::Name(), wait_mode.c_str());
@@ -243,8 +232,8 @@ lpars = ["*"]
               med(start_p, false), med(start_p, true));
   std::printf("%-52s %10.0f %10.0f\n", "write round trip (WriteEntry)", med(rtt_p, false),
               med(rtt_p, true));
-  std::printf("write started -> seen invalid / floor: p50 %.1fx, p99 %.1fx\n", Median(p50_ratio),
-              Median(p99_ratio));
+  std::printf("write started -> seen invalid / floor: p50 %.1fx, p99 %.1fx\n", hsi::bench::Summarize(p50_ratio).p50,
+              hsi::bench::Summarize(p99_ratio).p50);
   ::munmap(mem, sizeof(Shared));
   return 0;
 }

@@ -326,32 +326,14 @@ TEST_F(CfTest, HostileCacheRequestsAreRefusedAndOthersKeepTheirCopies) {
   ASSERT_TRUE(b->ReadAndRegister(*cb, "KEEP", 1).ok());
   ASSERT_TRUE(b->WriteEntry(*cb, "KEEP", "kept", true).ok());
 
-  SessionOptions so;
-  so.socket_path = hsid_.socket();
-  so.lpar = "EVIL";
-  absl::StatusOr<Session> s = Session::Connect(std::move(so));
-  ASSERT_TRUE(s.ok());
-  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
-  ASSERT_TRUE(nic.ok());
-  absl::StatusOr<hsi::Link> link = nic->Link(cf_->address(), Wait::Adaptive(In(absl::Seconds(5))));
-  ASSERT_TRUE(link.ok()) << link.status();
+  absl::StatusOr<RawConnector> evil = OpenRaw("EVIL");
+  ASSERT_TRUE(evil.ok()) << evil.status();
   uint32_t token = 0;
-  auto ask = [&](const proto::Writer& w) -> std::string {
-    if (absl::Status st = link->Send(w.frame(), Wait::Block(In(absl::Seconds(5)))); !st.ok())
-      return st.ToString();
-    std::vector<uint8_t> buf(16384);
-    absl::StatusOr<size_t> n = link->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(5))));
-    if (!n.ok()) return n.status().ToString();
-    buf.resize(*n);
-    absl::StatusOr<proto::Header> h = proto::ParseHeader(buf);
-    if (!h.ok()) return "bad reply header";
-    if (h->status == 0) {
-      if (h->type == (proto::kConnect | proto::kReplyBit)) token = h->conn;
-      return "OK";
-    }
-    proto::Reader r(buf);
-    return absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(h->status)), ": ",
-                        r.Str("message", 1024));
+  auto ask = [&](const proto::Writer& w) {
+    proto::Header h;
+    std::string answer = evil->Ask(w, &h);
+    if (answer == "OK" && h.type == (proto::kConnect | proto::kReplyBit)) token = h.conn;
+    return answer;
   };
   using proto::Header;
   using proto::Writer;
@@ -382,13 +364,10 @@ TEST_F(CfTest, HostileCacheRequestsAreRefusedAndOthersKeepTheirCopies) {
               HasSubstr("FAILED_PRECONDITION"));  // changed: not lost
 
   // The vector granted to EVIL's connection: nobody else can take it.
-  SessionOptions so2;
-  so2.socket_path = hsid_.socket();
-  so2.lpar = "THIEF";
-  absl::StatusOr<Session> thief = Session::Connect(std::move(so2));
+  absl::StatusOr<RawConnector> thief = OpenRaw("THIEF");
   ASSERT_TRUE(thief.ok());
-  absl::StatusOr<Nic> tnic = thief->AttachNic(0xF0);
-  ASSERT_TRUE(tnic.ok());
+  Nic* tnic = &thief->nic;
+  Nic* nic = &evil->nic;
   uint64_t size = 0;
   EXPECT_EQ(tnic->TakeMemory(cf_->address(), token, &size).status().code(), absl::StatusCode::kNotFound);
   absl::StatusOr<UniqueFd> mine = nic->TakeMemory(cf_->address(), token, &size);
@@ -414,22 +393,13 @@ TEST_F(CfTest, HostileCacheRequestsAreRefusedAndOthersKeepTheirCopies) {
 // NIC of the CHPID, only sealed, taken once and only by the client the
 // grant names, and dropped when the granter goes.
 TEST_F(CfTest, MemoryGrantsGoSealedToTheNamedPeerOnceAndDieWithTheGranter) {
-  auto open = [&](const std::string& lpar, Session* s, Nic* n) {
-    SessionOptions so;
-    so.socket_path = hsid_.socket();
-    so.lpar = lpar;
-    absl::StatusOr<Session> ss = Session::Connect(std::move(so));
-    ASSERT_TRUE(ss.ok()) << ss.status();
-    absl::StatusOr<Nic> nn = ss->AttachNic(0xF0);
-    ASSERT_TRUE(nn.ok()) << nn.status();
-    *s = std::move(*ss);
-    *n = std::move(*nn);
-  };
-  Session gs, ts, os;
-  Nic granter, taker, other;
-  open("GRANTER", &gs, &granter);
-  open("TAKER", &ts, &taker);
-  open("OTHER", &os, &other);
+  absl::StatusOr<RawConnector> g = OpenRaw("GRANTER");
+  absl::StatusOr<RawConnector> t = OpenRaw("TAKER");
+  absl::StatusOr<RawConnector> o = OpenRaw("OTHER");
+  ASSERT_TRUE(g.ok() && t.ok() && o.ok());
+  Nic& granter = g->nic;
+  Nic& taker = t->nic;
+  Nic& other = o->nic;
   auto sealed = [] {
     absl::StatusOr<UniqueFd> fd = Segment::CreateMemfd("g", 4096);
     absl::StatusOr<Segment> seg = Segment::MapOwner(std::move(*fd), 4096);
@@ -453,8 +423,7 @@ TEST_F(CfTest, MemoryGrantsGoSealedToTheNamedPeerOnceAndDieWithTheGranter) {
   // A grant not taken goes with its granter.
   ASSERT_TRUE(granter.GrantMemory(taker.address(), 9, *seg.DupFd()).ok());
   const Address ga = granter.address();
-  granter = Nic();
-  gs = Session();
+  *g = RawConnector();
   // hsid has seen the granter go once its LPAR name can be claimed again.
   absl::StatusOr<Session> again = absl::UnavailableError("not yet");
   for (const absl::Time end = In(absl::Seconds(10)); absl::Now() < end && !again.ok();) {

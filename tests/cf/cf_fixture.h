@@ -10,10 +10,14 @@
 #include <memory>
 #include <string>
 
-#include "hsi/testing/cf_process.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "hsi/cf.h"
+#include "hsi/nic.h"
+#include "hsi/session.h"
+#include "hsi/testing/cf_process.h"
 #include "hsi/testing/hsid.h"
+#include "protocol.h"
 
 namespace hsi::cf {
 
@@ -64,6 +68,34 @@ lpars = ["*"]
 
 inline absl::Time In(absl::Duration d) { return absl::Now() + d; }
 
+// An LPAR with a NIC on CHPID F0 and a link to the CF that speaks raw
+// frames (a hostile connector), or just holds a NIC (memory grants).
+struct RawConnector {
+  Session session;
+  Nic nic;
+  hsi::Link link;
+  // Sends `frame` and returns the CF's answer: "OK" (the reply's header in
+  // *reply) or "CODE: message"; a transport failure as its status.
+  std::string Ask(absl::Span<const uint8_t> frame, proto::Header* reply = nullptr) {
+    if (absl::Status st = link.Send(frame, Wait::Block(In(absl::Seconds(5)))); !st.ok())
+      return st.ToString();
+    std::vector<uint8_t> buf(16384);
+    absl::StatusOr<size_t> n = link.Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(5))));
+    if (!n.ok()) return n.status().ToString();
+    buf.resize(*n);
+    absl::StatusOr<proto::Header> h = proto::ParseHeader(buf);
+    if (!h.ok()) return "bad reply header";
+    if (reply != nullptr) *reply = *h;
+    if (h->status == 0) return "OK";
+    proto::Reader r(buf);
+    return absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(h->status)), ": ",
+                        r.Str("message", 1024));
+  }
+  std::string Ask(const proto::Writer& w, proto::Header* reply = nullptr) {
+    return Ask(w.frame(), reply);
+  }
+};
+
 class CfTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -80,6 +112,22 @@ class CfTest : public ::testing::Test {
     o.chpid = 0xF0;
     o.cf = cf_->address();
     return CfClient::Open(std::move(o));
+  }
+  absl::StatusOr<RawConnector> OpenRaw(const std::string& lpar) {
+    SessionOptions so;
+    so.socket_path = hsid_.socket();
+    so.lpar = lpar;
+    RawConnector c;
+    absl::StatusOr<Session> s = Session::Connect(std::move(so));
+    if (!s.ok()) return s.status();
+    c.session = std::move(*s);
+    absl::StatusOr<Nic> nic = c.session.AttachNic(0xF0);
+    if (!nic.ok()) return nic.status();
+    c.nic = std::move(*nic);
+    absl::StatusOr<hsi::Link> link = c.nic.Link(cf_->address(), Wait::Adaptive(In(absl::Seconds(5))));
+    if (!link.ok()) return link.status();
+    c.link = std::move(*link);
+    return c;
   }
   Hsid hsid_;
   std::unique_ptr<CfProcess> cf_;
