@@ -118,27 +118,20 @@ absl::StatusOr<CacheCounters> CfClient::CacheStats(const Connection& c) {
   Writer w(Header{proto::kCacheStats, id, c.token, 0});
   absl::StatusOr<std::vector<uint8_t>> rep = Call(*s_, w, id);
   if (!rep.ok()) return rep.status();
+  // The counters in the order of proto::CacheStat.
+  static constexpr uint64_t CacheCounters::*kFields[proto::kStatCount] = {
+      &CacheCounters::entries,       &CacheCounters::in_use, &CacheCounters::changed,
+      &CacheCounters::castout_locked, &CacheCounters::registrations, &CacheCounters::reads,
+      &CacheCounters::hits,          &CacheCounters::writes, &CacheCounters::invalidations,
+      &CacheCounters::castouts,      &CacheCounters::reclaims, &CacheCounters::deletes};
   return Parse<CacheCounters>(*s_, *rep, [](Reader& r) {
     const uint32_t n = r.U32("count");
-    uint64_t v[proto::kStatCount] = {};
-    // A newer CF may send more counters: the ones we know, then skip.
+    CacheCounters out;
+    // A newer CF may send more counters: the ones we know, the rest read and skipped.
     for (uint32_t i = 0; i < n && r.status().ok(); ++i) {
       const uint64_t x = r.U64("counter");
-      if (i < proto::kStatCount) v[i] = x;
+      if (i < proto::kStatCount) out.*kFields[i] = x;
     }
-    CacheCounters out;
-    out.entries = v[proto::kStatEntries];
-    out.in_use = v[proto::kStatInUse];
-    out.changed = v[proto::kStatChanged];
-    out.castout_locked = v[proto::kStatCastoutLocked];
-    out.registrations = v[proto::kStatRegistrations];
-    out.reads = v[proto::kStatReads];
-    out.hits = v[proto::kStatHits];
-    out.writes = v[proto::kStatWrites];
-    out.invalidations = v[proto::kStatInvalidations];
-    out.castouts = v[proto::kStatCastouts];
-    out.reclaims = v[proto::kStatReclaims];
-    out.deletes = v[proto::kStatDeletes];
     return out;
   });
 }
