@@ -32,13 +32,18 @@ absl::StatusOr<CacheStructure::Conn*> CacheStructure::Find(uint32_t conn) {
   return &it->second;
 }
 
-absl::Status CacheStructure::Attach(uint32_t conn, const std::string& connector, VectorWriter vector) {
+absl::Status CacheStructure::CanAttach(const std::string& connector) const {
   for (const auto& [id, c] : conns_) {
     if (c.connector == connector) {
       return absl::AlreadyExistsError(
           absl::StrCat("cache structure ", name_, ": connector ", connector, " is already connected"));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status CacheStructure::Attach(uint32_t conn, const std::string& connector, VectorWriter vector) {
+  if (absl::Status s = CanAttach(connector); !s.ok()) return s;
   conns_[conn] = Conn{connector, std::move(vector), {}};
   return absl::OkStatus();
 }

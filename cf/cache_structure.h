@@ -66,6 +66,9 @@ class CacheStructure {
  public:
   CacheStructure(std::string name, uint32_t entries, uint32_t max_data, uint32_t vector_bits);
 
+  // kAlreadyExists if `connector` has a connection (the server checks it
+  // before it makes and grants a vector; Attach checks it again).
+  absl::Status CanAttach(const std::string& connector) const;
   // A new connection with its vector (VectorWriter of vector_bits bits).
   // kAlreadyExists if `connector` is connected.
   absl::Status Attach(uint32_t conn, const std::string& connector, VectorWriter vector);

@@ -51,11 +51,14 @@ void Grants::OnGrant(Client& c, Message& m) {
   absl::StatusOr<uint64_t> size = CheckSealedMemfd(m.fds[0].get());
   if (!size.ok()) return refuse(size.status());
   const Key key{(*own)->chpid, (*own)->address.value(), req.peer_address, req.tag};
-  size_t mine = 0;
-  for (const auto& [k, g] : grants_) mine += g.from_client == c.id;
-  if (!grants_.contains(key) && mine >= hsi::wire::kMaxGrantsPerClient) {
-    return refuse(absl::ResourceExhaustedError(absl::StrCat("memory grant from ", (*own)->address.ToString(), ": ",
-                                                            mine, " grants not yet taken, at most ",
+  // Counted per pair of clients: a peer that never takes its grants fills
+  // only its own share, not the granter's grants to everyone else.
+  size_t pending = 0;
+  for (const auto& [k, g] : grants_) pending += g.from_client == c.id && g.to_client == peer->client;
+  if (!grants_.contains(key) && pending >= hsi::wire::kMaxGrantsPerClient) {
+    return refuse(absl::ResourceExhaustedError(absl::StrCat("memory grant from ", (*own)->address.ToString(),
+                                                            " to ", peer_address.ToString(), ": ", pending,
+                                                            " grants to its client not yet taken, at most ",
                                                             hsi::wire::kMaxGrantsPerClient)));
   }
   grants_[key] = Grant{c.id, peer->client, *size, std::move(m.fds[0])};

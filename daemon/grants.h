@@ -11,7 +11,8 @@
 // can map it writable again, nor shrink it under a reader's mapping). Only
 // the client that owned the peer NIC when the grant was made can take it
 // (invariant 3: fds travel by SCM_RIGHTS to the two ends only), once.
-// Grants made by or for a client that goes are dropped.
+// Grants made by or for a client that goes are dropped; one client keeps
+// at most kMaxGrantsPerClient untaken grants to another.
 //
 // Ownership: Grants owns the fds it holds; clients are referred to by id.
 // Thread safety: none; hsid is single-threaded.

@@ -727,8 +727,9 @@ struct IsfcListReply {
 // keeps it for the client that owns the peer NIC at that moment. That
 // client fetches it with MemTakeRequest{its NIC, the granter's address, the
 // tag}; a grant is taken once. Grants of a client that goes are dropped;
-// a client keeps at most kMaxGrantsPerClient untaken at once (a new one
-// beyond that: kResourceExhausted).
+// one client has at most kMaxGrantsPerClient untaken grants to another at
+// once (a new one beyond that: kResourceExhausted), so a peer that never
+// takes its grants blocks none made to others.
 
 inline constexpr uint64_t kMaxGrantBytes = 64ull << 20;
 inline constexpr size_t kMaxGrantsPerClient = 256;
