@@ -209,8 +209,10 @@ void Server::Handle(Address from, absl::Span<const uint8_t> frame) {
   if (auto l = links_.find(from); l != links_.end() && !l->second.status().ok()) ReapDeadPeers();
   // XiFault::kLate (tests only): the flips held back from the last write
   // happen now, after its reply went out.
-  for (auto& [name, st] : structures_) {
-    if (st.cache) st.cache->FlushLate();
+  if (options_.fault == XiFault::kLate) {
+    for (auto& [name, st] : structures_) {
+      if (st.cache) st.cache->FlushLate();
+    }
   }
   Reader r(frame);
   absl::StatusOr<std::vector<uint8_t>> out = Dispatch(from, *h, r);

@@ -1,6 +1,8 @@
 // server_cache.cc: hsi-cf's cache requests (cf/cache_structure.h) and the
 // grant of each cache connection's local validity vector. Every field is
 // read through proto::Reader and checked before use.
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server.h"
@@ -94,7 +96,8 @@ absl::Status Server::DispatchCache(const Conn& conn, CacheStructure& cache, cons
     case proto::kCacheChanged: {
       const uint32_t max = r.U32("max");
       if (absl::Status s = r.Done(); !s.ok()) return s;
-      std::vector<std::string> names = cache.Changed(max);
+      // No more names than one frame can carry, whatever `max` says.
+      std::vector<std::string> names = cache.Changed(std::min<uint32_t>(max, proto::kMaxFrame / 3));
       uint32_t n = 0;
       size_t bytes = w.size() + 4;
       for (const std::string& name : names) {  // the first ones that fit one frame
