@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "protocol.h"
+#include "validity_vector.h"
 
 namespace hsi::cf {
 
@@ -43,7 +44,7 @@ absl::StatusOr<StructureConfig> ParseStructure(const std::string& src, const std
                                                const toml::value& t) {
   if (!t.is_table()) return Bad(src, at, "must be a table ([[structure]])");
   if (absl::Status s =
-          CheckKeys(src, at, t, {"name", "type", "entries", "lpars", "lists", "max_data"});
+          CheckKeys(src, at, t, {"name", "type", "entries", "lpars", "lists", "max_data", "vector"});
       !s.ok())
     return s;
   StructureConfig c;
@@ -58,11 +59,6 @@ absl::StatusOr<StructureConfig> ParseStructure(const std::string& src, const std
   if (*type != "lock" && *type != "list" && *type != "cache") {
     return Bad(src, at + ".type", absl::StrCat("\"", *type, "\" is not lock, list or cache"));
   }
-  if (*type == "cache") {
-    return Bad(src, at + ".type",
-               absl::StrCat("structure ", c.name, ": type ", *type,
-                            " is not served by this hsi-cf yet (lock and list only; docs/cf.md)"));
-  }
   c.type = *type;
   auto integer = [&](const char* key, int64_t lo, int64_t hi, uint32_t* out) -> absl::Status {
     if (!t.contains(key) || !t.at(key).is_integer() || t.at(key).as_integer() < lo ||
@@ -75,17 +71,24 @@ absl::StatusOr<StructureConfig> ParseStructure(const std::string& src, const std
   };
   if (c.type == "list") {
     if (absl::Status s = integer("lists", 1, 65536, &c.lists); !s.ok()) return s;
+  } else if (t.contains("lists")) {
+    return Bad(src, at + ".lists", "applies to list structures only");
+  }
+  if (c.type == "cache") {
+    if (absl::Status s = integer("vector", 1, kMaxVectorBits, &c.vector); !s.ok()) return s;
+  } else if (t.contains("vector")) {
+    return Bad(src, at + ".vector", "applies to cache structures only");
+  }
+  if (c.type != "lock") {
     if (absl::Status s = integer("max_data", 0, proto::kMaxData, &c.max_data); !s.ok()) return s;
-  } else {
-    for (const char* k : {"lists", "max_data"}) {
-      if (t.contains(k))
-        return Bad(src, absl::StrCat(at, ".", k), "applies to list structures only");
-    }
+  } else if (t.contains("max_data")) {
+    return Bad(src, at + ".max_data", "applies to list and cache structures only");
   }
   if (!t.contains("entries") || !t.at("entries").is_integer() || t.at("entries").as_integer() < 1 ||
       t.at("entries").as_integer() > (1 << 24)) {
     return Bad(src, at + ".entries",
-               "must be an integer 1..16777216 (lock: resources in use at once; list: entries)");
+               "must be an integer 1..16777216 (lock: resources in use at once; list: entries; "
+               "cache: directory entries)");
   }
   c.entries = static_cast<uint32_t>(t.at("entries").as_integer());
   if (!t.contains("lpars") || !t.at("lpars").is_array() || t.at("lpars").as_array().empty()) {

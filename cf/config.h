@@ -7,11 +7,15 @@
 //
 //   [[structure]]
 //   name = "LOCK1"             # 1..16 of [A-Za-z0-9_.-$#@]
-//   type = "lock"              # lock or list (cache: not yet served)
-//   entries = 1024             # lock: resources in use at once; list: entries in all lists
+//   type = "lock"              # lock, list or cache
+//   entries = 1024             # lock: resources in use at once; list: entries in all
+//                              # lists; cache: directory entries
 //   lpars = ["DB2A", "DB2B"]   # LPARs that may connect ("*": any)
 //   lists = 16                 # list only: list headers (1..65536)
-//   max_data = 1024            # list only: bytes of data per entry (0..4096)
+//   max_data = 1024            # list: bytes of data per entry (0..4096); cache:
+//                              # likewise, 0 = directory-only (no data kept)
+//   vector = 4096              # cache only: local buffers per connector (bits
+//                              # of its local validity vector, 1..1048576)
 //
 // Thread safety: a value type.
 #ifndef HSI_CF_CONFIG_H_
@@ -29,10 +33,11 @@ namespace hsi::cf {
 
 struct StructureConfig {
   std::string name;
-  std::string type;  // "lock" or "list"
+  std::string type;  // "lock", "list" or "cache"
   uint32_t entries = 0;
   uint32_t lists = 0;     // list only
-  uint32_t max_data = 0;  // list only
+  uint32_t max_data = 0;  // list and cache (cache: 0 = directory-only)
+  uint32_t vector = 0;    // cache only
   std::vector<std::string> lpars;
   bool Allows(const std::string& lpar) const;
 };

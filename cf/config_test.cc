@@ -62,14 +62,18 @@ INSTANTIATE_TEST_SUITE_P(
             "structure[0].type: \"queue\" is not lock, list or cache"},
         Bad{"[cf]\nlpar = \"CF01\"\nchpid = "
             "\"F0\"\n[[structure]]\nname=\"L\"\ntype=\"cache\"\nentries=1\nlpars=[\"*\"]\n",
-            "not served by this hsi-cf yet"},
+            "structure[0].vector: must be an integer 1..1048576"},
+        Bad{"[cf]\nlpar = \"CF01\"\nchpid = "
+            "\"F0\"\n[[structure]]\nname=\"L\"\ntype=\"list\"\nentries=1\nlpars=[\"*\"]\nlists=1\n"
+            "max_data=8\nvector=8\n",
+            "structure[0].vector: applies to cache structures only"},
         Bad{"[cf]\nlpar = \"CF01\"\nchpid = "
             "\"F0\"\n[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=0\nlpars=[\"*\"]\n",
             "structure[0].entries"},
         Bad{"[cf]\nlpar = \"CF01\"\nchpid = "
             "\"F0\"\n[[structure]]\nname=\"L\"\ntype=\"lock\"\nentries=1\nlpars=[\"*\"]\nmax_data="
             "8\n",
-            "structure[0].max_data: applies to list structures only"},
+            "structure[0].max_data: applies to list and cache structures only"},
         Bad{"[cf]\nlpar = \"CF01\"\nchpid = "
             "\"F0\"\n[[structure]]\nname=\"L\"\ntype=\"list\"\nentries=1\nlpars=[\"*\"]\nmax_data="
             "8\n",
@@ -108,6 +112,35 @@ lpars = ["*"]
   EXPECT_EQ(c->structures[0].lists, 8u);
   EXPECT_EQ(c->structures[0].max_data, 512u);
   EXPECT_TRUE(c->structures[0].Allows("ANY"));
+}
+
+TEST(CfConfigTest, ParsesStoreInAndDirectoryOnlyCacheStructures) {
+  absl::StatusOr<CfConfig> c = ParseConfig(R"(
+[cf]
+lpar = "CF01"
+chpid = "F0"
+[[structure]]
+name = "GBP0"
+type = "cache"
+entries = 1000
+max_data = 4096
+vector = 2048
+lpars = ["DB2A"]
+[[structure]]
+name = "DIR1"
+type = "cache"
+entries = 10
+max_data = 0
+vector = 1
+lpars = ["*"]
+)",
+                                           "cf.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->structures[0].type, "cache");
+  EXPECT_EQ(c->structures[0].max_data, 4096u);
+  EXPECT_EQ(c->structures[0].vector, 2048u);
+  EXPECT_EQ(c->structures[1].max_data, 0u);
+  EXPECT_EQ(c->structures[1].vector, 1u);
 }
 
 TEST(CfConfigTest, MissingFileIsNotFound) {

@@ -202,12 +202,40 @@ absl::StatusOr<Connection> CfClient::Connect(const std::string& structure,
   c.connector = connector;
   c.entries = r.U32("entries");
   c.returned_locks = r.U32("returned");
+  uint32_t vector_bits = 0;
+  if (type == proto::kCacheStructure) {
+    vector_bits = r.U32("vector bits");
+    c.max_data = r.U32("max_data");
+  }
   if (absl::Status st = r.Done(); !st.ok())
     return absl::DataLossError(absl::StrCat(s_->Name(), ": ", st.message()));
   c.list = type == proto::kListStructure;
-  if (type != proto::kLockStructure && type != proto::kListStructure) {
+  c.cache = type == proto::kCacheStructure;
+  if (type != proto::kLockStructure && type != proto::kListStructure &&
+      type != proto::kCacheStructure) {
     return absl::DataLossError(
         absl::StrCat(s_->Name(), ": structure type ", type, " unknown to this connector"));
+  }
+  if (c.cache) {
+    if (c.max_data > proto::kMaxData) {
+      return absl::DataLossError(absl::StrCat(s_->Name(), ": cache max_data ", c.max_data,
+                                              " above ", proto::kMaxData));
+    }
+    // The CF granted the vector through hsid before it replied; take it,
+    // check it (LocalVector::Map: size and seals) and map it read-only.
+    uint64_t size = 0;
+    absl::StatusOr<UniqueFd> fd =
+        s_->nic.TakeMemory(s_->link.peer(), c.token, &size, Wait::Block(absl::Now() + s_->timeout));
+    absl::StatusOr<LocalVector> v =
+        fd.ok() ? LocalVector::Map(std::move(*fd), vector_bits) : fd.status();
+    if (!v.ok()) {
+      // Without its vector the connection is useless: end it at the CF.
+      (void)Disconnect(c);
+      return absl::Status(v.status().code(),
+                          absl::StrCat(s_->Name(), ": the validity vector of ", structure, ": ",
+                                       v.status().message()));
+    }
+    c.vector = std::make_shared<const LocalVector>(std::move(*v));
   }
   return c;
 }

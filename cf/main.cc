@@ -14,14 +14,17 @@ namespace {
 
 constexpr char kHelp[] =
     R"(Usage: hsi-cf --config FILE [--socket PATH] [--wait spin|adaptive|block] [--verbose]
+              [--fault xi-skip|xi-late]
        hsi-cf --check --config FILE
 
 A coupling facility partition: registers with hsid as the LPAR its policy
 names, attaches a NIC on the policy's CHPID and serves the structures the
-policy defines (lock and list structures in this version) to connectors
-over CF links (hsi links; frames never pass through hsid). A connector's
-death is seen at once: the locks it held become retained until a peer or
-the restarted connector recovers them. Runs in the foreground, logs to stderr,
+policy defines (lock, list and cache structures) to connectors over CF
+links (hsi links; frames never pass through hsid). Each cache connector
+gets a local validity vector, memory the CF alone writes, granted through
+hsid. A connector's death is seen at once: the locks it held become
+retained until a peer or the restarted connector recovers them; its cache
+registrations end and its castout locks are released. Runs in the foreground, logs to stderr,
 stops on SIGTERM or SIGINT. It asks hsid which LPAR owns a connector's NIC
 (a question any NIC on the CHPID may ask: no admin rights needed).
 
@@ -32,9 +35,13 @@ Options:
   --wait MODE       how the CF waits for requests: spin, adaptive (default)
                     or block
   --check           check the config and exit
-Options with a value also take the form --config=FILE.
   --verbose         log every refused request
+  --fault KIND      for tests only: break cache cross-invalidation on
+                    purpose (xi-skip: never flip a vector bit; xi-late:
+                    flip after the write's reply), so that a test can show
+                    its checker catches such a CF
   -h, --help        this text
+Options with a value also take the form --config=FILE.
 
 Exit status: 0 after SIGTERM/SIGINT (and for --help, --check of a good
 config), 1 on a runtime error (hsid refused the LPAR or the NIC), 2 on a
@@ -88,6 +95,16 @@ int main(int argc, char** argv) {
       absl::StatusOr<hsi::WaitMode> m = hsi::ParseWaitMode(w);
       if (!m.ok()) return Usage(absl::StrCat("--wait: ", m.status().message()));
       opts.wait = *m;
+    } else if (a == "--fault") {
+      std::string f;
+      if (!value(&f)) return Usage("option --fault needs a value (xi-skip or xi-late)");
+      if (f == "xi-skip") {
+        opts.fault = hsi::cf::XiFault::kSkip;
+      } else if (f == "xi-late") {
+        opts.fault = hsi::cf::XiFault::kLate;
+      } else {
+        return Usage(absl::StrCat("--fault: '", f, "' is not xi-skip or xi-late"));
+      }
     } else if (a == "--check") {
       check = true;
     } else if (a == "--verbose") {

@@ -41,6 +41,10 @@ Writer& Writer::U32(uint32_t v) {
   Put(buf_, v);
   return *this;
 }
+Writer& Writer::U64(uint64_t v) {
+  Put(buf_, v);
+  return *this;
+}
 Writer& Writer::Str(absl::string_view s) {
   Put<uint16_t>(buf_, static_cast<uint16_t>(s.size()));
   buf_.insert(buf_.end(), s.begin(), s.end());
@@ -90,6 +94,12 @@ uint32_t Reader::U32(const char* what) {
   if (!Need(what, 4)) return 0;
   const uint32_t v = Get<uint32_t>(f_.data() + pos_);
   pos_ += 4;
+  return v;
+}
+uint64_t Reader::U64(const char* what) {
+  if (!Need(what, 8)) return 0;
+  const uint64_t v = Get<uint64_t>(f_.data() + pos_);
+  pos_ += 8;
   return v;
 }
 std::string Reader::Str(const char* what, size_t max) {

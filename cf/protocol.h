@@ -49,11 +49,28 @@ enum Type : uint8_t {
   kListDelete = 9,    // u32 list, str key              -> (nothing)
   kListMove = 10,     // u32 from, u32 to, str key, u8 end -> (nothing)
   kListMonitor = 11,  // u32 list, u8 on              -> u32 length now
+  // Cache structures (docs/cf.md). Entry names are 1..kMaxKey bytes.
+  kCacheRegister = 12,   // str name, u32 index          -> u8 hit, str data
+  kCacheWrite = 13,      // str name, u8 changed, str data -> u32 invalidated
+  kCacheUnregister = 14, // u32 index                    -> (nothing)
+  kCacheDelete = 15,     // str name                     -> u32 invalidated
+  kCacheCastout = 16,    // str name (read for castout)  -> str data
+  kCacheUnlock = 17,     // str name (unlock castout)    -> u8 still changed
+  kCacheChanged = 18,    // u32 max                      -> u32 n, n x str name
+  kCacheStats = 19,      // (nothing)                    -> u32 n, n x u64 counter (CacheStat order)
+  kLastRequest = kCacheStats,
   kGrantNote = 64,    // str resource, u8 mode: a queued lock request is granted
   kCancelNote =
       65,  // str resource, str failed connector: a queued request ended, the lock is retained
   kTransitionNote = 66,  // u32 list: a monitored list went from empty to non-empty
   kReplyBit = 128,
+};
+
+// The counters of a kCacheStats reply, in order (more may follow later:
+// a reader takes the ones it knows).
+enum CacheStat : uint8_t {
+  kStatEntries, kStatInUse, kStatChanged, kStatCastoutLocked, kStatRegistrations, kStatReads,
+  kStatHits, kStatWrites, kStatInvalidations, kStatCastouts, kStatReclaims, kStatDeletes, kStatCount
 };
 
 enum class Outcome : uint8_t { kGranted = 0, kQueued = 1, kRetained = 2 };
@@ -75,6 +92,7 @@ class Writer {
   explicit Writer(const Header& h);
   Writer& U8(uint8_t v);
   Writer& U32(uint32_t v);
+  Writer& U64(uint64_t v);
   Writer& Str(absl::string_view s);  // caller keeps s < 64K
   absl::Span<const uint8_t> frame() const { return buf_; }
   size_t size() const { return buf_.size(); }
@@ -95,6 +113,7 @@ class Reader {
   explicit Reader(absl::Span<const uint8_t> frame) : f_(frame), pos_(kHeaderSize) {}
   uint8_t U8(const char* what);
   uint32_t U32(const char* what);
+  uint64_t U64(const char* what);
   // A string of at most `max` bytes.
   std::string Str(const char* what, size_t max);
   // OK if every read fitted and nothing is left over.

@@ -41,8 +41,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(CfConfig config, ServerOpt
   if (!nic.ok()) return nic.status();
   s->nic_ = std::move(*nic);
   for (const StructureConfig& sc : s->config_.structures) {
-    Structure st{sc, nullptr, nullptr};
-    if (sc.type == "list") {
+    Structure st{sc, nullptr, nullptr, nullptr};
+    if (sc.type == "cache") {
+      st.cache = std::make_unique<CacheStructure>(sc.name, sc.entries, sc.max_data, sc.vector);
+      st.cache->set_fault(options.fault);
+    } else if (sc.type == "list") {
       st.list = std::make_unique<ListStructure>(sc.name, sc.lists, sc.entries, sc.max_data);
     } else {
       st.lock = std::make_unique<LockStructure>(sc.name, sc.entries);
@@ -119,7 +122,9 @@ void Server::ReapDeadPeers() {
       auto next = std::next(c);
       if (c->second.peer == peer) {
         Structure& s = structures_.at(c->second.structure);
-        if (s.list) {
+        if (s.cache) {
+          DetachCache(c->second, absl::StrCat("failed: ", st.message()));
+        } else if (s.list) {
           s.list->Forget(c->first);
           Log(absl::StrCat("connector ", c->second.connector, " (LPAR ", c->second.lpar, ", ",
                            peer.ToString(), ") failed: ", st.message(), "; its monitors of ",
@@ -193,6 +198,13 @@ void Server::Handle(Address from, absl::Span<const uint8_t> frame) {
   // process there (a restart may get the same address): fail the old one's
   // connections first, so that its tokens do not pass to the newcomer.
   if (auto l = links_.find(from); l != links_.end() && !l->second.status().ok()) ReapDeadPeers();
+  // XiFault::kLate (tests only): the flips held back from the last write
+  // happen now, after its reply went out.
+  if (options_.fault == XiFault::kLate) {
+    for (auto& [name, st] : structures_) {
+      if (st.cache) st.cache->FlushLate();
+    }
+  }
   Reader r(frame);
   absl::StatusOr<std::vector<uint8_t>> out = Dispatch(from, *h, r);
   if (!out.ok()) {
@@ -250,7 +262,9 @@ absl::StatusOr<std::vector<uint8_t>> Server::OnConnect(Address from, const Heade
   }
   const uint32_t token = next_token_++;
   uint32_t returned = 0;
-  if (it->second.lock) {
+  if (it->second.cache) {
+    if (absl::Status s = AttachCache(*it->second.cache, from, token, connector); !s.ok()) return s;
+  } else if (it->second.lock) {
     if (absl::Status s = it->second.lock->Attach(token, connector, &returned); !s.ok()) return s;
   } else {
     for (const auto& [t, c] : conns_) {
@@ -268,17 +282,23 @@ absl::StatusOr<std::vector<uint8_t>> Server::OnConnect(Address from, const Heade
   Header rh = ReplyHeader(h);
   rh.conn = token;
   Writer w(rh);
-  w.U8(it->second.lock ? proto::kLockStructure : proto::kListStructure)
+  w.U8(it->second.cache  ? proto::kCacheStructure
+       : it->second.lock ? proto::kLockStructure
+                         : proto::kListStructure)
       .U32(it->second.config.entries)
       .U32(returned);
+  // A cache connection learns its vector's size (bits; the granted memfd
+  // is VectorBytes of it) and the entries' max_data (0: directory-only).
+  if (it->second.cache) w.U32(it->second.config.vector).U32(it->second.config.max_data);
   return Bytes(w);
 }
 
 absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header& h, Reader& r) {
   if (h.type == proto::kConnect) return OnConnect(from, h, r);
-  if (h.type < proto::kDisconnect || h.type > proto::kListMonitor) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CF ", config_.lpar, ": message type ", h.type, " is not a request (1..11)"));
+  if (h.type < proto::kDisconnect || h.type > proto::kLastRequest) {
+    return absl::InvalidArgumentError(absl::StrCat("CF ", config_.lpar, ": message type ", h.type,
+                                                   " is not a request (1..", proto::kLastRequest,
+                                                   ")"));
   }
   auto c = conns_.find(h.conn);
   if (c == conns_.end() || c->second.peer != from) {
@@ -290,6 +310,16 @@ absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header
   Structure& st = structures_.at(conn.structure);
   std::vector<Note> notes;
   Writer w(ReplyHeader(h));
+  if (st.cache) {
+    if (h.type == proto::kDisconnect) {
+      if (absl::Status s = r.Done(); !s.ok()) return s;
+      DetachCache(conn, "disconnected");
+      conns_.erase(h.conn);
+    } else if (absl::Status s = DispatchCache(conn, *st.cache, h, r, w); !s.ok()) {
+      return s;
+    }
+    return Bytes(w);
+  }
   if (st.list) {
     if (h.type == proto::kDisconnect) {
       if (absl::Status s = r.Done(); !s.ok()) return s;
@@ -303,7 +333,9 @@ absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header
   }
   if (h.type > proto::kRecover) {
     return absl::InvalidArgumentError(absl::StrCat("CF ", config_.lpar, ": message type ", h.type,
-                                                   " is a list request; ", conn.structure,
+                                                   " is a ",
+                                                   h.type >= proto::kCacheRegister ? "cache" : "list",
+                                                   " request; ", conn.structure,
                                                    " is a lock structure"));
   }
   LockStructure& lock = *st.lock;

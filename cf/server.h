@@ -25,6 +25,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "cache_structure.h"
 #include "config.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
@@ -38,6 +39,9 @@ struct ServerOptions {
   std::string socket_path;              // hsid's socket ("": the default)
   WaitMode wait = WaitMode::kAdaptive;  // how the CF waits for requests
   bool verbose = false;                 // log every request to stderr
+  // Tests only (hsi-cf --fault): break cross-invalidation on purpose, so
+  // that a test can show its checker catches a CF that does.
+  XiFault fault = XiFault::kNone;
 };
 
 class Server {
@@ -61,8 +65,9 @@ class Server {
   };
   struct Structure {
     StructureConfig config;
-    std::unique_ptr<LockStructure> lock;  // one of these two
+    std::unique_ptr<LockStructure> lock;  // one of these three
     std::unique_ptr<ListStructure> list;
+    std::unique_ptr<CacheStructure> cache;
   };
   Server(CfConfig config, ServerOptions options) : config_(std::move(config)), options_(options) {}
 
@@ -75,6 +80,16 @@ class Server {
   absl::Status DispatchList(const Conn& conn, ListStructure& list, const proto::Header& h,
                             proto::Reader& r, proto::Writer& w);
   void SendTransitions(const std::vector<Transition>& out);
+  // Cache requests (server_cache.cc); fills `w` with the reply body.
+  absl::Status DispatchCache(const Conn& conn, CacheStructure& cache, const proto::Header& h,
+                             proto::Reader& r, proto::Writer& w);
+  // A new cache connection: its validity vector made, granted to `from`
+  // through hsid (Nic::GrantMemory, tag = token) and attached.
+  absl::Status AttachCache(CacheStructure& cache, Address from, uint32_t token,
+                           const std::string& connector);
+  // A cache connection ends (normally or failed; `why` for the log): its
+  // registrations and vector go, its castout locks are released.
+  void DetachCache(const Conn& conn, const std::string& why);
   absl::StatusOr<std::string> LparOf(Address a);
   void Reply(Address to, absl::Span<const uint8_t> frame);
   void SendNotes(const std::vector<Note>& notes);

@@ -87,9 +87,10 @@ absl::Status Server::DispatchList(const Conn& conn, ListStructure& list, const p
       break;
     }
     default:
-      return absl::InvalidArgumentError(absl::StrCat("CF ", config_.lpar, ": message type ", h.type,
-                                                     " is a lock request; ", conn.structure,
-                                                     " is a list structure"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("CF ", config_.lpar, ": message type ", h.type, " is a ",
+                       h.type >= proto::kCacheRegister ? "cache" : "lock", " request; ",
+                       conn.structure, " is a list structure"));
   }
   // Sent by Handle() after the reply: the pusher sees its reply first.
   pending_transitions_.insert(pending_transitions_.end(), out.begin(), out.end());

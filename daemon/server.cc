@@ -34,6 +34,7 @@
 #include "cluster.h"
 #include "ctc.h"
 #include "event_loop.h"
+#include "grants.h"
 #include "hsi/wire/protocol.h"
 #include "links.h"
 #include "listen_socket.h"
@@ -66,7 +67,8 @@ class ServerImpl final : public Server, Clients::Listener, EventLoop::Handler {
         admin_(config_, clients_, nics_, links_),
         cluster_(config_, clients_, nics_, admin_),
         ctcs_(config_, clients_, opt_.verbose),
-        streams_(config_, clients_) {
+        streams_(config_, clients_),
+        grants_(clients_, nics_) {
     links_.AddObserver(&sniffer_);
   }
   ~ServerImpl() override;
@@ -100,6 +102,7 @@ class ServerImpl final : public Server, Clients::Listener, EventLoop::Handler {
   Cluster cluster_;
   Ctcs ctcs_;
   Streams streams_;
+  Grants grants_;
 };
 
 absl::Status ServerImpl::Init() {
@@ -226,6 +229,8 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
     case MsgType::kCtcListRequest: return ctcs_.OnList(c, m);
     case MsgType::kIsfcDeclareRequest: return ctcs_.OnIsfcDeclare(c, m);
     case MsgType::kIsfcListRequest: return ctcs_.OnIsfcList(c, m);
+    case MsgType::kMemGrantRequest: return grants_.OnGrant(c, m);
+    case MsgType::kMemTakeRequest: return grants_.OnTake(c, m);
     default:
       break;  // Decode() admits only client-to-daemon types
   }
@@ -236,6 +241,7 @@ bool ServerImpl::OnClientGone(Client& c, const std::string& why) {
   ctcs_.OnClientGone(c);
   links_.EndSetupsOf(c.id);
   streams_.OnClientGone(c);
+  grants_.OnClientGone(c);
   return had_nics;
 }
 

@@ -46,6 +46,14 @@ absl::StatusOr<std::string> Nic::PeerLpar(Address peer) {
   if (!session_ || !nic_) return absl::FailedPreconditionError("PeerLpar on an empty Nic handle");
   return session_->PeerLpar(*nic_, peer);
 }
+absl::Status Nic::GrantMemory(Address peer, uint64_t tag, UniqueFd memfd, const Wait& wait) {
+  if (!session_ || !nic_) return absl::FailedPreconditionError("GrantMemory on an empty Nic handle");
+  return session_->GrantMemory(*nic_, peer, tag, std::move(memfd), wait.deadline);
+}
+absl::StatusOr<UniqueFd> Nic::TakeMemory(Address from, uint64_t tag, uint64_t* size, const Wait& wait) {
+  if (!session_ || !nic_) return absl::FailedPreconditionError("TakeMemory on an empty Nic handle");
+  return session_->TakeMemory(*nic_, from, tag, size, wait.deadline);
+}
 int Nic::fd() const { return nic_->bell->fd(); }
 
 namespace {

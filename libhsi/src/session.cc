@@ -385,6 +385,35 @@ absl::StatusOr<std::string> SessionState::PeerLpar(NicState& nic, Address peer) 
   return wire::NameOf(rep.lpar);
 }
 
+absl::Status SessionState::GrantMemory(NicState& nic, Address peer, uint64_t tag, UniqueFd memfd,
+                                       absl::Time deadline) {
+  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  wire::MemGrantRequest req = wire::Zeroed<wire::MemGrantRequest>();
+  req.nic_id = nic.nic_id;
+  req.peer_address = peer.value();
+  req.tag = tag;
+  std::vector<UniqueFd> fds;
+  fds.push_back(std::move(memfd));
+  wire::MemGrantReply rep;
+  return Call(req, std::move(fds), &rep, deadline);
+}
+
+absl::StatusOr<UniqueFd> SessionState::TakeMemory(NicState& nic, Address from, uint64_t tag, uint64_t* size,
+                                                  absl::Time deadline) {
+  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  wire::MemTakeRequest req = wire::Zeroed<wire::MemTakeRequest>();
+  req.nic_id = nic.nic_id;
+  req.from_address = from.value();
+  req.tag = tag;
+  wire::Message m;
+  absl::Status s = ctl_.CallRaw(wire::kTypeOf<wire::MemTakeRequest>, &req, sizeof(req), {},
+                                wire::kTypeOf<wire::MemTakeReply>, &m, deadline);
+  if (!s.ok()) return s;
+  if (m.fds.size() != 1) return absl::InternalError(absl::StrCat(nic.Name(), ": memory grant came without its fd"));
+  *size = m.As<wire::MemTakeReply>().size;
+  return std::move(m.fds[0]);
+}
+
 void SessionState::Detach(NicState& nic) {
   if (nic.detached) return;
   if (ctl_.connected()) {

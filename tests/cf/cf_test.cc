@@ -272,29 +272,9 @@ TEST_F(CfTest, MalformedRequestsGetAClearStatusAndTheCfServesOn) {
   ASSERT_EQ(b->Lock(*cb, "KEEP", LockMode::kExclusive)->outcome, Outcome::kGranted);
 
   // A hostile LPAR speaking raw frames on its own link to the CF.
-  SessionOptions so;
-  so.socket_path = hsid_.socket();
-  so.lpar = "DB2C";
-  absl::StatusOr<Session> s = Session::Connect(std::move(so));
-  ASSERT_TRUE(s.ok());
-  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
-  ASSERT_TRUE(nic.ok());
-  absl::StatusOr<hsi::Link> link = nic->Link(cf_->address(), Wait::Adaptive(In(absl::Seconds(5))));
-  ASSERT_TRUE(link.ok()) << link.status();
-  auto ask = [&](std::vector<uint8_t> frame) -> std::string {
-    if (absl::Status st = link->Send(frame, Wait::Block(In(absl::Seconds(5)))); !st.ok())
-      return st.ToString();
-    std::vector<uint8_t> buf(16384);
-    absl::StatusOr<size_t> n =
-        link->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(5))));
-    if (!n.ok()) return n.status().ToString();
-    buf.resize(*n);
-    absl::StatusOr<proto::Header> h = proto::ParseHeader(buf);
-    if (!h.ok()) return "bad reply header";
-    proto::Reader r(buf);
-    return absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(h->status)), ": ",
-                        r.Str("message", 1024));
-  };
+  absl::StatusOr<RawConnector> raw = OpenRaw("DB2C");
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  auto ask = [&](const std::vector<uint8_t>& frame) { return raw->Ask(frame); };
   auto bytes = [](const proto::Writer& w) {
     return std::vector<uint8_t>(w.frame().begin(), w.frame().end());
   };
@@ -387,15 +367,9 @@ TEST_F(CfTest, AFloodingConnectorThatReadsNothingDoesNotStopTheCf) {
   ASSERT_TRUE(cb.ok());
   ASSERT_EQ(b->Lock(*cb, "KEEP", LockMode::kExclusive)->outcome, Outcome::kGranted);
 
-  SessionOptions so;
-  so.socket_path = hsid_.socket();
-  so.lpar = "DB2C";
-  absl::StatusOr<Session> s = Session::Connect(std::move(so));
-  ASSERT_TRUE(s.ok());
-  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
-  ASSERT_TRUE(nic.ok());
-  absl::StatusOr<hsi::Link> link = nic->Link(cf_->address(), Wait::Adaptive(In(absl::Seconds(5))));
-  ASSERT_TRUE(link.ok()) << link.status();
+  absl::StatusOr<RawConnector> raw = OpenRaw("DB2C");
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  hsi::Link* link = &raw->link;
   // Each request gets an error reply (no such connection) of ~100 bytes:
   // 30000 of them are more than the 1 MiB ring to this LPAR holds.
   proto::Writer w({proto::kUnlock, 1, 12345, 0});

@@ -7,8 +7,8 @@
 // the LPAR, as hsid knows it, may connect) and issues requests. Frames
 // never pass through hsid. The format is in docs/cf.md.
 //
-// Synchronous requests (Connect, Lock, Unlock, Recover, Disconnect and the
-// list requests) send one frame and spin on the link for the answer until
+// Synchronous requests (Connect, Lock, Unlock, Recover, Disconnect, the
+// list and the cache requests) send one frame and spin on the link for the answer until
 // `timeout`, as z/OS does for short CF requests. LockAsync/UnlockAsync
 // return at once; their replies come as Events. A lock that is contended is queued at the
 // CF: Lock() returns kQueued naming the holders, and the grant arrives
@@ -22,7 +22,19 @@
 // peer calls Recover(name) or this connector reconnects under the same name
 // (the locks are then its again, ConnectResult::returned_locks counts
 // them). Disconnect() is the normal end: everything is released.
+// A cache connection's registrations end and its castout locks are
+// released (the entries stay changed for another connector to cast out).
 // If the CF dies, every call returns kUnavailable naming the CF link.
+//
+// Cache structures: Connect() also takes the connection's local validity
+// vector (Connection::vector), memory the CF alone writes and this process
+// maps read-only (granted through hsid; its seals and size are checked
+// before it is mapped). ReadAndRegister() registers interest in an entry
+// for local buffer `index` and sets that bit valid; another connector's
+// write flips it to invalid without telling this process anything else.
+// Test a local copy with Connection::vector->IsValid(index) AFTER copying
+// it (the DB2 pattern): true means the copy was current when the bit was
+// read (docs/cf.md has the memory ordering).
 //
 // Package: the library hsi::cf (cf/, built beside libhsi and linking it);
 // this header is its public API.
@@ -41,6 +53,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "hsi/address.h"
+#include "hsi/cf_vector.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
 
@@ -103,14 +116,33 @@ struct ListEntry {
   std::string data;  // up to the structure's max_data (at most 4096)
 };
 
+// What a ReadAndRegister found: `hit` when the CF has the entry's data
+// (store-in); a miss means read it from the backing store.
+struct CacheRead {
+  bool hit = false;
+  std::string data;
+};
+
+// A cache structure's counters (CacheStats).
+struct CacheCounters {
+  uint64_t entries = 0, in_use = 0, changed = 0, castout_locked = 0, registrations = 0;
+  uint64_t reads = 0, hits = 0, writes = 0, invalidations = 0, castouts = 0, reclaims = 0,
+           deletes = 0;
+};
+
 // A connection to one structure (the CF's token for it).
 struct Connection {
   uint32_t token = 0;
   std::string structure;
   std::string connector;
-  bool list = false;            // a list structure (else a lock structure)
+  bool list = false;            // a list structure
+  bool cache = false;           // a cache structure (neither: a lock structure)
   uint32_t entries = 0;         // the structure's size
   uint32_t returned_locks = 0;  // retained locks of this connector name, now held again
+  uint32_t max_data = 0;        // cache: bytes of data per entry; 0 = directory-only
+  // Cache: this connection's local validity vector (shared by copies of
+  // the Connection; unmapped when the last goes).
+  std::shared_ptr<const LocalVector> vector;
 };
 
 class CfClient {
@@ -171,6 +203,36 @@ class CfClient {
   // entry). Returns the list's length now: when it is not 0 there is no
   // transition to wait for, drain the list first.
   absl::StatusOr<uint32_t> Monitor(const Connection& c, uint32_t list, bool on);
+
+  // Cache structures (entry names: 1..16 bytes, any value). Registers
+  // interest in `name` for local buffer `index` (0..vector->bits()-1) and
+  // sets that bit valid; returns the data if the CF has it (store-in).
+  // A registration at `index` of another name ends. kInvalidArgument for
+  // an index out of range or a bad name; kResourceExhausted when every
+  // directory entry is changed or castout-locked.
+  absl::StatusOr<CacheRead> ReadAndRegister(const Connection& c, const std::string& name,
+                                            uint32_t index);
+  // Writes `name` (store-in: `data`, up to max_data bytes, marked changed
+  // for castout if `changed`; directory-only: no data, changed false) and
+  // cross-invalidates every other connector's registered copy: their
+  // vector bits are invalid before this returns. Returns how many copies
+  // were invalidated.
+  absl::StatusOr<uint32_t> WriteEntry(const Connection& c, const std::string& name,
+                                      const std::string& data, bool changed = true);
+  // Ends the registration of local buffer `index` (kNotFound if none).
+  absl::Status Unregister(const Connection& c, uint32_t index);
+  // Removes an unchanged entry, invalidating every copy. Returns how many.
+  absl::StatusOr<uint32_t> DeleteEntry(const Connection& c, const std::string& name);
+  // Castout: takes the entry's castout lock and returns its data, to be
+  // written to this connector's backing store; kFailedPrecondition if it
+  // is not changed or another connector (named) holds the lock.
+  absl::StatusOr<std::string> ReadForCastout(const Connection& c, const std::string& name);
+  // Releases the castout lock; the entry is unchanged now unless a write
+  // came since ReadForCastout (then true: still changed).
+  absl::StatusOr<bool> UnlockCastout(const Connection& c, const std::string& name);
+  // Changed entries not locked for castout, at most `max` (in name order).
+  absl::StatusOr<std::vector<std::string>> ChangedEntries(const Connection& c, uint32_t max);
+  absl::StatusOr<CacheCounters> CacheStats(const Connection& c);
 
   // Asynchronous forms: send the request and return its id at once (errors
   // here are only the connector's own checks and the link's); the reply

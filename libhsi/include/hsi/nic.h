@@ -72,6 +72,7 @@
 #include "hsi/ring.h"
 #include "hsi/wait.h"
 #include "hsi/export.h"
+#include "hsi/fd.h"
 
 namespace hsi {
 
@@ -243,6 +244,22 @@ class HSI_EXPORT Nic {
   // is true when hsid gives it (the NIC may go away after). kNotFound if no
   // such NIC is up there, kUnavailable if hsid cannot be reached.
   absl::StatusOr<std::string> PeerLpar(Address peer);
+
+  // Memory grants through hsid (hsi/wire/messages.h, "memory grants"): the
+  // way one LPAR hands another memory that it alone writes (a coupling
+  // facility's local validity vectors, docs/cf.md). GrantMemory hands
+  // `memfd` to whichever client owns NIC `peer` on this CHPID now, under
+  // `tag`; the memfd must be sealed against shrink, grow and future writes
+  // (Segment::CreateMemfd, then Segment::MapOwner), else kInvalidArgument
+  // saying which seal is missing; kNotFound if `peer` is no NIC of this
+  // CHPID; kResourceExhausted past hsid's cap of untaken grants.
+  absl::Status GrantMemory(Address peer, uint64_t tag, UniqueFd memfd, const Wait& wait = Wait());
+  // Takes the memory NIC `from` granted to this NIC under `tag` (once):
+  // the fd, and in *size its size as hsid found it. The caller still
+  // checks the seals and size before it maps it (the granter is a peer).
+  // kNotFound if no such grant waits for this client.
+  absl::StatusOr<UniqueFd> TakeMemory(Address from, uint64_t tag, uint64_t* size,
+                                      const Wait& wait = Wait());
 
   // The NIC's doorbell, for epoll/io_uring readiness (POLLIN): the read end
   // of its split doorbell, a pipe only this process can read (hsid and the

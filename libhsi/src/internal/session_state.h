@@ -170,6 +170,10 @@ class SessionState final : private ControlChannel::Handler {
   // Sends to every other NIC of the CHPID; see Nic::SendTo.
   absl::Status Broadcast(NicState& nic, absl::Span<const uint8_t> payload, const Wait& wait);
   absl::StatusOr<std::vector<Address>> Peers(NicState& nic, absl::Time deadline);
+  // Memory grants through hsid (Nic::GrantMemory / Nic::TakeMemory).
+  absl::Status GrantMemory(NicState& nic, Address peer, uint64_t tag, UniqueFd memfd, absl::Time deadline);
+  absl::StatusOr<UniqueFd> TakeMemory(NicState& nic, Address from, uint64_t tag, uint64_t* size,
+                                      absl::Time deadline);
 
   bool connected() const { return ctl_.connected(); }
   int ctl_fd() const { return ctl_.fd(); }

@@ -105,7 +105,11 @@ inline constexpr size_t kEventPageSize = 4096;
   X(CtcListReply,          79, kToClient, kReply,   0, 464 + 16 * 216)     \
   X(IsfcDeclareRequest,    80, kToDaemon, kRequest, 0, 112)  /* -> AdminReply */ \
   X(IsfcListRequest,       81, kToDaemon, kRequest, 0, 8)                   \
-  X(IsfcListReply,         82, kToClient, kReply,   0, 464 + 16 * 136)
+  X(IsfcListReply,         82, kToClient, kReply,   0, 464 + 16 * 136) \
+  X(MemGrantRequest,       90, kToDaemon, kRequest, 1, 16)   /* sealed memfd */ \
+  X(MemGrantReply,         91, kToClient, kReply,   0, 456)                 \
+  X(MemTakeRequest,        92, kToDaemon, kRequest, 0, 16)                  \
+  X(MemTakeReply,          93, kToClient, kReply,   1, 464)  /* the granted memfd */
 // Retired numbers, never to be reused: 27 (ListLinksReply, protocol 3).
 
 enum class MsgType : uint16_t {
@@ -728,6 +732,52 @@ struct IsfcListReply {
   uint32_t count, next_cursor;
   WireIsfc entries[kListPage];
   absl::Status Validate() const;
+};
+
+// ---------------------------------------------------------------- memory grants
+//
+// One NIC's owner hands a memfd it made to the owner of another NIC on the
+// same CHPID, through hsid (a coupling facility's local validity vector,
+// docs/cf.md): the granter sends it with MemGrantRequest{its NIC, the
+// peer's address, a tag}; hsid checks that the granter owns the NIC, that
+// the peer NIC exists on that CHPID, and that the fd is a memfd of 1 byte
+// .. kMaxGrantBytes sealed F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE
+// (invariant 1: only the granter's own earlier mapping can write it), and
+// keeps it for the client that owns the peer NIC at that moment. That
+// client fetches it with MemTakeRequest{its NIC, the granter's address, the
+// tag}; a grant is taken once. Grants of a client that goes are dropped;
+// one client has at most kMaxGrantsPerClient untaken grants to another at
+// once (a new one beyond that: kResourceExhausted), so a peer that never
+// takes its grants blocks none made to others.
+
+inline constexpr uint64_t kMaxGrantBytes = 64ull << 20;
+inline constexpr size_t kMaxGrantsPerClient = 256;
+
+struct MemGrantRequest {  // + the memfd
+  uint32_t nic_id;        // the granter's NIC
+  uint32_t peer_address;  // the NIC whose owner may take it (same CHPID)
+  uint64_t tag;           // the granter's name for it (any value)
+  absl::Status Validate() const { return absl::OkStatus(); }
+};
+struct MemGrantReply {
+  WireStatus status;
+  absl::Status Validate() const { return CheckStatus(status, "status"); }
+};
+struct MemTakeRequest {
+  uint32_t nic_id;        // the taker's NIC (the grant's peer)
+  uint32_t from_address;  // the granter's NIC
+  uint64_t tag;
+  absl::Status Validate() const { return absl::OkStatus(); }
+};
+struct MemTakeReply {  // + the memfd (hsid checked its seals)
+  WireStatus status;
+  uint64_t size;  // its size in bytes, as hsid found it
+  absl::Status Validate() const {
+    if (status.code == 0 && (size == 0 || size > kMaxGrantBytes)) {
+      return absl::InvalidArgumentError("MemTakeReply: size out of range");
+    }
+    return CheckStatus(status, "status");
+  }
 };
 
 // ---------------------------------------------------------------- the table as types
