@@ -18,6 +18,21 @@
 // device, lowest free first) exists for comparison. A chunk goes to the
 // first free device in this side's order.
 //
+// Staying off the peer's devices (kConvention): the devices this side may
+// write that the peer does not ("reserved": the first one or two of this
+// side's order, with 2 or more devices) are always tried first. A chunk
+// goes on to a device both sides write ("spills") only when this side has
+// more queued than its reserved devices carry in one round (bulk), or when
+// it has waited IsfcOptions::spill_wait for a reserved device (a small
+// control message whose reserved devices still hold earlier ones); and
+// then only onto a device the peer has no write in flight on
+// (CtcDevice::PeerBusy). On every device, in both modes, an end that has a
+// chunk to write first takes the peer's pending write (a real CTC end sees
+// the device busy: its write would collide), then writes. So the
+// relocation-like load (one side streams, the other acknowledges) does not
+// collide: the acknowledging side stays on its reserved devices, and
+// spills, if ever, only between the streaming side's writes.
+//
 // Flow control: a device carries one chunk at a time and a write lasts
 // until the reader took it (CTC semantics); the sender never puts a chunk
 // more than `window` chunks past the oldest chunk not yet taken on a
@@ -70,6 +85,12 @@ struct IsfcOptions {
   uint32_t window = 64;                     // chunks in flight past the oldest untaken
   size_t send_buffer = size_t{8} << 20;     // bytes Send() may queue
   size_t receive_buffer = size_t{64} << 20; // bytes of whole messages waiting for Receive()
+  // kConvention: how long a chunk waits for one of this side's reserved
+  // devices before it may spill onto a device the peer also writes (when
+  // this side's queue is no more than the reserved devices carry in one
+  // round). A spill risks a collision, which costs each side the recovery
+  // delay (200 us by default) and a resend; 1 ms is five of those.
+  absl::Duration spill_wait = absl::Milliseconds(1);
   // If set (the host whose devices these are), the link declares its side
   // to hsid at activation and after each device change, and withdraws it
   // when deactivated, so that `hsictl isfc` shows it. Must outlive the link.
@@ -92,6 +113,8 @@ struct IsfcStats {
   uint64_t bytes_sent = 0, bytes_received = 0;  // message payload
   uint64_t resent_chunks = 0;      // given back by a collision or a lost device and sent again
   uint64_t duplicate_chunks = 0;   // received again after a resend, dropped
+  uint64_t spilled_chunks = 0;     // kConvention: chunks written on a device the peer also writes
+                                   // while this side's queue was small (spill_wait ran out)
 };
 
 class HSI_EXPORT IsfcLink {
