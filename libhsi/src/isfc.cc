@@ -303,6 +303,11 @@ struct IsfcLink::State {
       rng ^= rng << 17;
       return static_cast<double>(rng >> 11) / static_cast<double>(uint64_t{1} << 53);
     };
+    // kNaive writes at once, as a link that ignores the device's state
+    // would; only after a collision does it first take the peer's write
+    // (else the two retries could collide for ever).
+    const bool convention = opt.mode == IsfcMode::kConvention;
+    bool after_collision = false;
     for (;;) {
       const std::vector<uint8_t>* work = nullptr;
       {
@@ -315,16 +320,21 @@ struct IsfcLink::State {
       }
       absl::StatusOr<bool> got = false;
       if (work != nullptr) {
-        // The device is busy while the peer's write is pending on it (a
-        // write started now would collide, as on the real channel): take
-        // that write first, then write. Two ends that both find it idle
-        // and write at once still collide.
-        got = d->ctc->TryCopy(&buf);
+        // kConvention: the device is busy while the peer's write is
+        // pending on it (a write started now would collide, as on the real
+        // channel): take that write first, then write if it is still idle.
+        // Two ends that both find it idle and start at once still collide.
+        if (convention || after_collision) got = d->ctc->TryCopy(&buf);
+        after_collision = false;
         if (got.ok() && !*got) {
-          const absl::StatusOr<bool> started = d->ctc->WriteIfIdle(*work, absl::InfiniteFuture());
+          const absl::StatusOr<bool> started = convention
+                                                   ? d->ctc->WriteIfIdle(*work, absl::InfiniteFuture())
+                                                   : absl::StatusOr<bool>(true);
           if (started.ok() && !*started) continue;  // the peer's write came first: take it, then write
-          const absl::Status s = started.status();
+          const absl::Status s =
+              convention ? started.status() : d->ctc->Write(*work, absl::InfiniteFuture());
           if (absl::IsAborted(s)) {
+            after_collision = true;
             // Both sides recover alike; a random extra wait of up to one
             // recovery delay keeps two retries from colliding for ever.
             absl::SleepFor(d->ctc->options().recovery * uniform01());

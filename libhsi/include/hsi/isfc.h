@@ -26,9 +26,12 @@
 // it has waited IsfcOptions::spill_wait for a reserved device (a small
 // control message whose reserved devices still hold earlier ones); and
 // then only onto a device the peer has no write in flight on
-// (CtcDevice::PeerBusy). On every device, in both modes, an end that has a
-// chunk to write first takes the peer's pending write (a real CTC end sees
-// the device busy: its write would collide), then writes. So the
+// (CtcDevice::PeerBusy). And an end that has a chunk to write first takes
+// the peer's pending write (a real CTC end sees the device busy: its write
+// would collide), then writes only if the device is still idle
+// (CtcDevice::WriteIfIdle). kNaive does none of this: it writes at once,
+// as a link that ignores the device's state, and takes the peer's pending
+// write first only after a collision. So the
 // relocation-like load (one side streams, the other acknowledges) does not
 // collide: the acknowledging side stays on its reserved devices, and
 // spills, if ever, only between the streaming side's writes.
