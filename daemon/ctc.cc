@@ -2,6 +2,7 @@
 #include "ctc.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
@@ -19,6 +20,11 @@ using hsi::UniqueFd;
 
 namespace {
 std::string Dev(uint32_t d) { return hsi::DeviceNumber(static_cast<uint16_t>(d)).ToString(); }
+// The size of the file behind `fd`; -1 if fstat fails.
+off_t FdSize(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 ? st.st_size : -1;
+}
 }  // namespace
 
 Ctcs::Ctcs(const Config& config, Clients& clients, bool verbose)
@@ -59,6 +65,12 @@ void Ctcs::OnOpen(Client& c, const Message& m) {
     return fail(absl::AlreadyExistsError(absl::StrCat(Name(k.def), ": LPAR \"", c.lpar, "\"'s end ",
                                                       Dev(side == 0 ? k.def.device_a : k.def.device_b),
                                                       " is open already")));
+  }
+  if (k.end[1 - side].reattached) {
+    // The other end still holds the memory from before hsid's restart,
+    // which this end has lost: that connection is over; a new one begins.
+    Down(id, k, wire::kDownPeerClosed,
+         absl::StrCat(Name(k.def), ": ", c.Public(), " opened its end afresh after hsid's restart"), 0);
   }
   if (!k.end[0].segment.valid()) {  // first open: the connection's memory
     absl::StatusOr<UniqueFd> a = hsi::CreateCtcSegment(k.def.block_size, "hsi-ctc-a");
@@ -169,6 +181,40 @@ void Ctcs::OnClose(Client& c, const Message& m) {
   if (side < 0) return;
   Conn& k = conns_.at(req.conn_id);
   Down(req.conn_id, k, wire::kDownPeerClosed, absl::StrCat(Name(k.def), ": ", c.Public(), " closed its end"), c.id);
+}
+
+void Ctcs::OnReattach(Client& c, Message& m) {
+  const auto req = m.As<wire::CtcReattachRequest>();
+  auto reply = [&](const absl::Status& s, uint32_t id) {
+    if (!s.ok()) return clients_.ReplyError<wire::CtcReattachReply>(c, m.request_id, s);
+    wire::CtcReattachReply r = wire::Zeroed<wire::CtcReattachReply>();
+    r.conn_id = id;
+    clients_.Reply(c, m.request_id, r);
+  };
+  if (c.lpar.empty()) return reply(absl::FailedPreconditionError("re-register CTC device: claim an LPAR first"), 0);
+  absl::StatusOr<std::pair<uint32_t, int>> where = Find(c.lpar, req.device);
+  if (!where.ok()) return reply(where.status(), 0);
+  const auto [id, side] = *where;
+  Conn& k = conns_.at(id);
+  End& e = k.end[side];
+  const std::string name = absl::StrCat(Name(k.def), ": re-registering LPAR \"", c.lpar, "\"'s end");
+  if (e.client != 0) return reply(absl::AlreadyExistsError(absl::StrCat(name, ": it is open already")), 0);
+  if (k.end[1 - side].client != 0 && !k.end[1 - side].reattached) {
+    return reply(absl::FailedPreconditionError(absl::StrCat(name, ": the other end was opened afresh since")), 0);
+  }
+  UniqueFd half = std::move(m.fds[0]);
+  if (FdSize(half.get()) != static_cast<off_t>(hsi::CtcSegmentSize(k.def.block_size)) || !hsi::IsSealedAgainstWrites(half.get())) {
+    return reply(absl::InvalidArgumentError(absl::StrCat(name, ": the half it handed in is not a sealed half-channel of ",
+                                                         hsi::CtcSegmentSize(k.def.block_size), " bytes")),
+                 0);
+  }
+  e.client = c.id;
+  e.sealed = true;
+  e.reattached = true;
+  e.segment = std::move(half);
+  k.ready = k.end[1 - side].reattached;
+  if (verbose_) Log(absl::StrCat(name, k.ready ? ": ready again" : ""));
+  reply(absl::OkStatus(), id);
 }
 
 void Ctcs::OnClientGone(const Client& c) {

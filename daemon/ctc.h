@@ -51,6 +51,12 @@ class Ctcs {
   void OnOpen(Client& c, const Message& m);
   void OnSealed(Client& c, const Message& m);
   void OnClose(Client& c, const Message& m);
+  // After an hsid restart, an end still open re-registers (invariant 4)
+  // with its own half (sealed, of the connection's size, else
+  // kInvalidArgument); once both ends did, the connection is ready again.
+  // kAlreadyExists if that end is open, kFailedPrecondition if the other
+  // end was opened afresh since (its memory is new).
+  void OnReattach(Client& c, Message& m);
   // Admin requests (answered with AdminReply / CtcListReply).
   void OnDefine(Client& c, const Message& m);
   void OnUndefine(Client& c, const Message& m);
@@ -68,6 +74,7 @@ class Ctcs {
   struct End {
     uint64_t client = 0;  // 0: closed
     bool sealed = false;
+    bool reattached = false;  // re-registered after hsid's restart, with its memory from before
     hsi::UniqueFd segment;  // hsid's copy of this end's half
   };
   struct Conn {

@@ -220,6 +220,7 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
     case MsgType::kCtcOpenRequest: return ctcs_.OnOpen(c, m);
     case MsgType::kCtcSealed: return ctcs_.OnSealed(c, m);
     case MsgType::kCtcClose: return ctcs_.OnClose(c, m);
+    case MsgType::kCtcReattachRequest: return ctcs_.OnReattach(c, m);
     case MsgType::kCtcDefineRequest: return ctcs_.OnDefine(c, m);
     case MsgType::kCtcUndefineRequest: return ctcs_.OnUndefine(c, m);
     case MsgType::kCtcListRequest: return ctcs_.OnList(c, m);

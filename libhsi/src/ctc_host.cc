@@ -1,6 +1,7 @@
 // ctc_host.cc: an LPAR's CTC devices through hsid (hsi/ctc_host.h).
 #include "hsi/ctc_host.h"
 
+#include <fcntl.h>
 #include <poll.h>
 
 #include <algorithm>
@@ -42,17 +43,30 @@ struct CtcHost::State final : ControlChannel::Handler {
   }
   void OnStrayReply(wire::Message&) override {}
   void OnLost(const absl::Status& why) override {
-    // hsid is gone: open devices keep working (invariant 4), nothing new opens.
+    // hsid is gone: open devices keep working (invariant 4), nothing new
+    // opens until the listener has reconnected.
     lost = why;
+    backoff = absl::Milliseconds(10);
+    next_reconnect = absl::Now();
   }
 
-  // The listener: waits for hsid's messages and handles them.
+  // The listener: waits for hsid's messages and handles them; while hsid
+  // is gone, reconnects with a backoff (10 ms doubling to 100 ms, as a
+  // Session does).
   void Listen() {
     for (;;) {
-      int fd;
+      int fd = -1;
       {
         std::unique_lock<std::mutex> l(mu);
-        if (stop || !ctl.connected()) return;
+        if (stop) return;
+        if (!ctl.connected()) {
+          if (absl::Now() >= next_reconnect) Reconnect();
+          cv.notify_all();
+          if (!ctl.connected()) {
+            cv.wait_until(l, absl::ToChronoTime(next_reconnect), [this] { return stop; });
+            continue;
+          }
+        }
         fd = ctl.fd();
       }
       pollfd p{fd, POLLIN, 0};
@@ -64,9 +78,58 @@ struct CtcHost::State final : ControlChannel::Handler {
     }
   }
 
+  // Claims the LPAR again (kClaimReclaim) and re-registers every device
+  // still open here and every ISFC side declared (hsid rebuilds its tables
+  // from its clients, invariant 4). A device hsid refuses (undefined, or
+  // its other end opened afresh) keeps working but is no longer known to
+  // hsid (its conn_id is 0: no CtcDown can come for it). With mu held.
+  void Reconnect() {
+    ctl.set_timeout(std::min(opt.timeout, absl::Milliseconds(500)));
+    wire::ClaimRequest claim = wire::Zeroed<wire::ClaimRequest>();
+    wire::SetName(claim.lpar, opt.lpar);
+    claim.flags = wire::kClaimReclaim;
+    absl::Status st = ctl.Open(claim).status();
+    for (auto it = open.begin(); st.ok() && it != open.end();) {
+      std::shared_ptr<CtcDevice> dev = it->second.device.lock();
+      if (!dev || !dev->status().ok()) {
+        it = open.erase(it);
+        continue;
+      }
+      std::vector<UniqueFd> fds;
+      fds.emplace_back(::fcntl(it->second.own_half.get(), F_DUPFD_CLOEXEC, 0));
+      if (!fds[0].valid()) {
+        st = absl::ErrnoToStatus(errno, "dup of a CTC half-channel");
+        break;
+      }
+      wire::CtcReattachRequest req = wire::Zeroed<wire::CtcReattachRequest>();
+      req.device = it->first;
+      wire::CtcReattachReply rep;
+      const absl::Status r = ctl.Call(req, std::move(fds), &rep);
+      if (!ctl.connected()) st = r.ok() ? absl::UnavailableError("hsid went away while re-registering") : r;
+      it->second.conn_id = r.ok() ? rep.conn_id : 0;
+      ++it;
+    }
+    for (auto it = declared.begin(); st.ok() && it != declared.end(); ++it) {
+      wire::AdminReply rep;
+      (void)ctl.Call(it->second, {}, &rep);  // refused: it no longer matches hsid's devices; shown no more
+      if (!ctl.connected()) st = absl::UnavailableError("hsid went away while re-registering");
+    }
+    ctl.set_timeout(opt.timeout);
+    if (st.ok()) {
+      lost = absl::OkStatus();
+      peers.clear();
+      downs.clear();
+      return;
+    }
+    ctl.Close();
+    next_reconnect = absl::Now() + backoff;
+    backoff = std::min(backoff * 2, absl::Milliseconds(100));
+  }
+
   struct Open {
     uint32_t conn_id;
     std::weak_ptr<CtcDevice> device;
+    UniqueFd own_half;  // a dup of this end's half, to hand hsid again after a restart
   };
 
   CtcHostOptions opt;
@@ -78,7 +141,10 @@ struct CtcHost::State final : ControlChannel::Handler {
   std::map<uint32_t, UniqueFd> peers;        // conn -> the peer's half, not yet taken
   std::map<uint32_t, absl::Status> downs;    // conn -> why it went down
   std::map<uint16_t, Open> open;             // device -> open end
+  std::map<std::string, wire::IsfcDeclareRequest> declared;  // peer -> this side's ISFC declaration
   absl::Status lost;
+  absl::Time next_reconnect = absl::InfiniteFuture();
+  absl::Duration backoff = absl::Milliseconds(10);
   bool stop = false;
   std::thread listener;
 };
@@ -106,6 +172,7 @@ CtcHost::~CtcHost() {
   {
     std::unique_lock<std::mutex> l(state_->mu);
     state_->stop = true;
+    state_->cv.notify_all();
   }
   if (state_->listener.joinable()) state_->listener.join();
   std::unique_lock<std::mutex> l(state_->mu);
@@ -118,6 +185,17 @@ CtcHost::~CtcHost() {
 }
 
 const std::string& CtcHost::lpar() const { return state_->opt.lpar; }
+
+absl::Status CtcHost::WaitConnected(absl::Time deadline) {
+  State& s = *state_;
+  std::unique_lock<std::mutex> l(s.mu);
+  if (!s.cv.wait_until(l, absl::ToChronoTime(std::min(deadline, absl::Now() + absl::Hours(24))),
+                       [&s] { return s.ctl.connected() && s.lost.ok(); })) {
+    return absl::UnavailableError(absl::StrCat("CtcHost of LPAR \"", s.opt.lpar, "\": hsid at ", s.ctl.path(),
+                                               " not reachable in time: ", s.lost.message()));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, absl::Time deadline) {
   State& s = *state_;
@@ -135,6 +213,8 @@ absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, ab
   }
   const auto rep = m.As<wire::CtcOpenReply>();
   const size_t size = CtcSegmentSize(rep.block_size);
+  UniqueFd own_half(::fcntl(m.fds[0].get(), F_DUPFD_CLOEXEC, 0));
+  if (!own_half.valid()) return absl::ErrnoToStatus(errno, absl::StrCat(name, ": dup of its half"));
   absl::StatusOr<Segment> own = Segment::MapOwner(std::move(m.fds[0]), size);
   wire::CtcSealed sealed = wire::Zeroed<wire::CtcSealed>();
   sealed.conn_id = rep.conn_id;
@@ -178,7 +258,7 @@ absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, ab
   absl::StatusOr<CtcDevice> dev = CtcDevice::Open(std::move(*own), std::move(*peer), o);
   if (!dev.ok()) return dev.status();
   auto shared = std::make_shared<CtcDevice>(std::move(*dev));
-  s.open[device.value()] = State::Open{conn, shared};
+  s.open[device.value()] = State::Open{conn, shared, std::move(own_half)};
   return shared;
 }
 
@@ -267,7 +347,10 @@ absl::Status CtcHost::DeclareIsfc(const std::string& peer, IsfcMode mode, const 
   req.active = active ? 1 : 0;
   wire::AdminReply rep;
   std::unique_lock<std::mutex> l(state_->mu);
-  return state_->ctl.Call(req, {}, &rep);
+  const absl::Status s = state_->ctl.Call(req, {}, &rep);
+  if (s.ok() && active) state_->declared[peer] = req;
+  if (s.ok() && !active) state_->declared.erase(peer);
+  return s;
 }
 
 absl::StatusOr<std::vector<IsfcListing>> CtcHost::ListIsfc() {

@@ -6,7 +6,6 @@
 // device down at once.
 #include <signal.h>
 
-#include <future>
 #include <string>
 #include <thread>
 
@@ -18,6 +17,7 @@
 #include "hsi/ctc_host.h"
 #include "hsi/isfc.h"
 #include "hsi/testing/child.h"
+#include "hsi/testing/ctc_hosts.h"
 #include "hsi/testing/hsid.h"
 #include "hsi/testing/line_pipe.h"
 
@@ -25,6 +25,8 @@ namespace hsi {
 namespace {
 
 using ::hsi::testing::Child;
+using ::hsi::testing::ConnectCtcHost;
+using ::hsi::testing::OpenBothEnds;
 using ::hsi::testing::Hsid;
 using ::hsi::testing::LinePipe;
 using ::testing::HasSubstr;
@@ -48,10 +50,7 @@ recovery_us = 1000
 absl::Time Soon() { return absl::Now() + absl::Seconds(10); }
 
 std::unique_ptr<CtcHost> Host(const Hsid& d, const std::string& lpar) {
-  CtcHostOptions o;
-  o.socket_path = d.socket();
-  o.lpar = lpar;
-  absl::StatusOr<std::unique_ptr<CtcHost>> h = CtcHost::Connect(o);
+  absl::StatusOr<std::unique_ptr<CtcHost>> h = ConnectCtcHost(d.socket(), lpar);
   EXPECT_TRUE(h.ok()) << h.status();
   return h.ok() ? std::move(*h) : nullptr;
 }
@@ -59,13 +58,10 @@ std::unique_ptr<CtcHost> Host(const Hsid& d, const std::string& lpar) {
 // Opens `a` on h1 and `b` on h2 at once (each Open waits for the other end).
 std::pair<std::shared_ptr<CtcDevice>, std::shared_ptr<CtcDevice>> OpenBoth(CtcHost& h1, DeviceNumber a, CtcHost& h2,
                                                                           DeviceNumber b) {
-  auto f = std::async(std::launch::async, [&] { return h2.Open(b, Soon()); });
-  absl::StatusOr<std::shared_ptr<CtcDevice>> d1 = h1.Open(a, Soon());
-  absl::StatusOr<std::shared_ptr<CtcDevice>> d2 = f.get();
-  EXPECT_TRUE(d1.ok()) << d1.status();
-  EXPECT_TRUE(d2.ok()) << d2.status();
-  if (!d1.ok() || !d2.ok()) return {};
-  return {*d1, *d2};
+  auto p = OpenBothEnds(h1, a, h2, b, Soon());
+  EXPECT_TRUE(p.ok()) << p.status();
+  if (!p.ok()) return {};
+  return *p;
 }
 
 class CtcHsidTest : public ::testing::Test {
@@ -159,10 +155,7 @@ TEST_F(CtcHsidTest, AnAdminDefinesDevicesAtRunTime) {
 TEST_F(CtcHsidTest, APeersDeathTakesTheDeviceDownAtOnce) {
   LinePipe ready, done;
   Child peer([&] {
-    CtcHostOptions o;
-    o.socket_path = d_.socket();
-    o.lpar = "LPAR2";
-    auto h = CtcHost::Connect(o);
+    auto h = ConnectCtcHost(d_.socket(), "LPAR2");
     if (!h.ok()) return ready.Write(h.status().ToString()), 1;
     auto dev = (*h)->Open(DeviceNumber(0xD101), Soon());
     ready.Write(dev.ok() ? "open" : dev.status().ToString());
@@ -182,6 +175,62 @@ TEST_F(CtcHsidTest, APeersDeathTakesTheDeviceDownAtOnce) {
   EXPECT_EQ(w.code(), absl::StatusCode::kUnavailable) << w;
   EXPECT_THAT(w.message(), HasSubstr("LPAR \"LPAR2\" is gone"));
   EXPECT_EQ((*d1)->status().code(), absl::StatusCode::kUnavailable);
+}
+
+// hsid killed and restarted (invariant 4): the open device keeps carrying
+// writes throughout; both CtcHosts reconnect and re-register it, so the new
+// hsid lists it ready with its counters and tells one end of the other's
+// death; and new devices open again.
+TEST_F(CtcHsidTest, CtcHostsReconnectAndReRegisterTheirDevicesAfterAnHsidRestart) {
+  auto h1 = Host(d_, "LPAR1"), h2 = Host(d_, "LPAR2");
+  ASSERT_TRUE(h1 && h2);
+  auto [d1, d2] = OpenBoth(*h1, DeviceNumber(0xD000), *h2, DeviceNumber(0xD100));
+  ASSERT_TRUE(d1 && d2);
+  auto one_write = [](CtcDevice& from, CtcDevice& to, uint8_t tag) {
+    std::thread reader([&] {
+      std::vector<uint8_t> got;
+      ASSERT_TRUE(to.Read(&got, Soon()).ok());
+      EXPECT_EQ(got, std::vector<uint8_t>(100, tag));
+    });
+    EXPECT_TRUE(from.Write(std::vector<uint8_t>(100, tag), Soon()).ok());
+    reader.join();
+  };
+  one_write(*d1, *d2, 1);
+
+  EXPECT_NE(d_.Stop(SIGKILL), -1);
+  one_write(*d1, *d2, 2);  // hsid is not on the data path
+  EXPECT_EQ(h1->Open(DeviceNumber(0xD001), Soon()).status().code(), absl::StatusCode::kUnavailable)
+      << "nothing opens while hsid is gone";
+  ASSERT_TRUE(d_.Start()) << d_.log();
+  ASSERT_TRUE(h1->WaitConnected(Soon()).ok());
+  ASSERT_TRUE(h2->WaitConnected(Soon()).ok());
+  one_write(*d2, *d1, 3);
+
+  // The new hsid rebuilt its table from the two ends.
+  auto admin = Host(d_, "");
+  ASSERT_TRUE(admin);
+  absl::StatusOr<std::vector<CtcListing>> list = admin->List();
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_GE(list->size(), 1u);
+  const CtcListing& c = (*list)[0];
+  EXPECT_EQ(c.device_a, DeviceNumber(0xD000));
+  EXPECT_EQ(c.state_a, CtcEndState::kReady);
+  EXPECT_EQ(c.state_b, CtcEndState::kReady);
+  EXPECT_EQ(c.counters_a.writes, 2u) << "read from the half LPAR1 handed in again";
+  EXPECT_EQ(c.counters_b.writes, 1u);
+
+  // New devices open again.
+  auto [e1, e2] = OpenBoth(*h1, DeviceNumber(0xD001), *h2, DeviceNumber(0xD101));
+  ASSERT_TRUE(e1 && e2);
+  one_write(*e1, *e2, 4);
+
+  // And the new hsid sees an end go: LPAR2's host closes, LPAR1's end of the
+  // re-registered D000 is taken down at once (a write runs to its deadline
+  // if hsid did not know the connection).
+  h2.reset();
+  const absl::Status w = d1->Write(std::vector<uint8_t>(64, 5), absl::Now() + absl::Seconds(30));
+  EXPECT_EQ(w.code(), absl::StatusCode::kUnavailable) << w;
+  EXPECT_THAT(w.message(), HasSubstr("LPAR \"LPAR2\" is gone"));
 }
 
 // The whole stack: an ISFC link over two devices hsid granted; LPAR2 closes

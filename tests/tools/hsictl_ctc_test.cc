@@ -5,7 +5,6 @@
 #include <sys/wait.h>
 
 #include <cstdio>
-#include <future>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "hsi/ctc_host.h"
 #include "hsi/isfc.h"
+#include "hsi/testing/ctc_hosts.h"
 #include "hsi/testing/hsid.h"
 #include "nlohmann/json.hpp"
 
@@ -118,19 +118,15 @@ lpars = ["LPAR1", "LPAR2"]
 devices = "D000-D00F"
 )toml");
   ASSERT_TRUE(d.Start()) << d.log();
-  auto host = [&](const char* lpar) {
-    hsi::CtcHostOptions o;
-    o.socket_path = d.socket();
-    o.lpar = lpar;
-    return std::move(hsi::CtcHost::Connect(o).value());
-  };
-  auto h1 = host("LPAR1"), h2 = host("LPAR2");
+  auto h1 = hsi::testing::ConnectCtcHost(d.socket(), "LPAR1").value();
+  auto h2 = hsi::testing::ConnectCtcHost(d.socket(), "LPAR2").value();
   std::vector<std::shared_ptr<hsi::CtcDevice>> one, two;
   const absl::Time deadline = absl::Now() + absl::Seconds(20);
   for (uint16_t i = 0; i < 16; ++i) {
-    auto f = std::async(std::launch::async, [&] { return h2->Open(hsi::DeviceNumber(0xD000 + i), deadline); });
-    one.push_back(h1->Open(hsi::DeviceNumber(0xD000 + i), deadline).value());
-    two.push_back(f.get().value());
+    const hsi::DeviceNumber n(0xD000 + i);
+    auto [a, b] = hsi::testing::OpenBothEnds(*h1, n, *h2, n, deadline).value();
+    one.push_back(a);
+    two.push_back(b);
   }
   auto l1 = hsi::IsfcLink::Activate({.self = "LPAR1", .peer = "LPAR2", .host = h1.get()}, one).value();
   auto l2 = hsi::IsfcLink::Activate({.self = "LPAR2", .peer = "LPAR1", .host = h2.get()}, two).value();

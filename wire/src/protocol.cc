@@ -167,6 +167,10 @@ absl::Status CtcOpenRequest::Validate() const {
   return FirstError(CheckDevice(device, "device"), CheckZero(reserved, "reserved"));
 }
 
+absl::Status CtcReattachRequest::Validate() const {
+  return FirstError(CheckDevice(device, "device"), CheckZero(reserved, "reserved"));
+}
+
 absl::Status CtcOpenReply::Validate() const {
   if (status.code != 0) return CheckStatus(status, "status");
   return FirstError(CheckStatus(status, "status"), CheckDevice(peer_device, "peer_device"),

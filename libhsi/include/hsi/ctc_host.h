@@ -15,7 +15,14 @@
 // (CtcDevice::TakeDown with kUnavailable naming why): a Write or wait in
 // progress returns at once. A background thread of the CtcHost listens to
 // hsid for this. If hsid itself dies, open devices keep working
-// (invariant 4) but are not re-registered with a new hsid (left to do).
+// (invariant 4) and the thread reconnects as a Session does (10 ms backoff
+// doubling to 100 ms): it claims the LPAR again and re-registers each
+// device still open (handing hsid its own half again, so that hsid lists
+// it, tells its peer of this end's death, and is ready again once both
+// ends did) and each ISFC side declared. Meanwhile Open() and the admin
+// calls return kUnavailable; WaitConnected() waits for the reconnect. If
+// the other end of a device opens it afresh instead (its process was
+// restarted too), the old connection goes down here (CtcDown).
 //
 // With an empty `lpar` a CtcHost claims nothing: an admin tool (hsictl).
 //
@@ -106,6 +113,9 @@ class HSI_EXPORT CtcHost {
   absl::StatusOr<std::vector<IsfcListing>> ListIsfc();
 
   const std::string& lpar() const;
+  // Waits until connected to hsid (at once, unless hsid went away and the
+  // reconnect has not succeeded yet). kUnavailable at `deadline`, naming why.
+  absl::Status WaitConnected(absl::Time deadline);
 
   struct State;
 

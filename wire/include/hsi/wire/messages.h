@@ -103,7 +103,9 @@ inline constexpr size_t kEventPageSize = 4096;
   X(CtcListReply,          79, kToClient, kReply,   0, 464 + 16 * 216)     \
   X(IsfcDeclareRequest,    80, kToDaemon, kRequest, 0, 112)  /* -> AdminReply */ \
   X(IsfcListRequest,       81, kToDaemon, kRequest, 0, 8)                   \
-  X(IsfcListReply,         82, kToClient, kReply,   0, 464 + 16 * 136)
+  X(IsfcListReply,         82, kToClient, kReply,   0, 464 + 16 * 136)    \
+  X(CtcReattachRequest,    83, kToDaemon, kRequest, 1, 8)    /* own half */ \
+  X(CtcReattachReply,      84, kToClient, kReply,   0, 464)
 // Retired numbers, never to be reused: 27 (ListLinksReply, protocol 3).
 
 enum class MsgType : uint16_t {
@@ -637,6 +639,27 @@ struct CtcClose {
   uint32_t conn_id;
   uint32_t device;
   absl::Status Validate() const { return absl::OkStatus(); }
+};
+// After an hsid restart an end that is still open re-registers it
+// (invariant 4: hsid rebuilds its tables from its clients), handing in its
+// own half (sealed; hsid checks the seal and the size):
+//   client -> hsid   CtcReattachRequest{device} + own half -> CtcReattachReply{conn}
+// Once both ends did, the connection is ready again (no CtcPeer: each end
+// still maps the other's half). An end that opens afresh while the other
+// is re-registered takes the old connection down (CtcDown to the other).
+struct CtcReattachRequest {  // + this end's own half-channel, sealed
+  uint32_t device;  // this LPAR's device number, 0..0xFFFF
+  uint32_t reserved;
+  absl::Status Validate() const;
+};
+struct CtcReattachReply {
+  WireStatus status;
+  uint32_t conn_id;
+  uint32_t reserved;
+  absl::Status Validate() const {
+    if (status.code != 0) return CheckStatus(status, "status");
+    return FirstError(CheckStatus(status, "status"), CheckZero(reserved, "reserved"));
+  }
 };
 // Defines `count` connections: device_a+i of lpar_a to device_b+i of lpar_b.
 struct CtcDefineRequest {
