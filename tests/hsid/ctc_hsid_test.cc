@@ -6,6 +6,7 @@
 // device down at once.
 #include <signal.h>
 
+#include <future>
 #include <string>
 #include <thread>
 
@@ -231,6 +232,42 @@ TEST_F(CtcHsidTest, CtcHostsReconnectAndReRegisterTheirDevicesAfterAnHsidRestart
   const absl::Status w = d1->Write(std::vector<uint8_t>(64, 5), absl::Now() + absl::Seconds(30));
   EXPECT_EQ(w.code(), absl::StatusCode::kUnavailable) << w;
   EXPECT_THAT(w.message(), HasSubstr("LPAR \"LPAR2\" is gone"));
+}
+
+// The other end's process was restarted while hsid was down: only LPAR1
+// re-registers D000; when the new LPAR2 opens its end afresh, the old
+// connection (whose memory LPAR2 lost) goes down at LPAR1's end, and
+// LPAR1 opens D000 again onto the new one.
+TEST_F(CtcHsidTest, AnEndOpenedAfreshAfterAnHsidRestartTakesTheOldConnectionDown) {
+  auto h1 = Host(d_, "LPAR1"), h2 = Host(d_, "LPAR2");
+  ASSERT_TRUE(h1 && h2);
+  auto [d1, d2] = OpenBoth(*h1, DeviceNumber(0xD000), *h2, DeviceNumber(0xD100));
+  ASSERT_TRUE(d1 && d2);
+  EXPECT_NE(d_.Stop(SIGKILL), -1);
+  d2.reset();
+  h2.reset();  // LPAR2's process goes while nobody can tell hsid
+  ASSERT_TRUE(d_.Start()) << d_.log();
+  ASSERT_TRUE(h1->WaitConnected(Soon()).ok());
+  EXPECT_TRUE(d1->status().ok()) << "re-registered, not down yet";
+  auto h2b = Host(d_, "LPAR2");
+  ASSERT_TRUE(h2b);
+  auto fresh = std::async(std::launch::async, [&] { return h2b->Open(DeviceNumber(0xD100), Soon()); });
+  // hsid's CtcDown takes LPAR1's old end down once LPAR2 opened afresh.
+  const absl::Time until = Soon();
+  while (d1->status().ok() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(d1->status().code(), absl::StatusCode::kUnavailable) << d1->status();
+  EXPECT_THAT(d1->status().message(), HasSubstr("opened its end afresh after hsid's restart"));
+  absl::StatusOr<std::shared_ptr<CtcDevice>> n1 = h1->Open(DeviceNumber(0xD000), Soon());
+  absl::StatusOr<std::shared_ptr<CtcDevice>> n2 = fresh.get();
+  ASSERT_TRUE(n1.ok()) << n1.status();
+  ASSERT_TRUE(n2.ok()) << n2.status();
+  std::thread reader([&] {
+    std::vector<uint8_t> got;
+    ASSERT_TRUE((*n2)->Read(&got, Soon()).ok());
+    EXPECT_EQ(got, std::vector<uint8_t>(10, 7));
+  });
+  EXPECT_TRUE((*n1)->Write(std::vector<uint8_t>(10, 7), Soon()).ok());
+  reader.join();
 }
 
 // The whole stack: an ISFC link over two devices hsid granted; LPAR2 closes
