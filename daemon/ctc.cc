@@ -219,6 +219,17 @@ void Ctcs::OnReattach(Client& c, Message& m) {
 
 void Ctcs::OnClientGone(const Client& c) {
   std::erase_if(isfcs_, [&](const auto& e) { return e.first.first == c.id; });
+  command_takers_.erase(c.id);
+  for (auto it = commands_.begin(); it != commands_.end();) {
+    if (it->second.taker == c.id) {
+      if (Client* admin = clients_.Find(it->second.admin)) {
+        clients_.ReplyError<wire::AdminReply>(
+            *admin, it->second.request_id,
+            absl::UnavailableError(absl::StrCat(it->second.what, ": ", c.Public(), " went before it answered")));
+      }
+    }
+    it = it->second.taker == c.id || it->second.admin == c.id ? commands_.erase(it) : std::next(it);
+  }
   for (auto& [id, k] : conns_) {
     if (k.end[0].client == c.id || k.end[1].client == c.id) {
       Down(id, k, wire::kDownPeerGone, absl::StrCat(Name(k.def), ": ", c.Public(), " is gone"), c.id);
@@ -317,23 +328,95 @@ void Ctcs::OnIsfcDeclare(Client& c, const Message& m) {
     isfcs_.erase({c.id, peer});
     return reply(absl::OkStatus());
   }
-  Isfc l{c.lpar, peer, req.mode, {}};
-  for (uint32_t i = 0; i < req.count; ++i) {
-    absl::StatusOr<std::pair<uint32_t, int>> at = Find(c.lpar, req.devices[i]);
-    if (!at.ok()) return reply(absl::Status(at.status().code(), absl::StrCat(where, ": ", at.status().message())));
+  absl::StatusOr<std::vector<uint32_t>> devices = IsfcDevices(c.lpar, peer, where, req.count, req.devices);
+  if (!devices.ok()) return reply(devices.status());
+  isfcs_[{c.id, peer}] = Isfc{c.lpar, peer, req.mode, std::move(*devices)};
+  reply(absl::OkStatus());
+}
+
+absl::StatusOr<std::vector<uint32_t>> Ctcs::IsfcDevices(const std::string& lpar, const std::string& peer,
+                                                        const std::string& where, uint32_t count,
+                                                        const uint32_t (&devices)[16]) const {
+  std::vector<uint32_t> out;
+  for (uint32_t i = 0; i < count && i < 16; ++i) {
+    absl::StatusOr<std::pair<uint32_t, int>> at = Find(lpar, devices[i]);
+    if (!at.ok()) return absl::Status(at.status().code(), absl::StrCat(where, ": ", at.status().message()));
     const CtcConfig& d = conns_.at(at->first).def;
     const std::string& other = at->second == 0 ? d.lpar_b : d.lpar_a;
     if (other != peer) {
-      return reply(absl::InvalidArgumentError(
-          absl::StrCat(where, ": device ", Dev(req.devices[i]), " leads to LPAR ", other, ", not ", peer)));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": device ", Dev(devices[i]), " leads to LPAR ", other, ", not ", peer));
     }
-    if (std::find(l.devices.begin(), l.devices.end(), req.devices[i]) != l.devices.end()) {
-      return reply(absl::InvalidArgumentError(absl::StrCat(where, ": device ", Dev(req.devices[i]), " twice")));
+    if (std::find(out.begin(), out.end(), devices[i]) != out.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": device ", Dev(devices[i]), " twice"));
     }
-    l.devices.push_back(req.devices[i]);
+    out.push_back(devices[i]);
   }
-  isfcs_[{c.id, peer}] = std::move(l);
-  reply(absl::OkStatus());
+  return out;
+}
+
+void Ctcs::OnIsfcCommand(Client& c, const Message& m) {
+  const auto req = m.As<wire::IsfcCommandRequest>();
+  auto reply = [&](const absl::Status& s) { clients_.ReplyError<wire::AdminReply>(c, m.request_id, s); };
+  static constexpr const char* kOps[] = {"", "activate", "deactivate", "add devices to", "remove devices from"};
+  const std::string lpar = wire::NameOf(req.lpar), peer = wire::NameOf(req.peer);
+  const std::string what = absl::StrCat("ISFC command \"", kOps[req.op], "\" link ", lpar, "<->", peer);
+  if (absl::Status s = CheckAdmin(c, "ISFC command"); !s.ok()) return reply(s);
+  absl::StatusOr<std::vector<uint32_t>> devices = IsfcDevices(lpar, peer, what, req.count, req.devices);
+  if (!devices.ok()) return reply(devices.status());
+  Client* taker = nullptr;
+  for (uint64_t id : command_takers_) {
+    Client* t = clients_.Find(id);
+    if (t != nullptr && t->lpar == lpar) taker = t;
+  }
+  if (taker == nullptr) {
+    return reply(absl::FailedPreconditionError(absl::StrCat(
+        what, ": no process of LPAR \"", lpar, "\" takes ISFC commands (hsi::CtcHost::AcceptIsfcCommands)")));
+  }
+  const uint32_t id = next_command_++;
+  wire::IsfcCommand cmd = wire::Zeroed<wire::IsfcCommand>();
+  cmd.command_id = id;
+  cmd.op = req.op;
+  std::memcpy(cmd.peer, req.peer, sizeof(cmd.peer));
+  cmd.mode = req.mode;
+  cmd.count = req.count;
+  cmd.timeout_ms = req.timeout_ms;
+  std::memcpy(cmd.devices, req.devices, sizeof(cmd.devices));
+  commands_[id] = PendingCommand{c.id, m.request_id, taker->id, what};
+  Log(absl::StrCat(c.Who(), ": ", what, " (to ", taker->Who(), ")"));
+  clients_.Send(*taker, wire::Encode(0, cmd));
+}
+
+void Ctcs::OnIsfcCommandResult(Client& c, const Message& m) {
+  const auto res = m.As<wire::IsfcCommandResult>();
+  auto it = commands_.find(res.command_id);
+  if (it == commands_.end() || it->second.taker != c.id) {
+    if (res.command_id < next_command_) return;  // its admin went meanwhile
+    return clients_.AnswerAndClose(
+        c, absl::InvalidArgumentError(absl::StrCat("protocol: IsfcCommandResult for command ", res.command_id)),
+        absl::StrCat("protocol violation: result for ISFC command ", res.command_id, " it was not sent"));
+  }
+  const PendingCommand p = std::move(it->second);
+  commands_.erase(it);
+  Client* admin = clients_.Find(p.admin);
+  if (admin == nullptr) return;
+  const absl::Status s = res.code == 0 ? absl::OkStatus()
+                                       : absl::Status(static_cast<absl::StatusCode>(res.code),
+                                                      absl::StrCat(p.what, ": ", c.Public(), ": ", std::string(res.text)));
+  clients_.ReplyError<wire::AdminReply>(*admin, p.request_id, s);
+}
+
+void Ctcs::OnIsfcCommandsAccept(Client& c, const Message& m) {
+  const auto req = m.As<wire::IsfcCommandsAccept>();
+  if (c.lpar.empty()) {
+    return clients_.AnswerAndClose(c, absl::FailedPreconditionError("protocol: IsfcCommandsAccept without an LPAR"),
+                                   "protocol violation: takes ISFC commands without an LPAR");
+  }
+  if (req.accept != 0) {
+    command_takers_.insert(c.id);
+  } else {
+    command_takers_.erase(c.id);
+  }
 }
 
 void Ctcs::OnIsfcList(Client& c, const Message& m) {

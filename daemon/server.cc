@@ -226,6 +226,9 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
     case MsgType::kCtcListRequest: return ctcs_.OnList(c, m);
     case MsgType::kIsfcDeclareRequest: return ctcs_.OnIsfcDeclare(c, m);
     case MsgType::kIsfcListRequest: return ctcs_.OnIsfcList(c, m);
+    case MsgType::kIsfcCommandRequest: return ctcs_.OnIsfcCommand(c, m);
+    case MsgType::kIsfcCommandResult: return ctcs_.OnIsfcCommandResult(c, m);
+    case MsgType::kIsfcCommandsAccept: return ctcs_.OnIsfcCommandsAccept(c, m);
     default:
       break;  // Decode() admits only client-to-daemon types
   }

@@ -5,6 +5,8 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <cstring>
+#include <deque>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -29,6 +31,9 @@ struct CtcHost::State final : ControlChannel::Handler {
     if (m.type == wire::MsgType::kCtcPeer) {
       const auto p = m.As<wire::CtcPeer>();
       if (m.fds.size() == 1) peers[p.conn_id] = std::move(m.fds[0]);
+    } else if (m.type == wire::MsgType::kIsfcCommand) {
+      commands.push_back(m.As<wire::IsfcCommand>());
+      cv.notify_all();  // the command thread
     } else if (m.type == wire::MsgType::kCtcDown) {
       const auto d = m.As<wire::CtcDown>();
       const absl::Status why = absl::UnavailableError(std::string(d.text));
@@ -109,6 +114,7 @@ struct CtcHost::State final : ControlChannel::Handler {
       it->second.conn_id = r.ok() ? rep.conn_id : 0;
       ++it;
     }
+    if (st.ok() && handler) st = SendAccept(true);
     for (auto it = declared.begin(); st.ok() && it != declared.end(); ++it) {
       wire::AdminReply rep;
       (void)ctl.Call(it->second, {}, &rep);  // refused: it no longer matches hsid's devices; shown no more
@@ -124,6 +130,42 @@ struct CtcHost::State final : ControlChannel::Handler {
     ctl.Close();
     next_reconnect = absl::Now() + backoff;
     backoff = std::min(backoff * 2, absl::Milliseconds(100));
+  }
+
+  // With mu held.
+  absl::Status SendAccept(bool accept) {
+    wire::IsfcCommandsAccept a = wire::Zeroed<wire::IsfcCommandsAccept>();
+    a.accept = accept ? 1 : 0;
+    return ctl.Send(wire::Encode(ctl.NextRequestId(), a), absl::Now() + opt.timeout);
+  }
+
+  // The command thread: runs the handler on each IsfcCommand hsid sent,
+  // without mu (the handler may Open devices), and sends the result.
+  void RunCommands() {
+    std::unique_lock<std::mutex> l(mu);
+    for (;;) {
+      cv.wait(l, [this] { return stop || !commands.empty(); });
+      if (stop) return;
+      const wire::IsfcCommand c = commands.front();
+      commands.pop_front();
+      IsfcCommand cmd;
+      cmd.op = static_cast<IsfcCommandOp>(c.op);
+      cmd.peer = wire::NameOf(c.peer);
+      cmd.mode = c.mode == 1 ? IsfcMode::kNaive : IsfcMode::kConvention;
+      for (uint32_t i = 0; i < c.count; ++i) cmd.devices.push_back(DeviceNumber(static_cast<uint16_t>(c.devices[i])));
+      cmd.timeout = absl::Milliseconds(c.timeout_ms);
+      IsfcCommandHandler h = handler;
+      l.unlock();
+      const absl::Status s = h(cmd);
+      l.lock();
+      wire::IsfcCommandResult r = wire::Zeroed<wire::IsfcCommandResult>();
+      r.command_id = c.command_id;
+      r.code = static_cast<uint32_t>(s.code());
+      const std::string text(s.message().substr(0, sizeof(r.text) - 1));
+      std::memcpy(r.text, text.data(), text.size());
+      // Lost with hsid: the admin's request went with it.
+      if (ctl.connected()) (void)ctl.Send(wire::Encode(ctl.NextRequestId(), r), absl::Now() + opt.timeout);
+    }
   }
 
   struct Open {
@@ -142,6 +184,9 @@ struct CtcHost::State final : ControlChannel::Handler {
   std::map<uint32_t, absl::Status> downs;    // conn -> why it went down
   std::map<uint16_t, Open> open;             // device -> open end
   std::map<std::string, wire::IsfcDeclareRequest> declared;  // peer -> this side's ISFC declaration
+  IsfcCommandHandler handler;                 // set: this host takes ISFC commands
+  std::deque<wire::IsfcCommand> commands;     // from hsid, for the command thread
+  std::thread command_thread;
   absl::Status lost;
   absl::Time next_reconnect = absl::InfiniteFuture();
   absl::Duration backoff = absl::Milliseconds(10);
@@ -175,6 +220,7 @@ CtcHost::~CtcHost() {
     state_->cv.notify_all();
   }
   if (state_->listener.joinable()) state_->listener.join();
+  if (state_->command_thread.joinable()) state_->command_thread.join();
   std::unique_lock<std::mutex> l(state_->mu);
   for (auto& [dev, o] : state_->open) {
     if (std::shared_ptr<CtcDevice> d = o.device.lock()) {
@@ -350,6 +396,46 @@ absl::Status CtcHost::DeclareIsfc(const std::string& peer, IsfcMode mode, const 
   const absl::Status s = state_->ctl.Call(req, {}, &rep);
   if (s.ok() && active) state_->declared[peer] = req;
   if (s.ok() && !active) state_->declared.erase(peer);
+  return s;
+}
+
+absl::Status CtcHost::AcceptIsfcCommands(IsfcCommandHandler handler) {
+  State& s = *state_;
+  if (s.opt.lpar.empty()) return absl::FailedPreconditionError("ISFC commands: this CtcHost claims no LPAR");
+  if (!handler) return absl::InvalidArgumentError("ISFC commands: no handler");
+  std::unique_lock<std::mutex> l(s.mu);
+  const bool first = !s.handler;
+  s.handler = std::move(handler);
+  if (first) {
+    if (absl::Status st = s.SendAccept(true); !st.ok()) {
+      s.handler = nullptr;
+      return st;
+    }
+    State* raw = &s;
+    s.command_thread = std::thread([raw] { raw->RunCommands(); });
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CtcHost::SendIsfcCommand(const std::string& lpar, const IsfcCommand& command) {
+  wire::IsfcCommandRequest req = wire::Zeroed<wire::IsfcCommandRequest>();
+  if (lpar.size() >= wire::kNameLen || command.peer.size() >= wire::kNameLen || command.devices.size() > 16) {
+    return absl::InvalidArgumentError("ISFC command: an LPAR name has at most 31 characters, a link 16 devices");
+  }
+  wire::SetName(req.lpar, lpar);
+  wire::SetName(req.peer, command.peer);
+  req.op = static_cast<uint32_t>(command.op);
+  req.mode = static_cast<uint32_t>(command.mode);
+  req.count = static_cast<uint32_t>(command.devices.size());
+  req.timeout_ms = static_cast<uint32_t>(
+      std::clamp<int64_t>(absl::ToInt64Milliseconds(command.timeout), 1, wire::kMaxIsfcCommandMs));
+  for (size_t i = 0; i < command.devices.size(); ++i) req.devices[i] = command.devices[i].value();
+  if (absl::Status s = req.Validate(); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("ISFC command: ", s.message()));
+  wire::AdminReply rep;
+  std::unique_lock<std::mutex> l(state_->mu);
+  state_->ctl.set_timeout(command.timeout + state_->opt.timeout);  // the LPAR's time, then hsid's answer
+  const absl::Status s = state_->ctl.Call(req, {}, &rep);
+  state_->ctl.set_timeout(state_->opt.timeout);
   return s;
 }
 

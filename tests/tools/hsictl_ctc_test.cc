@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hsi/ctc_host.h"
@@ -28,12 +29,15 @@ struct Out {
   std::string text;  // stdout and stderr
 };
 
-// Runs hsictl with `args` (shell words, no user input) and returns its exit
-// status and output.
-Out Hsictl(const std::string& args) {
+// Starts hsictl with `args` (shell words, no user input); Finish() reads it.
+FILE* StartHsictl(const std::string& args) {
   const std::string cmd = absl::StrCat(HSI_TOOLS_DIR, "/hsictl ", args, " 2>&1");
+  return ::popen(cmd.c_str(), "r");
+}
+
+// The exit status and output of an hsictl StartHsictl() started.
+Out Finish(FILE* p) {
   Out o;
-  FILE* p = ::popen(cmd.c_str(), "r");
   if (p == nullptr) return o;
   char buf[4096];
   size_t n;
@@ -41,6 +45,17 @@ Out Hsictl(const std::string& args) {
   const int st = ::pclose(p);
   o.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return o;
+}
+
+// Runs hsictl with `args` and returns its exit status and output.
+Out Hsictl(const std::string& args) { return Finish(StartHsictl(args)); }
+
+// Runs two hsictls at once (each side of an ISFC link waits for the other).
+std::pair<Out, Out> HsictlBoth(const std::string& a, const std::string& b) {
+  FILE* pa = StartHsictl(a);
+  FILE* pb = StartHsictl(b);
+  Out oa = Finish(pa);
+  return {oa, Finish(pb)};
 }
 
 TEST(HsictlCtcTest, IsfcPlanPrintsTheIssuesExampleExactly) {
@@ -174,6 +189,82 @@ devices = "D000-D00F"
   // A device that does not lead to the named peer is refused by hsid.
   EXPECT_THAT(h1->DeclareIsfc("LPAR9", hsi::IsfcMode::kConvention, {hsi::DeviceNumber(0xD000)}, true).message(),
               HasSubstr("leads to LPAR LPAR2, not LPAR9"));
+}
+
+// z/VM's ACTIVATE / DEACTIVATE ISLINK from outside: hsictl -> hsid -> the
+// LPAR's process (its CtcHost takes ISFC commands, IsfcLinks runs them) ->
+// the result back to hsictl.
+TEST(HsictlCtcTest, ActivatesAddsRemovesAndDeactivatesAnIsfcLinkInTheLparsProcesses) {
+  Hsid d(R"toml(
+[hsid]
+admin_uids = ["self"]
+[[lpar]]
+name = "*"
+uids = ["self"]
+[[ctc]]
+lpars = ["LPAR1", "LPAR2"]
+devices = "D000-D007"
+block_size = "4K"
+)toml");
+  ASSERT_TRUE(d.Start()) << d.log();
+  const std::string sock = absl::StrCat("--socket ", d.socket(), " ");
+  // Before any process takes commands for LPAR1.
+  Out o = Hsictl(sock + "isfc-activate LPAR1 LPAR2 D000-D003");
+  EXPECT_EQ(o.code, 1) << o.text;
+  EXPECT_THAT(o.text, HasSubstr("no process of LPAR \"LPAR1\" takes ISFC commands"));
+
+  auto h1 = hsi::testing::ConnectCtcHost(d.socket(), "LPAR1").value();
+  auto h2 = hsi::testing::ConnectCtcHost(d.socket(), "LPAR2").value();
+  hsi::IsfcLinks links1(h1.get(), "LPAR1"), links2(h2.get(), "LPAR2");
+  ASSERT_TRUE(h1->AcceptIsfcCommands([&](const hsi::IsfcCommand& c) { return links1.Handle(c); }).ok());
+  ASSERT_TRUE(h2->AcceptIsfcCommands([&](const hsi::IsfcCommand& c) { return links2.Handle(c); }).ok());
+
+  auto [a1, a2] = HsictlBoth(sock + "isfc-activate LPAR1 LPAR2 D000-D003", sock + "isfc-activate LPAR2 LPAR1 D000-D003");
+  ASSERT_EQ(a1.code, 0) << a1.text;
+  ASSERT_EQ(a2.code, 0) << a2.text;
+  EXPECT_EQ(a1.text, "ISFC link LPAR1 <-> LPAR2: activated on LPAR1's side D000 D001 D002 D003\n");
+  hsi::IsfcLink* l1 = links1.link("LPAR2");
+  hsi::IsfcLink* l2 = links2.link("LPAR1");
+  ASSERT_TRUE(l1 != nullptr && l2 != nullptr);
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  ASSERT_TRUE(l1->WaitActive(deadline).ok());
+  ASSERT_TRUE(l1->Send(std::vector<uint8_t>(10000, 3), deadline).ok());
+  EXPECT_EQ(l2->Receive(deadline).value(), std::vector<uint8_t>(10000, 3));
+  o = Hsictl(sock + "isfc");
+  EXPECT_THAT(o.text, HasSubstr("ISFC link LPAR1 <-> LPAR2 (convention, 4 devices, active on both sides)")) << o.text;
+
+  // Refusals come back from hsid or from the LPAR's process, named.
+  o = Hsictl(sock + "isfc-activate LPAR1 LPAR2 D004");
+  EXPECT_EQ(o.code, 1) << o.text;
+  EXPECT_THAT(o.text, HasSubstr("ISFC link LPAR1<->LPAR2 is active already"));
+  o = Hsictl(sock + "isfc-activate LPAR1 LPAR2 E000");
+  EXPECT_EQ(o.code, 1) << o.text;
+  EXPECT_THAT(o.text, HasSubstr("no CTC device E000 is defined for LPAR \"LPAR1\""));
+  o = Hsictl(sock + "isfc-activate LPAR1 LPAR1 D000");
+  EXPECT_EQ(o.code, 2) << o.text;
+
+  auto [b1, b2] = HsictlBoth(sock + "isfc-add LPAR1 LPAR2 D004-D005", sock + "isfc-add LPAR2 LPAR1 D004-D005");
+  ASSERT_EQ(b1.code, 0) << b1.text;
+  ASSERT_EQ(b2.code, 0) << b2.text;
+  EXPECT_EQ(l1->devices().size(), 6u);
+  auto [c1, c2] = HsictlBoth(sock + "isfc-remove LPAR1 LPAR2 D000", sock + "isfc-remove LPAR2 LPAR1 D000");
+  ASSERT_EQ(c1.code, 0) << c1.text;
+  ASSERT_EQ(c2.code, 0) << c2.text;
+  EXPECT_EQ(l1->devices().size(), 5u);
+  ASSERT_TRUE(l1->Send(std::vector<uint8_t>(20000, 4), deadline).ok());
+  EXPECT_EQ(l2->Receive(deadline).value(), std::vector<uint8_t>(20000, 4)) << "the link runs on";
+
+  o = Hsictl(sock + "isfc-deactivate LPAR1 LPAR2");
+  ASSERT_EQ(o.code, 0) << o.text;
+  EXPECT_EQ(links1.link("LPAR2"), nullptr);
+  o = Hsictl(sock + "isfc-deactivate LPAR1 LPAR2");
+  EXPECT_EQ(o.code, 1) << o.text;
+  EXPECT_THAT(o.text, HasSubstr("is not active"));
+  ASSERT_EQ(Hsictl(sock + "isfc-deactivate LPAR2 LPAR1").code, 0);
+  o = Hsictl(sock + "isfc --json");
+  const json doc = json::parse(o.text);
+  ASSERT_TRUE(doc.contains("isfc_links") && doc["isfc_links"].is_array()) << o.text;
+  EXPECT_EQ(doc["isfc_links"].size(), 0u) << o.text;
 }
 
 }  // namespace

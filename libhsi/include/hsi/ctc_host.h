@@ -31,6 +31,7 @@
 #define HSI_CTC_HOST_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -81,6 +82,21 @@ struct IsfcListing {
   std::vector<DeviceNumber> devices;  // this side's numbers
 };
 
+// z/VM's ACTIVATE / DEACTIVATE ISLINK, given from outside (hsictl
+// isfc-activate and the like) to the process of an LPAR: which side of
+// which link, and what to do with it.
+enum class IsfcCommandOp : uint32_t { kActivate = 1, kDeactivate = 2, kAddDevices = 3, kRemoveDevices = 4 };
+struct IsfcCommand {
+  IsfcCommandOp op = IsfcCommandOp::kActivate;
+  std::string peer;                  // the other system
+  IsfcMode mode = IsfcMode::kConvention;  // kActivate
+  std::vector<DeviceNumber> devices;  // this LPAR's numbers; none for kDeactivate
+  absl::Duration timeout = absl::Seconds(30);  // how long the LPAR may take (opening waits for the peer)
+};
+// Runs one command in the LPAR's process; its status goes back to the
+// admin who gave it.
+using IsfcCommandHandler = std::function<absl::Status(const IsfcCommand&)>;
+
 class HSI_EXPORT CtcHost {
  public:
   // Connects and claims `options.lpar` (errors as Session::Connect).
@@ -111,6 +127,22 @@ class HSI_EXPORT CtcHost {
   absl::Status Undefine(const std::string& lpar, DeviceNumber device);
   absl::StatusOr<std::vector<CtcListing>> List();
   absl::StatusOr<std::vector<IsfcListing>> ListIsfc();
+
+  // Takes admins' ISFC commands for this LPAR: hsid forwards each command
+  // an admin gives for this LPAR (SendIsfcCommand, hsictl isfc-activate
+  // ...) to `handler`, which runs on a thread of this host, one command at
+  // a time, and its status goes back to the admin. IsfcLinks::Handle
+  // (hsi/isfc.h) is the handler that does what z/VM does. Replaces an
+  // earlier handler; survives an hsid restart. kFailedPrecondition for a
+  // host with no LPAR.
+  absl::Status AcceptIsfcCommands(IsfcCommandHandler handler);
+  // Admin: gives `command` to the process of LPAR `lpar` that takes ISFC
+  // commands, through hsid, and waits for its status (until command.timeout
+  // plus this host's timeout). kPermissionDenied (not an admin), the
+  // device refusals of DeclareIsfc, kFailedPrecondition (no process of
+  // `lpar` takes commands), kUnavailable (it went before it answered), or
+  // the handler's status, naming the command and the LPAR.
+  absl::Status SendIsfcCommand(const std::string& lpar, const IsfcCommand& command);
 
   const std::string& lpar() const;
   // Waits until connected to hsid (at once, unless hsid went away and the

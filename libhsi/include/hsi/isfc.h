@@ -62,7 +62,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -166,6 +168,45 @@ class HSI_EXPORT IsfcLink {
  private:
   explicit IsfcLink(std::shared_ptr<State> s) : state_(std::move(s)) {}
   std::shared_ptr<State> state_;
+};
+
+// The ISFC links of one LPAR's process, driven by commands, as z/VM's
+// ACTIVATE / DEACTIVATE ISLINK drive a member's: Handle() is the handler
+// for CtcHost::AcceptIsfcCommands, so an admin runs `hsictl isfc-activate
+// LPAR1 LPAR2 D000-D00F` (and isfc-deactivate, isfc-add, isfc-remove).
+//   kActivate       opens the devices through the host (each waits, up to
+//                   the command's timeout, until the peer LPAR opened its
+//                   end: activate both sides, in either order, within it)
+//                   and activates the link to `peer` (declared to hsid);
+//                   kAlreadyExists if one is active.
+//   kDeactivate     deactivates it and closes its devices (the peer's ends
+//                   go down); kNotFound if none is active.
+//   kAddDevices     opens them and adds them to the running link.
+//   kRemoveDevices  removes them from the link and closes them.
+// A command that fails leaves the link as it was (devices it opened are
+// closed again).
+//
+// Thread safety: all methods are thread-safe; commands run one at a time.
+class HSI_EXPORT IsfcLinks {
+ public:
+  // `host` (an LPAR's, named `self` in the links) must outlive this.
+  IsfcLinks(CtcHost* host, std::string self) : host_(host), self_(std::move(self)) {}
+  ~IsfcLinks();
+
+  absl::Status Handle(const IsfcCommand& command);
+  // The active link to `peer`, or nullptr. Valid until a command
+  // deactivates it (or this object goes).
+  IsfcLink* link(const std::string& peer);
+
+ private:
+  absl::StatusOr<std::vector<std::shared_ptr<CtcDevice>>> OpenAll(const IsfcCommand& c);
+  void CloseAll(const std::vector<DeviceNumber>& devices);
+
+  CtcHost* const host_;
+  const std::string self_;
+  std::mutex mu_;  // one command at a time; guards links_
+  std::map<std::string, std::unique_ptr<IsfcLink>> links_;
+  std::map<std::string, std::vector<DeviceNumber>> devices_;  // peer -> this side's open devices
 };
 
 }  // namespace hsi
