@@ -4,6 +4,8 @@
 // usage errors (exit 2) that name what is wrong.
 #include <sys/wait.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <string>
 
@@ -265,6 +267,26 @@ block_size = "4K"
   const json doc = json::parse(o.text);
   ASSERT_TRUE(doc.contains("isfc_links") && doc["isfc_links"].is_array()) << o.text;
   EXPECT_EQ(doc["isfc_links"].size(), 0u) << o.text;
+}
+
+TEST(HsictlCtcTest, OnlyAnAdminGivesIsfcCommands) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (CAP_SETUID) to run hsictl as another uid";
+  if (::access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "needs setpriv (util-linux) to run hsictl as nobody";
+  Hsid d(R"toml(
+[[lpar]]
+name = "*"
+uids = ["self"]
+[[ctc]]
+lpars = ["LPAR1", "LPAR2"]
+devices = "D000"
+)toml");
+  ASSERT_TRUE(d.Start()) << d.log();
+  const Out o = Finish(::popen(absl::StrCat("setpriv --reuid=65534 --regid=65534 --clear-groups ", HSI_TOOLS_DIR,
+                                            "/hsictl --socket ", d.socket(), " isfc-activate LPAR1 LPAR2 D000 2>&1")
+                                   .c_str(),
+                               "r"));
+  EXPECT_EQ(o.code, 1) << o.text;
+  EXPECT_THAT(o.text, HasSubstr("admin operation ISFC command: uid 65534 is not an admin")) << d.log();
 }
 
 }  // namespace
