@@ -32,21 +32,11 @@ using ::hsi::testing::Hsid;
 using ::hsi::testing::LinePipe;
 using ::testing::HasSubstr;
 
-constexpr char kConfig[] = R"toml(
-[hsid]
-admin_uids = ["self"]
-
-[[lpar]]
-name = "*"
-uids = ["self"]
-
-[[ctc]]
-lpars = ["LPAR1", "LPAR2"]
-devices = "D000-D001"
-peer_devices = "D100-D101"
-block_size = "4K"
-recovery_us = 1000
-)toml";
+// LPAR1's D000-D001 to LPAR2's D100-D101.
+std::string Config() {
+  return hsi::testing::CtcConfig(
+      "devices = \"D000-D001\"\npeer_devices = \"D100-D101\"\nblock_size = \"4K\"\nrecovery_us = 1000");
+}
 
 absl::Time Soon() { return absl::Now() + absl::Seconds(10); }
 
@@ -68,7 +58,7 @@ std::pair<std::shared_ptr<CtcDevice>, std::shared_ptr<CtcDevice>> OpenBoth(CtcHo
 class CtcHsidTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(d_.Start()) << d_.log(); }
-  Hsid d_{kConfig};
+  Hsid d_{Config()};
 };
 
 TEST_F(CtcHsidTest, BothEndsOpenAndWriteThroughTheHalvesHsidGranted) {

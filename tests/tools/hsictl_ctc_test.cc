@@ -52,6 +52,13 @@ Out Finish(FILE* p) {
 // Runs hsictl with `args` and returns its exit status and output.
 Out Hsictl(const std::string& args) { return Finish(StartHsictl(args)); }
 
+// Runs hsictl expecting it to fail with exit status `code` and `text` in its output.
+void ExpectFails(const std::string& args, int code, const std::string& text) {
+  const Out o = Hsictl(args);
+  EXPECT_EQ(o.code, code) << args << ": " << o.text;
+  EXPECT_THAT(o.text, HasSubstr(text)) << args;
+}
+
 // Runs two hsictls at once (each side of an ISFC link waits for the other).
 std::pair<Out, Out> HsictlBoth(const std::string& a, const std::string& b) {
   FILE* pa = StartHsictl(a);
@@ -106,9 +113,7 @@ TEST(HsictlCtcTest, DefinesListsAndUndefinesCtcsAtHsid) {
   o = Hsictl(sock + "ctcs");
   EXPECT_THAT(o.text, HasSubstr("LPAR1  D002   LPAR2  E002"));
 
-  o = Hsictl(sock + "define-ctc LPAR1:D003 LPAR2:F000");
-  EXPECT_EQ(o.code, 1) << o.text;
-  EXPECT_THAT(o.text, HasSubstr("LPAR LPAR1 already has CTC device D003"));
+  ExpectFails(sock + "define-ctc LPAR1:D003 LPAR2:F000", 1, "LPAR LPAR1 already has CTC device D003");
   o = Hsictl(sock + "undefine-ctc LPAR1:D002");
   ASSERT_EQ(o.code, 0) << o.text;
   EXPECT_EQ(json::parse(Hsictl(sock + "ctcs --json").text)["ctcs"].size(), 3u);
@@ -124,16 +129,7 @@ TEST(HsictlCtcTest, DefinesListsAndUndefinesCtcsAtHsid) {
 // D000-D00F with hsid knowing it: `hsictl isfc` shows the issue's
 // assignment on the live link, with the writes each device carried.
 TEST(HsictlCtcTest, IsfcShowsALiveLinksDevicesWritersAndCounters) {
-  Hsid d(R"toml(
-[hsid]
-admin_uids = ["self"]
-[[lpar]]
-name = "*"
-uids = ["self"]
-[[ctc]]
-lpars = ["LPAR1", "LPAR2"]
-devices = "D000-D00F"
-)toml");
+  Hsid d(hsi::testing::CtcConfig("devices = \"D000-D00F\""));
   ASSERT_TRUE(d.Start()) << d.log();
   auto h1 = hsi::testing::ConnectCtcHost(d.socket(), "LPAR1").value();
   auto h2 = hsi::testing::ConnectCtcHost(d.socket(), "LPAR2").value();
@@ -197,23 +193,11 @@ devices = "D000-D00F"
 // LPAR's process (its CtcHost takes ISFC commands, IsfcLinks runs them) ->
 // the result back to hsictl.
 TEST(HsictlCtcTest, ActivatesAddsRemovesAndDeactivatesAnIsfcLinkInTheLparsProcesses) {
-  Hsid d(R"toml(
-[hsid]
-admin_uids = ["self"]
-[[lpar]]
-name = "*"
-uids = ["self"]
-[[ctc]]
-lpars = ["LPAR1", "LPAR2"]
-devices = "D000-D007"
-block_size = "4K"
-)toml");
+  Hsid d(hsi::testing::CtcConfig("devices = \"D000-D007\"\nblock_size = \"4K\""));
   ASSERT_TRUE(d.Start()) << d.log();
   const std::string sock = absl::StrCat("--socket ", d.socket(), " ");
   // Before any process takes commands for LPAR1.
-  Out o = Hsictl(sock + "isfc-activate LPAR1 LPAR2 D000-D003");
-  EXPECT_EQ(o.code, 1) << o.text;
-  EXPECT_THAT(o.text, HasSubstr("no process of LPAR \"LPAR1\" takes ISFC commands"));
+  ExpectFails(sock + "isfc-activate LPAR1 LPAR2 D000-D003", 1, "no process of LPAR \"LPAR1\" takes ISFC commands");
 
   auto h1 = hsi::testing::ConnectCtcHost(d.socket(), "LPAR1").value();
   auto h2 = hsi::testing::ConnectCtcHost(d.socket(), "LPAR2").value();
@@ -232,18 +216,13 @@ block_size = "4K"
   ASSERT_TRUE(l1->WaitActive(deadline).ok());
   ASSERT_TRUE(l1->Send(std::vector<uint8_t>(10000, 3), deadline).ok());
   EXPECT_EQ(l2->Receive(deadline).value(), std::vector<uint8_t>(10000, 3));
-  o = Hsictl(sock + "isfc");
+  Out o = Hsictl(sock + "isfc");
   EXPECT_THAT(o.text, HasSubstr("ISFC link LPAR1 <-> LPAR2 (convention, 4 devices, active on both sides)")) << o.text;
 
   // Refusals come back from hsid or from the LPAR's process, named.
-  o = Hsictl(sock + "isfc-activate LPAR1 LPAR2 D004");
-  EXPECT_EQ(o.code, 1) << o.text;
-  EXPECT_THAT(o.text, HasSubstr("ISFC link LPAR1<->LPAR2 is active already"));
-  o = Hsictl(sock + "isfc-activate LPAR1 LPAR2 E000");
-  EXPECT_EQ(o.code, 1) << o.text;
-  EXPECT_THAT(o.text, HasSubstr("no CTC device E000 is defined for LPAR \"LPAR1\""));
-  o = Hsictl(sock + "isfc-activate LPAR1 LPAR1 D000");
-  EXPECT_EQ(o.code, 2) << o.text;
+  ExpectFails(sock + "isfc-activate LPAR1 LPAR2 D004", 1, "ISFC link LPAR1<->LPAR2 is active already");
+  ExpectFails(sock + "isfc-activate LPAR1 LPAR2 E000", 1, "no CTC device E000 is defined for LPAR \"LPAR1\"");
+  ExpectFails(sock + "isfc-activate LPAR1 LPAR1 D000", 2, "LPAR and PEER must be two different names");
 
   auto [b1, b2] = HsictlBoth(sock + "isfc-add LPAR1 LPAR2 D004-D005", sock + "isfc-add LPAR2 LPAR1 D004-D005");
   ASSERT_EQ(b1.code, 0) << b1.text;
@@ -259,9 +238,7 @@ block_size = "4K"
   o = Hsictl(sock + "isfc-deactivate LPAR1 LPAR2");
   ASSERT_EQ(o.code, 0) << o.text;
   EXPECT_EQ(links1.link("LPAR2"), nullptr);
-  o = Hsictl(sock + "isfc-deactivate LPAR1 LPAR2");
-  EXPECT_EQ(o.code, 1) << o.text;
-  EXPECT_THAT(o.text, HasSubstr("is not active"));
+  ExpectFails(sock + "isfc-deactivate LPAR1 LPAR2", 1, "is not active");
   ASSERT_EQ(Hsictl(sock + "isfc-deactivate LPAR2 LPAR1").code, 0);
   o = Hsictl(sock + "isfc --json");
   const json doc = json::parse(o.text);
@@ -272,14 +249,7 @@ block_size = "4K"
 TEST(HsictlCtcTest, OnlyAnAdminGivesIsfcCommands) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (CAP_SETUID) to run hsictl as another uid";
   if (::access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "needs setpriv (util-linux) to run hsictl as nobody";
-  Hsid d(R"toml(
-[[lpar]]
-name = "*"
-uids = ["self"]
-[[ctc]]
-lpars = ["LPAR1", "LPAR2"]
-devices = "D000"
-)toml");
+  Hsid d(hsi::testing::CtcConfig("devices = \"D000\"", /*admin=*/false));
   ASSERT_TRUE(d.Start()) << d.log();
   const Out o = Finish(::popen(absl::StrCat("setpriv --reuid=65534 --regid=65534 --clear-groups ", HSI_TOOLS_DIR,
                                             "/hsictl --socket ", d.socket(), " isfc-activate LPAR1 LPAR2 D000 2>&1")

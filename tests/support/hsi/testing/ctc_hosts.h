@@ -28,6 +28,16 @@ inline absl::StatusOr<std::unique_ptr<CtcHost>> ConnectCtcHost(const std::string
   return CtcHost::Connect(o);
 }
 
+// hsid's config for a CTC test: LPARs of any name for this uid, this uid
+// an admin if `admin`, and one [[ctc]] between LPAR1 and LPAR2 with the
+// TOML lines `ctc` (e.g. "devices = \"D000-D00F\"\nblock_size = \"4K\"").
+inline std::string CtcConfig(const std::string& ctc, bool admin = true) {
+  return absl::StrCat(admin ? "[hsid]\nadmin_uids = [\"self\"]\n" : "",
+                      "[[lpar]]\nname = \"*\"\nuids = [\"self\"]\n"
+                      "[[ctc]]\nlpars = [\"LPAR1\", \"LPAR2\"]\n",
+                      ctc, "\n");
+}
+
 // Opens device `a` on h1 and `b` on h2 at once (each Open waits for the
 // other end), by `deadline`. The first error, naming which end.
 inline absl::StatusOr<std::pair<std::shared_ptr<CtcDevice>, std::shared_ptr<CtcDevice>>> OpenBothEnds(
