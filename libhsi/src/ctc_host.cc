@@ -155,9 +155,14 @@ struct CtcHost::State final : ControlChannel::Handler {
       for (uint32_t i = 0; i < c.count; ++i) cmd.devices.push_back(DeviceNumber(static_cast<uint16_t>(c.devices[i])));
       cmd.timeout = absl::Milliseconds(c.timeout_ms);
       IsfcCommandHandler h = handler;
+      running = true;
       l.unlock();
-      const absl::Status s = h(cmd);
+      const absl::Status s =
+          h ? h(cmd)
+            : absl::UnavailableError(absl::StrCat("LPAR \"", opt.lpar, "\" no longer takes ISFC commands"));
       l.lock();
+      running = false;
+      cv.notify_all();
       wire::IsfcCommandResult r = wire::Zeroed<wire::IsfcCommandResult>();
       r.command_id = c.command_id;
       r.code = static_cast<uint32_t>(s.code());
@@ -186,6 +191,7 @@ struct CtcHost::State final : ControlChannel::Handler {
   std::map<std::string, wire::IsfcDeclareRequest> declared;  // peer -> this side's ISFC declaration
   IsfcCommandHandler handler;                 // set: this host takes ISFC commands
   std::deque<wire::IsfcCommand> commands;     // from hsid, for the command thread
+  bool running = false;                       // the command thread runs a handler
   std::thread command_thread;
   absl::Status lost;
   absl::Time next_reconnect = absl::InfiniteFuture();
@@ -274,7 +280,7 @@ absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, ab
   s.downs.erase(rep.conn_id);
   const uint32_t conn = rep.conn_id;
   auto arrived = [&s, conn]() {
-    return s.peers.count(conn) != 0 || s.downs.count(conn) != 0 || !s.lost.ok();
+    return s.peers.count(conn) != 0 || s.downs.count(conn) != 0 || !s.lost.ok() || s.stop;
   };
   if (!s.cv.wait_until(l, absl::ToChronoTime(std::min(deadline, absl::Now() + absl::Hours(24))), arrived)) {
     wire::CtcClose close = wire::Zeroed<wire::CtcClose>();
@@ -285,6 +291,7 @@ absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, ab
                                                     DeviceNumber(static_cast<uint16_t>(rep.peer_device)).ToString(),
                                                     ", its end, in time"));
   }
+  if (s.stop) return absl::CancelledError(absl::StrCat(name, ": the host is closing"));
   if (auto d = s.downs.find(conn); d != s.downs.end()) {
     absl::Status why = d->second;
     s.downs.erase(d);
@@ -404,17 +411,29 @@ absl::Status CtcHost::AcceptIsfcCommands(IsfcCommandHandler handler) {
   if (s.opt.lpar.empty()) return absl::FailedPreconditionError("ISFC commands: this CtcHost claims no LPAR");
   if (!handler) return absl::InvalidArgumentError("ISFC commands: no handler");
   std::unique_lock<std::mutex> l(s.mu);
-  const bool first = !s.handler;
+  const bool taking = static_cast<bool>(s.handler);
   s.handler = std::move(handler);
-  if (first) {
+  if (!taking) {
     if (absl::Status st = s.SendAccept(true); !st.ok()) {
       s.handler = nullptr;
       return st;
     }
+  }
+  if (!s.command_thread.joinable()) {
     State* raw = &s;
     s.command_thread = std::thread([raw] { raw->RunCommands(); });
   }
   return absl::OkStatus();
+}
+
+absl::Status CtcHost::StopIsfcCommands() {
+  State& s = *state_;
+  std::unique_lock<std::mutex> l(s.mu);
+  if (!s.handler) return absl::OkStatus();
+  s.handler = nullptr;
+  const absl::Status st = s.ctl.connected() ? s.SendAccept(false) : absl::OkStatus();
+  s.cv.wait(l, [&s] { return !s.running; });
+  return st;
 }
 
 absl::Status CtcHost::SendIsfcCommand(const std::string& lpar, const IsfcCommand& command) {

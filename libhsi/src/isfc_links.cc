@@ -9,8 +9,15 @@
 namespace hsi {
 
 IsfcLinks::~IsfcLinks() {
+  if (taking_) (void)host_->StopIsfcCommands();  // no Handle() after this
   std::lock_guard<std::mutex> l(mu_);
   links_.clear();  // deactivates; the devices close with the host
+}
+
+absl::Status IsfcLinks::TakeCommands() {
+  absl::Status s = host_->AcceptIsfcCommands([this](const IsfcCommand& c) { return Handle(c); });
+  if (s.ok()) taking_ = true;
+  return s;
 }
 
 IsfcLink* IsfcLinks::link(const std::string& peer) {

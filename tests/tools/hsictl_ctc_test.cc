@@ -202,8 +202,8 @@ TEST(HsictlCtcTest, ActivatesAddsRemovesAndDeactivatesAnIsfcLinkInTheLparsProces
   auto h1 = hsi::testing::ConnectCtcHost(d.socket(), "LPAR1").value();
   auto h2 = hsi::testing::ConnectCtcHost(d.socket(), "LPAR2").value();
   hsi::IsfcLinks links1(h1.get(), "LPAR1"), links2(h2.get(), "LPAR2");
-  ASSERT_TRUE(h1->AcceptIsfcCommands([&](const hsi::IsfcCommand& c) { return links1.Handle(c); }).ok());
-  ASSERT_TRUE(h2->AcceptIsfcCommands([&](const hsi::IsfcCommand& c) { return links2.Handle(c); }).ok());
+  ASSERT_TRUE(links1.TakeCommands().ok());
+  ASSERT_TRUE(links2.TakeCommands().ok());
 
   auto [a1, a2] = HsictlBoth(sock + "isfc-activate LPAR1 LPAR2 D000-D003", sock + "isfc-activate LPAR2 LPAR1 D000-D003");
   ASSERT_EQ(a1.code, 0) << a1.text;
@@ -244,6 +244,9 @@ TEST(HsictlCtcTest, ActivatesAddsRemovesAndDeactivatesAnIsfcLinkInTheLparsProces
   const json doc = json::parse(o.text);
   ASSERT_TRUE(doc.contains("isfc_links") && doc["isfc_links"].is_array()) << o.text;
   EXPECT_EQ(doc["isfc_links"].size(), 0u) << o.text;
+  // A process that stops taking commands: hsid refuses them again.
+  ASSERT_TRUE(h2->StopIsfcCommands().ok());
+  ExpectFails(sock + "isfc-deactivate LPAR2 LPAR1", 1, "no process of LPAR \"LPAR2\" takes ISFC commands");
 }
 
 TEST(HsictlCtcTest, OnlyAnAdminGivesIsfcCommands) {

@@ -133,9 +133,14 @@ class HSI_EXPORT CtcHost {
   // ...) to `handler`, which runs on a thread of this host, one command at
   // a time, and its status goes back to the admin. IsfcLinks::Handle
   // (hsi/isfc.h) is the handler that does what z/VM does. Replaces an
-  // earlier handler; survives an hsid restart. kFailedPrecondition for a
-  // host with no LPAR.
+  // earlier handler; survives an hsid restart. The handler is called until
+  // StopIsfcCommands() or the host's destruction (each waits for a command
+  // in progress; an Open() in it returns kCancelled at the destruction).
+  // kFailedPrecondition for a host with no LPAR.
   absl::Status AcceptIsfcCommands(IsfcCommandHandler handler);
+  // Stops taking ISFC commands (hsid refuses them again; one that was on
+  // its way is answered kUnavailable) and waits for a command in progress.
+  absl::Status StopIsfcCommands();
   // Admin: gives `command` to the process of LPAR `lpar` that takes ISFC
   // commands, through hsid, and waits for its status (until command.timeout
   // plus this host's timeout). kPermissionDenied (not an admin), the

@@ -171,9 +171,10 @@ class HSI_EXPORT IsfcLink {
 };
 
 // The ISFC links of one LPAR's process, driven by commands, as z/VM's
-// ACTIVATE / DEACTIVATE ISLINK drive a member's: Handle() is the handler
-// for CtcHost::AcceptIsfcCommands, so an admin runs `hsictl isfc-activate
-// LPAR1 LPAR2 D000-D00F` (and isfc-deactivate, isfc-add, isfc-remove).
+// ACTIVATE / DEACTIVATE ISLINK drive a member's: TakeCommands() makes
+// Handle() the host's handler (CtcHost::AcceptIsfcCommands), so an admin
+// runs `hsictl isfc-activate LPAR1 LPAR2 D000-D00F` (and isfc-deactivate,
+// isfc-add, isfc-remove); the destructor stops it again first.
 //   kActivate       opens the devices through the host (each waits, up to
 //                   the command's timeout, until the peer LPAR opened its
 //                   end: activate both sides, in either order, within it)
@@ -191,8 +192,12 @@ class HSI_EXPORT IsfcLinks {
  public:
   // `host` (an LPAR's, named `self` in the links) must outlive this.
   IsfcLinks(CtcHost* host, std::string self) : host_(host), self_(std::move(self)) {}
+  // Stops taking commands (if TakeCommands() did), then deactivates the
+  // links; the devices stay open (their host closes them).
   ~IsfcLinks();
 
+  // Takes the host's ISFC commands from now on (CtcHost::AcceptIsfcCommands).
+  absl::Status TakeCommands();
   absl::Status Handle(const IsfcCommand& command);
   // The active link to `peer`, or nullptr. Valid until a command
   // deactivates it (or this object goes).
@@ -204,6 +209,7 @@ class HSI_EXPORT IsfcLinks {
 
   CtcHost* const host_;
   const std::string self_;
+  bool taking_ = false;  // TakeCommands() succeeded
   std::mutex mu_;  // one command at a time; guards links_
   std::map<std::string, std::unique_ptr<IsfcLink>> links_;
   std::map<std::string, std::vector<DeviceNumber>> devices_;  // peer -> this side's open devices
