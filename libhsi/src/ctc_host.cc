@@ -111,6 +111,11 @@ struct CtcHost::State final : ControlChannel::Handler {
       wire::CtcReattachReply rep;
       const absl::Status r = ctl.Call(req, std::move(fds), &rep);
       if (!ctl.connected()) st = r.ok() ? absl::UnavailableError("hsid went away while re-registering") : r;
+      if (st.ok() && absl::IsFailedPrecondition(r)) {  // the other end opened afresh: this connection is over
+        dev->TakeDown(absl::UnavailableError(std::string(r.message())));
+        it = open.erase(it);
+        continue;
+      }
       it->second.conn_id = r.ok() ? rep.conn_id : 0;
       ++it;
     }

@@ -22,7 +22,8 @@
 // ends did) and each ISFC side declared. Meanwhile Open() and the admin
 // calls return kUnavailable; WaitConnected() waits for the reconnect. If
 // the other end of a device opens it afresh instead (its process was
-// restarted too), the old connection goes down here (CtcDown).
+// restarted too), the old connection goes down here (CtcDown, or hsid's
+// refusal of the re-registration if the fresh open came first).
 //
 // With an empty `lpar` a CtcHost claims nothing: an admin tool (hsictl).
 //
