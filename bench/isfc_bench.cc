@@ -6,8 +6,9 @@
 //          LPAR2 answers each with a 64-byte acknowledgement;
 //   sym    both stream at once, each the same bytes;
 // and prints a markdown table: throughput, collisions (both ends), the
-// time both ends spent in collision recovery, and how many devices carried
-// LPAR1's chunks. docs/benchmarks.md ("ISFC logical links") has a run.
+// time both ends spent in collision recovery, how many devices carried
+// LPAR1's chunks, and how many of LPAR2's chunks went on devices both
+// sides write (under the convention: its spills). docs/benchmarks.md ("ISFC logical links") has a run.
 // The devices are made here (CreateCtcPairFds, as hsid would make them);
 // hsid is not on the data path, so it is not needed to measure it.
 #include <sys/wait.h>
@@ -47,6 +48,7 @@ struct Result {
   absl::Duration recovery;
   int bulk_devices = 0;  // devices that carried more than 1% of LPAR1's chunks
   uint64_t resent = 0;
+  uint64_t lpar2_shared = 0;  // LPAR2's chunks on devices LPAR1 writes too
 };
 
 constexpr size_t kMsg = size_t{1} << 20;
@@ -182,10 +184,14 @@ Result Run(const Scenario& sc) {
     r.collisions += d->counters().collisions;
     r.recovery += absl::Nanoseconds(d->counters().recovery_ns);
   }
-  for (const auto& fd : theirs_for_counters) {
-    if (std::optional<hsi::CtcCounters> c = hsi::ReadCtcSegmentCounters(fd.get())) {
+  std::vector<DeviceNumber> numbers;
+  for (int i = 0; i < sc.devices; ++i) numbers.push_back(DeviceNumber(static_cast<uint16_t>(0xD000 + i)));
+  const hsi::WritePlan plan = hsi::PlanWrites("LPAR1", "LPAR2", numbers, sc.mode).value();
+  for (size_t i = 0; i < theirs_for_counters.size(); ++i) {
+    if (std::optional<hsi::CtcCounters> c = hsi::ReadCtcSegmentCounters(theirs_for_counters[i].get())) {
       r.collisions += c->collisions;
       r.recovery += absl::Nanoseconds(c->recovery_ns);
+      if (plan.devices[i].self_rank >= 0 && plan.devices[i].peer_rank >= 0) r.lpar2_shared += c->writes;
     }
   }
   return r;
@@ -223,14 +229,15 @@ int main(int argc, char** argv) {
     for (IsfcMode m : {IsfcMode::kConvention, IsfcMode::kNaive}) all.push_back({Load::kSym, n, m, gib / 4});
   }
   std::printf("| load | devices | mode | MiB each way | seconds | GiB/s (LPAR1->LPAR2) | collisions | recovery | "
-              "devices carrying LPAR1's chunks | chunks resent |\n|---|---|---|---|---|---|---|---|---|---|\n");
+              "devices carrying LPAR1's chunks | chunks resent | LPAR2's chunks on devices both write |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Scenario& sc : all) {
     const Result r = Run(sc);
-    std::printf("| %s | %d | %s | %zu | %.3f | %.2f | %llu | %s | %d | %llu |\n", Name(sc.load), sc.devices,
+    std::printf("| %s | %d | %s | %zu | %.3f | %.2f | %llu | %s | %d | %llu | %llu |\n", Name(sc.load), sc.devices,
                 sc.mode == IsfcMode::kConvention ? "convention" : "naive", sc.total >> 20, r.seconds,
                 static_cast<double>(sc.total) / r.seconds / (1 << 30), static_cast<unsigned long long>(r.collisions),
                 absl::FormatDuration(absl::Trunc(r.recovery, absl::Microseconds(1))).c_str(), r.bulk_devices,
-                static_cast<unsigned long long>(r.resent));
+                static_cast<unsigned long long>(r.resent), static_cast<unsigned long long>(r.lpar2_shared));
     std::fflush(stdout);
   }
   return 0;

@@ -2,6 +2,7 @@
 #include "ctc.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
@@ -19,6 +20,11 @@ using hsi::UniqueFd;
 
 namespace {
 std::string Dev(uint32_t d) { return hsi::DeviceNumber(static_cast<uint16_t>(d)).ToString(); }
+// The size of the file behind `fd`; -1 if fstat fails.
+off_t FdSize(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 ? st.st_size : -1;
+}
 }  // namespace
 
 Ctcs::Ctcs(const Config& config, Clients& clients, bool verbose)
@@ -59,6 +65,12 @@ void Ctcs::OnOpen(Client& c, const Message& m) {
     return fail(absl::AlreadyExistsError(absl::StrCat(Name(k.def), ": LPAR \"", c.lpar, "\"'s end ",
                                                       Dev(side == 0 ? k.def.device_a : k.def.device_b),
                                                       " is open already")));
+  }
+  if (k.end[1 - side].reattached) {
+    // The other end still holds the memory from before hsid's restart,
+    // which this end has lost: that connection is over; a new one begins.
+    Down(id, k, wire::kDownPeerClosed,
+         absl::StrCat(Name(k.def), ": ", c.Public(), " opened its end afresh after hsid's restart"), 0);
   }
   if (!k.end[0].segment.valid()) {  // first open: the connection's memory
     absl::StatusOr<UniqueFd> a = hsi::CreateCtcSegment(k.def.block_size, "hsi-ctc-a");
@@ -171,8 +183,53 @@ void Ctcs::OnClose(Client& c, const Message& m) {
   Down(req.conn_id, k, wire::kDownPeerClosed, absl::StrCat(Name(k.def), ": ", c.Public(), " closed its end"), c.id);
 }
 
+void Ctcs::OnReattach(Client& c, Message& m) {
+  const auto req = m.As<wire::CtcReattachRequest>();
+  auto reply = [&](const absl::Status& s, uint32_t id) {
+    if (!s.ok()) return clients_.ReplyError<wire::CtcReattachReply>(c, m.request_id, s);
+    wire::CtcReattachReply r = wire::Zeroed<wire::CtcReattachReply>();
+    r.conn_id = id;
+    clients_.Reply(c, m.request_id, r);
+  };
+  if (c.lpar.empty()) return reply(absl::FailedPreconditionError("re-register CTC device: claim an LPAR first"), 0);
+  absl::StatusOr<std::pair<uint32_t, int>> where = Find(c.lpar, req.device);
+  if (!where.ok()) return reply(where.status(), 0);
+  const auto [id, side] = *where;
+  Conn& k = conns_.at(id);
+  End& e = k.end[side];
+  const std::string name = absl::StrCat(Name(k.def), ": re-registering LPAR \"", c.lpar, "\"'s end");
+  if (e.client != 0) return reply(absl::AlreadyExistsError(absl::StrCat(name, ": it is open already")), 0);
+  if (k.end[1 - side].client != 0 && !k.end[1 - side].reattached) {
+    return reply(absl::FailedPreconditionError(absl::StrCat(name, ": the other end was opened afresh since")), 0);
+  }
+  UniqueFd half = std::move(m.fds[0]);
+  if (FdSize(half.get()) != static_cast<off_t>(hsi::CtcSegmentSize(k.def.block_size)) || !hsi::IsSealedAgainstWrites(half.get())) {
+    return reply(absl::InvalidArgumentError(absl::StrCat(name, ": the half it handed in is not a sealed half-channel of ",
+                                                         hsi::CtcSegmentSize(k.def.block_size), " bytes")),
+                 0);
+  }
+  e.client = c.id;
+  e.sealed = true;
+  e.reattached = true;
+  e.segment = std::move(half);
+  k.ready = k.end[1 - side].reattached;
+  if (verbose_) Log(absl::StrCat(name, k.ready ? ": ready again" : ""));
+  reply(absl::OkStatus(), id);
+}
+
 void Ctcs::OnClientGone(const Client& c) {
   std::erase_if(isfcs_, [&](const auto& e) { return e.first.first == c.id; });
+  command_takers_.erase(c.id);
+  for (auto it = commands_.begin(); it != commands_.end();) {
+    if (it->second.taker == c.id) {
+      if (Client* admin = clients_.Find(it->second.admin)) {
+        clients_.ReplyError<wire::AdminReply>(
+            *admin, it->second.request_id,
+            absl::UnavailableError(absl::StrCat(it->second.what, ": ", c.Public(), " went before it answered")));
+      }
+    }
+    it = it->second.taker == c.id || it->second.admin == c.id ? commands_.erase(it) : std::next(it);
+  }
   for (auto& [id, k] : conns_) {
     if (k.end[0].client == c.id || k.end[1].client == c.id) {
       Down(id, k, wire::kDownPeerGone, absl::StrCat(Name(k.def), ": ", c.Public(), " is gone"), c.id);
@@ -271,23 +328,95 @@ void Ctcs::OnIsfcDeclare(Client& c, const Message& m) {
     isfcs_.erase({c.id, peer});
     return reply(absl::OkStatus());
   }
-  Isfc l{c.lpar, peer, req.mode, {}};
-  for (uint32_t i = 0; i < req.count; ++i) {
-    absl::StatusOr<std::pair<uint32_t, int>> at = Find(c.lpar, req.devices[i]);
-    if (!at.ok()) return reply(absl::Status(at.status().code(), absl::StrCat(where, ": ", at.status().message())));
+  absl::StatusOr<std::vector<uint32_t>> devices = IsfcDevices(c.lpar, peer, where, req.count, req.devices);
+  if (!devices.ok()) return reply(devices.status());
+  isfcs_[{c.id, peer}] = Isfc{c.lpar, peer, req.mode, std::move(*devices)};
+  reply(absl::OkStatus());
+}
+
+absl::StatusOr<std::vector<uint32_t>> Ctcs::IsfcDevices(const std::string& lpar, const std::string& peer,
+                                                        const std::string& where, uint32_t count,
+                                                        const uint32_t (&devices)[16]) const {
+  std::vector<uint32_t> out;
+  for (uint32_t i = 0; i < count && i < 16; ++i) {
+    absl::StatusOr<std::pair<uint32_t, int>> at = Find(lpar, devices[i]);
+    if (!at.ok()) return absl::Status(at.status().code(), absl::StrCat(where, ": ", at.status().message()));
     const CtcConfig& d = conns_.at(at->first).def;
     const std::string& other = at->second == 0 ? d.lpar_b : d.lpar_a;
     if (other != peer) {
-      return reply(absl::InvalidArgumentError(
-          absl::StrCat(where, ": device ", Dev(req.devices[i]), " leads to LPAR ", other, ", not ", peer)));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": device ", Dev(devices[i]), " leads to LPAR ", other, ", not ", peer));
     }
-    if (std::find(l.devices.begin(), l.devices.end(), req.devices[i]) != l.devices.end()) {
-      return reply(absl::InvalidArgumentError(absl::StrCat(where, ": device ", Dev(req.devices[i]), " twice")));
+    if (std::find(out.begin(), out.end(), devices[i]) != out.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": device ", Dev(devices[i]), " twice"));
     }
-    l.devices.push_back(req.devices[i]);
+    out.push_back(devices[i]);
   }
-  isfcs_[{c.id, peer}] = std::move(l);
-  reply(absl::OkStatus());
+  return out;
+}
+
+void Ctcs::OnIsfcCommand(Client& c, const Message& m) {
+  const auto req = m.As<wire::IsfcCommandRequest>();
+  auto reply = [&](const absl::Status& s) { clients_.ReplyError<wire::AdminReply>(c, m.request_id, s); };
+  static constexpr const char* kOps[] = {"", "activate", "deactivate", "add devices to", "remove devices from"};
+  const std::string lpar = wire::NameOf(req.lpar), peer = wire::NameOf(req.peer);
+  const std::string what = absl::StrCat("ISFC command \"", kOps[req.op], "\" link ", lpar, "<->", peer);
+  if (absl::Status s = CheckAdmin(c, "ISFC command"); !s.ok()) return reply(s);
+  absl::StatusOr<std::vector<uint32_t>> devices = IsfcDevices(lpar, peer, what, req.count, req.devices);
+  if (!devices.ok()) return reply(devices.status());
+  Client* taker = nullptr;
+  for (uint64_t id : command_takers_) {
+    Client* t = clients_.Find(id);
+    if (t != nullptr && t->lpar == lpar) taker = t;
+  }
+  if (taker == nullptr) {
+    return reply(absl::FailedPreconditionError(absl::StrCat(
+        what, ": no process of LPAR \"", lpar, "\" takes ISFC commands (hsi::CtcHost::AcceptIsfcCommands)")));
+  }
+  const uint32_t id = next_command_++;
+  wire::IsfcCommand cmd = wire::Zeroed<wire::IsfcCommand>();
+  cmd.command_id = id;
+  cmd.op = req.op;
+  std::memcpy(cmd.peer, req.peer, sizeof(cmd.peer));
+  cmd.mode = req.mode;
+  cmd.count = req.count;
+  cmd.timeout_ms = req.timeout_ms;
+  std::memcpy(cmd.devices, req.devices, sizeof(cmd.devices));
+  commands_[id] = PendingCommand{c.id, m.request_id, taker->id, what};
+  Log(absl::StrCat(c.Who(), ": ", what, " (to ", taker->Who(), ")"));
+  clients_.Send(*taker, wire::Encode(0, cmd));
+}
+
+void Ctcs::OnIsfcCommandResult(Client& c, const Message& m) {
+  const auto res = m.As<wire::IsfcCommandResult>();
+  auto it = commands_.find(res.command_id);
+  if (it == commands_.end() || it->second.taker != c.id) {
+    if (res.command_id < next_command_) return;  // its admin went meanwhile
+    return clients_.AnswerAndClose(
+        c, absl::InvalidArgumentError(absl::StrCat("protocol: IsfcCommandResult for command ", res.command_id)),
+        absl::StrCat("protocol violation: result for ISFC command ", res.command_id, " it was not sent"));
+  }
+  const PendingCommand p = std::move(it->second);
+  commands_.erase(it);
+  Client* admin = clients_.Find(p.admin);
+  if (admin == nullptr) return;
+  const absl::Status s = res.code == 0 ? absl::OkStatus()
+                                       : absl::Status(static_cast<absl::StatusCode>(res.code),
+                                                      absl::StrCat(p.what, ": ", c.Public(), ": ", std::string(res.text)));
+  clients_.ReplyError<wire::AdminReply>(*admin, p.request_id, s);
+}
+
+void Ctcs::OnIsfcCommandsAccept(Client& c, const Message& m) {
+  const auto req = m.As<wire::IsfcCommandsAccept>();
+  if (c.lpar.empty()) {
+    return clients_.AnswerAndClose(c, absl::FailedPreconditionError("protocol: IsfcCommandsAccept without an LPAR"),
+                                   "protocol violation: takes ISFC commands without an LPAR");
+  }
+  if (req.accept != 0) {
+    command_takers_.insert(c.id);
+  } else {
+    command_takers_.erase(c.id);
+  }
 }
 
 void Ctcs::OnIsfcList(Client& c, const Message& m) {

@@ -32,6 +32,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -51,6 +52,12 @@ class Ctcs {
   void OnOpen(Client& c, const Message& m);
   void OnSealed(Client& c, const Message& m);
   void OnClose(Client& c, const Message& m);
+  // After an hsid restart, an end still open re-registers (invariant 4)
+  // with its own half (sealed, of the connection's size, else
+  // kInvalidArgument); once both ends did, the connection is ready again.
+  // kAlreadyExists if that end is open, kFailedPrecondition if the other
+  // end was opened afresh since (its memory is new).
+  void OnReattach(Client& c, Message& m);
   // Admin requests (answered with AdminReply / CtcListReply).
   void OnDefine(Client& c, const Message& m);
   void OnUndefine(Client& c, const Message& m);
@@ -61,6 +68,17 @@ class Ctcs {
   // / kPermissionDenied naming it. A client's declarations go with it.
   void OnIsfcDeclare(Client& c, const Message& m);
   void OnIsfcList(Client& c, const Message& m);
+  // z/VM's ACTIVATE/DEACTIVATE ISLINK from outside (wire "ISFC commands"):
+  // an admin's IsfcCommandRequest is checked (admin; each device defined
+  // for the LPAR and leading to the peer) and forwarded to the connection
+  // of that LPAR that takes ISFC commands (IsfcCommandsAccept); its
+  // IsfcCommandResult is the admin's AdminReply. kFailedPrecondition if no
+  // connection of the LPAR takes them; kUnavailable to the admin if that
+  // connection goes first. A result for a command the client was not sent
+  // is a protocol violation (the client is dropped).
+  void OnIsfcCommand(Client& c, const Message& m);
+  void OnIsfcCommandResult(Client& c, const Message& m);
+  void OnIsfcCommandsAccept(Client& c, const Message& m);
   // Client `c` is gone: every connection it had an end of goes down.
   void OnClientGone(const Client& c);
 
@@ -68,6 +86,7 @@ class Ctcs {
   struct End {
     uint64_t client = 0;  // 0: closed
     bool sealed = false;
+    bool reattached = false;  // re-registered after hsid's restart, with its memory from before
     hsi::UniqueFd segment;  // hsid's copy of this end's half
   };
   struct Conn {
@@ -88,6 +107,11 @@ class Ctcs {
   // client id) why.
   void Down(uint32_t id, Conn& k, uint32_t reason, const std::string& why, uint64_t except);
   absl::Status CheckAdmin(const Client& c, const char* op) const;
+  // The first `count` of `devices`, each defined for `lpar` and leading to
+  // `peer`, none twice; else the refusal, prefixed with `where`.
+  absl::StatusOr<std::vector<uint32_t>> IsfcDevices(const std::string& lpar, const std::string& peer,
+                                                    const std::string& where, uint32_t count,
+                                                    const uint32_t (&devices)[16]) const;
 
   const Config& config_;
   Clients& clients_;
@@ -100,6 +124,15 @@ class Ctcs {
     std::vector<uint32_t> devices;
   };
   std::map<std::pair<uint64_t, std::string>, Isfc> isfcs_;  // (client, peer) -> its side of the link
+  std::set<uint64_t> command_takers_;  // clients that take IsfcCommand
+  struct PendingCommand {
+    uint64_t admin = 0;       // who asked
+    uint32_t request_id = 0;  // its request, to answer
+    uint64_t taker = 0;       // the LPAR's connection asked
+    std::string what;         // "ISFC command activate LPAR1<->LPAR2", for messages
+  };
+  uint32_t next_command_ = 1;
+  std::map<uint32_t, PendingCommand> commands_;
 };
 
 }  // namespace hsid

@@ -224,6 +224,7 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
     case MsgType::kCtcOpenRequest: return ctcs_.OnOpen(c, m);
     case MsgType::kCtcSealed: return ctcs_.OnSealed(c, m);
     case MsgType::kCtcClose: return ctcs_.OnClose(c, m);
+    case MsgType::kCtcReattachRequest: return ctcs_.OnReattach(c, m);
     case MsgType::kCtcDefineRequest: return ctcs_.OnDefine(c, m);
     case MsgType::kCtcUndefineRequest: return ctcs_.OnUndefine(c, m);
     case MsgType::kCtcListRequest: return ctcs_.OnList(c, m);
@@ -231,6 +232,9 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
     case MsgType::kIsfcListRequest: return ctcs_.OnIsfcList(c, m);
     case MsgType::kMemGrantRequest: return grants_.OnGrant(c, m);
     case MsgType::kMemTakeRequest: return grants_.OnTake(c, m);
+    case MsgType::kIsfcCommandRequest: return ctcs_.OnIsfcCommand(c, m);
+    case MsgType::kIsfcCommandResult: return ctcs_.OnIsfcCommandResult(c, m);
+    case MsgType::kIsfcCommandsAccept: return ctcs_.OnIsfcCommandsAccept(c, m);
     default:
       break;  // Decode() admits only client-to-daemon types
   }

@@ -229,6 +229,44 @@ struct CtcDevice::Impl {
     return why;
   }
 
+  // Announces the write staged in our buffer and waits for its fate (the
+  // rest of Write()).
+  absl::Status Start(absl::Time deadline) {
+    const uint64_t n = ++write_seq;
+    // seq_cst store: releases buffer and length to the peer's acquire of
+    // write_seq, and is the store half of the Dekker pair (collisions).
+    my->write_seq.store(n, std::memory_order_seq_cst);
+    Notify();
+    for (;;) {
+      const uint32_t ev = their->events.load(std::memory_order_acquire);
+      absl::StatusOr<PeerView> v = LoadPeer();
+      if (!v.ok()) return v.status();
+      if (v->done_seq() >= n) {
+        if (v->rejected()) return Collision(n, "the other side saw it");
+        Delivered(n);
+        return absl::OkStatus();
+      }
+      if (PeerPending(*v)) {
+        // The other side's write is in flight while ours is: a collision.
+        // Withdraw ours first, then reject theirs (so that a peer that sees
+        // its write finished sees ours gone).
+        my->withdrawn.store(n, std::memory_order_seq_cst);
+        Reject(v->write_seq);
+        Notify();
+        return Collision(n, "this side saw it");
+      }
+      if (is_broken.load(std::memory_order_acquire)) return Broken();
+      if (interrupted.load(std::memory_order_acquire)) {
+        return Withdraw(n, absl::CancelledError(absl::StrCat(name, ": write interrupted")));
+      }
+      if (absl::Now() >= deadline) {
+        return Withdraw(n, absl::DeadlineExceededError(
+                                 absl::StrCat(name, ": the other side did not take the write in time; withdrawn")));
+      }
+      Sleep(ev, deadline);
+    }
+  }
+
   void Delivered(uint64_t) {
     ctr->writes.fetch_add(1, std::memory_order_relaxed);
     ctr->bytes_written.fetch_add(my->write_len.load(std::memory_order_relaxed), std::memory_order_relaxed);
@@ -284,6 +322,14 @@ absl::StatusOr<CtcDevice> CtcDevice::OpenFds(CtcEndFds fds, const CtcOptions& op
 }
 
 absl::Status CtcDevice::Write(absl::Span<const uint8_t> data, absl::Time deadline) {
+  return WriteImpl(data, deadline, /*if_idle=*/false).status();
+}
+
+absl::StatusOr<bool> CtcDevice::WriteIfIdle(absl::Span<const uint8_t> data, absl::Time deadline) {
+  return WriteImpl(data, deadline, /*if_idle=*/true);
+}
+
+absl::StatusOr<bool> CtcDevice::WriteImpl(absl::Span<const uint8_t> data, absl::Time deadline, bool if_idle) {
   Impl& m = *impl_;
   if (m.is_broken.load(std::memory_order_acquire)) return m.Broken();
   if (data.empty() || data.size() > m.opt.block_size) {
@@ -292,39 +338,16 @@ absl::Status CtcDevice::Write(absl::Span<const uint8_t> data, absl::Time deadlin
   }
   std::memcpy(m.my_buf, data.data(), data.size());
   m.my->write_len.store(data.size(), std::memory_order_relaxed);
-  const uint64_t n = ++m.write_seq;
-  // seq_cst store: releases buffer and length to the peer's acquire of
-  // write_seq, and is the store half of the Dekker pair (collisions).
-  m.my->write_seq.store(n, std::memory_order_seq_cst);
-  m.Notify();
-  for (;;) {
-    const uint32_t ev = m.their->events.load(std::memory_order_acquire);
+  if (if_idle) {
+    // Last look before starting, after the copy, so that the window in
+    // which both ends find the device idle is as short as it can be.
     absl::StatusOr<Impl::PeerView> v = m.LoadPeer();
     if (!v.ok()) return v.status();
-    if (v->done_seq() >= n) {
-      if (v->rejected()) return m.Collision(n, "the other side saw it");
-      m.Delivered(n);
-      return absl::OkStatus();
-    }
-    if (m.PeerPending(*v)) {
-      // The other side's write is in flight while ours is: a collision.
-      // Withdraw ours first, then reject theirs (so that a peer that sees
-      // its write finished sees ours gone).
-      m.my->withdrawn.store(n, std::memory_order_seq_cst);
-      m.Reject(v->write_seq);
-      m.Notify();
-      return m.Collision(n, "this side saw it");
-    }
-    if (m.is_broken.load(std::memory_order_acquire)) return m.Broken();
-    if (m.interrupted.load(std::memory_order_acquire)) {
-      return m.Withdraw(n, absl::CancelledError(absl::StrCat(m.name, ": write interrupted")));
-    }
-    if (absl::Now() >= deadline) {
-      return m.Withdraw(n, absl::DeadlineExceededError(
-                               absl::StrCat(m.name, ": the other side did not take the write in time; withdrawn")));
-    }
-    m.Sleep(ev, deadline);
+    if (m.PeerPending(*v)) return false;  // busy: nothing started
   }
+  const absl::Status st = m.Start(deadline);
+  if (!st.ok()) return st;
+  return true;
 }
 
 absl::Status CtcDevice::WaitIncoming(absl::Time deadline) {
@@ -392,6 +415,18 @@ absl::StatusOr<size_t> CtcDevice::Read(std::vector<uint8_t>* out, absl::Time dea
       return out->size();
     }
   }
+}
+
+bool CtcDevice::PeerBusy() const {
+  const Impl& m = *impl_;
+  if (m.is_broken.load(std::memory_order_acquire)) return false;
+  // Acquire loads pair with the peer's seq_cst stores of write_seq and
+  // withdrawn, and ours of done (any thread of ours may ask): a hint only,
+  // nothing is indexed by these values.
+  const uint64_t withdrawn = m.their->withdrawn.load(std::memory_order_acquire);
+  const uint64_t seq = m.their->write_seq.load(std::memory_order_acquire);
+  const uint64_t done = m.my->done.load(std::memory_order_acquire) >> 1;
+  return seq > done && seq > withdrawn;
 }
 
 void CtcDevice::Interrupt() {

@@ -3,7 +3,10 @@
 // One thread per device runs its "channel program": write the chunk the
 // dispatcher assigned to it, else wait for the peer's write and take it.
 // The dispatcher (under the link's mutex) hands the lowest queued chunk to
-// the first free device in this side's write order.
+// the first free device in this side's write order, keeping a small queue
+// on this side's reserved devices for up to spill_wait (a timer thread
+// dispatches again when that runs out) and off devices the peer is
+// writing.
 #include "hsi/isfc.h"
 
 #include <algorithm>
@@ -52,6 +55,7 @@ bool WaitUntil(std::condition_variable& cv, std::unique_lock<std::mutex>& l, abs
 struct Chunk {
   uint64_t seq = 0;
   std::vector<uint8_t> bytes;  // header + payload
+  absl::Time queued;           // first queued (not reset by a give-back)
 };
 
 std::vector<uint8_t> MakeChunk(uint16_t type, uint16_t mode, uint64_t seq, uint32_t msg_len, uint32_t offset,
@@ -74,6 +78,8 @@ struct IsfcLink::State {
     bool up = true, removing = false;
     std::optional<Chunk> assigned;  // being written by this device's thread
     std::thread thread;
+    // kConvention: this side writes it and the peer does not.
+    bool reserved() const { return self_rank >= 0 && peer_rank < 0; }
   };
   struct Held {  // a chunk taken out of order, and the device it came on
     std::vector<uint8_t> bytes;
@@ -86,12 +92,18 @@ struct IsfcLink::State {
   // waits for (a chunk taken, a message ready, the hello, room, stopping).
   mutable std::mutex mu;
   std::condition_variable cv;
+  // The spill timer: when a small queue may spill (InfiniteFuture: none
+  // due); timer_cv is notified when it moves earlier or the link stops.
+  absl::Time spill_at = absl::InfiniteFuture();
+  std::condition_variable timer_cv;
+  std::thread timer;
   std::vector<std::unique_ptr<Dev>> devs;  // ascending by key
   WritePlan plan;
   bool stopping = false;
   // Sender.
   uint64_t next_seq = 1;        // 0 is the hello
   std::map<uint64_t, Chunk> queue;  // waiting for a device
+  size_t queued_bytes = 0;          // of `queue`
   std::set<uint64_t> unacked;   // queued or being written
   size_t unacked_bytes = 0;
   // Receiver.
@@ -137,25 +149,70 @@ struct IsfcLink::State {
   }
 
   // Hands the lowest queued chunks to the free devices, first in this
-  // side's order first; never past the window.
+  // side's order first; never past the window. Under the convention a
+  // device the peer also writes gets a chunk only if the queue is more
+  // than this side's reserved devices carry in one round or its head has
+  // waited spill_wait (else the timer is set for then), and only while the
+  // peer has no write in flight on it.
   void Dispatch() {
+    const bool convention = opt.mode == IsfcMode::kConvention;
+    size_t reserved = 0;
+    if (convention) {
+      for (const auto& d : devs) reserved += d->reserved() && d->up && !d->removing;
+    }
     for (DeviceNumber k : plan.self_order) {
       if (queue.empty()) return;
       Dev* d = ByKey(k);
       if (d == nullptr || !d->up || d->removing || d->assigned) continue;
       auto it = queue.begin();
       if (!unacked.empty() && it->first >= *unacked.begin() + opt.window) return;
+      bool spill = false;
+      if (convention && !d->reserved()) {
+        if (queued_bytes <= reserved * block) {
+          const absl::Time due = it->second.queued + opt.spill_wait;
+          if (absl::Now() < due) {
+            if (due < spill_at) {
+              spill_at = due;
+              timer_cv.notify_all();
+            }
+            return;  // the rest of this side's order is shared too
+          }
+          spill = true;
+        }
+        if (d->ctc->PeerBusy()) continue;  // its write would collide
+      }
+      if (spill) ++stats.spilled_chunks;
+      queued_bytes -= it->second.bytes.size();
       d->assigned = std::move(it->second);
       queue.erase(it);
       d->ctc->Interrupt();  // out of WaitIncoming, to write
     }
   }
 
+  // The spill timer's thread: dispatches again when a small queue's wait
+  // for a reserved device runs out.
+  void Timer() {
+    std::unique_lock<std::mutex> l(mu);
+    while (!stopping) {
+      if (spill_at == absl::InfiniteFuture()) {
+        timer_cv.wait(l);
+      } else if (timer_cv.wait_until(l, absl::ToChronoTime(spill_at)) == std::cv_status::timeout) {
+        spill_at = absl::InfiniteFuture();
+        Dispatch();
+      }
+    }
+  }
+
+  void Enqueue(Chunk c) {
+    queued_bytes += c.bytes.size();
+    const uint64_t seq = c.seq;
+    queue.emplace(seq, std::move(c));
+  }
+
   // Gives `d`'s unfinished chunk back to the queue.
   void GiveBack(Dev& d) {
     if (!d.assigned) return;
-    const uint64_t seq = d.assigned->seq;
-    queue.emplace(seq, std::move(*d.assigned));
+    Enqueue(std::move(*d.assigned));
     d.assigned.reset();
     ++stats.resent_chunks;
   }
@@ -246,6 +303,10 @@ struct IsfcLink::State {
       rng ^= rng << 17;
       return static_cast<double>(rng >> 11) / static_cast<double>(uint64_t{1} << 53);
     };
+    // kNaive writes at once, as a link that ignores the device's state
+    // would; only after a collision does it first take the peer's write
+    // (else the two retries could collide for ever).
+    const bool convention = opt.mode == IsfcMode::kConvention;
     bool after_collision = false;
     for (;;) {
       const std::vector<uint8_t>* work = nullptr;
@@ -259,14 +320,19 @@ struct IsfcLink::State {
       }
       absl::StatusOr<bool> got = false;
       if (work != nullptr) {
-        // A write starts at once: if the peer's write is pending on this
-        // device, that is a collision (as on the real channel). Only after
-        // a collision does this end first take what the peer has pending,
-        // so that the two retries do not collide for ever.
-        if (after_collision) got = d->ctc->TryCopy(&buf);
+        // kConvention: the device is busy while the peer's write is
+        // pending on it (a write started now would collide, as on the real
+        // channel): take that write first, then write if it is still idle.
+        // Two ends that both find it idle and start at once still collide.
+        if (convention || after_collision) got = d->ctc->TryCopy(&buf);
         after_collision = false;
         if (got.ok() && !*got) {
-          const absl::Status s = d->ctc->Write(*work, absl::InfiniteFuture());
+          const absl::StatusOr<bool> started = convention
+                                                   ? d->ctc->WriteIfIdle(*work, absl::InfiniteFuture())
+                                                   : absl::StatusOr<bool>(true);
+          if (started.ok() && !*started) continue;  // the peer's write came first: take it, then write
+          const absl::Status s =
+              convention ? started.status() : d->ctc->Write(*work, absl::InfiniteFuture());
           if (absl::IsAborted(s)) {
             after_collision = true;
             // Both sides recover alike; a random extra wait of up to one
@@ -295,10 +361,13 @@ struct IsfcLink::State {
         std::unique_lock<std::mutex> l(mu);
         a = Accept(buf, d->ctc, l);
         cv.notify_all();
-      }
-      if (a.ok()) {
-        d->ctc->Complete();
-        continue;
+        if (a.ok()) {
+          d->ctc->Complete();
+          // The device is idle until the peer writes again: the moment a
+          // chunk that waits for a device the peer also writes may go.
+          Dispatch();
+          continue;
+        }
       }
       if (absl::IsCancelled(a)) break;
       if (absl::IsDataLoss(a)) d->ctc->TakeDown(a);  // a broken chunk breaks its device only
@@ -365,11 +434,13 @@ absl::StatusOr<std::unique_ptr<IsfcLink>> IsfcLink::Activate(IsfcOptions options
   if (absl::Status st = s->Declare(true); !st.ok()) return st;
   // The hello: first in the queue, so the first write of this side.
   const std::vector<uint8_t> name(s->opt.self.begin(), s->opt.self.end());
-  Chunk hello{0, MakeChunk(kHello, static_cast<uint16_t>(s->opt.mode), 0, 0, 0, name)};
+  Chunk hello{0, MakeChunk(kHello, static_cast<uint16_t>(s->opt.mode), 0, 0, 0, name), absl::Now()};
   s->unacked.insert(0);
   s->unacked_bytes += hello.bytes.size();
-  s->queue.emplace(0, std::move(hello));
+  s->Enqueue(std::move(hello));
   for (auto& d : s->devs) s->Start(d.get());
+  State* raw = s.get();
+  s->timer = std::thread([raw] { raw->Timer(); });
   s->Dispatch();
   return std::unique_ptr<IsfcLink>(new IsfcLink(std::move(s)));
 }
@@ -380,6 +451,8 @@ IsfcLink::~IsfcLink() {
     std::unique_lock<std::mutex> l(state_->mu);
     state_->stopping = true;
     state_->cv.notify_all();
+    state_->timer_cv.notify_all();
+    threads.push_back(std::move(state_->timer));
     for (auto& d : state_->devs) {
       d->ctc->Interrupt();
       threads.push_back(std::move(d->thread));
@@ -467,14 +540,16 @@ absl::Status IsfcLink::Send(absl::Span<const uint8_t> message, absl::Time deadli
   }
   // Room for one byte is room for the message: a message is never queued in part.
   const size_t step = s.payload();
+  const absl::Time now = absl::Now();
   for (size_t off = 0; off < message.size(); off += step) {
     const size_t n = std::min(step, message.size() - off);
     const uint64_t seq = s.next_seq++;
     Chunk c{seq, MakeChunk(kData, 0, seq, static_cast<uint32_t>(message.size()), static_cast<uint32_t>(off),
-                           message.subspan(off, n))};
+                           message.subspan(off, n)),
+            now};
     s.unacked.insert(c.seq);
     s.unacked_bytes += c.bytes.size();
-    s.queue.emplace(c.seq, std::move(c));
+    s.Enqueue(std::move(c));
   }
   ++s.stats.messages_sent;
   s.stats.bytes_sent += message.size();

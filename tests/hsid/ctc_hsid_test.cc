@@ -18,6 +18,7 @@
 #include "hsi/ctc_host.h"
 #include "hsi/isfc.h"
 #include "hsi/testing/child.h"
+#include "hsi/testing/ctc_hosts.h"
 #include "hsi/testing/hsid.h"
 #include "hsi/testing/line_pipe.h"
 
@@ -25,33 +26,22 @@ namespace hsi {
 namespace {
 
 using ::hsi::testing::Child;
+using ::hsi::testing::ConnectCtcHost;
+using ::hsi::testing::OpenBothEnds;
 using ::hsi::testing::Hsid;
 using ::hsi::testing::LinePipe;
 using ::testing::HasSubstr;
 
-constexpr char kConfig[] = R"toml(
-[hsid]
-admin_uids = ["self"]
-
-[[lpar]]
-name = "*"
-uids = ["self"]
-
-[[ctc]]
-lpars = ["LPAR1", "LPAR2"]
-devices = "D000-D001"
-peer_devices = "D100-D101"
-block_size = "4K"
-recovery_us = 1000
-)toml";
+// LPAR1's D000-D001 to LPAR2's D100-D101.
+std::string Config() {
+  return hsi::testing::CtcConfig(
+      "devices = \"D000-D001\"\npeer_devices = \"D100-D101\"\nblock_size = \"4K\"\nrecovery_us = 1000");
+}
 
 absl::Time Soon() { return absl::Now() + absl::Seconds(10); }
 
 std::unique_ptr<CtcHost> Host(const Hsid& d, const std::string& lpar) {
-  CtcHostOptions o;
-  o.socket_path = d.socket();
-  o.lpar = lpar;
-  absl::StatusOr<std::unique_ptr<CtcHost>> h = CtcHost::Connect(o);
+  absl::StatusOr<std::unique_ptr<CtcHost>> h = ConnectCtcHost(d.socket(), lpar);
   EXPECT_TRUE(h.ok()) << h.status();
   return h.ok() ? std::move(*h) : nullptr;
 }
@@ -59,19 +49,16 @@ std::unique_ptr<CtcHost> Host(const Hsid& d, const std::string& lpar) {
 // Opens `a` on h1 and `b` on h2 at once (each Open waits for the other end).
 std::pair<std::shared_ptr<CtcDevice>, std::shared_ptr<CtcDevice>> OpenBoth(CtcHost& h1, DeviceNumber a, CtcHost& h2,
                                                                           DeviceNumber b) {
-  auto f = std::async(std::launch::async, [&] { return h2.Open(b, Soon()); });
-  absl::StatusOr<std::shared_ptr<CtcDevice>> d1 = h1.Open(a, Soon());
-  absl::StatusOr<std::shared_ptr<CtcDevice>> d2 = f.get();
-  EXPECT_TRUE(d1.ok()) << d1.status();
-  EXPECT_TRUE(d2.ok()) << d2.status();
-  if (!d1.ok() || !d2.ok()) return {};
-  return {*d1, *d2};
+  auto p = OpenBothEnds(h1, a, h2, b, Soon());
+  EXPECT_TRUE(p.ok()) << p.status();
+  if (!p.ok()) return {};
+  return *p;
 }
 
 class CtcHsidTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(d_.Start()) << d_.log(); }
-  Hsid d_{kConfig};
+  Hsid d_{Config()};
 };
 
 TEST_F(CtcHsidTest, BothEndsOpenAndWriteThroughTheHalvesHsidGranted) {
@@ -159,10 +146,7 @@ TEST_F(CtcHsidTest, AnAdminDefinesDevicesAtRunTime) {
 TEST_F(CtcHsidTest, APeersDeathTakesTheDeviceDownAtOnce) {
   LinePipe ready, done;
   Child peer([&] {
-    CtcHostOptions o;
-    o.socket_path = d_.socket();
-    o.lpar = "LPAR2";
-    auto h = CtcHost::Connect(o);
+    auto h = ConnectCtcHost(d_.socket(), "LPAR2");
     if (!h.ok()) return ready.Write(h.status().ToString()), 1;
     auto dev = (*h)->Open(DeviceNumber(0xD101), Soon());
     ready.Write(dev.ok() ? "open" : dev.status().ToString());
@@ -182,6 +166,98 @@ TEST_F(CtcHsidTest, APeersDeathTakesTheDeviceDownAtOnce) {
   EXPECT_EQ(w.code(), absl::StatusCode::kUnavailable) << w;
   EXPECT_THAT(w.message(), HasSubstr("LPAR \"LPAR2\" is gone"));
   EXPECT_EQ((*d1)->status().code(), absl::StatusCode::kUnavailable);
+}
+
+// hsid killed and restarted (invariant 4): the open device keeps carrying
+// writes throughout; both CtcHosts reconnect and re-register it, so the new
+// hsid lists it ready with its counters and tells one end of the other's
+// death; and new devices open again.
+TEST_F(CtcHsidTest, CtcHostsReconnectAndReRegisterTheirDevicesAfterAnHsidRestart) {
+  auto h1 = Host(d_, "LPAR1"), h2 = Host(d_, "LPAR2");
+  ASSERT_TRUE(h1 && h2);
+  auto [d1, d2] = OpenBoth(*h1, DeviceNumber(0xD000), *h2, DeviceNumber(0xD100));
+  ASSERT_TRUE(d1 && d2);
+  auto one_write = [](CtcDevice& from, CtcDevice& to, uint8_t tag) {
+    std::thread reader([&] {
+      std::vector<uint8_t> got;
+      ASSERT_TRUE(to.Read(&got, Soon()).ok());
+      EXPECT_EQ(got, std::vector<uint8_t>(100, tag));
+    });
+    EXPECT_TRUE(from.Write(std::vector<uint8_t>(100, tag), Soon()).ok());
+    reader.join();
+  };
+  one_write(*d1, *d2, 1);
+
+  EXPECT_NE(d_.Stop(SIGKILL), -1);
+  one_write(*d1, *d2, 2);  // hsid is not on the data path
+  EXPECT_EQ(h1->Open(DeviceNumber(0xD001), Soon()).status().code(), absl::StatusCode::kUnavailable)
+      << "nothing opens while hsid is gone";
+  ASSERT_TRUE(d_.Start()) << d_.log();
+  ASSERT_TRUE(h1->WaitConnected(Soon()).ok());
+  ASSERT_TRUE(h2->WaitConnected(Soon()).ok());
+  one_write(*d2, *d1, 3);
+
+  // The new hsid rebuilt its table from the two ends.
+  auto admin = Host(d_, "");
+  ASSERT_TRUE(admin);
+  absl::StatusOr<std::vector<CtcListing>> list = admin->List();
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_GE(list->size(), 1u);
+  const CtcListing& c = (*list)[0];
+  EXPECT_EQ(c.device_a, DeviceNumber(0xD000));
+  EXPECT_EQ(c.state_a, CtcEndState::kReady);
+  EXPECT_EQ(c.state_b, CtcEndState::kReady);
+  EXPECT_EQ(c.counters_a.writes, 2u) << "read from the half LPAR1 handed in again";
+  EXPECT_EQ(c.counters_b.writes, 1u);
+
+  // New devices open again.
+  auto [e1, e2] = OpenBoth(*h1, DeviceNumber(0xD001), *h2, DeviceNumber(0xD101));
+  ASSERT_TRUE(e1 && e2);
+  one_write(*e1, *e2, 4);
+
+  // And the new hsid sees an end go: LPAR2's host closes, LPAR1's end of the
+  // re-registered D000 is taken down at once (a write runs to its deadline
+  // if hsid did not know the connection).
+  h2.reset();
+  const absl::Status w = d1->Write(std::vector<uint8_t>(64, 5), absl::Now() + absl::Seconds(30));
+  EXPECT_EQ(w.code(), absl::StatusCode::kUnavailable) << w;
+  EXPECT_THAT(w.message(), HasSubstr("LPAR \"LPAR2\" is gone"));
+}
+
+// The other end's process was restarted while hsid was down: only LPAR1
+// re-registers D000; when the new LPAR2 opens its end afresh, the old
+// connection (whose memory LPAR2 lost) goes down at LPAR1's end, and
+// LPAR1 opens D000 again onto the new one.
+TEST_F(CtcHsidTest, AnEndOpenedAfreshAfterAnHsidRestartTakesTheOldConnectionDown) {
+  auto h1 = Host(d_, "LPAR1"), h2 = Host(d_, "LPAR2");
+  ASSERT_TRUE(h1 && h2);
+  auto [d1, d2] = OpenBoth(*h1, DeviceNumber(0xD000), *h2, DeviceNumber(0xD100));
+  ASSERT_TRUE(d1 && d2);
+  EXPECT_NE(d_.Stop(SIGKILL), -1);
+  d2.reset();
+  h2.reset();  // LPAR2's process goes while nobody can tell hsid
+  ASSERT_TRUE(d_.Start()) << d_.log();
+  ASSERT_TRUE(h1->WaitConnected(Soon()).ok());
+  EXPECT_TRUE(d1->status().ok()) << "re-registered, not down yet";
+  auto h2b = Host(d_, "LPAR2");
+  ASSERT_TRUE(h2b);
+  auto fresh = std::async(std::launch::async, [&] { return h2b->Open(DeviceNumber(0xD100), Soon()); });
+  // hsid's CtcDown takes LPAR1's old end down once LPAR2 opened afresh.
+  const absl::Time until = Soon();
+  while (d1->status().ok() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(d1->status().code(), absl::StatusCode::kUnavailable) << d1->status();
+  EXPECT_THAT(d1->status().message(), HasSubstr("opened its end afresh after hsid's restart"));
+  absl::StatusOr<std::shared_ptr<CtcDevice>> n1 = h1->Open(DeviceNumber(0xD000), Soon());
+  absl::StatusOr<std::shared_ptr<CtcDevice>> n2 = fresh.get();
+  ASSERT_TRUE(n1.ok()) << n1.status();
+  ASSERT_TRUE(n2.ok()) << n2.status();
+  std::thread reader([&] {
+    std::vector<uint8_t> got;
+    ASSERT_TRUE((*n2)->Read(&got, Soon()).ok());
+    EXPECT_EQ(got, std::vector<uint8_t>(10, 7));
+  });
+  EXPECT_TRUE((*n1)->Write(std::vector<uint8_t>(10, 7), Soon()).ok());
+  reader.join();
 }
 
 // The whole stack: an ISFC link over two devices hsid granted; LPAR2 closes

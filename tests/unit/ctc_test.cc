@@ -123,6 +123,45 @@ TEST(CtcDeviceTest, AWriteStartedWhileTheOtherIsInFlightIsACollisionBothFailAndR
   EXPECT_EQ(p.a.counters().writes, 1u);
 }
 
+// A real CTC end that finds the device busy with the other side's write
+// does not start its own: WriteIfIdle says "busy" (false), starts nothing
+// and counts nothing; once the pending write is taken, it writes.
+TEST(CtcDeviceTest, WriteIfIdleDoesNotStartOnADeviceThePeerIsWriting) {
+  Pair p = MakePair();
+  EXPECT_FALSE(p.a.PeerBusy());
+  EXPECT_FALSE(p.b.PeerBusy());
+  absl::Status a_result;
+  std::thread writer_a([&] { a_result = p.a.Write(Pattern(500, 1), Soon()); });
+  ASSERT_TRUE(p.b.WaitIncoming(Soon()).ok());
+  EXPECT_TRUE(p.b.PeerBusy());
+  EXPECT_FALSE(p.a.PeerBusy());
+  absl::StatusOr<bool> started = p.b.WriteIfIdle(Pattern(300, 2), Soon());
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_FALSE(*started) << "the device was busy with A's write";
+  // A's write is still in flight, untouched: B takes it.
+  std::vector<uint8_t> got;
+  ASSERT_TRUE(p.b.Read(&got, Soon()).ok());
+  EXPECT_EQ(got, Pattern(500, 1));
+  writer_a.join();
+  EXPECT_TRUE(a_result.ok()) << a_result;
+  EXPECT_FALSE(p.b.PeerBusy());
+  std::thread reader_a([&] {
+    std::vector<uint8_t> g;
+    ASSERT_TRUE(p.a.Read(&g, Soon()).ok());
+    EXPECT_EQ(g, Pattern(300, 2));
+  });
+  started = p.b.WriteIfIdle(Pattern(300, 2), Soon());
+  reader_a.join();
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_TRUE(*started);
+  for (CtcDevice* d : {&p.a, &p.b}) {
+    EXPECT_EQ(d->counters().collisions, 0u);
+    EXPECT_EQ(d->counters().withdrawn, 0u);
+  }
+  EXPECT_EQ(p.a.counters().writes, 1u);
+  EXPECT_EQ(p.b.counters().writes, 1u);
+}
+
 // Both ends hammer one device both ways: every write either arrives once or
 // fails as a collision on BOTH ends; none is lost, none arrives twice.
 TEST(CtcDeviceTest, RacingWritesEitherArriveOnceOrFailOnBothEnds) {

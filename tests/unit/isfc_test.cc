@@ -178,6 +178,55 @@ TEST(IsfcLinkTest, AsymmetricLoadHasNoCollisionsUnderTheConventionWithTwoDevices
   EXPECT_EQ(d001, 1u + kMessages);
 }
 
+// The relocation-like load over 16 devices: LPAR1 streams, LPAR2 answers
+// each message with a 64-byte acknowledgement. Under the convention LPAR1
+// writes D000-D00D and LPAR2 D00F down to D002, so D002-D00D are written
+// by both; LPAR1's bulk keeps them busy. Nothing may collide: LPAR2's
+// acknowledgements wait for its reserved D00E/D00F (spilling only after
+// IsfcOptions::spill_wait, and then only onto a device LPAR1 is not
+// writing), and an end takes the peer's pending write before it writes.
+// The hellos cannot collide either (each side's first device is its own
+// alone with 16 devices), so the count is zero from activation on.
+TEST(IsfcLinkTest, RelocationLikeLoadOverSixteenDevicesHasNoCollisionsUnderTheConvention) {
+  Devices d = MakeDevices(16);
+  Link2 l = Activate(d);
+  constexpr int kMessages = 300;
+  constexpr size_t kSize = 256 * 1024;
+  std::thread acker([&] {
+    for (int i = 0; i < kMessages; ++i) {
+      absl::StatusOr<std::vector<uint8_t>> m = l.two->Receive(Soon());
+      ASSERT_TRUE(m.ok()) << m.status();
+      ASSERT_EQ(*m, Message(kSize, i)) << "message " << i;
+      ASSERT_TRUE(l.two->Send(Message(64, i), Soon()).ok());
+    }
+  });
+  std::thread streamer([&] {
+    for (int i = 0; i < kMessages; ++i) ASSERT_TRUE(l.one->Send(Message(kSize, i), Soon()).ok());
+  });
+  for (int i = 0; i < kMessages; ++i) {
+    absl::StatusOr<std::vector<uint8_t>> a = l.one->Receive(Soon());
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_EQ(*a, Message(64, i)) << "acknowledgement " << i;
+  }
+  streamer.join();
+  acker.join();
+  ASSERT_TRUE(l.one->Flush(Soon()).ok());
+  ASSERT_TRUE(l.two->Flush(Soon()).ok());
+  uint64_t lpar1_shared = 0, lpar2_writes = 0;
+  for (int i = 0; i < 16; ++i) {
+    const CtcCounters one = d.one[i]->counters(), two = d.two[i]->counters();
+    EXPECT_EQ(one.collisions, 0u) << "LPAR1's end of " << d.one[i]->options().device.ToString();
+    EXPECT_EQ(two.collisions, 0u) << "LPAR2's end of " << d.two[i]->options().device.ToString();
+    if (i >= 2 && i <= 13) lpar1_shared += one.writes;
+    lpar2_writes += two.writes;
+  }
+  EXPECT_EQ(d.two[0]->counters().writes + d.two[1]->counters().writes, 0u) << "D000-D001 are LPAR1's alone";
+  EXPECT_EQ(d.one[14]->counters().writes + d.one[15]->counters().writes, 0u) << "D00E-D00F are LPAR2's alone";
+  EXPECT_GT(lpar1_shared, 0u) << "the bulk must have used the devices both sides write, or nothing was tested";
+  EXPECT_EQ(lpar2_writes, 1u + kMessages) << "the hello and one chunk per acknowledgement, none resent";
+  EXPECT_EQ(l.one->stats().resent_chunks + l.two->stats().resent_chunks, 0u);
+}
+
 TEST(IsfcLinkTest, APeerNamingAnotherSystemIsRefused) {
   Devices d = MakeDevices(1);
   auto one = IsfcLink::Activate({.self = "LPAR1", .peer = "LPAR2"}, d.one).value();

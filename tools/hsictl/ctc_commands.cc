@@ -196,14 +196,69 @@ int Isfc(CtcHost& host, const Args& args) {
   return kExitOk;
 }
 
+// isfc-activate / isfc-deactivate / isfc-add / isfc-remove LPAR PEER [DEVS]:
+// the command goes through hsid to LPAR's process (CtcHost::SendIsfcCommand).
+int IsfcCommandCli(const Args& args, const std::vector<std::string>& pos) {
+  const std::string& cmd = pos[0];
+  const bool deactivate = cmd == "isfc-deactivate";
+  if (pos.size() != (deactivate ? 3u : 4u)) {
+    return hsi::tools::Usage(kTool, absl::StrCat(cmd, " takes ", deactivate ? "LPAR PEER" : "LPAR PEER DEVICES"));
+  }
+  IsfcCommand c;
+  c.op = cmd == "isfc-activate" ? IsfcCommandOp::kActivate
+         : deactivate          ? IsfcCommandOp::kDeactivate
+         : cmd == "isfc-add"   ? IsfcCommandOp::kAddDevices
+                               : IsfcCommandOp::kRemoveDevices;
+  c.peer = pos[2];
+  c.mode = args.Has("--naive") ? IsfcMode::kNaive : IsfcMode::kConvention;
+  if (pos[1].empty() || c.peer.empty() || pos[1] == c.peer) {
+    return hsi::tools::Usage(kTool, absl::StrCat(cmd, ": LPAR and PEER must be two different names"));
+  }
+  if (!deactivate) {
+    absl::StatusOr<std::vector<DeviceNumber>> devs = DeviceNumber::ParseList(pos[3]);
+    if (!devs.ok()) return hsi::tools::Usage(kTool, absl::StrCat(cmd, " DEVICES: ", devs.status().message()));
+    if (devs->size() > static_cast<size_t>(kMaxIsfcDevices)) {
+      return hsi::tools::Usage(kTool, absl::StrCat(cmd, " DEVICES: ", devs->size(), " devices; a link has 1 to 16"));
+    }
+    c.devices = std::move(*devs);
+  }
+  if (std::optional<std::string> t = args.Get("--timeout")) {
+    uint32_t sec = 0;
+    if (!absl::SimpleAtoi(*t, &sec) || sec < 1 || sec > 600) {
+      return hsi::tools::Usage(kTool, absl::StrCat("--timeout: '", *t, "' is not 1..600 seconds"));
+    }
+    c.timeout = absl::Seconds(sec);
+  }
+  CtcHostOptions o;
+  o.socket_path = args.Get("--socket").value_or("");
+  absl::StatusOr<std::unique_ptr<CtcHost>> host = CtcHost::Connect(o);
+  if (!host.ok()) return hsi::tools::Fail(kTool, host.status().message(), kExitFailure);
+  const absl::Status s = (*host)->SendIsfcCommand(pos[1], c);
+  if (!s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
+  if (args.Has("--json")) {
+    std::printf("%s\n", json{{"ok", true}}.dump(2).c_str());
+    return kExitOk;
+  }
+  const char* done = c.op == IsfcCommandOp::kActivate     ? "activated"
+                     : c.op == IsfcCommandOp::kDeactivate ? "deactivated"
+                     : c.op == IsfcCommandOp::kAddDevices ? "devices added"
+                                                          : "devices removed";
+  std::printf("ISFC link %s <-> %s: %s on %s's side", pos[1].c_str(), c.peer.c_str(), done, pos[1].c_str());
+  for (DeviceNumber d : c.devices) std::printf(" %s", d.ToString().c_str());
+  std::printf("\n");
+  return kExitOk;
+}
+
 }  // namespace
 
 bool IsCtcCommand(const std::string& cmd) {
-  return cmd == "ctcs" || cmd == "define-ctc" || cmd == "undefine-ctc" || cmd == "isfc-plan" || cmd == "isfc";
+  return cmd == "ctcs" || cmd == "define-ctc" || cmd == "undefine-ctc" || cmd == "isfc-plan" || cmd == "isfc" ||
+         cmd == "isfc-activate" || cmd == "isfc-deactivate" || cmd == "isfc-add" || cmd == "isfc-remove";
 }
 
 int RunCtcCommand(const Args& args, const std::vector<std::string>& pos) {
   const std::string& cmd = pos[0];
+  if (cmd.rfind("isfc-", 0) == 0 && cmd != "isfc-plan") return IsfcCommandCli(args, pos);
   const size_t want = cmd == "ctcs" || cmd == "isfc" ? 1 : cmd == "define-ctc" ? 3 : cmd == "undefine-ctc" ? 2 : 4;
   if (pos.size() != want) {
     return hsi::tools::Usage(kTool, absl::StrCat(cmd, " takes ", want - 1, " argument(s): ",

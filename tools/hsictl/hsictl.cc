@@ -64,6 +64,13 @@ Commands:
                               z/VM's write convention for an ISFC link of DEVS between
                               systems SELF and PEER: who writes which device, and why
                               (needs no hsid)
+  isfc-activate LPAR PEER DEVS [--naive] [--timeout S]
+                              z/VM's ACTIVATE ISLINK: LPAR's process activates its side
+                              of the ISFC link to PEER over its devices DEVS; waits until
+                              PEER's side is activated too (up to --timeout, default 30)
+  isfc-deactivate LPAR PEER   DEACTIVATE ISLINK: LPAR's side goes, its devices close
+  isfc-add LPAR PEER DEVS     add devices to LPAR's side of a running link
+  isfc-remove LPAR PEER DEVS  remove devices from it (their chunks go on the others)
 
 ID is a hex CHPID (F0). NIC is the NIC's address (10.240.0.2), optionally
 prefixed with its CHPID (F0:10.240.0.2, checked); addresses are unique on a
@@ -85,7 +92,10 @@ Options:
                   $HSI_CLUSTER, else ssi)
   --recovery-us N define-ctc: write-collision recovery delay (default 200)
   --block-size S  define-ctc: largest single write (default 64K)
-  --naive         isfc-plan: the mode without the convention (both write every device)
+  --naive         isfc-plan, isfc-activate: the mode without the convention (both write
+                  every device)
+  --timeout S     isfc-activate, isfc-add: seconds LPAR's process may take (1-600,
+                  default 30)
   -h, --help      this text
 
 Exit status: 0 success, 1 failure (hsid unreachable, refused, not found),
@@ -96,7 +106,7 @@ const std::vector<hsi::tools::Option> kOptions = {
     {{"--socket"}, "PATH"}, {{"--json"}}, {{"--help", "-h"}}, {{"--mfs"}, "SIZE"}, {{"--subnet"}, "CIDR"},
     {{"--queue"}, "BYTES"}, {{"--overflow"}, "block|drop"}, {{"--lpars"}, "LIST"},
     {{"--etcd"}, "URLS"}, {{"--cluster"}, "NAME"},
-    {{"--recovery-us"}, "N"}, {{"--block-size"}, "SIZE"}, {{"--naive"}},
+    {{"--recovery-us"}, "N"}, {{"--block-size"}, "SIZE"}, {{"--naive"}}, {{"--timeout"}, "S"},
 };
 
 std::string SizeText(uint64_t v) {
@@ -411,7 +421,8 @@ int main(int argc, char** argv) {
     return hsi::tools::Usage(kTool, absl::StrCat("unknown command '", cmd,
                                                  "' (commands: chpids, nics, links, stats, streams, fallbacks, "
                                                  "define-chpid, undefine-chpid, down, up, cluster, ctcs, define-ctc, "
-                                                 "undefine-ctc, isfc, isfc-plan)"));
+                                                 "undefine-ctc, isfc, isfc-plan, isfc-activate, isfc-deactivate, "
+                                                 "isfc-add, isfc-remove)"));
   }
   if (pos.size() - 1 != it->second.args) {
     return hsi::tools::Usage(kTool, it->second.args == 0

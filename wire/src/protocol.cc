@@ -163,7 +163,39 @@ absl::Status CheckDevice(uint32_t v, const char* field) {
 }
 }  // namespace
 
+namespace {
+// An ISFC side's mode and devices: mode 0 or 1, `count` (<= 16, checked
+// by the caller) device numbers, zeros past them.
+absl::Status CheckIsfcSide(uint32_t mode, uint32_t count, const uint32_t (&devices)[16]) {
+  if (mode > 1) return absl::InvalidArgumentError(absl::StrCat("mode ", mode, " is not 0 (convention) or 1 (naive)"));
+  for (uint32_t i = 0; i < 16; ++i) {
+    if (absl::Status s = CheckDevice(i < count ? devices[i] : 0, "devices[]"); !s.ok()) return s;
+    if (i >= count && devices[i] != 0) return absl::InvalidArgumentError("devices[] past count must be 0");
+  }
+  return absl::OkStatus();
+}
+
+// An ISFC command's op, device count (0 for deactivate, else 1..16) and timeout.
+absl::Status CheckIsfcCommand(uint32_t op, uint32_t count, uint32_t timeout_ms) {
+  if (op < kIsfcActivate || op > kIsfcRemoveDevices) {
+    return absl::InvalidArgumentError(absl::StrCat("ISFC command op ", op, " is not 1..4"));
+  }
+  if (op == kIsfcDeactivate ? count != 0 : (count < 1 || count > 16)) {
+    return absl::InvalidArgumentError(absl::StrCat("ISFC command op ", op, " with ", count, " devices"));
+  }
+  if (timeout_ms < 1 || timeout_ms > kMaxIsfcCommandMs) {
+    return absl::InvalidArgumentError(absl::StrCat("ISFC command timeout_ms ", timeout_ms, " is not 1..",
+                                                   kMaxIsfcCommandMs));
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
 absl::Status CtcOpenRequest::Validate() const {
+  return FirstError(CheckDevice(device, "device"), CheckZero(reserved, "reserved"));
+}
+
+absl::Status CtcReattachRequest::Validate() const {
   return FirstError(CheckDevice(device, "device"), CheckZero(reserved, "reserved"));
 }
 
@@ -217,13 +249,26 @@ absl::Status IsfcDeclareRequest::Validate() const {
       !s.ok()) {
     return s;
   }
-  if (mode > 1) return absl::InvalidArgumentError(absl::StrCat("mode ", mode, " is not 0 (convention) or 1 (naive)"));
   if (active == 1 && count == 0) return absl::InvalidArgumentError("an active ISFC link has 1 to 16 devices");
-  for (uint32_t i = 0; i < 16; ++i) {
-    if (absl::Status s = CheckDevice(i < count ? devices[i] : 0, "devices[]"); !s.ok()) return s;
-    if (i >= count && devices[i] != 0) return absl::InvalidArgumentError("devices[] past count must be 0");
+  return CheckIsfcSide(mode, count, devices);
+}
+
+absl::Status IsfcCommandRequest::Validate() const {
+  if (absl::Status s = FirstError(ValidateName(lpar, "lpar", false), ValidateName(peer, "peer", false),
+                                  CheckIsfcCommand(op, count, timeout_ms));
+      !s.ok()) {
+    return s;
   }
-  return absl::OkStatus();
+  return CheckIsfcSide(mode, count, devices);
+}
+
+absl::Status IsfcCommand::Validate() const {
+  if (absl::Status s = FirstError(ValidateName(peer, "peer", false), CheckZero(reserved, "reserved"),
+                                  CheckIsfcCommand(op, count, timeout_ms));
+      !s.ok()) {
+    return s;
+  }
+  return CheckIsfcSide(mode, count, devices);
 }
 
 absl::Status IsfcListReply::Validate() const {

@@ -48,8 +48,8 @@
 // peer's `waiting` word says it sleeps. Waits are cut into slices of at
 // most 20 ms, so a peer that never wakes us costs at most that, not a hang.
 //
-// Thread safety: Write/Read/TryRead/Complete from one thread at a time;
-// Interrupt(), counters() and status() from any thread.
+// Thread safety: Write/WriteIfIdle/Read/TryCopy/Complete from one thread at a time;
+// Interrupt(), PeerBusy(), counters() and status() from any thread.
 // Memory ordering: see ctc.cc; each acquire names the release it pairs with.
 #ifndef HSI_CTC_H_
 #define HSI_CTC_H_
@@ -139,6 +139,13 @@ class HSI_EXPORT CtcDevice {
   // kInvalidArgument for a bad size; kDataLoss once the device is broken;
   // kCancelled if Interrupt() was called.
   absl::Status Write(absl::Span<const uint8_t> data, absl::Time deadline);
+  // As Write(), but starts only if the other end has no write in flight
+  // (as a real CTC end that finds the device busy does not start its
+  // channel program): false, with nothing started and nothing counted, if
+  // it has; true once the write was taken; Write()'s errors otherwise. The
+  // look comes after the data is staged, just before the start, so two
+  // ends collide only if both start within that instant.
+  absl::StatusOr<bool> WriteIfIdle(absl::Span<const uint8_t> data, absl::Time deadline);
 
   // Waits until the other end has a write pending (or `deadline`, or an
   // Interrupt()). OK when one is pending; kDeadlineExceeded; kCancelled;
@@ -152,6 +159,16 @@ class HSI_EXPORT CtcDevice {
   void Complete();
   // WaitIncoming + TryCopy + Complete: the next write, copied into `out`.
   absl::StatusOr<size_t> Read(std::vector<uint8_t>* out, absl::Time deadline);
+
+  // Whether the other end has a write in flight on this device now (the
+  // device is busy, as a real CTC end sees it): a hint for choosing a
+  // device, from any thread. Starting a Write() on a busy device is a
+  // collision; a writer takes the pending write first (TryCopy/Complete).
+  // The answer can be stale the moment it is returned: two ends that both
+  // see the device idle and both write still collide. A corrupt peer half
+  // makes it say "busy" or "idle" at random, never more (nothing is
+  // accessed by it); the device's own calls find the corruption.
+  bool PeerBusy() const;
 
   // Makes a Write() or WaitIncoming() of another thread return kCancelled
   // at once (and every later one until ClearInterrupt()). Thread-safe.
@@ -172,6 +189,7 @@ class HSI_EXPORT CtcDevice {
   struct Impl;
 
  private:
+  absl::StatusOr<bool> WriteImpl(absl::Span<const uint8_t> data, absl::Time deadline, bool if_idle);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -15,7 +15,15 @@
 // (CtcDevice::TakeDown with kUnavailable naming why): a Write or wait in
 // progress returns at once. A background thread of the CtcHost listens to
 // hsid for this. If hsid itself dies, open devices keep working
-// (invariant 4) but are not re-registered with a new hsid (left to do).
+// (invariant 4) and the thread reconnects as a Session does (10 ms backoff
+// doubling to 100 ms): it claims the LPAR again and re-registers each
+// device still open (handing hsid its own half again, so that hsid lists
+// it, tells its peer of this end's death, and is ready again once both
+// ends did) and each ISFC side declared. Meanwhile Open() and the admin
+// calls return kUnavailable; WaitConnected() waits for the reconnect. If
+// the other end of a device opens it afresh instead (its process was
+// restarted too), the old connection goes down here (CtcDown, or hsid's
+// refusal of the re-registration if the fresh open came first).
 //
 // With an empty `lpar` a CtcHost claims nothing: an admin tool (hsictl).
 //
@@ -24,6 +32,7 @@
 #define HSI_CTC_HOST_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -74,6 +83,21 @@ struct IsfcListing {
   std::vector<DeviceNumber> devices;  // this side's numbers
 };
 
+// z/VM's ACTIVATE / DEACTIVATE ISLINK, given from outside (hsictl
+// isfc-activate and the like) to the process of an LPAR: which side of
+// which link, and what to do with it.
+enum class IsfcCommandOp : uint32_t { kActivate = 1, kDeactivate = 2, kAddDevices = 3, kRemoveDevices = 4 };
+struct IsfcCommand {
+  IsfcCommandOp op = IsfcCommandOp::kActivate;
+  std::string peer;                  // the other system
+  IsfcMode mode = IsfcMode::kConvention;  // kActivate
+  std::vector<DeviceNumber> devices;  // this LPAR's numbers; none for kDeactivate
+  absl::Duration timeout = absl::Seconds(30);  // how long the LPAR may take (opening waits for the peer)
+};
+// Runs one command in the LPAR's process; its status goes back to the
+// admin who gave it.
+using IsfcCommandHandler = std::function<absl::Status(const IsfcCommand&)>;
+
 class HSI_EXPORT CtcHost {
  public:
   // Connects and claims `options.lpar` (errors as Session::Connect).
@@ -105,7 +129,31 @@ class HSI_EXPORT CtcHost {
   absl::StatusOr<std::vector<CtcListing>> List();
   absl::StatusOr<std::vector<IsfcListing>> ListIsfc();
 
+  // Takes admins' ISFC commands for this LPAR: hsid forwards each command
+  // an admin gives for this LPAR (SendIsfcCommand, hsictl isfc-activate
+  // ...) to `handler`, which runs on a thread of this host, one command at
+  // a time, and its status goes back to the admin. IsfcLinks::Handle
+  // (hsi/isfc.h) is the handler that does what z/VM does. Replaces an
+  // earlier handler; survives an hsid restart. The handler is called until
+  // StopIsfcCommands() or the host's destruction (each waits for a command
+  // in progress; an Open() in it returns kCancelled at the destruction).
+  // kFailedPrecondition for a host with no LPAR.
+  absl::Status AcceptIsfcCommands(IsfcCommandHandler handler);
+  // Stops taking ISFC commands (hsid refuses them again; one that was on
+  // its way is answered kUnavailable) and waits for a command in progress.
+  absl::Status StopIsfcCommands();
+  // Admin: gives `command` to the process of LPAR `lpar` that takes ISFC
+  // commands, through hsid, and waits for its status (until command.timeout
+  // plus this host's timeout). kPermissionDenied (not an admin), the
+  // device refusals of DeclareIsfc, kFailedPrecondition (no process of
+  // `lpar` takes commands), kUnavailable (it went before it answered), or
+  // the handler's status, naming the command and the LPAR.
+  absl::Status SendIsfcCommand(const std::string& lpar, const IsfcCommand& command);
+
   const std::string& lpar() const;
+  // Waits until connected to hsid (at once, unless hsid went away and the
+  // reconnect has not succeeded yet). kUnavailable at `deadline`, naming why.
+  absl::Status WaitConnected(absl::Time deadline);
 
   struct State;
 

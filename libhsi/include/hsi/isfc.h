@@ -18,6 +18,24 @@
 // device, lowest free first) exists for comparison. A chunk goes to the
 // first free device in this side's order.
 //
+// Staying off the peer's devices (kConvention): the devices this side may
+// write that the peer does not ("reserved": the first one or two of this
+// side's order, with 2 or more devices) are always tried first. A chunk
+// goes on to a device both sides write ("spills") only when this side has
+// more queued than its reserved devices carry in one round (bulk), or when
+// it has waited IsfcOptions::spill_wait for a reserved device (a small
+// control message whose reserved devices still hold earlier ones); and
+// then only onto a device the peer has no write in flight on
+// (CtcDevice::PeerBusy). And an end that has a chunk to write first takes
+// the peer's pending write (a real CTC end sees the device busy: its write
+// would collide), then writes only if the device is still idle
+// (CtcDevice::WriteIfIdle). kNaive does none of this: it writes at once,
+// as a link that ignores the device's state, and takes the peer's pending
+// write first only after a collision. So the
+// relocation-like load (one side streams, the other acknowledges) does not
+// collide: the acknowledging side stays on its reserved devices, and
+// spills, if ever, only between the streaming side's writes.
+//
 // Flow control: a device carries one chunk at a time and a write lasts
 // until the reader took it (CTC semantics); the sender never puts a chunk
 // more than `window` chunks past the oldest chunk not yet taken on a
@@ -44,7 +62,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -70,6 +90,12 @@ struct IsfcOptions {
   uint32_t window = 64;                     // chunks in flight past the oldest untaken
   size_t send_buffer = size_t{8} << 20;     // bytes Send() may queue
   size_t receive_buffer = size_t{64} << 20; // bytes of whole messages waiting for Receive()
+  // kConvention: how long a chunk waits for one of this side's reserved
+  // devices before it may spill onto a device the peer also writes (when
+  // this side's queue is no more than the reserved devices carry in one
+  // round). A spill risks a collision, which costs each side the recovery
+  // delay (200 us by default) and a resend; 1 ms is five of those.
+  absl::Duration spill_wait = absl::Milliseconds(1);
   // If set (the host whose devices these are), the link declares its side
   // to hsid at activation and after each device change, and withdraws it
   // when deactivated, so that `hsictl isfc` shows it. Must outlive the link.
@@ -92,6 +118,8 @@ struct IsfcStats {
   uint64_t bytes_sent = 0, bytes_received = 0;  // message payload
   uint64_t resent_chunks = 0;      // given back by a collision or a lost device and sent again
   uint64_t duplicate_chunks = 0;   // received again after a resend, dropped
+  uint64_t spilled_chunks = 0;     // kConvention: chunks written on a device the peer also writes
+                                   // while this side's queue was small (spill_wait ran out)
 };
 
 class HSI_EXPORT IsfcLink {
@@ -140,6 +168,51 @@ class HSI_EXPORT IsfcLink {
  private:
   explicit IsfcLink(std::shared_ptr<State> s) : state_(std::move(s)) {}
   std::shared_ptr<State> state_;
+};
+
+// The ISFC links of one LPAR's process, driven by commands, as z/VM's
+// ACTIVATE / DEACTIVATE ISLINK drive a member's: TakeCommands() makes
+// Handle() the host's handler (CtcHost::AcceptIsfcCommands), so an admin
+// runs `hsictl isfc-activate LPAR1 LPAR2 D000-D00F` (and isfc-deactivate,
+// isfc-add, isfc-remove); the destructor stops it again first.
+//   kActivate       opens the devices through the host (each waits, up to
+//                   the command's timeout, until the peer LPAR opened its
+//                   end: activate both sides, in either order, within it)
+//                   and activates the link to `peer` (declared to hsid);
+//                   kAlreadyExists if one is active.
+//   kDeactivate     deactivates it and closes its devices (the peer's ends
+//                   go down); kNotFound if none is active.
+//   kAddDevices     opens them and adds them to the running link.
+//   kRemoveDevices  removes them from the link and closes them.
+// A command that fails leaves the link as it was (devices it opened are
+// closed again).
+//
+// Thread safety: all methods are thread-safe; commands run one at a time.
+class HSI_EXPORT IsfcLinks {
+ public:
+  // `host` (an LPAR's, named `self` in the links) must outlive this.
+  IsfcLinks(CtcHost* host, std::string self) : host_(host), self_(std::move(self)) {}
+  // Stops taking commands (if TakeCommands() did), then deactivates the
+  // links; the devices stay open (their host closes them).
+  ~IsfcLinks();
+
+  // Takes the host's ISFC commands from now on (CtcHost::AcceptIsfcCommands).
+  absl::Status TakeCommands();
+  absl::Status Handle(const IsfcCommand& command);
+  // The active link to `peer`, or nullptr. Valid until a command
+  // deactivates it (or this object goes).
+  IsfcLink* link(const std::string& peer);
+
+ private:
+  absl::StatusOr<std::vector<std::shared_ptr<CtcDevice>>> OpenAll(const IsfcCommand& c);
+  void CloseAll(const std::vector<DeviceNumber>& devices);
+
+  CtcHost* const host_;
+  const std::string self_;
+  bool taking_ = false;  // TakeCommands() succeeded
+  std::mutex mu_;  // one command at a time; guards links_
+  std::map<std::string, std::unique_ptr<IsfcLink>> links_;
+  std::map<std::string, std::vector<DeviceNumber>> devices_;  // peer -> this side's open devices
 };
 
 }  // namespace hsi

@@ -105,7 +105,13 @@ inline constexpr size_t kEventPageSize = 4096;
   X(CtcListReply,          79, kToClient, kReply,   0, 464 + 16 * 216)     \
   X(IsfcDeclareRequest,    80, kToDaemon, kRequest, 0, 112)  /* -> AdminReply */ \
   X(IsfcListRequest,       81, kToDaemon, kRequest, 0, 8)                   \
-  X(IsfcListReply,         82, kToClient, kReply,   0, 464 + 16 * 136) \
+  X(IsfcListReply,         82, kToClient, kReply,   0, 464 + 16 * 136)    \
+  X(CtcReattachRequest,    83, kToDaemon, kRequest, 1, 8)    /* own half */ \
+  X(CtcReattachReply,      84, kToClient, kReply,   0, 464)                 \
+  X(IsfcCommandRequest,    85, kToDaemon, kRequest, 0, 144)  /* -> AdminReply */ \
+  X(IsfcCommand,           86, kToClient, kEvent,   0, 120)                 \
+  X(IsfcCommandResult,     87, kToDaemon, kNotice,  0, 456)                 \
+  X(IsfcCommandsAccept,    88, kToDaemon, kNotice,  0, 8)                   \
   X(MemGrantRequest,       90, kToDaemon, kRequest, 1, 16)   /* sealed memfd */ \
   X(MemGrantReply,         91, kToClient, kReply,   0, 456)                 \
   X(MemTakeRequest,        92, kToDaemon, kRequest, 0, 16)                  \
@@ -661,6 +667,27 @@ struct CtcClose {
   uint32_t device;
   absl::Status Validate() const { return absl::OkStatus(); }
 };
+// After an hsid restart an end that is still open re-registers it
+// (invariant 4: hsid rebuilds its tables from its clients), handing in its
+// own half (sealed; hsid checks the seal and the size):
+//   client -> hsid   CtcReattachRequest{device} + own half -> CtcReattachReply{conn}
+// Once both ends did, the connection is ready again (no CtcPeer: each end
+// still maps the other's half). An end that opens afresh while the other
+// is re-registered takes the old connection down (CtcDown to the other).
+struct CtcReattachRequest {  // + this end's own half-channel, sealed
+  uint32_t device;  // this LPAR's device number, 0..0xFFFF
+  uint32_t reserved;
+  absl::Status Validate() const;
+};
+struct CtcReattachReply {
+  WireStatus status;
+  uint32_t conn_id;
+  uint32_t reserved;
+  absl::Status Validate() const {
+    if (status.code != 0) return CheckStatus(status, "status");
+    return FirstError(CheckStatus(status, "status"), CheckZero(reserved, "reserved"));
+  }
+};
 // Defines `count` connections: device_a+i of lpar_a to device_b+i of lpar_b.
 struct CtcDefineRequest {
   char lpar_a[kNameLen];
@@ -714,6 +741,51 @@ struct IsfcDeclareRequest {
   uint32_t active;  // 1 declare / update, 0 withdraw
   uint32_t reserved;
   absl::Status Validate() const;
+};
+// z/VM's ACTIVATE/DEACTIVATE ISLINK from outside (hsictl): an admin asks
+// hsid, hsid asks the process of that LPAR that takes ISFC commands (it
+// said so with IsfcCommandsAccept{1}), and that process's answer goes back:
+//   admin -> hsid   IsfcCommandRequest{lpar, peer, op, devices}
+//   hsid -> LPAR    IsfcCommand{command_id, op, peer, devices}
+//   LPAR -> hsid    IsfcCommandResult{command_id, code, text}
+//   hsid -> admin   AdminReply{that status}
+// kFailedPrecondition at once if no process of the LPAR takes them;
+// kUnavailable if it goes before it answers.
+enum : uint32_t { kIsfcActivate = 1, kIsfcDeactivate = 2, kIsfcAddDevices = 3, kIsfcRemoveDevices = 4 };
+inline constexpr uint32_t kMaxIsfcCommandMs = 600000;
+struct IsfcCommandRequest {
+  char lpar[kNameLen];  // the LPAR whose side it is
+  char peer[kNameLen];
+  uint32_t op;          // kIsfc*
+  uint32_t mode;        // hsi::IsfcMode (activate)
+  uint32_t count;       // devices: 1..16, 0 for deactivate
+  uint32_t timeout_ms;  // how long the LPAR may take (opening waits for the other side): 1..kMaxIsfcCommandMs
+  uint32_t devices[16];
+  absl::Status Validate() const;
+};
+struct IsfcCommand {
+  uint32_t command_id;
+  uint32_t op;
+  char peer[kNameLen];
+  uint32_t mode;
+  uint32_t count;
+  uint32_t timeout_ms;
+  uint32_t reserved;
+  uint32_t devices[16];
+  absl::Status Validate() const;
+};
+struct IsfcCommandResult {
+  uint32_t command_id;
+  uint32_t code;  // absl::StatusCode; 0 = done
+  char text[kTextLen];
+  absl::Status Validate() const {
+    return FirstError(CheckStatusCode(code, "code", /*allow_ok=*/true), CheckText(text, kTextLen, "text"));
+  }
+};
+struct IsfcCommandsAccept {
+  uint32_t accept;  // 1: this connection takes IsfcCommand, 0: no more
+  uint32_t reserved;
+  absl::Status Validate() const { return FirstError(CheckBool(accept, "accept"), CheckZero(reserved, "reserved")); }
 };
 struct IsfcListRequest {
   uint32_t cursor;
