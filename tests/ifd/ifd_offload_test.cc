@@ -102,6 +102,7 @@ TEST_F(IfdOffloadTest, ForwardedPartialPacketsAreFinishedForAPeerWithoutOffload)
                        "net.ipv4.conf.hsi0.send_redirects=0").ok());
   ASSERT_TRUE(c.Exec("ip addr add 10.20.9.3/32 dev lo").ok());
   ASSERT_TRUE(a_->Exec(absl::StrCat("ip route add 10.20.9.3/32 via ", kB, " dev hsi0")).ok());
+  ASSERT_TRUE(b_->Exec(absl::StrCat("ip route add 10.20.9.3/32 via ", kC, " dev hsi0")).ok());
   // Replies go straight back to A (C has a route to 10.240.0.0/24 on hsi0).
   const TransferResult t = CheckedTcpTransfer(c.name(), a_->name(), "10.20.9.3", 5303, uint64_t{16} << 20);
   EXPECT_EQ(t.error, "") << ifd_b_->log();
@@ -141,7 +142,7 @@ TEST_F(IfdOffloadTest, DumpCarriesFinishedChecksums) {
   ASSERT_TRUE(r.ok()) << r.out;
   int good = 0, bad = 0;
   for (absl::string_view line : absl::StrSplit(r.out, '\n', absl::SkipEmpty())) {
-    good += line == "2" || line == "Good";
+    good += line == "1" || line == "Good";  // 0 bad, 1 good, 2 unverified
     bad += line == "0" || line == "Bad";
   }
   EXPECT_GT(good, 10) << r.out.substr(0, 2000);
