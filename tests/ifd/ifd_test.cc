@@ -508,13 +508,13 @@ TEST_F(IfdTest, ConfigFileGivesTheOptionsAndTheCommandLineWins) {
     f << "# hsi-ifd@a.service\n"
       << "lpar = \"A\"\nchpid = F0\nnetns = \"" << a_->name() << "\"\nifname = hsi0\n"
       << "address = \"10.240.0.9/24\"   # the command line says otherwise\n"
-      << "socket = \"" << hsid_.socket() << "\"\nwait = block\npersist = false\n";
+      << "socket = \"" << hsid_.socket() << "\"\nwait = block\npersist = false\noffload = off\n";
   }
   ifd_a_ = std::make_unique<Process>(std::vector<std::string>{HSI_IFD_PATH, "--config", path, "--address", kA},
                                      hsid_.dir() + "/ifd-A.log");
   ASSERT_TRUE(Eventually([&] { return Up(*a_, kA) || !ifd_a_->running(); }) && Up(*a_, kA)) << ifd_a_->log();
   ASSERT_TRUE(Eventually([&] { return Up(*b_, kB) || !ifd_b_->running(); }) && Up(*b_, kB)) << ifd_b_->log();
-  EXPECT_TRUE(absl::StrContains(ifd_a_->log(), "wait block (LPAR A,")) << ifd_a_->log();
+  EXPECT_TRUE(absl::StrContains(ifd_a_->log(), "offload off, wait block (LPAR A,")) << ifd_a_->log();
   const Result r = a_->Exec(absl::StrCat("ping -c 2 -i 0.2 -W 2 ", kB));
   EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "2 received")) << r.out << ifd_a_->log();
   // persist = false: SIGTERM removes the device.
@@ -554,6 +554,9 @@ TEST_F(IfdErrorTest, UsageErrorsExitTwo) {
   std::tie(code, out) = RunIfd({"--lpar", "A", "--chpid", "F0", "--wait", "sometimes"});
   EXPECT_EQ(code, 2);
   EXPECT_TRUE(absl::StrContains(out, "--wait")) << out;
+  std::tie(code, out) = RunIfd({"--lpar", "A", "--chpid", "F0", "--offload", "maybe"});
+  EXPECT_EQ(code, 2);
+  EXPECT_TRUE(absl::StrContains(out, "--offload: 'maybe' is not true or false (on or off)")) << out;
   ExpectNoNics();
 }
 

@@ -576,12 +576,12 @@ int Main(int argc, char** argv) {
   if (auto s = nic->DeclareInterface({opts->layer2 ? 2 : 3, tap->name(), opts->netns}); !s.ok()) {
     return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   }
-  Log(absl::StrFormat("%s %s in %s: %s/%d on %s, layer %d, MTU %u, MAC %02x:%02x:%02x:%02x:%02x:%02x, wait %s, "
-                      "offload %s (LPAR %s, pid %d)",
+  Log(absl::StrFormat("%s %s in %s: %s/%d on %s, layer %d, MTU %u, MAC %02x:%02x:%02x:%02x:%02x:%02x, "
+                      "offload %s, wait %s (LPAR %s, pid %d)",
                       tap->name(),
                       tap->reattached() ? "re-attached (persistent), up" : opts->persist ? "up (persistent)" : "up", opts->netns.empty() ? "this network namespace" : "netns " + opts->netns,
                       info.address.ToString(), info.subnet.prefix(), where, opts->layer2 ? 2 : 3, mtu, mac[0], mac[1], mac[2], mac[3],
-                      mac[4], mac[5], hsi::WaitModeName(opts->wait), offload ? "on (checksum)" : "off", opts->lpar,
+                      mac[4], mac[5], offload ? "on (checksum)" : "off", hsi::WaitModeName(opts->wait), opts->lpar,
                       ::getpid()));
 
   // 3. Pump until SIGINT/SIGTERM.
