@@ -53,7 +53,8 @@ Options:
                       tshark and Wireshark open it as is. A frame that is a
                       well-formed IPv4 or IPv6 packet (the layer-3 frames of
                       hsi-ifd) is written as it is, so tshark decodes it down
-                      to TCP; any other frame (the native API's) becomes an
+                      to TCP (a checksum hsi-ifd's offload left partial is
+                      written finished); any other frame (the native API's) becomes an
                       IPv4/UDP datagram from the source to the destination
                       NIC address (UDP ports 8192 -> 8192, the hsi payload as
                       UDP payload)
