@@ -23,8 +23,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "gtest/gtest.h"
-#include "hsi/nic.h"
-#include "hsi/session.h"
 #include "ifd_util.h"
 #include "offload.h"
 
@@ -155,13 +153,9 @@ TEST_F(IfdOffloadTest, DumpCarriesFinishedChecksums) {
 // counted; a well-formed UDP packet so tagged goes through (rx_partial).
 TEST_F(IfdOffloadTest, HostileOffloadTagsFromANativePeerAreDroppedAndCounted) {
   StartBoth();
-  hsi::SessionOptions so;
-  so.socket_path = hsid_.socket();
-  so.lpar = "native";
-  auto session = hsi::Session::Connect(so);
-  ASSERT_TRUE(session.ok()) << session.status();
-  auto nic = session->AttachNic(0xF0);
-  ASSERT_TRUE(nic.ok()) << nic.status();
+  absl::StatusOr<NativePeer> peer = AttachNativePeer(hsid_.socket(), "native");
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  hsi::Nic* nic = &peer->nic;
   const hsi::Address self = nic->address();
   // An IPv4 header (20 bytes) from us to A, protocol `proto`, total `len`.
   auto ipv4 = [&](uint8_t proto, size_t len, uint16_t frag) {
@@ -185,11 +179,7 @@ TEST_F(IfdOffloadTest, HostileOffloadTagsFromANativePeerAreDroppedAndCounted) {
   std::vector<uint8_t> cut_tcp = ipv4(6, 30, 0);  // 10 of TCP's 20 header bytes
   std::vector<uint8_t> fragment = ipv4(6, 60, 0x2000);  // MF set
   fragment[32] = 0x50;
-  std::vector<uint8_t> udp = ipv4(17, 36, 0);
-  udp[20] = 0x30;  // source port 12345, destination 9 (discard)
-  udp[21] = 0x39;
-  udp[23] = 9;
-  udp[25] = 16;  // UDP length
+  const std::vector<uint8_t> udp = UdpPacket(self, *hsi::Address::Parse(kA), 8);  // 36 bytes
   const auto wait = [] { return hsi::Wait::Adaptive(absl::Now() + absl::Seconds(5)); };
   const hsi::Address a = *hsi::Address::Parse(kA);
   ASSERT_TRUE(nic->SendTo(a, icmp, wait(), hsi::ifd::kTagCsumPartial).ok());

@@ -332,13 +332,9 @@ TEST_F(IfdTest, Kill9RemovesTheDeviceAndARestartServesAgain) {
 
 TEST_F(IfdTest, NonIpFramesFromANativePeerAreDroppedAndCounted) {
   StartBoth();
-  hsi::SessionOptions so;
-  so.socket_path = hsid_.socket();
-  so.lpar = "native";
-  auto session = hsi::Session::Connect(so);
-  ASSERT_TRUE(session.ok()) << session.status();
-  auto nic = session->AttachNic(0xF0);
-  ASSERT_TRUE(nic.ok()) << nic.status();
+  absl::StatusOr<NativePeer> peer = AttachNativePeer(hsid_.socket(), "native");
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  hsi::Nic* nic = &peer->nic;
   const uint8_t garbage[] = {'n', 'o', 't', ' ', 'I', 'P', 0x45, 0};
   const uint8_t short_v4[] = {0x45, 0, 0, 99, 0, 0, 0, 0, 64, 1, 0, 0, 10, 240, 0, 9, 10, 240, 0, 1};  // length 99 != 20
   ASSERT_TRUE(nic->SendTo(*hsi::Address::Parse(kA), garbage, hsi::Wait::Adaptive(absl::Now() + absl::Seconds(5))).ok());
@@ -472,13 +468,9 @@ TEST_F(IfdTest, Layer2PingArpAndTcp) {
 // its own MAC to ours are dropped and counted, never written to the device.
 TEST_F(IfdTest, Layer2DropsFramesNotFromThePeersOwnMac) {
   StartBoth({"--layer2"});
-  hsi::SessionOptions so;
-  so.socket_path = hsid_.socket();
-  so.lpar = "native";
-  auto session = hsi::Session::Connect(so);
-  ASSERT_TRUE(session.ok()) << session.status();
-  auto nic = session->AttachNic(0xF0);
-  ASSERT_TRUE(nic.ok()) << nic.status();
+  absl::StatusOr<NativePeer> peer = AttachNativePeer(hsid_.socket(), "native");
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  hsi::Nic* nic = &peer->nic;
   std::vector<uint8_t> spoofed(60, 0);
   const uint8_t to_a[6] = {0x02, 0, 10, 240, 0, 1}, from_b[6] = {0x02, 0, 10, 240, 0, 2};
   std::memcpy(spoofed.data(), to_a, 6);
