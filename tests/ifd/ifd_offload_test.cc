@@ -67,6 +67,27 @@ TEST_F(IfdOffloadTest, TcpCrossesThePartialChecksumPathIntact) {
   EXPECT_EQ(Counter(ifd_a_->log(), "tx_bad_offload"), 0) << ifd_a_->log();
 }
 
+// TCP over IPv6 goes partial too (the spot after a 40-byte header): iperf3
+// over unique-local addresses, its bytes as both ends count them.
+TEST_F(IfdOffloadTest, TcpOverIpv6CrossesPartial) {
+  if (!Have("iperf3")) GTEST_SKIP() << "iperf3 is not installed (packaging/setup.sh installs it)";
+  StartBoth();
+  ASSERT_TRUE(a_->Exec("ip -6 addr add fd00:f0::1/64 dev hsi0 nodad").ok());
+  ASSERT_TRUE(b_->Exec("ip -6 addr add fd00:f0::2/64 dev hsi0 nodad").ok());
+  Process server({"ip", "netns", "exec", b_->name(), "iperf3", "-s", "-1", "-B", "fd00:f0::2", "-p", "5305"},
+                 hsid_.dir() + "/iperf3-v6.log");
+  ASSERT_TRUE(Eventually([&] { return b_->Exec("ss -ltnH 'sport = :5305'").out.find("5305") != std::string::npos; }))
+      << server.log();
+  const Result c = a_->Exec("timeout 60 iperf3 -6 -c fd00:f0::2 -p 5305 -n 32M");
+  ASSERT_TRUE(c.ok()) << c.out << ifd_a_->log();
+  EXPECT_EQ(server.WaitExit(absl::Seconds(10)), 0) << server.log();
+  ASSERT_EQ(ifd_a_->Stop(SIGTERM), 0) << ifd_a_->log();
+  ASSERT_EQ(ifd_b_->Stop(SIGTERM), 0) << ifd_b_->log();
+  EXPECT_GT(Counter(ifd_a_->log(), "tx_partial"), 500) << ifd_a_->log();  // 32M / 56K
+  EXPECT_GT(Counter(ifd_b_->log(), "rx_partial"), 500) << ifd_b_->log();
+  EXPECT_EQ(Counter(ifd_b_->log(), "rx_bad_offload"), 0) << ifd_b_->log();
+}
+
 // With --offload off on one side nothing goes partial, either way, and the
 // transfer is intact: the side with offload finishes every checksum.
 TEST_F(IfdOffloadTest, PeerWithOffloadOffGetsFinishedChecksums) {
