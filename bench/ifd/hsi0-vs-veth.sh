@@ -3,20 +3,25 @@
 # sitting (issue 16's must-show). Not a test: it runs by hand and prints a
 # table for docs/benchmarks.md.
 #
-#   bench/ifd/hsi0-vs-veth.sh [--seconds N] [--wait MODE] [--build DIR]
+#   bench/ifd/hsi0-vs-veth.sh [--seconds N] [--rounds N] [--wait MODE] [--build DIR]
 #
 # Paths, each between namespace A (client) and B (server):
 #   hsi0 8K   hsi-ifd on CHPID F0 (MFS 16K, MTU 8K)
 #   hsi0 56K  hsi-ifd on CHPID F1 (MFS 64K, MTU 56K)
+#   hsi0 8K no offload, hsi0 56K no offload: the same on CHPIDs F2 and F3
+#             with hsi-ifd --offload off (no checksum offload)
 #   veth 1500 and veth 65535
 # Programs: iperf3 single stream and -P 4 (receiver's bytes/s), and
 # sockperf ping-pong with 64-byte messages (p50, p99 round trip).
-# Ratios are hsi0 over the better veth figure of the same run.
+# Ratios are hsi0 over the better veth figure of the same run. With
+# --rounds N every path runs N times, the paths taking turns, and each
+# figure is the median of its N (a busy host moves single runs).
 # Needs root (namespaces, TUN), iperf3, sockperf (packaging/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 secs=5
+rounds=1
 wait_mode=adaptive
 build=build
 while [ $# -gt 0 ]; do
@@ -24,7 +29,8 @@ while [ $# -gt 0 ]; do
     --seconds) secs="$2"; shift 2 ;;
     --wait) wait_mode="$2"; shift 2 ;;
     --build) build="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --rounds) rounds="$2"; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "hsi0-vs-veth.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -63,6 +69,18 @@ mfs = "64K"
 subnet = "10.241.0.0/24"
 queue_size = "4M"
 
+[[chpid]]
+id = "F2"
+mfs = "16K"
+subnet = "10.242.0.0/24"
+queue_size = "1M"
+
+[[chpid]]
+id = "F3"
+mfs = "64K"
+subnet = "10.243.0.0/24"
+queue_size = "4M"
+
 [[lpar]]
 name = "*"
 uids = ["self"]
@@ -75,9 +93,9 @@ ip netns add "$A"
 ip netns add "$B"
 for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
 # hsi0 on F0 (8K) and hsi1 on F1 (56K) in each namespace.
-start_ifd() {  # NS LPAR CHPID IFNAME ADDRESS
+start_ifd() {  # NS LPAR CHPID IFNAME ADDRESS [OPTION...]
   "$build/bin/hsi-ifd" --lpar "$2" --chpid "$3" --netns "$1" --ifname "$4" --address "$5" \
-    --socket "$dir/hsid.sock" --wait "$wait_mode" 2>"$dir/$2.log" &
+    --socket "$dir/hsid.sock" --wait "$wait_mode" "${@:6}" 2>"$dir/$2.log" &
   pids+=($!)
   local pid=$!
   until ip -n "$1" -4 addr show dev "$4" 2>/dev/null | grep -q "inet $5"; do
@@ -89,6 +107,10 @@ start_ifd "$A" a8 F0 hsi0 10.240.0.1
 start_ifd "$B" b8 F0 hsi0 10.240.0.2
 start_ifd "$A" a56 F1 hsi1 10.241.0.1
 start_ifd "$B" b56 F1 hsi1 10.241.0.2
+start_ifd "$A" a8n F2 hsi2 10.242.0.1 --offload off
+start_ifd "$B" b8n F2 hsi2 10.242.0.2 --offload off
+start_ifd "$A" a56n F3 hsi3 10.243.0.1 --offload off
+start_ifd "$B" b56n F3 hsi3 10.243.0.2 --offload off
 # veth pairs at 1500 and 65535.
 ip link add va1500-$tag netns "$A" type veth peer name vb1500-$tag netns "$B"
 ip link add va64k-$tag netns "$A" type veth peer name vb64k-$tag netns "$B"
@@ -100,7 +122,7 @@ ip -n "$A" addr add 10.251.0.1/24 dev va64k-$tag
 ip -n "$B" addr add 10.251.0.2/24 dev vb64k-$tag
 for l in va1500 va64k; do ip -n "$A" link set "$l-$tag" up; done
 for l in vb1500 vb64k; do ip -n "$B" link set "$l-$tag" up; done
-for t in 10.240.0.2 10.241.0.2 10.250.0.2 10.251.0.2; do
+for t in 10.240.0.2 10.241.0.2 10.242.0.2 10.243.0.2 10.250.0.2 10.251.0.2; do
   ip netns exec "$A" ping -q -c 1 -W 5 "$t" >/dev/null || { echo "hsi0-vs-veth.sh: $t unreachable" >&2; exit 1; }
 done
 
@@ -121,13 +143,26 @@ pingpong() {  # ADDRESS -> "p50 p99" in microseconds
 }
 
 declare -A single multi p50 p99
-paths=("hsi0 8K:10.240.0.2" "hsi0 56K:10.241.0.2" "veth 1500:10.250.0.2" "veth 65535:10.251.0.2")
+paths=("hsi0 8K:10.240.0.2" "hsi0 8K no offload:10.242.0.2" "hsi0 56K:10.241.0.2" "hsi0 56K no offload:10.243.0.2"
+       "veth 1500:10.250.0.2" "veth 65535:10.251.0.2")
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+for ((round = 0; round < rounds; round++)); do
+  for entry in "${paths[@]}"; do
+    name=${entry%%:*} addr=${entry#*:}
+    single[$name]+=" $(iperf "$addr" 1)"
+    multi[$name]+=" $(iperf "$addr" 4)"
+    read -r a b < <(pingpong "$addr")
+    p50[$name]+=" $a" p99[$name]+=" $b"
+  done
+done
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+median() { python3 -c "import statistics, sys; print('%.2f' % statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 for entry in "${paths[@]}"; do
-  name=${entry%%:*} addr=${entry#*:}
-  single[$name]=$(iperf "$addr" 1)
-  multi[$name]=$(iperf "$addr" 4)
-  read -r a b < <(pingpong "$addr")
-  p50[$name]=$a p99[$name]=$b
+  name=${entry%%:*}
+  # shellcheck disable=SC2086  # the lists are space-separated numbers
+  single[$name]=$(median ${single[$name]}) multi[$name]=$(median ${multi[$name]})
+  # shellcheck disable=SC2086
+  p50[$name]=$(median ${p50[$name]}) p99[$name]=$(median ${p99[$name]})
 done
 
 best() { python3 -c "import sys; print(max(float(x) for x in sys.argv[1:]))" "$@"; }
@@ -137,11 +172,18 @@ vm=$(best "${multi[veth 1500]}" "${multi[veth 65535]}")
 vl=$(bestlat "${p50[veth 1500]}" "${p50[veth 65535]}")
 ratio() { python3 -c "import sys; print('%.2fx' % (float(sys.argv[1]) / float(sys.argv[2])))" "$1" "$2"; }
 
-echo "hsi0 vs veth, $(date -u +%F), $(nproc) CPUs, kernel $(uname -r), hsi-ifd --wait $wait_mode, ${secs} s per run"
+echo "hsi0 vs veth, $(date -u '+%F %H:%M') UTC, $(nproc) CPUs, kernel $(uname -r), hsi-ifd --wait $wait_mode," \
+  "${secs} s per run, median of $rounds round(s), load average $load_start at the start, $load_end at the end"
 printf '| path | iperf3 1 stream Gbit/s | vs best veth | iperf3 -P 4 Gbit/s | vs best veth | sockperf 64 B p50 us | p99 us | p50 vs best veth |\n'
 printf '|---|---|---|---|---|---|---|---|\n'
 for entry in "${paths[@]}"; do
   name=${entry%%:*}
   printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "${single[$name]}" "$(ratio "${single[$name]}" "$vs")" \
     "${multi[$name]}" "$(ratio "${multi[$name]}" "$vm")" "${p50[$name]}" "${p99[$name]}" "$(ratio "${p50[$name]}" "$vl")"
+done
+echo
+echo "checksum offload (hsi-ifd --offload on over off, same run):"
+for m in 8K 56K; do
+  echo "  hsi0 $m: iperf3 1 stream $(ratio "${single[hsi0 $m]}" "${single[hsi0 $m no offload]}")," \
+    "-P 4 $(ratio "${multi[hsi0 $m]}" "${multi[hsi0 $m no offload]}"), sockperf p50 $(ratio "${p50[hsi0 $m]}" "${p50[hsi0 $m no offload]}")"
 done

@@ -229,7 +229,8 @@ absl::StatusOr<std::vector<Address>> SessionState::Peers(NicState& nic, absl::Ti
   return out;
 }
 
-absl::Status SessionState::Broadcast(NicState& nic, absl::Span<const uint8_t> payload, const Wait& wait) {
+absl::Status SessionState::Broadcast(NicState& nic, absl::Span<const uint8_t> payload, const Wait& wait,
+                                     uint8_t tag) {
   absl::StatusOr<std::vector<Address>> peers = Peers(nic, wait.deadline);
   if (!peers.ok()) return peers.status();
   std::vector<SetupWant> wants(peers->size());
@@ -237,7 +238,7 @@ absl::Status SessionState::Broadcast(NicState& nic, absl::Span<const uint8_t> pa
   // Peers with a link get the frame first; the others as their links come
   // up, all under the one deadline.
   SetUpLinks(nic, wants, wait.deadline, [&](SetupWant& w) {
-    if (absl::Status s = SendOnLink(nic, *w.link, payload, wait, kTypeBroadcast); !s.ok()) Fail(w, std::move(s));
+    if (absl::Status s = SendOnLink(nic, *w.link, payload, wait, FrameType(kTypeBroadcast, tag)); !s.ok()) Fail(w, std::move(s));
   });
   size_t reached = 0;
   absl::StatusCode code = absl::StatusCode::kOk;

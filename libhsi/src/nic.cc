@@ -103,7 +103,7 @@ void ArmAll(NicState& n, bool on) {
 
 }  // namespace
 
-absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wait& wait) {
+absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wait& wait, uint8_t tag) {
   if (!nic_) return EmptyHandle("Nic::SendTo");
   NicState& n = *nic_;
   session_->MaybePump();  // first: it may bring the NIC back up
@@ -111,7 +111,7 @@ absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wa
   // ring. No lookup, no shared_ptr copy, no Status but OK.
   if (LinkState* hot = n.hot_link; hot != nullptr && n.hot_peer == to.value() && n.up && !n.detached &&
                                    payload.size() <= n.info.mtu &&
-                                   !hot->down && hot->tx.TrySend(payload, internal::kTypeUnicast)) {
+                                   !hot->down && hot->tx.TrySend(payload, internal::FrameType(internal::kTypeUnicast, tag))) {
     return absl::OkStatus();
   }
   if (absl::Status s = NicUsable(n); !s.ok()) return s;
@@ -120,7 +120,7 @@ absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wa
                                                    to.ToString(), " of ", payload.size(), " bytes exceeds the MTU ",
                                                    n.info.mtu, " (MFS ", n.info.mfs / 1024, "K)"));
   }
-  if (to == n.info.subnet.broadcast()) return session_->Broadcast(n, payload, wait);
+  if (to == n.info.subnet.broadcast()) return session_->Broadcast(n, payload, wait, tag);
   if (!n.info.subnet.IsHost(to)) {
     return absl::InvalidArgumentError(absl::StrCat("CHPID ", n.ChpidText(), ": ", to.ToString(),
                                                    " is not a NIC address in subnet ", n.info.subnet.ToString()));
@@ -132,7 +132,7 @@ absl::Status Nic::SendTo(Address to, absl::Span<const uint8_t> payload, const Wa
     n.hot_link = l->get();
     n.hot_peer = to.value();
   }
-  return session_->SendOnLink(n, **l, payload, wait, internal::kTypeUnicast);
+  return session_->SendOnLink(n, **l, payload, wait, internal::FrameType(internal::kTypeUnicast, tag));
 }
 
 absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wait) {
@@ -164,7 +164,8 @@ absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wa
     }
     r.source = l.peer;
     r.length = *len;
-    r.broadcast = type == internal::kTypeBroadcast;
+    r.broadcast = internal::IsBroadcast(type);
+    r.tag = internal::FrameTag(type);
     got = true;
     return Took::kFrame;
   };
@@ -183,7 +184,7 @@ absl::StatusOr<FrameView> Nic::Peek(const Wait& wait) {
   if (absl::Status s = NicUsable(n); !s.ok()) return s;
   if (n.peeked) {
     hsi::Frame f;
-    if (n.peeked->rx.TryPeek(&f)) return FrameView{n.peeked->peer, f.payload, f.type == internal::kTypeBroadcast};
+    if (n.peeked->rx.TryPeek(&f)) return FrameView{n.peeked->peer, f.payload, internal::IsBroadcast(f.type), internal::FrameTag(f.type)};
     n.peeked.reset();
   }
   session_->MaybePump();
@@ -193,7 +194,7 @@ absl::StatusOr<FrameView> Nic::Peek(const Wait& wait) {
   auto take = [&](const std::shared_ptr<LinkState>& lp, absl::Status* err) {
     hsi::Frame f;
     if (const Took t = PeekLink(*lp, &f, err); t != Took::kFrame) return t;
-    v = FrameView{lp->peer, f.payload, f.type == internal::kTypeBroadcast};
+    v = FrameView{lp->peer, f.payload, internal::IsBroadcast(f.type), internal::FrameTag(f.type)};
     n.peeked = lp;
     got = true;
     return Took::kFrame;

@@ -273,7 +273,8 @@ void Sniffer::State::Deliver(Tap& t, const Record& r, absl::FunctionRef<void(con
   f.time = absl::Now();
   f.link_id = t.info.link_id;
   f.source = t.info.source;
-  f.broadcast = r.type == internal::kTypeBroadcast;
+  f.broadcast = internal::IsBroadcast(r.type);
+  f.tag = internal::FrameTag(r.type);
   f.destination = f.broadcast ? subnet.broadcast() : t.info.destination;
   f.type = r.type;
   f.payload = absl::MakeConstSpan(buf.data(), r.len);

@@ -291,6 +291,42 @@ TEST(SessionTest, MtuIsEnforcedWithAMessageNamingChpidAddressesAndLimit) {
   EXPECT_THAT(bad.status().message(), HasSubstr("CHPID 07 is not defined"));
 }
 
+// Nic::SendTo's tag reaches the receiver with the frame (Peek and Receive
+// alike), and a tagged broadcast still says broadcast: the tag shares the
+// ring's frame type word with the broadcast bit.
+TEST(SessionTest, TheSendersTagCrossesWithTheFrame) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  LinePipe rep;
+  Child b([&] {
+    absl::StatusOr<Session> s = Connect(d, "b");
+    if (!s.ok()) return 1;
+    absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+    if (!nic.ok()) return 1;
+    rep.Write(nic->address().ToString());
+    std::vector<uint8_t> buf(64);
+    absl::StatusOr<FrameView> v = nic->Peek(Wait::Block(In(absl::Seconds(20))));
+    if (!v.ok()) return 2;
+    const std::string first = absl::StrCat(v->broadcast ? "bcast" : "ucast", " tag ", v->tag);
+    nic->Release();
+    absl::StatusOr<Received> r = nic->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(20))));
+    if (!r.ok()) return 3;
+    rep.Write(absl::StrCat(first, ", ", r->broadcast ? "bcast" : "ucast", " tag ", r->tag));
+    absl::SleepFor(absl::Seconds(30));
+    return 0;
+  });
+  absl::StatusOr<Address> b_addr = Address::Parse(rep.Read());
+  ASSERT_TRUE(b_addr.ok());
+  absl::StatusOr<Session> s = Connect(d, "a");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  const uint8_t data[3] = {1, 2, 3};
+  ASSERT_TRUE(nic->SendTo(*b_addr, data, Wait::Block(In(absl::Seconds(10))), 0xA5).ok());
+  ASSERT_TRUE(nic->SendTo(nic->broadcast(), data, Wait::Block(In(absl::Seconds(10))), 0xFF).ok());
+  EXPECT_EQ(rep.Read(), "ucast tag 165, bcast tag 255");
+}
+
 TEST(SessionTest, BroadcastReachesEveryOtherNicOfTheChpid) {
   Hsid d;
   ASSERT_TRUE(d.Start()) << d.log();

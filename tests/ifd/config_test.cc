@@ -62,11 +62,11 @@ TEST(IfdConfigTest, EveryErrorNamesFileAndLine) {
 }
 
 TEST(IfdConfigTest, Switches) {
-  for (const char* yes : {"true", "TRUE", "yes", "1"}) EXPECT_TRUE(*ParseSwitch({yes, "f:1: persist"}));
-  for (const char* no : {"false", "no", "0"}) EXPECT_FALSE(*ParseSwitch({no, "f:1: persist"}));
+  for (const char* yes : {"true", "TRUE", "yes", "on", "1"}) EXPECT_TRUE(*ParseSwitch({yes, "f:1: persist"}));
+  for (const char* no : {"false", "no", "off", "0"}) EXPECT_FALSE(*ParseSwitch({no, "f:1: persist"}));
   auto bad = ParseSwitch({"maybe", "f:7: persist"});
   ASSERT_FALSE(bad.ok());
-  EXPECT_EQ(bad.status().message(), "f:7: persist: 'maybe' is not true or false");
+  EXPECT_EQ(bad.status().message(), "f:7: persist: 'maybe' is not true or false (on or off)");
 }
 
 TEST(IfdConfigTest, MissingFileIsNotFoundNamingThePath) {

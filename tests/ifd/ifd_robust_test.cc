@@ -255,25 +255,6 @@ uint8_t* OwnMapping(const std::string& name) {
 }
 
 // A well-formed IPv4/UDP packet from `src` to `dst`, port 9 (discard).
-std::vector<uint8_t> UdpPacket(hsi::Address src, hsi::Address dst, size_t payload) {
-  std::vector<uint8_t> p(28 + payload, 0x5a);
-  const size_t total = p.size();
-  const uint8_t header[28] = {0x45, 0, static_cast<uint8_t>(total >> 8), static_cast<uint8_t>(total), 0, 1, 0x40, 0,
-                              64, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x30, 0x39, 0, 9,
-                              static_cast<uint8_t>((total - 20) >> 8), static_cast<uint8_t>(total - 20), 0, 0};
-  std::memcpy(p.data(), header, sizeof(header));
-  for (int i = 0; i < 4; ++i) {
-    p[12 + i] = static_cast<uint8_t>(src.value() >> (24 - 8 * i));
-    p[16 + i] = static_cast<uint8_t>(dst.value() >> (24 - 8 * i));
-  }
-  uint32_t sum = 0;
-  for (int i = 0; i < 20; i += 2) sum += uint32_t{p[i]} << 8 | p[i + 1];
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  p[10] = static_cast<uint8_t>(~sum >> 8);
-  p[11] = static_cast<uint8_t>(~sum);
-  return p;
-}
-
 uint64_t RxPackets(const Netns& ns) {
   const Result r = ns.Exec("cat /sys/class/net/hsi0/statistics/rx_packets");
   return r.ok() ? std::stoull(r.out) : 0;
@@ -282,13 +263,9 @@ uint64_t RxPackets(const Netns& ns) {
 TEST_F(IfdRobustTest, APeerThatBreaksItsRingIsCutOffAndTheOthersServedOn) {
   StartBoth();
   // The native peer: this process, through libhsi, on the same CHPID.
-  hsi::SessionOptions so;
-  so.socket_path = hsid_.socket();
-  so.lpar = "breaker";
-  auto session = hsi::Session::Connect(so);
-  ASSERT_TRUE(session.ok()) << session.status();
-  auto nic = session->AttachNic(0xF0);
-  ASSERT_TRUE(nic.ok()) << nic.status();
+  absl::StatusOr<NativePeer> peer = AttachNativePeer(hsid_.socket(), "breaker");
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  hsi::Nic* nic = &peer->nic;
   const hsi::Address a = *hsi::Address::Parse(kA);
   // One good packet first: the link is up and A's device gets it.
   const uint64_t rx_before = RxPackets(*a_);

@@ -332,13 +332,9 @@ TEST_F(IfdTest, Kill9RemovesTheDeviceAndARestartServesAgain) {
 
 TEST_F(IfdTest, NonIpFramesFromANativePeerAreDroppedAndCounted) {
   StartBoth();
-  hsi::SessionOptions so;
-  so.socket_path = hsid_.socket();
-  so.lpar = "native";
-  auto session = hsi::Session::Connect(so);
-  ASSERT_TRUE(session.ok()) << session.status();
-  auto nic = session->AttachNic(0xF0);
-  ASSERT_TRUE(nic.ok()) << nic.status();
+  absl::StatusOr<NativePeer> peer = AttachNativePeer(hsid_.socket(), "native");
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  hsi::Nic* nic = &peer->nic;
   const uint8_t garbage[] = {'n', 'o', 't', ' ', 'I', 'P', 0x45, 0};
   const uint8_t short_v4[] = {0x45, 0, 0, 99, 0, 0, 0, 0, 64, 1, 0, 0, 10, 240, 0, 9, 10, 240, 0, 1};  // length 99 != 20
   ASSERT_TRUE(nic->SendTo(*hsi::Address::Parse(kA), garbage, hsi::Wait::Adaptive(absl::Now() + absl::Seconds(5))).ok());
@@ -472,13 +468,9 @@ TEST_F(IfdTest, Layer2PingArpAndTcp) {
 // its own MAC to ours are dropped and counted, never written to the device.
 TEST_F(IfdTest, Layer2DropsFramesNotFromThePeersOwnMac) {
   StartBoth({"--layer2"});
-  hsi::SessionOptions so;
-  so.socket_path = hsid_.socket();
-  so.lpar = "native";
-  auto session = hsi::Session::Connect(so);
-  ASSERT_TRUE(session.ok()) << session.status();
-  auto nic = session->AttachNic(0xF0);
-  ASSERT_TRUE(nic.ok()) << nic.status();
+  absl::StatusOr<NativePeer> peer = AttachNativePeer(hsid_.socket(), "native");
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  hsi::Nic* nic = &peer->nic;
   std::vector<uint8_t> spoofed(60, 0);
   const uint8_t to_a[6] = {0x02, 0, 10, 240, 0, 1}, from_b[6] = {0x02, 0, 10, 240, 0, 2};
   std::memcpy(spoofed.data(), to_a, 6);
@@ -508,13 +500,13 @@ TEST_F(IfdTest, ConfigFileGivesTheOptionsAndTheCommandLineWins) {
     f << "# hsi-ifd@a.service\n"
       << "lpar = \"A\"\nchpid = F0\nnetns = \"" << a_->name() << "\"\nifname = hsi0\n"
       << "address = \"10.240.0.9/24\"   # the command line says otherwise\n"
-      << "socket = \"" << hsid_.socket() << "\"\nwait = block\npersist = false\n";
+      << "socket = \"" << hsid_.socket() << "\"\nwait = block\npersist = false\noffload = off\n";
   }
   ifd_a_ = std::make_unique<Process>(std::vector<std::string>{HSI_IFD_PATH, "--config", path, "--address", kA},
                                      hsid_.dir() + "/ifd-A.log");
   ASSERT_TRUE(Eventually([&] { return Up(*a_, kA) || !ifd_a_->running(); }) && Up(*a_, kA)) << ifd_a_->log();
   ASSERT_TRUE(Eventually([&] { return Up(*b_, kB) || !ifd_b_->running(); }) && Up(*b_, kB)) << ifd_b_->log();
-  EXPECT_TRUE(absl::StrContains(ifd_a_->log(), "wait block (LPAR A,")) << ifd_a_->log();
+  EXPECT_TRUE(absl::StrContains(ifd_a_->log(), "offload off, wait block (LPAR A,")) << ifd_a_->log();
   const Result r = a_->Exec(absl::StrCat("ping -c 2 -i 0.2 -W 2 ", kB));
   EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "2 received")) << r.out << ifd_a_->log();
   // persist = false: SIGTERM removes the device.
@@ -554,6 +546,9 @@ TEST_F(IfdErrorTest, UsageErrorsExitTwo) {
   std::tie(code, out) = RunIfd({"--lpar", "A", "--chpid", "F0", "--wait", "sometimes"});
   EXPECT_EQ(code, 2);
   EXPECT_TRUE(absl::StrContains(out, "--wait")) << out;
+  std::tie(code, out) = RunIfd({"--lpar", "A", "--chpid", "F0", "--offload", "maybe"});
+  EXPECT_EQ(code, 2);
+  EXPECT_TRUE(absl::StrContains(out, "--offload: 'maybe' is not true or false (on or off)")) << out;
   ExpectNoNics();
 }
 

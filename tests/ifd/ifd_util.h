@@ -1,7 +1,8 @@
 // Helpers of the hsi-ifd end-to-end tests (tests/ifd/*_test.cc): shell
 // commands, network namespaces and background processes that are always
 // removed and reaped, polling, forked children inside a namespace, a
-// checked byte pattern, and the two-namespace fixture IfdTest. Each test
+// checked byte pattern, a native-API peer and an IPv4/UDP packet for it to
+// send, and the two-namespace fixture IfdTest. Each test
 // binary defines HSI_IFD_PATH; hsid comes from hsi::testing.
 #ifndef HSI_TESTS_IFD_IFD_UTIL_H_
 #define HSI_TESTS_IFD_IFD_UTIL_H_
@@ -28,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -35,6 +37,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "hsi/nic.h"
+#include "hsi/session.h"
 #include "hsi/testing/hsid.h"
 #include "hsi/testing/line_pipe.h"
 #include "hsi/testing/program.h"
@@ -165,6 +169,44 @@ class IfdTest : public ::testing::Test {
   std::unique_ptr<Netns> a_, b_;
   std::unique_ptr<Process> ifd_a_, ifd_b_;
 };
+
+// A native-API peer: this process, through libhsi, as LPAR `lpar` on
+// CHPID F0 of the hsid at `socket`. The status says why not.
+struct NativePeer {
+  hsi::Session session;
+  hsi::Nic nic;
+};
+inline absl::StatusOr<NativePeer> AttachNativePeer(const std::string& socket, const std::string& lpar) {
+  hsi::SessionOptions so;
+  so.socket_path = socket;
+  so.lpar = lpar;
+  absl::StatusOr<hsi::Session> session = hsi::Session::Connect(so);
+  if (!session.ok()) return session.status();
+  absl::StatusOr<hsi::Nic> nic = session->AttachNic(0xF0);
+  if (!nic.ok()) return nic.status();
+  return NativePeer{std::move(*session), std::move(*nic)};
+}
+
+// A well-formed IPv4/UDP packet (header checksum right, UDP checksum 0:
+// none) from `src` port 12345 to `dst` port 9 with `payload` bytes of 0x5a.
+inline std::vector<uint8_t> UdpPacket(hsi::Address src, hsi::Address dst, size_t payload) {
+  std::vector<uint8_t> p(28 + payload, 0x5a);
+  const size_t total = p.size();
+  const uint8_t header[28] = {0x45, 0, static_cast<uint8_t>(total >> 8), static_cast<uint8_t>(total), 0, 1, 0x40, 0,
+                              64, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x30, 0x39, 0, 9,
+                              static_cast<uint8_t>((total - 20) >> 8), static_cast<uint8_t>(total - 20), 0, 0};
+  std::memcpy(p.data(), header, sizeof(header));
+  for (int i = 0; i < 4; ++i) {
+    p[12 + i] = static_cast<uint8_t>(src.value() >> (24 - 8 * i));
+    p[16 + i] = static_cast<uint8_t>(dst.value() >> (24 - 8 * i));
+  }
+  uint32_t sum = 0;
+  for (int i = 0; i < 20; i += 2) sum += uint32_t{p[i]} << 8 | p[i + 1];
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  p[10] = static_cast<uint8_t>(~sum >> 8);
+  p[11] = static_cast<uint8_t>(~sum);
+  return p;
+}
 
 // The bytes of a deterministic pattern, and their FNV-1a hash.
 inline uint8_t PatternByte(uint64_t i) { return static_cast<uint8_t>((i * 2654435761u) >> 13); }

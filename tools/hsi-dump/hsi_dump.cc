@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "hsi/sniffer.h"
 #include "l3.h"
+#include "offload.h"
 #include "nlohmann/json.hpp"
 
 namespace {
@@ -52,7 +53,8 @@ Options:
                       tshark and Wireshark open it as is. A frame that is a
                       well-formed IPv4 or IPv6 packet (the layer-3 frames of
                       hsi-ifd) is written as it is, so tshark decodes it down
-                      to TCP; any other frame (the native API's) becomes an
+                      to TCP (a checksum hsi-ifd's offload left partial is
+                      written finished); any other frame (the native API's) becomes an
                       IPv4/UDP datagram from the source to the destination
                       NIC address (UDP ports 8192 -> 8192, the hsi payload as
                       UDP payload)
@@ -111,6 +113,16 @@ class PcapWriter {
       const uint32_t rec[4] = {static_cast<uint32_t>(ns / 1000000000), static_cast<uint32_t>(ns % 1000000000),
                                static_cast<uint32_t>(len), static_cast<uint32_t>(len)};
       if (absl::Status s = Put(rec, sizeof(rec)); !s.ok()) return s;
+      if (!ethernet_ && (f.tag & hsi::ifd::kTagCsumPartial) != 0) {
+        // Between two hsi-ifds with offload on, the TCP/UDP checksum was
+        // left to the receiving kernel (offload.h): the pcap gets the
+        // packet as that kernel sees it, checksum finished.
+        if (const auto spot = hsi::ifd::TransportChecksum(f.payload)) {
+          scratch_.assign(f.payload.begin(), f.payload.end());
+          hsi::ifd::FinishChecksum(absl::MakeSpan(scratch_), spot->start, spot->offset);
+          return Put(scratch_.data(), len);
+        }
+      }
       return Put(f.payload.data(), len);
     }
     const size_t total = 20 + 8 + len;  // at most 20 + 8 + 56K: fits IPv4's 16-bit length
@@ -126,12 +138,8 @@ class PcapWriter {
     const uint32_t src = htonl(f.source.value()), dst = htonl(f.destination.value());
     std::memcpy(hdr + 12, &src, 4);
     std::memcpy(hdr + 16, &dst, 4);
-    uint32_t sum = 0;
-    for (int i = 0; i < 20; i += 2) sum += (uint32_t{hdr[i]} << 8) | hdr[i + 1];
-    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-    const uint16_t csum = static_cast<uint16_t>(~sum);
-    hdr[10] = static_cast<uint8_t>(csum >> 8);
-    hdr[11] = static_cast<uint8_t>(csum);
+    const uint16_t csum = hsi::ifd::FoldComplement(hsi::ifd::OnesSum(absl::MakeConstSpan(hdr, 20)));
+    std::memcpy(hdr + 10, &csum, 2);  // native order, as OnesSum summed
     const size_t udp_len = 8 + len;
     hdr[20] = hdr[22] = static_cast<uint8_t>(kUdpPort >> 8);
     hdr[21] = hdr[23] = static_cast<uint8_t>(kUdpPort & 0xff);
@@ -160,9 +168,12 @@ class PcapWriter {
   }
   std::FILE* f_ = nullptr;
   bool ethernet_ = false;
+  std::vector<uint8_t> scratch_;  // a packet whose checksum Write() finishes
 };
 
-const char* TypeName(const hsi::CapturedFrame& f) { return f.broadcast ? "broadcast" : f.type == 0 ? "unicast" : "other"; }
+const char* TypeName(const hsi::CapturedFrame& f) {
+  return f.broadcast ? "broadcast" : (f.type & 0xFF) == 0 ? "unicast" : "other";
+}
 
 }  // namespace
 

@@ -103,9 +103,9 @@ absl::StatusOr<ConfigFile> LoadConfig(const std::string& path, const std::vector
 
 absl::StatusOr<bool> ParseSwitch(const ConfigValue& v) {
   const std::string s = absl::AsciiStrToLower(v.value);
-  if (s == "true" || s == "yes" || s == "1") return true;
-  if (s == "false" || s == "no" || s == "0") return false;
-  return absl::InvalidArgumentError(absl::StrCat(v.where, ": '", v.value, "' is not true or false"));
+  if (s == "true" || s == "yes" || s == "on" || s == "1") return true;
+  if (s == "false" || s == "no" || s == "off" || s == "0") return false;
+  return absl::InvalidArgumentError(absl::StrCat(v.where, ": '", v.value, "' is not true or false (on or off)"));
 }
 
 }  // namespace hsi::ifd

@@ -41,7 +41,7 @@ absl::StatusOr<ConfigFile> ParseConfig(const std::string& text, const std::strin
 // read; files over 64 KiB are refused (kInvalidArgument).
 absl::StatusOr<ConfigFile> LoadConfig(const std::string& path, const std::vector<std::string>& keys);
 
-// "true"/"false" (also yes/no, 1/0) as a switch's value; kInvalidArgument
+// "true"/"false" (also yes/no, on/off, 1/0) as a switch's value; kInvalidArgument
 // naming `v.where` otherwise.
 absl::StatusOr<bool> ParseSwitch(const ConfigValue& v);
 

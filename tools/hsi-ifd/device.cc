@@ -84,7 +84,8 @@ std::optional<Mac> DeviceMac(const std::string& ifname) {
 
 }  // namespace
 
-absl::StatusOr<TapDevice> TapDevice::Create(const std::string& ifname, bool persist, const Mac& mac) {
+absl::StatusOr<TapDevice> TapDevice::Create(const std::string& ifname, bool persist, const Mac& mac,
+                                            bool offload) {
   if (ifname.empty() || ifname.size() >= IFNAMSIZ || ifname.find_first_of("/ \t\n:") != std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("--ifname '", ifname, "' is not a device name (1..", IFNAMSIZ - 1,
@@ -111,7 +112,8 @@ absl::StatusOr<TapDevice> TapDevice::Create(const std::string& ifname, bool pers
   ifreq ifr{};
   std::memcpy(ifr.ifr_name, ifname.data(), ifname.size());
   // IFF_TUN_EXCL: creating, fail if the name appeared meanwhile.
-  ifr.ifr_flags = static_cast<short>(IFF_TAP | IFF_NO_PI | (reattach ? 0 : IFF_TUN_EXCL));
+  ifr.ifr_flags =
+      static_cast<short>(IFF_TAP | IFF_NO_PI | (reattach ? 0 : IFF_TUN_EXCL) | (offload ? IFF_VNET_HDR : 0));
   if (::ioctl(fd.get(), TUNSETIFF, &ifr) != 0) {
     const int err = errno;
     if (reattach) {
@@ -129,6 +131,11 @@ absl::StatusOr<TapDevice> TapDevice::Create(const std::string& ifname, bool pers
       return absl::AlreadyExistsError(
           absl::StrCat("device ", ifname, " exists but is not a persistent TAP device: not re-attached"));
     }
+  }
+  // Always: a re-attached device keeps the offloads an earlier run set,
+  // and without a vnet header nothing may come partial.
+  if (::ioctl(fd.get(), TUNSETOFFLOAD, static_cast<unsigned long>(offload ? TUN_F_CSUM : 0)) != 0) {
+    return Errno(errno, absl::StrCat("device ", ifname, ": TUNSETOFFLOAD(", offload ? "TUN_F_CSUM" : "0", ")"));
   }
   if (persist && !reattach && ::ioctl(fd.get(), TUNSETPERSIST, 1) != 0) {
     return Errno(errno, absl::StrCat("device ", ifname, ": TUNSETPERSIST"));

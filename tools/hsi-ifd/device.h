@@ -47,8 +47,13 @@ class TapDevice {
   // left: a persistent TAP device (the kernel says so to TUNSETIFF and
   // TUNGETIFF) with MAC `mac`, which no other process has open (kBusy from
   // the kernel: kAlreadyExists here). Anything else is kAlreadyExists.
+  //
+  // With `offload` (offload.h), the device is opened with IFF_VNET_HDR:
+  // every read returns, and every write must start with, a
+  // virtio_net_hdr; and TUNSETOFFLOAD(TUN_F_CSUM) lets the kernel hand
+  // over TCP/UDP packets with partial checksums. Errors name the step.
   static absl::StatusOr<TapDevice> Create(const std::string& ifname, bool persist = false,
-                                          const Mac& mac = {});
+                                          const Mac& mac = {}, bool offload = false);
 
   // Whether Create() re-attached to a device an earlier run left.
   bool reattached() const { return reattached_; }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <unordered_set>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -36,6 +37,7 @@
 #include "hsi/nic.h"
 #include "hsi/session.h"
 #include "l3.h"
+#include "offload.h"
 
 namespace {
 
@@ -86,6 +88,16 @@ Options:
                        is sent to; a frame from a peer is written to the
                        device only from that peer's MAC to ours or a group
                        address (else dropped, rx_not_ours)
+  --offload on|off     checksum offload (default on; layer 3 only): the
+                       kernel hands TCP/UDP packets over without their
+                       checksum (IFF_VNET_HDR, TUN_F_CSUM); to a peer that
+                       is an hsi-ifd with offload on they cross the ring
+                       marked so in the frame's tag, and its kernel takes
+                       them unverified (and finishes the checksum only if
+                       it forwards them); for any other peer, and every
+                       broadcast, this program finishes the checksum first.
+                       On the ring every frame stays a bare IP packet
+                       (docs/hsi-ifd.md, "Offload")
   --persist            make the device persistent: it outlives this
                        program (kill -9 and SIGTERM alike) with its
                        addresses and routes, and a restarted hsi-ifd with
@@ -95,8 +107,8 @@ Options:
                        `ip link del NAME`
   --config FILE        read options from FILE, one `key = value` a line
                        (keys: the long options without "--": lpar, chpid,
-                       netns, ifname, address, socket, wait, persist,
-                       layer2; a
+                       netns, ifname, address, socket, wait, offload,
+                       persist, layer2; a
                        switch takes true or false; # comments); options on
                        the command line win. hsi-ifd@NAME.service runs
                        hsi-ifd --config /etc/hsi/ifd/NAME.conf
@@ -106,7 +118,12 @@ On exit it prints the counters: packets and bytes each way, and the drops
 by reason (tx_no_peer: no NIC has the next hop; tx_error: the ring refused;
 tx_not_ip: the kernel sent something else; rx_not_ip: a peer sent
 something that is not an IP packet; rx_not_ours: with --layer2, a frame
-not from the peer's own MAC to ours or a group address).
+not from the peer's own MAC to ours or a group address; rx_bad_offload: a
+frame marked checksum-partial whose packet has no TCP/UDP checksum to
+finish, or that came while offload is off; tx_bad_offload: a packet the
+kernel handed over with offload metadata this program cannot honour), and
+the offload counters (tx_partial: sent with the checksum left to the
+peer's kernel; tx_finished: checksum finished here; rx_partial).
 
 Exit status: 0 after SIGINT/SIGTERM, 1 on a runtime error (hsid refused,
 no such CHPID or namespace, no /dev/net/tun, an unreadable config file,
@@ -116,13 +133,14 @@ no such CHPID or namespace, no /dev/net/tun, an unreadable config file,
 const std::vector<hsi::tools::Option> kOptions = {
     {{"--lpar"}, "NAME"},    {{"--chpid"}, "ID"},    {{"--netns"}, "NS"},
     {{"--ifname"}, "NAME"},  {{"--address"}, "A"},   {{"--socket"}, "PATH"},
-    {{"--wait", "--wait-mode"}, "MODE"},             {{"--persist"}},       {{"--layer2"}},
+    {{"--wait", "--wait-mode"}, "MODE"},             {{"--offload"}, "on|off"},
+    {{"--persist"}},         {{"--layer2"}},
     {{"--config"}, "FILE"},  {{"--help", "-h"}},
 };
 
 // The keys of a config file (config.h): the options without "--".
-const std::vector<std::string> kConfigKeys = {"lpar",   "chpid", "netns", "ifname", "address",
-                                              "socket", "wait",  "persist", "layer2"};
+const std::vector<std::string> kConfigKeys = {"lpar", "chpid",   "netns",   "ifname", "address",
+                                              "socket", "wait", "offload", "persist", "layer2"};
 
 volatile std::sig_atomic_t g_stop = 0;
 void OnSignal(int) { g_stop = 1; }
@@ -147,21 +165,25 @@ struct Options {
   hsi::WaitMode wait = hsi::WaitMode::kAdaptive;
   bool persist = false;
   bool layer2 = false;
+  bool offload = true;  // layer 3 only
 };
 
 struct Counters {
   uint64_t tx_packets = 0, tx_bytes = 0, tx_broadcasts = 0, arp_replies = 0;
   uint64_t tx_no_peer = 0, tx_error = 0, tx_not_ip = 0;
   uint64_t rx_packets = 0, rx_bytes = 0, rx_not_ip = 0, rx_not_ours = 0, rx_device_error = 0, peers_gone = 0;
+  uint64_t tx_partial = 0, tx_finished = 0, tx_bad_offload = 0, rx_partial = 0, rx_bad_offload = 0;
 };
 
 std::string Summary(const Counters& c) {
   return absl::StrFormat(
       "tx %u packets %u bytes (%u broadcast), rx %u packets %u bytes, %u ARP replies; "
       "dropped: tx_no_peer %u tx_error %u tx_not_ip %u rx_not_ip %u rx_not_ours %u rx_device_error %u; "
-      "peers gone %u",
+      "peers gone %u; offload: tx_partial %u tx_finished %u rx_partial %u; dropped: tx_bad_offload %u "
+      "rx_bad_offload %u",
       c.tx_packets, c.tx_bytes, c.tx_broadcasts, c.rx_packets, c.rx_bytes, c.arp_replies,
-      c.tx_no_peer, c.tx_error, c.tx_not_ip, c.rx_not_ip, c.rx_not_ours, c.rx_device_error, c.peers_gone);
+      c.tx_no_peer, c.tx_error, c.tx_not_ip, c.rx_not_ip, c.rx_not_ours, c.rx_device_error, c.peers_gone,
+      c.tx_partial, c.tx_finished, c.rx_partial, c.tx_bad_offload, c.rx_bad_offload);
 }
 
 // Logs the first few of each kind of event, then every 1000th, so that a
@@ -170,11 +192,15 @@ bool Rarely(uint64_t count) { return count <= 5 || count % 1000 == 0; }
 
 class Pump {
  public:
-  Pump(hsi::Session* session, hsi::Nic* nic, hsi::ifd::TapDevice* tap, hsi::WaitMode wait, bool layer2)
-      : session_(session), nic_(nic), tap_(tap), wait_(wait), layer2_(layer2),
-        // Room for a frame of the device's MTU plus its Ethernet header,
-        // and some slack: the kernel never sends more than MTU + 14.
-        buffer_(nic->info().mtu + hsi::ifd::kEthHeader + 64) {}
+  // `offload`: the device has a vnet header (offload.h); layer 3 only.
+  Pump(hsi::Session* session, hsi::Nic* nic, hsi::ifd::TapDevice* tap, hsi::WaitMode wait, bool layer2,
+       bool offload)
+      : session_(session), nic_(nic), tap_(tap), wait_(wait), layer2_(layer2), offload_(offload),
+        vnet_(offload ? sizeof(hsi::ifd::VnetHeader) : 0),
+        // Room for a frame of the device's MTU plus its vnet and Ethernet
+        // headers, and some slack: the kernel never sends more than
+        // vnet + MTU + 14.
+        buffer_(nic->info().mtu + hsi::ifd::kEthHeader + vnet_ + 64) {}
 
   // Runs until g_stop; an error only if the pump cannot go on.
   absl::Status Run() {
@@ -202,14 +228,18 @@ class Pump {
       const ssize_t n = ::read(tap_->fd(), buffer_.data(), buffer_.size());
       if (n < 0) break;  // EAGAIN (or EINTR: the loop checks g_stop)
       worked = true;
-      const auto frame = absl::MakeConstSpan(buffer_.data(), static_cast<size_t>(n));
+      if (static_cast<size_t>(n) < vnet_) continue;  // the kernel always writes the vnet header
+      const auto frame = absl::MakeConstSpan(buffer_.data() + vnet_, static_cast<size_t>(n) - vnet_);
       // Layer 2: the whole frame goes on the ring; the kernel does ARP.
       const hsi::ifd::Outbound o = layer2_ ? hsi::ifd::ClassifyL2(frame) : hsi::ifd::Classify(frame);
       switch (o.kind) {
         case hsi::ifd::Outbound::kArp: {
           uint8_t reply[64];
           if (auto len = hsi::ifd::ArpReply(frame, nic_->address(), absl::MakeSpan(reply))) {
-            if (::write(tap_->fd(), reply, *len) == static_cast<ssize_t>(*len)) ++c_.arp_replies;
+            hsi::ifd::VnetHeader none{};
+            none.gso_type = hsi::ifd::kVnetGsoNone;
+            iovec iov[2] = {{&none, vnet_}, {reply, *len}};
+            if (::writev(tap_->fd(), iov, 2) == static_cast<ssize_t>(vnet_ + *len)) ++c_.arp_replies;
           }
           break;
         }
@@ -241,13 +271,35 @@ class Pump {
     // multicast repeat themselves.
     hsi::Wait wait{wait_ == hsi::WaitMode::kSpin ? hsi::WaitMode::kAdaptive : wait_,
                    absl::Now() + (broadcast ? absl::Milliseconds(1) : absl::Milliseconds(200))};
-    const absl::Status s = nic_->SendTo(to, o.packet, wait);
+    uint8_t tag = 0;
+    if (offload_) {
+      // The packet lies in buffer_ behind the vnet header: ours to change.
+      hsi::ifd::VnetHeader h;
+      std::memcpy(&h, buffer_.data(), sizeof(h));
+      const auto packet = absl::MakeSpan(buffer_.data() + (o.packet.data() - buffer_.data()), o.packet.size());
+      const bool partial_ok = !broadcast && offload_peers_.count(to.value()) != 0;
+      const char* why = "";
+      const std::optional<uint8_t> t = hsi::ifd::PrepareForRing(h, packet, partial_ok, &why);
+      if (!t) {
+        if (Rarely(++c_.tx_bad_offload)) Log(absl::StrCat("dropped a packet from the kernel: ", why));
+        return;
+      }
+      tag = *t;
+    }
+    const absl::Status s = nic_->SendTo(to, o.packet, wait, tag);
     if (s.ok()) {
       ++c_.tx_packets;
       c_.tx_bytes += o.packet.size();
       if (broadcast) ++c_.tx_broadcasts;
+      if (tag & hsi::ifd::kTagCsumPartial) {
+        ++c_.tx_partial;
+      } else if (offload_ && (buffer_[0] & hsi::ifd::kVnetNeedsCsum)) {
+        ++c_.tx_finished;
+      }
       return;
     }
+    // A peer that went away may come back as anything: learn it again.
+    if (s.code() == absl::StatusCode::kUnavailable) offload_peers_.erase(to.value());
     if (s.code() == absl::StatusCode::kNotFound) {
       if (Rarely(++c_.tx_no_peer)) Log(absl::StrCat("no NIC has next hop ", to.ToString(), ": ", s.message()));
       return;
@@ -268,6 +320,8 @@ class Pump {
         // BROKEN, the others go on).
         ++c_.peers_gone;
         Log(f.status().ToString());
+        // Which peer is not said: learn them all again from their frames.
+        offload_peers_.clear();
         unavailable_in_a_row_++;
         return unavailable_in_a_row_ < 3;
       }
@@ -277,18 +331,7 @@ class Pump {
       if (layer2_) {
         ToDeviceL2(*f);
       } else if (auto type = hsi::ifd::IpEtherType(packet)) {
-        uint8_t header[hsi::ifd::kEthHeader];
-        hsi::ifd::DeviceHeader(packet, *type, nic_->address(), f->source, header);
-        iovec iov[2] = {{header, sizeof(header)},
-                        {const_cast<uint8_t*>(packet.data()), packet.size()}};
-        const ssize_t n = ::writev(tap_->fd(), iov, 2);
-        if (n == static_cast<ssize_t>(sizeof(header) + packet.size())) {
-          ++c_.rx_packets;
-          c_.rx_bytes += packet.size();
-        } else if (Rarely(++c_.rx_device_error)) {
-          Log(absl::StrCat("write of ", packet.size(), " bytes from ", f->source.ToString(), " to ",
-                           tap_->name(), " failed: ", n < 0 ? std::strerror(errno) : "short write"));
-        }
+        ToDevice(*f, *type);
       } else if (Rarely(++c_.rx_not_ip)) {
         Log(absl::StrCat("dropped a ", packet.size(), "-byte frame from ", f->source.ToString(),
                          ": not an IPv4/IPv6 packet (", c_.rx_not_ip, " so far)"));
@@ -296,6 +339,47 @@ class Pump {
       nic_->Release();
     }
     return worked;
+  }
+
+  // Layer 3: an IP packet from the ring goes to the device behind its
+  // vnet header (with offload) and an Ethernet header, from the peer's
+  // segment in place.
+  void ToDevice(const hsi::FrameView& f, uint16_t ethertype) {
+    const auto packet = f.payload;
+    hsi::ifd::VnetHeader vnet{};
+    if (offload_) {
+      if (f.tag & hsi::ifd::kTagOffload) {
+        offload_peers_.insert(f.source.value());
+      } else if (!offload_peers_.empty()) {
+        offload_peers_.erase(f.source.value());
+      }
+      if (const char* why = hsi::ifd::HeaderForDevice(packet, f.tag, &vnet)) {
+        if (Rarely(++c_.rx_bad_offload)) {
+          Log(absl::StrCat("dropped a ", packet.size(), "-byte frame from ", f.source.ToString(), ": ", why, " (",
+                           c_.rx_bad_offload, " so far)"));
+        }
+        return;
+      }
+    } else if (f.tag & hsi::ifd::kTagCsumPartial) {
+      // Nobody should send us this: we never said we take it.
+      if (Rarely(++c_.rx_bad_offload)) {
+        Log(absl::StrCat("dropped a ", packet.size(), "-byte frame from ", f.source.ToString(),
+                         ": marked checksum-partial, but offload is off here (", c_.rx_bad_offload, " so far)"));
+      }
+      return;
+    }
+    uint8_t header[hsi::ifd::kEthHeader];
+    hsi::ifd::DeviceHeader(packet, ethertype, nic_->address(), f.source, header);
+    iovec iov[3] = {{&vnet, vnet_}, {header, sizeof(header)}, {const_cast<uint8_t*>(packet.data()), packet.size()}};
+    const ssize_t n = ::writev(tap_->fd(), iov, 3);
+    if (n == static_cast<ssize_t>(vnet_ + sizeof(header) + packet.size())) {
+      ++c_.rx_packets;
+      c_.rx_bytes += packet.size();
+      if (vnet.flags & hsi::ifd::kVnetNeedsCsum) ++c_.rx_partial;
+    } else if (Rarely(++c_.rx_device_error)) {
+      Log(absl::StrCat("write of ", packet.size(), " bytes from ", f.source.ToString(), " to ", tap_->name(),
+                       " failed: ", n < 0 ? std::strerror(errno) : "short write"));
+    }
   }
 
   // Layer 2: a frame from the ring goes to the device as it is, if it is
@@ -348,6 +432,10 @@ class Pump {
   hsi::ifd::TapDevice* tap_;
   hsi::WaitMode wait_;
   bool layer2_;
+  bool offload_;
+  size_t vnet_;  // bytes of vnet header before each packet on the device: 0 or 10
+  // Peers whose last frame said they take checksum-partial frames.
+  std::unordered_set<uint32_t> offload_peers_;
   std::vector<uint8_t> buffer_;
   Counters c_;
   int unavailable_in_a_row_ = 0;
@@ -404,6 +492,11 @@ absl::StatusOr<Options> ParseOptions(const Args& args) {
   auto layer2 = Switch(args, file, "layer2");
   if (!layer2.ok()) return layer2.status();
   o.layer2 = *layer2;
+  if (auto v = Lookup(args, file, "offload")) {
+    auto on = hsi::ifd::ParseSwitch({v->value, v->what});
+    if (!on.ok()) return on.status();
+    o.offload = *on;
+  }
   if (auto v = Lookup(args, file, "socket")) o.socket = v->value;
   if (auto v = Lookup(args, file, "wait")) {
     auto w = hsi::tools::ParseWait(v->what, v->value);
@@ -469,7 +562,9 @@ int Main(int argc, char** argv) {
     if (auto s = hsi::ifd::EnterNetns(opts->netns); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   }
   const hsi::ifd::Mac mac = hsi::ifd::MacOf(info.address);
-  auto tap = hsi::ifd::TapDevice::Create(opts->ifname, opts->persist, mac);
+  // Offload is for layer 3: in layer 2 the frames are the kernel's own.
+  const bool offload = opts->offload && !opts->layer2;
+  auto tap = hsi::ifd::TapDevice::Create(opts->ifname, opts->persist, mac, offload);
   if (!tap.ok()) return hsi::tools::Fail(kTool, tap.status().message(), kExitFailure);
   // Layer 3 puts the IP packet on the ring, layer 2 the Ethernet frame:
   // the device's MTU is what fits the CHPID's MTU.
@@ -481,14 +576,16 @@ int Main(int argc, char** argv) {
   if (auto s = nic->DeclareInterface({opts->layer2 ? 2 : 3, tap->name(), opts->netns}); !s.ok()) {
     return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   }
-  Log(absl::StrFormat("%s %s in %s: %s/%d on %s, layer %d, MTU %u, MAC %02x:%02x:%02x:%02x:%02x:%02x, wait %s (LPAR %s, pid %d)",
+  Log(absl::StrFormat("%s %s in %s: %s/%d on %s, layer %d, MTU %u, MAC %02x:%02x:%02x:%02x:%02x:%02x, "
+                      "offload %s, wait %s (LPAR %s, pid %d)",
                       tap->name(),
                       tap->reattached() ? "re-attached (persistent), up" : opts->persist ? "up (persistent)" : "up", opts->netns.empty() ? "this network namespace" : "netns " + opts->netns,
                       info.address.ToString(), info.subnet.prefix(), where, opts->layer2 ? 2 : 3, mtu, mac[0], mac[1], mac[2], mac[3],
-                      mac[4], mac[5], hsi::WaitModeName(opts->wait), opts->lpar, ::getpid()));
+                      mac[4], mac[5], offload ? "on (checksum)" : "off", hsi::WaitModeName(opts->wait), opts->lpar,
+                      ::getpid()));
 
   // 3. Pump until SIGINT/SIGTERM.
-  Pump pump(&*session, &*nic, &*tap, opts->wait, opts->layer2);
+  Pump pump(&*session, &*nic, &*tap, opts->wait, opts->layer2, offload);
   const absl::Status s = pump.Run();
   Log(Summary(pump.counters()));
   if (!s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);

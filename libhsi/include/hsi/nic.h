@@ -97,6 +97,7 @@ struct Received {
   Address source;
   size_t length = 0;
   bool broadcast = false;  // sent to the CHPID's broadcast address
+  uint8_t tag = 0;         // the sender's tag (Nic::SendTo)
 };
 
 // A frame seen in place by Peek(); valid until Release() or the next Peek.
@@ -104,6 +105,7 @@ struct FrameView {
   Address source;
   absl::Span<const uint8_t> payload;
   bool broadcast = false;
+  uint8_t tag = 0;  // the sender's tag (Nic::SendTo)
 };
 
 // The hot path to one peer NIC.
@@ -202,8 +204,13 @@ class HSI_EXPORT Nic {
   // reached 1 of 4 peers; not reached: 10.240.0.3, 10.240.0.4 (not up by
   // the deadline, after 100ms: the peer has not sealed its end of the link;
   // ...)"). The peers that were reached have the frame either way.
+  // `tag`: 8 bits the receiver reads in FrameView::tag / Received::tag
+  // (and a sniffer in CapturedFrame::tag), carried in the ring's frame
+  // header beside the frame; libhsi gives them no meaning. A receiver
+  // must treat them as a peer's input: hsi-ifd marks checksum-offloaded
+  // packets with them (docs/hsi-ifd.md, "Offload") and checks each one.
   absl::Status SendTo(Address to, absl::Span<const uint8_t> payload,
-                      const Wait& wait = Wait());
+                      const Wait& wait = Wait(), uint8_t tag = 0);
   // Copies the next frame from any peer into `buffer` (round robin over
   // links). kDeadlineExceeded when nothing came in time, kUnavailable once
   // per dead link after its last frame (see the file comment) or when the

@@ -74,7 +74,8 @@ struct CapturedFrame {
   // (a broadcast shows once per link it travelled on).
   Address destination;
   bool broadcast = false;
-  uint16_t type = 0;  // the ring's frame type word (0 unicast, 1 broadcast)
+  uint16_t type = 0;  // the ring's frame type word: low byte 0 unicast, 1 broadcast
+  uint8_t tag = 0;    // its high byte: the sender's tag (hsi/nic.h, Nic::SendTo)
   // A private copy, valid while the callback runs.
   absl::Span<const uint8_t> payload;
 };

@@ -32,8 +32,14 @@
 
 namespace hsi::internal {
 
+// The ring's 16-bit frame type word as libhsi uses it: the low byte is the
+// kind (unicast or broadcast), the high byte the sender's tag (Nic::SendTo's
+// `tag`, FrameView::tag), which libhsi carries and gives no meaning.
 inline constexpr uint16_t kTypeUnicast = 0;
 inline constexpr uint16_t kTypeBroadcast = 1;
+inline constexpr uint16_t FrameType(uint16_t kind, uint8_t tag) { return static_cast<uint16_t>(kind | tag << 8); }
+inline constexpr bool IsBroadcast(uint16_t type) { return (type & 0xFF) == kTypeBroadcast; }
+inline constexpr uint8_t FrameTag(uint16_t type) { return static_cast<uint8_t>(type >> 8); }
 
 struct LinkState {
   enum State { kSetup, kReady };
@@ -168,7 +174,7 @@ class SessionState final : private ControlChannel::Handler {
   absl::Status SendOnLink(NicState& nic, LinkState& l, absl::Span<const uint8_t> payload,
                           const Wait& wait, uint16_t type);
   // Sends to every other NIC of the CHPID; see Nic::SendTo.
-  absl::Status Broadcast(NicState& nic, absl::Span<const uint8_t> payload, const Wait& wait);
+  absl::Status Broadcast(NicState& nic, absl::Span<const uint8_t> payload, const Wait& wait, uint8_t tag = 0);
   absl::StatusOr<std::vector<Address>> Peers(NicState& nic, absl::Time deadline);
   // Memory grants through hsid (Nic::GrantMemory / Nic::TakeMemory).
   absl::Status GrantMemory(NicState& nic, Address peer, uint64_t tag, UniqueFd memfd, absl::Time deadline);
