@@ -158,6 +158,8 @@ void Links::OpenFromSpares(Client& c, const Client& bc, Nic& a, Nic& b, const hs
   Link& link = links_.emplace(link_id, std::move(l)).first->second;
   wire::LinkReply r = wire::Zeroed<wire::LinkReply>();
   r.link_id = link_id;
+  deferred_offers_.emplace_back(a.id, g);  // new spares for both, whatever happens below
+  deferred_offers_.emplace_back(b.id, g);
   // The requester's end first: it waits on its control socket (so no
   // doorbell for it), and its set-up is over once it has this. Then the
   // peer's, which may be asleep on its NIC's doorbell.
@@ -189,8 +191,6 @@ void Links::OpenFromSpares(Client& c, const Client& bc, Nic& a, Nic& b, const hs
   }
   if (verbose_) Log(absl::StrCat("link ", link_id, " ready (spares)"));
   for (Observer* o : observers_) o->LinkReady(link);
-  deferred_offers_.emplace_back(a.id, g);
-  deferred_offers_.emplace_back(b.id, g);
 }
 
 void Links::RunDeferred() {

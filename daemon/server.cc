@@ -19,9 +19,8 @@
 // its teardown in OnClientGone.
 #include "server.h"
 
-#include <sched.h>
-
 #include <poll.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>

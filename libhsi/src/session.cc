@@ -155,6 +155,7 @@ bool SessionState::Reattach(NicState& nic, absl::Status* s) {
     return false;
   }
   if (!a.ok()) {
+    orphan_spares_.clear();
     nic.up = false;
     nic.down_status =
         absl::UnavailableError(absl::StrCat(nic.Name(), ": could not re-attach after hsid restarted: ", a.message()));
