@@ -33,7 +33,9 @@
 // A LinkRequest between two NICs that both hold a sealed spare of the
 // CHPID's geometry is answered at once, and the link is ready:
 //   hsid -> each end LinkSpareUp{link id, own spare id, peer} + peer segment
-//                    + peer doorbell (the requester's first, then LinkReply)
+//                    + peer doorbell: the requester's, then its LinkReply;
+//                    the peer's (and both NICs' new spares) after hsid has
+//                    let the requester have the CPU
 // Otherwise (a NIC without a sealed spare: its owner declined them, or
 // has not sealed the next one yet) the link takes the offer/seal path above.
 //
