@@ -71,7 +71,10 @@ struct SessionOptions {
   // from a NIC with a sealed spare is set up in one round trip to hsid, and
   // its peer need not answer. Each costs an fd and an (untouched) mapping
   // of the CHPID's ring size. false: links to this session's NICs wait for
-  // it to answer hsid's link offer.
+  // it to answer hsid's link offer. hsid sends a NIC's first spares with
+  // its attach either way (false declines them once received), so an
+  // attach needs room for two more fds; without it the attach fails with
+  // kResourceExhausted naming the SpareOffer.
   bool link_spares = true;
   // Reconnect and re-register after hsid restarts.
   bool reconnect = true;
