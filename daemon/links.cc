@@ -22,10 +22,6 @@ using hsi::UniqueFd;
 
 constexpr absl::Duration kSetupTimeout = absl::Seconds(5);
 
-// The memfd name of a NIC's ring segments ("hsi-10.240.0.1"), which hsid
-// gives every segment it makes: a relink must hand in one of its own.
-std::string SegmentName(Address a) { return absl::StrCat("hsi-", a.ToString()); }
-
 // The name a memfd was created with ("" if `fd` is not a memfd).
 std::string MemfdName(int fd) {
   char buf[256];
@@ -73,6 +69,7 @@ void Links::OnLink(Client& c, const Message& m) {
     return clients_.Close(c, "over the in-flight quota");
   }
   const hsi::RingGeometry g{ch.queue_size, ch.mtu};
+  if (spares_.Ready(a, g) && spares_.Ready(**b, g)) return OpenFromSpares(c, *bc, a, **b, g, m.request_id);
   absl::StatusOr<NewSegments> segments = MakeSegments(g, a.address, peer, where);
   if (!segments.ok()) return fail(segments.status());
   Open(c, *bc, a, **b, g, std::move(*segments), m.request_id);
@@ -143,6 +140,84 @@ void Links::Open(Client& c, const Client& bc, Nic& a, Nic& b, const hsi::RingGeo
   r.link_id = link_id;
   clients_.Reply(c, request_id, r);
   for (auto& [nic_id, msg] : out) nics_.Notify(nic_id, std::move(msg));
+}
+
+void Links::OpenFromSpares(Client& c, const Client& bc, Nic& a, Nic& b, const hsi::RingGeometry& g,
+                           uint32_t request_id) {
+  Spares::Taken sa = spares_.Take(a.id), sb = spares_.Take(b.id);
+  Link l;
+  l.id = next_link_++;
+  l.chpid = a.chpid;
+  l.state = Link::kReady;
+  l.a = LinkEnd{a.id, a.address, std::move(sa.segment), true};
+  l.b = LinkEnd{b.id, b.address, std::move(sb.segment), true};
+  a.links.insert(l.id);
+  b.links.insert(l.id);
+  by_pair_[PairKey(a.address, b.address)] = l.id;
+  const uint32_t link_id = l.id;
+  Link& link = links_.emplace(link_id, std::move(l)).first->second;
+  wire::LinkReply r = wire::Zeroed<wire::LinkReply>();
+  r.link_id = link_id;
+  deferred_offers_.emplace_back(a.id, g);  // new spares for both, whatever happens below
+  deferred_offers_.emplace_back(b.id, g);
+  // The requester's end first: it waits on its control socket (so no
+  // doorbell for it), and its set-up is over once it has this. Then the
+  // peer's, which may be asleep on its NIC's doorbell.
+  for (auto [end, other, spare, peer_lpar] : {std::tuple{&link.a, &link.b, sa.id, &bc.lpar},
+                                              std::tuple{&link.b, &link.a, sb.id, static_cast<const std::string*>(&c.lpar)}}) {
+    bool bell_private = false;
+    std::vector<UniqueFd> fds = PeerFds(*other, &bell_private);
+    if (fds.empty()) {
+      if (end == &link.a) clients_.Reply(c, request_id, r);  // the LinkDown that follows names the link
+      const std::string t = absl::StrCat("link ", link.a.address.ToString(), "<->", link.b.address.ToString(),
+                                         ": hsid is out of file descriptors");
+      return Drop(link_id, wire::kDownSetupFailed, t, t, true, true);
+    }
+    wire::LinkSpareUp u = wire::Zeroed<wire::LinkSpareUp>();
+    u.link_id = link_id;
+    u.nic_id = end->nic;
+    u.spare_id = spare;
+    u.peer_address = other->address.value();
+    u.capacity = g.capacity;
+    u.mtu = g.mtu;
+    u.flags = bell_private ? uint32_t{wire::kPeerBellPrivate} : 0;
+    wire::SetName(u.peer_lpar, *peer_lpar);
+    if (end == &link.a) {
+      clients_.Send(c, wire::Encode(0, u, std::move(fds)));
+      clients_.Reply(c, request_id, r);
+    } else {
+      deferred_ups_.push_back(DeferredUp{link_id, end->nic, wire::Encode(0, u, std::move(fds))});
+    }
+  }
+  if (verbose_) Log(absl::StrCat("link ", link_id, " ready (spares)"));
+  for (Observer* o : observers_) o->LinkReady(link);
+}
+
+void Links::RunDeferred() {
+  std::vector<DeferredUp> ups = std::move(deferred_ups_);
+  deferred_ups_.clear();
+  for (DeferredUp& d : ups) {
+    if (links_.contains(d.link_id)) nics_.Notify(d.nic, std::move(d.message));  // else it went meanwhile
+  }
+  std::vector<std::pair<uint32_t, hsi::RingGeometry>> offers = std::move(deferred_offers_);
+  deferred_offers_.clear();
+  for (const auto& [nic, g] : offers) {
+    if (const Nic* n = nics_.Find(nic)) spares_.Offer(*n, g);
+  }
+}
+
+std::vector<UniqueFd> Links::PeerFds(const LinkEnd& other, bool* bell_private) {
+  Nic& peer = nics_.Get(other.nic);
+  std::vector<UniqueFd> fds;
+  fds.emplace_back(::fcntl(other.segment.get(), F_DUPFD_CLOEXEC, 0));
+  // Each peer gets an open file of its own (flags no one else can change)
+  // when hsid may reopen the pipe; else a copy of hsid's.
+  absl::StatusOr<UniqueFd> bell = peer.bell.OpenPrivate();
+  if (bell.ok() && bell_private != nullptr && peer.bell.kind() == hsi::Doorbell::Kind::kRingEnd) *bell_private = true;
+  if (!bell.ok()) bell = peer.bell.Dup();
+  fds.push_back(bell.ok() ? std::move(*bell) : UniqueFd());
+  if (!fds[0].valid() || !fds[1].valid()) return {};
+  return fds;
 }
 
 absl::Status Links::LinkQuota(const std::string& lpar, const std::string& where) {
@@ -230,15 +305,8 @@ void Links::FinishSetup(Link& l) {
   EndSetup(l);
   std::vector<std::pair<uint32_t, OutMessage>> out;
   for (auto [end, other] : {std::pair{&l.a, &l.b}, std::pair{&l.b, &l.a}}) {
-    Nic& peer = nics_.Get(other->nic);
-    std::vector<UniqueFd> fds;
-    fds.emplace_back(::fcntl(other->segment.get(), F_DUPFD_CLOEXEC, 0));
-    // Each peer gets an open file of its own (flags no one else can change)
-    // when hsid may reopen the pipe; else a copy of hsid's.
-    absl::StatusOr<UniqueFd> bell = peer.bell.OpenPrivate();
-    if (!bell.ok()) bell = peer.bell.Dup();
-    fds.push_back(bell.ok() ? std::move(*bell) : UniqueFd());
-    if (!fds[0].valid() || !fds[1].valid()) {
+    std::vector<UniqueFd> fds = PeerFds(*other);
+    if (fds.empty()) {
       const std::string t = absl::StrCat("link ", l.a.address.ToString(), "<->", l.b.address.ToString(),
                                          ": hsid is out of file descriptors");
       return Drop(l.id, wire::kDownSetupFailed, t, t, true, true);

@@ -4,6 +4,7 @@
 //
 // A link is made lazily, on the first LinkRequest between two NICs, and is
 // freed when either end goes (DESIGN.md section 4). Its states:
+//   (ready at once: both NICs held a sealed spare segment, see spares.h)
 //   kSetup       hsid made the two sealable ring segments and offered each
 //                end its own (LinkOffer); it waits at most 5 s for both
 //                ends' LinkSealed. It believes a LinkSealed only after it
@@ -46,6 +47,7 @@
 #include "hsi/ring.h"
 #include "hsi/wire/protocol.h"
 #include "nics.h"
+#include "spares.h"
 
 namespace hsid {
 
@@ -82,11 +84,12 @@ class Links {
   };
 
   Links(const Config& config, Clients& clients, Nics& nics, bool verbose)
-      : config_(config), clients_(clients), nics_(nics), verbose_(verbose) {}
+      : config_(config), clients_(clients), nics_(nics), verbose_(verbose), spares_(clients, nics) {}
   void AddObserver(Observer* o) { observers_.push_back(o); }
 
   // LinkRequest: the link between the client's NIC and a peer address; the
-  // existing one's id if there is one, else a new link in kSetup.
+  // existing one's id if there is one, else a new link: ready at once from
+  // both NICs' sealed spares (spares.h) if they have them, else in kSetup.
   void OnLink(Client& c, const Message& m);
   // LinkSealed: an end reports its segment sealed (or that it failed).
   void OnSealed(Client& c, const Message& m);
@@ -110,6 +113,14 @@ class Links {
   // Links in setup that a live request waits for (the loop spins for them).
   uint32_t setups_pending() const { return setups_pending_; }
   const std::map<uint32_t, Link>& all() const { return links_; }
+  // The NICs' spare segments (Policy offers a new NIC its first ones).
+  Spares& spares() { return spares_; }
+  // What a link made from spares left for after the turn (the server runs
+  // it once the requester, whom hsid's answer woke, had the CPU first): the
+  // peer's LinkSpareUp (unless the link went meanwhile) and new spares
+  // for both NICs.
+  bool HasDeferred() const { return !deferred_ups_.empty() || !deferred_offers_.empty(); }
+  void RunDeferred();
 
  private:
   // A new link's two segments, and the copies its offers carry.
@@ -124,6 +135,15 @@ class Links {
                                            const std::string& where);
   void Open(Client& c, const Client& bc, Nic& a, Nic& b, const hsi::RingGeometry& g, NewSegments s,
             uint32_t request_id);
+  // A new link from a sealed spare of each NIC: ready at once; the
+  // requester gets LinkSpareUp and its LinkReply now, the peer its
+  // LinkSpareUp and both NICs new spares after the turn (RunDeferred).
+  void OpenFromSpares(Client& c, const Client& bc, Nic& a, Nic& b, const hsi::RingGeometry& g, uint32_t request_id);
+  // What an end gets of the other, `other`, with its LinkPeer or
+  // LinkSpareUp: a copy of its segment and a doorbell of its NIC, an open
+  // file of the receiver's own where hsid may reopen the pipe (then
+  // *bell_private is set). Empty if hsid is out of fds.
+  std::vector<hsi::UniqueFd> PeerFds(const LinkEnd& other, bool* bell_private = nullptr);
   // kResourceExhausted if LPAR `lpar` has reached max_links.
   absl::Status LinkQuota(const std::string& lpar, const std::string& where);
   // Links with an end on a NIC of LPAR `lpar`, counted once per such end.
@@ -157,6 +177,14 @@ class Links {
   uint32_t setups_pending_ = 0;  // links in setup with a requester (EndSetup not yet run)
   std::map<uint32_t, Link> links_;
   std::map<std::pair<uint32_t, uint32_t>, uint32_t> by_pair_;  // (addr lo, addr hi) -> link id
+  Spares spares_;
+  struct DeferredUp {
+    uint32_t link_id = 0;
+    uint32_t nic = 0;
+    OutMessage message;
+  };
+  std::vector<DeferredUp> deferred_ups_;
+  std::vector<std::pair<uint32_t, hsi::RingGeometry>> deferred_offers_;  // nic id, geometry
 };
 
 }  // namespace hsid

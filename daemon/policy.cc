@@ -303,6 +303,9 @@ void Policy::Record(Client& c, const ChpidConfig& ch, Address addr, NicBell bell
   r.mfs = ch.mfs;
   r.overflow = ch.drop ? wire::kOverflowDrop : wire::kOverflowBlock;
   Log(absl::StrCat(c.Who(), " attached ", addr.ToString(), " to CHPID ", ChpidName(ch.id)));
+  // Before the reply, so that the owner has sealed them by the time it asks
+  // for its first link (spares.h).
+  links_.spares().Offer(added, hsi::RingGeometry{ch.queue_size, ch.mtu});
   clients_.Reply(c, request_id, r);
 }
 
@@ -329,6 +332,7 @@ void Policy::RemoveNic(uint32_t nic_id, uint32_t reason, const std::string& why)
   const Nic* n = nics_.Find(nic_id);
   if (n == nullptr) return;
   links_.DropAllOf(*n, reason, why);
+  links_.spares().Forget(nic_id);
   nics_.Erase(nic_id);
   state_dirty_ = true;
 }

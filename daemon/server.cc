@@ -20,6 +20,7 @@
 #include "server.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -173,6 +174,13 @@ void ServerImpl::OnEvent(Kind kind, uint64_t id, int res) {
 }
 
 void ServerImpl::AfterTurn() {
+  if (links_.HasDeferred()) {
+    // A link set up from spares: its requester, woken by the answer (on
+    // this CPU, as a Unix socket wakes), finishes its set-up before hsid
+    // tells the peer and makes new spares.
+    ::sched_yield();
+    links_.RunDeferred();
+  }
   clients_.ArmAll();
   if (!loop_.timer_armed() &&
       (policy_.NeedsTimer() || clients_.unclaimed() > 0 || links_.AnyDeadline() || streams_.AnyDeadline())) {
@@ -200,6 +208,7 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
     case MsgType::kDetachRequest: return policy_.OnDetach(c, m);
     case MsgType::kLinkRequest: return links_.OnLink(c, m);
     case MsgType::kLinkSealed: return links_.OnSealed(c, m);
+    case MsgType::kSpareSealed: return links_.spares().OnSealed(c, m);
     case MsgType::kLinkClose: return links_.OnClose(c, m);
     case MsgType::kRelinkRequest: return links_.OnRelink(c, m);
     case MsgType::kPeersRequest: return nics_.OnPeers(c, m);

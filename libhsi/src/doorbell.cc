@@ -205,6 +205,12 @@ bool Doorbell::MakePrivate() {
   return true;
 }
 
+bool Doorbell::AssumePrivate() {
+  if (kind_ != Kind::kRingEnd) return false;
+  private_ = true;
+  return true;
+}
+
 absl::StatusOr<UniqueFd> Doorbell::OpenPrivate() const {
   if (kind_ != Kind::kRingEnd) return Dup();
   const std::string path = absl::StrCat("/proc/self/fd/", fd_.get());

@@ -1,10 +1,14 @@
 // link_setup.cc: SessionState setting links up (one, or many under one
 // deadline) and broadcasting over them.
 //
-// A link comes up in three steps through hsid: this NIC's LinkRequest (and
-// hsid's LinkReply), a LinkOffer to each end with its own segment (each end
-// maps it, seals it and answers LinkSealed), then a LinkPeer to each end
-// with the other's segment and doorbell (session.cc, OnOffer/OnPeer).
+// A link comes up in one round trip when both NICs hold a sealed spare
+// segment (SessionOptions::link_spares, daemon/spares.h): this NIC's
+// LinkRequest, and hsid's LinkSpareUp to each end with the other's segment
+// and doorbell (session.cc, OnSpareUp), then its LinkReply. Otherwise in
+// three steps: the LinkRequest (and LinkReply), a LinkOffer to each end
+// with its own segment (each end maps it, seals it and answers LinkSealed),
+// then a LinkPeer to each end with the other's segment and doorbell
+// (session.cc, OnOffer/OnPeer).
 #include <algorithm>
 #include <string>
 #include <utility>
@@ -151,6 +155,12 @@ void SessionState::SetUpLinks(NicState& nic, std::vector<SetupWant>& wants, absl
     return notify();
   }
   const size_t cap = std::max<uint32_t>(opt_.max_link_setups, 1);
+  // Spares offered meanwhile wait (SealDeferred) until the requests are out.
+  defer_spares_ = true;
+  struct Undefer {
+    bool& flag;
+    ~Undefer() { flag = false; }
+  } undefer{defer_spares_};
   for (;;) {
     if (!open) return notify();
     if (!ctl_.connected()) {
@@ -166,6 +176,7 @@ void SessionState::SetUpLinks(NicState& nic, std::vector<SetupWant>& wants, absl
       if (w.done || FindSetup(nic.nic_id, w.peer) != nullptr) continue;
       if (SetupsInFlight() >= cap || !StartSetup(nic, w.peer).ok()) break;
     }
+    SealDeferred();  // while hsid works on the requests
     notify();
     if (!ctl_.connected()) continue;
     if (PollMs(until) != 0) ctl_.Await(until);

@@ -63,6 +63,10 @@ absl::Status SessionState::Open(bool reclaim) {
 
 void SessionState::OnLost(const absl::Status& why) {
   next_reconnect_ = absl::Now();
+  // hsid forgot the spares it offered; the next one offers new ones.
+  for (auto& nic : nics_) nic->spares.clear();
+  orphan_spares_.clear();
+  deferred_spares_.clear();
   backoff_ = absl::Milliseconds(10);
   // Out of fds locally is the caller's to fix, not hsid's: keep the code.
   auto lost = [&](const std::string& link_name) {
@@ -91,7 +95,11 @@ void SessionState::OnLost(const absl::Status& why) {
 }
 
 void SessionState::Pump() {
-  if (ctl_.connected()) return ctl_.Pump();
+  if (ctl_.connected()) {
+    ctl_.Pump();
+    if (!defer_spares_ && !deferred_spares_.empty()) SealDeferred();
+    return;
+  }
   if (!closed_ && opt_.reconnect && ever_connected_ && !in_reconnect_ && absl::Now() >= next_reconnect_) {
     Reconnect();
   }
@@ -139,12 +147,15 @@ bool SessionState::Reattach(NicState& nic, absl::Status* s) {
   }
   fds.push_back(std::move(*bell));
   wire::AttachReply rep;
+  in_attach_ = true;
   absl::Status a = Call(req, std::move(fds), &rep);
+  in_attach_ = false;
   if (!ctl_.connected()) {
     *s = a;
     return false;
   }
   if (!a.ok()) {
+    orphan_spares_.clear();
     nic.up = false;
     nic.down_status =
         absl::UnavailableError(absl::StrCat(nic.Name(), ": could not re-attach after hsid restarted: ", a.message()));
@@ -167,6 +178,7 @@ bool SessionState::Reattach(NicState& nic, absl::Status* s) {
   nic.info.mtu = rep.mtu;
   nic.info.geometry = RingGeometry{rep.capacity, rep.mtu};
   nic.info.drop = rep.overflow == wire::kOverflowDrop;
+  AdoptSpares(nic);
   // hsid lost what the owner declared with its tables.
   if (absl::Status d = DeclareInterface(nic); !d.ok() && !ctl_.connected()) {
     *s = d;
@@ -212,6 +224,8 @@ void SessionState::OnEvent(wire::Message& m) {
     case wire::MsgType::kLinkPeer: return OnPeer(m);
     case wire::MsgType::kLinkDown: return OnDown(m);
     case wire::MsgType::kNicStateEvent: return OnNicState(m);
+    case wire::MsgType::kSpareOffer: return OnSpareOffer(m);
+    case wire::MsgType::kLinkSpareUp: return OnSpareUp(m);
     default: return;
   }
 }
@@ -257,49 +271,139 @@ void SessionState::OnPeer(wire::Message& m) {
   const auto p = m.As<wire::LinkPeer>();
   auto it = links_.find(Key(p.link_id, p.nic_id));
   if (it == links_.end() || it->second->state != LinkState::kSetup) return;
+  Activate(it, p.link_id, p.nic_id, std::move(m.fds[0]), std::move(m.fds[1]), /*bell_private=*/false);
+}
+
+void SessionState::GiveUp(LinkMap::iterator it, uint32_t link_id, uint32_t nic_id, const absl::Status& s) {
   std::shared_ptr<LinkState> l = it->second;
-  NicState* nic = NicById(p.nic_id);
-  // Gives the link up here and tells hsid, which tears it down and tells the
-  // peer why (else the peer would send into a ring nobody reads).
-  auto fail = [&](const absl::Status& s) {
-    l->down = true;
-    l->down_status = absl::DataLossError(absl::StrCat(l->Name(), ": the peer's segment or doorbell is unusable: ",
-                                                      s.message()));
-    SetupFailed(p.link_id, p.nic_id, l->down_status);
-    links_.erase(it);
-    wire::LinkClose close = wire::Zeroed<wire::LinkClose>();
-    close.link_id = p.link_id;
-    close.nic_id = p.nic_id;
-    const wire::WireStatus w = wire::ToWire(l->down_status);
-    close.code = w.code;
-    std::memcpy(close.text, w.message, sizeof(close.text));
-    ctl_.Send(wire::Encode(0, close), absl::Now() + opt_.timeout).IgnoreError();
-  };
-  if (nic == nullptr) return fail(absl::NotFoundError("NIC detached"));
-  absl::StatusOr<Segment> peer = Segment::MapPeer(std::move(m.fds[0]), l->geometry.segment_size());
-  if (!peer.ok()) return fail(peer.status());
-  absl::StatusOr<Doorbell> bell = Doorbell::Adopt(std::move(m.fds[1]));
-  if (!bell.ok()) return fail(bell.status());
+  l->down = true;
+  l->down_status = absl::DataLossError(absl::StrCat(l->Name(), ": the peer's segment or doorbell is unusable: ",
+                                                    s.message()));
+  SetupFailed(link_id, nic_id, l->down_status);
+  links_.erase(it);
+  wire::LinkClose close = wire::Zeroed<wire::LinkClose>();
+  close.link_id = link_id;
+  close.nic_id = nic_id;
+  const wire::WireStatus w = wire::ToWire(l->down_status);
+  close.code = w.code;
+  std::memcpy(close.text, w.message, sizeof(close.text));
+  ctl_.Send(wire::Encode(0, close), absl::Now() + opt_.timeout).IgnoreError();
+}
+
+void SessionState::Activate(LinkMap::iterator it, uint32_t link_id, uint32_t nic_id, UniqueFd peer_segment,
+                            UniqueFd peer_bell, bool bell_private) {
+  std::shared_ptr<LinkState> l = it->second;
+  NicState* nic = NicById(nic_id);
+  if (nic == nullptr) return GiveUp(it, link_id, nic_id, absl::NotFoundError("NIC detached"));
+  absl::StatusOr<Segment> peer = Segment::MapPeer(std::move(peer_segment), l->geometry.segment_size());
+  if (!peer.ok()) return GiveUp(it, link_id, nic_id, peer.status());
+  absl::StatusOr<Doorbell> bell = Doorbell::Adopt(std::move(peer_bell));
+  if (!bell.ok()) return GiveUp(it, link_id, nic_id, bell.status());
   l->peer_segment = std::move(*peer);
   l->peer_bell = std::move(*bell);
   // Ring the peer through a file of our own where the uid allows: no other
   // holder can make it blocking, so a ring is a write without an fcntl.
-  l->peer_bell.MakePrivate();
+  if (!bell_private || !l->peer_bell.AssumePrivate()) l->peer_bell.MakePrivate();
   absl::StatusOr<RingProducer> tx = RingProducer::Create(l->own, l->peer_segment, *l->own_bell, l->peer_bell, l->geometry);
-  if (!tx.ok()) return fail(tx.status());
+  if (!tx.ok()) return GiveUp(it, link_id, nic_id, tx.status());
   absl::StatusOr<RingConsumer> rx = RingConsumer::Create(l->own, l->peer_segment, *l->own_bell, l->peer_bell, l->geometry);
-  if (!rx.ok()) return fail(rx.status());
+  if (!rx.ok()) return GiveUp(it, link_id, nic_id, rx.status());
   l->tx = std::move(*tx);
   l->rx = std::move(*rx);
   l->state = LinkState::kReady;
-  SetupUp(p.link_id, p.nic_id);
+  SetupUp(link_id, nic_id);
   // A previous link to this peer that died stays in `active` until drained.
-  for (auto& n : nics_) {
-    if (n.get() != nic) continue;
-    n->active.push_back(l);
-    n->by_peer[l->peer.value()] = l;
-    n->ForgetHot();
+  nic->active.push_back(l);
+  nic->by_peer[l->peer.value()] = l;
+  nic->ForgetHot();
+}
+
+void SessionState::OnSpareOffer(wire::Message& m) {
+  NicState* nic = in_attach_ ? nullptr : NicById(m.As<wire::SpareOffer>().nic_id);
+  if (nic == nullptr) {
+    // Sent before the AttachReply that names the NIC. More than an attach
+    // brings are not kept (hsid sends no more).
+    if (orphan_spares_.size() < wire::kSparesPerNic) orphan_spares_.push_back(std::move(m));
+  } else if (defer_spares_) {
+    deferred_spares_.push_back(std::move(m));  // at most kSparesPerNic per NIC: hsid sends no more
+  } else {
+    SealSpare(*nic, m);
   }
+}
+
+void SessionState::SealDeferred() {
+  std::vector<wire::Message> offers = std::move(deferred_spares_);
+  deferred_spares_.clear();
+  for (wire::Message& m : offers) {
+    if (NicState* nic = NicById(m.As<wire::SpareOffer>().nic_id)) SealSpare(*nic, m);
+  }
+}
+
+void SessionState::AdoptSpares(NicState& nic) {
+  for (wire::Message& m : orphan_spares_) {
+    if (m.As<wire::SpareOffer>().nic_id == nic.nic_id) SealSpare(nic, m);
+  }
+  orphan_spares_.clear();
+}
+
+void SessionState::SealSpare(NicState& nic, wire::Message& m) {
+  const auto o = m.As<wire::SpareOffer>();
+  const RingGeometry g{o.capacity, o.mtu};
+  absl::Status s;
+  if (!opt_.link_spares) {
+    s = absl::FailedPreconditionError("this session holds no spares (SessionOptions::link_spares)");
+  } else if (g.capacity != nic.info.geometry.capacity || g.mtu != nic.info.geometry.mtu) {
+    s = absl::InvalidArgumentError("geometry differs from the CHPID's");
+  } else {
+    // Maps it as our own and seals it against every other writer.
+    absl::StatusOr<Segment> own = Segment::MapOwner(std::move(m.fds[0]), g.segment_size());
+    if (own.ok()) {
+      // Fault its header page in now, not in the set-up that uses it.
+      (void)*static_cast<const volatile uint8_t*>(own->data());
+      nic.spares.push_back(NicState::Spare{o.spare_id, g, std::move(*own)});
+    } else {
+      s = own.status();
+    }
+  }
+  wire::SpareSealed sealed = wire::Zeroed<wire::SpareSealed>();
+  sealed.nic_id = o.nic_id;
+  sealed.spare_id = o.spare_id;
+  sealed.code = static_cast<uint32_t>(s.code());
+  // A failed send loses the connection; OnLost() says why.
+  ctl_.Send(wire::Encode(0, sealed), absl::Now() + opt_.timeout).IgnoreError();
+}
+
+void SessionState::OnSpareUp(wire::Message& m) {
+  const auto u = m.As<wire::LinkSpareUp>();
+  NicState* nic = NicById(u.nic_id);
+  const RingGeometry g{u.capacity, u.mtu};
+  auto l = std::make_shared<LinkState>();
+  l->link_id = u.link_id;
+  l->peer = Address(u.peer_address);
+  l->peer_lpar = wire::NameOf(u.peer_lpar);
+  l->geometry = g;
+  absl::Status s;
+  if (nic == nullptr) {
+    s = absl::NotFoundError("NIC detached");
+  } else {
+    l->chpid = nic->info.chpid;
+    l->local = nic->info.address;
+    l->drop = nic->info.drop;
+    l->own_bell = nic->bell;
+    auto sp = std::find_if(nic->spares.begin(), nic->spares.end(),
+                           [&](const NicState::Spare& x) { return x.id == u.spare_id; });
+    if (sp == nic->spares.end()) {
+      s = absl::NotFoundError(absl::StrCat("hsid named spare segment ", u.spare_id, ", which this NIC does not hold"));
+    } else if (sp->geometry.capacity != g.capacity || sp->geometry.mtu != g.mtu) {
+      s = absl::InvalidArgumentError("geometry differs from the spare segment's");
+    } else {
+      l->own = std::move(sp->segment);
+      nic->spares.erase(sp);
+    }
+  }
+  auto it = links_.insert_or_assign(Key(u.link_id, u.nic_id), l).first;
+  if (!s.ok()) return GiveUp(it, u.link_id, u.nic_id, s);
+  Activate(it, u.link_id, u.nic_id, std::move(m.fds[0]), std::move(m.fds[1]), (u.flags & wire::kPeerBellPrivate) != 0);
 }
 
 void SessionState::OnDown(const wire::Message& m) {
@@ -338,7 +442,13 @@ absl::StatusOr<std::shared_ptr<NicState>> SessionState::Attach(uint32_t chpid, s
   std::vector<UniqueFd> fds;
   fds.push_back(std::move(*dup));
   wire::AttachReply rep;
-  if (absl::Status s = Call(req, std::move(fds), &rep); !s.ok()) return s;
+  in_attach_ = true;
+  absl::Status called = Call(req, std::move(fds), &rep);
+  in_attach_ = false;
+  if (!called.ok()) {
+    orphan_spares_.clear();
+    return called;
+  }
   nic->nic_id = rep.nic_id;
   nic->info.chpid = chpid;
   nic->info.address = Address(rep.address);
@@ -348,6 +458,7 @@ absl::StatusOr<std::shared_ptr<NicState>> SessionState::Attach(uint32_t chpid, s
   nic->info.geometry = RingGeometry{rep.capacity, rep.mtu};
   nic->info.drop = rep.overflow == wire::kOverflowDrop;
   nics_.push_back(nic);
+  AdoptSpares(*nic);
   return nic;
 }
 

@@ -36,10 +36,11 @@ using ::testing::HasSubstr;
 
 absl::Time In(absl::Duration d) { return absl::Now() + d; }
 
-absl::StatusOr<Session> Connect(const Hsid& d, const std::string& lpar) {
+absl::StatusOr<Session> Connect(const Hsid& d, const std::string& lpar, bool link_spares = true) {
   SessionOptions o;
   o.socket_path = d.socket();
   o.lpar = lpar;
+  o.link_spares = link_spares;
   return Session::Connect(std::move(o));
 }
 
@@ -368,9 +369,11 @@ TEST(SessionTest, BroadcastReachesEveryOtherNicOfTheChpid) {
 
 // A "silent NIC" (issue 13, item 4): an LPAR that attaches a NIC to F0,
 // reports its address and then never calls into libhsi again, so it never
-// answers hsid's link offers (hsid gives such a setup up after 5 s).
+// answers hsid's link offers (hsid gives such a setup up after 5 s). It
+// holds no spare segments (SessionOptions::link_spares = false), with which
+// a link to it would need no answer from it (LinkToASleepingNic...).
 int SilentLpar(const Hsid& d, const std::string& name, const LinePipe& rep) {
-  absl::StatusOr<Session> s = Connect(d, name);
+  absl::StatusOr<Session> s = Connect(d, name, /*link_spares=*/false);
   if (!s.ok()) return rep.Write("ERR " + s.status().ToString()), 1;
   absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
   if (!nic.ok()) return rep.Write("ERR " + nic.status().ToString()), 1;
@@ -509,6 +512,49 @@ TEST(SessionTest, SendToASilentNicKeepsItsDeadline) {
   EXPECT_LT(took, absl::Seconds(1)) << l.status();
   EXPECT_EQ(l.status().code(), absl::StatusCode::kDeadlineExceeded) << l.status();
   EXPECT_THAT(std::string(l.status().message()), HasSubstr(absl::StrCat(nic->address().ToString(), "->", silent[0])));
+}
+
+// Issue 15, item 3: a NIC holds sealed spare segments from its attach on,
+// so a link to it is set up in one round trip to hsid without its owner:
+// an LPAR that attached and then stays out of libhsi is linked at once, and
+// gets the frame sent meanwhile when it comes back. (Without spares, as
+// before issue 15, the set-up waits for the sleeper to answer hsid's link
+// offer: DEADLINE_EXCEEDED after 2 s here.)
+TEST(SessionTest, LinkToASleepingNicNeedsNoAnswerFromIt) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  LinePipe rep, go;
+  Child b([&] {
+    absl::StatusOr<Session> s = Connect(d, "sleeper");
+    if (!s.ok()) return rep.Write("ERR " + s.status().ToString()), 1;
+    absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+    if (!nic.ok()) return rep.Write("ERR " + nic.status().ToString()), 1;
+    rep.Write(nic->address().ToString());
+    if (go.Read(absl::Seconds(30)) != "go") return 2;  // outside libhsi until told
+    std::vector<uint8_t> buf(nic->info().mtu);
+    absl::StatusOr<Received> r = nic->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(10))));
+    if (!r.ok()) return rep.Write("ERR receive " + r.status().ToString()), 3;
+    rep.Write(absl::StrCat(r->source.ToString(), " ", std::string(reinterpret_cast<char*>(buf.data()), r->length)));
+    return 0;
+  });
+  const std::string b_addr = rep.Read(absl::Seconds(10));
+  ASSERT_TRUE(Address::Parse(b_addr).ok()) << b_addr;
+  absl::StatusOr<Session> s = Connect(d, "a");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  const absl::Time start = absl::Now();
+  absl::StatusOr<Link> l = nic->Link(*Address::Parse(b_addr), Wait::Block(start + absl::Seconds(2)));
+  const absl::Duration took = absl::Now() - start;
+  std::printf("link to a NIC whose owner sleeps outside libhsi: %s after %s\n", l.status().ToString().c_str(),
+              absl::FormatDuration(took).c_str());
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_LT(took, absl::Seconds(1));
+  const std::string payload = "sent while you slept";
+  ASSERT_TRUE(l->Send(Bytes(payload), Wait::Block(In(absl::Seconds(5)))).ok());
+  go.Write("go");
+  EXPECT_EQ(rep.Read(absl::Seconds(10)), absl::StrCat(nic->address().ToString(), " ", payload));
+  EXPECT_EQ(b.Wait(), 0);
 }
 
 // A broadcast keeps at most SessionOptions::max_link_setups setups pending

@@ -715,9 +715,9 @@ TEST(FaultTest, ClientOutOfFdsGetsClearErrorsHsidServesOthers) {
     if (!s.ok()) return rc.Write("ERR " + s.status().ToString()), 1;
     absl::StatusOr<Nic> n0 = s->AttachNic(0xF0);
     rc.Write("attach " + n0.status().ToString());
-    // Room for the NIC doorbell (a pipe, and the dup hsid gets), not for a
-    // link.
-    limit(5);
+    // Room for the NIC doorbell (a pipe, and the dup hsid gets) and its
+    // spare segments (hsid sends them with the attach), not for a link.
+    limit(5 + static_cast<int>(wire::kSparesPerNic));
     absl::StatusOr<Nic> n = s->AttachNic(0xF0);
     if (!n.ok()) return rc.Write("ERR attach2 " + n.status().ToString()), 1;
     absl::StatusOr<Link> l = n->Link(*paddr);
@@ -848,8 +848,9 @@ TEST(FaultTest, HsidOutOfFdsRefusesNewcomersCleanlyAndServesExistingClients) {
   answer.join();
   EXPECT_TRUE(sent.ok()) << sent;
   // The flood's fds are freed; hsid holds one more connection, a NIC's
-  // doorbell and a link's two segments than before.
-  const int want_after = base_fds + 4;
+  // doorbell, a link's two segments and the new NIC's spare segments than
+  // before.
+  const int want_after = base_fds + 4 + static_cast<int>(wire::kSparesPerNic);
   int after = FdCount(d.pid());
   for (const absl::Time end = In(absl::Seconds(10)); after != want_after && absl::Now() < end; after = FdCount(d.pid())) {
     absl::SleepFor(absl::Milliseconds(5));

@@ -932,6 +932,53 @@ TEST_F(HostileClientTest, APeerSegmentThatCannotBeUsedTakesTheLinkDownForBoth) {
                   before);
 }
 
+// Spare segments (issue 15, daemon/spares.h): a NIC's owner maps and seals
+// them ahead of time, so that a link to it needs no answer from it. An
+// owner that reports a spare sealed without sealing it (and keeps a
+// writable way into it) would hand its peers memory it could still change
+// behind the mapping they trust to be read-only-for-all-but-the-owner: hsid
+// checks F_GET_SEALS itself, answers with a protocol error naming the spare,
+// drops the client, and links to nothing of it.
+TEST_F(HostileClientTest, ASpareReportedSealedButNotSealedDropsTheClient) {
+  const uint64_t before = Iterations();
+  RawClient evil(d_->socket());
+  ASSERT_TRUE(evil.connected());
+  ASSERT_TRUE(RawClaim(evil, "evil").ok());
+  evil.see_spares();
+  hsi::UniqueFd evil_wait;
+  hsi::UniqueFd ring = RingEnd(&evil_wait);
+  wire::AttachRequest a = wire::Zeroed<wire::AttachRequest>();
+  a.chpid = 0xF0;
+  ASSERT_TRUE(evil.Send(2, a, {ring.get()}));
+  bool eof = false;
+  std::optional<wire::Message> offer = evil.Receive(absl::Seconds(5), &eof);
+  ASSERT_TRUE(offer.has_value() && offer->type == wire::MsgType::kSpareOffer) << "no SpareOffer before the reply";
+  const auto o = offer->As<wire::SpareOffer>();
+  wire::SpareSealed lie = wire::Zeroed<wire::SpareSealed>();
+  lie.nic_id = o.nic_id;
+  lie.spare_id = o.spare_id;
+  ASSERT_TRUE(evil.Send(0, lie));
+  std::optional<absl::Status> refusal;
+  for (const absl::Time end = In(absl::Seconds(5)); absl::Now() < end && !refusal.has_value();) {
+    std::optional<wire::Message> e = evil.Receive(end - absl::Now(), &eof);
+    if (!e.has_value()) break;
+    if (e->type == wire::MsgType::kErrorReply) refusal = ReplyStatus(*e);
+  }
+  ASSERT_TRUE(refusal.has_value()) << "hsid did not refuse the lie";
+  EXPECT_EQ(refusal->code(), absl::StatusCode::kInvalidArgument) << *refusal;
+  EXPECT_THAT(std::string(refusal->message()),
+              HasSubstr(absl::StrCat("spare ", o.spare_id, " of NIC ")));
+  EXPECT_THAT(std::string(refusal->message()), HasSubstr("was reported sealed but it is not"));
+  EXPECT_TRUE(evil.WaitEof()) << "hsid kept the liar connected";
+  evil.Close();
+  // The attack is over in a few ms, less than one of the good client's
+  // iterations on a loaded host: wait (with a deadline) for it to go on.
+  for (const absl::Time end = In(absl::Seconds(10)); Iterations() <= before && absl::Now() < end;) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ExpectRecovered("spare-unsealed", refusal->ToString(), before);
+}
+
 // A peer gets a copy of our NIC's doorbell (to ring us) with every link.
 // With an eventfd it could also read it and consume the rings meant for us
 // (from other peers, from hsid), so that we slept through frames. The

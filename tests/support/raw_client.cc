@@ -52,7 +52,8 @@ std::optional<wire::Message> RawClient::Receive(absl::Duration timeout, bool* eo
       if (eof != nullptr) *eof = true;
       return std::nullopt;
     }
-    if (m->has_value()) return std::move(**m);
+    if (m->has_value() && ((**m).type != wire::MsgType::kSpareOffer || see_spares_)) return std::move(**m);
+    if (m->has_value()) continue;
     const int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
     if (ms <= 0) return std::nullopt;
     pollfd p = {fd_.get(), POLLIN, 0};

@@ -86,6 +86,11 @@ class HSI_EXPORT Doorbell {
   // non-blocking. False (and nothing changes) where the reopen is refused
   // (another uid's pipe) or for another kind.
   bool MakePrivate();
+  // For a ring end received as an open file of the receiver's own, which
+  // its giver made with OpenPrivate() and kept no copy of (hsid says so in
+  // LinkSpareUp): Ring() trusts it to stay non-blocking from now on, as
+  // after MakePrivate(), without reopening it. False for another kind.
+  bool AssumePrivate();
 
  private:
   Doorbell(UniqueFd fd, Kind kind) : fd_(std::move(fd)), kind_(kind) {}

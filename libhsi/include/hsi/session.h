@@ -66,6 +66,16 @@ struct SessionOptions {
   // pending until hsid gives it up (5 s), even after the call that started
   // it returned.
   uint32_t max_link_setups = 32;
+  // Hold spare ring segments for links to come (hsid offers each NIC up to
+  // two, which the session maps and seals when they come): a link to or
+  // from a NIC with a sealed spare is set up in one round trip to hsid, and
+  // its peer need not answer. Each costs an fd and an (untouched) mapping
+  // of the CHPID's ring size. false: links to this session's NICs wait for
+  // it to answer hsid's link offer. hsid sends a NIC's first spares with
+  // its attach either way (false declines them once received), so an
+  // attach needs room for two more fds; without it the attach fails with
+  // kResourceExhausted naming the SpareOffer.
+  bool link_spares = true;
   // Reconnect and re-register after hsid restarts.
   bool reconnect = true;
   // The uid hsid must run as, besides root (checked by SO_PEERCRED on every

@@ -97,6 +97,14 @@ struct NicState {
   size_t rr = 0;
   std::shared_ptr<LinkState> peeked;  // Nic::Peek() holds a frame of it
   std::optional<NicInterface> iface;  // declared (Nic::DeclareInterface); said again on re-attach
+  // Spare ring segments hsid offered, mapped as our own and sealed
+  // (SessionOptions::link_spares): a LinkSpareUp names one as its own end.
+  struct Spare {
+    uint32_t id = 0;
+    RingGeometry geometry;
+    Segment segment;
+  };
+  std::vector<Spare> spares;
 
   std::string Name() const {
     return absl::StrCat("NIC ", info.address.ToString(), " on CHPID ", ChpidText());
@@ -143,7 +151,7 @@ class SessionState final : private ControlChannel::Handler {
   // while hsid is away (an owner reclaims its LPAR name and addresses as soon
   // as hsid is back).
   void MaybePump() {
-    if (!ctl_.Quiet()) Pump();
+    if (!ctl_.Quiet() || !deferred_spares_.empty()) Pump();
   }
   absl::Status EnsureConnected();
 
@@ -206,6 +214,29 @@ class SessionState final : private ControlChannel::Handler {
   void Relink(NicState& nic);
   void OnOffer(wire::Message& m);
   void OnPeer(wire::Message& m);
+  // SpareOffer: sealed into its NIC's spares (SealSpare); kept in
+  // orphan_spares_ while an attach waits for the reply naming its NIC, and
+  // in deferred_spares_ while a link set-up waits (SealDeferred).
+  void OnSpareOffer(wire::Message& m);
+  // Seals the offers deferred during a link set-up: a set-up does so once
+  // its requests are out (while hsid works on them), Pump() outside one.
+  void SealDeferred();
+  void SealSpare(NicState& nic, wire::Message& m);
+  // The offers kept for `nic`, sealed now that it is known; the rest go.
+  void AdoptSpares(NicState& nic);
+  // LinkSpareUp: a link ready at once, its own end one of the NIC's spares.
+  void OnSpareUp(wire::Message& m);
+  using LinkMap = absl::flat_hash_map<uint64_t, std::shared_ptr<LinkState>>;
+  // The link at `it` has its own segment mapped: maps the peer's, adopts
+  // its doorbell (an open file of our own already if `bell_private`, else
+  // reopened where the uid allows) and makes the rings; the link is ready.
+  // On a failure gives it up (GiveUp).
+  void Activate(LinkMap::iterator it, uint32_t link_id, uint32_t nic_id, UniqueFd peer_segment, UniqueFd peer_bell,
+                bool bell_private);
+  // Gives the link at `it` up here and tells hsid (LinkClose), which tears
+  // it down and tells the peer why (else the peer would send into a ring
+  // nobody reads).
+  void GiveUp(LinkMap::iterator it, uint32_t link_id, uint32_t nic_id, const absl::Status& s);
   void OnDown(const wire::Message& m);
   void OnNicState(const wire::Message& m);
   NicState* NicById(uint32_t nic_id);
@@ -251,7 +282,15 @@ class SessionState final : private ControlChannel::Handler {
   absl::Duration backoff_ = absl::Milliseconds(10);
   std::vector<std::shared_ptr<NicState>> nics_;
   // Links being set up or up, by (hsid link id, hsid nic id).
-  absl::flat_hash_map<uint64_t, std::shared_ptr<LinkState>> links_;
+  LinkMap links_;
+  // SpareOffers that came before the AttachReply naming their NIC.
+  std::vector<wire::Message> orphan_spares_;
+  bool in_attach_ = false;  // an AttachRequest waits for its reply
+  // SpareOffers that came while a link set-up waited: mapping and sealing
+  // them there would lengthen the set-up (a replacement for the spare the
+  // set-up used comes right behind hsid's answer).
+  std::vector<wire::Message> deferred_spares_;
+  bool defer_spares_ = false;
   std::vector<PendingSetup> setups_;
 };
 

@@ -45,8 +45,12 @@ class RawClient {
   }
 
   // The next message from hsid (up to `timeout`): nullopt on EOF or timeout;
-  // `eof`, if given, tells which.
+  // `eof`, if given, tells which. SpareOffers are skipped (hsid offers every
+  // NIC spare segments, daemon/spares.h; a raw client that never seals one
+  // gets its links by the offer/seal path) unless see_spares() was asked.
   std::optional<wire::Message> Receive(absl::Duration timeout = absl::Seconds(5), bool* eof = nullptr);
+  // Receive() returns SpareOffers too from now on.
+  void see_spares() { see_spares_ = true; }
   // Waits for hsid to close the connection (skipping messages); true if it
   // did within `timeout`.
   bool WaitEof(absl::Duration timeout = absl::Seconds(5));
@@ -54,6 +58,7 @@ class RawClient {
  private:
   UniqueFd fd_;
   bool connected_ = false;
+  bool see_spares_ = false;
 };
 
 // The status a reply carries (every reply body starts with a WireStatus);

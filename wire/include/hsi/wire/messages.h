@@ -21,6 +21,24 @@
 //                    (e.g. it cannot map the peer's segment); hsid tears the
 //                    link down and sends the other end LinkDown with the why
 //
+// A link in one round trip (issue 15): hsid keeps, for each NIC, spare ring
+// segments that it made and that the NIC's owner has already mapped and
+// sealed, so that setting up a link waits for no peer:
+//   hsid -> owner    SpareOffer{nic, spare id, geometry} + a new segment
+//                    (at attach, before the AttachReply; after a spare is
+//                    used; never more than kSparesPerNic unused)
+//   owner            maps it with Segment::MapOwner (which seals it)
+//   owner -> hsid    SpareSealed{nic, spare id, code}; hsid checks F_GET_SEALS
+//                    has F_SEAL_FUTURE_WRITE before it counts the spare
+// A LinkRequest between two NICs that both hold a sealed spare of the
+// CHPID's geometry is answered at once, and the link is ready:
+//   hsid -> each end LinkSpareUp{link id, own spare id, peer} + peer segment
+//                    + peer doorbell: the requester's, then its LinkReply;
+//                    the peer's (and both NICs' new spares) after hsid has
+//                    let the requester have the CPU
+// Otherwise (a NIC without a sealed spare: its owner declined them, or
+// has not sealed the next one yet) the link takes the offer/seal path above.
+//
 // The event page: with its ClaimReply hsid hands each client a sealed memfd
 // of kEventPageSize bytes that the client maps read-only; hsid increments
 // (release) its first 64-bit word after each event it has put on that
@@ -115,7 +133,11 @@ inline constexpr size_t kEventPageSize = 4096;
   X(MemGrantRequest,       90, kToDaemon, kRequest, 1, 16)   /* sealed memfd */ \
   X(MemGrantReply,         91, kToClient, kReply,   0, 456)                 \
   X(MemTakeRequest,        92, kToDaemon, kRequest, 0, 16)                  \
-  X(MemTakeReply,          93, kToClient, kReply,   1, 464)  /* the granted memfd */
+  X(MemTakeReply,          93, kToClient, kReply,   1, 464)  /* the granted memfd */ \
+  /* link set-up from spare segments (issue 15): 100-109 */                \
+  X(SpareOffer,           100, kToClient, kEvent,   1, 24)   /* spare own segment */ \
+  X(SpareSealed,          101, kToDaemon, kNotice,  0, 16)                  \
+  X(LinkSpareUp,          102, kToClient, kEvent,   2, 64)   /* peer segment, doorbell */
 // Retired numbers, never to be reused: 27 (ListLinksReply, protocol 3).
 
 enum class MsgType : uint16_t {
@@ -268,6 +290,49 @@ struct LinkClose {
   absl::Status Validate() const {
     return FirstError(CheckStatusCode(code, "code", /*allow_ok=*/false), CheckZero(reserved, "reserved"),
                       CheckText(text, kTextLen, "text"));
+  }
+};
+
+inline constexpr uint32_t kSparesPerNic = 2;
+
+struct SpareOffer {  // + a new ring segment for this NIC (to MapOwner)
+  uint32_t nic_id;
+  uint32_t spare_id;  // hsid's, per NIC, never 0
+  uint64_t capacity;
+  uint32_t mtu;
+  uint32_t reserved;
+  absl::Status Validate() const {
+    return FirstError(spare_id == 0 ? absl::InvalidArgumentError("spare_id: 0") : absl::OkStatus(),
+                      CheckZero(reserved, "reserved"), RingGeometry{capacity, mtu}.Validate());
+  }
+};
+
+struct SpareSealed {
+  uint32_t nic_id;
+  uint32_t spare_id;
+  uint32_t code;  // absl::StatusCode of MapOwner; 0 = sealed, else the NIC declines spares
+  uint32_t reserved;
+  absl::Status Validate() const {
+    return FirstError(CheckStatusCode(code, "code", /*allow_ok=*/true), CheckZero(reserved, "reserved"));
+  }
+};
+
+// The doorbell is an open file of the receiver's own (Doorbell::OpenPrivate
+// by hsid, which kept no copy): no one else can make it blocking.
+enum : uint32_t { kPeerBellPrivate = 1 };
+
+struct LinkSpareUp {  // + the peer's segment (MapPeer) + the peer NIC's doorbell
+  uint32_t link_id;
+  uint32_t nic_id;    // which end
+  uint32_t spare_id;  // this end's own segment: the spare it sealed
+  uint32_t peer_address;
+  uint64_t capacity;
+  uint32_t mtu;
+  uint32_t flags;  // kPeerBellPrivate
+  char peer_lpar[kNameLen];
+  absl::Status Validate() const {
+    return FirstError(CheckFlags(flags, kPeerBellPrivate, "flags"), ValidateName(peer_lpar, "peer_lpar", false),
+                      RingGeometry{capacity, mtu}.Validate());
   }
 };
 
