@@ -231,6 +231,22 @@ bool StreamEnd::ArmData(int sock) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   Frame f;
   if (rx_.TryPeek(&f) || !rx_.ok()) return false;
+  DrainBells(sock, counted);
+  return true;
+}
+
+bool StreamEnd::DrainStale(int sock) {
+  // As in ArmData: a bell counted before the ring is seen empty announced a
+  // frame that is consumed already, so it is stale; a later one stays.
+  const uint64_t counted = peer_page()->bells_sent.load(std::memory_order_acquire);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  Frame f;
+  if (rx_.TryPeek(&f) || !rx_.ok()) return false;
+  DrainBells(sock, counted);
+  return true;
+}
+
+void StreamEnd::DrainBells(int sock, uint64_t counted) {
   // A hostile count (below what we drained, or huge) only changes how many
   // bells of this connection we read; every byte on it is a bell.
   uint64_t owed = counted > bells_drained_ ? counted - bells_drained_ : 0;
@@ -241,7 +257,6 @@ bool StreamEnd::ArmData(int sock) {
     bells_drained_ += static_cast<uint64_t>(n);
     owed -= static_cast<uint64_t>(n);
   }
-  return true;
 }
 
 bool StreamEnd::ArmSpace(size_t need) {

@@ -94,9 +94,11 @@ struct Real {
   int (*epoll_ctl)(int, int, int, struct epoll_event*);
   int (*epoll_wait)(int, struct epoll_event*, int, int);
   int (*epoll_pwait)(int, struct epoll_event*, int, int, const sigset_t*);
+  int (*epoll_pwait2)(int, struct epoll_event*, int, const struct timespec*, const sigset_t*);
   int (*poll)(struct pollfd*, unsigned long, int);
   int (*ppoll)(struct pollfd*, unsigned long, const struct timespec*, const sigset_t*);
   int (*select)(int, fd_set*, fd_set*, fd_set*, struct timeval*);
+  int (*pselect)(int, fd_set*, fd_set*, fd_set*, const struct timespec*, const sigset_t*);
 };
 const Real& R();
 
@@ -116,6 +118,11 @@ struct Conn {
   std::atomic<bool> shut_wr;
   std::atomic<uint32_t> writes;  // for the periodic peer-gone check
   std::atomic<bool> forked_pending;  // a fork shared it before it paired
+  // Readers arm whenever they empty the ring, not only before they sleep
+  // (wait.cc): set, for good, when the library cannot see every sleeper
+  // (held by two processes after a fork, EPOLLONESHOT, O_ASYNC, a dup left
+  // in an epoll set). Relaxed: it only adds arms.
+  std::atomic<bool> eager;
   pthread_mutex_t setup_mu, tx_mu, rx_mu;
   hsi::RingGeometry geometry;
   hsi::Segment own_ring, own_page;  // until paired (then inside `end`)
@@ -156,6 +163,13 @@ void RemoveListener(int fd);
 // as no_hsid) when hsid does not answer. Callers hold BrokerLock().
 hsi::RunBroker* Broker();
 pthread_mutex_t* BrokerMu();
+// Whether this process holds any accelerated connection (the waits' fast
+// path; relaxed).
+bool AnyConns();
+// `fd` is being closed: forget it as an epoll set and as a member of one
+// (wait.cc).
+void ForgetWaitFd(int fd);
+
 // Tells hsid of a fallback this process decided (best effort).
 void ReportFallback(uint32_t reason);
 

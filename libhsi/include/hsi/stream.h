@@ -122,6 +122,10 @@ class HSI_EXPORT StreamEnd {
   // Returns true if the ring is still empty (armed: the next commit rings),
   // false if data is there (read it).
   bool ArmData(int sock);
+  // Consumer, woken with nothing in the ring (a bell for a frame already
+  // read): drains the bells counted before it looked, without arming.
+  // Returns true if the ring is empty, false if data is there.
+  bool DrainStale(int sock);
   // Producer: asks for a space bell. Returns true if the ring still has no
   // room for a frame of `need` bytes (capped at the MTU).
   bool ArmSpace(size_t need);
@@ -149,6 +153,8 @@ class HSI_EXPORT StreamEnd {
   StreamPage* own_page() const { return static_cast<StreamPage*>(own_page_.data()); }
   const StreamPage* peer_page() const { return static_cast<const StreamPage*>(peer_page_.data()); }
   void Bell(int sock) { (void)SendBell(sock, MSG_NOSIGNAL); }
+  // Reads (non-blocking) the peer's bells up to its count `counted`.
+  void DrainBells(int sock, uint64_t counted);
 
   Segment own_ring_, peer_ring_, own_page_, peer_page_;
   RingProducer tx_;
