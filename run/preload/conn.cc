@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <time.h>
@@ -226,6 +227,8 @@ void AtforkChild() {
     g_broker = nullptr;
   }
   g_broker_retry_at = 0;
+  // The child's waits are not the parent's: ids of their own.
+  NewWaiterBase();
   // Listeners stay hsid-registered by the parent; this child registers
   // again on its first accept (IsListener answers false).
   g_listeners->clear();
@@ -314,6 +317,7 @@ Conn* NewConn(uint32_t side, uint64_t stream_id, const hsi::RingGeometry& g) {
   c->writes.store(0);
   c->forked_pending.store(false);
   c->eager.store(false);
+  c->sleepers.store(0);
   c->geometry = g;
   pthread_mutexattr_t a;
   pthread_mutexattr_init(&a);
@@ -381,6 +385,27 @@ bool Detach(int fd) {
     ForgetConn(c);
   }
   return true;
+}
+
+namespace {
+thread_local uint64_t t_waiter_base = 0, t_waiter_seq = 0;
+}  // namespace
+
+void NewWaiterBase() {
+  uint64_t b = 0;
+  if (::getrandom(&b, sizeof(b), 0) != sizeof(b)) {
+    // No entropy: an id unique to this thread of this process (pids are
+    // not reused while it lives) is enough; only a peer could forge it.
+    b = (static_cast<uint64_t>(::getpid()) << 40) ^ (static_cast<uint64_t>(::gettid()) << 16) ^ NowMs();
+  }
+  t_waiter_base = b | 1;
+  t_waiter_seq = 0;
+}
+
+uint64_t NextWaiterId() {
+  if (t_waiter_base == 0) NewWaiterBase();
+  const uint64_t id = t_waiter_base + (++t_waiter_seq << 1);  // odd: never 0
+  return id;
 }
 
 bool AnyConns() { return g_local_count.load(std::memory_order_relaxed) != 0; }

@@ -123,6 +123,10 @@ struct Conn {
   // (held by two processes after a fork, EPOLLONESHOT, O_ASYNC, a dup left
   // in an epoll set). Relaxed: it only adds arms.
   std::atomic<bool> eager;
+  // Waits (and blocking reads) sleeping on it now, in every process: a wait
+  // arms with its own waiter id (one bell per wait, hsi/stream.h) only when
+  // it is the only one and the connection is not eager.
+  std::atomic<int> sleepers;
   pthread_mutex_t setup_mu, tx_mu, rx_mu;
   hsi::RingGeometry geometry;
   hsi::Segment own_ring, own_page;  // until paired (then inside `end`)
@@ -163,6 +167,11 @@ void RemoveListener(int fd);
 // as no_hsid) when hsid does not answer. Callers hold BrokerLock().
 hsi::RunBroker* Broker();
 pthread_mutex_t* BrokerMu();
+// This thread's id for its next wait (nonzero, random, never reused);
+// renewed in a forked child.
+uint64_t NextWaiterId();
+void NewWaiterBase();
+
 // Whether this process holds any accelerated connection (the waits' fast
 // path; relaxed).
 bool AnyConns();

@@ -120,7 +120,18 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
     // A blocking reader is about to sleep: arm (and drain the bells that
     // announced what it read). A non-blocking one arms if eager; otherwise
     // the wait it sleeps in next arms (wait.cc).
-    if ((!dontwait || c->eager.load(std::memory_order_relaxed)) && !c->end.ArmData(fd)) continue;  // data came
+    if (dontwait) {
+      if (c->eager.load(std::memory_order_relaxed) && !c->end.ArmData(fd)) continue;  // data came
+    } else {
+      // A sleeper: waits arm with their own waiter id only while no one
+      // else sleeps on the connection (wait.cc); this one asks for a bell
+      // on every arm (waiter 0).
+      c->sleepers.fetch_add(1, std::memory_order_relaxed);
+      if (!c->end.ArmData(fd)) {
+        c->sleepers.fetch_sub(1, std::memory_order_relaxed);
+        continue;  // data came
+      }
+    }
     short rev = 0;
     if (dontwait) {
       rev = PollNow(fd, POLLRDHUP);
@@ -132,6 +143,7 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
       Unlock(&c->rx_mu);
       const int r = ::poll(&p, 1, -1);
       Lock(&c->rx_mu);
+      c->sleepers.fetch_sub(1, std::memory_order_relaxed);
       if (r < 0 && errno == EINTR) {
         if (done > 0) return static_cast<ssize_t>(done);
         errno = EINTR;

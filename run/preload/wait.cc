@@ -75,12 +75,19 @@ bool HasData(Conn* c) {
   return r;
 }
 
-// Arms `c` before a sleep; true if data came meanwhile (do not sleep).
-bool ArmBeforeSleep(Conn* c, int fd) {
-  Guard g(&c->rx_mu);
+// Arms `c` before wait `waiter` sleeps, counting it among the sleepers;
+// true if data came meanwhile (do not sleep). With its waiter id only when
+// this wait is its only sleeper and every sleeper is seen (not eager): the
+// producer then rings one of this wait's connections, not each.
+bool ArmBeforeSleep(Conn* c, int fd, uint64_t waiter) {
+  Guard g(&c->rx_mu);  // orders the sleepers count with the arm it decides
   LibScope scope;
-  return !c->end.ArmData(fd);
+  const bool alone = c->sleepers.fetch_add(1, std::memory_order_relaxed) == 0;
+  const bool solo = alone && !c->eager.load(std::memory_order_relaxed);
+  return !c->end.ArmData(fd, solo ? waiter : 0);
 }
+
+void Woke(Conn* c) { c->sleepers.fetch_sub(1, std::memory_order_relaxed); }
 
 void Pause() {
 #if defined(__x86_64__)
@@ -146,13 +153,14 @@ void CollectFd(int fd, size_t slot, std::vector<Watch>* out) {
 }
 
 // The outcome of looking at (and arming) the watched rings before a wait.
-enum class Ready { kNone, kRings };
+enum class Ready { kNone, kArmed, kRings };
 
 // Looks at the rings of `w` (spinning for the busy-poll budget if
 // `may_sleep`), marks the ready ones in `ready` (one flag per Watch), and,
-// when none has data and the caller will sleep, arms them all. kRings: at
-// least one is ready (do not sleep); kNone: all armed (or, when !may_sleep,
-// none ready).
+// when none has data and the caller will sleep, arms them all for one new
+// waiter id. kRings: at least one is ready (do not sleep); kArmed: all
+// armed and counted as sleepers (call Woke() on each after the sleep);
+// kNone: none ready and not sleeping (!may_sleep).
 Ready LookAndArm(const std::vector<Watch>& w, std::vector<char>* ready, bool may_sleep) {
   ready->assign(w.size(), 0);
   auto look = [&]() {
@@ -172,10 +180,17 @@ Ready LookAndArm(const std::vector<Watch>& w, std::vector<char>* ready, bool may
     }
   }
   bool any = false;
+  const uint64_t waiter = NextWaiterId();
   for (size_t i = 0; i < w.size(); ++i) {
-    if (ArmBeforeSleep(w[i].c, w[i].fd)) (*ready)[i] = any = true;
+    if (ArmBeforeSleep(w[i].c, w[i].fd, waiter)) (*ready)[i] = any = true;
   }
-  return any ? Ready::kRings : Ready::kNone;
+  if (!any) return Ready::kArmed;
+  for (const Watch& x : w) Woke(x.c);
+  return Ready::kRings;
+}
+
+void WokeAll(const std::vector<Watch>& w) {
+  for (const Watch& x : w) Woke(x.c);
 }
 
 // The kernel reported input on `w` but its ring is empty: a bell for data
@@ -258,12 +273,21 @@ int EpollWait(int epfd, epoll_event* events, int max, const timespec* ts, const 
   };
   const uint64_t start = NowNs();
   for (;;) {
-    if (LookAndArm(t_watch, &t_ready, may_sleep) == Ready::kRings) break;
+    const Ready r = LookAndArm(t_watch, &t_ready, may_sleep);
+    if (r == Ready::kRings) break;
     timespec left{};
     const int k = real(epfd, events, max, Left(ts, start, &left), mask);
-    if (k <= 0) return k;
-    const int n = filter(0, k);
-    if (n > 0 || !may_sleep) return n;
+    if (r == Ready::kArmed) WokeAll(t_watch);
+    if (k < 0) return k;
+    int n = filter(0, k);
+    // Woken by one bell for this wait: the other rings it armed may have
+    // data that rang none (one bell per wait): report them now.
+    for (size_t i = 0; i < t_watch.size() && n < max && r == Ready::kArmed; ++i) {
+      bool seen = false;
+      for (int j = 0; j < n && !seen; ++j) seen = events[j].data.u64 == t_watch[i].data.u64;
+      if (!seen && HasData(t_watch[i].c)) events[n++] = epoll_event{EPOLLIN, t_watch[i].data};
+    }
+    if (n > 0 || !may_sleep || k == 0) return n;  // k == 0: the timeout
     if (ts != nullptr && NowNs() - start >= static_cast<uint64_t>(ts->tv_sec) * 1000000000u + ts->tv_nsec) return 0;
     // Only stale reports: sleep again (armed anew).
   }
@@ -343,13 +367,19 @@ int PollImpl(pollfd* fds, nfds_t n, const timespec* ts, const sigset_t* mask, Po
   };
   const uint64_t start = NowNs();
   for (;;) {
-    if (LookAndArm(t_watch, &t_ready, may_sleep) == Ready::kRings) break;
+    const Ready ready = LookAndArm(t_watch, &t_ready, may_sleep);
+    if (ready == Ready::kRings) break;
     timespec left{};
     const int k = real(fds, n, Left(ts, start, &left), mask);
-    if (k <= 0) return k;
+    if (ready == Ready::kArmed) WokeAll(t_watch);
+    if (k < 0) return k;
     drop_stale();
+    // Rings that had data but rang no bell (one bell per wait).
+    for (size_t i = 0; i < t_watch.size() && ready == Ready::kArmed; ++i) {
+      if (HasData(t_watch[i].c)) fds[t_watch[i].slot].revents |= POLLIN;
+    }
     const int r = count();
-    if (r > 0 || !may_sleep) return r;
+    if (r > 0 || !may_sleep || k == 0) return r;  // k == 0: the timeout
     if (ts != nullptr && NowNs() - start >= static_cast<uint64_t>(ts->tv_sec) * 1000000000u + ts->tv_nsec) return 0;
   }
   // Some ring has data: the kernel's view of everything else, at once.
@@ -401,12 +431,18 @@ int SelectImpl(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, bool may_sleep, Rea
   for (int i = 0; i < 3; ++i) {
     if (sets[i] != nullptr) in[i] = *sets[i];
   }
-  while (LookAndArm(t_watch, &t_ready, may_sleep) == Ready::kNone) {
+  for (;;) {
+    const Ready ready = LookAndArm(t_watch, &t_ready, may_sleep);
+    if (ready == Ready::kRings) break;
     const int k = real(false);
-    if (k <= 0) return k;
+    if (ready == Ready::kArmed) WokeAll(t_watch);
+    if (k < 0) return k;
     drop_stale();
+    for (size_t i = 0; i < t_watch.size() && ready == Ready::kArmed; ++i) {
+      if (HasData(t_watch[i].c)) FD_SET(static_cast<int>(t_watch[i].slot), rd);
+    }
     const int r = count();
-    if (r > 0 || !may_sleep) return r;
+    if (r > 0 || !may_sleep || k == 0) return r;  // k == 0: the timeout
     for (int i = 0; i < 3; ++i) {
       if (sets[i] != nullptr) *sets[i] = in[i];
     }
