@@ -26,9 +26,9 @@
 //       wake-up fails the round after 10 s, naming it; --bytes ignored):
 //       et-rounds:    non-blocking, sleeps in epoll edge-triggered
 //       block-rounds: blocking read, no poll/select/epoll at all
-//       shared-epoll: the parent adds the socket to an epoll set created
-//                     before a fork; the child sleeps in that set and reads
-//                     the echoes, the parent sends
+//       shared-epoll: the parent adds the socket (edge-triggered) to an
+//                     epoll set created before a fork; the child sleeps in
+//                     that set and reads the echoes, the parent sends
 //       many-epoll:   16 connections (server --conns 16) in one level-
 //                     triggered epoll set; each round sends on all of them
 //                     and waits for every echo
@@ -442,7 +442,8 @@ int WakeRounds(int port, const std::string& mode, int rounds, uint64_t seed) {
       }
       std::_Exit(0);
     }
-    epoll_event ev{EPOLLIN, {}};
+    // Edge-triggered: a bell left in the socket does not hide a lost one.
+    epoll_event ev{EPOLLIN | EPOLLET, {}};
     ev.data.fd = fd;
     if (::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) Fail("epoll_ctl");
     char b = 0;
