@@ -322,10 +322,10 @@ int accept(int lfd, sockaddr* addr, socklen_t* len) { return accept4(lfd, addr, 
 int close(int fd) {
   if (!InLib()) {
     DrainBeforeLastClose(fd);
+    ForgetWaitFd(fd);  // before Detach: it marks the Conn eager if a dup keeps it in a set
     Detach(fd);
     RemoveListener(fd);
     SetNoAccel(fd, false);
-    ForgetWaitFd(fd);
   }
   return R().close(fd);
 }
@@ -334,9 +334,9 @@ int close_range(unsigned first, unsigned last, int flags) {
   if (!InLib() && (flags & CLOSE_RANGE_CLOEXEC) == 0) {
     for (unsigned fd = first; fd <= last && fd < 65536; ++fd) {
       DrainBeforeLastClose(static_cast<int>(fd));
+      ForgetWaitFd(static_cast<int>(fd));
       Detach(static_cast<int>(fd));
       RemoveListener(static_cast<int>(fd));
-      ForgetWaitFd(static_cast<int>(fd));
     }
   }
   return R().close_range(first, last, flags);
@@ -366,9 +366,9 @@ int dup(int fd) {
 int dup3(int oldfd, int newfd, int flags) {
   if (!InLib() && oldfd != newfd) {
     DrainBeforeLastClose(newfd);
+    ForgetWaitFd(newfd);
     Detach(newfd);
     RemoveListener(newfd);
-    ForgetWaitFd(newfd);
   }
   const int rc = flags == -1 ? R().dup2(oldfd, newfd) : R().dup3(oldfd, newfd, flags);
   if (rc >= 0 && !InLib() && oldfd != newfd) {
