@@ -86,8 +86,8 @@ done
 # Wake-ups: round trips where the reader sleeps for nearly every echo, in
 # each way a program can sleep (docs/hsi-run.md, section 4: lazy arming and
 # one bell per wait); a lost wake-up fails a round after 10 s.
-for mode in et-rounds block-rounds shared-epoll many-epoll; do
-  conns=1; [ "$mode" = many-epoll ] && conns=16
+for mode in et-rounds block-rounds shared-epoll many-epoll two-waiters; do
+  conns=1; [ "$mode" = many-epoll ] && conns=16; [ "$mode" = two-waiters ] && conns=2
   CONNS=$conns check_server "$RUN" || continue
   if timeout 120 "$RUN" "$BIN/hsi-run-check" client --port "$CHECK_PORT" --bytes 0 --mode "$mode" --rounds 2000 \
        >"$T/client.out" 2>"$T/client.err" && grep -q "OK rounds=2000" "$T/client.out" &&

@@ -32,6 +32,9 @@
 //       many-epoll:   16 connections (server --conns 16) in one level-
 //                     triggered epoll set; each round sends on all of them
 //                     and waits for every echo
+//       two-waiters:  a thread sleeps in poll on connection X while the
+//                     main thread sleeps in an epoll set holding X and Y
+//                     (server --conns 2); each reads its own connection
 //       Prints "OK bytes=B" (or "OK rounds=R") and exits 0, or "FAIL: ..."
 //       and exits 1.
 #include <fcntl.h>
@@ -489,6 +492,54 @@ int WakeRounds(int port, const std::string& mode, int rounds, uint64_t seed) {
       }
     }
     for (int fd : fds) ::shutdown(fd, SHUT_WR);
+  } else if (mode == "two-waiters") {
+    // A thread sleeps in poll on X and reads its echoes; the main thread
+    // sleeps in an epoll set holding X (edge-triggered, ignored) and Y, and
+    // reads Y's. Both sleep on X: the producer must not take the bell that
+    // woke the main thread for Y as the poller's wake-up too.
+    const int x = Connect(port), y = Connect(port);
+    SetNonBlocking(x);
+    SetNonBlocking(y);
+    const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    epoll_event ex{EPOLLIN | EPOLLET, {}}, ey{EPOLLIN, {}};
+    ex.data.fd = x;
+    ey.data.fd = y;
+    if (::epoll_ctl(ep, EPOLL_CTL_ADD, x, &ex) < 0 || ::epoll_ctl(ep, EPOLL_CTL_ADD, y, &ey) < 0) Fail("epoll_ctl");
+    std::atomic<int> x_round{-1};
+    std::thread poller([&] {
+      for (int r = 0; r < rounds; ++r) {
+        while (x_round.load() < r) std::this_thread::yield();  // the main thread sent round r on X
+        const std::vector<uint8_t> m = RoundMsg(seed, r);
+        std::vector<uint8_t> got;
+        for (;;) {
+          if (!ReadSome(x, &got, m.size())) Fail("two-waiters: EOF on X");
+          if (got.size() == m.size()) break;
+          pollfd p{x, POLLIN, 0};
+          const int k = ::poll(&p, 1, 10000);
+          if (k == 0) Fail("two-waiters: lost wake-up of the poll on X in round " + std::to_string(r));
+        }
+        if (got != m) Fail("two-waiters: X's round " + std::to_string(r) + " came back different");
+      }
+    });
+    for (int r = 0; r < rounds; ++r) {
+      // Y first: its echo is usually the first bell of the main thread's
+      // wait, so X's echo is the one that could be taken as already rung.
+      SendMsg(y, RoundMsg(seed + 1, r));
+      SendMsg(x, RoundMsg(seed, r));
+      x_round.store(r);
+      const std::vector<uint8_t> m = RoundMsg(seed + 1, r);
+      std::vector<uint8_t> got;
+      for (;;) {
+        if (!ReadSome(y, &got, m.size())) Fail("two-waiters: EOF on Y");
+        if (got.size() == m.size()) break;
+        epoll_event ev{};
+        if (::epoll_wait(ep, &ev, 1, 10000) == 0) Fail("two-waiters: lost wake-up of the epoll set in round " + std::to_string(r));
+      }
+      if (got != m) Fail("two-waiters: Y's round " + std::to_string(r) + " came back different");
+    }
+    poller.join();
+    ::shutdown(x, SHUT_WR);
+    ::shutdown(y, SHUT_WR);
   } else {
     return -1;
   }
@@ -505,7 +556,7 @@ int Client(int argc, char** argv) {
   const std::string mode = Arg(argc, argv, "--mode", "poll");
   Check c{std::strtoull(Arg(argc, argv, "--seed", "1"), nullptr, 10), total};
   if (mode == "semantics") return Semantics(port);
-  if (mode.size() > 7 && (mode.ends_with("-rounds") || mode.ends_with("-epoll"))) {
+  if (mode.size() > 7 && (mode.ends_with("-rounds") || mode.ends_with("-epoll") || mode == "two-waiters")) {
     const int r = WakeRounds(port, mode, std::atoi(Arg(argc, argv, "--rounds", "2000")), c.seed);
     if (r >= 0) return r;
   }
@@ -591,7 +642,8 @@ int main(int argc, char** argv) {
   if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
     std::puts("usage: hsi-run-check server --port-file FILE [--conns N]\n"
               "       hsi-run-check client --port P --bytes B --mode poll|threads|fork|epoll|semantics [--seed S]\n"
-              "       hsi-run-check client --port P --bytes 0 --mode et-rounds|block-rounds|shared-epoll|many-epoll\n"
+              "       hsi-run-check client --port P --bytes 0 --mode et-rounds|block-rounds|shared-epoll|many-epoll|\n"
+              "                     two-waiters\n"
               "                     [--rounds R] [--seed S]\n"
               "Echo stream check for hsi-run: every byte generated from the seed, echoed, compared.");
     return 0;
