@@ -7,11 +7,13 @@
 // so readiness is made real on it: when a consumer runs out of data it
 // *arms* (StreamEnd::ArmData), and the producer's next commit sends one
 // byte, a *bell*, over the TCP connection, which makes the consumer's socket
-// readable. The consumer drains bells only while arming, and only as many
-// as the producer had counted before the arm, so whenever the ring holds
-// data at least one bell is (or is about to be) in the socket: the socket
-// is readable whenever ring data waits; a bell with no data behind it is a
-// spurious wake-up (read returns EAGAIN). The same for space: a producer
+// readable. The consumer drains bells only while arming (or, DrainStale,
+// when woken with an empty ring), and only as many as the producer had
+// counted before it found the ring empty, so after an arm, whenever the
+// ring holds data at least one bell is (or is about to be) in the socket; a
+// bell with no data behind it is a spurious wake-up. When to arm is the
+// caller's choice: hsi-run arms just before a reader sleeps (lazy arming,
+// docs/hsi-run.md section 4). The same for space: a producer
 // that finds the ring full arms (ArmSpace) and the consumer's next release
 // sends a bell back (an EPOLLOUT edge for the producer's socket) and wakes
 // a futex word for a producer blocked in write. No stream byte ever goes
