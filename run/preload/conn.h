@@ -127,6 +127,13 @@ struct Conn {
   // arms with its own waiter id (one bell per wait, hsi/stream.h) only when
   // it is the only one and the connection is not eager.
   std::atomic<int> sleepers;
+  // A wait saw the socket readable with the ring empty and no bell left
+  // (the peer's FIN or reset, most likely): the next read that finds the
+  // ring empty looks at the socket's end. Otherwise a non-blocking read
+  // that finds nothing returns EAGAIN without a syscall, looking only
+  // every 64th time (`quiet_reads`), for a program that never waits.
+  std::atomic<bool> end_maybe;
+  std::atomic<uint32_t> quiet_reads;
   pthread_mutex_t setup_mu, tx_mu, rx_mu;
   hsi::RingGeometry geometry;
   hsi::Segment own_ring, own_page;  // until paired (then inside `end`)

@@ -134,7 +134,14 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
     }
     short rev = 0;
     if (dontwait) {
-      rev = PollNow(fd, POLLRDHUP);
+      // The socket's end is looked at only when a wait saw it readable
+      // with nothing behind (wait.cc sets end_maybe), or every 64th empty
+      // read: a non-blocking reader that finds the ring empty otherwise
+      // costs no syscall (it sleeps next in a wait, which sees a FIN).
+      if (c->end_maybe.exchange(false, std::memory_order_relaxed) ||
+          (c->quiet_reads.fetch_add(1, std::memory_order_relaxed) & 63) == 63) {
+        rev = PollNow(fd, POLLRDHUP);
+      }
     } else {
       // Blocking: sleep on the socket until a bell (or the peer's FIN)
       // comes, without the receive lock (another thread may read, or arm

@@ -193,6 +193,10 @@ void WokeAll(const std::vector<Watch>& w) {
   for (const Watch& x : w) Woke(x.c);
 }
 
+// The kernel reported the end of `w`'s socket, or input with nothing behind
+// it: its next empty read looks at the socket (io.cc).
+void EndMaybe(const Watch& w) { w.c->end_maybe.store(true, std::memory_order_relaxed); }
+
 // The kernel reported input on `w` but its ring is empty: a bell for data
 // already read (readers drain bells only when they arm, so the bell that
 // announced data read since is still in the socket), or one that was in
@@ -209,7 +213,9 @@ bool Stale(const Watch& w) {
   Unlock(&w.c->rx_mu);
   if (!empty) return false;
   pollfd p{w.fd, POLLIN, 0};  // still readable: the peer's FIN, or a new bell
-  return R().poll(&p, 1, 0) == 0;
+  if (R().poll(&p, 1, 0) == 0) return true;
+  EndMaybe(w);
+  return false;
 }
 
 // The one Watch reported as epoll data `d` (nullptr if none, or several:
@@ -262,6 +268,7 @@ int EpollWait(int epfd, epoll_event* events, int max, const timespec* ts, const 
     int out = from;
     for (int j = from; j < to; ++j) {
       const Watch* w = WatchOf(t_watch, events[j].data);
+      if (w != nullptr && (events[j].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) EndMaybe(*w);
       if (w != nullptr && (events[j].events & EPOLLIN) != 0 &&
           (events[j].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0 && Stale(*w)) {
         events[j].events &= ~static_cast<uint32_t>(EPOLLIN);
@@ -359,6 +366,7 @@ int PollImpl(pollfd* fds, nfds_t n, const timespec* ts, const sigset_t* mask, Po
     for (size_t i = 0; i < t_watch.size(); ++i) {
       const Watch& w = t_watch[i];
       pollfd& p = fds[w.slot];
+      if (p.fd == w.fd && (p.revents & (POLLHUP | POLLERR | POLLRDHUP)) != 0) EndMaybe(w);
       if (!t_ready[i] && p.fd == w.fd && (p.revents & (POLLHUP | POLLERR | POLLRDHUP)) == 0 &&
           (p.revents & POLLIN) != 0 && Stale(w)) {
         p.revents &= ~POLLIN;
