@@ -66,6 +66,27 @@ const Doorbell* SilentBell() {
   return bell;
 }
 
+// The waiter ids this process has rung a bell for (StreamPage::data_waiter):
+// one slot per id hash, one atomic word each (an exact id, never a partial
+// match). Two producers may both ring for one id (a race): one bell more.
+// A slot taken by another id only makes the next bell for the first one
+// ring again. Shared by every stream of the process; after a fork the
+// child's copy still names waits that were rung.
+class RungWaiters {
+ public:
+  // Whether `waiter` was rung already; if not, records it (the caller rings).
+  static bool TestAndSet(uint64_t waiter) {
+    std::atomic<uint64_t>& slot = slots_[(waiter * 0x9E3779B97F4A7C15ull) >> (64 - kBits)];
+    if (slot.load(std::memory_order_relaxed) == waiter) return true;
+    slot.store(waiter, std::memory_order_relaxed);
+    return false;
+  }
+
+ private:
+  static constexpr int kBits = 8;
+  static inline std::atomic<uint64_t> slots_[1 << kBits] = {};
+};
+
 }  // namespace
 
 absl::StatusOr<Segment> CreateStreamPage() {
@@ -182,7 +203,10 @@ ssize_t StreamEnd::TryWrite(const struct iovec* iov, int iovcnt, int sock) {
   const uint64_t arm = peer_page()->data_arm.load(std::memory_order_acquire);  // loaded once (invariant 2)
   if (arm > own_page()->data_rung.load(std::memory_order_relaxed)) {
     own_page()->data_rung.store(arm, std::memory_order_relaxed);
-    Bell(sock);
+    // The waiter stored with this arm (or with a newer one: then this arm's
+    // wait is over or was joined by another sleeper, which stores 0).
+    const uint64_t waiter = peer_page()->data_waiter.load(std::memory_order_relaxed);
+    if (waiter == 0 || !RungWaiters::TestAndSet(waiter)) Bell(sock);
   }
   return static_cast<ssize_t>(done);
 }
@@ -223,14 +247,31 @@ ssize_t StreamEnd::TryRead(const struct iovec* iov, int iovcnt, bool peek, int s
   return static_cast<ssize_t>(done);
 }
 
-bool StreamEnd::ArmData(int sock) {
+bool StreamEnd::ArmData(int sock, uint64_t waiter) {
   // Bells the peer counted before this arm: those are ours to drain. A bell
   // it sends for this arm is counted later and stays in the socket.
   const uint64_t counted = peer_page()->bells_sent.load(std::memory_order_acquire);
+  own_page()->data_waiter.store(waiter, std::memory_order_relaxed);  // published by the arm below
   own_page()->data_arm.store(++data_arm_, std::memory_order_seq_cst);
   std::atomic_thread_fence(std::memory_order_seq_cst);
   Frame f;
   if (rx_.TryPeek(&f) || !rx_.ok()) return false;
+  DrainBells(sock, counted);
+  return true;
+}
+
+bool StreamEnd::DrainStale(int sock) {
+  // As in ArmData: a bell counted before the ring is seen empty announced a
+  // frame that is consumed already, so it is stale; a later one stays.
+  const uint64_t counted = peer_page()->bells_sent.load(std::memory_order_acquire);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  Frame f;
+  if (rx_.TryPeek(&f) || !rx_.ok()) return false;
+  DrainBells(sock, counted);
+  return true;
+}
+
+void StreamEnd::DrainBells(int sock, uint64_t counted) {
   // A hostile count (below what we drained, or huge) only changes how many
   // bells of this connection we read; every byte on it is a bell.
   uint64_t owed = counted > bells_drained_ ? counted - bells_drained_ : 0;
@@ -241,7 +282,6 @@ bool StreamEnd::ArmData(int sock) {
     bells_drained_ += static_cast<uint64_t>(n);
     owed -= static_cast<uint64_t>(n);
   }
-  return true;
 }
 
 bool StreamEnd::ArmSpace(size_t need) {

@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <time.h>
@@ -126,9 +127,11 @@ Real LoadReal() {
   Load(r.epoll_ctl, "epoll_ctl");
   Load(r.epoll_wait, "epoll_wait");
   Load(r.epoll_pwait, "epoll_pwait");
+  Load(r.epoll_pwait2, "epoll_pwait2");
   Load(r.poll, "poll");
   Load(r.ppoll, "ppoll");
   Load(r.select, "select");
+  Load(r.pselect, "pselect");
   return r;
 }
 
@@ -136,6 +139,7 @@ constexpr int kTableSize = 1 << 16;  // descriptors above are never accelerated
 std::atomic<Conn*> g_table[kTableSize];
 pthread_mutex_t g_table_mu = PTHREAD_MUTEX_INITIALIZER;
 std::unordered_map<Conn*, int>* g_local;        // this process's descriptors per Conn
+std::atomic<size_t> g_local_count{0};           // g_local->size(), read without the lock
 std::unordered_map<int, uint64_t>* g_listeners;  // listener fd -> id
 pthread_mutex_t g_broker_mu = PTHREAD_MUTEX_INITIALIZER;
 hsi::RunBroker* g_broker = nullptr;
@@ -179,8 +183,32 @@ void PairBeforeFork() {
   }
 }
 
+// After the fork two processes hold every connection, and neither sees
+// the other's epoll sets: from now on their readers arm whenever they empty
+// a ring (Conn::eager), and an empty ring is armed now, before the child
+// exists, so that "ring empty => armed" holds from the fork on.
+void EagerBeforeFork() {
+  if (InLib()) return;
+  std::vector<std::pair<int, Conn*>> active;
+  {
+    Guard g(&g_table_mu);
+    for (int fd = 0; fd < kTableSize; ++fd) {
+      Conn* c = g_table[fd].load(std::memory_order_relaxed);
+      if (c == nullptr || c->eager.load(std::memory_order_relaxed)) continue;
+      c->eager.store(true, std::memory_order_relaxed);
+      if (c->state.load() == static_cast<int>(State::kActive)) active.emplace_back(fd, c);
+    }
+  }
+  LibScope scope;
+  for (auto [fd, c] : active) {
+    Guard g(&c->rx_mu);
+    if (c->end.Readable() == 0) c->end.ArmData(fd);
+  }
+}
+
 void AtforkPrepare() {
   PairBeforeFork();
+  EagerBeforeFork();
   pthread_mutex_lock(&g_broker_mu);
   pthread_mutex_lock(&g_table_mu);
 }
@@ -199,6 +227,8 @@ void AtforkChild() {
     g_broker = nullptr;
   }
   g_broker_retry_at = 0;
+  // The child's waits are not the parent's: ids of their own.
+  NewWaiterBase();
   // Listeners stay hsid-registered by the parent; this child registers
   // again on its first accept (IsListener answers false).
   g_listeners->clear();
@@ -286,6 +316,10 @@ Conn* NewConn(uint32_t side, uint64_t stream_id, const hsi::RingGeometry& g) {
   c->shut_wr.store(false);
   c->writes.store(0);
   c->forked_pending.store(false);
+  c->eager.store(false);
+  c->sleepers.store(0);
+  c->end_maybe.store(false);
+  c->quiet_reads.store(0);
   c->geometry = g;
   pthread_mutexattr_t a;
   pthread_mutexattr_init(&a);
@@ -327,6 +361,7 @@ void Attach(int fd, Conn* c, bool adopt_ref) {
   Guard g(&g_table_mu);
   if (!adopt_ref) c->refs.fetch_add(1, std::memory_order_relaxed);
   ++(*g_local)[c];
+  g_local_count.store(g_local->size(), std::memory_order_relaxed);
   g_table[fd].store(c, std::memory_order_release);
 }
 
@@ -341,6 +376,7 @@ bool Detach(int fd) {
     auto it = g_local->find(c);
     if (it != g_local->end() && --it->second <= 0) {
       g_local->erase(it);
+      g_local_count.store(g_local->size(), std::memory_order_relaxed);
       last_here = true;
     }
   }
@@ -352,6 +388,29 @@ bool Detach(int fd) {
   }
   return true;
 }
+
+namespace {
+thread_local uint64_t t_waiter_base = 0, t_waiter_seq = 0;
+}  // namespace
+
+void NewWaiterBase() {
+  uint64_t b = 0;
+  if (::getrandom(&b, sizeof(b), 0) != sizeof(b)) {
+    // No entropy: an id unique to this thread of this process (pids are
+    // not reused while it lives) is enough; only a peer could forge it.
+    b = (static_cast<uint64_t>(::getpid()) << 40) ^ (static_cast<uint64_t>(::gettid()) << 16) ^ NowMs();
+  }
+  t_waiter_base = b | 1;
+  t_waiter_seq = 0;
+}
+
+uint64_t NextWaiterId() {
+  if (t_waiter_base == 0) NewWaiterBase();
+  const uint64_t id = t_waiter_base + (++t_waiter_seq << 1);  // odd: never 0
+  return id;
+}
+
+bool AnyConns() { return g_local_count.load(std::memory_order_relaxed) != 0; }
 
 bool IsListener(int fd) {
   Guard g(&g_table_mu);

@@ -94,9 +94,11 @@ struct Real {
   int (*epoll_ctl)(int, int, int, struct epoll_event*);
   int (*epoll_wait)(int, struct epoll_event*, int, int);
   int (*epoll_pwait)(int, struct epoll_event*, int, int, const sigset_t*);
+  int (*epoll_pwait2)(int, struct epoll_event*, int, const struct timespec*, const sigset_t*);
   int (*poll)(struct pollfd*, unsigned long, int);
   int (*ppoll)(struct pollfd*, unsigned long, const struct timespec*, const sigset_t*);
   int (*select)(int, fd_set*, fd_set*, fd_set*, struct timeval*);
+  int (*pselect)(int, fd_set*, fd_set*, fd_set*, const struct timespec*, const sigset_t*);
 };
 const Real& R();
 
@@ -116,6 +118,22 @@ struct Conn {
   std::atomic<bool> shut_wr;
   std::atomic<uint32_t> writes;  // for the periodic peer-gone check
   std::atomic<bool> forked_pending;  // a fork shared it before it paired
+  // Readers arm whenever they empty the ring, not only before they sleep
+  // (wait.cc): set, for good, when the library cannot see every sleeper
+  // (held by two processes after a fork, EPOLLONESHOT, O_ASYNC, a dup left
+  // in an epoll set). Relaxed: it only adds arms.
+  std::atomic<bool> eager;
+  // Waits (and blocking reads) sleeping on it now, in every process: a wait
+  // arms with its own waiter id (one bell per wait, hsi/stream.h) only when
+  // it is the only one and the connection is not eager.
+  std::atomic<int> sleepers;
+  // A wait saw the socket readable with the ring empty and no bell left
+  // (the peer's FIN or reset, most likely): the next read that finds the
+  // ring empty looks at the socket's end. Otherwise a non-blocking read
+  // that finds nothing returns EAGAIN without a syscall, looking only
+  // every 64th time (`quiet_reads`), for a program that never waits.
+  std::atomic<bool> end_maybe;
+  std::atomic<uint32_t> quiet_reads;
   pthread_mutex_t setup_mu, tx_mu, rx_mu;
   hsi::RingGeometry geometry;
   hsi::Segment own_ring, own_page;  // until paired (then inside `end`)
@@ -156,6 +174,18 @@ void RemoveListener(int fd);
 // as no_hsid) when hsid does not answer. Callers hold BrokerLock().
 hsi::RunBroker* Broker();
 pthread_mutex_t* BrokerMu();
+// This thread's id for its next wait (nonzero, random, never reused);
+// renewed in a forked child.
+uint64_t NextWaiterId();
+void NewWaiterBase();
+
+// Whether this process holds any accelerated connection (the waits' fast
+// path; relaxed).
+bool AnyConns();
+// `fd` is being closed: forget it as an epoll set and as a member of one
+// (wait.cc).
+void ForgetWaitFd(int fd);
+
 // Tells hsid of a fallback this process decided (best effort).
 void ReportFallback(uint32_t reason);
 

@@ -1,8 +1,8 @@
 // libhsi-run.so's data path: read/write and every sibling, sendfile,
 // splice, FIONREAD. On a descriptor with no Conn, or inside the library,
-// each goes straight to libc. Readiness needs no interposer: bells make the
-// kernel socket readable (hsi/stream.h), so poll, select and epoll work as
-// they are, across fork and in shared epoll sets.
+// each goes straight to libc. Readiness: bells make the kernel socket
+// readable (hsi/stream.h); readers ask for them just before they sleep
+// (here for a blocking read, wait.cc for poll, select and epoll).
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -91,14 +91,13 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
     }
     done += static_cast<size_t>(n);
     if (done == total || (done > 0 && !waitall)) {
-      // Emptied the ring: drain the bell that announced it and arm now, so
-      // the socket is not left readable with nothing behind it (a blocking
-      // program that polls first would then block in its read).
-      // A blocking reader that busy-polls re-arms only when it must drain:
-      // its next read spins first, and an arm now would make the peer send
-      // a bell for every message (the syscall busy-polling exists to avoid).
-      // With busy polling, readers arm only before they sleep (busy.cc).
-      if (!peek && c->end.Readable() == 0 && (Opts().busy_poll_us == 0 || c->end.BellsOwed())) c->end.ArmData(fd);
+      // Lazy arming (docs/hsi-run.md, section 4): a reader that empties its
+      // ring does not ask for a bell; it arms just before it sleeps (a wait
+      // in wait.cc, or the blocking path below), so data that comes while
+      // the program is busy costs no bell. An eager connection (one whose
+      // sleepers the library cannot all see) arms now, so that its socket
+      // is readable whenever ring data waits.
+      if (!peek && c->eager.load(std::memory_order_relaxed) && c->end.Readable() == 0) c->end.ArmData(fd);
       return static_cast<ssize_t>(done);
     }
     if (n > 0) {
@@ -118,10 +117,47 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
       }
       if (got) continue;
     }
-    // Arm (ask for a bell) unless busy polling lets a non-blocking reader
-    // return without one: it arms in poll/select/epoll before sleeping.
-    if ((Opts().busy_poll_us == 0 || !dontwait) && !c->end.ArmData(fd)) continue;  // data came while arming
-    const short rev = PollNow(fd, POLLRDHUP);
+    // A blocking reader is about to sleep: arm (and drain the bells that
+    // announced what it read). A non-blocking one arms if eager; otherwise
+    // the wait it sleeps in next arms (wait.cc).
+    if (dontwait) {
+      if (c->eager.load(std::memory_order_relaxed) && !c->end.ArmData(fd)) continue;  // data came
+    } else {
+      // A sleeper: waits arm with their own waiter id only while no one
+      // else sleeps on the connection (wait.cc); this one asks for a bell
+      // on every arm (waiter 0).
+      c->sleepers.fetch_add(1, std::memory_order_relaxed);
+      if (!c->end.ArmData(fd)) {
+        c->sleepers.fetch_sub(1, std::memory_order_relaxed);
+        continue;  // data came
+      }
+    }
+    short rev = 0;
+    if (dontwait) {
+      // The socket's end is looked at only when a wait saw it readable
+      // with nothing behind (wait.cc sets end_maybe), or every 64th empty
+      // read: a non-blocking reader that finds the ring empty otherwise
+      // costs no syscall (it sleeps next in a wait, which sees a FIN).
+      if (c->end_maybe.exchange(false, std::memory_order_relaxed) ||
+          (c->quiet_reads.fetch_add(1, std::memory_order_relaxed) & 63) == 63) {
+        rev = PollNow(fd, POLLRDHUP);
+      }
+    } else {
+      // Blocking: sleep on the socket until a bell (or the peer's FIN)
+      // comes, without the receive lock (another thread may read, or arm
+      // before its own wait).
+      pollfd p{fd, POLLIN | POLLRDHUP, 0};
+      Unlock(&c->rx_mu);
+      const int r = ::poll(&p, 1, -1);
+      Lock(&c->rx_mu);
+      c->sleepers.fetch_sub(1, std::memory_order_relaxed);
+      if (r < 0 && errno == EINTR) {
+        if (done > 0) return static_cast<ssize_t>(done);
+        errno = EINTR;
+        return -1;
+      }
+      rev = r > 0 ? p.revents : 0;
+    }
     if ((rev & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
       // The peer shut down or died: every frame it committed came before
       // its FIN. Read them, then the socket's own end (bells, then EOF or
@@ -141,13 +177,6 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
     if (dontwait) {
       if (done > 0) return static_cast<ssize_t>(done);
       errno = EAGAIN;
-      return -1;
-    }
-    // Blocking: sleep on the socket until a bell (or the peer's FIN) comes.
-    pollfd p{fd, POLLIN | POLLRDHUP, 0};
-    if (::poll(&p, 1, -1) < 0 && errno == EINTR) {
-      if (done > 0) return static_cast<ssize_t>(done);
-      errno = EINTR;
       return -1;
     }
   }

@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -218,6 +219,24 @@ void Claim(int lfd, int fd) {
   Attach(fd, c, /*adopt_ref=*/true);
 }
 
+// The last descriptor of an accelerated connection is being closed: read
+// the peer's bells still in the socket (readers drain them only when they
+// arm, so some may be left), since the kernel answers a close with unread
+// bytes with a reset instead of a FIN, and the peer would read ECONNRESET
+// after the last ring byte instead of EOF. Every byte on the socket is a
+// bell. (A bell that arrives after this still resets: the peer was writing
+// to a connection being closed, as a TCP peer would get a reset.)
+void DrainBeforeLastClose(int fd) {
+  Conn* c = Lookup(fd);
+  if (c == nullptr || c->state.load() != static_cast<int>(State::kActive) ||
+      c->refs.load(std::memory_order_acquire) != 1) {
+    return;
+  }
+  char buf[512];
+  while (::syscall(SYS_recvfrom, fd, buf, sizeof(buf), MSG_DONTWAIT, nullptr, nullptr) > 0) {
+  }
+}
+
 // A descriptor number the kernel just handed out cannot have a Conn: one
 // left means its close went around us (fclose, a raw syscall); forget it.
 void Fresh(int fd) {
@@ -302,6 +321,8 @@ int accept(int lfd, sockaddr* addr, socklen_t* len) { return accept4(lfd, addr, 
 
 int close(int fd) {
   if (!InLib()) {
+    DrainBeforeLastClose(fd);
+    ForgetWaitFd(fd);  // before Detach: it marks the Conn eager if a dup keeps it in a set
     Detach(fd);
     RemoveListener(fd);
     SetNoAccel(fd, false);
@@ -312,6 +333,8 @@ int close(int fd) {
 int close_range(unsigned first, unsigned last, int flags) {
   if (!InLib() && (flags & CLOSE_RANGE_CLOEXEC) == 0) {
     for (unsigned fd = first; fd <= last && fd < 65536; ++fd) {
+      DrainBeforeLastClose(static_cast<int>(fd));
+      ForgetWaitFd(static_cast<int>(fd));
       Detach(static_cast<int>(fd));
       RemoveListener(static_cast<int>(fd));
     }
@@ -342,6 +365,8 @@ int dup(int fd) {
 
 int dup3(int oldfd, int newfd, int flags) {
   if (!InLib() && oldfd != newfd) {
+    DrainBeforeLastClose(newfd);
+    ForgetWaitFd(newfd);
     Detach(newfd);
     RemoveListener(newfd);
   }
@@ -369,7 +394,11 @@ static int FcntlImpl(int fd, int cmd, void* arg) {
     case F_SETFL: {
       const int rc = R().fcntl(fd, cmd, static_cast<int>(iarg));
       if (rc == 0) {
-        if (Conn* c = Lookup(fd)) c->nonblock.store((iarg & O_NONBLOCK) != 0);
+        if (Conn* c = Lookup(fd)) {
+          c->nonblock.store((iarg & O_NONBLOCK) != 0);
+          // Signal-driven I/O: it sleeps where the library cannot see.
+          if ((iarg & O_ASYNC) != 0) c->eager.store(true, std::memory_order_relaxed);
+        }
       }
       return rc;
     }

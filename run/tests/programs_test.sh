@@ -83,6 +83,22 @@ for mode in poll threads fork epoll; do
   wait "$SERVER" 2>/dev/null
 done
 
+# Wake-ups: round trips where the reader sleeps for nearly every echo, in
+# each way a program can sleep (docs/hsi-run.md, section 4: lazy arming and
+# one bell per wait); a lost wake-up fails a round after 10 s.
+for mode in et-rounds block-rounds shared-epoll many-epoll two-waiters; do
+  conns=1; [ "$mode" = many-epoll ] && conns=16; [ "$mode" = two-waiters ] && conns=2
+  CONNS=$conns check_server "$RUN" || continue
+  if timeout 120 "$RUN" "$BIN/hsi-run-check" client --port "$CHECK_PORT" --bytes 0 --mode "$mode" --rounds 2000 \
+       >"$T/client.out" 2>"$T/client.err" && grep -q "OK rounds=2000" "$T/client.out" &&
+     [ "$(grep -c "connector paired on rings" "$T/client.err")" -eq "$conns" ]; then
+    pass "wake-ups, $mode: 2000 round trips on rings, none lost"
+  else
+    fail "wake-ups, $mode: $(cat "$T/client.out" | tail -n 2) $(grep -c 'paired on rings' "$T/client.err")/$conns on rings"
+  fi
+  wait "$SERVER" 2>/dev/null
+done
+
 check_server "$RUN"
 if timeout 60 "$RUN" "$BIN/hsi-run-check" client --port "$CHECK_PORT" --bytes 0 --mode semantics >"$T/sem.out" 2>"$T/sem.err" &&
    grep -q "OK semantics" "$T/sem.out" && grep -q "connector paired on rings" "$T/sem.err"; then

@@ -21,7 +21,22 @@
 //                     one epoll set used by parent and child after fork,
 //                     EOF after shutdown, EPIPE after it, socket options
 //                     (--bytes is ignored)
-//       Prints "OK bytes=B" and exits 0, or "FAIL: ..." and exits 1.
+//       Wake-up modes, each --rounds R request/response round trips of 1 B
+//       to 3000 B (the reader must sleep for nearly every echo; a lost
+//       wake-up fails the round after 10 s, naming it; --bytes ignored):
+//       et-rounds:    non-blocking, sleeps in epoll edge-triggered
+//       block-rounds: blocking read, no poll/select/epoll at all
+//       shared-epoll: the parent adds the socket (edge-triggered) to an
+//                     epoll set created before a fork; the child sleeps in
+//                     that set and reads the echoes, the parent sends
+//       many-epoll:   16 connections (server --conns 16) in one level-
+//                     triggered epoll set; each round sends on all of them
+//                     and waits for every echo
+//       two-waiters:  a thread sleeps in poll on connection X while the
+//                     main thread sleeps in an epoll set holding X and Y
+//                     (server --conns 2); each reads its own connection
+//       Prints "OK bytes=B" (or "OK rounds=R") and exits 0, or "FAIL: ..."
+//       and exits 1.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -37,6 +52,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -335,6 +351,202 @@ int Semantics(int port) {
   return 0;
 }
 
+// ------------------------------------------------------------ wake-ups
+
+// Round `r`'s message: its length (1 B to 3000 B) and bytes.
+size_t RoundLen(int r) { return 1 + static_cast<size_t>(r * 7919) % 3000; }
+std::vector<uint8_t> RoundMsg(uint64_t seed, int r) {
+  std::vector<uint8_t> m(RoundLen(r));
+  for (size_t i = 0; i < m.size(); ++i) m[i] = ByteAt(seed + static_cast<uint64_t>(r), i);
+  return m;
+}
+
+void SendMsg(int fd, const std::vector<uint8_t>& m) {
+  for (size_t off = 0; off < m.size();) {
+    const ssize_t n = ::send(fd, m.data() + off, m.size() - off, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;  // a ring of 1 MiB never stays full here
+      Fail("send");
+    }
+    off += static_cast<size_t>(n);
+  }
+}
+
+// Reads what is there (non-blocking) into `got`; false at EOF.
+bool ReadSome(int fd, std::vector<uint8_t>* got, size_t want) {
+  uint8_t buf[4096];
+  while (got->size() < want) {
+    const ssize_t n = ::read(fd, buf, std::min(sizeof(buf), want - got->size()));
+    if (n == 0) return false;
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) return true;
+      Fail("read");
+    }
+    got->insert(got->end(), buf, buf + n);
+  }
+  return true;
+}
+
+// Waits on epoll set `ep` until `fd` gave back all of round `r`'s message.
+void AwaitEcho(int ep, int fd, uint64_t seed, int r, const char* what) {
+  const std::vector<uint8_t> m = RoundMsg(seed, r);
+  std::vector<uint8_t> got;
+  for (;;) {
+    if (!ReadSome(fd, &got, m.size())) Fail(std::string(what) + ": EOF in round " + std::to_string(r));
+    if (got.size() == m.size()) break;
+    epoll_event ev{};
+    const int k = ::epoll_wait(ep, &ev, 1, 10000);
+    if (k < 0 && errno == EINTR) continue;
+    if (k == 0) Fail(std::string(what) + ": lost wake-up: no event in 10 s in round " + std::to_string(r));
+  }
+  if (got != m) Fail(std::string(what) + ": round " + std::to_string(r) + " came back different");
+}
+
+int WakeRounds(int port, const std::string& mode, int rounds, uint64_t seed) {
+  if (mode == "et-rounds") {
+    const int fd = Connect(port);
+    SetNonBlocking(fd);
+    const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    epoll_event ev{EPOLLIN | EPOLLET, {}};
+    ev.data.fd = fd;
+    if (::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) Fail("epoll_ctl");
+    for (int r = 0; r < rounds; ++r) {
+      SendMsg(fd, RoundMsg(seed, r));
+      AwaitEcho(ep, fd, seed, r, "epoll edge-triggered");
+    }
+  } else if (mode == "block-rounds") {
+    const int fd = Connect(port);
+    for (int r = 0; r < rounds; ++r) {
+      const std::vector<uint8_t> m = RoundMsg(seed, r);
+      SendMsg(fd, m);
+      std::vector<uint8_t> got(m.size());
+      for (size_t off = 0; off < got.size();) {
+        const ssize_t n = ::read(fd, got.data() + off, got.size() - off);  // sleeps in read
+        if (n <= 0) Fail("blocking read in round " + std::to_string(r));
+        off += static_cast<size_t>(n);
+      }
+      if (got != m) Fail("blocking read: round " + std::to_string(r) + " came back different");
+    }
+  } else if (mode == "shared-epoll") {
+    const int fd = Connect(port);
+    SetNonBlocking(fd);
+    const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    int go[2], ack[2];
+    if (::pipe(go) < 0 || ::pipe(ack) < 0) Fail("pipe");
+    const pid_t pid = ::fork();
+    if (pid < 0) Fail("fork");
+    if (pid == 0) {
+      // The child sleeps in the set the parent filled after the fork.
+      char b = 0;
+      for (int r = 0; r < rounds; ++r) {
+        if (::read(go[0], &b, 1) != 1) std::_Exit(3);
+        AwaitEcho(ep, fd, seed, r, "shared epoll (child)");
+        if (::write(ack[1], "a", 1) != 1) std::_Exit(4);
+      }
+      std::_Exit(0);
+    }
+    // Edge-triggered: a bell left in the socket does not hide a lost one.
+    epoll_event ev{EPOLLIN | EPOLLET, {}};
+    ev.data.fd = fd;
+    if (::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) Fail("epoll_ctl");
+    char b = 0;
+    for (int r = 0; r < rounds; ++r) {
+      if (::write(go[1], "g", 1) != 1) Fail("pipe write");
+      SendMsg(fd, RoundMsg(seed, r));
+      if (::read(ack[0], &b, 1) != 1) break;  // the child failed: its status says how
+    }
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) Fail("shared epoll: the child failed, status " + std::to_string(st));
+  } else if (mode == "many-epoll") {
+    constexpr int kConns = 16;
+    const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    int fds[kConns];
+    for (int& fd : fds) {
+      fd = Connect(port);
+      SetNonBlocking(fd);
+      epoll_event ev{EPOLLIN, {}};
+      ev.data.fd = fd;
+      if (::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) Fail("epoll_ctl");
+    }
+    for (int r = 0; r < rounds; ++r) {
+      for (int i = 0; i < kConns; ++i) SendMsg(fds[i], RoundMsg(seed + i * 1000003ull, r));
+      std::vector<std::vector<uint8_t>> got(kConns);
+      int done = 0;
+      while (done < kConns) {
+        epoll_event evs[kConns];
+        const int k = ::epoll_wait(ep, evs, kConns, 10000);
+        if (k < 0 && errno == EINTR) continue;
+        if (k == 0) Fail("many-epoll: lost wake-up: no event in 10 s in round " + std::to_string(r));
+        for (int e = 0; e < k; ++e) {
+          const int i = static_cast<int>(std::find(fds, fds + kConns, evs[e].data.fd) - fds);
+          if (i == kConns) Fail("many-epoll: an event for an unknown descriptor");
+          const std::vector<uint8_t> m = RoundMsg(seed + i * 1000003ull, r);
+          if (got[i].size() == m.size()) continue;
+          if (!ReadSome(fds[i], &got[i], m.size())) Fail("many-epoll: EOF");
+          if (got[i].size() == m.size()) {
+            if (got[i] != m) Fail("many-epoll: round " + std::to_string(r) + " came back different");
+            ++done;
+          }
+        }
+      }
+    }
+    for (int fd : fds) ::shutdown(fd, SHUT_WR);
+  } else if (mode == "two-waiters") {
+    // A thread sleeps in poll on X and reads its echoes; the main thread
+    // sleeps in an epoll set holding X (edge-triggered, ignored) and Y, and
+    // reads Y's. Both sleep on X: the producer must not take the bell that
+    // woke the main thread for Y as the poller's wake-up too.
+    const int x = Connect(port), y = Connect(port);
+    SetNonBlocking(x);
+    SetNonBlocking(y);
+    const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    epoll_event ex{EPOLLIN | EPOLLET, {}}, ey{EPOLLIN, {}};
+    ex.data.fd = x;
+    ey.data.fd = y;
+    if (::epoll_ctl(ep, EPOLL_CTL_ADD, x, &ex) < 0 || ::epoll_ctl(ep, EPOLL_CTL_ADD, y, &ey) < 0) Fail("epoll_ctl");
+    std::atomic<int> x_round{-1};
+    std::thread poller([&] {
+      for (int r = 0; r < rounds; ++r) {
+        while (x_round.load() < r) std::this_thread::yield();  // the main thread sent round r on X
+        const std::vector<uint8_t> m = RoundMsg(seed, r);
+        std::vector<uint8_t> got;
+        for (;;) {
+          if (!ReadSome(x, &got, m.size())) Fail("two-waiters: EOF on X");
+          if (got.size() == m.size()) break;
+          pollfd p{x, POLLIN, 0};
+          const int k = ::poll(&p, 1, 10000);
+          if (k == 0) Fail("two-waiters: lost wake-up of the poll on X in round " + std::to_string(r));
+        }
+        if (got != m) Fail("two-waiters: X's round " + std::to_string(r) + " came back different");
+      }
+    });
+    for (int r = 0; r < rounds; ++r) {
+      // Y first: its echo is usually the first bell of the main thread's
+      // wait, so X's echo is the one that could be taken as already rung.
+      SendMsg(y, RoundMsg(seed + 1, r));
+      SendMsg(x, RoundMsg(seed, r));
+      x_round.store(r);
+      const std::vector<uint8_t> m = RoundMsg(seed + 1, r);
+      std::vector<uint8_t> got;
+      for (;;) {
+        if (!ReadSome(y, &got, m.size())) Fail("two-waiters: EOF on Y");
+        if (got.size() == m.size()) break;
+        epoll_event ev{};
+        if (::epoll_wait(ep, &ev, 1, 10000) == 0) Fail("two-waiters: lost wake-up of the epoll set in round " + std::to_string(r));
+      }
+      if (got != m) Fail("two-waiters: Y's round " + std::to_string(r) + " came back different");
+    }
+    poller.join();
+    ::shutdown(x, SHUT_WR);
+    ::shutdown(y, SHUT_WR);
+  } else {
+    return -1;
+  }
+  std::printf("OK rounds=%d\n", rounds);
+  return 0;
+}
+
 int Client(int argc, char** argv) {
   // A write to a connection the peer reset must show as EPIPE, as in most
   // servers, not kill the check.
@@ -344,6 +556,10 @@ int Client(int argc, char** argv) {
   const std::string mode = Arg(argc, argv, "--mode", "poll");
   Check c{std::strtoull(Arg(argc, argv, "--seed", "1"), nullptr, 10), total};
   if (mode == "semantics") return Semantics(port);
+  if (mode.size() > 7 && (mode.ends_with("-rounds") || mode.ends_with("-epoll") || mode == "two-waiters")) {
+    const int r = WakeRounds(port, mode, std::atoi(Arg(argc, argv, "--rounds", "2000")), c.seed);
+    if (r >= 0) return r;
+  }
   const int fd = Connect(port);
   if (mode == "threads") {
     std::thread sender(SendAll, fd, c.seed, total);
@@ -426,6 +642,9 @@ int main(int argc, char** argv) {
   if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
     std::puts("usage: hsi-run-check server --port-file FILE [--conns N]\n"
               "       hsi-run-check client --port P --bytes B --mode poll|threads|fork|epoll|semantics [--seed S]\n"
+              "       hsi-run-check client --port P --bytes 0 --mode et-rounds|block-rounds|shared-epoll|many-epoll|\n"
+              "                     two-waiters\n"
+              "                     [--rounds R] [--seed S]\n"
               "Echo stream check for hsi-run: every byte generated from the seed, echoed, compared.");
     return 0;
   }

@@ -125,6 +125,71 @@ TEST(StreamEndTest, SocketIsReadableExactlyWhenRingDataWaits) {
   }
 }
 
+// Writes one 8-byte message from A to B.
+void Send8(Pair& p) {
+  uint8_t m[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  iovec v{m, sizeof(m)};
+  ASSERT_EQ(p.ea->TryWrite(&v, 1, p.a), 8);
+}
+
+// Reads B's 8-byte message.
+void Recv8(Pair& p) {
+  uint8_t m[8];
+  iovec r{m, sizeof(m)};
+  ASSERT_EQ(p.eb->TryRead(&r, 1, false, p.b), 8);
+  EXPECT_EQ(m[7], 8);
+}
+
+TEST(StreamEndTest, OneBellPerWaiter) {
+  // Two connections from one producer process, both armed by one wait
+  // (waiter id W): the first commit rings, the second needs not, since
+  // that wait is woken already. A new wait (W2) and a wait with no id (0,
+  // "ring every arm") are rung on each.
+  Pair p1, p2;
+  MakePair(&p1, RingGeometry{64 * 1024, 16 * 1024});
+  MakePair(&p2, RingGeometry{64 * 1024, 16 * 1024});
+  const uint64_t w = 0x5eed0001a2b3c4d5ull, w2 = w + 2;
+  ASSERT_TRUE(p1.eb->ArmData(p1.b, w));
+  ASSERT_TRUE(p2.eb->ArmData(p2.b, w));
+  Send8(p1);
+  Send8(p2);
+  EXPECT_TRUE(Readable(p1.b, 5000)) << "the wait got no bell";
+  EXPECT_FALSE(Readable(p2.b, 50)) << "a second bell for one wait";
+  Recv8(p1);
+  Recv8(p2);
+  ASSERT_TRUE(p1.eb->ArmData(p1.b, w2));  // drains the bell of W
+  ASSERT_TRUE(p2.eb->ArmData(p2.b, w2));
+  EXPECT_FALSE(Readable(p1.b, 0));
+  Send8(p2);
+  Send8(p1);
+  EXPECT_TRUE(Readable(p2.b, 5000)) << "the new wait got no bell";
+  EXPECT_FALSE(Readable(p1.b, 50)) << "a second bell for the new wait";
+  Recv8(p1);
+  Recv8(p2);
+  ASSERT_TRUE(p1.eb->ArmData(p1.b, 0));
+  ASSERT_TRUE(p2.eb->ArmData(p2.b, 0));
+  Send8(p1);
+  Send8(p2);
+  EXPECT_TRUE(Readable(p1.b, 5000)) << "no bell with waiter 0";
+  EXPECT_TRUE(Readable(p2.b, 5000)) << "no bell with waiter 0";
+}
+
+TEST(StreamEndTest, DrainStaleLeavesTheSocketQuietOnlyWhenTheRingIsEmpty) {
+  Pair p;
+  MakePair(&p, RingGeometry{64 * 1024, 16 * 1024});
+  ASSERT_TRUE(p.eb->ArmData(p.b));
+  Send8(p);
+  ASSERT_TRUE(Readable(p.b, 5000));
+  // Data waits: the bell is not stale and stays.
+  EXPECT_FALSE(p.eb->DrainStale(p.b));
+  EXPECT_TRUE(Readable(p.b, 0));
+  // Read without arming (lazy): the bell is left behind, stale.
+  Recv8(p);
+  EXPECT_TRUE(Readable(p.b, 0));
+  EXPECT_TRUE(p.eb->DrainStale(p.b));
+  EXPECT_FALSE(Readable(p.b, 0)) << "readable with an empty ring after the drain";
+}
+
 TEST(StreamEndTest, FullProducerGetsASpaceBell) {
   Pair p;
   MakePair(&p, RingGeometry{64 * 1024, 16 * 1024});

@@ -7,11 +7,13 @@
 // so readiness is made real on it: when a consumer runs out of data it
 // *arms* (StreamEnd::ArmData), and the producer's next commit sends one
 // byte, a *bell*, over the TCP connection, which makes the consumer's socket
-// readable. The consumer drains bells only while arming, and only as many
-// as the producer had counted before the arm, so whenever the ring holds
-// data at least one bell is (or is about to be) in the socket: the socket
-// is readable whenever ring data waits; a bell with no data behind it is a
-// spurious wake-up (read returns EAGAIN). The same for space: a producer
+// readable. The consumer drains bells only while arming (or, DrainStale,
+// when woken with an empty ring), and only as many as the producer had
+// counted before it found the ring empty, so after an arm, whenever the
+// ring holds data at least one bell is (or is about to be) in the socket; a
+// bell with no data behind it is a spurious wake-up. When to arm is the
+// caller's choice: hsi-run arms just before a reader sleeps (lazy arming,
+// docs/hsi-run.md section 4). The same for space: a producer
 // that finds the ring full arms (ArmSpace) and the consumer's next release
 // sends a bell back (an EPOLLOUT edge for the producer's socket) and wakes
 // a futex word for a producer blocked in write. No stream byte ever goes
@@ -23,6 +25,14 @@
 // used only as wake-up hints (a hostile peer can make its own connection
 // wake too often or stall, nothing else); ring frames are validated by the
 // ring (invariant 2): a violation breaks this stream only (ECONNRESET).
+//
+// One bell per wait: a wait that sleeps on many connections (an epoll set)
+// arms them all with its waiter id; the producer's process remembers (in a
+// small table of atomics, per process) the ids it has rung, and rings at
+// most one connection per id: the wait is woken once and then looks at all
+// its rings (hsi-run's wait.cc). An id is only a hint from the peer: a
+// forged one can only cost its own connections their bells; the table
+// forgets (a slot overwritten) only towards ringing more.
 //
 // Memory ordering (the need-wakeup handshake of DESIGN.md section 3):
 //   consumer: data_arm (seq_cst store), seq_cst fence, re-check ring
@@ -72,6 +82,12 @@ struct StreamPage {
   alignas(64) std::atomic<uint64_t> bells_sent;
   // As consumer: the epoch of this side's latest request for a data bell.
   alignas(64) std::atomic<uint64_t> data_arm;
+  // As consumer: the one wait that made that request (a random id), or 0:
+  // any number of sleepers may rely on it. A producer that has rung one
+  // bell for a waiter id need not ring another connection for it (that
+  // wait is woken already, and looks at all its rings when it wakes).
+  // Stored before data_arm.
+  std::atomic<uint64_t> data_waiter;
   // As consumer: the peer's space_arm epoch this side last rang for.
   std::atomic<uint64_t> space_rung;
   // As consumer: bumped (release) before FUTEX_WAKE when it rings for space.
@@ -121,7 +137,16 @@ class HSI_EXPORT StreamEnd {
   // Consumer: asks for a data bell and drains the bells counted before.
   // Returns true if the ring is still empty (armed: the next commit rings),
   // false if data is there (read it).
-  bool ArmData(int sock);
+  bool ArmData(int sock) { return ArmData(sock, 0); }
+  // The same, for a wait identified by `waiter` (nonzero, unique to that
+  // wait) that is the only sleeper this ring has and that, once woken,
+  // looks at every ring it waits on: a producer rings at most one of the
+  // connections armed for one waiter (StreamPage::data_waiter).
+  bool ArmData(int sock, uint64_t waiter);
+  // Consumer, woken with nothing in the ring (a bell for a frame already
+  // read): drains the bells counted before it looked, without arming.
+  // Returns true if the ring is empty, false if data is there.
+  bool DrainStale(int sock);
   // Producer: asks for a space bell. Returns true if the ring still has no
   // room for a frame of `need` bytes (capped at the MTU).
   bool ArmSpace(size_t need);
@@ -149,6 +174,8 @@ class HSI_EXPORT StreamEnd {
   StreamPage* own_page() const { return static_cast<StreamPage*>(own_page_.data()); }
   const StreamPage* peer_page() const { return static_cast<const StreamPage*>(peer_page_.data()); }
   void Bell(int sock) { (void)SendBell(sock, MSG_NOSIGNAL); }
+  // Reads (non-blocking) the peer's bells up to its count `counted`.
+  void DrainBells(int sock, uint64_t counted);
 
   Segment own_ring_, peer_ring_, own_page_, peer_page_;
   RingProducer tx_;
