@@ -12,6 +12,12 @@
 //   lpars = ["DB2A", "DB2B"]   # LPARs that may connect ("*": any)
 //   lists = 16                 # list only: list headers (1..65536)
 //   max_data = 1024            # list only: bytes of data per entry (0..4096)
+//   duplex = "primary"         # optional: duplexed with [duplex]'s partner, this CF
+//                              # holding the "primary" or the "secondary" (cf/duplex.h)
+//
+//   [duplex]                   # optional: the partner CF of duplexed structures
+//   partner = "CF02"           # its LPAR name (hsid must say it owns `address`)
+//   address = "10.240.0.201"   # its NIC's address on the same CHPID (the CF-to-CF link)
 //
 // Thread safety: a value type.
 #ifndef HSI_CF_CONFIG_H_
@@ -34,6 +40,7 @@ struct StructureConfig {
   uint32_t lists = 0;     // list only
   uint32_t max_data = 0;  // list only
   std::vector<std::string> lpars;
+  std::string duplex;  // "" (simplex), "primary" or "secondary" (cf/duplex.h)
   bool Allows(const std::string& lpar) const;
 };
 
@@ -42,6 +49,8 @@ struct CfConfig {
   uint32_t chpid = 0xF0;
   std::optional<Address> address;
   std::vector<StructureConfig> structures;
+  std::string duplex_partner;            // [duplex] partner: the partner CF's LPAR ("": none)
+  std::optional<Address> duplex_address;  // [duplex] address: its NIC
   std::string source;  // the file it came from, for messages
 };
 

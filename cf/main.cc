@@ -32,6 +32,10 @@ Options:
   --wait MODE       how the CF waits for requests: spin, adaptive (default)
                     or block
   --check           check the config and exit
+  --duplex-fault mirror-after-reply
+                    TESTS ONLY: a deliberate duplexing bug (the primary
+                    replies before the secondary has the update) that the
+                    duplexing tests must catch
 Options with a value also take the form --config=FILE.
   --verbose         log every refused request
   -h, --help        this text
@@ -92,6 +96,11 @@ int main(int argc, char** argv) {
       check = true;
     } else if (a == "--verbose") {
       opts.verbose = true;
+    } else if (a == "--duplex-fault") {
+      std::string f;
+      if (!value(&f) || f != "mirror-after-reply")
+        return Usage("option --duplex-fault takes one value: mirror-after-reply (tests only)");
+      opts.duplex_fault_mirror_after_reply = true;
     } else {
       return Usage(absl::StrCat("unknown argument '", a, "'"));
     }

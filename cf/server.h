@@ -25,7 +25,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "config.h"
+#include "duplex.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
 #include "list_structure.h"
@@ -38,6 +40,8 @@ struct ServerOptions {
   std::string socket_path;              // hsid's socket ("": the default)
   WaitMode wait = WaitMode::kAdaptive;  // how the CF waits for requests
   bool verbose = false;                 // log every request to stderr
+  bool duplex_fault_mirror_after_reply = false;  // tests only: cf/duplex.h
+  absl::Duration duplex_wait = absl::Seconds(5);  // for the partner's link at start
 };
 
 class Server {
@@ -52,6 +56,7 @@ class Server {
   Address address() const { return nic_.address(); }
 
  private:
+  friend class Duplex;  // cf/duplex.h: duplexing reads and applies to the structures
   struct Conn {
     uint32_t token;
     std::string structure;
@@ -66,6 +71,8 @@ class Server {
   };
   Server(CfConfig config, ServerOptions options) : config_(std::move(config)), options_(options) {}
 
+  // One frame: duplexing's (cf/duplex.cc) if it takes it, else Handle().
+  void Serve(Address from, absl::Span<const uint8_t> frame);
   void Handle(Address from, absl::Span<const uint8_t> frame);
   absl::StatusOr<std::vector<uint8_t>> Dispatch(Address from, const proto::Header& h,
                                                 proto::Reader& r);
@@ -93,6 +100,12 @@ class Server {
   uint64_t replies_dropped_ = 0;
   std::vector<Transition> pending_transitions_;  // to send after the current reply
   std::atomic<bool> stop_{false};
+  // Duplexing (cf/duplex.h): null when no structure is duplexed. While a
+  // duplexed request is applied, Reply() holds its frames (sent after the
+  // secondary acknowledged) or, at the secondary, drops them.
+  std::unique_ptr<Duplex> duplex_;
+  enum class ReplyMode { kSend, kHold, kDrop } reply_mode_ = ReplyMode::kSend;
+  std::vector<std::pair<Address, std::vector<uint8_t>>> held_;
 };
 
 }  // namespace hsi::cf
