@@ -214,11 +214,11 @@ void Duplex::OnPartnerFrame(Address from, absl::Span<const uint8_t> frame) {
           st = absl::FailedPreconditionError(absl::StrCat("CF ", server_.config_.lpar, ": ", name,
                                                           " has connections here already"));
     }
-    Ack(*h, st);
     duplexed_ = st.ok();
     server_.Log(st.ok() ? absl::StrCat("duplexed with ", server_.config_.duplex_partner, ": ",
                                        names.size(), " structure(s), this CF the secondary")
                         : absl::StrCat("duplexing refused: ", st.message()));
+    Ack(*h, st);
     return;
   }
   if (!duplexed_) {

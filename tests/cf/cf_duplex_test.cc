@@ -291,6 +291,9 @@ TEST_F(CfDuplexTest, KillOfASimplexCfLosesTheStructureAndConnectorsRebuildIt) {
 
   // The rebuild: each connector connects to the same structures in CF03
   // and obtains again what it held; A pushes the entries it still holds.
+  // (Their old clients close first: an LPAR is one session at hsid.)
+  a_.reset();
+  b_.reset();
   absl::StatusOr<CfClient> a = Open("DB2A", Addr(kCf03), Address());
   absl::StatusOr<CfClient> b = Open("DB2B", Addr(kCf03), Address());
   ASSERT_TRUE(a.ok() && b.ok());
