@@ -14,6 +14,7 @@ namespace {
 
 constexpr char kHelp[] =
     R"(Usage: hsi-cf --config FILE [--socket PATH] [--wait spin|adaptive|block] [--verbose]
+              [--duplex-fault mirror-after-reply]
        hsi-cf --check --config FILE
 
 A coupling facility partition: registers with hsid as the LPAR its policy
@@ -22,7 +23,9 @@ policy defines (lock and list structures in this version) to connectors
 over CF links (hsi links; frames never pass through hsid). A connector's
 death is seen at once: the locks it held become retained until a peer or
 the restarted connector recovers them. Runs in the foreground, logs to stderr,
-stops on SIGTERM or SIGINT. It asks hsid which LPAR owns a connector's NIC
+stops on SIGTERM or SIGINT. Structures may be duplexed in two CFs (the
+policy's `duplex` keys): every update applied in both before it completes.
+It asks hsid which LPAR owns a connector's NIC
 (a question any NIC on the CHPID may ask: no admin rights needed).
 
 Options:
