@@ -184,7 +184,7 @@ duplex = "secondary"
 partner = "CF01"
 address = "10.240.0.200"
 )",
-                               "--wait=spin", "cf02");
+                               "", "cf02");  // adaptive: it shares the 2 cores
   hsi::testing::CfProcess cf(hsid, R"(
 [cf]
 lpar = "CF01"
@@ -268,14 +268,17 @@ address = "10.240.0.201"
                {},
                {},
                {}});
+  // Lock + Unlock of RES1 in the structure of connection `c`.
+  auto cf_pair = [&client](const hsi::cf::Connection& c) -> std::function<bool()> {
+    return [&client, &c] {
+      absl::StatusOr<hsi::cf::LockReply> r = client->Lock(c, "RES1", hsi::cf::LockMode::kExclusive);
+      return r.ok() && r->outcome == hsi::cf::LockReply::Outcome::kGranted &&
+             client->Unlock(c, "RES1").ok();
+    };
+  };
   m.push_back({"hsi-cf lock structure (sync, CF spins)",
                1,
-               [&] {
-                 absl::StatusOr<hsi::cf::LockReply> r =
-                     client->Lock(*conn, "RES1", hsi::cf::LockMode::kExclusive);
-                 return r.ok() && r->outcome == hsi::cf::LockReply::Outcome::kGranted &&
-                        client->Unlock(*conn, "RES1").ok();
-               },
+               cf_pair(*conn),
                {},
                {},
                {},
@@ -283,12 +286,7 @@ address = "10.240.0.201"
   const size_t duplexed = m.size();
   m.push_back({"hsi-cf lock structure, duplexed in 2 CFs",
                1,
-               [&] {
-                 absl::StatusOr<hsi::cf::LockReply> r =
-                     client->Lock(*dconn, "RES1", hsi::cf::LockMode::kExclusive);
-                 return r.ok() && r->outcome == hsi::cf::LockReply::Outcome::kGranted &&
-                        client->Unlock(*dconn, "RES1").ok();
-               },
+               cf_pair(*dconn),
                {},
                {},
                {},

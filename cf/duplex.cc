@@ -142,7 +142,9 @@ void Duplex::Mirror(absl::Span<const uint8_t> frame, uint64_t id) {
     return;
   }
   while (true) {
-    absl::StatusOr<size_t> n = partner_.Receive(absl::MakeSpan(buf_), Wait::Spin(deadline));
+    // Adaptive: spins a little, then sleeps on the doorbell, so that a
+    // secondary sharing this CPU gets it to apply the update.
+    absl::StatusOr<size_t> n = partner_.Receive(absl::MakeSpan(buf_), Wait::Adaptive(deadline));
     if (!n.ok()) {
       Break(absl::StrCat("no acknowledgement of mirror ", id, ": ", n.status().message()));
       return;
