@@ -245,6 +245,34 @@ TEST_F(CfDuplexTest, KillOfTheSecondaryLosesNothingAndThePrimaryGoesOnSimplex) {
   EXPECT_THAT(cf01_->log(), HasSubstr("duplexing with CF02 ended"));
 }
 
+// A primary restarted after its secondary took over does not serve the
+// structure again (two CFs serving one structure would split it): its
+// Hello is refused and it sends connectors to the survivor.
+TEST_F(CfDuplexTest, ARestartedPrimaryDefersToTheSecondaryThatTookOver) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  absl::StatusOr<CfClient> a = Open("DB2A", Addr(kCf01), Addr(kCf02));
+  ASSERT_TRUE(a.ok()) << a.status();
+  absl::StatusOr<Connection> c = a->Connect("LOCK1", "DB2A1");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(a->Lock(*c, "R1", LockMode::kExclusive, "r1")->outcome, Outcome::kGranted);
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> e = a->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+  cf01_ = std::make_unique<CfProcess>(hsid_, Policy("CF01", kCf01, "primary", "CF02", kCf02), "",
+                                      "cf01-again");
+  ASSERT_TRUE(cf01_->ready()) << cf01_->log();
+  EXPECT_THAT(cf01_->log(), HasSubstr("took over"));
+  absl::StatusOr<CfClient> b = Open("DB2B", Addr(kCf01), Address());
+  ASSERT_TRUE(b.ok()) << b.status();
+  absl::StatusOr<Connection> cb = b->Connect("LOCK1", "DB2B1");
+  EXPECT_EQ(cb.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(cb.status().message(),
+              HasSubstr("was taken over by its secondary in CF CF02 at 10.240.0.201"));
+  // The survivor still has A's lock, A's own.
+  EXPECT_TRUE(a->Unlock(*c, "R1").ok());
+}
+
 // Every reply comes after the secondary has the update: the connector
 // pushes, gets its reply, and the primary is killed at once; the secondary
 // holds every entry. Run against hsi-cf --duplex-fault mirror-after-reply
