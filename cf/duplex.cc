@@ -28,6 +28,12 @@ Duplex::Role Duplex::RoleOf(const std::string& structure) const {
   return Role::kNone;
 }
 
+bool Duplex::HoldsSecondaries() const {
+  for (const StructureConfig& s : server_.config_.structures)
+    if (s.duplex == "secondary") return true;
+  return false;
+}
+
 void Duplex::Establish(absl::Duration wait) {
   const CfConfig& c = server_.config_;
   std::vector<std::string> mine;
@@ -117,9 +123,7 @@ void Duplex::CheckPartner() {
   if (!duplexed_ || !partner_.valid()) return;
   absl::Status st = partner_.status();
   if (st.ok()) return;
-  bool secondary = false;
-  for (const StructureConfig& s : server_.config_.structures) secondary |= s.duplex == "secondary";
-  if (secondary) {
+  if (HoldsSecondaries()) {
     TakeOver(std::string(st.message()));
   } else {
     Break(std::string(st.message()));
@@ -168,10 +172,11 @@ void Duplex::MirrorFail(uint32_t token) {
   Mirror(Writer(Header{proto::kDuplexFail, id, token, 0}).frame(), id);
 }
 
-void Duplex::Ack(const Header& h, const absl::Status& st) {
+void Duplex::Ack(Address to, const Header& h, const absl::Status& st) {
   Header rh{static_cast<uint8_t>(h.type | proto::kReplyBit), h.request_id, h.conn, 0};
   std::vector<uint8_t> f = st.ok() ? Bytes(Writer(rh)) : proto::ErrorReply(h, st);
-  if (absl::Status s = partner_.Send(f, Wait::Spin(absl::Now() + kAckTimeout)); !s.ok())
+  // On the link the frame came on (it exists: SendTo makes none).
+  if (absl::Status s = server_.nic_.SendTo(to, f, Wait::Spin(absl::Now() + kAckTimeout)); !s.ok())
     server_.Log(absl::StrCat("duplexing: acknowledgement to the primary not sent: ", s.message()));
 }
 
@@ -220,14 +225,16 @@ void Duplex::OnPartnerFrame(Address from, absl::Span<const uint8_t> frame) {
     server_.Log(st.ok() ? absl::StrCat("duplexed with ", server_.config_.duplex_partner, ": ",
                                        names.size(), " structure(s), this CF the secondary")
                         : absl::StrCat("duplexing refused: ", st.message()));
-    Ack(*h, st);
+    Ack(from, *h, st);
     return;
   }
-  if (!duplexed_) {
-    Ack(*h, absl::FailedPreconditionError("not duplexed"));
+  CheckPartner();  // a frame from a new process at the partner's address: the old one is dead
+  if (!duplexed_ || !HoldsSecondaries()) {
+    Ack(from, *h, absl::FailedPreconditionError(absl::StrCat(
+                      "CF ", server_.config_.lpar, " is not the duplex secondary of ", from.ToString())));
     return;
   }
-  Ack(*h, ApplyMirrored(*h, r));
+  Ack(from, *h, ApplyMirrored(*h, r));
 }
 
 absl::Status Duplex::ApplyMirrored(const Header& h, Reader& r) {
@@ -256,7 +263,7 @@ absl::Status Duplex::ApplyMirrored(const Header& h, Reader& r) {
       absl::StatusOr<Header> ih = proto::ParseHeader(f);
       if (!ih.ok()) return ih.status();
       auto c = server_.conns_.find(ih->conn);
-      if (c == server_.conns_.end())
+      if (c == server_.conns_.end() || RoleOf(c->second.structure) != Role::kSecondary)
         return absl::FailedPreconditionError(absl::StrCat("no mirrored connection ", ih->conn));
       // Applied as the primary applied it; what it would send goes nowhere.
       Reader ir(f);
@@ -269,7 +276,8 @@ absl::Status Duplex::ApplyMirrored(const Header& h, Reader& r) {
     case proto::kDuplexFail: {
       if (absl::Status s = r.Done(); !s.ok()) return s;
       auto c = server_.conns_.find(h.conn);
-      if (c == server_.conns_.end()) return absl::OkStatus();
+      if (c == server_.conns_.end() || RoleOf(c->second.structure) != Role::kSecondary)
+        return absl::OkStatus();
       Server::Structure& s = server_.structures_.at(c->second.structure);
       std::vector<Note> unused;
       if (s.list) {

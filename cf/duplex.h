@@ -88,7 +88,8 @@ class Duplex {
   void TakeOver(const std::string& why);
   void OnPartnerFrame(Address from, absl::Span<const uint8_t> frame);
   absl::Status ApplyMirrored(const proto::Header& h, proto::Reader& r);
-  void Ack(const proto::Header& h, const absl::Status& st);
+  void Ack(Address to, const proto::Header& h, const absl::Status& st);
+  bool HoldsSecondaries() const;
 
   Server& server_;
   const bool fault_;
