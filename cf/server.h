@@ -10,6 +10,8 @@
 // to the sending address is refused. When a connector's link goes down
 // (libhsi reports kUnavailable: its process died or detached), each of its
 // connections fails: its locks become retained (cf/lock_structure.h).
+// Structures the policy duplexes go through cf/duplex.h first (Serve):
+// mirrored to the partner CF before their replies leave.
 //
 // Thread safety: none; Run() on one thread. Stop() is async-signal-safe.
 #ifndef HSI_CF_SERVER_H_
