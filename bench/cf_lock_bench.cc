@@ -40,8 +40,9 @@ constexpr char kHelp[] = R"(Usage: hsi-cf-bench [--iterations N] [--reps R]
 Uncontended lock obtain+release, one process, side by side in one run:
 a CF lock structure (hsi-cf over an hsi link, synchronous, the CF
 spinning), a process-shared robust pthread mutex in shared memory (the
-floor), flock(2) on a file in /tmp and, if /usr/bin/redis-server exists,
-Redis SET NX + DEL over loopback TCP (a redis-server it starts). Starts its own hsid and hsi-cf.
+floor), flock(2) on a file in /tmp, the same lock structure duplexed in
+two CFs (a second hsi-cf holding its secondary) and, if /usr/bin/redis-server exists,
+Redis SET NX + DEL over loopback TCP (a redis-server it starts). Starts its own hsid and two hsi-cf.
 Prints p50 and p99 per method and each method's ratio to the mutex
 (within each repetition; the median of the repetitions). Then the
 contended hand-off: from one connector's release to the grant seen by
@@ -166,15 +167,43 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hsi-cf-bench: hsid did not start:\n%s\n", hsid.log().c_str());
     return 1;
   }
+  // CF02 holds the secondary of LOCKD (duplexed), CF01 its primary and the
+  // simplex LOCK1: the simplex and duplexed rows differ in the mirroring only.
+  hsi::testing::CfProcess cf02(hsid, R"(
+[cf]
+lpar = "CF02"
+chpid = "F0"
+address = "10.240.0.201"
+[[structure]]
+name = "LOCKD"
+type = "lock"
+entries = 1024
+lpars = ["*"]
+duplex = "secondary"
+[duplex]
+partner = "CF01"
+address = "10.240.0.200"
+)",
+                               "", "cf02");  // adaptive: it shares the 2 cores
   hsi::testing::CfProcess cf(hsid, R"(
 [cf]
 lpar = "CF01"
 chpid = "F0"
+address = "10.240.0.200"
 [[structure]]
 name = "LOCK1"
 type = "lock"
 entries = 1024
 lpars = ["*"]
+[[structure]]
+name = "LOCKD"
+type = "lock"
+entries = 1024
+lpars = ["*"]
+duplex = "primary"
+[duplex]
+partner = "CF02"
+address = "10.240.0.201"
 )",
                              "--wait=spin");
   if (!cf.ready()) {
@@ -191,8 +220,14 @@ lpars = ["*"]
     return 1;
   }
   absl::StatusOr<hsi::cf::Connection> conn = client->Connect("LOCK1", "BENCH1");
-  if (!conn.ok()) {
-    std::fprintf(stderr, "hsi-cf-bench: %s\n", conn.status().ToString().c_str());
+  absl::StatusOr<hsi::cf::Connection> dconn = client->Connect("LOCKD", "BENCH1");
+  if (!conn.ok() || !dconn.ok()) {
+    std::fprintf(stderr, "hsi-cf-bench: %s %s\n", conn.status().ToString().c_str(),
+                 dconn.status().ToString().c_str());
+    return 1;
+  }
+  if (cf.log().find("duplexed with CF02") == std::string::npos) {
+    std::fprintf(stderr, "hsi-cf-bench: LOCKD is not duplexed:\n%s\n", cf.log().c_str());
     return 1;
   }
 
@@ -233,14 +268,25 @@ lpars = ["*"]
                {},
                {},
                {}});
+  // Lock + Unlock of RES1 in the structure of connection `c`.
+  auto cf_pair = [&client](const hsi::cf::Connection& c) -> std::function<bool()> {
+    return [&client, &c] {
+      absl::StatusOr<hsi::cf::LockReply> r = client->Lock(c, "RES1", hsi::cf::LockMode::kExclusive);
+      return r.ok() && r->outcome == hsi::cf::LockReply::Outcome::kGranted &&
+             client->Unlock(c, "RES1").ok();
+    };
+  };
   m.push_back({"hsi-cf lock structure (sync, CF spins)",
                1,
-               [&] {
-                 absl::StatusOr<hsi::cf::LockReply> r =
-                     client->Lock(*conn, "RES1", hsi::cf::LockMode::kExclusive);
-                 return r.ok() && r->outcome == hsi::cf::LockReply::Outcome::kGranted &&
-                        client->Unlock(*conn, "RES1").ok();
-               },
+               cf_pair(*conn),
+               {},
+               {},
+               {},
+               {}});
+  const size_t duplexed = m.size();
+  m.push_back({"hsi-cf lock structure, duplexed in 2 CFs",
+               1,
+               cf_pair(*dconn),
                {},
                {},
                {},
@@ -288,13 +334,21 @@ lpars = ["*"]
     std::printf("%-42s %10.1f %10.1f %11.1fx %11.1fx\n", x.name, Median(x.p50s), Median(x.p99s),
                 Median(x.ratio50), Median(x.ratio99));
   }
-  if (m.size() > 3) {  // the issue's target: the CF >= 20x faster than Redis
+  if (m.size() > duplexed + 1) {  // the issue's target: the CF >= 20x faster than Redis
     std::vector<double> r50, r99;
     for (int r = 0; r < reps; ++r) {
-      r50.push_back(m[3].p50s[r] / m[2].p50s[r]);
-      r99.push_back(m[3].p99s[r] / m[2].p99s[r]);
+      r50.push_back(m[duplexed + 1].p50s[r] / m[2].p50s[r]);
+      r99.push_back(m[duplexed + 1].p99s[r] / m[2].p99s[r]);
     }
     std::printf("Redis / hsi-cf: p50 %.1fx, p99 %.1fx\n", Median(r50), Median(r99));
+  }
+  {  // duplexing's cost: each update waits for the CF-to-CF round trip
+    std::vector<double> d50, d99;
+    for (int r = 0; r < reps; ++r) {
+      d50.push_back(m[duplexed].p50s[r] / m[2].p50s[r]);
+      d99.push_back(m[duplexed].p99s[r] / m[2].p99s[r]);
+    }
+    std::printf("duplexed / simplex hsi-cf: p50 %.1fx, p99 %.1fx\n", Median(d50), Median(d99));
   }
   std::printf(
       "[1] timed 100 pairs per sample (one pair is below the clock's own cost): its p99 is of "

@@ -23,6 +23,9 @@ struct CfClient::State {
   std::deque<Event> events;
   absl::flat_hash_map<uint64_t, uint8_t> async;  // asynchronous requests in flight: id -> type
   std::vector<uint8_t> buf;
+  Address secondary;                // duplexing: the CF to fail over to (Address(): none)
+  bool failed_over = false;         // it happened (once)
+  std::vector<Connection> open;     // connections made and not disconnected
   std::string Name() const {
     return absl::StrCat("CF link ", link.local().ToString(), "->", link.peer().ToString());
   }
@@ -35,6 +38,13 @@ absl::Status ReceiveOne(CfClient::State& s, const Wait& wait, uint64_t want,
 // Sends the request in `w` (request id `id`) and spins for its reply until
 // the client's timeout: the reply frame, or the CF's status and message.
 absl::StatusOr<std::vector<uint8_t>> Call(CfClient::State& s, const proto::Writer& w, uint64_t id);
+// The CF link went down (`cause`, kUnavailable) around `request` (a frame
+// this client built; `in_flight`: it was sent). With a secondary not yet
+// used: fails over (cf/connector_duplex.cc) and returns OK when the request
+// may be re-sent (it was not in flight), kUnavailable "outcome unknown"
+// when it was. Else kUnavailable naming the structure that is lost.
+absl::Status LinkDown(CfClient::State& s, const absl::Status& cause,
+                      absl::Span<const uint8_t> request, bool in_flight);
 // A reply frame's status: OK, or the CF's code and message.
 absl::Status ReplyStatus(CfClient::State& s, absl::Span<const uint8_t> reply);
 // A Lock reply's body (status OK), validated.

@@ -44,7 +44,7 @@ absl::StatusOr<StructureConfig> ParseStructure(const std::string& src, const std
                                                const toml::value& t) {
   if (!t.is_table()) return Bad(src, at, "must be a table ([[structure]])");
   if (absl::Status s =
-          CheckKeys(src, at, t, {"name", "type", "entries", "lpars", "lists", "max_data", "vector"});
+          CheckKeys(src, at, t, {"name", "type", "entries", "lpars", "lists", "max_data", "vector", "duplex"});
       !s.ok())
     return s;
   StructureConfig c;
@@ -104,7 +104,43 @@ absl::StatusOr<StructureConfig> ParseStructure(const std::string& src, const std
     }
     c.lpars.push_back(l);
   }
+  if (t.contains("duplex")) {
+    if (!t.at("duplex").is_string() ||
+        (t.at("duplex").as_string().str != "primary" && t.at("duplex").as_string().str != "secondary"))
+      return Bad(src, at + ".duplex", "must be \"primary\" or \"secondary\" (this CF's role)");
+    // The secondary mirrors requests; a cache structure's writes also flip
+    // connectors' validity vectors, which only one CF can own: not duplexed.
+    if (c.type == "cache") {
+      return Bad(src, at + ".duplex", "cache structures cannot be duplexed (lock and list structures can)");
+    }
+    c.duplex = t.at("duplex").as_string().str;
+  }
   return c;
+}
+
+// [duplex]: the partner CF; required when a structure says `duplex`.
+absl::Status ParseDuplex(const std::string& src, const toml::value& root, CfConfig* c) {
+  bool any = false;
+  for (const StructureConfig& s : c->structures) any = any || !s.duplex.empty();
+  if (!root.contains("duplex")) {
+    if (any) return Bad(src, "duplex", "missing table [duplex] (partner, address): a structure is duplexed");
+    return absl::OkStatus();
+  }
+  const toml::value& d = root.at("duplex");
+  if (!d.is_table()) return Bad(src, "duplex", "must be a table [duplex]");
+  if (absl::Status s = CheckKeys(src, "duplex", d, {"partner", "address"}); !s.ok()) return s;
+  absl::StatusOr<std::string> partner = Str(src, "duplex", d, "partner");
+  if (!partner.ok()) return partner.status();
+  if (absl::Status s = proto::CheckName("LPAR name", *partner, 31); !s.ok())
+    return Bad(src, "duplex.partner", std::string(s.message()));
+  if (*partner == c->lpar) return Bad(src, "duplex.partner", "is this CF's own LPAR");
+  absl::StatusOr<std::string> addr = Str(src, "duplex", d, "address");
+  if (!addr.ok()) return addr.status();
+  absl::StatusOr<Address> a = Address::Parse(*addr);
+  if (!a.ok()) return Bad(src, "duplex.address", std::string(a.status().message()));
+  c->duplex_partner = *partner;
+  c->duplex_address = *a;
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -119,7 +155,7 @@ absl::StatusOr<CfConfig> ParseConfig(const std::string& text, const std::string&
   }
   CfConfig c;
   c.source = source;
-  if (absl::Status s = CheckKeys(source, "top level", root, {"cf", "structure"}); !s.ok()) return s;
+  if (absl::Status s = CheckKeys(source, "top level", root, {"cf", "structure", "duplex"}); !s.ok()) return s;
   if (!root.contains("cf") || !root.at("cf").is_table())
     return Bad(source, "cf", "missing table [cf]");
   const toml::value& cf = root.at("cf");
@@ -156,6 +192,7 @@ absl::StatusOr<CfConfig> ParseConfig(const std::string& text, const std::string&
     }
     c.structures.push_back(std::move(*s));
   }
+  if (absl::Status s = ParseDuplex(source, root, &c); !s.ok()) return s;
   return c;
 }
 

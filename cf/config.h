@@ -16,6 +16,12 @@
 //                              # likewise, 0 = directory-only (no data kept)
 //   vector = 4096              # cache only: local buffers per connector (bits
 //                              # of its local validity vector, 1..1048576)
+//   duplex = "primary"         # optional: duplexed with [duplex]'s partner, this CF
+//                              # holding the "primary" or the "secondary" (cf/duplex.h)
+//
+//   [duplex]                   # optional: the partner CF of duplexed structures
+//   partner = "CF02"           # its LPAR name (hsid must say it owns `address`)
+//   address = "10.240.0.201"   # its NIC's address on the same CHPID (the CF-to-CF link)
 //
 // Thread safety: a value type.
 #ifndef HSI_CF_CONFIG_H_
@@ -39,6 +45,7 @@ struct StructureConfig {
   uint32_t max_data = 0;  // list and cache (cache: 0 = directory-only)
   uint32_t vector = 0;    // cache only
   std::vector<std::string> lpars;
+  std::string duplex;  // "" (simplex), "primary" or "secondary" (cf/duplex.h)
   bool Allows(const std::string& lpar) const;
 };
 
@@ -47,6 +54,8 @@ struct CfConfig {
   uint32_t chpid = 0xF0;
   std::optional<Address> address;
   std::vector<StructureConfig> structures;
+  std::string duplex_partner;            // [duplex] partner: the partner CF's LPAR ("": none)
+  std::optional<Address> duplex_address;  // [duplex] address: its NIC
   std::string source;  // the file it came from, for messages
 };
 

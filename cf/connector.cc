@@ -134,7 +134,12 @@ absl::StatusOr<LockReply> ParseLockReply(CfClient::State& s, absl::Span<const ui
 // Returns the reply frame (OK status) or the CF's status with its message.
 absl::StatusOr<std::vector<uint8_t>> Call(CfClient::State& s, const Writer& w, uint64_t id) {
   const absl::Time deadline = absl::Now() + s.timeout;
-  if (absl::Status st = s.link.Send(w.frame(), Wait::Spin(deadline)); !st.ok()) return st;
+  absl::Status sent = s.link.Send(w.frame(), Wait::Spin(deadline));
+  if (sent.code() == absl::StatusCode::kUnavailable) {
+    sent = LinkDown(s, sent, w.frame(), /*in_flight=*/false);
+    if (sent.ok()) return Call(s, w, id);  // failed over: once (failed_over)
+  }
+  if (!sent.ok()) return sent;
   std::vector<uint8_t> reply;
   bool matched = false;
   while (!matched) {
@@ -143,6 +148,7 @@ absl::StatusOr<std::vector<uint8_t>> Call(CfClient::State& s, const Writer& w, u
       return absl::DeadlineExceededError(absl::StrCat(s.Name(), ": no reply to request ", id,
                                                       " within ", absl::FormatDuration(s.timeout)));
     }
+    if (st.code() == absl::StatusCode::kUnavailable) return LinkDown(s, st, w.frame(), true);
     if (!st.ok()) return st;
   }
   if (absl::Status st = ReplyStatus(s, reply); !st.ok()) return st;
@@ -169,6 +175,7 @@ absl::StatusOr<CfClient> CfClient::Open(CfClientOptions o) {
   }
   s->link = std::move(*link);
   s->buf.resize(s->nic.info().mtu);
+  s->secondary = o.secondary;
   CfClient c;
   c.s_ = std::move(s);
   return c;
@@ -237,13 +244,16 @@ absl::StatusOr<Connection> CfClient::Connect(const std::string& structure,
     }
     c.vector = std::make_shared<const LocalVector>(std::move(*v));
   }
+  s_->open.push_back(c);
   return c;
 }
 
 absl::Status CfClient::Disconnect(const Connection& c) {
   const uint64_t id = s_->next_id++;
   Writer w(Header{proto::kDisconnect, id, c.token, 0});
-  return Call(*s_, w, id).status();
+  absl::Status st = Call(*s_, w, id).status();
+  if (st.ok()) std::erase_if(s_->open, [&](const Connection& o) { return o.token == c.token; });
+  return st;
 }
 
 absl::StatusOr<LockReply> CfClient::Lock(const Connection& c, const std::string& resource,
@@ -362,6 +372,7 @@ absl::StatusOr<Event> CfClient::NextEvent(const Wait& wait) {
   bool matched = false;
   while (s_->events.empty()) {
     absl::Status st = ReceiveOne(*s_, wait, 0, &unused, &matched);
+    if (st.code() == absl::StatusCode::kUnavailable) st = LinkDown(*s_, st, {}, false);
     if (!st.ok()) return st;
   }
   Event e = std::move(s_->events.front());

@@ -14,7 +14,7 @@ namespace {
 
 constexpr char kHelp[] =
     R"(Usage: hsi-cf --config FILE [--socket PATH] [--wait spin|adaptive|block] [--verbose]
-              [--fault xi-skip|xi-late]
+              [--fault xi-skip|xi-late] [--duplex-fault mirror-after-reply]
        hsi-cf --check --config FILE
 
 A coupling facility partition: registers with hsid as the LPAR its policy
@@ -24,8 +24,11 @@ links (hsi links; frames never pass through hsid). Each cache connector
 gets a local validity vector, memory the CF alone writes, granted through
 hsid. A connector's death is seen at once: the locks it held become
 retained until a peer or the restarted connector recovers them; its cache
-registrations end and its castout locks are released. Runs in the foreground, logs to stderr,
-stops on SIGTERM or SIGINT. It asks hsid which LPAR owns a connector's NIC
+registrations end and its castout locks are released. Lock and list
+structures may be duplexed in two CFs (the policy's `duplex` keys): every
+update applied in both before it completes. Runs in the foreground, logs
+to stderr, stops on SIGTERM or SIGINT. It asks hsid which LPAR owns a
+connector's NIC
 (a question any NIC on the CHPID may ask: no admin rights needed).
 
 Options:
@@ -35,6 +38,10 @@ Options:
   --wait MODE       how the CF waits for requests: spin, adaptive (default)
                     or block
   --check           check the config and exit
+  --duplex-fault mirror-after-reply
+                    TESTS ONLY: a deliberate duplexing bug (the primary
+                    replies before the secondary has the update) that the
+                    duplexing tests must catch
   --verbose         log every refused request
   --fault KIND      for tests only: break cache cross-invalidation on
                     purpose (xi-skip: never flip a vector bit; xi-late:
@@ -109,6 +116,11 @@ int main(int argc, char** argv) {
       check = true;
     } else if (a == "--verbose") {
       opts.verbose = true;
+    } else if (a == "--duplex-fault") {
+      std::string f;
+      if (!value(&f) || f != "mirror-after-reply")
+        return Usage("option --duplex-fault takes one value: mirror-after-reply (tests only)");
+      opts.duplex_fault_mirror_after_reply = true;
     } else {
       return Usage(absl::StrCat("unknown argument '", a, "'"));
     }

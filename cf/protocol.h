@@ -63,6 +63,12 @@ enum Type : uint8_t {
   kCancelNote =
       65,  // str resource, str failed connector: a queued request ended, the lock is retained
   kTransitionNote = 66,  // u32 list: a monitored list went from empty to non-empty
+  // CF-to-CF duplexing (cf/duplex.h), primary -> secondary only, each
+  // answered by a reply (status only). Types 100..127 are duplexing's.
+  kDuplexHello = 100,    // u32 n, n x str structure: "I am the primary of these"
+  kDuplexConnect = 101,  // conn = token; str structure, str connector, str lpar, u32 peer
+  kDuplexRequest = 102,  // conn = token; str frame: a connector's request, applied as sent
+  kDuplexFail = 103,     // conn = token: that connector failed (its locks become retained)
   kReplyBit = 128,
 };
 

@@ -52,6 +52,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(CfConfig config, ServerOpt
     }
     s->structures_.emplace(sc.name, std::move(st));
   }
+  if (s->config_.duplex_address) {
+    s->duplex_ = std::make_unique<Duplex>(*s, options.duplex_fault_mirror_after_reply);
+    s->duplex_->Establish(options.duplex_wait);
+  }
   return s;
 }
 
@@ -70,7 +74,7 @@ absl::Status Server::Run() {
     absl::StatusOr<Received> got = nic_.Receive(absl::MakeSpan(buf), w);
     if (got.ok()) {
       idle_errors = 0;
-      Handle(got->source, absl::MakeConstSpan(buf.data(), got->length));
+      Serve(got->source, absl::MakeConstSpan(buf.data(), got->length));
       continue;
     }
     switch (got.status().code()) {
@@ -82,6 +86,7 @@ absl::Status Server::Run() {
         // A link went down (a connector died or detached) or broke its
         // ring: whoever it was, their connections fail now.
         const size_t before = conns_.size();
+        if (duplex_) duplex_->CheckPartner();
         ReapDeadPeers();
         if (before != conns_.size()) {
           idle_errors = 0;
@@ -121,6 +126,7 @@ void Server::ReapDeadPeers() {
     for (auto c = conns_.begin(); c != conns_.end();) {
       auto next = std::next(c);
       if (c->second.peer == peer) {
+        if (duplex_) duplex_->MirrorFail(c->first);
         Structure& s = structures_.at(c->second.structure);
         if (s.cache) {
           DetachCache(c->second, absl::StrCat("failed: ", st.message()));
@@ -146,7 +152,16 @@ void Server::ReapDeadPeers() {
   SendNotes(notes);
 }
 
+void Server::Serve(Address from, absl::Span<const uint8_t> frame) {
+  if (!duplex_ || !duplex_->Serve(from, frame)) Handle(from, frame);
+}
+
 void Server::Reply(Address to, absl::Span<const uint8_t> frame) {
+  if (reply_mode_ == ReplyMode::kDrop) return;
+  if (reply_mode_ == ReplyMode::kHold) {
+    held_.emplace_back(to, std::vector<uint8_t>(frame.begin(), frame.end()));
+    return;
+  }
   auto it = links_.find(to);
   absl::Status s;
   if (it != links_.end()) {
@@ -260,7 +275,8 @@ absl::StatusOr<std::vector<uint8_t>> Server::OnConnect(Address from, const Heade
     if (!l.ok()) return l.status();
     links_.emplace(from, std::move(*l));
   }
-  const uint32_t token = next_token_++;
+  uint32_t token = duplex_ ? duplex_->ReclaimToken(structure, connector) : 0;
+  if (token == 0) token = next_token_++;
   uint32_t returned = 0;
   if (it->second.cache) {
     if (absl::Status s = AttachCache(*it->second.cache, from, token, connector); !s.ok()) return s;

@@ -10,6 +10,8 @@
 // to the sending address is refused. When a connector's link goes down
 // (libhsi reports kUnavailable: its process died or detached), each of its
 // connections fails: its locks become retained (cf/lock_structure.h).
+// Structures the policy duplexes go through cf/duplex.h first (Serve):
+// mirrored to the partner CF before their replies leave.
 //
 // Thread safety: none; Run() on one thread. Stop() is async-signal-safe.
 #ifndef HSI_CF_SERVER_H_
@@ -25,8 +27,10 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "cache_structure.h"
 #include "config.h"
+#include "duplex.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
 #include "list_structure.h"
@@ -42,6 +46,8 @@ struct ServerOptions {
   // Tests only (hsi-cf --fault): break cross-invalidation on purpose, so
   // that a test can show its checker catches a CF that does.
   XiFault fault = XiFault::kNone;
+  bool duplex_fault_mirror_after_reply = false;  // tests only: cf/duplex.h
+  absl::Duration duplex_wait = absl::Seconds(5);  // for the partner's link at start
 };
 
 class Server {
@@ -56,6 +62,7 @@ class Server {
   Address address() const { return nic_.address(); }
 
  private:
+  friend class Duplex;  // cf/duplex.h: duplexing reads and applies to the structures
   struct Conn {
     uint32_t token;
     std::string structure;
@@ -71,6 +78,8 @@ class Server {
   };
   Server(CfConfig config, ServerOptions options) : config_(std::move(config)), options_(options) {}
 
+  // One frame: duplexing's (cf/duplex.cc) if it takes it, else Handle().
+  void Serve(Address from, absl::Span<const uint8_t> frame);
   void Handle(Address from, absl::Span<const uint8_t> frame);
   absl::StatusOr<std::vector<uint8_t>> Dispatch(Address from, const proto::Header& h,
                                                 proto::Reader& r);
@@ -108,6 +117,12 @@ class Server {
   uint64_t replies_dropped_ = 0;
   std::vector<Transition> pending_transitions_;  // to send after the current reply
   std::atomic<bool> stop_{false};
+  // Duplexing (cf/duplex.h): null when no structure is duplexed. While a
+  // duplexed request is applied, Reply() holds its frames (sent after the
+  // secondary acknowledged) or, at the secondary, drops them.
+  std::unique_ptr<Duplex> duplex_;
+  enum class ReplyMode { kSend, kHold, kDrop } reply_mode_ = ReplyMode::kSend;
+  std::vector<std::pair<Address, std::vector<uint8_t>>> held_;
 };
 
 }  // namespace hsi::cf

@@ -24,7 +24,17 @@
 // them). Disconnect() is the normal end: everything is released.
 // A cache connection's registrations end and its castout locks are
 // released (the entries stay changed for another connector to cast out).
-// If the CF dies, every call returns kUnavailable naming the CF link.
+// If the CF dies, every call returns kUnavailable: "structure LOCK1 in the
+// CF at 10.240.0.200 is lost (...)": rebuild it in another CF from what the
+// connectors hold (docs/cf.md). With a duplexed structure and
+// CfClientOptions::secondary set, the client instead fails over once to
+// the secondary, which took over: it connects every open Connection again
+// under its names (the CF gives the same tokens back, so Connection values
+// stay valid, and their locks are theirs again), then re-sends the request
+// whose frame never reached the dead CF; a synchronous request whose frame
+// had reached it returns kUnavailable "outcome unknown" (re-issue it),
+// asynchronous requests in flight end as Event kReply with that status,
+// and queued lock requests are gone (the grant never comes: ask again).
 //
 // Cache structures: Connect() also takes the connection's local validity
 // vector (Connection::vector), memory the CF alone writes and this process
@@ -64,6 +74,10 @@ struct CfClientOptions {
   std::string lpar;         // the LPAR name this process claims at hsid
   uint32_t chpid = 0xF0;    // the CHPID of the CF links
   Address cf;               // the CF's NIC address on that CHPID
+  // Duplexed structures (docs/cf.md "Duplexing"): the NIC address of the CF
+  // holding their secondary; Address() if none. When the CF at `cf` dies,
+  // the client fails over there by itself: see "Failure" above.
+  Address secondary;
   // Bound for each synchronous request (the connector spins until then).
   absl::Duration timeout = absl::Seconds(5);
 };
@@ -97,6 +111,7 @@ struct Event {
     kCancelled,   // it ended: `failed`, a failed connector, holds the lock retained
     kTransition,  // monitored list `list` went from empty to non-empty
     kReply,  // the reply to asynchronous request `request`: `status`, and `lock` for a LockAsync
+    kFailedOver,  // the CF died; the client failed over to its secondary (`status` says so)
   };
   Kind kind = Kind::kGranted;
   uint32_t conn = 0;

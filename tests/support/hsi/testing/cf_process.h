@@ -2,7 +2,7 @@
 //
 // Header-only: whoever includes it defines HSI_CF_PATH (the hsi-cf to run).
 // CfProcess writes the policy beside the test's hsid, starts the build's
-// hsi-cf on it (stderr to <dir>/cf.log), and waits for its "READY ADDR"
+// hsi-cf on it (stderr to <dir>/<name>.log), and waits for its "READY ADDR"
 // line (a deadline, no sleep). The destructor SIGKILLs and reaps it; it
 // also dies with the test (PR_SET_PDEATHSIG).
 //
@@ -31,9 +31,12 @@ namespace hsi::testing {
 
 class CfProcess {
  public:
-  CfProcess(const Hsid& hsid, const std::string& policy, const std::string& extra_flag = "")
-      : log_(hsid.dir() + "/cf.log") {
-    const std::string config = hsid.dir() + "/cf.toml";
+  // `name` names its files (<dir>/<name>.toml, <name>.log): one per CF
+  // when a test runs several.
+  CfProcess(const Hsid& hsid, const std::string& policy, const std::string& extra_flag = "",
+            const std::string& name = "cf")
+      : log_(hsid.dir() + "/" + name + ".log") {
+    const std::string config = hsid.dir() + "/" + name + ".toml";
     std::ofstream(config) << policy;
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return;

@@ -1,0 +1,378 @@
+// cf/duplex.cc: duplexing of structures in two CFs (cf/duplex.h). Every
+// frame from the partner is validated as any peer's (proto::Reader).
+#include "duplex.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server.h"
+
+namespace hsi::cf {
+
+using proto::Header;
+using proto::Reader;
+using proto::Writer;
+
+namespace {
+
+constexpr absl::Duration kAckTimeout = absl::Seconds(5);
+
+std::vector<uint8_t> Bytes(const Writer& w) { return {w.frame().begin(), w.frame().end()}; }
+
+}  // namespace
+
+Duplex::Role Duplex::RoleOf(const std::string& structure) const {
+  auto it = server_.structures_.find(structure);
+  if (it == server_.structures_.end()) return Role::kNone;
+  if (it->second.config.duplex == "primary") return Role::kPrimary;
+  if (it->second.config.duplex == "secondary") return Role::kSecondary;
+  return Role::kNone;
+}
+
+bool Duplex::HoldsSecondaries() const {
+  for (const StructureConfig& s : server_.config_.structures)
+    if (s.duplex == "secondary") return true;
+  return false;
+}
+
+void Duplex::Establish(absl::Duration wait) {
+  const CfConfig& c = server_.config_;
+  std::vector<std::string> mine;
+  for (const StructureConfig& s : c.structures)
+    if (s.duplex == "primary") mine.push_back(s.name);
+  if (mine.empty() || !c.duplex_address) return;
+  buf_.resize(server_.nic_.info().mtu);
+  const std::string partner = absl::StrCat(c.duplex_partner, " at ", c.duplex_address->ToString());
+  absl::StatusOr<hsi::Link> l =
+      server_.nic_.Link(*c.duplex_address, Wait::Adaptive(absl::Now() + wait));
+  if (!l.ok()) {
+    server_.Log(absl::StrCat("duplexing: no CF-to-CF link to ", partner, " (", l.status().message(),
+                             "): primary structure(s) served simplex"));
+    return;
+  }
+  partner_ = std::move(*l);
+  const uint64_t id = next_id_++;
+  Writer w(Header{proto::kDuplexHello, id, 0, 0});
+  w.U32(static_cast<uint32_t>(mine.size()));
+  for (const std::string& n : mine) w.Str(n);
+  absl::Status st = partner_.Send(w.frame(), Wait::Adaptive(absl::Now() + kAckTimeout));
+  absl::StatusOr<size_t> n;
+  if (st.ok()) n = partner_.Receive(absl::MakeSpan(buf_), Wait::Adaptive(absl::Now() + kAckTimeout));
+  if (st.ok() && !n.ok()) st = n.status();
+  absl::StatusOr<Header> h;
+  if (st.ok()) h = proto::ParseHeader(absl::MakeConstSpan(buf_.data(), *n));
+  if (st.ok() && !h.ok()) st = h.status();
+  if (st.ok() && (h->type != (proto::kDuplexHello | proto::kReplyBit) || h->request_id != id))
+    st = absl::DataLossError(absl::StrCat("answer of type ", h->type, " to Hello"));
+  if (st.ok() && h->status != 0) {
+    Reader r(absl::MakeConstSpan(buf_.data(), *n));
+    const std::string msg = r.Str("message", 1024);
+    if (h->status == static_cast<uint32_t>(absl::StatusCode::kFailedPrecondition) &&
+        msg.find("took over") != std::string::npos) {
+      moved_ = true;
+      server_.Log(absl::StrCat("duplexing: ", partner, " refused: ", msg,
+                               "; this CF sends connectors of its primary structure(s) there"));
+      return;
+    }
+    st = absl::Status(static_cast<absl::StatusCode>(h->status), msg);
+  }
+  if (!st.ok()) {
+    server_.Log(absl::StrCat("duplexing with ", partner, " not established: ", st.message(),
+                             "; primary structure(s) served simplex"));
+    return;
+  }
+  duplexed_ = true;
+  server_.Log(absl::StrCat("duplexed with ", partner, ": ", mine.size(),
+                           " structure(s), this CF the primary"));
+}
+
+void Duplex::Break(const std::string& why) {
+  if (!duplexed_) return;
+  duplexed_ = false;
+  server_.Log(absl::StrCat("duplexing with ", server_.config_.duplex_partner, " ended (", why,
+                           "): primary structure(s) served simplex from now on"));
+}
+
+void Duplex::TakeOver(const std::string& why) {
+  duplexed_ = false;
+  took_over_ = true;
+  // Every mirrored connection fails as a dead connector's does: its locks
+  // become retained, until it connects here again under the same name.
+  size_t failed = 0;
+  std::vector<Note> unused;  // no connector is linked here: nothing to tell
+  for (auto c = server_.conns_.begin(); c != server_.conns_.end();) {
+    auto next = std::next(c);
+    if (RoleOf(c->second.structure) == Role::kSecondary) {
+      Server::Structure& s = server_.structures_.at(c->second.structure);
+      if (s.list) {
+        s.list->Forget(c->first);
+      } else {
+        s.lock->Fail(c->first, &unused);
+      }
+      reclaim_[{c->second.structure, c->second.connector}] = c->first;
+      server_.conns_.erase(c);
+      ++failed;
+    }
+    c = next;
+  }
+  server_.Log(absl::StrCat("took over the secondary structure(s) of ",
+                           server_.config_.duplex_partner, " (", why, "): ", failed,
+                           " connection(s) to reclaim by their connectors, locks retained until then"));
+}
+
+void Duplex::CheckPartner() {
+  if (!duplexed_ || !partner_.valid()) return;
+  absl::Status st = partner_.status();
+  if (st.ok()) return;
+  if (HoldsSecondaries()) {
+    TakeOver(std::string(st.message()));
+  } else {
+    Break(std::string(st.message()));
+  }
+}
+
+uint32_t Duplex::ReclaimToken(const std::string& structure, const std::string& connector) {
+  auto it = reclaim_.find({structure, connector});
+  if (it == reclaim_.end()) return 0;
+  const uint32_t t = it->second;
+  reclaim_.erase(it);
+  return t;
+}
+
+void Duplex::Mirror(absl::Span<const uint8_t> frame, uint64_t id) {
+  if (!duplexed_) return;
+  const absl::Time deadline = absl::Now() + kAckTimeout;
+  if (absl::Status st = partner_.Send(frame, Wait::Spin(deadline)); !st.ok()) {
+    Break(absl::StrCat("mirror not sent: ", st.message()));
+    return;
+  }
+  while (true) {
+    // Adaptive: spins a little, then sleeps on the doorbell, so that a
+    // secondary sharing this CPU gets it to apply the update.
+    absl::StatusOr<size_t> n = partner_.Receive(absl::MakeSpan(buf_), Wait::Adaptive(deadline));
+    if (!n.ok()) {
+      Break(absl::StrCat("no acknowledgement of mirror ", id, ": ", n.status().message()));
+      return;
+    }
+    absl::StatusOr<Header> h = proto::ParseHeader(absl::MakeConstSpan(buf_.data(), *n));
+    if (!h.ok()) {
+      Break(std::string(h.status().message()));
+      return;
+    }
+    if (h->request_id != id) continue;  // a stale acknowledgement
+    if (h->status != 0) Break(absl::StrCat("the secondary refused mirror ", id, " (status ", h->status, ")"));
+    return;
+  }
+}
+
+void Duplex::MirrorFail(uint32_t token) {
+  if (!duplexed_) return;
+  auto c = server_.conns_.find(token);
+  if (c == server_.conns_.end() || RoleOf(c->second.structure) != Role::kPrimary) return;
+  const uint64_t id = next_id_++;
+  Mirror(Writer(Header{proto::kDuplexFail, id, token, 0}).frame(), id);
+}
+
+void Duplex::Ack(Address to, const Header& h, const absl::Status& st) {
+  Header rh{static_cast<uint8_t>(h.type | proto::kReplyBit), h.request_id, h.conn, 0};
+  std::vector<uint8_t> f = st.ok() ? Bytes(Writer(rh)) : proto::ErrorReply(h, st);
+  // On the link the frame came on (it exists: SendTo makes none).
+  if (absl::Status s = server_.nic_.SendTo(to, f, Wait::Spin(absl::Now() + kAckTimeout)); !s.ok())
+    server_.Log(absl::StrCat("duplexing: acknowledgement to the primary not sent: ", s.message()));
+}
+
+void Duplex::OnPartnerFrame(Address from, absl::Span<const uint8_t> frame) {
+  absl::StatusOr<Header> h = proto::ParseHeader(frame);
+  if (!h.ok()) {
+    server_.Log(absl::StrCat("duplexing: from partner ", from.ToString(), ": ", h.status().message()));
+    return;
+  }
+  if (h->type & proto::kReplyBit) return;  // an acknowledgement that came too late: dropped
+  Reader r(frame);
+  if (h->type == proto::kDuplexHello) {
+    // The link the frame came on is the CF-to-CF link (the primary made it).
+    absl::StatusOr<hsi::Link> l = server_.nic_.Link(from, Wait::Adaptive(absl::Now() + kAckTimeout));
+    if (!l.ok()) return;
+    if (duplexed_) CheckPartner();  // a restarted primary: the old one is dead
+    partner_ = std::move(*l);
+    buf_.resize(server_.nic_.info().mtu);
+    absl::Status st;
+    const uint32_t n = r.U32("structures");
+    std::vector<std::string> names;
+    for (uint32_t i = 0; i < n && r.status().ok() && i < 4096; ++i)
+      names.push_back(r.Str("structure", proto::kMaxName));
+    st = r.Done();
+    absl::StatusOr<std::string> lpar = server_.LparOf(from);
+    if (st.ok() && !lpar.ok()) st = lpar.status();
+    if (st.ok() && *lpar != server_.config_.duplex_partner)
+      st = absl::PermissionDeniedError(absl::StrCat("CF ", server_.config_.lpar, ": ", from.ToString(),
+                                                    " is LPAR ", *lpar, ", not the partner ",
+                                                    server_.config_.duplex_partner));
+    if (st.ok() && took_over_)
+      st = absl::FailedPreconditionError(absl::StrCat("CF ", server_.config_.lpar,
+                                                      " took over the duplexed structure(s) after ",
+                                                      server_.config_.duplex_partner, " died"));
+    for (const std::string& name : names) {
+      if (!st.ok()) break;
+      if (RoleOf(name) != Role::kSecondary)
+        st = absl::FailedPreconditionError(absl::StrCat("CF ", server_.config_.lpar, ": ", name,
+                                                        " is not a secondary structure here"));
+      for (const auto& [t, c] : server_.conns_)
+        if (st.ok() && c.structure == name)
+          st = absl::FailedPreconditionError(absl::StrCat("CF ", server_.config_.lpar, ": ", name,
+                                                          " has connections here already"));
+    }
+    duplexed_ = st.ok();
+    server_.Log(st.ok() ? absl::StrCat("duplexed with ", server_.config_.duplex_partner, ": ",
+                                       names.size(), " structure(s), this CF the secondary")
+                        : absl::StrCat("duplexing refused: ", st.message()));
+    Ack(from, *h, st);
+    return;
+  }
+  CheckPartner();  // a frame from a new process at the partner's address: the old one is dead
+  if (!duplexed_ || !HoldsSecondaries()) {
+    Ack(from, *h, absl::FailedPreconditionError(absl::StrCat(
+                      "CF ", server_.config_.lpar, " is not the duplex secondary of ", from.ToString())));
+    return;
+  }
+  Ack(from, *h, ApplyMirrored(*h, r));
+}
+
+absl::Status Duplex::ApplyMirrored(const Header& h, Reader& r) {
+  switch (h.type) {
+    case proto::kDuplexConnect: {
+      const std::string structure = r.Str("structure", proto::kMaxName);
+      const std::string connector = r.Str("connector", proto::kMaxName);
+      const std::string lpar = r.Str("lpar", 31);
+      const Address peer(r.U32("peer"));
+      if (absl::Status s = r.Done(); !s.ok()) return s;
+      if (RoleOf(structure) != Role::kSecondary)
+        return absl::FailedPreconditionError(absl::StrCat(structure, " is not a secondary structure"));
+      Server::Structure& s = server_.structures_.at(structure);
+      uint32_t returned = 0;
+      if (s.lock) {
+        if (absl::Status st = s.lock->Attach(h.conn, connector, &returned); !st.ok()) return st;
+      }
+      server_.conns_[h.conn] = Server::Conn{h.conn, structure, connector, lpar, peer};
+      server_.next_token_ = std::max(server_.next_token_, h.conn + 1);
+      return absl::OkStatus();
+    }
+    case proto::kDuplexRequest: {
+      const std::string inner = r.Str("frame", proto::kMaxFrame);
+      if (absl::Status s = r.Done(); !s.ok()) return s;
+      const absl::Span<const uint8_t> f(reinterpret_cast<const uint8_t*>(inner.data()), inner.size());
+      absl::StatusOr<Header> ih = proto::ParseHeader(f);
+      if (!ih.ok()) return ih.status();
+      auto c = server_.conns_.find(ih->conn);
+      if (c == server_.conns_.end() || RoleOf(c->second.structure) != Role::kSecondary)
+        return absl::FailedPreconditionError(absl::StrCat("no mirrored connection ", ih->conn));
+      // Applied as the primary applied it; what it would send goes nowhere.
+      Reader ir(f);
+      server_.reply_mode_ = Server::ReplyMode::kDrop;
+      absl::StatusOr<std::vector<uint8_t>> out = server_.Dispatch(c->second.peer, *ih, ir);
+      server_.reply_mode_ = Server::ReplyMode::kSend;
+      server_.pending_transitions_.clear();
+      return out.status();
+    }
+    case proto::kDuplexFail: {
+      if (absl::Status s = r.Done(); !s.ok()) return s;
+      auto c = server_.conns_.find(h.conn);
+      if (c == server_.conns_.end() || RoleOf(c->second.structure) != Role::kSecondary)
+        return absl::OkStatus();
+      Server::Structure& s = server_.structures_.at(c->second.structure);
+      std::vector<Note> unused;
+      if (s.list) {
+        s.list->Forget(h.conn);
+      } else {
+        s.lock->Fail(h.conn, &unused);
+      }
+      server_.conns_.erase(c);
+      return absl::OkStatus();
+    }
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("duplexing: message type ", h.type, " unknown"));
+  }
+}
+
+bool Duplex::Serve(Address from, absl::Span<const uint8_t> frame) {
+  const CfConfig& cfg = server_.config_;
+  if (cfg.duplex_address && from == *cfg.duplex_address) {
+    OnPartnerFrame(from, frame);
+    return true;
+  }
+  absl::StatusOr<Header> h = proto::ParseHeader(frame);
+  if (!h.ok()) return false;
+  std::string structure;
+  if (h->type == proto::kConnect) {
+    Reader r(frame);
+    structure = r.Str("structure", proto::kMaxName);
+  } else if (auto c = server_.conns_.find(h->conn); c != server_.conns_.end()) {
+    structure = c->second.structure;
+  }
+  const Role role = RoleOf(structure);
+  if (role == Role::kNone) return false;
+  if (role == Role::kSecondary) {
+    CheckPartner();
+    if (took_over_) return false;
+    server_.Reply(from, proto::ErrorReply(
+                            *h, absl::UnavailableError(absl::StrCat(
+                                    "CF ", cfg.lpar, " holds the duplex secondary of ", structure,
+                                    duplexed_ ? "; its primary CF " : " and is not duplexed with its primary CF ",
+                                    cfg.duplex_partner, " serves it"))));
+    return true;
+  }
+  if (moved_) {
+    server_.Reply(from, proto::ErrorReply(*h, absl::UnavailableError(absl::StrCat(
+                                                  "CF ", cfg.lpar, ": structure ", structure,
+                                                  " was taken over by its secondary in CF ",
+                                                  cfg.duplex_partner, " at ", cfg.duplex_address->ToString(),
+                                                  "; connect there"))));
+    return true;
+  }
+  CheckPartner();
+  if (!duplexed_) return false;
+  if (!deferred_.empty()) {  // the fault: last request's mirror, late
+    std::vector<uint8_t> d;
+    d.swap(deferred_);
+    Mirror(d, proto::ParseHeader(d)->request_id);
+  }
+  // Applied here with the replies (and notes) held, mirrored, then sent.
+  server_.reply_mode_ = Server::ReplyMode::kHold;
+  server_.Handle(from, frame);
+  server_.reply_mode_ = Server::ReplyMode::kSend;
+  std::vector<std::pair<Address, std::vector<uint8_t>>> held;
+  held.swap(server_.held_);
+  uint32_t token = 0;
+  bool ok = false;
+  for (const auto& [to, f] : held) {
+    absl::StatusOr<Header> rh = proto::ParseHeader(f);
+    if (to == from && rh.ok() && rh->request_id == h->request_id &&
+        rh->type == (h->type | proto::kReplyBit) && rh->status == 0) {
+      ok = true;
+      token = rh->conn;
+    }
+  }
+  if (ok && h->type != proto::kListRead) {
+    const uint64_t id = next_id_++;
+    std::vector<uint8_t> m;
+    if (h->type == proto::kConnect) {
+      const Server::Conn& c = server_.conns_.at(token);
+      m = Bytes(Writer(Header{proto::kDuplexConnect, id, token, 0})
+                    .Str(c.structure)
+                    .Str(c.connector)
+                    .Str(c.lpar)
+                    .U32(c.peer.value()));
+    } else {
+      m = Bytes(Writer(Header{proto::kDuplexRequest, id, h->conn, 0})
+                    .Str(absl::string_view(reinterpret_cast<const char*>(frame.data()), frame.size())));
+    }
+    if (fault_) {
+      deferred_ = std::move(m);
+    } else {
+      Mirror(m, id);
+    }
+  }
+  for (const auto& [to, f] : held) server_.Reply(to, f);
+  return true;
+}
+
+}  // namespace hsi::cf
