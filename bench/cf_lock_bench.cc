@@ -30,9 +30,12 @@
 #include "hsi/support/process.h"
 #include "hsi/support/tick_clock.h"
 #include "hsi/testing/hsid.h"
+#include "redis_baseline.h"
 
 namespace {
 
+using hsi::bench::RedisCall;
+using hsi::bench::StartRedis;
 using hsi::support::TickClock;
 
 constexpr char kHelp[] = R"(Usage: hsi-cf-bench [--iterations N] [--reps R]
@@ -53,57 +56,6 @@ Options:
   --reps R         interleaved repetitions (5)
   -h, --help       this text
 )";
-
-// A loopback TCP connection to a redis-server this benchmark starts (the
-// issue's other baseline: SET NX + DEL). -1 if there is none.
-int StartRedis(hsi::support::Child* server) {
-  if (::access("/usr/bin/redis-server", X_OK) != 0) return -1;
-  // A free port: bind port 0, read it, close (redis binds it next).
-  int probe = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (::bind(probe, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(probe, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(probe);
-    return -1;
-  }
-  ::close(probe);
-  const std::string port = std::to_string(ntohs(a.sin_port));
-  *server = hsi::support::Child([&] {
-    const int null = ::open("/dev/null", O_WRONLY);
-    ::dup2(null, 1);
-    ::execl("/usr/bin/redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--daemonize", "no", nullptr);
-    return 127;
-  });
-  // Connect until it listens (a condition with a deadline).
-  for (const absl::Time end = absl::Now() + absl::Seconds(10); absl::Now() < end;) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-      int one = 1;
-      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      return fd;
-    }
-    ::close(fd);
-  }
-  return -1;
-}
-
-// Sends `cmd` and reads one reply line; true if it starts with `expect`.
-bool RedisCall(int fd, const std::string& cmd, char expect) {
-  if (::write(fd, cmd.data(), cmd.size()) != static_cast<ssize_t>(cmd.size())) return false;
-  char buf[64];
-  size_t got = 0;
-  while (got < 2 || buf[got - 1] != '\n') {
-    const ssize_t n = ::read(fd, buf + got, sizeof buf - got);
-    if (n <= 0) return false;
-    got += static_cast<size_t>(n);
-    if (got == sizeof buf) return false;
-  }
-  return buf[0] == expect;
-}
 
 struct Pct {
   double p50 = 0, p99 = 0;
