@@ -187,8 +187,8 @@ namespace hsi {
 
 absl::StatusOr<std::vector<CfStructureView>> AdminClient::ListCfs() {
   if (!state_) return absl::FailedPreconditionError("admin: not connected");
-  static constexpr const char* kTypes[] = {"", "lock", "list", "cache"};
-  static constexpr const char* kRoles[] = {"simplex", "primary", "secondary"};
+  const auto& kTypes = wire::kCfTypeNames;
+  const auto& kRoles = wire::kCfRoleNames;
   std::vector<CfStructureView> out;
   uint32_t cursor = 0;
   do {

@@ -615,8 +615,8 @@ namespace hsi {
 
 absl::Status Session::DeclareCfStructure(const CfStructureView& v, bool withdraw) {
   if (!state_) return absl::FailedPreconditionError("declare CF structure: the Session is empty");
-  static constexpr const char* kTypes[] = {"", "lock", "list", "cache"};
-  static constexpr const char* kRoles[] = {"simplex", "primary", "secondary"};
+  const auto& kTypes = wire::kCfTypeNames;
+  const auto& kRoles = wire::kCfRoleNames;
   const std::string what = absl::StrCat("declare CF structure \"", absl::CHexEscape(v.name), "\"");
   wire::CfDeclareRequest req = wire::Zeroed<wire::CfDeclareRequest>();
   req.active = withdraw ? 0 : 1;

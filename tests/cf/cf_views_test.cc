@@ -6,6 +6,7 @@
 // field and keeps serving, and bounds what one client may declare.
 #include <signal.h>
 
+#include <cstring>
 #include <optional>
 #include <string>
 
@@ -30,6 +31,7 @@ using ::hsi::testing::RawClient;
 using ::hsi::testing::Shell;
 using ::hsi::testing::ShellResult;
 using ::testing::HasSubstr;
+using Outcome = LockReply::Outcome;
 using json = nlohmann::json;
 
 class CfViewsTest : public CfTest {
@@ -205,7 +207,8 @@ TEST_F(CfViewsTest, AMalformedDeclarationIsRefusedByFieldAndHsidServesOn) {
       {[](wire::CfDeclareRequest& r) { r.s.in_use = 11; }, "s.in_use exceeds s.size"},
       {[](wire::CfDeclareRequest& r) { r.s.type = 4; }, "s.type is not 1"},
       {[](wire::CfDeclareRequest& r) { r.s.connectors = 2; }, "s.connector[1] is empty"},
-      {[](wire::CfDeclareRequest& r) { r.s.name[0] = 0; }, "s.name is empty"},
+      {[](wire::CfDeclareRequest& r) { std::memset(r.s.name, 0, sizeof(r.s.name)); }, "s.name is empty"},
+      {[](wire::CfDeclareRequest& r) { r.s.name[0] = 0; }, "s.name has bytes after its NUL"},
       {[](wire::CfDeclareRequest& r) { r.s.partner_up = 1; }, "s.partner_up is set for a simplex structure"},
       {[](wire::CfDeclareRequest& r) { r.s.failed_name[2][0] = 'Z'; }, "s.failed_name[2] is set past the count"},
   };

@@ -821,6 +821,9 @@ struct IsfcDeclareRequest {
 inline constexpr size_t kCfConnectorsShown = 8, kCfFailedShown = 4, kCfListPage = 4, kMaxCfStructures = 64;
 enum : uint32_t { kCfLock = 1, kCfList = 2, kCfCache = 3 };
 enum : uint32_t { kCfSimplex = 0, kCfPrimary = 1, kCfSecondary = 2 };  // duplex role
+// Their names (hsi::CfStructureView), indexed by the values above.
+inline constexpr const char* kCfTypeNames[] = {"", "lock", "list", "cache"};
+inline constexpr const char* kCfRoleNames[] = {"simplex", "primary", "secondary"};
 struct WireCfStructure {
   char name[kNameLen];
   uint32_t type;         // kCfLock / kCfList / kCfCache
