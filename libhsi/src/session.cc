@@ -125,6 +125,11 @@ void SessionState::Reconnect() {
     for (auto& nic : nics_) {
       if (!Reattach(*nic, &s)) break;
     }
+    for (const auto& [name, req] : cf_declared_) {
+      wire::AdminReply rep;
+      if (!s.ok() || !ctl_.connected()) break;
+      s = Call(req, {}, &rep);
+    }
     if (!ctl_.connected() && s.ok()) s = absl::UnavailableError("hsid connection lost while re-registering");
   }
   ctl_.set_timeout(opt_.timeout);
@@ -651,9 +656,17 @@ absl::Status Session::DeclareCfStructure(const CfStructureView& v, bool withdraw
     s.refused = v.refused;
   }
   if (absl::Status st = req.Validate(); !st.ok()) return absl::InvalidArgumentError(absl::StrCat(what, ": ", st.message()));
+  // Kept first: a reconnect declares it even if this call finds hsid away.
+  if (withdraw) {
+    state_->cf_declared_.erase(v.name);
+  } else {
+    state_->cf_declared_[v.name] = req;
+  }
   if (absl::Status st = state_->EnsureConnected(); !st.ok()) return st;
   wire::AdminReply rep;
-  return state_->Call(req, {}, &rep);
+  absl::Status st = state_->Call(req, {}, &rep);
+  if (st.code() == absl::StatusCode::kResourceExhausted) state_->cf_declared_.erase(v.name);  // hsid keeps no more
+  return st;
 }
 
 }  // namespace hsi

@@ -150,7 +150,8 @@ class HSI_EXPORT Session {
   absl::Time next_poll() const;
 
   // Declares one CF structure's state (wire CfDeclareRequest): hsid keeps
-  // the last per name until this Session closes; `withdraw` drops it. More
+  // the last per name until this Session closes (and is told again after
+  // hsid restarts, as the NICs are); `withdraw` drops it. More
   // than 8 connectors or 4 failed ones: the counts go, the first names
   // only. kInvalidArgument naming the field for a malformed one (checked
   // here as hsid checks it), kResourceExhausted past 64 structures.
