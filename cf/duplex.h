@@ -39,6 +39,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -77,6 +78,13 @@ class Duplex {
   // After a takeover: the token a connector's connection had at the
   // primary, for a Connect under the same names (0 if none).
   uint32_t ReclaimToken(const std::string& structure, const std::string& connector);
+  // For hsictl cfs: (this CF holds the primary, the partner is linked and
+  // duplexing on) of a duplexed structure; nullopt for a simplex one.
+  std::optional<std::pair<bool, bool>> RoleAndPartner(const std::string& structure) const {
+    const Role r = RoleOf(structure);
+    if (r == Role::kNone) return std::nullopt;
+    return std::make_pair(r == Role::kPrimary, duplexed_);
+  }
 
  private:
   enum class Role { kNone, kPrimary, kSecondary };

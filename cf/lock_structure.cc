@@ -119,6 +119,7 @@ void LockStructure::Promote(const std::string& name, std::vector<Note>* notes) {
     r.held.push_back({w.conn, conns_[w.conn], w.mode, std::move(w.record)});
     notes->push_back({Note::Kind::kGranted, w.conn, w.request_id, name, w.mode, ""});
     ++counters_.granted;
+    ++counters_.granted_after_wait;
     r.queue.pop_front();
   }
   if (r.held.empty() && r.queue.empty()) resources_.erase(it);
@@ -210,6 +211,17 @@ size_t LockStructure::retained_count() const {
   size_t n = 0;
   for (const auto& [f, k] : failed_) n += k;
   return n;
+}
+
+}  // namespace hsi::cf
+
+namespace hsi::cf {
+
+std::vector<std::string> LockStructure::failed_connectors() const {
+  std::vector<std::string> out;
+  for (const auto& [name, count] : failed_) out.push_back(name);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 }  // namespace hsi::cf

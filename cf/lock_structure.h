@@ -70,6 +70,7 @@ struct Note {
 
 struct LockCounters {
   uint64_t granted = 0, queued = 0, refused_retained = 0, released = 0, retained = 0, recovered = 0;
+  uint64_t granted_after_wait = 0;  // of `granted`, those that had queued
 };
 
 class LockStructure {
@@ -102,6 +103,8 @@ class LockStructure {
   uint32_t entries() const { return entries_; }
   size_t in_use() const { return resources_.size(); }
   size_t retained_count() const;
+  // The failed connectors holding retained locks, by name.
+  std::vector<std::string> failed_connectors() const;
   const LockCounters& counters() const { return counters_; }
   bool attached(uint32_t conn) const { return conns_.contains(conn); }
 

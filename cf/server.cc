@@ -2,6 +2,7 @@
 
 #include <poll.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -69,8 +70,10 @@ absl::Status Server::Run() {
   Log(absl::StrCat("serving ", structures_.size(), " structure(s) on CHPID ",
                    Chpid(config_.chpid).ToString(), " at ", nic_.address().ToString()));
   while (!stop_.load(std::memory_order_relaxed)) {
-    // The deadline only bounds how late Stop() is seen.
-    Wait w{options_.wait, absl::Now() + absl::Milliseconds(200)};
+    const absl::Time now = absl::Now();
+    MaybeDeclare(now);
+    // The deadline only bounds how late Stop() is seen (and a declaration due).
+    Wait w{options_.wait, now + absl::Milliseconds(200)};
     absl::StatusOr<Received> got = nic_.Receive(absl::MakeSpan(buf), w);
     if (got.ok()) {
       idle_errors = 0;
@@ -227,6 +230,9 @@ void Server::Handle(Address from, absl::Span<const uint8_t> frame) {
       Log(absl::StrCat("from ", from.ToString(), ": ", out.status().message()));
     }
     pending_transitions_.clear();
+    if (auto c = conns_.find(h->conn); c != conns_.end() && h->type != proto::kConnect) {
+      ++structures_.at(c->second.structure).refused;
+    }
     Reply(from, proto::ErrorReply(*h, out.status()));
     return;
   }
@@ -324,6 +330,7 @@ absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header
   }
   const Conn conn = c->second;
   Structure& st = structures_.at(conn.structure);
+  ++st.requests;
   std::vector<Note> notes;
   Writer w(ReplyHeader(h));
   if (st.cache) {
@@ -415,6 +422,69 @@ absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header
   Reply(from, out);
   SendNotes(notes);
   return std::vector<uint8_t>{};
+}
+
+}  // namespace hsi::cf
+
+namespace hsi::cf {
+
+CfStructureView Server::View(const std::string& name, const Structure& st) const {
+  CfStructureView v;
+  v.name = name;
+  v.requests = st.requests;
+  v.refused = st.refused;
+  if (st.lock) {
+    v.type = "lock";
+    v.size = st.lock->entries();
+    v.in_use = static_cast<uint32_t>(st.lock->in_use());
+    v.retained = static_cast<uint32_t>(st.lock->retained_count());
+    v.failed = st.lock->failed_connectors();
+    v.queued = st.lock->counters().queued;
+    v.granted_after_wait = st.lock->counters().granted_after_wait;
+  } else if (st.list) {
+    v.type = "list";
+    v.size = st.list->entries();
+    v.in_use = st.list->in_use();
+  } else {
+    v.type = "cache";
+    v.size = st.cache->entries();
+    v.in_use = st.cache->in_use();
+  }
+  // The wire checks queued <= requests: a lock request counts once even if
+  // it queued and was granted later.
+  v.queued = std::min(v.queued, v.requests);
+  v.granted_after_wait = std::min(v.granted_after_wait, v.queued);
+  if (duplex_) {
+    const std::optional<std::pair<bool, bool>> d = duplex_->RoleAndPartner(name);  // (primary, partner up)
+    if (d) {
+      v.duplex = d->first ? "primary" : "secondary";
+      v.partner_up = d->second;
+    }
+  }
+  for (const auto& [token, c] : conns_) {
+    if (c.structure == name) v.connectors.emplace_back(c.connector, c.lpar);
+  }
+  std::sort(v.connectors.begin(), v.connectors.end());
+  v.connector_count = static_cast<uint32_t>(v.connectors.size());
+  v.failed_count = static_cast<uint32_t>(v.failed.size());
+  return v;
+}
+
+void Server::MaybeDeclare(absl::Time now) {
+  if (now < next_declare_) return;
+  next_declare_ = now + absl::Seconds(1);
+  for (const auto& [name, st] : structures_) {
+    CfStructureView v = View(name, st);
+    auto it = declared_.find(name);
+    if (it != declared_.end() && it->second == v) continue;
+    if (absl::Status s = session_.DeclareCfStructure(v); !s.ok()) {
+      // hsid away (it forgets what we declared): all again once it is back.
+      if (options_.verbose) Log(absl::StrCat("declare ", name, " to hsid: ", s.message()));
+      declared_.clear();
+      return;
+    }
+    declared_[name] = std::move(v);
+  }
 }
 
 }  // namespace hsi::cf

@@ -75,6 +75,7 @@ class Server {
     std::unique_ptr<LockStructure> lock;  // one of these three
     std::unique_ptr<ListStructure> list;
     std::unique_ptr<CacheStructure> cache;
+    uint64_t requests = 0, refused = 0;  // requests on its connections, and those answered with an error
   };
   Server(CfConfig config, ServerOptions options) : config_(std::move(config)), options_(options) {}
 
@@ -105,6 +106,11 @@ class Server {
   // Fails every connection of a peer whose link is down.
   void ReapDeadPeers();
   void Log(const std::string& line) const;
+  // Declares each structure's state to hsid (Session::DeclareCfStructure;
+  // hsictl cfs) when it changed, at most once a second (`now` is the loop's
+  // clock): at start, then between requests, never inside one.
+  void MaybeDeclare(absl::Time now);
+  CfStructureView View(const std::string& name, const Structure& st) const;
 
   CfConfig config_;
   ServerOptions options_;
@@ -117,6 +123,8 @@ class Server {
   uint64_t replies_dropped_ = 0;
   std::vector<Transition> pending_transitions_;  // to send after the current reply
   std::atomic<bool> stop_{false};
+  absl::Time next_declare_ = absl::InfinitePast();
+  std::map<std::string, CfStructureView> declared_;  // what hsid has, as last declared
   // Duplexing (cf/duplex.h): null when no structure is duplexed. While a
   // duplexed request is applied, Reply() holds its frames (sent after the
   // secondary acknowledged) or, at the secondary, drops them.

@@ -45,9 +45,10 @@ class Admin {
   void SetNicState(Nic& n, bool up, const std::string& log, const std::string& why_down);
   // ListRequest: CHPIDs, NICs, links with counters, or links with stats.
   void OnList(Client& c, const Message& m);
+  // OK for an admin client, else kPermissionDenied naming `op` (also CfViews).
+  absl::Status CheckAdmin(const Client& c, const char* op) const;
 
  private:
-  absl::Status CheckAdmin(const Client& c, const char* op) const;
   // Replies one page of a list: entries cursor.. of `total`, each written
   // by `fill(entry, index)`.
   template <typename Reply, typename Fill>

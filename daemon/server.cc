@@ -33,6 +33,7 @@
 #include "admin.h"
 #include "clients.h"
 #include "cluster.h"
+#include "cf_views.h"
 #include "ctc.h"
 #include "event_loop.h"
 #include "grants.h"
@@ -69,7 +70,8 @@ class ServerImpl final : public Server, Clients::Listener, EventLoop::Handler {
         cluster_(config_, clients_, nics_, admin_),
         ctcs_(config_, clients_, opt_.verbose),
         streams_(config_, clients_),
-        grants_(clients_, nics_) {
+        grants_(clients_, nics_),
+        cf_views_(clients_, admin_) {
     links_.AddObserver(&sniffer_);
   }
   ~ServerImpl() override;
@@ -104,6 +106,7 @@ class ServerImpl final : public Server, Clients::Listener, EventLoop::Handler {
   Ctcs ctcs_;
   Streams streams_;
   Grants grants_;
+  CfViews cf_views_;
 };
 
 absl::Status ServerImpl::Init() {
@@ -239,6 +242,8 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
     case MsgType::kCtcListRequest: return ctcs_.OnList(c, m);
     case MsgType::kIsfcDeclareRequest: return ctcs_.OnIsfcDeclare(c, m);
     case MsgType::kIsfcListRequest: return ctcs_.OnIsfcList(c, m);
+    case MsgType::kCfDeclareRequest: return cf_views_.OnDeclare(c, m);
+    case MsgType::kCfListRequest: return cf_views_.OnList(c, m);
     case MsgType::kMemGrantRequest: return grants_.OnGrant(c, m);
     case MsgType::kMemTakeRequest: return grants_.OnTake(c, m);
     case MsgType::kIsfcCommandRequest: return ctcs_.OnIsfcCommand(c, m);
@@ -255,6 +260,7 @@ bool ServerImpl::OnClientGone(Client& c, const std::string& why) {
   links_.EndSetupsOf(c.id);
   streams_.OnClientGone(c);
   grants_.OnClientGone(c);
+  cf_views_.OnClientGone(c);
   return had_nics;
 }
 

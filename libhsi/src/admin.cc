@@ -182,3 +182,46 @@ const char* LinkPhaseName(LinkPhase phase) {
 }
 
 }  // namespace hsi
+
+namespace hsi {
+
+absl::StatusOr<std::vector<CfStructureView>> AdminClient::ListCfs() {
+  if (!state_) return absl::FailedPreconditionError("admin: not connected");
+  const auto& kTypes = wire::kCfTypeNames;
+  const auto& kRoles = wire::kCfRoleNames;
+  std::vector<CfStructureView> out;
+  uint32_t cursor = 0;
+  do {
+    wire::CfListRequest req = wire::Zeroed<wire::CfListRequest>();
+    req.cursor = cursor;
+    wire::CfListReply rep;
+    if (absl::Status st = state_->Call(req, {}, &rep); !st.ok()) return st;
+    for (uint32_t i = 0; i < rep.count; ++i) {  // validated: types, roles and counts are in range
+      const wire::WireCfStructure& s = rep.entries[i].s;
+      CfStructureView v;
+      v.lpar = wire::NameOf(rep.entries[i].lpar);
+      v.name = s.name;
+      v.type = kTypes[s.type];
+      v.duplex = kRoles[s.duplex_role];
+      v.partner_up = s.partner_up != 0;
+      v.size = s.size;
+      v.in_use = s.in_use;
+      v.connector_count = s.connectors;
+      for (uint32_t k = 0; k < s.connectors && k < wire::kCfConnectorsShown; ++k) {
+        v.connectors.emplace_back(s.connector[k], s.connector_lpar[k]);
+      }
+      v.retained = s.retained;
+      v.failed_count = s.failed;
+      for (uint32_t k = 0; k < s.failed && k < wire::kCfFailedShown; ++k) v.failed.emplace_back(s.failed_name[k]);
+      v.requests = s.requests;
+      v.queued = s.queued;
+      v.granted_after_wait = s.granted_after_wait;
+      v.refused = s.refused;
+      out.push_back(std::move(v));
+    }
+    cursor = rep.next_cursor;
+  } while (cursor != 0);
+  return out;
+}
+
+}  // namespace hsi

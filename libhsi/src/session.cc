@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "hsi/nic.h"
 #include "internal/session_state.h"
@@ -123,6 +124,11 @@ void SessionState::Reconnect() {
     links_.clear();
     for (auto& nic : nics_) {
       if (!Reattach(*nic, &s)) break;
+    }
+    for (const auto& [name, req] : cf_declared_) {
+      wire::AdminReply rep;
+      if (!s.ok() || !ctl_.connected()) break;
+      s = Call(req, {}, &rep);
     }
     if (!ctl_.connected() && s.ok()) s = absl::UnavailableError("hsid connection lost while re-registering");
   }
@@ -607,5 +613,60 @@ int Session::fd() const { return state_ ? state_->ctl_fd() : -1; }
 absl::Time Session::next_poll() const { return state_ ? state_->reconnect_at() : absl::InfiniteFuture(); }
 const std::string& Session::lpar() const { return state_->options().lpar; }
 const std::string& Session::socket_path() const { return state_->path(); }
+
+}  // namespace hsi
+
+namespace hsi {
+
+absl::Status Session::DeclareCfStructure(const CfStructureView& v, bool withdraw) {
+  if (!state_) return absl::FailedPreconditionError("declare CF structure: the Session is empty");
+  const auto& kTypes = wire::kCfTypeNames;
+  const auto& kRoles = wire::kCfRoleNames;
+  const std::string what = absl::StrCat("declare CF structure \"", absl::CHexEscape(v.name), "\"");
+  wire::CfDeclareRequest req = wire::Zeroed<wire::CfDeclareRequest>();
+  req.active = withdraw ? 0 : 1;
+  wire::WireCfStructure& s = req.s;
+  auto set = [&](char (&dst)[wire::kNameLen], const std::string& src, const char* field) -> absl::Status {
+    if (src.size() >= wire::kNameLen) return absl::InvalidArgumentError(absl::StrCat(what, ": ", field, " longer than 31"));
+    std::memcpy(dst, src.data(), src.size());
+    return absl::OkStatus();
+  };
+  if (absl::Status st = set(s.name, v.name, "name"); !st.ok()) return st;
+  if (!withdraw) {
+    s.type = static_cast<uint32_t>(std::find(std::begin(kTypes) + 1, std::end(kTypes), v.type) - std::begin(kTypes));
+    if (s.type > wire::kCfCache) return absl::InvalidArgumentError(absl::StrCat(what, ": type \"", v.type, "\""));
+    s.duplex_role = static_cast<uint32_t>(std::find(std::begin(kRoles), std::end(kRoles), v.duplex) - std::begin(kRoles));
+    if (s.duplex_role > wire::kCfSecondary) return absl::InvalidArgumentError(absl::StrCat(what, ": duplex \"", v.duplex, "\""));
+    s.partner_up = v.partner_up ? 1 : 0;
+    s.size = v.size;
+    s.in_use = v.in_use;
+    s.connectors = static_cast<uint32_t>(v.connectors.size());
+    for (size_t i = 0; i < v.connectors.size() && i < wire::kCfConnectorsShown; ++i) {
+      if (absl::Status st = set(s.connector[i], v.connectors[i].first, "connector"); !st.ok()) return st;
+      if (absl::Status st = set(s.connector_lpar[i], v.connectors[i].second, "connector LPAR"); !st.ok()) return st;
+    }
+    s.retained = v.retained;
+    s.failed = static_cast<uint32_t>(v.failed.size());
+    for (size_t i = 0; i < v.failed.size() && i < wire::kCfFailedShown; ++i) {
+      if (absl::Status st = set(s.failed_name[i], v.failed[i], "failed connector"); !st.ok()) return st;
+    }
+    s.requests = v.requests;
+    s.queued = v.queued;
+    s.granted_after_wait = v.granted_after_wait;
+    s.refused = v.refused;
+  }
+  if (absl::Status st = req.Validate(); !st.ok()) return absl::InvalidArgumentError(absl::StrCat(what, ": ", st.message()));
+  // Kept first: a reconnect declares it even if this call finds hsid away.
+  if (withdraw) {
+    state_->cf_declared_.erase(v.name);
+  } else {
+    state_->cf_declared_[v.name] = req;
+  }
+  if (absl::Status st = state_->EnsureConnected(); !st.ok()) return st;
+  wire::AdminReply rep;
+  absl::Status st = state_->Call(req, {}, &rep);
+  if (st.code() == absl::StatusCode::kResourceExhausted) state_->cf_declared_.erase(v.name);  // hsid keeps no more
+  return st;
+}
 
 }  // namespace hsi

@@ -7,13 +7,16 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "cf_fixture.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "hsi/admin.h"
 #include "hsi/cf.h"
 #include "hsi/testing/child.h"
 #include "hsi/testing/hsid.h"
@@ -350,6 +353,40 @@ TEST_F(CfDuplexTest, KillOfASimplexCfLosesTheStructureAndConnectorsRebuildIt) {
   // DB2C1's retained locks were only in CF01: they are lost with it (a
   // simplex structure's retained locks cannot be rebuilt from survivors).
   EXPECT_EQ(b->Recover(*cb, "DB2C1").status().code(), absl::StatusCode::kNotFound);
+}
+
+// hsictl cfs's duplex column (AdminClient::ListCfs, what hsictl prints):
+// each CF says its role, and the primary that lost its secondary says the
+// partner is down; the dead CF's entries are gone.
+TEST_F(CfDuplexTest, TheListingShowsEachCfsRoleAndThePartnerGoingDown) {
+  StartPair();
+  // (role, partner up) of LOCK1 in CF `cf`; nullopt if not listed.
+  auto lock1 = [&](const std::string& cf) -> std::optional<std::pair<std::string, bool>> {
+    absl::StatusOr<AdminClient> admin = AdminClient::Connect(hsid_.socket());
+    if (!admin.ok()) return std::nullopt;
+    absl::StatusOr<std::vector<CfStructureView>> all = admin->ListCfs();
+    if (!all.ok()) return std::nullopt;
+    for (const CfStructureView& v : *all) {
+      if (v.lpar == cf && v.name == "LOCK1") return std::make_pair(v.duplex, v.partner_up);
+    }
+    return std::nullopt;
+  };
+  // Polls until `cf`'s LOCK1 is listed as `want` (10 s); the last seen.
+  auto until = [&](const std::string& cf, std::optional<std::pair<std::string, bool>> want) {
+    std::optional<std::pair<std::string, bool>> got;
+    for (const absl::Time end = In(absl::Seconds(10)); absl::Now() < end;) {
+      got = lock1(cf);
+      if (got == want) break;
+      absl::SleepFor(absl::Milliseconds(50));  // polls a condition; orders nothing
+    }
+    return got;
+  };
+  using Seen = std::optional<std::pair<std::string, bool>>;
+  EXPECT_EQ(until("CF01", std::make_pair("primary", true)), Seen(std::make_pair("primary", true)));
+  EXPECT_EQ(until("CF02", std::make_pair("secondary", true)), Seen(std::make_pair("secondary", true)));
+  cf02_->Kill(SIGKILL);
+  EXPECT_EQ(until("CF01", std::make_pair("primary", false)), Seen(std::make_pair("primary", false)));
+  EXPECT_EQ(until("CF02", std::nullopt), std::nullopt);
 }
 
 }  // namespace

@@ -40,6 +40,11 @@ Commands:
   streams                     hsi-run's accelerated TCP connections: 4-tuple, pids,
                               uids, bytes each way, state (hsi-run(1))
   fallbacks                   hsi-run's fallbacks to TCP counted by reason
+  cfs                         the coupling facilities' structures as each CF (hsi-cf)
+                              declares them: type, entries in use/size, duplexing,
+                              connectors, retained locks and the failed connectors
+                              holding them, requests, queued (contention), granted
+                              after waiting, refused (updated at most once a second)
   define-chpid ID --mfs 16K|24K|40K|64K --subnet CIDR [--queue BYTES]
                [--overflow block|drop] [--lpars NAME,NAME...]
                               define a CHPID at run time (not written to the config)
@@ -384,6 +389,38 @@ int Streams(hsi::AdminClient& admin, const Args& args) {
   return kExitOk;
 }
 
+int Cfs(hsi::AdminClient& admin, const Args& args) {
+  absl::StatusOr<std::vector<hsi::CfStructureView>> v = admin.ListCfs();
+  if (!v.ok()) return hsi::tools::Fail(kTool, v.status().message(), kExitFailure);
+  json j = json::array();
+  Table t({"CF", "STRUCTURE", "TYPE", "IN USE/SIZE", "DUPLEX", "CONNECTORS", "RETAINED", "REQUESTS", "QUEUED",
+           "GRANTED AFTER WAIT", "REFUSED"});
+  for (const hsi::CfStructureView& s : *v) {
+    json conns = json::array();
+    std::vector<std::string> names;
+    for (const auto& [name, lpar] : s.connectors) {
+      conns.push_back({{"name", name}, {"lpar", lpar}});
+      names.push_back(absl::StrCat(name, "@", lpar));
+    }
+    if (s.connector_count > s.connectors.size()) names.push_back(absl::StrCat("+", s.connector_count - s.connectors.size()));
+    std::string failed = absl::StrJoin(s.failed, ",");
+    if (s.failed_count > s.failed.size()) absl::StrAppend(&failed, ",+", s.failed_count - s.failed.size());
+    const std::string duplex = s.duplex == "simplex" ? s.duplex
+                                                     : absl::StrCat(s.duplex, s.partner_up ? " (partner up)" : " (partner down)");
+    j.push_back({{"cf", s.lpar}, {"structure", s.name}, {"type", s.type}, {"size", s.size}, {"in_use", s.in_use},
+                 {"duplex", s.duplex}, {"partner_up", s.partner_up}, {"connector_count", s.connector_count},
+                 {"connectors", conns}, {"retained_locks", s.retained}, {"failed_connector_count", s.failed_count},
+                 {"failed_connectors", s.failed}, {"requests", s.requests}, {"queued", s.queued},
+                 {"granted_after_wait", s.granted_after_wait}, {"refused", s.refused}});
+    t.Add({s.lpar, s.name, s.type, absl::StrCat(s.in_use, "/", s.size), duplex,
+           names.empty() ? "-" : absl::StrJoin(names, ","),
+           s.retained == 0 ? "0" : absl::StrCat(s.retained, " (", failed, ")"), absl::StrCat(s.requests),
+           absl::StrCat(s.queued), absl::StrCat(s.granted_after_wait), absl::StrCat(s.refused)});
+  }
+  Print(args, json{{"cf_structures", j}}, t, "no coupling facility declared a structure");
+  return kExitOk;
+}
+
 int Fallbacks(hsi::AdminClient& admin, const Args& args) {
   absl::StatusOr<std::vector<std::pair<std::string, uint64_t>>> v = admin.ListFallbacks();
   if (!v.ok()) return hsi::tools::Fail(kTool, v.status().message(), kExitFailure);
@@ -412,14 +449,14 @@ int main(int argc, char** argv) {
   };
   static const std::map<std::string, Cmd> kCommands = {
       {"chpids", {0, false}}, {"nics", {0, false}}, {"links", {0, false}},         {"stats", {0, false}},
-      {"streams", {0, false}}, {"fallbacks", {0, false}},
+      {"streams", {0, false}}, {"fallbacks", {0, false}}, {"cfs", {0, false}},
       {"define-chpid", {1, true}}, {"undefine-chpid", {1, false}}, {"down", {1, false}}, {"up", {1, false}},
       {"cluster", {0, false}},
   };
   auto it = kCommands.find(cmd);
   if (it == kCommands.end()) {
     return hsi::tools::Usage(kTool, absl::StrCat("unknown command '", cmd,
-                                                 "' (commands: chpids, nics, links, stats, streams, fallbacks, "
+                                                 "' (commands: chpids, nics, links, stats, streams, fallbacks, cfs, "
                                                  "define-chpid, undefine-chpid, down, up, cluster, ctcs, define-ctc, "
                                                  "undefine-ctc, isfc, isfc-plan, isfc-activate, isfc-deactivate, "
                                                  "isfc-add, isfc-remove)"));
@@ -466,6 +503,7 @@ int main(int argc, char** argv) {
   if (!admin.ok()) return hsi::tools::Fail(kTool, admin.status().message(), kExitFailure);
   if (cmd == "chpids") return Chpids(*admin, *args);
   if (cmd == "nics") return Nics(*admin, *args);
+  if (cmd == "cfs") return Cfs(*admin, *args);
   if (cmd == "links") return Links(*admin, *args);
   if (cmd == "stats") return Stats(*admin, *args);
   if (cmd == "streams") return Streams(*admin, *args);

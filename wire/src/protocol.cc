@@ -253,6 +253,53 @@ absl::Status IsfcDeclareRequest::Validate() const {
   return CheckIsfcSide(mode, count, devices);
 }
 
+absl::Status ValidateCfStructure(const WireCfStructure& s, bool withdraw) {
+  if (absl::Status st = CheckText(s.name, kNameLen, "s.name"); !st.ok()) return st;
+  if (s.name[0] == 0) return absl::InvalidArgumentError("s.name is empty");
+  if (withdraw) return absl::OkStatus();
+  if (s.type < kCfLock || s.type > kCfCache) return absl::InvalidArgumentError("s.type is not 1 (lock), 2 (list) or 3 (cache)");
+  if (s.duplex_role > kCfSecondary) return absl::InvalidArgumentError("s.duplex_role is not 0, 1 or 2");
+  if (absl::Status st = CheckBool(s.partner_up, "s.partner_up"); !st.ok()) return st;
+  if (s.duplex_role == kCfSimplex && s.partner_up != 0) return absl::InvalidArgumentError("s.partner_up is set for a simplex structure");
+  if (s.in_use > s.size) return absl::InvalidArgumentError("s.in_use exceeds s.size");
+  if (s.failed > s.retained) return absl::InvalidArgumentError("s.failed exceeds s.retained");
+  if (s.queued > s.requests || s.granted_after_wait > s.queued) {
+    return absl::InvalidArgumentError("s.queued exceeds s.requests or s.granted_after_wait exceeds s.queued");
+  }
+  // Named up to the count shown, empty after it.
+  auto names = [](const char (*n)[kNameLen], size_t shown, uint32_t count, const char* field) -> absl::Status {
+    for (size_t i = 0; i < shown; ++i) {
+      if (absl::Status st = CheckText(n[i], kNameLen, field); !st.ok()) return st;
+      if ((n[i][0] != 0) != (i < count)) {
+        return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "] is ", i < count ? "empty" : "set past the count"));
+      }
+    }
+    return absl::OkStatus();
+  };
+  return FirstError(names(s.connector, kCfConnectorsShown, s.connectors, "s.connector"),
+                    names(s.connector_lpar, kCfConnectorsShown, s.connectors, "s.connector_lpar"),
+                    names(s.failed_name, kCfFailedShown, s.failed, "s.failed_name"));
+}
+
+absl::Status CfDeclareRequest::Validate() const {
+  if (absl::Status st = FirstError(CheckBool(active, "active"), CheckZero(reserved, "reserved")); !st.ok()) return st;
+  return ValidateCfStructure(s, active == 0);
+}
+
+absl::Status CfListReply::Validate() const {
+  if (absl::Status st = FirstError(CheckStatus(status, "status"), CheckCount(count, kCfListPage, "count")); !st.ok()) {
+    return st;
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    if (absl::Status st = FirstError(ValidateName(entries[i].lpar, "entries[].lpar", false),
+                                     ValidateCfStructure(entries[i].s, false));
+        !st.ok()) {
+      return st;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status IsfcCommandRequest::Validate() const {
   if (absl::Status s = FirstError(ValidateName(lpar, "lpar", false), ValidateName(peer, "peer", false),
                                   CheckIsfcCommand(op, count, timeout_ms));

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "hsi/address.h"
 #include "hsi/nic.h"
+#include "hsi/session.h"
 #include "hsi/export.h"
 
 namespace hsi {
@@ -124,6 +125,9 @@ class HSI_EXPORT AdminClient {
   // every reason, zeros included, in the protocol's order).
   absl::StatusOr<std::vector<StreamListing>> ListStreams();
   absl::StatusOr<std::vector<std::pair<std::string, uint64_t>>> ListFallbacks();
+  // What each coupling facility declared about its structures
+  // (Session::DeclareCfStructure), by CF client then structure name.
+  absl::StatusOr<std::vector<CfStructureView>> ListCfs();
 
  private:
   std::shared_ptr<internal::SessionState> state_;

@@ -33,6 +33,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -85,6 +87,26 @@ struct SessionOptions {
   std::optional<uint32_t> hsid_uid = std::nullopt;
 };
 
+// One coupling facility structure's state as its CF (hsi-cf) declares it to
+// hsid (Session::DeclareCfStructure) and admins list it
+// (AdminClient::ListCfs, hsictl cfs). hsid only checks it is well formed:
+// it is the CF's claim.
+struct CfStructureView {
+  std::string lpar;  // listing only: the CF's LPAR, as hsid knows it
+  std::string name;  // 1..31 printable characters
+  std::string type;  // "lock", "list" or "cache"
+  std::string duplex = "simplex";  // "simplex", "primary" or "secondary"
+  bool partner_up = false;         // duplexed: the partner CF's link is up
+  uint32_t size = 0, in_use = 0;   // entries it may hold / in use
+  uint32_t connector_count = 0;    // live connections (listing: may exceed the names shown)
+  std::vector<std::pair<std::string, std::string>> connectors;  // (connector, its LPAR); 8 shown at most
+  uint32_t retained = 0;           // retained locks
+  uint32_t failed_count = 0;       // failed connectors holding them
+  std::vector<std::string> failed;  // their names; 4 shown at most
+  uint64_t requests = 0, queued = 0, granted_after_wait = 0, refused = 0;
+  bool operator==(const CfStructureView&) const = default;
+};
+
 class HSI_EXPORT Session {
  public:
   // Connects to hsid and claims `options.lpar`. kUnavailable if hsid does
@@ -126,6 +148,14 @@ class HSI_EXPORT Session {
   // When to call Poll() with no event: the next reconnect attempt while
   // hsid is away, absl::InfiniteFuture() otherwise.
   absl::Time next_poll() const;
+
+  // Declares one CF structure's state (wire CfDeclareRequest): hsid keeps
+  // the last per name until this Session closes (and is told again after
+  // hsid restarts, as the NICs are); `withdraw` drops it. More
+  // than 8 connectors or 4 failed ones: the counts go, the first names
+  // only. kInvalidArgument naming the field for a malformed one (checked
+  // here as hsid checks it), kResourceExhausted past 64 structures.
+  absl::Status DeclareCfStructure(const CfStructureView& view, bool withdraw = false);
 
   bool connected() const;
   const std::string& lpar() const;

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -200,6 +201,10 @@ class SessionState final : private ControlChannel::Handler {
   const SessionOptions& options() const { return opt_; }
   const std::string& path() const { return ctl_.path(); }
   bool is_admin() const { return is_admin_; }
+
+  // CF structures declared (Session::DeclareCfStructure), by name: sent
+  // again by Reconnect(), as hsid rebuilds its tables from its clients.
+  std::map<std::string, wire::CfDeclareRequest> cf_declared_;
 
  private:
   // ControlChannel::Handler

@@ -134,6 +134,9 @@ inline constexpr size_t kEventPageSize = 4096;
   X(MemGrantReply,         91, kToClient, kReply,   0, 456)                 \
   X(MemTakeRequest,        92, kToDaemon, kRequest, 0, 16)                  \
   X(MemTakeReply,          93, kToClient, kReply,   1, 464)  /* the granted memfd */ \
+  X(CfDeclareRequest,      94, kToDaemon, kRequest, 0, 744)  /* -> AdminReply */ \
+  X(CfListRequest,         95, kToDaemon, kRequest, 0, 8)                   \
+  X(CfListReply,           96, kToClient, kReply,   0, 464 + 4 * 768)     \
   /* link set-up from spare segments (issue 15): 100-109 */                \
   X(SpareOffer,           100, kToClient, kEvent,   1, 24)   /* spare own segment */ \
   X(SpareSealed,          101, kToDaemon, kNotice,  0, 16)                  \
@@ -807,6 +810,63 @@ struct IsfcDeclareRequest {
   uint32_t reserved;
   absl::Status Validate() const;
 };
+// Coupling facility views (issue 20; hsictl cfs). An hsi-cf process
+// declares each of its structures' state to hsid (CfDeclareRequest,
+// answered with AdminReply) when it starts and then at most once a second
+// while something changed; hsid keeps the last declaration per structure of
+// that client (at most kMaxCfStructures), drops them when the client goes,
+// and lists them to admins (CfListRequest) as the CF's claim: hsid checks
+// only that they are well formed. active = 0 withdraws one structure.
+// Names are CF names (1..16 of [A-Za-z0-9_.$#@-]) checked as text here.
+inline constexpr size_t kCfConnectorsShown = 8, kCfFailedShown = 4, kCfListPage = 4, kMaxCfStructures = 64;
+enum : uint32_t { kCfLock = 1, kCfList = 2, kCfCache = 3 };
+enum : uint32_t { kCfSimplex = 0, kCfPrimary = 1, kCfSecondary = 2 };  // duplex role
+// Their names (hsi::CfStructureView), indexed by the values above.
+inline constexpr const char* kCfTypeNames[] = {"", "lock", "list", "cache"};
+inline constexpr const char* kCfRoleNames[] = {"simplex", "primary", "secondary"};
+struct WireCfStructure {
+  char name[kNameLen];
+  uint32_t type;         // kCfLock / kCfList / kCfCache
+  uint32_t duplex_role;  // kCfSimplex / kCfPrimary / kCfSecondary
+  uint32_t partner_up;   // 1: the duplex partner's link is up (0 when simplex)
+  uint32_t size;         // entries it may hold
+  uint32_t in_use;       // entries in use, <= size
+  uint32_t connectors;   // live connections; the first kCfConnectorsShown named below
+  uint32_t retained;     // retained locks (lock structures)
+  uint32_t failed;       // failed connectors holding them; the first kCfFailedShown named
+  char connector[kCfConnectorsShown][kNameLen];       // "" past min(connectors, 8)
+  char connector_lpar[kCfConnectorsShown][kNameLen];  // each connector's LPAR
+  char failed_name[kCfFailedShown][kNameLen];         // "" past min(failed, 4)
+  uint64_t requests;            // requests served
+  uint64_t queued;              // requests that had to wait (contention)
+  uint64_t granted_after_wait;  // of those, granted later
+  uint64_t refused;             // refused (retained locks, full, bad input)
+};
+static_assert(sizeof(WireCfStructure) == 736);
+struct CfDeclareRequest {
+  uint32_t active;  // 1 declare / update, 0 withdraw `s.name`
+  uint32_t reserved;
+  WireCfStructure s;
+  absl::Status Validate() const;
+};
+struct CfListRequest {
+  uint32_t cursor;  // 0 first
+  uint32_t reserved;
+  absl::Status Validate() const { return CheckZero(reserved, "reserved"); }
+};
+struct WireCfEntry {
+  char lpar[kNameLen];  // the CF's LPAR (hsid's own knowledge)
+  WireCfStructure s;    // the CF's claim
+};
+struct CfListReply {
+  WireStatus status;
+  uint32_t count, next_cursor;
+  WireCfEntry entries[kCfListPage];
+  absl::Status Validate() const;
+};
+// Validates one structure summary (CfDeclareRequest, CfListReply).
+absl::Status ValidateCfStructure(const WireCfStructure& s, bool withdraw);
+
 // z/VM's ACTIVATE/DEACTIVATE ISLINK from outside (hsictl): an admin asks
 // hsid, hsid asks the process of that LPAR that takes ISFC commands (it
 // said so with IsfcCommandsAccept{1}), and that process's answer goes back:
