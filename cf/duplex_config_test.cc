@@ -65,6 +65,7 @@ chpid = "F0"
 name = "GBP0"
 type = "cache"
 entries = 8
+max_data = 0
 vector = 8
 lpars = ["*"]
 duplex = "primary"

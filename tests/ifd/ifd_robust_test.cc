@@ -242,16 +242,18 @@ TEST_F(IfdRobustTest, Kill9OfPersistentIfdKeepsTheDeviceAndAnOpenTcpConnection) 
   EXPECT_TRUE(absl::StrContains(ifd_a_->log(), "keeping hsi0 (persistent")) << ifd_a_->log();
 }
 
-// The start of this process's read-write mapping of memfd `name` (hsid
-// names each ring segment after its owner's address), or nullptr.
-uint8_t* OwnMapping(const std::string& name) {
+// The starts of this process's read-write mappings of memfd `name` (hsid
+// names each ring segment after its owner's address: a link's segment and
+// the NIC's spare segments for the next links, docs/ring.md, share it).
+std::vector<uint8_t*> OwnMappings(const std::string& name) {
+  std::vector<uint8_t*> out;
   std::ifstream maps("/proc/self/maps");
   for (std::string line; std::getline(maps, line);) {
     // "start-end perms offset dev inode   /memfd:NAME (deleted)"
     if (!absl::StrContains(line, "/memfd:" + name + " ") || line.find(" rw-s ") == std::string::npos) continue;
-    return reinterpret_cast<uint8_t*>(std::stoull(line.substr(0, line.find('-')), nullptr, 16));
+    out.push_back(reinterpret_cast<uint8_t*>(std::stoull(line.substr(0, line.find('-')), nullptr, 16)));
   }
-  return nullptr;
+  return out;
 }
 
 // A well-formed IPv4/UDP packet from `src` to `dst`, port 9 (discard).
@@ -274,8 +276,16 @@ TEST_F(IfdRobustTest, APeerThatBreaksItsRingIsCutOffAndTheOthersServedOn) {
   // Break the ring: in our own segment of the link (mapped read-write, as
   // its producer), a record at the tail that says "written" with a length
   // beyond the MTU. Layout: libhsi/src/internal/ring_layout.h.
-  uint8_t* seg = OwnMapping("hsi-" + nic->address().ToString());
-  ASSERT_NE(seg, nullptr) << "no read-write mapping of this NIC's ring segment in /proc/self/maps";
+  // The link's segment is the one whose producer position (offset 128)
+  // moved: the spares have carried nothing yet.
+  uint8_t* seg = nullptr;
+  int used = 0;
+  for (uint8_t* m : OwnMappings("hsi-" + nic->address().ToString())) {
+    uint64_t t = 0;
+    std::memcpy(&t, m + 128, 8);
+    if (t != 0) seg = m, ++used;
+  }
+  ASSERT_EQ(used, 1) << "not exactly one read-write mapping of this NIC's ring segments that carried a frame";
   uint64_t capacity = 0, nonce = 0, tail = 0;
   uint32_t mtu = 0, data_offset = 0;
   std::memcpy(&data_offset, seg + 12, 4);
