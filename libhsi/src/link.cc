@@ -74,7 +74,7 @@ absl::Status WaitForLinkFrame(SessionState& session, NicState& nic, LinkState& l
   }
   if (got) return absl::OkStatus();
   if (!st.ok()) return st;
-  return absl::DeadlineExceededError(absl::StrCat(l.Name(), ": no frame arrived before the deadline"));
+  return l.NoFrame();
 }
 
 // OK if the frame fits `buffer`; else kResourceExhausted naming both sizes

@@ -174,7 +174,7 @@ absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wa
   if (got) return r;
   if (!st.ok()) return st;
   (void)w;
-  return absl::DeadlineExceededError(absl::StrCat(n.Name(), ": no frame arrived before the deadline"));
+  return n.NoFrame();
 }
 
 absl::StatusOr<FrameView> Nic::Peek(const Wait& wait) {
@@ -202,7 +202,7 @@ absl::StatusOr<FrameView> Nic::Peek(const Wait& wait) {
   session_->WaitLoop(n, wait, [&] { return TryAny(n, &st, take); }, [&](bool on) { ArmAll(n, on); }).IgnoreError();
   if (got) return v;
   if (!st.ok()) return st;
-  return absl::DeadlineExceededError(absl::StrCat(n.Name(), ": no frame arrived before the deadline"));
+  return n.NoFrame();
 }
 
 void Nic::Release() {

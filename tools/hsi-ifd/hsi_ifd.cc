@@ -11,6 +11,7 @@
 // data path: packets go device -> Nic::SendTo -> peer's ring, and peer's
 // ring -> Nic::Peek (in place) -> writev to the device.
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -203,16 +204,35 @@ class Pump {
         buffer_(nic->info().mtu + hsi::ifd::kEthHeader + vnet_ + 64) {}
 
   // Runs until g_stop; an error only if the pump cannot go on.
+  //
+  // The two sources cost differently to look at: the ring is a few loads
+  // (Nic::Peek with Wait::Never()), the device a read() system call. So
+  // the device is read only when it may have something: after poll() said
+  // it is readable, while the last read found a packet, and while spinning
+  // (spin, or adaptive within 50 us of the last packet) on every
+  // kDeviceEvery-th round, which bounds the read()s an idle spin makes
+  // (a round is well under a microsecond, so a packet from the kernel
+  // waits at most a few). A pump with nothing to do sleeps in one poll()
+  // on the device, the NIC's doorbell and hsid's socket (Sleep).
   absl::Status Run() {
     absl::Time last_work = absl::Now();
+    uint32_t round = 0;
     while (!g_stop) {
-      const bool worked = FromDevice() | FromRing();
+      bool worked = false;
+      if (device_ready_ || ++round % kDeviceEvery == 0) worked = FromDevice();
+      worked |= FromRing();
       if (worked) {
         last_work = absl::Now();
         continue;
       }
-      if (wait_ == hsi::WaitMode::kSpin) continue;
-      if (wait_ == hsi::WaitMode::kAdaptive && absl::Now() - last_work < absl::Microseconds(50)) continue;
+      if (wait_ == hsi::WaitMode::kSpin ||
+          (wait_ == hsi::WaitMode::kAdaptive && absl::Now() - last_work < absl::Microseconds(50))) {
+        // An idle spin round gives way to any runnable thread on this CPU
+        // (the programs whose packets we carry, on a host with few CPUs)
+        // and comes straight back when there is none.
+        ::sched_yield();
+        continue;
+      }
       if (auto s = Sleep(); !s.ok()) return s;
     }
     return absl::OkStatus();
@@ -226,7 +246,10 @@ class Pump {
     bool worked = false;
     for (int i = 0; i < 64; ++i) {
       const ssize_t n = ::read(tap_->fd(), buffer_.data(), buffer_.size());
-      if (n < 0) break;  // EAGAIN (or EINTR: the loop checks g_stop)
+      if (n < 0) {  // EAGAIN (or EINTR: the loop checks g_stop)
+        device_ready_ = false;
+        return worked;
+      }
       worked = true;
       if (static_cast<size_t>(n) < vnet_) continue;  // the kernel always writes the vnet header
       const auto frame = absl::MakeConstSpan(buffer_.data() + vnet_, static_cast<size_t>(n) - vnet_);
@@ -418,6 +441,7 @@ class Pump {
     if (unavailable_in_a_row_ >= 3) timeout = timeout < 0 ? 100 : std::min(timeout, 100);
     const int r = ::poll(fds, n, timeout);
     if (r < 0 && errno != EINTR) return absl::InternalError(absl::StrCat("poll: ", std::strerror(errno)));
+    if (r != 0) device_ready_ = r < 0 || fds[0].revents != 0;  // EINTR: look anyway
     if (r == 0 && unavailable_in_a_row_ >= 3) unavailable_in_a_row_ = 0;
     if (n == 3 && (fds[2].revents != 0) ) {
       if (auto s = session_->Poll(); !s.ok()) Log(absl::StrCat("hsid: ", s.ToString()));
@@ -437,6 +461,11 @@ class Pump {
   // Peers whose last frame said they take checksum-partial frames.
   std::unordered_set<uint32_t> offload_peers_;
   std::vector<uint8_t> buffer_;
+  // The device may have a packet: poll() said so, or the last read() got
+  // one (a batch may have left more). Cleared by a read() that finds none.
+  bool device_ready_ = true;
+  // While spinning, the device is read on every this-many-th round (Run).
+  static constexpr uint32_t kDeviceEvery = 16;
   Counters c_;
   int unavailable_in_a_row_ = 0;
 };

@@ -42,6 +42,18 @@ inline constexpr uint16_t FrameType(uint16_t kind, uint8_t tag) { return static_
 inline constexpr bool IsBroadcast(uint16_t type) { return (type & 0xFF) == kTypeBroadcast; }
 inline constexpr uint8_t FrameTag(uint16_t type) { return static_cast<uint8_t>(type >> 8); }
 
+// The kDeadlineExceeded of a receive that found no frame ("NIC 10.240.0.1
+// on CHPID F0: no frame arrived before the deadline"), built on first use
+// into `cache` and copied after. A copy of a non-OK absl::Status only adds
+// a reference to its shared message, so the empty poll a spinning caller
+// makes (Receive/Peek with Wait::Never(), hsi-ifd's pump) costs no StrCat
+// and no malloc, and the status still says what and where.
+template <typename NameFn>
+const absl::Status& NoFrameStatus(absl::Status& cache, NameFn name) {
+  if (cache.ok()) cache = absl::DeadlineExceededError(absl::StrCat(name(), ": no frame arrived before the deadline"));
+  return cache;
+}
+
 struct LinkState {
   enum State { kSetup, kReady };
   uint32_t link_id = 0;  // hsid's id (renumbered after an hsid restart)
@@ -65,6 +77,9 @@ struct LinkState {
   std::string Name() const {
     return absl::StrCat("link ", local.ToString(), "->", peer.ToString());
   }
+  // Link::Receive's kDeadlineExceeded, built once (see NoFrameStatus).
+  absl::Status no_frame;
+  const absl::Status& NoFrame() { return NoFrameStatus(no_frame, [this] { return Name(); }); }
 };
 
 // One peer that a call needs a link to (SessionState::SetUpLinks).
@@ -111,6 +126,16 @@ struct NicState {
     return absl::StrCat("NIC ", info.address.ToString(), " on CHPID ", ChpidText());
   }
   std::string ChpidText() const;
+  // Nic::Receive/Peek's kDeadlineExceeded, built once (see NoFrameStatus);
+  // no_frame_for: the address it names, so a NIC renumbered by hsid gets
+  // a message with its new address.
+  absl::Status no_frame;
+  uint32_t no_frame_for = 0;
+  const absl::Status& NoFrame() {
+    if (no_frame_for != info.address.value()) no_frame = absl::OkStatus();
+    no_frame_for = info.address.value();
+    return NoFrameStatus(no_frame, [this] { return Name(); });
+  }
   void Forget(const std::shared_ptr<LinkState>& l);
   void ForgetHot() { hot_link = nullptr; }
 };
