@@ -35,26 +35,10 @@ done
 for p in hsid hsi-run; do [ -x "$BIN/$p" ] || { echo "hsi-run-bench: $BIN/$p is not built" >&2; exit 1; }; done
 DUR=5; [ $QUICK -eq 1 ] && DUR=2
 RUN="$BIN/hsi-run"
-T=$(mktemp -d /tmp/hsi-run-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  # TERM first: an nginx master stops its workers only when asked (SIGKILL
-  # would orphan them); then KILL whatever is left.
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  local deadline=$((SECONDS + 5))
-  for p in "${PIDS[@]}"; do
-    while kill -0 "$p" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
-    kill -9 "$p" 2>/dev/null
-  done
-  wait 2>/dev/null
-  rm -rf "$T"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/../../run/tests/lib.sh"  # scratch dir, cleanup by pid, wait_for
+hsi_run_scratch hsi-run-bench
 wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 have() { command -v "$1" >/dev/null || { echo "skipped: $1 is not installed (packaging/setup.sh)" >&2; return 1; }; }
-wait_for() { local d=$((SECONDS + 10)); until "$@"; do [ $SECONDS -ge $d ] && return 1; sleep 0.05; done; }
-listening() { ss -Hltn "sport = :$1" | grep -q LISTEN; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 stop() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 
 "$BIN/hsid" --socket "$T/hsid.sock" >"$T/hsid.log" 2>&1 &

@@ -17,14 +17,12 @@
 set -uo pipefail
 
 BIN=${1:?usage: isolation_test.sh BINDIR}
-for p in hsid hsi-run hsictl hsi-run-check; do
-  [ -x "$BIN/$p" ] || { echo "SKIP: $BIN/$p is not built"; exit 77; }
-done
+. "$(dirname "$0")/lib.sh"
+hsi_run_test_init "$BIN" hsi-run-iso
 [ "$(id -u)" -eq 0 ] || { echo "SKIP: needs root (runs ends as other uids, makes network namespaces)"; exit 77; }
 for p in setpriv ip python3; do
   command -v "$p" >/dev/null || { echo "SKIP: $p is not installed (packaging/setup.sh)"; exit 77; }
 done
-RUN="$BIN/hsi-run"
 # Under ASan (ctest's asan run: every program here is ours and instrumented)
 # the preloaded libhsi-run.so comes before libasan in the load order, which
 # ASan refuses by default; the runtime is the program's own, so that order is
@@ -32,29 +30,11 @@ RUN="$BIN/hsi-run"
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
 NOBODY=65534   # the run_uids member
 STRANGER=65533 # in no list
-T=$(mktemp -d /tmp/hsi-run-iso.XXXXXX)
 chmod 755 "$T"
 mkdir -m 777 "$T/w"  # where the other uids' servers write their port files
-PIDS=()
 NETNS=()
-FAILED=0
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
+cleanup_extra() {
   for n in "${NETNS[@]}"; do ip netns del "$n" 2>/dev/null; done
-  rm -rf "$T"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; FAILED=1; }
-pass() { echo "ok: $*"; }
-
-# Waits (up to 10 s) for a condition given as a command.
-wait_for() {
-  local deadline=$((SECONDS + 10))
-  until "$@"; do
-    [ $SECONDS -ge $deadline ] && return 1
-    sleep 0.05
-  done
 }
 as_uid() { local u=$1; shift; setpriv --reuid="$u" --regid="$u" --clear-groups -- "$@"; }
 

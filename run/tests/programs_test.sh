@@ -12,40 +12,10 @@
 # missing, 1 if any check failed.
 set -u
 BIN=${1:?usage: programs_test.sh BINDIR}
-for p in hsid hsi-run hsictl hsi-run-check; do
-  [ -x "$BIN/$p" ] || { echo "SKIP: $BIN/$p is not built"; exit 77; }
-done
-RUN="$BIN/hsi-run"
-T=$(mktemp -d /tmp/hsi-run-test.XXXXXX)
-PIDS=()
-FAILED=0
-cleanup() {
-  # TERM first: an nginx master stops its workers only when asked (SIGKILL
-  # would orphan them); then KILL whatever is left.
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  local deadline=$((SECONDS + 5))
-  for p in "${PIDS[@]}"; do
-    while kill -0 "$p" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
-    kill -9 "$p" 2>/dev/null
-  done
-  wait 2>/dev/null
-  rm -rf "$T"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; FAILED=1; }
-pass() { echo "ok: $*"; }
+. "$(dirname "$0")/lib.sh"
+hsi_run_test_init "$BIN" hsi-run-test
 have() { command -v "$1" >/dev/null || { echo "SKIP: $1 is not installed (packaging/setup.sh)"; return 1; }; }
 
-# Waits (up to 10 s) for a condition given as a command.
-wait_for() {
-  local deadline=$((SECONDS + 10))
-  until "$@"; do
-    [ $SECONDS -ge $deadline ] && return 1
-    sleep 0.05
-  done
-}
-listening() { ss -Hltn "sport = :$1" | grep -q LISTEN; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 start_hsid() {
   "$BIN/hsid" --socket "$T/hsid.sock" >"$T/hsid.log" 2>&1 &
