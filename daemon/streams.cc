@@ -183,10 +183,7 @@ void Streams::OnPropose(Client& c, Message& m) {
   const auto req = m.As<wire::RunProposeRequest>();
   auto refuse = [&](uint32_t reason, const absl::Status& s) {
     Count(reason);
-    auto rep = wire::Zeroed<wire::RunProposeReply>();
-    rep.status = wire::ToWire(s);
-    rep.reason = reason;
-    clients_.Reply(c, m.request_id, rep);
+    Refuse<wire::RunProposeReply>(c, m, reason, s);
   };
   const hsi::RingGeometry geometry{req.capacity, req.mtu};
   absl::StatusOr<SockInfo> info = Inspect(m.fds[0].get());
@@ -244,10 +241,7 @@ void Streams::OnPropose(Client& c, Message& m) {
 void Streams::OnClaim(Client& c, Message& m) {
   auto refuse = [&](uint32_t reason, const absl::Status& s) {
     Count(reason);
-    auto rep = wire::Zeroed<wire::RunClaimReply>();
-    rep.status = wire::ToWire(s);
-    rep.reason = reason;
-    clients_.Reply(c, m.request_id, rep);
+    Refuse<wire::RunClaimReply>(c, m, reason, s);
   };
   absl::StatusOr<SockInfo> info = Inspect(m.fds[0].get());
   if (!info.ok()) return refuse(wire::kRunFallbackBadSocket, info.status());
@@ -296,12 +290,7 @@ void Streams::OnClaim(Client& c, Message& m) {
 
 void Streams::OnAwait(Client& c, Message& m) {
   const auto req = m.As<wire::RunAwaitRequest>();
-  auto refuse = [&](uint32_t reason, const absl::Status& st) {
-    auto rep = wire::Zeroed<wire::RunAwaitReply>();
-    rep.status = wire::ToWire(st);
-    rep.reason = reason;
-    clients_.Reply(c, m.request_id, rep);
-  };
+  auto refuse = [&](uint32_t reason, const absl::Status& st) { Refuse<wire::RunAwaitReply>(c, m, reason, st); };
   auto it = streams_.find(req.stream_id);
   absl::StatusOr<SockInfo> info = Inspect(m.fds[0].get());
   // The same socket that proposed, now connected to the destination: only

@@ -106,6 +106,15 @@ class Streams {
   // Whether uids `a` and `b` may be paired; else the refusal naming the rule.
   absl::Status Allowed(uint32_t a, uint32_t b) const;
   void Count(uint32_t reason) { ++fallbacks_[reason < fallbacks_.size() ? reason : wire::kRunFallbackInternal]; }
+  // Answers request `m` of `c` with a `Reply` (RunProposeReply,
+  // RunClaimReply, RunAwaitReply) saying `s` and fallback `reason`.
+  template <typename Reply>
+  void Refuse(Client& c, const Message& m, uint32_t reason, const absl::Status& s) {
+    auto rep = wire::Zeroed<Reply>();
+    rep.status = wire::ToWire(s);
+    rep.reason = reason;
+    clients_.Reply(c, m.request_id, rep);
+  }
   void AnswerAwait(Stream& s);
   void Erase(uint64_t id);
 

@@ -35,7 +35,7 @@ Nic& Nic::operator=(Nic&& o) noexcept {
 const NicInfo& Nic::info() const { return nic_->info; }
 
 absl::Status Nic::DeclareInterface(const NicInterface& iface) {
-  if (!session_ || !nic_) return absl::FailedPreconditionError("DeclareInterface on an empty Nic handle");
+  if (!session_ || !nic_) return EmptyHandle("Nic::DeclareInterface");
   std::optional<NicInterface> before = nic_->iface;
   nic_->iface = iface;
   absl::Status s = session_->DeclareInterface(*nic_);
@@ -43,15 +43,15 @@ absl::Status Nic::DeclareInterface(const NicInterface& iface) {
   return s;
 }
 absl::StatusOr<std::string> Nic::PeerLpar(Address peer) {
-  if (!session_ || !nic_) return absl::FailedPreconditionError("PeerLpar on an empty Nic handle");
+  if (!session_ || !nic_) return EmptyHandle("Nic::PeerLpar");
   return session_->PeerLpar(*nic_, peer);
 }
 absl::Status Nic::GrantMemory(Address peer, uint64_t tag, UniqueFd memfd, const Wait& wait) {
-  if (!session_ || !nic_) return absl::FailedPreconditionError("GrantMemory on an empty Nic handle");
+  if (!session_ || !nic_) return EmptyHandle("Nic::GrantMemory");
   return session_->GrantMemory(*nic_, peer, tag, std::move(memfd), wait.deadline);
 }
 absl::StatusOr<UniqueFd> Nic::TakeMemory(Address from, uint64_t tag, uint64_t* size, const Wait& wait) {
-  if (!session_ || !nic_) return absl::FailedPreconditionError("TakeMemory on an empty Nic handle");
+  if (!session_ || !nic_) return EmptyHandle("Nic::TakeMemory");
   return session_->TakeMemory(*nic_, from, tag, size, wait.deadline);
 }
 int Nic::fd() const { return nic_->bell->fd(); }
