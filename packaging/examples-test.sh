@@ -3,21 +3,27 @@
 # builds examples/ out of tree against the installed package with both
 # find_package(hsi) and pkg-config, runs them against the installed hsid,
 # then removes the packages and checks that they left nothing behind.
-# Usage: packaging/examples-test.sh [--keep]   (--keep: leave packages installed)
+# Usage: packaging/examples-test.sh [--keep] [--build-dir DIR]
+#   --keep: leave packages installed; --build-dir: package that build
+#   (prefix /usr, see make-debs.sh) instead of building the "package" preset
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 keep=0
-case "${1:-}" in
-  --keep) keep=1 ;;
-  -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  "") ;;
-  *) echo "examples-test.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
-esac
+build=()
+dir=build-package
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --keep) keep=1; shift ;;
+    --build-dir) dir="${2:?examples-test.sh: --build-dir needs a directory}"; build=(--build-dir "$dir"); shift 2 ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "examples-test.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
+  esac
+done
 
-packaging/make-debs.sh >/dev/null
-debs=(build-package/packages/*.deb)
+packaging/make-debs.sh "${build[@]}" >/dev/null
+debs=("$dir"/packages/*.deb)
 names=()
 for d in "${debs[@]}"; do names+=("$(dpkg-deb -f "$d" Package)"); done
 tmp=$(mktemp -d /tmp/hsi-examples.XXXXXX)

@@ -5,7 +5,8 @@
 #   3. TSan build, the tests labelled "sanitize"
 #   4. clang libFuzzer build, each fuzz target for 20 s (packaging/fuzz.sh)
 #   5. Debian packages installed, examples built against them and run,
-#      packages purged (packaging/examples-test.sh)
+#      packages purged (packaging/examples-test.sh; the packages are made
+#      from the release build, configured with prefix /usr)
 # Usage: packaging/test.sh [--no-sanitizers] [--help]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,5 +52,5 @@ if [ "$sanitizers" -eq 1 ]; then
   packaging/fuzz.sh --seconds 20
 fi
 step "packages and examples"
-packaging/examples-test.sh
+packaging/examples-test.sh --build-dir build
 step "all test runs passed"
