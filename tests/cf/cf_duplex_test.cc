@@ -5,6 +5,9 @@
 // (an event, a reply, a line from a child).
 #include <signal.h>
 
+#include <algorithm>
+#include <cstdio>
+
 #include <map>
 #include <memory>
 #include <optional>
@@ -21,6 +24,7 @@
 #include "hsi/testing/child.h"
 #include "hsi/testing/hsid.h"
 #include "hsi/testing/line_pipe.h"
+#include "xi_checker.h"
 
 namespace hsi::cf {
 namespace {
@@ -38,7 +42,7 @@ constexpr int kHeldB = 10;    // shared locks of DB2B1
 constexpr int kRetained = 5;  // locks of DB2C1, which dies first
 constexpr int kEntries = 30;  // list entries, over 4 lists
 
-// A CF policy with LOCK1 and LIST1; `role` "" (simplex), "primary" or
+// A CF policy with LOCK1, LIST1 and the cache structure GBP1; `role` "" (simplex), "primary" or
 // "secondary" of the partner `partner` at `partner_address`.
 std::string Policy(const std::string& lpar, const std::string& address, const std::string& role,
                    const std::string& partner = "", const std::string& partner_address = "") {
@@ -47,7 +51,9 @@ std::string Policy(const std::string& lpar, const std::string& address, const st
                                "\"\n\n[[structure]]\nname = \"LOCK1\"\ntype = \"lock\"\n",
                                "entries = 256\nlpars = [\"*\"]\n", duplex,
                                "\n[[structure]]\nname = \"LIST1\"\ntype = \"list\"\nentries = 100\n",
-                               "lists = 4\nmax_data = 64\nlpars = [\"*\"]\n", duplex);
+                               "lists = 4\nmax_data = 64\nlpars = [\"*\"]\n", duplex,
+                               "\n[[structure]]\nname = \"GBP1\"\ntype = \"cache\"\nentries = 64\n",
+                               "max_data = 64\nvector = 128\nlpars = [\"*\"]\n", duplex);
   if (!role.empty())
     absl::StrAppend(&p, "\n[duplex]\npartner = \"", partner, "\"\naddress = \"", partner_address,
                     "\"\n");
@@ -93,15 +99,15 @@ class CfDuplexTest : public ::testing::Test {
 
   // CF02 (the secondary) first, then CF01 (the primary), which duplexes
   // with it before it says READY.
-  void StartPair(const std::string& primary_flag = "") {
+  void StartPair(const std::string& primary_flag = "", const std::string& secondary_flag = "") {
     cf02_ = std::make_unique<CfProcess>(hsid_, Policy("CF02", kCf02, "secondary", "CF01", kCf01),
-                                        "", "cf02");
+                                        secondary_flag, "cf02");
     ASSERT_TRUE(cf02_->ready()) << cf02_->log();
     cf01_ = std::make_unique<CfProcess>(hsid_, Policy("CF01", kCf01, "primary", "CF02", kCf02),
                                         primary_flag, "cf01");
     ASSERT_TRUE(cf01_->ready()) << cf01_->log();
-    ASSERT_THAT(cf01_->log(), HasSubstr("duplexed with CF02 at 10.240.0.201: 2 structure(s)"));
-    ASSERT_THAT(cf02_->log(), HasSubstr("duplexed with CF01: 2 structure(s), this CF the secondary"));
+    ASSERT_THAT(cf01_->log(), HasSubstr("duplexed with CF02 at 10.240.0.201: 3 structure(s)"));
+    ASSERT_THAT(cf02_->log(), HasSubstr("duplexed with CF01: 3 structure(s), this CF the secondary"));
   }
 
   absl::StatusOr<CfClient> Open(const std::string& lpar, Address cf, Address secondary) {
@@ -388,6 +394,293 @@ TEST_F(CfDuplexTest, TheListingShowsEachCfsRoleAndThePartnerGoingDown) {
   EXPECT_EQ(until("CF01", std::make_pair("primary", false)), Seen(std::make_pair("primary", false)));
   EXPECT_EQ(until("CF02", std::nullopt), std::nullopt);
 }
+
+// A list monitor survives the kill of the primary: entries pushed at the
+// survivor before the monitor's connector came back still end in its
+// transition note (one, for that list), and later transitions are noted
+// exactly once each, in order.
+TEST_F(CfDuplexTest, AListMonitorSurvivesTheKillOfThePrimary) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  absl::StatusOr<CfClient> m = Open("DB2A", Addr(kCf01), Addr(kCf02));
+  absl::StatusOr<CfClient> p = Open("DB2B", Addr(kCf01), Addr(kCf02));
+  ASSERT_TRUE(m.ok() && p.ok()) << m.status() << p.status();
+  absl::StatusOr<Connection> lm = m->Connect("LIST1", "MON");
+  absl::StatusOr<Connection> lp = p->Connect("LIST1", "PUSHER");
+  ASSERT_TRUE(lm.ok() && lp.ok()) << lm.status() << lp.status();
+  for (uint32_t l : {0u, 1u, 2u}) ASSERT_EQ(*m->Monitor(*lm, l, true), 0u) << l;
+  cf01_->Kill(SIGKILL);
+  // The pusher fails over first and pushes 3 entries to list 1 while the
+  // monitor has not come back (nothing can tell it yet).
+  absl::StatusOr<Event> e = p->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(p->Push(*lp, 1, ListEnd::kTail, Key(i), Data(i)).ok());
+  // The monitor fails over: it is told of list 1 (in either order with
+  // the failover itself, which its reconnection precedes).
+  std::vector<Event> got;
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<Event> ev = m->NextEvent(Wait::Block(In(absl::Seconds(10))));
+    ASSERT_TRUE(ev.ok()) << ev.status() << cf02_->log();
+    got.push_back(*ev);
+  }
+  int failed_over = 0, list1 = 0;
+  for (const Event& ev : got) {
+    failed_over += ev.kind == Event::Kind::kFailedOver;
+    list1 += ev.kind == Event::Kind::kTransition && ev.list == 1;
+  }
+  EXPECT_EQ(failed_over, 1);
+  EXPECT_EQ(list1, 1);
+  // Later: 2 pushes to list 2 (one transition), then 1 to list 0. The
+  // monitor's next events are exactly list 2, then list 0.
+  ASSERT_TRUE(p->Push(*lp, 2, ListEnd::kTail, Key(10), Data(10)).ok());
+  ASSERT_TRUE(p->Push(*lp, 2, ListEnd::kTail, Key(11), Data(11)).ok());
+  ASSERT_TRUE(p->Push(*lp, 0, ListEnd::kTail, Key(12), Data(12)).ok());
+  for (uint32_t want : {2u, 0u}) {
+    absl::StatusOr<Event> ev = m->NextEvent(Wait::Block(In(absl::Seconds(10))));
+    ASSERT_TRUE(ev.ok()) << ev.status();
+    EXPECT_EQ(ev->kind, Event::Kind::kTransition);
+    EXPECT_EQ(ev->list, want);
+  }
+  // And the entries are all there, in order.
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<ListEntry> en = m->Pop(*lm, 1, ListEnd::kHead);
+    ASSERT_TRUE(en.ok()) << en.status();
+    EXPECT_EQ(en->key, Key(i));
+  }
+  EXPECT_EQ(m->Pop(*lm, 1, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
+}
+
+
+// A queued lock request survives the kill of the primary: its holder,
+// back first, releases the lock at the survivor while the waiter has not
+// come back; the waiter's grant is held for it and arrives after its
+// failover, and the lock is its own.
+TEST_F(CfDuplexTest, AQueuedLockRequestSurvivesTheKillOfThePrimary) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  absl::StatusOr<CfClient> a = Open("DB2A", Addr(kCf01), Addr(kCf02));
+  absl::StatusOr<CfClient> b = Open("DB2B", Addr(kCf01), Addr(kCf02));
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  absl::StatusOr<Connection> ca = a->Connect("LOCK1", "DB2A1");
+  absl::StatusOr<Connection> cb = b->Connect("LOCK1", "DB2B1");
+  ASSERT_TRUE(ca.ok() && cb.ok()) << ca.status() << cb.status();
+  ASSERT_EQ(a->Lock(*ca, "R", LockMode::kExclusive, "ra")->outcome, Outcome::kGranted);
+  absl::StatusOr<LockReply> q = b->Lock(*cb, "R", LockMode::kExclusive, "rb");
+  ASSERT_TRUE(q.ok()) << q.status();
+  ASSERT_EQ(q->outcome, Outcome::kQueued);
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> e = a->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+  ASSERT_TRUE(a->Unlock(*ca, "R").ok());  // B is not back yet
+  int failed_over = 0, granted = 0;
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<Event> ev = b->NextEvent(Wait::Block(In(absl::Seconds(10))));
+    ASSERT_TRUE(ev.ok()) << ev.status() << cf02_->log();
+    failed_over += ev->kind == Event::Kind::kFailedOver;
+    if (ev->kind == Event::Kind::kGranted) {
+      ++granted;
+      EXPECT_EQ(ev->request, q->request);
+      EXPECT_EQ(ev->resource, "R");
+      EXPECT_EQ(ev->conn, cb->token);
+    }
+  }
+  EXPECT_EQ(failed_over, 1);
+  EXPECT_EQ(granted, 1);
+  // R is B's: A queues behind it naming DB2B1; B's release grants A.
+  absl::StatusOr<LockReply> ra = a->Lock(*ca, "R", LockMode::kExclusive);
+  ASSERT_TRUE(ra.ok()) << ra.status();
+  EXPECT_EQ(ra->outcome, Outcome::kQueued);
+  ASSERT_EQ(ra->holders.size(), 1u);
+  EXPECT_EQ(ra->holders[0].connector, "DB2B1");
+  ASSERT_TRUE(b->Unlock(*cb, "R").ok());
+  absl::StatusOr<Event> ga = a->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(ga.ok()) << ga.status();
+  EXPECT_EQ(ga->kind, Event::Kind::kGranted);
+  EXPECT_EQ(ga->request, ra->request);
+}
+
+
+// ---- Cache structures (GBP1 duplexed) ----
+
+constexpr int kChanged = 25;     // changed entries DB2A writes before the kill
+constexpr int kRegistered = 10;  // of them, DB2B holds copies of P.0.. in buffers 0..
+
+std::string Page(int i) { return absl::StrCat("P.", i); }
+std::string PageData(int i) { return absl::StrCat("page-", i, "-v1"); }
+
+// How many of buffers [0, n) of `c` test valid.
+int ValidCopies(const Connection& c, int n) {
+  int v = 0;
+  for (int i = 0; i < n; ++i) v += c.vector->IsValid(static_cast<uint32_t>(i));
+  return v;
+}
+
+class CfDuplexCacheTest : public CfDuplexTest {
+ protected:
+  // DB2A writes kChanged changed entries; DB2B reads and registers the
+  // first kRegistered (valid copies, exact data). Both vectors have the
+  // secondary's half.
+  void PopulateCache() {
+    a_ = std::make_unique<CfClient>(*Open("DB2A", Addr(kCf01), Addr(kCf02)));
+    b_ = std::make_unique<CfClient>(*Open("DB2B", Addr(kCf01), Addr(kCf02)));
+    absl::StatusOr<Connection> ga = a_->Connect("GBP1", "GA");
+    absl::StatusOr<Connection> gb = b_->Connect("GBP1", "GB");
+    ASSERT_TRUE(ga.ok() && gb.ok()) << ga.status() << gb.status();
+    ga_ = *ga;
+    gb_ = *gb;
+    ASSERT_TRUE(ga_.vector->duplexed());
+    ASSERT_TRUE(gb_.vector->duplexed());
+    for (int i = 0; i < kChanged; ++i) {
+      absl::StatusOr<uint32_t> n = a_->WriteEntry(ga_, Page(i), PageData(i), true);
+      ASSERT_TRUE(n.ok()) << n.status();
+    }
+    for (int i = 0; i < kRegistered; ++i) {
+      absl::StatusOr<CacheRead> r = b_->ReadAndRegister(gb_, Page(i), static_cast<uint32_t>(i));
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_TRUE(r->hit);
+      ASSERT_EQ(r->data, PageData(i));
+    }
+    ASSERT_EQ(ValidCopies(gb_, kRegistered), kRegistered);
+  }
+
+  // Exactly the kChanged changed entries are there, each cast out with its
+  // data (by `c` on `conn`); then nothing is changed.
+  void ExpectEveryChangedEntryCastOut(CfClient& c, const Connection& conn) {
+    absl::StatusOr<std::vector<std::string>> changed = c.ChangedEntries(conn, 1000);
+    ASSERT_TRUE(changed.ok()) << changed.status();
+    std::vector<std::string> want;
+    for (int i = 0; i < kChanged; ++i) want.push_back(Page(i));
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(*changed, want);
+    int cast = 0;
+    for (int i = 0; i < kChanged; ++i) {
+      absl::StatusOr<std::string> d = c.ReadForCastout(conn, Page(i));
+      ASSERT_TRUE(d.ok()) << Page(i) << ": " << d.status();
+      EXPECT_EQ(*d, PageData(i));
+      absl::StatusOr<bool> still = c.UnlockCastout(conn, Page(i));
+      ASSERT_TRUE(still.ok()) << still.status();
+      cast += !*still;
+    }
+    EXPECT_EQ(cast, kChanged);
+    absl::StatusOr<CacheCounters> st = c.CacheStats(conn);
+    ASSERT_TRUE(st.ok()) << st.status();
+    EXPECT_EQ(st->changed, 0u);
+    EXPECT_EQ(st->in_use, static_cast<uint64_t>(kChanged));
+  }
+
+  Connection ga_, gb_;
+};
+
+// kill -9 of the primary: every changed entry survives with its data, and
+// every local copy is invalid at once, before its connector has noticed
+// anything (the survivor cleared its half of each vector before serving);
+// after the failover copies register again and cross-invalidation goes on
+// with the survivor's fresh vectors.
+TEST_F(CfDuplexCacheTest, KillOfThePrimaryKeepsChangedEntriesAndInvalidatesEveryLocalCopy) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(PopulateCache());
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> e = a_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+  // A's connection was made again at CF02: it has taken over. B has made
+  // no call since the kill, and yet no copy of B tests valid.
+  EXPECT_EQ(ValidCopies(gb_, kRegistered), 0);
+  ASSERT_NO_FATAL_FAILURE(ExpectEveryChangedEntryCastOut(*a_, ga_));
+  // B fails over when it next calls; its copies register again, exact.
+  for (int i = 0; i < kRegistered; ++i) {
+    absl::StatusOr<CacheRead> r = b_->ReadAndRegister(gb_, Page(i), static_cast<uint32_t>(i));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(r->hit);
+    EXPECT_EQ(r->data, PageData(i));
+  }
+  EXPECT_EQ(b_->cf(), Addr(kCf02));
+  EXPECT_EQ(ValidCopies(gb_, kRegistered), kRegistered);
+  // A write at the survivor invalidates exactly B's copy of it.
+  absl::StatusOr<uint32_t> n = a_->WriteEntry(ga_, Page(3), "page-3-v2", true);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 1u);
+  EXPECT_FALSE(gb_.vector->IsValid(3));
+  EXPECT_EQ(ValidCopies(gb_, kRegistered), kRegistered - 1);
+}
+
+// kill -9 of the secondary: copies stay valid (the primary's half is
+// live), every changed entry is cast out at the primary, and once the
+// primary has ended duplexing a buffer registered for the first time
+// tests valid (the connector was told to drop the secondary's frozen half).
+TEST_F(CfDuplexCacheTest, KillOfTheSecondaryKeepsChangedEntriesAndCopiesAndTheVectorsWork) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(PopulateCache());
+  cf02_->Kill(SIGKILL);
+  EXPECT_EQ(ValidCopies(gb_, kRegistered), kRegistered);
+  // A's write is the first update after the death: the primary ends
+  // duplexing, invalidates B's copy and goes on simplex.
+  absl::StatusOr<uint32_t> n = a_->WriteEntry(ga_, Page(3), PageData(3), true);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 1u);
+  EXPECT_FALSE(gb_.vector->IsValid(3));
+  EXPECT_EQ(ValidCopies(gb_, kRegistered), kRegistered - 1);
+  // A new buffer (its bit was 0 in the secondary's frozen half).
+  constexpr uint32_t kNew = 40;
+  absl::StatusOr<CacheRead> r = b_->ReadAndRegister(gb_, Page(20), kNew);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->data, PageData(20));
+  EXPECT_TRUE(gb_.vector->IsValid(kNew));
+  r = b_->ReadAndRegister(gb_, Page(3), 3);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(gb_.vector->IsValid(3));
+  EXPECT_EQ(b_->cf(), Addr(kCf01));
+  ASSERT_NO_FATAL_FAILURE(ExpectEveryChangedEntryCastOut(*a_, ga_));
+  EXPECT_THAT(cf01_->log(), HasSubstr("duplexing with CF02 ended"));
+}
+
+// The cross-invalidation checker (xi_checker.h) across the kill -9 of
+// either CF halfway through its writes: no valid-but-stale copy, every
+// version tested by every reader. Against a secondary that takes over
+// leaving the copies valid (--duplex-fault takeover-keeps-vectors) it
+// sees stale copies: the check can fail.
+struct XiCase {
+  const char* name;
+  bool kill_primary;
+  bool fault;
+};
+class CfDuplexXiTest : public CfDuplexTest, public ::testing::WithParamInterface<XiCase> {};
+
+TEST_P(CfDuplexXiTest, TheCheckerAcrossTheKillOfACf) {
+  const XiCase& p = GetParam();
+  ASSERT_NO_FATAL_FAILURE(StartPair("", p.fault ? "--duplex-fault=takeover-keeps-vectors" : ""));
+  absl::StatusOr<CfClient> w = Open("DB2A", Addr(kCf01), Addr(kCf02));
+  ASSERT_TRUE(w.ok()) << w.status();
+  xi::CheckOptions o;
+  o.socket = hsid_.socket();
+  o.cf = Addr(kCf01);
+  o.secondary = Addr(kCf02);
+  o.after = [&](uint64_t v) {
+    if (v == xi::kWrites / 2) (p.kill_primary ? cf01_ : cf02_)->Kill(SIGKILL);
+  };
+  xi::CheckResult r = xi::RunChecker(*w, o);
+  ASSERT_TRUE(r.ok) << r.error << (p.kill_primary ? cf02_ : cf01_)->log();
+  std::printf("checker across the kill of the %s%s: %llu valid copies tested, %llu "
+              "re-registrations, %llu stale\n",
+              p.kill_primary ? "primary" : "secondary", p.fault ? " (fault)" : "",
+              static_cast<unsigned long long>(r.checks), static_cast<unsigned long long>(r.reregs),
+              static_cast<unsigned long long>(r.stale));
+  if (p.fault) {
+    EXPECT_GT(r.stale, 0u) << "the checker did not see the stale copies of a faulty takeover";
+    return;
+  }
+  EXPECT_EQ(r.stale, 0u) << "valid-but-stale copies seen";
+  // Every version after the first invalidated each reader's copy (those
+  // the kill invalidated re-registered as well).
+  EXPECT_GE(r.reregs, xi::kWrites * xi::kReaders);
+  EXPECT_GE(r.checks, xi::kWrites * xi::kReaders);
+  EXPECT_EQ(w->cf(), p.kill_primary ? Addr(kCf02) : Addr(kCf01));
+}
+INSTANTIATE_TEST_SUITE_P(
+    Kills, CfDuplexXiTest,
+    ::testing::Values(XiCase{"Primary", true, false}, XiCase{"Secondary", false, false},
+                      XiCase{"PrimaryWithAFaultyTakeover", true, true}),
+    [](const ::testing::TestParamInfo<XiCase>& i) { return std::string(i.param.name); });
 
 }  // namespace
 }  // namespace hsi::cf
