@@ -95,6 +95,18 @@ void Duplex::Break(const std::string& why) {
   duplexed_ = false;
   server_.Log(absl::StrCat("duplexing with ", server_.config_.duplex_partner, " ended (", why,
                            "): primary structure(s) served simplex from now on"));
+  // A secondary still alive (stalled, or slow to acknowledge) must never
+  // take over with the copy it has now: told so on the CF-to-CF link,
+  // behind the last mirror it got. It reads them in order, also after this
+  // CF's death (invariant 5: what was committed is drained first).
+  if (partner_.valid() && partner_.status().ok()) {
+    if (absl::Status s = partner_.Send(Writer(Header{proto::kDuplexDrop, next_id_++, 0, 0}).frame(),
+                                       Wait::Never());
+        !s.ok()) {
+      server_.Log(absl::StrCat("duplexing: could not tell ", server_.config_.duplex_partner,
+                               " that it is dropped: ", s.message()));
+    }
+  }
   // Cache connectors test the secondary's half of their vectors no more
   // (it is frozen now): told before any reply that follows.
   for (const auto& [token, c] : server_.conns_) {
@@ -186,7 +198,14 @@ void Duplex::CheckPartner() {
   absl::Status st = partner_.status();
   if (st.ok()) return;
   if (HoldsSecondaries()) {
-    TakeOver(std::string(st.message()));
+    // What the primary committed before it died comes first, in order:
+    // its last mirrors, and a Drop if it had ended duplexing with us.
+    while (duplexed_) {
+      absl::StatusOr<size_t> n = partner_.Receive(absl::MakeSpan(buf_), Wait::Never());
+      if (!n.ok()) break;
+      OnPartnerFrame(partner_.peer(), absl::MakeConstSpan(buf_.data(), *n));
+    }
+    if (duplexed_) TakeOver(std::string(st.message()));
   } else {
     Break(std::string(st.message()));
   }
@@ -290,7 +309,20 @@ void Duplex::OnPartnerFrame(Address from, absl::Span<const uint8_t> frame) {
     Ack(from, *h, st);
     return;
   }
-  CheckPartner();  // a frame from a new process at the partner's address: the old one is dead
+  // (No takeover check here: a frame from the primary's link is applied
+  // even if the primary died after it; a new primary process says Hello.)
+  if (h->type == proto::kDuplexDrop) {
+    absl::Status st = r.Done();
+    if (st.ok() && duplexed_) {
+      duplexed_ = false;
+      dropped_ = true;
+      server_.Log(absl::StrCat("the primary ", server_.config_.duplex_partner,
+                               " ended duplexing with this CF: its copy is out of date from now "
+                               "on, and it will not take over if the primary dies"));
+    }
+    Ack(from, *h, st);
+    return;
+  }
   if (!duplexed_ || !HoldsSecondaries()) {
     Ack(from, *h, absl::FailedPreconditionError(absl::StrCat(
                       "CF ", server_.config_.lpar, " is not the duplex secondary of ", from.ToString())));
@@ -381,6 +413,15 @@ bool Duplex::Serve(Address from, absl::Span<const uint8_t> frame) {
   if (role == Role::kSecondary) {
     CheckPartner();
     if (took_over_) return false;
+    if (dropped_) {
+      server_.Reply(from, proto::ErrorReply(
+                              *h, absl::UnavailableError(absl::StrCat(
+                                      "CF ", cfg.lpar, " was dropped from duplexing ", structure,
+                                      " by ", cfg.duplex_partner,
+                                      " and holds an out-of-date copy: the structure is lost "
+                                      "unless ", cfg.duplex_partner, " serves it"))));
+      return true;
+    }
     server_.Reply(from, proto::ErrorReply(
                             *h, absl::UnavailableError(absl::StrCat(
                                     "CF ", cfg.lpar, " holds the duplex secondary of ", structure,

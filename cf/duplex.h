@@ -32,7 +32,10 @@
 // to the primary": kUnavailable).
 //
 // Failures: the secondary dies (its link goes down, a mirror is not
-// acknowledged within 5 s): the primary goes on simplex. The primary dies:
+// acknowledged within 5 s): the primary goes on simplex; if the link is
+// still up (a stalled secondary) it sends DuplexDrop behind the last
+// mirror, and the secondary, reading in order (draining what a dead
+// primary committed before it decides), never takes over after it. The primary dies:
 // the secondary sees the link go down and takes over: every mirrored
 // connection ends until its connector connects again under the same name
 // and gets its old connection token back, so the CfClient's Connection
@@ -131,6 +134,7 @@ class Duplex {
   bool duplexed_ = false;   // primary: the secondary acknowledges; secondary: a primary leads
   bool took_over_ = false;  // secondary: its primary died, it serves now
   bool moved_ = false;      // primary: the partner took over before this CF started
+  bool dropped_ = false;    // secondary: the primary ended duplexing (kDuplexDrop): never take over
   hsi::Link partner_;
   uint64_t next_id_ = 1;
   std::vector<uint8_t> buf_;

@@ -75,6 +75,10 @@ enum Type : uint8_t {
   // secondary's half of its validity vector is gone (duplexing ended);
   // test the primary's half alone from now on (LocalVector::DropSecondary).
   kDuplexEndNote = 104,  // conn = token; (nothing)
+  // Primary -> secondary: "duplexing with you ended" (a mirror was not
+  // acknowledged in time, but the link is up: the secondary may be
+  // stalled); its copy is out of date from now on: never take over.
+  kDuplexDrop = 105,  // (nothing)
   kReplyBit = 128,
 };
 

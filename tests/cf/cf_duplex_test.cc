@@ -32,6 +32,7 @@ namespace {
 using ::hsi::testing::Child;
 using ::hsi::testing::LinePipe;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Outcome = LockReply::Outcome;
 
 constexpr char kCf01[] = "10.240.0.200";
@@ -497,6 +498,33 @@ TEST_F(CfDuplexTest, AQueuedLockRequestSurvivesTheKillOfThePrimary) {
   ASSERT_TRUE(ga.ok()) << ga.status();
   EXPECT_EQ(ga->kind, Event::Kind::kGranted);
   EXPECT_EQ(ga->request, ra->request);
+}
+
+
+// A secondary that stalls (SIGSTOP) past the acknowledgement timeout is
+// dropped by the primary, which goes on simplex. If the primary then dies,
+// the secondary (resumed, alive, its copy out of date) must not take over:
+// the connector is told the structure is lost, never served the old copy.
+TEST_F(CfDuplexTest, ADroppedSecondaryNeverTakesOverWithAnOutOfDateCopy) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  absl::StatusOr<CfClient> a = Open("DB2A", Addr(kCf01), Addr(kCf02));
+  ASSERT_TRUE(a.ok()) << a.status();
+  absl::StatusOr<Connection> l = a->Connect("LIST1", "DB2A1L");
+  ASSERT_TRUE(l.ok()) << l.status();
+  ASSERT_TRUE(a->Push(*l, 0, ListEnd::kTail, Key(0), Data(0)).ok());
+  ASSERT_EQ(::kill(cf02_->pid(), SIGSTOP), 0);
+  // Not acknowledged within 5 s: the primary drops CF02 and replies.
+  absl::StatusOr<uint32_t> n = a->Push(*l, 0, ListEnd::kTail, Key(1), Data(1));
+  ASSERT_TRUE(n.ok()) << n.status() << cf01_->log();
+  ASSERT_TRUE(a->Push(*l, 0, ListEnd::kTail, Key(2), Data(2)).ok());  // simplex: CF01 only
+  EXPECT_THAT(cf01_->log(), HasSubstr("duplexing with CF02 ended"));
+  cf01_->Kill(SIGKILL);
+  ASSERT_EQ(::kill(cf02_->pid(), SIGCONT), 0);
+  absl::StatusOr<ListEntry> e = a->Pop(*l, 0, ListEnd::kHead);
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kUnavailable) << (e.ok() ? e->key : "");
+  EXPECT_THAT(e.status().message(), HasSubstr("was dropped from duplexing LIST1 by CF01"));
+  EXPECT_THAT(cf02_->log(), HasSubstr("it will not take over"));
+  EXPECT_THAT(cf02_->log(), Not(HasSubstr("took over")));
 }
 
 
