@@ -121,6 +121,32 @@ class CfDuplexTest : public ::testing::Test {
     return CfClient::Open(std::move(o));
   }
 
+  // Clients DB2A and DB2B (a_, b_) on CF01 with CF02 as the secondary,
+  // connected to `structure` as `na` and `nb` (pa_, pb_).
+  void OpenPair(const std::string& structure, const std::string& na, const std::string& nb) {
+    absl::StatusOr<CfClient> a = Open("DB2A", Addr(kCf01), Addr(kCf02));
+    absl::StatusOr<CfClient> b = Open("DB2B", Addr(kCf01), Addr(kCf02));
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+    a_ = std::make_unique<CfClient>(std::move(*a));
+    b_ = std::make_unique<CfClient>(std::move(*b));
+    absl::StatusOr<Connection> ca = a_->Connect(structure, na);
+    absl::StatusOr<Connection> cb = b_->Connect(structure, nb);
+    ASSERT_TRUE(ca.ok() && cb.ok()) << ca.status() << cb.status();
+    pa_ = *ca;
+    pb_ = *cb;
+  }
+  // The next `n` events of `c` (each within 10 s); fewer on a failure.
+  std::vector<Event> NextEvents(CfClient& c, int n) {
+    std::vector<Event> out;
+    for (int i = 0; i < n; ++i) {
+      absl::StatusOr<Event> e = c.NextEvent(Wait::Block(In(absl::Seconds(10))));
+      EXPECT_TRUE(e.ok()) << e.status() << cf02_->log();
+      if (!e.ok()) break;
+      out.push_back(*e);
+    }
+    return out;
+  }
+
   // The state every kill test starts from: DB2A1 holds kHeldA exclusive
   // locks, DB2B1 kHeldB shared ones, DB2C1 (killed) kRetained retained
   // ones, and LIST1 holds kEntries entries (entry i on list i % 4).
@@ -228,6 +254,7 @@ class CfDuplexTest : public ::testing::Test {
   std::unique_ptr<CfProcess> cf01_, cf02_, cf03_;
   std::unique_ptr<CfClient> a_, b_;
   Connection ca_, cb_, la_, lb_;
+  Connection pa_, pb_;  // OpenPair's
 };
 
 TEST_F(CfDuplexTest, KillOfThePrimaryLosesNothingAndConnectorsGoOnWithTheSecondary) {
@@ -402,30 +429,19 @@ TEST_F(CfDuplexTest, TheListingShowsEachCfsRoleAndThePartnerGoingDown) {
 // exactly once each, in order.
 TEST_F(CfDuplexTest, AListMonitorSurvivesTheKillOfThePrimary) {
   ASSERT_NO_FATAL_FAILURE(StartPair());
-  absl::StatusOr<CfClient> m = Open("DB2A", Addr(kCf01), Addr(kCf02));
-  absl::StatusOr<CfClient> p = Open("DB2B", Addr(kCf01), Addr(kCf02));
-  ASSERT_TRUE(m.ok() && p.ok()) << m.status() << p.status();
-  absl::StatusOr<Connection> lm = m->Connect("LIST1", "MON");
-  absl::StatusOr<Connection> lp = p->Connect("LIST1", "PUSHER");
-  ASSERT_TRUE(lm.ok() && lp.ok()) << lm.status() << lp.status();
-  for (uint32_t l : {0u, 1u, 2u}) ASSERT_EQ(*m->Monitor(*lm, l, true), 0u) << l;
+  ASSERT_NO_FATAL_FAILURE(OpenPair("LIST1", "MON", "PUSHER"));
+  for (uint32_t l : {0u, 1u, 2u}) ASSERT_EQ(*a_->Monitor(pa_, l, true), 0u) << l;
   cf01_->Kill(SIGKILL);
   // The pusher fails over first and pushes 3 entries to list 1 while the
   // monitor has not come back (nothing can tell it yet).
-  absl::StatusOr<Event> e = p->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  absl::StatusOr<Event> e = b_->NextEvent(Wait::Block(In(absl::Seconds(10))));
   ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
   ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(p->Push(*lp, 1, ListEnd::kTail, Key(i), Data(i)).ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(b_->Push(pb_, 1, ListEnd::kTail, Key(i), Data(i)).ok());
   // The monitor fails over: it is told of list 1 (in either order with
   // the failover itself, which its reconnection precedes).
-  std::vector<Event> got;
-  for (int i = 0; i < 2; ++i) {
-    absl::StatusOr<Event> ev = m->NextEvent(Wait::Block(In(absl::Seconds(10))));
-    ASSERT_TRUE(ev.ok()) << ev.status() << cf02_->log();
-    got.push_back(*ev);
-  }
   int failed_over = 0, list1 = 0;
-  for (const Event& ev : got) {
+  for (const Event& ev : NextEvents(*a_, 2)) {
     failed_over += ev.kind == Event::Kind::kFailedOver;
     list1 += ev.kind == Event::Kind::kTransition && ev.list == 1;
   }
@@ -433,22 +449,22 @@ TEST_F(CfDuplexTest, AListMonitorSurvivesTheKillOfThePrimary) {
   EXPECT_EQ(list1, 1);
   // Later: 2 pushes to list 2 (one transition), then 1 to list 0. The
   // monitor's next events are exactly list 2, then list 0.
-  ASSERT_TRUE(p->Push(*lp, 2, ListEnd::kTail, Key(10), Data(10)).ok());
-  ASSERT_TRUE(p->Push(*lp, 2, ListEnd::kTail, Key(11), Data(11)).ok());
-  ASSERT_TRUE(p->Push(*lp, 0, ListEnd::kTail, Key(12), Data(12)).ok());
+  ASSERT_TRUE(b_->Push(pb_, 2, ListEnd::kTail, Key(10), Data(10)).ok());
+  ASSERT_TRUE(b_->Push(pb_, 2, ListEnd::kTail, Key(11), Data(11)).ok());
+  ASSERT_TRUE(b_->Push(pb_, 0, ListEnd::kTail, Key(12), Data(12)).ok());
   for (uint32_t want : {2u, 0u}) {
-    absl::StatusOr<Event> ev = m->NextEvent(Wait::Block(In(absl::Seconds(10))));
+    absl::StatusOr<Event> ev = a_->NextEvent(Wait::Block(In(absl::Seconds(10))));
     ASSERT_TRUE(ev.ok()) << ev.status();
     EXPECT_EQ(ev->kind, Event::Kind::kTransition);
     EXPECT_EQ(ev->list, want);
   }
   // And the entries are all there, in order.
   for (int i = 0; i < 3; ++i) {
-    absl::StatusOr<ListEntry> en = m->Pop(*lm, 1, ListEnd::kHead);
+    absl::StatusOr<ListEntry> en = a_->Pop(pa_, 1, ListEnd::kHead);
     ASSERT_TRUE(en.ok()) << en.status();
     EXPECT_EQ(en->key, Key(i));
   }
-  EXPECT_EQ(m->Pop(*lm, 1, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(a_->Pop(pa_, 1, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
 }
 
 
@@ -458,43 +474,36 @@ TEST_F(CfDuplexTest, AListMonitorSurvivesTheKillOfThePrimary) {
 // failover, and the lock is its own.
 TEST_F(CfDuplexTest, AQueuedLockRequestSurvivesTheKillOfThePrimary) {
   ASSERT_NO_FATAL_FAILURE(StartPair());
-  absl::StatusOr<CfClient> a = Open("DB2A", Addr(kCf01), Addr(kCf02));
-  absl::StatusOr<CfClient> b = Open("DB2B", Addr(kCf01), Addr(kCf02));
-  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
-  absl::StatusOr<Connection> ca = a->Connect("LOCK1", "DB2A1");
-  absl::StatusOr<Connection> cb = b->Connect("LOCK1", "DB2B1");
-  ASSERT_TRUE(ca.ok() && cb.ok()) << ca.status() << cb.status();
-  ASSERT_EQ(a->Lock(*ca, "R", LockMode::kExclusive, "ra")->outcome, Outcome::kGranted);
-  absl::StatusOr<LockReply> q = b->Lock(*cb, "R", LockMode::kExclusive, "rb");
+  ASSERT_NO_FATAL_FAILURE(OpenPair("LOCK1", "DB2A1", "DB2B1"));
+  ASSERT_EQ(a_->Lock(pa_, "R", LockMode::kExclusive, "ra")->outcome, Outcome::kGranted);
+  absl::StatusOr<LockReply> q = b_->Lock(pb_, "R", LockMode::kExclusive, "rb");
   ASSERT_TRUE(q.ok()) << q.status();
   ASSERT_EQ(q->outcome, Outcome::kQueued);
   cf01_->Kill(SIGKILL);
-  absl::StatusOr<Event> e = a->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  absl::StatusOr<Event> e = a_->NextEvent(Wait::Block(In(absl::Seconds(10))));
   ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
   ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
-  ASSERT_TRUE(a->Unlock(*ca, "R").ok());  // B is not back yet
+  ASSERT_TRUE(a_->Unlock(pa_, "R").ok());  // B is not back yet
   int failed_over = 0, granted = 0;
-  for (int i = 0; i < 2; ++i) {
-    absl::StatusOr<Event> ev = b->NextEvent(Wait::Block(In(absl::Seconds(10))));
-    ASSERT_TRUE(ev.ok()) << ev.status() << cf02_->log();
-    failed_over += ev->kind == Event::Kind::kFailedOver;
-    if (ev->kind == Event::Kind::kGranted) {
+  for (const Event& ev : NextEvents(*b_, 2)) {
+    failed_over += ev.kind == Event::Kind::kFailedOver;
+    if (ev.kind == Event::Kind::kGranted) {
       ++granted;
-      EXPECT_EQ(ev->request, q->request);
-      EXPECT_EQ(ev->resource, "R");
-      EXPECT_EQ(ev->conn, cb->token);
+      EXPECT_EQ(ev.request, q->request);
+      EXPECT_EQ(ev.resource, "R");
+      EXPECT_EQ(ev.conn, pb_.token);
     }
   }
   EXPECT_EQ(failed_over, 1);
   EXPECT_EQ(granted, 1);
   // R is B's: A queues behind it naming DB2B1; B's release grants A.
-  absl::StatusOr<LockReply> ra = a->Lock(*ca, "R", LockMode::kExclusive);
+  absl::StatusOr<LockReply> ra = a_->Lock(pa_, "R", LockMode::kExclusive);
   ASSERT_TRUE(ra.ok()) << ra.status();
   EXPECT_EQ(ra->outcome, Outcome::kQueued);
   ASSERT_EQ(ra->holders.size(), 1u);
   EXPECT_EQ(ra->holders[0].connector, "DB2B1");
-  ASSERT_TRUE(b->Unlock(*cb, "R").ok());
-  absl::StatusOr<Event> ga = a->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(b_->Unlock(pb_, "R").ok());
+  absl::StatusOr<Event> ga = a_->NextEvent(Wait::Block(In(absl::Seconds(10))));
   ASSERT_TRUE(ga.ok()) << ga.status();
   EXPECT_EQ(ga->kind, Event::Kind::kGranted);
   EXPECT_EQ(ga->request, ra->request);
@@ -507,20 +516,17 @@ TEST_F(CfDuplexTest, AQueuedLockRequestSurvivesTheKillOfThePrimary) {
 // the connector is told the structure is lost, never served the old copy.
 TEST_F(CfDuplexTest, ADroppedSecondaryNeverTakesOverWithAnOutOfDateCopy) {
   ASSERT_NO_FATAL_FAILURE(StartPair());
-  absl::StatusOr<CfClient> a = Open("DB2A", Addr(kCf01), Addr(kCf02));
-  ASSERT_TRUE(a.ok()) << a.status();
-  absl::StatusOr<Connection> l = a->Connect("LIST1", "DB2A1L");
-  ASSERT_TRUE(l.ok()) << l.status();
-  ASSERT_TRUE(a->Push(*l, 0, ListEnd::kTail, Key(0), Data(0)).ok());
+  ASSERT_NO_FATAL_FAILURE(OpenPair("LIST1", "DB2A1L", "DB2B1L"));
+  ASSERT_TRUE(a_->Push(pa_, 0, ListEnd::kTail, Key(0), Data(0)).ok());
   ASSERT_EQ(::kill(cf02_->pid(), SIGSTOP), 0);
   // Not acknowledged within 5 s: the primary drops CF02 and replies.
-  absl::StatusOr<uint32_t> n = a->Push(*l, 0, ListEnd::kTail, Key(1), Data(1));
+  absl::StatusOr<uint32_t> n = a_->Push(pa_, 0, ListEnd::kTail, Key(1), Data(1));
   ASSERT_TRUE(n.ok()) << n.status() << cf01_->log();
-  ASSERT_TRUE(a->Push(*l, 0, ListEnd::kTail, Key(2), Data(2)).ok());  // simplex: CF01 only
+  ASSERT_TRUE(a_->Push(pa_, 0, ListEnd::kTail, Key(2), Data(2)).ok());  // simplex: CF01 only
   EXPECT_THAT(cf01_->log(), HasSubstr("duplexing with CF02 ended"));
   cf01_->Kill(SIGKILL);
   ASSERT_EQ(::kill(cf02_->pid(), SIGCONT), 0);
-  absl::StatusOr<ListEntry> e = a->Pop(*l, 0, ListEnd::kHead);
+  absl::StatusOr<ListEntry> e = a_->Pop(pa_, 0, ListEnd::kHead);
   EXPECT_EQ(e.status().code(), absl::StatusCode::kUnavailable) << (e.ok() ? e->key : "");
   EXPECT_THAT(e.status().message(), HasSubstr("was dropped from duplexing LIST1 by CF01"));
   EXPECT_THAT(cf02_->log(), HasSubstr("it will not take over"));
@@ -549,13 +555,9 @@ class CfDuplexCacheTest : public CfDuplexTest {
   // first kRegistered (valid copies, exact data). Both vectors have the
   // secondary's half.
   void PopulateCache() {
-    a_ = std::make_unique<CfClient>(*Open("DB2A", Addr(kCf01), Addr(kCf02)));
-    b_ = std::make_unique<CfClient>(*Open("DB2B", Addr(kCf01), Addr(kCf02)));
-    absl::StatusOr<Connection> ga = a_->Connect("GBP1", "GA");
-    absl::StatusOr<Connection> gb = b_->Connect("GBP1", "GB");
-    ASSERT_TRUE(ga.ok() && gb.ok()) << ga.status() << gb.status();
-    ga_ = *ga;
-    gb_ = *gb;
+    ASSERT_NO_FATAL_FAILURE(OpenPair("GBP1", "GA", "GB"));
+    ga_ = pa_;
+    gb_ = pb_;
     ASSERT_TRUE(ga_.vector->duplexed());
     ASSERT_TRUE(gb_.vector->duplexed());
     for (int i = 0; i < kChanged; ++i) {
