@@ -4,6 +4,7 @@
 // counts of what survives. Every wait is on a condition with a deadline
 // (an event, a reply, a line from a child).
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -67,8 +68,10 @@ std::string Key(int i) { return absl::StrCat("k", i); }
 std::string Data(int i) { return absl::StrCat("entry-", i, "-data"); }
 
 // The child LPAR DB2C: connects to LOCK1 as DB2C1, locks C.0..C.4
-// exclusive with record data, says "LOCKED" and waits to be killed.
-int Doomed(const Hsid& d, Address cf, Address secondary, const LinePipe& rep) {
+// exclusive with record data, says "LOCKED" and waits to be killed: on
+// its CF link (`deaf` false) or deaf to it, in pause() (a connector that
+// does not fail over: it neither calls nor waits on fd()).
+int Doomed(const Hsid& d, Address cf, Address secondary, const LinePipe& rep, bool deaf = false) {
   CfClientOptions o;
   o.socket_path = d.socket();
   o.lpar = "DB2C";
@@ -90,6 +93,7 @@ int Doomed(const Hsid& d, Address cf, Address secondary, const LinePipe& rep) {
     }
   }
   rep.Write("LOCKED");
+  if (deaf) ::pause();  // until the test's SIGKILL
   c->NextEvent(Wait::Block(In(absl::Seconds(60)))).IgnoreError();
   return 0;
 }
@@ -531,6 +535,43 @@ TEST_F(CfDuplexTest, ADroppedSecondaryNeverTakesOverWithAnOutOfDateCopy) {
   EXPECT_THAT(e.status().message(), HasSubstr("was dropped from duplexing LIST1 by CF01"));
   EXPECT_THAT(cf02_->log(), HasSubstr("it will not take over"));
   EXPECT_THAT(cf02_->log(), Not(HasSubstr("took over")));
+}
+
+
+// A lock connection whose connector is alive at the takeover is suspended,
+// not failed: its locks are still its own (others queue behind it, not
+// refused as retained). If it never comes back (here: it is killed after
+// the takeover, and the survivor has no link to see it die), the grace
+// ends: its locks become retained, the queued request is cancelled naming
+// it, and a peer recovers them with their records.
+TEST_F(CfDuplexTest, ASuspendedConnectorThatNeverComesBackLeavesRetainedLocks) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(OpenPair("LOCK1", "DB2A1", "DB2B1"));
+  LinePipe rep;
+  Child doomed([&] { return Doomed(hsid_, Addr(kCf01), Address(), rep, /*deaf=*/true); });
+  ASSERT_EQ(rep.Read(absl::Seconds(30)), "LOCKED");
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> e = b_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+  absl::StatusOr<LockReply> q = b_->Lock(pb_, "C.0", LockMode::kShared);
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->outcome, Outcome::kQueued) << "DB2C1 is alive: its lock is not retained";
+  ASSERT_EQ(q->holders.size(), 1u);
+  EXPECT_EQ(q->holders[0].connector, "DB2C1");
+  EXPECT_FALSE(q->holders[0].retained);
+  ::kill(doomed.pid(), SIGKILL);
+  doomed.Wait();
+  absl::StatusOr<Event> c = b_->NextEvent(Wait::Block(In(absl::Seconds(30))));  // the 10 s grace
+  ASSERT_TRUE(c.ok()) << c.status() << cf02_->log();
+  EXPECT_EQ(c->kind, Event::Kind::kCancelled);
+  EXPECT_EQ(c->request, q->request);
+  EXPECT_EQ(c->failed, "DB2C1");
+  absl::StatusOr<std::vector<RetainedLock>> got = b_->Recover(pb_, "DB2C1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), static_cast<size_t>(kRetained));
+  for (int i = 0; i < kRetained; ++i) EXPECT_EQ((*got)[i].record, absl::StrCat("undo-C.", i));
+  EXPECT_THAT(cf02_->log(), HasSubstr("not reclaimed within 10s of the takeover"));
 }
 
 
