@@ -75,6 +75,11 @@ class CacheStructure {
   // The connection goes (normally or failed): registrations end, castout
   // locks are released. Returns how many castout locks it held.
   uint32_t Detach(uint32_t conn);
+  // Every bit of the connection's vector invalid, at once (a duplex
+  // secondary taking over, before it serves anyone; then Detach).
+  void InvalidateAll(uint32_t conn) {
+    if (auto it = conns_.find(conn); it != conns_.end()) it->second.vector.Clear();
+  }
 
   // kInvalidArgument: an empty or long name, an index out of range.
   // kResourceExhausted: the directory is full of changed or locked entries.

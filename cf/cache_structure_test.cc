@@ -251,5 +251,59 @@ TEST(LocalVectorTest, RefusesAVectorThatIsUnsealedOrOfTheWrongSize) {
   EXPECT_FALSE(VectorWriter::Create(kMaxVectorBits + 1, "v").ok());
 }
 
+// A duplexed structure's vector (hsi/cf_vector.h): two halves, each CF
+// writing its own; valid only if valid in both; Replace maps a fresh
+// vector over both in place (the same object, every copy of the pointer);
+// DropSecondary leaves the primary's half alone; halves are checked as
+// Map checks a vector.
+TEST(LocalVectorTest, TwoHalvesAreAndedAndReplacedInPlace) {
+  absl::StatusOr<VectorWriter> p = VectorWriter::Create(128, "p");
+  absl::StatusOr<VectorWriter> q = VectorWriter::Create(128, "q");
+  ASSERT_TRUE(p.ok() && q.ok());
+  absl::StatusOr<LocalVector> v = LocalVector::Map(*p->DupFd(), 128);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_FALSE(v->duplexed());
+  EXPECT_EQ(v->AddSecondary(*VectorWriter::Create(1024, "big")->DupFd()).code(),
+            absl::StatusCode::kDataLoss);  // the wrong size is refused
+  ASSERT_TRUE(v->AddSecondary(*q->DupFd()).ok());
+  EXPECT_TRUE(v->duplexed());
+  p->Set(5, true);
+  EXPECT_FALSE(v->IsValid(5));  // the secondary's half says invalid
+  q->Set(5, true);
+  EXPECT_TRUE(v->IsValid(5));
+  q->Clear();  // a secondary taking over
+  EXPECT_FALSE(v->IsValid(5));
+  EXPECT_TRUE(p->Get(5));
+
+  // Duplexing ends: the primary's half alone decides.
+  p->Set(7, true);
+  EXPECT_FALSE(v->IsValid(7));
+  ASSERT_TRUE(v->DropSecondary().ok());
+  EXPECT_TRUE(v->IsValid(7));
+  EXPECT_TRUE(v->IsValid(5));
+
+  // A failover: a fresh vector over both halves, in place.
+  absl::StatusOr<LocalVector> w = LocalVector::Map(*p->DupFd(), 128);
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE(w->AddSecondary(*q->DupFd()).ok());
+  const LocalVector* before = &*w;
+  absl::StatusOr<VectorWriter> fresh = VectorWriter::Create(128, "fresh");
+  ASSERT_TRUE(fresh.ok());
+  absl::StatusOr<UniqueFd> plain = Segment::CreateMemfd("v", VectorBytes(128));  // not sealed
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(w->Replace(std::move(*plain)).code(), absl::StatusCode::kDataLoss);
+  p->Set(9, true);
+  q->Set(9, true);
+  EXPECT_TRUE(w->IsValid(9));
+  ASSERT_TRUE(w->Replace(*fresh->DupFd()).ok());
+  EXPECT_EQ(before, &*w);
+  EXPECT_FALSE(w->IsValid(9));  // every copy invalid at first
+  fresh->Set(9, true);
+  EXPECT_TRUE(w->IsValid(9));
+  p->Set(9, false);  // the old halves are written no more (here: not read)
+  q->Set(9, false);
+  EXPECT_TRUE(w->IsValid(9));
+}
+
 }  // namespace
 }  // namespace hsi::cf

@@ -45,6 +45,13 @@ absl::StatusOr<std::vector<uint8_t>> Call(CfClient::State& s, const proto::Write
 // when it was. Else kUnavailable naming the structure that is lost.
 absl::Status LinkDown(CfClient::State& s, const absl::Status& cause,
                       absl::Span<const uint8_t> request, bool in_flight);
+// Duplexed cache structures (cf/connector_duplex.cc): takes the second
+// half of connection `token`'s vector, granted by the secondary CF at
+// `secondary`, and adds it to `v`.
+absl::StatusOr<LocalVector> TakeSecondHalf(CfClient::State& s, Address secondary, uint32_t token,
+                                           LocalVector v);
+// A DuplexEndNote for connection `token`: its vector's secondary half goes.
+absl::Status DuplexEnded(CfClient::State& s, uint32_t token);
 // A reply frame's status: OK, or the CF's code and message.
 absl::Status ReplyStatus(CfClient::State& s, absl::Span<const uint8_t> reply);
 // A Lock reply's body (status OK), validated.

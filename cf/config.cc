@@ -108,11 +108,6 @@ absl::StatusOr<StructureConfig> ParseStructure(const std::string& src, const std
     if (!t.at("duplex").is_string() ||
         (t.at("duplex").as_string().str != "primary" && t.at("duplex").as_string().str != "secondary"))
       return Bad(src, at + ".duplex", "must be \"primary\" or \"secondary\" (this CF's role)");
-    // The secondary mirrors requests; a cache structure's writes also flip
-    // connectors' validity vectors, which only one CF can own: not duplexed.
-    if (c.type == "cache") {
-      return Bad(src, at + ".duplex", "cache structures cannot be duplexed (lock and list structures can)");
-    }
     c.duplex = t.at("duplex").as_string().str;
   }
   return c;

@@ -57,6 +57,11 @@ absl::Status ReceiveOne(CfClient::State& s, const Wait& wait, uint64_t want,
   const absl::Span<const uint8_t> f(s.buf.data(), *n);
   absl::StatusOr<Header> h = proto::ParseHeader(f);
   if (!h.ok()) return absl::DataLossError(absl::StrCat(s.Name(), ": ", h.status().message()));
+  if (h->type == proto::kDuplexEndNote) {
+    if (f.size() != proto::kHeaderSize)
+      return absl::DataLossError(absl::StrCat(s.Name(), ": duplex end note of ", f.size(), " bytes"));
+    return DuplexEnded(s, h->conn);
+  }
   if (h->type == proto::kGrantNote || h->type == proto::kCancelNote ||
       h->type == proto::kTransitionNote) {
     absl::StatusOr<Event> e = ParseNote(*h, f);
@@ -210,9 +215,11 @@ absl::StatusOr<Connection> CfClient::Connect(const std::string& structure,
   c.entries = r.U32("entries");
   c.returned_locks = r.U32("returned");
   uint32_t vector_bits = 0;
+  Address secondary;  // a duplexed cache structure: the CF with the vector's second half
   if (type == proto::kCacheStructure) {
     vector_bits = r.U32("vector bits");
     c.max_data = r.U32("max_data");
+    secondary = Address(r.U32("secondary"));
   }
   if (absl::Status st = r.Done(); !st.ok())
     return absl::DataLossError(absl::StrCat(s_->Name(), ": ", st.message()));
@@ -235,6 +242,7 @@ absl::StatusOr<Connection> CfClient::Connect(const std::string& structure,
         s_->nic.TakeMemory(s_->link.peer(), c.token, &size, Wait::Block(absl::Now() + s_->timeout));
     absl::StatusOr<LocalVector> v =
         fd.ok() ? LocalVector::Map(std::move(*fd), vector_bits) : fd.status();
+    if (v.ok() && secondary != Address()) v = TakeSecondHalf(*s_, secondary, c.token, std::move(*v));
     if (!v.ok()) {
       // Without its vector the connection is useless: end it at the CF.
       (void)Disconnect(c);
@@ -329,6 +337,8 @@ absl::Status CfClient::LockAndWait(const Connection& c, const std::string& resou
                                              " holds it retained"));
     }
     absl::Status st = ReceiveOne(*s_, wait, 0, &unused, &matched);
+    // The CF died: fail over (the survivor keeps the queued request).
+    if (st.code() == absl::StatusCode::kUnavailable) st = LinkDown(*s_, st, {}, false);
     if (st.code() == absl::StatusCode::kDeadlineExceeded) {
       return absl::DeadlineExceededError(
           absl::StrCat(c.structure, ": ", resource, " not granted by the deadline (", "held by ",

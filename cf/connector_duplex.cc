@@ -47,6 +47,20 @@ absl::Status Reconnect(CfClient::State& s) {
                            " got connection token ", token, " at the secondary, not its own ",
                            c.token, ": the secondary did not hold its connection"));
         }
+        // A cache connection: the survivor's fresh vector (every copy
+        // invalid) goes in place of both halves; the Connection values the
+        // application holds see it at once.
+        if (c.cache) {
+          uint64_t size = 0;
+          absl::StatusOr<UniqueFd> fd =
+              s.nic.TakeMemory(s.link.peer(), c.token, &size, Wait::Block(deadline));
+          absl::Status st = fd.ok() ? c.vector->Replace(std::move(*fd)) : fd.status();
+          if (!st.ok()) {
+            return absl::Status(st.code(), absl::StrCat(s.Name(), ": the fresh validity vector of ",
+                                                        c.connector, " of ", c.structure, ": ",
+                                                        st.message()));
+          }
+        }
         break;
       }
       const bool not_yet = rep.status().code() == absl::StatusCode::kUnavailable &&
@@ -62,6 +76,29 @@ absl::Status Reconnect(CfClient::State& s) {
 }
 
 }  // namespace
+
+absl::StatusOr<LocalVector> TakeSecondHalf(CfClient::State& s, Address secondary, uint32_t token,
+                                           LocalVector v) {
+  uint64_t size = 0;
+  absl::StatusOr<UniqueFd> fd =
+      s.nic.TakeMemory(secondary, token, &size, Wait::Block(absl::Now() + s.timeout));
+  if (!fd.ok()) {
+    return absl::Status(fd.status().code(), absl::StrCat("its second half, from the secondary CF at ",
+                                                         secondary.ToString(), ": ", fd.status().message()));
+  }
+  if (absl::Status st = v.AddSecondary(std::move(*fd)); !st.ok()) return st;
+  return v;
+}
+
+absl::Status DuplexEnded(CfClient::State& s, uint32_t token) {
+  for (const Connection& c : s.open) {
+    if (c.token != token || !c.vector) continue;
+    if (absl::Status st = c.vector->DropSecondary(); !st.ok())
+      return absl::Status(st.code(), absl::StrCat(s.Name(), ": duplexing of ", c.structure,
+                                                  " ended: ", st.message()));
+  }
+  return absl::OkStatus();  // a connection not (yet) open here: nothing to do
+}
 
 absl::Status LinkDown(CfClient::State& s, const absl::Status& cause,
                       absl::Span<const uint8_t> request, bool in_flight) {

@@ -2,6 +2,8 @@
 // frame from the partner is validated as any peer's (proto::Reader).
 #include "duplex.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server.h"
@@ -15,6 +17,9 @@ using proto::Writer;
 namespace {
 
 constexpr absl::Duration kAckTimeout = absl::Seconds(5);
+// How long a secondary that took over keeps a live connector's lock
+// connection (its locks and queued requests) for it to come back.
+constexpr absl::Duration kReclaimGrace = absl::Seconds(10);
 
 std::vector<uint8_t> Bytes(const Writer& w) { return {w.frame().begin(), w.frame().end()}; }
 
@@ -90,23 +95,56 @@ void Duplex::Break(const std::string& why) {
   duplexed_ = false;
   server_.Log(absl::StrCat("duplexing with ", server_.config_.duplex_partner, " ended (", why,
                            "): primary structure(s) served simplex from now on"));
+  // A secondary still alive (stalled, or slow to acknowledge) must never
+  // take over with the copy it has now: told so on the CF-to-CF link,
+  // behind the last mirror it got. It reads them in order, also after this
+  // CF's death (invariant 5: what was committed is drained first).
+  if (partner_.valid() && partner_.status().ok()) {
+    if (absl::Status s = partner_.Send(Writer(Header{proto::kDuplexDrop, next_id_++, 0, 0}).frame(),
+                                       Wait::Never());
+        !s.ok()) {
+      server_.Log(absl::StrCat("duplexing: could not tell ", server_.config_.duplex_partner,
+                               " that it is dropped: ", s.message()));
+    }
+  }
+  // Cache connectors test the secondary's half of their vectors no more
+  // (it is frozen now): told before any reply that follows.
+  for (const auto& [token, c] : server_.conns_) {
+    if (RoleOf(c.structure) != Role::kPrimary || !server_.structures_.at(c.structure).cache) continue;
+    server_.Reply(c.peer, Writer(Header{proto::kDuplexEndNote, 0, token, 0}).frame());
+  }
 }
 
 void Duplex::TakeOver(const std::string& why) {
   duplexed_ = false;
   took_over_ = true;
-  // Every mirrored connection fails as a dead connector's does: its locks
-  // become retained, until it connects here again under the same name.
+  // Every mirrored connection ends here until its connector connects
+  // again under the same name (ReclaimToken). A lock connection whose
+  // connector is alive (its NIC is up, hsid says) is suspended: its locks
+  // and queued requests stay its own, notes for it are held, until it
+  // comes back or kReclaimGrace passes (Expire); one whose connector died
+  // fails: its locks become retained.
   size_t failed = 0;
-  std::vector<Note> unused;  // no connector is linked here: nothing to tell
+  std::vector<std::pair<LockStructure*, uint32_t>> dead;
+  const absl::Time until = absl::Now() + kReclaimGrace;
   for (auto c = server_.conns_.begin(); c != server_.conns_.end();) {
     auto next = std::next(c);
     if (RoleOf(c->second.structure) == Role::kSecondary) {
       Server::Structure& s = server_.structures_.at(c->second.structure);
-      if (s.list) {
-        s.list->Forget(c->first);
+      if (s.cache) {
+        // Before anything is served here: every local copy is invalid (a
+        // connector that has not noticed the primary's death yet must not
+        // trust the primary's frozen half); the entries, changed data
+        // included, stay. The connector gets a fresh vector when it
+        // connects again.
+        if (!fault_keep_vectors_) s.cache->InvalidateAll(c->first);
+        server_.DetachCache(c->second, "failed over (its primary CF died)");
+      } else if (s.list) {
+        // Its monitors stay, for the connector's return (ReclaimToken).
+      } else if (server_.nic_.PeerLpar(c->second.peer).ok()) {
+        suspended_[c->first] = Suspension{s.lock.get(), until, {}};
       } else {
-        s.lock->Fail(c->first, &unused);
+        dead.emplace_back(s.lock.get(), c->first);
       }
       reclaim_[{c->second.structure, c->second.connector}] = c->first;
       server_.conns_.erase(c);
@@ -114,9 +152,45 @@ void Duplex::TakeOver(const std::string& why) {
     }
     c = next;
   }
+  std::vector<Note> notes;  // for suspended connections: held (SendNotes)
+  for (const auto& [lock, token] : dead) lock->Fail(token, &notes);
+  server_.SendNotes(notes);
   server_.Log(absl::StrCat("took over the secondary structure(s) of ",
                            server_.config_.duplex_partner, " (", why, "): ", failed,
-                           " connection(s) to reclaim by their connectors, locks retained until then"));
+                           " connection(s) to reclaim by their connectors (", suspended_.size(),
+                           " of a lock structure kept for ", absl::FormatDuration(kReclaimGrace),
+                           ", ", dead.size(), " of dead connectors failed)"));
+}
+
+void Duplex::HoldNote(const Note& n) {
+  if (auto it = suspended_.find(n.conn); it != suspended_.end()) it->second.notes.push_back(n);
+}
+
+std::vector<Note> Duplex::Returned(uint32_t token) {
+  auto it = suspended_.find(token);
+  if (it == suspended_.end()) return {};
+  std::vector<Note> out = std::move(it->second.notes);
+  suspended_.erase(it);
+  return out;
+}
+
+void Duplex::Expire(absl::Time now) {
+  std::vector<Note> notes;
+  for (auto it = suspended_.begin(); it != suspended_.end();) {
+    if (it->second.until > now) {
+      ++it;
+      continue;
+    }
+    const uint32_t token = it->first;
+    LockStructure* lock = it->second.lock;
+    it = suspended_.erase(it);
+    const size_t before = lock->retained_count();
+    lock->Fail(token, &notes);
+    server_.Log(absl::StrCat("connection ", token, " of ", lock->name(), " not reclaimed within ",
+                             absl::FormatDuration(kReclaimGrace), " of the takeover: failed, ",
+                             lock->retained_count() - before, " lock(s) retained"));
+  }
+  server_.SendNotes(notes);
 }
 
 void Duplex::CheckPartner() {
@@ -124,7 +198,14 @@ void Duplex::CheckPartner() {
   absl::Status st = partner_.status();
   if (st.ok()) return;
   if (HoldsSecondaries()) {
-    TakeOver(std::string(st.message()));
+    // What the primary committed before it died comes first, in order:
+    // its last mirrors, and a Drop if it had ended duplexing with us.
+    while (duplexed_) {
+      absl::StatusOr<size_t> n = partner_.Receive(absl::MakeSpan(buf_), Wait::Never());
+      if (!n.ok()) break;
+      OnPartnerFrame(partner_.peer(), absl::MakeConstSpan(buf_.data(), *n));
+    }
+    if (duplexed_) TakeOver(std::string(st.message()));
   } else {
     Break(std::string(st.message()));
   }
@@ -228,7 +309,20 @@ void Duplex::OnPartnerFrame(Address from, absl::Span<const uint8_t> frame) {
     Ack(from, *h, st);
     return;
   }
-  CheckPartner();  // a frame from a new process at the partner's address: the old one is dead
+  // (No takeover check here: a frame from the primary's link is applied
+  // even if the primary died after it; a new primary process says Hello.)
+  if (h->type == proto::kDuplexDrop) {
+    absl::Status st = r.Done();
+    if (st.ok() && duplexed_) {
+      duplexed_ = false;
+      dropped_ = true;
+      server_.Log(absl::StrCat("the primary ", server_.config_.duplex_partner,
+                               " ended duplexing with this CF: its copy is out of date from now "
+                               "on, and it will not take over if the primary dies"));
+    }
+    Ack(from, *h, st);
+    return;
+  }
   if (!duplexed_ || !HoldsSecondaries()) {
     Ack(from, *h, absl::FailedPreconditionError(absl::StrCat(
                       "CF ", server_.config_.lpar, " is not the duplex secondary of ", from.ToString())));
@@ -251,6 +345,10 @@ absl::Status Duplex::ApplyMirrored(const Header& h, Reader& r) {
       uint32_t returned = 0;
       if (s.lock) {
         if (absl::Status st = s.lock->Attach(h.conn, connector, &returned); !st.ok()) return st;
+      } else if (s.cache) {
+        // This CF's own half of the connector's vector, granted to it
+        // through hsid as the primary grants its half.
+        if (absl::Status st = server_.AttachCache(*s.cache, peer, h.conn, connector); !st.ok()) return st;
       }
       server_.conns_[h.conn] = Server::Conn{h.conn, structure, connector, lpar, peer};
       server_.next_token_ = std::max(server_.next_token_, h.conn + 1);
@@ -280,7 +378,9 @@ absl::Status Duplex::ApplyMirrored(const Header& h, Reader& r) {
         return absl::OkStatus();
       Server::Structure& s = server_.structures_.at(c->second.structure);
       std::vector<Note> unused;
-      if (s.list) {
+      if (s.cache) {
+        server_.DetachCache(c->second, "failed (seen by the primary)");
+      } else if (s.list) {
         s.list->Forget(h.conn);
       } else {
         s.lock->Fail(h.conn, &unused);
@@ -313,6 +413,15 @@ bool Duplex::Serve(Address from, absl::Span<const uint8_t> frame) {
   if (role == Role::kSecondary) {
     CheckPartner();
     if (took_over_) return false;
+    if (dropped_) {
+      server_.Reply(from, proto::ErrorReply(
+                              *h, absl::UnavailableError(absl::StrCat(
+                                      "CF ", cfg.lpar, " was dropped from duplexing ", structure,
+                                      " by ", cfg.duplex_partner,
+                                      " and holds an out-of-date copy: the structure is lost "
+                                      "unless ", cfg.duplex_partner, " serves it"))));
+      return true;
+    }
     server_.Reply(from, proto::ErrorReply(
                             *h, absl::UnavailableError(absl::StrCat(
                                     "CF ", cfg.lpar, " holds the duplex secondary of ", structure,
@@ -351,7 +460,10 @@ bool Duplex::Serve(Address from, absl::Span<const uint8_t> frame) {
       token = rh->conn;
     }
   }
-  if (ok && h->type != proto::kListRead) {
+  // Reads that change nothing are not mirrored.
+  const bool read_only = h->type == proto::kListRead || h->type == proto::kCacheChanged ||
+                         h->type == proto::kCacheStats;
+  if (ok && !read_only) {
     const uint64_t id = next_id_++;
     std::vector<uint8_t> m;
     if (h->type == proto::kConnect) {
@@ -369,6 +481,16 @@ bool Duplex::Serve(Address from, absl::Span<const uint8_t> frame) {
       deferred_ = std::move(m);
     } else {
       Mirror(m, id);
+    }
+    // A cache Connect's reply names the CF that granted the second half of
+    // the vector: the secondary, if it has the connection now.
+    if (h->type == proto::kConnect && duplexed_ && server_.structures_.at(structure).cache) {
+      for (auto& [to, f] : held) {
+        absl::StatusOr<Header> rh = proto::ParseHeader(f);
+        if (to != from || !rh.ok() || rh->request_id != h->request_id || f.size() < 4) continue;
+        const uint32_t a = cfg.duplex_address->value();
+        std::memcpy(f.data() + f.size() - 4, &a, 4);  // the reply's last field, u32 little-endian
+      }
     }
   }
   for (const auto& [to, f] : held) server_.Reply(to, f);

@@ -11,9 +11,19 @@
 // The secondary applies each mirrored request to its own copy with the
 // same code (the structures are deterministic, and the connection tokens
 // are the primary's), so both copies stay equal. Mirrored: Connect (the
-// token, connector, LPAR), every request except ListRead, and a
-// connector's failure seen by the primary (its locks become retained in
-// both).
+// token, connector, LPAR), every request except the reads that change
+// nothing (ListRead, CacheChanged, CacheStats), and a connector's failure
+// seen by the primary (its locks become retained in both).
+//
+// Cache structures: each CF owns one half of every connector's validity
+// vector (hsi/cf_vector.h: a bit is valid if valid in both); the
+// secondary grants its half when it applies the Connect, and the Connect
+// reply names it. A secondary that takes over first clears its half of
+// every vector (every local copy invalid, before anything is served),
+// then ends the connections (the entries, changed data included, stay);
+// connectors get fresh vectors when they connect again. A primary that
+// ends duplexing tells each cache connector (DuplexEndNote) to drop the
+// secondary's frozen half.
 //
 // Establishment: the primary, when it starts, links to the partner and
 // sends Hello naming its primary structures; the secondary accepts if it
@@ -22,13 +32,19 @@
 // to the primary": kUnavailable).
 //
 // Failures: the secondary dies (its link goes down, a mirror is not
-// acknowledged within 5 s): the primary goes on simplex. The primary dies:
+// acknowledged within 5 s): the primary goes on simplex; if the link is
+// still up (a stalled secondary) it sends DuplexDrop behind the last
+// mirror, and the secondary, reading in order (draining what a dead
+// primary committed before it decides), never takes over after it. The primary dies:
 // the secondary sees the link go down and takes over: every mirrored
-// connection fails (its locks become retained, as for a dead connector),
-// and a connector that connects again under the same name gets its locks
-// back and its old connection token, so the CfClient's Connection values
-// stay valid (CfClientOptions::secondary: the client fails over by
-// itself). A primary that restarts after its secondary took over finds
+// connection ends until its connector connects again under the same name
+// and gets its old connection token back, so the CfClient's Connection
+// values stay valid (CfClientOptions::secondary: the client fails over by
+// itself). Meanwhile a live connector's lock connection is suspended (its
+// locks and queued requests kept, notes for it held for its return; failed
+// with its locks retained if it is not back within 10 s), a dead one's
+// fails at once (retained); list monitors stay (noted again on return for
+// each monitored list with entries); cache connections end (see above). A primary that restarts after its secondary took over finds
 // Hello refused and sends its connectors there (kUnavailable naming the
 // partner). Re-duplexing a structure into a new secondary (copying it) is
 // not done: a structure left simplex stays simplex until both CFs restart.
@@ -48,6 +64,8 @@
 #include "absl/types/span.h"
 #include "hsi/address.h"
 #include "hsi/nic.h"
+#include "absl/time/time.h"
+#include "lock_structure.h"
 #include "protocol.h"
 
 namespace hsi::cf {
@@ -56,11 +74,13 @@ class Server;
 
 class Duplex {
  public:
-  // `fault_mirror_after_reply`: a deliberate bug for the tests (hsi-cf
-  // --duplex-fault mirror-after-reply): the primary replies first and
-  // mirrors each request only when the next one comes.
-  Duplex(Server& server, bool fault_mirror_after_reply)
-      : server_(server), fault_(fault_mirror_after_reply) {}
+  // Deliberate bugs for the tests (hsi-cf --duplex-fault):
+  // `fault_mirror_after_reply`: the primary replies first and mirrors each
+  // request only when the next one comes; `fault_keep_vectors`: a
+  // secondary taking over leaves its half of the cache connectors'
+  // vectors as it was (their copies stay valid).
+  Duplex(Server& server, bool fault_mirror_after_reply, bool fault_keep_vectors)
+      : server_(server), fault_(fault_mirror_after_reply), fault_keep_vectors_(fault_keep_vectors) {}
 
   // The primary's establishment (Hello), waiting up to `wait` for the
   // partner's link. Logs what came of it; never fails the CF (a missing
@@ -78,6 +98,15 @@ class Duplex {
   // After a takeover: the token a connector's connection had at the
   // primary, for a Connect under the same names (0 if none).
   uint32_t ReclaimToken(const std::string& structure, const std::string& connector);
+  // After a takeover, lock connections whose connectors live are
+  // suspended: a note for one (a grant of its queued request, a
+  // cancellation) is held here, and Returned(token) hands them over when
+  // the connector connects again (the connection is live from then on).
+  // Expire fails those not back within the grace (their locks retained).
+  void HoldNote(const Note& n);
+  std::vector<Note> Returned(uint32_t token);
+  bool Suspended(uint32_t token) const { return suspended_.contains(token); }
+  void Expire(absl::Time now);
   // For hsictl cfs: (this CF holds the primary, the partner is linked and
   // duplexing on) of a duplexed structure; nullopt for a simplex one.
   std::optional<std::pair<bool, bool>> RoleAndPartner(const std::string& structure) const {
@@ -101,14 +130,22 @@ class Duplex {
 
   Server& server_;
   const bool fault_;
+  const bool fault_keep_vectors_;
   bool duplexed_ = false;   // primary: the secondary acknowledges; secondary: a primary leads
   bool took_over_ = false;  // secondary: its primary died, it serves now
   bool moved_ = false;      // primary: the partner took over before this CF started
+  bool dropped_ = false;    // secondary: the primary ended duplexing (kDuplexDrop): never take over
   hsi::Link partner_;
   uint64_t next_id_ = 1;
   std::vector<uint8_t> buf_;
   std::vector<uint8_t> deferred_;  // the fault's mirror not yet sent
   std::map<std::pair<std::string, std::string>, uint32_t> reclaim_;  // after a takeover
+  struct Suspension {
+    LockStructure* lock;
+    absl::Time until;
+    std::vector<Note> notes;
+  };
+  std::map<uint32_t, Suspension> suspended_;  // after a takeover: token -> its suspension
 };
 
 }  // namespace hsi::cf

@@ -131,4 +131,12 @@ void ListStructure::Forget(uint32_t conn) {
   for (Header& h : lists_) h.monitors.erase(conn);
 }
 
+std::vector<Transition> ListStructure::Monitored(uint32_t conn) const {
+  std::vector<Transition> out;
+  for (uint32_t i = 0; i < lists_.size(); ++i) {
+    if (lists_[i].monitors.contains(conn) && !lists_[i].entries.empty()) out.push_back({conn, i});
+  }
+  return out;
+}
+
 }  // namespace hsi::cf

@@ -68,6 +68,10 @@ class ListStructure {
   absl::StatusOr<uint32_t> Monitor(uint32_t conn, uint32_t list, bool on);
   // `conn` is gone: it monitors nothing.
   void Forget(uint32_t conn);
+  // A Transition for each list `conn` monitors that has entries (in list
+  // order): what a monitor that comes back after a duplex failover is told,
+  // since a transition may have happened while it was away (docs/cf.md).
+  std::vector<Transition> Monitored(uint32_t conn) const;
 
   const std::string& name() const { return name_; }
   uint32_t lists() const { return static_cast<uint32_t>(lists_.size()); }

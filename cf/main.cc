@@ -14,7 +14,8 @@ namespace {
 
 constexpr char kHelp[] =
     R"(Usage: hsi-cf --config FILE [--socket PATH] [--wait spin|adaptive|block] [--verbose]
-              [--fault xi-skip|xi-late] [--duplex-fault mirror-after-reply]
+              [--fault xi-skip|xi-late]
+              [--duplex-fault mirror-after-reply|takeover-keeps-vectors]
        hsi-cf --check --config FILE
 
 A coupling facility partition: registers with hsid as the LPAR its policy
@@ -38,10 +39,12 @@ Options:
   --wait MODE       how the CF waits for requests: spin, adaptive (default)
                     or block
   --check           check the config and exit
-  --duplex-fault mirror-after-reply
-                    TESTS ONLY: a deliberate duplexing bug (the primary
-                    replies before the secondary has the update) that the
-                    duplexing tests must catch
+  --duplex-fault mirror-after-reply|takeover-keeps-vectors
+                    TESTS ONLY: a deliberate duplexing bug that the
+                    duplexing tests must catch (mirror-after-reply: the
+                    primary replies before the secondary has the update;
+                    takeover-keeps-vectors: a secondary taking over leaves
+                    the cache connectors' local copies valid)
   --verbose         log every refused request
   --fault KIND      for tests only: break cache cross-invalidation on
                     purpose (xi-skip: never flip a vector bit; xi-late:
@@ -118,9 +121,12 @@ int main(int argc, char** argv) {
       opts.verbose = true;
     } else if (a == "--duplex-fault") {
       std::string f;
-      if (!value(&f) || f != "mirror-after-reply")
-        return Usage("option --duplex-fault takes one value: mirror-after-reply (tests only)");
-      opts.duplex_fault_mirror_after_reply = true;
+      if (!value(&f) || (f != "mirror-after-reply" && f != "takeover-keeps-vectors"))
+        return Usage(
+            "option --duplex-fault takes one value: mirror-after-reply or takeover-keeps-vectors "
+            "(tests only)");
+      opts.duplex_fault_mirror_after_reply = f == "mirror-after-reply";
+      opts.duplex_fault_keep_vectors = f == "takeover-keeps-vectors";
     } else {
       return Usage(absl::StrCat("unknown argument '", a, "'"));
     }

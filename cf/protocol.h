@@ -37,7 +37,9 @@ inline constexpr size_t kMaxData = 4096;    // list entry data, at most (max_dat
 // request_id. Notes go CF -> connector unasked, carrying the request_id of
 // the lock request they complete.
 enum Type : uint8_t {
-  kConnect = 1,     // str structure, str connector   -> u8 type, u32 entries, u32 returned
+  kConnect = 1,     // str structure, str connector   -> u8 type, u32 entries, u32 returned;
+                    // cache: then u32 vector bits, u32 max_data, u32 secondary (the NIC
+                    // address of the CF that granted the vector's second half; 0: none)
   kDisconnect = 2,  // (nothing)                      -> (nothing)
   kLock = 3,     // u8 mode, str resource, str record -> u8 outcome, u32 n, n x (str connector, u8
                  // mode, u8 retained)
@@ -69,6 +71,14 @@ enum Type : uint8_t {
   kDuplexConnect = 101,  // conn = token; str structure, str connector, str lpar, u32 peer
   kDuplexRequest = 102,  // conn = token; str frame: a connector's request, applied as sent
   kDuplexFail = 103,     // conn = token: that connector failed (its locks become retained)
+  // CF -> a connector of a duplexed cache structure (not answered): the
+  // secondary's half of its validity vector is gone (duplexing ended);
+  // test the primary's half alone from now on (LocalVector::DropSecondary).
+  kDuplexEndNote = 104,  // conn = token; (nothing)
+  // Primary -> secondary: "duplexing with you ended" (a mirror was not
+  // acknowledged in time, but the link is up: the secondary may be
+  // stalled); its copy is out of date from now on: never take over.
+  kDuplexDrop = 105,  // (nothing)
   kReplyBit = 128,
 };
 

@@ -54,7 +54,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(CfConfig config, ServerOpt
     s->structures_.emplace(sc.name, std::move(st));
   }
   if (s->config_.duplex_address) {
-    s->duplex_ = std::make_unique<Duplex>(*s, options.duplex_fault_mirror_after_reply);
+    s->duplex_ = std::make_unique<Duplex>(*s, options.duplex_fault_mirror_after_reply,
+                                         options.duplex_fault_keep_vectors);
     s->duplex_->Establish(options.duplex_wait);
   }
   return s;
@@ -72,6 +73,7 @@ absl::Status Server::Run() {
   while (!stop_.load(std::memory_order_relaxed)) {
     const absl::Time now = absl::Now();
     MaybeDeclare(now);
+    if (duplex_) duplex_->Expire(now);
     // The deadline only bounds how late Stop() is seen (and a declaration due).
     Wait w{options_.wait, now + absl::Milliseconds(200)};
     absl::StatusOr<Received> got = nic_.Receive(absl::MakeSpan(buf), w);
@@ -189,7 +191,10 @@ void Server::Reply(Address to, absl::Span<const uint8_t> frame) {
 void Server::SendNotes(const std::vector<Note>& notes) {
   for (const Note& n : notes) {
     auto c = conns_.find(n.conn);
-    if (c == conns_.end()) continue;
+    if (c == conns_.end()) {
+      if (duplex_) duplex_->HoldNote(n);  // a connector away after a takeover: for its return
+      continue;
+    }
     Header h{n.kind == Note::Kind::kGranted ? proto::kGrantNote : proto::kCancelNote, n.request_id,
              n.conn, 0};
     Writer w(h);
@@ -282,12 +287,18 @@ absl::StatusOr<std::vector<uint8_t>> Server::OnConnect(Address from, const Heade
     links_.emplace(from, std::move(*l));
   }
   uint32_t token = duplex_ ? duplex_->ReclaimToken(structure, connector) : 0;
+  // A list connection back after a duplex failover monitors what it did
+  // (cf/duplex.h): told, after the reply, of each monitored list with entries.
+  if (token != 0 && it->second.list) pending_transitions_ = it->second.list->Monitored(token);
   if (token == 0) token = next_token_++;
   uint32_t returned = 0;
   if (it->second.cache) {
     if (absl::Status s = AttachCache(*it->second.cache, from, token, connector); !s.ok()) return s;
   } else if (it->second.lock) {
-    if (absl::Status s = it->second.lock->Attach(token, connector, &returned); !s.ok()) return s;
+    // (A connection suspended by a duplex takeover is still attached.)
+    if (!(duplex_ && duplex_->Suspended(token))) {
+      if (absl::Status s = it->second.lock->Attach(token, connector, &returned); !s.ok()) return s;
+    }
   } else {
     for (const auto& [t, c] : conns_) {
       if (c.structure == structure && c.connector == connector) {
@@ -311,7 +322,15 @@ absl::StatusOr<std::vector<uint8_t>> Server::OnConnect(Address from, const Heade
       .U32(returned);
   // A cache connection learns its vector's size (bits; the granted memfd
   // is VectorBytes of it) and the entries' max_data (0: directory-only).
-  if (it->second.cache) w.U32(it->second.config.vector).U32(it->second.config.max_data);
+  // Then the secondary CF that granted the vector's second half (0: none;
+  // cf/duplex.cc fills it in once the secondary has the connection).
+  if (it->second.cache) w.U32(it->second.config.vector).U32(it->second.config.max_data).U32(0);
+  // Back after a duplex takeover: the notes held for it follow the reply.
+  if (std::vector<Note> back = duplex_ ? duplex_->Returned(token) : std::vector<Note>{}; !back.empty()) {
+    Reply(from, Bytes(w));
+    SendNotes(back);
+    return std::vector<uint8_t>{};
+  }
   return Bytes(w);
 }
 

@@ -47,6 +47,7 @@ struct ServerOptions {
   // that a test can show its checker catches a CF that does.
   XiFault fault = XiFault::kNone;
   bool duplex_fault_mirror_after_reply = false;  // tests only: cf/duplex.h
+  bool duplex_fault_keep_vectors = false;        // tests only: cf/duplex.h
   absl::Duration duplex_wait = absl::Seconds(5);  // for the partner's link at start
 };
 

@@ -69,6 +69,13 @@ class VectorWriter {
     // Release: pairs with LocalVector::IsValid's acquire.
     w.store(valid ? (old | bit) : (old & ~bit), std::memory_order_release);
   }
+  // Every bit invalid (a duplex secondary taking over: docs/cf.md), each
+  // word with a release store as Set's.
+  void Clear() {
+    auto* words = static_cast<uint64_t*>(seg_.data());
+    for (size_t i = 0; i < (static_cast<size_t>(bits_) + 63) / 64; ++i)
+      std::atomic_ref<uint64_t>(words[i]).store(0, std::memory_order_release);
+  }
   // Reads back (the CF's own memory; for tests and the CF's checks).
   bool Get(uint32_t i) const {
     const auto* words = static_cast<const uint64_t*>(seg_.data());

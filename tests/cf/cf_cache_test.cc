@@ -28,6 +28,7 @@
 #include "hsi/testing/child.h"
 #include "hsi/testing/line_pipe.h"
 #include "protocol.h"
+#include "xi_checker.h"
 
 namespace hsi::cf {
 namespace {
@@ -115,119 +116,15 @@ TEST_F(CfTest, CacheOperationsEndToEnd) {
   EXPECT_EQ(b->CacheStats(*cb)->registrations, 0u);
 }
 
-// The checker. Shared between the writer (this process) and the readers
-// (children): MAP_SHARED before fork.
-constexpr int kReaders = 2;
-constexpr uint64_t kWrites = 200;
-constexpr uint32_t kBase = 10;  // reader k's local buffer index: kBase + k
-struct Board {
-  std::atomic<uint64_t> completed{0};  // the last version whose write completed
-  std::atomic<uint64_t> acked[kReaders];
-  std::atomic<uint64_t> stale[kReaders];     // valid-but-stale copies seen
-  std::atomic<uint64_t> checks[kReaders];    // copies tested valid
-  std::atomic<uint64_t> reregs[kReaders];    // re-registrations after an invalidation
-};
-
-uint64_t Version(const std::string& data) {
-  uint64_t v = 0;
-  return absl::SimpleAtoi(data, &v) ? v : UINT64_MAX;
-}
-
-// One reader: copies its local buffer, then tests its bit; a valid copy
-// older than a write that had completed before the copy is stale.
-int Reader(int k, Board* board, const std::string& socket, Address cf, LinePipe& rep) {
-  CfClientOptions o;
-  o.socket_path = socket;
-  o.lpar = absl::StrCat("RDR", k);
-  o.cf = cf;
-  absl::StatusOr<CfClient> c = CfClient::Open(std::move(o));
-  if (!c.ok()) return rep.Write(absl::StrCat("ERR ", c.status().ToString())), 1;
-  absl::StatusOr<Connection> conn = c->Connect("GBP1", absl::StrCat("RDR", k));
-  if (!conn.ok()) return rep.Write(absl::StrCat("ERR ", conn.status().ToString())), 1;
-  const uint32_t idx = kBase + static_cast<uint32_t>(k);
-  absl::StatusOr<CacheRead> got = c->ReadAndRegister(*conn, "PAGE", idx);
-  if (!got.ok() || !got->hit) return rep.Write("ERR first read"), 1;
-  std::string local = got->data;  // the local buffer
-  rep.Write("READY");
-  const absl::Time deadline = absl::Now() + absl::Seconds(120);
-  while (absl::Now() < deadline) {
-    // Acquire: pairs with the writer's release after its write returned.
-    const uint64_t done = board->completed.load(std::memory_order_acquire);
-    const std::string copy = local;  // copy first ...
-    if (conn->vector->IsValid(idx)) {  // ... then test the bit
-      board->checks[k].fetch_add(1, std::memory_order_relaxed);
-      if (Version(copy) < done) board->stale[k].fetch_add(1, std::memory_order_relaxed);
-      // Acked only after a copy tested valid: every version is checked.
-      board->acked[k].store(done, std::memory_order_release);
-      if (done == kWrites) return 0;
-    } else {
-      got = c->ReadAndRegister(*conn, "PAGE", idx);
-      if (!got.ok() || !got->hit) return rep.Write("ERR re-read"), 1;
-      local = got->data;
-      board->reregs[k].fetch_add(1, std::memory_order_relaxed);
-    }
-    ::sched_yield();  // two cores, shared: let the writer and the CF run
-  }
-  return rep.Write("ERR deadline"), 1;
-}
-
-struct CheckResult {
-  uint64_t stale = 0, checks = 0, reregs = 0, invalidated = 0;
-  bool ok = false;
-  std::string error;
-};
-
-// `w` is the writer's client (LPAR DB2A).
+// The checker (xi_checker.h) against one CF.
+using xi::CheckResult;
+using xi::kReaders;
+using xi::kWrites;
 CheckResult RunChecker(CfClient& w, const std::string& socket, Address cf) {
-  CheckResult out;
-  void* mem = ::mmap(nullptr, sizeof(Board), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) return out.error = "mmap", out;
-  Board* board = new (mem) Board();
-  absl::StatusOr<Connection> cw = w.Connect("GBP1", "WRITER");
-  if (!cw.ok()) return out.error = cw.status().ToString(), out;
-  if (!w.WriteEntry(*cw, "PAGE", "0", true).ok()) return out.error = "first write", out;
-  std::vector<std::unique_ptr<LinePipe>> pipes;
-  std::vector<std::unique_ptr<Child>> readers;
-  for (int k = 0; k < kReaders; ++k) {
-    pipes.push_back(std::make_unique<LinePipe>());
-    LinePipe& p = *pipes.back();
-    readers.push_back(std::make_unique<Child>([&, k] { return Reader(k, board, socket, cf, p); }));
-  }
-  for (auto& p : pipes) {
-    if (std::string l = p->Read(absl::Seconds(30)); l != "READY") return out.error = "reader: " + l, out;
-  }
-  out.ok = true;
-  for (uint64_t v = 1; v <= kWrites && out.ok; ++v) {
-    absl::StatusOr<uint32_t> n = w.WriteEntry(*cw, "PAGE", absl::StrCat(v), true);
-    if (!n.ok()) {
-      out.error = n.status().ToString();
-      out.ok = false;
-      break;
-    }
-    out.invalidated += *n;
-    // Release: the write returned; a reader that sees v tests after it.
-    board->completed.store(v, std::memory_order_release);
-    // Each reader tests a valid copy against v before the next write.
-    const absl::Time until = absl::Now() + absl::Seconds(30);
-    for (int k = 0; k < kReaders; ++k) {
-      while (board->acked[k].load(std::memory_order_acquire) < v && absl::Now() < until) ::sched_yield();
-      if (board->acked[k].load(std::memory_order_acquire) < v) {
-        out.error = absl::StrCat("reader ", k, " did not test version ", v, " in 30 s");
-        out.ok = false;
-      }
-    }
-  }
-  for (int k = 0; k < kReaders; ++k) {
-    if (readers[k]->Wait() != 0) {
-      out.ok = false;
-      out.error += absl::StrCat(" reader ", k, ": ", pipes[k]->Read(absl::Seconds(1)));
-    }
-    out.stale += board->stale[k].load();
-    out.checks += board->checks[k].load();
-    out.reregs += board->reregs[k].load();
-  }
-  ::munmap(mem, sizeof(Board));
-  return out;
+  xi::CheckOptions o;
+  o.socket = socket;
+  o.cf = cf;
+  return xi::RunChecker(w, o);
 }
 
 TEST_F(CfTest, CrossInvalidationUnderConcurrentReadersNeverShowsStaleDataAsValid) {

@@ -4,6 +4,10 @@
 // counts of what survives. Every wait is on a condition with a deadline
 // (an event, a reply, a line from a child).
 #include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
 
 #include <map>
 #include <memory>
@@ -21,6 +25,7 @@
 #include "hsi/testing/child.h"
 #include "hsi/testing/hsid.h"
 #include "hsi/testing/line_pipe.h"
+#include "xi_checker.h"
 
 namespace hsi::cf {
 namespace {
@@ -28,6 +33,7 @@ namespace {
 using ::hsi::testing::Child;
 using ::hsi::testing::LinePipe;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Outcome = LockReply::Outcome;
 
 constexpr char kCf01[] = "10.240.0.200";
@@ -38,7 +44,7 @@ constexpr int kHeldB = 10;    // shared locks of DB2B1
 constexpr int kRetained = 5;  // locks of DB2C1, which dies first
 constexpr int kEntries = 30;  // list entries, over 4 lists
 
-// A CF policy with LOCK1 and LIST1; `role` "" (simplex), "primary" or
+// A CF policy with LOCK1, LIST1 and the cache structure GBP1; `role` "" (simplex), "primary" or
 // "secondary" of the partner `partner` at `partner_address`.
 std::string Policy(const std::string& lpar, const std::string& address, const std::string& role,
                    const std::string& partner = "", const std::string& partner_address = "") {
@@ -47,7 +53,9 @@ std::string Policy(const std::string& lpar, const std::string& address, const st
                                "\"\n\n[[structure]]\nname = \"LOCK1\"\ntype = \"lock\"\n",
                                "entries = 256\nlpars = [\"*\"]\n", duplex,
                                "\n[[structure]]\nname = \"LIST1\"\ntype = \"list\"\nentries = 100\n",
-                               "lists = 4\nmax_data = 64\nlpars = [\"*\"]\n", duplex);
+                               "lists = 4\nmax_data = 64\nlpars = [\"*\"]\n", duplex,
+                               "\n[[structure]]\nname = \"GBP1\"\ntype = \"cache\"\nentries = 64\n",
+                               "max_data = 64\nvector = 128\nlpars = [\"*\"]\n", duplex);
   if (!role.empty())
     absl::StrAppend(&p, "\n[duplex]\npartner = \"", partner, "\"\naddress = \"", partner_address,
                     "\"\n");
@@ -60,8 +68,10 @@ std::string Key(int i) { return absl::StrCat("k", i); }
 std::string Data(int i) { return absl::StrCat("entry-", i, "-data"); }
 
 // The child LPAR DB2C: connects to LOCK1 as DB2C1, locks C.0..C.4
-// exclusive with record data, says "LOCKED" and waits to be killed.
-int Doomed(const Hsid& d, Address cf, Address secondary, const LinePipe& rep) {
+// exclusive with record data, says "LOCKED" and waits to be killed: on
+// its CF link (`deaf` false) or deaf to it, in pause() (a connector that
+// does not fail over: it neither calls nor waits on fd()).
+int Doomed(const Hsid& d, Address cf, Address secondary, const LinePipe& rep, bool deaf = false) {
   CfClientOptions o;
   o.socket_path = d.socket();
   o.lpar = "DB2C";
@@ -83,6 +93,7 @@ int Doomed(const Hsid& d, Address cf, Address secondary, const LinePipe& rep) {
     }
   }
   rep.Write("LOCKED");
+  if (deaf) ::pause();  // until the test's SIGKILL
   c->NextEvent(Wait::Block(In(absl::Seconds(60)))).IgnoreError();
   return 0;
 }
@@ -93,15 +104,15 @@ class CfDuplexTest : public ::testing::Test {
 
   // CF02 (the secondary) first, then CF01 (the primary), which duplexes
   // with it before it says READY.
-  void StartPair(const std::string& primary_flag = "") {
+  void StartPair(const std::string& primary_flag = "", const std::string& secondary_flag = "") {
     cf02_ = std::make_unique<CfProcess>(hsid_, Policy("CF02", kCf02, "secondary", "CF01", kCf01),
-                                        "", "cf02");
+                                        secondary_flag, "cf02");
     ASSERT_TRUE(cf02_->ready()) << cf02_->log();
     cf01_ = std::make_unique<CfProcess>(hsid_, Policy("CF01", kCf01, "primary", "CF02", kCf02),
                                         primary_flag, "cf01");
     ASSERT_TRUE(cf01_->ready()) << cf01_->log();
-    ASSERT_THAT(cf01_->log(), HasSubstr("duplexed with CF02 at 10.240.0.201: 2 structure(s)"));
-    ASSERT_THAT(cf02_->log(), HasSubstr("duplexed with CF01: 2 structure(s), this CF the secondary"));
+    ASSERT_THAT(cf01_->log(), HasSubstr("duplexed with CF02 at 10.240.0.201: 3 structure(s)"));
+    ASSERT_THAT(cf02_->log(), HasSubstr("duplexed with CF01: 3 structure(s), this CF the secondary"));
   }
 
   absl::StatusOr<CfClient> Open(const std::string& lpar, Address cf, Address secondary) {
@@ -112,6 +123,32 @@ class CfDuplexTest : public ::testing::Test {
     o.secondary = secondary;
     o.timeout = absl::Seconds(10);
     return CfClient::Open(std::move(o));
+  }
+
+  // Clients DB2A and DB2B (a_, b_) on CF01 with CF02 as the secondary,
+  // connected to `structure` as `na` and `nb` (pa_, pb_).
+  void OpenPair(const std::string& structure, const std::string& na, const std::string& nb) {
+    absl::StatusOr<CfClient> a = Open("DB2A", Addr(kCf01), Addr(kCf02));
+    absl::StatusOr<CfClient> b = Open("DB2B", Addr(kCf01), Addr(kCf02));
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+    a_ = std::make_unique<CfClient>(std::move(*a));
+    b_ = std::make_unique<CfClient>(std::move(*b));
+    absl::StatusOr<Connection> ca = a_->Connect(structure, na);
+    absl::StatusOr<Connection> cb = b_->Connect(structure, nb);
+    ASSERT_TRUE(ca.ok() && cb.ok()) << ca.status() << cb.status();
+    pa_ = *ca;
+    pb_ = *cb;
+  }
+  // The next `n` events of `c` (each within 10 s); fewer on a failure.
+  std::vector<Event> NextEvents(CfClient& c, int n) {
+    std::vector<Event> out;
+    for (int i = 0; i < n; ++i) {
+      absl::StatusOr<Event> e = c.NextEvent(Wait::Block(In(absl::Seconds(10))));
+      EXPECT_TRUE(e.ok()) << e.status() << cf02_->log();
+      if (!e.ok()) break;
+      out.push_back(*e);
+    }
+    return out;
   }
 
   // The state every kill test starts from: DB2A1 holds kHeldA exclusive
@@ -221,6 +258,7 @@ class CfDuplexTest : public ::testing::Test {
   std::unique_ptr<CfProcess> cf01_, cf02_, cf03_;
   std::unique_ptr<CfClient> a_, b_;
   Connection ca_, cb_, la_, lb_;
+  Connection pa_, pb_;  // OpenPair's
 };
 
 TEST_F(CfDuplexTest, KillOfThePrimaryLosesNothingAndConnectorsGoOnWithTheSecondary) {
@@ -388,6 +426,332 @@ TEST_F(CfDuplexTest, TheListingShowsEachCfsRoleAndThePartnerGoingDown) {
   EXPECT_EQ(until("CF01", std::make_pair("primary", false)), Seen(std::make_pair("primary", false)));
   EXPECT_EQ(until("CF02", std::nullopt), std::nullopt);
 }
+
+// A list monitor survives the kill of the primary: entries pushed at the
+// survivor before the monitor's connector came back still end in its
+// transition note (one, for that list), and later transitions are noted
+// exactly once each, in order.
+TEST_F(CfDuplexTest, AListMonitorSurvivesTheKillOfThePrimary) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(OpenPair("LIST1", "MON", "PUSHER"));
+  for (uint32_t l : {0u, 1u, 2u}) ASSERT_EQ(*a_->Monitor(pa_, l, true), 0u) << l;
+  cf01_->Kill(SIGKILL);
+  // The pusher fails over first and pushes 3 entries to list 1 while the
+  // monitor has not come back (nothing can tell it yet).
+  absl::StatusOr<Event> e = b_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(b_->Push(pb_, 1, ListEnd::kTail, Key(i), Data(i)).ok());
+  // The monitor fails over: it is told of list 1 (in either order with
+  // the failover itself, which its reconnection precedes).
+  int failed_over = 0, list1 = 0;
+  for (const Event& ev : NextEvents(*a_, 2)) {
+    failed_over += ev.kind == Event::Kind::kFailedOver;
+    list1 += ev.kind == Event::Kind::kTransition && ev.list == 1;
+  }
+  EXPECT_EQ(failed_over, 1);
+  EXPECT_EQ(list1, 1);
+  // Later: 2 pushes to list 2 (one transition), then 1 to list 0. The
+  // monitor's next events are exactly list 2, then list 0.
+  ASSERT_TRUE(b_->Push(pb_, 2, ListEnd::kTail, Key(10), Data(10)).ok());
+  ASSERT_TRUE(b_->Push(pb_, 2, ListEnd::kTail, Key(11), Data(11)).ok());
+  ASSERT_TRUE(b_->Push(pb_, 0, ListEnd::kTail, Key(12), Data(12)).ok());
+  for (uint32_t want : {2u, 0u}) {
+    absl::StatusOr<Event> ev = a_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+    ASSERT_TRUE(ev.ok()) << ev.status();
+    EXPECT_EQ(ev->kind, Event::Kind::kTransition);
+    EXPECT_EQ(ev->list, want);
+  }
+  // And the entries are all there, in order.
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<ListEntry> en = a_->Pop(pa_, 1, ListEnd::kHead);
+    ASSERT_TRUE(en.ok()) << en.status();
+    EXPECT_EQ(en->key, Key(i));
+  }
+  EXPECT_EQ(a_->Pop(pa_, 1, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
+}
+
+
+// A queued lock request survives the kill of the primary: its holder,
+// back first, releases the lock at the survivor while the waiter has not
+// come back; the waiter's grant is held for it and arrives after its
+// failover, and the lock is its own.
+TEST_F(CfDuplexTest, AQueuedLockRequestSurvivesTheKillOfThePrimary) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(OpenPair("LOCK1", "DB2A1", "DB2B1"));
+  ASSERT_EQ(a_->Lock(pa_, "R", LockMode::kExclusive, "ra")->outcome, Outcome::kGranted);
+  absl::StatusOr<LockReply> q = b_->Lock(pb_, "R", LockMode::kExclusive, "rb");
+  ASSERT_TRUE(q.ok()) << q.status();
+  ASSERT_EQ(q->outcome, Outcome::kQueued);
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> e = a_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+  ASSERT_TRUE(a_->Unlock(pa_, "R").ok());  // B is not back yet
+  int failed_over = 0, granted = 0;
+  for (const Event& ev : NextEvents(*b_, 2)) {
+    failed_over += ev.kind == Event::Kind::kFailedOver;
+    if (ev.kind == Event::Kind::kGranted) {
+      ++granted;
+      EXPECT_EQ(ev.request, q->request);
+      EXPECT_EQ(ev.resource, "R");
+      EXPECT_EQ(ev.conn, pb_.token);
+    }
+  }
+  EXPECT_EQ(failed_over, 1);
+  EXPECT_EQ(granted, 1);
+  // R is B's: A queues behind it naming DB2B1; B's release grants A.
+  absl::StatusOr<LockReply> ra = a_->Lock(pa_, "R", LockMode::kExclusive);
+  ASSERT_TRUE(ra.ok()) << ra.status();
+  EXPECT_EQ(ra->outcome, Outcome::kQueued);
+  ASSERT_EQ(ra->holders.size(), 1u);
+  EXPECT_EQ(ra->holders[0].connector, "DB2B1");
+  ASSERT_TRUE(b_->Unlock(pb_, "R").ok());
+  absl::StatusOr<Event> ga = a_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(ga.ok()) << ga.status();
+  EXPECT_EQ(ga->kind, Event::Kind::kGranted);
+  EXPECT_EQ(ga->request, ra->request);
+}
+
+
+// A secondary that stalls (SIGSTOP) past the acknowledgement timeout is
+// dropped by the primary, which goes on simplex. If the primary then dies,
+// the secondary (resumed, alive, its copy out of date) must not take over:
+// the connector is told the structure is lost, never served the old copy.
+TEST_F(CfDuplexTest, ADroppedSecondaryNeverTakesOverWithAnOutOfDateCopy) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(OpenPair("LIST1", "DB2A1L", "DB2B1L"));
+  ASSERT_TRUE(a_->Push(pa_, 0, ListEnd::kTail, Key(0), Data(0)).ok());
+  ASSERT_EQ(::kill(cf02_->pid(), SIGSTOP), 0);
+  // Not acknowledged within 5 s: the primary drops CF02 and replies.
+  absl::StatusOr<uint32_t> n = a_->Push(pa_, 0, ListEnd::kTail, Key(1), Data(1));
+  ASSERT_TRUE(n.ok()) << n.status() << cf01_->log();
+  ASSERT_TRUE(a_->Push(pa_, 0, ListEnd::kTail, Key(2), Data(2)).ok());  // simplex: CF01 only
+  EXPECT_THAT(cf01_->log(), HasSubstr("duplexing with CF02 ended"));
+  cf01_->Kill(SIGKILL);
+  ASSERT_EQ(::kill(cf02_->pid(), SIGCONT), 0);
+  absl::StatusOr<ListEntry> e = a_->Pop(pa_, 0, ListEnd::kHead);
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kUnavailable) << (e.ok() ? e->key : "");
+  EXPECT_THAT(e.status().message(), HasSubstr("was dropped from duplexing LIST1 by CF01"));
+  EXPECT_THAT(cf02_->log(), HasSubstr("it will not take over"));
+  EXPECT_THAT(cf02_->log(), Not(HasSubstr("took over")));
+}
+
+
+// A lock connection whose connector is alive at the takeover is suspended,
+// not failed: its locks are still its own (others queue behind it, not
+// refused as retained). If it never comes back (here: it is killed after
+// the takeover, and the survivor has no link to see it die), the grace
+// ends: its locks become retained, the queued request is cancelled naming
+// it, and a peer recovers them with their records.
+TEST_F(CfDuplexTest, ASuspendedConnectorThatNeverComesBackLeavesRetainedLocks) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(OpenPair("LOCK1", "DB2A1", "DB2B1"));
+  LinePipe rep;
+  Child doomed([&] { return Doomed(hsid_, Addr(kCf01), Address(), rep, /*deaf=*/true); });
+  ASSERT_EQ(rep.Read(absl::Seconds(30)), "LOCKED");
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> e = b_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+  absl::StatusOr<LockReply> q = b_->Lock(pb_, "C.0", LockMode::kShared);
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->outcome, Outcome::kQueued) << "DB2C1 is alive: its lock is not retained";
+  ASSERT_EQ(q->holders.size(), 1u);
+  EXPECT_EQ(q->holders[0].connector, "DB2C1");
+  EXPECT_FALSE(q->holders[0].retained);
+  ::kill(doomed.pid(), SIGKILL);
+  doomed.Wait();
+  absl::StatusOr<Event> c = b_->NextEvent(Wait::Block(In(absl::Seconds(30))));  // the 10 s grace
+  ASSERT_TRUE(c.ok()) << c.status() << cf02_->log();
+  EXPECT_EQ(c->kind, Event::Kind::kCancelled);
+  EXPECT_EQ(c->request, q->request);
+  EXPECT_EQ(c->failed, "DB2C1");
+  absl::StatusOr<std::vector<RetainedLock>> got = b_->Recover(pb_, "DB2C1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), static_cast<size_t>(kRetained));
+  for (int i = 0; i < kRetained; ++i) EXPECT_EQ((*got)[i].record, absl::StrCat("undo-C.", i));
+  EXPECT_THAT(cf02_->log(), HasSubstr("not reclaimed within 10s of the takeover"));
+}
+
+
+// ---- Cache structures (GBP1 duplexed) ----
+
+constexpr int kChanged = 25;     // changed entries DB2A writes before the kill
+constexpr int kRegistered = 10;  // of them, DB2B holds copies of P.0.. in buffers 0..
+
+std::string Page(int i) { return absl::StrCat("P.", i); }
+std::string PageData(int i) { return absl::StrCat("page-", i, "-v1"); }
+
+// How many of buffers [0, n) of `c` test valid.
+int ValidCopies(const Connection& c, int n) {
+  int v = 0;
+  for (int i = 0; i < n; ++i) v += c.vector->IsValid(static_cast<uint32_t>(i));
+  return v;
+}
+
+class CfDuplexCacheTest : public CfDuplexTest {
+ protected:
+  // DB2A writes kChanged changed entries; DB2B reads and registers the
+  // first kRegistered (valid copies, exact data). Both vectors have the
+  // secondary's half.
+  void PopulateCache() {
+    ASSERT_NO_FATAL_FAILURE(OpenPair("GBP1", "GA", "GB"));
+    ga_ = pa_;
+    gb_ = pb_;
+    ASSERT_TRUE(ga_.vector->duplexed());
+    ASSERT_TRUE(gb_.vector->duplexed());
+    for (int i = 0; i < kChanged; ++i) {
+      absl::StatusOr<uint32_t> n = a_->WriteEntry(ga_, Page(i), PageData(i), true);
+      ASSERT_TRUE(n.ok()) << n.status();
+    }
+    for (int i = 0; i < kRegistered; ++i) {
+      absl::StatusOr<CacheRead> r = b_->ReadAndRegister(gb_, Page(i), static_cast<uint32_t>(i));
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_TRUE(r->hit);
+      ASSERT_EQ(r->data, PageData(i));
+    }
+    ASSERT_EQ(ValidCopies(gb_, kRegistered), kRegistered);
+  }
+
+  // Exactly the kChanged changed entries are there, each cast out with its
+  // data (by `c` on `conn`); then nothing is changed.
+  void ExpectEveryChangedEntryCastOut(CfClient& c, const Connection& conn) {
+    absl::StatusOr<std::vector<std::string>> changed = c.ChangedEntries(conn, 1000);
+    ASSERT_TRUE(changed.ok()) << changed.status();
+    std::vector<std::string> want;
+    for (int i = 0; i < kChanged; ++i) want.push_back(Page(i));
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(*changed, want);
+    int cast = 0;
+    for (int i = 0; i < kChanged; ++i) {
+      absl::StatusOr<std::string> d = c.ReadForCastout(conn, Page(i));
+      ASSERT_TRUE(d.ok()) << Page(i) << ": " << d.status();
+      EXPECT_EQ(*d, PageData(i));
+      absl::StatusOr<bool> still = c.UnlockCastout(conn, Page(i));
+      ASSERT_TRUE(still.ok()) << still.status();
+      cast += !*still;
+    }
+    EXPECT_EQ(cast, kChanged);
+    absl::StatusOr<CacheCounters> st = c.CacheStats(conn);
+    ASSERT_TRUE(st.ok()) << st.status();
+    EXPECT_EQ(st->changed, 0u);
+    EXPECT_EQ(st->in_use, static_cast<uint64_t>(kChanged));
+  }
+
+  Connection ga_, gb_;
+};
+
+// kill -9 of the primary: every changed entry survives with its data, and
+// every local copy is invalid at once, before its connector has noticed
+// anything (the survivor cleared its half of each vector before serving);
+// after the failover copies register again and cross-invalidation goes on
+// with the survivor's fresh vectors.
+TEST_F(CfDuplexCacheTest, KillOfThePrimaryKeepsChangedEntriesAndInvalidatesEveryLocalCopy) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(PopulateCache());
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> e = a_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+  // A's connection was made again at CF02: it has taken over. B has made
+  // no call since the kill, and yet no copy of B tests valid.
+  EXPECT_EQ(ValidCopies(gb_, kRegistered), 0);
+  ASSERT_NO_FATAL_FAILURE(ExpectEveryChangedEntryCastOut(*a_, ga_));
+  // B fails over when it next calls; its copies register again, exact.
+  for (int i = 0; i < kRegistered; ++i) {
+    absl::StatusOr<CacheRead> r = b_->ReadAndRegister(gb_, Page(i), static_cast<uint32_t>(i));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(r->hit);
+    EXPECT_EQ(r->data, PageData(i));
+  }
+  EXPECT_EQ(b_->cf(), Addr(kCf02));
+  EXPECT_EQ(ValidCopies(gb_, kRegistered), kRegistered);
+  // A write at the survivor invalidates exactly B's copy of it.
+  absl::StatusOr<uint32_t> n = a_->WriteEntry(ga_, Page(3), "page-3-v2", true);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 1u);
+  EXPECT_FALSE(gb_.vector->IsValid(3));
+  EXPECT_EQ(ValidCopies(gb_, kRegistered), kRegistered - 1);
+}
+
+// kill -9 of the secondary: copies stay valid (the primary's half is
+// live), every changed entry is cast out at the primary, and once the
+// primary has ended duplexing a buffer registered for the first time
+// tests valid (the connector was told to drop the secondary's frozen half).
+TEST_F(CfDuplexCacheTest, KillOfTheSecondaryKeepsChangedEntriesAndCopiesAndTheVectorsWork) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(PopulateCache());
+  cf02_->Kill(SIGKILL);
+  EXPECT_EQ(ValidCopies(gb_, kRegistered), kRegistered);
+  // A's write is the first update after the death: the primary ends
+  // duplexing, invalidates B's copy and goes on simplex.
+  absl::StatusOr<uint32_t> n = a_->WriteEntry(ga_, Page(3), PageData(3), true);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 1u);
+  EXPECT_FALSE(gb_.vector->IsValid(3));
+  EXPECT_EQ(ValidCopies(gb_, kRegistered), kRegistered - 1);
+  // A new buffer (its bit was 0 in the secondary's frozen half).
+  constexpr uint32_t kNew = 40;
+  absl::StatusOr<CacheRead> r = b_->ReadAndRegister(gb_, Page(20), kNew);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->data, PageData(20));
+  EXPECT_TRUE(gb_.vector->IsValid(kNew));
+  r = b_->ReadAndRegister(gb_, Page(3), 3);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(gb_.vector->IsValid(3));
+  EXPECT_EQ(b_->cf(), Addr(kCf01));
+  ASSERT_NO_FATAL_FAILURE(ExpectEveryChangedEntryCastOut(*a_, ga_));
+  EXPECT_THAT(cf01_->log(), HasSubstr("duplexing with CF02 ended"));
+}
+
+// The cross-invalidation checker (xi_checker.h) across the kill -9 of
+// either CF halfway through its writes: no valid-but-stale copy, every
+// version tested by every reader. Against a secondary that takes over
+// leaving the copies valid (--duplex-fault takeover-keeps-vectors) it
+// sees stale copies: the check can fail.
+struct XiCase {
+  const char* name;
+  bool kill_primary;
+  bool fault;
+};
+class CfDuplexXiTest : public CfDuplexTest, public ::testing::WithParamInterface<XiCase> {};
+
+TEST_P(CfDuplexXiTest, TheCheckerAcrossTheKillOfACf) {
+  const XiCase& p = GetParam();
+  ASSERT_NO_FATAL_FAILURE(StartPair("", p.fault ? "--duplex-fault=takeover-keeps-vectors" : ""));
+  absl::StatusOr<CfClient> w = Open("DB2A", Addr(kCf01), Addr(kCf02));
+  ASSERT_TRUE(w.ok()) << w.status();
+  xi::CheckOptions o;
+  o.socket = hsid_.socket();
+  o.cf = Addr(kCf01);
+  o.secondary = Addr(kCf02);
+  o.after = [&](uint64_t v) {
+    if (v == xi::kWrites / 2) (p.kill_primary ? cf01_ : cf02_)->Kill(SIGKILL);
+  };
+  xi::CheckResult r = xi::RunChecker(*w, o);
+  ASSERT_TRUE(r.ok) << r.error << (p.kill_primary ? cf02_ : cf01_)->log();
+  std::printf("checker across the kill of the %s%s: %llu valid copies tested, %llu "
+              "re-registrations, %llu stale\n",
+              p.kill_primary ? "primary" : "secondary", p.fault ? " (fault)" : "",
+              static_cast<unsigned long long>(r.checks), static_cast<unsigned long long>(r.reregs),
+              static_cast<unsigned long long>(r.stale));
+  if (p.fault) {
+    EXPECT_GT(r.stale, 0u) << "the checker did not see the stale copies of a faulty takeover";
+    return;
+  }
+  EXPECT_EQ(r.stale, 0u) << "valid-but-stale copies seen";
+  // Every version after the first invalidated each reader's copy (those
+  // the kill invalidated re-registered as well).
+  EXPECT_GE(r.reregs, xi::kWrites * xi::kReaders);
+  EXPECT_GE(r.checks, xi::kWrites * xi::kReaders);
+  EXPECT_EQ(w->cf(), p.kill_primary ? Addr(kCf02) : Addr(kCf01));
+}
+INSTANTIATE_TEST_SUITE_P(
+    Kills, CfDuplexXiTest,
+    ::testing::Values(XiCase{"Primary", true, false}, XiCase{"Secondary", false, false},
+                      XiCase{"PrimaryWithAFaultyTakeover", true, true}),
+    [](const ::testing::TestParamInfo<XiCase>& i) { return std::string(i.param.name); });
 
 }  // namespace
 }  // namespace hsi::cf

@@ -34,7 +34,14 @@
 // whose frame never reached the dead CF; a synchronous request whose frame
 // had reached it returns kUnavailable "outcome unknown" (re-issue it),
 // asynchronous requests in flight end as Event kReply with that status,
-// and queued lock requests are gone (the grant never comes: ask again).
+// and queued lock requests stay queued at the survivor (their grant
+// comes as an Event after the failover; LockAndWait fails over and goes
+// on waiting); list monitors go on (a monitored list with entries is
+// noted again after the failover).
+// A duplexed cache structure's connection has a vector of two halves (one
+// per CF; hsi/cf_vector.h): when the primary dies every local copy tests
+// invalid at once, and after the failover the survivor's fresh vector
+// replaces both in place (the same Connection::vector): register again.
 //
 // Cache structures: Connect() also takes the connection's local validity
 // vector (Connection::vector), memory the CF alone writes and this process
