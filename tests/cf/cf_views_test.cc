@@ -180,7 +180,11 @@ TEST_F(CfViewsTest, ListsStructuresConnectorsRetainedLocksAndCountersUntilTheCfD
 // hsid restarts with empty tables (invariant 4): the CF's session declares
 // its structures again, though none changed meanwhile.
 TEST_F(CfViewsTest, TheListingComesBackAfterAnHsidRestart) {
-  json j = Until([&](const json& a) { return !Find(a, "CF01", "DIR1").is_null(); });
+  // hsi-cf declares its structures one by one (in name order): wait for
+  // the two this test names, not for one and then assert the other.
+  json j = Until([&](const json& a) {
+    return !Find(a, "CF01", "DIR1").is_null() && !Find(a, "CF01", "LOCK1").is_null();
+  });
   ASSERT_FALSE(Find(j, "CF01", "LOCK1").is_null()) << j.dump(2) << hsid_.log();
   ASSERT_NE(hsid_.Stop(SIGKILL), -1);
   ASSERT_TRUE(hsid_.Start()) << hsid_.log();
