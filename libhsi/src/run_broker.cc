@@ -178,6 +178,40 @@ absl::StatusOr<RunPeer> RunBroker::Await(uint64_t stream_id, int fd, uint32_t wa
   return MapPeerParts(m, geometry, stream_id);
 }
 
+absl::StatusOr<RunPeer> RunBroker::Reattach(uint64_t stream_id, uint32_t side, uint64_t peer_gen, int fd,
+                                            const Segment& ring, const Segment& page, const RingGeometry& geometry) {
+  auto req = wire::Zeroed<wire::RunReattachRequest>();
+  req.stream_id = stream_id;
+  req.side = side;
+  req.peer_gen = peer_gen;
+  absl::StatusOr<std::vector<UniqueFd>> fds = DupAll({fd, ring.fd(), page.fd()});
+  if (!fds.ok()) return fds.status();
+  wire::Message m;
+  absl::Status s = state_->ctl.CallRaw(wire::MsgType::kRunReattachRequest, &req, sizeof(req), std::move(*fds),
+                                       wire::MsgType::kRunReattachReply, &m);
+  if (!s.ok()) return s;
+  absl::StatusOr<RunPeer> p = MapPeerParts(m, geometry, stream_id);
+  if (p.ok()) p->gen = m.As<wire::RunReattachReply>().gen;
+  return p;
+}
+
+absl::StatusOr<RunPeer> RunBroker::Fetch(uint64_t stream_id, uint32_t side, uint64_t have_gen, int fd,
+                                         const RingGeometry& geometry) {
+  auto req = wire::Zeroed<wire::RunFetchRequest>();
+  req.stream_id = stream_id;
+  req.side = side;
+  req.have_gen = have_gen;
+  absl::StatusOr<std::vector<UniqueFd>> fds = DupAll({fd});
+  if (!fds.ok()) return fds.status();
+  wire::Message m;
+  absl::Status s = state_->ctl.CallRaw(wire::MsgType::kRunFetchRequest, &req, sizeof(req), std::move(*fds),
+                                       wire::MsgType::kRunFetchReply, &m);
+  if (!s.ok()) return s;
+  absl::StatusOr<RunPeer> p = MapPeerParts(m, geometry, stream_id);
+  if (p.ok()) p->gen = m.As<wire::RunFetchReply>().gen;
+  return p;
+}
+
 void RunBroker::Close(uint64_t stream_id, uint32_t side) {
   auto n = wire::Zeroed<wire::RunCloseNotice>();
   n.stream_id = stream_id;
