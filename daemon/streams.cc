@@ -332,13 +332,16 @@ void Streams::OnAwait(Client& c, Message& m) {
   AnswerAwait(s);
 }
 
-absl::StatusOr<Streams::Stream*> Streams::Holder(const Client& c, uint64_t id, uint32_t side, int fd) {
+template <typename Reply>
+Streams::Stream* Streams::Holder(Client& c, const Message& m, uint64_t id, uint32_t side) {
   auto it = streams_.find(id);
-  absl::StatusOr<SockInfo> info = Inspect(fd);
+  absl::StatusOr<SockInfo> info = Inspect(m.fds[0].get());
   if (it == streams_.end() || !info.ok() || it->second.state == wire::kStreamProposed ||
       info->cookie != (side == 0 ? it->second.cookie : it->second.a_cookie) ||
       c.uid != (side == 0 ? it->second.c_uid : it->second.a_uid)) {
-    return absl::NotFoundError(absl::StrCat("stream ", id, " side ", side, " is not this socket's"));
+    clients_.ReplyError<Reply>(c, m.request_id,
+                               absl::NotFoundError(absl::StrCat("stream ", id, " side ", side, " is not this socket's")));
+    return nullptr;
   }
   return &it->second;
 }
@@ -358,9 +361,9 @@ void SendParts(Clients& clients, Client& c, const Message& m, Reply rep, const h
 void Streams::OnReattach(Client& c, Message& m) {
   const auto req = m.As<wire::RunReattachRequest>();
   auto refuse = [&](const absl::Status& st) { clients_.ReplyError<wire::RunReattachReply>(c, m.request_id, st); };
-  absl::StatusOr<Stream*> found = Holder(c, req.stream_id, req.side, m.fds[0].get());
-  if (!found.ok()) return refuse(found.status());
-  Stream& s = **found;
+  Stream* found = Holder<wire::RunReattachReply>(c, m, req.stream_id, req.side);
+  if (found == nullptr) return;
+  Stream& s = *found;
   const bool conn = req.side == 0;
   // The peer must read this side's current ring (its new image's positions
   // continue from it) and this side must have used the peer's current one:
@@ -384,19 +387,18 @@ void Streams::OnReattach(Client& c, Message& m) {
 
 void Streams::OnFetch(Client& c, Message& m) {
   const auto req = m.As<wire::RunFetchRequest>();
-  auto refuse = [&](const absl::Status& st) { clients_.ReplyError<wire::RunFetchReply>(c, m.request_id, st); };
-  absl::StatusOr<Stream*> found = Holder(c, req.stream_id, req.side, m.fds[0].get());
-  if (!found.ok()) return refuse(found.status());
-  Stream& s = **found;
+  Stream* s = Holder<wire::RunFetchReply>(c, m, req.stream_id, req.side);
+  if (s == nullptr) return;
   const bool conn = req.side == 0;
-  const uint64_t peer_gen = conn ? s.a_gen : s.c_gen;
+  const uint64_t peer_gen = conn ? s->a_gen : s->c_gen;
   if (peer_gen <= req.have_gen) {
-    return refuse(absl::UnavailableError(absl::StrCat("stream ", s.id, ": the peer's new image has not re-attached yet")));
+    return clients_.ReplyError<wire::RunFetchReply>(
+        c, m.request_id, absl::UnavailableError(absl::StrCat("stream ", s->id, ": the peer's new image has not re-attached yet")));
   }
-  (conn ? s.c_has : s.a_has) = peer_gen;
+  (conn ? s->c_has : s->a_has) = peer_gen;
   auto rep = wire::Zeroed<wire::RunFetchReply>();
   rep.gen = peer_gen;
-  SendParts(clients_, c, m, rep, conn ? s.a_ring : s.c_ring, conn ? s.a_page : s.c_page);
+  SendParts(clients_, c, m, rep, conn ? s->a_ring : s->c_ring, conn ? s->a_page : s->c_page);
 }
 
 void Streams::AnswerAwait(Stream& s) {

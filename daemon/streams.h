@@ -130,9 +130,11 @@ class Streams {
     clients_.Reply(c, m.request_id, rep);
   }
   void AnswerAwait(Stream& s);
-  // The stream `id` whose `side` end `c` proves to hold with socket `fd`
-  // (same SO_COOKIE, same uid), or the refusal saying why.
-  absl::StatusOr<Stream*> Holder(const Client& c, uint64_t id, uint32_t side, int fd);
+  // The stream `id` whose `side` end `c` proves to hold with the socket
+  // `m` carries first (same SO_COOKIE, same uid); else answers `m` with a
+  // `Reply` saying so and returns nullptr.
+  template <typename Reply>
+  Stream* Holder(Client& c, const Message& m, uint64_t id, uint32_t side);
   void Erase(uint64_t id);
 
   const Config& config_;

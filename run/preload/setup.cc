@@ -804,38 +804,26 @@ int execv(const char* path, char* const argv[]) { return execve(path, argv, envi
 int execvp(const char* file, char* const argv[]) { return execvpe(file, argv, environ); }
 
 // The list forms: glibc's call its internal execve, past the interposers
-// above, so they are taken here too. `envp_after`: execle's environment
-// follows the terminating null pointer.
-static std::vector<char*> ArgList(const char* arg0, va_list ap, char*** envp_after) {
+// above, so they are taken here too. execle's environment follows the
+// terminating null pointer.
+static int ExecList(const char* file, bool search, bool with_env, const char* arg0, va_list ap) {
   std::vector<char*> argv{const_cast<char*>(arg0)};
   while (argv.back() != nullptr) argv.push_back(va_arg(ap, char*));
-  if (envp_after != nullptr) *envp_after = va_arg(ap, char**);
-  return argv;
+  char** envp = with_env ? va_arg(ap, char**) : environ;
+  return search ? execvpe(file, argv.data(), envp) : execve(file, argv.data(), envp);
 }
 
-int execl(const char* path, const char* arg, ...) {
-  va_list ap;
-  va_start(ap, arg);
-  std::vector<char*> argv = ArgList(arg, ap, nullptr);
-  va_end(ap);
-  return execve(path, argv.data(), environ);
-}
-
-int execle(const char* path, const char* arg, ...) {
-  va_list ap;
-  va_start(ap, arg);
-  char** envp = nullptr;
-  std::vector<char*> argv = ArgList(arg, ap, &envp);
-  va_end(ap);
-  return execve(path, argv.data(), envp);
-}
-
-int execlp(const char* file, const char* arg, ...) {
-  va_list ap;
-  va_start(ap, arg);
-  std::vector<char*> argv = ArgList(arg, ap, nullptr);
-  va_end(ap);
-  return execvpe(file, argv.data(), environ);
-}
+#define HSI_EXEC_LIST(name, search, with_env)                      \
+  int name(const char* file, const char* arg, ...) {                \
+    va_list ap;                                                     \
+    va_start(ap, arg);                                              \
+    const int rc = ExecList(file, search, with_env, arg, ap);       \
+    va_end(ap);                                                     \
+    return rc;                                                      \
+  }
+HSI_EXEC_LIST(execl, false, false)
+HSI_EXEC_LIST(execle, false, true)
+HSI_EXEC_LIST(execlp, true, false)
+#undef HSI_EXEC_LIST
 
 }  // extern "C"

@@ -210,14 +210,13 @@ TEST_F(HostileTest, WrongSocketsAndSegmentsAreRefusedWithAReason) {
 // socket may do either, new segments are checked as the first ones, and a
 // re-attach that would skip a ring the peer has not reached is refused.
 TEST_F(HostileTest, ReattachAndFetchAreTheHoldersOnly) {
+  // The victim's connection, paired.
   Fd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  Parts cparts = MakeParts(g_);
+  Parts cparts = MakeParts(g_), aparts = MakeParts(g_);
   const uint64_t id = Propose(c, cparts);
-  ASSERT_NE(id, 0u);
   Fd accepted(::accept4(listener_->fd, nullptr, nullptr, SOCK_CLOEXEC));
   uint32_t reason = 0;
-  Parts aparts = MakeParts(g_);
-  ASSERT_TRUE(victim_->Claim(accepted.fd, aparts.ring, aparts.page, g_, &reason).ok());
+  ASSERT_TRUE(id != 0 && victim_->Claim(accepted.fd, aparts.ring, aparts.page, g_, &reason).ok());
   ASSERT_TRUE(victim_->Await(id, c.fd, 1000, false, g_, &reason).ok());
 
   // The attacker's own connection to the same listener: its sockets prove

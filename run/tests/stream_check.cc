@@ -148,9 +148,7 @@ int ServerExec(int argc, char** argv, int l) {
     echoed += static_cast<uint64_t>(n);
   }
   const std::string fds = std::to_string(fd);
-  char* av[] = {argv[0], const_cast<char*>("server"), const_cast<char*>("--resume-fd"), const_cast<char*>(fds.c_str()),
-                nullptr};
-  ::execv("/proc/self/exe", av);
+  ::execl("/proc/self/exe", argv[0], "server", "--resume-fd", fds.c_str(), static_cast<char*>(nullptr));  // the list form
   Fail("exec");
 }
 

@@ -45,19 +45,22 @@ void TcpPair(int* a, int* b) {
   ::close(l);
 }
 
+// `s` mapped again, read-only, as the peer maps it.
+Segment PeerView(const Segment& s, size_t size) {
+  absl::StatusOr<UniqueFd> fd = s.DupFd();
+  EXPECT_TRUE(fd.ok());
+  absl::StatusOr<Segment> m = Segment::MapPeer(std::move(*fd), size);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return std::move(*m);
+}
+
 void MakePair(Pair* p, const RingGeometry& g) {
   TcpPair(&p->a, &p->b);
   absl::StatusOr<Segment> ra = CreateOwnRing(g), rb = CreateOwnRing(g);
   absl::StatusOr<Segment> pa = CreateStreamPage(), pb = CreateStreamPage();
   ASSERT_TRUE(ra.ok() && rb.ok() && pa.ok() && pb.ok());
   ASSERT_TRUE(CheckStreamPage(pa->fd()).ok()) << CheckStreamPage(pa->fd());
-  auto peer = [](const Segment& s, size_t size) {
-    absl::StatusOr<UniqueFd> fd = s.DupFd();
-    EXPECT_TRUE(fd.ok());
-    absl::StatusOr<Segment> m = Segment::MapPeer(std::move(*fd), size);
-    EXPECT_TRUE(m.ok()) << m.status();
-    return std::move(*m);
-  };
+  auto peer = PeerView;
   Segment ra_peer = peer(*ra, g.segment_size()), rb_peer = peer(*rb, g.segment_size());
   Segment pa_peer = peer(*pa, kStreamPageSize), pb_peer = peer(*pb, kStreamPageSize);
   p->page_a = static_cast<StreamPage*>(pa->data());
@@ -261,13 +264,7 @@ TEST(StreamEndTest, ExecMovesOneEndToNewSegmentsWithoutLosingAByte) {
   const RingGeometry g{64 * 1024, 16 * 1024};
   int a = -1, b = -1;
   TcpPair(&a, &b);
-  auto view = [](const Segment& s, size_t size) {
-    absl::StatusOr<UniqueFd> fd = s.DupFd();
-    EXPECT_TRUE(fd.ok());
-    absl::StatusOr<Segment> m = Segment::MapPeer(std::move(*fd), size);
-    EXPECT_TRUE(m.ok()) << m.status();
-    return std::move(*m);
-  };
+  auto view = PeerView;
   auto make = [&](Segment* ring, Segment* page) {
     absl::StatusOr<Segment> r = CreateOwnRing(g);
     absl::StatusOr<Segment> p = CreateStreamPage();
