@@ -125,6 +125,14 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
   }
   Guard g(&c->rx_mu);
   LibScope scope;
+  // kNotYet unless the peer exec'd (its page says moving; FollowPeer).
+  auto follow = [&] {
+    if (!c->end.PeerMoving()) return Follow::kNotYet;
+    Unlock(&c->rx_mu);  // FollowPeer takes tx_mu first
+    const Follow f = FollowPeer(c, fd, /*tx_held=*/false);
+    Lock(&c->rx_mu);
+    return f;
+  };
   const iovec* iov = iov0;
   int iovcnt = iovcnt0;
   std::vector<iovec> rest;
@@ -154,16 +162,12 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
       continue;
     }
     // Empty. The peer's image exec'd: continue on its new segments.
-    if (c->end.PeerMoving()) {
-      Unlock(&c->rx_mu);  // FollowPeer takes tx_mu first
-      const Follow f = FollowPeer(c, fd, /*tx_held=*/false);
-      Lock(&c->rx_mu);
-      if (f == Follow::kSwitched) continue;
-      if (f == Follow::kBroken) {
-        if (done > 0) return static_cast<ssize_t>(done);
-        errno = ECONNRESET;
-        return -1;
-      }
+    Follow f = follow();
+    if (f == Follow::kSwitched) continue;
+    if (f == Follow::kBroken) {
+      if (done > 0) return static_cast<ssize_t>(done);
+      errno = ECONNRESET;
+      return -1;
     }
     // Busy-poll first if asked (blocking reads only, as SO_BUSY_POLL).
     if (Opts().busy_poll_us > 0 && !dontwait) {
@@ -220,8 +224,9 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
     if ((rev & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
       // The peer shut down or died: every frame it committed came before
       // its FIN. Read them, then the socket's own end (bells, then EOF or
-      // the error) as TCP would report it.
-      if (c->end.Readable() > 0) continue;
+      // the error) as TCP would report it. A FIN from the peer's new image
+      // (after an exec) follows frames on its new ring: switch first.
+      if (c->end.Readable() > 0 || follow() == Follow::kSwitched) continue;
       char buf[256];
       for (;;) {
         const ssize_t r = ::syscall(SYS_recvfrom, fd, buf, sizeof(buf), MSG_DONTWAIT, nullptr, nullptr);

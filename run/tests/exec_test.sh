@@ -76,6 +76,7 @@ exec_case "client execs mid-stream, small" exec 20000
 exec_case "forked child execs, parent closes" fork-exec 6000000
 # The acceptor's side: the server execs after echoing 1 MB of 6 MB.
 EXECER=server exec_case "server execs mid-stream" poll 6000000 --exec-after 1000000
+EXECER=server exec_case "server execs mid-stream, client in edge-triggered epoll" epoll 6000000 --exec-after 2000000
 exec_case "client execs twice mid-stream" exec2 6000000
 exec_case "exec into a program not under hsi-run" exec-plain 2000000
 
