@@ -246,8 +246,10 @@ class HSI_EXPORT StreamEnd {
   uint64_t gen_ = 0;             // own segments' generation
   uint64_t peer_gen_fetched_ = 0;  // the peer's newest segments' generation here
   Segment old_peer_ring_;        // the peer's ring before its exec, drained first
-  bool rx_switch_pending_ = false;
-  bool failed_ = false;          // a switch found the new ring unusable
+  // Written under the receive lock (and both, in SwitchPeer), read under
+  // either: atomic (relaxed; the locks order everything else).
+  std::atomic<bool> rx_switch_pending_{false};
+  std::atomic<bool> failed_{false};  // a switch found the new ring unusable
   std::atomic<uint32_t> bell_lock_{0};  // SendBell's spin lock (shared across fork)
 };
 
