@@ -10,9 +10,9 @@
 # send side), a forked child that execs while its parent closes its copy,
 # a server (the acceptor) that execs mid-stream, a client that execs twice
 # (the second exec waits for the peer to reach the first one's ring), and an
-# exec into an image that is not under hsi-run (LD_PRELOAD dropped: the
-# connection must not reach it; the descriptor is closed there, with the
-# reason logged). Each carried case also checks that the connection stayed
+# exec into an image that is not under hsi-run (LD_PRELOAD dropped, or a
+# statically linked program: the connection must not reach it; the
+# descriptor is closed there, with the reason logged). Each carried case also checks that the connection stayed
 # on rings (the new image logged the re-attach, the peer its switch).
 # Also under ASan+UBSan (label "asan"): the preload library instrumented.
 set -u
@@ -38,7 +38,7 @@ exec_case() {
   PIDS+=("$server")
   wait_for test -s "$T/port" || { fail "$name: the server did not start: $(cat "$T/server.err")"; return; }
   if ! timeout 60 "$RUN" "$BIN/hsi-run-check" client --port "$(cat "$T/port")" --bytes "$bytes" --mode "$mode" --seed 11 \
-       >"$T/client.out" 2>"$T/client.err"; then
+       ${STATIC:+--exec-path "$STATIC"} >"$T/client.out" 2>"$T/client.err"; then
     fail "$name: client: $(tail -n 3 "$T/client.out") $(grep -v 'hsi-run\[' "$T/client.err" | tail -n 3)"
     kill "$server" 2>/dev/null
     return
@@ -50,6 +50,14 @@ exec_case() {
   wait "$server"
   local rc=$?
   [ $rc -eq 0 ] || { fail "$name: the server exited $rc: $(tail -n 3 "$T/server.out" "$T/server.err")"; return; }
+  if [ "$mode" = exec-static ]; then
+    if grep -q "closed in the new image at exec: $STATIC is statically linked" "$T/client.err"; then
+      pass "$name: the descriptor was closed in the static program (reason logged), the server ended cleanly"
+    else
+      fail "$name: expected the descriptor closed with its reason: $(cat "$T/client.err")"
+    fi
+    return
+  fi
   if [ "$mode" = exec-plain ]; then
     if grep -q "^OK closed" "$T/client.out" &&
        grep -q "closed in the new image at exec: the new image's LD_PRELOAD does not name libhsi-run.so" "$T/client.err"; then
@@ -79,5 +87,12 @@ EXECER=server exec_case "server execs mid-stream" poll 6000000 --exec-after 1000
 EXECER=server exec_case "server execs mid-stream, client in edge-triggered epoll" epoll 6000000 --exec-after 2000000
 exec_case "client execs twice mid-stream" exec2 6000000
 exec_case "exec into a program not under hsi-run" exec-plain 2000000
+# A statically linked program cannot load the library (ldconfig is static in
+# Debian's libc-bin): the descriptor is closed there, the reason logged.
+if readelf -l /sbin/ldconfig 2>/dev/null | grep -q INTERP || ! command -v readelf >/dev/null; then
+  echo "SKIP: exec into a static program: /sbin/ldconfig is not statically linked here (or no readelf)"
+else
+  STATIC=/sbin/ldconfig exec_case "exec into a statically linked program" exec-static 2000000 --conns 1
+fi
 
 [ "$FAILED" -eq 0 ] || exit 1

@@ -24,6 +24,9 @@
 //       exec:         the client execs itself mid-stream (bytes in flight
 //                     both ways); the new image finishes and checks
 //       exec2:        as exec, and the new image execs once more
+//       exec-static:  execs the statically linked --exec-path PATH --version
+//                     instead (the descriptor must not reach it; the test
+//                     reads the reason in the log)
 //       fork-exec:    a forked child execs itself, the parent closes its copy
 //       exec-plain:   the new image is exec'd without LD_PRELOAD: under
 //                     hsi-run the descriptor must be closed there ("OK
@@ -352,6 +355,15 @@ int ExecFirst(int argc, char** argv, int port, const std::string& mode, Check& c
     int st = 0;
     ::waitpid(pid, &st, 0);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+  }
+  if (mode == "exec-static") {
+    // A statically linked program (--exec-path, run with --version) cannot
+    // load the library: the connection must not reach it.
+    const char* path = Arg(argc, argv, "--exec-path", nullptr);
+    if (::fcntl(fd, F_SETFD, 0) < 0) Fail("clear FD_CLOEXEC");
+    std::fflush(stdout);
+    ::execl(path, path, "--version", static_cast<char*>(nullptr));
+    Fail("exec");
   }
   ExecSelf(argc, argv, fd, sent, got, false, mode == "exec-plain");
 }
@@ -706,7 +718,7 @@ int Client(int argc, char** argv) {
     const int r = WakeRounds(port, mode, std::atoi(Arg(argc, argv, "--rounds", "2000")), c.seed);
     if (r >= 0) return r;
   }
-  if (mode == "exec" || mode == "exec2" || mode == "fork-exec" || mode == "exec-plain") {
+  if (mode == "exec" || mode == "exec2" || mode == "fork-exec" || mode == "exec-plain" || mode == "exec-static") {
     for (int i = 2; i < argc; ++i) {
       if (std::strcmp(argv[i], "--resume-fd") == 0) return ExecSecond(argc, argv, mode, c);
     }
@@ -794,7 +806,7 @@ int main(int argc, char** argv) {
   if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
     std::puts("usage: hsi-run-check server --port-file FILE [--conns N | --exec-after BYTES]\n"
               "       hsi-run-check client --port P --bytes B --mode poll|threads|fork|epoll|semantics|\n"
-              "                     exec|exec2|fork-exec|exec-plain [--seed S]\n"
+              "                     exec|exec2|fork-exec|exec-plain|exec-static [--exec-path P] [--seed S]\n"
               "       hsi-run-check client --port P --bytes 0 --mode et-rounds|block-rounds|shared-epoll|many-epoll|\n"
               "                     two-waiters\n"
               "                     [--rounds R] [--seed S]\n"
