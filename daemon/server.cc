@@ -230,6 +230,8 @@ void ServerImpl::OnMessage(Client& c, Message& m) {
     case MsgType::kRunProposeRequest: return streams_.OnPropose(c, m);
     case MsgType::kRunClaimRequest: return streams_.OnClaim(c, m);
     case MsgType::kRunAwaitRequest: return streams_.OnAwait(c, m);
+    case MsgType::kRunReattachRequest: return streams_.OnReattach(c, m);
+    case MsgType::kRunFetchRequest: return streams_.OnFetch(c, m);
     case MsgType::kRunCloseNotice: return streams_.OnClose(c, m);
     case MsgType::kRunFallbackNotice: return streams_.OnFallback(c, m);
     case MsgType::kSniffRequest: return sniffer_.OnSniff(c, m);

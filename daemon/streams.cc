@@ -163,13 +163,21 @@ void Streams::OnListen(Client& c, Message& m) {
   m.fds.clear();  // hold no socket: it would keep the port bound
   if (!info.ok()) return refuse(info.status());
   if (!info->listening) return refuse(absl::InvalidArgumentError("the socket handed in is not listening"));
-  if (absl::Status s = Allowed(c.uid, c.uid); !s.ok()) return refuse(s);
+  const absl::Status allowed = Allowed(c.uid, c.uid);
+  if (!allowed.ok()) {
+    // The library asks again at each accept, with a new id: keep one record
+    // per address, so that its clients are counted as `policy`.
+    std::erase_if(listeners_, [&](const auto& kv) {
+      return kv.first.first == c.id && kv.second.refused && kv.second.netns == info->netns && kv.second.local == *info->local;
+    });
+  }
   size_t mine = 0;
   for (const auto& [key, l] : listeners_) mine += key.first == c.id;
   if (mine >= kMaxListenersPerClient && !listeners_.contains({c.id, req.listener_id})) {
     return refuse(absl::ResourceExhaustedError(absl::StrCat("more than ", kMaxListenersPerClient, " listeners")));
   }
-  listeners_[{c.id, req.listener_id}] = Listener{c.id, c.uid, info->netns, *info->local};
+  listeners_[{c.id, req.listener_id}] = Listener{c.id, c.uid, info->netns, *info->local, !allowed.ok()};
+  if (!allowed.ok()) return refuse(allowed);
   auto rep = wire::Zeroed<wire::RunListenReply>();
   rep.listener_id = req.listener_id;
   clients_.Reply(c, m.request_id, rep);
@@ -196,17 +204,22 @@ void Streams::OnPropose(Client& c, Message& m) {
     return refuse(wire::kRunFallbackBadSocket, s);
   }
   const SockAddr dest = FromWire(req.destination);
-  const Listener* found = nullptr;
+  const Listener* found = nullptr;  // a registered listener first, else one the policy refused
   for (const auto& [key, l] : listeners_) {
     if (l.netns == info->netns && l.local.port == dest.port && (l.local == dest || l.local.wildcard()) &&
-        (l.local.family == dest.family || l.local.family == AF_INET6) && clients_.Find(l.client) != nullptr) {
+        (l.local.family == dest.family || l.local.family == AF_INET6) && clients_.Find(l.client) != nullptr &&
+        (found == nullptr || found->refused)) {
       found = &l;
-      break;
     }
   }
   if (found == nullptr) {
     return refuse(wire::kRunFallbackNoListener,
                   absl::NotFoundError(absl::StrCat("no hsi-run listener at ", dest.ToString(), " in this namespace")));
+  }
+  if (found->refused) {
+    return refuse(wire::kRunFallbackPolicy, absl::PermissionDeniedError(absl::StrCat(
+                                                "the listener at ", dest.ToString(), " was refused at listen(): ",
+                                                std::string(Allowed(found->uid, found->uid).message()))));
   }
   if (absl::Status s = Allowed(c.uid, found->uid); !s.ok()) return refuse(wire::kRunFallbackPolicy, s);
   const ProposalKey key{info->netns, info->local->port, dest};
@@ -278,6 +291,7 @@ void Streams::OnClaim(Client& c, Message& m) {
   s->a_pid = c.pid;
   s->a_uid = c.uid;
   s->connector_seen = *info->peer;
+  s->a_cookie = info->cookie;
   s->state = wire::kStreamPaired;
   auto rep = wire::Zeroed<wire::RunClaimReply>();
   rep.stream_id = s->id;
@@ -316,6 +330,75 @@ void Streams::OnAwait(Client& c, Message& m) {
   ++awaiting_;
   if (s.refused == 0 && s.state == wire::kStreamProposed) s.refused = wire::kRunFallbackTimeout;
   AnswerAwait(s);
+}
+
+template <typename Reply>
+Streams::Stream* Streams::Holder(Client& c, const Message& m, uint64_t id, uint32_t side) {
+  auto it = streams_.find(id);
+  absl::StatusOr<SockInfo> info = Inspect(m.fds[0].get());
+  if (it == streams_.end() || !info.ok() || it->second.state == wire::kStreamProposed ||
+      info->cookie != (side == 0 ? it->second.cookie : it->second.a_cookie) ||
+      c.uid != (side == 0 ? it->second.c_uid : it->second.a_uid)) {
+    clients_.ReplyError<Reply>(c, m.request_id,
+                               absl::NotFoundError(absl::StrCat("stream ", id, " side ", side, " is not this socket's")));
+    return nullptr;
+  }
+  return &it->second;
+}
+
+// Hands `c` `ring` and `page` (duplicated) with reply `rep` to request `m`.
+template <typename Reply>
+void SendParts(Clients& clients, Client& c, const Message& m, Reply rep, const hsi::UniqueFd& ring,
+               const hsi::UniqueFd& page) {
+  absl::StatusOr<hsi::UniqueFd> r = Dup(ring), p = Dup(page);
+  if (!r.ok() || !p.ok()) return clients.ReplyError<Reply>(c, m.request_id, r.ok() ? p.status() : r.status());
+  std::vector<hsi::UniqueFd> fds;
+  fds.push_back(std::move(*r));
+  fds.push_back(std::move(*p));
+  clients.Send(c, wire::Encode(m.request_id, rep, std::move(fds)));
+}
+
+void Streams::OnReattach(Client& c, Message& m) {
+  const auto req = m.As<wire::RunReattachRequest>();
+  auto refuse = [&](const absl::Status& st) { clients_.ReplyError<wire::RunReattachReply>(c, m.request_id, st); };
+  Stream* found = Holder<wire::RunReattachReply>(c, m, req.stream_id, req.side);
+  if (found == nullptr) return;
+  Stream& s = *found;
+  const bool conn = req.side == 0;
+  // The peer must read this side's current ring (its new image's positions
+  // continue from it) and this side must have used the peer's current one:
+  // otherwise a ring in between would be skipped (both ends exec'ing at
+  // once: the second to re-attach is refused and its connection reset).
+  if ((conn ? s.a_has : s.c_has) != (conn ? s.c_gen : s.a_gen) || req.peer_gen != (conn ? s.a_gen : s.c_gen)) {
+    return refuse(absl::FailedPreconditionError(absl::StrCat(
+        "stream ", s.id, ": the other end has not caught up with this end's last exec, or the reverse")));
+  }
+  if (absl::Status st = CheckParts(m.fds[1].get(), m.fds[2].get(), s.geometry); !st.ok()) return refuse(st);
+  (conn ? s.c_ring : s.a_ring) = std::move(m.fds[1]);
+  (conn ? s.c_page : s.a_page) = std::move(m.fds[2]);
+  (conn ? s.c_client : s.a_client) = c.id;
+  (conn ? s.c_pid : s.a_pid) = c.pid;
+  (conn ? s.c_has : s.a_has) = conn ? s.a_gen : s.c_gen;
+  const uint64_t gen = ++(conn ? s.c_gen : s.a_gen);
+  auto rep = wire::Zeroed<wire::RunReattachReply>();
+  rep.gen = gen;
+  SendParts(clients_, c, m, rep, conn ? s.a_ring : s.c_ring, conn ? s.a_page : s.c_page);
+}
+
+void Streams::OnFetch(Client& c, Message& m) {
+  const auto req = m.As<wire::RunFetchRequest>();
+  Stream* s = Holder<wire::RunFetchReply>(c, m, req.stream_id, req.side);
+  if (s == nullptr) return;
+  const bool conn = req.side == 0;
+  const uint64_t peer_gen = conn ? s->a_gen : s->c_gen;
+  if (peer_gen <= req.have_gen) {
+    return clients_.ReplyError<wire::RunFetchReply>(
+        c, m.request_id, absl::UnavailableError(absl::StrCat("stream ", s->id, ": the peer's new image has not re-attached yet")));
+  }
+  (conn ? s->c_has : s->a_has) = peer_gen;
+  auto rep = wire::Zeroed<wire::RunFetchReply>();
+  rep.gen = peer_gen;
+  SendParts(clients_, c, m, rep, conn ? s->a_ring : s->c_ring, conn ? s->a_page : s->c_page);
 }
 
 void Streams::AnswerAwait(Stream& s) {

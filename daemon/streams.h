@@ -64,6 +64,11 @@ class Streams {
   void OnPropose(Client& c, Message& m);
   void OnClaim(Client& c, Message& m);
   void OnAwait(Client& c, Message& m);
+  // After an exec (docs/hsi-run.md section 5): the new image of one side
+  // hands in the stream's socket and fresh segments, checked as the first
+  // ones; the peer fetches them when the old page says "moving".
+  void OnReattach(Client& c, Message& m);
+  void OnFetch(Client& c, Message& m);
   void OnClose(Client& c, const Message& m);
   void OnFallback(Client& c, const Message& m);
   // ListRequest{kListStreams or kListFallbacks}.
@@ -80,12 +85,21 @@ class Streams {
     uint32_t uid = 0;
     uint64_t netns = 0;
     SockAddr local;
+    // Refused by the policy at listen() (its uid is not in run_uids): kept,
+    // one per (client, namespace, address), only so that a connector to it
+    // is refused as `policy`, not `no_listener`; never paired.
+    bool refused = false;
   };
   struct Stream {
     uint64_t id = 0;
     uint32_t state = wire::kStreamProposed;
     uint64_t netns = 0;
     uint64_t cookie = 0;  // the connector socket's SO_COOKIE
+    uint64_t a_cookie = 0;  // the accepted socket's
+    // Generation of each side's segments: 0 first, one more at each exec
+    // of that side (OnReattach); and the generation of the other side's
+    // segments each side has fetched (OnFetch, or got at its reattach).
+    uint64_t c_gen = 0, a_gen = 0, c_has = 0, a_has = 0;
     SockAddr connector;   // as bound (the address may be a wildcard)
     SockAddr destination;
     SockAddr connector_seen;  // as the acceptor sees it
@@ -116,6 +130,11 @@ class Streams {
     clients_.Reply(c, m.request_id, rep);
   }
   void AnswerAwait(Stream& s);
+  // The stream `id` whose `side` end `c` proves to hold with the socket
+  // `m` carries first (same SO_COOKIE, same uid); else answers `m` with a
+  // `Reply` saying so and returns nullptr.
+  template <typename Reply>
+  Stream* Holder(Client& c, const Message& m, uint64_t id, uint32_t side);
   void Erase(uint64_t id);
 
   const Config& config_;

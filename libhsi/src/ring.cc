@@ -211,6 +211,19 @@ bool IsSealedAgainstWrites(int fd) { return internal::CheckSeals(fd, F_SEAL_FUTU
 
 std::optional<SegmentCounters> ReadRingSegmentCounters(int fd) { return internal::ReadSegmentCounters(fd); }
 
+absl::Status SeedRingPositions(const Segment& own, uint64_t tail, uint64_t head) {
+  if (!own.writable() || own.data() == nullptr) return absl::InvalidArgumentError("seed: the segment is not mapped read-write");
+  if (tail % kRecordAlign != 0 || head % kRecordAlign != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("seed: positions ", tail, "/", head, " are not ", kRecordAlign, "-byte aligned"));
+  }
+  internal::SegmentLayout* l = LayoutOf(own.data());
+  // Relaxed: nobody else has the segment yet; handing it on (SCM_RIGHTS)
+  // orders these stores before any peer's loads.
+  l->tx.tail.store(tail, std::memory_order_relaxed);
+  l->rx.head.store(head, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
 // ---------------------------------------------------------------- producer
 
 absl::StatusOr<RingProducer> RingProducer::Create(const Segment& own,

@@ -178,6 +178,45 @@ absl::StatusOr<RunPeer> RunBroker::Await(uint64_t stream_id, int fd, uint32_t wa
   return MapPeerParts(m, geometry, stream_id);
 }
 
+namespace {
+
+// A call whose reply ({status, gen} + the peer's ring and page) hands this
+// end segments: Reattach and Fetch.
+template <typename Req, typename Reply>
+absl::StatusOr<RunPeer> CallForParts(internal::ControlChannel& ctl, const Req& req, std::vector<UniqueFd> fds,
+                                     const RingGeometry& geometry) {
+  wire::Message m;
+  absl::Status s = ctl.CallRaw(wire::kTypeOf<Req>, &req, sizeof(req), std::move(fds), wire::kTypeOf<Reply>, &m);
+  if (!s.ok()) return s;
+  absl::StatusOr<RunPeer> p = MapPeerParts(m, geometry, req.stream_id);
+  if (p.ok()) p->gen = m.As<Reply>().gen;
+  return p;
+}
+
+}  // namespace
+
+absl::StatusOr<RunPeer> RunBroker::Reattach(uint64_t stream_id, uint32_t side, uint64_t peer_gen, int fd,
+                                            const Segment& ring, const Segment& page, const RingGeometry& geometry) {
+  auto req = wire::Zeroed<wire::RunReattachRequest>();
+  req.stream_id = stream_id;
+  req.side = side;
+  req.peer_gen = peer_gen;
+  absl::StatusOr<std::vector<UniqueFd>> fds = DupAll({fd, ring.fd(), page.fd()});
+  if (!fds.ok()) return fds.status();
+  return CallForParts<wire::RunReattachRequest, wire::RunReattachReply>(state_->ctl, req, std::move(*fds), geometry);
+}
+
+absl::StatusOr<RunPeer> RunBroker::Fetch(uint64_t stream_id, uint32_t side, uint64_t have_gen, int fd,
+                                         const RingGeometry& geometry) {
+  auto req = wire::Zeroed<wire::RunFetchRequest>();
+  req.stream_id = stream_id;
+  req.side = side;
+  req.have_gen = have_gen;
+  absl::StatusOr<std::vector<UniqueFd>> fds = DupAll({fd});
+  if (!fds.ok()) return fds.status();
+  return CallForParts<wire::RunFetchRequest, wire::RunFetchReply>(state_->ctl, req, std::move(*fds), geometry);
+}
+
 void RunBroker::Close(uint64_t stream_id, uint32_t side) {
   auto n = wire::Zeroed<wire::RunCloseNotice>();
   n.stream_id = stream_id;

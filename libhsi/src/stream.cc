@@ -171,7 +171,7 @@ ssize_t StreamEnd::SendBell(int sock, int flags) {
 }
 
 ssize_t StreamEnd::TryWrite(const struct iovec* iov, int iovcnt, int sock) {
-  if (!tx_.ok()) return -ECONNRESET;
+  if (failed_ || !tx_.ok()) return -ECONNRESET;
   const size_t want = IovTotal(iov, iovcnt);
   size_t done = 0;
   int i = 0;
@@ -201,7 +201,11 @@ ssize_t StreamEnd::TryWrite(const struct iovec* iov, int iovcnt, int sock) {
   // or we see its arm.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   const uint64_t arm = peer_page()->data_arm.load(std::memory_order_acquire);  // loaded once (invariant 2)
-  if (arm > own_page()->data_rung.load(std::memory_order_relaxed)) {
+  if (PeerMoving()) {
+    // The peer's new image arms on a page this side does not have yet:
+    // ring every commit until it switches (io.cc asks hsid for it).
+    Bell(sock);
+  } else if (arm > own_page()->data_rung.load(std::memory_order_relaxed)) {
     own_page()->data_rung.store(arm, std::memory_order_relaxed);
     // The waiter stored with this arm (or with a newer one: then this arm's
     // wait is over or was joined by another sleeper, which stores 0).
@@ -212,12 +216,12 @@ ssize_t StreamEnd::TryWrite(const struct iovec* iov, int iovcnt, int sock) {
 }
 
 ssize_t StreamEnd::TryRead(const struct iovec* iov, int iovcnt, bool peek, int sock) {
-  if (!rx_.ok()) return -ECONNRESET;
+  if (failed_ || !rx_.ok()) return -ECONNRESET;
   const size_t want = IovTotal(iov, iovcnt);
   size_t done = 0;
   bool released = false;
   Frame f;
-  while (done < want && rx_.TryPeek(&f)) {
+  while (done < want && PeekFrame(&f)) {
     const size_t avail = f.payload.size() - rx_offset_;
     const size_t k = CopyOut(iov, iovcnt, done, f.payload.data() + rx_offset_, std::min(avail, want - done));
     done += k;
@@ -230,7 +234,7 @@ ssize_t StreamEnd::TryRead(const struct iovec* iov, int iovcnt, bool peek, int s
       rx_offset_ += k;
     }
   }
-  if (!rx_.ok()) return -ECONNRESET;
+  if (failed_ || !rx_.ok()) return -ECONNRESET;
   if (released) {
     rx_.Publish();
     // Pairs with the producer's fence in ArmSpace.
@@ -255,7 +259,7 @@ bool StreamEnd::ArmData(int sock, uint64_t waiter) {
   own_page()->data_arm.store(++data_arm_, std::memory_order_seq_cst);
   std::atomic_thread_fence(std::memory_order_seq_cst);
   Frame f;
-  if (rx_.TryPeek(&f) || !rx_.ok()) return false;
+  if (PeekFrame(&f) || !rx_.ok() || failed_) return false;
   DrainBells(sock, counted);
   return true;
 }
@@ -266,7 +270,7 @@ bool StreamEnd::DrainStale(int sock) {
   const uint64_t counted = peer_page()->bells_sent.load(std::memory_order_acquire);
   std::atomic_thread_fence(std::memory_order_seq_cst);
   Frame f;
-  if (rx_.TryPeek(&f) || !rx_.ok()) return false;
+  if (PeekFrame(&f) || !rx_.ok() || failed_) return false;
   DrainBells(sock, counted);
   return true;
 }
@@ -309,8 +313,116 @@ void StreamEnd::WaitSpace(int timeout_ms) const {
 
 size_t StreamEnd::Readable() {
   Frame f;
-  if (!rx_.TryPeek(&f)) return 0;
+  if (!PeekFrame(&f)) return 0;
   return f.payload.size() - rx_offset_;
+}
+
+bool StreamEnd::PeekFrame(Frame* f) {
+  if (rx_.TryPeek(f)) return true;
+  if (!rx_switch_pending_ || !rx_.ok() || failed_ || rx_offset_ != 0) return false;
+  // The old ring is drained and final (its writer's image is gone: hsid
+  // had the next generation): continue on the new ring at the same
+  // position, with the head published so the new writer sees it.
+  rx_.Publish();
+  const Doorbell* bell = SilentBell();
+  absl::StatusOr<RingConsumer> rx = RingConsumer::Create(own_ring_, peer_ring_, *bell, *bell, rx_.geometry());
+  if (!rx.ok()) {
+    failed_ = true;  // a bad new ring breaks this stream only
+    return false;
+  }
+  rx_ = std::move(*rx);
+  old_peer_ring_ = Segment();
+  rx_switch_pending_ = false;
+  own_page()->peer_gen.store(peer_gen_fetched_, std::memory_order_release);
+  return rx_.TryPeek(f);
+}
+
+absl::Status StreamEnd::Export(StreamCarry* out) {
+  if (rx_switch_pending_) {
+    return absl::FailedPreconditionError("stream: the peer's ring from before its own exec is not drained yet");
+  }
+  if (broken()) return absl::FailedPreconditionError("stream: broken");
+  rx_.Publish();  // the head the new image continues from is in the segment too
+  const StreamPage* p = own_page();
+  out->tail = tx_.position();
+  out->head = rx_.position();
+  out->rx_offset = rx_offset_;
+  out->bells_drained = bells_drained_;
+  out->bells_sent = p->bells_sent.load(std::memory_order_relaxed);
+  out->data_arm = p->data_arm.load(std::memory_order_relaxed);
+  out->data_rung = p->data_rung.load(std::memory_order_relaxed);
+  out->space_arm = p->space_arm.load(std::memory_order_relaxed);
+  out->space_rung = p->space_rung.load(std::memory_order_relaxed);
+  out->bytes_out = p->bytes_out.load(std::memory_order_relaxed);
+  out->bytes_in = p->bytes_in.load(std::memory_order_relaxed);
+  out->gen = gen_;
+  out->peer_gen = p->peer_gen.load(std::memory_order_relaxed);
+  // After the last commit (TryWrite published under the caller's lock):
+  // a peer that sees the mark and then an empty ring has every frame.
+  own_page()->moving.store(1, std::memory_order_seq_cst);
+  return absl::OkStatus();
+}
+
+absl::Status StreamEnd::Seed(const Segment& own_ring, const Segment& own_page, const StreamCarry& c) {
+  if (absl::Status s = SeedRingPositions(own_ring, c.tail, c.head); !s.ok()) return s;
+  if (own_page.size() != kStreamPageSize || !own_page.writable()) return absl::InvalidArgumentError("stream: bad own page");
+  auto* p = static_cast<StreamPage*>(own_page.data());
+  p->bells_sent.store(c.bells_sent, std::memory_order_relaxed);
+  // Armed from the start, as a new page is: the peer's next commit rings.
+  p->data_arm.store(c.data_arm + 1, std::memory_order_relaxed);
+  p->data_rung.store(c.data_rung, std::memory_order_relaxed);
+  p->space_arm.store(c.space_arm, std::memory_order_relaxed);
+  p->space_rung.store(c.space_rung, std::memory_order_relaxed);
+  p->bytes_out.store(c.bytes_out, std::memory_order_relaxed);
+  p->bytes_in.store(c.bytes_in, std::memory_order_relaxed);
+  p->peer_gen.store(c.peer_gen, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status StreamEnd::Resume(Segment own_ring, Segment peer_ring, Segment own_page, Segment peer_page,
+                               const RingGeometry& geometry, const StreamCarry& c, uint64_t gen) {
+  if (absl::Status s = Init(std::move(own_ring), std::move(peer_ring), std::move(own_page), std::move(peer_page), geometry);
+      !s.ok()) {
+    return s;
+  }
+  if (tx_.position() != c.tail || rx_.position() != c.head) {
+    return absl::DataLossError("stream: the new segments do not continue at the carried positions");
+  }
+  rx_offset_ = c.rx_offset;
+  if (rx_offset_ != 0) {
+    // The carried offset is into the frame at `head`: it must be inside it
+    // (CopyOut would read past the frame otherwise).
+    Frame f;
+    if (!rx_.TryPeek(&f) || rx_offset_ >= f.payload.size()) {
+      return absl::DataLossError("stream: the carried read offset is not inside the peer's next frame");
+    }
+  }
+  bells_drained_ = c.bells_drained;
+  space_arm_ = c.space_arm;
+  gen_ = gen;
+  peer_gen_fetched_ = c.peer_gen;
+  return absl::OkStatus();
+}
+
+absl::Status StreamEnd::SwitchPeer(Segment peer_ring, Segment peer_page, uint64_t peer_gen) {
+  if (rx_switch_pending_) return absl::FailedPreconditionError("stream: a switch is pending already");
+  if (peer_page.size() != kStreamPageSize ||
+      static_cast<const StreamPage*>(peer_page.data())->magic != kStreamPageMagic) {
+    return absl::DataLossError("stream: the peer's new control page has a bad magic");
+  }
+  const Doorbell* bell = SilentBell();
+  // The writer's side switches at once: the peer's new image keeps its
+  // consumer state in the new segment (tx_ continues at its own tail).
+  absl::StatusOr<RingProducer> tx = RingProducer::Create(own_ring_, peer_ring, *bell, *bell, tx_.geometry());
+  if (!tx.ok()) return tx.status();
+  tx_ = std::move(*tx);
+  old_peer_ring_ = std::move(peer_ring_);
+  peer_ring_ = std::move(peer_ring);
+  peer_page_ = std::move(peer_page);
+  for (Segment* s : {&peer_ring_, &peer_page_}) s->ReleaseFd();
+  peer_gen_fetched_ = peer_gen;
+  rx_switch_pending_ = true;
+  return absl::OkStatus();
 }
 
 }  // namespace hsi

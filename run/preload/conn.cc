@@ -242,6 +242,7 @@ __attribute__((constructor)) void Init() {
   g_local = new std::unordered_map<Conn*, int>();
   g_listeners = new std::unordered_map<int, uint64_t>();
   pthread_atfork(AtforkPrepare, AtforkParent, AtforkChild);
+  ResumeAfterExec();
 }
 
 }  // namespace
@@ -411,6 +412,16 @@ uint64_t NextWaiterId() {
 }
 
 bool AnyConns() { return g_local_count.load(std::memory_order_relaxed) != 0; }
+
+bool HeldElsewhere(Conn* c) {
+  int here = 0;
+  {
+    Guard g(&g_table_mu);
+    auto it = g_local->find(c);
+    if (it != g_local->end()) here = it->second;
+  }
+  return c->refs.load(std::memory_order_acquire) > here;
+}
 
 bool IsListener(int fd) {
   Guard g(&g_table_mu);

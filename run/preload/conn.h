@@ -165,6 +165,8 @@ void Attach(int fd, Conn* c, bool adopt_ref);
 // Unbinds `fd`; drops the references; tears down on the last one. Returns
 // whether `fd` had a Conn.
 bool Detach(int fd);
+// Whether another process (of a fork) holds a descriptor for `c` too.
+bool HeldElsewhere(Conn* c);
 // Whether listener `fd` is registered with hsid by this process.
 bool IsListener(int fd);
 void AddListener(int fd, uint64_t id);
@@ -205,6 +207,16 @@ void OnActive(int fd);
 // Connector: pairs a kPending Conn (await the accept) or falls back.
 // Returns the state after. Requires the socket to be connected.
 State EnsurePaired(Conn* c, int fd);
+
+// Exec (setup.cc, docs/hsi-run.md section 5): the new image's constructor
+// rebuilds the connections its old image carried (HSI_RUN_EXEC).
+void ResumeAfterExec();
+
+// The peer's image exec'd (its page says moving): asks hsid for its new
+// segments and switches to them (io.cc). Called holding tx_mu if
+// `tx_held`, else no lock of `c`; takes the rest (tx_mu before rx_mu).
+enum class Follow { kSwitched, kNotYet, kBroken };
+Follow FollowPeer(Conn* c, int fd, bool tx_held);
 
 // The data path (io.cc).
 ssize_t ConnRead(Conn* c, int fd, const iovec* iov, int iovcnt, int flags);

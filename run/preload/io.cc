@@ -66,6 +66,53 @@ int ProbePeer(Conn* c, int fd, bool nosignal) {
 
 }  // namespace
 
+Follow FollowPeer(Conn* c, int fd, bool tx_held) {
+  if (!tx_held) Lock(&c->tx_mu);
+  Lock(&c->rx_mu);
+  LibScope scope;
+  Follow f = Follow::kNotYet;
+  if (!c->end.PeerMoving()) {
+    f = Follow::kSwitched;  // another thread did (or the mark was withdrawn: a failed exec)
+  } else if (HeldElsewhere(c)) {
+    // The new segments would be mapped in this process only, while the
+    // connection state is shared with a fork (docs/hsi-run.md, limits).
+    Logf(0, "fd %d: the peer exec'd while a fork shares this connection: connection reset", fd);
+    f = Follow::kBroken;
+  } else {
+    absl::StatusOr<hsi::RunPeer> p = absl::UnavailableError("hsid not reachable");
+    {
+      Guard b(BrokerMu());
+      if (hsi::RunBroker* br = Broker(); br != nullptr) {
+        p = br->Fetch(c->stream_id, c->side, c->end.peer_gen_fetched(), fd, c->geometry);
+      }
+    }
+    if (p.ok()) {
+      const uint64_t gen = p->gen;
+      absl::Status s = c->end.SwitchPeer(std::move(p->ring), std::move(p->page), gen);
+      if (s.ok()) {
+        Logf(1, "fd %d: the peer exec'd: on its new segments (generation %llu)", fd, static_cast<unsigned long long>(gen));
+        f = Follow::kSwitched;
+      } else {
+        Logf(0, "fd %d: the peer's segments after its exec are unusable, connection reset: %s", fd,
+             std::string(s.message()).c_str());
+        f = Follow::kBroken;
+      }
+    } else {
+      // Not yet (its new image has not re-attached) or hsid is away: the
+      // old ring stays as it is; asked again at the next empty read or
+      // full write.
+      Logf(2, "fd %d: the peer is exec'ing: %s", fd, std::string(p.status().message()).c_str());
+    }
+  }
+  if (f == Follow::kBroken) {
+    c->state.store(static_cast<int>(State::kBroken), std::memory_order_release);
+    R().shutdown(fd, SHUT_RDWR);
+  }
+  Unlock(&c->rx_mu);
+  if (!tx_held) Unlock(&c->tx_mu);
+  return f;
+}
+
 ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
   const bool peek = (flags & MSG_PEEK) != 0;
   const bool dontwait = (flags & MSG_DONTWAIT) != 0 || c->nonblock.load(std::memory_order_relaxed);
@@ -78,6 +125,14 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
   }
   Guard g(&c->rx_mu);
   LibScope scope;
+  // kNotYet unless the peer exec'd (its page says moving; FollowPeer).
+  auto follow = [&] {
+    if (!c->end.PeerMoving()) return Follow::kNotYet;
+    Unlock(&c->rx_mu);  // FollowPeer takes tx_mu first
+    const Follow f = FollowPeer(c, fd, /*tx_held=*/false);
+    Lock(&c->rx_mu);
+    return f;
+  };
   const iovec* iov = iov0;
   int iovcnt = iovcnt0;
   std::vector<iovec> rest;
@@ -106,7 +161,15 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
       iovcnt = static_cast<int>(rest.size());
       continue;
     }
-    // Empty. Busy-poll first if asked (blocking reads only, as SO_BUSY_POLL).
+    // Empty. The peer's image exec'd: continue on its new segments.
+    Follow f = follow();
+    if (f == Follow::kSwitched) continue;
+    if (f == Follow::kBroken) {
+      if (done > 0) return static_cast<ssize_t>(done);
+      errno = ECONNRESET;
+      return -1;
+    }
+    // Busy-poll first if asked (blocking reads only, as SO_BUSY_POLL).
     if (Opts().busy_poll_us > 0 && !dontwait) {
       const uint64_t until = NowNs() + uint64_t{Opts().busy_poll_us} * 1000;
       bool got = false;
@@ -161,8 +224,9 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
     if ((rev & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
       // The peer shut down or died: every frame it committed came before
       // its FIN. Read them, then the socket's own end (bells, then EOF or
-      // the error) as TCP would report it.
-      if (c->end.Readable() > 0) continue;
+      // the error) as TCP would report it. A FIN from the peer's new image
+      // (after an exec) follows frames on its new ring: switch first.
+      if (c->end.Readable() > 0 || follow() == Follow::kSwitched) continue;
       char buf[256];
       for (;;) {
         const ssize_t r = ::syscall(SYS_recvfrom, fd, buf, sizeof(buf), MSG_DONTWAIT, nullptr, nullptr);
@@ -225,6 +289,16 @@ ssize_t ConnWrite(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
     }
     // Full.
     if (!c->end.ArmSpace(total - done)) continue;
+    if (c->end.PeerMoving()) {
+      // Its new image frees space in a segment this side does not have yet.
+      const Follow f = FollowPeer(c, fd, /*tx_held=*/true);
+      if (f == Follow::kSwitched) continue;
+      if (f == Follow::kBroken) {
+        if (done > 0) return static_cast<ssize_t>(done);
+        errno = ECONNRESET;
+        return -1;
+      }
+    }
     if (int e = ProbePeer(c, fd, nosignal); e != 0) {
       if (done > 0) return static_cast<ssize_t>(done);
       errno = e;

@@ -1,6 +1,8 @@
 // libhsi-run.so's set-up path: listen registers with hsid, connect proposes
 // (before the SYN), accept claims; close, dup, fcntl, ioctl, setsockopt,
 // shutdown and the exec family keep the descriptor table true.
+#include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
@@ -8,17 +10,23 @@
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <cstring>
 #include <mutex>
 #include <unordered_set>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "conn.h"
 #include "hsi/wire/messages.h"
 
@@ -244,28 +252,350 @@ void Fresh(int fd) {
   if (fd >= 0) SetNoAccel(fd, false);
 }
 
-// The exec family: a ring's state cannot cross exec yet (docs/hsi-run.md),
-// so an accelerated descriptor does not either: it is made close-on-exec
-// (restored if the exec fails).
-struct ExecGuard {
-  std::vector<std::pair<int, int>> changed;
-  ExecGuard() {
-    for (int fd = 0; fd < 65536; ++fd) {
-      if (Lookup(fd) == nullptr) continue;
-      const int fl = R().fcntl(fd, F_GETFD);
-      if (fl >= 0 && (fl & FD_CLOEXEC) == 0) {
-        R().fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
-        changed.emplace_back(fd, fl);
-        Logf(1, "fd %d: accelerated, closed in the new image at exec", fd);
+// ---------------------------------------------------------------- exec
+// docs/hsi-run.md section 5. The old image hands each accelerated
+// connection to the new one through the environment (HSI_RUN_EXEC): ring
+// positions and counters. The new image's constructor makes fresh segments
+// seeded with them and re-attaches at hsid, which hands them to the peer;
+// the peer switches when it runs out of ring data or room.
+
+constexpr char kExecVar[] = "HSI_RUN_EXEC";
+constexpr size_t kCarryNumbers = 19;  // the numbers before the fd list (ExecCarry::AppendEntry)
+
+// Why the image that `file` names will not load this library with `envp`
+// ("" when it will): then a carried connection would be read as TCP with
+// bells in it, so it is not carried (the descriptor is closed in the new
+// image instead).
+std::string ImageReason(const char* file, bool search, char* const envp[], int depth = 0) {
+  if (file == nullptr) return "no file";
+  std::string path = file;
+  if (search && std::strchr(file, '/') == nullptr) {
+    const char* pv = std::getenv("PATH");
+    const std::string dirs = pv != nullptr ? pv : "/bin:/usr/bin";
+    path.clear();
+    for (size_t i = 0; i <= dirs.size();) {
+      size_t j = dirs.find(':', i);
+      if (j == std::string::npos) j = dirs.size();
+      std::string cand = (j > i ? dirs.substr(i, j - i) : ".") + "/" + file;
+      if (::access(cand.c_str(), X_OK) == 0) {
+        path = cand;
+        break;
+      }
+      i = j + 1;
+    }
+    if (path.empty()) return std::string(file) + " is not found in PATH";
+  }
+  if (depth == 0) {
+    Dl_info self{};
+    if (::dladdr(reinterpret_cast<void*>(&ResumeAfterExec), &self) == 0 || self.dli_fname == nullptr) {
+      return "cannot find libhsi-run.so's own path";
+    }
+    const char* self_base = std::strrchr(self.dli_fname, '/');
+    self_base = self_base != nullptr ? self_base + 1 : self.dli_fname;
+    bool preloaded = false, disabled = false;
+    for (char* const* e = envp; e != nullptr && *e != nullptr; ++e) {
+      if (std::strncmp(*e, "HSI_RUN_DISABLE=1", 18) == 0) disabled = true;
+      if (std::strncmp(*e, "LD_PRELOAD=", 11) != 0) continue;
+      std::string list = *e + 11;
+      for (char& ch : list) ch = ch == ' ' ? ':' : ch;
+      for (size_t i = 0; i < list.size();) {
+        size_t j = list.find(':', i);
+        if (j == std::string::npos) j = list.size();
+        const std::string tok = list.substr(i, j - i);
+        const size_t slash = tok.rfind('/');
+        if (tok == self.dli_fname || (slash == std::string::npos ? tok : tok.substr(slash + 1)) == self_base) {
+          preloaded = true;
+        }
+        i = j + 1;
       }
     }
+    if (!preloaded) return "the new image's LD_PRELOAD does not name libhsi-run.so";
+    if (disabled) return "HSI_RUN_DISABLE=1 in the new image's environment";
   }
-  ~ExecGuard() {  // only reached when the exec failed
-    for (auto [fd, fl] : changed) R().fcntl(fd, F_SETFD, fl);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return path + ": " + std::strerror(errno);
+  if ((st.st_mode & (S_ISUID | S_ISGID)) != 0) return path + " is set-id: the loader ignores LD_PRELOAD";
+  const int f = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f < 0) return path + ": " + std::strerror(errno);
+  char buf[4096];
+  const ssize_t n = ::pread(f, buf, sizeof(buf), 0);
+  if (n >= 2 && buf[0] == '#' && buf[1] == '!' && depth < 2) {
+    ::close(f);
+    std::string line(buf + 2, static_cast<size_t>(n) - 2);
+    line = line.substr(0, line.find('\n'));
+    const size_t b = line.find_first_not_of(" \t");
+    if (b == std::string::npos) return path + ": an empty #! line";
+    line = line.substr(b);
+    line = line.substr(0, line.find_first_of(" \t"));
+    return ImageReason(line.c_str(), false, envp, depth + 1);
   }
+  std::string why;
+  if (n < static_cast<ssize_t>(sizeof(Elf64_Ehdr)) || std::memcmp(buf, ELFMAG, SELFMAG) != 0) {
+    why = path + " is neither an ELF program nor a #! script";
+  } else if (buf[EI_CLASS] != ELFCLASS64) {
+    why = path + " is not a 64-bit program: it cannot load libhsi-run.so";
+  } else {
+    Elf64_Ehdr eh;
+    std::memcpy(&eh, buf, sizeof(eh));
+    bool interp = false;
+    for (int i = 0; i < eh.e_phnum && !interp; ++i) {
+      Elf64_Phdr ph{};
+      if (::pread(f, &ph, sizeof(ph), static_cast<off_t>(eh.e_phoff + uint64_t{eh.e_phentsize} * i)) != sizeof(ph)) break;
+      interp = ph.p_type == PT_INTERP;
+    }
+    if (!interp) why = path + " is statically linked (no ELF interpreter): it does not load libhsi-run.so";
+  }
+  ::close(f);
+  return why;
+}
+
+// Waits until `ready()` or the pair timeout, backing off 20 us -> 2 ms.
+template <typename F>
+bool WaitFor(F ready) {
+  const uint64_t deadline = NowMs() + Opts().pair_timeout_ms;
+  useconds_t pause = 20;
+  while (!ready()) {
+    if (NowMs() >= deadline) return false;
+    ::usleep(pause);
+    pause = std::min<useconds_t>(pause * 2, 2000);
+  }
+  return true;
+}
+
+// One exec: carries what it can, makes the rest close-on-exec; undone (the
+// destructor) when the exec fails.
+class ExecCarry {
+ public:
+  ExecCarry(const char* file, bool search, char* const envp[]) {
+    std::vector<std::pair<Conn*, std::vector<int>>> conns;  // descriptors that cross the exec
+    for (int fd = 0; fd < 65536; ++fd) {
+      Conn* c = Lookup(fd);
+      if (c == nullptr) continue;
+      const int fl = R().fcntl(fd, F_GETFD);
+      if (fl < 0 || (fl & FD_CLOEXEC) != 0) continue;
+      auto it = std::find_if(conns.begin(), conns.end(), [c](const auto& e) { return e.first == c; });
+      if (it == conns.end()) it = conns.insert(conns.end(), {c, {}});
+      it->second.push_back(fd);
+    }
+    std::string reason_all;
+    bool looked = false;
+    for (auto& [c, fds] : conns) {
+      const int fd = fds[0];
+      State st = static_cast<State>(c->state.load(std::memory_order_acquire));
+      if (st == State::kPending) {  // connected but not paired yet: pair now (the peer may be on rings)
+        sockaddr_storage ss{};
+        socklen_t len = sizeof(ss);
+        if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) st = EnsurePaired(c, fd);
+      }
+      if (st == State::kPlain || st == State::kBroken) continue;  // plain TCP already (or reset)
+      if (!looked) {
+        reason_all = ImageReason(file, search, envp);
+        looked = true;
+      }
+      std::string why = reason_all;
+      if (why.empty() && st == State::kPending) why = "still connecting (not paired)";
+      if (why.empty() && !WaitFor([c] { return !HeldElsewhere(c); })) why = "another process (a fork) still holds it";
+      if (why.empty() && !WaitFor([c] {
+            Guard g(&c->rx_mu);
+            return c->end.PeerCaughtUp();
+          })) {
+        why = "the peer has not read since this connection's last exec";
+      }
+      if (why.empty()) {
+        Lock(&c->tx_mu);
+        Lock(&c->rx_mu);
+        hsi::StreamCarry k;
+        if (absl::Status s = c->end.Export(&k); !s.ok()) {
+          why = std::string(s.message());
+          Unlock(&c->rx_mu);
+          Unlock(&c->tx_mu);
+        } else {
+          locked_.push_back(c);
+          AppendEntry(c, k, fds);
+          Logf(1, "fd %d: carried across exec (stream %llu)", fd, static_cast<unsigned long long>(c->stream_id));
+        }
+      }
+      if (!why.empty()) {
+        // Not carried: the new image must not see a socket whose stream is
+        // on rings it cannot read; it is closed there (docs/hsi-run.md).
+        for (int d : fds) {
+          const int fl = R().fcntl(d, F_GETFD);
+          R().fcntl(d, F_SETFD, fl | FD_CLOEXEC);
+          cloexec_.emplace_back(d, fl);
+        }
+        Logf(0, "fd %d: accelerated connection closed in the new image at exec: %s", fd, why.c_str());
+      }
+    }
+    for (char* const* e = envp; e != nullptr && *e != nullptr; ++e) {
+      if (std::strncmp(*e, kExecVar, sizeof(kExecVar) - 1) != 0 || (*e)[sizeof(kExecVar) - 1] != '=') {
+        envp_.push_back(*e);
+      }
+    }
+    if (!carried_.empty()) {
+      carried_ = std::string(kExecVar) + "=" + carried_;
+      envp_.push_back(carried_.data());
+    }
+    envp_.push_back(nullptr);
+  }
+  ~ExecCarry() {  // only reached when the exec failed
+    const int e = errno;
+    for (Conn* c : locked_) {
+      c->end.CancelExport();
+      Unlock(&c->rx_mu);
+      Unlock(&c->tx_mu);
+    }
+    for (auto [fd, fl] : cloexec_) R().fcntl(fd, F_SETFD, fl);
+    errno = e;
+  }
+  char* const* envp() const { return envp_.data(); }
+
+ private:
+  void AppendEntry(Conn* c, const hsi::StreamCarry& k, const std::vector<int>& fds) {
+    char buf[1024];
+    int n = std::snprintf(buf, sizeof(buf), "%s%llu,%u,%llu,%u,%d", carried_.empty() ? "" : ";",
+                          static_cast<unsigned long long>(c->stream_id), c->side,
+                          static_cast<unsigned long long>(c->geometry.capacity), c->geometry.mtu,
+                          c->shut_wr.load() ? 1 : 0);
+    for (uint64_t v : {k.tail, k.head, k.rx_offset, k.bells_drained, k.bells_sent, k.data_arm, k.data_rung,
+                       k.space_arm, k.space_rung, k.bytes_out, k.bytes_in, k.gen, k.peer_gen, uint64_t{fds.size()}}) {
+      n += std::snprintf(buf + n, sizeof(buf) - n, ",%llu", static_cast<unsigned long long>(v));
+    }
+    for (int fd : fds) n += std::snprintf(buf + n, sizeof(buf) - n, ",%d", fd);
+    carried_ += buf;
+  }
+
+  std::vector<Conn*> locked_;
+  std::vector<std::pair<int, int>> cloexec_;
+  std::string carried_;
+  std::vector<char*> envp_;
 };
 
+// One HSI_RUN_EXEC entry: kCarryNumbers numbers, then the descriptors.
+struct CarriedConn {
+  uint64_t stream_id = 0;
+  uint32_t side = 0;
+  hsi::RingGeometry geometry;
+  bool shut_wr = false;
+  hsi::StreamCarry k;
+  std::vector<int> fds;
+};
+
+absl::StatusOr<CarriedConn> ParseEntry(const std::string& e) {
+  std::vector<uint64_t> v;
+  for (size_t i = 0; i < e.size();) {
+    size_t j = e.find(',', i);
+    if (j == std::string::npos) j = e.size();
+    const std::string tok = e.substr(i, j - i);
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long x = std::strtoull(tok.c_str(), &end, 10);
+    if (tok.empty() || end == nullptr || *end != '\0' || errno != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("\"", tok, "\" is not a number"));
+    }
+    v.push_back(x);
+    i = j + 1;
+  }
+  if (v.size() < kCarryNumbers || v[kCarryNumbers - 1] == 0 || v.size() != kCarryNumbers + v[kCarryNumbers - 1]) {
+    return absl::InvalidArgumentError(absl::StrCat(v.size(), " numbers do not match the format"));
+  }
+  CarriedConn c;
+  c.stream_id = v[0];
+  c.side = static_cast<uint32_t>(v[1]);
+  c.geometry.capacity = v[2];
+  c.geometry.mtu = static_cast<uint32_t>(v[3]);
+  c.shut_wr = v[4] != 0;
+  hsi::StreamCarry& k = c.k;
+  uint64_t* fields[] = {&k.tail, &k.head, &k.rx_offset, &k.bells_drained, &k.bells_sent, &k.data_arm, &k.data_rung,
+                        &k.space_arm, &k.space_rung, &k.bytes_out, &k.bytes_in, &k.gen, &k.peer_gen};
+  static_assert(5 + std::size(fields) + 1 == kCarryNumbers);
+  for (size_t i = 0; i < std::size(fields); ++i) *fields[i] = v[5 + i];
+  for (size_t i = kCarryNumbers; i < v.size(); ++i) {
+    if (v[i] >= 65536) return absl::InvalidArgumentError(absl::StrCat("descriptor ", v[i], " is out of range"));
+    c.fds.push_back(static_cast<int>(v[i]));
+  }
+  if (c.side > 1) return absl::InvalidArgumentError("side is not 0 or 1");
+  if (absl::Status s = c.geometry.Validate(); !s.ok()) return s;
+  return c;
+}
+
+// Rebuilds one carried connection; on failure it is reset (as TCP fails):
+// the peer may be on rings already, so TCP is no option.
+void Resume(const CarriedConn& cc) {
+  const int fd = cc.fds[0];
+  for (int d : cc.fds) {
+    if (!IsInetTcp(d)) {
+      Logf(0, "%s: descriptor %d is not a TCP socket; entry ignored", kExecVar, d);
+      return;
+    }
+  }
+  Conn* c = NewConn(cc.side, cc.stream_id, cc.geometry);
+  if (c == nullptr) {
+    Logf(0, "fd %d: connection reset after exec: mmap", fd);
+    R().shutdown(fd, SHUT_RDWR);
+    return;
+  }
+  absl::Status s;
+  uint64_t gen = 0;
+  absl::StatusOr<hsi::Segment> ring = hsi::CreateOwnRing(cc.geometry);
+  absl::StatusOr<hsi::Segment> page = hsi::CreateStreamPage();
+  if (!ring.ok() || !page.ok()) s = ring.ok() ? page.status() : ring.status();
+  if (s.ok()) s = hsi::StreamEnd::Seed(*ring, *page, cc.k);
+  absl::StatusOr<hsi::RunPeer> peer = absl::UnavailableError("hsid not reachable");
+  if (s.ok()) {
+    Guard b(BrokerMu());
+    if (hsi::RunBroker* br = Broker(); br != nullptr) {
+      peer = br->Reattach(cc.stream_id, cc.side, cc.k.peer_gen, fd, *ring, *page, cc.geometry);
+    }
+    if (!peer.ok()) s = peer.status();
+  }
+  if (s.ok()) {
+    gen = peer->gen;
+    DropFd(*ring);
+    DropFd(*page);
+    s = c->end.Resume(std::move(*ring), std::move(peer->ring), std::move(*page), std::move(peer->page), cc.geometry, cc.k,
+                      gen);
+  }
+  c->shut_wr.store(cc.shut_wr);
+  c->nonblock.store(NonBlocking(fd));
+  if (!s.ok()) {
+    Logf(0, "fd %d: connection reset after exec: %s", fd, std::string(s.message()).c_str());
+    c->state.store(static_cast<int>(State::kBroken));
+    R().shutdown(fd, SHUT_RDWR);
+  } else {
+    c->state.store(static_cast<int>(State::kActive));
+  }
+  Attach(fd, c, /*adopt_ref=*/true);
+  for (size_t i = 1; i < cc.fds.size(); ++i) Attach(cc.fds[i], c, false);
+  if (s.ok()) {
+    // The peer may sleep armed on the old page: wake it, so that it looks
+    // at hsid for these segments (its old page says moving).
+    c->end.SendBell(fd, MSG_NOSIGNAL);
+    Logf(1, "fd %d: carried across exec (stream %llu, generation %llu)", fd,
+         static_cast<unsigned long long>(cc.stream_id), static_cast<unsigned long long>(gen));
+  }
+}
+
 }  // namespace
+
+void ResumeAfterExec() {
+  const char* v = std::getenv(kExecVar);
+  if (v == nullptr) return;
+  const std::string all = v;
+  ::unsetenv(kExecVar);  // the program's own children get their own
+  LibScope scope;
+  for (size_t i = 0; i < all.size();) {
+    size_t j = all.find(';', i);
+    if (j == std::string::npos) j = all.size();
+    absl::StatusOr<CarriedConn> cc = ParseEntry(all.substr(i, j - i));
+    if (!cc.ok()) {
+      Logf(0, "%s: entry at %zu: %s; ignored", kExecVar, i, std::string(cc.status().message()).c_str());
+    } else {
+      Resume(*cc);
+    }
+    i = j + 1;
+  }
+}
+
 }  // namespace hsirun
 
 using namespace hsirun;  // NOLINT: the interposers below are libc's names
@@ -459,16 +789,41 @@ int setsockopt(int fd, int level, int name, const void* val, socklen_t len) {
 }
 
 int execve(const char* path, char* const argv[], char* const envp[]) {
-  ExecGuard g;
-  return R().execve(path, argv, envp);
+  if (InLib() || !AnyConns()) return R().execve(path, argv, envp);
+  ExecCarry carry(path, /*search=*/false, envp);
+  return R().execve(path, argv, carry.envp());
 }
 
 int execvpe(const char* file, char* const argv[], char* const envp[]) {
-  ExecGuard g;
-  return R().execvpe(file, argv, envp);
+  if (InLib() || !AnyConns()) return R().execvpe(file, argv, envp);
+  ExecCarry carry(file, /*search=*/true, envp);
+  return R().execvpe(file, argv, carry.envp());
 }
 
 int execv(const char* path, char* const argv[]) { return execve(path, argv, environ); }
 int execvp(const char* file, char* const argv[]) { return execvpe(file, argv, environ); }
+
+// The list forms: glibc's call its internal execve, past the interposers
+// above, so they are taken here too. execle's environment follows the
+// terminating null pointer.
+static int ExecList(const char* file, bool search, bool with_env, const char* arg0, va_list ap) {
+  std::vector<char*> argv{const_cast<char*>(arg0)};
+  while (argv.back() != nullptr) argv.push_back(va_arg(ap, char*));
+  char** envp = with_env ? va_arg(ap, char**) : environ;
+  return search ? execvpe(file, argv.data(), envp) : execve(file, argv.data(), envp);
+}
+
+#define HSI_EXEC_LIST(name, search, with_env)                      \
+  int name(const char* file, const char* arg, ...) {                \
+    va_list ap;                                                     \
+    va_start(ap, arg);                                              \
+    const int rc = ExecList(file, search, with_env, arg, ap);       \
+    va_end(ap);                                                     \
+    return rc;                                                      \
+  }
+HSI_EXEC_LIST(execl, false, false)
+HSI_EXEC_LIST(execle, false, true)
+HSI_EXEC_LIST(execlp, true, false)
+#undef HSI_EXEC_LIST
 
 }  // extern "C"

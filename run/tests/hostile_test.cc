@@ -205,5 +205,68 @@ TEST_F(HostileTest, WrongSocketsAndSegmentsAreRefusedWithAReason) {
   EXPECT_TRUE(hsid_.Connectable());
 }
 
+// After an exec (docs/hsi-run.md section 5) the new image re-attaches with
+// fresh segments and the peer fetches them: only the holder of that side's
+// socket may do either, new segments are checked as the first ones, and a
+// re-attach that would skip a ring the peer has not reached is refused.
+TEST_F(HostileTest, ReattachAndFetchAreTheHoldersOnly) {
+  // The victim's connection, paired.
+  Fd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  Parts cparts = MakeParts(g_), aparts = MakeParts(g_);
+  const uint64_t id = Propose(c, cparts);
+  Fd accepted(::accept4(listener_->fd, nullptr, nullptr, SOCK_CLOEXEC));
+  uint32_t reason = 0;
+  ASSERT_TRUE(id != 0 && victim_->Claim(accepted.fd, aparts.ring, aparts.page, g_, &reason).ok());
+  ASSERT_TRUE(victim_->Await(id, c.fd, 1000, false, g_, &reason).ok());
+
+  // The attacker's own connection to the same listener: its sockets prove
+  // nothing about the victim's stream, for either side.
+  Fd x(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const sockaddr_in dest = Loopback(port_);
+  ASSERT_EQ(::connect(x.fd, reinterpret_cast<const sockaddr*>(&dest), sizeof(dest)), 0);
+  Fd y(::accept4(listener_->fd, nullptr, nullptr, SOCK_CLOEXEC));
+  Parts xparts = MakeParts(g_);
+  for (uint32_t side : {0u, 1u}) {
+    for (int s : {x.fd, y.fd}) {
+      EXPECT_FALSE(attacker_->Reattach(id, side, 0, s, xparts.ring, xparts.page, g_).ok()) << "side " << side;
+      EXPECT_FALSE(attacker_->Fetch(id, side, 0, s, g_).ok()) << "side " << side;
+    }
+  }
+  // The right socket for the other side is refused too (the acceptor's
+  // socket does not prove the connector's end).
+  EXPECT_FALSE(victim_->Reattach(id, 0, 0, accepted.fd, xparts.ring, xparts.page, g_).ok());
+
+  // The connector's new image hands in an unsealed ring: refused.
+  absl::StatusOr<UniqueFd> raw = CreateRingSegment(g_, "unsealed");
+  ASSERT_TRUE(raw.ok());
+  absl::StatusOr<Segment> unsealed = Segment::MapPeer(std::move(*raw), g_.segment_size());
+  ASSERT_TRUE(unsealed.ok());
+  EXPECT_FALSE(victim_->Reattach(id, 0, 0, c.fd, *unsealed, xparts.page, g_).ok());
+  // Nothing new for the acceptor yet.
+  EXPECT_EQ(victim_->Fetch(id, 1, 0, accepted.fd, g_).status().code(), absl::StatusCode::kUnavailable);
+
+  // A proper re-attach: generation 1, answered with the acceptor's segments;
+  // the acceptor fetches it.
+  Parts c1 = MakeParts(g_);
+  absl::StatusOr<RunPeer> r = victim_->Reattach(id, 0, 0, c.fd, c1.ring, c1.page, g_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->gen, 1u);
+  // A second exec before the acceptor has the first one's segments would
+  // skip a ring: refused.
+  Parts c2 = MakeParts(g_);
+  EXPECT_EQ(victim_->Reattach(id, 0, 0, c.fd, c2.ring, c2.page, g_).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  absl::StatusOr<RunPeer> f = victim_->Fetch(id, 1, 0, accepted.fd, g_);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->gen, 1u);
+  EXPECT_EQ(victim_->Fetch(id, 1, 1, accepted.fd, g_).status().code(), absl::StatusCode::kUnavailable);
+  // Now it may, once, with the acceptor's generation it used (0).
+  EXPECT_FALSE(victim_->Reattach(id, 0, 5, c.fd, c2.ring, c2.page, g_).ok()) << "a peer generation hsid never gave";
+  r = victim_->Reattach(id, 0, 0, c.fd, c2.ring, c2.page, g_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->gen, 2u);
+  EXPECT_TRUE(hsid_.Connectable());
+}
+
 }  // namespace
 }  // namespace hsi

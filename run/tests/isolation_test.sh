@@ -50,15 +50,24 @@ start_hsid() {
     { echo "hsid did not start:"; cat "$T/hsid.log"; exit 1; }
 }
 export HSI_RUN_SOCKET="$T/hsid.sock" HSI_RUN_LOG=2
+# fallback_count REASON: hsid's count of that fallback (hsictl fallbacks --json).
+fallback_count() {
+  "$BIN/hsictl" --socket "$T/hsid.sock" --json fallbacks |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["fallbacks"][sys.argv[1]])' "$1"
+}
 
 # pair_case NAME SERVER_UID CLIENT_UID EXPECT: an hsi-run-check server under
 # hsi-run as SERVER_UID, a client under hsi-run as CLIENT_UID; all bytes must
 # come back, and EXPECT is "rings" (both ends logged the pairing),
 # "unregistered" (the server's uid is not in run_uids: hsid refused its
-# listener at listen(), so the client finds no hsi-run listener), or a
+# listener at listen(), so the client is refused as `policy`, and hsictl
+# fallbacks counts one more `policy` and no more `no_listener`), or a
 # fallback reason the client logged ("stays on TCP (REASON)").
 pair_case() {
   local name=$1 suid=$2 cuid=$3 expect=$4
+  local policy0 nolistener0
+  policy0=$(fallback_count policy)
+  nolistener0=$(fallback_count no_listener)
   rm -f "$T/w/port"
   as_uid "$suid" "$RUN" "$BIN/hsi-run-check" server --port-file "$T/w/port" --conns 1 >"$T/server.out" 2>"$T/server.err" &
   local server=$!
@@ -82,10 +91,12 @@ pair_case() {
     fi
   elif [ "$expect" = unregistered ]; then
     if grep -q "listener not registered, its connections stay on TCP: uid $suid is not in \[hsid\] run_uids" "$T/server.err" &&
-       grep -q "stays on TCP (no_listener)" "$T/client.err"; then
-      pass "$name: listener refused at listen(), TCP (no_listener), all bytes"
+       grep -q "stays on TCP (policy)" "$T/client.err" &&
+       [ "$(fallback_count policy)" -eq $((policy0 + 1)) ] && [ "$(fallback_count no_listener)" -eq "$nolistener0" ]; then
+      pass "$name: listener refused at listen(), TCP (policy, counted as policy), all bytes"
     else
-      fail "$name: expected the listener refused: client: $(cat "$T/client.err") server: $(cat "$T/server.err")"
+      fail "$name: expected the listener refused and counted as policy ($policy0 -> $(fallback_count policy)," \
+        "no_listener $nolistener0 -> $(fallback_count no_listener)): client: $(cat "$T/client.err") server: $(cat "$T/server.err")"
     fi
   elif grep -q "stays on TCP ($expect)" "$T/client.err" && ! grep -q "on rings" "$T/client.err" "$T/server.err"; then
     pass "$name: TCP (fallback $expect), all bytes"

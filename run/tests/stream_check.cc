@@ -21,6 +21,19 @@
 //                     one epoll set used by parent and child after fork,
 //                     EOF after shutdown, EPIPE after it, socket options
 //                     (--bytes is ignored)
+//       exec:         the client execs itself mid-stream (bytes in flight
+//                     both ways); the new image finishes and checks
+//       exec2:        as exec, and the new image execs once more
+//       exec-static:  execs the statically linked --exec-path PATH --version
+//                     instead (the descriptor must not reach it; the test
+//                     reads the reason in the log)
+//       fork-exec:    a forked child execs itself, the parent closes its copy
+//       exec-plain:   the new image is exec'd without LD_PRELOAD: under
+//                     hsi-run the descriptor must be closed there ("OK
+//                     closed"), on plain TCP the stream continues
+//   hsi-run-check server --port-file FILE --exec-after N
+//       one connection; after echoing N bytes the server execs itself and
+//       the new image echoes the rest (the acceptor side of an exec)
 //       Wake-up modes, each --rounds R request/response round trips of 1 B
 //       to 3000 B (the reader must sleep for nearly every echo; a lost
 //       wake-up fails the round after 10 s, naming it; --bytes ignored):
@@ -117,7 +130,40 @@ void Echo(int fd) {
   ::close(fd);
 }
 
+// server --exec-after N: one connection; after echoing N bytes or more the
+// server execs itself (/proc/self/exe) with --resume-fd FD, and the new
+// image echoes the rest (the acceptor's side of an exec).
+int ServerExec(int argc, char** argv, int l) {
+  const uint64_t after = std::strtoull(Arg(argc, argv, "--exec-after", nullptr), nullptr, 10);
+  const int fd = ::accept4(l, nullptr, nullptr, 0);
+  if (fd < 0) Fail("accept");
+  ::close(l);
+  std::vector<char> buf(64 * 1024);
+  uint64_t echoed = 0;
+  while (echoed < after) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n <= 0) Fail("server: the stream ended before the exec");
+    for (ssize_t off = 0; off < n;) {
+      const ssize_t w = ::write(fd, buf.data() + off, static_cast<size_t>(n - off));
+      if (w < 0) Fail("server: write");
+      off += w;
+    }
+    echoed += static_cast<uint64_t>(n);
+  }
+  const std::string fds = std::to_string(fd);
+  ::execl("/proc/self/exe", argv[0], "server", "--resume-fd", fds.c_str(), static_cast<char*>(nullptr));  // the list form
+  Fail("exec");
+}
+
 int Server(int argc, char** argv) {
+  for (int i = 2; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--resume-fd") == 0) {
+      const int fd = std::atoi(argv[i + 1]);
+      if (::fcntl(fd, F_GETFD) < 0) Fail("server: descriptor " + std::string(argv[i + 1]) + " did not cross the exec");
+      Echo(fd);
+      return 0;
+    }
+  }
   const char* port_file = Arg(argc, argv, "--port-file", nullptr);
   const int conns = std::atoi(Arg(argc, argv, "--conns", "1"));
   const int l = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -134,6 +180,9 @@ int Server(int argc, char** argv) {
     std::fprintf(f, "%d\n", ntohs(a.sin_port));
     std::fclose(f);
     std::rename(tmp.c_str(), port_file);  // appears whole
+  }
+  for (int i = 2; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--exec-after") == 0) return ServerExec(argc, argv, l);
   }
   std::vector<std::thread> threads;
   for (int i = 0; i < conns; ++i) {
@@ -212,23 +261,27 @@ int Connect(int port) {
   return fd;
 }
 
-void SendAll(int fd, uint64_t seed, uint64_t total) {
-  uint64_t pos = 0;
-  for (int round = 0; pos < total; ++round) {
-    const ssize_t n = SendSome(fd, seed, pos, total - pos, round);
+// Sends stream positions [from, to); then, if `shut`, shutdown(SHUT_WR).
+void SendRange(int fd, uint64_t seed, uint64_t from, uint64_t to, bool shut) {
+  uint64_t pos = from;
+  for (int round = 0; pos < to; ++round) {
+    const ssize_t n = SendSome(fd, seed, pos, to - pos, round);
     if (n < 0) {
       if (errno == EINTR) continue;
       Fail("send");
     }
     pos += static_cast<uint64_t>(n);
   }
-  if (::shutdown(fd, SHUT_WR) < 0) Fail("shutdown");
+  if (shut && ::shutdown(fd, SHUT_WR) < 0) Fail("shutdown");
 }
 
-void RecvAll(int fd, Check& c) {
+void SendAll(int fd, uint64_t seed, uint64_t total) { SendRange(fd, seed, 0, total, true); }
+
+// Reads (blocking) until `c` has `limit` bytes, or to EOF (limit ~0).
+void RecvUpTo(int fd, Check& c, uint64_t limit) {
   std::vector<uint8_t> buf(300000);
-  for (int round = 0;; ++round) {
-    const ssize_t n = RecvSome(fd, buf.data(), buf.size(), round, true);
+  for (int round = 0; c.got < limit; ++round) {
+    const ssize_t n = RecvSome(fd, buf.data(), std::min<uint64_t>(buf.size(), limit - c.got), round, true);
     if (n == 0) break;
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -236,6 +289,111 @@ void RecvAll(int fd, Check& c) {
     }
     c.Take(buf.data(), static_cast<size_t>(n));
   }
+}
+
+void RecvAll(int fd, Check& c) { RecvUpTo(fd, c, ~uint64_t{0}); }
+
+// ------------------------------------------------------------ exec
+//
+// The exec modes run a client in two images. The first sends `--bytes`/2
+// and reads back half of that, so that at the exec bytes are in flight both
+// ways (its own not yet echoed, echoes not yet read); then it execs itself
+// (/proc/self/exe) with "--resume-fd FD --sent S --got G", and the new
+// image sends the rest, reads every echo to EOF and checks each byte from
+// position G on. exec: the client execs; fork-exec: a forked child execs
+// (execvp) while the parent closes its copy; exec-plain: the new image is
+// exec'd without LD_PRELOAD (not under hsi-run): under hsi-run the
+// connection must not reach it (the descriptor is closed there: "OK
+// closed"), on plain TCP it simply continues.
+
+[[noreturn]] void ExecSelf(int argc, char** argv, int fd, uint64_t sent, uint64_t got, bool fork_child, bool plain,
+                          const char* next_mode = nullptr) {
+  if (::fcntl(fd, F_SETFD, 0) < 0) Fail("clear FD_CLOEXEC");
+  std::vector<std::string> args(argv, argv + argc);
+  if (next_mode != nullptr) {
+    for (size_t i = 2; i + 1 < args.size(); ++i) {
+      if (args[i] == "--mode") args[i + 1] = next_mode;
+    }
+  }
+  for (const char* name : {"--resume-fd", "--sent", "--got"}) {
+    for (size_t i = 2; i + 1 < args.size(); ++i) {
+      if (args[i] == name) args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
+    }
+  }
+  args.insert(args.end(), {"--resume-fd", std::to_string(fd), "--sent", std::to_string(sent), "--got", std::to_string(got)});
+  std::vector<char*> av;
+  for (std::string& a : args) av.push_back(a.data());
+  av.push_back(nullptr);
+  std::fflush(stdout);
+  if (plain) {
+    std::vector<char*> env;
+    for (char** e = environ; *e != nullptr; ++e) {
+      if (std::strncmp(*e, "LD_PRELOAD=", 11) != 0) env.push_back(*e);
+    }
+    env.push_back(nullptr);
+    ::execve("/proc/self/exe", av.data(), env.data());
+  } else if (fork_child) {
+    ::execvp("/proc/self/exe", av.data());
+  } else {
+    ::execv("/proc/self/exe", av.data());
+  }
+  Fail("exec");
+}
+
+// The first image of an exec mode.
+int ExecFirst(int argc, char** argv, int port, const std::string& mode, Check& c) {
+  const int fd = Connect(port);
+  const uint64_t sent = c.total / 2, got = sent / 2;
+  std::thread sender(SendRange, fd, c.seed, 0, sent, false);
+  RecvUpTo(fd, c, got);
+  sender.join();
+  if (mode == "fork-exec") {
+    const pid_t pid = ::fork();
+    if (pid < 0) Fail("fork");
+    if (pid == 0) ExecSelf(argc, argv, fd, sent, got, true, false);
+    ::close(fd);  // the child's exec carries the connection once this copy is gone
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+  }
+  if (mode == "exec-static") {
+    // A statically linked program (--exec-path, run with --version) cannot
+    // load the library: the connection must not reach it.
+    const char* path = Arg(argc, argv, "--exec-path", nullptr);
+    if (::fcntl(fd, F_SETFD, 0) < 0) Fail("clear FD_CLOEXEC");
+    std::fflush(stdout);
+    ::execl(path, path, "--version", static_cast<char*>(nullptr));
+    Fail("exec");
+  }
+  ExecSelf(argc, argv, fd, sent, got, false, mode == "exec-plain");
+}
+
+// The new image of an exec mode.
+int ExecSecond(int argc, char** argv, const std::string& mode, Check& c) {
+  const int fd = std::atoi(Arg(argc, argv, "--resume-fd", nullptr));
+  const uint64_t sent = std::strtoull(Arg(argc, argv, "--sent", nullptr), nullptr, 10);
+  c.got = std::strtoull(Arg(argc, argv, "--got", nullptr), nullptr, 10);
+  if (::fcntl(fd, F_GETFD) < 0) {
+    if (mode == "exec-plain" && errno == EBADF) {
+      std::printf("OK closed\n");
+      return 0;
+    }
+    Fail("descriptor " + std::to_string(fd) + " did not cross the exec");
+  }
+  if (mode == "exec2") {
+    // Once more: in flight both ways again, then a second exec.
+    const uint64_t sent2 = c.total * 3 / 4;
+    std::thread sender(SendRange, fd, c.seed, sent, sent2, false);
+    RecvUpTo(fd, c, c.total * 5 / 8);
+    sender.join();
+    ExecSelf(argc, argv, fd, sent2, c.got, false, false, "exec");
+  }
+  std::thread sender(SendRange, fd, c.seed, sent, c.total, true);
+  RecvAll(fd, c);
+  sender.join();
+  if (c.got != c.total) Fail("got " + std::to_string(c.got) + " of " + std::to_string(c.total) + " bytes back");
+  std::printf("OK bytes=%llu\n", static_cast<unsigned long long>(c.total));
+  return 0;
 }
 
 void SetNonBlocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
@@ -560,6 +718,12 @@ int Client(int argc, char** argv) {
     const int r = WakeRounds(port, mode, std::atoi(Arg(argc, argv, "--rounds", "2000")), c.seed);
     if (r >= 0) return r;
   }
+  if (mode == "exec" || mode == "exec2" || mode == "fork-exec" || mode == "exec-plain" || mode == "exec-static") {
+    for (int i = 2; i < argc; ++i) {
+      if (std::strcmp(argv[i], "--resume-fd") == 0) return ExecSecond(argc, argv, mode, c);
+    }
+    return ExecFirst(argc, argv, port, mode, c);
+  }
   const int fd = Connect(port);
   if (mode == "threads") {
     std::thread sender(SendAll, fd, c.seed, total);
@@ -640,8 +804,9 @@ int Client(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
-    std::puts("usage: hsi-run-check server --port-file FILE [--conns N]\n"
-              "       hsi-run-check client --port P --bytes B --mode poll|threads|fork|epoll|semantics [--seed S]\n"
+    std::puts("usage: hsi-run-check server --port-file FILE [--conns N | --exec-after BYTES]\n"
+              "       hsi-run-check client --port P --bytes B --mode poll|threads|fork|epoll|semantics|\n"
+              "                     exec|exec2|fork-exec|exec-plain|exec-static [--exec-path P] [--seed S]\n"
               "       hsi-run-check client --port P --bytes 0 --mode et-rounds|block-rounds|shared-epoll|many-epoll|\n"
               "                     two-waiters\n"
               "                     [--rounds R] [--seed S]\n"

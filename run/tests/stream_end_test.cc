@@ -45,19 +45,22 @@ void TcpPair(int* a, int* b) {
   ::close(l);
 }
 
+// `s` mapped again, read-only, as the peer maps it.
+Segment PeerView(const Segment& s, size_t size) {
+  absl::StatusOr<UniqueFd> fd = s.DupFd();
+  EXPECT_TRUE(fd.ok());
+  absl::StatusOr<Segment> m = Segment::MapPeer(std::move(*fd), size);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return std::move(*m);
+}
+
 void MakePair(Pair* p, const RingGeometry& g) {
   TcpPair(&p->a, &p->b);
   absl::StatusOr<Segment> ra = CreateOwnRing(g), rb = CreateOwnRing(g);
   absl::StatusOr<Segment> pa = CreateStreamPage(), pb = CreateStreamPage();
   ASSERT_TRUE(ra.ok() && rb.ok() && pa.ok() && pb.ok());
   ASSERT_TRUE(CheckStreamPage(pa->fd()).ok()) << CheckStreamPage(pa->fd());
-  auto peer = [](const Segment& s, size_t size) {
-    absl::StatusOr<UniqueFd> fd = s.DupFd();
-    EXPECT_TRUE(fd.ok());
-    absl::StatusOr<Segment> m = Segment::MapPeer(std::move(*fd), size);
-    EXPECT_TRUE(m.ok()) << m.status();
-    return std::move(*m);
-  };
+  auto peer = PeerView;
   Segment ra_peer = peer(*ra, g.segment_size()), rb_peer = peer(*rb, g.segment_size());
   Segment pa_peer = peer(*pa, kStreamPageSize), pb_peer = peer(*pb, kStreamPageSize);
   p->page_a = static_cast<StreamPage*>(pa->data());
@@ -249,6 +252,131 @@ TEST(StreamEndTest, CheckStreamPageRefusesAWritableMemfd) {
   const absl::Status s = CheckStreamPage(fd->get());
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("not sealed"), std::string::npos) << s;
+}
+
+// An exec (docs/hsi-run.md section 5) on the stream layer alone: A's old
+// image exports its state with bytes in flight both ways and part of a
+// frame read; its new image seeds fresh segments and resumes on B's (mapped
+// again, read-only); B writes on meanwhile, switches to A's new segments
+// and reads A's old ring to its end before the new one. Every byte in
+// order; a carried offset outside the frame and a bad new page are refused.
+TEST(StreamEndTest, ExecMovesOneEndToNewSegmentsWithoutLosingAByte) {
+  const RingGeometry g{64 * 1024, 16 * 1024};
+  int a = -1, b = -1;
+  TcpPair(&a, &b);
+  auto view = PeerView;
+  auto make = [&](Segment* ring, Segment* page) {
+    absl::StatusOr<Segment> r = CreateOwnRing(g);
+    absl::StatusOr<Segment> p = CreateStreamPage();
+    ASSERT_TRUE(r.ok() && p.ok());
+    *ring = std::move(*r);
+    *page = std::move(*p);
+  };
+  const size_t seg = g.segment_size();
+  Segment ra, pa, rb, pb;
+  make(&ra, &pa);
+  make(&rb, &pb);
+  Segment ra_v = view(ra, seg), pa_v = view(pa, kStreamPageSize);
+  Segment rb_v = view(rb, seg), pb_v = view(pb, kStreamPageSize);
+  Segment rb_v2 = view(rb, seg), pb_v2 = view(pb, kStreamPageSize), rb_v3 = view(rb, seg), pb_v3 = view(pb, kStreamPageSize);
+  auto ea = std::make_unique<StreamEnd>();
+  StreamEnd eb;
+  ASSERT_TRUE(ea->Init(std::move(ra), std::move(rb_v), std::move(pa), std::move(pb_v), g).ok());
+  ASSERT_TRUE(eb.Init(std::move(rb), std::move(ra_v), std::move(pb), std::move(pa_v), g).ok());
+
+  constexpr uint64_t kBtoA = 1000003;  // B's stream: ByteAt(i + kBtoA)
+  uint64_t a_sent = 0, a_got = 0, b_sent = 0, b_got = 0;
+  std::vector<uint8_t> buf(70000);
+  auto write = [&](StreamEnd& e, int sock, uint64_t off, uint64_t* pos, uint64_t to) {
+    while (*pos < to) {
+      const size_t n = std::min<uint64_t>(to - *pos, 9000);
+      for (size_t i = 0; i < n; ++i) buf[i] = ByteAt(*pos + off + i);
+      iovec v{buf.data(), n};
+      const ssize_t w = e.TryWrite(&v, 1, sock);
+      ASSERT_GE(w, 0);
+      if (w == 0) return;
+      *pos += static_cast<uint64_t>(w);
+    }
+  };
+  auto read = [&](StreamEnd& e, int sock, uint64_t off, uint64_t* got, uint64_t to) {
+    std::vector<uint8_t> in(7000);
+    while (*got < to) {
+      iovec v{in.data(), std::min<uint64_t>(in.size(), to - *got)};
+      const ssize_t n = e.TryRead(&v, 1, false, sock);
+      ASSERT_GE(n, 0);
+      if (n == 0) return;
+      for (ssize_t i = 0; i < n; ++i) ASSERT_EQ(in[i], ByteAt(*got + off + i)) << "at byte " << *got + i;
+      *got += static_cast<uint64_t>(n);
+    }
+  };
+  // In flight both ways; A has read 5 bytes of B's first frame.
+  write(*ea, a, 0, &a_sent, 40000);
+  ASSERT_EQ(a_sent, 40000u);
+  read(eb, b, 0, &b_got, 10000);
+  write(eb, b, kBtoA, &b_sent, 30000);
+  read(*ea, a, kBtoA, &a_got, 5);
+  ASSERT_EQ(a_got, 5u);
+
+  // A's old image, at exec.
+  StreamCarry k;
+  ASSERT_TRUE(ea->Export(&k).ok());
+  EXPECT_EQ(k.rx_offset, 5u);
+  EXPECT_TRUE(eb.PeerMoving());
+
+  // A carried offset past the frame is refused (it would read past it).
+  {
+    Segment rx, px;
+    make(&rx, &px);
+    StreamCarry bad = k;
+    bad.rx_offset = 20000;
+    ASSERT_TRUE(StreamEnd::Seed(rx, px, bad).ok());
+    StreamEnd ex;
+    EXPECT_EQ(ex.Resume(std::move(rx), std::move(rb_v3), std::move(px), std::move(pb_v3), g, bad, 1).code(),
+              absl::StatusCode::kDataLoss);
+  }
+  // A's new image.
+  Segment ra2, pa2;
+  make(&ra2, &pa2);
+  ASSERT_TRUE(StreamEnd::Seed(ra2, pa2, k).ok());
+  Segment ra2_v = view(ra2, seg), pa2_v = view(pa2, kStreamPageSize);
+  StreamEnd ea2;
+  ASSERT_TRUE(ea2.Resume(std::move(ra2), std::move(rb_v2), std::move(pa2), std::move(pb_v2), g, k, 1).ok());
+  ea.reset();  // the old image is gone
+
+  // B writes on into its ring, which A's new image reads; A's new image
+  // writes into its new ring, which B does not have yet.
+  write(eb, b, kBtoA, &b_sent, 50000);
+  write(ea2, a, 0, &a_sent, 50000);
+  ASSERT_EQ(a_sent, 50000u);
+  read(ea2, a, kBtoA, &a_got, 50000);
+  EXPECT_EQ(a_got, 50000u);
+  read(eb, b, 0, &b_got, 50000);
+  EXPECT_EQ(b_got, 40000u) << "B reads A's old ring to its end, no further before the switch";
+
+  // B switches: a bad page is refused and changes nothing, then the real one.
+  Segment not_a_page = view(ra2_v, seg);
+  Segment ra2_v2 = view(ra2_v, seg);
+  EXPECT_FALSE(eb.SwitchPeer(std::move(ra2_v2), std::move(not_a_page), 1).ok());
+  EXPECT_TRUE(eb.PeerMoving());
+  ASSERT_TRUE(eb.SwitchPeer(std::move(ra2_v), std::move(pa2_v), 1).ok());
+  EXPECT_FALSE(eb.PeerMoving());
+  EXPECT_FALSE(ea2.PeerCaughtUp()) << "B has not reached A's new ring yet";
+  read(eb, b, 0, &b_got, 50000);
+  EXPECT_EQ(b_got, 50000u);
+  EXPECT_TRUE(ea2.PeerCaughtUp());
+
+  // The new rings through many wraps, both ways.
+  const uint64_t total = 2 << 20;
+  while (b_got < total || a_got < total) {
+    write(ea2, a, 0, &a_sent, total);
+    write(eb, b, kBtoA, &b_sent, total);
+    read(eb, b, 0, &b_got, total);
+    read(ea2, a, kBtoA, &a_got, total);
+  }
+  EXPECT_EQ(eb.bytes_in(), total);
+  EXPECT_EQ(ea2.bytes_out(), total) << "the carried byte counts continue";
+  ::close(a);
+  ::close(b);
 }
 
 }  // namespace

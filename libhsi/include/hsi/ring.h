@@ -126,6 +126,13 @@ struct SegmentCounters {
   RingCounters rx;
 };
 HSI_EXPORT std::optional<SegmentCounters> ReadRingSegmentCounters(int fd);
+// Sets a new segment's free-running positions before any ring is created on
+// it or anyone else maps it: its producer continues at `tail`, its consumer
+// (of the other direction) at `head`. For a segment that replaces one whose
+// ring went on elsewhere (hsi-run across exec, docs/hsi-run.md section 5):
+// the peer's view of the positions continues without a jump. `own` is
+// mapped read-write. kInvalidArgument if a position is not record-aligned.
+HSI_EXPORT absl::Status SeedRingPositions(const Segment& own, uint64_t tail, uint64_t head);
 
 class HSI_EXPORT RingProducer {
  public:
@@ -192,6 +199,8 @@ class HSI_EXPORT RingProducer {
   RingCounters counters() const;
   const RingGeometry& geometry() const { return geometry_; }
   uint32_t mtu() const { return geometry_.mtu; }
+  // The next write position (everything before it is committed).
+  uint64_t position() const { return tail_; }
 
  private:
   bool ReloadHead();
@@ -274,6 +283,8 @@ class HSI_EXPORT RingConsumer {
   bool ok() const { return broken_.ok(); }
   RingCounters counters() const;
   const RingGeometry& geometry() const { return geometry_; }
+  // The next read position (the peeked frame's, if one is peeked).
+  uint64_t position() const { return head_; }
 
  private:
   void Break(absl::Status status);

@@ -42,6 +42,7 @@ struct RunPeer {
   uint64_t stream_id = 0;
   Segment ring;
   Segment page;
+  uint64_t gen = 0;  // Reattach: the new own segments' generation; Fetch: the peer's
 };
 
 class HSI_EXPORT RunBroker {
@@ -68,6 +69,17 @@ class HSI_EXPORT RunBroker {
   // only looks: kUnavailable while not claimed, the proposal kept open.
   absl::StatusOr<RunPeer> Await(uint64_t stream_id, int fd, uint32_t wait_ms, bool poll, const RingGeometry& geometry,
                                 uint32_t* reason);
+  // After an exec (docs/hsi-run.md section 5), the new image: hands in
+  // `fd` (the stream's socket, as proof) and its fresh, seeded `ring` and
+  // `page` for `side` of `stream_id`; `peer_gen` the generation of the
+  // peer's segments its old image used. Returns the peer's current
+  // segments, and in `gen` the generation hsid gave the new ones.
+  absl::StatusOr<RunPeer> Reattach(uint64_t stream_id, uint32_t side, uint64_t peer_gen, int fd, const Segment& ring,
+                                   const Segment& page, const RingGeometry& geometry);
+  // The peer of an exec: its segments newer than `have_gen` (kUnavailable:
+  // its new image has not re-attached yet).
+  absl::StatusOr<RunPeer> Fetch(uint64_t stream_id, uint32_t side, uint64_t have_gen, int fd,
+                                const RingGeometry& geometry);
   // Notices (no answer): the last descriptor of `side` closed; a fallback
   // this process decided.
   void Close(uint64_t stream_id, uint32_t side);

@@ -99,6 +99,15 @@ struct StreamPage {
   // Totals, for hsictl (bytes this side committed and consumed).
   alignas(64) std::atomic<uint64_t> bytes_out;
   std::atomic<uint64_t> bytes_in;
+  // Exec (docs/hsi-run.md section 5). Nonzero from just before this side's
+  // image execs (stored after its last commit, seq_cst): hsid will have its
+  // next generation of segments. A hint only: the peer asks hsid when it
+  // runs out of ring data or room; hsid's answer is what counts.
+  alignas(64) std::atomic<uint64_t> moving;
+  // The generation of the peer's segments whose ring this side reads now
+  // (0: the first; raised once the earlier ring is drained). The peer
+  // waits for it before it execs again.
+  std::atomic<uint64_t> peer_gen;
 };
 static_assert(std::is_standard_layout_v<StreamPage>);
 static_assert(sizeof(StreamPage) <= kStreamPageSize);
@@ -115,6 +124,20 @@ HSI_EXPORT absl::StatusOr<Segment> CreateStreamPage();
 HSI_EXPORT absl::Status CheckStreamPage(int fd);
 // Makes this side's ring segment of `geometry`, mapped read-write and sealed.
 HSI_EXPORT absl::StatusOr<Segment> CreateOwnRing(const RingGeometry& geometry);
+
+// What an exec carries from the old image's StreamEnd to the new image's
+// (docs/hsi-run.md section 5): ring positions and wake-up counters, so that
+// the new segments continue where the old ones stopped.
+struct StreamCarry {
+  uint64_t tail = 0;       // own ring: next write position
+  uint64_t head = 0;       // the peer's ring: next read position
+  uint64_t rx_offset = 0;  // bytes of the frame at `head` already read
+  uint64_t bells_drained = 0, bells_sent = 0;
+  uint64_t data_arm = 0, data_rung = 0, space_arm = 0, space_rung = 0;
+  uint64_t bytes_out = 0, bytes_in = 0;
+  uint64_t gen = 0;       // own segments' generation (hsid numbers them)
+  uint64_t peer_gen = 0;  // generation of the peer's segments in use
+};
 
 class HSI_EXPORT StreamEnd {
  public:
@@ -161,16 +184,51 @@ class HSI_EXPORT StreamEnd {
   bool BellsOwed() const { return peer_page()->bells_sent.load(std::memory_order_acquire) > bells_drained_; }
   // Bytes of the first waiting frame not yet read (0: none), for FIONREAD.
   size_t Readable();
-  bool broken() const { return !tx_.ok() || !rx_.ok(); }
+  bool broken() const { return failed_ || !tx_.ok() || !rx_.ok(); }
   // Unmaps the four segments in this process only (Segment::UnmapView): a
   // process of a fork letting go while others keep the stream.
   void UnmapViews() const {
-    for (const Segment* s : {&own_ring_, &peer_ring_, &own_page_, &peer_page_}) s->UnmapView();
+    for (const Segment* s : {&own_ring_, &peer_ring_, &own_page_, &peer_page_, &old_peer_ring_}) s->UnmapView();
   }
   uint64_t bytes_out() const { return own_page()->bytes_out.load(std::memory_order_relaxed); }
   uint64_t bytes_in() const { return own_page()->bytes_in.load(std::memory_order_relaxed); }
 
+  // ---- exec (docs/hsi-run.md section 5). All under both locks.
+  // Old image, just before execve: fills `*out` and marks the page moving.
+  // kFailedPrecondition if this side still drains the peer's ring from
+  // before the peer's own exec (that ring cannot be carried).
+  absl::Status Export(StreamCarry* out);
+  // The exec failed: the old image goes on, the mark is withdrawn.
+  void CancelExport() { own_page()->moving.store(0, std::memory_order_seq_cst); }
+  // Whether the peer has caught up with this side's segments (it reads the
+  // ring of generation gen()): only then may this side exec again.
+  bool PeerCaughtUp() const { return peer_page()->peer_gen.load(std::memory_order_acquire) == gen_; }
+  uint64_t gen() const { return gen_; }
+  // New image: writes `carry`'s positions and counters into its fresh own
+  // segments, before they are handed to anyone (hsi/ring.h
+  // SeedRingPositions).
+  static absl::Status Seed(const Segment& own_ring, const Segment& own_page, const StreamCarry& carry);
+  // New image: Init() on the seeded segments and the peer's, then the
+  // carried local state; `gen` is the new generation hsid gave them.
+  absl::Status Resume(Segment own_ring, Segment peer_ring, Segment own_page, Segment peer_page,
+                      const RingGeometry& geometry, const StreamCarry& carry, uint64_t gen);
+  // The peer marked its page moving (and this side has no switch pending):
+  // ask hsid for its next generation (hsi-run's io.cc).
+  bool PeerMoving() const {
+    return !rx_switch_pending_ && peer_page()->moving.load(std::memory_order_acquire) != 0;
+  }
+  // The generation of the peer's segments this side has (fetched).
+  uint64_t peer_gen_fetched() const { return peer_gen_fetched_; }
+  // The peer's new image's segments (generation `peer_gen`): writes go to
+  // the ring at once (its consumer state is there); reads finish the old
+  // ring (final: its writer's image is gone) and then continue on the new
+  // one, at the same position. Errors leave the stream as it was.
+  absl::Status SwitchPeer(Segment peer_ring, Segment peer_page, uint64_t peer_gen);
+
  private:
+  // The first unread frame of the current peer ring; when it is drained
+  // and a switch is pending, moves to the new one.
+  bool PeekFrame(Frame* f);
   StreamPage* own_page() const { return static_cast<StreamPage*>(own_page_.data()); }
   const StreamPage* peer_page() const { return static_cast<const StreamPage*>(peer_page_.data()); }
   void Bell(int sock) { (void)SendBell(sock, MSG_NOSIGNAL); }
@@ -185,6 +243,13 @@ class HSI_EXPORT StreamEnd {
   uint64_t data_arm_ = 0;      // my last data_arm
   uint64_t space_arm_ = 0;     // my last space_arm
   uint32_t space_ticket_ = 0;  // the peer's space_futex when I last armed
+  uint64_t gen_ = 0;             // own segments' generation
+  uint64_t peer_gen_fetched_ = 0;  // the peer's newest segments' generation here
+  Segment old_peer_ring_;        // the peer's ring before its exec, drained first
+  // Written under the receive lock (and both, in SwitchPeer), read under
+  // either: atomic (relaxed; the locks order everything else).
+  std::atomic<bool> rx_switch_pending_{false};
+  std::atomic<bool> failed_{false};  // a switch found the new ring unusable
   std::atomic<uint32_t> bell_lock_{0};  // SendBell's spin lock (shared across fork)
 };
 

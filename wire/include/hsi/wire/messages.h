@@ -110,6 +110,10 @@ inline constexpr size_t kEventPageSize = 4096;
   X(RunUnlistenNotice,     50, kToDaemon, kNotice,  0, 8)                   \
   X(ListStreamsReply,      51, kToClient, kReply,   0, 464 + 16 * 112)      \
   X(ListFallbacksReply,    52, kToClient, kReply,   0, 456 + 8 * 16) \
+  X(RunReattachRequest,    53, kToDaemon, kRequest, 3, 24)   /* socket, new ring, ctl */ \
+  X(RunReattachReply,      54, kToClient, kReply,   2, 464)  /* peer's ring, ctl */ \
+  X(RunFetchRequest,       55, kToDaemon, kRequest, 1, 24)   /* socket */ \
+  X(RunFetchReply,         56, kToClient, kReply,   2, 464)  /* peer's new ring, ctl */ \
   /* CTC devices (issue 19): 70-89 */                                        \
   X(CtcOpenRequest,        70, kToDaemon, kRequest, 0, 8)                   \
   X(CtcOpenReply,          71, kToClient, kReply,   1, 504)  /* own half */  \
@@ -533,6 +537,15 @@ struct SniffLinkGone {
 //                      byte: answered with the acceptor's ring and page once
 //                      claimed, or kDeadlineExceeded after wait_ms, after which
 //                      hsid answers a late claim kNotFound (both ends on TCP)
+//   after an exec (docs/hsi-run.md section 5), the new image of one end:
+//   execer    -> hsid  RunReattachRequest{stream, side, peer_gen} + the socket
+//                      (same SO_COOKIE as that side's) + fresh sealed ring and
+//                      page seeded with the carried positions: hsid checks
+//                      them as the first ones, numbers them (generation) and
+//                      answers with the peer's current ring and page
+//   peer      -> hsid  RunFetchRequest{stream, side, have_gen} + its socket,
+//                      when the execer's old page says "moving": the
+//                      execer's newer segments, or kUnavailable (not yet)
 // The proof of holding a connection is the socket itself, by SCM_RIGHTS:
 // hsid reads its tuple, namespace and cookie and keeps no reference to it.
 enum : uint32_t {
@@ -641,6 +654,30 @@ struct RunCloseNotice {  // the last descriptor of one end is closed
   uint32_t side;  // 0 connector, 1 acceptor
   uint32_t reserved;
   absl::Status Validate() const { return FirstError(CheckBool(side, "side"), CheckZero(reserved, "reserved")); }
+};
+struct RunReattachRequest {  // + the socket + the new sealed ring + control page
+  uint64_t stream_id;
+  uint32_t side;       // 0 connector, 1 acceptor: the side re-attaching
+  uint32_t reserved;
+  uint64_t peer_gen;   // generation of the peer's segments the old image used
+  absl::Status Validate() const { return FirstError(CheckBool(side, "side"), CheckZero(reserved, "reserved")); }
+};
+struct RunReattachReply {  // + the peer's ring segment + control page (only when OK)
+  WireStatus status;
+  uint64_t gen;  // the new segments' generation
+  absl::Status Validate() const { return CheckStatus(status, "status"); }
+};
+struct RunFetchRequest {  // + the socket
+  uint64_t stream_id;
+  uint32_t side;  // the asking side
+  uint32_t reserved;
+  uint64_t have_gen;  // generation of the peer's segments the asker has
+  absl::Status Validate() const { return FirstError(CheckBool(side, "side"), CheckZero(reserved, "reserved")); }
+};
+struct RunFetchReply {  // + the peer's newer ring segment + control page (only when OK)
+  WireStatus status;
+  uint64_t gen;  // their generation
+  absl::Status Validate() const { return CheckStatus(status, "status"); }
 };
 struct RunFallbackNotice {  // a fallback the client decided itself
   uint32_t reason;

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# hsi-run across exec (ctest run_exec_test; docs/hsi-run.md section 5).
+#
+#   run/tests/exec_test.sh BINDIR
+#
+# With real processes under hsi-run on both ends, a private hsid, and
+# hsi-run-check's echo stream (every byte generated from a seed, echoed,
+# compared): a client that execs itself mid-stream with bytes in flight both
+# ways (its unread echoes: the receive side; its bytes not yet echoed: the
+# send side), a forked child that execs while its parent closes its copy,
+# a server (the acceptor) that execs mid-stream, a client that execs twice
+# (the second exec waits for the peer to reach the first one's ring), and an
+# exec into an image that is not under hsi-run (LD_PRELOAD dropped, or a
+# statically linked program: the connection must not reach it; the
+# descriptor is closed there, with the reason logged). Each carried case also checks that the connection stayed
+# on rings (the new image logged the re-attach, the peer its switch).
+# Also under ASan+UBSan (label "asan"): the preload library instrumented.
+set -u
+BIN=${1:?usage: exec_test.sh BINDIR}
+. "$(dirname "$0")/lib.sh"
+hsi_run_test_init "$BIN" hsi-run-exec
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
+"$BIN/hsid" --socket "$T/hsid.sock" >"$T/hsid.log" 2>&1 &
+PIDS+=("$!")
+wait_for "$BIN/hsictl" --socket "$T/hsid.sock" fallbacks >/dev/null 2>&1 || { echo "hsid did not start:"; cat "$T/hsid.log"; exit 1; }
+export HSI_RUN_SOCKET="$T/hsid.sock" HSI_RUN_LOG=2
+
+# exec_case NAME CLIENT_MODE BYTES [SERVER ARGS...]: an hsi-run-check server
+# and client under hsi-run; the client's output must say OK, the server must
+# exit 0, and (unless the mode is exec-plain) both logs must show the
+# connection carried on rings.
+exec_case() {
+  local name=$1 mode=$2 bytes=$3
+  shift 3
+  rm -f "$T/port" "$T/port.tmp"
+  "$RUN" "$BIN/hsi-run-check" server --port-file "$T/port" "$@" >"$T/server.out" 2>"$T/server.err" &
+  local server=$!
+  PIDS+=("$server")
+  wait_for test -s "$T/port" || { fail "$name: the server did not start: $(cat "$T/server.err")"; return; }
+  if ! timeout 60 "$RUN" "$BIN/hsi-run-check" client --port "$(cat "$T/port")" --bytes "$bytes" --mode "$mode" --seed 11 \
+       ${STATIC:+--exec-path "$STATIC"} >"$T/client.out" 2>"$T/client.err"; then
+    fail "$name: client: $(tail -n 3 "$T/client.out") $(grep -v 'hsi-run\[' "$T/client.err" | tail -n 3)"
+    kill "$server" 2>/dev/null
+    return
+  fi
+  if ! timeout 30 tail --pid="$server" -f /dev/null; then
+    fail "$name: the server did not end"
+    return
+  fi
+  wait "$server"
+  local rc=$?
+  [ $rc -eq 0 ] || { fail "$name: the server exited $rc: $(tail -n 3 "$T/server.out" "$T/server.err")"; return; }
+  if [ "$mode" = exec-static ]; then
+    if grep -q "closed in the new image at exec: $STATIC is statically linked" "$T/client.err"; then
+      pass "$name: the descriptor was closed in the static program (reason logged), the server ended cleanly"
+    else
+      fail "$name: expected the descriptor closed with its reason: $(cat "$T/client.err")"
+    fi
+    return
+  fi
+  if [ "$mode" = exec-plain ]; then
+    if grep -q "^OK closed" "$T/client.out" &&
+       grep -q "closed in the new image at exec: the new image's LD_PRELOAD does not name libhsi-run.so" "$T/client.err"; then
+      pass "$name: the descriptor was closed in the image not under hsi-run (reason logged), no byte misread"
+    else
+      fail "$name: expected the descriptor closed with its reason: $(cat "$T/client.out") $(cat "$T/client.err")"
+    fi
+    return
+  fi
+  local carried=$T/client.err peer=$T/server.err
+  if [ "${EXECER:-client}" = server ]; then carried=$T/server.err; peer=$T/client.err; fi
+  if grep -q "^OK bytes=$bytes" "$T/client.out" && grep -q "carried across exec (stream" "$carried" &&
+     grep -q "the peer exec'd: on its new segments" "$peer" && ! grep -q "connection reset" "$T/client.err" "$T/server.err" &&
+     { [ "$mode" != exec2 ] || grep -q "carried across exec (stream [0-9]*, generation 2)" "$carried"; }; then
+    pass "$name: $bytes bytes echoed and compared, the connection carried on rings across exec"
+  else
+    fail "$name: $(cat "$T/client.out") client: $(grep -E 'carried|exec|reset' "$T/client.err" | head -n 5)" \
+      "server: $(grep -E 'carried|exec|reset' "$T/server.err" | head -n 5)"
+  fi
+}
+
+exec_case "client execs mid-stream" exec 6000000
+exec_case "client execs mid-stream, small" exec 20000
+exec_case "forked child execs, parent closes" fork-exec 6000000
+# The acceptor's side: the server execs after echoing 1 MB of 6 MB.
+EXECER=server exec_case "server execs mid-stream" poll 6000000 --exec-after 1000000
+EXECER=server exec_case "server execs mid-stream, client in edge-triggered epoll" epoll 6000000 --exec-after 2000000
+exec_case "client execs twice mid-stream" exec2 6000000
+exec_case "exec into a program not under hsi-run" exec-plain 2000000
+# A statically linked program cannot load the library (ldconfig is static in
+# Debian's libc-bin): the descriptor is closed there, the reason logged.
+if readelf -l /sbin/ldconfig 2>/dev/null | grep -q INTERP || ! command -v readelf >/dev/null; then
+  echo "SKIP: exec into a static program: /sbin/ldconfig is not statically linked here (or no readelf)"
+else
+  STATIC=/sbin/ldconfig exec_case "exec into a statically linked program" exec-static 2000000 --conns 1
+fi
+
+[ "$FAILED" -eq 0 ] || exit 1
