@@ -208,8 +208,10 @@ class Pump {
   // The two sources cost differently to look at: the ring is a few loads
   // (Nic::Peek with Wait::Never()), the device a read() system call. So
   // the device is read only when it may have something: after poll() said
-  // it is readable, while the last read found a packet, and on every idle
-  // spin round (spin, or adaptive within 50 us of the last packet). An
+  // it is readable, while the last read found a packet, on every idle
+  // spin round (spin, or adaptive within 50 us of the last packet), and,
+  // so that a ring that never runs dry cannot starve it, on every
+  // kDeviceEvery-th busy round (up to 64 frames from the ring each). An
   // idle spin round also yields the CPU (sched_yield), which paces the
   // spin: a round costs two system calls and gives way to any runnable
   // thread, so its read() takes no CPU from the programs whose packets we
@@ -223,9 +225,10 @@ class Pump {
   absl::Status Run() {
     absl::Time last_work = absl::Now();
     bool spinning = false;  // the last round found nothing and did not sleep
+    uint32_t round = 0;
     while (!g_stop) {
       bool worked = false;
-      if (device_ready_ || spinning) worked = FromDevice();
+      if (device_ready_ || spinning || ++round % kDeviceEvery == 0) worked = FromDevice();
       worked |= FromRing();
       spinning = false;
       if (worked) {
@@ -472,6 +475,9 @@ class Pump {
   // The device may have a packet: poll() said so, or the last read() got
   // one (a batch may have left more). Cleared by a read() that finds none.
   bool device_ready_ = true;
+  // A ring that keeps the pump busy lets it read the device on every
+  // this-many-th round at least (Run).
+  static constexpr uint32_t kDeviceEvery = 16;
   // --wait adaptive spins this long after the last packet before it sleeps
   // (Run). 20, 50 and 200 us gave the same sockperf p50 within the noise
   // on the 2-vCPU VM (docs/benchmarks.md, "The pump's spin"): a ping-pong's
