@@ -480,7 +480,7 @@ class Pump {
   static constexpr uint32_t kDeviceEvery = 16;
   // --wait adaptive spins this long after the last packet before it sleeps
   // (Run). 20, 50 and 200 us gave the same sockperf p50 within the noise
-  // on the 2-vCPU VM (docs/benchmarks.md, "The pump's spin"): a ping-pong's
+  // on the 2-vCPU VM (docs/hsi-ifd.md, "The last pass"): a ping-pong's
   // round trip over hsi0 is shorter than each.
   static constexpr absl::Duration kSpinFor = absl::Microseconds(50);
   Counters c_;
