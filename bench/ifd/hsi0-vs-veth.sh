@@ -180,8 +180,8 @@ pingpong() {
   if [ -n "$counter" ]; then
     kill -INT "$counter"
     wait "$counter" 2>/dev/null || true
-    calls=$(awk -F, '$3 == "raw_syscalls:sys_enter" {print $1}' "$out")
-    switches=$(awk -F, '$3 == "context-switches" {print $1}' "$out")
+    calls=$(awk -F, '$3 == "raw_syscalls:sys_enter" && $1 ~ /^[0-9]+$/ {print $1}' "$out" 2>/dev/null || true)
+    switches=$(awk -F, '$3 == "context-switches" && $1 ~ /^[0-9]+$/ {print $1}' "$out" 2>/dev/null || true)
   fi
   echo "$(cat "$dir/pp.out") ${calls:--} ${switches:--}"
 }
@@ -204,7 +204,7 @@ measure() {  # ROW ADDRESS [PUMP-PID...]
   read -r a b n c w < <(pingpong "${@:2}")
   p50[$1]+=" $a" p99[$1]+=" $b"
   # Per round trip and pump.
-  if [ "$c" != - ] && [ "$n" -gt 0 ]; then
+  if [ "$c" != - ] && [ "$w" != - ] && [ "$n" -gt 0 ]; then
     calls[$1]+=" $(python3 -c "print($c / $n / 2)")" switches[$1]+=" $(python3 -c "print($w / $n / 2)")"
   fi
 }
