@@ -3,15 +3,20 @@
 #include "hsi/segment.h"
 
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <malloc.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
+#include <climits>
+#include <cstdint>
 #include <cstring>
 #include <utility>
 
@@ -177,6 +182,16 @@ bool Clients::Admit(const Client& c) {
 
 EventPage::~EventPage() {
   if (word_ != nullptr) ::munmap(word_, wire::kEventPageSize);
+}
+
+void EventPage::Bump() {
+  if (word_ == nullptr) return;
+  __atomic_fetch_add(word_, 1, __ATOMIC_RELEASE);
+  // The low 32 bits, what a 32-bit futex compares. INT_MAX: every waiter
+  // (a client's threads share one session's page only one at a time, but a
+  // waiter must not be able to take another's wake-up).
+  auto* low = reinterpret_cast<uint32_t*>(word_) + (std::endian::native == std::endian::little ? 0 : 1);
+  ::syscall(SYS_futex, low, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
 }
 
 absl::StatusOr<hsi::UniqueFd> EventPage::Create() {

@@ -75,10 +75,10 @@ class EventPage {
   // sealed against new writers and resizing once hsid's mapping is made.
   absl::StatusOr<hsi::UniqueFd> Create();
   // Release pairs with the client's acquire load: the event is on its
-  // socket before the word moves.
-  void Bump() {
-    if (word_ != nullptr) __atomic_fetch_add(word_, 1, __ATOMIC_RELEASE);
-  }
+  // socket before the word moves. Then FUTEX_WAKE on the word's low half:
+  // a client asleep in FUTEX_WAITV on it (libhsi's data_path.h) wakes and
+  // pumps; one syscall per event, none when the page is absent.
+  void Bump();
 
  private:
   uint64_t* word_ = nullptr;

@@ -3,8 +3,8 @@
 # sitting (issue 16's must-show). Not a test: it runs by hand and prints a
 # table for docs/benchmarks.md.
 #
-#   bench/ifd/hsi0-vs-veth.sh [--seconds N] [--rounds N] [--wait MODE] [--build DIR]
-#                             [--sockperf-only]
+#   bench/ifd/hsi0-vs-veth.sh [--seconds N] [--rounds N] [--wait MODE[,MODE...]]
+#                             [--build DIR] [--sockperf-only]
 #
 # Paths, each between namespace A (client) and B (server):
 #   hsi0 8K   hsi-ifd on CHPID F0 (MFS 16K, MTU 8K)
@@ -17,6 +17,12 @@
 # Ratios are hsi0 over the better veth figure of the same run. With
 # --rounds N every path runs N times, the paths taking turns, and each
 # figure is the median of its N (a busy host moves single runs).
+# --wait takes one wait mode or several (adaptive,block,spin): each hsi0
+# path runs in each, as rows of one table. A pair of hsi-ifds runs only
+# while its own path is measured (idle spinning pumps would take the CPU
+# from the measured ones). During each hsi0 ping-pong, `perf stat` (if
+# present) counts the two pumps' system calls and context switches: the
+# table gives them per round trip and pump.
 # --sockperf-only skips iperf3 (its columns read "-"): a latency look in
 # a quarter of the time.
 # Needs root (namespaces, TUN), iperf3, sockperf (packaging/setup.sh).
@@ -35,7 +41,7 @@ while [ $# -gt 0 ]; do
     --build) build="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
     --sockperf-only) only_sockperf=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "hsi0-vs-veth.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -49,9 +55,10 @@ A=hsibench-a-$tag
 B=hsibench-b-$tag
 dir=$(mktemp -d /tmp/hsi-bench-ifd.XXXXXX)
 pids=()
+pair=()  # the hsi-ifds of the path being measured (start_pair)
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for p in "${pair[@]}" "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pair[@]}" "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   ip netns del "$A" 2>/dev/null || true
   ip netns del "$B" 2>/dev/null || true
   rm -rf "$dir"
@@ -97,25 +104,35 @@ until [ -S "$dir/hsid.sock" ]; do kill -0 "${pids[0]}" || { cat "$dir/hsid.log" 
 ip netns add "$A"
 ip netns add "$B"
 for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
-# hsi0 on F0 (8K) and hsi1 on F1 (56K) in each namespace.
-start_ifd() {  # NS LPAR CHPID IFNAME ADDRESS [OPTION...]
+start_ifd() {  # NS LPAR CHPID IFNAME ADDRESS MODE [OPTION...]: adds its pid to pair
   "$build/bin/hsi-ifd" --lpar "$2" --chpid "$3" --netns "$1" --ifname "$4" --address "$5" \
-    --socket "$dir/hsid.sock" --wait "$wait_mode" "${@:6}" 2>"$dir/$2.log" &
-  pids+=($!)
+    --socket "$dir/hsid.sock" --wait "$6" "${@:7}" 2>"$dir/$2.log" &
   local pid=$!
+  pair+=("$pid")
   until ip -n "$1" -4 addr show dev "$4" 2>/dev/null | grep -q "inet $5"; do
     kill -0 "$pid" 2>/dev/null || { cat "$dir/$2.log" >&2; exit 1; }
     sleep 0.01
   done
 }
-start_ifd "$A" a8 F0 hsi0 10.240.0.1
-start_ifd "$B" b8 F0 hsi0 10.240.0.2
-start_ifd "$A" a56 F1 hsi1 10.241.0.1
-start_ifd "$B" b56 F1 hsi1 10.241.0.2
-start_ifd "$A" a8n F2 hsi2 10.242.0.1 --offload off
-start_ifd "$B" b8n F2 hsi2 10.242.0.2 --offload off
-start_ifd "$A" a56n F3 hsi3 10.243.0.1 --offload off
-start_ifd "$B" b56n F3 hsi3 10.243.0.2 --offload off
+# An hsi0 path: "NAME|CHPID|SUBNET (3 octets)|hsi-ifd options" (NAME also
+# names the device: hsi0..hsi3, one per CHPID). Its pair of hsi-ifds runs
+# only while it is measured (start_pair, stop_pair).
+hsi_paths=("hsi0 8K|F0|10.240.0|hsi0|" "hsi0 8K no offload|F2|10.242.0|hsi2|--offload off"
+           "hsi0 56K|F1|10.241.0|hsi1|" "hsi0 56K no offload|F3|10.243.0|hsi3|--offload off")
+start_pair() {  # PATH-ENTRY MODE
+  local chpid subnet ifname opts
+  IFS='|' read -r _ chpid subnet ifname opts <<<"$1"
+  # shellcheck disable=SC2086  # opts is a word list
+  start_ifd "$A" "a$chpid$2" "$chpid" "$ifname" "$subnet.1" "$2" $opts
+  # shellcheck disable=SC2086
+  start_ifd "$B" "b$chpid$2" "$chpid" "$ifname" "$subnet.2" "$2" $opts
+  ip netns exec "$A" ping -q -c 1 -W 5 "$subnet.2" >/dev/null || { echo "hsi0-vs-veth.sh: $subnet.2 unreachable" >&2; exit 1; }
+}
+stop_pair() {  # and waits until both are gone (their devices with them)
+  kill "${pair[@]}"
+  wait "${pair[@]}" 2>/dev/null || true
+  pair=()
+}
 # veth pairs at 1500 and 65535.
 ip link add va1500-$tag netns "$A" type veth peer name vb1500-$tag netns "$B"
 ip link add va64k-$tag netns "$A" type veth peer name vb64k-$tag netns "$B"
@@ -127,7 +144,7 @@ ip -n "$A" addr add 10.251.0.1/24 dev va64k-$tag
 ip -n "$B" addr add 10.251.0.2/24 dev vb64k-$tag
 for l in va1500 va64k; do ip -n "$A" link set "$l-$tag" up; done
 for l in vb1500 vb64k; do ip -n "$B" link set "$l-$tag" up; done
-for t in 10.240.0.2 10.241.0.2 10.242.0.2 10.243.0.2 10.250.0.2 10.251.0.2; do
+for t in 10.250.0.2 10.251.0.2; do
   ip netns exec "$A" ping -q -c 1 -W 5 "$t" >/dev/null || { echo "hsi0-vs-veth.sh: $t unreachable" >&2; exit 1; }
 done
 
@@ -142,35 +159,76 @@ iperf() {  # ADDRESS STREAMS -> Gbit/s received
   ip netns exec "$A" iperf3 -c "$1" -p 5201 -t "$secs" -P "$2" -J |
     python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
-pingpong() {  # ADDRESS -> "p50 p99" in microseconds
+counting=0
+command -v perf >/dev/null && counting=1
+# ADDRESS [PID...] -> "p50 p99 round-trips syscalls switches": p50 and p99
+# in us; round trips of the whole run, warm-up included, as the counts of
+# the PIDs' system calls and context switches (summed; "-" without perf)
+# span it (and sockperf's start, a few ms).
+pingpong() {
+  local out=$dir/perf.out counter=
+  if [ "$counting" = 1 ] && [ $# -gt 1 ]; then
+    local list="${*:2}"
+    perf stat -x, -o "$out" -e raw_syscalls:sys_enter,context-switches -p "${list// /,}" 2>/dev/null &
+    counter=$!
+  fi
   ip netns exec "$A" sockperf ping-pong -i "$1" -p 11111 -m 64 -t "$secs" 2>&1 |
-    awk '/percentile 50.000/ {p50=$NF} /percentile 99.000/ {p99=$NF} END {print p50, p99}'
+    awk '/percentile 50.000/ {p50=$NF} /percentile 99.000/ {p99=$NF}
+         /\[Total Run\]/ {for (i = 1; i <= NF; i++) if ($i ~ /^ReceivedMessages=/) {split($i, x, "="); n = x[2]}}
+         END {print p50, p99, n + 0}' >"$dir/pp.out"
+  local calls=- switches=-
+  if [ -n "$counter" ]; then
+    kill -INT "$counter"
+    wait "$counter" 2>/dev/null || true
+    calls=$(awk -F, '$3 == "raw_syscalls:sys_enter" && $1 ~ /^[0-9]+$/ {print $1}' "$out" 2>/dev/null || true)
+    switches=$(awk -F, '$3 == "context-switches" && $1 ~ /^[0-9]+$/ {print $1}' "$out" 2>/dev/null || true)
+  fi
+  echo "$(cat "$dir/pp.out") ${calls:--} ${switches:--}"
 }
 
-declare -A single multi p50 p99
-paths=("hsi0 8K:10.240.0.2" "hsi0 8K no offload:10.242.0.2" "hsi0 56K:10.241.0.2" "hsi0 56K no offload:10.243.0.2"
-       "veth 1500:10.250.0.2" "veth 65535:10.251.0.2")
-for entry in "${paths[@]}"; do single[${entry%%:*}]="" multi[${entry%%:*}]=""; done
+IFS=, read -r -a modes <<<"$wait_mode"
+declare -A single multi p50 p99 calls switches
+rows=()
+for mode in "${modes[@]}"; do
+  for entry in "${hsi_paths[@]}"; do rows+=("${entry%%|*}, $mode"); done
+done
+veth_paths=("veth 1500:10.250.0.2" "veth 65535:10.251.0.2")
+for entry in "${veth_paths[@]}"; do rows+=("${entry%%:*}"); done
+for row in "${rows[@]}"; do single[$row]="" multi[$row]="" p50[$row]="" p99[$row]="" calls[$row]="" switches[$row]=""; done
+measure() {  # ROW ADDRESS [PUMP-PID...]
+  if [ "$only_sockperf" = 0 ]; then
+    single[$1]+=" $(iperf "$2" 1)"
+    multi[$1]+=" $(iperf "$2" 4)"
+  fi
+  local a b n c w
+  read -r a b n c w < <(pingpong "${@:2}")
+  p50[$1]+=" $a" p99[$1]+=" $b"
+  # Per round trip and pump.
+  if [ "$c" != - ] && [ "$w" != - ] && [ "$n" -gt 0 ]; then
+    calls[$1]+=" $(python3 -c "print($c / $n / 2)")" switches[$1]+=" $(python3 -c "print($w / $n / 2)")"
+  fi
+}
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((round = 0; round < rounds; round++)); do
-  for entry in "${paths[@]}"; do
-    name=${entry%%:*} addr=${entry#*:}
-    if [ "$only_sockperf" = 0 ]; then
-      single[$name]+=" $(iperf "$addr" 1)"
-      multi[$name]+=" $(iperf "$addr" 4)"
-    fi
-    read -r a b < <(pingpong "$addr")
-    p50[$name]+=" $a" p99[$name]+=" $b"
+  for mode in "${modes[@]}"; do
+    for entry in "${hsi_paths[@]}"; do
+      IFS='|' read -r name _ subnet _ <<<"$entry"
+      start_pair "$entry" "$mode"
+      measure "$name, $mode" "$subnet.2" "${pair[@]}"
+      stop_pair
+    done
   done
+  for entry in "${veth_paths[@]}"; do measure "${entry%%:*}" "${entry#*:}"; done
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 median() { python3 -c "import statistics, sys; print('%.2f' % statistics.median(float(x) for x in sys.argv[1:]) if sys.argv[1:] else '-')" "$@"; }
-for entry in "${paths[@]}"; do
-  name=${entry%%:*}
+for row in "${rows[@]}"; do
   # shellcheck disable=SC2086  # the lists are space-separated numbers
-  single[$name]=$(median ${single[$name]}) multi[$name]=$(median ${multi[$name]})
+  single[$row]=$(median ${single[$row]}) multi[$row]=$(median ${multi[$row]})
   # shellcheck disable=SC2086
-  p50[$name]=$(median ${p50[$name]}) p99[$name]=$(median ${p99[$name]})
+  p50[$row]=$(median ${p50[$row]}) p99[$row]=$(median ${p99[$row]})
+  # shellcheck disable=SC2086
+  calls[$row]=$(median ${calls[$row]}) switches[$row]=$(median ${switches[$row]})
 done
 
 best() { python3 -c "import sys; print(max(float(x) if x != '-' else 0 for x in sys.argv[1:]))" "$@"; }
@@ -182,16 +240,19 @@ ratio() { python3 -c "import sys; print('-' if '-' in sys.argv[1:] or float(sys.
 
 echo "hsi0 vs veth, $(date -u '+%F %H:%M') UTC, $(nproc) CPUs, kernel $(uname -r), hsi-ifd --wait $wait_mode," \
   "${secs} s per run, median of $rounds round(s), load average $load_start at the start, $load_end at the end"
-printf '| path | iperf3 1 stream Gbit/s | vs best veth | iperf3 -P 4 Gbit/s | vs best veth | sockperf 64 B p50 us | p99 us | p50 vs best veth |\n'
-printf '|---|---|---|---|---|---|---|---|\n'
-for entry in "${paths[@]}"; do
-  name=${entry%%:*}
-  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "${single[$name]}" "$(ratio "${single[$name]}" "$vs")" \
-    "${multi[$name]}" "$(ratio "${multi[$name]}" "$vm")" "${p50[$name]}" "${p99[$name]}" "$(ratio "${p50[$name]}" "$vl")"
+printf '| path, wait | iperf3 1 stream Gbit/s | vs best veth | iperf3 -P 4 Gbit/s | vs best veth | sockperf 64 B p50 us | p99 us | p50 vs best veth | pump syscalls / round trip | pump switches / round trip |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|\n'
+for row in "${rows[@]}"; do
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$row" "${single[$row]}" "$(ratio "${single[$row]}" "$vs")" \
+    "${multi[$row]}" "$(ratio "${multi[$row]}" "$vm")" "${p50[$row]}" "${p99[$row]}" "$(ratio "${p50[$row]}" "$vl")" \
+    "${calls[$row]}" "${switches[$row]}"
 done
 echo
 echo "checksum offload (hsi-ifd --offload on over off, same run):"
-for m in 8K 56K; do
-  echo "  hsi0 $m: iperf3 1 stream $(ratio "${single[hsi0 $m]}" "${single[hsi0 $m no offload]}")," \
-    "-P 4 $(ratio "${multi[hsi0 $m]}" "${multi[hsi0 $m no offload]}"), sockperf p50 $(ratio "${p50[hsi0 $m]}" "${p50[hsi0 $m no offload]}")"
+for mode in "${modes[@]}"; do
+  for m in 8K 56K; do
+    on="hsi0 $m, $mode" off="hsi0 $m no offload, $mode"
+    echo "  hsi0 $m, $mode: iperf3 1 stream $(ratio "${single[$on]}" "${single[$off]}")," \
+      "-P 4 $(ratio "${multi[$on]}" "${multi[$off]}"), sockperf p50 $(ratio "${p50[$on]}" "${p50[$off]}")"
+  done
 done

@@ -36,7 +36,7 @@ absl::Status SessionState::SendOnLink(NicState& nic, LinkState& l, absl::Span<co
         sent = l.tx.TrySend(payload, type);
         return sent;
       },
-      [&](bool on) { SetWakeup(l.tx, on); });
+      [&](bool on, FutexSleep* fs) { SetWakeup(l.tx, on, fs); });
   if (sent) return absl::OkStatus();
   if (l.down) return l.down_status;
   if (!l.tx.ok()) return l.tx.status();
@@ -70,7 +70,7 @@ absl::Status WaitForLinkFrame(SessionState& session, NicState& nic, LinkState& l
     return false;
   };
   if (!ready()) {
-    session.WaitLoop(nic, wait, ready, [&](bool on) { SetWakeup(l.rx, on); }).IgnoreError();
+    session.WaitLoop(nic, wait, ready, [&](bool on, FutexSleep* fs) { SetWakeup(l.rx, on, fs); }).IgnoreError();
   }
   if (got) return absl::OkStatus();
   if (!st.ok()) return st;

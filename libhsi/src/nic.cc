@@ -97,8 +97,10 @@ bool TryAny(NicState& n, absl::Status* st, Take take) {
   return false;
 }
 
-void ArmAll(NicState& n, bool on) {
-  for (auto& l : n.active) internal::SetWakeup(l->rx, on);
+// Arms (on) or disarms every link of the NIC, for its doorbell or, with
+// `fs`, for a futex sleep (internal::SetWakeup).
+void ArmAll(NicState& n, bool on, internal::FutexSleep* fs = nullptr) {
+  for (auto& l : n.active) internal::SetWakeup(l->rx, on, fs);
 }
 
 }  // namespace
@@ -170,7 +172,7 @@ absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wa
     return Took::kFrame;
   };
   absl::Status w = session_->WaitLoop(n, wait, [&] { return TryAny(n, &st, take); },
-                                      [&](bool on) { ArmAll(n, on); });
+                                      [&](bool on, internal::FutexSleep* fs) { ArmAll(n, on, fs); });
   if (got) return r;
   if (!st.ok()) return st;
   (void)w;
@@ -199,7 +201,7 @@ absl::StatusOr<FrameView> Nic::Peek(const Wait& wait) {
     got = true;
     return Took::kFrame;
   };
-  session_->WaitLoop(n, wait, [&] { return TryAny(n, &st, take); }, [&](bool on) { ArmAll(n, on); }).IgnoreError();
+  session_->WaitLoop(n, wait, [&] { return TryAny(n, &st, take); }, [&](bool on, internal::FutexSleep* fs) { ArmAll(n, on, fs); }).IgnoreError();
   if (got) return v;
   if (!st.ok()) return st;
   return n.NoFrame();

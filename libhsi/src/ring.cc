@@ -140,6 +140,16 @@ void SleepOn(internal::Word& flag, uint64_t& epoch, const internal::Word& peer_w
       [&] { flag.store(0, std::memory_order_relaxed); });
 }
 
+// The arming of SleepOn() for a caller that sleeps itself (on many rings'
+// words at once): a futex flag, then the peer's answer word (acquire: pairs
+// with the release store in its WakeIfAsleep()), loaded after the flag's
+// fence, as SleepOn() does.
+inline FutexWakeup ArmFutex(internal::Word& flag, uint64_t& epoch, const internal::Word& peer_woke) {
+  const uint64_t armed = ArmFlag(flag, epoch, /*futex=*/true);
+  const uint64_t seen = peer_woke.load(std::memory_order_acquire);
+  return FutexWakeup{internal::FutexHalf(peer_woke), static_cast<uint32_t>(seen), seen == armed};
+}
+
 inline void StoreRelease(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 inline void StoreRelaxed(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
@@ -364,6 +374,11 @@ void RingProducer::DisarmWakeup() {
   own_->tx_wake.need_space.store(0, std::memory_order_relaxed);
 }
 
+FutexWakeup RingProducer::ArmFutexWakeup() {
+  Publish();  // as ArmWakeup()
+  return ArmFutex(own_->tx_wake.need_space, sleep_epoch_, peer_->rx_wake.woke_space);
+}
+
 bool RingProducer::TrySend(absl::Span<const uint8_t> payload, uint16_t type) {
   uint8_t* p = TryReserve(payload.size());
   if (p == nullptr) return false;
@@ -473,6 +488,11 @@ void RingConsumer::ArmWakeup() {
 
 void RingConsumer::DisarmWakeup() {
   own_->rx_wake.need_data.store(0, std::memory_order_relaxed);
+}
+
+FutexWakeup RingConsumer::ArmFutexWakeup() {
+  if (published_head_ != head_) Publish();  // as ArmWakeup()
+  return ArmFutex(own_->rx_wake.need_data, sleep_epoch_, peer_->tx_wake.woke_data);
 }
 
 void RingConsumer::ReleaseDeferred() {

@@ -208,29 +208,40 @@ class Pump {
   // The two sources cost differently to look at: the ring is a few loads
   // (Nic::Peek with Wait::Never()), the device a read() system call. So
   // the device is read only when it may have something: after poll() said
-  // it is readable, while the last read found a packet, and while spinning
-  // (spin, or adaptive within 50 us of the last packet) on every
-  // kDeviceEvery-th round, which bounds the read()s an idle spin makes
-  // (a round is well under a microsecond, so a packet from the kernel
-  // waits at most a few). A pump with nothing to do sleeps in one poll()
-  // on the device, the NIC's doorbell and hsid's socket (Sleep).
+  // it is readable, while the last read found a packet, on every idle
+  // spin round (spin, or adaptive within 50 us of the last packet), and,
+  // so that a ring that never runs dry cannot starve it, on every
+  // kDeviceEvery-th busy round (up to 64 frames from the ring each). An
+  // idle spin round also yields the CPU (sched_yield), which paces the
+  // spin: a round costs two system calls and gives way to any runnable
+  // thread, so its read() takes no CPU from the programs whose packets we
+  // carry. (Reading the device only on every 16th idle round, as this
+  // pump did, left the answer to a packet we had just written to the
+  // device waiting for up to 16 yields, each a context switch on a busy
+  // host: sockperf's p50 over hsi0 was ~2x what it is with a read per
+  // round; docs/benchmarks.md, "The pump's spin".) A pump with nothing to
+  // do sleeps in one poll() on the device, the NIC's doorbell and hsid's
+  // socket (Sleep).
   absl::Status Run() {
     absl::Time last_work = absl::Now();
+    bool spinning = false;  // the last round found nothing and did not sleep
     uint32_t round = 0;
     while (!g_stop) {
       bool worked = false;
-      if (device_ready_ || ++round % kDeviceEvery == 0) worked = FromDevice();
+      if (device_ready_ || spinning || ++round % kDeviceEvery == 0) worked = FromDevice();
       worked |= FromRing();
+      spinning = false;
       if (worked) {
         last_work = absl::Now();
         continue;
       }
       if (wait_ == hsi::WaitMode::kSpin ||
-          (wait_ == hsi::WaitMode::kAdaptive && absl::Now() - last_work < absl::Microseconds(50))) {
+          (wait_ == hsi::WaitMode::kAdaptive && absl::Now() - last_work < kSpinFor)) {
         // An idle spin round gives way to any runnable thread on this CPU
         // (the programs whose packets we carry, on a host with few CPUs)
         // and comes straight back when there is none.
         ::sched_yield();
+        spinning = true;
         continue;
       }
       if (auto s = Sleep(); !s.ok()) return s;
@@ -464,8 +475,14 @@ class Pump {
   // The device may have a packet: poll() said so, or the last read() got
   // one (a batch may have left more). Cleared by a read() that finds none.
   bool device_ready_ = true;
-  // While spinning, the device is read on every this-many-th round (Run).
+  // A ring that keeps the pump busy lets it read the device on every
+  // this-many-th round at least (Run).
   static constexpr uint32_t kDeviceEvery = 16;
+  // --wait adaptive spins this long after the last packet before it sleeps
+  // (Run). 20, 50 and 200 us gave the same sockperf p50 within the noise
+  // on the 2-vCPU VM (docs/hsi-ifd.md, "The last pass"): a ping-pong's
+  // round trip over hsi0 is shorter than each.
+  static constexpr absl::Duration kSpinFor = absl::Microseconds(50);
   Counters c_;
   int unavailable_in_a_row_ = 0;
 };

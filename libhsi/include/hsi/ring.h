@@ -134,6 +134,22 @@ HSI_EXPORT std::optional<SegmentCounters> ReadRingSegmentCounters(int fd);
 // mapped read-write. kInvalidArgument if a position is not record-aligned.
 HSI_EXPORT absl::Status SeedRingPositions(const Segment& own, uint64_t tail, uint64_t head);
 
+// Where a caller that armed a ring end with ArmFutexWakeup() sleeps: in
+// FUTEX_WAIT (or FUTEX_WAITV with other rings' words) on `word`, a word of
+// the peer's read-only segment, while it holds `value`, loaded after the
+// arming (acquire: pairs with the peer's release store of its answer). The
+// peer stores the arming's flag there before its FUTEX_WAKE, so a wake-up
+// that comes before the sleep makes the wait return at once. `answered`:
+// the peer has answered this arming already; do not sleep, re-check.
+// Hostile peers: the word is the peer's; it can wake us for nothing or
+// never, which costs a re-check or its own frames, never another ring's
+// (docs/ring.md, "Why a hostile peer cannot stall or starve a sleeper").
+struct FutexWakeup {
+  const uint32_t* word = nullptr;
+  uint32_t value = 0;
+  bool answered = false;
+};
+
 class HSI_EXPORT RingProducer {
  public:
   // `own` is the producer's segment mapped with Segment::MapOwner, `peer`
@@ -192,6 +208,10 @@ class HSI_EXPORT RingProducer {
   // arming and before sleeping; DisarmWakeup() when awake again.
   void ArmWakeup();
   void DisarmWakeup();
+  // As ArmWakeup(), but asks to be woken by FUTEX_WAKE on the consumer's
+  // "woke" word instead of a doorbell ring, for a caller that sleeps on the
+  // words of many rings at once (a NIC, FUTEX_WAITV). DisarmWakeup() after.
+  FutexWakeup ArmFutexWakeup();
 
   // OK, or why the ring is BROKEN.
   const absl::Status& status() const { return broken_; }
@@ -267,6 +287,9 @@ class HSI_EXPORT RingConsumer {
   // rings `own_bell`. Re-check TryPeek() after arming, before sleeping.
   void ArmWakeup();
   void DisarmWakeup();
+  // As RingProducer::ArmFutexWakeup(): the producer's next Publish() of a
+  // frame answers on its "woke" word and FUTEX_WAKEs it instead.
+  FutexWakeup ArmFutexWakeup();
 
   // Copying receive into `buffer`: the frame's length, kUnavailable with an
   // empty message if no frame is waiting, kResourceExhausted if `buffer` is

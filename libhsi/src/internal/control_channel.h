@@ -132,6 +132,11 @@ class ControlChannel {
   void set_timeout(absl::Duration t) { timeout_ = t; }
 
   bool connected() const { return fd_.valid(); }
+  // hsid's event word (null while disconnected) and its value the last full
+  // Pump() settled: a sleeper waits for the word to leave that value (hsid
+  // FUTEX_WAKEs it after each bump, daemon/clients.h).
+  const uint64_t* event_word() const { return events_; }
+  uint64_t settled_events() const { return seen_events_; }
   int fd() const { return fd_.get(); }
   const std::string& path() const { return path_; }
 

@@ -28,6 +28,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstdint>
+#include <cstddef>
 #include <ctime>
 
 #include "absl/time/time.h"
@@ -37,9 +38,13 @@ namespace hsi::internal {
 // The address of the low 32 bits of a 64-bit word: what FUTEX_WAIT compares.
 // A sleep epoch's low half comes back only after 2^31 sleeps, far longer
 // than the microseconds between a sleeper's load and its FUTEX_WAIT.
-inline const uint32_t* FutexHalf(const std::atomic<uint64_t>& word) {
-  const auto* p = reinterpret_cast<const uint32_t*>(&word);
+inline const uint32_t* FutexHalf(const uint64_t* word) {
+  const auto* p = reinterpret_cast<const uint32_t*>(word);
   return std::endian::native == std::endian::little ? p : p + 1;
+}
+inline const uint32_t* FutexHalf(const std::atomic<uint64_t>& word) {
+  static_assert(sizeof(std::atomic<uint64_t>) == sizeof(uint64_t));
+  return FutexHalf(reinterpret_cast<const uint64_t*>(&word));
 }
 
 // Sleeps while *word == expected, until woken, interrupted or `deadline`
@@ -78,6 +83,61 @@ inline bool FutexWaitUntil(const uint32_t* word, uint32_t expected, absl::Time d
 inline void FutexWake(const uint32_t* word) {
   ::syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
 }
+
+// Several futex words slept on at once (FUTEX_WAITV, Linux 5.16): a NIC
+// that sleeps on the "woke" word of every link's peer and on hsid's event
+// word in one syscall (internal/data_path.h). Each word is compared with
+// the value its owner loaded (a word that moved already makes the wait
+// return at once, as FUTEX_WAIT's), and a FUTEX_WAKE of any of them ends
+// the wait. At most kMax words.
+class FutexSet {
+ public:
+  static constexpr size_t kMax = FUTEX_WAITV_MAX;
+  void Clear() { n_ = 0; }
+  // False (and nothing added) when the set is full.
+  bool Add(const uint32_t* word, uint32_t expected) {
+    if (n_ == kMax) return false;
+    w_[n_] = futex_waitv{expected, reinterpret_cast<uintptr_t>(word), FUTEX_32, 0};
+    ++n_;
+    return true;
+  }
+  size_t size() const { return n_; }
+
+  enum class Woke { kRecheck, kDeadline, kUnsupported };
+  // Sleeps until a word is woken or moved (kRecheck, also after a signal),
+  // `deadline` (kDeadline; absolute, CLOCK_REALTIME, so no clock read), or
+  // kUnsupported when this kernel lacks FUTEX_WAITV (ENOSYS): then the
+  // caller sleeps another way.
+  Woke WaitUntil(absl::Time deadline) {
+    if (deadline == absl::InfinitePast()) return Woke::kDeadline;
+    timespec ts;
+    const timespec* tsp = nullptr;
+    if (deadline != absl::InfiniteFuture()) {
+      ts = absl::ToTimespec(deadline);
+      tsp = &ts;
+    }
+    const long r = ::syscall(SYS_futex_waitv, w_, static_cast<unsigned>(n_), 0u, tsp, CLOCK_REALTIME);
+    if (r >= 0) return Woke::kRecheck;
+    switch (errno) {
+      case ETIMEDOUT:
+        return Woke::kDeadline;
+      case ENOSYS:
+        return Woke::kUnsupported;
+      case EAGAIN:
+      case EINTR:
+        return Woke::kRecheck;
+      default: {  // a word we cannot read, say: pause, so a broken wait cannot spin
+        const timespec ms = {0, 1000000};
+        ::nanosleep(&ms, nullptr);
+        return deadline == absl::InfiniteFuture() || absl::Now() < deadline ? Woke::kRecheck : Woke::kDeadline;
+      }
+    }
+  }
+
+ private:
+  futex_waitv w_[kMax];
+  size_t n_ = 0;
+};
 
 }  // namespace hsi::internal
 

@@ -77,14 +77,15 @@ class Program {
   pid_t pid_ = -1;
 };
 
-// Polls `cond` every 10 ms until it holds or `timeout` passes; the last
-// answer of `cond`.
+// Polls `cond` every `every` (10 ms unless a look is costly, such as a
+// process start) until it holds or `timeout` passes; the last answer of
+// `cond`, so a caller asserts on the one evaluation that decided.
 template <typename F>
-bool Eventually(F cond, absl::Duration timeout = absl::Seconds(10)) {
+bool Eventually(F cond, absl::Duration timeout = absl::Seconds(10), absl::Duration every = absl::Milliseconds(10)) {
   const absl::Time deadline = absl::Now() + timeout;
   do {
     if (cond()) return true;
-    absl::SleepFor(absl::Milliseconds(10));
+    absl::SleepFor(every);
   } while (absl::Now() < deadline);
   return cond();
 }
