@@ -19,6 +19,12 @@ struct CfClient::State {
   Nic nic;
   hsi::Link link;
   absl::Duration timeout;
+  absl::Duration spin;  // CfClientOptions::spin
+  // How a synchronous request waits for its reply until `deadline`.
+  Wait CallWait(absl::Time deadline) const {
+    return spin == absl::InfiniteDuration() ? Wait::Spin(deadline)
+                                            : Wait{WaitMode::kAdaptive, deadline, spin};
+  }
   uint64_t next_id = 1;
   std::deque<Event> events;
   absl::flat_hash_map<uint64_t, uint8_t> async;  // asynchronous requests in flight: id -> type

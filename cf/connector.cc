@@ -145,7 +145,8 @@ absl::StatusOr<std::vector<uint8_t>> Call(CfClient::State& s, const Writer& w, u
 absl::Status CallInto(CfClient::State& s, const Writer& w, uint64_t id,
                       std::vector<uint8_t>* reply) {
   const absl::Time deadline = absl::Now() + s.timeout;
-  absl::Status sent = s.link.Send(w.frame(), Wait::Spin(deadline));
+  const Wait wait = s.CallWait(deadline);
+  absl::Status sent = s.link.Send(w.frame(), wait);
   if (sent.code() == absl::StatusCode::kUnavailable) {
     sent = LinkDown(s, sent, w.frame(), /*in_flight=*/false);
     if (sent.ok()) return CallInto(s, w, id, reply);  // failed over: once (failed_over)
@@ -153,7 +154,7 @@ absl::Status CallInto(CfClient::State& s, const Writer& w, uint64_t id,
   if (!sent.ok()) return sent;
   bool matched = false;
   while (!matched) {
-    absl::Status st = ReceiveOne(s, Wait::Spin(deadline), id, reply, &matched);
+    absl::Status st = ReceiveOne(s, wait, id, reply, &matched);
     if (st.code() == absl::StatusCode::kDeadlineExceeded) {
       return absl::DeadlineExceededError(absl::StrCat(s.Name(), ": no reply to request ", id,
                                                       " within ", absl::FormatDuration(s.timeout)));
@@ -167,6 +168,7 @@ absl::Status CallInto(CfClient::State& s, const Writer& w, uint64_t id,
 absl::StatusOr<CfClient> CfClient::Open(CfClientOptions o) {
   auto s = std::make_unique<State>();
   s->timeout = o.timeout;
+  s->spin = o.spin;
   SessionOptions so;
   so.socket_path = o.socket_path;
   so.lpar = o.lpar;

@@ -8,8 +8,9 @@
 // never pass through hsid. The format is in docs/cf.md.
 //
 // Synchronous requests (Connect, Lock, Unlock, Recover, Disconnect, the
-// list and the cache requests) send one frame and spin on the link for the answer until
-// `timeout`, as z/OS does for short CF requests. LockAsync/UnlockAsync
+// list and the cache requests) send one frame and spin on the link for the answer, as
+// z/OS does for short CF requests, for CfClientOptions::spin, then sleep
+// for it until `timeout` (z/OS's sync-to-async conversion). LockAsync/UnlockAsync
 // return at once; their replies come as Events. A lock that is contended is queued at the
 // CF: Lock() returns kQueued naming the holders, and the grant arrives
 // later as an Event (no polling of the CF): wait for it with WaitEvent(),
@@ -78,8 +79,15 @@ struct CfClientOptions {
   // holding their secondary; Address() if none. When the CF at `cf` dies,
   // the client fails over there by itself: see "Failure" above.
   Address secondary;
-  // Bound for each synchronous request (the connector spins until then).
+  // Bound for each synchronous request.
   absl::Duration timeout = absl::Seconds(5);
+  // How long a synchronous request spins for its reply before it sleeps on
+  // the NIC's doorbell until the reply or the timeout (z/OS converts a
+  // synchronous CF request that runs long to asynchronous for the same
+  // reason: a spinning requester holds a CPU the CF or others may need).
+  // A CF with a CPU answers within a few microseconds, inside the spin;
+  // absl::InfiniteDuration(): spin until the timeout.
+  absl::Duration spin = absl::Microseconds(50);
 };
 
 enum class LockMode : uint8_t { kShared = 0, kExclusive = 1 };
