@@ -185,15 +185,20 @@ address = "10.240.0.201"
     std::fprintf(stderr, "hsi-cf-bench: hsi-cf did not start:\n%s\n", cf.log().c_str());
     return 1;
   }
-  hsi::cf::CfClientOptions o;
-  o.socket_path = hsid.socket();
-  o.lpar = "BENCH";
-  o.cf = cf.address();
+  // A connector of LPAR `lpar` to CF01 that spins `spin` for each reply.
+  auto open = [&](const char* lpar, absl::Duration spin) {
+    hsi::cf::CfClientOptions o;
+    o.socket_path = hsid.socket();
+    o.lpar = lpar;
+    o.cf = cf.address();
+    o.spin = spin;
+    return hsi::cf::CfClient::Open(std::move(o));
+  };
   // The uncontended rows: the CF spins and so does the connector for each
-  // reply (z/OS's synchronous request); the hand-off below uses a
-  // connector with the default, spin then sleep (CfClientOptions::spin).
-  o.spin = absl::InfiniteDuration();
-  absl::StatusOr<hsi::cf::CfClient> client = hsi::cf::CfClient::Open(std::move(o));
+  // reply (z/OS's synchronous request); the hand-off below uses connectors
+  // with the default, spin then sleep (CfClientOptions::spin).
+  const absl::Duration kSpinThenSleep = hsi::cf::CfClientOptions().spin;
+  absl::StatusOr<hsi::cf::CfClient> client = open("BENCH", absl::InfiniteDuration());
   if (!client.ok()) {
     std::fprintf(stderr, "hsi-cf-bench: %s\n", client.status().ToString().c_str());
     return 1;
@@ -368,11 +373,7 @@ address = "10.240.0.201"
   hsi::support::LinePipe to_child, to_parent;
   // The releaser: a connector that sleeps after 50 us of spinning (the
   // default), so that it does not hold a CPU the waiter needs.
-  hsi::cf::CfClientOptions ho;
-  ho.socket_path = hsid.socket();
-  ho.lpar = "BENCH2";
-  ho.cf = cf.address();
-  absl::StatusOr<hsi::cf::CfClient> hclient = hsi::cf::CfClient::Open(std::move(ho));
+  absl::StatusOr<hsi::cf::CfClient> hclient = open("BENCH2", kSpinThenSleep);
   absl::StatusOr<hsi::cf::Connection> hconn =
       hclient.ok() ? hclient->Connect("LOCK1", "BENCH2") : hclient.status();
   if (!hconn.ok()) {
@@ -386,11 +387,7 @@ address = "10.240.0.201"
     return 1;
   }
   hsi::support::Child waiter([&] {
-    hsi::cf::CfClientOptions wo;
-    wo.socket_path = hsid.socket();
-    wo.lpar = "WAITER";
-    wo.cf = cf.address();
-    absl::StatusOr<hsi::cf::CfClient> w = hsi::cf::CfClient::Open(std::move(wo));
+    absl::StatusOr<hsi::cf::CfClient> w = open("WAITER", kSpinThenSleep);
     if (!w.ok()) return to_parent.Write("ERR open"), 1;
     absl::StatusOr<hsi::cf::Connection> wc = w->Connect("LOCK1", "WAITER1");
     if (!wc.ok()) return to_parent.Write("ERR connect"), 1;

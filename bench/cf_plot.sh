@@ -54,11 +54,7 @@ done
 
 gnuplot <<GP
 set terminal pngcairo size 1000,460 font ",10"
-set style data histograms
-set style histogram clustered gap 1
-set style fill solid 0.8 border -1
-set key top left
-set grid ytics
+load "$(dirname "$0")/histogram.gp"
 set logscale y
 set xtics rotate by -20
 set bmargin 5

@@ -66,23 +66,19 @@ absl::Status Server::DispatchList(const Conn& conn, ListStructure& list, const p
       w.U32(*len);
       break;
     }
-    case proto::kListPop: {
+    case proto::kListPop:
+    case proto::kListPopWait: {  // the same body: u32 list, u8 end
       const uint32_t n = r.U32("list");
       const uint8_t e = r.U8("end");
       if (absl::Status s = r.Done(); !s.ok()) return s;
       absl::StatusOr<ListEnd> end = EndOf(e);
       if (!end.ok()) return end.status();
-      absl::StatusOr<ListEntry> got = list.Pop(n, *end);
-      if (!got.ok()) return got.status();
-      w.Str(got->key).Str(got->data);
-      break;
-    }
-    case proto::kListPopWait: {
-      const uint32_t n = r.U32("list");
-      const uint8_t e = r.U8("end");
-      if (absl::Status s = r.Done(); !s.ok()) return s;
-      absl::StatusOr<ListEnd> end = EndOf(e);
-      if (!end.ok()) return end.status();
+      if (h.type == proto::kListPop) {
+        absl::StatusOr<ListEntry> got = list.Pop(n, *end);
+        if (!got.ok()) return got.status();
+        w.Str(got->key).Str(got->data);
+        break;
+      }
       absl::StatusOr<PopWaitResult> got = list.PopWait(h.conn, h.request_id, n, *end);
       if (!got.ok()) return got.status();
       w.U8(got->waiting ? 0 : 1).U32(got->left);

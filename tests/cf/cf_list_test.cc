@@ -255,11 +255,7 @@ TEST_F(CfTest, PopWaitAcrossProcessesDeliversEachMessageOnceInItsWakeUp) {
   LinePipe rep, go;
   constexpr int kRounds = 5;
   Child sender([&] {
-    CfClientOptions o;
-    o.socket_path = hsid_.socket();
-    o.lpar = "DB2A";
-    o.cf = cf_->address();
-    absl::StatusOr<CfClient> a = CfClient::Open(std::move(o));
+    absl::StatusOr<CfClient> a = Open("DB2A");
     if (!a.ok()) return rep.Write("ERR open"), 1;
     absl::StatusOr<Connection> ca = a->Connect("IXCSIG1", "XCFA");
     if (!ca.ok()) return rep.Write("ERR connect"), 1;
