@@ -52,20 +52,15 @@ for f in lock list cache; do
   [ -s "$tmp/$f" ] || { echo "cf_plot.sh: no table rows found in the $f output" >&2; exit 1; }
 done
 
+bars=$(dirname "$0")/bars.gp
 gnuplot <<GP
 set terminal pngcairo size 1000,460 font ",10"
 load "$(dirname "$0")/histogram.gp"
 set logscale y
 set xtics rotate by -20
 set bmargin 5
-set output "$out/cf-lock.png"
-set title "Uncontended lock obtain + release, synchronous (hsi-cf-bench, one run)"
-set ylabel "ns per pair (log)"
-plot "$tmp/lock" using 2:xtic(1) title "p50", "" using 3 title "p99"
-set output "$out/cf-cache.png"
-set title "Cache cross-invalidation (hsi-cf-cache-bench, one run)"
-set ylabel "ns (log)"
-plot "$tmp/cache" using 2:xtic(1) title "p50", "" using 3 title "p99"
+call "$bars" "$out/cf-lock.png" "Uncontended lock obtain + release, synchronous (hsi-cf-bench, one run)" "ns per pair (log)" "$tmp/lock" "p50" "p99"
+call "$bars" "$out/cf-cache.png" "Cache cross-invalidation (hsi-cf-cache-bench, one run)" "ns (log)" "$tmp/cache" "p50" "p99"
 set output "$out/cf-list.png"
 set multiplot layout 1,2 title "List message passing, receiver asleep when the list is empty (hsi-cf-list-bench, one run)"
 set title "one-way latency"
