@@ -4,11 +4,13 @@
 //
 // A sender (this process) pushes 16-byte messages carrying their send
 // time (TSC) to the tail of a list; a receiver (a forked child, its own
-// LPAR and connector) monitors the list: it pops until the list is empty,
-// then sleeps until the CF tells it the list went from empty to non-empty
-// (Event kTransition, no polling). Redis: RPUSH by the sender, BLPOP by the
-// receiver on its own connection. Two measures per method, interleaved in
-// each repetition:
+// LPAR and connector) takes them in one of two ways: (1) it monitors list
+// 0: it pops until the list is empty, then sleeps until the CF tells it
+// the list went from empty to non-empty (Event kTransition, no polling);
+// (2) PopWait on list 1 (BLPOP's role): one request that pops, or sleeps
+// until the CF hands it the next entry in the note that wakes it. Redis:
+// RPUSH by the sender, BLPOP by the receiver on its own connection. Two
+// measures per method, interleaved in each repetition:
 //   one-way latency  the sender pushes one message and waits for the
 //                    receiver to have popped it; latency = pop time - send
 //                    time (both TSC, one host);
@@ -42,10 +44,12 @@ using hsi::support::TickClock;
 
 constexpr char kHelp[] = R"(Usage: hsi-cf-list-bench [--messages N] [--reps R] [--cf-wait spin|adaptive|block]
 
-Message passing through a coupling facility list structure with list
-transition monitoring (hsi-cf, the receiver asleep until the list goes
-from empty to non-empty), side by side with a Redis list and BLPOP over
-loopback TCP (if /usr/bin/redis-server exists: a redis-server it starts).
+Message passing through a coupling facility list structure, the receiver
+asleep when the list is empty: with list transition monitoring (woken when
+the list goes from empty to non-empty, then it pops) and with PopWait (one
+request; woken with the entry itself), side by side with a Redis list and
+BLPOP over loopback TCP (if /usr/bin/redis-server exists: a redis-server it
+starts).
 Starts its own hsid and hsi-cf. For each method and repetition: one-way
 latency of N messages sent one at a time (p50, p99) and messages/s of N
 sent back to back; ratios Redis / CF within each repetition.
@@ -175,9 +179,11 @@ lpars = ["*"]
   auto* sh = new (mem) Shared();
   const TickClock clock = TickClock::Calibrate();
 
-  // Phases, in this order per repetition: CF latency, CF throughput, Redis
-  // latency, Redis throughput (the receiver runs the same sequence).
-  const int methods = redis >= 0 ? 2 : 1;
+  // Phases, in this order per repetition: for each method (CF monitoring,
+  // CF PopWait, Redis) latency then throughput (the receiver runs the same
+  // sequence).
+  enum { kMonitor = 0, kPopWait = 1, kRedis = 2 };
+  const int methods = redis >= 0 ? 3 : 2;
   auto phase_of = [&](int rep, int method, int kind) { return 1 + (rep * methods + method) * 2 + kind; };
 
   hsi::support::Child receiver([&]() -> int {
@@ -191,7 +197,7 @@ lpars = ["*"]
     if (!conn.ok() || !c->Monitor(*conn, 0, true).ok()) return 1;
     const int rfd = redis >= 0 ? hsi::bench::ConnectRedis() : -1;
     // Pops until the list is empty, then sleeps for its transition.
-    auto cf_take = [&]() -> uint64_t {
+    auto monitor_take = [&]() -> uint64_t {
       for (;;) {
         absl::StatusOr<hsi::cf::ListEntry> e = c->Pop(*conn, 0, hsi::cf::ListEnd::kHead);
         if (e.ok()) return Unstamp(e->data);
@@ -199,6 +205,12 @@ lpars = ["*"]
         absl::StatusOr<hsi::cf::Event> ev = c->NextEvent(hsi::Wait::Block(absl::Now() + absl::Seconds(30)));
         if (!ev.ok()) return 0;
       }
+    };
+    // One request; if list 1 is empty the entry comes in the wake-up.
+    auto popwait_take = [&]() -> uint64_t {
+      absl::StatusOr<hsi::cf::ListPop> e =
+          c->PopWait(*conn, 1, hsi::cf::ListEnd::kHead, hsi::Wait::Block(absl::Now() + absl::Seconds(30)));
+      return e.ok() ? Unstamp(e->entry.data) : 0;
     };
     const std::string blpop = "*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$1\r\n0\r\n";
     auto redis_take = [&]() -> uint64_t {
@@ -219,8 +231,10 @@ lpars = ["*"]
           const int ph = phase_of(rep, method, kind);
           while (sh->phase.load(std::memory_order_acquire) != ph) ::sched_yield();
           sh->ready.store(ph, std::memory_order_release);
-          if (method == 0) {
-            Receive(sh, clock, messages, kind == 0, cf_take);
+          if (method == kMonitor) {
+            Receive(sh, clock, messages, kind == 0, monitor_take);
+          } else if (method == kPopWait) {
+            Receive(sh, clock, messages, kind == 0, popwait_take);
           } else {
             Receive(sh, clock, messages, kind == 0, redis_take);
           }
@@ -246,10 +260,10 @@ lpars = ["*"]
     return 1;
   }
   uint64_t key = 0;
-  auto cf_send = [&] {
+  auto cf_send = [&](uint32_t list) {
     char k[17];
     std::snprintf(k, sizeof k, "%016" PRIx64, key++);
-    return client->Push(*conn, 0, hsi::cf::ListEnd::kTail, std::string(k, 16), Stamp()).ok();
+    return client->Push(*conn, list, hsi::cf::ListEnd::kTail, std::string(k, 16), Stamp()).ok();
   };
   auto redis_send = [&] {
     return hsi::bench::RedisCall(redis, "*3\r\n$5\r\nRPUSH\r\n$1\r\nq\r\n$16\r\n" + Stamp() + "\r\n", ':');
@@ -257,11 +271,12 @@ lpars = ["*"]
 
   struct Row {
     std::vector<double> p50, p99, rate;
-  } rows[2];
-  std::vector<double> ratio50, ratio99, ratio_rate;
+  } rows[3];
+  // Redis / CF within each repetition, per CF method.
+  std::vector<double> ratio50[2], ratio99[2], ratio_rate[2];
   for (int rep = 0; rep < reps; ++rep) {
     for (int method = 0; method < methods; ++method) {
-      auto send = [&] { return method == 0 ? cf_send() : redis_send(); };
+      auto send = [&] { return method == kRedis ? redis_send() : cf_send(method == kMonitor ? 0 : 1); };
       for (int kind = 0; kind < 2; ++kind) {
         const int ph = phase_of(rep, method, kind);
         sh->popped.store(0);
@@ -273,7 +288,7 @@ lpars = ["*"]
         const uint64_t t0 = TickClock::Now();
         for (uint64_t i = 0; i < messages; ++i) {
           if (!send()) {
-            std::fprintf(stderr, "hsi-cf-list-bench: a send failed (%s)\n", method == 0 ? "CF" : "Redis");
+            std::fprintf(stderr, "hsi-cf-list-bench: a send failed (%s)\n", method == kRedis ? "Redis" : "CF");
             return 1;
           }
           // Latency: one message in flight at a time.
@@ -294,10 +309,10 @@ lpars = ["*"]
         }
       }
     }
-    if (methods == 2) {
-      ratio50.push_back(rows[1].p50.back() / rows[0].p50.back());
-      ratio99.push_back(rows[1].p99.back() / rows[0].p99.back());
-      ratio_rate.push_back(rows[0].rate.back() / rows[1].rate.back());
+    for (int m = 0; m < 2 && methods == 3; ++m) {
+      ratio50[m].push_back(rows[kRedis].p50.back() / rows[m].p50.back());
+      ratio99[m].push_back(rows[kRedis].p99.back() / rows[m].p99.back());
+      ratio_rate[m].push_back(rows[m].rate.back() / rows[kRedis].rate.back());
     }
   }
   if (receiver.Wait() != 0) {
@@ -309,16 +324,19 @@ lpars = ["*"]
   std::printf("hsi-cf-list-bench: %" PRIu64 " messages x %d repetitions, load average %.2f; medians over repetitions\n",
               messages, reps, load[0]);
   std::printf("%-52s %12s %12s %14s\n", "method", "one-way p50", "p99", "messages/s");
-  const std::string cf_name = "hsi-cf list + transition monitoring (CF " + cf_wait + ")";
-  const char* names[2] = {cf_name.c_str(), "Redis RPUSH + BLPOP (loopback TCP)"};
+  const std::string monitor_name = "hsi-cf list + transition monitoring (CF " + cf_wait + ")";
+  const std::string popwait_name = "hsi-cf list + PopWait (CF " + cf_wait + ")";
+  const char* names[3] = {monitor_name.c_str(), popwait_name.c_str(),
+                          "Redis RPUSH + BLPOP (loopback TCP)"};
   for (int m = 0; m < methods; ++m) {
     std::printf("%-52s %9.2f us %9.2f us %14.0f\n", names[m], Median(rows[m].p50) / 1000,
                 Median(rows[m].p99) / 1000, Median(rows[m].rate));
   }
-  if (methods == 2) {
-    std::printf("Redis / hsi-cf within each repetition: one-way p50 %.2fx, p99 %.2fx lower on the CF; "
+  for (int m = 0; m < 2 && methods == 3; ++m) {
+    std::printf("Redis / %s within each repetition: one-way p50 %.2fx, p99 %.2fx lower on the CF; "
                 "messages/s %.2fx higher on the CF\n",
-                Median(ratio50), Median(ratio99), Median(ratio_rate));
+                m == kMonitor ? "monitoring" : "PopWait", Median(ratio50[m]), Median(ratio99[m]),
+                Median(ratio_rate[m]));
   }
   return 0;
 }

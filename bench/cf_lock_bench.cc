@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -38,22 +39,31 @@ using hsi::bench::RedisCall;
 using hsi::bench::StartRedis;
 using hsi::support::TickClock;
 
-constexpr char kHelp[] = R"(Usage: hsi-cf-bench [--iterations N] [--reps R]
+constexpr char kHelp[] = R"(Usage: hsi-cf-bench [--iterations N] [--reps R] [--no-pin]
 
 Uncontended lock obtain+release, one process, side by side in one run:
-a CF lock structure (hsi-cf over an hsi link, synchronous, the CF
-spinning), a process-shared robust pthread mutex in shared memory (the
+a CF lock structure (hsi-cf over an hsi link, synchronous, the CF and
+the connector spinning), a process-shared robust pthread mutex in shared memory (the
 floor), flock(2) on a file in /tmp, the same lock structure duplexed in
 two CFs (a second hsi-cf holding its secondary) and, if /usr/bin/redis-server exists,
 Redis SET NX + DEL over loopback TCP (a redis-server it starts). Starts its own hsid and two hsi-cf.
 Prints p50 and p99 per method and each method's ratio to the mutex
 (within each repetition; the median of the repetitions). Then the
-contended hand-off: from one connector's release to the grant seen by
-another, sleeping, connector (a forked child).
+contended hand-off: from one connector's release (a connector that spins
+50 us for each reply, then sleeps) to the grant seen by another, sleeping,
+connector (a forked child).
+
+The two spinners of the uncontended rows are pinned when two CPUs are
+usable: this process (the connector; also the flock, mutex and Redis
+client) on the first, hsi-cf (CF01) on the second, so that they never
+share one. redis-server is left to the scheduler (pinned beside the
+spinning CF it would lose its CPU to it). The hand-off runs unpinned
+except for hsi-cf.
 
 Options:
   --iterations N   obtain+release pairs per method per repetition (20000)
   --reps R         interleaved repetitions (5)
+  --no-pin         pin nothing
   -h, --help       this text
 )";
 
@@ -91,15 +101,28 @@ bool Time(const TickClock& clock, int n, int batch, const std::function<bool()>&
   return true;
 }
 
+// Pins process (or thread) `pid` (0: the caller) to `cpu`; false if refused.
+bool PinPid(pid_t pid, int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return ::sched_setaffinity(pid, sizeof set, &set) == 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int iterations = 20000, reps = 5;
+  bool pin = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "-h" || a == "--help") {
       std::fputs(kHelp, stdout);
       return 0;
+    }
+    if (a == "--no-pin") {
+      pin = false;
+      continue;
     }
     if ((a == "--iterations" || a == "--reps") && i + 1 < argc) {
       const int v = std::atoi(argv[++i]);
@@ -162,11 +185,20 @@ address = "10.240.0.201"
     std::fprintf(stderr, "hsi-cf-bench: hsi-cf did not start:\n%s\n", cf.log().c_str());
     return 1;
   }
-  hsi::cf::CfClientOptions o;
-  o.socket_path = hsid.socket();
-  o.lpar = "BENCH";
-  o.cf = cf.address();
-  absl::StatusOr<hsi::cf::CfClient> client = hsi::cf::CfClient::Open(std::move(o));
+  // A connector of LPAR `lpar` to CF01 that spins `spin` for each reply.
+  auto open = [&](const char* lpar, absl::Duration spin) {
+    hsi::cf::CfClientOptions o;
+    o.socket_path = hsid.socket();
+    o.lpar = lpar;
+    o.cf = cf.address();
+    o.spin = spin;
+    return hsi::cf::CfClient::Open(std::move(o));
+  };
+  // The uncontended rows: the CF spins and so does the connector for each
+  // reply (z/OS's synchronous request); the hand-off below uses connectors
+  // with the default, spin then sleep (CfClientOptions::spin).
+  const absl::Duration kSpinThenSleep = hsi::cf::CfClientOptions().spin;
+  absl::StatusOr<hsi::cf::CfClient> client = open("BENCH", absl::InfiniteDuration());
   if (!client.ok()) {
     std::fprintf(stderr, "hsi-cf-bench: %s\n", client.status().ToString().c_str());
     return 1;
@@ -228,7 +260,7 @@ address = "10.240.0.201"
              client->Unlock(c, "RES1").ok();
     };
   };
-  m.push_back({"hsi-cf lock structure (sync, CF spins)",
+  m.push_back({"hsi-cf lock structure (sync, both spin)",
                1,
                cf_pair(*conn),
                {},
@@ -260,6 +292,20 @@ address = "10.240.0.201"
     std::printf(
         "(no /usr/bin/redis-server, or it did not listen: the Redis baseline is skipped)\n");
   }
+  // The first two CPUs we may use: the client's and the servers'.
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  int cpus[2] = {-1, -1};
+  if (pin && ::sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
+    for (int c = 0, k = 0; c < CPU_SETSIZE && k < 2; ++c) {
+      if (CPU_ISSET(c, &allowed)) cpus[k++] = c;
+    }
+  }
+  std::string placement = "unpinned";
+  if (cpus[1] >= 0 && PinPid(cf.pid(), cpus[1]) && PinPid(0, cpus[0])) {
+    placement = "pinned: this process on CPU " + std::to_string(cpus[0]) + ", hsi-cf on CPU " +
+                std::to_string(cpus[1]) + ", redis-server unpinned";
+  }
   std::vector<double> samples;
   for (int r = 0; r < reps; ++r) {
     std::vector<Pct> pct;
@@ -277,9 +323,13 @@ address = "10.240.0.201"
       m[k].ratio99.push_back(pct[k].p99 / pct[0].p99);
     }
   }
+  if (placement != "unpinned") (void)::sched_setaffinity(0, sizeof allowed, &allowed);
+  double load[3] = {0, 0, 0};
+  (void)::getloadavg(load, 3);
   std::printf(
-      "uncontended lock obtain+release, %d x %d per method, clock %s (%.0f ns per timed sample)\n",
-      reps, iterations, TickClock::Name(), clock.overhead_ns());
+      "uncontended lock obtain+release, %d x %d per method, clock %s (%.0f ns per timed sample), "
+      "load average %.2f, %s\n",
+      reps, iterations, TickClock::Name(), clock.overhead_ns(), load[0], placement.c_str());
   std::printf("%-42s %10s %10s %12s %12s\n", "method", "p50 ns", "p99 ns", "p50 / mutex",
               "p99 / mutex");
   for (Method& x : m) {
@@ -321,18 +371,23 @@ address = "10.240.0.201"
   auto* sh = new (shm) Shared();
   const int handoffs = std::max(200, iterations / 20);
   hsi::support::LinePipe to_child, to_parent;
+  // The releaser: a connector that sleeps after 50 us of spinning (the
+  // default), so that it does not hold a CPU the waiter needs.
+  absl::StatusOr<hsi::cf::CfClient> hclient = open("BENCH2", kSpinThenSleep);
+  absl::StatusOr<hsi::cf::Connection> hconn =
+      hclient.ok() ? hclient->Connect("LOCK1", "BENCH2") : hclient.status();
+  if (!hconn.ok()) {
+    std::fprintf(stderr, "hsi-cf-bench: %s\n", hconn.status().ToString().c_str());
+    return 1;
+  }
   if (absl::StatusOr<hsi::cf::LockReply> r =
-          client->Lock(*conn, "HOT", hsi::cf::LockMode::kExclusive);
+          hclient->Lock(*hconn, "HOT", hsi::cf::LockMode::kExclusive);
       !r.ok() || r->outcome != hsi::cf::LockReply::Outcome::kGranted) {
     std::fprintf(stderr, "hsi-cf-bench: cannot take HOT\n");
     return 1;
   }
   hsi::support::Child waiter([&] {
-    hsi::cf::CfClientOptions wo;
-    wo.socket_path = hsid.socket();
-    wo.lpar = "WAITER";
-    wo.cf = cf.address();
-    absl::StatusOr<hsi::cf::CfClient> w = hsi::cf::CfClient::Open(std::move(wo));
+    absl::StatusOr<hsi::cf::CfClient> w = open("WAITER", kSpinThenSleep);
     if (!w.ok()) return to_parent.Write("ERR open"), 1;
     absl::StatusOr<hsi::cf::Connection> wc = w->Connect("LOCK1", "WAITER1");
     if (!wc.ok()) return to_parent.Write("ERR connect"), 1;
@@ -361,7 +416,7 @@ address = "10.240.0.201"
       return 1;
     }
     const uint64_t t0 = TickClock::Now();
-    if (absl::Status u = client->Unlock(*conn, "HOT"); !u.ok()) {
+    if (absl::Status u = hclient->Unlock(*hconn, "HOT"); !u.ok()) {
       std::fprintf(stderr, "hsi-cf-bench: %s\n", u.ToString().c_str());
       return 1;
     }
@@ -371,7 +426,7 @@ address = "10.240.0.201"
     }
     hand.push_back(clock.NsBetween(t0, sh->granted_at.load(std::memory_order_relaxed)));
     absl::StatusOr<hsi::cf::LockReply> again =
-        client->Lock(*conn, "HOT", hsi::cf::LockMode::kExclusive);
+        hclient->Lock(*hconn, "HOT", hsi::cf::LockMode::kExclusive);
     if (!again.ok() || again->outcome != hsi::cf::LockReply::Outcome::kGranted) {
       std::fprintf(stderr, "hsi-cf-bench: HOT not granted back after the hand-off\n");
       return 1;

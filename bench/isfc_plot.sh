@@ -20,19 +20,9 @@ awk -F'|' -v col=7 '/\| [a-z]/ && !/load/ {
   END { for (i = 1; i <= k; i += 2) print order[i], c[order[i]], n[order[i]] }' "$in" > "$tmp/tput"
 gnuplot <<GP
 set terminal pngcairo size 900,420 font ",10"
-set style data histograms
-set style histogram clustered gap 1
-set style fill solid 0.8 border -1
-set key top left
-set grid ytics
+load "$(dirname "$0")/histogram.gp"
 set xtics rotate by -30
-set output "$out/isfc-collisions.png"
-set title "ISFC link write collisions (both ends), convention vs naive (hsi-isfc-bench, one run)"
-set ylabel "collisions"
-plot "$tmp/coll" using 2:xtic(1) title "convention", "" using 3 title "naive"
-set output "$out/isfc-throughput.png"
-set title "ISFC link throughput LPAR1->LPAR2, convention vs naive (hsi-isfc-bench, one run)"
-set ylabel "GiB/s"
-plot "$tmp/tput" using 2:xtic(1) title "convention", "" using 3 title "naive"
+call "$(dirname "$0")/bars.gp" "$out/isfc-collisions.png" "ISFC link write collisions (both ends), convention vs naive (hsi-isfc-bench, one run)" "collisions" "$tmp/coll" "convention" "naive"
+call "$(dirname "$0")/bars.gp" "$out/isfc-throughput.png" "ISFC link throughput LPAR1->LPAR2, convention vs naive (hsi-isfc-bench, one run)" "GiB/s" "$tmp/tput" "convention" "naive"
 GP
 echo "wrote $out/isfc-collisions.png $out/isfc-throughput.png"

@@ -19,10 +19,18 @@ struct CfClient::State {
   Nic nic;
   hsi::Link link;
   absl::Duration timeout;
+  absl::Duration spin;  // CfClientOptions::spin
+  // How a synchronous request waits for its reply until `deadline`.
+  Wait CallWait(absl::Time deadline) const {
+    return spin == absl::InfiniteDuration() ? Wait::Spin(deadline)
+                                            : Wait{WaitMode::kAdaptive, deadline, spin};
+  }
   uint64_t next_id = 1;
   std::deque<Event> events;
   absl::flat_hash_map<uint64_t, uint8_t> async;  // asynchronous requests in flight: id -> type
   std::vector<uint8_t> buf;
+  // The lock requests' frame and reply, reused (no allocation per request).
+  std::vector<uint8_t> wbuf, reply;
   Address secondary;                // duplexing: the CF to fail over to (Address(): none)
   bool failed_over = false;         // it happened (once)
   std::vector<Connection> open;     // connections made and not disconnected
@@ -38,6 +46,10 @@ absl::Status ReceiveOne(CfClient::State& s, const Wait& wait, uint64_t want,
 // Sends the request in `w` (request id `id`) and spins for its reply until
 // the client's timeout: the reply frame, or the CF's status and message.
 absl::StatusOr<std::vector<uint8_t>> Call(CfClient::State& s, const proto::Writer& w, uint64_t id);
+// Call's form that fills *reply (its capacity reused) instead of returning
+// a new vector.
+absl::Status CallInto(CfClient::State& s, const proto::Writer& w, uint64_t id,
+                      std::vector<uint8_t>* reply);
 // The CF link went down (`cause`, kUnavailable) around `request` (a frame
 // this client built; `in_flight`: it was sent). With a secondary not yet
 // used: fails over (cf/connector_duplex.cc) and returns OK when the request

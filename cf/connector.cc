@@ -24,9 +24,13 @@ absl::StatusOr<Event> ParseNote(const Header& h, absl::Span<const uint8_t> f) {
   Event e;
   e.conn = h.conn;
   e.request = h.request_id;
-  if (h.type == proto::kTransitionNote) {
-    e.kind = Event::Kind::kTransition;
+  if (h.type == proto::kTransitionNote || h.type == proto::kPopNote) {
+    e.kind = h.type == proto::kPopNote ? Event::Kind::kPopped : Event::Kind::kTransition;
     e.list = r.U32("list");
+    if (h.type == proto::kPopNote) {
+      e.entry.key = r.Str("key", proto::kMaxKey);
+      e.entry.data = r.Str("data", proto::kMaxData);
+    }
     if (absl::Status s = r.Done(); !s.ok()) return absl::DataLossError(s.message());
     return e;
   }
@@ -63,7 +67,7 @@ absl::Status ReceiveOne(CfClient::State& s, const Wait& wait, uint64_t want,
     return DuplexEnded(s, h->conn);
   }
   if (h->type == proto::kGrantNote || h->type == proto::kCancelNote ||
-      h->type == proto::kTransitionNote) {
+      h->type == proto::kTransitionNote || h->type == proto::kPopNote) {
     absl::StatusOr<Event> e = ParseNote(*h, f);
     if (!e.ok()) return absl::DataLossError(absl::StrCat(s.Name(), ": ", e.status().message()));
     s.events.push_back(std::move(*e));
@@ -138,17 +142,24 @@ absl::StatusOr<LockReply> ParseLockReply(CfClient::State& s, absl::Span<const ui
 // Sends the request in `w` and spins for its reply until the timeout.
 // Returns the reply frame (OK status) or the CF's status with its message.
 absl::StatusOr<std::vector<uint8_t>> Call(CfClient::State& s, const Writer& w, uint64_t id) {
+  std::vector<uint8_t> reply;
+  if (absl::Status st = CallInto(s, w, id, &reply); !st.ok()) return st;
+  return reply;
+}
+
+absl::Status CallInto(CfClient::State& s, const Writer& w, uint64_t id,
+                      std::vector<uint8_t>* reply) {
   const absl::Time deadline = absl::Now() + s.timeout;
-  absl::Status sent = s.link.Send(w.frame(), Wait::Spin(deadline));
+  const Wait wait = s.CallWait(deadline);
+  absl::Status sent = s.link.Send(w.frame(), wait);
   if (sent.code() == absl::StatusCode::kUnavailable) {
     sent = LinkDown(s, sent, w.frame(), /*in_flight=*/false);
-    if (sent.ok()) return Call(s, w, id);  // failed over: once (failed_over)
+    if (sent.ok()) return CallInto(s, w, id, reply);  // failed over: once (failed_over)
   }
   if (!sent.ok()) return sent;
-  std::vector<uint8_t> reply;
   bool matched = false;
   while (!matched) {
-    absl::Status st = ReceiveOne(s, Wait::Spin(deadline), id, &reply, &matched);
+    absl::Status st = ReceiveOne(s, wait, id, reply, &matched);
     if (st.code() == absl::StatusCode::kDeadlineExceeded) {
       return absl::DeadlineExceededError(absl::StrCat(s.Name(), ": no reply to request ", id,
                                                       " within ", absl::FormatDuration(s.timeout)));
@@ -156,13 +167,13 @@ absl::StatusOr<std::vector<uint8_t>> Call(CfClient::State& s, const Writer& w, u
     if (st.code() == absl::StatusCode::kUnavailable) return LinkDown(s, st, w.frame(), true);
     if (!st.ok()) return st;
   }
-  if (absl::Status st = ReplyStatus(s, reply); !st.ok()) return st;
-  return reply;
+  return ReplyStatus(s, *reply);
 }
 
 absl::StatusOr<CfClient> CfClient::Open(CfClientOptions o) {
   auto s = std::make_unique<State>();
   s->timeout = o.timeout;
+  s->spin = o.spin;
   SessionOptions so;
   so.socket_path = o.socket_path;
   so.lpar = o.lpar;
@@ -275,11 +286,12 @@ absl::StatusOr<LockReply> CfClient::Lock(const Connection& c, const std::string&
         "lock record data of ", record.size(), " bytes: at most ", proto::kMaxRecord, " allowed"));
   }
   const uint64_t id = s_->next_id++;
-  Writer w(Header{proto::kLock, id, c.token, 0});
+  Writer w(Header{proto::kLock, id, c.token, 0}, std::move(s_->wbuf));
   w.U8(static_cast<uint8_t>(mode)).Str(resource).Str(record);
-  absl::StatusOr<std::vector<uint8_t>> rep = Call(*s_, w, id);
-  if (!rep.ok()) return rep.status();
-  return ParseLockReply(*s_, *rep, id);
+  const absl::Status st = CallInto(*s_, w, id, &s_->reply);
+  s_->wbuf = w.Take();
+  if (!st.ok()) return st;
+  return ParseLockReply(*s_, s_->reply, id);
 }
 
 absl::StatusOr<uint64_t> CfClient::LockAsync(const Connection& c, const std::string& resource,
@@ -350,9 +362,11 @@ absl::Status CfClient::LockAndWait(const Connection& c, const std::string& resou
 
 absl::Status CfClient::Unlock(const Connection& c, const std::string& resource) {
   const uint64_t id = s_->next_id++;
-  Writer w(Header{proto::kUnlock, id, c.token, 0});
+  Writer w(Header{proto::kUnlock, id, c.token, 0}, std::move(s_->wbuf));
   w.Str(resource);
-  return Call(*s_, w, id).status();
+  const absl::Status st = CallInto(*s_, w, id, &s_->reply);
+  s_->wbuf = w.Take();
+  return st;
 }
 
 absl::StatusOr<std::vector<RetainedLock>> CfClient::Recover(const Connection& c,

@@ -100,4 +100,65 @@ absl::StatusOr<uint32_t> CfClient::Monitor(const Connection& c, uint32_t list, b
   return CountReply(*s_, *rep);
 }
 
+namespace {
+
+// The kPopNote for PopWait request `id` on connection `conn`, taken from
+// the event queue; false if it is not there.
+bool TakePopped(CfClient::State& s, uint32_t conn, uint64_t id, ListPop* out) {
+  for (auto it = s.events.begin(); it != s.events.end(); ++it) {
+    if (it->kind != Event::Kind::kPopped || it->request != id || it->conn != conn) continue;
+    out->entry = std::move(it->entry);
+    out->left = 0;  // the CF hands out an entry only to an empty list's waiter
+    s.events.erase(it);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+absl::StatusOr<ListPop> CfClient::PopWait(const Connection& c, uint32_t list, ListEnd end,
+                                          const Wait& wait) {
+  const uint64_t id = s_->next_id++;
+  Writer w(Header{proto::kListPopWait, id, c.token, 0});
+  w.U32(list).U8(static_cast<uint8_t>(end));
+  absl::StatusOr<std::vector<uint8_t>> rep = Call(*s_, w, id);
+  if (!rep.ok()) return rep.status();
+  Reader r(*rep);
+  const uint8_t got = r.U8("got");
+  ListPop out;
+  out.left = r.U32("left");
+  if (got == 1) {
+    out.entry.key = r.Str("key", proto::kMaxKey);
+    out.entry.data = r.Str("data", proto::kMaxData);
+  }
+  if (absl::Status st = r.Done(); !st.ok())
+    return absl::DataLossError(absl::StrCat(s_->Name(), ": ", st.message()));
+  if (got > 1) return absl::DataLossError(absl::StrCat(s_->Name(), ": pop-wait got = ", got));
+  if (got == 1) return out;
+  // The list was empty: the entry comes in a note with this request's id.
+  std::vector<uint8_t> unused;
+  bool matched = false;
+  while (!TakePopped(*s_, c.token, id, &out)) {
+    absl::Status st = ReceiveOne(*s_, wait, 0, &unused, &matched);
+    if (st.code() != absl::StatusCode::kDeadlineExceeded) {
+      if (!st.ok()) return st;
+      continue;
+    }
+    // Nothing by the deadline: withdraw the request. An entry the CF popped
+    // for it before the withdrawal arrives ahead of this reply (one link,
+    // in order) and is returned.
+    const uint64_t cid = s_->next_id++;
+    Writer cw(Header{proto::kListPopCancel, cid, c.token, 0});
+    cw.U32(list);
+    absl::StatusOr<std::vector<uint8_t>> crep = Call(*s_, cw, cid);
+    if (!crep.ok()) return crep.status();
+    if (TakePopped(*s_, c.token, id, &out)) return out;
+    return absl::DeadlineExceededError(absl::StrCat(c.structure, ": list ", list,
+                                                    " stayed empty until the deadline (the pop"
+                                                    " is withdrawn)"));
+  }
+  return out;
+}
+
 }  // namespace hsi::cf

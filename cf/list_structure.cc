@@ -21,7 +21,7 @@ void ListStructure::Transitioned(uint32_t list, std::vector<Transition>* out) {
   // Sorted so that the order of notes does not depend on hashing.
   std::vector<uint32_t> m(lists_[list].monitors.begin(), lists_[list].monitors.end());
   std::sort(m.begin(), m.end());
-  for (uint32_t c : m) out->push_back({c, list});
+  for (uint32_t c : m) out->push_back({c, list, false, 0, {}});
   ++counters_.transitions;
 }
 
@@ -47,8 +47,55 @@ absl::StatusOr<uint32_t> ListStructure::Push(uint32_t list, ListEnd end, std::st
   }
   ++in_use_;
   ++counters_.pushed;
-  if (was_empty) Transitioned(list, out);
+  Arrived(list, was_empty, out);
   return static_cast<uint32_t>(h.entries.size());
+}
+
+void ListStructure::Arrived(uint32_t list, bool was_empty, std::vector<Transition>* out) {
+  Header& h = lists_[list];
+  if (h.waiters.empty()) {
+    if (was_empty) Transitioned(list, out);
+    return;
+  }
+  // Waiters exist only on an empty list: the entry that came is the only
+  // one, and it goes to the oldest waiter without the list ever showing it.
+  const PopWaiter w = h.waiters.front();
+  h.waiters.pop_front();
+  Transition t{w.conn, list, true, w.request_id, std::move(h.entries.front())};
+  h.entries.pop_front();
+  --in_use_;
+  ++counters_.popped;
+  ++counters_.handed;
+  out->push_back(std::move(t));
+}
+
+absl::StatusOr<PopWaitResult> ListStructure::PopWait(uint32_t conn, uint64_t request_id,
+                                                     uint32_t list, ListEnd end) {
+  if (absl::Status s = CheckList(list); !s.ok()) return s;
+  Header& h = lists_[list];
+  PopWaitResult r;
+  if (!h.entries.empty()) {
+    absl::StatusOr<ListEntry> e = Pop(list, end);
+    if (!e.ok()) return e.status();
+    r.entry = std::move(*e);
+    r.left = static_cast<uint32_t>(h.entries.size());
+    return r;
+  }
+  for (const PopWaiter& w : h.waiters) {
+    if (w.conn == conn) {
+      return absl::AlreadyExistsError(absl::StrCat("list structure ", name_, ": list ", list,
+                                                   " already has a pop of this connection waiting"
+                                                   " (request ", w.request_id, ")"));
+    }
+  }
+  h.waiters.push_back({conn, request_id});
+  r.waiting = true;
+  return r;
+}
+
+absl::StatusOr<bool> ListStructure::CancelPopWait(uint32_t conn, uint32_t list) {
+  if (absl::Status s = CheckList(list); !s.ok()) return s;
+  return std::erase_if(lists_[list].waiters, [&](const PopWaiter& w) { return w.conn == conn; }) > 0;
 }
 
 absl::StatusOr<ListEntry> ListStructure::Pop(uint32_t list, ListEnd end) {
@@ -113,7 +160,7 @@ absl::Status ListStructure::Move(uint32_t from, uint32_t to, const std::string& 
     t.entries.push_back(std::move(e));
   }
   ++counters_.moved;
-  if (was_empty) Transitioned(to, out);
+  if (from != to) Arrived(to, was_empty, out);
   return absl::OkStatus();
 }
 
@@ -128,7 +175,10 @@ absl::StatusOr<uint32_t> ListStructure::Monitor(uint32_t conn, uint32_t list, bo
 }
 
 void ListStructure::Forget(uint32_t conn) {
-  for (Header& h : lists_) h.monitors.erase(conn);
+  for (Header& h : lists_) {
+    h.monitors.erase(conn);
+    std::erase_if(h.waiters, [&](const PopWaiter& w) { return w.conn == conn; });
+  }
 }
 
 std::vector<Transition> ListStructure::Monitored(uint32_t conn) const {

@@ -13,8 +13,17 @@
 // entries the list has now, so a monitor that finds it non-empty drains it
 // without waiting for a transition that already happened.
 //
-// A connection that goes (normally or not) stops monitoring; the entries
-// stay (the structure is persistent, as a real list structure is).
+// Waiting pops (BLPOP's role): PopWait on an empty list keeps the request;
+// the next entry pushed or moved to that list is popped for the oldest
+// waiting request at once and handed out in a Transition with `popped`
+// set (one entry per waiter, in arrival order). Such an entry never makes
+// the list non-empty, so monitors are not told of it; a push that finds
+// no waiter is a transition as before. Invariant: a list with waiting
+// pops is empty.
+//
+// A connection that goes (normally or not) stops monitoring and its
+// waiting pops end; the entries stay (the structure is persistent, as a
+// real list structure is).
 //
 // Thread safety: none; the CF serves from one thread.
 #ifndef HSI_CF_LIST_STRUCTURE_H_
@@ -38,14 +47,28 @@ struct ListEntry {
   std::string data;
 };
 
-// Tell connection `conn` that list `list` went from empty to non-empty.
+// Tell connection `conn` that list `list` went from empty to non-empty;
+// or, with `popped`, hand it `entry`, popped for its waiting PopWait
+// `request_id`.
 struct Transition {
   uint32_t conn = 0;
   uint32_t list = 0;
+  bool popped = false;
+  uint64_t request_id = 0;
+  ListEntry entry;
+};
+
+// What PopWait did: popped an entry (`entry`, with `left` entries after
+// it), or (`waiting`) the list was empty and the request waits.
+struct PopWaitResult {
+  bool waiting = false;
+  ListEntry entry;
+  uint32_t left = 0;
 };
 
 struct ListCounters {
   uint64_t pushed = 0, popped = 0, moved = 0, deleted = 0, transitions = 0;
+  uint64_t handed = 0;  // of `popped`, entries popped for a waiting PopWait as they came
 };
 
 class ListStructure {
@@ -64,9 +87,17 @@ class ListStructure {
   absl::Status Delete(uint32_t list, const std::string& key);
   absl::Status Move(uint32_t from, uint32_t to, const std::string& key, ListEnd end,
                     std::vector<Transition>* out);
+  // Pops from `end` of `list` if it has entries; else the request
+  // (`request_id`) of `conn` waits (see above). kAlreadyExists if `conn`
+  // already has a pop waiting on `list`; kInvalidArgument for a bad list.
+  absl::StatusOr<PopWaitResult> PopWait(uint32_t conn, uint64_t request_id, uint32_t list,
+                                        ListEnd end);
+  // Withdraws `conn`'s waiting pop on `list`: true if there was one (false:
+  // none waited, or it was served already). kInvalidArgument for a bad list.
+  absl::StatusOr<bool> CancelPopWait(uint32_t conn, uint32_t list);
   // Turns monitoring of `list` by `conn` on or off; returns the list's length.
   absl::StatusOr<uint32_t> Monitor(uint32_t conn, uint32_t list, bool on);
-  // `conn` is gone: it monitors nothing.
+  // `conn` is gone: it monitors nothing and waits for nothing.
   void Forget(uint32_t conn);
   // A Transition for each list `conn` monitors that has entries (in list
   // order): what a monitor that comes back after a duplex failover is told,
@@ -82,11 +113,19 @@ class ListStructure {
 
  private:
   absl::Status CheckList(uint32_t list) const;
+  // An entry went onto `list` (was_empty: it had none): served to a
+  // waiting pop if there is one, else a transition if was_empty.
+  void Arrived(uint32_t list, bool was_empty, std::vector<Transition>* out);
   void Transitioned(uint32_t list, std::vector<Transition>* out);
 
+  struct PopWaiter {
+    uint32_t conn;
+    uint64_t request_id;
+  };
   struct Header {
     std::deque<ListEntry> entries;
     absl::flat_hash_set<uint32_t> monitors;
+    std::deque<PopWaiter> waiters;  // non-empty only while `entries` is empty
   };
   std::string name_;
   std::vector<Header> lists_;

@@ -79,5 +79,72 @@ TEST(ListStructureTest, MonitorsAreToldOncePerEmptyToNonEmptyTransition) {
   EXPECT_EQ(*l.Monitor(9, 0, true), 1u);
 }
 
+// PopWait (BLPOP's role): pops at once with the count left; on an empty
+// list the request waits and the next entry to arrive is handed to the
+// oldest waiter, never shown in the list nor told to its monitors.
+TEST(ListStructureTest, PopWaitPopsAtOnceOrHandsTheNextEntryToTheOldestWaiter) {
+  ListStructure l("LIST1", 2, 100, 8);
+  std::vector<Transition> t;
+  ASSERT_TRUE(l.Push(0, ListEnd::kTail, "a", "1", &t).ok());
+  ASSERT_TRUE(l.Push(0, ListEnd::kTail, "b", "2", &t).ok());
+  absl::StatusOr<PopWaitResult> r = l.PopWait(5, 100, 0, ListEnd::kHead);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->waiting);
+  EXPECT_EQ(r->entry.key, "a");
+  EXPECT_EQ(r->left, 1u);
+  r = l.PopWait(5, 101, 0, ListEnd::kTail);
+  EXPECT_EQ(r->entry.data, "2");
+  EXPECT_EQ(r->left, 0u);
+  // Empty: two connections wait; the monitor of the list hears nothing of
+  // the entries handed to them.
+  EXPECT_EQ(*l.Monitor(9, 0, true), 0u);
+  EXPECT_TRUE(l.PopWait(5, 102, 0, ListEnd::kHead)->waiting);
+  EXPECT_TRUE(l.PopWait(6, 200, 0, ListEnd::kHead)->waiting);
+  EXPECT_EQ(l.PopWait(5, 103, 0, ListEnd::kHead).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  t.clear();
+  EXPECT_EQ(*l.Push(0, ListEnd::kTail, "c", "3", &t), 0u);  // handed out: the list stays empty
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_TRUE(t[0].popped);
+  EXPECT_EQ(t[0].conn, 5u);
+  EXPECT_EQ(t[0].request_id, 102u);
+  EXPECT_EQ(t[0].entry.key, "c");
+  EXPECT_EQ(t[0].entry.data, "3");
+  // A move from another list serves the next waiter.
+  ASSERT_TRUE(l.Push(1, ListEnd::kTail, "d", "4", &t).ok());
+  t.clear();
+  ASSERT_TRUE(l.Move(1, 0, "d", ListEnd::kHead, &t).ok());
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_EQ(t[0].conn, 6u);
+  EXPECT_EQ(t[0].request_id, 200u);
+  EXPECT_EQ(t[0].entry.data, "4");
+  EXPECT_EQ(l.in_use(), 0u);
+  EXPECT_EQ(l.counters().handed, 2u);
+  // No waiter left: the next push is a transition, told once.
+  t.clear();
+  ASSERT_TRUE(l.Push(0, ListEnd::kTail, "e", "5", &t).ok());
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_FALSE(t[0].popped);
+  EXPECT_EQ(t[0].conn, 9u);
+  EXPECT_EQ(l.in_use(), 1u);
+}
+
+TEST(ListStructureTest, PopWaitIsWithdrawnByCancelAndByAConnectionThatGoes) {
+  ListStructure l("LIST1", 2, 100, 8);
+  std::vector<Transition> t;
+  EXPECT_TRUE(l.PopWait(5, 1, 0, ListEnd::kHead)->waiting);
+  EXPECT_TRUE(*l.CancelPopWait(5, 0));
+  EXPECT_FALSE(*l.CancelPopWait(5, 0));  // nothing waits any more
+  EXPECT_TRUE(l.PopWait(6, 2, 1, ListEnd::kHead)->waiting);
+  l.Forget(6);
+  ASSERT_TRUE(l.Push(0, ListEnd::kTail, "a", "", &t).ok());
+  ASSERT_TRUE(l.Push(1, ListEnd::kTail, "b", "", &t).ok());
+  EXPECT_TRUE(t.empty());  // no one waits and no one monitors
+  EXPECT_EQ(l.in_use(), 2u);
+  EXPECT_THAT(l.PopWait(5, 3, 2, ListEnd::kHead).status().message(),
+              HasSubstr("list 2 does not exist"));
+  EXPECT_EQ(l.CancelPopWait(5, 2).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace hsi::cf

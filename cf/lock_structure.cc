@@ -31,11 +31,12 @@ absl::Status LockStructure::Attach(uint32_t conn, const std::string& connector,
 }
 
 absl::StatusOr<LockResult> LockStructure::Obtain(uint32_t conn, uint64_t request_id,
-                                                 const std::string& resource, LockMode mode,
-                                                 const std::string& record,
+                                                 absl::string_view resource, LockMode mode,
+                                                 absl::string_view record,
                                                  std::vector<Note>* notes) {
   (void)notes;
-  if (!conns_.contains(conn)) {
+  auto self = conns_.find(conn);
+  if (self == conns_.end()) {
     return absl::FailedPreconditionError(
         absl::StrCat("lock structure ", name_, ": connection ", conn, " is not connected"));
   }
@@ -46,7 +47,12 @@ absl::StatusOr<LockResult> LockStructure::Obtain(uint32_t conn, uint64_t request
                                                        " lock entries are in use; resource ",
                                                        resource, " cannot be locked"));
     }
-    it = resources_.emplace(resource, Resource{}).first;
+    Resource fresh;
+    if (!pool_.empty()) {
+      fresh = std::move(pool_.back());
+      pool_.pop_back();
+    }
+    it = resources_.emplace(resource, std::move(fresh)).first;
   }
   Resource& r = it->second;
   LockResult out;
@@ -63,14 +69,14 @@ absl::StatusOr<LockResult> LockStructure::Obtain(uint32_t conn, uint64_t request
   for (const Waiter& w : r.queue) {
     if (w.conn == conn) {
       return absl::InvalidArgumentError(
-          absl::StrCat("lock structure ", name_, ": connector ", conns_[conn],
+          absl::StrCat("lock structure ", name_, ": connector ", self->second,
                        " already has a request queued on ", resource));
     }
   }
   // Already held by this connection in a mode that covers the request.
   for (Held& h : r.held) {
     if (h.conn == conn && (h.mode == LockMode::kExclusive || h.mode == mode)) {
-      h.record = record;
+      h.record.assign(record.data(), record.size());
       ++counters_.granted;
       return out;
     }
@@ -81,20 +87,20 @@ absl::StatusOr<LockResult> LockStructure::Obtain(uint32_t conn, uint64_t request
   }
   if (fits) {
     std::erase_if(r.held, [&](const Held& h) { return h.conn == conn; });  // an upgrade replaces
-    r.held.push_back({conn, conns_[conn], mode, record});
+    r.held.push_back({conn, self->second, mode, std::string(record)});
     ++counters_.granted;
     return out;
   }
   for (const Held& h : r.held) {
     if (h.conn != conn) out.holders.push_back({h.connector, h.mode, false});
   }
-  r.queue.push_back({conn, request_id, mode, record});
+  r.queue.push_back({conn, request_id, mode, std::string(record)});
   out.outcome = LockResult::Outcome::kQueued;
   ++counters_.queued;
   return out;
 }
 
-void LockStructure::Promote(const std::string& name, std::vector<Note>* notes) {
+void LockStructure::Promote(absl::string_view name, std::vector<Note>* notes) {
   auto it = resources_.find(name);
   if (it == resources_.end()) return;
   Resource& r = it->second;
@@ -109,23 +115,26 @@ void LockStructure::Promote(const std::string& name, std::vector<Note>* notes) {
       }
     }
     if (retained != nullptr) {
-      notes->push_back(
-          {Note::Kind::kCancelled, w.conn, w.request_id, name, w.mode, retained->connector});
-      r.queue.pop_front();
+      notes->push_back({Note::Kind::kCancelled, w.conn, w.request_id, std::string(name), w.mode,
+                        retained->connector});
+      r.queue.erase(r.queue.begin());
       continue;
     }
     if (!fits) break;
     std::erase_if(r.held, [&](const Held& h) { return h.conn == w.conn; });
     r.held.push_back({w.conn, conns_[w.conn], w.mode, std::move(w.record)});
-    notes->push_back({Note::Kind::kGranted, w.conn, w.request_id, name, w.mode, ""});
+    notes->push_back({Note::Kind::kGranted, w.conn, w.request_id, std::string(name), w.mode, ""});
     ++counters_.granted;
     ++counters_.granted_after_wait;
-    r.queue.pop_front();
+    r.queue.erase(r.queue.begin());
   }
-  if (r.held.empty() && r.queue.empty()) resources_.erase(it);
+  if (r.held.empty() && r.queue.empty()) {
+    if (pool_.size() < kPool) pool_.push_back(std::move(r));  // empty, its capacity kept
+    resources_.erase(it);
+  }
 }
 
-absl::Status LockStructure::Release(uint32_t conn, const std::string& resource,
+absl::Status LockStructure::Release(uint32_t conn, absl::string_view resource,
                                     std::vector<Note>* notes) {
   auto it = resources_.find(resource);
   const size_t before = it == resources_.end() ? 0 : it->second.held.size();

@@ -25,13 +25,13 @@
 #define HSI_CF_LOCK_STRUCTURE_H_
 
 #include <cstdint>
-#include <deque>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace hsi::cf {
 
@@ -84,11 +84,14 @@ class LockStructure {
   // kFailedPrecondition if `conn` is not attached; kResourceExhausted when
   // `entries` resources are in use; kInvalidArgument when `conn` already
   // has a request queued on `resource`.
-  absl::StatusOr<LockResult> Obtain(uint32_t conn, uint64_t request_id, const std::string& resource,
-                                    LockMode mode, const std::string& record,
+  // Uncontended, it allocates nothing once warm (resource records are
+  // pooled) unless the resource name or record is longer than a short
+  // string holds.
+  absl::StatusOr<LockResult> Obtain(uint32_t conn, uint64_t request_id, absl::string_view resource,
+                                    LockMode mode, absl::string_view record,
                                     std::vector<Note>* notes);
   // kNotFound if `conn` does not hold `resource`.
-  absl::Status Release(uint32_t conn, const std::string& resource, std::vector<Note>* notes);
+  absl::Status Release(uint32_t conn, absl::string_view resource, std::vector<Note>* notes);
   // Normal disconnect: releases everything.
   void Detach(uint32_t conn, std::vector<Note>* notes);
   // The connection failed: its locks become retained.
@@ -121,21 +124,26 @@ class LockStructure {
     LockMode mode;
     std::string record;
   };
+  // Vectors, not a deque (libstdc++'s allocates when constructed), and
+  // pooled when a resource is dropped (pool_): the uncontended obtain +
+  // release allocates nothing.
   struct Resource {
     std::vector<Held> held;  // live and retained
-    std::deque<Waiter> queue;
+    std::vector<Waiter> queue;  // short: its head is erased in place
   };
   static bool Compatible(LockMode a, LockMode b) {
     return a == LockMode::kShared && b == LockMode::kShared;
   }
   // Grants queued requests from the head while they fit; drops the
   // resource when nothing is left.
-  void Promote(const std::string& name, std::vector<Note>* notes);
+  void Promote(absl::string_view name, std::vector<Note>* notes);
   void ReleaseAll(uint32_t conn, bool retain, std::vector<Note>* notes);
 
   std::string name_;
   uint32_t entries_;
   absl::flat_hash_map<std::string, Resource> resources_;
+  std::vector<Resource> pool_;  // dropped resources, empty, their capacity kept (at most kPool)
+  static constexpr size_t kPool = 64;
   absl::flat_hash_map<uint32_t, std::string> conns_;   // live: conn -> connector name
   absl::flat_hash_map<std::string, uint32_t> failed_;  // failed connector -> retained count
   LockCounters counters_;

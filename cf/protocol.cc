@@ -23,7 +23,10 @@ T Get(const uint8_t* p) {
 }
 }  // namespace
 
-Writer::Writer(const Header& h) {
+Writer::Writer(const Header& h) : Writer(h, std::vector<uint8_t>()) {}
+
+Writer::Writer(const Header& h, std::vector<uint8_t>&& buf) : buf_(std::move(buf)) {
+  buf_.clear();
   buf_.reserve(128);
   Put<uint32_t>(buf_, kMagic);
   Put<uint8_t>(buf_, kVersion);
@@ -102,7 +105,9 @@ uint64_t Reader::U64(const char* what) {
   pos_ += 8;
   return v;
 }
-std::string Reader::Str(const char* what, size_t max) {
+std::string Reader::Str(const char* what, size_t max) { return std::string(View(what, max)); }
+
+absl::string_view Reader::View(const char* what, size_t max) {
   if (!Need(what, 2)) return {};
   const uint16_t n = Get<uint16_t>(f_.data() + pos_);
   if (n > max) {
@@ -113,7 +118,7 @@ std::string Reader::Str(const char* what, size_t max) {
   }
   pos_ += 2;
   if (!Need(what, n)) return {};
-  std::string s(reinterpret_cast<const char*>(f_.data() + pos_), n);
+  absl::string_view s(reinterpret_cast<const char*>(f_.data() + pos_), n);
   pos_ += n;
   return s;
 }

@@ -60,11 +60,19 @@ enum Type : uint8_t {
   kCacheUnlock = 17,     // str name (unlock castout)    -> u8 still changed
   kCacheChanged = 18,    // u32 max                      -> u32 n, n x str name
   kCacheStats = 19,      // (nothing)                    -> u32 n, n x u64 counter (CacheStat order)
-  kLastRequest = kCacheStats,
+  // Blocking pop (BLPOP's role; docs/cf.md). Non-empty list: pops now,
+  // got = 1 with the entry and the entries left after it. Empty: got = 0,
+  // left = 0, and the CF keeps the request (one per connection and list):
+  // the next entry pushed or moved to the list is popped for it and sent
+  // in a kPopNote with this request's id (no transition note for it).
+  kListPopWait = 20,     // u32 list, u8 end             -> u8 got, u32 left[, str key, str data]
+  kListPopCancel = 21,   // u32 list: withdraw the waiting pop -> u8 withdrawn (0: none waited)
+  kLastRequest = kListPopCancel,
   kGrantNote = 64,    // str resource, u8 mode: a queued lock request is granted
   kCancelNote =
       65,  // str resource, str failed connector: a queued request ended, the lock is retained
   kTransitionNote = 66,  // u32 list: a monitored list went from empty to non-empty
+  kPopNote = 67,  // u32 list, str key, str data: the entry popped for a waiting kListPopWait
   // CF-to-CF duplexing (cf/duplex.h), primary -> secondary only, each
   // answered by a reply (status only). Types 100..127 are duplexing's.
   kDuplexHello = 100,    // u32 n, n x str structure: "I am the primary of these"
@@ -81,6 +89,9 @@ enum Type : uint8_t {
   kDuplexDrop = 105,  // (nothing)
   kReplyBit = 128,
 };
+
+// A request type of a cache structure (kCacheRegister..kCacheStats).
+inline bool IsCacheRequest(uint8_t type) { return type >= kCacheRegister && type <= kCacheStats; }
 
 // The counters of a kCacheStats reply, in order (more may follow later:
 // a reader takes the ones it knows).
@@ -106,6 +117,11 @@ struct Header {
 class Writer {
  public:
   explicit Writer(const Header& h);
+  // Builds the frame in `buf` (cleared first; its capacity is reused, so a
+  // caller that keeps one buffer and gets it back with Take() allocates
+  // nothing per frame once it is large enough).
+  Writer(const Header& h, std::vector<uint8_t>&& buf);
+  std::vector<uint8_t> Take() { return std::move(buf_); }
   Writer& U8(uint8_t v);
   Writer& U32(uint32_t v);
   Writer& U64(uint64_t v);
@@ -132,6 +148,8 @@ class Reader {
   uint64_t U64(const char* what);
   // A string of at most `max` bytes.
   std::string Str(const char* what, size_t max);
+  // The same without a copy: a view into the frame (valid while it is).
+  absl::string_view View(const char* what, size_t max);
   // OK if every read fitted and nothing is left over.
   absl::Status Done() const;
   const absl::Status& status() const { return st_; }

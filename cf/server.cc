@@ -347,10 +347,13 @@ absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header
                                                     h.conn, " is not one of ", from.ToString(),
                                                     "'s connections"));
   }
-  const Conn conn = c->second;
-  Structure& st = structures_.at(conn.structure);
+  // A copy only for Disconnect (the connection is erased, then logged);
+  // every other request uses it in place.
+  const Conn conn_copy = h.type == proto::kDisconnect ? c->second : Conn{};
+  const Conn& conn = h.type == proto::kDisconnect ? conn_copy : c->second;
+  Structure& st = StructureOf(conn);
   ++st.requests;
-  std::vector<Note> notes;
+  if (st.lock) return DispatchLock(from, conn, st, h, r);
   Writer w(ReplyHeader(h));
   if (st.cache) {
     if (h.type == proto::kDisconnect) {
@@ -373,14 +376,25 @@ absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header
     }
     return Bytes(w);
   }
+  return absl::InternalError(absl::StrCat("structure ", conn.structure, " has no type"));
+}
+
+// The lock requests. The reply is built in scratch_ (no allocation per
+// request) and sent from here, then the notes it set free.
+absl::StatusOr<std::vector<uint8_t>> Server::DispatchLock(Address from, const Conn& conn,
+                                                          Structure& st, const Header& h,
+                                                          Reader& r) {
   if (h.type > proto::kRecover) {
     return absl::InvalidArgumentError(absl::StrCat("CF ", config_.lpar, ": message type ", h.type,
                                                    " is a ",
-                                                   h.type >= proto::kCacheRegister ? "cache" : "list",
+                                                   proto::IsCacheRequest(h.type) ? "cache" : "list",
                                                    " request; ", conn.structure,
                                                    " is a lock structure"));
   }
   LockStructure& lock = *st.lock;
+  notes_.clear();
+  std::vector<Note>& notes = notes_;
+  Writer w(ReplyHeader(h), std::move(scratch_));
   switch (h.type) {
     case proto::kDisconnect: {
       if (absl::Status s = r.Done(); !s.ok()) return s;
@@ -391,8 +405,8 @@ absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header
     }
     case proto::kLock: {
       const uint8_t m = r.U8("mode");
-      const std::string resource = r.Str("resource", proto::kMaxResource);
-      const std::string record = r.Str("record", proto::kMaxRecord);
+      const absl::string_view resource = r.View("resource", proto::kMaxResource);
+      const absl::string_view record = r.View("record", proto::kMaxRecord);
       if (absl::Status s = r.Done(); !s.ok()) return s;
       absl::StatusOr<LockMode> mode = ModeOf(m);
       if (!mode.ok()) return mode.status();
@@ -409,7 +423,7 @@ absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header
       break;
     }
     case proto::kUnlock: {
-      const std::string resource = r.Str("resource", proto::kMaxResource);
+      const absl::string_view resource = r.View("resource", proto::kMaxResource);
       if (absl::Status s = r.Done(); !s.ok()) return s;
       if (absl::Status s = lock.Release(h.conn, resource, &notes); !s.ok()) return s;
       break;
@@ -436,9 +450,9 @@ absl::StatusOr<std::vector<uint8_t>> Server::Dispatch(Address from, const Header
       break;
     }
   }
-  std::vector<uint8_t> out = Bytes(w);
   // The reply first, then what it set free (a waiter's grant).
-  Reply(from, out);
+  Reply(from, w.frame());
+  scratch_ = w.Take();
   SendNotes(notes);
   return std::vector<uint8_t>{};
 }

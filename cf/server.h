@@ -64,12 +64,16 @@ class Server {
 
  private:
   friend class Duplex;  // cf/duplex.h: duplexing reads and applies to the structures
+  struct Structure;
   struct Conn {
     uint32_t token;
     std::string structure;
     std::string connector;
     std::string lpar;
     Address peer;
+    // structures_.at(structure), found once (StructureOf): map nodes are
+    // stable and structures are never removed.
+    mutable Structure* st = nullptr;
   };
   struct Structure {
     StructureConfig config;
@@ -87,6 +91,13 @@ class Server {
                                                 proto::Reader& r);
   absl::StatusOr<std::vector<uint8_t>> OnConnect(Address from, const proto::Header& h,
                                                  proto::Reader& r);
+  // Lock requests: replies itself (an empty vector returned) or an error.
+  absl::StatusOr<std::vector<uint8_t>> DispatchLock(Address from, const Conn& conn, Structure& st,
+                                                    const proto::Header& h, proto::Reader& r);
+  Structure& StructureOf(const Conn& c) {
+    if (c.st == nullptr) c.st = &structures_.at(c.structure);
+    return *c.st;
+  }
   // List requests (server_list.cc); fills `w` with the reply body.
   absl::Status DispatchList(const Conn& conn, ListStructure& list, const proto::Header& h,
                             proto::Reader& r, proto::Writer& w);
@@ -123,6 +134,8 @@ class Server {
   uint32_t next_token_ = 1;
   uint64_t replies_dropped_ = 0;
   std::vector<Transition> pending_transitions_;  // to send after the current reply
+  std::vector<uint8_t> scratch_;  // the lock replies' frame, reused (no allocation per request)
+  std::vector<Note> notes_;       // the lock requests' notes, reused
   std::atomic<bool> stop_{false};
   absl::Time next_declare_ = absl::InfinitePast();
   std::map<std::string, CfStructureView> declared_;  // what hsid has, as last declared

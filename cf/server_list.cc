@@ -19,9 +19,33 @@ void Server::SendTransitions(const std::vector<Transition>& out) {
   for (const Transition& t : out) {
     auto c = conns_.find(t.conn);
     if (c == conns_.end()) continue;
-    proto::Writer w(proto::Header{proto::kTransitionNote, 0, t.conn, 0});
-    w.U32(t.list);
-    Reply(c->second.peer, w.frame());
+    if (!t.popped) {
+      proto::Writer w(proto::Header{proto::kTransitionNote, 0, t.conn, 0});
+      w.U32(t.list);
+      Reply(c->second.peer, w.frame());
+      continue;
+    }
+    proto::Writer w(proto::Header{proto::kPopNote, t.request_id, t.conn, 0});
+    w.U32(t.list).Str(t.entry.key).Str(t.entry.data);
+    if (reply_mode_ != ReplyMode::kSend) {  // duplexing holds or drops it (cf/duplex.h)
+      Reply(c->second.peer, w.frame());
+      continue;
+    }
+    auto l = links_.find(c->second.peer);
+    absl::Status sent = l == links_.end() ? absl::UnavailableError("no link")
+                                          : l->second.Send(w.frame(), Wait::Never());
+    if (sent.ok()) continue;
+    // The waiter's ring is full (it does not read) or its link is down:
+    // the entry goes back to the head of its list rather than be lost (a
+    // transition for its monitors, if any); the waiting pop has ended.
+    Structure& st = structures_.at(c->second.structure);
+    std::vector<Transition> again;
+    absl::StatusOr<uint32_t> back =
+        st.list->Push(t.list, ListEnd::kHead, t.entry.key, t.entry.data, &again);
+    Log(absl::StrCat("entry for the waiting pop of ", c->second.connector, " on list ", t.list,
+                     " of ", c->second.structure, " not sent (", sent.message(), "): ",
+                     back.ok() ? "back at the list's head" : back.status().message()));
+    SendTransitions(again);
   }
 }
 
@@ -42,15 +66,31 @@ absl::Status Server::DispatchList(const Conn& conn, ListStructure& list, const p
       w.U32(*len);
       break;
     }
-    case proto::kListPop: {
+    case proto::kListPop:
+    case proto::kListPopWait: {  // the same body: u32 list, u8 end
       const uint32_t n = r.U32("list");
       const uint8_t e = r.U8("end");
       if (absl::Status s = r.Done(); !s.ok()) return s;
       absl::StatusOr<ListEnd> end = EndOf(e);
       if (!end.ok()) return end.status();
-      absl::StatusOr<ListEntry> got = list.Pop(n, *end);
+      if (h.type == proto::kListPop) {
+        absl::StatusOr<ListEntry> got = list.Pop(n, *end);
+        if (!got.ok()) return got.status();
+        w.Str(got->key).Str(got->data);
+        break;
+      }
+      absl::StatusOr<PopWaitResult> got = list.PopWait(h.conn, h.request_id, n, *end);
       if (!got.ok()) return got.status();
-      w.Str(got->key).Str(got->data);
+      w.U8(got->waiting ? 0 : 1).U32(got->left);
+      if (!got->waiting) w.Str(got->entry.key).Str(got->entry.data);
+      break;
+    }
+    case proto::kListPopCancel: {
+      const uint32_t n = r.U32("list");
+      if (absl::Status s = r.Done(); !s.ok()) return s;
+      absl::StatusOr<bool> withdrawn = list.CancelPopWait(h.conn, n);
+      if (!withdrawn.ok()) return withdrawn.status();
+      w.U8(*withdrawn ? 1 : 0);
       break;
     }
     case proto::kListRead:

@@ -258,7 +258,8 @@ TEST_F(CfTest, HostileCacheRequestsAreRefusedAndOthersKeepTheirCopies) {
               HasSubstr("is a lock request; GBP1 is a cache structure"));
   EXPECT_THAT(ask(Writer(Header{proto::kCacheStats, 11, cb->token, 0})),
               HasSubstr("PERMISSION_DENIED"));  // B's token from another address
-  EXPECT_THAT(ask(Writer(Header{20, 12, token, 0})), HasSubstr("is not a request (1..19)"));
+  EXPECT_THAT(ask(Writer(Header{proto::kLastRequest + 1, 12, token, 0})),
+              HasSubstr(absl::StrCat("is not a request (1..", proto::kLastRequest, ")")));
   EXPECT_THAT(ask(Writer(Header{proto::kCacheDelete, 13, token, 0}).Str("KEEP")),
               HasSubstr("FAILED_PRECONDITION"));  // changed: not lost
 

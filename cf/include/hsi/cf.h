@@ -8,8 +8,9 @@
 // never pass through hsid. The format is in docs/cf.md.
 //
 // Synchronous requests (Connect, Lock, Unlock, Recover, Disconnect, the
-// list and the cache requests) send one frame and spin on the link for the answer until
-// `timeout`, as z/OS does for short CF requests. LockAsync/UnlockAsync
+// list and the cache requests) send one frame and spin on the link for the answer, as
+// z/OS does for short CF requests, for CfClientOptions::spin, then sleep
+// for it until `timeout` (z/OS's sync-to-async conversion). LockAsync/UnlockAsync
 // return at once; their replies come as Events. A lock that is contended is queued at the
 // CF: Lock() returns kQueued naming the holders, and the grant arrives
 // later as an Event (no polling of the CF): wait for it with WaitEvent(),
@@ -85,8 +86,15 @@ struct CfClientOptions {
   // holding their secondary; Address() if none. When the CF at `cf` dies,
   // the client fails over there by itself: see "Failure" above.
   Address secondary;
-  // Bound for each synchronous request (the connector spins until then).
+  // Bound for each synchronous request.
   absl::Duration timeout = absl::Seconds(5);
+  // How long a synchronous request spins for its reply before it sleeps on
+  // the NIC's doorbell until the reply or the timeout (z/OS converts a
+  // synchronous CF request that runs long to asynchronous for the same
+  // reason: a spinning requester holds a CPU the CF or others may need).
+  // A CF with a CPU answers within a few microseconds, inside the spin;
+  // absl::InfiniteDuration(): spin until the timeout.
+  absl::Duration spin = absl::Microseconds(50);
 };
 
 enum class LockMode : uint8_t { kShared = 0, kExclusive = 1 };
@@ -111,6 +119,20 @@ struct RetainedLock {
   std::string record;  // the record data given with the lock
 };
 
+enum class ListEnd : uint8_t { kHead = 0, kTail = 1 };
+
+struct ListEntry {
+  std::string key;   // up to 16 bytes, any value
+  std::string data;  // up to the structure's max_data (at most 4096)
+};
+
+// What PopWait returned: the entry, and how many the list had left after
+// it (0: it is empty now).
+struct ListPop {
+  ListEntry entry;
+  uint32_t left = 0;
+};
+
 // What the CF tells a connector unasked.
 struct Event {
   enum class Kind : uint8_t {
@@ -119,6 +141,7 @@ struct Event {
     kTransition,  // monitored list `list` went from empty to non-empty
     kReply,  // the reply to asynchronous request `request`: `status`, and `lock` for a LockAsync
     kFailedOver,  // the CF died; the client failed over to its secondary (`status` says so)
+    kPopped,      // `entry` was popped from list `list` for the waiting PopWait `request`
   };
   Kind kind = Kind::kGranted;
   uint32_t conn = 0;
@@ -129,13 +152,7 @@ struct Event {
   uint32_t list = 0;
   absl::Status status;  // kReply: OK, or the CF's refusal with its message
   LockReply lock;       // kReply to LockAsync with an OK status: its outcome
-};
-
-enum class ListEnd : uint8_t { kHead = 0, kTail = 1 };
-
-struct ListEntry {
-  std::string key;   // up to 16 bytes, any value
-  std::string data;  // up to the structure's max_data (at most 4096)
+  ListEntry entry;      // kPopped
 };
 
 // What a ReadAndRegister found: `hit` when the CF has the entry's data
@@ -225,6 +242,19 @@ class CfClient {
   // entry). Returns the list's length now: when it is not 0 there is no
   // transition to wait for, drain the list first.
   absl::StatusOr<uint32_t> Monitor(const Connection& c, uint32_t list, bool on);
+  // A blocking pop (Redis BLPOP's role): pops from `end` of `list` and
+  // returns the entry with the count left after it; if the list is empty,
+  // the CF keeps the request and hands this connector the next entry that
+  // comes (pushed or moved there) in the note that wakes it: one round
+  // trip and one wake-up per message, never a second pop to see the list
+  // empty. Waits as `wait` says (Wait::Block sleeps). kDeadlineExceeded if
+  // nothing came by then: the request is withdrawn at the CF first, and an
+  // entry that was on its way is returned, not lost. An entry handed to a
+  // waiting pop never shows in the list: monitors get no transition for
+  // it. kAlreadyExists if this connection has a pop waiting on `list`
+  // (PopWait is synchronous; only a stray request can).
+  absl::StatusOr<ListPop> PopWait(const Connection& c, uint32_t list, ListEnd end,
+                                  const Wait& wait);
 
   // Cache structures (entry names: 1..16 bytes, any value). Registers
   // interest in `name` for local buffer `index` (0..vector->bits()-1) and
