@@ -184,7 +184,12 @@ void ListStructure::Forget(uint32_t conn) {
 std::vector<Transition> ListStructure::Monitored(uint32_t conn) const {
   std::vector<Transition> out;
   for (uint32_t i = 0; i < lists_.size(); ++i) {
-    if (lists_[i].monitors.contains(conn) && !lists_[i].entries.empty()) out.push_back({conn, i});
+    if (lists_[i].monitors.contains(conn) && !lists_[i].entries.empty()) {
+      Transition t;
+      t.conn = conn;
+      t.list = i;
+      out.push_back(std::move(t));
+    }
   }
   return out;
 }
