@@ -74,22 +74,10 @@ ssize_t WriteIfRoom(int fd, const char* one, bool is_private) {
   return ::write(fd, one, 1);
 }
 
-// Writes one byte to a pipe's write end: never blocks (RWF_NOWAIT,
-// whatever O_NONBLOCK says), and a reader that is gone costs EPIPE, not the
-// process's life: SIGPIPE is blocked in this thread for the write, and the
-// one the write raised is taken before the mask is restored (unless one was
-// pending already, which is the thread's own).
-void RingPipe(int fd, bool is_private) {
-  sigset_t pipe_only, old;
-  sigemptyset(&pipe_only);
-  sigaddset(&pipe_only, SIGPIPE);
-  ::pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
-  bool pending_before = false;
-  if (sigismember(&old, SIGPIPE)) {
-    sigset_t pending;
-    sigemptyset(&pending);
-    pending_before = ::sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
-  }
+// Writes one byte to a pipe's write end without blocking (RWF_NOWAIT,
+// whatever O_NONBLOCK says). -1 with errno as write(2)'s, else 1. A reader
+// that is gone raises SIGPIPE: RingPipe() below takes it.
+ssize_t WriteOne(int fd, bool is_private) {
   const char one = 1;
   iovec iov = {const_cast<char*>(&one), 1};
   // Whether this kernel's pipes take RWF_NOWAIT: a property of the kernel,
@@ -108,6 +96,25 @@ void RingPipe(int fd, bool is_private) {
       }
     }
   } while (r < 0 && errno == EINTR);
+  return r;
+}
+
+// WriteOne() where the pipe may have no reader left: a reader that is gone
+// costs EPIPE, not the process's life: SIGPIPE is blocked in this thread
+// for the write, and the one the write raised is taken before the mask is
+// restored (unless one was pending already, which is the thread's own).
+void RingPipe(int fd, bool is_private) {
+  sigset_t pipe_only, old;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  ::pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+  bool pending_before = false;
+  if (sigismember(&old, SIGPIPE)) {
+    sigset_t pending;
+    sigemptyset(&pending);
+    pending_before = ::sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+  }
+  const ssize_t r = WriteOne(fd, is_private);
   if (r < 0 && errno == EPIPE && !pending_before) {
     const timespec zero = {0, 0};
     while (::sigtimedwait(&pipe_only, nullptr, &zero) < 0 && errno == EINTR) {
@@ -120,7 +127,15 @@ void RingPipe(int fd, bool is_private) {
 
 void Doorbell::Ring() const {
   if (kind_ == Kind::kWaitEnd) return;
-  if (kind_ == Kind::kRingEnd) return RingPipe(fd_.get(), private_);
+  if (kind_ == Kind::kRingEnd) {
+    // With a reader of our own the pipe always has one: no EPIPE, no
+    // SIGPIPE, so no signal mask around the write (one syscall).
+    if (reader_.valid()) {
+      (void)WriteOne(fd_.get(), private_);
+      return;
+    }
+    return RingPipe(fd_.get(), private_);
+  }
   // A counter at its maximum is not writable: its sleeper is signalled
   // already, and a write() would block if a peer cleared O_NONBLOCK on the
   // shared file. So look first (cheap next to the wake-up it causes).
@@ -202,13 +217,25 @@ bool Doorbell::MakePrivate() {
   if (!fd.ok()) return false;
   fd_ = std::move(*fd);
   private_ = true;
+  HoldReader();
   return true;
 }
 
 bool Doorbell::AssumePrivate() {
   if (kind_ != Kind::kRingEnd) return false;
   private_ = true;
+  HoldReader();
   return true;
+}
+
+void Doorbell::HoldReader() {
+  if (reader_.valid()) return;
+  // A pipe's /proc link opens as a FIFO: O_RDONLY gives a read end of the
+  // same pipe (O_NONBLOCK: at once, writer or not). Refused (EACCES) for
+  // another uid's pipe, which then keeps the signal mask.
+  const std::string path = absl::StrCat("/proc/self/fd/", fd_.get());
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd >= 0) reader_ = UniqueFd(fd);
 }
 
 absl::StatusOr<UniqueFd> Doorbell::OpenPrivate() const {

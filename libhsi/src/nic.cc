@@ -232,11 +232,16 @@ absl::StatusOr<hsi::Link> Nic::Link(Address peer, const Wait& wait) {
   return link;
 }
 
-bool Nic::PrepareWait() {
+bool Nic::PrepareWait(bool drain) {
   if (!nic_) return true;  // Receive() then reports the empty handle
   NicState& n = *nic_;
-  session_->Pump();
-  n.bell->Drain();
+  // Events bump hsid's event word; replies and hsid's death make the
+  // control socket readable, which the Poller pumps for when its poll sees
+  // it. So no recvmsg() here when nothing came.
+  session_->MaybePump();
+  // A doorbell not drained (its poll did not fire) has no rings: a ring
+  // would have completed the poll. One that did is drained here.
+  if (drain) n.bell->Drain();
   if (!n.up || n.detached) return true;
   ArmAll(n, true);
   for (auto& l : n.active) {

@@ -15,15 +15,19 @@ struct HSI_LOCAL Poller::State {
   struct Entry {
     Nic* nic = nullptr;
     bool pending = false;  // a poll is in the ring
+    // The doorbell may hold rings: new, or its poll completed since the
+    // last drain. A pending poll that has not completed saw none.
+    bool fired = true;
   };
   io_uring ring{};
   bool ring_ok = false;
   std::vector<Entry> entries;  // index = user_data; removed entries keep nic == nullptr
   uint32_t generation = 0;     // Wait() calls, to tell their control polls apart
   // Adds this Wait()'s polls of the NICs' sessions' control sockets to the
-  // ring (their tags to *ctl_polls); lowers *until to the next reconnect of
-  // a session whose hsid is away.
-  absl::Status PollSessions(absl::Time* until, std::vector<uint64_t>* ctl_polls);
+  // ring (their tags to *ctl_polls, the sessions to *sessions, by slot);
+  // lowers *until to the next reconnect of a session whose hsid is away.
+  absl::Status PollSessions(absl::Time* until, std::vector<uint64_t>* ctl_polls,
+                            std::vector<internal::SessionState*>* sessions);
   ~State() {
     if (ring_ok) io_uring_queue_exit(&ring);
   }
@@ -49,7 +53,7 @@ absl::Status Poller::Add(Nic* nic) {
   for (const auto& e : state_->entries) {
     if (e.nic == nic) return absl::AlreadyExistsError("poller: NIC already registered");
   }
-  state_->entries.push_back({nic, false});
+  state_->entries.push_back({nic, false, true});
   return absl::OkStatus();
 }
 
@@ -90,12 +94,14 @@ io_uring_sqe* GetSqe(io_uring& ring) {
 
 }  // namespace
 
-absl::Status Poller::State::PollSessions(absl::Time* until, std::vector<uint64_t>* ctl_polls) {
+absl::Status Poller::State::PollSessions(absl::Time* until, std::vector<uint64_t>* ctl_polls,
+                                         std::vector<internal::SessionState*>* sessions_out) {
   // The sessions behind the NICs: their control sockets are polled for this
   // Wait() only (a poll would hold the socket open after the session closed
   // it, and hsid would not see that client go), and a session that waits to
   // reconnect bounds the sleep.
-  std::vector<internal::SessionState*> sessions;
+  std::vector<internal::SessionState*>& sessions = *sessions_out;
+  sessions.clear();
   for (const auto& e : entries) {
     if (e.nic == nullptr || e.nic->session_ == nullptr) continue;
     internal::SessionState* ss = e.nic->session_.get();
@@ -123,7 +129,10 @@ absl::StatusOr<std::vector<Nic*>> Poller::Wait(absl::Time deadline) {
   io_uring& ring = state_->ring;
   for (;;) {
     for (auto& e : state_->entries) {
-      if (e.nic != nullptr && e.nic->PrepareWait()) ready.push_back(e.nic);
+      if (e.nic == nullptr) continue;
+      const bool drain = e.fired;
+      e.fired = false;
+      if (e.nic->PrepareWait(drain)) ready.push_back(e.nic);
     }
     if (!ready.empty()) return ready;
     for (size_t i = 0; i < state_->entries.size(); ++i) {
@@ -137,7 +146,9 @@ absl::StatusOr<std::vector<Nic*>> Poller::Wait(absl::Time deadline) {
     }
     absl::Time until = deadline;
     std::vector<uint64_t> ctl_polls;
-    if (absl::Status s = state_->PollSessions(&until, &ctl_polls); !s.ok()) return s;
+    std::vector<internal::SessionState*> sessions;
+    if (absl::Status s = state_->PollSessions(&until, &ctl_polls, &sessions); !s.ok()) return s;
+    const uint32_t gen = state_->generation;
     io_uring_cqe* cqe = nullptr;
     __kernel_timespec ts{};
     __kernel_timespec* tsp = nullptr;
@@ -156,13 +167,21 @@ absl::StatusOr<std::vector<Nic*>> Poller::Wait(absl::Time deadline) {
       if ((d & kCtlTag) != 0) {
         if (d != UINT64_MAX) {
           auto it = std::find(ctl_polls.begin(), ctl_polls.end(), d);
-          if (it != ctl_polls.end()) ctl_polls.erase(it);  // this call's: done, nothing to cancel
+          if (it != ctl_polls.end()) {  // this call's: done, nothing to cancel
+            ctl_polls.erase(it);
+            // A message, EOF or an error: handled now, so the next
+            // PrepareWait() (which pumps only when the event word moved)
+            // does not find the socket readable again.
+            const uint32_t slot = static_cast<uint32_t>(d);
+            if (d == CtlData(gen, slot) && slot < sessions.size()) sessions[slot]->Pump();
+          }
         }
         continue;  // an earlier call's, cancelled or late
       }
       if (d >= state_->entries.size()) continue;
       auto& e = state_->entries[d];
       e.pending = false;
+      e.fired = true;
       if (e.nic != nullptr) ready.push_back(e.nic);
     }
     io_uring_cq_advance(&ring, seen);

@@ -3,14 +3,18 @@
 #include <sys/resource.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -25,6 +29,7 @@
 #include "hsi/testing/hsid.h"
 #include "hsi/testing/line_pipe.h"
 #include "hsi/testing/process.h"
+#include "internal/data_path.h"
 
 namespace hsi {
 namespace {
@@ -827,11 +832,20 @@ TEST(SessionTest, PollerWaitsOnManyNics) {
   EXPECT_TRUE(got);
 }
 
-// An idle server that sleeps in Poller::Wait() with no deadline must notice
-// hsid's death and re-register with the restarted hsid by itself; else the
-// new hsid gives up on it after its relink grace (3 s) and tears down the
-// links of its peers, though it is alive and the rings work.
-TEST(SessionTest, IdlePollerReRegistersAfterHsidRestart) {
+// An idle server that sleeps with no deadline, in Poller::Wait() or in
+// Nic::Receive(), must notice hsid's death and re-register with the
+// restarted hsid by itself; else the new hsid gives up on it after its
+// relink grace (3 s) and tears down the links of its peers, though it is
+// alive and the rings work. Receive first sleeps on futex words, which
+// cannot see hsid's socket close; it must move on to the doorbell and the
+// socket (internal/data_path.h, futex_sleep_for): with that phase stretched
+// to hours (checked by hand) the Receive variant fails. A loop of Receives
+// with deadlines shorter than that phase never reaches it: one sleep per
+// phase must still look at the socket (next_ctl_look_; without it the
+// short-deadline variant fails: checked by hand).
+enum class IdleWait { kPoller, kReceive, kShortReceives };
+void IdleServerReRegistersAfterHsidRestart(IdleWait how) {
+  const bool poller = how == IdleWait::kPoller;
   Hsid d;
   ASSERT_TRUE(d.Start()) << d.log();
   LinePipe rs;
@@ -845,6 +859,13 @@ TEST(SessionTest, IdlePollerReRegistersAfterHsidRestart) {
     rs.Write(nic->address().ToString());
     uint8_t buf[64];
     for (;;) {
+      if (!poller) {
+        const Wait w = how == IdleWait::kReceive ? Wait::Block() : Wait::Block(In(absl::Milliseconds(5)));
+        absl::StatusOr<Received> r = nic->Receive(absl::MakeSpan(buf), w);
+        if (r.status().code() == absl::StatusCode::kDeadlineExceeded) continue;
+        rs.Write(r.ok() ? absl::StrCat("got ", static_cast<int>(buf[0])) : "ERR receive " + r.status().ToString());
+        continue;
+      }
       absl::StatusOr<std::vector<Nic*>> ready = p->Wait();  // no deadline: idle
       if (!ready.ok()) return rs.Write("ERR wait " + ready.status().ToString()), 2;
       for (Nic* n : *ready) {
@@ -885,9 +906,17 @@ TEST(SessionTest, IdlePollerReRegistersAfterHsidRestart) {
   EXPECT_TRUE(l->status().ok()) << "the link was torn down: " << l->status();
   EXPECT_TRUE(l->Send(two, Wait::Block(In(absl::Seconds(5)))).ok());
   EXPECT_EQ(rs.Read(absl::Seconds(10)), "got 2");
-  EXPECT_THAT(d.log(), HasSubstr("LPAR \"idle\" (pid"));
-  EXPECT_THAT(d.log(), HasSubstr("reclaimed"));
+  // The server itself came back (the client's reclaim alone keeps the
+  // link up in the new hsid's tables for a while).
+  EXPECT_THAT(d.log(), HasSubstr(absl::StrCat("LPAR \"idle\" (pid ", server.pid(), " uid ", ::getuid(), ") reclaimed")))
+      << d.log();
   EXPECT_THAT(d.log(), ::testing::Not(HasSubstr("its LPAR is gone")));
+}
+
+TEST(SessionTest, IdlePollerReRegistersAfterHsidRestart) { IdleServerReRegistersAfterHsidRestart(IdleWait::kPoller); }
+TEST(SessionTest, IdleReceiveReRegistersAfterHsidRestart) { IdleServerReRegistersAfterHsidRestart(IdleWait::kReceive); }
+TEST(SessionTest, ShortReceivesReRegisterAfterHsidRestart) {
+  IdleServerReRegistersAfterHsidRestart(IdleWait::kShortReceives);
 }
 
 // The interface a NIC carries (hsi-ifd's hsi0) as its owner declares it:
@@ -1130,6 +1159,64 @@ TEST(ControlEventTest, AnIdleReceiveLoopRecoversAfterSetDownAndUpWithoutPoll) {
   // No Session::Poll(): the next Receive sees the NIC up again.
   const absl::Status up = receive();
   EXPECT_EQ(up.code(), absl::StatusCode::kDeadlineExceeded) << up;
+}
+
+// The syscall thread `tid` of this process is in (the first field of
+// /proc/self/task/TID/syscall), or -1 if it cannot be read.
+long CurrentSyscall(pid_t tid) {
+  FILE* f = std::fopen(absl::StrCat("/proc/self/task/", tid, "/syscall").c_str(), "r");
+  if (f == nullptr) return -1;
+  long nr = -1;
+  if (std::fscanf(f, "%ld", &nr) != 1) nr = -1;
+  std::fclose(f);
+  return nr;
+}
+
+// A NIC asleep in Receive sleeps in one FUTEX_WAITV on its rings' words and
+// hsid's event word (internal/data_path.h). hsid's FUTEX_WAKE after an
+// event, not the end of the futex phase (stretched here to an hour), must
+// end that sleep: an admin's set-down reaches the sleeper at once. Without
+// the wake-up (checked by hand: EventPage::Bump with its FUTEX_WAKE taken
+// out) the Receive sleeps to its deadline and this test fails.
+TEST(ControlEventTest, ANicAsleepOnFutexesWakesForAnEventFromHsid) {
+  if (CurrentSyscall(static_cast<pid_t>(::gettid())) < 0) GTEST_SKIP() << "/proc/self/task/TID/syscall is not readable";
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  absl::StatusOr<Session> s = Connect(d, "sleeper");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> n = s->AttachNic(0xF0);
+  ASSERT_TRUE(n.ok()) << n.status();
+  absl::StatusOr<AdminClient> admin = AdminClient::Connect(d.socket());
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  const absl::Duration phase = internal::futex_sleep_for;
+  internal::futex_sleep_for = absl::Hours(1);
+  std::atomic<pid_t> tid{0};
+  absl::Status got;
+  absl::Duration took;
+  std::thread sleeper([&] {
+    tid.store(static_cast<pid_t>(::gettid()), std::memory_order_release);
+    std::vector<uint8_t> buf(64);
+    // The first sleep of a session looks at the control socket (a poll:
+    // the futex phase cannot see hsid's death); the next futex_sleep_for
+    // (an hour here) may then be spent on futex words.
+    (void)n->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Milliseconds(1))));
+    const absl::Time t0 = absl::Now();
+    got = n->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(15)))).status();
+    took = absl::Now() - t0;
+  });
+  bool asleep = false;
+  for (const absl::Time end = In(absl::Seconds(10)); !asleep && absl::Now() < end;) {
+    const pid_t t = tid.load(std::memory_order_acquire);
+    asleep = t != 0 && CurrentSyscall(t) == SYS_futex_waitv;
+    if (!asleep) absl::SleepFor(absl::Milliseconds(1));  // polling a condition, with a deadline
+  }
+  EXPECT_TRUE(asleep) << "Receive did not sleep in futex_waitv";
+  EXPECT_TRUE(admin->SetNicState(n->address(), false).ok());
+  sleeper.join();
+  internal::futex_sleep_for = phase;
+  EXPECT_EQ(got.code(), absl::StatusCode::kUnavailable) << got;
+  EXPECT_THAT(got.message(), HasSubstr("set down by an admin"));
+  EXPECT_LT(took, absl::Seconds(10)) << "woken by the deadline, not by hsid";
 }
 
 }  // namespace

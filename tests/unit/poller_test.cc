@@ -186,5 +186,41 @@ TEST_F(PollerTest, ARemovedNicNoLongerWakesTheWait) {
   EXPECT_EQ(std::string(reinterpret_cast<char*>(buf), r->length), "unseen");
 }
 
+// The Poller drains a NIC's doorbell only when its poll saw it readable
+// (Nic::PrepareWait(drain)), and pumps a session only when its control
+// socket's poll fired. A NIC whose poll stayed pending while another woke
+// the wait must still wake it for its next frame, and a drained doorbell
+// must not leave the wait returning at once: an idle Wait sleeps to its
+// deadline. (Checked by hand: without marking a completed poll as fired,
+// the doorbell is never drained and the idle loop below spins.)
+TEST_F(PollerTest, LazyDrainingLosesNoWakeUpAndDoesNotSpin) {
+  absl::StatusOr<Poller> p = Poller::Create();
+  ASSERT_TRUE(p.ok()) << p.status();
+  for (Nic& n : nics_) ASSERT_TRUE(p->Add(&n).ok());
+  Send(nics_[0], "hello 0");
+  Send(nics_[1], "hello 1");
+  Collect(*p, 2);
+  ASSERT_EQ(from_sender_.Read(absl::Seconds(20)), "SENT");
+  ASSERT_EQ(from_sender_.Read(absl::Seconds(20)), "SENT");
+  for (int round = 0; round < 20; ++round) {
+    const int to = round % 2;  // the other NIC's poll stays pending, undrained
+    Send(nics_[to], absl::StrCat("frame ", round));
+    std::vector<std::vector<std::string>> got = Collect(*p, 1);
+    ASSERT_EQ(got[to], std::vector<std::string>({absl::StrCat("frame ", round)})) << "round " << round;
+    ASSERT_EQ(from_sender_.Read(absl::Seconds(20)), "SENT");
+  }
+  int waits = 0;
+  for (const absl::Time end = In(absl::Milliseconds(300)); absl::Now() < end; ++waits) {
+    absl::StatusOr<std::vector<Nic*>> idle = p->Wait(end);
+    ASSERT_TRUE(idle.ok()) << idle.status();
+    uint8_t buf[64];
+    for (Nic* nic : *idle) {
+      EXPECT_EQ(nic->Receive(absl::MakeSpan(buf), Wait::Never()).status().code(),
+                absl::StatusCode::kDeadlineExceeded);
+    }
+  }
+  EXPECT_LE(waits, 4) << "an idle Poller::Wait kept returning before its deadline";
+}
+
 }  // namespace
 }  // namespace hsi

@@ -24,10 +24,14 @@
 // clear O_NONBLOCK on it, saturate an eventfd's counter or fill a pipe.
 // Ring(), Drain() and WaitUntil() never block for that (RWF_NOWAIT), and a
 // full doorbell counts as rung (its sleeper is signalled anyway). Ringing a
-// split doorbell whose owner is gone raises no SIGPIPE in the process:
-// Ring() blocks SIGPIPE in the calling thread for the write and takes the
-// one it caused. A peer that keeps a split doorbell full can keep its owner
-// waking, as frames from it could; it cannot make the owner miss a wake-up.
+// split doorbell whose owner is gone raises no SIGPIPE in the process: a
+// ring end made private (MakePrivate/AssumePrivate) holds a read end of
+// the pipe of its own, which it never reads, so the pipe always has a
+// reader and a ring is one write(); otherwise (the pipe of another uid,
+// whose read end we may not open) Ring() blocks SIGPIPE in the calling
+// thread for the write and takes the one it caused. A peer that keeps a
+// split doorbell full can keep its owner waking, as frames from it could;
+// it cannot make the owner miss a wake-up.
 #ifndef HSI_DOORBELL_H_
 #define HSI_DOORBELL_H_
 
@@ -91,12 +95,19 @@ class HSI_EXPORT Doorbell {
   // LinkSpareUp): Ring() trusts it to stay non-blocking from now on, as
   // after MakePrivate(), without reopening it. False for another kind.
   bool AssumePrivate();
+  // Both also open a read end of the pipe for this process (never read;
+  // where the reopen is allowed: the pipe owner's uid or root), so that a
+  // ring after the owner is gone meets no EPIPE and needs no SIGPIPE mask.
 
  private:
   Doorbell(UniqueFd fd, Kind kind) : fd_(std::move(fd)), kind_(kind) {}
   UniqueFd fd_;
   Kind kind_ = Kind::kEventfd;
   bool private_ = false;  // a ring end reopened by MakePrivate()
+  // A read end of a private ring end's pipe, never read: keeps the pipe
+  // from losing its last reader (no EPIPE, no SIGPIPE) when its owner goes.
+  UniqueFd reader_;
+  void HoldReader();
 };
 
 }  // namespace hsi

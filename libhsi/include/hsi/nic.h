@@ -272,17 +272,21 @@ class HSI_EXPORT Nic {
   // of its split doorbell, a pipe only this process can read (hsid and the
   // NIC's peers hold the write end).
   int fd() const;
-  // Processes control events, clears the doorbell and arms every link to
-  // ring it. Returns true if a frame or a status is already waiting (do
-  // not sleep then). Call Receive(..., Wait::Never()) until it returns
-  // kDeadlineExceeded before the next PrepareWait().
-  bool PrepareWait();
+  // Processes control events (when hsid's event word moved, one load
+  // otherwise), clears the doorbell and arms every link to ring it. Returns
+  // true if a frame or a status is already waiting (do not sleep then).
+  // Call Receive(..., Wait::Never()) until it returns kDeadlineExceeded
+  // before the next PrepareWait().
+  bool PrepareWait() { return PrepareWait(/*drain=*/true); }
 
   bool valid() const { return nic_ != nullptr; }
 
  private:
   friend class Session;
   friend class Poller;  // also waits on the session's control socket
+  // PrepareWait(), clearing the doorbell only if `drain`: the Poller knows
+  // whether its poll saw the doorbell readable since it last drained it.
+  bool PrepareWait(bool drain);
   std::shared_ptr<internal::SessionState> session_;
   std::shared_ptr<internal::NicState> nic_;
 };

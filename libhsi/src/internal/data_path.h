@@ -91,8 +91,10 @@ void SetWakeup(RingEnd& end, bool on, FutexSleep* fs) {
 // futex ping-pong. A futex cannot see hsid's death (its socket's EOF), so
 // after futex_sleep_for the wait goes on in poll() on the NIC's doorbell and
 // the control socket together, which sees a frame, an event, a reply or
-// hsid's death at once and costs nothing while idle; a sleep that has to
-// notice hsid's death does so within futex_sleep_for. The doorbell sleep is
+// hsid's death at once and costs nothing while idle; and whatever the
+// waits are like (short deadlines, or woken by frames every time), one
+// sleep per futex_sleep_for is such a poll (next_ctl_look_), so a session
+// that sleeps notices hsid's death within that time. The doorbell sleep is
 // also the way while hsid is away (it ends in time for the next reconnect
 // attempt), on a kernel without FUTEX_WAITV, and with more rings than one
 // FUTEX_WAITV takes.
@@ -117,9 +119,10 @@ absl::Status SessionState::WaitLoop(NicState& nic, const Wait& wait, Ready ready
       [&] {
         MaybePump();
         const uint64_t* events = ctl_.event_word();
-        if (futex_until == absl::InfinitePast()) futex_until = absl::Now() + futex_sleep_for;
+        const absl::Time now = absl::Now();
+        if (futex_until == absl::InfinitePast()) futex_until = now + futex_sleep_for;
         futex = events != nullptr && ctl_.connected() && !FutexSleep::unsupported.load(std::memory_order_relaxed) &&
-                absl::Now() < futex_until;
+                now < futex_until && now < next_ctl_look_;
         if (futex) {
           fs.set.Clear();
           fs.answered = fs.full = false;
@@ -154,6 +157,7 @@ absl::Status SessionState::WaitLoop(NicState& nic, const Wait& wait, Ready ready
         if (ms == 0 && until == deadline) return false;
         struct pollfd p[2] = {{nic.bell->fd(), POLLIN, 0}, {ctl_.connected() ? ctl_.fd() : -1, POLLIN, 0}};
         ::poll(p, 2, ms);
+        if (p[1].fd >= 0) next_ctl_look_ = absl::Now() + futex_sleep_for;
         if (p[1].revents != 0) Pump();  // a message, EOF or an error: handle it now
         if (p[0].revents != 0) nic.bell->Drain();
         return true;

@@ -309,6 +309,12 @@ class SessionState final : private ControlChannel::Handler {
   bool in_reconnect_ = false;
   bool ever_connected_ = false;
   absl::Time next_reconnect_ = absl::InfinitePast();
+  // WaitLoop (data_path.h): a sleep on futex words cannot see hsid's socket
+  // close, so until this time sleeps may be futex sleeps; then the next one
+  // is a poll() that includes the control socket, and sets it again. So a
+  // session that sleeps at all looks at its socket at least every
+  // futex_sleep_for, however short its waits or however busy its links.
+  absl::Time next_ctl_look_ = absl::InfinitePast();
   absl::Duration backoff_ = absl::Milliseconds(10);
   std::vector<std::shared_ptr<NicState>> nics_;
   // Links being set up or up, by (hsid link id, hsid nic id).
