@@ -117,6 +117,16 @@ class PollerTest : public ::testing::Test {
     return got;
   }
 
+  // Links the sender to NICs 0 and 1 through `poller` (one frame each,
+  // collected), so that later frames need no control traffic.
+  void LinkFirstTwo(Poller& poller) {
+    Send(nics_[0], "hello 0");
+    Send(nics_[1], "hello 1");
+    Collect(poller, 2);
+    ASSERT_EQ(from_sender_.Read(absl::Seconds(20)), "SENT");
+    ASSERT_EQ(from_sender_.Read(absl::Seconds(20)), "SENT");
+  }
+
   Hsid d_;
   std::vector<Session> sessions_;
   std::vector<Nic> nics_;
@@ -164,11 +174,8 @@ TEST_F(PollerTest, ARemovedNicNoLongerWakesTheWait) {
   ASSERT_TRUE(p.ok()) << p.status();
   for (Nic& n : nics_) ASSERT_TRUE(p->Add(&n).ok());
   // Links first, so that the removed NIC needs no control traffic later.
-  Send(nics_[0], "hello 0");
-  Send(nics_[1], "hello 1");
-  Collect(*p, 2);
-  ASSERT_EQ(from_sender_.Read(absl::Seconds(20)), "SENT");
-  ASSERT_EQ(from_sender_.Read(absl::Seconds(20)), "SENT");
+  LinkFirstTwo(*p);
+  if (HasFatalFailure()) return;
 
   p->Remove(&nics_[0]);
   Send(nics_[0], "unseen");
@@ -197,11 +204,8 @@ TEST_F(PollerTest, LazyDrainingLosesNoWakeUpAndDoesNotSpin) {
   absl::StatusOr<Poller> p = Poller::Create();
   ASSERT_TRUE(p.ok()) << p.status();
   for (Nic& n : nics_) ASSERT_TRUE(p->Add(&n).ok());
-  Send(nics_[0], "hello 0");
-  Send(nics_[1], "hello 1");
-  Collect(*p, 2);
-  ASSERT_EQ(from_sender_.Read(absl::Seconds(20)), "SENT");
-  ASSERT_EQ(from_sender_.Read(absl::Seconds(20)), "SENT");
+  LinkFirstTwo(*p);
+  if (HasFatalFailure()) return;
   for (int round = 0; round < 20; ++round) {
     const int to = round % 2;  // the other NIC's poll stays pending, undrained
     Send(nics_[to], absl::StrCat("frame ", round));
