@@ -104,8 +104,11 @@ void LockStructure::Promote(absl::string_view name, std::vector<Note>* notes) {
   auto it = resources_.find(name);
   if (it == resources_.end()) return;
   Resource& r = it->second;
-  while (!r.queue.empty()) {
-    Waiter& w = r.queue.front();
+  // The waiters settled here (granted or cancelled) leave the queue's head
+  // in one erase at the end: one move of the rest, not one per waiter.
+  size_t settled = 0;
+  for (; settled < r.queue.size(); ++settled) {
+    Waiter& w = r.queue[settled];
     bool fits = true;
     const Held* retained = nullptr;
     for (const Held& h : r.held) {
@@ -117,7 +120,6 @@ void LockStructure::Promote(absl::string_view name, std::vector<Note>* notes) {
     if (retained != nullptr) {
       notes->push_back({Note::Kind::kCancelled, w.conn, w.request_id, std::string(name), w.mode,
                         retained->connector});
-      r.queue.erase(r.queue.begin());
       continue;
     }
     if (!fits) break;
@@ -126,8 +128,8 @@ void LockStructure::Promote(absl::string_view name, std::vector<Note>* notes) {
     notes->push_back({Note::Kind::kGranted, w.conn, w.request_id, std::string(name), w.mode, ""});
     ++counters_.granted;
     ++counters_.granted_after_wait;
-    r.queue.erase(r.queue.begin());
   }
+  r.queue.erase(r.queue.begin(), r.queue.begin() + static_cast<std::ptrdiff_t>(settled));
   if (r.held.empty() && r.queue.empty()) {
     if (pool_.size() < kPool) pool_.push_back(std::move(r));  // empty, its capacity kept
     resources_.erase(it);

@@ -129,7 +129,7 @@ class LockStructure {
   // release allocates nothing.
   struct Resource {
     std::vector<Held> held;  // live and retained
-    std::vector<Waiter> queue;  // short: its head is erased in place
+    std::vector<Waiter> queue;  // Promote() erases its settled head in one go
   };
   static bool Compatible(LockMode a, LockMode b) {
     return a == LockMode::kShared && b == LockMode::kShared;
