@@ -616,6 +616,29 @@ uids = ["self"]
   EXPECT_THAT(d.log(), ::testing::Not(HasSubstr("in-flight quota")));
 }
 
+// A peer LPAR of the round-robin tests: reports its address, waits for a
+// frame from A (which makes the link A->peer), sends `count` frames of
+// `size` bytes to A (byte k of frame i is i * 7 + k), reports "sent" and
+// stays until killed (its frames are never a dead peer's).
+int SendWhenTold(Hsid& d, const std::string& name, const LinePipe& rep, Address to, int count, size_t size) {
+  absl::StatusOr<Session> ps = Connect(d, name);
+  if (!ps.ok()) return rep.Write("ERR " + ps.status().ToString()), 1;
+  absl::StatusOr<Nic> pn = ps->AttachNic(0xF0);
+  if (!pn.ok()) return rep.Write("ERR " + pn.status().ToString()), 1;
+  rep.Write(pn->address().ToString());
+  uint8_t buf[64];
+  absl::StatusOr<Received> go = pn->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(30))));
+  if (!go.ok()) return rep.Write("ERR receive " + go.status().ToString()), 2;
+  std::vector<uint8_t> f(size);
+  for (int i = 0; i < count; ++i) {
+    for (size_t k = 0; k < f.size(); ++k) f[k] = static_cast<uint8_t>(i * 7 + k);
+    absl::Status st = pn->SendTo(to, f, Wait::Block(In(absl::Seconds(10))));
+    if (!st.ok()) return rep.Write("ERR send " + st.ToString()), 3;
+  }
+  rep.Write("sent");
+  for (;;) ::pause();
+}
+
 // Issue 13, item 5: after one frame too big for the caller's buffer,
 // Nic::Receive returned kResourceExhausted for it forever while other
 // peers' frames waited. Now the round robin moves on: the other peer's
@@ -631,29 +654,9 @@ TEST(SessionTest, AFrameTooBigForTheBufferDoesNotBlockOtherPeers) {
   const Address a_addr = nic->address();
   constexpr size_t kBig = 8192;
   constexpr int kSmall = 5;
-  // Each peer waits for "go" from A (which makes the link A->peer), then
-  // sends its frames to A and reports "sent".
-  auto peer = [&](const std::string& name, const LinePipe& rep, bool big) {
-    absl::StatusOr<Session> ps = Connect(d, name);
-    if (!ps.ok()) return rep.Write("ERR " + ps.status().ToString()), 1;
-    absl::StatusOr<Nic> pn = ps->AttachNic(0xF0);
-    if (!pn.ok()) return rep.Write("ERR " + pn.status().ToString()), 1;
-    rep.Write(pn->address().ToString());
-    uint8_t buf[64];
-    absl::StatusOr<Received> go = pn->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(30))));
-    if (!go.ok()) return rep.Write("ERR receive " + go.status().ToString()), 2;
-    std::vector<uint8_t> f(big ? kBig : 100);
-    for (int i = 0; i < (big ? 1 : kSmall); ++i) {
-      for (size_t k = 0; k < f.size(); ++k) f[k] = static_cast<uint8_t>(i * 7 + k);
-      absl::Status st = pn->SendTo(a_addr, f, Wait::Block(In(absl::Seconds(10))));
-      if (!st.ok()) return rep.Write("ERR send " + st.ToString()), 3;
-    }
-    rep.Write("sent");
-    for (;;) ::pause();  // stays until killed: its frames are not from a dead peer
-  };
   LinePipe rb, rc;
-  Child b([&] { return peer("b", rb, true); });
-  Child c([&] { return peer("c", rc, false); });
+  Child b([&] { return SendWhenTold(d, "b", rb, a_addr, 1, kBig); });
+  Child c([&] { return SendWhenTold(d, "c", rc, a_addr, kSmall, 100); });
   const std::string b_addr = rb.Read(absl::Seconds(10)), c_addr = rc.Read(absl::Seconds(10));
   ASSERT_TRUE(Address::Parse(b_addr).ok()) << b_addr;
   ASSERT_TRUE(Address::Parse(c_addr).ok()) << c_addr;
@@ -703,6 +706,52 @@ TEST(SessionTest, AFrameTooBigForTheBufferDoesNotBlockOtherPeers) {
   // And nothing else.
   r = nic->Receive(absl::MakeSpan(small), Wait::Block(In(absl::Milliseconds(50))));
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+}
+
+// Nic::Receive's fast path (one peek of the link whose turn it is) keeps
+// the round robin: two peers with frames queued are served in turn, so a
+// peer that floods cannot starve another (a fast path that went back to
+// the link it just read from would take all of one peer's frames first).
+TEST(SessionTest, ReceiveTakesQueuedPeersInTurn) {
+  Hsid d;
+  ASSERT_TRUE(d.Start()) << d.log();
+  absl::StatusOr<Session> s = Connect(d, "a");
+  ASSERT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<Nic> nic = s->AttachNic(0xF0);
+  ASSERT_TRUE(nic.ok()) << nic.status();
+  const Address a_addr = nic->address();
+  constexpr int kEach = 20;
+  LinePipe rb, rc;
+  Child b([&] { return SendWhenTold(d, "b", rb, a_addr, kEach, 64); });
+  Child c([&] { return SendWhenTold(d, "c", rc, a_addr, kEach, 64); });
+  const std::string b_addr = rb.Read(absl::Seconds(10)), c_addr = rc.Read(absl::Seconds(10));
+  ASSERT_TRUE(Address::Parse(b_addr).ok()) << b_addr;
+  ASSERT_TRUE(Address::Parse(c_addr).ok()) << c_addr;
+  for (const auto& [addr, rep] : {std::pair{&b_addr, &rb}, std::pair{&c_addr, &rc}}) {
+    ASSERT_TRUE(nic->SendTo(*Address::Parse(*addr), Bytes("go"), Wait::Block(In(absl::Seconds(10)))).ok());
+    ASSERT_EQ(rep->Read(absl::Seconds(20)), "sent");
+  }
+  // Both rings hold kEach frames now: every receive alternates.
+  std::vector<uint8_t> buf(1500);
+  std::string order;
+  int next_b = 0, next_c = 0;
+  for (int i = 0; i < 2 * kEach; ++i) {
+    absl::StatusOr<Received> r = nic->Receive(absl::MakeSpan(buf), Wait::Block(In(absl::Seconds(5))));
+    ASSERT_TRUE(r.ok()) << "receive " << i << ": " << r.status();
+    ASSERT_EQ(r->length, 64u);
+    const bool from_b = r->source.ToString() == b_addr;
+    ASSERT_TRUE(from_b || r->source.ToString() == c_addr) << r->source.ToString();
+    int& next = from_b ? next_b : next_c;
+    EXPECT_EQ(buf[0], static_cast<uint8_t>(next * 7)) << "frame " << next << " of " << (from_b ? "b" : "c");
+    ++next;
+    order += from_b ? 'b' : 'c';
+  }
+  std::printf("sources in receive order: %s\n", order.c_str());
+  EXPECT_EQ(next_b, kEach);
+  EXPECT_EQ(next_c, kEach);
+  for (size_t i = 1; i < order.size(); ++i) {
+    EXPECT_NE(order[i], order[i - 1]) << "two frames in a row from " << order[i] << " at " << i << ": " << order;
+  }
 }
 
 // A peer killed with SIGKILL mid-stream: every frame it committed arrives
