@@ -98,6 +98,16 @@ bool TryAny(NicState& n, absl::Status* st, Take take) {
   return false;
 }
 
+// Copies the frame `f` just peeked on `l` into `buffer` (it fits) and
+// releases it: what Receive() returns for it.
+Received TakePeeked(LinkState& l, const hsi::Frame& f, absl::Span<uint8_t> buffer) {
+  const size_t len = f.payload.size();
+  if (len != 0) std::memcpy(buffer.data(), f.payload.data(), len);
+  Received r{l.peer, len, internal::IsBroadcast(f.type), internal::FrameTag(f.type)};
+  l.rx.Release();
+  return r;
+}
+
 // Arms (on) or disarms every link of the NIC, for its doorbell or, with
 // `fs`, for a futex sleep (internal::SetWakeup).
 void ArmAll(NicState& n, bool on, internal::FutexSleep* fs = nullptr) {
@@ -153,15 +163,8 @@ absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wa
     LinkState& l = *n.active[idx];
     hsi::Frame f;
     if (!l.down && l.rx.TryPeek(&f) && f.payload.size() <= buffer.size()) {
-      const size_t len = f.payload.size();
-      if (len != 0) std::memcpy(buffer.data(), f.payload.data(), len);
-      r.source = l.peer;
-      r.length = len;
-      r.broadcast = internal::IsBroadcast(f.type);
-      r.tag = internal::FrameTag(f.type);
-      l.rx.Release();
       n.rr = idx + 1;
-      return r;
+      return TakePeeked(l, f, buffer);
     }
   }
   absl::Status st;
@@ -178,16 +181,7 @@ absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wa
                                                        "-byte buffer"));
       return Took::kSkip;
     }
-    uint16_t type = 0;
-    absl::StatusOr<size_t> len = l.rx.TryReceive(buffer, &type);  // the frame just peeked
-    if (!len.ok()) {
-      *err = len.status();
-      return Took::kError;
-    }
-    r.source = l.peer;
-    r.length = *len;
-    r.broadcast = internal::IsBroadcast(type);
-    r.tag = internal::FrameTag(type);
+    r = TakePeeked(l, f, buffer);
     got = true;
     return Took::kFrame;
   };
