@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "config.h"
+#include "hsi/support/service.h"
 #include "server.h"
 
 namespace {
@@ -159,7 +160,13 @@ int main(int argc, char** argv) {
   // Tests and scripts wait for this line (the address connectors use).
   std::printf("READY %s\n", (*server)->address().ToString().c_str());
   std::fflush(stdout);
+  // And systemd (hsi-cf@.service is Type=notify): connectors may come.
+  if (absl::Status n = hsi::support::NotifyReady(absl::StrCat("serving at ", (*server)->address().ToString()));
+      !n.ok()) {
+    std::fprintf(stderr, "hsi-cf: %s\n", std::string(n.message()).c_str());
+  }
   absl::Status s = (*server)->Run();
+  hsi::support::NotifyStopping().IgnoreError();
   g_server = nullptr;
   if (!s.ok()) {
     std::fprintf(stderr, "hsi-cf: %s\n", s.ToString().c_str());

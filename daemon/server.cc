@@ -37,6 +37,7 @@
 #include "ctc.h"
 #include "event_loop.h"
 #include "grants.h"
+#include "hsi/support/service.h"
 #include "hsi/wire/protocol.h"
 #include "links.h"
 #include "listen_socket.h"
@@ -143,7 +144,16 @@ absl::Status ServerImpl::Run() {
                    config_.chpids.size(), " CHPIDs)"));
   loop_.ArmPoll(listen_.get(), POLLIN, Kind::kListen, 0);
   if (cluster_.enabled()) loop_.ArmPoll(cluster_.event_fd(), POLLIN, Kind::kCluster, 0);
-  if (absl::Status s = loop_.Run(*this); !s.ok()) return s;
+  // The socket listens since Init(): units ordered after hsid.service
+  // (Type=notify) may connect from here on.
+  if (absl::Status s = hsi::support::NotifyReady(absl::StrCat("serving ", opt_.socket_path, ", ", config_.chpids.size(),
+                                                         " CHPIDs"));
+      !s.ok()) {
+    Log(std::string(s.message()));
+  }
+  absl::Status run = loop_.Run(*this);
+  hsi::support::NotifyStopping().IgnoreError();
+  if (!run.ok()) return run;
   clients_.ShutdownAll();
   return absl::OkStatus();
 }

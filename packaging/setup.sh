@@ -10,6 +10,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config   # toolchain
   liburing-dev                                   # daemon loop, poller, TCP baseline
   libabsl-dev                                    # Status, flags, strings, time
+  libsystemd-dev                                 # sd_notify: the daemons tell systemd when they serve (Type=notify)
   libgtest-dev libgmock-dev                      # unit and multi-process tests
   libbenchmark-dev                               # micro-benchmarks
   libboost-dev                                   # Boost.Interprocess peer

@@ -39,6 +39,7 @@
 #include "hsi/admin.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
+#include "hsi/testing/service_manager.h"
 #include "ifd_util.h"
 #include "nlohmann/json.hpp"
 
@@ -77,6 +78,30 @@ TEST_F(IfdTest, DeviceHasTheNicsAddressAndTheChpidsMtu) {
 // packet without its 14-byte Ethernet header), every frame from the ring one
 // packet to the device. Quiet links first: no IPv6 (no ND/MLD) and
 // permanent neighbours (no ARP), so only the pings move the counters.
+// Under systemd (hsi-ifd@.service is Type=notify) hsi-ifd says READY=1
+// only once hsi0 is up with its address, so that units ordered after it
+// (network.target and what needs the address) find it there; STOPPING=1
+// on SIGTERM.
+TEST_F(IfdTest, NotifiesReadyOnceHsi0IsUpWithItsAddress) {
+  hsi::testing::ServiceManager manager(hsid_.dir() + "/notify");
+  ASSERT_TRUE(manager.bound());
+  std::unique_ptr<Process> ifd;
+  {
+    hsi::testing::ScopedEnv env("NOTIFY_SOCKET", hsid_.dir() + "/notify");
+    ifd = StartIfd(*a_, "A", kA);
+  }
+  const std::string ready = manager.Next(absl::Seconds(20));
+  std::printf("hsi-ifd told the service manager: %s\n", ready.c_str());
+  EXPECT_TRUE(absl::StrContains(ready, "READY=1")) << ifd->log();
+  EXPECT_TRUE(absl::StrContains(ready, absl::StrCat("STATUS=hsi0 up: ", kA, "/24 on "))) << ready;
+  // At READY the interface is there: no wait.
+  EXPECT_TRUE(Up(*a_, kA)) << Shell("ip -n " + a_->name() + " addr").out;
+  ASSERT_EQ(::kill(ifd->pid(), SIGTERM), 0);
+  EXPECT_TRUE(absl::StrContains(manager.Next(absl::Seconds(20)), "STOPPING=1")) << ifd->log();
+  const int status = ifd->WaitExit(absl::Seconds(20));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status << "\n" << ifd->log();
+}
+
 TEST_F(IfdTest, InterfaceAndNicCountersAgree) {
   StartBoth();
   for (auto [ns, peer, mac] : {std::tuple{a_.get(), kB, "02:00:0a:f0:00:02"}, std::tuple{b_.get(), kA, "02:00:0a:f0:00:01"}}) {

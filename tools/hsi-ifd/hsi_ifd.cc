@@ -37,6 +37,7 @@
 #include "device.h"
 #include "hsi/nic.h"
 #include "hsi/session.h"
+#include "hsi/support/service.h"
 #include "l3.h"
 #include "offload.h"
 
@@ -630,9 +631,18 @@ int Main(int argc, char** argv) {
                       mac[4], mac[5], offload ? "on (checksum)" : "off", hsi::WaitModeName(opts->wait), opts->lpar,
                       ::getpid()));
 
+  // Units ordered after this one (Type=notify) find the interface up
+  // with its address from here on.
+  if (auto s = hsi::support::NotifyReady(absl::StrCat(tap->name(), " up: ", info.address.ToString(), "/",
+                                                      info.subnet.prefix(), " on ", where));
+      !s.ok()) {
+    Log(std::string(s.message()));
+  }
+
   // 3. Pump until SIGINT/SIGTERM.
   Pump pump(&*session, &*nic, &*tap, opts->wait, opts->layer2, offload);
   const absl::Status s = pump.Run();
+  hsi::support::NotifyStopping().IgnoreError();
   Log(Summary(pump.counters()));
   if (!s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   if (opts->persist) {
