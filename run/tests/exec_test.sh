@@ -9,11 +9,17 @@
 # ways (its unread echoes: the receive side; its bytes not yet echoed: the
 # send side), a forked child that execs while its parent closes its copy,
 # a server (the acceptor) that execs mid-stream, a client that execs twice
-# (the second exec waits for the peer to reach the first one's ring), and an
+# (the second exec waits for the peer to reach the first one's ring), one
+# that execs through fexecve (glibc's calls execveat, past execve), and an
 # exec into an image that is not under hsi-run (LD_PRELOAD dropped, or a
 # statically linked program: the connection must not reach it; the
 # descriptor is closed there, with the reason logged). Each carried case also checks that the connection stayed
 # on rings (the new image logged the re-attach, the peer its switch).
+# Children that glibc execs past the exec interposers (posix_spawn, also
+# with a file action that dup2s the connection onto the child's stdin,
+# system(), popen()) or that a vfork child execs (from the parent's memory)
+# must find the descriptor closed, the reason logged,
+# while the parent finishes its stream on its own copy.
 # Also under ASan+UBSan (label "asan"): the preload library instrumented.
 set -u
 BIN=${1:?usage: exec_test.sh BINDIR}
@@ -58,6 +64,18 @@ exec_case() {
     fi
     return
   fi
+  case $mode in spawn|system|popen|vfork)
+    local reason="closed in the spawned child ($mode): the parent keeps its copy"
+    [ "$mode" = spawn ] && reason="closed as fd 0 in the spawned child (posix_spawn file action dup2)"
+    [ "$mode" = vfork ] && reason="closed in the new image at exec: exec from a vfork"
+    if grep -q "^OK bytes=$bytes" "$T/client.out" && grep -q "$reason" "$T/client.err" &&
+       { [ "$mode" != spawn ] || grep -q "closed in the spawned child (posix_spawn): the parent keeps" "$T/client.err"; }; then
+      pass "$name: the child found the descriptor closed (reason logged), the parent's $bytes bytes echoed and compared"
+    else
+      fail "$name: $(grep -v '^closed' "$T/client.out") $(grep -E 'spawned|closed' "$T/client.err" | head -n 3)"
+    fi
+    return
+  esac
   if [ "$mode" = exec-plain ]; then
     if grep -q "^OK closed" "$T/client.out" &&
        grep -q "closed in the new image at exec: the new image's LD_PRELOAD does not name libhsi-run.so" "$T/client.err"; then
@@ -86,7 +104,12 @@ exec_case "forked child execs, parent closes" fork-exec 6000000
 EXECER=server exec_case "server execs mid-stream" poll 6000000 --exec-after 1000000
 EXECER=server exec_case "server execs mid-stream, client in edge-triggered epoll" epoll 6000000 --exec-after 2000000
 exec_case "client execs twice mid-stream" exec2 6000000
+exec_case "client fexecve()s mid-stream" fexecve 6000000
 exec_case "exec into a program not under hsi-run" exec-plain 2000000
+exec_case "posix_spawn child, inherited and dup2'd" spawn 4000000
+exec_case "system() child" system 4000000
+exec_case "popen() child" popen 4000000
+exec_case "vfork()+execv child" vfork 4000000
 # A statically linked program cannot load the library (ldconfig is static in
 # Debian's libc-bin): the descriptor is closed there, the reason logged.
 if readelf -l /sbin/ldconfig 2>/dev/null | grep -q INTERP || ! command -v readelf >/dev/null; then
