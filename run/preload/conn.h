@@ -22,6 +22,8 @@
 
 #include <pthread.h>
 #include <poll.h>
+#include <spawn.h>
+#include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -91,6 +93,15 @@ struct Real {
   int (*close_range)(unsigned, unsigned, int);
   int (*execve)(const char*, char* const[], char* const[]);
   int (*execvpe)(const char*, char* const[], char* const[]);
+  int (*fexecve)(int, char* const[], char* const[]);
+  int (*posix_spawn)(pid_t*, const char*, const posix_spawn_file_actions_t*, const posix_spawnattr_t*, char* const[],
+                     char* const[]);
+  int (*posix_spawnp)(pid_t*, const char*, const posix_spawn_file_actions_t*, const posix_spawnattr_t*, char* const[],
+                      char* const[]);
+  int (*posix_spawn_file_actions_adddup2)(posix_spawn_file_actions_t*, int, int);
+  int (*posix_spawn_file_actions_addclose)(posix_spawn_file_actions_t*, int);
+  int (*system)(const char*);
+  FILE* (*popen)(const char*, const char*);
   int (*epoll_ctl)(int, int, int, struct epoll_event*);
   int (*epoll_wait)(int, struct epoll_event*, int, int);
   int (*epoll_pwait)(int, struct epoll_event*, int, int, const sigset_t*);
@@ -207,6 +218,12 @@ void OnActive(int fd);
 // Connector: pairs a kPending Conn (await the accept) or falls back.
 // Returns the state after. Requires the socket to be connected.
 State EnsurePaired(Conn* c, int fd);
+
+// Whether this process's library state is another's: a vfork child (it
+// shares the parent's memory) or a child of _Fork or clone (no fork handler
+// ran). Its getpid() differs from the pid the constructor or the fork
+// handler recorded. An exec from there carries nothing (setup.cc).
+bool InForeignChild();
 
 // Exec (setup.cc, docs/hsi-run.md section 5): the new image's constructor
 // rebuilds the connections its old image carried (HSI_RUN_EXEC).
