@@ -10,7 +10,9 @@
 # send side), a forked child that execs while its parent closes its copy,
 # a server (the acceptor) that execs mid-stream, a client that execs twice
 # (the second exec waits for the peer to reach the first one's ring), one
-# that execs through fexecve (glibc's calls execveat, past execve), and an
+# that execs through fexecve (glibc's calls execveat, past execve), a
+# server whose new image is slow to load while the client keeps calling
+# (the client must not ask hsid on each call meanwhile), and an
 # exec into an image that is not under hsi-run (LD_PRELOAD dropped, or a
 # statically linked program: the connection must not reach it; the
 # descriptor is closed there, with the reason logged). Each carried case also checks that the connection stayed
@@ -32,23 +34,27 @@ wait_for "$BIN/hsictl" --socket "$T/hsid.sock" fallbacks >/dev/null 2>&1 || { ec
 export HSI_RUN_SOCKET="$T/hsid.sock" HSI_RUN_LOG=2
 
 # exec_case NAME CLIENT_MODE BYTES [SERVER ARGS...]: an hsi-run-check server
-# and client under hsi-run; the client's output must say OK, the server must
-# exit 0, and (unless the mode is exec-plain) both logs must show the
-# connection carried on rings.
+# (SERVER_ENV: one NAME=VALUE more in its environment) and client under
+# hsi-run; the client's output must say OK, the server must exit 0, and
+# (unless the mode is exec-plain) both logs must show the connection
+# carried on rings. CLIENT_MS: how long the client ran.
 exec_case() {
   local name=$1 mode=$2 bytes=$3
   shift 3
   rm -f "$T/port" "$T/port.tmp"
-  "$RUN" "$BIN/hsi-run-check" server --port-file "$T/port" "$@" >"$T/server.out" 2>"$T/server.err" &
+  ${SERVER_ENV:+env "$SERVER_ENV"} "$RUN" "$BIN/hsi-run-check" server --port-file "$T/port" "$@" >"$T/server.out" 2>"$T/server.err" &
   local server=$!
   PIDS+=("$server")
   wait_for test -s "$T/port" || { fail "$name: the server did not start: $(cat "$T/server.err")"; return; }
+  local t0
+  t0=$(date +%s%N)
   if ! timeout 60 "$RUN" "$BIN/hsi-run-check" client --port "$(cat "$T/port")" --bytes "$bytes" --mode "$mode" --seed 11 \
        ${STATIC:+--exec-path "$STATIC"} >"$T/client.out" 2>"$T/client.err"; then
     fail "$name: client: $(tail -n 3 "$T/client.out") $(grep -v 'hsi-run\[' "$T/client.err" | tail -n 3)"
     kill "$server" 2>/dev/null
     return
   fi
+  CLIENT_MS=$((($(date +%s%N) - t0) / 1000000))
   if ! timeout 30 tail --pid="$server" -f /dev/null; then
     fail "$name: the server did not end"
     return
@@ -103,6 +109,22 @@ exec_case "forked child execs, parent closes" fork-exec 6000000
 # The acceptor's side: the server execs after echoing 1 MB of 6 MB.
 EXECER=server exec_case "server execs mid-stream" poll 6000000 --exec-after 1000000
 EXECER=server exec_case "server execs mid-stream, client in edge-triggered epoll" epoll 6000000 --exec-after 2000000
+# While the server's new image loads (slowly here: 3000 empty directories
+# in its LD_LIBRARY_PATH for the loader to try), the
+# client, a non-blocking poll loop that keeps writing into a full ring and
+# reading an empty one, must not ask hsid on every call: after a "not yet"
+# it waits 20 us, doubling to 2 ms, so over its run it asks at most about
+# once per 2 ms (the bound: 10 + its run time in ms / 2).
+mkdir -p "$T/llp"
+(cd "$T/llp" && seq 1 3000 | xargs mkdir)
+SERVER_ENV="LD_LIBRARY_PATH=$(seq 1 3000 | sed "s|^|$T/llp/|" | paste -sd:)" EXECER=server \
+  exec_case "server execs mid-stream, its new image slow to load" poll 30000000 --exec-after 1000000
+asks=$(grep -c "the peer is exec'ing" "$T/client.err")
+if [ "$asks" -le $((10 + CLIENT_MS / 2)) ]; then
+  pass "while the server's new image loaded, the client asked hsid $asks times in $CLIENT_MS ms"
+else
+  fail "while the server's new image loaded, the client asked hsid $asks times in $CLIENT_MS ms (more than one per 2 ms)"
+fi
 exec_case "client execs twice mid-stream" exec2 6000000
 exec_case "client fexecve()s mid-stream" fexecve 6000000
 exec_case "exec into a program not under hsi-run" exec-plain 2000000
