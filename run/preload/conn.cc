@@ -333,6 +333,8 @@ Conn* NewConn(uint32_t side, uint64_t stream_id, const hsi::RingGeometry& g) {
   c->sleepers.store(0);
   c->end_maybe.store(false);
   c->quiet_reads.store(0);
+  c->follow_at_ns.store(0);
+  c->follow_pause_us.store(0);
   c->geometry = g;
   pthread_mutexattr_t a;
   pthread_mutexattr_init(&a);

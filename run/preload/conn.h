@@ -145,6 +145,12 @@ struct Conn {
   // every 64th time (`quiet_reads`), for a program that never waits.
   std::atomic<bool> end_maybe;
   std::atomic<uint32_t> quiet_reads;
+  // While the peer's image execs (its page says moving, FollowPeer): no
+  // ask at hsid before `follow_at_ns` (CLOCK_MONOTONIC); each "not yet"
+  // doubles `follow_pause_us` (20 us -> 2 ms), a switch resets both.
+  // Relaxed: a lost update only moves one ask.
+  std::atomic<uint64_t> follow_at_ns;
+  std::atomic<uint32_t> follow_pause_us;
   pthread_mutex_t setup_mu, tx_mu, rx_mu;
   hsi::RingGeometry geometry;
   hsi::Segment own_ring, own_page;  // until paired (then inside `end`)
@@ -232,8 +238,11 @@ void ResumeAfterExec();
 // The peer's image exec'd (its page says moving): asks hsid for its new
 // segments and switches to them (io.cc). Called holding tx_mu if
 // `tx_held`, else no lock of `c`; takes the rest (tx_mu before rx_mu).
+// Asks at most once per Conn::follow_pause_us (kNotYet without asking
+// before then) unless `at_end`: the caller saw the socket's end, which
+// must not be taken for the stream's before hsid was asked.
 enum class Follow { kSwitched, kNotYet, kBroken };
-Follow FollowPeer(Conn* c, int fd, bool tx_held);
+Follow FollowPeer(Conn* c, int fd, bool tx_held, bool at_end = false);
 
 // The data path (io.cc).
 ssize_t ConnRead(Conn* c, int fd, const iovec* iov, int iovcnt, int flags);

@@ -66,7 +66,16 @@ int ProbePeer(Conn* c, int fd, bool nosignal) {
 
 }  // namespace
 
-Follow FollowPeer(Conn* c, int fd, bool tx_held) {
+// FollowPeer's pause between asks at hsid while the peer execs.
+constexpr uint32_t kFollowPauseMinUs = 20;
+constexpr uint32_t kFollowPauseMaxUs = 2000;
+static_assert(kFollowPauseMaxUs % 1000 == 0 && kFollowPauseMaxUs >= 1000, "the blocking read's poll takes whole ms");
+
+Follow FollowPeer(Conn* c, int fd, bool tx_held, bool at_end) {
+  // Its new image may take a while to load and re-attach: a program that
+  // comes back at once (a non-blocking loop, a full ring) must not ask hsid
+  // on every call meanwhile.
+  if (!at_end && NowNs() < c->follow_at_ns.load(std::memory_order_relaxed)) return Follow::kNotYet;
   if (!tx_held) Lock(&c->tx_mu);
   Lock(&c->rx_mu);
   LibScope scope;
@@ -92,6 +101,8 @@ Follow FollowPeer(Conn* c, int fd, bool tx_held) {
       if (s.ok()) {
         Logf(1, "fd %d: the peer exec'd: on its new segments (generation %llu)", fd, static_cast<unsigned long long>(gen));
         f = Follow::kSwitched;
+        c->follow_pause_us.store(0, std::memory_order_relaxed);
+        c->follow_at_ns.store(0, std::memory_order_relaxed);
       } else {
         Logf(0, "fd %d: the peer's segments after its exec are unusable, connection reset: %s", fd,
              std::string(s.message()).c_str());
@@ -100,7 +111,11 @@ Follow FollowPeer(Conn* c, int fd, bool tx_held) {
     } else {
       // Not yet (its new image has not re-attached) or hsid is away: the
       // old ring stays as it is; asked again at the next empty read or
-      // full write.
+      // full write, once the pause has passed (20 us, doubling to 2 ms).
+      const uint32_t pause =
+          std::clamp<uint32_t>(c->follow_pause_us.load(std::memory_order_relaxed) * 2, kFollowPauseMinUs, kFollowPauseMaxUs);
+      c->follow_pause_us.store(pause, std::memory_order_relaxed);
+      c->follow_at_ns.store(NowNs() + uint64_t{pause} * 1000, std::memory_order_relaxed);
       Logf(2, "fd %d: the peer is exec'ing: %s", fd, std::string(p.status().message()).c_str());
     }
   }
@@ -126,10 +141,10 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
   Guard g(&c->rx_mu);
   LibScope scope;
   // kNotYet unless the peer exec'd (its page says moving; FollowPeer).
-  auto follow = [&] {
+  auto follow = [&](bool at_end) {
     if (!c->end.PeerMoving()) return Follow::kNotYet;
     Unlock(&c->rx_mu);  // FollowPeer takes tx_mu first
-    const Follow f = FollowPeer(c, fd, /*tx_held=*/false);
+    const Follow f = FollowPeer(c, fd, /*tx_held=*/false, at_end);
     Lock(&c->rx_mu);
     return f;
   };
@@ -162,7 +177,7 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
       continue;
     }
     // Empty. The peer's image exec'd: continue on its new segments.
-    Follow f = follow();
+    Follow f = follow(false);
     if (f == Follow::kSwitched) continue;
     if (f == Follow::kBroken) {
       if (done > 0) return static_cast<ssize_t>(done);
@@ -208,10 +223,13 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
     } else {
       // Blocking: sleep on the socket until a bell (or the peer's FIN)
       // comes, without the receive lock (another thread may read, or arm
-      // before its own wait).
+      // before its own wait). While the peer execs, wake every
+      // kFollowPauseMaxUs to ask hsid again: the bell its new image sends
+      // may come while FollowPeer's pause kept this reader from asking.
       pollfd p{fd, POLLIN | POLLRDHUP, 0};
+      const int timeout_ms = c->end.PeerMoving() ? static_cast<int>(kFollowPauseMaxUs / 1000) : -1;
       Unlock(&c->rx_mu);
-      const int r = ::poll(&p, 1, -1);
+      const int r = ::poll(&p, 1, timeout_ms);
       Lock(&c->rx_mu);
       c->sleepers.fetch_sub(1, std::memory_order_relaxed);
       if (r < 0 && errno == EINTR) {
@@ -226,7 +244,7 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
       // its FIN. Read them, then the socket's own end (bells, then EOF or
       // the error) as TCP would report it. A FIN from the peer's new image
       // (after an exec) follows frames on its new ring: switch first.
-      if (c->end.Readable() > 0 || follow() == Follow::kSwitched) continue;
+      if (c->end.Readable() > 0 || follow(true) == Follow::kSwitched) continue;
       char buf[256];
       for (;;) {
         const ssize_t r = ::syscall(SYS_recvfrom, fd, buf, sizeof(buf), MSG_DONTWAIT, nullptr, nullptr);

@@ -24,7 +24,7 @@
 # while the parent finishes its stream on its own copy.
 # Also under ASan+UBSan (label "asan"): the preload library instrumented.
 set -u
-BIN=${1:?usage: exec_test.sh BINDIR}
+BIN=$(cd "${1:?usage: exec_test.sh BINDIR}" && pwd)
 . "$(dirname "$0")/lib.sh"
 hsi_run_test_init "$BIN" hsi-run-exec
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
@@ -32,9 +32,10 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
 PIDS+=("$!")
 wait_for "$BIN/hsictl" --socket "$T/hsid.sock" fallbacks >/dev/null 2>&1 || { echo "hsid did not start:"; cat "$T/hsid.log"; exit 1; }
 export HSI_RUN_SOCKET="$T/hsid.sock" HSI_RUN_LOG=2
+SERVER_ENV=()
 
 # exec_case NAME CLIENT_MODE BYTES [SERVER ARGS...]: an hsi-run-check server
-# (SERVER_ENV: one NAME=VALUE more in its environment) and client under
+# (SERVER_ENV: env(1) options before it) and client under
 # hsi-run; the client's output must say OK, the server must exit 0, and
 # (unless the mode is exec-plain) both logs must show the connection
 # carried on rings. CLIENT_MS: how long the client ran.
@@ -42,7 +43,7 @@ exec_case() {
   local name=$1 mode=$2 bytes=$3
   shift 3
   rm -f "$T/port" "$T/port.tmp"
-  ${SERVER_ENV:+env "$SERVER_ENV"} "$RUN" "$BIN/hsi-run-check" server --port-file "$T/port" "$@" >"$T/server.out" 2>"$T/server.err" &
+  env "${SERVER_ENV[@]}" "$RUN" "$BIN/hsi-run-check" server --port-file "$T/port" "$@" >"$T/server.out" 2>"$T/server.err" &
   local server=$!
   PIDS+=("$server")
   wait_for test -s "$T/port" || { fail "$name: the server did not start: $(cat "$T/server.err")"; return; }
@@ -109,16 +110,21 @@ exec_case "forked child execs, parent closes" fork-exec 6000000
 # The acceptor's side: the server execs after echoing 1 MB of 6 MB.
 EXECER=server exec_case "server execs mid-stream" poll 6000000 --exec-after 1000000
 EXECER=server exec_case "server execs mid-stream, client in edge-triggered epoll" epoll 6000000 --exec-after 2000000
-# While the server's new image loads (slowly here: 3000 empty directories
+# While the server's new image loads (slowly here: 4000 empty directories
 # in its LD_LIBRARY_PATH for the loader to try), the
 # client, a non-blocking poll loop that keeps writing into a full ring and
 # reading an empty one, must not ask hsid on every call: after a "not yet"
 # it waits 20 us, doubling to 2 ms, so over its run it asks at most about
 # once per 2 ms (the bound: 10 + its run time in ms / 2).
-mkdir -p "$T/llp"
-(cd "$T/llp" && seq 1 3000 | xargs mkdir)
-SERVER_ENV="LD_LIBRARY_PATH=$(seq 1 3000 | sed "s|^|$T/llp/|" | paste -sd:)" EXECER=server \
-  exec_case "server execs mid-stream, its new image slow to load" poll 30000000 --exec-after 1000000
+# (Only the new image gets the variable; relative directories, from the
+# server's working directory $T: it must stay below the kernel's 128 kB
+# per string.)
+mkdir -p "$T/l"
+(cd "$T/l" && seq 1 4000 | xargs mkdir)
+SERVER_ENV=(-C "$T")
+EXECER=server exec_case "server execs mid-stream, its new image slow to load" poll 30000000 --exec-after 1000000 \
+  --exec-env "LD_LIBRARY_PATH=$(seq 1 4000 | sed "s|^|l/|" | paste -sd:)"
+SERVER_ENV=()
 asks=$(grep -c "the peer is exec'ing" "$T/client.err")
 if [ "$asks" -le $((10 + CLIENT_MS / 2)) ]; then
   pass "while the server's new image loaded, the client asked hsid $asks times in $CLIENT_MS ms"

@@ -42,9 +42,10 @@
 //   hsi-run-check probe --fd N
 //       prints "closed" and exits 0 if descriptor N is not open, else says
 //       what a read on it returned and exits 1
-//   hsi-run-check server --port-file FILE --exec-after N
-//       one connection; after echoing N bytes the server execs itself and
-//       the new image echoes the rest (the acceptor side of an exec)
+//   hsi-run-check server --port-file FILE --exec-after N [--exec-env NAME=VALUE]
+//       one connection; after echoing N bytes the server execs itself (with
+//       NAME=VALUE added to the environment) and the new image echoes the
+//       rest (the acceptor side of an exec)
 //       Wake-up modes, each --rounds R request/response round trips of 1 B
 //       to 3000 B (the reader must sleep for nearly every echo; a lost
 //       wake-up fails the round after 10 s, naming it; --bytes ignored):
@@ -163,6 +164,9 @@ int ServerExec(int argc, char** argv, int l) {
     echoed += static_cast<uint64_t>(n);
   }
   const std::string fds = std::to_string(fd);
+  for (int i = 2; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--exec-env") == 0) ::putenv(argv[i + 1]);  // NAME=VALUE, for the new image only
+  }
   ::execl("/proc/self/exe", argv[0], "server", "--resume-fd", fds.c_str(), static_cast<char*>(nullptr));  // the list form
   Fail("exec");
 }
@@ -925,7 +929,7 @@ int Client(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
-    std::puts("usage: hsi-run-check server --port-file FILE [--conns N | --exec-after BYTES]\n"
+    std::puts("usage: hsi-run-check server --port-file FILE [--conns N | --exec-after BYTES [--exec-env NAME=VALUE]]\n"
               "       hsi-run-check client --port P --bytes B --mode poll|threads|fork|epoll|semantics|\n"
               "                     exec|exec2|fork-exec|exec-plain|exec-static|fexecve|spawn|system|popen|vfork\n"
               "                     [--exec-path P] [--seed S]\n"
