@@ -360,6 +360,17 @@ void RecvAll(int fd, Check& c) { RecvUpTo(fd, c, ~uint64_t{0}); }
   Fail("exec");
 }
 
+// Sends stream positions [sent, total) and shuts down while reading every
+// echo to EOF, checks them all, prints "OK bytes=B".
+int FinishStream(int fd, Check& c, uint64_t sent) {
+  std::thread sender(SendRange, fd, c.seed, sent, c.total, true);
+  RecvAll(fd, c);
+  sender.join();
+  if (c.got != c.total) Fail("got " + std::to_string(c.got) + " of " + std::to_string(c.total) + " bytes back");
+  std::printf("OK bytes=%llu\n", static_cast<unsigned long long>(c.total));
+  return 0;
+}
+
 // The first image of an exec mode.
 int ExecFirst(int argc, char** argv, int port, const std::string& mode, Check& c) {
   const int fd = Connect(port);
@@ -408,12 +419,7 @@ int ExecSecond(int argc, char** argv, const std::string& mode, Check& c) {
     sender.join();
     ExecSelf(argc, argv, fd, sent2, c.got, false, false, "exec");
   }
-  std::thread sender(SendRange, fd, c.seed, sent, c.total, true);
-  RecvAll(fd, c);
-  sender.join();
-  if (c.got != c.total) Fail("got " + std::to_string(c.got) + " of " + std::to_string(c.total) + " bytes back");
-  std::printf("OK bytes=%llu\n", static_cast<unsigned long long>(c.total));
-  return 0;
+  return FinishStream(fd, c, sent);
 }
 
 // ------------------------------------------------------------ spawn
@@ -506,17 +512,15 @@ int SpawnMode(int port, const std::string& mode, Check& c) {
     char line[512] = {};
     if (std::fgets(line, sizeof(line), p) == nullptr) line[0] = '\0';
     const int st = ::pclose(p);
-    if (std::strcmp(line, "closed\n") != 0) Fail(std::string("popen: the child said: ") + line);
+    if (std::strcmp(line, "closed\n") != 0) {
+      errno = 0;
+      Fail(std::string("popen: the child said: ") + line);
+    }
     ExpectClosedIn(st, "popen");
   }
   if (::fcntl(fd, F_GETFD) != 0) Fail("the parent's descriptor flags changed across " + mode);
   // The parent's copy is untouched: the rest of the stream, every byte checked.
-  std::thread rest(SendRange, fd, c.seed, sent, c.total, true);
-  RecvAll(fd, c);
-  rest.join();
-  if (c.got != c.total) Fail("got " + std::to_string(c.got) + " of " + std::to_string(c.total) + " bytes back");
-  std::printf("OK bytes=%llu\n", static_cast<unsigned long long>(c.total));
-  return 0;
+  return FinishStream(fd, c, sent);
 }
 
 void SetNonBlocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
