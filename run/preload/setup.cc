@@ -508,8 +508,9 @@ class ExecCarry {
 // there, and the parent keeps its copy: each descriptor on rings that is
 // not close-on-exec is made close-on-exec in the child's own descriptor
 // table (vfork does not share it), the reason logged; undone if the exec
-// fails. Takes no lock and allocates nothing (a parent thread may hold the
-// allocator's lock).
+// fails. Takes none of the library's locks and allocates nothing (a parent
+// thread may hold them, or the allocator's); only the log line takes
+// stderr's stdio lock, as any fprintf in a vfork child does.
 class ForeignChildExec {
  public:
   ForeignChildExec() {

@@ -71,8 +71,9 @@ exec_case() {
     fi
     return
   fi
-  case $mode in spawn|system|popen|vfork)
+  case $mode in spawn|spawn-threads|system|popen|vfork)
     local reason="closed in the spawned child ($mode): the parent keeps its copy"
+    [ "$mode" = spawn-threads ] && reason="closed in the spawned child (posix_spawn): the parent keeps its copy"
     [ "$mode" = spawn ] && reason="closed as fd 0 in the spawned child (posix_spawn file action dup2)"
     [ "$mode" = vfork ] && reason="closed in the new image at exec: exec from a vfork"
     if grep -q "^OK bytes=$bytes" "$T/client.out" && grep -q "$reason" "$T/client.err" &&
@@ -135,6 +136,7 @@ exec_case "client execs twice mid-stream" exec2 6000000
 exec_case "client fexecve()s mid-stream" fexecve 6000000
 exec_case "exec into a program not under hsi-run" exec-plain 2000000
 exec_case "posix_spawn child, inherited and dup2'd" spawn 4000000
+exec_case "posix_spawn children of 4 threads at once" spawn-threads 4000000
 exec_case "system() child" system 4000000
 exec_case "popen() child" popen 4000000
 exec_case "vfork()+execv child" vfork 4000000

@@ -39,6 +39,7 @@
 //                     popen() or vfork+execv; the child, "hsi-run-check
 //                     probe --fd N", must find it closed; then the stream
 //                     is finished
+//       spawn-threads: as spawn (inherited), 4 threads x 25 spawns at once
 //   hsi-run-check probe --fd N
 //       prints "closed" and exits 0 if descriptor N is not open, else says
 //       what a read on it returned and exits 1
@@ -462,6 +463,26 @@ void ExpectClosedIn(int st, const std::string& what) {
   }
 }
 
+// posix_spawn()s `self` as "probe" with descriptor `fd` inherited (or, if
+// `dup`, dup2'd onto its stdin by a file action); it must find it closed.
+void SpawnProbe(std::string self, int fd, bool dup) {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  if (dup && posix_spawn_file_actions_adddup2(&fa, fd, 0) != 0) Fail("posix_spawn_file_actions_adddup2");
+  std::string child_fd = dup ? "0" : std::to_string(fd);
+  std::string probe = "probe", opt = "--fd";
+  char* av[] = {self.data(), probe.data(), opt.data(), child_fd.data(), nullptr};
+  pid_t pid = 0;
+  if (const int rc = ::posix_spawn(&pid, self.c_str(), &fa, nullptr, av, environ); rc != 0) {
+    errno = rc;
+    Fail("posix_spawn");
+  }
+  posix_spawn_file_actions_destroy(&fa);
+  int st = 0;
+  if (::waitpid(pid, &st, 0) != pid) Fail("waitpid");
+  ExpectClosedIn(st, dup ? "posix_spawn, dup2 onto the child's stdin" : "posix_spawn");
+}
+
 int SpawnMode(int port, const std::string& mode, Check& c) {
   const int fd = Connect(port);
   const uint64_t sent = c.total / 2;
@@ -474,24 +495,19 @@ int SpawnMode(int port, const std::string& mode, Check& c) {
   const std::string cmd = "exec '" + self + "' probe --fd " + n;
   std::fflush(stdout);
   if (mode == "spawn") {
-    for (const bool dup : {false, true}) {  // inherited as is; dup2'd onto the child's stdin
-      posix_spawn_file_actions_t fa;
-      posix_spawn_file_actions_init(&fa);
-      if (dup && posix_spawn_file_actions_adddup2(&fa, fd, 0) != 0) Fail("posix_spawn_file_actions_adddup2");
-      std::string child_fd = dup ? "0" : n;
-      std::string probe = "probe", opt = "--fd";
-      char* av[] = {self.data(), probe.data(), opt.data(), child_fd.data(), nullptr};
-      pid_t pid = 0;
-      if (const int rc = ::posix_spawn(&pid, self.c_str(), &fa, nullptr, av, environ); rc != 0) {
-        errno = rc;
-        Fail("posix_spawn");
-      }
-      posix_spawn_file_actions_destroy(&fa);
-      int st = 0;
-      if (::waitpid(pid, &st, 0) != pid) Fail("waitpid");
-      ExpectClosedIn(st, dup ? "posix_spawn, dup2 onto the child's stdin" : "posix_spawn");
-      if (::fcntl(fd, F_GETFD) != 0) Fail("the parent's descriptor flags changed across posix_spawn");
+    SpawnProbe(self, fd, false);  // inherited as is
+    if (::fcntl(fd, F_GETFD) != 0) Fail("the parent's descriptor flags changed across posix_spawn");
+    SpawnProbe(self, fd, true);  // dup2'd onto the child's stdin
+  } else if (mode == "spawn-threads") {
+    // Spawns of several threads at once: each child must find it closed,
+    // though another thread's spawn ends (and restores) meanwhile.
+    std::vector<std::thread> spawners;
+    for (int t = 0; t < 4; ++t) {
+      spawners.emplace_back([&] {
+        for (int i = 0; i < 25; ++i) SpawnProbe(self, fd, false);
+      });
     }
+    for (std::thread& t : spawners) t.join();
   } else if (mode == "vfork") {
     std::string probe = "probe", opt = "--fd", child_fd = n;
     char* av[] = {self.data(), probe.data(), opt.data(), child_fd.data(), nullptr};
@@ -852,7 +868,9 @@ int Client(int argc, char** argv) {
     }
     return ExecFirst(argc, argv, port, mode, c);
   }
-  if (mode == "spawn" || mode == "system" || mode == "popen" || mode == "vfork") return SpawnMode(port, mode, c);
+  if (mode == "spawn" || mode == "spawn-threads" || mode == "system" || mode == "popen" || mode == "vfork") {
+    return SpawnMode(port, mode, c);
+  }
   const int fd = Connect(port);
   if (mode == "threads") {
     std::thread sender(SendAll, fd, c.seed, total);
@@ -935,7 +953,8 @@ int main(int argc, char** argv) {
   if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
     std::puts("usage: hsi-run-check server --port-file FILE [--conns N | --exec-after BYTES [--exec-env NAME=VALUE]]\n"
               "       hsi-run-check client --port P --bytes B --mode poll|threads|fork|epoll|semantics|\n"
-              "                     exec|exec2|fork-exec|exec-plain|exec-static|fexecve|spawn|system|popen|vfork\n"
+              "                     exec|exec2|fork-exec|exec-plain|exec-static|fexecve|spawn|spawn-threads|system|\n"
+              "                     popen|vfork\n"
               "                     [--exec-path P] [--seed S]\n"
               "       hsi-run-check client --port P --bytes 0 --mode et-rounds|block-rounds|shared-epoll|many-epoll|\n"
               "                     two-waiters\n"
