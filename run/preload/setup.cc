@@ -561,8 +561,9 @@ int Exec(const char* file, bool search, char* const envp[], F exec) {
 // other threads may see meanwhile.
 std::mutex g_spawn_mu;
 struct SpawnMark {
-  int spawns = 0;  // spawns in flight that need it close-on-exec
-  int flags = 0;   // F_GETFD before the first
+  int spawns = 0;         // spawns in flight that need it close-on-exec
+  int flags = 0;          // F_GETFD before the first
+  Conn* conn = nullptr;   // its connection then: a number closed and reused meanwhile is not touched
 };
 std::unordered_map<int, SpawnMark>* SpawnMarks() {
   static auto* m = new std::unordered_map<int, SpawnMark>();
@@ -586,7 +587,7 @@ class SpawnCloexec {
     }
     ForEachInheritedOnRings(/*may_pair=*/true, [&](int fd, int fl) {
       R().fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
-      (*SpawnMarks())[fd] = SpawnMark{1, fl};
+      (*SpawnMarks())[fd] = SpawnMark{1, fl, Lookup(fd)};
       note(fd);
     });
   }
@@ -597,7 +598,7 @@ class SpawnCloexec {
     for (int fd : fds_) {
       auto it = SpawnMarks()->find(fd);
       if (it == SpawnMarks()->end() || --it->second.spawns > 0) continue;
-      R().fcntl(fd, F_SETFD, it->second.flags);
+      if (Lookup(fd) == it->second.conn) R().fcntl(fd, F_SETFD, it->second.flags);
       SpawnMarks()->erase(it);
     }
     errno = e;
