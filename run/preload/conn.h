@@ -239,8 +239,9 @@ void ResumeAfterExec();
 // segments and switches to them (io.cc). Called holding tx_mu if
 // `tx_held`, else no lock of `c`; takes the rest (tx_mu before rx_mu).
 // Asks at most once per Conn::follow_pause_us (kNotYet without asking
-// before then) unless `at_end`: the caller saw the socket's end, which
-// must not be taken for the stream's before hsid was asked.
+// before then) unless the socket holds a bell from the peer's new image,
+// or `at_end`: the caller saw the socket's end, which must not be taken
+// for the stream's before hsid was asked.
 enum class Follow { kSwitched, kNotYet, kBroken };
 Follow FollowPeer(Conn* c, int fd, bool tx_held, bool at_end = false);
 

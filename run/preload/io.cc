@@ -64,24 +64,36 @@ int ProbePeer(Conn* c, int fd, bool nosignal) {
   return 0;
 }
 
+// Whether FollowPeer must not ask hsid yet (under rx_mu): the peer's new
+// image may take a while to load and re-attach, and a program that comes
+// back at once (a non-blocking loop, a full ring) must not ask on every
+// call meanwhile. But the bell the new image sends once it re-attached
+// must lead to an ask, or a reader that it woke (edge-triggered) would
+// sleep again with nothing left to wake it: the old image's bell count is
+// final, so a socket that holds more bytes than the bells still owed from
+// it holds that bell, and the pause does not apply.
+bool Paced(Conn* c, int fd) {
+  if (NowNs() >= c->follow_at_ns.load(std::memory_order_relaxed)) return false;
+  int queued = 0;
+  if (R().ioctl(fd, FIONREAD, &queued) < 0) return false;
+  return static_cast<uint64_t>(queued) <= c->end.BellsUndrained();
+}
+
 }  // namespace
 
 // FollowPeer's pause between asks at hsid while the peer execs.
 constexpr uint32_t kFollowPauseMinUs = 20;
 constexpr uint32_t kFollowPauseMaxUs = 2000;
-static_assert(kFollowPauseMaxUs % 1000 == 0 && kFollowPauseMaxUs >= 1000, "the blocking read's poll takes whole ms");
 
 Follow FollowPeer(Conn* c, int fd, bool tx_held, bool at_end) {
-  // Its new image may take a while to load and re-attach: a program that
-  // comes back at once (a non-blocking loop, a full ring) must not ask hsid
-  // on every call meanwhile.
-  if (!at_end && NowNs() < c->follow_at_ns.load(std::memory_order_relaxed)) return Follow::kNotYet;
   if (!tx_held) Lock(&c->tx_mu);
   Lock(&c->rx_mu);
   LibScope scope;
   Follow f = Follow::kNotYet;
   if (!c->end.PeerMoving()) {
     f = Follow::kSwitched;  // another thread did (or the mark was withdrawn: a failed exec)
+  } else if (!at_end && Paced(c, fd)) {
+    // Not yet, without asking.
   } else if (HeldElsewhere(c)) {
     // The new segments would be mapped in this process only, while the
     // connection state is shared with a fork (docs/hsi-run.md, limits).
@@ -223,13 +235,10 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
     } else {
       // Blocking: sleep on the socket until a bell (or the peer's FIN)
       // comes, without the receive lock (another thread may read, or arm
-      // before its own wait). While the peer execs, wake every
-      // kFollowPauseMaxUs to ask hsid again: the bell its new image sends
-      // may come while FollowPeer's pause kept this reader from asking.
+      // before its own wait).
       pollfd p{fd, POLLIN | POLLRDHUP, 0};
-      const int timeout_ms = c->end.PeerMoving() ? static_cast<int>(kFollowPauseMaxUs / 1000) : -1;
       Unlock(&c->rx_mu);
-      const int r = ::poll(&p, 1, timeout_ms);
+      const int r = ::poll(&p, 1, -1);
       Lock(&c->rx_mu);
       c->sleepers.fetch_sub(1, std::memory_order_relaxed);
       if (r < 0 && errno == EINTR) {
