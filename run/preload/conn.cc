@@ -124,6 +124,13 @@ Real LoadReal() {
   Load(r.close_range, "close_range");
   Load(r.execve, "execve");
   Load(r.execvpe, "execvpe");
+  Load(r.fexecve, "fexecve");
+  Load(r.posix_spawn, "posix_spawn");
+  Load(r.posix_spawnp, "posix_spawnp");
+  Load(r.posix_spawn_file_actions_adddup2, "posix_spawn_file_actions_adddup2");
+  Load(r.posix_spawn_file_actions_addclose, "posix_spawn_file_actions_addclose");
+  Load(r.system, "system");
+  Load(r.popen, "popen");
   Load(r.epoll_ctl, "epoll_ctl");
   Load(r.epoll_wait, "epoll_wait");
   Load(r.epoll_pwait, "epoll_pwait");
@@ -206,6 +213,9 @@ void EagerBeforeFork() {
   }
 }
 
+// The pid whose library state this is (InForeignChild).
+std::atomic<pid_t> g_pid{0};
+
 void AtforkPrepare() {
   PairBeforeFork();
   EagerBeforeFork();
@@ -217,6 +227,7 @@ void AtforkParent() {
   pthread_mutex_unlock(&g_broker_mu);
 }
 void AtforkChild() {
+  g_pid.store(::getpid(), std::memory_order_relaxed);
   // Every inherited descriptor is one more reference to its Conn.
   for (auto& [c, n] : *g_local) c->refs.fetch_add(n, std::memory_order_relaxed);
   // The parent's hsid connection is the parent's: drop our copy of it (its
@@ -237,6 +248,7 @@ void AtforkChild() {
 }
 
 __attribute__((constructor)) void Init() {
+  g_pid.store(::getpid(), std::memory_order_relaxed);
   (void)R();
   (void)Opts();
   g_local = new std::unordered_map<Conn*, int>();
@@ -321,6 +333,8 @@ Conn* NewConn(uint32_t side, uint64_t stream_id, const hsi::RingGeometry& g) {
   c->sleepers.store(0);
   c->end_maybe.store(false);
   c->quiet_reads.store(0);
+  c->follow_at_ns.store(0);
+  c->follow_pause_us.store(0);
   c->geometry = g;
   pthread_mutexattr_t a;
   pthread_mutexattr_init(&a);
@@ -410,6 +424,8 @@ uint64_t NextWaiterId() {
   const uint64_t id = t_waiter_base + (++t_waiter_seq << 1);  // odd: never 0
   return id;
 }
+
+bool InForeignChild() { return ::getpid() != g_pid.load(std::memory_order_relaxed); }
 
 bool AnyConns() { return g_local_count.load(std::memory_order_relaxed) != 0; }
 

@@ -22,6 +22,8 @@
 
 #include <pthread.h>
 #include <poll.h>
+#include <spawn.h>
+#include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -91,6 +93,15 @@ struct Real {
   int (*close_range)(unsigned, unsigned, int);
   int (*execve)(const char*, char* const[], char* const[]);
   int (*execvpe)(const char*, char* const[], char* const[]);
+  int (*fexecve)(int, char* const[], char* const[]);
+  int (*posix_spawn)(pid_t*, const char*, const posix_spawn_file_actions_t*, const posix_spawnattr_t*, char* const[],
+                     char* const[]);
+  int (*posix_spawnp)(pid_t*, const char*, const posix_spawn_file_actions_t*, const posix_spawnattr_t*, char* const[],
+                      char* const[]);
+  int (*posix_spawn_file_actions_adddup2)(posix_spawn_file_actions_t*, int, int);
+  int (*posix_spawn_file_actions_addclose)(posix_spawn_file_actions_t*, int);
+  int (*system)(const char*);
+  FILE* (*popen)(const char*, const char*);
   int (*epoll_ctl)(int, int, int, struct epoll_event*);
   int (*epoll_wait)(int, struct epoll_event*, int, int);
   int (*epoll_pwait)(int, struct epoll_event*, int, int, const sigset_t*);
@@ -134,6 +145,12 @@ struct Conn {
   // every 64th time (`quiet_reads`), for a program that never waits.
   std::atomic<bool> end_maybe;
   std::atomic<uint32_t> quiet_reads;
+  // While the peer's image execs (its page says moving, FollowPeer): no
+  // ask at hsid before `follow_at_ns` (CLOCK_MONOTONIC); each "not yet"
+  // doubles `follow_pause_us` (20 us -> 2 ms), a switch resets both.
+  // Relaxed: a lost update only moves one ask.
+  std::atomic<uint64_t> follow_at_ns;
+  std::atomic<uint32_t> follow_pause_us;
   pthread_mutex_t setup_mu, tx_mu, rx_mu;
   hsi::RingGeometry geometry;
   hsi::Segment own_ring, own_page;  // until paired (then inside `end`)
@@ -208,6 +225,12 @@ void OnActive(int fd);
 // Returns the state after. Requires the socket to be connected.
 State EnsurePaired(Conn* c, int fd);
 
+// Whether this process's library state is another's: a vfork child (it
+// shares the parent's memory) or a child of _Fork or clone (no fork handler
+// ran). Its getpid() differs from the pid the constructor or the fork
+// handler recorded. An exec from there carries nothing (setup.cc).
+bool InForeignChild();
+
 // Exec (setup.cc, docs/hsi-run.md section 5): the new image's constructor
 // rebuilds the connections its old image carried (HSI_RUN_EXEC).
 void ResumeAfterExec();
@@ -215,8 +238,12 @@ void ResumeAfterExec();
 // The peer's image exec'd (its page says moving): asks hsid for its new
 // segments and switches to them (io.cc). Called holding tx_mu if
 // `tx_held`, else no lock of `c`; takes the rest (tx_mu before rx_mu).
+// Asks at most once per Conn::follow_pause_us (kNotYet without asking
+// before then) unless the socket holds a bell from the peer's new image,
+// or `at_end`: the caller saw the socket's end, which must not be taken
+// for the stream's before hsid was asked.
 enum class Follow { kSwitched, kNotYet, kBroken };
-Follow FollowPeer(Conn* c, int fd, bool tx_held);
+Follow FollowPeer(Conn* c, int fd, bool tx_held, bool at_end = false);
 
 // The data path (io.cc).
 ssize_t ConnRead(Conn* c, int fd, const iovec* iov, int iovcnt, int flags);

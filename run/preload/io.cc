@@ -64,15 +64,36 @@ int ProbePeer(Conn* c, int fd, bool nosignal) {
   return 0;
 }
 
+// Whether FollowPeer must not ask hsid yet (under rx_mu): the peer's new
+// image may take a while to load and re-attach, and a program that comes
+// back at once (a non-blocking loop, a full ring) must not ask on every
+// call meanwhile. But the bell the new image sends once it re-attached
+// must lead to an ask, or a reader that it woke (edge-triggered) would
+// sleep again with nothing left to wake it: the old image's bell count is
+// final, so a socket that holds more bytes than the bells still owed from
+// it holds that bell, and the pause does not apply.
+bool Paced(Conn* c, int fd) {
+  if (NowNs() >= c->follow_at_ns.load(std::memory_order_relaxed)) return false;
+  int queued = 0;
+  if (R().ioctl(fd, FIONREAD, &queued) < 0) return false;
+  return static_cast<uint64_t>(queued) <= c->end.BellsUndrained();
+}
+
 }  // namespace
 
-Follow FollowPeer(Conn* c, int fd, bool tx_held) {
+// FollowPeer's pause between asks at hsid while the peer execs.
+constexpr uint32_t kFollowPauseMinUs = 20;
+constexpr uint32_t kFollowPauseMaxUs = 2000;
+
+Follow FollowPeer(Conn* c, int fd, bool tx_held, bool at_end) {
   if (!tx_held) Lock(&c->tx_mu);
   Lock(&c->rx_mu);
   LibScope scope;
   Follow f = Follow::kNotYet;
   if (!c->end.PeerMoving()) {
     f = Follow::kSwitched;  // another thread did (or the mark was withdrawn: a failed exec)
+  } else if (!at_end && Paced(c, fd)) {
+    // Not yet, without asking.
   } else if (HeldElsewhere(c)) {
     // The new segments would be mapped in this process only, while the
     // connection state is shared with a fork (docs/hsi-run.md, limits).
@@ -92,6 +113,8 @@ Follow FollowPeer(Conn* c, int fd, bool tx_held) {
       if (s.ok()) {
         Logf(1, "fd %d: the peer exec'd: on its new segments (generation %llu)", fd, static_cast<unsigned long long>(gen));
         f = Follow::kSwitched;
+        c->follow_pause_us.store(0, std::memory_order_relaxed);
+        c->follow_at_ns.store(0, std::memory_order_relaxed);
       } else {
         Logf(0, "fd %d: the peer's segments after its exec are unusable, connection reset: %s", fd,
              std::string(s.message()).c_str());
@@ -100,7 +123,11 @@ Follow FollowPeer(Conn* c, int fd, bool tx_held) {
     } else {
       // Not yet (its new image has not re-attached) or hsid is away: the
       // old ring stays as it is; asked again at the next empty read or
-      // full write.
+      // full write, once the pause has passed (20 us, doubling to 2 ms).
+      const uint32_t pause =
+          std::clamp<uint32_t>(c->follow_pause_us.load(std::memory_order_relaxed) * 2, kFollowPauseMinUs, kFollowPauseMaxUs);
+      c->follow_pause_us.store(pause, std::memory_order_relaxed);
+      c->follow_at_ns.store(NowNs() + uint64_t{pause} * 1000, std::memory_order_relaxed);
       Logf(2, "fd %d: the peer is exec'ing: %s", fd, std::string(p.status().message()).c_str());
     }
   }
@@ -126,10 +153,10 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
   Guard g(&c->rx_mu);
   LibScope scope;
   // kNotYet unless the peer exec'd (its page says moving; FollowPeer).
-  auto follow = [&] {
+  auto follow = [&](bool at_end) {
     if (!c->end.PeerMoving()) return Follow::kNotYet;
     Unlock(&c->rx_mu);  // FollowPeer takes tx_mu first
-    const Follow f = FollowPeer(c, fd, /*tx_held=*/false);
+    const Follow f = FollowPeer(c, fd, /*tx_held=*/false, at_end);
     Lock(&c->rx_mu);
     return f;
   };
@@ -162,7 +189,7 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
       continue;
     }
     // Empty. The peer's image exec'd: continue on its new segments.
-    Follow f = follow();
+    Follow f = follow(false);
     if (f == Follow::kSwitched) continue;
     if (f == Follow::kBroken) {
       if (done > 0) return static_cast<ssize_t>(done);
@@ -226,7 +253,7 @@ ssize_t ConnRead(Conn* c, int fd, const iovec* iov0, int iovcnt0, int flags) {
       // its FIN. Read them, then the socket's own end (bells, then EOF or
       // the error) as TCP would report it. A FIN from the peer's new image
       // (after an exec) follows frames on its new ring: switch first.
-      if (c->end.Readable() > 0 || follow() == Follow::kSwitched) continue;
+      if (c->end.Readable() > 0 || follow(true) == Follow::kSwitched) continue;
       char buf[256];
       for (;;) {
         const ssize_t r = ::syscall(SYS_recvfrom, fd, buf, sizeof(buf), MSG_DONTWAIT, nullptr, nullptr);

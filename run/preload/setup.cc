@@ -8,6 +8,7 @@
 #include <linux/close_range.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bitset>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -362,6 +364,40 @@ bool WaitFor(F ready) {
   return true;
 }
 
+// The state of `c` (held as `fd`) for a decision that cannot wait for its
+// first data call: a connector connected but not paired yet pairs now (the
+// peer may be on rings). kPending after it: still connecting.
+State Settle(Conn* c, int fd) {
+  const State st = static_cast<State>(c->state.load(std::memory_order_acquire));
+  if (st != State::kPending) return st;
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  return ::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0 ? EnsurePaired(c, fd) : st;
+}
+
+// Whether a child that gets `fd` (of `c`) would hold a socket whose stream
+// is, or may yet be, on rings: kActive, or kPending (pairing may still put
+// it on rings). kPlain and kBroken sockets are the kernel's alone. Pairs a
+// connected connector first unless `may_pair` is false (a vfork child: it
+// must not talk to hsid from the parent's memory).
+bool OnRings(Conn* c, int fd, bool may_pair) {
+  const State st = may_pair ? Settle(c, fd) : static_cast<State>(c->state.load(std::memory_order_acquire));
+  return st == State::kActive || st == State::kPending;
+}
+
+// Calls `f(fd, flags)` for each descriptor of this process that is on
+// rings (OnRings) and not close-on-exec, in order; allocates nothing.
+template <typename F>
+void ForEachInheritedOnRings(bool may_pair, F f) {
+  for (int fd = 0; fd < 65536; ++fd) {
+    Conn* c = Lookup(fd);
+    if (c == nullptr) continue;
+    const int fl = R().fcntl(fd, F_GETFD);
+    if (fl < 0 || (fl & FD_CLOEXEC) != 0 || !OnRings(c, fd, may_pair)) continue;
+    f(fd, fl);
+  }
+}
+
 // One exec: carries what it can, makes the rest close-on-exec; undone (the
 // destructor) when the exec fails.
 class ExecCarry {
@@ -381,12 +417,7 @@ class ExecCarry {
     bool looked = false;
     for (auto& [c, fds] : conns) {
       const int fd = fds[0];
-      State st = static_cast<State>(c->state.load(std::memory_order_acquire));
-      if (st == State::kPending) {  // connected but not paired yet: pair now (the peer may be on rings)
-        sockaddr_storage ss{};
-        socklen_t len = sizeof(ss);
-        if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) st = EnsurePaired(c, fd);
-      }
+      const State st = Settle(c, fd);
       if (st == State::kPlain || st == State::kBroken) continue;  // plain TCP already (or reset)
       if (!looked) {
         reason_all = ImageReason(file, search, envp);
@@ -468,6 +499,113 @@ class ExecCarry {
   std::vector<std::pair<int, int>> cloexec_;
   std::string carried_;
   std::vector<char*> envp_;
+};
+
+// An exec in a child whose library state is the parent's (docs/hsi-run.md
+// section 5): a vfork child shares the parent's memory (Conns, locks, the
+// hsid connection) and _Fork or clone children ran no fork handler (their
+// descriptors are not counted in Conn::refs). Nothing can be carried from
+// there, and the parent keeps its copy: each descriptor on rings that is
+// not close-on-exec is made close-on-exec in the child's own descriptor
+// table (vfork does not share it), the reason logged; undone if the exec
+// fails. Takes none of the library's locks and allocates nothing (a parent
+// thread may hold them, or the allocator's); only the log line takes
+// stderr's stdio lock, as any fprintf in a vfork child does.
+class ForeignChildExec {
+ public:
+  ForeignChildExec() {
+    ForEachInheritedOnRings(/*may_pair=*/false, [this](int fd, int fl) {
+      R().fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+      set_[static_cast<size_t>(fd)] = true;
+      Logf(0, "fd %d: accelerated connection closed in the new image at exec: exec from a vfork (or _Fork/clone) child, "
+           "which shares the parent's state: the parent keeps its copy, so it cannot move", fd);
+    });
+  }
+  ~ForeignChildExec() {  // only reached when the exec failed
+    const int e = errno;
+    for (size_t fd = 0; fd < set_.size(); ++fd) {
+      if (set_[fd]) R().fcntl(static_cast<int>(fd), F_SETFD, R().fcntl(static_cast<int>(fd), F_GETFD) & ~FD_CLOEXEC);
+    }
+    errno = e;
+  }
+
+ private:
+  std::bitset<65536> set_;
+};
+
+// Runs `exec(envp')` for an exec of `file` (PATH searched if `search`):
+// through ExecCarry, or ForeignChildExec in a child whose library state is
+// the parent's (InForeignChild).
+template <typename F>
+int Exec(const char* file, bool search, char* const envp[], F exec) {
+  if (InLib() || !AnyConns()) return exec(envp);
+  if (InForeignChild()) {
+    ForeignChildExec guard;
+    return exec(envp);
+  }
+  ExecCarry carry(file, search, envp);
+  return exec(carry.envp());
+}
+
+// ---------------------------------------------------------------- spawn
+// posix_spawn (and glibc's system() and popen(), which use it) execs the
+// child with glibc's internal execve, past the exec interposers, and the
+// parent keeps its copy, so a connection cannot move to the child: as the
+// exec path does with what it cannot carry, the child must not get a live
+// descriptor on rings (it would read bells as data; its writes would reach
+// nobody). Each one that is not close-on-exec is made close-on-exec for the
+// call (the child's exec closes it), the reason logged per descriptor, and
+// its flags are restored when the call returns (system(): when the command
+// has ended). Spawns of several threads at once count their marks, so the
+// last one out restores (g_spawn_mu). docs/hsi-run.md section 5 says what
+// other threads may see meanwhile.
+std::mutex g_spawn_mu;
+struct SpawnMark {
+  int spawns = 0;         // spawns in flight that need it close-on-exec
+  int flags = 0;          // F_GETFD before the first
+  Conn* conn = nullptr;   // its connection then: a number closed and reused meanwhile is not touched
+};
+std::unordered_map<int, SpawnMark>* SpawnMarks() {
+  static auto* m = new std::unordered_map<int, SpawnMark>();
+  return m;
+}
+
+class SpawnCloexec {
+ public:
+  explicit SpawnCloexec(const char* how) {
+    if (InLib() || !AnyConns()) return;
+    LibScope scope;
+    std::lock_guard<std::mutex> l(g_spawn_mu);
+    auto note = [&](int fd) {
+      fds_.push_back(fd);
+      Logf(0, "fd %d: accelerated connection closed in the spawned child (%s): the parent keeps its copy, so it "
+           "cannot move", fd, how);
+    };
+    for (auto& [fd, mark] : *SpawnMarks()) {  // close-on-exec now, for another thread's spawn
+      ++mark.spawns;
+      note(fd);
+    }
+    ForEachInheritedOnRings(/*may_pair=*/true, [&](int fd, int fl) {
+      R().fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+      (*SpawnMarks())[fd] = SpawnMark{1, fl, Lookup(fd)};
+      note(fd);
+    });
+  }
+  ~SpawnCloexec() {
+    if (fds_.empty()) return;
+    const int e = errno;
+    std::lock_guard<std::mutex> l(g_spawn_mu);
+    for (int fd : fds_) {
+      auto it = SpawnMarks()->find(fd);
+      if (it == SpawnMarks()->end() || --it->second.spawns > 0) continue;
+      if (Lookup(fd) == it->second.conn) R().fcntl(fd, F_SETFD, it->second.flags);
+      SpawnMarks()->erase(it);
+    }
+    errno = e;
+  }
+
+ private:
+  std::vector<int> fds_;
 };
 
 // One HSI_RUN_EXEC entry: kCarryNumbers numbers, then the descriptors.
@@ -789,15 +927,55 @@ int setsockopt(int fd, int level, int name, const void* val, socklen_t len) {
 }
 
 int execve(const char* path, char* const argv[], char* const envp[]) {
-  if (InLib() || !AnyConns()) return R().execve(path, argv, envp);
-  ExecCarry carry(path, /*search=*/false, envp);
-  return R().execve(path, argv, carry.envp());
+  return Exec(path, /*search=*/false, envp, [&](char* const* e) { return R().execve(path, argv, e); });
 }
 
 int execvpe(const char* file, char* const argv[], char* const envp[]) {
-  if (InLib() || !AnyConns()) return R().execvpe(file, argv, envp);
-  ExecCarry carry(file, /*search=*/true, envp);
-  return R().execvpe(file, argv, carry.envp());
+  return Exec(file, /*search=*/true, envp, [&](char* const* e) { return R().execvpe(file, argv, e); });
+}
+
+// glibc's fexecve calls execveat (or its internal execve): the image is the
+// open file, named for ExecCarry's checks by its /proc/self/fd link.
+int fexecve(int fd, char* const argv[], char* const envp[]) {
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+  return Exec(path, /*search=*/false, envp, [&](char* const* e) { return R().fexecve(fd, argv, e); });
+}
+
+int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file_actions_t* fa, const posix_spawnattr_t* attr,
+                char* const argv[], char* const envp[]) {
+  SpawnCloexec guard("posix_spawn");
+  return R().posix_spawn(pid, path, fa, attr, argv, envp);
+}
+
+int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t* fa, const posix_spawnattr_t* attr,
+                 char* const argv[], char* const envp[]) {
+  SpawnCloexec guard("posix_spawnp");
+  return R().posix_spawnp(pid, file, fa, attr, argv, envp);
+}
+
+// A file action that would dup2 a descriptor on rings into the child (dup2
+// clears close-on-exec, so SpawnCloexec cannot keep it out) closes `newfd`
+// in the child instead: the exec path's "closed in the new image". Decided
+// when the action is added (the program adds it just before the spawn).
+int posix_spawn_file_actions_adddup2(posix_spawn_file_actions_t* fa, int fd, int newfd) {
+  Conn* c = InLib() || fd < 0 ? nullptr : Lookup(fd);
+  if (c != nullptr && OnRings(c, fd, /*may_pair=*/true)) {
+    Logf(0, "fd %d: accelerated connection closed as fd %d in the spawned child (posix_spawn file action dup2): the "
+         "parent keeps its copy, so it cannot move", fd, newfd);
+    return R().posix_spawn_file_actions_addclose(fa, newfd);
+  }
+  return R().posix_spawn_file_actions_adddup2(fa, fd, newfd);
+}
+
+int system(const char* command) {
+  SpawnCloexec guard("system");
+  return R().system(command);
+}
+
+FILE* popen(const char* command, const char* type) {
+  SpawnCloexec guard("popen");
+  return R().popen(command, type);
 }
 
 int execv(const char* path, char* const argv[]) { return execve(path, argv, environ); }

@@ -31,9 +31,22 @@
 //       exec-plain:   the new image is exec'd without LD_PRELOAD: under
 //                     hsi-run the descriptor must be closed there ("OK
 //                     closed"), on plain TCP the stream continues
-//   hsi-run-check server --port-file FILE --exec-after N
-//       one connection; after echoing N bytes the server execs itself and
-//       the new image echoes the rest (the acceptor side of an exec)
+//       fexecve:      as exec, through fexecve (/proc/self/exe opened)
+//       spawn, system, popen, vfork (under hsi-run only): mid-stream, the
+//                     client hands its descriptor (not close-on-exec) to a
+//                     child started by posix_spawn (inherited, then dup2'd
+//                     onto the child's stdin by a file action), system(),
+//                     popen() or vfork+execv; the child, "hsi-run-check
+//                     probe --fd N", must find it closed; then the stream
+//                     is finished
+//       spawn-threads: as spawn (inherited), 4 threads x 25 spawns at once
+//   hsi-run-check probe --fd N
+//       prints "closed" and exits 0 if descriptor N is not open, else says
+//       what a read on it returned and exits 1
+//   hsi-run-check server --port-file FILE --exec-after N [--exec-env NAME=VALUE]
+//       one connection; after echoing N bytes the server execs itself (with
+//       NAME=VALUE added to the environment) and the new image echoes the
+//       rest (the acceptor side of an exec)
 //       Wake-up modes, each --rounds R request/response round trips of 1 B
 //       to 3000 B (the reader must sleep for nearly every echo; a lost
 //       wake-up fails the round after 10 s, naming it; --bytes ignored):
@@ -54,6 +67,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
@@ -151,6 +165,9 @@ int ServerExec(int argc, char** argv, int l) {
     echoed += static_cast<uint64_t>(n);
   }
   const std::string fds = std::to_string(fd);
+  for (int i = 2; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--exec-env") == 0) ::putenv(argv[i + 1]);  // NAME=VALUE, for the new image only
+  }
   ::execl("/proc/self/exe", argv[0], "server", "--resume-fd", fds.c_str(), static_cast<char*>(nullptr));  // the list form
   Fail("exec");
 }
@@ -307,7 +324,7 @@ void RecvAll(int fd, Check& c) { RecvUpTo(fd, c, ~uint64_t{0}); }
 // closed"), on plain TCP it simply continues.
 
 [[noreturn]] void ExecSelf(int argc, char** argv, int fd, uint64_t sent, uint64_t got, bool fork_child, bool plain,
-                          const char* next_mode = nullptr) {
+                          const char* next_mode = nullptr, bool by_fd = false) {
   if (::fcntl(fd, F_SETFD, 0) < 0) Fail("clear FD_CLOEXEC");
   std::vector<std::string> args(argv, argv + argc);
   if (next_mode != nullptr) {
@@ -332,12 +349,27 @@ void RecvAll(int fd, Check& c) { RecvUpTo(fd, c, ~uint64_t{0}); }
     }
     env.push_back(nullptr);
     ::execve("/proc/self/exe", av.data(), env.data());
+  } else if (by_fd) {
+    const int exe = ::open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    if (exe < 0) Fail("open /proc/self/exe");
+    ::fexecve(exe, av.data(), environ);
   } else if (fork_child) {
     ::execvp("/proc/self/exe", av.data());
   } else {
     ::execv("/proc/self/exe", av.data());
   }
   Fail("exec");
+}
+
+// Sends stream positions [sent, total) and shuts down while reading every
+// echo to EOF, checks them all, prints "OK bytes=B".
+int FinishStream(int fd, Check& c, uint64_t sent) {
+  std::thread sender(SendRange, fd, c.seed, sent, c.total, true);
+  RecvAll(fd, c);
+  sender.join();
+  if (c.got != c.total) Fail("got " + std::to_string(c.got) + " of " + std::to_string(c.total) + " bytes back");
+  std::printf("OK bytes=%llu\n", static_cast<unsigned long long>(c.total));
+  return 0;
 }
 
 // The first image of an exec mode.
@@ -365,7 +397,7 @@ int ExecFirst(int argc, char** argv, int port, const std::string& mode, Check& c
     ::execl(path, path, "--version", static_cast<char*>(nullptr));
     Fail("exec");
   }
-  ExecSelf(argc, argv, fd, sent, got, false, mode == "exec-plain");
+  ExecSelf(argc, argv, fd, sent, got, false, mode == "exec-plain", nullptr, mode == "fexecve");
 }
 
 // The new image of an exec mode.
@@ -388,12 +420,123 @@ int ExecSecond(int argc, char** argv, const std::string& mode, Check& c) {
     sender.join();
     ExecSelf(argc, argv, fd, sent2, c.got, false, false, "exec");
   }
-  std::thread sender(SendRange, fd, c.seed, sent, c.total, true);
-  RecvAll(fd, c);
+  return FinishStream(fd, c, sent);
+}
+
+// ------------------------------------------------------------ spawn
+//
+// The spawn modes (docs/hsi-run.md section 5): with bytes in flight both
+// ways, the client hands its connection (not close-on-exec) to a child that
+// posix_spawn (glibc execs it without the exec interposers), system(),
+// popen() or vfork (the child execs from the parent's memory) starts. Under hsi-run the child must not get a live descriptor:
+// its stream is on rings the child cannot read, so a read there returns
+// bells as data and its writes reach nobody. The child,
+// "hsi-run-check probe --fd N", says whether it found the descriptor; then
+// the client finishes the stream on its own copy and checks every byte.
+
+std::string SelfPath() {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) Fail("readlink /proc/self/exe");
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+int Probe(int argc, char** argv) {
+  const int fd = std::atoi(Arg(argc, argv, "--fd", nullptr));
+  if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+    std::printf("closed\n");
+    return 0;
+  }
+  char buf[256];
+  const ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+  std::printf("FAIL: descriptor %d is live in the spawned child: a read returned %zd%s\n", fd, n,
+              n > 0 ? " bytes (bells: the stream is on rings)" : (n < 0 && errno == EAGAIN ? " (EAGAIN)" : ""));
+  return 1;
+}
+
+// The child's exit status `st` of `what` must be 0 ("closed").
+void ExpectClosedIn(int st, const std::string& what) {
+  if (st == -1) Fail(what);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    errno = 0;
+    Fail(what + ": the child found the connection's descriptor live (its line above says what it read)");
+  }
+}
+
+// posix_spawn()s `self` as "probe" with descriptor `fd` inherited (or, if
+// `dup`, dup2'd onto its stdin by a file action); it must find it closed.
+void SpawnProbe(std::string self, int fd, bool dup) {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  if (dup && posix_spawn_file_actions_adddup2(&fa, fd, 0) != 0) Fail("posix_spawn_file_actions_adddup2");
+  std::string child_fd = dup ? "0" : std::to_string(fd);
+  std::string probe = "probe", opt = "--fd";
+  char* av[] = {self.data(), probe.data(), opt.data(), child_fd.data(), nullptr};
+  pid_t pid = 0;
+  if (const int rc = ::posix_spawn(&pid, self.c_str(), &fa, nullptr, av, environ); rc != 0) {
+    errno = rc;
+    Fail("posix_spawn");
+  }
+  posix_spawn_file_actions_destroy(&fa);
+  int st = 0;
+  if (::waitpid(pid, &st, 0) != pid) Fail("waitpid");
+  ExpectClosedIn(st, dup ? "posix_spawn, dup2 onto the child's stdin" : "posix_spawn");
+}
+
+int SpawnMode(int port, const std::string& mode, Check& c) {
+  const int fd = Connect(port);
+  const uint64_t sent = c.total / 2;
+  std::thread sender(SendRange, fd, c.seed, 0, sent, false);
+  RecvUpTo(fd, c, sent / 2);
   sender.join();
-  if (c.got != c.total) Fail("got " + std::to_string(c.got) + " of " + std::to_string(c.total) + " bytes back");
-  std::printf("OK bytes=%llu\n", static_cast<unsigned long long>(c.total));
-  return 0;
+  if (::fcntl(fd, F_SETFD, 0) < 0) Fail("clear FD_CLOEXEC");
+  std::string self = SelfPath();
+  const std::string n = std::to_string(fd);
+  const std::string cmd = "exec '" + self + "' probe --fd " + n;
+  std::fflush(stdout);
+  if (mode == "spawn") {
+    SpawnProbe(self, fd, false);  // inherited as is
+    if (::fcntl(fd, F_GETFD) != 0) Fail("the parent's descriptor flags changed across posix_spawn");
+    SpawnProbe(self, fd, true);  // dup2'd onto the child's stdin
+  } else if (mode == "spawn-threads") {
+    // Spawns of several threads at once: each child must find it closed,
+    // though another thread's spawn ends (and restores) meanwhile.
+    std::vector<std::thread> spawners;
+    for (int t = 0; t < 4; ++t) {
+      spawners.emplace_back([&] {
+        for (int i = 0; i < 25; ++i) SpawnProbe(self, fd, false);
+      });
+    }
+    for (std::thread& t : spawners) t.join();
+  } else if (mode == "vfork") {
+    std::string probe = "probe", opt = "--fd", child_fd = n;
+    char* av[] = {self.data(), probe.data(), opt.data(), child_fd.data(), nullptr};
+    const pid_t pid = ::vfork();
+    if (pid == 0) {
+      ::execv(av[0], av);
+      ::_exit(127);
+    }
+    if (pid < 0) Fail("vfork");
+    int st = 0;
+    if (::waitpid(pid, &st, 0) != pid) Fail("waitpid");
+    ExpectClosedIn(st, "vfork + execv");
+  } else if (mode == "system") {
+    ExpectClosedIn(std::system(cmd.c_str()), "system");
+  } else {
+    FILE* p = ::popen(cmd.c_str(), "r");
+    if (p == nullptr) Fail("popen");
+    char line[512] = {};
+    if (std::fgets(line, sizeof(line), p) == nullptr) line[0] = '\0';
+    const int st = ::pclose(p);
+    if (std::strcmp(line, "closed\n") != 0) {
+      errno = 0;
+      Fail(std::string("popen: the child said: ") + line);
+    }
+    ExpectClosedIn(st, "popen");
+  }
+  if (::fcntl(fd, F_GETFD) != 0) Fail("the parent's descriptor flags changed across " + mode);
+  // The parent's copy is untouched: the rest of the stream, every byte checked.
+  return FinishStream(fd, c, sent);
 }
 
 void SetNonBlocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
@@ -718,11 +861,15 @@ int Client(int argc, char** argv) {
     const int r = WakeRounds(port, mode, std::atoi(Arg(argc, argv, "--rounds", "2000")), c.seed);
     if (r >= 0) return r;
   }
-  if (mode == "exec" || mode == "exec2" || mode == "fork-exec" || mode == "exec-plain" || mode == "exec-static") {
+  if (mode == "exec" || mode == "exec2" || mode == "fork-exec" || mode == "exec-plain" || mode == "exec-static" ||
+      mode == "fexecve") {
     for (int i = 2; i < argc; ++i) {
       if (std::strcmp(argv[i], "--resume-fd") == 0) return ExecSecond(argc, argv, mode, c);
     }
     return ExecFirst(argc, argv, port, mode, c);
+  }
+  if (mode == "spawn" || mode == "spawn-threads" || mode == "system" || mode == "popen" || mode == "vfork") {
+    return SpawnMode(port, mode, c);
   }
   const int fd = Connect(port);
   if (mode == "threads") {
@@ -804,17 +951,21 @@ int Client(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
-    std::puts("usage: hsi-run-check server --port-file FILE [--conns N | --exec-after BYTES]\n"
+    std::puts("usage: hsi-run-check server --port-file FILE [--conns N | --exec-after BYTES [--exec-env NAME=VALUE]]\n"
               "       hsi-run-check client --port P --bytes B --mode poll|threads|fork|epoll|semantics|\n"
-              "                     exec|exec2|fork-exec|exec-plain|exec-static [--exec-path P] [--seed S]\n"
+              "                     exec|exec2|fork-exec|exec-plain|exec-static|fexecve|spawn|spawn-threads|system|\n"
+              "                     popen|vfork\n"
+              "                     [--exec-path P] [--seed S]\n"
               "       hsi-run-check client --port P --bytes 0 --mode et-rounds|block-rounds|shared-epoll|many-epoll|\n"
               "                     two-waiters\n"
               "                     [--rounds R] [--seed S]\n"
+              "       hsi-run-check probe --fd N   (a spawned child: is descriptor N closed?)\n"
               "Echo stream check for hsi-run: every byte generated from the seed, echoed, compared.");
     return 0;
   }
   if (argc >= 2 && std::strcmp(argv[1], "server") == 0) return Server(argc, argv);
   if (argc >= 2 && std::strcmp(argv[1], "client") == 0) return Client(argc, argv);
+  if (argc >= 2 && std::strcmp(argv[1], "probe") == 0) return Probe(argc, argv);
   std::fprintf(stderr, "hsi-run-check: server or client? (try --help)\n");
   return 2;
 }

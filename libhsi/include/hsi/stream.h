@@ -180,8 +180,12 @@ class HSI_EXPORT StreamEnd {
   // `flags` (MSG_NOSIGNAL or 0: a probe of a peer that may be gone, which
   // raises SIGPIPE as a TCP write would). Returns send(2)'s result.
   ssize_t SendBell(int sock, int flags);
-  // Whether the peer counted bells this side has not drained yet.
-  bool BellsOwed() const { return peer_page()->bells_sent.load(std::memory_order_acquire) > bells_drained_; }
+  // How many bells the peer counted that this side has not drained yet.
+  uint64_t BellsUndrained() const {
+    const uint64_t sent = peer_page()->bells_sent.load(std::memory_order_acquire);
+    return sent > bells_drained_ ? sent - bells_drained_ : 0;
+  }
+  bool BellsOwed() const { return BellsUndrained() > 0; }
   // Bytes of the first waiting frame not yet read (0: none), for FIONREAD.
   size_t Readable();
   bool broken() const { return failed_ || !tx_.ok() || !rx_.ok(); }
