@@ -388,6 +388,22 @@ absl::Status Duplex::ApplyMirrored(const Header& h, Reader& r) {
       server_.conns_.erase(c);
       return absl::OkStatus();
     }
+    case proto::kDuplexPutBack: {
+      const uint32_t list = r.U32("list");
+      std::string key = r.Str("key", proto::kMaxKey);
+      std::string data = r.Str("data", proto::kMaxData);
+      if (absl::Status s = r.Done(); !s.ok()) return s;
+      auto c = server_.conns_.find(h.conn);
+      if (c == server_.conns_.end() || RoleOf(c->second.structure) != Role::kSecondary)
+        return absl::FailedPreconditionError(absl::StrCat("no mirrored connection ", h.conn));
+      Server::Structure& s = server_.structures_.at(c->second.structure);
+      if (!s.list)
+        return absl::InvalidArgumentError(absl::StrCat("duplexing: put-back on ", c->second.structure,
+                                                       ", not a list structure"));
+      // The same push the primary did; what it would send goes nowhere.
+      std::vector<Transition> unused;
+      return s.list->Push(list, ListEnd::kHead, std::move(key), std::move(data), &unused).status();
+    }
     default:
       return absl::InvalidArgumentError(absl::StrCat("duplexing: message type ", h.type, " unknown"));
   }
@@ -439,20 +455,16 @@ bool Duplex::Serve(Address from, absl::Span<const uint8_t> frame) {
   }
   CheckPartner();
   if (!duplexed_) return false;
-  if (!deferred_.empty()) {  // the fault: last request's mirror, late
-    std::vector<uint8_t> d;
-    d.swap(deferred_);
-    Mirror(d, proto::ParseHeader(d)->request_id);
-  }
+  FlushDeferred();
   // Applied here with the replies (and notes) held, mirrored, then sent.
   server_.reply_mode_ = Server::ReplyMode::kHold;
   server_.Handle(from, frame);
   server_.reply_mode_ = Server::ReplyMode::kSend;
-  std::vector<std::pair<Address, std::vector<uint8_t>>> held;
+  std::vector<HeldFrame> held;
   held.swap(server_.held_);
   uint32_t token = 0;
   bool ok = false;
-  for (const auto& [to, f] : held) {
+  for (const auto& [to, f, popped] : held) {
     absl::StatusOr<Header> rh = proto::ParseHeader(f);
     if (to == from && rh.ok() && rh->request_id == h->request_id &&
         rh->type == (h->type | proto::kReplyBit) && rh->status == 0) {
@@ -485,7 +497,7 @@ bool Duplex::Serve(Address from, absl::Span<const uint8_t> frame) {
     // A cache Connect's reply names the CF that granted the second half of
     // the vector: the secondary, if it has the connection now.
     if (h->type == proto::kConnect && duplexed_ && server_.structures_.at(structure).cache) {
-      for (auto& [to, f] : held) {
+      for (auto& [to, f, popped] : held) {
         absl::StatusOr<Header> rh = proto::ParseHeader(f);
         if (to != from || !rh.ok() || rh->request_id != h->request_id || f.size() < 4) continue;
         const uint32_t a = cfg.duplex_address->value();
@@ -493,7 +505,52 @@ bool Duplex::Serve(Address from, absl::Span<const uint8_t> frame) {
       }
     }
   }
-  for (const auto& [to, f] : held) server_.Reply(to, f);
+  SendHeld(std::move(held));
+  return true;
+}
+
+void Duplex::FlushDeferred() {
+  if (deferred_.empty()) return;
+  std::vector<uint8_t> d;
+  d.swap(deferred_);
+  Mirror(d, proto::ParseHeader(d)->request_id);
+}
+
+void Duplex::SendHeld(std::vector<HeldFrame> held) {
+  for (const HeldFrame& m : held) {
+    if (!m.popped) {
+      server_.Reply(m.to, m.frame);
+      continue;
+    }
+    auto c = server_.conns_.find(m.popped->conn);
+    if (c != server_.conns_.end()) server_.SendPopNote(c->second, *m.popped);
+  }
+}
+
+bool Duplex::PutBack(const Transition& t, const absl::Status& why) {
+  auto c = server_.conns_.find(t.conn);
+  if (!duplexed_ || c == server_.conns_.end() || RoleOf(c->second.structure) != Role::kPrimary)
+    return false;
+  // Applied here with what it causes held, mirrored, then sent: as a
+  // connector's request is (Serve).
+  FlushDeferred();
+  std::vector<Transition> again;
+  server_.reply_mode_ = Server::ReplyMode::kHold;
+  const absl::Status back = server_.PutBack(c->second, t, why, &again);
+  server_.SendTransitions(again);
+  server_.reply_mode_ = Server::ReplyMode::kSend;
+  std::vector<HeldFrame> held;
+  held.swap(server_.held_);
+  if (back.ok()) {
+    const uint64_t id = next_id_++;
+    Mirror(Writer(Header{proto::kDuplexPutBack, id, t.conn, 0})
+               .U32(t.list)
+               .Str(t.entry.key)
+               .Str(t.entry.data)
+               .frame(),
+           id);
+  }
+  SendHeld(std::move(held));
   return true;
 }
 

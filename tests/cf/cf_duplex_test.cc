@@ -25,6 +25,7 @@
 #include "hsi/testing/child.h"
 #include "hsi/testing/hsid.h"
 #include "hsi/testing/line_pipe.h"
+#include "hsi/testing/program.h"
 #include "xi_checker.h"
 
 namespace hsi::cf {
@@ -471,6 +472,53 @@ TEST_F(CfDuplexTest, AListMonitorSurvivesTheKillOfThePrimary) {
   EXPECT_EQ(a_->Pop(pa_, 1, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
 }
 
+
+// On a duplexed list, a PopNote that cannot be sent (the waiter stopped
+// reading and its ring is full) puts its entry back at the head of the
+// list in both CFs: the primary serves it, and after kill -9 of the
+// primary so does the survivor, exactly once.
+TEST_F(CfDuplexTest, AnEntryWhosePopNoteCannotBeSentGoesBackInBothCfs) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(OpenPair("LIST1", "PUSHER", "READER"));
+  absl::StatusOr<RawConnector> raw = OpenRawConnector(hsid_, "DB2W", Addr(kCf01));
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  proto::Header rh;
+  proto::Writer conn({proto::kConnect, 1, 0, 0});
+  conn.Str("LIST1").Str("WAITER");
+  ASSERT_EQ(raw->Ask(conn, &rh), "OK");
+  proto::Writer pop_wait({proto::kListPopWait, 2, rh.conn, 0});
+  pop_wait.U32(3).U8(static_cast<uint8_t>(ListEnd::kHead));
+  ASSERT_EQ(raw->Ask(pop_wait), "OK");  // list 3 is empty: the pop waits
+  // The waiter reads nothing from now on and floods the CF with reads of
+  // an entry whose replies (32 bytes) are smaller than the note will be,
+  // until its 1 MiB ring is full: the CF drops replies to it (logged).
+  ASSERT_TRUE(a_->Push(pa_, 0, ListEnd::kTail, "x", "").ok());
+  proto::Writer read({proto::kListRead, 3, rh.conn, 0});
+  read.U32(0).Str("x");
+  const std::string full = absl::StrCat("reply to ", raw->nic.address().ToString(), " not sent");
+  auto dropped = [&] { return cf01_->log().find(full) != std::string::npos; };
+  for (int i = 1; i <= 200000 && (i % 4096 != 0 || !dropped()); ++i)
+    ASSERT_TRUE(raw->link.Send(read.frame(), Wait::Adaptive(In(absl::Seconds(20)))).ok()) << i;
+  ASSERT_TRUE(::hsi::testing::Eventually(dropped)) << cf01_->log();
+  // The push is handed to the waiter; its note cannot be sent.
+  const std::string data(64, 'w');  // max_data: a note larger than any reply dropped
+  ASSERT_TRUE(a_->Push(pa_, 3, ListEnd::kTail, "kw", data).ok());
+  absl::StatusOr<ListEntry> e = b_->Read(pb_, 3, "kw");
+  ASSERT_TRUE(e.ok()) << e.status() << cf01_->log();
+  EXPECT_EQ(e->data, data);
+  EXPECT_THAT(cf01_->log(), HasSubstr("back at the list's head"));
+  // In the secondary too: after kill -9 of the primary the reader fails
+  // over and pops it there, once.
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> ev = b_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(ev.ok()) << ev.status() << cf02_->log();
+  ASSERT_EQ(ev->kind, Event::Kind::kFailedOver);
+  absl::StatusOr<ListEntry> got = b_->Pop(pb_, 3, ListEnd::kHead);
+  ASSERT_TRUE(got.ok()) << got.status() << cf02_->log();
+  EXPECT_EQ(got->key, "kw");
+  EXPECT_EQ(got->data, data);
+  EXPECT_EQ(b_->Pop(pb_, 3, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
+}
 
 // A queued lock request survives the kill of the primary: its holder,
 // back first, releases the lock at the survivor while the waiter has not
