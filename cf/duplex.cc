@@ -131,18 +131,37 @@ void Duplex::TakeOver(const std::string& why) {
     auto next = std::next(c);
     if (RoleOf(c->second.structure) == Role::kSecondary) {
       Server::Structure& s = server_.structures_.at(c->second.structure);
+      const bool alive = server_.nic_.PeerLpar(c->second.peer).ok();
       if (s.cache) {
         // Before anything is served here: every local copy is invalid (a
         // connector that has not noticed the primary's death yet must not
         // trust the primary's frozen half); the entries, changed data
         // included, stay. The connector gets a fresh vector when it
-        // connects again.
+        // connects again; a live one keeps its castout locks meanwhile
+        // (a castout in progress completes after its failover).
         if (!fault_keep_vectors_) s.cache->InvalidateAll(c->first);
-        server_.DetachCache(c->second, "failed over (its primary CF died)");
+        if (alive) {
+          const uint32_t held = s.cache->Suspend(c->first);
+          suspended_[c->first] = Suspension{.lock = nullptr, .until = until, .notes = {}, .cache = s.cache.get(), .list = nullptr};
+          server_.Log(absl::StrCat("connector ", c->second.connector, " of ", c->second.structure,
+                                   " failed over (its primary CF died); its registrations end, ",
+                                   held, " castout lock(s) kept for its return"));
+        } else {
+          server_.DetachCache(c->second, "failed over (its primary CF died)");
+        }
       } else if (s.list) {
-        // Its monitors stay, for the connector's return (ReclaimToken).
-      } else if (server_.nic_.PeerLpar(c->second.peer).ok()) {
-        suspended_[c->first] = Suspension{s.lock.get(), until, {}};
+        // Its waiting pops end (an entry handed to a connector away would
+        // be lost: its PopWait ends with the dead CF's link anyway). Its
+        // monitors stay for a live connector's return (ReclaimToken); a
+        // dead one's end now, and a live one's if it is not back in time.
+        for (uint32_t l = 0; l < s.list->lists(); ++l) s.list->CancelPopWait(c->first, l).IgnoreError();
+        if (alive) {
+          suspended_[c->first] = Suspension{.lock = nullptr, .until = until, .notes = {}, .cache = nullptr, .list = s.list.get()};
+        } else {
+          s.list->Forget(c->first);
+        }
+      } else if (alive) {
+        suspended_[c->first] = Suspension{s.lock.get(), until, {}, nullptr, nullptr};
       } else {
         dead.emplace_back(s.lock.get(), c->first);
       }
@@ -158,8 +177,8 @@ void Duplex::TakeOver(const std::string& why) {
   server_.Log(absl::StrCat("took over the secondary structure(s) of ",
                            server_.config_.duplex_partner, " (", why, "): ", failed,
                            " connection(s) to reclaim by their connectors (", suspended_.size(),
-                           " of a lock structure kept for ", absl::FormatDuration(kReclaimGrace),
-                           ", ", dead.size(), " of dead connectors failed)"));
+                           " of live connectors kept for ", absl::FormatDuration(kReclaimGrace),
+                           ", ", failed - suspended_.size(), " of dead connectors failed)"));
 }
 
 void Duplex::HoldNote(const Note& n) {
@@ -182,13 +201,22 @@ void Duplex::Expire(absl::Time now) {
       continue;
     }
     const uint32_t token = it->first;
-    LockStructure* lock = it->second.lock;
+    const Suspension sp = std::move(it->second);
     it = suspended_.erase(it);
-    const size_t before = lock->retained_count();
-    lock->Fail(token, &notes);
-    server_.Log(absl::StrCat("connection ", token, " of ", lock->name(), " not reclaimed within ",
-                             absl::FormatDuration(kReclaimGrace), " of the takeover: failed, ",
-                             lock->retained_count() - before, " lock(s) retained"));
+    const std::string what = absl::StrCat("connection ", token, " of ",
+                                          sp.lock ? sp.lock->name() : sp.cache ? sp.cache->name() : sp.list->name(),
+                                          " not reclaimed within ", absl::FormatDuration(kReclaimGrace),
+                                          " of the takeover: failed, ");
+    if (sp.cache) {
+      server_.Log(absl::StrCat(what, sp.cache->Detach(token), " castout lock(s) released (the entries stay changed)"));
+    } else if (sp.list) {
+      sp.list->Forget(token);
+      server_.Log(absl::StrCat(what, "its monitors end"));
+    } else {
+      const size_t before = sp.lock->retained_count();
+      sp.lock->Fail(token, &notes);
+      server_.Log(absl::StrCat(what, sp.lock->retained_count() - before, " lock(s) retained"));
+    }
   }
   server_.SendNotes(notes);
 }

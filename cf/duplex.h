@@ -44,9 +44,12 @@
 // itself). Meanwhile a live connector's lock connection is suspended (its
 // locks and queued requests kept, notes for it held for its return; failed
 // with its locks retained if it is not back within 10 s), a dead one's
-// fails at once (retained); list monitors stay (noted again on return for
-// each monitored list with entries); cache connections end (see above). A primary that restarts after its secondary took over finds
-// Hello refused and sends its connectors there (kUnavailable naming the
+// fails at once (retained); a live connector's list connection keeps its
+// monitors (noted again on return for each monitored list with entries)
+// and a cache connection its castout locks, on the same terms (a dead
+// one's monitors end, its castout locks are released); waiting pops and
+// cache registrations end at once (see above). A primary that restarts
+// after its secondary took over finds Hello refused and sends its connectors there (kUnavailable naming the
 // partner). Re-duplexing a structure into a new secondary (copying it) is
 // not done: a structure left simplex stays simplex until both CFs restart.
 //
@@ -66,6 +69,7 @@
 #include "hsi/address.h"
 #include "hsi/nic.h"
 #include "absl/time/time.h"
+#include "cache_structure.h"
 #include "list_structure.h"
 #include "lock_structure.h"
 #include "protocol.h"
@@ -163,10 +167,15 @@ class Duplex {
   std::vector<uint8_t> buf_;
   std::vector<uint8_t> deferred_;  // the fault's mirror not yet sent
   std::map<std::pair<std::string, std::string>, uint32_t> reclaim_;  // after a takeover
+  // A connection kept after a takeover for its connector's return: one of
+  // lock (its locks and queued requests), cache (its castout locks) or
+  // list (its monitors).
   struct Suspension {
-    LockStructure* lock;
+    LockStructure* lock = nullptr;
     absl::Time until;
     std::vector<Note> notes;
+    CacheStructure* cache = nullptr;
+    ListStructure* list = nullptr;
   };
   std::map<uint32_t, Suspension> suspended_;  // after a takeover: token -> its suspension
 };

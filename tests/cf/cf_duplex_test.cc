@@ -723,6 +723,47 @@ TEST_F(CfDuplexCacheTest, KillOfThePrimaryKeepsChangedEntriesAndInvalidatesEvery
   EXPECT_EQ(ValidCopies(gb_, kRegistered), kRegistered - 1);
 }
 
+// A castout in progress when the primary dies keeps its castout lock at
+// the survivor (as on z/OS, the lock lives with the structure): another
+// connector asking to cast the entry out is refused naming the holder, and
+// the holder, back after its failover, completes it (the entry no longer
+// changed).
+TEST_F(CfDuplexCacheTest, ACastoutInProgressKeepsItsCastoutLockAcrossTheKillOfThePrimary) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(PopulateCache());
+  absl::StatusOr<std::string> d = a_->ReadForCastout(ga_, Page(0));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(*d, PageData(0));
+  cf01_->Kill(SIGKILL);
+  // B fails over first and finds the entry still locked by GA.
+  absl::StatusOr<Event> e = b_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+  absl::StatusOr<std::string> other = b_->ReadForCastout(gb_, Page(0));
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition) << other.status();
+  EXPECT_THAT(other.status().message(), HasSubstr("is locked for castout by GA"));
+  absl::StatusOr<std::vector<std::string>> changed = b_->ChangedEntries(gb_, 1000);
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  EXPECT_EQ(changed->size(), static_cast<size_t>(kChanged - 1));  // P.0 is being cast out
+  absl::StatusOr<CacheCounters> locked = b_->CacheStats(gb_);
+  ASSERT_TRUE(locked.ok()) << locked.status();
+  EXPECT_EQ(locked->castout_locked, 1u);
+  // A fails over and completes its castout at the survivor.
+  e = a_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+  absl::StatusOr<bool> still = a_->UnlockCastout(ga_, Page(0));
+  ASSERT_TRUE(still.ok()) << still.status() << cf02_->log();
+  EXPECT_FALSE(*still);
+  changed = b_->ChangedEntries(gb_, 1000);
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  EXPECT_EQ(changed->size(), static_cast<size_t>(kChanged - 1));
+  EXPECT_THAT(*changed, Not(::testing::Contains(Page(0))));
+  absl::StatusOr<CacheCounters> st = b_->CacheStats(gb_);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->changed, static_cast<uint64_t>(kChanged - 1));
+}
+
 // kill -9 of the secondary: copies stay valid (the primary's half is
 // live), every changed entry is cast out at the primary, and once the
 // primary has ended duplexing a buffer registered for the first time
