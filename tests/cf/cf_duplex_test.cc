@@ -520,6 +520,58 @@ TEST_F(CfDuplexTest, AnEntryWhosePopNoteCannotBeSentGoesBackInBothCfs) {
   EXPECT_EQ(b_->Pop(pb_, 3, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
 }
 
+// A list connector that is away after the takeover and never comes back:
+// its waiting pop ended at the takeover (an entry pushed at the survivor
+// stays in the list rather than be handed to it and lost), and after the
+// 10 s grace its monitors end (they stayed registered forever: a leak);
+// connecting again later under the same name, it is told of no list.
+TEST_F(CfDuplexTest, AListConnectorThatNeverComesBackLosesNoEntryAndItsMonitorsEnd) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(OpenPair("LIST1", "PUSHER", "READER"));
+  absl::StatusOr<RawConnector> raw = OpenRawConnector(hsid_, "DB2W", Addr(kCf01));
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  proto::Header rh;
+  proto::Writer conn({proto::kConnect, 1, 0, 0});
+  conn.Str("LIST1").Str("WAITER");
+  ASSERT_EQ(raw->Ask(conn, &rh), "OK");
+  proto::Writer monitor({proto::kListMonitor, 2, rh.conn, 0});
+  monitor.U32(2).U8(1);
+  ASSERT_EQ(raw->Ask(monitor), "OK");
+  proto::Writer pop_wait({proto::kListPopWait, 3, rh.conn, 0});
+  pop_wait.U32(3).U8(static_cast<uint8_t>(ListEnd::kHead));
+  ASSERT_EQ(raw->Ask(pop_wait), "OK");  // list 3 is empty: the pop waits
+  cf01_->Kill(SIGKILL);
+  for (CfClient* c : {a_.get(), b_.get()}) {
+    absl::StatusOr<Event> e = c->NextEvent(Wait::Block(In(absl::Seconds(10))));
+    ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+    ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+  }
+  // Not handed to the waiter that is away: in the list (length 1 after).
+  absl::StatusOr<uint32_t> n = a_->Push(pa_, 3, ListEnd::kTail, "kw", Data(3));
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 1u);
+  absl::StatusOr<ListEntry> e = b_->Read(pb_, 3, "kw");
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  EXPECT_EQ(e->data, Data(3));
+  // List 2 gets an entry while WAITER is away; the grace ends its monitor.
+  ASSERT_TRUE(a_->Push(pa_, 2, ListEnd::kTail, "k2", Data(2)).ok());
+  EXPECT_TRUE(::hsi::testing::Eventually(
+      [&] { return cf02_->log().find("not reclaimed within 10s of the takeover: failed, its monitors end") !=
+                   std::string::npos; },
+      absl::Seconds(30), absl::Milliseconds(100)))
+      << cf02_->log();
+  // WAITER connects again (its old token): no transition for list 2 follows
+  // the reply, only the reply of its next request.
+  absl::StatusOr<hsi::Link> l = raw->nic.Link(Addr(kCf02), Wait::Adaptive(In(absl::Seconds(5))));
+  ASSERT_TRUE(l.ok()) << l.status();
+  raw->link = std::move(*l);
+  ASSERT_EQ(raw->Ask(conn, &rh), "OK");
+  proto::Writer read({proto::kListRead, 4, rh.conn, 0});
+  read.U32(3).Str("kw");
+  ASSERT_EQ(raw->Ask(read, &rh), "OK");
+  EXPECT_EQ(rh.type, proto::kListRead | proto::kReplyBit) << "a note for list 2 came first";
+}
+
 // A queued lock request survives the kill of the primary: its holder,
 // back first, releases the lock at the survivor while the waiter has not
 // come back; the waiter's grant is held for it and arrives after its
