@@ -255,8 +255,36 @@ class CfDuplexTest : public ::testing::Test {
     EXPECT_EQ(records["A.new"], "rec-A.new");
   }
 
+  // The raw connector's Connect to LIST1 as WAITER.
+  static proto::Writer WaiterConnect() {
+    proto::Writer w({proto::kConnect, 1, 0, 0});
+    w.Str("LIST1").Str("WAITER");
+    return w;
+  }
+  // A raw connector (LPAR DB2W: raw_) connected to LIST1 at CF01 as WAITER
+  // (token waiter_), monitoring list `monitor` if set, with a PopWait
+  // waiting on the empty list 3.
+  void OpenWaiter(std::optional<uint32_t> monitor = std::nullopt) {
+    absl::StatusOr<RawConnector> raw = OpenRawConnector(hsid_, "DB2W", Addr(kCf01));
+    ASSERT_TRUE(raw.ok()) << raw.status();
+    raw_.emplace(std::move(*raw));
+    proto::Header rh;
+    ASSERT_EQ(raw_->Ask(WaiterConnect(), &rh), "OK");
+    waiter_ = rh.conn;
+    if (monitor) {
+      proto::Writer m({proto::kListMonitor, 2, waiter_, 0});
+      m.U32(*monitor).U8(1);
+      ASSERT_EQ(raw_->Ask(m), "OK");
+    }
+    proto::Writer pop_wait({proto::kListPopWait, 3, waiter_, 0});
+    pop_wait.U32(3).U8(static_cast<uint8_t>(ListEnd::kHead));
+    ASSERT_EQ(raw_->Ask(pop_wait), "OK");  // list 3 is empty: the pop waits
+  }
+
   Hsid hsid_;
   std::unique_ptr<CfProcess> cf01_, cf02_, cf03_;
+  std::optional<RawConnector> raw_;  // OpenWaiter's
+  uint32_t waiter_ = 0;
   std::unique_ptr<CfClient> a_, b_;
   Connection ca_, cb_, la_, lb_;
   Connection pa_, pb_;  // OpenPair's
@@ -480,25 +508,17 @@ TEST_F(CfDuplexTest, AListMonitorSurvivesTheKillOfThePrimary) {
 TEST_F(CfDuplexTest, AnEntryWhosePopNoteCannotBeSentGoesBackInBothCfs) {
   ASSERT_NO_FATAL_FAILURE(StartPair());
   ASSERT_NO_FATAL_FAILURE(OpenPair("LIST1", "PUSHER", "READER"));
-  absl::StatusOr<RawConnector> raw = OpenRawConnector(hsid_, "DB2W", Addr(kCf01));
-  ASSERT_TRUE(raw.ok()) << raw.status();
-  proto::Header rh;
-  proto::Writer conn({proto::kConnect, 1, 0, 0});
-  conn.Str("LIST1").Str("WAITER");
-  ASSERT_EQ(raw->Ask(conn, &rh), "OK");
-  proto::Writer pop_wait({proto::kListPopWait, 2, rh.conn, 0});
-  pop_wait.U32(3).U8(static_cast<uint8_t>(ListEnd::kHead));
-  ASSERT_EQ(raw->Ask(pop_wait), "OK");  // list 3 is empty: the pop waits
+  ASSERT_NO_FATAL_FAILURE(OpenWaiter());
   // The waiter reads nothing from now on and floods the CF with reads of
   // an entry whose replies (32 bytes) are smaller than the note will be,
   // until its 1 MiB ring is full: the CF drops replies to it (logged).
   ASSERT_TRUE(a_->Push(pa_, 0, ListEnd::kTail, "x", "").ok());
-  proto::Writer read({proto::kListRead, 3, rh.conn, 0});
+  proto::Writer read({proto::kListRead, 3, waiter_, 0});
   read.U32(0).Str("x");
-  const std::string full = absl::StrCat("reply to ", raw->nic.address().ToString(), " not sent");
+  const std::string full = absl::StrCat("reply to ", raw_->nic.address().ToString(), " not sent");
   auto dropped = [&] { return cf01_->log().find(full) != std::string::npos; };
   for (int i = 1; i <= 200000 && (i % 4096 != 0 || !dropped()); ++i)
-    ASSERT_TRUE(raw->link.Send(read.frame(), Wait::Adaptive(In(absl::Seconds(20)))).ok()) << i;
+    ASSERT_TRUE(raw_->link.Send(read.frame(), Wait::Adaptive(In(absl::Seconds(20)))).ok()) << i;
   ASSERT_TRUE(::hsi::testing::Eventually(dropped)) << cf01_->log();
   // The push is handed to the waiter; its note cannot be sent.
   const std::string data(64, 'w');  // max_data: a note larger than any reply dropped
@@ -528,18 +548,7 @@ TEST_F(CfDuplexTest, AnEntryWhosePopNoteCannotBeSentGoesBackInBothCfs) {
 TEST_F(CfDuplexTest, AListConnectorThatNeverComesBackLosesNoEntryAndItsMonitorsEnd) {
   ASSERT_NO_FATAL_FAILURE(StartPair());
   ASSERT_NO_FATAL_FAILURE(OpenPair("LIST1", "PUSHER", "READER"));
-  absl::StatusOr<RawConnector> raw = OpenRawConnector(hsid_, "DB2W", Addr(kCf01));
-  ASSERT_TRUE(raw.ok()) << raw.status();
-  proto::Header rh;
-  proto::Writer conn({proto::kConnect, 1, 0, 0});
-  conn.Str("LIST1").Str("WAITER");
-  ASSERT_EQ(raw->Ask(conn, &rh), "OK");
-  proto::Writer monitor({proto::kListMonitor, 2, rh.conn, 0});
-  monitor.U32(2).U8(1);
-  ASSERT_EQ(raw->Ask(monitor), "OK");
-  proto::Writer pop_wait({proto::kListPopWait, 3, rh.conn, 0});
-  pop_wait.U32(3).U8(static_cast<uint8_t>(ListEnd::kHead));
-  ASSERT_EQ(raw->Ask(pop_wait), "OK");  // list 3 is empty: the pop waits
+  ASSERT_NO_FATAL_FAILURE(OpenWaiter(/*monitor=*/2));
   cf01_->Kill(SIGKILL);
   for (CfClient* c : {a_.get(), b_.get()}) {
     absl::StatusOr<Event> e = c->NextEvent(Wait::Block(In(absl::Seconds(10))));
@@ -562,13 +571,14 @@ TEST_F(CfDuplexTest, AListConnectorThatNeverComesBackLosesNoEntryAndItsMonitorsE
       << cf02_->log();
   // WAITER connects again (its old token): no transition for list 2 follows
   // the reply, only the reply of its next request.
-  absl::StatusOr<hsi::Link> l = raw->nic.Link(Addr(kCf02), Wait::Adaptive(In(absl::Seconds(5))));
+  absl::StatusOr<hsi::Link> l = raw_->nic.Link(Addr(kCf02), Wait::Adaptive(In(absl::Seconds(5))));
   ASSERT_TRUE(l.ok()) << l.status();
-  raw->link = std::move(*l);
-  ASSERT_EQ(raw->Ask(conn, &rh), "OK");
+  raw_->link = std::move(*l);
+  proto::Header rh;
+  ASSERT_EQ(raw_->Ask(WaiterConnect(), &rh), "OK");
   proto::Writer read({proto::kListRead, 4, rh.conn, 0});
   read.U32(3).Str("kw");
-  ASSERT_EQ(raw->Ask(read, &rh), "OK");
+  ASSERT_EQ(raw_->Ask(read, &rh), "OK");
   EXPECT_EQ(rh.type, proto::kListRead | proto::kReplyBit) << "a note for list 2 came first";
 }
 
