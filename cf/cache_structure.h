@@ -139,7 +139,7 @@ class CacheStructure {
     std::string connector;
     VectorWriter vector;
     absl::flat_hash_map<uint32_t, std::string> by_index;  // buffer index -> entry name
-    bool suspended = false;  // Suspend(): no vector, no registrations
+    bool suspended = false;                               // Suspend(): no vector, no registrations
   };
   // Ends every registration of `conn` (Detach, Suspend).
   void EndRegistrations(uint32_t conn, Conn& c);

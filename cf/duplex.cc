@@ -142,7 +142,11 @@ void Duplex::TakeOver(const std::string& why) {
         if (!fault_keep_vectors_) s.cache->InvalidateAll(c->first);
         if (alive) {
           const uint32_t held = s.cache->Suspend(c->first);
-          suspended_[c->first] = Suspension{.lock = nullptr, .until = until, .notes = {}, .cache = s.cache.get(), .list = nullptr};
+          suspended_[c->first] = Suspension{.lock = nullptr,
+                                            .until = until,
+                                            .notes = {},
+                                            .cache = s.cache.get(),
+                                            .list = nullptr};
           server_.Log(absl::StrCat("connector ", c->second.connector, " of ", c->second.structure,
                                    " failed over (its primary CF died); its registrations end, ",
                                    held, " castout lock(s) kept for its return"));
@@ -154,9 +158,11 @@ void Duplex::TakeOver(const std::string& why) {
         // be lost: its PopWait ends with the dead CF's link anyway). Its
         // monitors stay for a live connector's return (ReclaimToken); a
         // dead one's end now, and a live one's if it is not back in time.
-        for (uint32_t l = 0; l < s.list->lists(); ++l) s.list->CancelPopWait(c->first, l).IgnoreError();
+        for (uint32_t l = 0; l < s.list->lists(); ++l)
+          s.list->CancelPopWait(c->first, l).IgnoreError();
         if (alive) {
-          suspended_[c->first] = Suspension{.lock = nullptr, .until = until, .notes = {}, .cache = nullptr, .list = s.list.get()};
+          suspended_[c->first] = Suspension{
+              .lock = nullptr, .until = until, .notes = {}, .cache = nullptr, .list = s.list.get()};
         } else {
           s.list->Forget(c->first);
         }
@@ -203,12 +209,16 @@ void Duplex::Expire(absl::Time now) {
     const uint32_t token = it->first;
     const Suspension sp = std::move(it->second);
     it = suspended_.erase(it);
-    const std::string what = absl::StrCat("connection ", token, " of ",
-                                          sp.lock ? sp.lock->name() : sp.cache ? sp.cache->name() : sp.list->name(),
-                                          " not reclaimed within ", absl::FormatDuration(kReclaimGrace),
-                                          " of the takeover: failed, ");
+    const std::string what =
+        absl::StrCat("connection ", token, " of ",
+                     sp.lock    ? sp.lock->name()
+                     : sp.cache ? sp.cache->name()
+                                : sp.list->name(),
+                     " not reclaimed within ", absl::FormatDuration(kReclaimGrace),
+                     " of the takeover: failed, ");
     if (sp.cache) {
-      server_.Log(absl::StrCat(what, sp.cache->Detach(token), " castout lock(s) released (the entries stay changed)"));
+      server_.Log(absl::StrCat(what, sp.cache->Detach(token),
+                               " castout lock(s) released (the entries stay changed)"));
     } else if (sp.list) {
       sp.list->Forget(token);
       server_.Log(absl::StrCat(what, "its monitors end"));
@@ -426,8 +436,8 @@ absl::Status Duplex::ApplyMirrored(const Header& h, Reader& r) {
         return absl::FailedPreconditionError(absl::StrCat("no mirrored connection ", h.conn));
       Server::Structure& s = server_.structures_.at(c->second.structure);
       if (!s.list)
-        return absl::InvalidArgumentError(absl::StrCat("duplexing: put-back on ", c->second.structure,
-                                                       ", not a list structure"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("duplexing: put-back on ", c->second.structure, ", not a list structure"));
       // The same push the primary did; what it would send goes nowhere.
       std::vector<Transition> unused;
       return s.list->Push(list, ListEnd::kHead, std::move(key), std::move(data), &unused).status();

@@ -56,8 +56,8 @@ absl::Status Server::PutBack(const Conn& c, const Transition& t, const absl::Sta
   absl::StatusOr<uint32_t> back =
       StructureOf(c).list->Push(t.list, ListEnd::kHead, t.entry.key, t.entry.data, again);
   Log(absl::StrCat("entry for the waiting pop of ", c.connector, " on list ", t.list, " of ",
-                   c.structure, " not sent (", why.message(), "): ",
-                   back.ok() ? "back at the list's head" : back.status().message()));
+                   c.structure, " not sent (", why.message(),
+                   "): ", back.ok() ? "back at the list's head" : back.status().message()));
   return back.status();
 }
 

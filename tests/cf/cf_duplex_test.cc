@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cstdio>
-
 #include <map>
 #include <memory>
 #include <optional>
@@ -500,7 +499,6 @@ TEST_F(CfDuplexTest, AListMonitorSurvivesTheKillOfThePrimary) {
   EXPECT_EQ(a_->Pop(pa_, 1, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
 }
 
-
 // On a duplexed list, a PopNote that cannot be sent (the waiter stopped
 // reading and its ring is full) puts its entry back at the head of the
 // list in both CFs: the primary serves it, and after kill -9 of the
@@ -565,8 +563,11 @@ TEST_F(CfDuplexTest, AListConnectorThatNeverComesBackLosesNoEntryAndItsMonitorsE
   // List 2 gets an entry while WAITER is away; the grace ends its monitor.
   ASSERT_TRUE(a_->Push(pa_, 2, ListEnd::kTail, "k2", Data(2)).ok());
   EXPECT_TRUE(::hsi::testing::Eventually(
-      [&] { return cf02_->log().find("not reclaimed within 10s of the takeover: failed, its monitors end") !=
-                   std::string::npos; },
+      [&] {
+        return cf02_->log().find(
+                   "not reclaimed within 10s of the takeover: failed, its monitors end") !=
+               std::string::npos;
+      },
       absl::Seconds(30), absl::Milliseconds(100)))
       << cf02_->log();
   // WAITER connects again (its old token): no transition for list 2 follows
