@@ -694,6 +694,28 @@ constexpr int kRegistered = 10;  // of them, DB2B holds copies of P.0.. in buffe
 std::string Page(int i) { return absl::StrCat("P.", i); }
 std::string PageData(int i) { return absl::StrCat("page-", i, "-v1"); }
 
+// The child LPAR DB2C: connects to GBP1 as GC (no secondary: it never
+// fails over), reads P.1 for castout, says "CASTING" and waits in pause()
+// for the test's SIGKILL, its castout lock held.
+int CastingOut(const Hsid& d, Address cf, const LinePipe& rep) {
+  CfClientOptions o;
+  o.socket_path = d.socket();
+  o.lpar = "DB2C";
+  o.cf = cf;
+  absl::StatusOr<CfClient> c = CfClient::Open(std::move(o));
+  absl::StatusOr<Connection> conn =
+      c.ok() ? c->Connect("GBP1", "GC") : absl::StatusOr<Connection>(c.status());
+  absl::StatusOr<std::string> data =
+      conn.ok() ? c->ReadForCastout(*conn, Page(1)) : absl::StatusOr<std::string>(conn.status());
+  if (!data.ok()) {
+    rep.Write(absl::StrCat("ERR ", data.status().ToString()));
+    return 1;
+  }
+  rep.Write("CASTING");
+  ::pause();
+  return 0;
+}
+
 // How many of buffers [0, n) of `c` test valid.
 int ValidCopies(const Connection& c, int n) {
   int v = 0;
@@ -825,6 +847,40 @@ TEST_F(CfDuplexCacheTest, ACastoutInProgressKeepsItsCastoutLockAcrossTheKillOfTh
   absl::StatusOr<CacheCounters> st = b_->CacheStats(gb_);
   ASSERT_TRUE(st.ok()) << st.status();
   EXPECT_EQ(st->changed, static_cast<uint64_t>(kChanged - 1));
+}
+
+// The castout lock of a connector alive at the takeover that never comes
+// back (it does not fail over; killed after the takeover) is kept through
+// the 10 s grace, then released: the entry, still changed, is cast out by
+// another connector with its data.
+TEST_F(CfDuplexCacheTest, ACastoutLockOfAConnectorThatNeverComesBackIsReleasedAfterTheGrace) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(PopulateCache());
+  LinePipe rep;
+  Child holder([&] { return CastingOut(hsid_, Addr(kCf01), rep); });
+  ASSERT_EQ(rep.Read(absl::Seconds(30)), "CASTING");
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> e = b_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+  absl::StatusOr<std::string> d = b_->ReadForCastout(gb_, Page(1));
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kFailedPrecondition) << d.status();
+  EXPECT_THAT(d.status().message(), HasSubstr("is locked for castout by GC"));
+  ::kill(holder.pid(), SIGKILL);
+  holder.Wait();
+  EXPECT_TRUE(::hsi::testing::Eventually(
+      [&] {
+        d = b_->ReadForCastout(gb_, Page(1));
+        return d.ok();
+      },
+      absl::Seconds(30), absl::Milliseconds(200)))
+      << d.status() << cf02_->log();
+  EXPECT_EQ(*d, PageData(1));
+  absl::StatusOr<bool> still = b_->UnlockCastout(gb_, Page(1));
+  ASSERT_TRUE(still.ok()) << still.status();
+  EXPECT_FALSE(*still);
+  EXPECT_THAT(cf02_->log(), HasSubstr("not reclaimed within 10s of the takeover: failed, 1 castout "
+                                      "lock(s) released"));
 }
 
 // kill -9 of the secondary: copies stay valid (the primary's half is
