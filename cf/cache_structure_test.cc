@@ -147,9 +147,9 @@ TEST(CacheStructureTest, ASuspendedConnectionKeepsItsCastoutLocksUntilItIsBack) 
   Fixture f;
   f.Connect(1);
   f.Connect(2);
-  ASSERT_TRUE(f.cache.ReadAndRegister(1, "P1", 0).ok());
   ASSERT_TRUE(f.cache.Write(2, "P2", "d", true).ok());
   ASSERT_TRUE(f.cache.Write(2, "P3", "e", true).ok());
+  ASSERT_TRUE(f.cache.ReadAndRegister(1, "P1", 0).ok());
   ASSERT_TRUE(f.cache.ReadForCastout(1, "P2").ok());
   ASSERT_TRUE(f.cache.ReadForCastout(1, "P3").ok());
   EXPECT_EQ(f.cache.Suspend(1), 2u);

@@ -67,17 +67,23 @@ Address Addr(const char* a) { return *Address::Parse(a); }
 std::string Key(int i) { return absl::StrCat("k", i); }
 std::string Data(int i) { return absl::StrCat("entry-", i, "-data"); }
 
-// The child LPAR DB2C: connects to LOCK1 as DB2C1, locks C.0..C.4
-// exclusive with record data, says "LOCKED" and waits to be killed: on
-// its CF link (`deaf` false) or deaf to it, in pause() (a connector that
-// does not fail over: it neither calls nor waits on fd()).
-int Doomed(const Hsid& d, Address cf, Address secondary, const LinePipe& rep, bool deaf = false) {
+// The client of the child LPAR DB2C (Doomed, CastingOut) to the CF at
+// `cf`, failing over to `secondary` (Address(): it does not).
+absl::StatusOr<CfClient> OpenChild(const Hsid& d, Address cf, Address secondary) {
   CfClientOptions o;
   o.socket_path = d.socket();
   o.lpar = "DB2C";
   o.cf = cf;
   o.secondary = secondary;
-  absl::StatusOr<CfClient> c = CfClient::Open(std::move(o));
+  return CfClient::Open(std::move(o));
+}
+
+// The child LPAR DB2C: connects to LOCK1 as DB2C1, locks C.0..C.4
+// exclusive with record data, says "LOCKED" and waits to be killed: on
+// its CF link (`deaf` false) or deaf to it, in pause() (a connector that
+// does not fail over: it neither calls nor waits on fd()).
+int Doomed(const Hsid& d, Address cf, Address secondary, const LinePipe& rep, bool deaf = false) {
+  absl::StatusOr<CfClient> c = OpenChild(d, cf, secondary);
   absl::StatusOr<Connection> conn =
       c.ok() ? c->Connect("LOCK1", "DB2C1") : absl::StatusOr<Connection>(c.status());
   if (!conn.ok()) {
@@ -698,11 +704,7 @@ std::string PageData(int i) { return absl::StrCat("page-", i, "-v1"); }
 // fails over), reads P.1 for castout, says "CASTING" and waits in pause()
 // for the test's SIGKILL, its castout lock held.
 int CastingOut(const Hsid& d, Address cf, const LinePipe& rep) {
-  CfClientOptions o;
-  o.socket_path = d.socket();
-  o.lpar = "DB2C";
-  o.cf = cf;
-  absl::StatusOr<CfClient> c = CfClient::Open(std::move(o));
+  absl::StatusOr<CfClient> c = OpenChild(d, cf, Address());
   absl::StatusOr<Connection> conn =
       c.ok() ? c->Connect("GBP1", "GC") : absl::StatusOr<Connection>(c.status());
   absl::StatusOr<std::string> data =
@@ -772,6 +774,18 @@ class CfDuplexCacheTest : public CfDuplexTest {
     EXPECT_EQ(st->in_use, static_cast<uint64_t>(kChanged));
   }
 
+  // kill -9 of the primary; B fails over and is refused the castout of
+  // `page`, locked by `holder` (its lock survived the takeover).
+  void KillThePrimaryAndExpectLocked(const std::string& page, const std::string& holder) {
+    cf01_->Kill(SIGKILL);
+    absl::StatusOr<Event> e = b_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+    ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+    ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+    absl::StatusOr<std::string> d = b_->ReadForCastout(gb_, page);
+    EXPECT_EQ(d.status().code(), absl::StatusCode::kFailedPrecondition) << d.status();
+    EXPECT_THAT(d.status().message(), HasSubstr(absl::StrCat("is locked for castout by ", holder)));
+  }
+
   Connection ga_, gb_;
 };
 
@@ -819,14 +833,8 @@ TEST_F(CfDuplexCacheTest, ACastoutInProgressKeepsItsCastoutLockAcrossTheKillOfTh
   absl::StatusOr<std::string> d = a_->ReadForCastout(ga_, Page(0));
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(*d, PageData(0));
-  cf01_->Kill(SIGKILL);
   // B fails over first and finds the entry still locked by GA.
-  absl::StatusOr<Event> e = b_->NextEvent(Wait::Block(In(absl::Seconds(10))));
-  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
-  ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
-  absl::StatusOr<std::string> other = b_->ReadForCastout(gb_, Page(0));
-  EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition) << other.status();
-  EXPECT_THAT(other.status().message(), HasSubstr("is locked for castout by GA"));
+  ASSERT_NO_FATAL_FAILURE(KillThePrimaryAndExpectLocked(Page(0), "GA"));
   absl::StatusOr<std::vector<std::string>> changed = b_->ChangedEntries(gb_, 1000);
   ASSERT_TRUE(changed.ok()) << changed.status();
   EXPECT_EQ(changed->size(), static_cast<size_t>(kChanged - 1));  // P.0 is being cast out
@@ -834,7 +842,7 @@ TEST_F(CfDuplexCacheTest, ACastoutInProgressKeepsItsCastoutLockAcrossTheKillOfTh
   ASSERT_TRUE(locked.ok()) << locked.status();
   EXPECT_EQ(locked->castout_locked, 1u);
   // A fails over and completes its castout at the survivor.
-  e = a_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  absl::StatusOr<Event> e = a_->NextEvent(Wait::Block(In(absl::Seconds(10))));
   ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
   ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
   absl::StatusOr<bool> still = a_->UnlockCastout(ga_, Page(0));
@@ -859,15 +867,10 @@ TEST_F(CfDuplexCacheTest, ACastoutLockOfAConnectorThatNeverComesBackIsReleasedAf
   LinePipe rep;
   Child holder([&] { return CastingOut(hsid_, Addr(kCf01), rep); });
   ASSERT_EQ(rep.Read(absl::Seconds(30)), "CASTING");
-  cf01_->Kill(SIGKILL);
-  absl::StatusOr<Event> e = b_->NextEvent(Wait::Block(In(absl::Seconds(10))));
-  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
-  ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
-  absl::StatusOr<std::string> d = b_->ReadForCastout(gb_, Page(1));
-  EXPECT_EQ(d.status().code(), absl::StatusCode::kFailedPrecondition) << d.status();
-  EXPECT_THAT(d.status().message(), HasSubstr("is locked for castout by GC"));
+  ASSERT_NO_FATAL_FAILURE(KillThePrimaryAndExpectLocked(Page(1), "GC"));
   ::kill(holder.pid(), SIGKILL);
   holder.Wait();
+  absl::StatusOr<std::string> d;
   EXPECT_TRUE(::hsi::testing::Eventually(
       [&] {
         d = b_->ReadForCastout(gb_, Page(1));
