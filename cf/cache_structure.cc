@@ -32,9 +32,9 @@ absl::StatusOr<CacheStructure::Conn*> CacheStructure::Find(uint32_t conn) {
   return &it->second;
 }
 
-absl::Status CacheStructure::CanAttach(const std::string& connector) const {
+absl::Status CacheStructure::CanAttach(const std::string& connector, uint32_t conn) const {
   for (const auto& [id, c] : conns_) {
-    if (c.connector == connector) {
+    if (c.connector == connector && !(id == conn && c.suspended)) {
       return absl::AlreadyExistsError(
           absl::StrCat("cache structure ", name_, ": connector ", connector, " is already connected"));
     }
@@ -43,17 +43,39 @@ absl::Status CacheStructure::CanAttach(const std::string& connector) const {
 }
 
 absl::Status CacheStructure::Attach(uint32_t conn, const std::string& connector, VectorWriter vector) {
-  if (absl::Status s = CanAttach(connector); !s.ok()) return s;
+  if (absl::Status s = CanAttach(connector, conn); !s.ok()) return s;
+  if (auto it = conns_.find(conn); it != conns_.end() && it->second.suspended) {
+    it->second.vector = std::move(vector);  // back: its castout locks are still its own
+    it->second.suspended = false;
+    return absl::OkStatus();
+  }
   conns_[conn] = Conn{connector, std::move(vector), {}};
   return absl::OkStatus();
+}
+
+void CacheStructure::EndRegistrations(uint32_t conn, Conn& c) {
+  for (const auto& [index, entry] : c.by_index) {
+    if (auto e = dir_.find(entry); e != dir_.end()) e->second.regs.erase(conn);
+  }
+  c.by_index.clear();
+  std::erase_if(late_, [&](const auto& l) { return l.first == conn; });
+}
+
+uint32_t CacheStructure::Suspend(uint32_t conn) {
+  auto it = conns_.find(conn);
+  if (it == conns_.end()) return 0;
+  EndRegistrations(conn, it->second);
+  it->second.vector = VectorWriter();  // its mapping goes; a fresh one on Attach
+  it->second.suspended = true;
+  uint32_t held = 0;
+  for (const auto& [n, e] : dir_) held += e.castout_owner == conn;
+  return held;
 }
 
 uint32_t CacheStructure::Detach(uint32_t conn) {
   auto it = conns_.find(conn);
   if (it == conns_.end()) return 0;
-  for (const auto& [index, entry] : it->second.by_index) {
-    if (auto e = dir_.find(entry); e != dir_.end()) e->second.regs.erase(conn);
-  }
+  EndRegistrations(conn, it->second);
   uint32_t released = 0;
   for (auto& [n, e] : dir_) {
     if (e.castout_owner == conn) {
@@ -62,7 +84,6 @@ uint32_t CacheStructure::Detach(uint32_t conn) {
       ++released;
     }
   }
-  std::erase_if(late_, [&](const auto& l) { return l.first == conn; });
   conns_.erase(it);  // the vector's mapping goes with it
   return released;
 }

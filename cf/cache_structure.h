@@ -29,7 +29,10 @@
 // A connection that goes, normally or not, loses its registrations (its
 // vector goes with it) and the castout locks it held are released: the
 // entries stay changed and another connection casts them out (as XES does
-// when it cleans up a failed connection's castout locks).
+// when it cleans up a failed connection's castout locks). A connection
+// suspended by a duplex takeover (Suspend) loses its registrations and
+// vector but keeps its castout locks (as z/OS keeps them with the
+// structure) until it attaches again under the same token or is detached.
 //
 // Thread safety: none; the CF serves from one thread.
 #ifndef HSI_CF_CACHE_STRUCTURE_H_
@@ -66,12 +69,18 @@ class CacheStructure {
  public:
   CacheStructure(std::string name, uint32_t entries, uint32_t max_data, uint32_t vector_bits);
 
-  // kAlreadyExists if `connector` has a connection (the server checks it
-  // before it makes and grants a vector; Attach checks it again).
-  absl::Status CanAttach(const std::string& connector) const;
-  // A new connection with its vector (VectorWriter of vector_bits bits).
+  // kAlreadyExists if `connector` has a connection, other than `conn`
+  // suspended (the server checks it before it makes and grants a vector;
+  // Attach checks it again).
+  absl::Status CanAttach(const std::string& connector, uint32_t conn) const;
+  // A new connection with its vector (VectorWriter of vector_bits bits), or
+  // `conn` suspended, back with a fresh vector (its castout locks its own).
   // kAlreadyExists if `connector` is connected.
   absl::Status Attach(uint32_t conn, const std::string& connector, VectorWriter vector);
+  // A duplex takeover keeps `conn` for its connector's return: its
+  // registrations end and its vector goes (call InvalidateAll first), its
+  // castout locks stay its own. Returns how many it holds.
+  uint32_t Suspend(uint32_t conn);
   // The connection goes (normally or failed): registrations end, castout
   // locks are released. Returns how many castout locks it held.
   uint32_t Detach(uint32_t conn);
@@ -130,7 +139,10 @@ class CacheStructure {
     std::string connector;
     VectorWriter vector;
     absl::flat_hash_map<uint32_t, std::string> by_index;  // buffer index -> entry name
+    bool suspended = false;                               // Suspend(): no vector, no registrations
   };
+  // Ends every registration of `conn` (Detach, Suspend).
+  void EndRegistrations(uint32_t conn, Conn& c);
   absl::Status CheckName(const std::string& n) const;
   absl::StatusOr<Conn*> Find(uint32_t conn);
   // Ends conn's registration at `index` (bit to invalid).

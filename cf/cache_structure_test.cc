@@ -139,6 +139,35 @@ TEST(CacheStructureTest, ADetachedConnectionLosesRegistrationsAndReleasesCastout
             absl::StatusCode::kFailedPrecondition);
 }
 
+// A duplex takeover suspends a connection: its registrations end, its
+// castout locks stay its own (others are refused naming it) until it
+// attaches again under its token and completes the castout; its name is
+// taken meanwhile; detached instead, its locks are released.
+TEST(CacheStructureTest, ASuspendedConnectionKeepsItsCastoutLocksUntilItIsBack) {
+  Fixture f;
+  f.Connect(1);
+  f.Connect(2);
+  ASSERT_TRUE(f.cache.Write(2, "P2", "d", true).ok());
+  ASSERT_TRUE(f.cache.Write(2, "P3", "e", true).ok());
+  ASSERT_TRUE(f.cache.ReadAndRegister(1, "P1", 0).ok());
+  ASSERT_TRUE(f.cache.ReadForCastout(1, "P2").ok());
+  ASSERT_TRUE(f.cache.ReadForCastout(1, "P3").ok());
+  EXPECT_EQ(f.cache.Suspend(1), 2u);
+  EXPECT_EQ(f.cache.registrations(), 0u);
+  EXPECT_EQ(f.cache.castout_locked(), 2u);
+  EXPECT_THAT(f.cache.ReadForCastout(2, "P2").status().message(),
+              HasSubstr("is locked for castout by C1"));
+  EXPECT_EQ(f.cache.CanAttach("C1", 3).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(f.cache.CanAttach("C1", 1).ok());
+  f.Connect(1);  // back, with a fresh vector
+  EXPECT_EQ(*f.cache.UnlockCastout(1, "P2"), false);
+  EXPECT_EQ(f.cache.changed_count(), 1u);
+  EXPECT_EQ(f.cache.Suspend(1), 1u);
+  EXPECT_EQ(f.cache.Detach(1), 1u);  // never back: released, still changed
+  EXPECT_EQ(f.cache.castout_locked(), 0u);
+  EXPECT_EQ(*f.cache.ReadForCastout(2, "P3"), "e");
+}
+
 TEST(CacheStructureTest, AFullDirectoryReclaimsTheOldestUnchangedEntryOrRefuses) {
   Fixture f(/*entries=*/2);
   const LocalVector& a = f.Connect(1);

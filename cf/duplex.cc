@@ -131,18 +131,43 @@ void Duplex::TakeOver(const std::string& why) {
     auto next = std::next(c);
     if (RoleOf(c->second.structure) == Role::kSecondary) {
       Server::Structure& s = server_.structures_.at(c->second.structure);
+      const bool alive = server_.nic_.PeerLpar(c->second.peer).ok();
       if (s.cache) {
         // Before anything is served here: every local copy is invalid (a
         // connector that has not noticed the primary's death yet must not
         // trust the primary's frozen half); the entries, changed data
         // included, stay. The connector gets a fresh vector when it
-        // connects again.
+        // connects again; a live one keeps its castout locks meanwhile
+        // (a castout in progress completes after its failover).
         if (!fault_keep_vectors_) s.cache->InvalidateAll(c->first);
-        server_.DetachCache(c->second, "failed over (its primary CF died)");
+        if (alive) {
+          const uint32_t held = s.cache->Suspend(c->first);
+          suspended_[c->first] = Suspension{.lock = nullptr,
+                                            .until = until,
+                                            .notes = {},
+                                            .cache = s.cache.get(),
+                                            .list = nullptr};
+          server_.Log(absl::StrCat("connector ", c->second.connector, " of ", c->second.structure,
+                                   " failed over (its primary CF died); its registrations end, ",
+                                   held, " castout lock(s) kept for its return"));
+        } else {
+          server_.DetachCache(c->second, "failed over (its primary CF died)");
+        }
       } else if (s.list) {
-        // Its monitors stay, for the connector's return (ReclaimToken).
-      } else if (server_.nic_.PeerLpar(c->second.peer).ok()) {
-        suspended_[c->first] = Suspension{s.lock.get(), until, {}};
+        // Its waiting pops end (an entry handed to a connector away would
+        // be lost: its PopWait ends with the dead CF's link anyway). Its
+        // monitors stay for a live connector's return (ReclaimToken); a
+        // dead one's end now, and a live one's if it is not back in time.
+        for (uint32_t l = 0; l < s.list->lists(); ++l)
+          s.list->CancelPopWait(c->first, l).IgnoreError();
+        if (alive) {
+          suspended_[c->first] = Suspension{
+              .lock = nullptr, .until = until, .notes = {}, .cache = nullptr, .list = s.list.get()};
+        } else {
+          s.list->Forget(c->first);
+        }
+      } else if (alive) {
+        suspended_[c->first] = Suspension{s.lock.get(), until, {}, nullptr, nullptr};
       } else {
         dead.emplace_back(s.lock.get(), c->first);
       }
@@ -158,8 +183,8 @@ void Duplex::TakeOver(const std::string& why) {
   server_.Log(absl::StrCat("took over the secondary structure(s) of ",
                            server_.config_.duplex_partner, " (", why, "): ", failed,
                            " connection(s) to reclaim by their connectors (", suspended_.size(),
-                           " of a lock structure kept for ", absl::FormatDuration(kReclaimGrace),
-                           ", ", dead.size(), " of dead connectors failed)"));
+                           " of live connectors kept for ", absl::FormatDuration(kReclaimGrace),
+                           ", ", failed - suspended_.size(), " of dead connectors failed)"));
 }
 
 void Duplex::HoldNote(const Note& n) {
@@ -182,13 +207,26 @@ void Duplex::Expire(absl::Time now) {
       continue;
     }
     const uint32_t token = it->first;
-    LockStructure* lock = it->second.lock;
+    const Suspension sp = std::move(it->second);
     it = suspended_.erase(it);
-    const size_t before = lock->retained_count();
-    lock->Fail(token, &notes);
-    server_.Log(absl::StrCat("connection ", token, " of ", lock->name(), " not reclaimed within ",
-                             absl::FormatDuration(kReclaimGrace), " of the takeover: failed, ",
-                             lock->retained_count() - before, " lock(s) retained"));
+    const std::string what =
+        absl::StrCat("connection ", token, " of ",
+                     sp.lock    ? sp.lock->name()
+                     : sp.cache ? sp.cache->name()
+                                : sp.list->name(),
+                     " not reclaimed within ", absl::FormatDuration(kReclaimGrace),
+                     " of the takeover: failed, ");
+    if (sp.cache) {
+      server_.Log(absl::StrCat(what, sp.cache->Detach(token),
+                               " castout lock(s) released (the entries stay changed)"));
+    } else if (sp.list) {
+      sp.list->Forget(token);
+      server_.Log(absl::StrCat(what, "its monitors end"));
+    } else {
+      const size_t before = sp.lock->retained_count();
+      sp.lock->Fail(token, &notes);
+      server_.Log(absl::StrCat(what, sp.lock->retained_count() - before, " lock(s) retained"));
+    }
   }
   server_.SendNotes(notes);
 }
@@ -388,6 +426,22 @@ absl::Status Duplex::ApplyMirrored(const Header& h, Reader& r) {
       server_.conns_.erase(c);
       return absl::OkStatus();
     }
+    case proto::kDuplexPutBack: {
+      const uint32_t list = r.U32("list");
+      std::string key = r.Str("key", proto::kMaxKey);
+      std::string data = r.Str("data", proto::kMaxData);
+      if (absl::Status s = r.Done(); !s.ok()) return s;
+      auto c = server_.conns_.find(h.conn);
+      if (c == server_.conns_.end() || RoleOf(c->second.structure) != Role::kSecondary)
+        return absl::FailedPreconditionError(absl::StrCat("no mirrored connection ", h.conn));
+      Server::Structure& s = server_.structures_.at(c->second.structure);
+      if (!s.list)
+        return absl::InvalidArgumentError(
+            absl::StrCat("duplexing: put-back on ", c->second.structure, ", not a list structure"));
+      // The same push the primary did; what it would send goes nowhere.
+      std::vector<Transition> unused;
+      return s.list->Push(list, ListEnd::kHead, std::move(key), std::move(data), &unused).status();
+    }
     default:
       return absl::InvalidArgumentError(absl::StrCat("duplexing: message type ", h.type, " unknown"));
   }
@@ -439,20 +493,16 @@ bool Duplex::Serve(Address from, absl::Span<const uint8_t> frame) {
   }
   CheckPartner();
   if (!duplexed_) return false;
-  if (!deferred_.empty()) {  // the fault: last request's mirror, late
-    std::vector<uint8_t> d;
-    d.swap(deferred_);
-    Mirror(d, proto::ParseHeader(d)->request_id);
-  }
+  FlushDeferred();
   // Applied here with the replies (and notes) held, mirrored, then sent.
   server_.reply_mode_ = Server::ReplyMode::kHold;
   server_.Handle(from, frame);
   server_.reply_mode_ = Server::ReplyMode::kSend;
-  std::vector<std::pair<Address, std::vector<uint8_t>>> held;
+  std::vector<HeldFrame> held;
   held.swap(server_.held_);
   uint32_t token = 0;
   bool ok = false;
-  for (const auto& [to, f] : held) {
+  for (const auto& [to, f, popped] : held) {
     absl::StatusOr<Header> rh = proto::ParseHeader(f);
     if (to == from && rh.ok() && rh->request_id == h->request_id &&
         rh->type == (h->type | proto::kReplyBit) && rh->status == 0) {
@@ -485,7 +535,7 @@ bool Duplex::Serve(Address from, absl::Span<const uint8_t> frame) {
     // A cache Connect's reply names the CF that granted the second half of
     // the vector: the secondary, if it has the connection now.
     if (h->type == proto::kConnect && duplexed_ && server_.structures_.at(structure).cache) {
-      for (auto& [to, f] : held) {
+      for (auto& [to, f, popped] : held) {
         absl::StatusOr<Header> rh = proto::ParseHeader(f);
         if (to != from || !rh.ok() || rh->request_id != h->request_id || f.size() < 4) continue;
         const uint32_t a = cfg.duplex_address->value();
@@ -493,7 +543,52 @@ bool Duplex::Serve(Address from, absl::Span<const uint8_t> frame) {
       }
     }
   }
-  for (const auto& [to, f] : held) server_.Reply(to, f);
+  SendHeld(std::move(held));
+  return true;
+}
+
+void Duplex::FlushDeferred() {
+  if (deferred_.empty()) return;
+  std::vector<uint8_t> d;
+  d.swap(deferred_);
+  Mirror(d, proto::ParseHeader(d)->request_id);
+}
+
+void Duplex::SendHeld(std::vector<HeldFrame> held) {
+  for (const HeldFrame& m : held) {
+    if (!m.popped) {
+      server_.Reply(m.to, m.frame);
+      continue;
+    }
+    auto c = server_.conns_.find(m.popped->conn);
+    if (c != server_.conns_.end()) server_.SendPopNote(c->second, *m.popped);
+  }
+}
+
+bool Duplex::PutBack(const Transition& t, const absl::Status& why) {
+  auto c = server_.conns_.find(t.conn);
+  if (!duplexed_ || c == server_.conns_.end() || RoleOf(c->second.structure) != Role::kPrimary)
+    return false;
+  // Applied here with what it causes held, mirrored, then sent: as a
+  // connector's request is (Serve).
+  FlushDeferred();
+  std::vector<Transition> again;
+  server_.reply_mode_ = Server::ReplyMode::kHold;
+  const absl::Status back = server_.PutBack(c->second, t, why, &again);
+  server_.SendTransitions(again);
+  server_.reply_mode_ = Server::ReplyMode::kSend;
+  std::vector<HeldFrame> held;
+  held.swap(server_.held_);
+  if (back.ok()) {
+    const uint64_t id = next_id_++;
+    Mirror(Writer(Header{proto::kDuplexPutBack, id, t.conn, 0})
+               .U32(t.list)
+               .Str(t.entry.key)
+               .Str(t.entry.data)
+               .frame(),
+           id);
+  }
+  SendHeld(std::move(held));
   return true;
 }
 

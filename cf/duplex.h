@@ -13,7 +13,8 @@
 // are the primary's), so both copies stay equal. Mirrored: Connect (the
 // token, connector, LPAR), every request except the reads that change
 // nothing (ListRead, CacheChanged, CacheStats), and a connector's failure
-// seen by the primary (its locks become retained in both).
+// seen by the primary (its locks become retained in both), and the
+// put-back of an entry whose PopNote could not be sent (PutBack).
 //
 // Cache structures: each CF owns one half of every connector's validity
 // vector (hsi/cf_vector.h: a bit is valid if valid in both); the
@@ -43,9 +44,12 @@
 // itself). Meanwhile a live connector's lock connection is suspended (its
 // locks and queued requests kept, notes for it held for its return; failed
 // with its locks retained if it is not back within 10 s), a dead one's
-// fails at once (retained); list monitors stay (noted again on return for
-// each monitored list with entries); cache connections end (see above). A primary that restarts after its secondary took over finds
-// Hello refused and sends its connectors there (kUnavailable naming the
+// fails at once (retained); a live connector's list connection keeps its
+// monitors (noted again on return for each monitored list with entries)
+// and a cache connection its castout locks, on the same terms (a dead
+// one's monitors end, its castout locks are released); waiting pops and
+// cache registrations end at once (see above). A primary that restarts
+// after its secondary took over finds Hello refused and sends its connectors there (kUnavailable naming the
 // partner). Re-duplexing a structure into a new secondary (copying it) is
 // not done: a structure left simplex stays simplex until both CFs restart.
 //
@@ -65,12 +69,23 @@
 #include "hsi/address.h"
 #include "hsi/nic.h"
 #include "absl/time/time.h"
+#include "cache_structure.h"
+#include "list_structure.h"
 #include "lock_structure.h"
 #include "protocol.h"
 
 namespace hsi::cf {
 
 class Server;
+
+// A frame the Server holds while a request on a duplexed structure is
+// applied (sent once the secondary acknowledged it); `popped`: it is the
+// PopNote handing that entry to a waiting pop (put back if it cannot go).
+struct HeldFrame {
+  Address to;
+  std::vector<uint8_t> frame;
+  std::optional<Transition> popped;
+};
 
 class Duplex {
  public:
@@ -95,6 +110,13 @@ class Duplex {
   void CheckPartner();
   // Mirrors a connector's failure seen by the primary (before its notes go).
   void MirrorFail(uint32_t token);
+  // The PopNote of `t` to connection `t.conn` of a duplexed structure could not
+  // be sent (`why`): the primary puts the entry back at the head of its
+  // list, mirrors that (kDuplexPutBack, so the secondary's copy holds it
+  // too) and then sends what the push caused (a transition, the next
+  // waiter's PopNote). False, doing nothing, when the structure is not
+  // duplexed from this CF (the Server's simplex put-back then).
+  bool PutBack(const Transition& t, const absl::Status& why);
   // After a takeover: the token a connector's connection had at the
   // primary, for a Connect under the same names (0 if none).
   uint32_t ReclaimToken(const std::string& structure, const std::string& connector);
@@ -121,6 +143,11 @@ class Duplex {
   // Sends one frame to the partner and waits for its acknowledgement;
   // any failure ends duplexing (simplex, logged).
   void Mirror(absl::Span<const uint8_t> frame, uint64_t id);
+  // The fault's (fault_) mirror of the last request, sent now if there is one.
+  void FlushDeferred();
+  // Sends frames held while a request was applied, once it is mirrored: a
+  // PopNote through Server::SendPopNote (put back if it cannot go).
+  void SendHeld(std::vector<HeldFrame> held);
   void Break(const std::string& why);
   void TakeOver(const std::string& why);
   void OnPartnerFrame(Address from, absl::Span<const uint8_t> frame);
@@ -140,10 +167,15 @@ class Duplex {
   std::vector<uint8_t> buf_;
   std::vector<uint8_t> deferred_;  // the fault's mirror not yet sent
   std::map<std::pair<std::string, std::string>, uint32_t> reclaim_;  // after a takeover
+  // A connection kept after a takeover for its connector's return: one of
+  // lock (its locks and queued requests), cache (its castout locks) or
+  // list (its monitors).
   struct Suspension {
-    LockStructure* lock;
+    LockStructure* lock = nullptr;
     absl::Time until;
     std::vector<Note> notes;
+    CacheStructure* cache = nullptr;
+    ListStructure* list = nullptr;
   };
   std::map<uint32_t, Suspension> suspended_;  // after a takeover: token -> its suspension
 };

@@ -87,6 +87,10 @@ enum Type : uint8_t {
   // acknowledged in time, but the link is up: the secondary may be
   // stalled); its copy is out of date from now on: never take over.
   kDuplexDrop = 105,  // (nothing)
+  // Primary -> secondary: the PopNote handing an entry to a waiting pop of
+  // connection `conn` could not be sent (its ring full, its link down): the
+  // entry went back to the head of its list here; do the same there.
+  kDuplexPutBack = 106,  // conn = token; u32 list, str key, str data
   kReplyBit = 128,
 };
 

@@ -164,7 +164,7 @@ void Server::Serve(Address from, absl::Span<const uint8_t> frame) {
 void Server::Reply(Address to, absl::Span<const uint8_t> frame) {
   if (reply_mode_ == ReplyMode::kDrop) return;
   if (reply_mode_ == ReplyMode::kHold) {
-    held_.emplace_back(to, std::vector<uint8_t>(frame.begin(), frame.end()));
+    held_.push_back(HeldFrame{to, std::vector<uint8_t>(frame.begin(), frame.end()), std::nullopt});
     return;
   }
   auto it = links_.find(to);

@@ -114,6 +114,16 @@ class Server {
   void DetachCache(const Conn& conn, const std::string& why);
   absl::StatusOr<std::string> LparOf(Address a);
   void Reply(Address to, absl::Span<const uint8_t> frame);
+  // Sends the PopNote of `t` (an entry popped for a waiting PopWait of
+  // `c`) now, or holds or drops it as reply_mode_ says. One that cannot be
+  // sent (the waiter's ring is full, its link down) puts the entry back at
+  // the head of its list (PutBack), in both CFs of a duplexed structure.
+  void SendPopNote(const Conn& c, const Transition& t);
+  // Pushes `t`'s entry back at the head of its list (logged, naming why the
+  // note was not sent); what that push causes (a transition, a hand-off to
+  // the next waiter) into `again`. Not found or full: the Push's error.
+  absl::Status PutBack(const Conn& c, const Transition& t, const absl::Status& why,
+                       std::vector<Transition>* again);
   void SendNotes(const std::vector<Note>& notes);
   // Fails every connection of a peer whose link is down.
   void ReapDeadPeers();
@@ -144,7 +154,7 @@ class Server {
   // secondary acknowledged) or, at the secondary, drops them.
   std::unique_ptr<Duplex> duplex_;
   enum class ReplyMode { kSend, kHold, kDrop } reply_mode_ = ReplyMode::kSend;
-  std::vector<std::pair<Address, std::vector<uint8_t>>> held_;
+  std::vector<HeldFrame> held_;
 };
 
 }  // namespace hsi::cf

@@ -12,7 +12,7 @@ namespace hsi::cf {
 absl::Status Server::AttachCache(CacheStructure& cache, Address from, uint32_t token,
                                  const std::string& connector) {
   // Before anything is made and granted: a refused Connect leaves nothing behind.
-  if (absl::Status s = cache.CanAttach(connector); !s.ok()) return s;
+  if (absl::Status s = cache.CanAttach(connector, token); !s.ok()) return s;
   absl::StatusOr<VectorWriter> vec =
       VectorWriter::Create(cache.vector_bits(), absl::StrCat("hsi-cf ", cache.name(), " ", connector));
   if (!vec.ok()) return vec.status();

@@ -25,28 +25,40 @@ void Server::SendTransitions(const std::vector<Transition>& out) {
       Reply(c->second.peer, w.frame());
       continue;
     }
-    proto::Writer w(proto::Header{proto::kPopNote, t.request_id, t.conn, 0});
-    w.U32(t.list).Str(t.entry.key).Str(t.entry.data);
-    if (reply_mode_ != ReplyMode::kSend) {  // duplexing holds or drops it (cf/duplex.h)
-      Reply(c->second.peer, w.frame());
-      continue;
-    }
-    auto l = links_.find(c->second.peer);
-    absl::Status sent = l == links_.end() ? absl::UnavailableError("no link")
-                                          : l->second.Send(w.frame(), Wait::Never());
-    if (sent.ok()) continue;
-    // The waiter's ring is full (it does not read) or its link is down:
-    // the entry goes back to the head of its list rather than be lost (a
-    // transition for its monitors, if any); the waiting pop has ended.
-    Structure& st = structures_.at(c->second.structure);
-    std::vector<Transition> again;
-    absl::StatusOr<uint32_t> back =
-        st.list->Push(t.list, ListEnd::kHead, t.entry.key, t.entry.data, &again);
-    Log(absl::StrCat("entry for the waiting pop of ", c->second.connector, " on list ", t.list,
-                     " of ", c->second.structure, " not sent (", sent.message(), "): ",
-                     back.ok() ? "back at the list's head" : back.status().message()));
-    SendTransitions(again);
+    SendPopNote(c->second, t);
   }
+}
+
+void Server::SendPopNote(const Conn& c, const Transition& t) {
+  proto::Writer w(proto::Header{proto::kPopNote, t.request_id, t.conn, 0});
+  w.U32(t.list).Str(t.entry.key).Str(t.entry.data);
+  if (reply_mode_ == ReplyMode::kDrop) return;  // the secondary applying a mirror
+  if (reply_mode_ == ReplyMode::kHold) {        // duplexing sends it after the ack (cf/duplex.h)
+    held_.push_back(HeldFrame{c.peer, {w.frame().begin(), w.frame().end()}, t});
+    return;
+  }
+  auto l = links_.find(c.peer);
+  absl::Status sent = l == links_.end() ? absl::UnavailableError("no link")
+                                        : l->second.Send(w.frame(), Wait::Never());
+  if (sent.ok()) return;
+  // The waiter's ring is full (it does not read) or its link is down:
+  // the entry goes back to the head of its list rather than be lost (a
+  // transition for its monitors, if any); the waiting pop has ended. A
+  // duplexed structure's put-back is mirrored (Duplex::PutBack).
+  if (duplex_ && duplex_->PutBack(t, sent)) return;
+  std::vector<Transition> again;
+  PutBack(c, t, sent, &again).IgnoreError();  // logged
+  SendTransitions(again);
+}
+
+absl::Status Server::PutBack(const Conn& c, const Transition& t, const absl::Status& why,
+                             std::vector<Transition>* again) {
+  absl::StatusOr<uint32_t> back =
+      StructureOf(c).list->Push(t.list, ListEnd::kHead, t.entry.key, t.entry.data, again);
+  Log(absl::StrCat("entry for the waiting pop of ", c.connector, " on list ", t.list, " of ",
+                   c.structure, " not sent (", why.message(),
+                   "): ", back.ok() ? "back at the list's head" : back.status().message()));
+  return back.status();
 }
 
 absl::Status Server::DispatchList(const Conn& conn, ListStructure& list, const proto::Header& h,

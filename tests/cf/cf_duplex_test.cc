@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cstdio>
-
 #include <map>
 #include <memory>
 #include <optional>
@@ -25,6 +24,7 @@
 #include "hsi/testing/child.h"
 #include "hsi/testing/hsid.h"
 #include "hsi/testing/line_pipe.h"
+#include "hsi/testing/program.h"
 #include "xi_checker.h"
 
 namespace hsi::cf {
@@ -67,17 +67,23 @@ Address Addr(const char* a) { return *Address::Parse(a); }
 std::string Key(int i) { return absl::StrCat("k", i); }
 std::string Data(int i) { return absl::StrCat("entry-", i, "-data"); }
 
-// The child LPAR DB2C: connects to LOCK1 as DB2C1, locks C.0..C.4
-// exclusive with record data, says "LOCKED" and waits to be killed: on
-// its CF link (`deaf` false) or deaf to it, in pause() (a connector that
-// does not fail over: it neither calls nor waits on fd()).
-int Doomed(const Hsid& d, Address cf, Address secondary, const LinePipe& rep, bool deaf = false) {
+// The client of the child LPAR DB2C (Doomed, CastingOut) to the CF at
+// `cf`, failing over to `secondary` (Address(): it does not).
+absl::StatusOr<CfClient> OpenChild(const Hsid& d, Address cf, Address secondary) {
   CfClientOptions o;
   o.socket_path = d.socket();
   o.lpar = "DB2C";
   o.cf = cf;
   o.secondary = secondary;
-  absl::StatusOr<CfClient> c = CfClient::Open(std::move(o));
+  return CfClient::Open(std::move(o));
+}
+
+// The child LPAR DB2C: connects to LOCK1 as DB2C1, locks C.0..C.4
+// exclusive with record data, says "LOCKED" and waits to be killed: on
+// its CF link (`deaf` false) or deaf to it, in pause() (a connector that
+// does not fail over: it neither calls nor waits on fd()).
+int Doomed(const Hsid& d, Address cf, Address secondary, const LinePipe& rep, bool deaf = false) {
+  absl::StatusOr<CfClient> c = OpenChild(d, cf, secondary);
   absl::StatusOr<Connection> conn =
       c.ok() ? c->Connect("LOCK1", "DB2C1") : absl::StatusOr<Connection>(c.status());
   if (!conn.ok()) {
@@ -254,8 +260,36 @@ class CfDuplexTest : public ::testing::Test {
     EXPECT_EQ(records["A.new"], "rec-A.new");
   }
 
+  // The raw connector's Connect to LIST1 as WAITER.
+  static proto::Writer WaiterConnect() {
+    proto::Writer w({proto::kConnect, 1, 0, 0});
+    w.Str("LIST1").Str("WAITER");
+    return w;
+  }
+  // A raw connector (LPAR DB2W: raw_) connected to LIST1 at CF01 as WAITER
+  // (token waiter_), monitoring list `monitor` if set, with a PopWait
+  // waiting on the empty list 3.
+  void OpenWaiter(std::optional<uint32_t> monitor = std::nullopt) {
+    absl::StatusOr<RawConnector> raw = OpenRawConnector(hsid_, "DB2W", Addr(kCf01));
+    ASSERT_TRUE(raw.ok()) << raw.status();
+    raw_.emplace(std::move(*raw));
+    proto::Header rh;
+    ASSERT_EQ(raw_->Ask(WaiterConnect(), &rh), "OK");
+    waiter_ = rh.conn;
+    if (monitor) {
+      proto::Writer m({proto::kListMonitor, 2, waiter_, 0});
+      m.U32(*monitor).U8(1);
+      ASSERT_EQ(raw_->Ask(m), "OK");
+    }
+    proto::Writer pop_wait({proto::kListPopWait, 3, waiter_, 0});
+    pop_wait.U32(3).U8(static_cast<uint8_t>(ListEnd::kHead));
+    ASSERT_EQ(raw_->Ask(pop_wait), "OK");  // list 3 is empty: the pop waits
+  }
+
   Hsid hsid_;
   std::unique_ptr<CfProcess> cf01_, cf02_, cf03_;
+  std::optional<RawConnector> raw_;  // OpenWaiter's
+  uint32_t waiter_ = 0;
   std::unique_ptr<CfClient> a_, b_;
   Connection ca_, cb_, la_, lb_;
   Connection pa_, pb_;  // OpenPair's
@@ -471,6 +505,89 @@ TEST_F(CfDuplexTest, AListMonitorSurvivesTheKillOfThePrimary) {
   EXPECT_EQ(a_->Pop(pa_, 1, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
 }
 
+// On a duplexed list, a PopNote that cannot be sent (the waiter stopped
+// reading and its ring is full) puts its entry back at the head of the
+// list in both CFs: the primary serves it, and after kill -9 of the
+// primary so does the survivor, exactly once.
+TEST_F(CfDuplexTest, AnEntryWhosePopNoteCannotBeSentGoesBackInBothCfs) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(OpenPair("LIST1", "PUSHER", "READER"));
+  ASSERT_NO_FATAL_FAILURE(OpenWaiter());
+  // The waiter reads nothing from now on and floods the CF with reads of
+  // an entry whose replies (32 bytes) are smaller than the note will be,
+  // until its 1 MiB ring is full: the CF drops replies to it (logged).
+  ASSERT_TRUE(a_->Push(pa_, 0, ListEnd::kTail, "x", "").ok());
+  proto::Writer read({proto::kListRead, 3, waiter_, 0});
+  read.U32(0).Str("x");
+  const std::string full = absl::StrCat("reply to ", raw_->nic.address().ToString(), " not sent");
+  auto dropped = [&] { return cf01_->log().find(full) != std::string::npos; };
+  for (int i = 1; i <= 200000 && (i % 4096 != 0 || !dropped()); ++i)
+    ASSERT_TRUE(raw_->link.Send(read.frame(), Wait::Adaptive(In(absl::Seconds(20)))).ok()) << i;
+  ASSERT_TRUE(::hsi::testing::Eventually(dropped)) << cf01_->log();
+  // The push is handed to the waiter; its note cannot be sent.
+  const std::string data(64, 'w');  // max_data: a note larger than any reply dropped
+  ASSERT_TRUE(a_->Push(pa_, 3, ListEnd::kTail, "kw", data).ok());
+  absl::StatusOr<ListEntry> e = b_->Read(pb_, 3, "kw");
+  ASSERT_TRUE(e.ok()) << e.status() << cf01_->log();
+  EXPECT_EQ(e->data, data);
+  EXPECT_THAT(cf01_->log(), HasSubstr("back at the list's head"));
+  // In the secondary too: after kill -9 of the primary the reader fails
+  // over and pops it there, once.
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> ev = b_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(ev.ok()) << ev.status() << cf02_->log();
+  ASSERT_EQ(ev->kind, Event::Kind::kFailedOver);
+  absl::StatusOr<ListEntry> got = b_->Pop(pb_, 3, ListEnd::kHead);
+  ASSERT_TRUE(got.ok()) << got.status() << cf02_->log();
+  EXPECT_EQ(got->key, "kw");
+  EXPECT_EQ(got->data, data);
+  EXPECT_EQ(b_->Pop(pb_, 3, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
+}
+
+// A list connector that is away after the takeover and never comes back:
+// its waiting pop ended at the takeover (an entry pushed at the survivor
+// stays in the list rather than be handed to it and lost), and after the
+// 10 s grace its monitors end (they stayed registered forever: a leak);
+// connecting again later under the same name, it is told of no list.
+TEST_F(CfDuplexTest, AListConnectorThatNeverComesBackLosesNoEntryAndItsMonitorsEnd) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(OpenPair("LIST1", "PUSHER", "READER"));
+  ASSERT_NO_FATAL_FAILURE(OpenWaiter(/*monitor=*/2));
+  cf01_->Kill(SIGKILL);
+  for (CfClient* c : {a_.get(), b_.get()}) {
+    absl::StatusOr<Event> e = c->NextEvent(Wait::Block(In(absl::Seconds(10))));
+    ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+    ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+  }
+  // Not handed to the waiter that is away: in the list (length 1 after).
+  absl::StatusOr<uint32_t> n = a_->Push(pa_, 3, ListEnd::kTail, "kw", Data(3));
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 1u);
+  absl::StatusOr<ListEntry> e = b_->Read(pb_, 3, "kw");
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  EXPECT_EQ(e->data, Data(3));
+  // List 2 gets an entry while WAITER is away; the grace ends its monitor.
+  ASSERT_TRUE(a_->Push(pa_, 2, ListEnd::kTail, "k2", Data(2)).ok());
+  EXPECT_TRUE(::hsi::testing::Eventually(
+      [&] {
+        return cf02_->log().find(
+                   "not reclaimed within 10s of the takeover: failed, its monitors end") !=
+               std::string::npos;
+      },
+      absl::Seconds(30), absl::Milliseconds(100)))
+      << cf02_->log();
+  // WAITER connects again (its old token): no transition for list 2 follows
+  // the reply, only the reply of its next request.
+  absl::StatusOr<hsi::Link> l = raw_->nic.Link(Addr(kCf02), Wait::Adaptive(In(absl::Seconds(5))));
+  ASSERT_TRUE(l.ok()) << l.status();
+  raw_->link = std::move(*l);
+  proto::Header rh;
+  ASSERT_EQ(raw_->Ask(WaiterConnect(), &rh), "OK");
+  proto::Writer read({proto::kListRead, 4, rh.conn, 0});
+  read.U32(3).Str("kw");
+  ASSERT_EQ(raw_->Ask(read, &rh), "OK");
+  EXPECT_EQ(rh.type, proto::kListRead | proto::kReplyBit) << "a note for list 2 came first";
+}
 
 // A queued lock request survives the kill of the primary: its holder,
 // back first, releases the lock at the survivor while the waiter has not
@@ -583,6 +700,24 @@ constexpr int kRegistered = 10;  // of them, DB2B holds copies of P.0.. in buffe
 std::string Page(int i) { return absl::StrCat("P.", i); }
 std::string PageData(int i) { return absl::StrCat("page-", i, "-v1"); }
 
+// The child LPAR DB2C: connects to GBP1 as GC (no secondary: it never
+// fails over), reads P.1 for castout, says "CASTING" and waits in pause()
+// for the test's SIGKILL, its castout lock held.
+int CastingOut(const Hsid& d, Address cf, const LinePipe& rep) {
+  absl::StatusOr<CfClient> c = OpenChild(d, cf, Address());
+  absl::StatusOr<Connection> conn =
+      c.ok() ? c->Connect("GBP1", "GC") : absl::StatusOr<Connection>(c.status());
+  absl::StatusOr<std::string> data =
+      conn.ok() ? c->ReadForCastout(*conn, Page(1)) : absl::StatusOr<std::string>(conn.status());
+  if (!data.ok()) {
+    rep.Write(absl::StrCat("ERR ", data.status().ToString()));
+    return 1;
+  }
+  rep.Write("CASTING");
+  ::pause();
+  return 0;
+}
+
 // How many of buffers [0, n) of `c` test valid.
 int ValidCopies(const Connection& c, int n) {
   int v = 0;
@@ -639,6 +774,18 @@ class CfDuplexCacheTest : public CfDuplexTest {
     EXPECT_EQ(st->in_use, static_cast<uint64_t>(kChanged));
   }
 
+  // kill -9 of the primary; B fails over and is refused the castout of
+  // `page`, locked by `holder` (its lock survived the takeover).
+  void KillThePrimaryAndExpectLocked(const std::string& page, const std::string& holder) {
+    cf01_->Kill(SIGKILL);
+    absl::StatusOr<Event> e = b_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+    ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+    ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+    absl::StatusOr<std::string> d = b_->ReadForCastout(gb_, page);
+    EXPECT_EQ(d.status().code(), absl::StatusCode::kFailedPrecondition) << d.status();
+    EXPECT_THAT(d.status().message(), HasSubstr(absl::StrCat("is locked for castout by ", holder)));
+  }
+
   Connection ga_, gb_;
 };
 
@@ -673,6 +820,70 @@ TEST_F(CfDuplexCacheTest, KillOfThePrimaryKeepsChangedEntriesAndInvalidatesEvery
   EXPECT_EQ(*n, 1u);
   EXPECT_FALSE(gb_.vector->IsValid(3));
   EXPECT_EQ(ValidCopies(gb_, kRegistered), kRegistered - 1);
+}
+
+// A castout in progress when the primary dies keeps its castout lock at
+// the survivor (as on z/OS, the lock lives with the structure): another
+// connector asking to cast the entry out is refused naming the holder, and
+// the holder, back after its failover, completes it (the entry no longer
+// changed).
+TEST_F(CfDuplexCacheTest, ACastoutInProgressKeepsItsCastoutLockAcrossTheKillOfThePrimary) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(PopulateCache());
+  absl::StatusOr<std::string> d = a_->ReadForCastout(ga_, Page(0));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(*d, PageData(0));
+  // B fails over first and finds the entry still locked by GA.
+  ASSERT_NO_FATAL_FAILURE(KillThePrimaryAndExpectLocked(Page(0), "GA"));
+  absl::StatusOr<std::vector<std::string>> changed = b_->ChangedEntries(gb_, 1000);
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  EXPECT_EQ(changed->size(), static_cast<size_t>(kChanged - 1));  // P.0 is being cast out
+  absl::StatusOr<CacheCounters> locked = b_->CacheStats(gb_);
+  ASSERT_TRUE(locked.ok()) << locked.status();
+  EXPECT_EQ(locked->castout_locked, 1u);
+  // A fails over and completes its castout at the survivor.
+  absl::StatusOr<Event> e = a_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver);
+  absl::StatusOr<bool> still = a_->UnlockCastout(ga_, Page(0));
+  ASSERT_TRUE(still.ok()) << still.status() << cf02_->log();
+  EXPECT_FALSE(*still);
+  changed = b_->ChangedEntries(gb_, 1000);
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  EXPECT_EQ(changed->size(), static_cast<size_t>(kChanged - 1));
+  EXPECT_THAT(*changed, Not(::testing::Contains(Page(0))));
+  absl::StatusOr<CacheCounters> st = b_->CacheStats(gb_);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->changed, static_cast<uint64_t>(kChanged - 1));
+}
+
+// The castout lock of a connector alive at the takeover that never comes
+// back (it does not fail over; killed after the takeover) is kept through
+// the 10 s grace, then released: the entry, still changed, is cast out by
+// another connector with its data.
+TEST_F(CfDuplexCacheTest, ACastoutLockOfAConnectorThatNeverComesBackIsReleasedAfterTheGrace) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(PopulateCache());
+  LinePipe rep;
+  Child holder([&] { return CastingOut(hsid_, Addr(kCf01), rep); });
+  ASSERT_EQ(rep.Read(absl::Seconds(30)), "CASTING");
+  ASSERT_NO_FATAL_FAILURE(KillThePrimaryAndExpectLocked(Page(1), "GC"));
+  ::kill(holder.pid(), SIGKILL);
+  holder.Wait();
+  absl::StatusOr<std::string> d;
+  EXPECT_TRUE(::hsi::testing::Eventually(
+      [&] {
+        d = b_->ReadForCastout(gb_, Page(1));
+        return d.ok();
+      },
+      absl::Seconds(30), absl::Milliseconds(200)))
+      << d.status() << cf02_->log();
+  EXPECT_EQ(*d, PageData(1));
+  absl::StatusOr<bool> still = b_->UnlockCastout(gb_, Page(1));
+  ASSERT_TRUE(still.ok()) << still.status();
+  EXPECT_FALSE(*still);
+  EXPECT_THAT(cf02_->log(), HasSubstr("not reclaimed within 10s of the takeover: failed, 1 castout "
+                                      "lock(s) released"));
 }
 
 // kill -9 of the secondary: copies stay valid (the primary's half is

@@ -96,6 +96,25 @@ struct RawConnector {
   }
 };
 
+// LPAR `lpar` of `hsid` with a NIC on CHPID F0 and a raw link to the CF at `cf`.
+inline absl::StatusOr<RawConnector> OpenRawConnector(const Hsid& hsid, const std::string& lpar,
+                                                     Address cf) {
+  SessionOptions so;
+  so.socket_path = hsid.socket();
+  so.lpar = lpar;
+  RawConnector c;
+  absl::StatusOr<Session> s = Session::Connect(std::move(so));
+  if (!s.ok()) return s.status();
+  c.session = std::move(*s);
+  absl::StatusOr<Nic> nic = c.session.AttachNic(0xF0);
+  if (!nic.ok()) return nic.status();
+  c.nic = std::move(*nic);
+  absl::StatusOr<hsi::Link> link = c.nic.Link(cf, Wait::Adaptive(In(absl::Seconds(5))));
+  if (!link.ok()) return link.status();
+  c.link = std::move(*link);
+  return c;
+}
+
 class CfTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -114,20 +133,7 @@ class CfTest : public ::testing::Test {
     return CfClient::Open(std::move(o));
   }
   absl::StatusOr<RawConnector> OpenRaw(const std::string& lpar) {
-    SessionOptions so;
-    so.socket_path = hsid_.socket();
-    so.lpar = lpar;
-    RawConnector c;
-    absl::StatusOr<Session> s = Session::Connect(std::move(so));
-    if (!s.ok()) return s.status();
-    c.session = std::move(*s);
-    absl::StatusOr<Nic> nic = c.session.AttachNic(0xF0);
-    if (!nic.ok()) return nic.status();
-    c.nic = std::move(*nic);
-    absl::StatusOr<hsi::Link> link = c.nic.Link(cf_->address(), Wait::Adaptive(In(absl::Seconds(5))));
-    if (!link.ok()) return link.status();
-    c.link = std::move(*link);
-    return c;
+    return OpenRawConnector(hsid_, lpar, cf_->address());
   }
   Hsid hsid_;
   std::unique_ptr<CfProcess> cf_;
