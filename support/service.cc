@@ -34,7 +34,6 @@ absl::Status Send(const std::string& state) {
 absl::Status NotifyReady(std::string_view status) {
   return Send(absl::StrCat("READY=1\nSTATUS=", OneLine(status)));
 }
-absl::Status NotifyStatus(std::string_view status) { return Send(absl::StrCat("STATUS=", OneLine(status))); }
 absl::Status NotifyStopping() { return Send("STOPPING=1"); }
 
 }  // namespace hsi::support

@@ -22,8 +22,6 @@ namespace hsi::support {
 
 // READY=1 with a STATUS= line: the daemon serves now.
 absl::Status NotifyReady(std::string_view status);
-// STATUS= only: what the daemon does now (shown by `systemctl status`).
-absl::Status NotifyStatus(std::string_view status);
 // STOPPING=1: the daemon has begun to shut down.
 absl::Status NotifyStopping();
 
