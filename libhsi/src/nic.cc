@@ -154,7 +154,6 @@ absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wa
   session_->MaybePump();  // first: it may bring the NIC back up
   if (absl::Status s = NicUsable(n); !s.ok()) return s;
   if (n.peeked) Release();
-  Received r;
   // The hot path: the link whose turn it is (TryAny's round robin starts
   // there too, so fairness is the same) has a frame that fits. One peek, one
   // copy, one release: no wait loop, no status but OK.
@@ -167,6 +166,7 @@ absl::StatusOr<Received> Nic::Receive(absl::Span<uint8_t> buffer, const Wait& wa
       return TakePeeked(l, f, buffer);
     }
   }
+  Received r;
   absl::Status st;
   bool got = false;
   auto take = [&](const std::shared_ptr<LinkState>& lp, absl::Status* err) {

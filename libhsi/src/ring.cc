@@ -111,6 +111,16 @@ inline void WakeIfAsleep(const internal::Word& flag, uint64_t& last_woken, uint6
   }
 }
 
+// One arming of a futex sleep: a futex flag, then the peer's answer word
+// (acquire: pairs with the release store in its WakeIfAsleep()), loaded
+// after the flag's fence. SleepOn() sleeps on it; a caller that sleeps
+// itself, on many rings' words at once, takes it (ArmFutexWakeup).
+inline FutexWakeup ArmFutex(internal::Word& flag, uint64_t& epoch, const internal::Word& peer_woke) {
+  const uint64_t armed = ArmFlag(flag, epoch, /*futex=*/true);
+  const uint64_t seen = peer_woke.load(std::memory_order_acquire);
+  return FutexWakeup{internal::FutexHalf(peer_woke), static_cast<uint32_t>(seen), seen == armed};
+}
+
 // Waits as `wait` says until ready(), sleeping on the futex of the peer's
 // `peer_woke` word (in its read-only segment) with `flag` armed. Requires
 // that ready() was checked once already. Each round: arm (flag value v),
@@ -126,28 +136,14 @@ inline void WakeIfAsleep(const internal::Word& flag, uint64_t& last_woken, uint6
 template <typename Ready>
 void SleepOn(internal::Word& flag, uint64_t& epoch, const internal::Word& peer_woke, const Wait& wait,
              Ready& ready) {
-  uint64_t armed = 0, seen = 0;
+  FutexWakeup w{};
   internal::SpinThenSleep<64>(
-      wait, ready, [] {},
-      [&] {
-        armed = ArmFlag(flag, epoch, /*futex=*/true);
-        seen = peer_woke.load(std::memory_order_acquire);
-      },
+      wait, ready, [] {}, [&] { w = ArmFutex(flag, epoch, peer_woke); },
       [&](absl::Time deadline) {
-        if (seen == armed) return absl::Now() < deadline;  // answered already: re-check
-        return internal::FutexWaitUntil(internal::FutexHalf(peer_woke), static_cast<uint32_t>(seen), deadline);
+        if (w.answered) return absl::Now() < deadline;  // answered already: re-check
+        return internal::FutexWaitUntil(w.word, w.value, deadline);
       },
       [&] { flag.store(0, std::memory_order_relaxed); });
-}
-
-// The arming of SleepOn() for a caller that sleeps itself (on many rings'
-// words at once): a futex flag, then the peer's answer word (acquire: pairs
-// with the release store in its WakeIfAsleep()), loaded after the flag's
-// fence, as SleepOn() does.
-inline FutexWakeup ArmFutex(internal::Word& flag, uint64_t& epoch, const internal::Word& peer_woke) {
-  const uint64_t armed = ArmFlag(flag, epoch, /*futex=*/true);
-  const uint64_t seen = peer_woke.load(std::memory_order_acquire);
-  return FutexWakeup{internal::FutexHalf(peer_woke), static_cast<uint32_t>(seen), seen == armed};
 }
 
 inline void StoreRelease(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }

@@ -31,6 +31,7 @@
 #include <cstddef>
 #include <ctime>
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace hsi::internal {
@@ -47,6 +48,23 @@ inline const uint32_t* FutexHalf(const std::atomic<uint64_t>& word) {
   return FutexHalf(reinterpret_cast<const uint64_t*>(&word));
 }
 
+// `deadline` as the absolute CLOCK_REALTIME timespec the futex calls take,
+// in *ts; null for InfiniteFuture (no timeout).
+inline const timespec* DeadlineTimespec(absl::Time deadline, timespec* ts) {
+  if (deadline == absl::InfiniteFuture()) return nullptr;
+  *ts = absl::ToTimespec(deadline);
+  return ts;
+}
+
+// After a futex error that a retry will not cure (a word we cannot read,
+// say): a 1 ms pause, so that a broken wait cannot spin. Whether the
+// caller should re-check (the deadline has not passed).
+inline bool PauseAfterFutexError(absl::Time deadline) {
+  const timespec ms = {0, 1000000};
+  ::nanosleep(&ms, nullptr);
+  return deadline == absl::InfiniteFuture() || absl::Now() < deadline;
+}
+
 // Sleeps while *word == expected, until woken, interrupted or `deadline`
 // (absolute, CLOCK_REALTIME: FUTEX_WAIT_BITSET takes it as is, so no clock
 // read is needed). True when the caller should re-check its condition
@@ -56,13 +74,8 @@ inline const uint32_t* FutexHalf(const std::atomic<uint64_t>& word) {
 inline bool FutexWaitUntil(const uint32_t* word, uint32_t expected, absl::Time deadline) {
   if (deadline == absl::InfinitePast()) return false;  // its timespec would be invalid (EINVAL)
   timespec ts;
-  const timespec* tsp = nullptr;
-  if (deadline != absl::InfiniteFuture()) {
-    ts = absl::ToTimespec(deadline);
-    tsp = &ts;
-  }
-  const long r = ::syscall(SYS_futex, word, FUTEX_WAIT_BITSET | FUTEX_CLOCK_REALTIME, expected, tsp, nullptr,
-                           FUTEX_BITSET_MATCH_ANY);
+  const long r = ::syscall(SYS_futex, word, FUTEX_WAIT_BITSET | FUTEX_CLOCK_REALTIME, expected,
+                           DeadlineTimespec(deadline, &ts), nullptr, FUTEX_BITSET_MATCH_ANY);
   if (r == 0) return true;
   switch (errno) {
     case EAGAIN:  // the word moved before we slept: re-check
@@ -70,11 +83,8 @@ inline bool FutexWaitUntil(const uint32_t* word, uint32_t expected, absl::Time d
       return true;
     case ETIMEDOUT:
       return false;
-    default: {
-      const timespec ms = {0, 1000000};
-      ::nanosleep(&ms, nullptr);
-      return deadline == absl::InfiniteFuture() || absl::Now() < deadline;
-    }
+    default:
+      return PauseAfterFutexError(deadline);
   }
 }
 
@@ -101,7 +111,6 @@ class FutexSet {
     ++n_;
     return true;
   }
-  size_t size() const { return n_; }
 
   enum class Woke { kRecheck, kDeadline, kUnsupported };
   // Sleeps until a word is woken or moved (kRecheck, also after a signal),
@@ -111,12 +120,8 @@ class FutexSet {
   Woke WaitUntil(absl::Time deadline) {
     if (deadline == absl::InfinitePast()) return Woke::kDeadline;
     timespec ts;
-    const timespec* tsp = nullptr;
-    if (deadline != absl::InfiniteFuture()) {
-      ts = absl::ToTimespec(deadline);
-      tsp = &ts;
-    }
-    const long r = ::syscall(SYS_futex_waitv, w_, static_cast<unsigned>(n_), 0u, tsp, CLOCK_REALTIME);
+    const long r =
+        ::syscall(SYS_futex_waitv, w_, static_cast<unsigned>(n_), 0u, DeadlineTimespec(deadline, &ts), CLOCK_REALTIME);
     if (r >= 0) return Woke::kRecheck;
     switch (errno) {
       case ETIMEDOUT:
@@ -126,11 +131,8 @@ class FutexSet {
       case EAGAIN:
       case EINTR:
         return Woke::kRecheck;
-      default: {  // a word we cannot read, say: pause, so a broken wait cannot spin
-        const timespec ms = {0, 1000000};
-        ::nanosleep(&ms, nullptr);
-        return deadline == absl::InfiniteFuture() || absl::Now() < deadline ? Woke::kRecheck : Woke::kDeadline;
-      }
+      default:
+        return PauseAfterFutexError(deadline) ? Woke::kRecheck : Woke::kDeadline;
     }
   }
 
