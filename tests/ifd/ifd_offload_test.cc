@@ -122,7 +122,14 @@ TEST_F(IfdOffloadTest, ForwardedPartialPacketsAreFinishedForAPeerWithoutOffload)
   ASSERT_TRUE(c.Exec("ip addr add 10.20.9.3/32 dev lo").ok());
   ASSERT_TRUE(a_->Exec(absl::StrCat("ip route add 10.20.9.3/32 via ", kB, " dev hsi0")).ok());
   ASSERT_TRUE(b_->Exec(absl::StrCat("ip route add 10.20.9.3/32 via ", kC, " dev hsi0")).ok());
-  // Replies go straight back to A (C has a route to 10.240.0.0/24 on hsi0).
+  // Replies go straight back to A (C has a route to 10.240.0.0/24 on hsi0),
+  // so no frame of the transfer comes from B to A: A learns that B takes
+  // partial checksums (kTagOffload, offload.h) from a frame of B's, here
+  // B's echo reply, before the transfer starts. Without it A finishes every
+  // checksum itself and nothing crosses partial (it was left to whatever B
+  // happened to send A first: a CI run where nothing came failed).
+  const Result ping = a_->Exec(absl::StrCat("ping -c 1 -W 5 ", kB));
+  ASSERT_TRUE(ping.ok()) << ping.out << ifd_a_->log() << ifd_b_->log();
   const TransferResult t = CheckedTcpTransfer(c.name(), a_->name(), "10.20.9.3", 5303, uint64_t{16} << 20);
   EXPECT_EQ(t.error, "") << ifd_b_->log();
   EXPECT_EQ(t.peer, kA);
