@@ -125,6 +125,7 @@ Real LoadReal() {
   Load(r.execve, "execve");
   Load(r.execvpe, "execvpe");
   Load(r.fexecve, "fexecve");
+  Load(r.execveat, "execveat");
   Load(r.posix_spawn, "posix_spawn");
   Load(r.posix_spawnp, "posix_spawnp");
   Load(r.posix_spawn_file_actions_adddup2, "posix_spawn_file_actions_adddup2");

@@ -5,6 +5,7 @@
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/close_range.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -940,6 +941,28 @@ int fexecve(int fd, char* const argv[], char* const envp[]) {
   char path[64];
   std::snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
   return Exec(path, /*search=*/false, envp, [&](char* const* e) { return R().fexecve(fd, argv, e); });
+}
+
+// execveat(2) (a libc function since glibc 2.34): an exec like execve. The
+// image is named for ExecCarry's checks as the kernel finds it: `path`
+// itself if absolute or relative to the working directory, the file's
+// /proc/self/fd link for AT_EMPTY_PATH with an empty path (fexecve's form),
+// else `path` under the directory's link. No allocation (a vfork child may
+// call it). A null or over-long path goes to the kernel unchanged, which
+// answers it (EFAULT, ENAMETOOLONG).
+int execveat(int dirfd, const char* path, char* const argv[], char* const envp[], int flags) {
+  char image[PATH_MAX + 32];
+  int n = -1;
+  if (path != nullptr && path[0] == '\0' && (flags & AT_EMPTY_PATH) != 0) {
+    n = std::snprintf(image, sizeof(image), "/proc/self/fd/%d", dirfd);
+  } else if (path != nullptr && (path[0] == '/' || dirfd == AT_FDCWD)) {
+    n = std::snprintf(image, sizeof(image), "%s", path);
+  } else if (path != nullptr) {
+    n = std::snprintf(image, sizeof(image), "/proc/self/fd/%d/%s", dirfd, path);
+  }
+  auto exec = [&](char* const* e) { return R().execveat(dirfd, path, argv, e, flags); };
+  if (n < 0 || static_cast<size_t>(n) >= sizeof(image)) return exec(envp);
+  return Exec(image, /*search=*/false, envp, exec);
 }
 
 int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file_actions_t* fa, const posix_spawnattr_t* attr,

@@ -10,7 +10,8 @@
 # send side), a forked child that execs while its parent closes its copy,
 # a server (the acceptor) that execs mid-stream, a client that execs twice
 # (the second exec waits for the peer to reach the first one's ring), one
-# that execs through fexecve (glibc's calls execveat, past execve), a
+# that execs through fexecve (glibc's calls execveat, past execve) or
+# execveat itself, a
 # server whose new image is slow to load while the client keeps calling
 # (the client must not ask hsid on each call meanwhile), and an
 # exec into an image that is not under hsi-run (LD_PRELOAD dropped, or a
@@ -134,6 +135,7 @@ else
 fi
 exec_case "client execs twice mid-stream" exec2 6000000
 exec_case "client fexecve()s mid-stream" fexecve 6000000
+exec_case "client execveat()s mid-stream (a path relative to a directory descriptor)" execveat 6000000
 exec_case "exec into a program not under hsi-run" exec-plain 2000000
 exec_case "posix_spawn child, inherited and dup2'd" spawn 4000000
 exec_case "posix_spawn children of 4 threads at once" spawn-threads 4000000

@@ -32,6 +32,8 @@
 //                     hsi-run the descriptor must be closed there ("OK
 //                     closed"), on plain TCP the stream continues
 //       fexecve:      as exec, through fexecve (/proc/self/exe opened)
+//       execveat:     as exec, through execveat of "exe" relative to an
+//                     opened /proc/self
 //       spawn, system, popen, vfork (under hsi-run only): mid-stream, the
 //                     client hands its descriptor (not close-on-exec) to a
 //                     child started by posix_spawn (inherited, then dup2'd
@@ -324,7 +326,7 @@ void RecvAll(int fd, Check& c) { RecvUpTo(fd, c, ~uint64_t{0}); }
 // closed"), on plain TCP it simply continues.
 
 [[noreturn]] void ExecSelf(int argc, char** argv, int fd, uint64_t sent, uint64_t got, bool fork_child, bool plain,
-                          const char* next_mode = nullptr, bool by_fd = false) {
+                          const char* next_mode = nullptr, bool by_fd = false, bool by_dirfd = false) {
   if (::fcntl(fd, F_SETFD, 0) < 0) Fail("clear FD_CLOEXEC");
   std::vector<std::string> args(argv, argv + argc);
   if (next_mode != nullptr) {
@@ -353,6 +355,10 @@ void RecvAll(int fd, Check& c) { RecvUpTo(fd, c, ~uint64_t{0}); }
     const int exe = ::open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
     if (exe < 0) Fail("open /proc/self/exe");
     ::fexecve(exe, av.data(), environ);
+  } else if (by_dirfd) {
+    const int dir = ::open("/proc/self", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) Fail("open /proc/self");
+    ::execveat(dir, "exe", av.data(), environ, 0);
   } else if (fork_child) {
     ::execvp("/proc/self/exe", av.data());
   } else {
@@ -397,7 +403,7 @@ int ExecFirst(int argc, char** argv, int port, const std::string& mode, Check& c
     ::execl(path, path, "--version", static_cast<char*>(nullptr));
     Fail("exec");
   }
-  ExecSelf(argc, argv, fd, sent, got, false, mode == "exec-plain", nullptr, mode == "fexecve");
+  ExecSelf(argc, argv, fd, sent, got, false, mode == "exec-plain", nullptr, mode == "fexecve", mode == "execveat");
 }
 
 // The new image of an exec mode.
@@ -862,7 +868,7 @@ int Client(int argc, char** argv) {
     if (r >= 0) return r;
   }
   if (mode == "exec" || mode == "exec2" || mode == "fork-exec" || mode == "exec-plain" || mode == "exec-static" ||
-      mode == "fexecve") {
+      mode == "fexecve" || mode == "execveat") {
     for (int i = 2; i < argc; ++i) {
       if (std::strcmp(argv[i], "--resume-fd") == 0) return ExecSecond(argc, argv, mode, c);
     }
@@ -953,8 +959,8 @@ int main(int argc, char** argv) {
   if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
     std::puts("usage: hsi-run-check server --port-file FILE [--conns N | --exec-after BYTES [--exec-env NAME=VALUE]]\n"
               "       hsi-run-check client --port P --bytes B --mode poll|threads|fork|epoll|semantics|\n"
-              "                     exec|exec2|fork-exec|exec-plain|exec-static|fexecve|spawn|spawn-threads|system|\n"
-              "                     popen|vfork\n"
+              "                     exec|exec2|fork-exec|exec-plain|exec-static|fexecve|execveat|\n"
+              "                     spawn|spawn-threads|system|popen|vfork\n"
               "                     [--exec-path P] [--seed S]\n"
               "       hsi-run-check client --port P --bytes 0 --mode et-rounds|block-rounds|shared-epoll|many-epoll|\n"
               "                     two-waiters\n"
