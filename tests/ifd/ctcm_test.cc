@@ -1,0 +1,359 @@
+// hsi-ctcm, IP over CTC (issue 19, item 4), end to end: two network
+// namespaces with ctc0 on the two ends of a CTC device of the test's hsid;
+// ping both ways (also a 60000-byte ping in one packet), byte-checked TCP
+// both ways, packets queued behind a write batched into one block, a raw
+// CtcHost peer's garbled blocks dropped and counted while the interface
+// goes on answering, and clear errors that leave nothing behind. Real
+// programs, namespaces made and always deleted, everything started killed
+// and reaped even when an assertion fails. Skips with the reason without
+// root or /dev/net/tun.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "block.h"
+#include "gtest/gtest.h"
+#include "hsi/ctc_host.h"
+#include "hsi/testing/ctc_hosts.h"
+#include "ifd_util.h"
+
+namespace {
+
+using namespace hsi::ifd_testing;  // NOLINT: the helpers of this test family
+
+constexpr char kA[] = "10.241.0.1";  // LPAR1's ctc0, on D000
+constexpr char kB[] = "10.241.0.2";  // LPAR2's ctc0, on D100
+
+// The value after "KEY " in hsi-ctcm's exit summary (its drop counters),
+// or -1.
+long Counter(const std::string& log, const std::string& key) {
+  const size_t at = log.rfind(key + " ");
+  if (at == std::string::npos) return -1;
+  const std::string rest = log.substr(at + key.size() + 1);
+  long v = -1;
+  return absl::SimpleAtoi(rest.substr(0, rest.find_first_of(" ;\n")), &v) ? v : -1;
+}
+
+// The traffic counters of hsi-ctcm's exit summary; `ok` false if it has none.
+struct Traffic {
+  bool ok = false;
+  unsigned long tx_packets = 0, tx_bytes = 0, tx_blocks = 0, max_batch = 0;
+  unsigned long rx_packets = 0, rx_bytes = 0, rx_blocks = 0, collisions = 0;
+};
+Traffic TrafficOf(const std::string& log) {
+  Traffic t;
+  const size_t at = log.rfind("hsi-ctcm: tx ");
+  if (at == std::string::npos) return t;
+  t.ok = std::sscanf(log.c_str() + at,
+                     "hsi-ctcm: tx %lu packets %lu bytes in %lu blocks (at most %lu packets a block), "
+                     "rx %lu packets %lu bytes in %lu blocks, %lu collisions",
+                     &t.tx_packets, &t.tx_bytes, &t.tx_blocks, &t.max_batch, &t.rx_packets, &t.rx_bytes,
+                     &t.rx_blocks, &t.collisions) == 8;
+  return t;
+}
+
+class CtcmTest : public ::testing::Test {
+ protected:
+  // LPAR1's D000-D001 to LPAR2's D100-D101, hsid's default block (64 KiB).
+  CtcmTest() : hsid_(hsi::testing::CtcConfig("devices = \"D000-D001\"\npeer_devices = \"D100-D101\"")) {}
+
+  void SetUp() override {
+    const std::string missing = MissingPrerequisite();
+    if (!missing.empty()) GTEST_SKIP() << missing;
+    ASSERT_TRUE(hsid_.Start()) << hsid_.log();
+    a_ = std::make_unique<Netns>();
+    b_ = std::make_unique<Netns>();
+    ASSERT_TRUE(a_->made() && b_->made()) << "ip netns add failed";
+  }
+
+  std::vector<std::string> Argv(const Netns& ns, const std::string& lpar, const std::string& device,
+                                const std::string& address, const std::string& peer,
+                                std::vector<std::string> extra = {}) const {
+    std::vector<std::string> argv = {HSI_CTCM_PATH, "--lpar",  lpar,      "--ctc",          device,
+                                     "--netns",     ns.name(), "--socket", hsid_.socket(), "--address",
+                                     address,       "--peer-address", peer};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  }
+  std::unique_ptr<Process> Start(const Netns& ns, const std::string& lpar, const std::string& device,
+                                 const std::string& address, const std::string& peer,
+                                 std::vector<std::string> extra = {}) {
+    return std::make_unique<Process>(Argv(ns, lpar, device, address, peer, std::move(extra)),
+                                     absl::StrCat(hsid_.dir(), "/ctcm-", lpar, ".log"));
+  }
+
+  // Whether ctc0 in `ns` is up, point-to-point, with `address` peer `peer`.
+  static bool Up(const Netns& ns, const std::string& address, const std::string& peer) {
+    const Result r = Shell("ip -n " + ns.name() + " -4 addr show dev ctc0");
+    return r.ok() && absl::StrContains(r.out, "inet " + address + " peer " + peer + "/32") &&
+           absl::StrContains(r.out, "POINTOPOINT") && absl::StrContains(r.out, ",UP");
+  }
+  static bool Exists(const Netns& ns) { return Shell("ip -n " + ns.name() + " link show dev ctc0").ok(); }
+
+  void StartBoth(std::vector<std::string> extra = {}) {
+    ctcm_a_ = Start(*a_, "LPAR1", "D000", kA, kB, extra);
+    ctcm_b_ = Start(*b_, "LPAR2", "D100", kB, kA, extra);
+    ASSERT_TRUE(Eventually([&] { return Up(*a_, kA, kB) || !ctcm_a_->running(); }) && Up(*a_, kA, kB))
+        << ctcm_a_->log();
+    ASSERT_TRUE(Eventually([&] { return Up(*b_, kB, kA) || !ctcm_b_->running(); }) && Up(*b_, kB, kA))
+        << ctcm_b_->log();
+  }
+
+  // SIGTERM: exit status 0, the device gone; the log with the summary.
+  std::string StopCleanly(std::unique_ptr<Process>& p, const Netns& ns) {
+    const int status = p->Stop(SIGTERM);
+    const std::string log = p->log();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << log;
+    EXPECT_TRUE(absl::StrContains(log, "stopping: removing ctc0")) << log;
+    EXPECT_FALSE(Exists(ns)) << "ctc0 left behind in " << ns.name();
+    return log;
+  }
+
+  // Declaration order = reverse destruction order: the programs die
+  // first, then the namespaces go, then hsid.
+  Hsid hsid_;
+  std::unique_ptr<Netns> a_, b_;
+  std::unique_ptr<Process> ctcm_a_, ctcm_b_;
+};
+
+TEST_F(CtcmTest, PingAndByteCheckedTcpBothWays) {
+  StartBoth();
+  // The MTU is the 64 KiB block less the block's and the packet's headers.
+  const Result link = a_->Exec("ip link show dev ctc0");
+  EXPECT_TRUE(absl::StrContains(link.out, "mtu 65520")) << link.out;
+  EXPECT_TRUE(absl::StrContains(link.out, "POINTOPOINT")) << link.out;
+
+  Result r = a_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 5 ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ctcm_a_->log() << ctcm_b_->log();
+  r = b_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 5 ", kA));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out;
+  // 60000 + 28 bytes in one IP packet (DF set, no fragmentation): one block.
+  r = a_->Exec(absl::StrCat("ping -c 2 -i 0.2 -W 5 -s 60000 -M do ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "2 received")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "60008 bytes from " + std::string(kB))) << r.out;
+
+  TransferResult t = CheckedTcpTransfer(b_->name(), a_->name(), kB, 5201, 32ull << 20);
+  EXPECT_EQ(t.error, "") << ctcm_a_->log() << ctcm_b_->log();
+  EXPECT_EQ(t.peer, kA);
+  t = CheckedTcpTransfer(a_->name(), b_->name(), kA, 5202, 32ull << 20);
+  EXPECT_EQ(t.error, "") << ctcm_a_->log() << ctcm_b_->log();
+  EXPECT_EQ(t.peer, kB);
+
+  const std::string la = StopCleanly(ctcm_a_, *a_);
+  const std::string lb = StopCleanly(ctcm_b_, *b_);
+  const Traffic ta = TrafficOf(la), tb = TrafficOf(lb);
+  ASSERT_TRUE(ta.ok && tb.ok) << la << lb;
+  // Each end sent at least its 32 MiB of TCP payload, and what one sent
+  // the other received: nothing lost on the CTC, nothing made up.
+  EXPECT_GT(ta.tx_bytes, 32ul << 20) << la;
+  EXPECT_GT(tb.tx_bytes, 32ul << 20) << lb;
+  EXPECT_EQ(ta.tx_packets, tb.rx_packets) << la << lb;
+  EXPECT_EQ(ta.tx_bytes, tb.rx_bytes) << la << lb;
+  EXPECT_EQ(tb.tx_packets, ta.rx_packets) << la << lb;
+  EXPECT_EQ(ta.tx_blocks, tb.rx_blocks) << la << lb;
+  for (const std::string* log : {&la, &lb}) {
+    EXPECT_EQ(Counter(*log, "rx_bad_block"), 0) << *log;
+    EXPECT_EQ(Counter(*log, "tx_not_ip"), 0) << *log;
+    EXPECT_EQ(Counter(*log, "tx_timeout"), 0) << *log;
+    EXPECT_EQ(Counter(*log, "rx_device_error"), 0) << *log;
+  }
+}
+
+TEST_F(CtcmTest, PacketsQueuedBehindAWriteGoInOneBlock) {
+  // At MTU 1500, a TCP stream hands the device many packets while one
+  // write waits for the other end to take it; they go in the next write
+  // together.
+  StartBoth({"--mtu", "1500"});
+  const Result link = a_->Exec("ip link show dev ctc0");
+  EXPECT_TRUE(absl::StrContains(link.out, "mtu 1500")) << link.out;
+  const TransferResult t = CheckedTcpTransfer(b_->name(), a_->name(), kB, 5203, 16ull << 20);
+  EXPECT_EQ(t.error, "") << ctcm_a_->log() << ctcm_b_->log();
+  const std::string la = StopCleanly(ctcm_a_, *a_);
+  StopCleanly(ctcm_b_, *b_);
+  const Traffic ta = TrafficOf(la);
+  ASSERT_TRUE(ta.ok) << la;
+  EXPECT_GT(ta.max_batch, 1ul) << la;
+  EXPECT_GT(ta.tx_packets, ta.tx_blocks) << la;
+  EXPECT_GT(ta.tx_packets, (16ul << 20) / 1500) << la;  // every segment of the 16 MiB went this way
+}
+
+// An IPv4 ICMP echo request from `src` to `dst` (id 0x4854, seq `seq`,
+// 32 bytes of data), checksums right.
+std::vector<uint8_t> EchoRequest(const std::string& src, const std::string& dst, uint16_t seq) {
+  std::vector<uint8_t> p(20 + 8 + 32, 0);
+  auto checksum = [&](size_t from, size_t len) {
+    uint32_t sum = 0;
+    for (size_t i = from; i < from + len; i += 2) sum += uint32_t{p[i]} << 8 | p[i + 1];
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return static_cast<uint16_t>(~sum);
+  };
+  p[0] = 0x45;
+  p[3] = static_cast<uint8_t>(p.size());
+  p[8] = 64;
+  p[9] = 1;  // ICMP
+  ::inet_pton(AF_INET, src.c_str(), p.data() + 12);
+  ::inet_pton(AF_INET, dst.c_str(), p.data() + 16);
+  const uint16_t hc = checksum(0, 20);
+  p[10] = static_cast<uint8_t>(hc >> 8);
+  p[11] = static_cast<uint8_t>(hc);
+  p[20] = 8;  // echo request
+  p[24] = 0x48;
+  p[25] = 0x54;
+  p[26] = static_cast<uint8_t>(seq >> 8);
+  p[27] = static_cast<uint8_t>(seq);
+  for (size_t i = 28; i < p.size(); ++i) p[i] = static_cast<uint8_t>(i);
+  const uint16_t ic = checksum(20, p.size() - 20);
+  p[22] = static_cast<uint8_t>(ic >> 8);
+  p[23] = static_cast<uint8_t>(ic);
+  return p;
+}
+
+// The seq of an echo reply from `src` with id 0x4854, or -1.
+int EchoReplySeq(absl::Span<const uint8_t> p, const std::string& src) {
+  in_addr a{};
+  ::inet_pton(AF_INET, src.c_str(), &a);
+  if (p.size() < 28 || p[0] != 0x45 || p[9] != 1 || std::memcmp(p.data() + 12, &a, 4) != 0) return -1;
+  if (p[20] != 0 || p[24] != 0x48 || p[25] != 0x54) return -1;
+  return p[26] << 8 | p[27];
+}
+
+// A raw end of a CTC: writes as hsi-ctcm does (the other end's pending
+// write taken first, then only if idle, again after a collision) and keeps
+// what it took meanwhile.
+struct RawEnd {
+  std::shared_ptr<hsi::CtcDevice> dev;
+  std::vector<std::vector<uint8_t>> taken;
+
+  absl::Status Write(const std::vector<uint8_t>& block, absl::Time deadline) {
+    std::vector<uint8_t> in;
+    while (absl::Now() < deadline) {
+      absl::StatusOr<bool> got = dev->TryCopy(&in);
+      if (!got.ok()) return got.status();
+      if (*got) {
+        dev->Complete();
+        taken.push_back(in);
+        continue;
+      }
+      absl::StatusOr<bool> started = dev->WriteIfIdle(block, deadline);
+      if (started.ok() && *started) return absl::OkStatus();
+      if (!started.ok() && !absl::IsAborted(started.status())) return started.status();
+    }
+    return absl::DeadlineExceededError("raw end: write not taken");
+  }
+  // Waits for the echo replies of seqs `want` from `src` among the blocks
+  // hsi-ctcm writes; whether all came by `deadline`.
+  bool AwaitReplies(std::vector<int> want, const std::string& src, absl::Time deadline) {
+    std::vector<uint8_t> in;
+    std::vector<hsi::ctcm::BlockPacket> packets;
+    size_t looked = 0;
+    for (;;) {
+      for (; looked < taken.size(); ++looked) {
+        if (!hsi::ctcm::ParseBlock(taken[looked], 65535, &packets).ok()) continue;
+        for (const auto& p : packets) std::erase(want, EchoReplySeq(p.bytes, src));
+      }
+      if (want.empty()) return true;
+      absl::StatusOr<size_t> n = dev->Read(&in, deadline);
+      if (!n.ok()) return false;
+      taken.push_back(in);
+    }
+  }
+};
+
+TEST_F(CtcmTest, GarbledBlocksAreDroppedAndCountedAndTheInterfaceGoesOn) {
+  ctcm_a_ = Start(*a_, "LPAR1", "D000", kA, kB);
+  absl::StatusOr<std::unique_ptr<hsi::CtcHost>> host = hsi::testing::ConnectCtcHost(hsid_.socket(), "LPAR2");
+  ASSERT_TRUE(host.ok()) << host.status();
+  absl::StatusOr<std::shared_ptr<hsi::CtcDevice>> dev = (*host)->Open(hsi::DeviceNumber(0xD100), absl::Now() + absl::Seconds(20));
+  ASSERT_TRUE(dev.ok()) << dev.status() << ctcm_a_->log();
+  ASSERT_TRUE(Eventually([&] { return Up(*a_, kA, kB) || !ctcm_a_->running(); }) && Up(*a_, kA, kB))
+      << ctcm_a_->log();
+  RawEnd raw{*dev, {}};
+
+  // A good block of two echo requests to A, and garbled ones.
+  hsi::ctcm::BlockWriter w(65536);
+  w.Add(EchoRequest(kB, kA, 1), hsi::ctcm::kProtocolIpv4);
+  w.Add(EchoRequest(kB, kA, 2), hsi::ctcm::kProtocolIpv4);
+  const std::vector<uint8_t> good(w.bytes().begin(), w.bytes().end());
+  auto garbled = [&](size_t at, std::vector<uint8_t> bytes) {
+    std::vector<uint8_t> b = good;
+    std::copy(bytes.begin(), bytes.end(), b.begin() + static_cast<ptrdiff_t>(at));
+    return b;
+  };
+  std::vector<std::vector<uint8_t>> bad = {
+      {1, 2, 3},                                    // shorter than a header
+      garbled(0, {0xde, 0xad, 0xbe, 0xef}),         // magic
+      garbled(6, {3, 0}),                           // 3 packets said, 2 there
+      garbled(8, {0xf0, 0xff, 0xff, 0xff}),         // a length past everything
+      garbled(12, {0x86, 0xdd}),                    // IPv6 said, IPv4 there
+      garbled(6, {0, 0}),                           // 0 packets
+  };
+  std::vector<uint8_t> trailing = good;
+  trailing.insert(trailing.end(), {0, 0, 0, 0, 0});
+  bad.push_back(trailing);  // bytes after the last packet
+  // The good block's packets in the byte order of a big-endian peer.
+  std::vector<uint8_t> swapped = good;
+  std::swap(swapped[8], swapped[11]);
+  std::swap(swapped[9], swapped[10]);
+  bad.push_back(swapped);
+
+  for (size_t i = 0; i < bad.size(); ++i) {
+    ASSERT_TRUE(raw.Write(bad[i], absl::Now() + absl::Seconds(20)).ok()) << "bad block " << i << ctcm_a_->log();
+  }
+  // The interface goes on: the good block's two echo requests are
+  // answered (A's kernel to B: through ctc0, in hsi-ctcm's blocks).
+  ASSERT_TRUE(raw.Write(good, absl::Now() + absl::Seconds(20)).ok()) << ctcm_a_->log();
+  EXPECT_TRUE(raw.AwaitReplies({1, 2}, kA, absl::Now() + absl::Seconds(20))) << ctcm_a_->log();
+  ASSERT_TRUE(ctcm_a_->running()) << ctcm_a_->log();
+
+  const std::string log = StopCleanly(ctcm_a_, *a_);
+  EXPECT_EQ(Counter(log, "rx_bad_block"), static_cast<long>(bad.size())) << log;
+  EXPECT_TRUE(absl::StrContains(log, "dropped a block of 3 bytes from LPAR \"LPAR2\": block of 3 bytes: shorter"))
+      << log;
+  EXPECT_TRUE(absl::StrContains(log, "bytes after the last of 2 packets")) << log;
+  const Traffic t = TrafficOf(log);
+  ASSERT_TRUE(t.ok) << log;
+  EXPECT_EQ(t.rx_blocks, 1ul) << log;   // the good one, and only it
+  EXPECT_EQ(t.rx_packets, 2ul) << log;  // its two echo requests
+}
+
+TEST_F(CtcmTest, ClearErrorsLeaveNothingBehind) {
+  struct Case {
+    std::vector<std::string> argv;
+    int exit;
+    const char* says;
+  };
+  ASSERT_TRUE(a_->Exec("ip addr add 10.241.0.9/32 dev lo").ok());
+  const std::vector<Case> cases = {
+      {{HSI_CTCM_PATH, "--lpar", "LPAR1", "--address", kA, "--peer-address", kB}, 2, "--ctc DEVNO is required"},
+      {Argv(*a_, "LPAR1", "D0G0", kA, kB), 2, "'D0G0' is not a device number"},
+      {Argv(*a_, "LPAR1", "D000", kA, kA), 2, "both 10.241.0.1"},
+      {Argv(*a_, "LPAR1", "D000", kA, kB, {"--mtu", "100"}), 2, "--mtu"},
+      {Argv(*a_, "LPAR1", "D000", kA, kB, {"--bogus"}), 2, "--bogus"},
+      {Argv(*a_, "LPAR1", "D00F", kA, kB), 1, "D00F"},
+      {Argv(*a_, "LPAR1", "D000", "10.241.0.9", kB), 1, "address 10.241.0.9 is already on device lo"},
+      {Argv(*a_, "LPAR1", "D000", kA, "10.241.0.9"), 1, "peer address 10.241.0.9 is an address of device lo"},
+  };
+  for (const Case& c : cases) {
+    Process p(c.argv, absl::StrCat(hsid_.dir(), "/ctcm-error.log"));
+    const int status = p.WaitExit(absl::Seconds(20));
+    const std::string log = p.log();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == c.exit) << status << ": " << log;
+    EXPECT_TRUE(absl::StrContains(log, c.says)) << log;
+    EXPECT_FALSE(Exists(*a_)) << log;
+  }
+  // A namespace that is not there.
+  Process p({HSI_CTCM_PATH, "--lpar", "LPAR1", "--ctc", "D000", "--netns", "hsi-no-such-ns", "--socket",
+             hsid_.socket(), "--address", kA, "--peer-address", kB},
+            absl::StrCat(hsid_.dir(), "/ctcm-error.log"));
+  const int status = p.WaitExit(absl::Seconds(20));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status;
+  EXPECT_TRUE(absl::StrContains(p.log(), "network namespace 'hsi-no-such-ns' does not exist")) << p.log();
+}
+
+}  // namespace
