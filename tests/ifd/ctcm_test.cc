@@ -290,7 +290,7 @@ TEST_F(CtcmTest, GarbledBlocksAreDroppedAndCountedAndTheInterfaceGoesOn) {
       garbled(0, {0xde, 0xad, 0xbe, 0xef}),         // magic
       garbled(6, {3, 0}),                           // 3 packets said, 2 there
       garbled(8, {0xf0, 0xff, 0xff, 0xff}),         // a length past everything
-      garbled(12, {0x86, 0xdd}),                    // IPv6 said, IPv4 there
+      garbled(12, {0xdd, 0x86}),                    // IPv6 said (0x86dd), IPv4 there
       garbled(6, {0, 0}),                           // 0 packets
   };
   std::vector<uint8_t> trailing = good;
@@ -315,7 +315,8 @@ TEST_F(CtcmTest, GarbledBlocksAreDroppedAndCountedAndTheInterfaceGoesOn) {
   EXPECT_EQ(Counter(log, "rx_bad_block"), static_cast<long>(bad.size())) << log;
   EXPECT_TRUE(absl::StrContains(log, "dropped a block of 3 bytes from LPAR \"LPAR2\": block of 3 bytes: shorter"))
       << log;
-  EXPECT_TRUE(absl::StrContains(log, "bytes after the last of 2 packets")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "packet 3 of 3 at offset 144: its header runs past the block's end")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "marked protocol 0x86dd but is not an IP packet of that version")) << log;
   const Traffic t = TrafficOf(log);
   ASSERT_TRUE(t.ok) << log;
   EXPECT_EQ(t.rx_blocks, 1ul) << log;   // the good one, and only it

@@ -205,7 +205,7 @@ absl::Status Pump(int signals, hsi::ifd::PointToPointDevice& tun, hsi::ctcm::Cha
   std::vector<std::vector<uint8_t>> batch;
   bool room = true;
   for (;;) {
-    pollfd fds[3] = {{signals, POLLIN, 0}, {channel.wake_fd(), POLLIN, 0}, {tun.fd(), room ? POLLIN : 0, 0}};
+    pollfd fds[3] = {{signals, POLLIN, 0}, {channel.wake_fd(), POLLIN, 0}, {tun.fd(), static_cast<short>(room ? POLLIN : 0), 0}};
     if (::poll(fds, 3, -1) < 0 && errno != EINTR) return absl::InternalError(absl::StrCat("poll: ", std::strerror(errno)));
     if (fds[0].revents != 0) {
       signalfd_siginfo si;
