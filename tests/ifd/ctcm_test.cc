@@ -183,6 +183,31 @@ TEST_F(CtcmTest, PacketsQueuedBehindAWriteGoInOneBlock) {
   EXPECT_GT(ta.tx_packets, (16ul << 20) / 1500) << la;  // every segment of the 16 MiB went this way
 }
 
+TEST_F(CtcmTest, TheOtherEndsDeathDropsPacketsUntilItComesBack) {
+  StartBoth();
+  Result r = a_->Exec(absl::StrCat("ping -c 1 -W 5 ", kB));
+  ASSERT_TRUE(r.ok()) << r.out << ctcm_a_->log() << ctcm_b_->log();
+  // kill -9: hsid tells A's end at once (CtcDown); A keeps ctc0.
+  ctcm_b_->Stop(SIGKILL);
+  ASSERT_TRUE(Eventually([&] { return absl::StrContains(ctcm_a_->log(), "CTC D000 went down"); }))
+      << ctcm_a_->log();
+  EXPECT_TRUE(Up(*a_, kA, kB));
+  r = a_->Exec(absl::StrCat("ping -c 1 -W 1 ", kB));
+  EXPECT_FALSE(r.ok()) << r.out;
+  // B again: A's end opens the device again and the two talk.
+  ctcm_b_ = Start(*b_, "LPAR2", "D100", kB, kA);
+  ASSERT_TRUE(Eventually([&] { return Up(*b_, kB, kA) || !ctcm_b_->running(); }) && Up(*b_, kB, kA))
+      << ctcm_b_->log();
+  ASSERT_TRUE(Eventually([&] { return absl::StrContains(ctcm_a_->log(), "CTC D000 up again"); }))
+      << ctcm_a_->log();
+  r = a_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 5 ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ctcm_a_->log() << ctcm_b_->log();
+  const std::string la = StopCleanly(ctcm_a_, *a_);
+  EXPECT_EQ(Counter(la, "down"), 1) << la;
+  EXPECT_GE(Counter(la, "tx_no_channel"), 1) << la;  // the ping while B was away
+  StopCleanly(ctcm_b_, *b_);
+}
+
 // An IPv4 ICMP echo request from `src` to `dst` (id 0x4854, seq `seq`,
 // 32 bytes of data), checksums right.
 std::vector<uint8_t> EchoRequest(const std::string& src, const std::string& dst, uint16_t seq) {
