@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -372,6 +373,18 @@ TEST_F(CtcmTest, ClearErrorsLeaveNothingBehind) {
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == c.exit) << status << ": " << log;
     EXPECT_TRUE(absl::StrContains(log, c.says)) << log;
     EXPECT_FALSE(Exists(*a_)) << log;
+  }
+  // A config file with a misspelt key: refused naming the file and line.
+  const std::string conf = absl::StrCat(hsid_.dir(), "/ctcm.conf");
+  {
+    std::ofstream f(conf);
+    f << "lpar = LPAR1\nctc = D000\nadress = 10.241.0.1\n";
+  }
+  {
+    Process p({HSI_CTCM_PATH, "--config", conf}, absl::StrCat(hsid_.dir(), "/ctcm-error.log"));
+    const int status = p.WaitExit(absl::Seconds(20));
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << status;
+    EXPECT_TRUE(absl::StrContains(p.log(), conf + ":3: unknown key 'adress'")) << p.log();
   }
   // A namespace that is not there.
   Process p({HSI_CTCM_PATH, "--lpar", "LPAR1", "--ctc", "D000", "--netns", "hsi-no-such-ns", "--socket",

@@ -186,8 +186,7 @@ void Channel::Run() {
 }
 
 void Channel::Deliver(const std::vector<uint8_t>& block, const std::string& from) {
-  static thread_local std::vector<BlockPacket> packets;
-  if (absl::Status s = ParseBlock(block, max_packet_, &packets); !s.ok()) {
+  if (absl::Status s = ParseBlock(block, max_packet_, &packets_); !s.ok()) {
     if (Rarely(++c_.rx_bad_block)) {
       Log(absl::StrCat("CTC ", o_.device.ToString(), ": dropped a block of ", block.size(), " bytes from LPAR \"",
                        from, "\": ", s.message(), " (", c_.rx_bad_block, " so far)"));
@@ -195,7 +194,7 @@ void Channel::Deliver(const std::vector<uint8_t>& block, const std::string& from
     return;
   }
   ++c_.rx_blocks;
-  for (const BlockPacket& p : packets) {
+  for (const BlockPacket& p : packets_) {
     const ssize_t n = ::write(o_.tun_fd, p.bytes.data(), p.bytes.size());
     if (n == static_cast<ssize_t>(p.bytes.size())) {
       ++c_.rx_packets;

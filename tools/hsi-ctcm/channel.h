@@ -50,6 +50,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "block.h"
 #include "hsi/ctc.h"
 #include "hsi/ctc_host.h"
 #include "hsi/fd.h"
@@ -124,6 +125,7 @@ class Channel {
   UniqueFd wake_;
   std::thread thread_;
   ChannelCounters c_;  // the channel thread's, but tx_no_channel (under mu_)
+  std::vector<BlockPacket> packets_;  // Deliver's, the channel thread's
 
   mutable std::mutex mu_;
   std::shared_ptr<CtcDevice> device_ ABSL_GUARDED_BY(mu_);
