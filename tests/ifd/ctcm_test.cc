@@ -209,6 +209,25 @@ TEST_F(CtcmTest, TheOtherEndsDeathDropsPacketsUntilItComesBack) {
   StopCleanly(ctcm_b_, *b_);
 }
 
+TEST_F(CtcmTest, Kill9OfHsidStopsNoPacket) {
+  StartBoth();
+  // hsid is off the data path (invariant 4): the channel goes on while it
+  // is gone, and after its restart the ends re-register, unseen by IP.
+  ASSERT_TRUE(WIFSIGNALED(hsid_.Stop(SIGKILL)));
+  Result r = a_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 5 ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ctcm_a_->log();
+  const TransferResult t = CheckedTcpTransfer(b_->name(), a_->name(), kB, 5204, 4ull << 20);
+  EXPECT_EQ(t.error, "") << ctcm_a_->log() << ctcm_b_->log();
+  ASSERT_TRUE(hsid_.Start()) << hsid_.log();
+  r = b_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 5 ", kA));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ctcm_b_->log();
+  // Neither channel went down (B's goes once A stops, so look first).
+  EXPECT_FALSE(absl::StrContains(ctcm_b_->log(), "went down")) << ctcm_b_->log();
+  const std::string la = StopCleanly(ctcm_a_, *a_);
+  EXPECT_EQ(Counter(la, "down"), 0) << la;
+  StopCleanly(ctcm_b_, *b_);
+}
+
 // An IPv4 ICMP echo request from `src` to `dst` (id 0x4854, seq `seq`,
 // 32 bytes of data), checksums right.
 std::vector<uint8_t> EchoRequest(const std::string& src, const std::string& dst, uint16_t seq) {
