@@ -62,8 +62,10 @@ Traffic TrafficOf(const std::string& log) {
 
 class CtcmTest : public ::testing::Test {
  protected:
-  // LPAR1's D000-D001 to LPAR2's D100-D101, hsid's default block (64 KiB).
-  CtcmTest() : hsid_(hsi::testing::CtcConfig("devices = \"D000-D001\"\npeer_devices = \"D100-D101\"")) {}
+  // LPAR1's D000-D001 to LPAR2's D100-D101, hsid's default block (64 KiB),
+  // and the TOML lines `extra` for them.
+  explicit CtcmTest(const std::string& extra = "")
+      : hsid_(hsi::testing::CtcConfig("devices = \"D000-D001\"\npeer_devices = \"D100-D101\"\n" + extra)) {}
 
   void SetUp() override {
     const std::string missing = MissingPrerequisite();
@@ -333,6 +335,98 @@ struct RawEnd {
     }
   }
 };
+
+// A raw end and hsi-ctcm collide on purpose: the raw end writes without
+// taking hsi-ctcm's pending write (as a naive end would). The device's
+// recovery delay is 300 ms, so each side's window is wide on a loaded host.
+class CtcmCollisionTest : public CtcmTest {
+ protected:
+  CtcmCollisionTest() : CtcmTest("recovery_us = 300000") {}
+
+  // One UDP datagram from `ns` to `to`:9, through its ctc0.
+  static void SendUdp(const Netns& ns, const std::string& to) {
+    const pid_t pid = ForkInNetns(ns.name(), [&] {
+      const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(9);
+      ::inet_pton(AF_INET, to.c_str(), &a.sin_addr);
+      const char msg[] = "collide";
+      return ::sendto(fd, msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == sizeof(msg) ? 0 : 1;
+    });
+    ASSERT_EQ(Reap(pid, absl::Seconds(10)), 0);
+  }
+  // Whether a block the raw end takes by `deadline` carries that datagram
+  // (UDP to port 9 from `from`).
+  static bool TakesTheDatagram(hsi::CtcDevice& dev, const std::string& from, absl::Time deadline) {
+    std::vector<uint8_t> in;
+    std::vector<hsi::ctcm::BlockPacket> packets;
+    in_addr src{};
+    ::inet_pton(AF_INET, from.c_str(), &src);
+    while (dev.Read(&in, deadline).ok()) {
+      if (!hsi::ctcm::ParseBlock(in, 65535, &packets).ok()) continue;
+      for (const auto& p : packets) {
+        const auto b = p.bytes;
+        if (b.size() >= 28 && b[0] == 0x45 && b[9] == 17 && std::memcmp(b.data() + 12, &src, 4) == 0 &&
+            b[22] == 0 && b[23] == 9) {
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+  // A good block of one UDP datagram from `src` to `dst`.
+  static std::vector<uint8_t> UdpBlock(const std::string& src, const std::string& dst) {
+    hsi::ctcm::BlockWriter w(65536);
+    w.Add(UdpPacket(*hsi::Address::Parse(src), *hsi::Address::Parse(dst), 16), hsi::ctcm::kProtocolIpv4);
+    return {w.bytes().begin(), w.bytes().end()};
+  }
+};
+
+TEST_F(CtcmCollisionTest, TheLparThatSortsFirstRedrivesAtOnce) {
+  // hsi-ctcm is LPAR1: after the collision it writes again at once.
+  ctcm_a_ = Start(*a_, "LPAR1", "D000", kA, kB);
+  auto host = hsi::testing::ConnectCtcHost(hsid_.socket(), "LPAR2");
+  ASSERT_TRUE(host.ok()) << host.status();
+  auto dev = (*host)->Open(hsi::DeviceNumber(0xD100), absl::Now() + absl::Seconds(20));
+  ASSERT_TRUE(dev.ok()) << dev.status() << ctcm_a_->log();
+  ASSERT_TRUE(Eventually([&] { return Up(*a_, kA, kB) || !ctcm_a_->running(); }) && Up(*a_, kA, kB));
+  SendUdp(*a_, kB);
+  ASSERT_TRUE(Eventually([&] { return (*dev)->PeerBusy(); })) << "hsi-ctcm's write never came" << ctcm_a_->log();
+  const absl::Status s = (*dev)->Write(UdpBlock(kB, kA), absl::Now() + absl::Seconds(10));
+  EXPECT_TRUE(absl::IsAborted(s)) << s;
+  EXPECT_TRUE(TakesTheDatagram(**dev, kA, absl::Now() + absl::Seconds(10))) << ctcm_a_->log();
+  const std::string log = StopCleanly(ctcm_a_, *a_);
+  const Traffic t = TrafficOf(log);
+  ASSERT_TRUE(t.ok) << log;
+  EXPECT_EQ(t.collisions, 1ul) << log;
+  EXPECT_EQ(t.rx_blocks, 0ul) << log;  // the raw end's write failed, as it must
+}
+
+TEST_F(CtcmCollisionTest, TheOtherLparTakesTheRedriveFirst) {
+  // hsi-ctcm is LPAR2: after the collision it waits for LPAR1's redrive,
+  // takes it, and only then writes its own again.
+  ctcm_b_ = Start(*b_, "LPAR2", "D100", kB, kA);
+  auto host = hsi::testing::ConnectCtcHost(hsid_.socket(), "LPAR1");
+  ASSERT_TRUE(host.ok()) << host.status();
+  auto dev = (*host)->Open(hsi::DeviceNumber(0xD000), absl::Now() + absl::Seconds(20));
+  ASSERT_TRUE(dev.ok()) << dev.status() << ctcm_b_->log();
+  ASSERT_TRUE(Eventually([&] { return Up(*b_, kB, kA) || !ctcm_b_->running(); }) && Up(*b_, kB, kA));
+  SendUdp(*b_, kA);
+  ASSERT_TRUE(Eventually([&] { return (*dev)->PeerBusy(); })) << "hsi-ctcm's write never came" << ctcm_b_->log();
+  const std::vector<uint8_t> block = UdpBlock(kA, kB);
+  absl::Status s = (*dev)->Write(block, absl::Now() + absl::Seconds(10));
+  EXPECT_TRUE(absl::IsAborted(s)) << s;
+  // Our redrive, at once and again without looking: hsi-ctcm keeps off it.
+  s = (*dev)->Write(block, absl::Now() + absl::Seconds(10));
+  EXPECT_TRUE(s.ok()) << s << ctcm_b_->log();
+  EXPECT_TRUE(TakesTheDatagram(**dev, kB, absl::Now() + absl::Seconds(10))) << ctcm_b_->log();
+  const std::string log = StopCleanly(ctcm_b_, *b_);
+  const Traffic t = TrafficOf(log);
+  ASSERT_TRUE(t.ok) << log;
+  EXPECT_EQ(t.collisions, 1ul) << log;
+  EXPECT_EQ(t.rx_blocks, 1ul) << log;  // our redrive
+}
 
 TEST_F(CtcmTest, GarbledBlocksAreDroppedAndCountedAndTheInterfaceGoesOn) {
   ctcm_a_ = Start(*a_, "LPAR1", "D000", kA, kB);
