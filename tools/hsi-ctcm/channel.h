@@ -34,7 +34,7 @@
 // other end to come back; packets offered meanwhile are dropped (counted).
 // A refusal by hsid (policy, unknown device) ends the channel: failure().
 //
-// Thread safety: Offer, HasRoom, failure and Stop from one thread (the
+// Thread safety: Start, Offer, failure and Stop from one thread (the
 // main thread); counters() after Stop().
 #ifndef HSI_TOOLS_HSI_CTCM_CHANNEL_H_
 #define HSI_TOOLS_HSI_CTCM_CHANNEL_H_
