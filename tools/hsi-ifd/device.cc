@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <net/if_arp.h>
@@ -82,15 +83,55 @@ std::optional<Mac> DeviceMac(const std::string& ifname) {
   return mac;
 }
 
-}  // namespace
-
-absl::StatusOr<TapDevice> TapDevice::Create(const std::string& ifname, bool persist, const Mac& mac,
-                                            bool offload) {
+// kInvalidArgument unless `ifname` can name a network device.
+absl::Status CheckIfname(const std::string& ifname) {
   if (ifname.empty() || ifname.size() >= IFNAMSIZ || ifname.find_first_of("/ \t\n:") != std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("--ifname '", ifname, "' is not a device name (1..", IFNAMSIZ - 1,
                      " characters, no '/', ':' or spaces)"));
   }
+  return absl::OkStatus();
+}
+
+// An ioctl socket and an ifreq for `name`, for the Configure() calls.
+class DeviceIoctls {
+ public:
+  explicit DeviceIoctls(const std::string& name) : name_(name), sock_(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) {}
+  absl::Status status() const {
+    return sock_.get() < 0 ? Errno(errno, "socket(AF_INET) for device ioctls") : absl::OkStatus();
+  }
+  ifreq Request() const {
+    ifreq ifr{};
+    std::memcpy(ifr.ifr_name, name_.data(), name_.size());
+    return ifr;
+  }
+  absl::Status Step(unsigned long op, ifreq* ifr, const std::string& what) const {
+    if (::ioctl(sock_.get(), op, ifr) != 0) return Errno(errno, absl::StrCat("device ", name_, ": ", what));
+    return absl::OkStatus();
+  }
+  // SIOCSIFADDR-like calls: `op` with IPv4 address `value` in the request.
+  absl::Status SetIpv4(unsigned long op, uint32_t value, const std::string& what) const {
+    ifreq ifr = Request();
+    hsi::ifd::SetIpv4(&ifr.ifr_addr, value);
+    return Step(op, &ifr, what);
+  }
+  absl::Status BringUp() const {
+    ifreq ifr = Request();
+    if (auto s = Step(SIOCGIFFLAGS, &ifr, "read flags"); !s.ok()) return s;
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+    return Step(SIOCSIFFLAGS, &ifr, "bring up");
+  }
+
+ private:
+  const std::string& name_;
+  UniqueFd sock_;
+};
+
+}  // namespace
+
+absl::StatusOr<TapDevice> TapDevice::Create(const std::string& ifname, bool persist, const Mac& mac,
+                                            bool offload) {
+  if (auto s = CheckIfname(ifname); !s.ok()) return s;
   // TUNSETIFF on the name of an existing TAP device would attach to it:
   // refuse any existing name, so that we only ever remove what we made;
   // with `persist`, re-attach only to what an earlier run left (our MAC).
@@ -144,39 +185,83 @@ absl::StatusOr<TapDevice> TapDevice::Create(const std::string& ifname, bool pers
 }
 
 absl::Status TapDevice::Configure(const Mac& mac, uint32_t mtu, Address address, const Subnet& subnet) {
-  UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (sock.get() < 0) return Errno(errno, "socket(AF_INET) for device ioctls");
-  auto req = [&]() {
-    ifreq ifr{};
-    std::memcpy(ifr.ifr_name, name_.data(), name_.size());
-    return ifr;
-  };
-  auto step = [&](unsigned long op, ifreq* ifr, const std::string& what) -> absl::Status {
-    if (::ioctl(sock.get(), op, ifr) != 0) return Errno(errno, absl::StrCat("device ", name_, ": ", what));
-    return absl::OkStatus();
-  };
-  ifreq ifr = req();
+  const DeviceIoctls dev(name_);
+  if (auto s = dev.status(); !s.ok()) return s;
+  ifreq ifr = dev.Request();
   if (!reattached_) {  // a re-attached device has it (Create checked)
     ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
     std::memcpy(ifr.ifr_hwaddr.sa_data, mac.data(), mac.size());
-    if (auto s = step(SIOCSIFHWADDR, &ifr, "set MAC"); !s.ok()) return s;
-    ifr = req();
+    if (auto s = dev.Step(SIOCSIFHWADDR, &ifr, "set MAC"); !s.ok()) return s;
   }
+  ifr = dev.Request();
   ifr.ifr_mtu = static_cast<int>(mtu);
-  if (auto s = step(SIOCSIFMTU, &ifr, absl::StrCat("set MTU ", mtu)); !s.ok()) return s;
-  ifr = req();
-  SetIpv4(&ifr.ifr_addr, address.value());
-  if (auto s = step(SIOCSIFADDR, &ifr, absl::StrCat("set address ", address.ToString())); !s.ok()) return s;
-  ifr = req();
-  SetIpv4(&ifr.ifr_netmask, subnet.mask());
-  if (auto s = step(SIOCSIFNETMASK, &ifr, absl::StrCat("set prefix /", subnet.prefix())); !s.ok()) return s;
-  ifr = req();
-  SetIpv4(&ifr.ifr_broadaddr, subnet.broadcast().value());
-  if (auto s = step(SIOCSIFBRDADDR, &ifr, "set broadcast address"); !s.ok()) return s;
-  ifr = req();
-  if (auto s = step(SIOCGIFFLAGS, &ifr, "read flags"); !s.ok()) return s;
-  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
-  return step(SIOCSIFFLAGS, &ifr, "bring up");
+  if (auto s = dev.Step(SIOCSIFMTU, &ifr, absl::StrCat("set MTU ", mtu)); !s.ok()) return s;
+  if (auto s = dev.SetIpv4(SIOCSIFADDR, address.value(), absl::StrCat("set address ", address.ToString())); !s.ok()) {
+    return s;
+  }
+  if (auto s = dev.SetIpv4(SIOCSIFNETMASK, subnet.mask(), absl::StrCat("set prefix /", subnet.prefix())); !s.ok()) {
+    return s;
+  }
+  if (auto s = dev.SetIpv4(SIOCSIFBRDADDR, subnet.broadcast().value(), "set broadcast address"); !s.ok()) return s;
+  return dev.BringUp();
+}
+
+absl::StatusOr<PointToPointDevice> PointToPointDevice::Create(const std::string& ifname) {
+  if (auto s = CheckIfname(ifname); !s.ok()) return s;
+  if (::if_nametoindex(ifname.c_str()) != 0) {
+    return absl::AlreadyExistsError(absl::StrCat("device ", ifname, " already exists in this network namespace"));
+  }
+  UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
+  if (fd.get() < 0) return Errno(errno, "cannot open /dev/net/tun (TUN/TAP support)");
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, ifname.data(), ifname.size());
+  // IFF_TUN_EXCL: fail if the name appeared meanwhile (never attach to
+  // someone else's device).
+  ifr.ifr_flags = static_cast<short>(IFF_TUN | IFF_NO_PI | IFF_TUN_EXCL);
+  if (::ioctl(fd.get(), TUNSETIFF, &ifr) != 0) {
+    return Errno(errno, absl::StrCat("cannot create TUN device ", ifname, " (TUNSETIFF)"));
+  }
+  return PointToPointDevice(std::move(fd), ifname);
+}
+
+absl::Status PointToPointDevice::Configure(uint32_t mtu, Address address, Address peer) {
+  const DeviceIoctls dev(name_);
+  if (auto s = dev.status(); !s.ok()) return s;
+  ifreq ifr = dev.Request();
+  ifr.ifr_mtu = static_cast<int>(mtu);
+  if (auto s = dev.Step(SIOCSIFMTU, &ifr, absl::StrCat("set MTU ", mtu)); !s.ok()) return s;
+  if (auto s = dev.SetIpv4(SIOCSIFADDR, address.value(), absl::StrCat("set address ", address.ToString())); !s.ok()) {
+    return s;
+  }
+  // On a point-to-point device the kernel makes the address a /32 with
+  // the peer as its other end, and a route to the peer through it.
+  if (auto s = dev.SetIpv4(SIOCSIFDSTADDR, peer.value(), absl::StrCat("set peer address ", peer.ToString()));
+      !s.ok()) {
+    return s;
+  }
+  return dev.BringUp();
+}
+
+absl::Status CheckAddressesFree(Address address, Address peer) {
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return Errno(errno, "getifaddrs (the namespace's addresses)");
+  absl::Status result = absl::OkStatus();
+  for (const ifaddrs* i = list; i != nullptr && result.ok(); i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
+    sockaddr_in in;
+    std::memcpy(&in, i->ifa_addr, sizeof(in));
+    const uint32_t a = ntohl(in.sin_addr.s_addr);
+    if (a == address.value()) {
+      result = absl::AlreadyExistsError(absl::StrCat("address ", address.ToString(), " is already on device ",
+                                                     i->ifa_name, " in this network namespace"));
+    } else if (a == peer.value()) {
+      result = absl::AlreadyExistsError(absl::StrCat("peer address ", peer.ToString(), " is an address of device ",
+                                                     i->ifa_name, " in this network namespace: packets to it "
+                                                     "would never leave"));
+    }
+  }
+  ::freeifaddrs(list);
+  return result;
 }
 
 }  // namespace hsi::ifd

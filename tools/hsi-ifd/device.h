@@ -1,4 +1,5 @@
-// tools/hsi-ifd/device.h: the TAP device of hsi-ifd, in a network namespace.
+// tools/hsi-ifd/device.h: the TAP device of hsi-ifd, and the point-to-point
+// TUN device of hsi-ctcm (IP over CTC), in a network namespace.
 //
 // The process enters the namespace (setns on /run/netns/NAME, as `ip netns
 // exec` does) before it opens /dev/net/tun, so the device is created where
@@ -75,6 +76,40 @@ class TapDevice {
   std::string name_;
   bool reattached_ = false;
 };
+
+// A point-to-point TUN device (IFF_TUN | IFF_NO_PI, non-blocking): each
+// read() returns one bare IPv4/IPv6 packet, each write() hands one to the
+// kernel. Not persistent: it goes with its file descriptor, so the
+// process's exit (any exit) removes it with its address and route. Made by
+// hsi-ctcm as Linux's ctcm driver makes ctc0.
+class PointToPointDevice {
+ public:
+  // Creates TUN device `ifname` in the current network namespace.
+  // kInvalidArgument for a bad name, kAlreadyExists if a device of that
+  // name is there (never taken over), kNotFound without /dev/net/tun,
+  // kPermissionDenied without CAP_NET_ADMIN.
+  static absl::StatusOr<PointToPointDevice> Create(const std::string& ifname);
+
+  // Sets the MTU, the local address with the peer's (as `ip addr add
+  // ADDRESS peer PEER dev IFNAME`: a /32 and a route to PEER through the
+  // device) and brings the device up. Errors name the device and the step.
+  absl::Status Configure(uint32_t mtu, Address address, Address peer);
+
+  int fd() const { return fd_.get(); }
+  const std::string& name() const { return name_; }
+
+ private:
+  PointToPointDevice(UniqueFd fd, std::string name) : fd_(std::move(fd)), name_(std::move(name)) {}
+  UniqueFd fd_;
+  std::string name_;
+};
+
+// kAlreadyExists naming the device if `address` or `peer` is already an
+// IPv4 address of an interface in the current network namespace (a second
+// interface with the same address would take the other's traffic, or the
+// peer's packets would never leave); kInternal if the addresses cannot be
+// listed.
+absl::Status CheckAddressesFree(Address address, Address peer);
 
 }  // namespace hsi::ifd
 

@@ -40,6 +40,7 @@
 #include "hsi/support/service.h"
 #include "l3.h"
 #include "offload.h"
+#include "settings.h"
 
 namespace {
 
@@ -488,21 +489,8 @@ class Pump {
   int unavailable_in_a_row_ = 0;
 };
 
-// An option's value from the command line or else the config file, with
-// the name its errors use: "--chpid" or "FILE:LINE: chpid".
-struct Setting {
-  std::string value, what;
-};
-std::optional<Setting> Lookup(const Args& args, const hsi::ifd::ConfigFile& file, const std::string& key) {
-  if (auto v = args.Get("--" + key)) return Setting{*v, "--" + key};
-  if (auto it = file.find(key); it != file.end()) return Setting{it->second.value, it->second.where};
-  return std::nullopt;
-}
-absl::StatusOr<bool> Switch(const Args& args, const hsi::ifd::ConfigFile& file, const std::string& key) {
-  if (args.Has("--" + key)) return true;
-  if (auto it = file.find(key); it != file.end()) return hsi::ifd::ParseSwitch(it->second);
-  return false;
-}
+using hsi::ifd::Lookup;
+using hsi::ifd::Switch;
 
 // The options from the command line and the config file (--config), the
 // command line winning. kInvalidArgument for a usage or config error,
