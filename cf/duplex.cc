@@ -713,9 +713,9 @@ void Duplex::OnPartnerFrame(Address from, absl::Span<const uint8_t> frame) {
     if (st.ok() && names.empty())
       st = absl::InvalidArgumentError(absl::StrCat("CF ", server_.config_.lpar, ": Hello names no structure"));
     duplexed_ = st.ok();
-    current_.clear();
-    copying_.clear();
     if (st.ok()) {
+      current_.clear();
+      copying_.clear();
       // Whatever this CF holds of them (a copy from before it was dropped,
       // or nothing) goes: the primary's copy of each follows, in order.
       dropped_ = false;
