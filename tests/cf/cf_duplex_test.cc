@@ -824,6 +824,98 @@ TEST_F(CfDuplexTest, ADroppedSecondaryNeverTakesOverWithAnOutOfDateCopy) {
 }
 
 
+// A dropped secondary (stalled past the acknowledgement timeout) is
+// re-duplexed once it answers again: the Hello makes it discard its
+// out-of-date copy and the primary copies the structure into it; a later
+// kill of the primary then loses nothing, including what was pushed while
+// it was dropped.
+TEST_F(CfDuplexTest, ADroppedSecondaryIsReDuplexedOnceItAnswersAgain) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(OpenPair("LIST1", "DB2A1L", "DB2B1L"));
+  ASSERT_TRUE(a_->Push(pa_, 0, ListEnd::kTail, Key(0), Data(0)).ok());
+  ASSERT_EQ(::kill(cf02_->pid(), SIGSTOP), 0);
+  // Not acknowledged within 5 s: CF02 is dropped, the push is served.
+  ASSERT_TRUE(a_->Push(pa_, 0, ListEnd::kTail, Key(1), Data(1)).ok());
+  ASSERT_TRUE(a_->Push(pa_, 0, ListEnd::kTail, Key(2), Data(2)).ok());  // simplex: CF01 only
+  ASSERT_EQ(::kill(cf02_->pid(), SIGCONT), 0);
+  EXPECT_TRUE(LogHas(*cf01_, "structure(s), this CF the primary (re-duplexed", absl::Seconds(60)))
+      << cf01_->log() << cf02_->log();
+  EXPECT_THAT(cf02_->log(), HasSubstr("it will not take over"));
+  EXPECT_THAT(cf02_->log(), HasSubstr("Hello from CF01 for 3 structure(s) accepted"));
+  ASSERT_TRUE(a_->Push(pa_, 0, ListEnd::kTail, Key(3), Data(3)).ok());  // mirrored again
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> e = a_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver) << e->status << cf02_->log();
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<ListEntry> got = a_->Pop(pa_, 0, ListEnd::kHead);
+    ASSERT_TRUE(got.ok()) << i << ": " << got.status();
+    EXPECT_EQ(got->key, Key(i));
+    EXPECT_EQ(got->data, Data(i));
+  }
+  EXPECT_EQ(a_->Pop(pa_, 0, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
+}
+
+// A cache structure with entries is not copied at a re-duplex (its
+// connectors would need the new secondary's vector half first): it stays
+// simplex, said once in the log and in the listing, while the lock and
+// list structures are duplexed again; if the primary dies the secondary
+// takes over LOCK1 but refuses GBP1 as lost, never serving it empty.
+TEST_F(CfDuplexTest, ACacheStructureInUseStaysSimplexAtAReDuplex) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  absl::StatusOr<CfClient> a = Open("DB2A", Addr(kCf01), Addr(kCf02));
+  ASSERT_TRUE(a.ok()) << a.status();
+  absl::StatusOr<Connection> c = a->Connect("LOCK1", "DB2A1");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(a->Lock(*c, "R1", LockMode::kExclusive, "r1")->outcome, Outcome::kGranted);
+  absl::StatusOr<RawConnector> w = OpenRawConnector(hsid_, "DB2W", Addr(kCf01));
+  ASSERT_TRUE(w.ok()) << w.status();
+  proto::Header rh;
+  {
+    proto::Writer cw({proto::kConnect, 1, 0, 0});
+    cw.Str("GBP1").Str("GW");
+    ASSERT_EQ(w->Ask(cw, &rh), "OK");
+    proto::Writer ww({proto::kCacheWrite, 2, rh.conn, 0});
+    ww.Str("P.0").U8(1).Str("page-0");
+    ASSERT_EQ(w->Ask(ww), "OK");
+  }
+  cf02_->Kill(SIGKILL);
+  ASSERT_TRUE(LogHas(*cf01_, "duplexing with CF02 ended", absl::Seconds(10))) << cf01_->log();
+  cf02_ = std::make_unique<CfProcess>(hsid_, Policy("CF02", kCf02, "secondary", "CF01", kCf01), "",
+                                      "cf02-again");
+  ASSERT_TRUE(cf02_->ready()) << cf02_->log();
+  ASSERT_TRUE(LogHas(*cf01_, "2 structure(s), this CF the primary (re-duplexed", absl::Seconds(30)))
+      << cf01_->log() << cf02_->log();
+  const std::string log = cf01_->log();
+  EXPECT_THAT(log, HasSubstr("cache structure GBP1 stays simplex"));
+  EXPECT_EQ(log.find("GBP1 stays simplex"), log.rfind("GBP1 stays simplex")) << "logged once";
+  using Seen = std::optional<std::pair<std::string, bool>>;
+  Seen lock, cache;
+  for (const absl::Time end = In(absl::Seconds(10)); absl::Now() < end;) {
+    lock = Listed(hsid_, "CF01", "LOCK1");
+    cache = Listed(hsid_, "CF01", "GBP1");
+    if (lock == Seen(std::make_pair("primary", true))) break;
+    absl::SleepFor(absl::Milliseconds(50));  // polls a condition; orders nothing
+  }
+  EXPECT_EQ(lock, Seen(std::make_pair("primary", true)));
+  EXPECT_EQ(cache, Seen(std::make_pair("primary", false)));
+  {  // Served simplex by CF01 meanwhile: a write works.
+    proto::Writer ww({proto::kCacheWrite, 3, rh.conn, 0});
+    ww.Str("P.1").U8(1).Str("page-1");
+    EXPECT_EQ(w->Ask(ww), "OK");
+  }
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> e = a->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver) << e->status << cf02_->log();
+  EXPECT_TRUE(a->Unlock(*c, "R1").ok());  // LOCK1 was copied: A's lock is there
+  absl::StatusOr<RawConnector> w2 = OpenRawConnector(hsid_, "DB2V", Addr(kCf02));
+  ASSERT_TRUE(w2.ok()) << w2.status();
+  proto::Writer cw({proto::kConnect, 1, 0, 0});
+  cw.Str("GBP1").Str("GV");
+  EXPECT_THAT(w2->Ask(cw), HasSubstr("UNAVAILABLE: CF CF02 took over from CF01 without GBP1"));
+}
+
 // A lock connection whose connector is alive at the takeover is suspended,
 // not failed: its locks are still its own (others queue behind it, not
 // refused as retained). If it never comes back (here: it is killed after
