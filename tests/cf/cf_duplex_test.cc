@@ -916,6 +916,43 @@ TEST_F(CfDuplexTest, ACacheStructureInUseStaysSimplexAtAReDuplex) {
   EXPECT_THAT(w2->Ask(cw), HasSubstr("UNAVAILABLE: CF CF02 took over from CF01 without GBP1"));
 }
 
+// A secondary that was not there when the primary started is duplexed
+// when it comes (the primary looks for it once a second), with what the
+// primary holds by then copied into it.
+TEST_F(CfDuplexTest, ASecondaryStartedAfterThePrimaryIsDuplexedWhenItComes) {
+  cf01_ = std::make_unique<CfProcess>(hsid_, Policy("CF01", kCf01, "primary", "CF02", kCf02), "",
+                                      "cf01");
+  ASSERT_TRUE(cf01_->ready()) << cf01_->log();
+  EXPECT_THAT(cf01_->log(), HasSubstr("served simplex until it comes"));
+  absl::StatusOr<CfClient> a = Open("DB2A", Addr(kCf01), Addr(kCf02));
+  ASSERT_TRUE(a.ok()) << a.status();
+  absl::StatusOr<Connection> c = a->Connect("LOCK1", "DB2A1");
+  ASSERT_TRUE(c.ok()) << c.status();
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(a->Lock(*c, absl::StrCat("L.", i), LockMode::kExclusive)->outcome, Outcome::kGranted);
+  cf02_ = std::make_unique<CfProcess>(hsid_, Policy("CF02", kCf02, "secondary", "CF01", kCf01), "",
+                                      "cf02");
+  ASSERT_TRUE(cf02_->ready()) << cf02_->log();
+  ASSERT_TRUE(LogHas(*cf01_, "3 structure(s), this CF the primary (re-duplexed", absl::Seconds(30)))
+      << cf01_->log() << cf02_->log();
+  ASSERT_EQ(a->Lock(*c, "L.3", LockMode::kExclusive)->outcome, Outcome::kGranted);  // mirrored
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> e = a->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver) << e->status << cf02_->log();
+  absl::StatusOr<CfClient> b = Open("DB2B", Addr(kCf02), Address());
+  ASSERT_TRUE(b.ok()) << b.status();
+  absl::StatusOr<Connection> cb = b->Connect("LOCK1", "DB2B1");
+  ASSERT_TRUE(cb.ok()) << cb.status();
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<LockReply> r = b->Lock(*cb, absl::StrCat("L.", i), LockMode::kShared);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->outcome, Outcome::kQueued) << "L." << i;
+    ASSERT_EQ(r->holders.size(), 1u);
+    EXPECT_EQ(r->holders[0].connector, "DB2A1");
+  }
+}
+
 // A lock connection whose connector is alive at the takeover is suspended,
 // not failed: its locks are still its own (others queue behind it, not
 // refused as retained). If it never comes back (here: it is killed after
