@@ -133,7 +133,7 @@ class Duplex {
   // not there at start): at most once a second asks hsid whether the
   // partner's NIC is up (Nic::PeerLpar); if it is, sends Hello (not
   // waited for: its answer comes through Serve, and then the copy is
-  // made). A refused or unanswered Hello backs off (2 s, 4 s ... 60 s);
+  // made). A refused or unanswered Hello backs off (1 s, 2 s, 4 s ... 60 s);
   // a partner that is not there is asked for again each second. Called by
   // the Server's loop between requests.
   void Retry(absl::Time now);
