@@ -206,8 +206,8 @@ absl::Status Duplex::Exchange(absl::Span<const uint8_t> frame, uint64_t id) {
     if (h->status == 0) return absl::OkStatus();
     Reader r(f);
     const std::string msg = r.Str("message", 1024);
-    const absl::StatusCode code = h->status <= 16 ? static_cast<absl::StatusCode>(h->status)
-                                                  : absl::StatusCode::kUnknown;
+    const absl::StatusCode code =
+        h->status <= 16 ? static_cast<absl::StatusCode>(h->status) : absl::StatusCode::kUnknown;
     return absl::Status(code, msg);
   }
 }
@@ -248,7 +248,10 @@ absl::Status Duplex::Copy(const std::string& name, size_t* frames, size_t* items
       proto::kDuplexCopyConn, name, conns.size(),
       [&](size_t i) { return 12 + 4 + conns[i]->connector.size() + conns[i]->lpar.size(); },
       [&](size_t i, Writer& w) {
-        w.U32(conns[i]->token).Str(conns[i]->connector).Str(conns[i]->lpar).U32(conns[i]->peer.value());
+        w.U32(conns[i]->token)
+            .Str(conns[i]->connector)
+            .Str(conns[i]->lpar)
+            .U32(conns[i]->peer.value());
       },
       frames);
   std::vector<uint64_t> counters;
@@ -263,19 +266,25 @@ absl::Status Duplex::Copy(const std::string& name, size_t* frames, size_t* items
         },
         [&](size_t i, Writer& w) {
           const LockStructure::CopyItem& it = all[i];
-          w.U8(it.queued ? 1 : 0).Str(it.resource).U32(it.conn).Str(it.connector).U64(it.request_id);
+          w.U8(it.queued ? 1 : 0)
+              .Str(it.resource)
+              .U32(it.conn)
+              .Str(it.connector)
+              .U64(it.request_id);
           w.U8(static_cast<uint8_t>(it.mode)).Str(it.record);
         },
         frames);
     const LockCounters& k = st.lock->counters();
-    counters = {k.granted, k.queued, k.refused_retained, k.released, k.retained, k.recovered,
-                k.granted_after_wait};
+    counters = {k.granted,  k.queued,    k.refused_retained,  k.released,
+                k.retained, k.recovered, k.granted_after_wait};
   } else if (s.ok() && st.list) {
     const std::vector<ListStructure::CopyItem> all = st.list->CopyOut();
     count += all.size();
     s = SendItems(
         proto::kDuplexCopyList, name, all.size(),
-        [&](size_t i) { return 1 + 4 + 4 + 8 + 4 + all[i].entry.key.size() + all[i].entry.data.size(); },
+        [&](size_t i) {
+          return 1 + 4 + 4 + 8 + 4 + all[i].entry.key.size() + all[i].entry.data.size();
+        },
         [&](size_t i, Writer& w) {
           const ListStructure::CopyItem& it = all[i];
           w.U8(static_cast<uint8_t>(it.kind)).U32(it.list).U32(it.conn).U64(it.request_id);
@@ -303,7 +312,8 @@ void Duplex::Discard(const std::string& name) {
   for (auto c = server_.conns_.begin(); c != server_.conns_.end();) {
     auto next = std::next(c);
     if (c->second.structure == name) {
-      if (s.cache) server_.DetachCache(c->second, "discarded with this CF's copy (a new one follows)");
+      if (s.cache)
+        server_.DetachCache(c->second, "discarded with this CF's copy (a new one follows)");
       server_.conns_.erase(c);
     }
     c = next;
@@ -335,18 +345,23 @@ absl::Status Duplex::ApplyCopy(const Header& h, Reader& r) {
       }
       if (absl::Status st = r.Done(); !st.ok()) return st;
       if (s.cache && !conns.empty())
-        return absl::InvalidArgumentError(absl::StrCat(where, "a cache structure's connections are not copied"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "a cache structure's connections are not copied"));
       for (Server::Conn& c : conns) {
-        if (absl::Status st = proto::CheckName("connector name", c.connector, proto::kMaxName); !st.ok())
+        if (absl::Status st = proto::CheckName("connector name", c.connector, proto::kMaxName);
+            !st.ok())
           return st;
         if (c.token == 0 || server_.conns_.contains(c.token))
-          return absl::InvalidArgumentError(absl::StrCat(where, "connection token ", c.token, " is 0 or in use"));
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, "connection token ", c.token, " is 0 or in use"));
         for (const auto& [t, o] : server_.conns_)
           if (o.structure == name && o.connector == c.connector)
-            return absl::InvalidArgumentError(absl::StrCat(where, "connector ", c.connector, " twice"));
+            return absl::InvalidArgumentError(
+                absl::StrCat(where, "connector ", c.connector, " twice"));
         uint32_t returned = 0;
         if (s.lock) {
-          if (absl::Status st = s.lock->Attach(c.token, c.connector, &returned); !st.ok()) return st;
+          if (absl::Status st = s.lock->Attach(c.token, c.connector, &returned); !st.ok())
+            return st;
         }
         server_.next_token_ = std::max(server_.next_token_, c.token + 1);
         server_.conns_[c.token] = std::move(c);
@@ -355,7 +370,9 @@ absl::Status Duplex::ApplyCopy(const Header& h, Reader& r) {
       return absl::OkStatus();
     }
     case proto::kDuplexCopyLock: {
-      if (!s.lock) return absl::InvalidArgumentError(absl::StrCat(where, "lock items for a ", s.config.type, " structure"));
+      if (!s.lock)
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "lock items for a ", s.config.type, " structure"));
       const uint32_t n = r.U32("items");
       std::vector<LockStructure::CopyItem> all;
       for (uint32_t i = 0; i < n && r.status().ok(); ++i) {
@@ -370,7 +387,8 @@ absl::Status Duplex::ApplyCopy(const Header& h, Reader& r) {
         it.mode = static_cast<LockMode>(mode);
         it.record = r.Str("record", proto::kMaxRecord);
         if (r.status().ok() && (kind > 1 || mode > 1))
-          return absl::InvalidArgumentError(absl::StrCat(where, "lock item ", i, ": kind ", kind, " or mode ", mode, " out of range"));
+          return absl::InvalidArgumentError(absl::StrCat(where, "lock item ", i, ": kind ", kind,
+                                                         " or mode ", mode, " out of range"));
         all.push_back(std::move(it));
       }
       if (absl::Status st = r.Done(); !st.ok()) return st;
@@ -380,7 +398,9 @@ absl::Status Duplex::ApplyCopy(const Header& h, Reader& r) {
       return absl::OkStatus();
     }
     case proto::kDuplexCopyList: {
-      if (!s.list) return absl::InvalidArgumentError(absl::StrCat(where, "list items for a ", s.config.type, " structure"));
+      if (!s.list)
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "list items for a ", s.config.type, " structure"));
       const uint32_t n = r.U32("items");
       std::vector<ListStructure::CopyItem> all;
       for (uint32_t i = 0; i < n && r.status().ok(); ++i) {
@@ -393,11 +413,13 @@ absl::Status Duplex::ApplyCopy(const Header& h, Reader& r) {
         it.entry.key = r.Str("key", proto::kMaxKey);
         it.entry.data = r.Str("data", proto::kMaxData);
         if (r.status().ok() && kind > 2)
-          return absl::InvalidArgumentError(absl::StrCat(where, "list item ", i, ": kind ", kind, " unknown"));
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, "list item ", i, ": kind ", kind, " unknown"));
         if (r.status().ok() && kind != 0) {
           auto c = server_.conns_.find(it.conn);
           if (c == server_.conns_.end() || c->second.structure != name)
-            return absl::InvalidArgumentError(absl::StrCat(where, "list item ", i, ": connection ", it.conn, " is not one of ", name, "'s"));
+            return absl::InvalidArgumentError(absl::StrCat(where, "list item ", i, ": connection ",
+                                                           it.conn, " is not one of ", name, "'s"));
         }
         all.push_back(std::move(it));
       }
@@ -416,7 +438,8 @@ absl::Status Duplex::ApplyCopy(const Header& h, Reader& r) {
       for (uint32_t i = 0; i < n && i < 64 && r.status().ok(); ++i) k.push_back(r.U64("counter"));
       if (absl::Status st = r.Done(); !st.ok()) return st;
       if (items != cp->second)
-        return absl::InvalidArgumentError(absl::StrCat(where, "the end says ", items, " item(s), ", cp->second, " came"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "the end says ", items, " item(s), ", cp->second, " came"));
       const size_t want = s.lock ? 7 : s.list ? 6 : 0;
       if (k.size() != want)
         return absl::InvalidArgumentError(absl::StrCat(where, k.size(), " counter(s), not ", want));
@@ -432,7 +455,8 @@ absl::Status Duplex::ApplyCopy(const Header& h, Reader& r) {
       return absl::OkStatus();
     }
     default:
-      return absl::InvalidArgumentError(absl::StrCat("duplexing: copy message type ", h.type, " unknown"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("duplexing: copy message type ", h.type, " unknown"));
   }
 }
 
@@ -534,8 +558,9 @@ void Duplex::TakeOver(const std::string& why) {
   for (const auto& [lock, token] : dead) lock->Fail(token, &notes);
   server_.SendNotes(notes);
   if (!copying_.empty())
-    server_.Log(absl::StrCat("the primary ", server_.config_.duplex_partner, " died before its copy of ",
-                             copying_.size(), " structure(s) was complete here: those are not taken over"));
+    server_.Log(absl::StrCat("the primary ", server_.config_.duplex_partner,
+                             " died before its copy of ", copying_.size(),
+                             " structure(s) was complete here: those are not taken over"));
   server_.Log(absl::StrCat("took over the secondary structure(s) of ",
                            server_.config_.duplex_partner, " (", why, "): ", failed,
                            " connection(s) to reclaim by their connectors (", suspended_.size(),
@@ -672,9 +697,9 @@ void Duplex::OnPartnerFrame(Address from, absl::Span<const uint8_t> frame) {
       if (h->status != 0) {
         Reader r(frame);
         const std::string msg = r.Str("message", 1024);
-        st = absl::Status(h->status <= 16 ? static_cast<absl::StatusCode>(h->status)
-                                          : absl::StatusCode::kUnknown,
-                          msg);
+        st = absl::Status(
+            h->status <= 16 ? static_cast<absl::StatusCode>(h->status) : absl::StatusCode::kUnknown,
+            msg);
       }
       OnHelloAnswer(hello_names_, st, true);
     }
@@ -711,7 +736,8 @@ void Duplex::OnPartnerFrame(Address from, absl::Span<const uint8_t> frame) {
                                                         " is not a secondary structure here"));
     }
     if (st.ok() && names.empty())
-      st = absl::InvalidArgumentError(absl::StrCat("CF ", server_.config_.lpar, ": Hello names no structure"));
+      st = absl::InvalidArgumentError(
+          absl::StrCat("CF ", server_.config_.lpar, ": Hello names no structure"));
     duplexed_ = st.ok();
     if (st.ok()) {
       current_.clear();
@@ -867,12 +893,12 @@ bool Duplex::Serve(Address from, absl::Span<const uint8_t> frame) {
     CheckPartner();
     if (took_over_ && current_.contains(structure)) return false;
     if (took_over_) {
-      server_.Reply(from, proto::ErrorReply(
-                              *h, absl::UnavailableError(absl::StrCat(
-                                      "CF ", cfg.lpar, " took over from ", cfg.duplex_partner,
-                                      " without ", structure, ", whose copy here was not complete "
-                                      "(or not made): the structure is lost unless ",
-                                      cfg.duplex_partner, " serves it"))));
+      server_.Reply(from, proto::ErrorReply(*h, absl::UnavailableError(absl::StrCat(
+                                                    "CF ", cfg.lpar, " took over from ",
+                                                    cfg.duplex_partner, " without ", structure,
+                                                    ", whose copy here was not complete "
+                                                    "(or not made): the structure is lost unless ",
+                                                    cfg.duplex_partner, " serves it"))));
       return true;
     }
     if (dropped_) {

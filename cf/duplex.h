@@ -69,9 +69,9 @@
 // and a cache connection its castout locks, on the same terms (a dead
 // one's monitors end, its castout locks are released); waiting pops and
 // cache registrations end at once (see above). A primary that restarts
-// after its secondary took over finds Hello refused and sends its connectors there (kUnavailable naming the
-// partner). Making such a primary the survivor's new secondary is not
-// done: the survivor serves simplex until both CFs restart.
+// after its secondary took over finds Hello refused and sends its connectors there (kUnavailable
+// naming the partner). Making such a primary the survivor's new secondary is not done: the survivor
+// serves simplex until both CFs restart.
 //
 // Thread safety: none; the Server's thread (it is part of the Server).
 #ifndef HSI_CF_DUPLEX_H_
@@ -86,11 +86,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "cache_structure.h"
 #include "hsi/address.h"
 #include "hsi/nic.h"
-#include "absl/time/time.h"
-#include "cache_structure.h"
 #include "list_structure.h"
 #include "lock_structure.h"
 #include "protocol.h"

@@ -215,15 +215,18 @@ std::vector<ListStructure::CopyItem> ListStructure::CopyOut() const {
 absl::Status ListStructure::CopyIn(CopyItem item) {
   if (absl::Status s = CheckList(item.list); !s.ok()) return s;
   Header& h = lists_[item.list];
-  const std::string where = absl::StrCat("list structure ", name_, ": copy of list ", item.list, ": ");
+  const std::string where =
+      absl::StrCat("list structure ", name_, ": copy of list ", item.list, ": ");
   switch (item.kind) {
     case CopyItem::Kind::kEntry:
       if (item.entry.key.size() > 16 || item.entry.data.size() > max_data_)
-        return absl::InvalidArgumentError(absl::StrCat(where, "an entry's key or data is too long"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "an entry's key or data is too long"));
       if (in_use_ >= entries_)
         return absl::InvalidArgumentError(absl::StrCat(where, "more than ", entries_, " entries"));
       if (!h.waiters.empty())
-        return absl::InvalidArgumentError(absl::StrCat(where, "an entry on a list with waiting pops"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "an entry on a list with waiting pops"));
       h.entries.push_back(std::move(item.entry));
       ++in_use_;
       return absl::OkStatus();
@@ -232,7 +235,8 @@ absl::Status ListStructure::CopyIn(CopyItem item) {
       return absl::OkStatus();
     case CopyItem::Kind::kWaiter:
       if (!h.entries.empty())
-        return absl::InvalidArgumentError(absl::StrCat(where, "a waiting pop on a list with entries"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "a waiting pop on a list with entries"));
       for (const PopWaiter& w : h.waiters)
         if (w.conn == item.conn)
           return absl::InvalidArgumentError(
@@ -240,7 +244,8 @@ absl::Status ListStructure::CopyIn(CopyItem item) {
       h.waiters.push_back({item.conn, item.request_id});
       return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(absl::StrCat(where, "item kind ", static_cast<int>(item.kind), " unknown"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, "item kind ", static_cast<int>(item.kind), " unknown"));
 }
 
 }  // namespace hsi::cf

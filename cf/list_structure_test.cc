@@ -152,7 +152,8 @@ TEST(ListStructureTest, PopWaitIsWithdrawnByCancelAndByAConnectionThatGoes) {
 TEST(ListStructureTest, ACopyReplaysEntriesMonitorsAndWaitingPops) {
   ListStructure l("LIST1", 3, 10, 8);
   std::vector<Transition> t;
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE(l.Push(0, ListEnd::kTail, absl::StrCat("k", i), "d", &t).ok());
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(l.Push(0, ListEnd::kTail, absl::StrCat("k", i), "d", &t).ok());
   ASSERT_TRUE(l.Monitor(7, 1, true).ok());
   ASSERT_TRUE(l.PopWait(8, 80, 2, ListEnd::kHead).ok());
   ListStructure c("LIST1", 3, 10, 8);
@@ -176,14 +177,18 @@ TEST(ListStructureTest, ACopyThatBreaksTheRulesIsRefusedNamingWhy) {
   ListStructure c("LIST1", 2, 1, 4);
   using Item = ListStructure::CopyItem;
   using K = Item::Kind;
-  EXPECT_THAT(c.CopyIn(Item{K::kEntry, 5, 0, 0, {"k", "d"}}).message(), HasSubstr("does not exist"));
-  EXPECT_THAT(c.CopyIn(Item{K::kEntry, 0, 0, 0, {"k", "toolong"}}).message(), HasSubstr("too long"));
+  EXPECT_THAT(c.CopyIn(Item{K::kEntry, 5, 0, 0, {"k", "d"}}).message(),
+              HasSubstr("does not exist"));
+  EXPECT_THAT(c.CopyIn(Item{K::kEntry, 0, 0, 0, {"k", "toolong"}}).message(),
+              HasSubstr("too long"));
   ASSERT_TRUE(c.CopyIn(Item{K::kWaiter, 1, 3, 30, {}}).ok());
   EXPECT_THAT(c.CopyIn(Item{K::kWaiter, 1, 3, 31, {}}).message(), HasSubstr("two waiting pops"));
-  EXPECT_THAT(c.CopyIn(Item{K::kEntry, 1, 0, 0, {"k", "d"}}).message(), HasSubstr("with waiting pops"));
+  EXPECT_THAT(c.CopyIn(Item{K::kEntry, 1, 0, 0, {"k", "d"}}).message(),
+              HasSubstr("with waiting pops"));
   ASSERT_TRUE(c.CopyIn(Item{K::kEntry, 0, 0, 0, {"k", "d"}}).ok());
   EXPECT_THAT(c.CopyIn(Item{K::kWaiter, 0, 4, 40, {}}).message(), HasSubstr("with entries"));
-  EXPECT_THAT(c.CopyIn(Item{K::kEntry, 0, 0, 0, {"k2", "d"}}).message(), HasSubstr("more than 1 entries"));
+  EXPECT_THAT(c.CopyIn(Item{K::kEntry, 0, 0, 0, {"k2", "d"}}).message(),
+              HasSubstr("more than 1 entries"));
   EXPECT_EQ(c.in_use(), 1u);
 }
 

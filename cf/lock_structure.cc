@@ -246,32 +246,36 @@ std::vector<LockStructure::CopyItem> LockStructure::CopyOut() const {
       out.push_back({false, name, h.conn, h.connector, 0, h.mode, h.record});
     for (const Waiter& w : r.queue) {
       auto c = conns_.find(w.conn);
-      out.push_back({true, name, w.conn, c == conns_.end() ? "" : c->second, w.request_id, w.mode,
-                     w.record});
+      out.push_back(
+          {true, name, w.conn, c == conns_.end() ? "" : c->second, w.request_id, w.mode, w.record});
     }
   }
   return out;
 }
 
 absl::Status LockStructure::CopyIn(CopyItem item) {
-  const std::string where = absl::StrCat("lock structure ", name_, ": copy of ",
-                                         item.queued ? "a queued request on " : "a holder of ",
-                                         item.resource, ": ");
+  const std::string where =
+      absl::StrCat("lock structure ", name_, ": copy of ",
+                   item.queued ? "a queued request on " : "a holder of ", item.resource, ": ");
   if (item.resource.empty() || item.resource.size() > 64 || item.record.size() > 64)
-    return absl::InvalidArgumentError(absl::StrCat(where, "resource or record length out of range"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, "resource or record length out of range"));
   auto c = item.conn == 0 ? conns_.end() : conns_.find(item.conn);
   if (item.conn != 0 && c == conns_.end())
-    return absl::InvalidArgumentError(absl::StrCat(where, "connection ", item.conn, " is not attached"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, "connection ", item.conn, " is not attached"));
   auto it = resources_.find(item.resource);
   if (it == resources_.end() && (item.queued || resources_.size() >= entries_))
-    return absl::InvalidArgumentError(absl::StrCat(
-        where, item.queued ? "nothing holds it" : absl::StrCat("more than ", entries_, " resources")));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, item.queued ? "nothing holds it"
+                                        : absl::StrCat("more than ", entries_, " resources")));
   if (item.queued) {
     if (item.conn == 0)
       return absl::InvalidArgumentError(absl::StrCat(where, "a queued request of no connection"));
     for (const Waiter& w : it->second.queue)
       if (w.conn == item.conn)
-        return absl::InvalidArgumentError(absl::StrCat(where, "connection ", item.conn, " queued twice"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "connection ", item.conn, " queued twice"));
     it->second.queue.push_back({item.conn, item.request_id, item.mode, std::move(item.record)});
     return absl::OkStatus();
   }
@@ -293,14 +297,15 @@ absl::Status LockStructure::CopyIn(CopyItem item) {
           (item.conn == 0 && h.conn == 0 && h.connector == item.connector))
         return absl::InvalidArgumentError(absl::StrCat(where, item.connector, " holds it twice"));
       if (!Compatible(h.mode, item.mode))
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, item.connector, " and ", h.connector, " hold it in conflicting modes"));
+        return absl::InvalidArgumentError(absl::StrCat(where, item.connector, " and ", h.connector,
+                                                       " hold it in conflicting modes"));
     }
   } else {
     it = resources_.emplace(item.resource, Resource{}).first;
   }
   if (item.conn == 0) ++failed_[item.connector];
-  it->second.held.push_back({item.conn, std::move(item.connector), item.mode, std::move(item.record)});
+  it->second.held.push_back(
+      {item.conn, std::move(item.connector), item.mode, std::move(item.record)});
   return absl::OkStatus();
 }
 

@@ -114,8 +114,8 @@ class LockStructure {
   struct CopyItem {
     bool queued = false;  // a queued request, else a holder
     std::string resource;
-    uint32_t conn = 0;  // 0: a retained holder
-    std::string connector;  // a holder's
+    uint32_t conn = 0;        // 0: a retained holder
+    std::string connector;    // a holder's
     uint64_t request_id = 0;  // a queued request's
     LockMode mode = LockMode::kShared;
     std::string record;

@@ -202,13 +202,17 @@ TEST_F(LockStructureTest, ACopyThatBreaksTheRulesIsRefusedNamingWhy) {
   EXPECT_THAT(c.CopyIn(Item{false, "R", 9, "Z", 0, X, ""}).message(), HasSubstr("not attached"));
   EXPECT_THAT(c.CopyIn(Item{false, "R", 1, "B", 0, X, ""}).message(), HasSubstr("does not match"));
   EXPECT_THAT(c.CopyIn(Item{true, "R", 1, "", 5, X, ""}).message(), HasSubstr("nothing holds it"));
-  EXPECT_THAT(c.CopyIn(Item{false, "R", 0, "A", 0, X, ""}).message(), HasSubstr("which is connected"));
+  EXPECT_THAT(c.CopyIn(Item{false, "R", 0, "A", 0, X, ""}).message(),
+              HasSubstr("which is connected"));
   ASSERT_TRUE(c.CopyIn(Item{false, "R", 1, "A", 0, X, "rec"}).ok());
-  EXPECT_THAT(c.CopyIn(Item{false, "R", 2, "B", 0, S, ""}).message(), HasSubstr("conflicting modes"));
-  EXPECT_THAT(c.CopyIn(Item{false, "S", 2, "B", 0, S, ""}).message(), HasSubstr("more than 1 resources"));
+  EXPECT_THAT(c.CopyIn(Item{false, "R", 2, "B", 0, S, ""}).message(),
+              HasSubstr("conflicting modes"));
+  EXPECT_THAT(c.CopyIn(Item{false, "S", 2, "B", 0, S, ""}).message(),
+              HasSubstr("more than 1 resources"));
   ASSERT_TRUE(c.CopyIn(Item{true, "R", 2, "", 7, S, ""}).ok());
   EXPECT_THAT(c.CopyIn(Item{true, "R", 2, "", 8, S, ""}).message(), HasSubstr("queued twice"));
-  EXPECT_THAT(c.CopyIn(Item{false, "R", 0, "C", 0, S, ""}).message(), HasSubstr("after a queued request"));
+  EXPECT_THAT(c.CopyIn(Item{false, "R", 0, "C", 0, S, ""}).message(),
+              HasSubstr("after a queued request"));
   EXPECT_EQ(c.retained_count(), 0u);
 }
 

@@ -386,7 +386,8 @@ TEST_F(CfDuplexTest, ARestartedSecondaryIsReDuplexedAndTheKillOfThePrimaryThenLo
   for (const absl::Time end = In(absl::Seconds(10)); absl::Now() < end;) {
     p = Listed(hsid_, "CF01", "LOCK1");
     q = Listed(hsid_, "CF02", "LIST1");
-    if (p == Seen(std::make_pair("primary", true)) && q == Seen(std::make_pair("secondary", true))) break;
+    if (p == Seen(std::make_pair("primary", true)) && q == Seen(std::make_pair("secondary", true)))
+      break;
     absl::SleepFor(absl::Milliseconds(50));  // polls a condition; orders nothing
   }
   EXPECT_EQ(p, Seen(std::make_pair("primary", true)));
@@ -467,7 +468,8 @@ TEST_F(CfDuplexTest, AMalformedCopyIsRefusedAndNeverTakenOver) {
     proto::Writer inner({proto::kUnlock, 9, 7, 0});
     inner.Str("R1");
     proto::Writer w({proto::kDuplexRequest, id++, 7, 0});
-    w.Str(absl::string_view(reinterpret_cast<const char*>(inner.frame().data()), inner.frame().size()));
+    w.Str(absl::string_view(reinterpret_cast<const char*>(inner.frame().data()),
+                            inner.frame().size()));
     EXPECT_THAT(raw.Ask(w), HasSubstr("FAILED_PRECONDITION"));
   }
   // The "primary" dies with CF02's copy incomplete: CF02 does not take
@@ -822,7 +824,6 @@ TEST_F(CfDuplexTest, ADroppedSecondaryNeverTakesOverWithAnOutOfDateCopy) {
   EXPECT_THAT(cf02_->log(), HasSubstr("it will not take over"));
   EXPECT_THAT(cf02_->log(), Not(HasSubstr("took over")));
 }
-
 
 // A dropped secondary (stalled past the acknowledgement timeout) is
 // re-duplexed once it answers again: the Hello makes it discard its
