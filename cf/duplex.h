@@ -53,7 +53,7 @@
 // simplex (simplex_), logged once.
 //
 // Failures: the secondary dies (its link goes down, a mirror is not
-// acknowledged within 5 s): the primary goes on simplex; if the link is
+// acknowledged within 5 s): the primary goes on simplex (until Retry re-duplexes); if the link is
 // still up (a stalled secondary) it sends DuplexDrop behind the last
 // mirror, and the secondary, reading in order (draining what a dead
 // primary committed before it decides), never takes over after it. The primary dies:
