@@ -28,12 +28,32 @@
 //
 // Establishment: the primary, when it starts, links to the partner and
 // sends Hello naming its primary structures; the secondary accepts if it
-// holds each as secondary, has no connection to it yet, and has not taken
-// over. The secondary serves no connector while its primary lives ("connect
-// to the primary": kUnavailable).
+// holds each as secondary and has not taken over, and discards what it
+// holds of them; the primary then copies each (below; empty at the first
+// start). The secondary serves no connector while its primary lives
+// ("connect to the primary": kUnavailable).
+//
+// Copy (re-duplexing): a primary running simplex (its secondary died, was
+// dropped, or was not there at start) looks for the partner's NIC once a
+// second (Retry: Nic::PeerLpar), sends Hello when it is up (answered
+// through Serve; a refusal or no answer backs off up to 60 s), and once
+// accepted copies each named structure between two requests (it is single
+// threaded: the copy is consistent, and every later update is mirrored
+// behind it on the same link): kDuplexCopyConn (connections), then
+// kDuplexCopyLock or kDuplexCopyList (the whole state, in order), then
+// kDuplexCopyEnd (the count, the counters), each acknowledged. Only then
+// are the structures duplexed again. The secondary validates every copy
+// frame; a bad one ends the copy (not duplexed, mirrors refused; the
+// primary stays simplex and sends a Drop). A structure whose copy was not
+// ended is never taken over (Serve: "lost unless the primary serves it").
+// A dropped secondary that answers a Hello again is re-duplexed: the
+// Hello discards its out-of-date copy first. A cache structure is named
+// only while empty and unconnected (its connectors would need the new
+// secondary's half of their vectors first: not done): else it stays
+// simplex (simplex_), logged once.
 //
 // Failures: the secondary dies (its link goes down, a mirror is not
-// acknowledged within 5 s): the primary goes on simplex; if the link is
+// acknowledged within 5 s): the primary goes on simplex (until Retry re-duplexes); if the link is
 // still up (a stalled secondary) it sends DuplexDrop behind the last
 // mirror, and the secondary, reading in order (draining what a dead
 // primary committed before it decides), never takes over after it. The primary dies:
@@ -49,9 +69,9 @@
 // and a cache connection its castout locks, on the same terms (a dead
 // one's monitors end, its castout locks are released); waiting pops and
 // cache registrations end at once (see above). A primary that restarts
-// after its secondary took over finds Hello refused and sends its connectors there (kUnavailable naming the
-// partner). Re-duplexing a structure into a new secondary (copying it) is
-// not done: a structure left simplex stays simplex until both CFs restart.
+// after its secondary took over finds Hello refused and sends its connectors there (kUnavailable
+// naming the partner). Making such a primary the survivor's new secondary is not done: the survivor
+// serves simplex until both CFs restart.
 //
 // Thread safety: none; the Server's thread (it is part of the Server).
 #ifndef HSI_CF_DUPLEX_H_
@@ -60,16 +80,17 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "cache_structure.h"
 #include "hsi/address.h"
 #include "hsi/nic.h"
-#include "absl/time/time.h"
-#include "cache_structure.h"
 #include "list_structure.h"
 #include "lock_structure.h"
 #include "protocol.h"
@@ -108,6 +129,14 @@ class Duplex {
   // Called when the NIC reports a link down: the secondary takes over if
   // it was its primary's; the primary goes simplex if it was its partner's.
   void CheckPartner();
+  // The primary running simplex (its secondary died, was dropped, or was
+  // not there at start): at most once a second asks hsid whether the
+  // partner's NIC is up (Nic::PeerLpar); if it is, sends Hello (not
+  // waited for: its answer comes through Serve, and then the copy is
+  // made). A refused or unanswered Hello backs off (1 s, 2 s, 4 s ... 60 s);
+  // a partner that is not there is asked for again each second. Called by
+  // the Server's loop between requests.
+  void Retry(absl::Time now);
   // Mirrors a connector's failure seen by the primary (before its notes go).
   void MirrorFail(uint32_t token);
   // The PopNote of `t` to connection `t.conn` of a duplexed structure could not
@@ -134,7 +163,9 @@ class Duplex {
   std::optional<std::pair<bool, bool>> RoleAndPartner(const std::string& structure) const {
     const Role r = RoleOf(structure);
     if (r == Role::kNone) return std::nullopt;
-    return std::make_pair(r == Role::kPrimary, duplexed_);
+    return std::make_pair(r == Role::kPrimary,
+                          duplexed_ && (r == Role::kPrimary ? !simplex_.contains(structure)
+                                                            : current_.contains(structure)));
   }
 
  private:
@@ -149,6 +180,29 @@ class Duplex {
   // PopNote through Server::SendPopNote (put back if it cannot go).
   void SendHeld(std::vector<HeldFrame> held);
   void Break(const std::string& why);
+  bool HoldsPrimaries() const;
+  // The primary structures to name in a Hello: all but a cache structure
+  // with entries or connections (not copied: it stays simplex, logged once).
+  std::vector<std::string> Candidates();
+  // What came of a Hello naming `names` (`st`: the secondary's answer):
+  // on OK, the copy of each, then duplexed; else simplex, and Retry backs off.
+  void OnHelloAnswer(const std::vector<std::string>& names, const absl::Status& st, bool again);
+  void Backoff(absl::Time now);
+  // Sends `frame` (request `id`) to the partner and waits (kAckTimeout)
+  // for its answer: OK or the secondary's refusal, or the link's failure.
+  absl::Status Exchange(absl::Span<const uint8_t> frame, uint64_t id);
+  // Copy (primary): structure `name`'s connections and whole state in
+  // frames of at most proto::kMaxFrame, then its end (kDuplexCopyEnd).
+  absl::Status Copy(const std::string& name, size_t* frames, size_t* items);
+  // Items [0, n) of one kind in as many frames as they need; `size(i)`
+  // bounds item i's bytes, `put(i, w)` writes it.
+  template <typename SizeFn, typename PutFn>
+  absl::Status SendItems(uint8_t type, const std::string& name, size_t n, SizeFn size, PutFn put,
+                         size_t* frames);
+  // Copy (secondary): one copy frame, validated and applied.
+  absl::Status ApplyCopy(const proto::Header& h, proto::Reader& r);
+  // The secondary's copy of `name` goes (its connections, entries, locks).
+  void Discard(const std::string& name);
   void TakeOver(const std::string& why);
   void OnPartnerFrame(Address from, absl::Span<const uint8_t> frame);
   absl::Status ApplyMirrored(const proto::Header& h, proto::Reader& r);
@@ -163,6 +217,22 @@ class Duplex {
   bool moved_ = false;      // primary: the partner took over before this CF started
   bool dropped_ = false;    // secondary: the primary ended duplexing (kDuplexDrop): never take over
   hsi::Link partner_;
+  // Primary: structures served simplex although duplexed_ (caches not
+  // copied at a re-duplex); those said so in the log; the pending Hello
+  // (0: none) with its names and deadline; when Retry may try next.
+  std::set<std::string> simplex_;
+  std::set<std::string> said_simplex_;
+  uint64_t hello_id_ = 0;
+  std::vector<std::string> hello_names_;
+  absl::Time hello_deadline_;
+  absl::Time next_retry_ = absl::InfinitePast();
+  absl::Duration backoff_ = absl::Seconds(1);
+  bool partner_seen_ = false;  // Retry: the partner's NIC was up at the last look
+  // Secondary: structures whose copy is complete and mirrored to (taken
+  // over if the primary dies), and those whose copy is under way (items
+  // received so far).
+  std::set<std::string> current_;
+  std::map<std::string, uint64_t> copying_;
   uint64_t next_id_ = 1;
   std::vector<uint8_t> buf_;
   std::vector<uint8_t> deferred_;  // the fault's mirror not yet sent

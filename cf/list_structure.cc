@@ -195,3 +195,57 @@ std::vector<Transition> ListStructure::Monitored(uint32_t conn) const {
 }
 
 }  // namespace hsi::cf
+
+namespace hsi::cf {
+
+std::vector<ListStructure::CopyItem> ListStructure::CopyOut() const {
+  std::vector<CopyItem> out;
+  for (uint32_t l = 0; l < lists_.size(); ++l) {
+    const Header& h = lists_[l];
+    for (const ListEntry& e : h.entries) out.push_back({CopyItem::Kind::kEntry, l, 0, 0, e});
+    std::vector<uint32_t> m(h.monitors.begin(), h.monitors.end());
+    std::sort(m.begin(), m.end());
+    for (uint32_t c : m) out.push_back({CopyItem::Kind::kMonitor, l, c, 0, {}});
+    for (const PopWaiter& w : h.waiters)
+      out.push_back({CopyItem::Kind::kWaiter, l, w.conn, w.request_id, {}});
+  }
+  return out;
+}
+
+absl::Status ListStructure::CopyIn(CopyItem item) {
+  if (absl::Status s = CheckList(item.list); !s.ok()) return s;
+  Header& h = lists_[item.list];
+  const std::string where =
+      absl::StrCat("list structure ", name_, ": copy of list ", item.list, ": ");
+  switch (item.kind) {
+    case CopyItem::Kind::kEntry:
+      if (item.entry.key.size() > 16 || item.entry.data.size() > max_data_)
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "an entry's key or data is too long"));
+      if (in_use_ >= entries_)
+        return absl::InvalidArgumentError(absl::StrCat(where, "more than ", entries_, " entries"));
+      if (!h.waiters.empty())
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "an entry on a list with waiting pops"));
+      h.entries.push_back(std::move(item.entry));
+      ++in_use_;
+      return absl::OkStatus();
+    case CopyItem::Kind::kMonitor:
+      h.monitors.insert(item.conn);
+      return absl::OkStatus();
+    case CopyItem::Kind::kWaiter:
+      if (!h.entries.empty())
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "a waiting pop on a list with entries"));
+      for (const PopWaiter& w : h.waiters)
+        if (w.conn == item.conn)
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, "two waiting pops of connection ", item.conn));
+      h.waiters.push_back({item.conn, item.request_id});
+      return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, "item kind ", static_cast<int>(item.kind), " unknown"));
+}
+
+}  // namespace hsi::cf

@@ -104,6 +104,24 @@ class ListStructure {
   // since a transition may have happened while it was away (docs/cf.md).
   std::vector<Transition> Monitored(uint32_t conn) const;
 
+  // Re-duplexing's copy (cf/duplex.h "Copy"): list by list, its entries
+  // in order, its monitors, its waiting pops in order. CopyIn() replays
+  // them into an empty structure; the connections are the caller's to
+  // check. Each item is checked (list in range, data within max_data, at
+  // most `entries` entries, a waiting pop only on an empty list and one
+  // per connection): kInvalidArgument naming what is wrong, nothing applied.
+  struct CopyItem {
+    enum class Kind : uint8_t { kEntry = 0, kMonitor = 1, kWaiter = 2 };
+    Kind kind = Kind::kEntry;
+    uint32_t list = 0;
+    uint32_t conn = 0;        // a monitor's or waiting pop's
+    uint64_t request_id = 0;  // a waiting pop's
+    ListEntry entry;
+  };
+  std::vector<CopyItem> CopyOut() const;
+  absl::Status CopyIn(CopyItem item);
+  void set_counters(const ListCounters& c) { counters_ = c; }
+
   const std::string& name() const { return name_; }
   uint32_t lists() const { return static_cast<uint32_t>(lists_.size()); }
   uint32_t entries() const { return entries_; }

@@ -2,6 +2,7 @@
 // telling each monitor exactly once per empty -> non-empty transition.
 #include "list_structure.h"
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -144,6 +145,51 @@ TEST(ListStructureTest, PopWaitIsWithdrawnByCancelAndByAConnectionThatGoes) {
   EXPECT_THAT(l.PopWait(5, 3, 2, ListEnd::kHead).status().message(),
               HasSubstr("list 2 does not exist"));
   EXPECT_EQ(l.CancelPopWait(5, 2).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Re-duplexing's copy: entries in order, monitors and waiting pops, replayed
+// into an empty structure, behave as the original's.
+TEST(ListStructureTest, ACopyReplaysEntriesMonitorsAndWaitingPops) {
+  ListStructure l("LIST1", 3, 10, 8);
+  std::vector<Transition> t;
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(l.Push(0, ListEnd::kTail, absl::StrCat("k", i), "d", &t).ok());
+  ASSERT_TRUE(l.Monitor(7, 1, true).ok());
+  ASSERT_TRUE(l.PopWait(8, 80, 2, ListEnd::kHead).ok());
+  ListStructure c("LIST1", 3, 10, 8);
+  for (ListStructure::CopyItem& it : l.CopyOut()) ASSERT_TRUE(c.CopyIn(std::move(it)).ok());
+  EXPECT_EQ(c.in_use(), 4u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(c.Pop(0, ListEnd::kHead)->key, absl::StrCat("k", i));
+  t.clear();
+  ASSERT_TRUE(c.Push(2, ListEnd::kTail, "w", "x", &t).ok());  // to the waiter
+  ASSERT_TRUE(c.Push(1, ListEnd::kTail, "m", "y", &t).ok());  // a transition for the monitor
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_TRUE(t[0].popped);
+  EXPECT_EQ(t[0].conn, 8u);
+  EXPECT_EQ(t[0].request_id, 80u);
+  EXPECT_EQ(t[0].entry.key, "w");
+  EXPECT_FALSE(t[1].popped);
+  EXPECT_EQ(t[1].conn, 7u);
+  EXPECT_EQ(t[1].list, 1u);
+}
+
+TEST(ListStructureTest, ACopyThatBreaksTheRulesIsRefusedNamingWhy) {
+  ListStructure c("LIST1", 2, 1, 4);
+  using Item = ListStructure::CopyItem;
+  using K = Item::Kind;
+  EXPECT_THAT(c.CopyIn(Item{K::kEntry, 5, 0, 0, {"k", "d"}}).message(),
+              HasSubstr("does not exist"));
+  EXPECT_THAT(c.CopyIn(Item{K::kEntry, 0, 0, 0, {"k", "toolong"}}).message(),
+              HasSubstr("too long"));
+  ASSERT_TRUE(c.CopyIn(Item{K::kWaiter, 1, 3, 30, {}}).ok());
+  EXPECT_THAT(c.CopyIn(Item{K::kWaiter, 1, 3, 31, {}}).message(), HasSubstr("two waiting pops"));
+  EXPECT_THAT(c.CopyIn(Item{K::kEntry, 1, 0, 0, {"k", "d"}}).message(),
+              HasSubstr("with waiting pops"));
+  ASSERT_TRUE(c.CopyIn(Item{K::kEntry, 0, 0, 0, {"k", "d"}}).ok());
+  EXPECT_THAT(c.CopyIn(Item{K::kWaiter, 0, 4, 40, {}}).message(), HasSubstr("with entries"));
+  EXPECT_THAT(c.CopyIn(Item{K::kEntry, 0, 0, 0, {"k2", "d"}}).message(),
+              HasSubstr("more than 1 entries"));
+  EXPECT_EQ(c.in_use(), 1u);
 }
 
 }  // namespace

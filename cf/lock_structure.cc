@@ -236,3 +236,77 @@ std::vector<std::string> LockStructure::failed_connectors() const {
 }
 
 }  // namespace hsi::cf
+
+namespace hsi::cf {
+
+std::vector<LockStructure::CopyItem> LockStructure::CopyOut() const {
+  std::vector<CopyItem> out;
+  for (const auto& [name, r] : resources_) {
+    for (const Held& h : r.held)
+      out.push_back({false, name, h.conn, h.connector, 0, h.mode, h.record});
+    for (const Waiter& w : r.queue) {
+      auto c = conns_.find(w.conn);
+      out.push_back(
+          {true, name, w.conn, c == conns_.end() ? "" : c->second, w.request_id, w.mode, w.record});
+    }
+  }
+  return out;
+}
+
+absl::Status LockStructure::CopyIn(CopyItem item) {
+  const std::string where =
+      absl::StrCat("lock structure ", name_, ": copy of ",
+                   item.queued ? "a queued request on " : "a holder of ", item.resource, ": ");
+  if (item.resource.empty() || item.resource.size() > 64 || item.record.size() > 64)
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, "resource or record length out of range"));
+  auto c = item.conn == 0 ? conns_.end() : conns_.find(item.conn);
+  if (item.conn != 0 && c == conns_.end())
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, "connection ", item.conn, " is not attached"));
+  auto it = resources_.find(item.resource);
+  if (it == resources_.end() && (item.queued || resources_.size() >= entries_))
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, item.queued ? "nothing holds it"
+                                        : absl::StrCat("more than ", entries_, " resources")));
+  if (item.queued) {
+    if (item.conn == 0)
+      return absl::InvalidArgumentError(absl::StrCat(where, "a queued request of no connection"));
+    for (const Waiter& w : it->second.queue)
+      if (w.conn == item.conn)
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "connection ", item.conn, " queued twice"));
+    it->second.queue.push_back({item.conn, item.request_id, item.mode, std::move(item.record)});
+    return absl::OkStatus();
+  }
+  if (item.conn == 0 ? item.connector.empty() || item.connector.size() > 16
+                     : item.connector != c->second)
+    return absl::InvalidArgumentError(absl::StrCat(where, "connector ", item.connector,
+                                                   " does not match connection ", item.conn));
+  if (item.conn == 0) {
+    for (const auto& [conn, name] : conns_)
+      if (name == item.connector)
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "retained by ", name, ", which is connected"));
+  }
+  if (it != resources_.end()) {
+    if (!it->second.queue.empty())
+      return absl::InvalidArgumentError(absl::StrCat(where, "a holder after a queued request"));
+    for (const Held& h : it->second.held) {
+      if ((item.conn != 0 && h.conn == item.conn) ||
+          (item.conn == 0 && h.conn == 0 && h.connector == item.connector))
+        return absl::InvalidArgumentError(absl::StrCat(where, item.connector, " holds it twice"));
+      if (!Compatible(h.mode, item.mode))
+        return absl::InvalidArgumentError(absl::StrCat(where, item.connector, " and ", h.connector,
+                                                       " hold it in conflicting modes"));
+    }
+  } else {
+    it = resources_.emplace(item.resource, Resource{}).first;
+  }
+  if (item.conn == 0) ++failed_[item.connector];
+  it->second.held.push_back(
+      {item.conn, std::move(item.connector), item.mode, std::move(item.record)});
+  return absl::OkStatus();
+}
+
+}  // namespace hsi::cf

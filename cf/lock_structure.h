@@ -102,6 +102,28 @@ class LockStructure {
   absl::StatusOr<std::vector<RetainedLock>> Recover(uint32_t conn, const std::string& failed,
                                                     std::vector<Note>* notes);
 
+  // Re-duplexing's copy (cf/duplex.h "Copy"): every holder (live or
+  // retained, with its record) and every queued request, resource by
+  // resource, each resource's holders then its queue, both in order.
+  // CopyIn() replays them into a structure whose connections are attached
+  // (Attach) and that holds nothing else: each item is checked against
+  // what came before (a live holder's connection is attached under that
+  // connector; holders are compatible; one request per connection and
+  // resource; a queue only behind holders; at most `entries` resources):
+  // kInvalidArgument naming what is wrong, and nothing applied.
+  struct CopyItem {
+    bool queued = false;  // a queued request, else a holder
+    std::string resource;
+    uint32_t conn = 0;        // 0: a retained holder
+    std::string connector;    // a holder's
+    uint64_t request_id = 0;  // a queued request's
+    LockMode mode = LockMode::kShared;
+    std::string record;
+  };
+  std::vector<CopyItem> CopyOut() const;
+  absl::Status CopyIn(CopyItem item);
+  void set_counters(const LockCounters& c) { counters_ = c; }
+
   const std::string& name() const { return name_; }
   uint32_t entries() const { return entries_; }
   size_t in_use() const { return resources_.size(); }

@@ -152,5 +152,69 @@ TEST_F(LockStructureTest, UpgradeBySoleHolderIsGrantedAndASecondQueuedRequestIsR
             absl::StatusCode::kInvalidArgument);
 }
 
+// Re-duplexing's copy: what CopyOut gives, replayed by CopyIn into an
+// empty structure with the same connections, behaves as the original:
+// holders (live and retained, with records) and queued requests in order.
+TEST_F(LockStructureTest, ACopyReplaysHoldersRetainedLocksAndTheQueueInOrder) {
+  EXPECT_EQ(Obtain(1, 10, "R", S, "a-R").outcome, Outcome::kGranted);
+  EXPECT_EQ(Obtain(2, 20, "R", S, "b-R").outcome, Outcome::kGranted);
+  EXPECT_EQ(Obtain(3, 30, "R", X, "c-R").outcome, Outcome::kQueued);
+  EXPECT_EQ(Obtain(3, 31, "Q", X, "c-Q").outcome, Outcome::kGranted);
+  l_.Fail(3, &notes_);  // C's Q becomes retained, its queued request on R ends
+  EXPECT_EQ(Obtain(1, 11, "T", X, "a-T").outcome, Outcome::kGranted);
+  EXPECT_EQ(Obtain(2, 21, "T", S, "b-T").outcome, Outcome::kQueued);
+  LockStructure copy("LOCK1", 4);
+  uint32_t r = 0;
+  ASSERT_TRUE(copy.Attach(1, "A", &r).ok());
+  ASSERT_TRUE(copy.Attach(2, "B", &r).ok());
+  const std::vector<LockStructure::CopyItem> all = l_.CopyOut();
+  EXPECT_EQ(all.size(), 5u);  // R: A, B; Q: C retained; T: A, then B queued
+  for (const LockStructure::CopyItem& it : all) ASSERT_TRUE(copy.CopyIn(it).ok()) << it.resource;
+  EXPECT_EQ(copy.in_use(), 3u);
+  EXPECT_EQ(copy.retained_count(), 1u);
+  EXPECT_THAT(copy.failed_connectors(), ElementsAre("C"));
+  // A's release of T grants B's queued request 21 in the copy.
+  std::vector<Note> n;
+  ASSERT_TRUE(copy.Release(1, "T", &n).ok());
+  ASSERT_EQ(n.size(), 1u);
+  EXPECT_EQ(n[0].conn, 2u);
+  EXPECT_EQ(n[0].request_id, 21u);
+  // C's retained Q comes back with its record.
+  absl::StatusOr<std::vector<RetainedLock>> got = copy.Recover(1, "C", &n);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_EQ((*got)[0].resource, "Q");
+  EXPECT_EQ((*got)[0].record, "c-Q");
+  // R is shared by A and B: an exclusive request of a new connection queues behind both.
+  ASSERT_TRUE(copy.Attach(4, "D", &r).ok());
+  absl::StatusOr<LockResult> x = copy.Obtain(4, 40, "R", X, "", &n);
+  ASSERT_TRUE(x.ok());
+  EXPECT_EQ(x->outcome, Outcome::kQueued);
+  EXPECT_EQ(x->holders.size(), 2u);
+}
+
+TEST_F(LockStructureTest, ACopyThatBreaksTheRulesIsRefusedNamingWhy) {
+  LockStructure c("LOCK1", 1);
+  uint32_t r = 0;
+  ASSERT_TRUE(c.Attach(1, "A", &r).ok());
+  ASSERT_TRUE(c.Attach(2, "B", &r).ok());
+  using Item = LockStructure::CopyItem;
+  EXPECT_THAT(c.CopyIn(Item{false, "R", 9, "Z", 0, X, ""}).message(), HasSubstr("not attached"));
+  EXPECT_THAT(c.CopyIn(Item{false, "R", 1, "B", 0, X, ""}).message(), HasSubstr("does not match"));
+  EXPECT_THAT(c.CopyIn(Item{true, "R", 1, "", 5, X, ""}).message(), HasSubstr("nothing holds it"));
+  EXPECT_THAT(c.CopyIn(Item{false, "R", 0, "A", 0, X, ""}).message(),
+              HasSubstr("which is connected"));
+  ASSERT_TRUE(c.CopyIn(Item{false, "R", 1, "A", 0, X, "rec"}).ok());
+  EXPECT_THAT(c.CopyIn(Item{false, "R", 2, "B", 0, S, ""}).message(),
+              HasSubstr("conflicting modes"));
+  EXPECT_THAT(c.CopyIn(Item{false, "S", 2, "B", 0, S, ""}).message(),
+              HasSubstr("more than 1 resources"));
+  ASSERT_TRUE(c.CopyIn(Item{true, "R", 2, "", 7, S, ""}).ok());
+  EXPECT_THAT(c.CopyIn(Item{true, "R", 2, "", 8, S, ""}).message(), HasSubstr("queued twice"));
+  EXPECT_THAT(c.CopyIn(Item{false, "R", 0, "C", 0, S, ""}).message(),
+              HasSubstr("after a queued request"));
+  EXPECT_EQ(c.retained_count(), 0u);
+}
+
 }  // namespace
 }  // namespace hsi::cf

@@ -28,7 +28,8 @@ hsid. A connector's death is seen at once: the locks it held become
 retained until a peer or the restarted connector recovers them; its cache
 registrations end and its castout locks are released. Lock and list
 structures may be duplexed in two CFs (the policy's `duplex` keys): every
-update applied in both before it completes. Runs in the foreground, logs
+update applied in both before it completes; a secondary that comes back
+after its death gets a copy and is duplexed again by itself. Runs in the foreground, logs
 to stderr, stops on SIGTERM or SIGINT. It asks hsid which LPAR owns a
 connector's NIC
 (a question any NIC on the CHPID may ask: no admin rights needed).

@@ -91,6 +91,17 @@ enum Type : uint8_t {
   // connection `conn` could not be sent (its ring full, its link down): the
   // entry went back to the head of its list here; do the same there.
   kDuplexPutBack = 106,  // conn = token; u32 list, str key, str data
+  // Primary -> secondary, after an accepted Hello: the copy of each named
+  // structure's whole state (cf/duplex.h "Copy"), before any mirror. Each
+  // is answered as a mirror is; a refused one ends the copy (the secondary
+  // is not duplexed, the primary stays simplex).
+  kDuplexCopyConn = 107,  // str structure, u32 n, n x (u32 token, str connector, str lpar, u32 peer)
+  kDuplexCopyLock = 108,  // str structure, u32 n, n x (u8 kind 0 held / 1 queued, str resource,
+                          // u32 conn (0: retained), str connector, u64 request_id, u8 mode, str record)
+  kDuplexCopyList = 109,  // str structure, u32 n, n x (u8 kind 0 entry / 1 monitor / 2 waiting pop,
+                          // u32 list, u32 conn, u64 request_id, str key, str data)
+  kDuplexCopyEnd = 110,   // str structure, u32 items (connections and entries sent), u64 requests,
+                          // u64 refused, u32 n, n x u64 counter (the structure's counters, in order)
   kReplyBit = 128,
 };
 

@@ -43,14 +43,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(CfConfig config, ServerOpt
   s->nic_ = std::move(*nic);
   for (const StructureConfig& sc : s->config_.structures) {
     Structure st{sc, nullptr, nullptr, nullptr};
-    if (sc.type == "cache") {
-      st.cache = std::make_unique<CacheStructure>(sc.name, sc.entries, sc.max_data, sc.vector);
-      st.cache->set_fault(options.fault);
-    } else if (sc.type == "list") {
-      st.list = std::make_unique<ListStructure>(sc.name, sc.lists, sc.entries, sc.max_data);
-    } else {
-      st.lock = std::make_unique<LockStructure>(sc.name, sc.entries);
-    }
+    s->Reset(st);
     s->structures_.emplace(sc.name, std::move(st));
   }
   if (s->config_.duplex_address) {
@@ -59,6 +52,22 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(CfConfig config, ServerOpt
     s->duplex_->Establish(options.duplex_wait);
   }
   return s;
+}
+
+void Server::Reset(Structure& st) {
+  const StructureConfig& sc = st.config;
+  st.lock.reset();
+  st.list.reset();
+  st.cache.reset();
+  st.requests = st.refused = 0;
+  if (sc.type == "cache") {
+    st.cache = std::make_unique<CacheStructure>(sc.name, sc.entries, sc.max_data, sc.vector);
+    st.cache->set_fault(options_.fault);
+  } else if (sc.type == "list") {
+    st.list = std::make_unique<ListStructure>(sc.name, sc.lists, sc.entries, sc.max_data);
+  } else {
+    st.lock = std::make_unique<LockStructure>(sc.name, sc.entries);
+  }
 }
 
 void Server::Log(const std::string& line) const {
@@ -73,7 +82,10 @@ absl::Status Server::Run() {
   while (!stop_.load(std::memory_order_relaxed)) {
     const absl::Time now = absl::Now();
     MaybeDeclare(now);
-    if (duplex_) duplex_->Expire(now);
+    if (duplex_) {
+      duplex_->Expire(now);
+      duplex_->Retry(now);
+    }
     // The deadline only bounds how late Stop() is seen (and a declaration due).
     Wait w{options_.wait, now + absl::Milliseconds(200)};
     absl::StatusOr<Received> got = nic_.Receive(absl::MakeSpan(buf), w);

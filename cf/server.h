@@ -83,6 +83,9 @@ class Server {
     uint64_t requests = 0, refused = 0;  // requests on its connections, and those answered with an error
   };
   Server(CfConfig config, ServerOptions options) : config_(std::move(config)), options_(options) {}
+  // Makes `st` new and empty as its config says (at start, and when a
+  // duplex secondary discards its copy for a new one); its counters zero.
+  void Reset(Structure& st);
 
   // One frame: duplexing's (cf/duplex.cc) if it takes it, else Handle().
   void Serve(Address from, absl::Span<const uint8_t> frame);

@@ -203,8 +203,11 @@ class CfDuplexTest : public ::testing::Test {
   }
 
   // Checks, exactly, that everything Populate() made is in the CF the
-  // clients now use; DB2A1 goes on (a new lock) before it fails.
-  void ExpectEverythingSurvived() {
+  // clients now use; DB2A1 goes on (a new lock) before it fails. With
+  // `entries` > kEntries and `more_a` (DB2A1's further exclusive locks,
+  // resource -> record): what was made after Populate() too.
+  void ExpectEverythingSurvived(int entries = kEntries,
+                                const std::map<std::string, std::string>& more_a = {}) {
     // Held: A's exclusive locks contend (naming DB2A1), B's shared ones are
     // B's to release, each one.
     for (int i = 0; i < kHeldA; ++i) {
@@ -235,7 +238,7 @@ class CfDuplexTest : public ::testing::Test {
     // List: every entry, in order, per list.
     int popped = 0;
     for (uint32_t l = 0; l < 4; ++l) {
-      for (int i = static_cast<int>(l); i < kEntries; i += 4) {
+      for (int i = static_cast<int>(l); i < entries; i += 4) {
         absl::StatusOr<ListEntry> e = b_->Pop(lb_, l, ListEnd::kHead);
         ASSERT_TRUE(e.ok()) << "list " << l << " entry " << i << ": " << e.status();
         EXPECT_EQ(e->key, Key(i));
@@ -244,7 +247,7 @@ class CfDuplexTest : public ::testing::Test {
       }
       EXPECT_EQ(b_->Pop(lb_, l, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
     }
-    EXPECT_EQ(popped, kEntries);
+    EXPECT_EQ(popped, entries);
     a_.reset();  // its NIC detached: a failure, not a disconnect
     absl::StatusOr<std::vector<RetainedLock>> got;
     const absl::Time deadline = In(absl::Seconds(10));
@@ -254,10 +257,11 @@ class CfDuplexTest : public ::testing::Test {
     ASSERT_TRUE(got.ok()) << got.status();
     std::map<std::string, std::string> records;
     for (const RetainedLock& l : *got) records[l.resource] = l.record;
-    ASSERT_EQ(records.size(), static_cast<size_t>(kHeldA + 1));
+    ASSERT_EQ(records.size(), static_cast<size_t>(kHeldA + 1) + more_a.size());
     for (int i = 0; i < kHeldA; ++i)
       EXPECT_EQ(records[absl::StrCat("A.", i)], absl::StrCat("rec-A.", i));
     EXPECT_EQ(records["A.new"], "rec-A.new");
+    for (const auto& [resource, record] : more_a) EXPECT_EQ(records[resource], record) << resource;
   }
 
   // The raw connector's Connect to LIST1 as WAITER.
@@ -318,6 +322,173 @@ TEST_F(CfDuplexTest, KillOfTheSecondaryLosesNothingAndThePrimaryGoesOnSimplex) {
   ExpectEverythingSurvived();
   EXPECT_EQ(b_->cf(), Addr(kCf01));
   EXPECT_THAT(cf01_->log(), HasSubstr("duplexing with CF02 ended"));
+}
+
+// Waits (`d`) until `cf`'s log has `what`; true if it came.
+bool LogHas(const CfProcess& cf, const std::string& what, absl::Duration d) {
+  for (const absl::Time end = In(d); absl::Now() < end;) {
+    if (cf.log().find(what) != std::string::npos) return true;
+    absl::SleepFor(absl::Milliseconds(50));  // polls a condition; orders nothing
+  }
+  return cf.log().find(what) != std::string::npos;
+}
+
+// (duplex role, partner up) of structure `name` in CF `cf` as hsictl cfs
+// lists it (AdminClient::ListCfs); nullopt if not listed.
+std::optional<std::pair<std::string, bool>> Listed(const Hsid& d, const std::string& cf,
+                                                   const std::string& name) {
+  absl::StatusOr<AdminClient> admin = AdminClient::Connect(d.socket());
+  if (!admin.ok()) return std::nullopt;
+  absl::StatusOr<std::vector<CfStructureView>> all = admin->ListCfs();
+  if (!all.ok()) return std::nullopt;
+  for (const CfStructureView& v : *all)
+    if (v.lpar == cf && v.name == name) return std::make_pair(v.duplex, v.partner_up);
+  return std::nullopt;
+}
+
+// Re-duplexing (docs/cf.md "Re-duplexing"): kill -9 of the secondary, more
+// updates while the primary is simplex, the secondary restarted with the
+// same policy: the primary copies every structure into it by itself and
+// mirrors again, so that a later kill -9 of the primary loses nothing made
+// before or after: every held lock (still its holder's), every retained
+// lock with its record, every list entry in order, exact. (Before
+// re-duplexing existed the restarted CF02 stayed out of duplexing and the
+// clients' failover to it found nothing.)
+TEST_F(CfDuplexTest, ARestartedSecondaryIsReDuplexedAndTheKillOfThePrimaryThenLosesNothing) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(Populate(Addr(kCf01), Addr(kCf02)));
+  cf02_->Kill(SIGKILL);
+  ASSERT_TRUE(LogHas(*cf01_, "duplexing with CF02 ended", absl::Seconds(10))) << cf01_->log();
+  // Simplex now: more locks and entries, in CF01 only.
+  std::map<std::string, std::string> more_a;
+  int entries = kEntries;
+  auto more = [&](const std::string& tag, int n) {
+    for (int i = 0; i < n; ++i) {
+      const std::string res = absl::StrCat(tag, ".", i);
+      absl::StatusOr<LockReply> r = a_->Lock(ca_, res, LockMode::kExclusive, "rec-" + res);
+      ASSERT_TRUE(r.ok() && r->outcome == Outcome::kGranted) << r.status();
+      more_a[res] = "rec-" + res;
+      ASSERT_TRUE(a_->Push(la_, entries % 4, ListEnd::kTail, Key(entries), Data(entries)).ok());
+      ++entries;
+    }
+  };
+  ASSERT_NO_FATAL_FAILURE(more("S", 6));
+  cf02_ = std::make_unique<CfProcess>(hsid_, Policy("CF02", kCf02, "secondary", "CF01", kCf01), "",
+                                      "cf02-again");
+  ASSERT_TRUE(cf02_->ready()) << cf02_->log();
+  // The primary notices CF02 is back and copies LOCK1, LIST1 and GBP1
+  // (empty and unconnected: copied too) into it.
+  EXPECT_TRUE(LogHas(*cf01_, "structure(s), this CF the primary (re-duplexed", absl::Seconds(30)))
+      << cf01_->log() << cf02_->log();
+  EXPECT_THAT(cf02_->log(), HasSubstr("duplexed with CF01: 3 structure(s), this CF the secondary"));
+  using Seen = std::optional<std::pair<std::string, bool>>;
+  Seen p, q;
+  for (const absl::Time end = In(absl::Seconds(10)); absl::Now() < end;) {
+    p = Listed(hsid_, "CF01", "LOCK1");
+    q = Listed(hsid_, "CF02", "LIST1");
+    if (p == Seen(std::make_pair("primary", true)) && q == Seen(std::make_pair("secondary", true)))
+      break;
+    absl::SleepFor(absl::Milliseconds(50));  // polls a condition; orders nothing
+  }
+  EXPECT_EQ(p, Seen(std::make_pair("primary", true)));
+  EXPECT_EQ(q, Seen(std::make_pair("secondary", true)));
+  // Duplexed again: these are mirrored as they happen.
+  ASSERT_NO_FATAL_FAILURE(more("D", 4));
+  cf01_->Kill(SIGKILL);
+  for (CfClient* c : {a_.get(), b_.get()}) {
+    absl::StatusOr<Event> e = c->NextEvent(Wait::Block(In(absl::Seconds(10))));
+    ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+    ASSERT_EQ(e->kind, Event::Kind::kFailedOver) << e->status << cf02_->log();
+    EXPECT_EQ(c->cf(), Addr(kCf02));
+  }
+  EXPECT_THAT(cf02_->log(), HasSubstr("took over the secondary structure(s) of CF01"));
+  ExpectEverythingSurvived(entries, more_a);
+}
+
+// A copy that breaks its rules is refused by the secondary with the reason,
+// it is not duplexed (mirrors are refused), and if its "primary" dies then
+// it does not take over with what it got: connectors are told the structure
+// is lost, never served a partial copy. A complete copy is accepted. (The
+// "primary" here is a raw NIC of LPAR CF01 at CF01's address.)
+TEST_F(CfDuplexTest, AMalformedCopyIsRefusedAndNeverTakenOver) {
+  cf02_ = std::make_unique<CfProcess>(hsid_, Policy("CF02", kCf02, "secondary", "CF01", kCf01), "",
+                                      "cf02");
+  ASSERT_TRUE(cf02_->ready()) << cf02_->log();
+  RawConnector raw;
+  {
+    SessionOptions so;
+    so.socket_path = hsid_.socket();
+    so.lpar = "CF01";
+    absl::StatusOr<Session> s = Session::Connect(std::move(so));
+    ASSERT_TRUE(s.ok()) << s.status();
+    raw.session = std::move(*s);
+    absl::StatusOr<Nic> nic = raw.session.AttachNic(0xF0, Addr(kCf01));
+    ASSERT_TRUE(nic.ok()) << nic.status();
+    raw.nic = std::move(*nic);
+    absl::StatusOr<hsi::Link> l = raw.nic.Link(Addr(kCf02), Wait::Adaptive(In(absl::Seconds(5))));
+    ASSERT_TRUE(l.ok()) << l.status();
+    raw.link = std::move(*l);
+  }
+  uint64_t id = 1;
+  auto hello = [&] {
+    proto::Writer w({proto::kDuplexHello, id++, 0, 0});
+    w.U32(1).Str("LOCK1");
+    return raw.Ask(w);
+  };
+  auto conns = [&] {
+    proto::Writer w({proto::kDuplexCopyConn, id++, 0, 0});
+    w.Str("LOCK1").U32(1).U32(7).Str("DB2A1").Str("DB2A").U32(Addr("10.240.0.9").value());
+    return raw.Ask(w);
+  };
+  // One held lock of connection 7, with `mode`.
+  auto lock = [&](uint8_t mode) {
+    proto::Writer w({proto::kDuplexCopyLock, id++, 0, 0});
+    w.Str("LOCK1").U32(1).U8(0).Str("R1").U32(7).Str("DB2A1").U64(0).U8(mode).Str("rec-R1");
+    return raw.Ask(w);
+  };
+  auto end = [&](uint32_t items) {
+    proto::Writer w({proto::kDuplexCopyEnd, id++, 0, 0});
+    w.Str("LOCK1").U32(items).U64(1).U64(0).U32(7);
+    for (int i = 0; i < 7; ++i) w.U64(0);
+    return raw.Ask(w);
+  };
+  // A bad lock mode: refused, and nothing after it is taken.
+  ASSERT_EQ(hello(), "OK");
+  ASSERT_EQ(conns(), "OK");
+  EXPECT_THAT(lock(7), HasSubstr("INVALID_ARGUMENT: copy of LOCK1: lock item 0: kind 0 or mode 7"));
+  EXPECT_THAT(end(2), HasSubstr("FAILED_PRECONDITION"));
+  EXPECT_THAT(cf02_->log(), HasSubstr("duplexing refused: copy of LOCK1: lock item 0"));
+  // A copy whose end counts other items than came: refused.
+  ASSERT_EQ(hello(), "OK");
+  ASSERT_EQ(conns(), "OK");
+  ASSERT_EQ(lock(1), "OK");
+  EXPECT_THAT(end(3), HasSubstr("INVALID_ARGUMENT: copy of LOCK1: the end says 3 item(s), 2 came"));
+  // A connection's request mirrored after a refused copy: refused too.
+  {
+    proto::Writer inner({proto::kUnlock, 9, 7, 0});
+    inner.Str("R1");
+    proto::Writer w({proto::kDuplexRequest, id++, 7, 0});
+    w.Str(absl::string_view(reinterpret_cast<const char*>(inner.frame().data()),
+                            inner.frame().size()));
+    EXPECT_THAT(raw.Ask(w), HasSubstr("FAILED_PRECONDITION"));
+  }
+  // The "primary" dies with CF02's copy incomplete: CF02 does not take
+  // over; a connector is told LOCK1 is lost there.
+  ASSERT_EQ(hello(), "OK");
+  ASSERT_EQ(conns(), "OK");
+  raw.link = hsi::Link();
+  raw.nic = Nic();
+  raw.session = Session();
+  absl::StatusOr<CfClient> a = Open("DB2A", Addr(kCf02), Address());
+  ASSERT_TRUE(a.ok()) << a.status();
+  absl::StatusOr<Connection> c;
+  for (const absl::Time until = In(absl::Seconds(10)); absl::Now() < until;) {
+    c = a->Connect("LOCK1", "DB2A1");  // until CF02 has seen the link go down
+    if (c.status().message().find("was not complete") != absl::string_view::npos) break;
+    absl::SleepFor(absl::Milliseconds(50));  // polls a condition; orders nothing
+  }
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kUnavailable) << c.status();
+  EXPECT_THAT(c.status().message(), HasSubstr("without LOCK1, whose copy here was not complete"));
 }
 
 // A primary restarted after its secondary took over does not serve the
@@ -654,6 +825,134 @@ TEST_F(CfDuplexTest, ADroppedSecondaryNeverTakesOverWithAnOutOfDateCopy) {
   EXPECT_THAT(cf02_->log(), Not(HasSubstr("took over")));
 }
 
+// A dropped secondary (stalled past the acknowledgement timeout) is
+// re-duplexed once it answers again: the Hello makes it discard its
+// out-of-date copy and the primary copies the structure into it; a later
+// kill of the primary then loses nothing, including what was pushed while
+// it was dropped.
+TEST_F(CfDuplexTest, ADroppedSecondaryIsReDuplexedOnceItAnswersAgain) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  ASSERT_NO_FATAL_FAILURE(OpenPair("LIST1", "DB2A1L", "DB2B1L"));
+  ASSERT_TRUE(a_->Push(pa_, 0, ListEnd::kTail, Key(0), Data(0)).ok());
+  ASSERT_EQ(::kill(cf02_->pid(), SIGSTOP), 0);
+  // Not acknowledged within 5 s: CF02 is dropped, the push is served.
+  ASSERT_TRUE(a_->Push(pa_, 0, ListEnd::kTail, Key(1), Data(1)).ok());
+  ASSERT_TRUE(a_->Push(pa_, 0, ListEnd::kTail, Key(2), Data(2)).ok());  // simplex: CF01 only
+  ASSERT_EQ(::kill(cf02_->pid(), SIGCONT), 0);
+  EXPECT_TRUE(LogHas(*cf01_, "structure(s), this CF the primary (re-duplexed", absl::Seconds(60)))
+      << cf01_->log() << cf02_->log();
+  EXPECT_THAT(cf02_->log(), HasSubstr("it will not take over"));
+  EXPECT_THAT(cf02_->log(), HasSubstr("Hello from CF01 for 3 structure(s) accepted"));
+  ASSERT_TRUE(a_->Push(pa_, 0, ListEnd::kTail, Key(3), Data(3)).ok());  // mirrored again
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> e = a_->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver) << e->status << cf02_->log();
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<ListEntry> got = a_->Pop(pa_, 0, ListEnd::kHead);
+    ASSERT_TRUE(got.ok()) << i << ": " << got.status();
+    EXPECT_EQ(got->key, Key(i));
+    EXPECT_EQ(got->data, Data(i));
+  }
+  EXPECT_EQ(a_->Pop(pa_, 0, ListEnd::kHead).status().code(), absl::StatusCode::kNotFound);
+}
+
+// A cache structure with entries is not copied at a re-duplex (its
+// connectors would need the new secondary's vector half first): it stays
+// simplex, said once in the log and in the listing, while the lock and
+// list structures are duplexed again; if the primary dies the secondary
+// takes over LOCK1 but refuses GBP1 as lost, never serving it empty.
+TEST_F(CfDuplexTest, ACacheStructureInUseStaysSimplexAtAReDuplex) {
+  ASSERT_NO_FATAL_FAILURE(StartPair());
+  absl::StatusOr<CfClient> a = Open("DB2A", Addr(kCf01), Addr(kCf02));
+  ASSERT_TRUE(a.ok()) << a.status();
+  absl::StatusOr<Connection> c = a->Connect("LOCK1", "DB2A1");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(a->Lock(*c, "R1", LockMode::kExclusive, "r1")->outcome, Outcome::kGranted);
+  absl::StatusOr<RawConnector> w = OpenRawConnector(hsid_, "DB2W", Addr(kCf01));
+  ASSERT_TRUE(w.ok()) << w.status();
+  proto::Header rh;
+  {
+    proto::Writer cw({proto::kConnect, 1, 0, 0});
+    cw.Str("GBP1").Str("GW");
+    ASSERT_EQ(w->Ask(cw, &rh), "OK");
+    proto::Writer ww({proto::kCacheWrite, 2, rh.conn, 0});
+    ww.Str("P.0").U8(1).Str("page-0");
+    ASSERT_EQ(w->Ask(ww), "OK");
+  }
+  cf02_->Kill(SIGKILL);
+  ASSERT_TRUE(LogHas(*cf01_, "duplexing with CF02 ended", absl::Seconds(10))) << cf01_->log();
+  cf02_ = std::make_unique<CfProcess>(hsid_, Policy("CF02", kCf02, "secondary", "CF01", kCf01), "",
+                                      "cf02-again");
+  ASSERT_TRUE(cf02_->ready()) << cf02_->log();
+  ASSERT_TRUE(LogHas(*cf01_, "2 structure(s), this CF the primary (re-duplexed", absl::Seconds(30)))
+      << cf01_->log() << cf02_->log();
+  const std::string log = cf01_->log();
+  EXPECT_THAT(log, HasSubstr("cache structure GBP1 stays simplex"));
+  EXPECT_EQ(log.find("GBP1 stays simplex"), log.rfind("GBP1 stays simplex")) << "logged once";
+  using Seen = std::optional<std::pair<std::string, bool>>;
+  Seen lock, cache;
+  for (const absl::Time end = In(absl::Seconds(10)); absl::Now() < end;) {
+    lock = Listed(hsid_, "CF01", "LOCK1");
+    cache = Listed(hsid_, "CF01", "GBP1");
+    if (lock == Seen(std::make_pair("primary", true))) break;
+    absl::SleepFor(absl::Milliseconds(50));  // polls a condition; orders nothing
+  }
+  EXPECT_EQ(lock, Seen(std::make_pair("primary", true)));
+  EXPECT_EQ(cache, Seen(std::make_pair("primary", false)));
+  {  // Served simplex by CF01 meanwhile: a write works.
+    proto::Writer ww({proto::kCacheWrite, 3, rh.conn, 0});
+    ww.Str("P.1").U8(1).Str("page-1");
+    EXPECT_EQ(w->Ask(ww), "OK");
+  }
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> e = a->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver) << e->status << cf02_->log();
+  EXPECT_TRUE(a->Unlock(*c, "R1").ok());  // LOCK1 was copied: A's lock is there
+  absl::StatusOr<RawConnector> w2 = OpenRawConnector(hsid_, "DB2V", Addr(kCf02));
+  ASSERT_TRUE(w2.ok()) << w2.status();
+  proto::Writer cw({proto::kConnect, 1, 0, 0});
+  cw.Str("GBP1").Str("GV");
+  EXPECT_THAT(w2->Ask(cw), HasSubstr("UNAVAILABLE: CF CF02 took over from CF01 without GBP1"));
+}
+
+// A secondary that was not there when the primary started is duplexed
+// when it comes (the primary looks for it once a second), with what the
+// primary holds by then copied into it.
+TEST_F(CfDuplexTest, ASecondaryStartedAfterThePrimaryIsDuplexedWhenItComes) {
+  cf01_ = std::make_unique<CfProcess>(hsid_, Policy("CF01", kCf01, "primary", "CF02", kCf02), "",
+                                      "cf01");
+  ASSERT_TRUE(cf01_->ready()) << cf01_->log();
+  EXPECT_THAT(cf01_->log(), HasSubstr("served simplex until it comes"));
+  absl::StatusOr<CfClient> a = Open("DB2A", Addr(kCf01), Addr(kCf02));
+  ASSERT_TRUE(a.ok()) << a.status();
+  absl::StatusOr<Connection> c = a->Connect("LOCK1", "DB2A1");
+  ASSERT_TRUE(c.ok()) << c.status();
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(a->Lock(*c, absl::StrCat("L.", i), LockMode::kExclusive)->outcome, Outcome::kGranted);
+  cf02_ = std::make_unique<CfProcess>(hsid_, Policy("CF02", kCf02, "secondary", "CF01", kCf01), "",
+                                      "cf02");
+  ASSERT_TRUE(cf02_->ready()) << cf02_->log();
+  ASSERT_TRUE(LogHas(*cf01_, "3 structure(s), this CF the primary (re-duplexed", absl::Seconds(30)))
+      << cf01_->log() << cf02_->log();
+  ASSERT_EQ(a->Lock(*c, "L.3", LockMode::kExclusive)->outcome, Outcome::kGranted);  // mirrored
+  cf01_->Kill(SIGKILL);
+  absl::StatusOr<Event> e = a->NextEvent(Wait::Block(In(absl::Seconds(10))));
+  ASSERT_TRUE(e.ok()) << e.status() << cf02_->log();
+  ASSERT_EQ(e->kind, Event::Kind::kFailedOver) << e->status << cf02_->log();
+  absl::StatusOr<CfClient> b = Open("DB2B", Addr(kCf02), Address());
+  ASSERT_TRUE(b.ok()) << b.status();
+  absl::StatusOr<Connection> cb = b->Connect("LOCK1", "DB2B1");
+  ASSERT_TRUE(cb.ok()) << cb.status();
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<LockReply> r = b->Lock(*cb, absl::StrCat("L.", i), LockMode::kShared);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->outcome, Outcome::kQueued) << "L." << i;
+    ASSERT_EQ(r->holders.size(), 1u);
+    EXPECT_EQ(r->holders[0].connector, "DB2A1");
+  }
+}
 
 // A lock connection whose connector is alive at the takeover is suspended,
 // not failed: its locks are still its own (others queue behind it, not
