@@ -254,7 +254,8 @@ absl::Status CtcHost::WaitConnected(absl::Time deadline) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, absl::Time deadline) {
+absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, absl::Time deadline,
+                                                         CtcOpenAccepted* accepted) {
   State& s = *state_;
   const std::string name = absl::StrCat("CTC ", device.ToString(), " of LPAR \"", s.opt.lpar, "\"");
   std::unique_lock<std::mutex> l(s.mu);
@@ -269,6 +270,11 @@ absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, ab
     return st;
   }
   const auto rep = m.As<wire::CtcOpenReply>();
+  if (accepted != nullptr) {
+    accepted->block_size = rep.block_size;
+    accepted->peer_lpar = wire::NameOf(rep.peer_lpar);
+    accepted->peer_device = DeviceNumber(static_cast<uint16_t>(rep.peer_device));
+  }
   const size_t size = CtcSegmentSize(rep.block_size);
   UniqueFd own_half(::fcntl(m.fds[0].get(), F_DUPFD_CLOEXEC, 0));
   if (!own_half.valid()) return absl::ErrnoToStatus(errno, absl::StrCat(name, ": dup of its half"));

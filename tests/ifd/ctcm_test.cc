@@ -99,6 +99,22 @@ class CtcmTest : public ::testing::Test {
            absl::StrContains(r.out, "POINTOPOINT") && absl::StrContains(r.out, ",UP");
   }
   static bool Exists(const Netns& ns) { return Shell("ip -n " + ns.name() + " link show dev ctc0").ok(); }
+  // ctc0's carrier in `ns` as `ip -o link` shows it: 1 with carrier, 0
+  // with NO-CARRIER and operstate DOWN (the device itself up), -1 for
+  // anything else (no device, or the two signs disagree).
+  static int Carrier(const Netns& ns) {
+    const Result r = Shell("ip -n " + ns.name() + " -o link show dev ctc0");
+    if (!r.ok() || !absl::StrContains(r.out, ",UP")) return -1;
+    const bool no_carrier = absl::StrContains(r.out, "NO-CARRIER");
+    const bool down = absl::StrContains(r.out, "state DOWN");
+    if (no_carrier && down) return 0;
+    if (!no_carrier && !down) return 1;
+    return -1;
+  }
+  // Whether the kernel of `ns` has a usable route to `to` (`ip route get`).
+  static bool Routes(const Netns& ns, const std::string& to) {
+    return Shell("ip -n " + ns.name() + " route get " + to).ok();
+  }
 
   void StartBoth(std::vector<std::string> extra = {}) {
     ctcm_a_ = Start(*a_, "LPAR1", "D000", kA, kB, extra);
@@ -210,29 +226,64 @@ TEST_F(CtcmTest, PacketsQueuedBehindAWriteGoInOneBlock) {
   EXPECT_GT(ta.tx_packets, (16ul << 20) / 1500) << la;  // every segment of the 16 MiB went this way
 }
 
-TEST_F(CtcmTest, TheOtherEndsDeathDropsPacketsUntilItComesBack) {
+TEST_F(CtcmTest, NoCarrierWhileTheOtherEndIsAway) {
   StartBoth();
+  EXPECT_EQ(Carrier(*a_), 1);
   Result r = a_->Exec(absl::StrCat("ping -c 1 -W 5 ", kB));
   ASSERT_TRUE(r.ok()) << r.out << ctcm_a_->log() << ctcm_b_->log();
-  // kill -9: hsid tells A's end at once (CtcDown); A keeps ctc0.
+  // kill -9: hsid tells A's end at once (CtcDown); A keeps ctc0, up, but
+  // without carrier, and its kernel no longer routes to B over it.
   ctcm_b_->Stop(SIGKILL);
-  ASSERT_TRUE(Eventually([&] { return absl::StrContains(ctcm_a_->log(), "CTC D000 went down"); }))
-      << ctcm_a_->log();
+  ASSERT_TRUE(Eventually([&] { return Carrier(*a_) == 0; })) << Shell("ip -n " + a_->name() + " link").out
+                                                               << ctcm_a_->log();
+  EXPECT_TRUE(absl::StrContains(ctcm_a_->log(), "CTC D000 went down")) << ctcm_a_->log();
+  EXPECT_TRUE(absl::StrContains(ctcm_a_->log(), "ctc0: no carrier")) << ctcm_a_->log();
   EXPECT_TRUE(Up(*a_, kA, kB));
+  EXPECT_FALSE(Routes(*a_, kB)) << Shell("ip -n " + a_->name() + " route").out;
   r = a_->Exec(absl::StrCat("ping -c 1 -W 1 ", kB));
   EXPECT_FALSE(r.ok()) << r.out;
-  // B again: A's end opens the device again and the two talk.
+  // B again: A's end opens the device again, carrier comes back, the two talk.
   ctcm_b_ = Start(*b_, "LPAR2", "D100", kB, kA);
   ASSERT_TRUE(Eventually([&] { return Up(*b_, kB, kA) || !ctcm_b_->running(); }) && Up(*b_, kB, kA))
       << ctcm_b_->log();
-  ASSERT_TRUE(Eventually([&] { return absl::StrContains(ctcm_a_->log(), "CTC D000 up again"); }))
-      << ctcm_a_->log();
+  ASSERT_TRUE(Eventually([&] { return Carrier(*a_) == 1 && Carrier(*b_) == 1; }))
+      << ctcm_a_->log() << ctcm_b_->log();
+  EXPECT_TRUE(absl::StrContains(ctcm_a_->log(), "CTC D000 up again")) << ctcm_a_->log();
+  EXPECT_TRUE(absl::StrContains(ctcm_a_->log(), "ctc0: carrier on")) << ctcm_a_->log();
+  EXPECT_TRUE(Routes(*a_, kB));
   r = a_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 5 ", kB));
   EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ctcm_a_->log() << ctcm_b_->log();
   const std::string la = StopCleanly(ctcm_a_, *a_);
   EXPECT_EQ(Counter(la, "down"), 1) << la;
-  EXPECT_GE(Counter(la, "tx_no_channel"), 1) << la;  // the ping while B was away
   StopCleanly(ctcm_b_, *b_);
+}
+
+TEST_F(CtcmTest, MadeAtOnceWithoutCarrierUntilTheOtherEndOpens) {
+  // The other end has never opened: ctc0 is there at once, up with its
+  // address, without carrier (a service manager sees it ready whatever
+  // the other LPAR does).
+  ctcm_a_ = Start(*a_, "LPAR1", "D000", kA, kB);
+  ASSERT_TRUE(Eventually([&] { return Up(*a_, kA, kB) || !ctcm_a_->running(); }) && Up(*a_, kA, kB))
+      << ctcm_a_->log();
+  EXPECT_EQ(Carrier(*a_), 0) << Shell("ip -n " + a_->name() + " link").out << ctcm_a_->log();
+  EXPECT_TRUE(absl::StrContains(a_->Exec("ip link show dev ctc0").out, "mtu 65520"));
+  EXPECT_FALSE(Routes(*a_, kB)) << Shell("ip -n " + a_->name() + " route").out;
+  ctcm_b_ = Start(*b_, "LPAR2", "D100", kB, kA);
+  ASSERT_TRUE(Eventually([&] { return Carrier(*a_) == 1 && Carrier(*b_) == 1; }))
+      << ctcm_a_->log() << ctcm_b_->log();
+  EXPECT_TRUE(absl::StrContains(ctcm_a_->log(), "CTC D000 up to LPAR \"LPAR2\"")) << ctcm_a_->log();
+  const Result r = a_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 5 ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ctcm_a_->log() << ctcm_b_->log();
+  const std::string la = StopCleanly(ctcm_a_, *a_);
+  EXPECT_EQ(Counter(la, "down"), 0) << la;
+  StopCleanly(ctcm_b_, *b_);
+}
+
+TEST_F(CtcmTest, StopsCleanlyBeforeTheOtherEndEverCame) {
+  ctcm_a_ = Start(*a_, "LPAR1", "D000", kA, kB);
+  ASSERT_TRUE(Eventually([&] { return Up(*a_, kA, kB) || !ctcm_a_->running(); }) && Up(*a_, kA, kB))
+      << ctcm_a_->log();
+  StopCleanly(ctcm_a_, *a_);
 }
 
 TEST_F(CtcmTest, Kill9OfHsidStopsNoPacket) {

@@ -33,6 +33,9 @@
 // drops what is queued, closes its end and opens it again, waiting for the
 // other end to come back; packets offered meanwhile are dropped (counted).
 // A refusal by hsid (policy, unknown device) ends the channel: failure().
+// `carrier` is told each change: false once the device went down (what
+// was queued is dropped), true once it is open again to the other end
+// (packets offered from then on are queued).
 //
 // Thread safety: Start, Offer, failure and Stop from one thread (the
 // main thread); counters() after Stop().
@@ -41,6 +44,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -65,6 +69,9 @@ struct ChannelOptions {
   uint32_t block_size = 0;  // the device's
   size_t queue_bytes = 0;   // bytes of packets queued before Offer() says "full"
   absl::Duration write_timeout = absl::Seconds(2);
+  // Called on the channel thread when the channel goes down (false) and
+  // when it is up again (true); may be empty.
+  std::function<void(bool up)> carrier;
 };
 
 struct ChannelCounters {

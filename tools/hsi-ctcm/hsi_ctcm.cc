@@ -61,9 +61,11 @@ addr add A peer B`) and an MTU that fits the device's block size, brings it
 up, and moves packets between the kernel and the CTC until SIGINT or
 SIGTERM. Then the device, with its address and route, goes away and the
 CTC end is closed. The other LPAR runs hsi-ctcm on its end of the device
-(with the addresses the other way round); the interface is made once both
-ends have opened the device (hsi-ctcm waits for the other). Logs go to
-stderr.
+(with the addresses the other way round). The interface is made at once,
+whether or not the other end has opened its end yet; it has carrier only
+while the channel to the other end is up (`ip link`: NO-CARRIER, state
+DOWN otherwise; its routes are then skipped, ignore_routes_with_linkdown).
+Logs go to stderr.
 
 Packets queued while a write is in flight go in the next write together,
 up to the block size (each behind an 8-byte header, after an 8-byte block
@@ -71,9 +73,10 @@ header). A block from the other end that breaks the format is dropped
 whole and counted (rx_bad_block). A CTC carries one write at a time: an
 end first takes the other end's pending write and starts its own only
 while the device is idle; after a write collision the LPAR whose name
-sorts first redrives first. When the other end goes away the interface
-stays, packets to it are dropped (tx_no_channel), and the device is opened
-again until the other end comes back.
+sorts first redrives first. When the other end goes away (closes the
+device, dies) the interface stays but loses its carrier, packets still
+queued to it are dropped (tx_no_channel), and the device is opened again;
+carrier comes back when the other end does. Each change is logged.
 
 Options:
   --lpar NAME          the LPAR name to claim from hsid (required)
@@ -276,28 +279,26 @@ int Main(int argc, char** argv) {
     return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   }
 
-  // 3. The device: hsid says yes or no (policy, unknown device) at once;
-  // then it waits for the other end to open its end too, in slices, so
-  // that SIGINT/SIGTERM end the wait.
+  // 3. The device: hsid says yes or no (policy, unknown device) at once,
+  // and its block size; then the other end may take its time. The
+  // interface is made without waiting for it (without carrier until it
+  // comes), so that a service manager sees this LPAR ready whatever the
+  // other LPAR does, and the address is there for programs to bind.
   const std::string ctc = absl::StrCat("CTC ", opts->device.ToString(), " of LPAR ", opts->lpar);
   std::shared_ptr<hsi::CtcDevice> device;
-  for (bool said = false; device == nullptr;) {
-    absl::StatusOr<std::shared_ptr<hsi::CtcDevice>> d = (*host)->Open(opts->device, absl::Now() + absl::Seconds(1));
+  hsi::CtcOpenAccepted accepted;
+  {
+    absl::StatusOr<std::shared_ptr<hsi::CtcDevice>> d =
+        (*host)->Open(opts->device, absl::Now() + absl::Milliseconds(500), &accepted);
     if (d.ok()) {
       device = *d;
-    } else if (!absl::IsDeadlineExceeded(d.status())) {
+    } else if (!absl::IsDeadlineExceeded(d.status()) || accepted.block_size == 0) {
       return hsi::tools::Fail(kTool, d.status().message(), kExitFailure);
-    } else if (!said) {
-      Log(absl::StrCat(d.status().message(), "; waiting for it"));
-      said = true;
-    }
-    pollfd p{signals.get(), POLLIN, 0};
-    if (::poll(&p, 1, 0) == 1) {
-      Log("signal: stopping before the other end came; nothing was made");
-      return kExitOk;
+    } else {
+      Log(absl::StrCat(d.status().message(), "; making ", opts->ifname, " without carrier and waiting for it"));
     }
   }
-  const uint32_t block_size = device->options().block_size;
+  const uint32_t block_size = accepted.block_size;
   const uint32_t largest = hsi::ctcm::MaxPacketForBlock(block_size);
   if (largest < hsi::ctcm::kMinMtu) {
     return hsi::tools::Fail(kTool, absl::StrCat(ctc, ": block size ", block_size, " carries packets of up to ",
@@ -311,24 +312,38 @@ int Main(int argc, char** argv) {
   }
   const uint32_t mtu = opts->mtu.value_or(largest);
 
-  // 4. The interface.
+  // 4. The interface, its carrier on only while the channel to the other
+  // end is up (set before the device comes up: no moment with a false
+  // carrier).
   auto tun = hsi::ifd::PointToPointDevice::Create(opts->ifname);
   if (!tun.ok()) return hsi::tools::Fail(kTool, tun.status().message(), kExitFailure);
+  if (auto s = tun->IgnoreRoutesWithoutCarrier(); !s.ok()) {
+    Log(absl::StrCat(s.message(), "; its routes stay in use without carrier (packets to them are dropped)"));
+  }
+  if (auto s = tun->SetCarrier(device != nullptr); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   if (auto s = tun->Configure(mtu, opts->address, opts->peer); !s.ok()) {
     return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   }
-  const std::string peer_lpar = device->options().peer_lpar;
   hsi::ctcm::ChannelOptions co;
   co.host = host->get();
   co.device = opts->device;
   co.tun_fd = tun->fd();
   co.block_size = block_size;
   co.queue_bytes = 4 * size_t{block_size};
+  hsi::ifd::PointToPointDevice* const dev = &*tun;
+  co.carrier = [dev](bool up) {
+    if (absl::Status s = dev->SetCarrier(up); !s.ok()) {
+      Log(std::string(s.message()));
+    } else {
+      Log(absl::StrCat(dev->name(), up ? ": carrier on" : ": no carrier"));
+    }
+  };
   hsi::ctcm::Channel channel(co, device);
   if (auto s = channel.Start(); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
-  Log(absl::StrFormat("%s up in %s: %s peer %s, MTU %u, on %s (block size %u) to LPAR %s (pid %d)", tun->name(),
+  Log(absl::StrFormat("%s up in %s: %s peer %s, MTU %u, on %s (block size %u) to LPAR %s (pid %d)%s", tun->name(),
                       opts->netns.empty() ? "this network namespace" : "netns " + opts->netns,
-                      opts->address.ToString(), opts->peer.ToString(), mtu, ctc, block_size, peer_lpar, ::getpid()));
+                      opts->address.ToString(), opts->peer.ToString(), mtu, ctc, block_size, accepted.peer_lpar,
+                      ::getpid(), device != nullptr ? "" : ", no carrier until that LPAR opens its end"));
   if (auto s = hsi::support::NotifyReady(absl::StrCat(tun->name(), " up: ", opts->address.ToString(), " peer ",
                                                       opts->peer.ToString(), " on ", ctc));
       !s.ok()) {
