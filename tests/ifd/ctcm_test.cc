@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "hsi/ctc_host.h"
 #include "hsi/testing/ctc_hosts.h"
+#include "hsi/testing/service_manager.h"
 #include "ifd_util.h"
 
 namespace {
@@ -277,6 +278,40 @@ TEST_F(CtcmTest, MadeAtOnceWithoutCarrierUntilTheOtherEndOpens) {
   const std::string la = StopCleanly(ctcm_a_, *a_);
   EXPECT_EQ(Counter(la, "down"), 0) << la;
   StopCleanly(ctcm_b_, *b_);
+}
+
+// Under systemd (hsi-ctcm@.service is Type=notify, ExecStart hsi-ctcm
+// --config /etc/hsi/ctcm/NAME.conf) hsi-ctcm says READY=1 once ctc0 is
+// made, up with its address: at once, without waiting for the other LPAR
+// (which never comes here), and STOPPING=1 at SIGTERM. The test plays the
+// service manager; the config file is in the form of the unit's example.
+TEST_F(CtcmTest, NotifiesReadyOnceCtc0IsMadeWithoutWaitingForTheOtherEnd) {
+  const std::string conf = absl::StrCat(hsid_.dir(), "/lpar1-ctc0.conf");
+  {
+    std::ofstream f(conf);
+    f << "# hsi-ctcm@lpar1-ctc0.service\n"
+      << "lpar = \"LPAR1\"\nctc = \"D000\"\nnetns = \"" << a_->name() << "\"\nifname = \"ctc0\"\n"
+      << "address = \"" << kA << "\"\npeer-address = \"" << kB << "\"\nsocket = \"" << hsid_.socket() << "\"\n";
+  }
+  hsi::testing::ServiceManager manager(hsid_.dir() + "/notify");
+  ASSERT_TRUE(manager.bound());
+  {
+    hsi::testing::ScopedEnv env("NOTIFY_SOCKET", hsid_.dir() + "/notify");
+    ctcm_a_ = std::make_unique<Process>(std::vector<std::string>{HSI_CTCM_PATH, "--config", conf},
+                                        absl::StrCat(hsid_.dir(), "/ctcm-LPAR1.log"));
+  }
+  const std::string ready = manager.Next(absl::Seconds(20));
+  std::printf("hsi-ctcm told the service manager: %s\n", ready.c_str());
+  EXPECT_TRUE(absl::StrContains(ready, "READY=1")) << ctcm_a_->log();
+  EXPECT_TRUE(absl::StrContains(ready, absl::StrCat("STATUS=ctc0 up: ", kA, " peer ", kB, " on CTC D000"))) << ready;
+  // At READY the interface is there, without carrier: no wait.
+  EXPECT_TRUE(Up(*a_, kA, kB)) << Shell("ip -n " + a_->name() + " addr").out;
+  EXPECT_EQ(Carrier(*a_), 0) << Shell("ip -n " + a_->name() + " link").out;
+  ASSERT_EQ(::kill(ctcm_a_->pid(), SIGTERM), 0);
+  EXPECT_TRUE(absl::StrContains(manager.Next(absl::Seconds(20)), "STOPPING=1")) << ctcm_a_->log();
+  const int status = ctcm_a_->WaitExit(absl::Seconds(20));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status << "\n" << ctcm_a_->log();
+  EXPECT_FALSE(Exists(*a_)) << "ctc0 left behind";
 }
 
 TEST_F(CtcmTest, StopsCleanlyBeforeTheOtherEndEverCame) {

@@ -95,7 +95,10 @@ Options:
   --config FILE        read options from FILE, one `key = value` a line
                        (keys: the long options without "--": lpar, ctc,
                        address, peer-address, netns, ifname, mtu, socket;
-                       # comments); options on the command line win
+                       # comments); options on the command line win.
+                       hsi-ctcm@NAME.service runs hsi-ctcm --config
+                       /etc/hsi/ctcm/NAME.conf (Type=notify: READY=1 once
+                       the device is up, before the other end opens)
   -h, --help           this text
 
 On exit it prints the counters: packets and bytes each way, blocks written
