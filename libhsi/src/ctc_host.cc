@@ -288,7 +288,14 @@ absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, ab
     return st;
   }
   if (!own.ok()) return absl::Status(own.status().code(), absl::StrCat(name, ": mapping its half: ", own.status().message()));
+  // A connection keeps its id from one open to the next: a down or a
+  // peer's half still here is of an earlier open (hsid sends this open's
+  // only after our CtcSealed, and events are taken only under s.mu, held
+  // since before the request). A stale half taken for this open's would
+  // pair this end with a segment the other end no longer writes (an Open
+  // whose deadline passed as the half came left it here).
   s.downs.erase(rep.conn_id);
+  s.peers.erase(rep.conn_id);
   const uint32_t conn = rep.conn_id;
   auto arrived = [&s, conn]() {
     return s.peers.count(conn) != 0 || s.downs.count(conn) != 0 || !s.lost.ok() || s.stop;
