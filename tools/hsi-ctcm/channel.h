@@ -23,7 +23,9 @@
 //      write, takes it, and only then redrives its own. No randomness, and
 //      two redrives never meet again.
 // Linux's ctcm keeps off collisions by another road: it groups two
-// subchannels, one it only reads and one it only writes.
+// subchannels, one it only reads and one it only writes. hsi-ctcm does
+// that with two Channels (--ctc READ,WRITE): it Offer()s packets to the
+// write device's only, and the read device's only delivers.
 //
 // A write the other end does not take within `write_timeout` is withdrawn
 // and its packets dropped (counted; IP tolerates loss, TCP resends). A

@@ -10,12 +10,14 @@
 // (tools/hsi-ifd: device.h, config.h, settings.h).
 //
 // One process per interface. It claims the LPAR from hsid (CtcHost, so
-// hsid's policy decides which devices it may open), opens the device,
-// makes a point-to-point TUN device in the namespace with the block size's
-// MTU, and pumps packets both ways until SIGINT/SIGTERM: the main thread
-// reads the TUN device, the channel thread (channel.h) writes blocks of
-// packets (block.h) on the CTC and takes the other end's. hsid stays off
-// the data path.
+// hsid's policy decides which devices it may open), opens the device (or
+// a read and a write device, --ctc READ,WRITE), makes a point-to-point TUN
+// device in the namespace with the block size's MTU at once (its carrier
+// on only while the channel to the other end is up), and pumps packets
+// both ways until SIGINT/SIGTERM: the main thread reads the TUN device,
+// the channel thread (channel.h; one per device) writes blocks of packets
+// (block.h) on the CTC and takes the other end's. hsid stays off the data
+// path.
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
