@@ -254,7 +254,8 @@ absl::Status CtcHost::WaitConnected(absl::Time deadline) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, absl::Time deadline) {
+absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, absl::Time deadline,
+                                                         CtcOpenAccepted* accepted) {
   State& s = *state_;
   const std::string name = absl::StrCat("CTC ", device.ToString(), " of LPAR \"", s.opt.lpar, "\"");
   std::unique_lock<std::mutex> l(s.mu);
@@ -269,6 +270,11 @@ absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, ab
     return st;
   }
   const auto rep = m.As<wire::CtcOpenReply>();
+  if (accepted != nullptr) {
+    accepted->block_size = rep.block_size;
+    accepted->peer_lpar = wire::NameOf(rep.peer_lpar);
+    accepted->peer_device = DeviceNumber(static_cast<uint16_t>(rep.peer_device));
+  }
   const size_t size = CtcSegmentSize(rep.block_size);
   UniqueFd own_half(::fcntl(m.fds[0].get(), F_DUPFD_CLOEXEC, 0));
   if (!own_half.valid()) return absl::ErrnoToStatus(errno, absl::StrCat(name, ": dup of its half"));
@@ -282,7 +288,14 @@ absl::StatusOr<std::shared_ptr<CtcDevice>> CtcHost::Open(DeviceNumber device, ab
     return st;
   }
   if (!own.ok()) return absl::Status(own.status().code(), absl::StrCat(name, ": mapping its half: ", own.status().message()));
+  // A connection keeps its id from one open to the next: a down or a
+  // peer's half still here is of an earlier open (hsid sends this open's
+  // only after our CtcSealed, and events are taken only under s.mu, held
+  // since before the request). A stale half taken for this open's would
+  // pair this end with a segment the other end no longer writes (an Open
+  // whose deadline passed as the half came left it here).
   s.downs.erase(rep.conn_id);
+  s.peers.erase(rep.conn_id);
   const uint32_t conn = rep.conn_id;
   auto arrived = [&s, conn]() {
     return s.peers.count(conn) != 0 || s.downs.count(conn) != 0 || !s.lost.ok() || s.stop;

@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "hsi/ctc_host.h"
 #include "hsi/testing/ctc_hosts.h"
+#include "hsi/testing/service_manager.h"
 #include "ifd_util.h"
 
 namespace {
@@ -99,6 +100,22 @@ class CtcmTest : public ::testing::Test {
            absl::StrContains(r.out, "POINTOPOINT") && absl::StrContains(r.out, ",UP");
   }
   static bool Exists(const Netns& ns) { return Shell("ip -n " + ns.name() + " link show dev ctc0").ok(); }
+  // ctc0's carrier in `ns` as `ip -o link` shows it: 1 with carrier, 0
+  // with NO-CARRIER and operstate DOWN (the device itself up), -1 for
+  // anything else (no device, or the two signs disagree).
+  static int Carrier(const Netns& ns) {
+    const Result r = Shell("ip -n " + ns.name() + " -o link show dev ctc0");
+    if (!r.ok() || !absl::StrContains(r.out, ",UP")) return -1;
+    const bool no_carrier = absl::StrContains(r.out, "NO-CARRIER");
+    const bool down = absl::StrContains(r.out, "state DOWN");
+    if (no_carrier && down) return 0;
+    if (!no_carrier && !down) return 1;
+    return -1;
+  }
+  // Whether the kernel of `ns` has a usable route to `to` (`ip route get`).
+  static bool Routes(const Netns& ns, const std::string& to) {
+    return Shell("ip -n " + ns.name() + " route get " + to).ok();
+  }
 
   void StartBoth(std::vector<std::string> extra = {}) {
     ctcm_a_ = Start(*a_, "LPAR1", "D000", kA, kB, extra);
@@ -192,6 +209,67 @@ TEST_F(CtcmTest, StreamsBothWaysAtOnceLoseNothing) {
   std::printf("collisions: %lu in %lu + %lu writes\n", ta.collisions, ta.tx_blocks, tb.tx_blocks);
 }
 
+TEST_F(CtcmTest, AReadAndAWriteDeviceNeverCollide) {
+  // As ctcm groups a read and a write subchannel: LPAR1 reads D000 and
+  // writes D001, LPAR2 reads D101 (D001's other end) and writes D100.
+  // Each device is written from one end only: data both ways at once
+  // meets no collision at all.
+  ctcm_a_ = Start(*a_, "LPAR1", "D000,D001", kA, kB, {"--mtu", "9000"});
+  ctcm_b_ = Start(*b_, "LPAR2", "D101,D100", kB, kA, {"--mtu", "9000"});
+  ASSERT_TRUE(Eventually([&] { return (Carrier(*a_) == 1 && Carrier(*b_) == 1) || !ctcm_a_->running() ||
+                                      !ctcm_b_->running(); }))
+      << ctcm_a_->log() << ctcm_b_->log();
+  ASSERT_TRUE(Up(*a_, kA, kB) && Up(*b_, kB, kA)) << ctcm_a_->log() << ctcm_b_->log();
+  EXPECT_TRUE(absl::StrContains(ctcm_a_->log(), "CTC D000 (read) and D001 (write) of LPAR LPAR1")) << ctcm_a_->log();
+  Result r = a_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 5 ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ctcm_a_->log() << ctcm_b_->log();
+  r = b_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 5 ", kA));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ctcm_a_->log() << ctcm_b_->log();
+  TransferResult ab, ba;
+  std::thread t([&] { ba = CheckedTcpTransfer(a_->name(), b_->name(), kA, 5207, 16ull << 20); });
+  ab = CheckedTcpTransfer(b_->name(), a_->name(), kB, 5208, 16ull << 20);
+  t.join();
+  EXPECT_EQ(ab.error, "") << ctcm_a_->log() << ctcm_b_->log();
+  EXPECT_EQ(ba.error, "") << ctcm_a_->log() << ctcm_b_->log();
+  const std::string la = StopCleanly(ctcm_a_, *a_);
+  const std::string lb = StopCleanly(ctcm_b_, *b_);
+  const Traffic ta = TrafficOf(la), tb = TrafficOf(lb);
+  ASSERT_TRUE(ta.ok && tb.ok) << la << lb;
+  EXPECT_EQ(ta.collisions, 0ul) << la;
+  EXPECT_EQ(tb.collisions, 0ul) << lb;
+  EXPECT_GT(ta.tx_bytes, 16ul << 20) << la;
+  EXPECT_GT(tb.tx_bytes, 16ul << 20) << lb;
+  EXPECT_EQ(ta.tx_bytes, tb.rx_bytes) << la << lb;
+  EXPECT_EQ(tb.tx_bytes, ta.rx_bytes) << la << lb;
+  EXPECT_EQ(ta.tx_blocks, tb.rx_blocks) << la << lb;
+  EXPECT_EQ(tb.tx_blocks, ta.rx_blocks) << la << lb;
+  for (const std::string* log : {&la, &lb}) {
+    EXPECT_EQ(Counter(*log, "rx_bad_block"), 0) << *log;
+    EXPECT_EQ(Counter(*log, "tx_timeout"), 0) << *log;
+  }
+}
+
+TEST_F(CtcmTest, AReadAndAWriteDeviceHaveCarrierOnlyWhileBothAreUp) {
+  ctcm_a_ = Start(*a_, "LPAR1", "D000,D001", kA, kB);
+  ctcm_b_ = Start(*b_, "LPAR2", "D101,D100", kB, kA);
+  ASSERT_TRUE(Eventually([&] { return Carrier(*a_) == 1 && Carrier(*b_) == 1; }))
+      << ctcm_a_->log() << ctcm_b_->log();
+  // B's death takes both devices down: no carrier on A until B is back
+  // on both.
+  ctcm_b_->Stop(SIGKILL);
+  ASSERT_TRUE(Eventually([&] { return Carrier(*a_) == 0; })) << ctcm_a_->log();
+  ctcm_b_ = Start(*b_, "LPAR2", "D101,D100", kB, kA);
+  ASSERT_TRUE(Eventually([&] { return Carrier(*a_) == 1 && Carrier(*b_) == 1; }))
+      << ctcm_a_->log() << ctcm_b_->log();
+  const Result r = a_->Exec(absl::StrCat("ping -c 2 -i 0.2 -W 5 ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "2 received")) << r.out << ctcm_a_->log() << ctcm_b_->log();
+  const std::string la = StopCleanly(ctcm_a_, *a_);
+  // Each device at least once (a device may also go down once at the
+  // start, when one end's first open gives up as the other's arrives).
+  EXPECT_GE(Counter(la, "down"), 2) << la;
+  StopCleanly(ctcm_b_, *b_);
+}
+
 TEST_F(CtcmTest, PacketsQueuedBehindAWriteGoInOneBlock) {
   // At MTU 1500, a TCP stream hands the device many packets while one
   // write waits for the other end to take it; they go in the next write
@@ -210,29 +288,97 @@ TEST_F(CtcmTest, PacketsQueuedBehindAWriteGoInOneBlock) {
   EXPECT_GT(ta.tx_packets, (16ul << 20) / 1500) << la;  // every segment of the 16 MiB went this way
 }
 
-TEST_F(CtcmTest, TheOtherEndsDeathDropsPacketsUntilItComesBack) {
+TEST_F(CtcmTest, NoCarrierWhileTheOtherEndIsAway) {
   StartBoth();
+  EXPECT_EQ(Carrier(*a_), 1);
   Result r = a_->Exec(absl::StrCat("ping -c 1 -W 5 ", kB));
   ASSERT_TRUE(r.ok()) << r.out << ctcm_a_->log() << ctcm_b_->log();
-  // kill -9: hsid tells A's end at once (CtcDown); A keeps ctc0.
+  // kill -9: hsid tells A's end at once (CtcDown); A keeps ctc0, up, but
+  // without carrier, and its kernel no longer routes to B over it.
   ctcm_b_->Stop(SIGKILL);
-  ASSERT_TRUE(Eventually([&] { return absl::StrContains(ctcm_a_->log(), "CTC D000 went down"); }))
-      << ctcm_a_->log();
+  ASSERT_TRUE(Eventually([&] { return Carrier(*a_) == 0; })) << Shell("ip -n " + a_->name() + " link").out
+                                                               << ctcm_a_->log();
+  EXPECT_TRUE(absl::StrContains(ctcm_a_->log(), "CTC D000 went down")) << ctcm_a_->log();
+  EXPECT_TRUE(absl::StrContains(ctcm_a_->log(), "ctc0: no carrier")) << ctcm_a_->log();
   EXPECT_TRUE(Up(*a_, kA, kB));
+  EXPECT_FALSE(Routes(*a_, kB)) << Shell("ip -n " + a_->name() + " route").out;
   r = a_->Exec(absl::StrCat("ping -c 1 -W 1 ", kB));
   EXPECT_FALSE(r.ok()) << r.out;
-  // B again: A's end opens the device again and the two talk.
+  // B again: A's end opens the device again, carrier comes back, the two talk.
   ctcm_b_ = Start(*b_, "LPAR2", "D100", kB, kA);
   ASSERT_TRUE(Eventually([&] { return Up(*b_, kB, kA) || !ctcm_b_->running(); }) && Up(*b_, kB, kA))
       << ctcm_b_->log();
-  ASSERT_TRUE(Eventually([&] { return absl::StrContains(ctcm_a_->log(), "CTC D000 up again"); }))
-      << ctcm_a_->log();
+  ASSERT_TRUE(Eventually([&] { return Carrier(*a_) == 1 && Carrier(*b_) == 1; }))
+      << ctcm_a_->log() << ctcm_b_->log();
+  EXPECT_TRUE(absl::StrContains(ctcm_a_->log(), "CTC D000 up again")) << ctcm_a_->log();
+  EXPECT_TRUE(absl::StrContains(ctcm_a_->log(), "ctc0: carrier on")) << ctcm_a_->log();
+  EXPECT_TRUE(Routes(*a_, kB));
   r = a_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 5 ", kB));
   EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ctcm_a_->log() << ctcm_b_->log();
   const std::string la = StopCleanly(ctcm_a_, *a_);
-  EXPECT_EQ(Counter(la, "down"), 1) << la;
-  EXPECT_GE(Counter(la, "tx_no_channel"), 1) << la;  // the ping while B was away
+  EXPECT_GE(Counter(la, "down"), 1) << la;  // once more if a first open gave up as the other arrived
   StopCleanly(ctcm_b_, *b_);
+}
+
+TEST_F(CtcmTest, MadeAtOnceWithoutCarrierUntilTheOtherEndOpens) {
+  // The other end has never opened: ctc0 is there at once, up with its
+  // address, without carrier (a service manager sees it ready whatever
+  // the other LPAR does).
+  ctcm_a_ = Start(*a_, "LPAR1", "D000", kA, kB);
+  ASSERT_TRUE(Eventually([&] { return Up(*a_, kA, kB) || !ctcm_a_->running(); }) && Up(*a_, kA, kB))
+      << ctcm_a_->log();
+  EXPECT_EQ(Carrier(*a_), 0) << Shell("ip -n " + a_->name() + " link").out << ctcm_a_->log();
+  EXPECT_TRUE(absl::StrContains(a_->Exec("ip link show dev ctc0").out, "mtu 65520"));
+  EXPECT_FALSE(Routes(*a_, kB)) << Shell("ip -n " + a_->name() + " route").out;
+  ctcm_b_ = Start(*b_, "LPAR2", "D100", kB, kA);
+  ASSERT_TRUE(Eventually([&] { return Carrier(*a_) == 1 && Carrier(*b_) == 1; }))
+      << ctcm_a_->log() << ctcm_b_->log();
+  EXPECT_TRUE(absl::StrContains(ctcm_a_->log(), "CTC D000 up to LPAR \"LPAR2\"")) << ctcm_a_->log();
+  const Result r = a_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 5 ", kB));
+  EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ctcm_a_->log() << ctcm_b_->log();
+  StopCleanly(ctcm_a_, *a_);
+  StopCleanly(ctcm_b_, *b_);
+}
+
+// Under systemd (hsi-ctcm@.service is Type=notify, ExecStart hsi-ctcm
+// --config /etc/hsi/ctcm/NAME.conf) hsi-ctcm says READY=1 once ctc0 is
+// made, up with its address: at once, without waiting for the other LPAR
+// (which never comes here), and STOPPING=1 at SIGTERM. The test plays the
+// service manager; the config file is in the form of the unit's example.
+TEST_F(CtcmTest, NotifiesReadyOnceCtc0IsMadeWithoutWaitingForTheOtherEnd) {
+  const std::string conf = absl::StrCat(hsid_.dir(), "/lpar1-ctc0.conf");
+  {
+    std::ofstream f(conf);
+    f << "# hsi-ctcm@lpar1-ctc0.service\n"
+      << "lpar = \"LPAR1\"\nctc = \"D000\"\nnetns = \"" << a_->name() << "\"\nifname = \"ctc0\"\n"
+      << "address = \"" << kA << "\"\npeer-address = \"" << kB << "\"\nsocket = \"" << hsid_.socket() << "\"\n";
+  }
+  hsi::testing::ServiceManager manager(hsid_.dir() + "/notify");
+  ASSERT_TRUE(manager.bound());
+  {
+    hsi::testing::ScopedEnv env("NOTIFY_SOCKET", hsid_.dir() + "/notify");
+    ctcm_a_ = std::make_unique<Process>(std::vector<std::string>{HSI_CTCM_PATH, "--config", conf},
+                                        absl::StrCat(hsid_.dir(), "/ctcm-LPAR1.log"));
+  }
+  const std::string ready = manager.Next(absl::Seconds(20));
+  std::printf("hsi-ctcm told the service manager: %s\n", ready.c_str());
+  EXPECT_TRUE(absl::StrContains(ready, "READY=1")) << ctcm_a_->log();
+  EXPECT_TRUE(absl::StrContains(ready, absl::StrCat("STATUS=ctc0 up: ", kA, " peer ", kB, " on CTC D000"))) << ready;
+  // At READY the interface is there, without carrier: no wait.
+  EXPECT_TRUE(Up(*a_, kA, kB)) << Shell("ip -n " + a_->name() + " addr").out;
+  EXPECT_EQ(Carrier(*a_), 0) << Shell("ip -n " + a_->name() + " link").out;
+  ASSERT_EQ(::kill(ctcm_a_->pid(), SIGTERM), 0);
+  EXPECT_TRUE(absl::StrContains(manager.Next(absl::Seconds(20)), "STOPPING=1")) << ctcm_a_->log();
+  const int status = ctcm_a_->WaitExit(absl::Seconds(20));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status << "\n" << ctcm_a_->log();
+  EXPECT_FALSE(Exists(*a_)) << "ctc0 left behind";
+}
+
+TEST_F(CtcmTest, StopsCleanlyBeforeTheOtherEndEverCame) {
+  ctcm_a_ = Start(*a_, "LPAR1", "D000", kA, kB);
+  ASSERT_TRUE(Eventually([&] { return Up(*a_, kA, kB) || !ctcm_a_->running(); }) && Up(*a_, kA, kB))
+      << ctcm_a_->log();
+  StopCleanly(ctcm_a_, *a_);
 }
 
 TEST_F(CtcmTest, Kill9OfHsidStopsNoPacket) {
@@ -496,6 +642,10 @@ TEST_F(CtcmTest, ClearErrorsLeaveNothingBehind) {
   const std::vector<Case> cases = {
       {{HSI_CTCM_PATH, "--lpar", "LPAR1", "--address", kA, "--peer-address", kB}, 2, "--ctc DEVNO is required"},
       {Argv(*a_, "LPAR1", "D0G0", kA, kB), 2, "'D0G0' is not a device number"},
+      {Argv(*a_, "LPAR1", "D000,D0G1", kA, kB), 2, "'D0G1' is not a device number"},
+      {Argv(*a_, "LPAR1", "D000,D000", kA, kB), 2, "the read and the write device must be two devices"},
+      {Argv(*a_, "LPAR1", "D000,D001,D002", kA, kB), 2, "names more than two devices"},
+      {Argv(*a_, "LPAR1", "D000,D00F", kA, kB), 1, "D00F"},
       {Argv(*a_, "LPAR1", "D000", kA, kA), 2, "both 10.241.0.1"},
       {Argv(*a_, "LPAR1", "D000", kA, kB, {"--mtu", "100"}), 2, "--mtu"},
       {Argv(*a_, "LPAR1", "D000", kA, kB, {"--bogus"}), 2, "--bogus"},

@@ -225,6 +225,7 @@ void Channel::Reopen(const absl::Status& why) {
   if (old != nullptr) {
     ++c_.channel_downs;
     Log(absl::StrCat(name, " went down: ", why.message(), "; opening it again, waiting for the other end"));
+    if (o_.carrier) o_.carrier(false);
     (void)o_.host->Close(o_.device);  // kNotFound if hsid took it down already
   }
   for (;;) {
@@ -244,9 +245,13 @@ void Channel::Reopen(const absl::Status& why) {
         Wake();
         return;
       }
-      Log(absl::StrCat(name, " up again to LPAR \"", (*d)->options().peer_lpar, "\""));
-      std::lock_guard<std::mutex> l(mu_);
-      device_ = std::move(*d);
+      Log(absl::StrCat(name, c_.channel_downs == 0 ? " up" : " up again", " to LPAR \"",
+                       (*d)->options().peer_lpar, "\""));
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        device_ = std::move(*d);
+      }
+      if (o_.carrier) o_.carrier(true);
       return;
     }
     const absl::Status& s = d.status();

@@ -23,7 +23,9 @@
 //      write, takes it, and only then redrives its own. No randomness, and
 //      two redrives never meet again.
 // Linux's ctcm keeps off collisions by another road: it groups two
-// subchannels, one it only reads and one it only writes.
+// subchannels, one it only reads and one it only writes. hsi-ctcm does
+// that with two Channels (--ctc READ,WRITE): it Offer()s packets to the
+// write device's only, and the read device's only delivers.
 //
 // A write the other end does not take within `write_timeout` is withdrawn
 // and its packets dropped (counted; IP tolerates loss, TCP resends). A
@@ -33,6 +35,9 @@
 // drops what is queued, closes its end and opens it again, waiting for the
 // other end to come back; packets offered meanwhile are dropped (counted).
 // A refusal by hsid (policy, unknown device) ends the channel: failure().
+// `carrier` is told each change: false once the device went down (what
+// was queued is dropped), true once it is open again to the other end
+// (packets offered from then on are queued).
 //
 // Thread safety: Start, Offer, failure and Stop from one thread (the
 // main thread); counters() after Stop().
@@ -41,6 +46,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -65,6 +71,9 @@ struct ChannelOptions {
   uint32_t block_size = 0;  // the device's
   size_t queue_bytes = 0;   // bytes of packets queued before Offer() says "full"
   absl::Duration write_timeout = absl::Seconds(2);
+  // Called on the channel thread when the channel goes down (false) and
+  // when it is up again (true); may be empty.
+  std::function<void(bool up)> carrier;
 };
 
 struct ChannelCounters {

@@ -10,27 +10,32 @@
 // (tools/hsi-ifd: device.h, config.h, settings.h).
 //
 // One process per interface. It claims the LPAR from hsid (CtcHost, so
-// hsid's policy decides which devices it may open), opens the device,
-// makes a point-to-point TUN device in the namespace with the block size's
-// MTU, and pumps packets both ways until SIGINT/SIGTERM: the main thread
-// reads the TUN device, the channel thread (channel.h) writes blocks of
-// packets (block.h) on the CTC and takes the other end's. hsid stays off
-// the data path.
+// hsid's policy decides which devices it may open), opens the device (or
+// a read and a write device, --ctc READ,WRITE), makes a point-to-point TUN
+// device in the namespace with the block size's MTU at once (its carrier
+// on only while the channel to the other end is up), and pumps packets
+// both ways until SIGINT/SIGTERM: the main thread reads the TUN device,
+// the channel thread (channel.h; one per device) writes blocks of packets
+// (block.h) on the CTC and takes the other end's. hsid stays off the data
+// path.
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "block.h"
 #include "channel.h"
@@ -49,7 +54,7 @@ using hsi::tools::kExitOk;
 
 constexpr char kTool[] = "hsi-ctcm";
 
-constexpr char kHelp[] = R"(Usage: hsi-ctcm --lpar NAME --ctc DEVNO --address A --peer-address B [OPTIONS]
+constexpr char kHelp[] = R"(Usage: hsi-ctcm --lpar NAME --ctc DEVNO[,DEVNO] --address A --peer-address B [OPTIONS]
        hsi-ctcm --config FILE [OPTIONS]
 
 Gives an LPAR (a network namespace, or this one) a point-to-point IP
@@ -61,9 +66,11 @@ addr add A peer B`) and an MTU that fits the device's block size, brings it
 up, and moves packets between the kernel and the CTC until SIGINT or
 SIGTERM. Then the device, with its address and route, goes away and the
 CTC end is closed. The other LPAR runs hsi-ctcm on its end of the device
-(with the addresses the other way round); the interface is made once both
-ends have opened the device (hsi-ctcm waits for the other). Logs go to
-stderr.
+(with the addresses the other way round). The interface is made at once,
+whether or not the other end has opened its end yet; it has carrier only
+while the channel to the other end is up (`ip link`: NO-CARRIER, state
+DOWN otherwise; its routes are then skipped, ignore_routes_with_linkdown).
+Logs go to stderr.
 
 Packets queued while a write is in flight go in the next write together,
 up to the block size (each behind an 8-byte header, after an 8-byte block
@@ -71,14 +78,21 @@ header). A block from the other end that breaks the format is dropped
 whole and counted (rx_bad_block). A CTC carries one write at a time: an
 end first takes the other end's pending write and starts its own only
 while the device is idle; after a write collision the LPAR whose name
-sorts first redrives first. When the other end goes away the interface
-stays, packets to it are dropped (tx_no_channel), and the device is opened
-again until the other end comes back.
+sorts first redrives first. When the other end goes away (closes the
+device, dies) the interface stays but loses its carrier, packets still
+queued to it are dropped (tx_no_channel), and the device is opened again;
+carrier comes back when the other end does. Each change is logged.
 
 Options:
   --lpar NAME          the LPAR name to claim from hsid (required)
   --ctc DEVNO          this LPAR's CTC device number, hex (required), e.g.
                        D000, as hsid's [[ctc]] or `hsictl define-ctc` made it
+  --ctc READ,WRITE     two devices, as ctcm groups a read and a write
+                       subchannel: packets come in only on READ and go out
+                       only on WRITE, so no write ever collides. The other
+                       LPAR names the two connections the other way round:
+                       its READ is the other end of this WRITE (e.g. D000,D001
+                       here and D101,D100 there for D000-D001 to D100-D101)
   --address A          the interface's IPv4 address (required)
   --peer-address B     the other LPAR's address on the CTC (required)
   --netns NS           the network namespace (as `ip netns add NS` made it;
@@ -92,7 +106,10 @@ Options:
   --config FILE        read options from FILE, one `key = value` a line
                        (keys: the long options without "--": lpar, ctc,
                        address, peer-address, netns, ifname, mtu, socket;
-                       # comments); options on the command line win
+                       # comments); options on the command line win.
+                       hsi-ctcm@NAME.service runs hsi-ctcm --config
+                       /etc/hsi/ctcm/NAME.conf (Type=notify: READY=1 once
+                       the device is up, before the other end opens)
   -h, --help           this text
 
 On exit it prints the counters: packets and bytes each way, blocks written
@@ -124,7 +141,9 @@ void Log(const std::string& line) { std::fprintf(stderr, "%s: %s\n", kTool, line
 
 struct Options {
   std::string lpar, netns, ifname = "ctc0", socket;
-  hsi::DeviceNumber device;
+  // One device both ways, or two as ctcm groups a read and a write
+  // subchannel: devices[0] read only, devices[1] written only.
+  std::vector<hsi::DeviceNumber> devices;
   hsi::Address address, peer;
   std::optional<uint32_t> mtu;
 };
@@ -156,12 +175,23 @@ absl::StatusOr<Options> ParseOptions(const Args& args) {
   o.lpar = lpar->value;
   auto ctc = required("ctc", "DEVNO");
   if (!ctc.ok()) return ctc.status();
-  auto device = hsi::DeviceNumber::Parse(ctc->value);
-  if (!device.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(ctc->what, ": '", ctc->value, "' is not a device number (1 to 4 hex digits, e.g. D000)"));
+  const std::vector<std::string> numbers = absl::StrSplit(ctc->value, ',');
+  if (numbers.size() > 2) {
+    return absl::InvalidArgumentError(absl::StrCat(ctc->what, ": '", ctc->value,
+                                                   "' names more than two devices (DEVNO, or READ,WRITE)"));
   }
-  o.device = *device;
+  for (const std::string& n : numbers) {
+    auto device = hsi::DeviceNumber::Parse(n);
+    if (!device.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(ctc->what, ": '", n, "' is not a device number (1 to 4 hex digits, e.g. D000)"));
+    }
+    o.devices.push_back(*device);
+  }
+  if (o.devices.size() == 2 && o.devices[0] == o.devices[1]) {
+    return absl::InvalidArgumentError(absl::StrCat(ctc->what, ": '", ctc->value,
+                                                   "': the read and the write device must be two devices"));
+  }
   for (auto [key, out] : {std::pair{"address", &o.address}, std::pair{"peer-address", &o.peer}}) {
     auto v = required(key, key == std::string("address") ? "A" : "B");
     if (!v.ok()) return v.status();
@@ -187,6 +217,29 @@ absl::StatusOr<Options> ParseOptions(const Args& args) {
   return o;
 }
 
+// The counters of one channel, or of the two of a read and a write device.
+hsi::ctcm::ChannelCounters Sum(const std::vector<std::unique_ptr<hsi::ctcm::Channel>>& channels) {
+  hsi::ctcm::ChannelCounters t;
+  for (const auto& ch : channels) {
+    const hsi::ctcm::ChannelCounters& c = ch->counters();
+    t.tx_packets += c.tx_packets;
+    t.tx_bytes += c.tx_bytes;
+    t.tx_blocks += c.tx_blocks;
+    t.tx_max_batch = std::max(t.tx_max_batch, c.tx_max_batch);
+    t.collisions += c.collisions;
+    t.tx_timeout += c.tx_timeout;
+    t.tx_channel_down += c.tx_channel_down;
+    t.tx_no_channel += c.tx_no_channel;
+    t.rx_packets += c.rx_packets;
+    t.rx_bytes += c.rx_bytes;
+    t.rx_blocks += c.rx_blocks;
+    t.rx_bad_block += c.rx_bad_block;
+    t.rx_device_error += c.rx_device_error;
+    t.channel_downs += c.channel_downs;
+  }
+  return t;
+}
+
 std::string Summary(const hsi::ctcm::ChannelCounters& c, uint64_t tx_not_ip) {
   return absl::StrFormat(
       "tx %u packets %u bytes in %u blocks (at most %u packets a block), rx %u packets %u bytes in %u blocks, "
@@ -197,28 +250,33 @@ std::string Summary(const hsi::ctcm::ChannelCounters& c, uint64_t tx_not_ip) {
       c.channel_downs);
 }
 
-// Main thread: reads the TUN device and offers its packets to the channel
-// until a signal comes on `signals` or the channel fails.
-absl::Status Pump(int signals, hsi::ifd::PointToPointDevice& tun, hsi::ctcm::Channel& channel, uint32_t mtu,
-                  uint64_t* tx_not_ip) {
+// Main thread: reads the TUN device and offers its packets to `channel`
+// until a signal comes on `signals` or a channel of `all` fails.
+absl::Status Pump(int signals, hsi::ifd::PointToPointDevice& tun, hsi::ctcm::Channel& channel,
+                  const std::vector<std::unique_ptr<hsi::ctcm::Channel>>& all, uint32_t mtu, uint64_t* tx_not_ip) {
   std::vector<uint8_t> buf(mtu + 64);
   std::vector<std::vector<uint8_t>> batch;
   bool room = true;
   for (;;) {
-    pollfd fds[3] = {{signals, POLLIN, 0}, {channel.wake_fd(), POLLIN, 0}, {tun.fd(), static_cast<short>(room ? POLLIN : 0), 0}};
-    if (::poll(fds, 3, -1) < 0 && errno != EINTR) return absl::InternalError(absl::StrCat("poll: ", std::strerror(errno)));
+    // signals, the TUN device, then each channel's wake_fd.
+    pollfd fds[4] = {{signals, POLLIN, 0}, {tun.fd(), static_cast<short>(room ? POLLIN : 0), 0}};
+    for (size_t i = 0; i < all.size(); ++i) fds[2 + i] = {all[i]->wake_fd(), POLLIN, 0};
+    if (::poll(fds, static_cast<nfds_t>(2 + all.size()), -1) < 0 && errno != EINTR) {
+      return absl::InternalError(absl::StrCat("poll: ", std::strerror(errno)));
+    }
     if (fds[0].revents != 0) {
       signalfd_siginfo si;
       if (::read(signals, &si, sizeof(si)) == sizeof(si)) Log(absl::StrCat("signal ", si.ssi_signo, ": stopping"));
       return absl::OkStatus();
     }
-    if (fds[1].revents != 0) {
+    for (size_t i = 0; i < all.size(); ++i) {
+      if (fds[2 + i].revents == 0) continue;
       uint64_t n;
-      (void)!::read(channel.wake_fd(), &n, sizeof(n));
-      if (absl::Status f = channel.failure(); !f.ok()) return f;
-      room = true;
+      (void)!::read(all[i]->wake_fd(), &n, sizeof(n));
+      if (absl::Status f = all[i]->failure(); !f.ok()) return f;
+      if (all[i].get() == &channel) room = true;
     }
-    if (!room || fds[2].revents == 0) continue;
+    if (!room || fds[1].revents == 0) continue;
     // Up to 64 packets a round, offered at once (one lock, one wake-up).
     for (int i = 0; i < 64; ++i) {
       const ssize_t n = ::read(tun.fd(), buf.data(), buf.size());
@@ -276,59 +334,112 @@ int Main(int argc, char** argv) {
     return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   }
 
-  // 3. The device: hsid says yes or no (policy, unknown device) at once;
-  // then it waits for the other end to open its end too, in slices, so
-  // that SIGINT/SIGTERM end the wait.
-  const std::string ctc = absl::StrCat("CTC ", opts->device.ToString(), " of LPAR ", opts->lpar);
-  std::shared_ptr<hsi::CtcDevice> device;
-  for (bool said = false; device == nullptr;) {
-    absl::StatusOr<std::shared_ptr<hsi::CtcDevice>> d = (*host)->Open(opts->device, absl::Now() + absl::Seconds(1));
+  // 3. The device(s): hsid says yes or no (policy, unknown device) at
+  // once, and the block size; then the other end may take its time. The
+  // interface is made without waiting for it (without carrier until it
+  // comes), so that a service manager sees this LPAR ready whatever the
+  // other LPAR does, and the address is there for programs to bind.
+  const bool paired = opts->devices.size() == 2;
+  const std::string ctc =
+      paired ? absl::StrCat("CTC ", opts->devices[0].ToString(), " (read) and ", opts->devices[1].ToString(),
+                            " (write) of LPAR ", opts->lpar)
+             : absl::StrCat("CTC ", opts->devices[0].ToString(), " of LPAR ", opts->lpar);
+  struct End {
+    hsi::DeviceNumber number;
+    std::shared_ptr<hsi::CtcDevice> device;
+    hsi::CtcOpenAccepted accepted;
+  };
+  std::vector<End> ends;
+  uint32_t largest = hsi::ctcm::kMaxIpPacket;
+  for (const hsi::DeviceNumber number : opts->devices) {
+    End e{number, nullptr, {}};
+    absl::StatusOr<std::shared_ptr<hsi::CtcDevice>> d =
+        (*host)->Open(number, absl::Now() + absl::Milliseconds(500), &e.accepted);
+    // Once hsid accepted the open, the other end not there in time
+    // (kDeadlineExceeded) or going away while we opened (kUnavailable: it
+    // closed, or its process died) is for the channel to wait out.
     if (d.ok()) {
-      device = *d;
-    } else if (!absl::IsDeadlineExceeded(d.status())) {
+      e.device = *d;
+    } else if (e.accepted.block_size == 0 ||
+               !(absl::IsDeadlineExceeded(d.status()) || absl::IsUnavailable(d.status()))) {
       return hsi::tools::Fail(kTool, d.status().message(), kExitFailure);
-    } else if (!said) {
-      Log(absl::StrCat(d.status().message(), "; waiting for it"));
-      said = true;
+    } else {
+      Log(absl::StrCat(d.status().message(), "; making ", opts->ifname, " without carrier and waiting for it"));
     }
-    pollfd p{signals.get(), POLLIN, 0};
-    if (::poll(&p, 1, 0) == 1) {
-      Log("signal: stopping before the other end came; nothing was made");
-      return kExitOk;
+    const uint32_t block_size = e.accepted.block_size;
+    const uint32_t carries = hsi::ctcm::MaxPacketForBlock(block_size);
+    const std::string what = absl::StrCat("CTC ", number.ToString(), " of LPAR ", opts->lpar);
+    if (carries < hsi::ctcm::kMinMtu) {
+      return hsi::tools::Fail(kTool, absl::StrCat(what, ": block size ", block_size, " carries packets of up to ",
+                                                  carries, " bytes, under IP's ", hsi::ctcm::kMinMtu),
+                              kExitFailure);
     }
-  }
-  const uint32_t block_size = device->options().block_size;
-  const uint32_t largest = hsi::ctcm::MaxPacketForBlock(block_size);
-  if (largest < hsi::ctcm::kMinMtu) {
-    return hsi::tools::Fail(kTool, absl::StrCat(ctc, ": block size ", block_size, " carries packets of up to ",
-                                                largest, " bytes, under IP's ", hsi::ctcm::kMinMtu),
-                            kExitFailure);
-  }
-  if (opts->mtu && *opts->mtu > largest) {
-    return hsi::tools::Fail(kTool, absl::StrCat("--mtu ", *opts->mtu, ": ", ctc, " has block size ", block_size,
-                                                ", which carries packets of up to ", largest, " bytes"),
-                            hsi::tools::kExitUsage);
+    if (opts->mtu && *opts->mtu > carries) {
+      return hsi::tools::Fail(kTool, absl::StrCat("--mtu ", *opts->mtu, ": ", what, " has block size ", block_size,
+                                                  ", which carries packets of up to ", carries, " bytes"),
+                              hsi::tools::kExitUsage);
+    }
+    largest = std::min(largest, carries);
+    ends.push_back(std::move(e));
   }
   const uint32_t mtu = opts->mtu.value_or(largest);
 
-  // 4. The interface.
+  // 4. The interface, its carrier on only while the channel(s) to the
+  // other end are up (set before the device comes up: no moment with a
+  // false carrier).
   auto tun = hsi::ifd::PointToPointDevice::Create(opts->ifname);
   if (!tun.ok()) return hsi::tools::Fail(kTool, tun.status().message(), kExitFailure);
+  if (auto s = tun->IgnoreRoutesWithoutCarrier(); !s.ok()) {
+    Log(absl::StrCat(s.message(), "; its routes stay in use without carrier (packets to them are dropped)"));
+  }
+  // Which channels are up; the carrier is on while all are. Changed by
+  // the channel threads.
+  struct Carrier {
+    std::mutex mu;
+    std::vector<bool> up;
+    bool on = false;
+  } carrier;
+  for (const End& e : ends) carrier.up.push_back(e.device != nullptr);
+  carrier.on = std::all_of(carrier.up.begin(), carrier.up.end(), [](bool u) { return u; });
+  const bool carrier_at_start = carrier.on;  // read before the channel threads run
+  if (auto s = tun->SetCarrier(carrier.on); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   if (auto s = tun->Configure(mtu, opts->address, opts->peer); !s.ok()) {
     return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   }
-  const std::string peer_lpar = device->options().peer_lpar;
-  hsi::ctcm::ChannelOptions co;
-  co.host = host->get();
-  co.device = opts->device;
-  co.tun_fd = tun->fd();
-  co.block_size = block_size;
-  co.queue_bytes = 4 * size_t{block_size};
-  hsi::ctcm::Channel channel(co, device);
-  if (auto s = channel.Start(); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
-  Log(absl::StrFormat("%s up in %s: %s peer %s, MTU %u, on %s (block size %u) to LPAR %s (pid %d)", tun->name(),
+  hsi::ifd::PointToPointDevice* const dev = &*tun;
+  std::vector<std::unique_ptr<hsi::ctcm::Channel>> channels;
+  for (size_t i = 0; i < ends.size(); ++i) {
+    hsi::ctcm::ChannelOptions co;
+    co.host = host->get();
+    co.device = ends[i].number;
+    co.tun_fd = tun->fd();
+    co.block_size = ends[i].accepted.block_size;
+    co.queue_bytes = 4 * size_t{co.block_size};
+    co.carrier = [dev, &carrier, i](bool up) {
+      std::lock_guard<std::mutex> l(carrier.mu);
+      carrier.up[i] = up;
+      const bool on = std::all_of(carrier.up.begin(), carrier.up.end(), [](bool u) { return u; });
+      if (on == carrier.on) return;
+      if (absl::Status s = dev->SetCarrier(on); !s.ok()) {
+        Log(std::string(s.message()));
+        return;
+      }
+      carrier.on = on;
+      Log(absl::StrCat(dev->name(), on ? ": carrier on" : ": no carrier"));
+    };
+    channels.push_back(std::make_unique<hsi::ctcm::Channel>(co, ends[i].device));
+  }
+  for (auto& ch : channels) {
+    if (auto s = ch->Start(); !s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
+  }
+  // Packets go out on the last device: the write device of a pair (the
+  // read device's channel only delivers what the other end writes on it).
+  hsi::ctcm::Channel& out = *channels.back();
+  Log(absl::StrFormat("%s up in %s: %s peer %s, MTU %u, on %s (block size %u) to LPAR %s (pid %d)%s", tun->name(),
                       opts->netns.empty() ? "this network namespace" : "netns " + opts->netns,
-                      opts->address.ToString(), opts->peer.ToString(), mtu, ctc, block_size, peer_lpar, ::getpid()));
+                      opts->address.ToString(), opts->peer.ToString(), mtu, ctc, ends.back().accepted.block_size,
+                      ends.back().accepted.peer_lpar, ::getpid(),
+                      carrier_at_start ? "" : ", no carrier until that LPAR opens its end"));
   if (auto s = hsi::support::NotifyReady(absl::StrCat(tun->name(), " up: ", opts->address.ToString(), " peer ",
                                                       opts->peer.ToString(), " on ", ctc));
       !s.ok()) {
@@ -337,10 +448,10 @@ int Main(int argc, char** argv) {
 
   // 5. Pump until SIGINT/SIGTERM.
   uint64_t tx_not_ip = 0;
-  const absl::Status s = Pump(signals.get(), *tun, channel, mtu, &tx_not_ip);
+  const absl::Status s = Pump(signals.get(), *tun, out, channels, mtu, &tx_not_ip);
   hsi::support::NotifyStopping().IgnoreError();
-  channel.Stop();
-  Log(Summary(channel.counters(), tx_not_ip));
+  for (auto& ch : channels) ch->Stop();
+  Log(Summary(Sum(channels), tx_not_ip));
   if (!s.ok()) return hsi::tools::Fail(kTool, s.message(), kExitFailure);
   Log(absl::StrCat("stopping: removing ", tun->name(), " and closing ", ctc));
   return kExitOk;

@@ -242,6 +242,22 @@ absl::Status PointToPointDevice::Configure(uint32_t mtu, Address address, Addres
   return dev.BringUp();
 }
 
+absl::Status PointToPointDevice::SetCarrier(bool on) {
+  int carrier = on ? 1 : 0;
+  if (::ioctl(fd_.get(), TUNSETCARRIER, &carrier) != 0) {
+    return Errno(errno, absl::StrCat("cannot set the carrier of ", name_, on ? " on" : " off", " (TUNSETCARRIER)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PointToPointDevice::IgnoreRoutesWithoutCarrier() {
+  // /proc/sys/net is the namespace of the process that opens it.
+  const std::string path = absl::StrCat("/proc/sys/net/ipv4/conf/", name_, "/ignore_routes_with_linkdown");
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (fd.get() < 0 || ::write(fd.get(), "1\n", 2) != 2) return Errno(errno, absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
 absl::Status CheckAddressesFree(Address address, Address peer) {
   ifaddrs* list = nullptr;
   if (::getifaddrs(&list) != 0) return Errno(errno, "getifaddrs (the namespace's addresses)");

@@ -95,6 +95,16 @@ class PointToPointDevice {
   // device) and brings the device up. Errors name the device and the step.
   absl::Status Configure(uint32_t mtu, Address address, Address peer);
 
+  // Sets the device's carrier (TUNSETCARRIER): without it the device
+  // stays up but `ip link` shows NO-CARRIER, operstate DOWN, the kernel
+  // drops what is sent to it and its routes are marked linkdown.
+  absl::Status SetCarrier(bool on);
+  // Has the kernel skip this device's routes while it has no carrier
+  // (net.ipv4.conf.IFNAME.ignore_routes_with_linkdown = 1 in the current
+  // namespace), so that another route, if any, takes its traffic and
+  // senders get "network unreachable" rather than a silent drop.
+  absl::Status IgnoreRoutesWithoutCarrier();
+
   int fd() const { return fd_.get(); }
   const std::string& name() const { return name_; }
 

@@ -64,6 +64,15 @@ struct CtcDefinition {
   absl::Duration recovery = kDefaultCtcRecovery;
 };
 
+// What hsid says of a device as it accepts an Open(), before the wait for
+// the other end: enough to size buffers (and an interface's MTU) for it
+// while the other LPAR is still away.
+struct CtcOpenAccepted {
+  uint32_t block_size = 0;  // 0 until hsid accepted the open
+  std::string peer_lpar;
+  DeviceNumber peer_device;
+};
+
 enum class CtcEndState : uint32_t { kClosed = 0, kOpening = 1, kReady = 2 };
 
 // One connection as hsid lists it, with each end's counters.
@@ -110,7 +119,11 @@ class HSI_EXPORT CtcHost {
   // opened its end too, or `deadline` (kDeadlineExceeded; this end is
   // closed again). kPermissionDenied / kNotFound / kAlreadyExists as hsid
   // says (the message names the device and the LPARs it is defined for).
-  absl::StatusOr<std::shared_ptr<CtcDevice>> Open(DeviceNumber device, absl::Time deadline);
+  // `accepted`, if given, is filled as soon as hsid accepts the open, so
+  // also when the wait ends in kDeadlineExceeded; left as it is when hsid
+  // refuses.
+  absl::StatusOr<std::shared_ptr<CtcDevice>> Open(DeviceNumber device, absl::Time deadline,
+                                                  CtcOpenAccepted* accepted = nullptr);
   // Closes this end of `device` (the other end gets CtcDown). The
   // CtcDevice is taken down. kNotFound if it is not open here.
   absl::Status Close(DeviceNumber device);
