@@ -19,6 +19,7 @@
 
 #include "absl/time/clock.h"
 #include "hsi/testing/child.h"
+#include "hsi/testing/line_pipe.h"
 #include "gtest/gtest.h"
 #include "hsi/endpoint.h"
 #include "internal/futex.h"
@@ -273,11 +274,17 @@ TEST(HostileProducerTest, RandomCorruptionOfEveryFieldFailsCleanly) {
 }
 
 // A hostile producer in another process scribbles over its whole segment as
-// fast as it can while the consumer keeps reading with deadlines.
+// fast as it can while the consumer keeps reading with deadlines. It starts
+// once the consumer has opened the ring: a segment whose header is garbage
+// at Open is refused there (CorruptSegmentHeaderIsRefusedAtAttach), and
+// the scribbler's stray words hit the header now and then (a CI run opened
+// after one did).
 TEST(HostileProducerTest, ConcurrentScribblerCannotCrashOrHangTheConsumer) {
   auto fds = CreateEndpointFds(kGeometry);
   ASSERT_TRUE(fds.ok());
+  testing::LinePipe opened;
   testing::Child scribbler([&]() -> int {
+    if (opened.Read() != "opened") return 3;
     auto seg = Segment::MapOwner(std::move(fds->a.own_segment), kGeometry.segment_size());
     if (!seg.ok()) return 1;
     auto* words = static_cast<uint64_t*>(seg->data());
@@ -311,6 +318,7 @@ TEST(HostileProducerTest, ConcurrentScribblerCannotCrashOrHangTheConsumer) {
   });
   auto end = Endpoint::Open(std::move(fds->b), kGeometry);
   ASSERT_TRUE(end.ok()) << end.status();
+  opened.Write("opened");
   std::vector<uint8_t> buf(kGeometry.mtu);
   const absl::Time stop = absl::Now() + absl::Seconds(2);
   uint64_t frames = 0;
