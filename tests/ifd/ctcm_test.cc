@@ -136,6 +136,28 @@ class CtcmTest : public ::testing::Test {
     return log;
   }
 
+  // Byte-checked TCP both ways at once (A -> B on `port`, B -> A on
+  // port + 1, `bytes` each), both transfers asserted whole; then both
+  // hsi-ctcm stopped cleanly. Their logs, with the traffic each counted.
+  struct BothWays {
+    std::string la, lb;
+    Traffic ta, tb;
+  };
+  BothWays BothWaysAtOnceThenStop(int port, uint64_t bytes) {
+    TransferResult ab, ba;
+    std::thread t([&] { ba = CheckedTcpTransfer(a_->name(), b_->name(), kA, port, bytes); });
+    ab = CheckedTcpTransfer(b_->name(), a_->name(), kB, port + 1, bytes);
+    t.join();
+    EXPECT_EQ(ab.error, "") << ctcm_a_->log() << ctcm_b_->log();
+    EXPECT_EQ(ba.error, "") << ctcm_a_->log() << ctcm_b_->log();
+    BothWays w;
+    w.la = StopCleanly(ctcm_a_, *a_);
+    w.lb = StopCleanly(ctcm_b_, *b_);
+    w.ta = TrafficOf(w.la);
+    w.tb = TrafficOf(w.lb);
+    return w;
+  }
+
   // Declaration order = reverse destruction order: the programs die
   // first, then the namespaces go, then hsid.
   Hsid hsid_;
@@ -193,15 +215,7 @@ TEST_F(CtcmTest, StreamsBothWaysAtOnceLoseNothing) {
   // writes, each end counts it, and both are redriven. Every byte arrives
   // in order.
   StartBoth({"--mtu", "9000"});
-  TransferResult ab, ba;
-  std::thread t([&] { ba = CheckedTcpTransfer(a_->name(), b_->name(), kA, 5205, 32ull << 20); });
-  ab = CheckedTcpTransfer(b_->name(), a_->name(), kB, 5206, 32ull << 20);
-  t.join();
-  EXPECT_EQ(ab.error, "") << ctcm_a_->log() << ctcm_b_->log();
-  EXPECT_EQ(ba.error, "") << ctcm_a_->log() << ctcm_b_->log();
-  const std::string la = StopCleanly(ctcm_a_, *a_);
-  const std::string lb = StopCleanly(ctcm_b_, *b_);
-  const Traffic ta = TrafficOf(la), tb = TrafficOf(lb);
+  const auto [la, lb, ta, tb] = BothWaysAtOnceThenStop(5205, 32ull << 20);
   ASSERT_TRUE(ta.ok && tb.ok) << la << lb;
   EXPECT_EQ(ta.collisions, tb.collisions) << la << lb;
   EXPECT_EQ(ta.tx_bytes, tb.rx_bytes) << la << lb;
@@ -225,15 +239,7 @@ TEST_F(CtcmTest, AReadAndAWriteDeviceNeverCollide) {
   EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ctcm_a_->log() << ctcm_b_->log();
   r = b_->Exec(absl::StrCat("ping -c 3 -i 0.2 -W 5 ", kA));
   EXPECT_TRUE(r.ok() && absl::StrContains(r.out, "3 received")) << r.out << ctcm_a_->log() << ctcm_b_->log();
-  TransferResult ab, ba;
-  std::thread t([&] { ba = CheckedTcpTransfer(a_->name(), b_->name(), kA, 5207, 16ull << 20); });
-  ab = CheckedTcpTransfer(b_->name(), a_->name(), kB, 5208, 16ull << 20);
-  t.join();
-  EXPECT_EQ(ab.error, "") << ctcm_a_->log() << ctcm_b_->log();
-  EXPECT_EQ(ba.error, "") << ctcm_a_->log() << ctcm_b_->log();
-  const std::string la = StopCleanly(ctcm_a_, *a_);
-  const std::string lb = StopCleanly(ctcm_b_, *b_);
-  const Traffic ta = TrafficOf(la), tb = TrafficOf(lb);
+  const auto [la, lb, ta, tb] = BothWaysAtOnceThenStop(5207, 16ull << 20);
   ASSERT_TRUE(ta.ok && tb.ok) << la << lb;
   EXPECT_EQ(ta.collisions, 0ul) << la;
   EXPECT_EQ(tb.collisions, 0ul) << lb;
