@@ -83,6 +83,10 @@ bg etcd etcd --name e --data-dir "$WORK/etcd" --listen-client-urls http://127.0.
   --initial-advertise-peer-urls http://127.0.0.1:$PP --initial-cluster e=http://127.0.0.1:$PP --log-level warn
 export HSI_ETCD=http://127.0.0.1:$EP HSI_CLUSTER=$TAG
 until_ok 20 "$BIN/hsictl" cluster >/dev/null 2>&1 || { cat "$WORK/etcd.log"; echo "etcd did not start"; exit 1; }
+# Members hold their key on a 10 s lease (hsid's default is 2 s): no step
+# here kills a member, and on a loaded host (a build beside the run) a 2 s
+# lease once expired between two keep-alives, so that a relocation found
+# its target "left the cluster" and the run failed.
 member() { # NAME CHPID SUBNET
   cat >"$WORK/$1.toml" <<EOF
 [[chpid]]
@@ -95,6 +99,7 @@ uids = ["self"]
 name = "$TAG"
 member = "$1"
 etcd = "$HSI_ETCD"
+lease_ttl_s = 10
 EOF
   bg "hsid-$1" "$BIN/hsid" --socket "$WORK/$1.sock" --config "$WORK/$1.toml"
 }
