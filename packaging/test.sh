@@ -3,7 +3,7 @@
 #   1. release build, every test (unit, multi-process, stress, hostile peer)
 #   2. ASan+UBSan build, the tests labelled "sanitize"
 #   3. TSan build, the tests labelled "sanitize"
-#   4. clang libFuzzer build, each fuzz target for 20 s (packaging/fuzz.sh)
+#   4. clang libFuzzer build, each fuzz target for 10 s (packaging/fuzz.sh)
 #   5. Debian packages installed, examples built against them and run,
 #      packages purged (packaging/examples-test.sh; the packages are made
 #      from the release build, configured with prefix /usr)
@@ -48,8 +48,8 @@ if [ "$sanitizers" -eq 1 ]; then
     TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
       ctest --preset "$preset"
   done
-  step "fuzz targets, 20 s each"
-  packaging/fuzz.sh --seconds 20
+  step "fuzz targets, 10 s each"
+  packaging/fuzz.sh --seconds 10
 fi
 step "packages and examples"
 packaging/examples-test.sh --build-dir build
